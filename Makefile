@@ -1,0 +1,45 @@
+# spendpipe — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+KAFKA := deploy/kafka/kafka-local.sh
+export LITELLM_LOCAL_MODEL_COST_MAP := True
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## install the venv and fetch the Kafka broker jars from Maven Central
+	$(KAFKA) fetch
+
+run: setup ## start a local broker and the whole pipeline on embedded ClickHouse, drive LiteLLM traffic, show live spend
+	$(BIN)/python -m spendpipe.services.admin.local_demo
+
+lint: $(STAMP) ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy spendpipe tests benchmarks
+
+test: setup lint ## lint, then unit, integration and e2e tests (the tests start and stop their own broker)
+	$(BIN)/pytest
+
+bench: setup ## run the benchmarks and print their table
+	$(BIN)/python -m benchmarks
+
+fmt: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## remove local data (keeps the venv and the jar cache)
+	rm -rf .data
+
+.PHONY: help setup run lint test bench fmt clean

@@ -1,0 +1,1 @@
+"""spendpipe: cost events from LLM gateways to exact windowed totals, budgets and blocks."""

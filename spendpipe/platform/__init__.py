@@ -1,0 +1,1 @@
+"""Builders that turn settings into clients (ClickHouse, Kafka) and hand back their cleanup."""

@@ -1,0 +1,42 @@
+"""Creating spendpipe's topics with the partitions and cleanup policies they need."""
+
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.topics import Topics
+
+log = logging.getLogger(__name__)
+
+COMPACTED = {"cleanup.policy": "compact"}
+
+
+def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[NewTopic]:
+    """Events and flushes are streams; decisions and budgets are compacted, keyed by scope,
+    so a cold reader rebuilds the current state from the beginning."""
+    plain = [topics.events, topics.events_dead_letter, topics.flushes]
+    compacted = [topics.decisions, topics.budgets]
+    return [NewTopic(name, partitions, replication) for name in plain] + [
+        NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted
+    ]
+
+
+async def ensure_topics(
+    kafka: KafkaSettings, specs: list[NewTopic], *, timeout_ms: int = 30_000
+) -> list[str]:
+    """Create the topics that do not exist yet. Returns the names created now."""
+    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs(), request_timeout_ms=timeout_ms)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [spec for spec in specs if spec.name not in existing]
+        if missing:
+            try:
+                await admin.create_topics(missing, timeout_ms=timeout_ms)
+            except TopicAlreadyExistsError:
+                log.info("topics were created concurrently")
+        return [spec.name for spec in missing]
+    finally:
+        await admin.close()

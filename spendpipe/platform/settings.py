@@ -1,0 +1,44 @@
+"""Loading a service's settings, with errors that name the environment variable to fix."""
+
+from typing import TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SPENDPIPE_"
+NESTED_DELIMITER = "__"
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def service_config() -> SettingsConfigDict:
+    """`SPENDPIPE_` prefix, `__` between a section and its field, `.env` read when present."""
+    return SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        env_file=".env",
+        extra="ignore",
+    )
+
+
+class SettingsError(ValueError):
+    """Settings that cannot start a service; the message lists every problem, one per line."""
+
+
+def load_settings(cls: type[S]) -> S:
+    """Read `cls` from the environment (and `.env`). Raises `SettingsError` naming each variable."""
+    try:
+        return cls()
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
+
+
+def describe_errors(error: ValidationError) -> str:
+    lines = []
+    for issue in error.errors(include_url=False):
+        location = [str(part) for part in issue["loc"] if not isinstance(part, int)]
+        variable = ENV_PREFIX + NESTED_DELIMITER.join(location).upper() if location else "settings"
+        value = issue.get("input")
+        shown = "" if isinstance(value, dict) or "password" in variable.lower() else f" (got {value!r})"
+        lines.append(f"{variable}: {issue['msg']}{shown}")
+    return "invalid settings:\n  " + "\n  ".join(lines)

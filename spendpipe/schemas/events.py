@@ -1,0 +1,118 @@
+"""`SpendEvent`: one LLM request as it passed a gateway, the message on `spend.events`.
+
+The message type name is versioned (`spendpipe.spend_event.v1`) and carried in every
+payload as `schema_version`; how it is serialised (JSON, below) is separate from what
+it means. A consumer that meets a version it does not know dead-letters the message
+instead of guessing.
+"""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+)
+
+from spendpipe.schemas.money import COST_PRECISION, COST_SCALE
+
+MESSAGE_TYPE = "spendpipe.spend_event.v1"
+SCHEMA_VERSION = 1
+
+Cost = Annotated[
+    Decimal,
+    Field(ge=0, max_digits=COST_PRECISION, decimal_places=COST_SCALE),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+]
+"""A non-negative exact amount in US dollars; a string on the wire so no JSON reader sees a float."""
+
+Label = Annotated[str | None, Field(default=None, max_length=256)]
+
+KeyHash = Annotated[str | None, Field(default=None, pattern=r"^[0-9a-f]{64}$")]
+"""SHA-256 hex of the API key, the same hash LiteLLM's proxy stores as the key's token."""
+
+
+class SpendEvent(BaseModel):
+    """What one request cost, and who it is attributed to."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    event_id: str = Field(min_length=1, max_length=128)
+    occurred_at: AwareDatetime
+    key_hash: KeyHash
+    key_alias: Label
+    user_id: Label
+    team_id: Label
+    org_id: Label
+    end_user: Label
+    model: str = Field(min_length=1, max_length=256)
+    model_group: Label
+    provider: Label
+    call_type: Label
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    cost: Cost
+    cache_hit: bool = False
+    status: Literal["success", "failure"] = "success"
+    error_class: Label
+    latency_ms: float = Field(default=0.0, ge=0)
+    request_tags: tuple[str, ...] = ()
+    gateway_id: str = Field(min_length=1, max_length=256)
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _to_utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @property
+    def billed_model(self) -> str:
+        """The model name budgets and per-model totals use: the model group clients asked
+        the proxy for, or the model itself in SDK mode."""
+        return self.model_group or self.model
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+class UnsupportedEvent(ValueError):
+    """A payload that is not a valid `SpendEvent` this code understands; `reason` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def decode_event(payload: bytes) -> SpendEvent:
+    """Parse one wire payload. Raises `UnsupportedEvent` with a readable reason."""
+    try:
+        return SpendEvent.model_validate_json(payload)
+    except ValidationError as error:
+        raise UnsupportedEvent(_explain(payload, error)) from error
+
+
+def _explain(payload: bytes, error: ValidationError) -> str:
+    issues = error.errors(include_url=False, include_input=False)
+    for issue in issues:
+        if issue["loc"] == ("schema_version",):
+            found = _schema_version_of(payload)
+            return f"unsupported schema_version {found!r}: this consumer reads {SCHEMA_VERSION}"
+    parts = [f"{'.'.join(str(p) for p in issue['loc']) or 'payload'}: {issue['msg']}" for issue in issues]
+    return "invalid spend event: " + "; ".join(parts[:5])
+
+
+def _schema_version_of(payload: bytes) -> object:
+    import orjson
+
+    try:
+        document = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    return document.get("schema_version") if isinstance(document, dict) else None

@@ -1,0 +1,30 @@
+"""`ScopesFlushed`: the aggregator's announcement, after each committed flush, of which
+scopes' totals changed. The enforcer re-evaluates exactly those scopes."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+MESSAGE_TYPE = "spendpipe.scopes_flushed.v1"
+
+
+class ScopeRef(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    id: str
+
+
+class ScopesFlushed(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    flush_id: str
+    flushed_at: AwareDatetime
+    events: int
+    """Events newly counted by this flush."""
+    scopes: tuple[ScopeRef, ...]
+    models: tuple[str, ...]
+    """Models whose per-model totals changed."""
+    latest_occurred_at: datetime | None = None

@@ -1,0 +1,31 @@
+"""Exact money: costs are `Decimal` in Python, strings on the wire, `Decimal(38, 24)` in ClickHouse."""
+
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
+
+COST_SCALE = 24
+"""Fractional digits kept for a cost; matches the ClickHouse column `Decimal(38, 24)`."""
+
+COST_PRECISION = 38
+
+MONEY_CONTEXT = Context(prec=COST_PRECISION, traps=[Inexact, Overflow, InvalidOperation])
+"""Arithmetic on costs in this context raises instead of rounding: a sum is exact or fails."""
+
+_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
+
+
+def cost_from_float(value: float) -> Decimal:
+    """Turn LiteLLM's float `response_cost` into the Decimal it prints as.
+
+    `repr` gives the shortest string that round-trips to the same float, so the
+    Decimal equals what anyone summing `Decimal(str(response_cost))` gets. Values
+    with more than 24 fractional digits (below a trillionth of a cent) are rounded
+    to 24; nothing LiteLLM's price map produces comes near that.
+    """
+    exact = Decimal(repr(float(value)))
+    if exact.as_tuple().exponent < -COST_SCALE:  # type: ignore[operator]
+        return exact.quantize(_QUANTUM)
+    return exact
+
+
+def add_costs(a: Decimal, b: Decimal) -> Decimal:
+    return MONEY_CONTEXT.add(a, b)

@@ -1,0 +1,83 @@
+"""Scopes: who a request's spend is attributed to.
+
+Every event counts towards its key, user, team, team membership (user within team),
+organisation, end customer and the global scope; each of those both across all models
+and for the event's own model. `model = ""` means "all models".
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from spendpipe.schemas.events import SpendEvent
+
+ALL_MODELS = ""
+
+
+class ScopeType(StrEnum):
+    KEY = "key"
+    USER = "user"
+    TEAM = "team"
+    TEAM_MEMBER = "team_member"
+    ORG = "org"
+    END_USER = "end_user"
+    GLOBAL = "global"
+
+
+GLOBAL_ID = ""
+TEAM_MEMBER_SEPARATOR = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    type: ScopeType
+    id: str
+
+    def __str__(self) -> str:
+        return self.type.value if self.type is ScopeType.GLOBAL else f"{self.type.value}:{self.id}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Scope":
+        """`team:eng`, `team_member:eng/alice`, `global`. Raises ValueError naming what is wrong."""
+        kind, _, scope_id = text.partition(":")
+        try:
+            scope_type = ScopeType(kind)
+        except ValueError:
+            known = ", ".join(t.value for t in ScopeType)
+            raise ValueError(f"unknown scope type {kind!r} (expected one of: {known})") from None
+        if scope_type is ScopeType.GLOBAL:
+            return cls(scope_type, GLOBAL_ID)
+        if not scope_id:
+            raise ValueError(f"scope {text!r} needs an id, as in {scope_type.value}:<id>")
+        return cls(scope_type, scope_id)
+
+
+def team_member_id(team_id: str, user_id: str) -> str:
+    return f"{team_id}{TEAM_MEMBER_SEPARATOR}{user_id}"
+
+
+def scopes_of(
+    key_hash: str | None,
+    user_id: str | None,
+    team_id: str | None,
+    org_id: str | None,
+    end_user: str | None,
+) -> tuple[Scope, ...]:
+    """The scopes a request with these attributes counts towards; absent attributes add none."""
+    scopes = [Scope(ScopeType.GLOBAL, GLOBAL_ID)]
+    if key_hash:
+        scopes.append(Scope(ScopeType.KEY, key_hash))
+    if user_id:
+        scopes.append(Scope(ScopeType.USER, user_id))
+    if team_id:
+        scopes.append(Scope(ScopeType.TEAM, team_id))
+        if user_id:
+            scopes.append(Scope(ScopeType.TEAM_MEMBER, team_member_id(team_id, user_id)))
+    if org_id:
+        scopes.append(Scope(ScopeType.ORG, org_id))
+    if end_user:
+        scopes.append(Scope(ScopeType.END_USER, end_user))
+    return tuple(scopes)
+
+
+def event_scopes(event: SpendEvent) -> tuple[Scope, ...]:
+    return scopes_of(event.key_hash, event.user_id, event.team_id, event.org_id, event.end_user)

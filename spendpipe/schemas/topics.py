@@ -1,0 +1,27 @@
+"""Kafka topic names. Defaults here; every service takes them from its settings."""
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field
+
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+"""Kafka's own rule for topic names: ASCII letters, digits, '.', '_' and '-', at most 249."""
+
+
+class Topics(BaseModel):
+    """The topics spendpipe reads and writes. Names are configurable (`SPENDPIPE_TOPICS__EVENTS`...)."""
+
+    events: TopicName = "spend.events"
+    """`SpendEvent` JSON, keyed by key hash. Written by gateways, read by the aggregator."""
+
+    events_dead_letter: TopicName = "spend.events.dlq"
+    """Messages the aggregator could not use: the original bytes, the reason in headers."""
+
+    flushes: TopicName = "spend.flushes"
+    """`ScopesFlushed` announcements: which scopes' totals changed in a committed flush."""
+
+    decisions: TopicName = "spend.decisions"
+    """Block/unblock decisions (compacted, keyed by scope). Used from the budgets issue on."""
+
+    budgets: TopicName = "spend.budgets"
+    """Budgets and limits (compacted, keyed by scope). Used from the budgets issue on."""

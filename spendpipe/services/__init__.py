@@ -1,0 +1,1 @@
+"""One package per deployable: gateway (LiteLLM plugin), aggregator, admin (CLI)."""

@@ -1,0 +1,24 @@
+"""Rich tables for query results: money right-aligned and never rounded."""
+
+from typing import Any
+
+from rich.table import Table
+
+NUMERIC = {"spend", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens"}
+
+
+def result_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for name in columns:
+        table.add_column(name, justify="right" if name in NUMERIC else "left", overflow="fold")
+    for row in rows:
+        table.add_row(*(_cell(value) for value in row))
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if value == "":
+        return "(all)"
+    return str(value)

@@ -1,0 +1,1 @@
+"""The aggregator: spend events from Kafka to exact windowed totals in ClickHouse, exactly once."""

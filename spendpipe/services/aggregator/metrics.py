@@ -1,0 +1,25 @@
+"""The aggregator's Prometheus metrics, on a registry the caller chooses."""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class AggregatorMetrics:
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.consumed = Counter(
+            "spendpipe_aggregator_messages_consumed", "Messages read from the events topic", registry=registry
+        )
+        self.counted = Counter(
+            "spendpipe_aggregator_events_counted", "Events added to the totals", registry=registry
+        )
+        self.duplicates = Counter(
+            "spendpipe_aggregator_duplicates_dropped", "Events dropped as already counted", registry=registry
+        )
+        self.dead_letters = Counter(
+            "spendpipe_aggregator_dead_letters", "Messages sent to the dead-letter topic", registry=registry
+        )
+        self.flush_failures = Counter(
+            "spendpipe_aggregator_flush_failures", "Flushes that failed and will be retried", registry=registry
+        )
+        self.flush_seconds = Histogram(
+            "spendpipe_aggregator_flush_seconds", "Time from batch received to offsets committed", registry=registry
+        )

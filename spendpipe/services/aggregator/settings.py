@@ -1,0 +1,37 @@
+"""Settings of the aggregator (env prefix `SPENDPIPE_`, `__` between section and field)."""
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings
+
+from spendpipe.platform.clickhouse import ClickhouseSettings
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.settings import service_config
+from spendpipe.schemas.topics import Topics
+
+
+class SqlEndpointSettings(BaseModel):
+    """The loopback SQL endpoint the process that owns an embedded store serves."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8124, ge=0, le=65535)
+
+
+class AggregatorSettings(BaseSettings):
+    model_config = service_config()
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: Topics = Topics()
+    clickhouse: ClickhouseSettings = ClickhouseSettings()
+    group_id: str = Field(default="spendpipe-aggregator", min_length=1)
+    batch_size: int = Field(default=20_000, ge=1, le=500_000)
+    """Most events per flush (one ClickHouse insert per table)."""
+    flush_interval_ms: int = Field(default=100, ge=1, le=60_000)
+    """Longest an event waits in Kafka's fetch before a flush: the broker answers a fetch
+    when it has `fetch_min_bytes` or this much time has passed."""
+    fetch_min_bytes: int = Field(default=1 << 20, ge=1)
+    dedup_horizon_s: float = Field(default=600.0, ge=60)
+    """How long counted event ids are remembered in memory; older duplicates are looked up in ClickHouse."""
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    """Pause after a failed flush before the batch is read again."""
+    sql_endpoint: SqlEndpointSettings = SqlEndpointSettings()

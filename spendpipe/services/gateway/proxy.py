@@ -1,0 +1,16 @@
+"""Entry point for the LiteLLM proxy. In the proxy's config.yaml:
+
+    litellm_settings:
+      callbacks: spendpipe.services.gateway.proxy.handler
+
+Settings come from the proxy's environment (`SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS`, ...); a bad
+one stops the proxy at start-up with a message naming the variable.
+"""
+
+from prometheus_client import REGISTRY
+
+from spendpipe.platform.settings import load_settings
+from spendpipe.services.gateway.plugin import SpendpipeLogger
+from spendpipe.services.gateway.settings import GatewaySettings
+
+handler = SpendpipeLogger.from_settings(load_settings(GatewaySettings), registry=REGISTRY)

@@ -1,0 +1,33 @@
+"""Settings of the gateway plugin (env prefix `SPENDPIPE_`, `__` between section and field)."""
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.settings import service_config
+from spendpipe.schemas.topics import Topics
+
+
+def _default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewaySettings(BaseSettings):
+    model_config = service_config()
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: Topics = Topics()
+    gateway_id: str = Field(default_factory=_default_gateway_id, min_length=1, max_length=256)
+    """Names this gateway process in every event it publishes."""
+    queue_size: int = Field(default=100_000, ge=1)
+    """Events held in memory while the background producer catches up."""
+    spool_dir: Path = Path(".data/gateway-spool")
+    """Where events wait on disk while Kafka is unreachable. One directory per gateway process."""
+    spool_max_bytes: int = Field(default=1 << 30, ge=1024)
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a batch may wait for Kafka's acknowledgement before it is spooled."""
+    retry_backoff_s: float = Field(default=1.0, gt=0)
