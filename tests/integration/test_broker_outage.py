@@ -1,0 +1,86 @@
+"""The Kafka broker stopped while the plugin keeps recording, then restarted: every event
+arrives, exactly once (guarantee 1: spool and deliver later; guarantee 2: dedup)."""
+
+import asyncio
+from decimal import Decimal
+from pathlib import Path
+
+import litellm
+
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.schemas.money import cost_from_float
+from spendpipe.services.gateway.metrics import GatewayMetrics
+from tests.conftest import aggregator_settings
+from tests.support.gateway import sdk_plugin
+from tests.support.kafka_broker import LocalBroker
+from tests.support.pipeline import counted_events, running_aggregator, totals
+from tests.support.waiting import eventually
+
+
+async def calls(n: int, phase: str) -> list[Decimal]:
+    responses = await asyncio.gather(
+        *(
+            litellm.acompletion(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": f"{phase} {i}"}],
+                mock_response=f"answer {i} " * (1 + i % 5),
+                metadata={"user_api_key_team_id": f"team-{phase}"},
+            )
+            for i in range(n)
+        )
+    )
+    return [cost_from_float(r._hidden_params["response_cost"]) for r in responses]
+
+
+async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
+    own_broker: LocalBroker,
+    make_topics,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    tmp_path: Path,
+) -> None:
+    topics = await make_topics(own_broker.bootstrap)
+    settings = aggregator_settings(own_broker.bootstrap, topics, clickhouse_settings)
+    spool = tmp_path / "spool"
+    with sdk_plugin(own_broker.bootstrap, topics, spool, delivery_timeout_s=3.0, retry_backoff_s=0.5) as plugin:
+        metrics = plugin.metrics
+
+        async def recorded() -> float:
+            return metrics.recorded._value.get()
+
+        # given a running pipeline that has counted some traffic
+        async with running_aggregator(settings, clickhouse):
+            costs = await calls(40, "before")
+            await eventually(
+                lambda: asyncio.to_thread(counted_events, clickhouse), lambda n: n >= 40, timeout=60, what="40"
+            )
+
+        # when the broker goes away while calls keep being recorded
+        own_broker.stop()
+        costs += await calls(120, "during")
+        await eventually(recorded, lambda n: n >= 160, timeout=30, what="160 recorded")
+        await eventually(
+            lambda: _value(GatewayMetrics.total, metrics.spooled), lambda n: n >= 120, timeout=60, what="spooled"
+        )
+        assert any(spool.iterdir()), "events of the outage wait on disk"
+
+        # and comes back
+        own_broker.start()
+        costs += await calls(40, "after")
+        async with running_aggregator(settings, clickhouse):
+            await eventually(
+                lambda: asyncio.to_thread(counted_events, clickhouse), lambda n: n >= 200, timeout=120, what="200"
+            )
+            assert await asyncio.to_thread(plugin.publisher.wait_idle, 60), "spool drained"
+
+        # then every call is counted exactly once, to the last digit
+        assert counted_events(clickhouse) == 200
+        spend = totals(clickhouse)
+        assert spend[("global", "", "")] == sum(costs)
+        assert spend[("team", "team-during", "")] == sum(costs[40:160])
+        assert GatewayMetrics.total(metrics.lost) == 0
+        assert plugin.publisher._spool.empty  # noqa: SLF001
+
+
+async def _value(fn, *args):
+    return fn(*args)

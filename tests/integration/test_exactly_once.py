@@ -1,0 +1,44 @@
+"""Exactly once: the same event id delivered twice, in one batch or in two, counts once."""
+
+from decimal import Decimal
+
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.schemas.windows import Window
+from tests.conftest import aggregator_settings
+from tests.support.events import expected_spend, make_event
+from tests.support.pipeline import counted_events, produce, running_aggregator, totals
+from tests.support.waiting import eventually
+
+
+async def test_same_event_id_published_twice_is_counted_once(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    # given events, each published twice: back to back, and again in a later batch
+    topics = await make_topics(kafka_broker)
+    events = [make_event() for _ in range(200)]
+    payloads = [event.to_json() for event in events]
+    settings = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+
+    async with running_aggregator(settings, clickhouse) as (_, metrics):
+        # when
+        await produce(kafka_broker, topics.events, [p for p in payloads for _ in range(2)])
+        await eventually(
+            lambda: _async(counted_events, clickhouse), lambda n: n >= 200, timeout=60, what="200 events"
+        )
+        await produce(kafka_broker, topics.events, payloads[:50])
+        await eventually(
+            lambda: _async(lambda: metrics.duplicates._value.get()),
+            lambda n: n >= 250,
+            timeout=60,
+            what="250 duplicates dropped",
+        )
+
+    # then: each event once, and every total equals the plain sum of its events
+    assert counted_events(clickhouse) == 200
+    assert totals(clickhouse, "day") == expected_spend(events, Window.DAY)
+    assert totals(clickhouse, "minute") == expected_spend(events, Window.MINUTE)
+    assert sum(e.cost for e in events) == totals(clickhouse)[("global", "", "")] > Decimal(0)
+
+
+async def _async(fn, *args):
+    return fn(*args)

@@ -1,0 +1,73 @@
+"""A crash between the two inserts of a flush, or after both but before the Kafka commit,
+replays the batch into a fresh writer (a restarted process). The real ClickHouse engine holds
+whatever landed; the totals stay exact."""
+
+from collections.abc import Sequence
+
+import pytest
+
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.schemas.events import SpendEvent
+from spendpipe.schemas.windows import Window
+from spendpipe.services.aggregator.store import SpendStore
+from spendpipe.services.aggregator.writer import BatchWriter, SourceRecord
+from tests.support.events import expected_spend, make_event
+from tests.support.pipeline import counted_events, totals
+
+TOPIC = "spend.events"
+
+
+class CrashBeforeEvents(SpendStore):
+    """The process dies right after the totals insert: the events insert never happens."""
+
+    def insert_events(self, events: Sequence[tuple[SpendEvent, int, int]], **kwargs: object) -> None:
+        raise SystemExit("killed between the totals and the events insert")
+
+
+def records(events: list[SpendEvent], first_offset: int = 0) -> list[SourceRecord]:
+    return [SourceRecord(i % 2, first_offset + i, e.to_json()) for i, e in enumerate(events)]
+
+
+def restarted_writer(clickhouse: ClickhouseStore) -> BatchWriter:
+    return BatchWriter(store=SpendStore(clickhouse=clickhouse), topic=TOPIC, dedup_horizon_s=600)
+
+
+def test_crash_between_totals_and_events_insert(clickhouse: ClickhouseStore) -> None:
+    first, second = [make_event() for _ in range(40)], [make_event() for _ in range(40)]
+    restarted_writer(clickhouse).write(records(first))
+    crashing = BatchWriter(store=CrashBeforeEvents(clickhouse=clickhouse), topic=TOPIC, dedup_horizon_s=600)
+
+    with pytest.raises(SystemExit):
+        crashing.write(records(second, first_offset=40))
+    # the totals landed, the events did not, the offsets were not committed: Kafka replays
+    restarted_writer(clickhouse).write(records(second, first_offset=40))
+
+    assert counted_events(clickhouse) == 80
+    assert totals(clickhouse, "day") == expected_spend(first + second, Window.DAY)
+    assert totals(clickhouse, "minute") == expected_spend(first + second, Window.MINUTE)
+
+
+def test_crash_after_both_inserts_before_commit(clickhouse: ClickhouseStore) -> None:
+    events = [make_event() for _ in range(50)]
+    restarted_writer(clickhouse).write(records(events))
+
+    # the batch is replayed from the last committed offset, with more events behind it
+    more = [make_event() for _ in range(10)]
+    outcome = restarted_writer(clickhouse).write(records(events + more))
+
+    assert outcome.counted == 10
+    assert counted_events(clickhouse) == 60
+    assert totals(clickhouse, "day") == expected_spend(events + more, Window.DAY)
+
+
+def test_replayed_batch_cut_at_different_boundaries(clickhouse: ClickhouseStore) -> None:
+    events = [make_event() for _ in range(30)]
+    batch = records(events)
+    restarted_writer(clickhouse).write(batch[:20])
+
+    writer = restarted_writer(clickhouse)
+    writer.write(batch[5:12])
+    writer.write(batch[12:30])
+
+    assert counted_events(clickhouse) == 30
+    assert totals(clickhouse, "hour") == expected_spend(events, Window.HOUR)

@@ -1,0 +1,31 @@
+"""The gateway plugin wired into the LiteLLM SDK for a test, and unwired afterwards."""
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import litellm
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.topics import Topics
+from spendpipe.services.gateway.plugin import SpendpipeLogger
+from spendpipe.services.gateway.settings import GatewaySettings
+
+
+@contextlib.contextmanager
+def sdk_plugin(bootstrap: str, topics: Topics, spool_dir: Path, **overrides: object) -> Iterator[SpendpipeLogger]:
+    settings = GatewaySettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topics=topics,
+        spool_dir=spool_dir,
+        gateway_id="test-gateway",
+        **overrides,  # type: ignore[arg-type]
+    )
+    plugin = SpendpipeLogger.from_settings(settings)
+    previous = litellm.callbacks
+    litellm.callbacks = [plugin]
+    try:
+        yield plugin
+    finally:
+        litellm.callbacks = previous
+        plugin.close()

@@ -1,0 +1,80 @@
+"""Running pipeline parts inside the test process against the real broker and chDB."""
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
+
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.services.aggregator.app import Aggregator
+from spendpipe.services.aggregator.main import build_broker
+from spendpipe.services.aggregator.metrics import AggregatorMetrics
+from spendpipe.services.aggregator.settings import AggregatorSettings
+
+
+@contextlib.asynccontextmanager
+async def running_aggregator(
+    settings: AggregatorSettings, clickhouse: ClickhouseStore
+) -> AsyncIterator[tuple[Aggregator, AggregatorMetrics]]:
+    broker: KafkaBroker = build_broker(settings)
+    metrics = AggregatorMetrics(registry=CollectorRegistry())
+    aggregator = Aggregator(settings=settings, broker=broker, clickhouse=clickhouse, metrics=metrics)
+    await broker.start()
+    try:
+        yield aggregator, metrics
+    finally:
+        await broker.stop()
+
+
+async def produce(bootstrap: str, topic: str, values: Sequence[bytes], key: bytes | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, value=value, key=key) for value in values]
+        for future in pending:
+            await future
+    finally:
+        await producer.stop()
+
+
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
+    """Every record of `topic` from the beginning, once at least `expected` have arrived."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=f"test-reader-{uuid.uuid4()}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for partition_records in batch.values():
+                records.extend(partition_records)
+    finally:
+        await consumer.stop()
+    return records
+
+
+def totals(clickhouse: ClickhouseStore, window: str = "day") -> dict[tuple[str, str, str], Decimal]:
+    """{(scope_type, scope_id, model): spend} for one window kind, summed over window starts."""
+    rows = clickhouse.rows(
+        "SELECT scope_type, scope_id, model, sum(spend) FROM spend_totals "
+        "WHERE window = {window:String} GROUP BY scope_type, scope_id, model",
+        {"window": window},
+    )
+    return {(t, i, m): Decimal(s) for t, i, m, s in rows}
+
+
+def counted_events(clickhouse: ClickhouseStore) -> int:
+    return int(clickhouse.rows("SELECT count() FROM events")[0][0])
