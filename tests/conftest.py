@@ -124,4 +124,3 @@ def aggregator_settings(
     }
     values.update(overrides)
     return AggregatorSettings(**values)  # type: ignore[arg-type]
-

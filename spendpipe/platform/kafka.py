@@ -34,9 +34,7 @@ class KafkaSettings(BaseModel):
                 if getattr(self, name) is None
             ]
             if missing:
-                raise ValueError(
-                    f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
-                )
+                raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)}")
         return self
 
     @property
@@ -48,15 +46,16 @@ class KafkaSettings(BaseModel):
         context = self._ssl_context() if use_ssl else None
         if not self.security_protocol.startswith("SASL"):
             return BaseSecurity(ssl_context=context, use_ssl=use_ssl) if use_ssl else None
-        assert self.sasl_username is not None and self.sasl_password is not None
+        username = self.sasl_username or ""
+        password = self.sasl_password.get_secret_value() if self.sasl_password else ""
         sasl = {
             "PLAIN": SASLPlaintext,
             "SCRAM-SHA-256": SASLScram256,
             "SCRAM-SHA-512": SASLScram512,
         }[self.sasl_mechanism or "PLAIN"]
         return sasl(
-            username=self.sasl_username,
-            password=self.sasl_password.get_secret_value(),
+            username=username,
+            password=password,
             ssl_context=context,
             use_ssl=use_ssl,
         )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
+import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
@@ -43,7 +44,7 @@ class SpendEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     event_id: str = Field(min_length=1, max_length=128)
     occurred_at: AwareDatetime
     key_hash: KeyHash
@@ -82,7 +83,7 @@ class SpendEvent(BaseModel):
         return self.model_dump_json(exclude_none=True).encode()
 
 
-class UnsupportedEvent(ValueError):
+class InvalidEventError(ValueError):
     """A payload that is not a valid `SpendEvent` this code understands; `reason` says why."""
 
     def __init__(self, reason: str) -> None:
@@ -91,11 +92,11 @@ class UnsupportedEvent(ValueError):
 
 
 def decode_event(payload: bytes) -> SpendEvent:
-    """Parse one wire payload. Raises `UnsupportedEvent` with a readable reason."""
+    """Parse one wire payload. Raises `InvalidEventError` with a readable reason."""
     try:
         return SpendEvent.model_validate_json(payload)
     except ValidationError as error:
-        raise UnsupportedEvent(_explain(payload, error)) from error
+        raise InvalidEventError(_explain(payload, error)) from error
 
 
 def _explain(payload: bytes, error: ValidationError) -> str:
@@ -109,8 +110,6 @@ def _explain(payload: bytes, error: ValidationError) -> str:
 
 
 def _schema_version_of(payload: bytes) -> object:
-    import orjson
-
     try:
         document = orjson.loads(payload)
     except orjson.JSONDecodeError:

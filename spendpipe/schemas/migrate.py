@@ -65,8 +65,7 @@ def migrate(client: SqlCommands, migrations: list[Migration] | None = None) -> l
         for statement in migration.statements:
             client.command(statement)
         client.command(
-            "INSERT INTO schema_migrations (version, name) "
-            f"VALUES ({migration.version}, '{migration.name}')"
+            f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}')"
         )
         applied.append(migration.version)
     return applied

@@ -61,7 +61,9 @@ async def one_call(i: int, fail: bool) -> tuple[dict[str, str], Decimal, int]:
     return who, cost_from_float(response._hidden_params["response_cost"]), response.usage.total_tokens
 
 
-def expected_by_scope(results: list[tuple[dict[str, str], Decimal, int]]) -> dict[tuple[str, str, str], Decimal]:
+def expected_by_scope(
+    results: list[tuple[dict[str, str], Decimal, int]],
+) -> dict[tuple[str, str, str], Decimal]:
     spend: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     for who, cost, _ in results:
         key_hash = hashlib.sha256(who["key"].encode()).hexdigest()
@@ -80,7 +82,11 @@ def expected_by_scope(results: list[tuple[dict[str, str], Decimal, int]]) -> dic
 
 
 async def test_sdk_calls_give_exact_totals_per_scope_and_window(
-    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings, tmp_path: Path
+    kafka_broker: str,
+    make_topics,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    tmp_path: Path,
 ) -> None:
     # given the pipeline and the plugin registered in the LiteLLM SDK
     topics = await make_topics(kafka_broker)
@@ -91,11 +97,13 @@ async def test_sdk_calls_give_exact_totals_per_scope_and_window(
             # when a few hundred calls run, some of them failing
             results = []
             for start in range(0, CALLS, 50):
-                results += await asyncio.gather(*(one_call(i, i in failing) for i in range(start, start + 50)))
+                results += await asyncio.gather(
+                    *(one_call(i, i in failing) for i in range(start, start + 50))
+                )
             await eventually(
                 lambda: asyncio.to_thread(counted_events, clickhouse),
                 lambda n: n >= CALLS,
-                timeout=120,
+                within=120,
                 what=f"{CALLS} events counted",
             )
 
@@ -121,7 +129,9 @@ async def test_sdk_calls_give_exact_totals_per_scope_and_window(
     published = await read_topic(kafka_broker, topics.events, expected=CALLS)
     announcements = await read_topic(kafka_broker, topics.flushes, expected=1)
     kafka_bytes = b"\n".join(bytes(r.value or b"") + bytes(r.key or b"") for r in published + announcements)
-    stored = repr(clickhouse.rows("SELECT * FROM events")) + repr(clickhouse.rows("SELECT * FROM spend_totals"))
+    stored = repr(clickhouse.rows("SELECT * FROM events")) + repr(
+        clickhouse.rows("SELECT * FROM spend_totals")
+    )
     for raw in RAW_KEYS:
         assert raw.encode() not in kafka_bytes
         assert raw not in stored

@@ -2,9 +2,12 @@
 stay exact, nothing lost, nothing doubled."""
 
 import asyncio
+import functools
+import operator
 from decimal import Decimal
 from pathlib import Path
 
+from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.windows import Window
 from spendpipe.services.admin.sql_source import EndpointSource
 from tests.support.events import expected_spend, make_event
@@ -51,14 +54,16 @@ async def test_sigkill_mid_stream_and_restart_keeps_totals_exact(
 
         # when it is killed twice while events keep arriving, and restarted each time
         for threshold in (EVENTS // 6, EVENTS // 2):
-            await eventually(counted, lambda n, t=threshold: n >= t, timeout=120, what=f"{threshold} counted")
+            await eventually(
+                counted, functools.partial(operator.le, threshold), within=120, what="kill point"
+            )
             aggregator.kill()
             aggregator.start()
             aggregator.wait_http_ok(f"http://127.0.0.1:{port}/healthz")
         await stream
 
         # then every event is counted once, and every total is exact
-        await eventually(counted, lambda n: n >= EVENTS, timeout=180, what="all events counted")
+        await eventually(counted, lambda n: n >= EVENTS, within=180, what="all events counted")
         _, rows = await asyncio.to_thread(
             store.query, "SELECT count(), uniqExact(event_id), sum(cost) FROM events"
         )
@@ -76,6 +81,6 @@ async def test_sigkill_mid_stream_and_restart_keeps_totals_exact(
         aggregator.stop()
 
 
-async def _stream(bootstrap: str, topic: str, events: list) -> None:
+async def _stream(bootstrap: str, topic: str, events: list[SpendEvent]) -> None:
     for start in range(0, len(events), CHUNK):
         await produce(bootstrap, topic, [e.to_json() for e in events[start : start + CHUNK]])

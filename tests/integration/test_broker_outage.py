@@ -42,25 +42,30 @@ async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
     topics = await make_topics(own_broker.bootstrap)
     settings = aggregator_settings(own_broker.bootstrap, topics, clickhouse_settings)
     spool = tmp_path / "spool"
-    with sdk_plugin(own_broker.bootstrap, topics, spool, delivery_timeout_s=3.0, retry_backoff_s=0.5) as plugin:
+    with sdk_plugin(
+        own_broker.bootstrap, topics, spool, delivery_timeout_s=3.0, retry_backoff_s=0.5
+    ) as plugin:
         metrics = plugin.metrics
-
-        async def recorded() -> float:
-            return metrics.recorded._value.get()
 
         # given a running pipeline that has counted some traffic
         async with running_aggregator(settings, clickhouse):
             costs = await calls(40, "before")
             await eventually(
-                lambda: asyncio.to_thread(counted_events, clickhouse), lambda n: n >= 40, timeout=60, what="40"
+                lambda: asyncio.to_thread(counted_events, clickhouse),
+                lambda n: n >= 40,
+                within=60,
+                what="40",
             )
 
         # when the broker goes away while calls keep being recorded
         own_broker.stop()
         costs += await calls(120, "during")
-        await eventually(recorded, lambda n: n >= 160, timeout=30, what="160 recorded")
+        await eventually(metrics.recorded._value.get, lambda n: n >= 160, within=30, what="160 recorded")
         await eventually(
-            lambda: _value(GatewayMetrics.total, metrics.spooled), lambda n: n >= 120, timeout=60, what="spooled"
+            lambda: GatewayMetrics.total(metrics.spooled),
+            lambda n: n >= 120,
+            within=60,
+            what="spooled",
         )
         assert any(spool.iterdir()), "events of the outage wait on disk"
 
@@ -69,7 +74,10 @@ async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
         costs += await calls(40, "after")
         async with running_aggregator(settings, clickhouse):
             await eventually(
-                lambda: asyncio.to_thread(counted_events, clickhouse), lambda n: n >= 200, timeout=120, what="200"
+                lambda: asyncio.to_thread(counted_events, clickhouse),
+                lambda n: n >= 200,
+                within=120,
+                what="200",
             )
             assert await asyncio.to_thread(plugin.publisher.wait_idle, 60), "spool drained"
 
@@ -79,8 +87,4 @@ async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
         assert spend[("global", "", "")] == sum(costs)
         assert spend[("team", "team-during", "")] == sum(costs[40:160])
         assert GatewayMetrics.total(metrics.lost) == 0
-        assert plugin.publisher._spool.empty  # noqa: SLF001
-
-
-async def _value(fn, *args):
-    return fn(*args)
+        assert plugin.publisher._spool.empty

@@ -22,14 +22,12 @@ async def test_same_event_id_published_twice_is_counted_once(
     async with running_aggregator(settings, clickhouse) as (_, metrics):
         # when
         await produce(kafka_broker, topics.events, [p for p in payloads for _ in range(2)])
-        await eventually(
-            lambda: _async(counted_events, clickhouse), lambda n: n >= 200, timeout=60, what="200 events"
-        )
+        await eventually(lambda: counted_events(clickhouse), lambda n: n >= 200, within=60, what="200 events")
         await produce(kafka_broker, topics.events, payloads[:50])
         await eventually(
-            lambda: _async(lambda: metrics.duplicates._value.get()),
+            metrics.duplicates._value.get,
             lambda n: n >= 250,
-            timeout=60,
+            within=60,
             what="250 duplicates dropped",
         )
 
@@ -38,7 +36,3 @@ async def test_same_event_id_published_twice_is_counted_once(
     assert totals(clickhouse, "day") == expected_spend(events, Window.DAY)
     assert totals(clickhouse, "minute") == expected_spend(events, Window.MINUTE)
     assert sum(e.cost for e in events) == totals(clickhouse)[("global", "", "")] > Decimal(0)
-
-
-async def _async(fn, *args):
-    return fn(*args)

@@ -1,6 +1,7 @@
 """Running pipeline parts inside the test process against the real broker and chDB."""
 
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
@@ -54,8 +55,6 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float
     await consumer.start()
     records: list[Any] = []
     try:
-        import time
-
         deadline = time.monotonic() + timeout_s
         while len(records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)

@@ -35,12 +35,12 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"service exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310
+                with urllib.request.urlopen(url, timeout=1) as response:
                     return bool(response.status == 200)
             except OSError:
                 return False
 
-        eventually_sync(probe, bool, timeout=timeout, what=f"{url} to answer")
+        eventually_sync(probe, bool, within=timeout, what=f"{url} to answer")
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hook runs, nothing is flushed."""

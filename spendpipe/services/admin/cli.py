@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import sys
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -12,6 +11,7 @@ import typer
 from pydantic_settings import BaseSettings
 from rich.console import Console
 from rich.live import Live
+from rich.table import Table
 
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.settings import SettingsError, load_settings
@@ -21,6 +21,8 @@ from spendpipe.services.admin.render import result_table
 from spendpipe.services.admin.settings import AdminSettings
 from spendpipe.services.admin.spend_query import SpendQuery
 from spendpipe.services.admin.sql_source import sql_source
+from spendpipe.services.aggregator.main import serve
+from spendpipe.services.aggregator.settings import AggregatorSettings
 
 app = typer.Typer(help="spendpipe: exact LLM spend from gateways to ClickHouse.", no_args_is_help=True)
 run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.", no_args_is_help=True)
@@ -66,9 +68,6 @@ def run_all(validate: ValidateOption = False) -> None:
 
 
 def _run(service: Service, validate: bool) -> None:
-    from spendpipe.services.aggregator.main import serve
-    from spendpipe.services.aggregator.settings import AggregatorSettings
-
     settings = _settings(AggregatorSettings)
     if validate:
         console.print(f"settings for [bold]{service}[/bold] are valid")
@@ -79,8 +78,13 @@ def _run(service: Service, validate: bool) -> None:
 
 @app.command()
 def spend(
-    scope: Annotated[str, typer.Option(help="team:eng, key:<hash>, user:alice, team_member:eng/alice, global; "
-                                            "a bare type (team) lists every scope of it")] = "team",
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="team:eng, key:<hash>, user:alice, team_member:eng/alice, global; "
+            "a bare type (team) lists every scope of it"
+        ),
+    ] = "team",
     window: Annotated[Window, typer.Option(help="calendar window in UTC")] = Window.DAY,
     model: Annotated[str | None, typer.Option(help="a model name, or * for one row per model")] = None,
     at: Annotated[datetime | None, typer.Option(help="an instant in the window (UTC); default now")] = None,
@@ -92,7 +96,7 @@ def spend(
     scope_type, scope_id = _parse_scope(scope)
     source = sql_source(settings.clickhouse, settings.sql_endpoint_url)
 
-    def render() -> object:
+    def render() -> Table:
         instant = (at.replace(tzinfo=at.tzinfo or UTC)) if at else datetime.now(UTC)
         query = SpendQuery(scope_type, scope_id, window, instant, model, limit)
         sql, parameters = query.sql()
@@ -107,7 +111,7 @@ def spend(
         with Live(render(), console=console, refresh_per_second=4) as live:
             while True:
                 time.sleep(watch)
-                live.update(render())  # type: ignore[arg-type]
+                live.update(render())
     except KeyboardInterrupt:
         return
     except RuntimeError as error:
@@ -126,7 +130,9 @@ def _parse_scope(text: str) -> tuple[ScopeType, str | None]:
 
 
 @app.command()
-def sql(query: Annotated[str, typer.Argument(help="a read-only query, e.g. SELECT ... FROM spend_totals")]) -> None:
+def sql(
+    query: Annotated[str, typer.Argument(help="a read-only query, e.g. SELECT ... FROM spend_totals")],
+) -> None:
     """Run read-only SQL against the store and print the result."""
     settings = _settings(AdminSettings)
     try:
@@ -154,4 +160,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,9 +1,12 @@
 """Rich tables for query results: money right-aligned and never rounded."""
 
+import re
+from decimal import Decimal
 from typing import Any
 
 from rich.table import Table
 
+_DECIMAL = re.compile(r"^-?\d+\.\d+$")
 NUMERIC = {"spend", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens"}
 
 
@@ -21,4 +24,8 @@ def _cell(value: Any) -> str:
         return ""
     if value == "":
         return "(all)"
-    return str(value)
+    text = format(value, "f") if isinstance(value, Decimal) else str(value)
+    if _DECIMAL.match(text):
+        # Decimal(38, 24) prints 24 places; trailing zeros carry no information
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -14,7 +14,7 @@ class SqlSource(Protocol):
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Result: ...
 
 
-class EndpointUnavailable(RuntimeError):
+class EndpointUnavailableError(RuntimeError):
     pass
 
 
@@ -37,7 +37,7 @@ class EndpointSource:
             detail = json.loads(error.read() or b"{}").get("error", error.reason)
             raise RuntimeError(f"query failed: {detail}") from None
         except OSError as error:
-            raise EndpointUnavailable(
+            raise EndpointUnavailableError(
                 f"no spendpipe SQL endpoint at {self._url} ({error}); is `spendpipe run all` running?"
             ) from None
         return document["columns"], document["rows"]

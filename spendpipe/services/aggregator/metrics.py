@@ -18,8 +18,12 @@ class AggregatorMetrics:
             "spendpipe_aggregator_dead_letters", "Messages sent to the dead-letter topic", registry=registry
         )
         self.flush_failures = Counter(
-            "spendpipe_aggregator_flush_failures", "Flushes that failed and will be retried", registry=registry
+            "spendpipe_aggregator_flush_failures",
+            "Flushes that failed and will be retried",
+            registry=registry,
         )
         self.flush_seconds = Histogram(
-            "spendpipe_aggregator_flush_seconds", "Time from batch received to offsets committed", registry=registry
+            "spendpipe_aggregator_flush_seconds",
+            "Time from batch received to offsets committed",
+            registry=registry,
         )

@@ -95,7 +95,9 @@ class SpendStore:
         ingested_at: datetime,
     ) -> None:
         """Insert `(event, partition, offset)` triples as one block (one part)."""
-        rows = [_event_row(event, topic, partition, offset, ingested_at) for event, partition, offset in events]
+        rows = [
+            _event_row(event, topic, partition, offset, ingested_at) for event, partition, offset in events
+        ]
         columns = [list(column) for column in zip(*rows, strict=True)]
         self._clickhouse.insert_columns("events", columns, EVENT_COLUMNS)
 

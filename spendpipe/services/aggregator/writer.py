@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from spendpipe.schemas.events import SpendEvent, UnsupportedEvent, decode_event
+from spendpipe.schemas.events import InvalidEventError, SpendEvent, decode_event
 from spendpipe.schemas.scopes import Scope
 from spendpipe.services.aggregator.dedup import RecentEventIds
 from spendpipe.services.aggregator.rollup import roll_up, totals_columns
@@ -107,9 +107,9 @@ class BatchWriter:
         for record in records:
             try:
                 if record.value is None:
-                    raise UnsupportedEvent("empty message (no value)")
+                    raise InvalidEventError("empty message (no value)")
                 decoded.append((decode_event(record.value), record))
-            except UnsupportedEvent as error:
+            except InvalidEventError as error:
                 outcome.dead_letters.append(DeadLetter(record, error.reason))
         return decoded
 
@@ -175,9 +175,7 @@ class BatchWriter:
         if not new:
             return
         self._store.insert_events(new, topic=self._topic, ingested_at=now)
-        for partition, offset in _highest_offsets(
-            SourceRecord(p, o, None) for _, p, o in new
-        ).items():
+        for partition, offset in _highest_offsets(SourceRecord(p, o, None) for _, p, o in new).items():
             marks.events[partition] = offset
 
 

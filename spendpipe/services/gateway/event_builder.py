@@ -71,7 +71,9 @@ def _key_hash(metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | N
     return None
 
 
-def _end_user(record: Mapping[str, Any], metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | None:
+def _end_user(
+    record: Mapping[str, Any], metadata: Mapping[str, Any], kwargs: Mapping[str, Any]
+) -> str | None:
     """The request's `user` field: the proxy resolves it into the record; the SDK leaves it in
     the call's parameters."""
     optional = kwargs.get("optional_params") or {}

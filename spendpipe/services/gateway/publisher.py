@@ -234,4 +234,3 @@ class EventPublisher:
 def _encode(event: SpendEvent) -> Payload:
     key = event.key_hash.encode() if event.key_hash else None
     return key, event.to_json()
-

@@ -1,0 +1,179 @@
+"""`make run`: the whole pipeline on this machine, with no Docker and no internet.
+
+Starts a real Kafka broker (deploy/kafka/kafka-local.sh) unless SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS
+names one, creates the topics, starts `spendpipe run all` on the embedded ClickHouse engine,
+drives LiteLLM `mock_response` calls through the gateway plugin in SDK mode, and shows the
+spend per team and per key as it lands. Ctrl-C stops everything it started.
+"""
+
+import argparse
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.schemas.topics import Topics
+from spendpipe.services.admin.render import result_table
+from spendpipe.services.admin.sql_source import EndpointSource
+
+ROOT = Path(__file__).resolve().parents[3]
+DATA = Path(".data")
+KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
+TEAMS = ["search", "support", "research"]
+KEYS = [f"sk-demo-{team}-{n}" for team in TEAMS for n in range(2)]
+MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo"]
+console = Console()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--calls", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=40.0, help="calls per second")
+    parser.add_argument("--port", type=int, default=19092, help="local broker port")
+    parser.add_argument("--exit", action="store_true", help="stop once the traffic is counted")
+    args = parser.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+    bootstrap = os.environ.get("SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS")
+    own_broker = bootstrap is None
+    bootstrap = bootstrap or f"127.0.0.1:{args.port}"
+    pipeline: subprocess.Popen[bytes] | None = None
+    try:
+        if own_broker:
+            subprocess.run([str(KAFKA_SCRIPT), "start", str(DATA / "kafka"), str(args.port)], check=True)
+        kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        asyncio.run(ensure_topics(kafka, topic_specs(Topics(), partitions=3, replication=1)))
+        pipeline = _start_pipeline(bootstrap)
+        source = EndpointSource(url="http://127.0.0.1:8124")
+        _wait_ready(source, pipeline)
+        _drive_and_show(bootstrap, source, args.calls, args.rate)
+        if not args.exit:
+            console.print(
+                "\n[bold]The pipeline is still running.[/bold] In another shell try:\n"
+                "  .venv/bin/spendpipe spend --scope team --window day\n"
+                "  .venv/bin/spendpipe spend --scope global --window month --model '*'\n"
+                "  .venv/bin/spendpipe sql "
+                "'SELECT team_id, count(), sum(cost) FROM events GROUP BY team_id'\n"
+                "Ctrl-C stops it."
+            )
+            threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if pipeline is not None and pipeline.poll() is None:
+            pipeline.send_signal(signal.SIGTERM)
+            pipeline.wait(timeout=60)
+        if own_broker:
+            subprocess.run([str(KAFKA_SCRIPT), "stop", str(DATA / "kafka")], check=False)
+
+
+def _start_pipeline(bootstrap: str) -> subprocess.Popen[bytes]:
+    DATA.mkdir(exist_ok=True)
+    log = (DATA / "pipeline.log").open("ab")
+    console.print(f"starting [bold]spendpipe run all[/bold] (log: {DATA / 'pipeline.log'})")
+    return subprocess.Popen(
+        [sys.executable, "-m", "spendpipe.services.admin.cli", "run", "all"],
+        env={
+            **os.environ,
+            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{DATA / 'clickhouse'}",
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_ready(source: EndpointSource, pipeline: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if pipeline.poll() is not None:
+            raise SystemExit(
+                f"spendpipe run all exited with {pipeline.returncode}; see {DATA / 'pipeline.log'}"
+            )
+        try:
+            source.query("SELECT 1")
+            return
+        except RuntimeError:
+            threading.Event().wait(0.3)
+    raise SystemExit("spendpipe run all did not become ready in 120 s")
+
+
+def _drive_and_show(bootstrap: str, source: EndpointSource, calls: int, rate: float) -> None:
+    import litellm  # noqa: PLC0415 - a slow import, only the demo needs it
+
+    from spendpipe.services.gateway.plugin import SpendpipeLogger  # noqa: PLC0415
+    from spendpipe.services.gateway.settings import GatewaySettings  # noqa: PLC0415
+
+    plugin = SpendpipeLogger.from_settings(
+        GatewaySettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), spool_dir=DATA / "gateway-spool")
+    )
+    litellm.callbacks = [plugin]
+    rng = random.Random(42)  # noqa: S311 - demo traffic, not security
+    done = threading.Event()
+
+    async def traffic() -> None:
+        for n in range(calls):
+            key = rng.choice(KEYS)
+            team = key.split("-")[2]
+            await litellm.acompletion(
+                model=rng.choice(MODELS),
+                messages=[{"role": "user", "content": "hello " * rng.randint(1, 40)}],
+                mock_response="spend " * rng.randint(1, 80),
+                user=f"customer-{rng.randint(1, 5)}",
+                metadata={
+                    "user_api_key": key,
+                    "user_api_key_alias": key.removeprefix("sk-"),
+                    "user_api_key_user_id": f"{team}-dev-{n % 3}",
+                    "user_api_key_team_id": team,
+                },
+            )
+            await asyncio.sleep(1 / rate)
+        plugin.close()
+        done.set()
+
+    runner = threading.Thread(target=asyncio.run, args=(traffic(),), daemon=True)
+    runner.start()
+    with Live(_tables(source), console=console, refresh_per_second=4) as live:
+        while not done.is_set() or _counted(source) < calls:
+            threading.Event().wait(0.5)
+            live.update(_tables(source))
+        live.update(_tables(source))
+    console.print(
+        f"[green]{calls} LiteLLM calls recorded, published, aggregated and counted exactly.[/green]"
+    )
+
+
+def _counted(source: EndpointSource) -> int:
+    return int(source.query("SELECT count() FROM events")[1][0][0])
+
+
+def _tables(source: EndpointSource) -> Group:
+    per_team = source.query(
+        "SELECT scope_id AS team, sum(spend) AS spend, sum(requests) AS requests, "
+        "sum(total_tokens) AS total_tokens FROM spend_totals WHERE window = 'day' "
+        "AND window_start = toStartOfDay(now()) AND scope_type = 'team' AND model = '' "
+        "GROUP BY team ORDER BY spend DESC"
+    )
+    per_key = source.query(
+        "SELECT any(key_alias) AS key_alias, left(key_hash, 16) AS key_hash_prefix, sum(cost) AS spend, "
+        "count() AS requests FROM events WHERE occurred_at >= toStartOfDay(now()) "
+        "GROUP BY key_hash ORDER BY spend DESC"
+    )
+    return Group(
+        result_table("spend per team today (spend_totals)", *per_team),
+        result_table("spend per key today (events; raw keys never leave the gateway)", *per_key),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,209 @@
+"""The `SpendEvent` wire format: what decodes, what is refused and why."""
+
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from spendpipe.schemas.events import InvalidEventError, SpendEvent, decode_event
+
+
+def wire(**overrides: Any) -> bytes:
+    document: dict[str, Any] = {
+        "schema_version": 1,
+        "event_id": "call-1",
+        "occurred_at": "2026-11-28T13:45:00Z",
+        "model": "gpt-4o-mini",
+        "cost": "0.000225",
+        "gateway_id": "gw-1",
+    }
+    document.update(overrides)
+    return orjson.dumps({k: v for k, v in document.items() if v is not None})
+
+
+def full_event(**overrides: Any) -> SpendEvent:
+    values: dict[str, Any] = {
+        "event_id": "call-1",
+        "occurred_at": datetime(2026, 11, 28, 13, 45, 0, 123456, tzinfo=UTC),
+        "key_hash": "ab" * 32,
+        "key_alias": "ci-key",
+        "user_id": "alice",
+        "team_id": "eng",
+        "org_id": "acme",
+        "end_user": "customer-7",
+        "model": "azure/gpt-4o-2024-08-06",
+        "model_group": "gpt-4o",
+        "provider": "azure",
+        "call_type": "acompletion",
+        "prompt_tokens": 11,
+        "completion_tokens": 22,
+        "total_tokens": 33,
+        "cost": Decimal("0.00022500000000000002"),
+        "cache_hit": False,
+        "status": "failure",
+        "error_class": "RateLimitError",
+        "latency_ms": 812.5,
+        "request_tags": ("batch", "nightly"),
+        "gateway_id": "gw-1",
+    }
+    values.update(overrides)
+    return SpendEvent(**values)
+
+
+def reason_for(payload: bytes) -> str:
+    with pytest.raises(InvalidEventError) as raised:
+        decode_event(payload)
+    return raised.value.reason
+
+
+def test_minimal_payload_decodes() -> None:
+    event = decode_event(wire())
+
+    assert event.event_id == "call-1"
+    assert event.cost == Decimal("0.000225")
+    assert event.status == "success"
+    assert event.key_hash is None
+
+
+def test_malformed_json_is_explained() -> None:
+    reason = reason_for(b'{"event_id": "call-1", ')
+
+    assert reason.startswith("invalid spend event: ")
+    assert "JSON" in reason
+
+
+def test_a_json_array_is_not_an_event() -> None:
+    assert reason_for(b"[1, 2]").startswith("invalid spend event: ")
+
+
+def test_unknown_schema_version_is_named() -> None:
+    assert reason_for(wire(schema_version=2)) == "unsupported schema_version 2: this consumer reads 1"
+
+
+def test_negative_cost_is_refused() -> None:
+    reason = reason_for(wire(cost="-0.01"))
+
+    assert reason.startswith("invalid spend event: cost:")
+    assert "greater than or equal to 0" in reason
+
+
+def test_cost_with_more_than_24_decimals_is_refused() -> None:
+    reason = reason_for(wire(cost="0." + "0" * 24 + "1"))
+
+    assert reason.startswith("invalid spend event: cost:")
+    assert "24 decimal places" in reason
+
+
+def test_cost_with_exactly_24_decimals_is_kept_exactly() -> None:
+    text = "0.000000000000000000000001"
+
+    assert decode_event(wire(cost=text)).cost == Decimal(text)
+
+
+def test_naive_occurred_at_is_refused() -> None:
+    reason = reason_for(wire(occurred_at="2026-11-28T13:45:00"))
+
+    assert reason.startswith("invalid spend event: occurred_at:")
+    assert "timezone" in reason
+
+
+def test_every_problem_is_listed() -> None:
+    reason = reason_for(wire(cost="-1", occurred_at="2026-11-28T13:45:00", event_id=""))
+
+    for field in ("event_id", "occurred_at", "cost"):
+        assert f"{field}:" in reason
+
+
+def test_unknown_fields_are_refused() -> None:
+    assert "surprise" in reason_for(wire(surprise=True))
+
+
+def test_key_hash_must_be_sha256_hex() -> None:
+    assert reason_for(wire(key_hash="sk-raw-key")).startswith("invalid spend event: key_hash:")
+
+
+def test_occurred_at_is_normalised_to_utc() -> None:
+    event = decode_event(wire(occurred_at="2026-11-29T01:30:00+05:00"))
+
+    assert event.occurred_at == datetime(2026, 11, 28, 20, 30, tzinfo=UTC)
+    assert event.occurred_at.utcoffset() == timedelta(0)
+
+
+def test_occurred_at_given_in_python_is_normalised_to_utc() -> None:
+    local = datetime(2026, 11, 28, 8, 0, tzinfo=timezone(timedelta(hours=-5)))
+
+    event = full_event(occurred_at=local)
+
+    assert event.occurred_at.utcoffset() == timedelta(0)
+    assert event.occurred_at.hour == 13
+
+
+def test_naive_datetime_is_refused_in_python_too() -> None:
+    with pytest.raises(ValidationError, match="occurred_at"):
+        full_event(occurred_at=datetime(2026, 11, 28, 13, 45))  # noqa: DTZ001
+
+
+def test_round_trip_keeps_every_field() -> None:
+    event = full_event()
+
+    assert decode_event(event.to_json()) == event
+
+
+def test_round_trip_of_a_minimal_event() -> None:
+    event = full_event(
+        key_hash=None,
+        key_alias=None,
+        user_id=None,
+        team_id=None,
+        org_id=None,
+        end_user=None,
+        model_group=None,
+        error_class=None,
+        status="success",
+        request_tags=(),
+    )
+
+    assert decode_event(event.to_json()) == event
+
+
+def test_cost_is_a_string_on_the_wire() -> None:
+    document = orjson.loads(full_event().to_json())
+
+    assert document["cost"] == "0.00022500000000000002"
+    assert document["schema_version"] == 1
+
+
+def test_cost_is_written_in_plain_notation() -> None:
+    document = orjson.loads(full_event(cost=Decimal("1.35E-5")).to_json())
+
+    assert document["cost"] == "0.0000135"
+
+
+def test_absent_attributes_are_left_out_of_the_wire() -> None:
+    document = orjson.loads(full_event(team_id=None, error_class=None).to_json())
+
+    assert "team_id" not in document
+    assert "error_class" not in document
+
+
+def test_billed_model_prefers_the_model_group() -> None:
+    assert full_event().billed_model == "gpt-4o"
+    assert full_event(model_group=None).billed_model == "azure/gpt-4o-2024-08-06"
+
+
+costs = st.decimals(min_value=0, max_value=10**6, places=24, allow_nan=False, allow_infinity=False)
+
+
+@given(costs)
+def test_any_valid_cost_survives_the_wire_exactly(cost: Decimal) -> None:
+    payload = full_event(cost=cost).to_json()
+
+    on_wire = orjson.loads(payload)["cost"]
+    assert isinstance(on_wire, str)
+    assert "e" not in on_wire.lower()
+    assert decode_event(payload).cost == cost

@@ -1,0 +1,82 @@
+"""Scopes: parsing what an operator types, and which scopes an event counts towards."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from spendpipe.schemas.scopes import Scope, ScopeType, scopes_of
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("team:eng", Scope(ScopeType.TEAM, "eng")),
+        ("team_member:eng/alice", Scope(ScopeType.TEAM_MEMBER, "eng/alice")),
+        ("key:" + "a" * 64, Scope(ScopeType.KEY, "a" * 64)),
+        ("end_user:customer:42", Scope(ScopeType.END_USER, "customer:42")),
+        ("global", Scope(ScopeType.GLOBAL, "")),
+    ],
+)
+def test_parse_accepts(text: str, expected: Scope) -> None:
+    assert Scope.parse(text) == expected
+
+
+def test_parse_rejects_unknown_type_and_lists_known_ones() -> None:
+    with pytest.raises(ValueError, match="unknown scope type 'tem'") as raised:
+        Scope.parse("tem:eng")
+
+    for known in ("key", "user", "team", "team_member", "org", "end_user", "global"):
+        assert known in str(raised.value)
+
+
+@pytest.mark.parametrize("text", ["team", "team:", "user:"])
+def test_parse_rejects_missing_id_with_an_example(text: str) -> None:
+    kind = text.rstrip(":")
+    with pytest.raises(ValueError, match=rf"needs an id, as in {kind}:<id>"):
+        Scope.parse(text)
+
+
+def test_str_of_global_has_no_id() -> None:
+    assert str(Scope(ScopeType.GLOBAL, "")) == "global"
+    assert str(Scope(ScopeType.TEAM, "eng")) == "team:eng"
+
+
+@given(
+    st.sampled_from([t for t in ScopeType if t is not ScopeType.GLOBAL]),
+    st.text(min_size=1, max_size=40),
+)
+def test_str_and_parse_round_trip(scope_type: ScopeType, scope_id: str) -> None:
+    scope = Scope(scope_type, scope_id)
+
+    assert Scope.parse(str(scope)) == scope
+
+
+def test_scopes_with_every_attribute() -> None:
+    scopes = scopes_of("h" * 64, "alice", "eng", "acme", "customer-7")
+
+    assert [str(s) for s in scopes] == [
+        "global",
+        "key:" + "h" * 64,
+        "user:alice",
+        "team:eng",
+        "team_member:eng/alice",
+        "org:acme",
+        "end_user:customer-7",
+    ]
+
+
+def test_no_attributes_count_only_towards_global() -> None:
+    assert scopes_of(None, None, None, None, None) == (Scope(ScopeType.GLOBAL, ""),)
+
+
+def test_empty_strings_count_as_absent() -> None:
+    assert scopes_of("", "", "", "", "") == (Scope(ScopeType.GLOBAL, ""),)
+
+
+@pytest.mark.parametrize(("user", "team"), [("alice", None), (None, "eng")])
+def test_team_member_needs_both_team_and_user(user: str | None, team: str | None) -> None:
+    types = {s.type for s in scopes_of(None, user, team, None, None)}
+
+    assert ScopeType.TEAM_MEMBER not in types
+    assert (ScopeType.USER in types) == (user is not None)
+    assert (ScopeType.TEAM in types) == (team is not None)
