@@ -4,6 +4,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 ENV_PREFIX = "SPENDPIPE_"
 NESTED_DELIMITER = "__"
@@ -31,6 +32,14 @@ def load_settings(cls: type[S]) -> S:
         return cls()
     except ValidationError as error:
         raise SettingsError(describe_errors(error)) from None
+    except PydanticSettingsError as error:
+        # a section given as JSON that does not parse, e.g. SPENDPIPE_KAFKA='{"bootstrap'
+        raise SettingsError(f"invalid settings:\n  {_variable_of(error)}: {error}") from None
+
+
+def _variable_of(error: PydanticSettingsError) -> str:
+    field = str(error).partition('field "')[2].partition('"')[0]
+    return ENV_PREFIX + field.upper() if field else "settings"
 
 
 def describe_errors(error: ValidationError) -> str:

@@ -24,7 +24,7 @@ def test_cost_from_float_is_the_decimal_the_float_prints_as(value: float, expect
 
 
 def test_cost_from_float_is_not_the_binary_expansion() -> None:
-    assert cost_from_float(0.1) != Decimal(0.1)
+    assert cost_from_float(0.1) != Decimal.from_float(0.1)
 
 
 def test_costs_below_24_decimals_are_rounded_to_24() -> None:

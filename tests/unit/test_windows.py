@@ -9,12 +9,14 @@ from hypothesis import strategies as st
 from spendpipe.schemas.windows import Window, window_bounds, window_end, window_start
 
 
-def at(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+def at(year: int, month: int, day: int, *time: int) -> datetime:
+    """A UTC instant; `time` is hour, minute, second."""
+    hour, minute, second = (*time, 0, 0, 0)[:3]
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
-def epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> int:
-    return int(at(year, month, day, hour, minute, second).timestamp())
+def epoch(year: int, month: int, day: int, *time: int) -> int:
+    return int(at(year, month, day, *time).timestamp())
 
 
 @pytest.mark.parametrize(
@@ -130,5 +132,7 @@ def test_windows_nest(seconds: int) -> None:
 
     assert start(Window.MINUTE) >= start(Window.HOUR) >= start(Window.DAY)
     assert end(Window.MINUTE) <= end(Window.HOUR) <= end(Window.DAY)
-    assert start(Window.WEEK) <= start(Window.DAY) and end(Window.DAY) <= end(Window.WEEK)
-    assert start(Window.MONTH) <= start(Window.DAY) and end(Window.DAY) <= end(Window.MONTH)
+    assert start(Window.WEEK) <= start(Window.DAY)
+    assert end(Window.DAY) <= end(Window.WEEK)
+    assert start(Window.MONTH) <= start(Window.DAY)
+    assert end(Window.DAY) <= end(Window.MONTH)

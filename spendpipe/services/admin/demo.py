@@ -149,7 +149,7 @@ def _drive_and_show(bootstrap: str, source: EndpointSource, calls: int, rate: fl
             live.update(_tables(source))
         live.update(_tables(source))
     console.print(
-        f"[green]{calls} LiteLLM calls recorded, published, aggregated and counted exactly.[/green]"
+        f"[green]{calls} LiteLLM calls recorded, published, aggregated and counted.[/green]"
     )
 
 

@@ -1,0 +1,80 @@
+"""Recently counted event ids, forgotten once they are older than the horizon."""
+
+from spendpipe.services.aggregator.dedup import RecentEventIds
+
+
+def test_remembered_ids_are_found() -> None:
+    seen = RecentEventIds(horizon_s=600)
+
+    seen.remember(["a", "b"], at=1000.0)
+
+    assert "a" in seen
+    assert "b" in seen
+    assert "c" not in seen
+    assert len(seen) == 2
+
+
+def test_an_id_repeated_in_a_batch_is_kept_once() -> None:
+    seen = RecentEventIds(horizon_s=600)
+
+    seen.remember(["a", "a", "b"], at=1000.0)
+    seen.remember(["b"], at=1001.0)
+
+    assert len(seen) == 2
+
+
+def test_ids_are_kept_until_the_horizon_has_passed() -> None:
+    seen = RecentEventIds(horizon_s=600)
+    seen.remember(["a"], at=1000.0)
+
+    seen.expire(now=1600.0)  # exactly the horizon: still remembered
+    assert "a" in seen
+
+    seen.expire(now=1600.5)
+    assert "a" not in seen
+    assert len(seen) == 0
+
+
+def test_expire_forgets_only_the_old_batches() -> None:
+    seen = RecentEventIds(horizon_s=600)
+    seen.remember(["old-1", "old-2"], at=1000.0)
+    seen.remember(["new"], at=1500.0)
+
+    seen.expire(now=1700.0)
+
+    assert "old-1" not in seen
+    assert "old-2" not in seen
+    assert "new" in seen
+    assert len(seen) == 1
+
+
+def test_a_duplicate_does_not_extend_the_first_count() -> None:
+    seen = RecentEventIds(horizon_s=600)
+    seen.remember(["a"], at=1000.0)
+    seen.remember(["a", "b"], at=1500.0)
+
+    seen.expire(now=1700.0)
+
+    assert "a" not in seen
+    assert "b" in seen
+
+
+def test_a_forgotten_id_can_be_remembered_again() -> None:
+    seen = RecentEventIds(horizon_s=600)
+    seen.remember(["a"], at=1000.0)
+    seen.expire(now=2000.0)
+
+    seen.remember(["a"], at=2000.0)
+    seen.expire(now=2500.0)
+
+    assert "a" in seen
+
+
+def test_clear_forgets_everything() -> None:
+    seen = RecentEventIds(horizon_s=600)
+    seen.remember(["a", "b"], at=1000.0)
+
+    seen.clear()
+
+    assert "a" not in seen
+    assert len(seen) == 0

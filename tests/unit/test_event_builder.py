@@ -1,0 +1,176 @@
+"""Building a `SpendEvent` from the `standard_logging_object` LiteLLM hands a callback."""
+
+import hashlib
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from spendpipe.services.gateway.event_builder import build_spend_event
+
+KEY_HASH = hashlib.sha256(b"sk-proxy-virtual-key").hexdigest()
+START = datetime(2026, 11, 28, 13, 45, 0, tzinfo=UTC).timestamp()
+
+
+def logging_object(**overrides: Any) -> dict[str, Any]:
+    """A proxy-mode record, trimmed to the fields the builder reads."""
+    record: dict[str, Any] = {
+        "id": "chatcmpl-123",
+        "litellm_call_id": "7c1f9a0e-call",
+        "startTime": START,
+        "endTime": START + 1.25,
+        "model": "azure/gpt-4o-2024-08-06",
+        "model_group": "gpt-4o",
+        "custom_llm_provider": "azure",
+        "call_type": "acompletion",
+        "prompt_tokens": 120,
+        "completion_tokens": 30,
+        "total_tokens": 150,
+        "response_cost": 0.00022500000000000002,
+        "cache_hit": False,
+        "status": "success",
+        "error_information": None,
+        "request_tags": ["nightly", "batch"],
+        "end_user": "",
+        "metadata": {
+            "user_api_key_hash": KEY_HASH,
+            "user_api_key_alias": "ci-key",
+            "user_api_key_user_id": "alice",
+            "user_api_key_team_id": "eng",
+            "user_api_key_org_id": "acme",
+            "user_api_key_end_user_id": None,
+        },
+    }
+    record.update(overrides)
+    return record
+
+
+def test_proxy_mode_event() -> None:
+    event = build_spend_event({"standard_logging_object": logging_object()}, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.event_id == "7c1f9a0e-call"
+    assert event.occurred_at == datetime(2026, 11, 28, 13, 45, 1, 250000, tzinfo=UTC)
+    assert event.key_hash == KEY_HASH
+    assert (event.key_alias, event.user_id, event.team_id, event.org_id) == ("ci-key", "alice", "eng", "acme")
+    assert event.end_user is None
+    assert (event.model, event.model_group, event.billed_model) == (
+        "azure/gpt-4o-2024-08-06",
+        "gpt-4o",
+        "gpt-4o",
+    )
+    assert (event.provider, event.call_type) == ("azure", "acompletion")
+    assert (event.prompt_tokens, event.completion_tokens, event.total_tokens) == (120, 30, 150)
+    assert event.cost == Decimal("0.00022500000000000002")
+    assert (event.status, event.error_class, event.cache_hit) == ("success", None, False)
+    assert event.latency_ms == 1250.0
+    assert event.request_tags == ("nightly", "batch")
+    assert event.gateway_id == "gw-1"
+
+
+def test_sdk_mode_hashes_the_raw_key_and_never_emits_it() -> None:
+    raw_key = "sk-live-raw-secret-0123456789"
+    record = logging_object(metadata={"user_api_key_hash": None, "user_api_key_user_id": "alice"})
+    kwargs = {
+        "standard_logging_object": record,
+        "litellm_params": {"metadata": {"user_api_key": raw_key}},
+    }
+
+    event = build_spend_event(kwargs, gateway_id="sdk")
+
+    assert event is not None
+    assert event.key_hash == hashlib.sha256(raw_key.encode()).hexdigest()
+    assert raw_key.encode() not in event.to_json()
+    assert raw_key not in repr(event)
+
+
+def test_no_key_anywhere_means_no_key_hash() -> None:
+    record = logging_object(metadata={})
+
+    event = build_spend_event({"standard_logging_object": record, "litellm_params": {}}, gateway_id="sdk")
+
+    assert event is not None
+    assert event.key_hash is None
+
+
+def test_cache_hit_is_free() -> None:
+    record = logging_object(cache_hit=True, response_cost=0.0042)
+
+    event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.cache_hit is True
+    assert event.cost == 0
+
+
+def test_failure_carries_its_error_class() -> None:
+    record = logging_object(
+        status="failure", response_cost=0.0, error_information={"error_class": "RateLimitError"}
+    )
+
+    event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.status == "failure"
+    assert event.error_class == "RateLimitError"
+    assert event.cost == 0
+
+
+def test_success_has_no_error_class() -> None:
+    record = logging_object(error_information={"error_class": "Leftover"})
+
+    event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.error_class is None
+
+
+def test_end_user_from_the_sdk_call_parameters() -> None:
+    kwargs = {
+        "standard_logging_object": logging_object(end_user=None),
+        "optional_params": {"user": "customer-7"},
+    }
+
+    event = build_spend_event(kwargs, gateway_id="sdk")
+
+    assert event is not None
+    assert event.end_user == "customer-7"
+
+
+def test_end_user_resolved_by_the_proxy_wins() -> None:
+    kwargs = {
+        "standard_logging_object": logging_object(end_user="customer-1"),
+        "optional_params": {"user": "customer-7"},
+    }
+
+    event = build_spend_event(kwargs, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.end_user == "customer-1"
+
+
+def test_cost_is_the_decimal_the_float_prints_as() -> None:
+    record = logging_object(response_cost=1.35e-05)
+
+    event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.cost == Decimal("0.0000135")
+
+
+def test_sparse_record_gets_safe_defaults() -> None:
+    record = {"id": "chatcmpl-9", "startTime": START, "response_cost": None, "model": ""}
+
+    event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.event_id == "chatcmpl-9"
+    assert event.model == "unknown"
+    assert event.cost == 0
+    assert event.occurred_at == datetime.fromtimestamp(START, UTC)
+    assert event.latency_ms == 0.0
+    assert (event.prompt_tokens, event.request_tags) == (0, ())
+
+
+def test_without_a_standard_logging_object_there_is_no_event() -> None:
+    assert build_spend_event({}, gateway_id="gw-1") is None
+    assert build_spend_event({"standard_logging_object": None}, gateway_id="gw-1") is None

@@ -1,0 +1,173 @@
+"""Settings from the environment, and errors that name the variable to fix."""
+
+import os
+
+import pytest
+from pydantic import BaseModel, SecretStr, ValidationError
+
+from spendpipe.platform.settings import SettingsError, describe_errors, load_settings
+from spendpipe.services.aggregator.settings import AggregatorSettings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what a test sets: no SPENDPIPE_ variables from the shell, no `.env` file."""
+    for name in list(os.environ):
+        if name.upper().startswith("SPENDPIPE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setitem(AggregatorSettings.model_config, "env_file", None)
+
+
+def settings_error() -> str:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(AggregatorSettings)
+    return str(raised.value)
+
+
+def test_every_bad_variable_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPIPE_BATCH_SIZE", "0")
+    monkeypatch.setenv("SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS", "bad host")
+
+    message = settings_error()
+
+    lines = message.splitlines()
+    assert lines[0] == "invalid settings:"
+    assert len(lines) == 3
+    (batch,) = [line for line in lines if "SPENDPIPE_BATCH_SIZE:" in line]
+    (servers,) = [line for line in lines if "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS:" in line]
+    assert "greater than or equal to 1" in batch
+    assert "(got '0')" in batch
+    assert "(got 'bad host')" in servers
+
+
+def test_a_cross_field_error_names_its_section_and_the_missing_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPENDPIPE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("SPENDPIPE_KAFKA__SASL_PASSWORD", "hunter2")
+
+    message = settings_error()
+
+    assert "SPENDPIPE_KAFKA:" in message
+    assert "security_protocol SASL_SSL needs sasl_mechanism, sasl_username" in message
+    assert "hunter2" not in message
+
+
+def test_nested_errors_name_the_nested_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPIPE_CLICKHOUSE__DSN", "postgres://db")
+    monkeypatch.setenv("SPENDPIPE_SQL_ENDPOINT__PORT", "70000")
+    monkeypatch.setenv("SPENDPIPE_TOPICS__EVENTS", "spend events")
+
+    message = settings_error()
+
+    assert "SPENDPIPE_CLICKHOUSE__DSN: Value error, must start with chdb://, http:// or https://" in message
+    assert "SPENDPIPE_SQL_ENDPOINT__PORT:" in message
+    assert "SPENDPIPE_TOPICS__EVENTS:" in message
+
+
+def test_a_section_that_is_not_valid_json_is_reported_like_any_other_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SPENDPIPE_KAFKA", '{"bootstrap_servers": ')
+
+    assert "SPENDPIPE_KAFKA" in settings_error()
+
+
+def test_passwords_are_never_echoed() -> None:
+    class Credentials(BaseModel):
+        db_password: int
+        port: int
+
+    with pytest.raises(ValidationError) as raised:
+        Credentials.model_validate({"db_password": "s3cret-value", "port": "eighty"})
+
+    message = describe_errors(raised.value)
+
+    assert "SPENDPIPE_DB_PASSWORD:" in message
+    assert "s3cret-value" not in message
+    assert "SPENDPIPE_PORT:" in message
+    assert "(got 'eighty')" in message
+
+
+def test_defaults_without_any_environment() -> None:
+    settings = load_settings(AggregatorSettings)
+
+    assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+    assert settings.kafka.security_protocol == "PLAINTEXT"
+    assert settings.topics.events == "spend.events"
+    assert settings.clickhouse.dsn == "chdb://.data/clickhouse"
+    assert settings.group_id == "spendpipe-aggregator"
+    assert settings.batch_size == 20_000
+    assert settings.sql_endpoint.enabled is True
+
+
+def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = {
+        "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": "kafka-1.internal:9092,kafka-2.internal:9093",
+        "SPENDPIPE_KAFKA__CLIENT_ID": "spendpipe-prod",
+        "SPENDPIPE_KAFKA__SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SPENDPIPE_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
+        "SPENDPIPE_KAFKA__SASL_USERNAME": "aggregator",
+        "SPENDPIPE_KAFKA__SASL_PASSWORD": "kafka-secret",
+        "SPENDPIPE_TOPICS__EVENTS": "prod.spend.events",
+        "SPENDPIPE_TOPICS__EVENTS_DEAD_LETTER": "prod.spend.events.dlq",
+        "SPENDPIPE_TOPICS__FLUSHES": "prod.spend.flushes",
+        "SPENDPIPE_TOPICS__DECISIONS": "prod.spend.decisions",
+        "SPENDPIPE_TOPICS__BUDGETS": "prod.spend.budgets",
+        "SPENDPIPE_CLICKHOUSE__DSN": "https://clickhouse.internal:8443",
+        "SPENDPIPE_CLICKHOUSE__DATABASE": "spend_prod",
+        "SPENDPIPE_CLICKHOUSE__USERNAME": "writer",
+        "SPENDPIPE_CLICKHOUSE__PASSWORD": "ch-secret",
+        "SPENDPIPE_GROUP_ID": "aggregator-prod",
+        "SPENDPIPE_BATCH_SIZE": "5000",
+        "SPENDPIPE_FLUSH_INTERVAL_MS": "250",
+        "SPENDPIPE_FETCH_MIN_BYTES": "65536",
+        "SPENDPIPE_DEDUP_HORIZON_S": "900",
+        "SPENDPIPE_RETRY_BACKOFF_S": "2.5",
+        "SPENDPIPE_SQL_ENDPOINT__ENABLED": "false",
+        "SPENDPIPE_SQL_ENDPOINT__HOST": "0.0.0.0",
+        "SPENDPIPE_SQL_ENDPOINT__PORT": "9124",
+    }
+    for name, value in example.items():
+        monkeypatch.setenv(name, value)
+
+    settings = load_settings(AggregatorSettings)
+
+    kafka = settings.kafka
+    assert kafka.bootstrap_servers == "kafka-1.internal:9092,kafka-2.internal:9093"
+    assert kafka.servers == ["kafka-1.internal:9092", "kafka-2.internal:9093"]
+    assert kafka.client_id == "spendpipe-prod"
+    assert kafka.security_protocol == "SASL_PLAINTEXT"
+    assert kafka.sasl_mechanism == "SCRAM-SHA-512"
+    assert kafka.sasl_username == "aggregator"
+    assert isinstance(kafka.sasl_password, SecretStr)
+    assert kafka.sasl_password.get_secret_value() == "kafka-secret"
+    assert (kafka.ssl_cafile, kafka.ssl_certfile, kafka.ssl_keyfile) == (None, None, None)
+
+    topics = settings.topics
+    assert topics.events == "prod.spend.events"
+    assert topics.events_dead_letter == "prod.spend.events.dlq"
+    assert topics.flushes == "prod.spend.flushes"
+    assert topics.decisions == "prod.spend.decisions"
+    assert topics.budgets == "prod.spend.budgets"
+
+    clickhouse = settings.clickhouse
+    assert clickhouse.dsn == "https://clickhouse.internal:8443"
+    assert clickhouse.embedded is False
+    assert clickhouse.database == "spend_prod"
+    assert clickhouse.username == "writer"
+    assert clickhouse.password is not None
+    assert clickhouse.password.get_secret_value() == "ch-secret"
+
+    assert settings.group_id == "aggregator-prod"
+    assert settings.batch_size == 5000
+    assert settings.flush_interval_ms == 250
+    assert settings.fetch_min_bytes == 65536
+    assert settings.dedup_horizon_s == 900.0
+    assert settings.retry_backoff_s == 2.5
+
+    endpoint = settings.sql_endpoint
+    assert (endpoint.enabled, endpoint.host, endpoint.port) == (False, "0.0.0.0", 9124)
+
+    assert "kafka-secret" not in repr(settings)
+    assert "ch-secret" not in repr(settings)
