@@ -148,9 +148,7 @@ def _drive_and_show(bootstrap: str, source: EndpointSource, calls: int, rate: fl
             threading.Event().wait(0.5)
             live.update(_tables(source))
         live.update(_tables(source))
-    console.print(
-        f"[green]{calls} LiteLLM calls recorded, published, aggregated and counted.[/green]"
-    )
+    console.print(f"[green]{calls} LiteLLM calls recorded, published, aggregated and counted.[/green]")
 
 
 def _counted(source: EndpointSource) -> int:
