@@ -1,0 +1,115 @@
+"""A real LiteLLM proxy subprocess with the spendpipe plugin, `mock_response` models and a
+`custom_auth` that maps API keys to users and teams, so no database is needed."""
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from spendpipe.schemas.topics import Topics
+from tests.support.kafka_broker import free_port_pair
+from tests.support.waiting import eventually_sync
+
+CONFIG = """\
+model_list:
+{models}
+litellm_settings:
+  callbacks: spendpipe.services.gateway.proxy.handler
+general_settings:
+  custom_auth: custom_auth.user_api_key_auth
+"""
+
+MODEL = """\
+  - model_name: {name}
+    litellm_params:
+      model: {name}
+      mock_response: "a mocked answer from {name}"
+      api_key: not-used
+"""
+
+CUSTOM_AUTH = """\
+from fastapi import Request
+from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy.utils import hash_token
+
+KEYS = {keys!r}
+
+
+async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
+    user_id, team_id = KEYS[api_key]
+    return UserAPIKeyAuth(
+        api_key=hash_token(api_key), user_id=user_id, team_id=team_id, key_alias=api_key[-6:]
+    )
+"""
+
+
+@dataclass
+class LiteLLMProxy:
+    workdir: Path
+    bootstrap: str
+    topics: Topics
+    keys: dict[str, tuple[str, str]]
+    """API key -> (user id, team id)"""
+    models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
+    port: int = field(default_factory=free_port_pair)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, within: float = 120.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        models = "".join(MODEL.format(name=name) for name in self.models)
+        (self.workdir / "config.yaml").write_text(CONFIG.format(models=models.rstrip("\n")))
+        (self.workdir / "custom_auth.py").write_text(textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys)))
+        env = {
+            **os.environ,
+            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            "LITELLM_MASTER_KEY": f"sk-master-{secrets.token_hex(16)}",
+            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "SPENDPIPE_TOPICS__EVENTS": self.topics.events,
+            "SPENDPIPE_SPOOL_DIR": str(self.workdir / "spool"),
+            "SPENDPIPE_GATEWAY_ID": f"proxy-{self.port}",
+        }
+        litellm = shutil.which("litellm", path=str(Path(sys.executable).parent))
+        assert litellm, "the litellm CLI is installed with the dev dependencies"
+        log = (self.workdir / "proxy.log").open("ab")
+        self.process = subprocess.Popen(
+            [litellm, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(self.port)],
+            cwd=self.workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        eventually_sync(self._alive, bool, within=within, what=f"LiteLLM proxy on {self.url}")
+
+    def _alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"LiteLLM proxy exited with {self.process.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(f"{self.url}/health/liveliness", timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """SIGTERM, as an orchestrator stops it: the plugin flushes what it queued."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=30)
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.workdir / "proxy.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
