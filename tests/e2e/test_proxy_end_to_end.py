@@ -5,7 +5,7 @@ request's `user` (end customer) reach the totals; the raw keys never leave the p
 import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,7 +30,7 @@ CALLS = 60
 
 
 @pytest.fixture
-async def proxy(kafka_broker: str, make_topics, tmp_path: Path) -> Iterator[LiteLLMProxy]:
+async def proxy(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[LiteLLMProxy]:
     topics: Topics = await make_topics(kafka_broker)
     gateway = LiteLLMProxy(tmp_path / "proxy", kafka_broker, topics, KEYS)
     await asyncio.to_thread(gateway.start)
