@@ -3,10 +3,11 @@
 from decimal import Decimal
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.schemas.flushes import ScopesFlushed
 from spendpipe.schemas.windows import Window
 from tests.conftest import aggregator_settings
 from tests.support.events import expected_spend, make_event
-from tests.support.pipeline import counted_events, produce, running_aggregator, totals
+from tests.support.pipeline import counted_events, produce, read_topic, running_aggregator, totals
 from tests.support.waiting import eventually
 
 
@@ -36,3 +37,13 @@ async def test_same_event_id_published_twice_is_counted_once(
     assert totals(clickhouse, "day") == expected_spend(events, Window.DAY)
     assert totals(clickhouse, "minute") == expected_spend(events, Window.MINUTE)
     assert sum(e.cost for e in events) == totals(clickhouse)[("global", "", "")] > Decimal(0)
+
+    # and the flushes announced every scope whose totals changed, each event once
+    announcements = [
+        ScopesFlushed.model_validate_json(record.value)
+        for record in await read_topic(kafka_broker, topics.flushes, expected=1)
+    ]
+    assert sum(a.events for a in announcements) == 200
+    announced = {(ref.type, ref.id) for a in announcements for ref in a.scopes}
+    assert announced == {(t, i) for t, i, _ in expected_spend(events, Window.DAY)}
+    assert {m for a in announcements for m in a.models} == {e.model for e in events}

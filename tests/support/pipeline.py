@@ -2,12 +2,12 @@
 
 import contextlib
 import time
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from decimal import Decimal
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
@@ -44,25 +44,40 @@ async def produce(bootstrap: str, topic: str, values: Sequence[bytes], key: byte
 
 
 async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    """Every record of `topic` from the beginning, once at least `expected` have arrived."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"test-reader-{uuid.uuid4()}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
+    """Every record of `topic`, from the beginning to its end at the time of the last fetch, once
+    at least `expected` records are there."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     records: list[Any] = []
     try:
+        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
         deadline = time.monotonic() + timeout_s
-        while len(records) < expected and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            ends = await consumer.end_offsets(partitions)
+            positions = [await consumer.position(p) for p in partitions]
+            at_end = all(position >= ends[p] for position, p in zip(positions, partitions, strict=True))
+            if at_end and len(records) >= expected:
+                break
             batch = await consumer.getmany(timeout_ms=200)
             for partition_records in batch.values():
                 records.extend(partition_records)
     finally:
         await consumer.stop()
     return records
+
+
+async def partitions_of(bootstrap: str, topic: str) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = sorted(int(p["partition"]) for p in description["partitions"])
+    assert numbers, f"topic {topic} has no partitions"
+    return numbers
 
 
 def totals(clickhouse: ClickhouseStore, window: str = "day") -> dict[tuple[str, str, str], Decimal]:
