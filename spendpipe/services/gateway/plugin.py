@@ -23,7 +23,7 @@ from spendpipe.services.gateway.spool import DiskSpool
 log = logging.getLogger(__name__)
 
 
-class SpendpipeLogger(CustomLogger):
+class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not type-checked here
     def __init__(self, *, publisher: EventPublisher, metrics: GatewayMetrics, gateway_id: str) -> None:
         super().__init__()
         self.publisher = publisher

@@ -1,0 +1,80 @@
+"""The gateway's delivery guarantees against a real broker: shutdown flushes, the spool outlives
+the process, and a full spool is a counted, logged loss, never a silent one."""
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.events import decode_event
+from spendpipe.services.gateway.metrics import GatewayMetrics
+from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
+from spendpipe.services.gateway.spool import DiskSpool
+from tests.support.events import make_event
+from tests.support.kafka_broker import free_port_pair
+from tests.support.pipeline import read_topic
+
+
+def publisher(bootstrap: str, topic: str, spool_dir: Path, spool_bytes: int = 1 << 20) -> EventPublisher:
+    return EventPublisher(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topic=topic,
+        spool=DiskSpool(directory=spool_dir, max_bytes=spool_bytes),
+        metrics=GatewayMetrics(registry=CollectorRegistry()),
+        options=PublisherOptions(delivery_timeout_s=3.0, retry_backoff_s=0.3),
+    )
+
+
+def ids(records: list[Any]) -> list[str]:
+    return [decode_event(r.value).event_id for r in records]
+
+
+async def test_close_delivers_everything_queued(kafka_broker: str, make_topics, tmp_path: Path) -> None:
+    topics = await make_topics(kafka_broker)
+    events = [make_event() for _ in range(2_000)]
+    sender = publisher(kafka_broker, topics.events, tmp_path / "spool")
+
+    for event in events:
+        sender.publish(event)
+    sender.close()
+
+    delivered = await read_topic(kafka_broker, topics.events, expected=len(events))
+    assert sorted(ids(delivered)) == sorted(e.event_id for e in events)
+
+
+async def test_spool_outlives_the_process_and_a_full_spool_is_a_counted_loss(
+    kafka_broker: str, make_topics, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = await make_topics(kafka_broker)
+    spool_dir = tmp_path / "spool"
+    events = [make_event() for _ in range(100)]
+    room = sum(len(e.to_json()) + 1 for e in events[:30])  # space for the first 30
+
+    # given a gateway whose Kafka is unreachable and whose spool holds 30 events
+    unreachable = publisher(f"127.0.0.1:{free_port_pair()}", topics.events, spool_dir, spool_bytes=room)
+    with caplog.at_level(logging.ERROR):
+        for event in events:
+            unreachable.publish(event)
+        unreachable.close()
+    metrics: GatewayMetrics = unreachable._metrics
+
+    # then 30 wait on disk and 70 are lost, counted and logged
+    assert GatewayMetrics.total(metrics.spooled) == 30
+    assert GatewayMetrics.total(metrics.lost) == 70
+    assert "lost" in caplog.text
+    assert "spool_full" in caplog.text
+
+    # when the next gateway process starts on the same spool, with Kafka reachable
+    successor = publisher(kafka_broker, topics.events, spool_dir)
+    fresh = make_event()
+    successor.publish(fresh)
+    assert successor.wait_idle(60)
+    successor.close()
+
+    # then the spooled events are delivered too, and the spool is empty
+    delivered = await read_topic(kafka_broker, topics.events, expected=31)
+    assert sorted(ids(delivered)) == sorted([e.event_id for e in events[:30]] + [fresh.event_id])
+    assert not any(spool_dir.iterdir())
