@@ -24,10 +24,11 @@ def sdk_plugin(
         **overrides,  # type: ignore[arg-type]
     )
     plugin = SpendpipeLogger.from_settings(settings)
-    previous = litellm.callbacks
     litellm.callbacks = [plugin]
     try:
         yield plugin
     finally:
-        litellm.callbacks = previous
+        # LiteLLM copies callbacks into its success/failure lists and skips a new logger that
+        # looks like one it has: remove this one everywhere so the next test's plugin is used
+        litellm.logging_callback_manager.remove_callback_from_all_lists(plugin)
         plugin.close()

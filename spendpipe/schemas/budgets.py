@@ -1,0 +1,130 @@
+"""`Budget`: the caps a scope has, with LiteLLM's field names, the message on `spend.budgets`.
+
+The topic is compacted and keyed by the scope (`team:eng`, `key:<hash>`, `global`...); a budget
+is deleted by a tombstone (a null value) on its key. Invalid input is refused by validation
+with the field and the reason, before anything is published.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spendpipe.schemas.durations import Duration, parse_duration
+from spendpipe.schemas.events import Cost
+from spendpipe.schemas.scopes import Scope, ScopeType
+
+MESSAGE_TYPE = "spendpipe.budget.v1"
+
+
+def _duration(text: str) -> str:
+    return parse_duration(text).text
+
+
+def _scope(text: str) -> str:
+    return str(Scope.parse(text))
+
+
+DurationText = Annotated[str, AfterValidator(_duration)]
+ScopeText = Annotated[str, AfterValidator(_scope)]
+
+
+class BudgetWindow(BaseModel):
+    """One cap over one duration (an entry of LiteLLM's `budget_limits`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_duration: DurationText
+    max_budget: Cost
+
+
+class ModelBudget(BaseModel):
+    """A per-model cap (an entry of LiteLLM's `model_max_budget`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_budget: Cost
+    budget_duration: DurationText | None = None
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    scope: ScopeText
+    max_budget: Cost | None = None
+    budget_duration: DurationText | None = None
+    """Resets `max_budget`; without it `max_budget` is a lifetime cap."""
+    budget_limits: tuple[BudgetWindow, ...] = ()
+    soft_budget: Cost | None = None
+    """Crossing it raises an alert, not a block."""
+    max_budget_in_team: Cost | None = None
+    """On a team: the cap of each member's spend within the team."""
+    max_end_user_budget: Cost | None = None
+    """On the global scope: the default cap of every end customer without a budget of its own."""
+    model_max_budget: dict[str, ModelBudget] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Budget":
+        problems = []
+        if self.budget_duration is not None and self.max_budget is None:
+            problems.append("budget_duration: needs max_budget, the cap that resets")
+        durations = [window.budget_duration for window in self.budget_limits]
+        if self.budget_duration is not None:
+            durations.append(self.budget_duration)
+        meanings = [parse_duration(d).window_key for d in durations]
+        repeated = sorted({d for d, m in zip(durations, meanings, strict=True) if meanings.count(m) > 1})
+        if repeated:
+            problems.append(f"budget_limits: {' and '.join(repeated)} are the same window")
+        scope_type = Scope.parse(self.scope).type
+        if self.max_budget_in_team is not None and scope_type is not ScopeType.TEAM:
+            problems.append("max_budget_in_team: only a team budget can cap its members")
+        if self.max_end_user_budget is not None and scope_type is not ScopeType.GLOBAL:
+            problems.append("max_end_user_budget: only the global budget sets the end-customer default")
+        if not self.sets_anything:
+            problems.append("budget: sets no cap (max_budget, budget_limits, soft_budget, ...)")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def sets_anything(self) -> bool:
+        optional = (self.max_budget, self.soft_budget, self.max_budget_in_team, self.max_end_user_budget)
+        return any(v is not None for v in optional) or bool(self.budget_limits or self.model_max_budget)
+
+    def hard_caps(self) -> tuple["Cap", ...]:
+        """The caps on the scope's own spend: `max_budget` (over its duration, or for the
+        scope's lifetime without one) and every `budget_limits` entry."""
+        caps = [Cap(parse_duration(w.budget_duration), w.max_budget) for w in self.budget_limits]
+        if self.max_budget is not None:
+            duration = parse_duration(self.budget_duration) if self.budget_duration else None
+            caps.append(Cap(duration, self.max_budget))
+        return tuple(caps)
+
+
+@dataclass(frozen=True)
+class Cap:
+    duration: Duration | None
+    """None: the scope's whole lifetime."""
+    limit: Decimal
+
+
+class BudgetRejectedError(ValueError):
+    """A budget that was refused; `problems` are `field: reason` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("budget refused:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def validate_budget(document: dict[str, object]) -> Budget:
+    try:
+        return Budget.model_validate(document)
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors(include_url=False):
+            field = ".".join(str(part) for part in issue["loc"]) or "budget"
+            message = str(issue["msg"]).removeprefix("Value error, ")
+            problems.extend([message] if not issue["loc"] and ": " in message else [f"{field}: {message}"])
+        raise BudgetRejectedError(problems) from None
