@@ -8,15 +8,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.kafka_topics import topic_specs
 from spendpipe.schemas.migrate import migrate
 from spendpipe.schemas.topics import Topics
 from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.services.enforcer.settings import EnforcerSettings
 from tests.support.kafka_broker import LocalBroker, free_port_pair
 
 TIERS = ("unit", "integration", "e2e")
@@ -59,11 +61,11 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
         broker.stop()
 
 
-async def create_topics(bootstrap: str, names: list[str], partitions: int) -> None:
+async def create_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
+        await admin.create_topics(topic_specs(topics, partitions=partitions, replication=1))
     finally:
         await admin.close()
 
@@ -81,7 +83,7 @@ def make_topics() -> Callable[[str, int], object]:
             decisions=f"decisions-{suffix}",
             budgets=f"budgets-{suffix}",
         )
-        await create_topics(bootstrap, [topics.events, topics.events_dead_letter, topics.flushes], partitions)
+        await create_topics(bootstrap, topics, partitions)
         return topics
 
     return make
@@ -124,3 +126,16 @@ def aggregator_settings(
     }
     values.update(overrides)
     return AggregatorSettings(**values)  # type: ignore[arg-type]
+
+
+def enforcer_settings(
+    bootstrap: str, topics: Topics, clickhouse: ClickhouseSettings, **overrides: object
+) -> EnforcerSettings:
+    values: dict[str, object] = {
+        "kafka": KafkaSettings(bootstrap_servers=bootstrap),
+        "topics": topics,
+        "clickhouse": clickhouse,
+        "enforcer_group_id": f"enforcer-{uuid.uuid4().hex[:12]}",
+    }
+    values.update(overrides)
+    return EnforcerSettings(**values)  # type: ignore[arg-type]

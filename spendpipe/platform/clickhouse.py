@@ -70,9 +70,7 @@ class ClickhouseStore:
     def column(self, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
         return [row[0] for row in self.rows(sql, parameters)]
 
-    def query(
-        self, sql: str, parameters: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> tuple[list[str], list[tuple[Any, ...]]]:
         """Column names and rows, for ad-hoc SQL."""
         with self._lock:
             result = self._client.query(sql, parameters=parameters)

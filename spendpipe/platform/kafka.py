@@ -4,9 +4,11 @@ One mapping serves both: the services' FastStream brokers take `security=`, the 
 plain aiokafka producer takes the keyword arguments FastStream derives from the same object.
 """
 
+import logging
 import ssl
 from typing import Any, Literal
 
+from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -29,9 +31,7 @@ class KafkaSettings(BaseModel):
     def _sasl_complete(self) -> "KafkaSettings":
         if self.security_protocol.startswith("SASL"):
             missing = [
-                name
-                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
+                name for name in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, name) is None
             ]
             if missing:
                 raise ValueError(f"security_protocol {self.security_protocol} needs {', '.join(missing)}")
@@ -73,3 +73,14 @@ class KafkaSettings(BaseModel):
         if self.ssl_certfile:
             context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
         return context
+
+
+def build_broker(kafka: KafkaSettings) -> KafkaBroker:
+    """A FastStream broker for the services (idempotent producer for what they publish)."""
+    return KafkaBroker(
+        kafka.servers,
+        security=kafka.security(),
+        client_id=kafka.client_id,
+        enable_idempotence=True,
+        log_level=logging.DEBUG,  # one line per handled batch is noise at INFO
+    )

@@ -23,9 +23,7 @@ def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[Ne
     ]
 
 
-async def ensure_topics(
-    kafka: KafkaSettings, specs: list[NewTopic], *, timeout_ms: int = 30_000
-) -> list[str]:
+async def ensure_topics(kafka: KafkaSettings, specs: list[NewTopic], *, timeout_ms: int = 30_000) -> list[str]:
     """Create the topics that do not exist yet. Returns the names created now."""
     admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs(), request_timeout_ms=timeout_ms)
     await admin.start()

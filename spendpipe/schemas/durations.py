@@ -45,8 +45,7 @@ def parse_duration(text: str) -> Duration:
     match = _PATTERN.match(text.strip())
     if not match or int(match[1]) == 0:
         raise ValueError(
-            f"unknown duration {text!r}: use a whole number and a unit, m, h, d or mo "
-            "(e.g. 15m, 1h, 24h, 7d, 1mo)"
+            f"unknown duration {text!r}: use a whole number and a unit, m, h, d or mo (e.g. 15m, 1h, 24h, 7d, 1mo)"
         )
     normal = f"{int(match[1])}{match[2]}"
     if normal in _CALENDAR:

@@ -97,9 +97,7 @@ async def test_sdk_calls_give_exact_totals_per_scope_and_window(
             # when a few hundred calls run, some of them failing
             results = []
             for start in range(0, CALLS, 50):
-                results += await asyncio.gather(
-                    *(one_call(i, i in failing) for i in range(start, start + 50))
-                )
+                results += await asyncio.gather(*(one_call(i, i in failing) for i in range(start, start + 50)))
             await eventually(
                 lambda: asyncio.to_thread(counted_events, clickhouse),
                 lambda n: n >= CALLS,
@@ -129,9 +127,7 @@ async def test_sdk_calls_give_exact_totals_per_scope_and_window(
     published = await read_topic(kafka_broker, topics.events, expected=CALLS)
     announcements = await read_topic(kafka_broker, topics.flushes, expected=1)
     kafka_bytes = b"\n".join(bytes(r.value or b"") + bytes(r.key or b"") for r in published + announcements)
-    stored = repr(clickhouse.rows("SELECT * FROM events")) + repr(
-        clickhouse.rows("SELECT * FROM spend_totals")
-    )
+    stored = repr(clickhouse.rows("SELECT * FROM events")) + repr(clickhouse.rows("SELECT * FROM spend_totals"))
     for raw in RAW_KEYS:
         assert raw.encode() not in kafka_bytes
         assert raw not in stored

@@ -54,9 +54,7 @@ async def test_sigkill_mid_stream_and_restart_keeps_totals_exact(
 
         # when it is killed twice while events keep arriving, and restarted each time
         for threshold in (EVENTS // 6, EVENTS // 2):
-            await eventually(
-                counted, functools.partial(operator.le, threshold), within=120, what="kill point"
-            )
+            await eventually(counted, functools.partial(operator.le, threshold), within=120, what="kill point")
             aggregator.kill()
             aggregator.start()
             aggregator.wait_http_ok(f"http://127.0.0.1:{port}/healthz")
@@ -64,9 +62,7 @@ async def test_sigkill_mid_stream_and_restart_keeps_totals_exact(
 
         # then every event is counted once, and every total is exact
         await eventually(counted, lambda n: n >= EVENTS, within=180, what="all events counted")
-        _, rows = await asyncio.to_thread(
-            store.query, "SELECT count(), uniqExact(event_id), sum(cost) FROM events"
-        )
+        _, rows = await asyncio.to_thread(store.query, "SELECT count(), uniqExact(event_id), sum(cost) FROM events")
         assert rows[0][:2] == [EVENTS, EVENTS]
         assert Decimal(rows[0][2]) == sum(e.cost for e in events)
         for window in (Window.MINUTE, Window.DAY, Window.MONTH):

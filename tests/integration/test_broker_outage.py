@@ -42,9 +42,7 @@ async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
     topics = await make_topics(own_broker.bootstrap)
     settings = aggregator_settings(own_broker.bootstrap, topics, clickhouse_settings)
     spool = tmp_path / "spool"
-    with sdk_plugin(
-        own_broker.bootstrap, topics, spool, delivery_timeout_s=3.0, retry_backoff_s=0.5
-    ) as plugin:
+    with sdk_plugin(own_broker.bootstrap, topics, spool, delivery_timeout_s=3.0, retry_backoff_s=0.5) as plugin:
         metrics = plugin.metrics
 
         # given a running pipeline that has counted some traffic

@@ -26,12 +26,8 @@ async def test_malformed_and_future_version_messages_are_dead_lettered(
 
     async with running_aggregator(settings, clickhouse) as (_, metrics):
         # when
-        await produce(
-            kafka_broker, topics.events, [e.to_json() for e in before] + bad + [e.to_json() for e in after]
-        )
-        await eventually(
-            lambda: counted_events(clickhouse), lambda n: n >= 10, within=60, what="10 valid events"
-        )
+        await produce(kafka_broker, topics.events, [e.to_json() for e in before] + bad + [e.to_json() for e in after])
+        await eventually(lambda: counted_events(clickhouse), lambda n: n >= 10, within=60, what="10 valid events")
         letters = await read_topic(kafka_broker, topics.events_dead_letter, expected=3)
         dead_lettered = metrics.dead_letters._value.get()
 

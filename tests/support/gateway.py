@@ -13,9 +13,7 @@ from spendpipe.services.gateway.settings import GatewaySettings
 
 
 @contextlib.contextmanager
-def sdk_plugin(
-    bootstrap: str, topics: Topics, spool_dir: Path, **overrides: object
-) -> Iterator[SpendpipeLogger]:
+def sdk_plugin(bootstrap: str, topics: Topics, spool_dir: Path, **overrides: object) -> Iterator[SpendpipeLogger]:
     settings = GatewaySettings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
         topics=topics,

@@ -2,7 +2,8 @@
 
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -12,23 +13,59 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.platform.kafka import build_broker
 from spendpipe.services.aggregator.app import Aggregator
-from spendpipe.services.aggregator.main import build_broker
 from spendpipe.services.aggregator.metrics import AggregatorMetrics
 from spendpipe.services.aggregator.settings import AggregatorSettings
+from spendpipe.services.enforcer.app import EnforcerService
+from spendpipe.services.enforcer.settings import EnforcerSettings
 
 
 @contextlib.asynccontextmanager
 async def running_aggregator(
     settings: AggregatorSettings, clickhouse: ClickhouseStore
 ) -> AsyncIterator[tuple[Aggregator, AggregatorMetrics]]:
-    broker: KafkaBroker = build_broker(settings)
+    broker: KafkaBroker = build_broker(settings.kafka)
     metrics = AggregatorMetrics(registry=CollectorRegistry())
     aggregator = Aggregator(settings=settings, broker=broker, clickhouse=clickhouse, metrics=metrics)
     await broker.start()
     try:
         yield aggregator, metrics
     finally:
+        await broker.stop()
+
+
+class ManualClock:
+    """The enforcer's clock in tests: stands still until the test moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self.now = start.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def set(self, moment: datetime) -> None:
+        self.now = moment.timestamp()
+
+
+@contextlib.asynccontextmanager
+async def running_pipeline(
+    aggregator: AggregatorSettings,
+    enforcer: EnforcerSettings,
+    clickhouse: ClickhouseStore,
+    clock: Callable[[], float],
+) -> AsyncIterator[EnforcerService]:
+    """Aggregator and enforcer in one broker, as `spendpipe run all` runs them."""
+    broker: KafkaBroker = build_broker(aggregator.kafka)
+    metrics = AggregatorMetrics(registry=CollectorRegistry())
+    Aggregator(settings=aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
+    service = EnforcerService(settings=enforcer, broker=broker, clickhouse=clickhouse, clock=clock)
+    await broker.start()
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
         await broker.stop()
 
 

@@ -10,9 +10,7 @@ from typing import Any
 POLL_S = 0.05
 
 
-async def eventually(
-    probe: Callable[[], Any], until: Callable[[Any], bool], *, within: float, what: str
-) -> Any:
+async def eventually(probe: Callable[[], Any], until: Callable[[Any], bool], *, within: float, what: str) -> Any:
     """Call `probe` (sync or async) until `until(result)` holds; fail with the last result
     after `within` seconds."""
     deadline = time.monotonic() + within
@@ -26,9 +24,7 @@ async def eventually(
         await asyncio.sleep(POLL_S)  # polling interval, not synchronisation
 
 
-def eventually_sync(
-    probe: Callable[[], Any], until: Callable[[Any], bool], *, within: float, what: str
-) -> Any:
+def eventually_sync(probe: Callable[[], Any], until: Callable[[Any], bool], *, within: float, what: str) -> Any:
     deadline = time.monotonic() + within
     while True:
         result = probe()

@@ -103,9 +103,7 @@ def test_cache_hit_is_free() -> None:
 
 
 def test_failure_carries_its_error_class() -> None:
-    record = logging_object(
-        status="failure", response_cost=0.0, error_information={"error_class": "RateLimitError"}
-    )
+    record = logging_object(status="failure", response_cost=0.0, error_information={"error_class": "RateLimitError"})
 
     event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
 

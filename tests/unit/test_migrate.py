@@ -14,9 +14,7 @@ class FakeClickhouse:
 
     def command(self, cmd: str) -> object:
         self.commands.append(cmd)
-        recorded = re.search(
-            r"INSERT INTO schema_migrations \(version, name\) VALUES \((\d+), '(\w+)'\)", cmd
-        )
+        recorded = re.search(r"INSERT INTO schema_migrations \(version, name\) VALUES \((\d+), '(\w+)'\)", cmd)
         if recorded:
             self.ledger.append(int(recorded[1]))
         return None

@@ -44,9 +44,7 @@ def test_window_start_for_month_and_minute() -> None:
 
 
 def test_an_instant_with_an_offset_uses_its_utc_window() -> None:
-    _, parameters = query(
-        window=Window.DAY, at=datetime(2026, 11, 29, 2, 0, tzinfo=timezone(timedelta(hours=5)))
-    )
+    _, parameters = query(window=Window.DAY, at=datetime(2026, 11, 29, 2, 0, tzinfo=timezone(timedelta(hours=5))))
 
     assert parameters["start"] == int(datetime(2026, 11, 28, tzinfo=UTC).timestamp())
 

@@ -41,9 +41,7 @@ def epoch(year: int, month: int, day: int, *time: int) -> int:
         (Window.DAY, at(2028, 2, 29, 0, 0, 1), at(2028, 2, 29), at(2028, 3, 1)),
     ],
 )
-def test_window_of_a_concrete_instant(
-    window: Window, instant: datetime, start: datetime, end: datetime
-) -> None:
+def test_window_of_a_concrete_instant(window: Window, instant: datetime, start: datetime, end: datetime) -> None:
     seconds = int(instant.timestamp())
 
     assert window_start(window, seconds) == int(start.timestamp())

@@ -17,12 +17,14 @@ from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.settings import SettingsError, load_settings
 from spendpipe.schemas.scopes import Scope, ScopeType
 from spendpipe.schemas.windows import Window
+from spendpipe.services.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.services.admin.render import result_table
 from spendpipe.services.admin.settings import AdminSettings
 from spendpipe.services.admin.spend_query import SpendQuery
 from spendpipe.services.admin.sql_source import sql_source
-from spendpipe.services.aggregator.main import serve
 from spendpipe.services.aggregator.settings import AggregatorSettings
+from spendpipe.services.enforcer.settings import EnforcerSettings
+from spendpipe.services.runner import Services, serve
 
 app = typer.Typer(help="spendpipe: exact LLM spend from gateways to ClickHouse.", no_args_is_help=True)
 run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.", no_args_is_help=True)
@@ -40,6 +42,7 @@ ValidateOption = Annotated[bool, typer.Option("--validate", help="Check the sett
 
 class Service(StrEnum):
     AGGREGATOR = "aggregator"
+    ENFORCER = "enforcer"
     ALL = "all"
 
 
@@ -49,6 +52,14 @@ def _settings(cls: type[S]) -> S:
     except SettingsError as error:
         errors.print(f"[red]{error}[/red]", highlight=False)
         raise typer.Exit(2) from None
+
+
+def _admin_context(ctx: typer.Context) -> None:
+    ctx.obj = _settings(AdminSettings)
+
+
+app.add_typer(budgets_app, name="budgets", callback=_admin_context)
+app.add_typer(blocks_app, name="blocks", callback=_admin_context)
 
 
 def _logging() -> None:
@@ -61,6 +72,13 @@ def run_aggregator(validate: ValidateOption = False) -> None:
     _run(Service.AGGREGATOR, validate)
 
 
+@run_app.command("enforcer")
+def run_enforcer(validate: ValidateOption = False) -> None:
+    """Compare budgets with the totals and publish block/unblock decisions (needs a ClickHouse
+    server DSN, or use `run all` with the embedded store)."""
+    _run(Service.ENFORCER, validate)
+
+
 @run_app.command("all")
 def run_all(validate: ValidateOption = False) -> None:
     """Every service in one process: what the embedded (chdb://) store needs."""
@@ -68,12 +86,15 @@ def run_all(validate: ValidateOption = False) -> None:
 
 
 def _run(service: Service, validate: bool) -> None:
-    settings = _settings(AggregatorSettings)
+    services = Services(
+        aggregator=_settings(AggregatorSettings) if service is not Service.ENFORCER else None,
+        enforcer=_settings(EnforcerSettings) if service is not Service.AGGREGATOR else None,
+    )
     if validate:
         console.print(f"settings for [bold]{service}[/bold] are valid")
         return
     _logging()
-    asyncio.run(serve(settings))
+    asyncio.run(serve(services))
 
 
 @app.command()

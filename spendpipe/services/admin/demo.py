@@ -97,9 +97,7 @@ def _wait_ready(source: EndpointSource, pipeline: subprocess.Popen[bytes]) -> No
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if pipeline.poll() is not None:
-            raise SystemExit(
-                f"spendpipe run all exited with {pipeline.returncode}; see {DATA / 'pipeline.log'}"
-            )
+            raise SystemExit(f"spendpipe run all exited with {pipeline.returncode}; see {DATA / 'pipeline.log'}")
         try:
             source.query("SELECT 1")
             return

@@ -71,8 +71,7 @@ class Aggregator:
         self._dead_letters = broker.publisher(
             settings.topics.events_dead_letter,
             title="spend.events.dlq",
-            description="Messages from spend.events that could not be used: original bytes, "
-            "the reason in headers.",
+            description="Messages from spend.events that could not be used: original bytes, the reason in headers.",
         )
         self._flushes = broker.publisher(
             settings.topics.flushes,
@@ -110,9 +109,7 @@ class Aggregator:
             await self._dead_letter(outcome.dead_letters)
         except Exception:
             self._metrics.flush_failures.inc()
-            log.exception(
-                "flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s
-            )
+            log.exception("flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s)
             self.writer.forget_state()
             await message.nack()
             await asyncio.sleep(self._settings.retry_backoff_s)

@@ -8,9 +8,7 @@ class AggregatorMetrics:
         self.consumed = Counter(
             "spendpipe_aggregator_messages_consumed", "Messages read from the events topic", registry=registry
         )
-        self.counted = Counter(
-            "spendpipe_aggregator_events_counted", "Events added to the totals", registry=registry
-        )
+        self.counted = Counter("spendpipe_aggregator_events_counted", "Events added to the totals", registry=registry)
         self.duplicates = Counter(
             "spendpipe_aggregator_duplicates_dropped", "Events dropped as already counted", registry=registry
         )

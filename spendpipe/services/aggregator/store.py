@@ -95,16 +95,12 @@ class SpendStore:
         ingested_at: datetime,
     ) -> None:
         """Insert `(event, partition, offset)` triples as one block (one part)."""
-        rows = [
-            _event_row(event, topic, partition, offset, ingested_at) for event, partition, offset in events
-        ]
+        rows = [_event_row(event, topic, partition, offset, ingested_at) for event, partition, offset in events]
         columns = [list(column) for column in zip(*rows, strict=True)]
         self._clickhouse.insert_columns("events", columns, EVENT_COLUMNS)
 
 
-def _event_row(
-    event: SpendEvent, topic: str, partition: int, offset: int, ingested_at: datetime
-) -> tuple[object, ...]:
+def _event_row(event: SpendEvent, topic: str, partition: int, offset: int, ingested_at: datetime) -> tuple[object, ...]:
     return (
         event.event_id,
         event.occurred_at,

@@ -100,9 +100,7 @@ class BatchWriter:
         self._recent.expire(self._clock())
         return outcome
 
-    def _decode(
-        self, records: Sequence[SourceRecord], outcome: FlushOutcome
-    ) -> list[tuple[SpendEvent, SourceRecord]]:
+    def _decode(self, records: Sequence[SourceRecord], outcome: FlushOutcome) -> list[tuple[SpendEvent, SourceRecord]]:
         decoded = []
         for record in records:
             try:
@@ -164,9 +162,7 @@ class BatchWriter:
         outcome.models = rollup.models
         outcome.latest_occurred_at = max((e.occurred_at for e in new), default=None)
 
-    def _write_events(
-        self, fresh: list[tuple[SpendEvent, SourceRecord]], marks: _Watermarks, now: datetime
-    ) -> None:
+    def _write_events(self, fresh: list[tuple[SpendEvent, SourceRecord]], marks: _Watermarks, now: datetime) -> None:
         new = [
             (event, record.partition, record.offset)
             for event, record in fresh

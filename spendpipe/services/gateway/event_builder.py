@@ -17,7 +17,7 @@ from typing import Any
 from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.money import cost_from_float
 
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def hash_api_key(raw_key: str) -> str:
@@ -60,20 +60,22 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
     )
 
 
+def key_hash_of(key: object) -> str | None:
+    """A key's hash as LiteLLM's proxy stores it; a value that already is one is kept."""
+    if not isinstance(key, str) or not key:
+        return None
+    return key if SHA256_HEX.match(key) else hash_api_key(key)
+
+
 def _key_hash(metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | None:
     hashed = metadata.get("user_api_key_hash")
-    if isinstance(hashed, str) and _SHA256_HEX.match(hashed):
+    if isinstance(hashed, str) and SHA256_HEX.match(hashed):
         return hashed
     params = kwargs.get("litellm_params") or {}
-    supplied = (params.get("metadata") or {}).get("user_api_key")
-    if isinstance(supplied, str) and supplied:
-        return supplied if _SHA256_HEX.match(supplied) else hash_api_key(supplied)
-    return None
+    return key_hash_of((params.get("metadata") or {}).get("user_api_key"))
 
 
-def _end_user(
-    record: Mapping[str, Any], metadata: Mapping[str, Any], kwargs: Mapping[str, Any]
-) -> str | None:
+def _end_user(record: Mapping[str, Any], metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | None:
     """The request's `user` field: the proxy resolves it into the record; the SDK leaves it in
     the call's parameters."""
     optional = kwargs.get("optional_params") or {}

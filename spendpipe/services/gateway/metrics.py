@@ -24,16 +24,11 @@ class GatewayMetrics:
         self.build_errors = Counter(
             "spendpipe_gateway_event_build_errors", "Calls no event could be built for", registry=registry
         )
-        self.spool_bytes = Gauge(
-            "spendpipe_gateway_spool_bytes", "Bytes waiting in the disk spool", registry=registry
-        )
+        self.spool_bytes = Gauge("spendpipe_gateway_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
 
     @staticmethod
     def total(counter: Counter) -> float:
         """Current value of a counter, summed over its labels."""
         return sum(
-            sample.value
-            for metric in counter.collect()
-            for sample in metric.samples
-            if sample.name.endswith("_total")
+            sample.value for metric in counter.collect() for sample in metric.samples if sample.name.endswith("_total")
         )

@@ -1,20 +1,29 @@
-"""`SpendpipeLogger`: the LiteLLM `CustomLogger` that records every call as a `SpendEvent`.
+"""`SpendpipeLogger`: the LiteLLM `CustomLogger` that records every call as a `SpendEvent` and
+refuses calls the enforcer has blocked.
 
-SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`
-Proxy mode: `litellm_settings: {callbacks: spendpipe.services.gateway.proxy.handler}`
+SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`; pre-call hooks do
+            not run in the SDK, so call `check(...)` before a call (it raises
+            `litellm.BudgetExceededError`).
+Proxy mode: `litellm_settings: {callbacks: spendpipe.services.gateway.proxy.handler}`; the
+            proxy runs `async_pre_call_hook` before every call.
 
 Recording never raises into LiteLLM and never waits on Kafka: a call that cannot be turned
 into an event is counted in `spendpipe_gateway_event_build_errors_total` and logged.
 """
 
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from litellm import BudgetExceededError
 from litellm.integrations.custom_logger import CustomLogger
 from prometheus_client import CollectorRegistry
 
-from spendpipe.services.gateway.event_builder import build_spend_event
+from spendpipe.schemas.decisions import Decision
+from spendpipe.services.gateway.blocklist import BlockList, request_keys
+from spendpipe.services.gateway.decision_follower import DecisionFollower
+from spendpipe.services.gateway.event_builder import build_spend_event, key_hash_of
 from spendpipe.services.gateway.metrics import GatewayMetrics
 from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
 from spendpipe.services.gateway.settings import GatewaySettings
@@ -24,11 +33,83 @@ log = logging.getLogger(__name__)
 
 
 class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not type-checked here
-    def __init__(self, *, publisher: EventPublisher, metrics: GatewayMetrics, gateway_id: str) -> None:
+    def __init__(
+        self,
+        *,
+        publisher: EventPublisher,
+        metrics: GatewayMetrics,
+        gateway_id: str,
+        blocklist: BlockList,
+        follower: DecisionFollower,
+        unsynced_policy: str = "fail_open",
+    ) -> None:
         super().__init__()
         self.publisher = publisher
         self.metrics = metrics
         self.gateway_id = gateway_id
+        self.blocklist = blocklist
+        self._follower = follower
+        self._fail_closed = unsynced_policy == "fail_closed"
+
+    def start(self) -> None:
+        """Start following decisions (the proxy entry point calls it; `check` does too)."""
+        self._follower.start()
+
+    def blocking_decision(
+        self,
+        *,
+        key_hash: str | None = None,
+        user_id: str | None = None,
+        team_id: str | None = None,
+        org_id: str | None = None,
+        end_user: str | None = None,
+        model: str | None = None,
+    ) -> Decision | None:
+        """The decision that refuses a request with these attributes, or None to serve it."""
+        self.start()
+        if not self.blocklist.in_sync.is_set() and self._fail_closed:
+            return NOT_IN_SYNC
+        keys = request_keys(
+            key_hash=key_hash, user_id=user_id, team_id=team_id, org_id=org_id, end_user=end_user, model=model
+        )
+        return self.blocklist.blocking(keys)
+
+    def check(
+        self,
+        *,
+        model: str | None = None,
+        user: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """SDK mode: raise `litellm.BudgetExceededError` if a call with these arguments (the same
+        `model`, `user` and `metadata` you pass to `litellm.completion`) is blocked."""
+        metadata = metadata or {}
+        decision = self.blocking_decision(
+            key_hash=key_hash_of(metadata.get("user_api_key_hash") or metadata.get("user_api_key")),
+            user_id=metadata.get("user_api_key_user_id"),
+            team_id=metadata.get("user_api_key_team_id"),
+            org_id=metadata.get("user_api_key_org_id"),
+            end_user=user,
+            model=model,
+        )
+        if decision is not None:
+            raise budget_exceeded(decision)
+
+    async def async_pre_call_hook(
+        self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
+    ) -> dict[str, Any]:
+        """Proxy mode: refuse a blocked request the way LiteLLM refuses an exceeded budget."""
+        decision = self.blocking_decision(
+            key_hash=key_hash_of(getattr(user_api_key_dict, "api_key", None)),
+            user_id=getattr(user_api_key_dict, "user_id", None),
+            team_id=getattr(user_api_key_dict, "team_id", None),
+            org_id=getattr(user_api_key_dict, "org_id", None),
+            end_user=data.get("user") or getattr(user_api_key_dict, "end_user_id", None),
+            model=data.get("model"),
+        )
+        if decision is not None:
+            raise budget_exceeded(decision)
+        return data
 
     @classmethod
     def from_settings(
@@ -46,7 +127,16 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 retry_backoff_s=settings.retry_backoff_s,
             ),
         )
-        return cls(publisher=publisher, metrics=metrics, gateway_id=settings.gateway_id)
+        blocklist = BlockList()
+        follower = DecisionFollower(kafka=settings.kafka, topic=settings.topics.decisions, blocklist=blocklist)
+        return cls(
+            publisher=publisher,
+            metrics=metrics,
+            gateway_id=settings.gateway_id,
+            blocklist=blocklist,
+            follower=follower,
+            unsynced_policy=settings.unsynced_policy,
+        )
 
     def record(self, kwargs: dict[str, Any]) -> None:
         """Build the call's event and hand it to the publisher (the request path: microseconds)."""
@@ -73,15 +163,32 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
 
-    async def async_log_success_event(
-        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
-    ) -> None:
+    async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
 
-    async def async_log_failure_event(
-        self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any
-    ) -> None:
+    async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
+
+
+NOT_IN_SYNC = Decision(
+    scope="global",
+    version=0,
+    blocked=True,
+    reason="spendpipe has not read the block list yet and is configured to fail closed",
+    decided_at=datetime(1970, 1, 1, tzinfo=UTC),
+)
+
+
+def budget_exceeded(decision: Decision) -> BudgetExceededError:
+    """The error LiteLLM raises for an exceeded budget; its proxy answers it with HTTP 400 and
+    `"type": "budget_exceeded"`."""
+    error = BudgetExceededError(
+        current_cost=float(decision.spend or 0),
+        max_budget=float(decision.cap or 0),
+        message=decision.reason,
+    )
+    error.entity_type, error.entity_id = decision.scope.partition(":")[0], decision.scope.partition(":")[2]
+    return error
 
 
 def _call_id(kwargs: dict[str, Any]) -> str:

@@ -14,3 +14,4 @@ from spendpipe.services.gateway.plugin import SpendpipeLogger
 from spendpipe.services.gateway.settings import GatewaySettings
 
 handler = SpendpipeLogger.from_settings(load_settings(GatewaySettings), registry=REGISTRY)
+handler.start()  # read the block list while the proxy starts up

@@ -184,9 +184,7 @@ class EventPublisher:
     def _kafka_is_down(self) -> bool:
         return time.monotonic() < self._kafka_down_until
 
-    async def _deliver(
-        self, producer: AIOKafkaProducer | None, payloads: list[Payload]
-    ) -> AIOKafkaProducer | None:
+    async def _deliver(self, producer: AIOKafkaProducer | None, payloads: list[Payload]) -> AIOKafkaProducer | None:
         """Send and wait for acknowledgements. Returns the producer to keep using, or None
         when Kafka did not take the batch (the caller spools it)."""
         if self._kafka_is_down():

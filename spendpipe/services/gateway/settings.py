@@ -3,6 +3,7 @@
 import os
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings
@@ -31,3 +32,6 @@ class GatewaySettings(BaseSettings):
     delivery_timeout_s: float = Field(default=10.0, gt=0)
     """How long a batch may wait for Kafka's acknowledgement before it is spooled."""
     retry_backoff_s: float = Field(default=1.0, gt=0)
+    unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    """What a gateway does before its block list has read the decisions topic to the end:
+    serve every request (fail_open) or refuse every request (fail_closed)."""

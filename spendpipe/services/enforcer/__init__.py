@@ -1,0 +1,1 @@
+"""The enforcer: budgets against exact window totals, block/unblock decisions on Kafka."""

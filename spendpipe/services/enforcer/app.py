@@ -1,0 +1,141 @@
+"""The enforcer's wiring: budgets and past decisions read back from their compacted topics,
+flush announcements from the aggregator, a tick for window resets, decisions out.
+
+Start-up order matters: budgets first (what to enforce), then the decisions topic (so versions
+continue where they were and no block is forgotten), then one evaluation of every budget, and
+only then flush announcements and the tick.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from faststream.kafka import KafkaBroker
+from pydantic import ValidationError
+
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.schemas.budgets import Budget
+from spendpipe.schemas.decisions import MESSAGE_TYPE, Decision
+from spendpipe.schemas.flushes import ScopesFlushed
+from spendpipe.schemas.scopes import Scope
+from spendpipe.services.enforcer.enforcer import Enforcer
+from spendpipe.services.enforcer.settings import EnforcerSettings
+from spendpipe.services.enforcer.spend_reader import SpendReader
+from spendpipe.services.enforcer.targets import BudgetBook
+
+log = logging.getLogger(__name__)
+
+TYPE_HEADER = "spendpipe-type"
+
+
+class EnforcerService:
+    def __init__(
+        self,
+        *,
+        settings: EnforcerSettings,
+        broker: KafkaBroker,
+        clickhouse: ClickhouseStore,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._settings = settings
+        self._clickhouse = clickhouse
+        self.enforcer = Enforcer(book=BudgetBook(), reader=SpendReader(clickhouse=clickhouse), clock=clock)
+        self._pending_scopes: set[str] = set()
+        self._deleted_scopes: set[str] = set()
+        self._budgets = CompactedTopicReader(
+            kafka=settings.kafka, topic=settings.topics.budgets, on_record=self._on_budget
+        )
+        self._decisions = broker.publisher(
+            settings.topics.decisions,
+            title="spend.decisions",
+            description="Decision v1: block/unblock per scope, versioned; compacted, keyed by scope.",
+            schema=Decision,
+        )
+        broker.subscriber(
+            settings.topics.flushes,
+            group_id=settings.enforcer_group_id,
+            auto_offset_reset="latest",
+            title="spend.flushes (enforcer)",
+        )(self.on_flush)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    async def start(self) -> None:
+        await self._budgets.start()
+        await self._budgets.catch_up()
+        await self._read_back_decisions()
+        self._pending_scopes.clear()
+        await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
+        self._tasks = [
+            asyncio.create_task(self._budgets.follow(), name="enforcer-budgets"),
+            asyncio.create_task(self._tick(), name="enforcer-tick"),
+        ]
+        self.ready.set()
+        log.info("enforcer ready: %d blocks in force", len(self.enforcer.blocks()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._budgets.stop()
+
+    async def on_flush(self, announcement: ScopesFlushed) -> None:
+        await self.ready.wait()
+        scopes = [Scope.parse(f"{ref.type}:{ref.id}" if ref.id else ref.type) for ref in announcement.scopes]
+        await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
+
+    def _on_budget(self, key: bytes | None, value: bytes | None) -> None:
+        scope = (key or b"").decode()
+        if value is None:
+            self.enforcer.book.delete(scope)
+            self._deleted_scopes.add(scope)
+            return
+        try:
+            budget = Budget.model_validate_json(value)
+        except ValidationError as error:
+            log.error("ignoring an invalid budget for %r on the budgets topic: %s", scope, error)
+            return
+        self.enforcer.book.put(budget)
+        self._pending_scopes.add(budget.scope)
+
+    async def _read_back_decisions(self) -> None:
+        def remember(_: bytes | None, value: bytes | None) -> None:
+            if value is not None:
+                self.enforcer.remember(Decision.model_validate_json(value))
+
+        reader = CompactedTopicReader(
+            kafka=self._settings.kafka, topic=self._settings.topics.decisions, on_record=remember
+        )
+        await reader.start()
+        try:
+            await reader.catch_up()
+        finally:
+            await reader.stop()
+
+    async def _tick(self) -> None:
+        interval = self._settings.tick_interval_ms / 1000
+        while True:
+            try:
+                await self._apply_budget_changes()
+                await self._publish(await self._clickhouse.run(self.enforcer.evaluate_due))
+            except Exception:
+                log.exception("enforcer tick failed; retrying")
+            await asyncio.sleep(interval)
+
+    async def _apply_budget_changes(self) -> None:
+        deleted, self._deleted_scopes = self._deleted_scopes, set()
+        for scope in deleted:
+            await self._publish(self.enforcer.lift_scope(scope))
+        pending, self._pending_scopes = self._pending_scopes, set()
+        if pending:
+            scopes = [Scope.parse(scope) for scope in pending]
+            await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
+
+    async def _publish(self, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
+            await self._decisions.publish(decision, key=decision.key.encode(), headers={TYPE_HEADER: MESSAGE_TYPE})

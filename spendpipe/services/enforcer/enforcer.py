@@ -1,0 +1,102 @@
+"""The enforcer's state: budgets, the last decision per key, and turning verdicts into
+versioned decisions. Blocking calls (ClickHouse); the service runs them on the store thread.
+
+A decision is published only when it changes what gateways should do: a new block, a block
+with a different window, cap or expiry, or the lifting of a block. Versions grow per key and
+never go back, also across restarts: the service first reads the decisions topic back.
+"""
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from spendpipe.schemas.decisions import Decision, decision_key
+from spendpipe.schemas.scopes import Scope
+from spendpipe.services.enforcer.spend_reader import SpendReader
+from spendpipe.services.enforcer.targets import BudgetBook, Target, direct_targets
+from spendpipe.services.enforcer.verdict import Verdict, judge
+
+Clock = Callable[[], float]
+
+
+class Enforcer:
+    def __init__(self, *, book: BudgetBook, reader: SpendReader, clock: Clock) -> None:
+        self.book = book
+        self._reader = reader
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, Decision] = {}
+
+    def remember(self, decision: Decision) -> None:
+        """Take a decision read back from the topic (the highest version wins)."""
+        with self._lock:
+            known = self._last.get(decision.key)
+            if known is None or decision.version > known.version:
+                self._last[decision.key] = decision
+
+    def blocks(self) -> list[Decision]:
+        with self._lock:
+            return [d for d in self._last.values() if d.blocked]
+
+    def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
+        return self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
+
+    def evaluate_all_budgets(self) -> list[Decision]:
+        return self.evaluate([t for budget in self.book for t in direct_targets(budget)])
+
+    def evaluate_due(self) -> list[Decision]:
+        """Re-judge every block whose window has reset: the reset needs no traffic."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        due = [d for d in self.blocks() if d.expires_at is not None and d.expires_at <= now]
+        targets = [t for d in due for t in self.book.targets_for(Scope.parse(d.scope)) if t.model == d.model]
+        judged = {decision_key(str(t.scope), t.model) for t in targets}
+        orphans = [d for d in due if d.key not in judged]
+        return self.evaluate(targets) + self.lift(orphans, "its budget no longer applies")
+
+    def lift_scope(self, scope: str) -> list[Decision]:
+        """Lift every block of a scope whose budget was deleted."""
+        return self.lift([d for d in self.blocks() if d.scope == scope], "its budget was deleted")
+
+    def evaluate(self, targets: list[Target]) -> list[Decision]:
+        now = self._clock()
+        changed = []
+        for target in targets:
+            verdict = judge(target, self._reader.measure(target, int(now)))
+            decision = self._decide(str(target.scope), target.model, verdict, now)
+            if decision is not None:
+                changed.append(decision)
+        return changed
+
+    def lift(self, blocks: list[Decision], why: str) -> list[Decision]:
+        now = self._clock()
+        lifted = [self._decide(d.scope, d.model, Verdict(False, f"unblocked: {why}"), now) for d in blocks]
+        return [d for d in lifted if d is not None]
+
+    def _decide(self, scope: str, model: str, verdict: Verdict, now: float) -> Decision | None:
+        key = decision_key(scope, model)
+        expires = datetime.fromtimestamp(verdict.expires_at, UTC) if verdict.expires_at else None
+        with self._lock:
+            last = self._last.get(key)
+            if last is None and not verdict.blocked:
+                return None
+            if last is not None and (last.blocked, last.window, last.cap, last.expires_at) == (
+                verdict.blocked,
+                verdict.window,
+                verdict.cap,
+                expires,
+            ):
+                return None
+            decision = Decision(
+                scope=scope,
+                model=model,
+                version=max(int(now * 1_000_000), last.version + 1 if last else 0),
+                blocked=verdict.blocked,
+                reason=verdict.reason,
+                window=verdict.window,
+                spend=verdict.spend,
+                cap=verdict.cap,
+                expires_at=expires,
+                decided_at=datetime.fromtimestamp(now, UTC),
+            )
+            self._last[key] = decision
+            return decision

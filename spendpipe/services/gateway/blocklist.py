@@ -1,0 +1,70 @@
+"""The gateway's block list: the latest decision per scope, fed by `spend.decisions`.
+
+Readers take the highest version per key and ignore older ones, so a replayed or late message
+never overrides a newer verdict. A block is honoured until its `expires_at` even if the unblock
+message is late. `blocking()` is on the request path: a handful of dict lookups.
+
+Which scopes apply to a request (DESIGN.md, "Which budget applies"): global, the key, the
+team, the team membership, the organisation and the end customer; the user's personal budget
+only when the request is not made for a team. Each scope also per model.
+"""
+
+import threading
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+from spendpipe.schemas.decisions import Decision, decision_key
+from spendpipe.schemas.scopes import ScopeType, scopes_of
+
+
+class BlockList:
+    def __init__(self) -> None:
+        self._decisions: dict[str, Decision] = {}
+        self._lock = threading.Lock()
+        self.in_sync = threading.Event()
+        """Set once the decisions topic was read to the end it had when the gateway started."""
+
+    def apply(self, decision: Decision) -> bool:
+        """Keep `decision` if it is newer than what is known for its key. True if kept."""
+        with self._lock:
+            known = self._decisions.get(decision.key)
+            if known is not None and known.version >= decision.version:
+                return False
+            self._decisions[decision.key] = decision
+            return True
+
+    def blocking(self, keys: Iterable[str], now: datetime | None = None) -> Decision | None:
+        """The first decision in force among `keys`, or None."""
+        decisions = self._decisions
+        moment = now or datetime.now(UTC)
+        for key in keys:
+            decision = decisions.get(key)
+            if decision is not None and decision.in_force(moment):
+                return decision
+        return None
+
+    def in_force(self, now: datetime | None = None) -> list[Decision]:
+        moment = now or datetime.now(UTC)
+        return [d for d in list(self._decisions.values()) if d.in_force(moment)]
+
+
+def request_keys(
+    *,
+    key_hash: str | None,
+    user_id: str | None,
+    team_id: str | None,
+    org_id: str | None,
+    end_user: str | None,
+    model: str | None,
+) -> list[str]:
+    """The decision keys that can refuse a request with these attributes."""
+    scopes = [
+        scope
+        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user)
+        if not (scope.type is ScopeType.USER and team_id)  # a team key: the team's budget governs
+    ]
+    names = [str(scope) for scope in scopes]
+    keys = list(names)
+    if model:
+        keys += [decision_key(name, model) for name in names]
+    return keys

@@ -1,0 +1,73 @@
+"""Running services: settings in, dependencies built, one FastStream app run until a signal.
+
+`spendpipe run aggregator`, `run enforcer` and `run all` end up in `serve()`. Whoever runs in
+this process shares one ClickHouse store; with the embedded engine (chdb:// DSN) that is the
+only process that may open it, so it also serves the loopback SQL endpoint.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from faststream import FastStream
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
+from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.platform.sql_endpoint import SqlEndpoint
+from spendpipe.schemas.migrate import migrate
+from spendpipe.services.aggregator.app import Aggregator
+from spendpipe.services.aggregator.metrics import AggregatorMetrics
+from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.services.enforcer.app import EnforcerService
+from spendpipe.services.enforcer.settings import EnforcerSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    aggregator: AggregatorSettings | None = None
+    enforcer: EnforcerSettings | None = None
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return (self.aggregator or self.enforcer or _missing()).kafka
+
+    @property
+    def clickhouse(self) -> ClickhouseSettings:
+        return (self.aggregator or self.enforcer or _missing()).clickhouse
+
+    @property
+    def sql_endpoint(self) -> SqlEndpointSettings:
+        return self.aggregator.sql_endpoint if self.aggregator else SqlEndpointSettings(enabled=False)
+
+
+def _missing() -> AggregatorSettings:
+    raise ValueError("no service to run")
+
+
+async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -> None:
+    clickhouse = connect_clickhouse(services.clickhouse)
+    applied = migrate(clickhouse)
+    if applied:
+        log.info("applied ClickHouse migrations %s", applied)
+    endpoint = None
+    if services.sql_endpoint.enabled:
+        reader = connect_clickhouse(services.clickhouse, read_only=True)
+        endpoint = SqlEndpoint(store=reader, host=services.sql_endpoint.host, port=services.sql_endpoint.port)
+        endpoint.start()
+    broker = build_broker(services.kafka)
+    app = FastStream(broker)
+    if services.aggregator:
+        metrics = AggregatorMetrics(registry=registry)
+        Aggregator(settings=services.aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
+    if services.enforcer:
+        enforcer = EnforcerService(settings=services.enforcer, broker=broker, clickhouse=clickhouse)
+        app.after_startup(enforcer.start)
+        app.on_shutdown(enforcer.stop)
+    try:
+        await app.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+        clickhouse.close()

@@ -1,0 +1,25 @@
+"""A gateway's block list fed by the real decisions topic, as the plugin holds it."""
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.decisions import Decision
+from spendpipe.services.gateway.blocklist import BlockList
+from spendpipe.services.gateway.decision_follower import DecisionFollower
+
+
+@contextlib.contextmanager
+def following_blocklist(bootstrap: str, topic: str) -> Iterator[BlockList]:
+    blocklist = BlockList()
+    DecisionFollower(kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topic, blocklist=blocklist).start()
+    yield blocklist  # the follower is a daemon thread; it stops with the test process
+
+
+def latest(blocklist: BlockList, key: str) -> Decision | None:
+    return blocklist._decisions.get(key)
+
+
+def at(clock_seconds: float) -> datetime:
+    return datetime.fromtimestamp(clock_seconds, UTC)
