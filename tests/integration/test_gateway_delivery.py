@@ -2,6 +2,7 @@
 the process, and a full spool is a counted, logged loss, never a silent one."""
 
 import logging
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,6 @@ from spendpipe.services.gateway.metrics import GatewayMetrics
 from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
 from spendpipe.services.gateway.spool import DiskSpool
 from tests.support.events import make_event
-from tests.support.kafka_broker import free_port_pair
 from tests.support.pipeline import read_topic
 
 
@@ -39,7 +39,7 @@ async def test_close_delivers_everything_queued(kafka_broker: str, make_topics, 
 
     for event in events:
         sender.publish(event)
-    sender.close()
+    assert sender.close()
 
     delivered = await read_topic(kafka_broker, topics.events, expected=len(events))
     assert sorted(ids(delivered)) == sorted(e.event_id for e in events)
@@ -53,12 +53,14 @@ async def test_spool_outlives_the_process_and_a_full_spool_is_a_counted_loss(
     events = [make_event() for _ in range(100)]
     room = sum(len(e.to_json()) + 1 for e in events[:30])  # space for the first 30
 
-    # given a gateway whose Kafka is unreachable and whose spool holds 30 events
-    unreachable = publisher(f"127.0.0.1:{free_port_pair()}", topics.events, spool_dir, spool_bytes=room)
-    with caplog.at_level(logging.ERROR):
+    # given a gateway whose Kafka refuses connections and whose spool holds 30 events
+    with socket.socket() as closed_port, caplog.at_level(logging.ERROR):
+        closed_port.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        unreachable = publisher(f"127.0.0.1:{closed_port.getsockname()[1]}", topics.events, spool_dir, room)
         for event in events:
             unreachable.publish(event)
-        unreachable.close()
+        assert unreachable.wait_idle(60)
+        assert unreachable.close()
     metrics: GatewayMetrics = unreachable._metrics
 
     # then 30 wait on disk and 70 are lost, counted and logged
@@ -72,7 +74,7 @@ async def test_spool_outlives_the_process_and_a_full_spool_is_a_counted_loss(
     fresh = make_event()
     successor.publish(fresh)
     assert successor.wait_idle(60)
-    successor.close()
+    assert successor.close()
 
     # then the spooled events are delivered too, and the spool is empty
     delivered = await read_topic(kafka_broker, topics.events, expected=31)

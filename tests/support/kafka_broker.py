@@ -1,5 +1,6 @@
 """A real local Kafka broker for tests, started with deploy/kafka/kafka-local.sh."""
 
+import random
 import socket
 import subprocess
 from dataclasses import dataclass
@@ -10,12 +11,13 @@ SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
 
 
 def free_port_pair() -> int:
-    """A port p with p and p+1 free on loopback (broker and controller listeners)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = int(probe.getsockname()[1])
-        if port < 65535 and _free(port + 1):
+    """A port p with p and p+1 free on loopback (broker and controller listeners).
+
+    Chosen below the kernel's ephemeral range (32768 and up on Linux), so no client socket the
+    tests open can take it between this check and the server's bind."""
+    for _ in range(200):
+        port = random.randrange(20_000, 32_000)
+        if _free(port) and _free(port + 1):
             return port
     raise RuntimeError("no free pair of loopback ports")
 

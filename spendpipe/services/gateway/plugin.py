@@ -153,9 +153,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.metrics.recorded.inc()
         self.publisher.publish(event)
 
-    def close(self, timeout: float = 15.0) -> None:
-        """Deliver (or spool) what is queued and stop the publisher."""
-        self.publisher.close(timeout)
+    def close(self, timeout: float = 30.0) -> bool:
+        """Deliver (or spool) what is queued and stop the publisher; True if it finished in time."""
+        return self.publisher.close(timeout)
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)

@@ -101,13 +101,14 @@ class EventPublisher:
                 timeout,
             )
 
-    def close(self, timeout: float = 15.0) -> None:
-        if self._closed:
-            return
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop; True when the background thread finished within `timeout`."""
         self._closed = True
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
 
     def _start(self) -> None:
         with self._start_lock:
@@ -215,15 +216,15 @@ class EventPublisher:
         try:
             await producer.start()
         except BaseException:
-            await self._stop_producer(producer)
+            await self._stop_producer(producer, timeout_s=1.0)
             raise
         return producer
 
-    async def _stop_producer(self, producer: AIOKafkaProducer | None) -> None:
+    async def _stop_producer(self, producer: AIOKafkaProducer | None, timeout_s: float | None = None) -> None:
         if producer is None:
             return
         try:
-            async with asyncio.timeout(self._options.delivery_timeout_s):
+            async with asyncio.timeout(timeout_s or self._options.delivery_timeout_s):
                 await producer.stop()
         except Exception as error:
             log.debug("spendpipe producer did not stop cleanly: %r", error)
