@@ -13,8 +13,12 @@ from spendpipe.services.gateway.decision_follower import DecisionFollower
 @contextlib.contextmanager
 def following_blocklist(bootstrap: str, topic: str) -> Iterator[BlockList]:
     blocklist = BlockList()
-    DecisionFollower(kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topic, blocklist=blocklist).start()
-    yield blocklist  # the follower is a daemon thread; it stops with the test process
+    follower = DecisionFollower(kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topic, blocklist=blocklist)
+    follower.start()
+    try:
+        yield blocklist
+    finally:
+        follower.stop()
 
 
 def latest(blocklist: BlockList, key: str) -> Decision | None:

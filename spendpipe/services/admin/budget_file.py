@@ -29,9 +29,13 @@ GLOBAL_KEYS = ("max_budget", "budget_duration", "budget_limits", "soft_budget", 
 
 
 def load_budget_file(path: Path) -> list[Budget]:
-    document = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return budgets_from_document(yaml.safe_load(path.read_text(encoding="utf-8")) or {}, source=str(path))
+
+
+def budgets_from_document(document: object, *, source: str = "budgets") -> list[Budget]:
+    """Every budget of a parsed YAML document, or `BudgetRejectedError` naming each bad field."""
     if not isinstance(document, dict):
-        raise BudgetRejectedError([f"{path}: expected a mapping with `budgets` and/or `litellm_settings`"])
+        raise BudgetRejectedError([f"{source}: expected a mapping with `budgets` and/or `litellm_settings`"])
     entries: list[tuple[str, dict[str, Any]]] = []
     settings = document.get("litellm_settings") or {}
     global_budget = {k: settings[k] for k in GLOBAL_KEYS if k in settings}

@@ -7,6 +7,7 @@ SDK mode. Nothing starts in `__init__`; `start()` does, and reconnects after fai
 """
 
 import asyncio
+import contextlib
 import logging
 import threading
 
@@ -28,14 +29,28 @@ class DecisionFollower:
         self._retry_backoff_s = retry_backoff_s
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         with self._lock:
             if self._thread is None:
-                self._thread = threading.Thread(
-                    target=asyncio.run, args=(self._run(),), name="spendpipe-decisions", daemon=True
-                )
+                self._thread = threading.Thread(target=self._main, name="spendpipe-decisions", daemon=True)
                 self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop following; the block list keeps what it has."""
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._task.cancel)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _main(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._task = self._loop.create_task(self._run())
+        with contextlib.suppress(asyncio.CancelledError):
+            self._loop.run_until_complete(self._task)
+        self._loop.close()
 
     def _on_record(self, _: bytes | None, value: bytes | None) -> None:
         if value is None:

@@ -154,7 +154,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.publisher.publish(event)
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Deliver (or spool) what is queued and stop the publisher; True if it finished in time."""
+        """Deliver (or spool) what is queued, stop the publisher and the decisions reader.
+        True if the publisher finished in time."""
+        self._follower.stop()
         return self.publisher.close(timeout)
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
