@@ -75,7 +75,9 @@ class Budget(BaseModel):
             durations.append(self.budget_duration)
         meanings = [parse_duration(d).window_key for d in durations]
         repeated = sorted({d for d, m in zip(durations, meanings, strict=True) if meanings.count(m) > 1})
-        if repeated:
+        if len(repeated) == 1:
+            problems.append(f"budget_limits: {repeated[0]} appears more than once")
+        elif repeated:
             problems.append(f"budget_limits: {' and '.join(repeated)} are the same window")
         scope_type = Scope.parse(self.scope).type
         if self.max_budget_in_team is not None and scope_type is not ScopeType.TEAM:
@@ -85,7 +87,7 @@ class Budget(BaseModel):
         if not self.sets_anything:
             problems.append("budget: sets no cap (max_budget, budget_limits, soft_budget, ...)")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ValueError("\n".join(problems))  # validate_budget reports one line each
         return self
 
     @property
@@ -126,5 +128,8 @@ def validate_budget(document: dict[str, object]) -> Budget:
         for issue in error.errors(include_url=False):
             field = ".".join(str(part) for part in issue["loc"]) or "budget"
             message = str(issue["msg"]).removeprefix("Value error, ")
-            problems.extend([message] if not issue["loc"] and ": " in message else [f"{field}: {message}"])
+            if issue["loc"]:
+                problems.append(f"{field}: {message}")
+            else:  # the whole-budget checks: each line already starts with its field
+                problems.extend(message.splitlines())
         raise BudgetRejectedError(problems) from None

@@ -12,8 +12,13 @@ from spendpipe.schemas.windows import Window, window_end, window_start
 
 _PATTERN = re.compile(r"^(\d{1,6})(m|h|d|mo)$")
 _SECONDS = {"m": 60, "h": 3600, "d": 86_400}
-_CALENDAR = {"1m": Window.MINUTE, "1h": Window.HOUR, "24h": Window.DAY, "1d": Window.DAY}
-_CALENDAR |= {"7d": Window.WEEK, "30d": Window.MONTH, "1mo": Window.MONTH}
+_CALENDAR_BY_LENGTH = {
+    60: Window.MINUTE,
+    3600: Window.HOUR,
+    86_400: Window.DAY,
+    7 * 86_400: Window.WEEK,
+    30 * 86_400: Window.MONTH,  # LiteLLM's 30d resets on the 1st
+}
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,12 @@ def parse_duration(text: str) -> Duration:
         raise ValueError(
             f"unknown duration {text!r}: use a whole number and a unit, m, h, d or mo (e.g. 15m, 1h, 24h, 7d, 1mo)"
         )
-    normal = f"{int(match[1])}{match[2]}"
-    if normal in _CALENDAR:
-        return Duration(normal, _CALENDAR[normal], 0)
-    if match[2] == "mo":
-        raise ValueError(f"unknown duration {text!r}: months reset on the 1st, so only 1mo (or 30d) works")
-    return Duration(normal, None, int(match[1]) * _SECONDS[match[2]])
+    count, unit = int(match[1]), match[2]
+    normal = f"{count}{unit}"
+    if unit == "mo":
+        if count != 1:
+            raise ValueError(f"unknown duration {text!r}: months reset on the 1st, so only 1mo (or 30d) works")
+        return Duration(normal, Window.MONTH, 0)
+    seconds = count * _SECONDS[unit]
+    calendar = _CALENDAR_BY_LENGTH.get(seconds)
+    return Duration(normal, calendar, 0) if calendar else Duration(normal, None, seconds)

@@ -1,4 +1,4 @@
-"""`ScopesFlushed`: the aggregator's announcement, after each committed flush, of which
+"""`ScopesFlushed`: the aggregator's announcement, once ClickHouse holds a flush, of which
 scopes' totals changed. The enforcer re-evaluates exactly those scopes."""
 
 from datetime import datetime

@@ -75,6 +75,7 @@ class LiteLLMProxy:
             "LITELLM_MASTER_KEY": f"sk-master-{secrets.token_hex(16)}",
             "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "SPENDPIPE_TOPICS__EVENTS": self.topics.events,
+            "SPENDPIPE_TOPICS__DECISIONS": self.topics.decisions,
             "SPENDPIPE_SPOOL_DIR": str(self.workdir / "spool"),
             "SPENDPIPE_GATEWAY_ID": f"proxy-{self.port}",
         }

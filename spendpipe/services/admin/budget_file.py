@@ -41,8 +41,12 @@ def budgets_from_document(document: object, *, source: str = "budgets") -> list[
     global_budget = {k: settings[k] for k in GLOBAL_KEYS if k in settings}
     if global_budget:
         entries.append(("litellm_settings", {"scope": "global", **global_budget}))
-    entries += [(f"budgets[{n}]", dict(entry)) for n, entry in enumerate(document.get("budgets") or [])]
-    budgets, problems = [], []
+    listed = document.get("budgets") or []
+    if not isinstance(listed, list):
+        raise BudgetRejectedError([f"{source}: `budgets` must be a list of budgets, one per scope"])
+    problems = [f"budgets[{n}]: expected a mapping of fields" for n, e in enumerate(listed) if not isinstance(e, dict)]
+    entries += [(f"budgets[{n}]", dict(e)) for n, e in enumerate(listed) if isinstance(e, dict)]
+    budgets = []
     for where, entry in entries:
         try:
             budgets.append(validate_budget(entry))

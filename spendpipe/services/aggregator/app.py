@@ -1,8 +1,10 @@
-"""The aggregator's FastStream wiring: batch in, ClickHouse, dead letters, commit, announce.
+"""The aggregator's FastStream wiring: batch in, ClickHouse, dead letters, announce, commit.
 
 Offsets are committed (manual ack) only after ClickHouse holds the batch and every dead
-letter is on the dead-letter topic. A flush that fails rewinds the consumer to the batch's
-first offsets (nack) and the batch is read again after a pause.
+letter is on the dead-letter topic. The announcement of the changed scopes goes out as soon
+as ClickHouse has the totals (the enforcer reads them from there), before the commit. A
+flush that fails rewinds the consumer to the batch's first offsets (nack) and the batch is
+read again after a pause.
 """
 
 import asyncio
@@ -114,12 +116,12 @@ class Aggregator:
             await message.nack()
             await asyncio.sleep(self._settings.retry_backoff_s)
             return
+        if outcome.counted:
+            await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
         await message.ack()
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
-        if outcome.counted:
-            await self._announce(outcome)
 
     async def _dead_letter(self, dead_letters: list[DeadLetter]) -> None:
         for letter in dead_letters:

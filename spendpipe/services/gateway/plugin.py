@@ -52,7 +52,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._fail_closed = unsynced_policy == "fail_closed"
 
     def start(self) -> None:
-        """Start following decisions (the proxy entry point calls it; `check` does too)."""
+        """Connect to Kafka and start following decisions now (the proxy entry point calls it;
+        otherwise the first call or check does)."""
+        self.publisher.start()
         self._follower.start()
 
     def blocking_decision(
@@ -108,7 +110,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             model=data.get("model"),
         )
         if decision is not None:
-            raise budget_exceeded(decision)
+            raise proxy_budget_exceeded(decision)
         return data
 
     @classmethod
@@ -191,6 +193,18 @@ def budget_exceeded(decision: Decision) -> BudgetExceededError:
     )
     error.entity_type, error.entity_id = decision.scope.partition(":")[0], decision.scope.partition(":")[2]
     return error
+
+
+def proxy_budget_exceeded(decision: Decision) -> Exception:
+    """What LiteLLM's proxy raises for an exceeded budget: a `ProxyException` of type
+    `budget_exceeded` with `litellm.budget_exceeded_status_code`, answered as
+    `{"error": {"message", "type", "param", "code"}}`."""
+    from litellm.proxy._types import ProxyErrorTypes, ProxyException  # noqa: PLC0415 - proxy-only module
+
+    error = budget_exceeded(decision)
+    return ProxyException(  # type: ignore[no-any-return]
+        message=error.message, type=ProxyErrorTypes.budget_exceeded, param=None, code=error.status_code
+    )
 
 
 def _call_id(kwargs: dict[str, Any]) -> str:

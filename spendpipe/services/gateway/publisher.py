@@ -77,6 +77,12 @@ class EventPublisher:
         self._progress = threading.Condition()
         self._kafka_down_until = 0.0
 
+    def start(self) -> None:
+        """Start the background thread and connect to Kafka now rather than on the first event
+        (the first request then does not pay for the connection)."""
+        if self._thread is None:
+            self._start()
+
     def publish(self, event: SpendEvent) -> None:
         """Hand an event over; never blocks and never raises."""
         if self._thread is None:
@@ -127,6 +133,7 @@ class EventPublisher:
     async def _run(self) -> None:
         producer: AIOKafkaProducer | None = None
         try:
+            producer = await self._deliver(None, [])  # connect early; a failure just means "spool"
             while True:
                 events = self._take(self._options.batch_size)
                 if events:
@@ -215,6 +222,7 @@ class EventPublisher:
         )
         try:
             await producer.start()
+            await producer.partitions_for(self._topic)  # topic metadata now, not on the first send
         except BaseException:
             await self._stop_producer(producer, timeout_s=1.0)
             raise

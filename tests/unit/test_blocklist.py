@@ -1,0 +1,169 @@
+"""The gateway's block list: newest version wins, blocks expire locally, and which keys a request checks."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from spendpipe.schemas.decisions import Decision
+from spendpipe.services.gateway.blocklist import BlockList, request_keys
+
+NOW = datetime(2026, 11, 28, 13, tzinfo=UTC)
+MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+def decision(
+    scope: str, version: int, *, blocked: bool = True, model: str = "", expires: datetime | None = MIDNIGHT
+) -> Decision:
+    return Decision(
+        scope=scope,
+        model=model,
+        version=version,
+        blocked=blocked,
+        reason="Budget has been exceeded!" if blocked else "within budget",
+        expires_at=expires if blocked else None,
+        decided_at=NOW,
+    )
+
+
+def test_a_block_refuses_its_key() -> None:
+    blocks = BlockList()
+    block = decision("team:eng", 1)
+
+    assert blocks.apply(block)
+
+    assert blocks.blocking(["global", "team:eng"], NOW) == block
+    assert blocks.blocking(["global", "team:sales"], NOW) is None
+
+
+def test_a_newer_unblock_lifts_the_block() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 1))
+
+    assert blocks.apply(decision("team:eng", 2, blocked=False))
+
+    assert blocks.blocking(["team:eng"], NOW) is None
+
+
+def test_a_stale_decision_never_overrides_a_newer_one() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 5, blocked=False))
+
+    # When a late block with an older version arrives, it is ignored
+    assert not blocks.apply(decision("team:eng", 4))
+    assert blocks.blocking(["team:eng"], NOW) is None
+
+    # And a replay of the same version is ignored too
+    assert not blocks.apply(decision("team:eng", 5))
+    assert blocks.blocking(["team:eng"], NOW) is None
+
+
+def test_a_stale_unblock_does_not_lift_a_newer_block() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 9))
+
+    assert not blocks.apply(decision("team:eng", 3, blocked=False))
+
+    assert blocks.blocking(["team:eng"], NOW) is not None
+
+
+def test_versions_are_per_key() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 100))
+
+    assert blocks.apply(decision("team:eng", 1, model="gpt-4o"))
+    assert blocks.apply(decision("team:sales", 1))
+
+
+def test_an_expired_block_no_longer_refuses_without_an_unblock_message() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 1, expires=MIDNIGHT))
+
+    assert blocks.blocking(["team:eng"], MIDNIGHT - timedelta(microseconds=1)) is not None
+    assert blocks.blocking(["team:eng"], MIDNIGHT) is None
+    assert blocks.in_force(MIDNIGHT) == []
+
+
+def test_a_lifetime_block_holds_until_lifted() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("user:alice", 1, expires=None))
+
+    assert blocks.blocking(["user:alice"], NOW + timedelta(days=3650)) is not None
+
+
+def test_blocking_returns_the_first_block_in_key_order() -> None:
+    blocks = BlockList()
+    team, key = decision("team:eng", 1), decision("key:abc", 1)
+    blocks.apply(team)
+    blocks.apply(key)
+
+    assert blocks.blocking(["global", "key:abc", "team:eng"], NOW) == key
+    assert blocks.blocking(["team:eng", "key:abc"], NOW) == team
+
+
+def test_in_force_lists_only_blocks_not_expired() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 1, expires=NOW + timedelta(hours=1)))
+    blocks.apply(decision("team:sales", 1, expires=NOW - timedelta(hours=1)))
+    blocks.apply(decision("key:abc", 1, blocked=False))
+
+    assert [d.scope for d in blocks.in_force(NOW)] == ["team:eng"]
+
+
+def test_request_with_a_team_is_not_checked_against_the_users_own_budget() -> None:
+    keys = request_keys(key_hash="abc", user_id="alice", team_id="eng", org_id="acme", end_user="cust-7", model=None)
+
+    assert keys == ["global", "key:abc", "team:eng", "team_member:eng/alice", "org:acme", "end_user:cust-7"]
+    assert "user:alice" not in keys
+
+
+def test_request_without_a_team_is_checked_against_the_users_budget() -> None:
+    keys = request_keys(key_hash="abc", user_id="alice", team_id=None, org_id=None, end_user=None, model=None)
+
+    assert keys == ["global", "key:abc", "user:alice"]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "team_id"),
+    [("alice", None), (None, "eng"), (None, None)],
+)
+def test_team_member_key_needs_both_team_and_user(user_id: str | None, team_id: str | None) -> None:
+    keys = request_keys(key_hash=None, user_id=user_id, team_id=team_id, org_id=None, end_user=None, model=None)
+
+    assert not any(key.startswith("team_member:") for key in keys)
+
+
+def test_per_model_keys_are_appended_when_a_model_is_given() -> None:
+    keys = request_keys(key_hash="abc", user_id="alice", team_id="eng", org_id=None, end_user=None, model="gpt-4o")
+
+    assert keys == [
+        "global",
+        "key:abc",
+        "team:eng",
+        "team_member:eng/alice",
+        "global|gpt-4o",
+        "key:abc|gpt-4o",
+        "team:eng|gpt-4o",
+        "team_member:eng/alice|gpt-4o",
+    ]
+
+
+def test_a_per_model_block_refuses_only_that_model() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("team:eng", 1, model="gpt-4o"))
+
+    def keys(model: str) -> list[str]:
+        return request_keys(key_hash=None, user_id=None, team_id="eng", org_id=None, end_user=None, model=model)
+
+    assert blocks.blocking(keys("gpt-4o"), NOW) is not None
+    assert blocks.blocking(keys("claude-sonnet"), NOW) is None
+
+
+def test_a_users_personal_block_does_not_refuse_their_team_requests() -> None:
+    blocks = BlockList()
+    blocks.apply(decision("user:alice", 1))
+
+    personal = request_keys(key_hash=None, user_id="alice", team_id=None, org_id=None, end_user=None, model=None)
+    for_team = request_keys(key_hash=None, user_id="alice", team_id="eng", org_id=None, end_user=None, model=None)
+
+    assert blocks.blocking(personal, NOW) is not None
+    assert blocks.blocking(for_team, NOW) is None
