@@ -82,6 +82,7 @@ def make_topics() -> Callable[[str, int], object]:
             flushes=f"flushes-{suffix}",
             decisions=f"decisions-{suffix}",
             budgets=f"budgets-{suffix}",
+            alerts=f"alerts-{suffix}",
         )
         await create_topics(bootstrap, topics, partitions)
         return topics

@@ -16,7 +16,7 @@ COMPACTED = {"cleanup.policy": "compact"}
 def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[NewTopic]:
     """Events and flushes are streams; decisions and budgets are compacted, keyed by scope,
     so a cold reader rebuilds the current state from the beginning."""
-    plain = [topics.events, topics.events_dead_letter, topics.flushes]
+    plain = [topics.events, topics.events_dead_letter, topics.flushes, topics.alerts]
     compacted = [topics.decisions, topics.budgets]
     return [NewTopic(name, partitions, replication) for name in plain] + [
         NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted

@@ -33,9 +33,9 @@ Cost = Annotated[
 ]
 """A non-negative exact amount in US dollars; a string on the wire so no JSON reader sees a float."""
 
-Label = Annotated[str | None, Field(default=None, max_length=256)]
+Label = Annotated[str | None, Field(max_length=256)]
 
-KeyHash = Annotated[str | None, Field(default=None, pattern=r"^[0-9a-f]{64}$")]
+KeyHash = Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")]
 """SHA-256 hex of the API key, the same hash LiteLLM's proxy stores as the key's token."""
 
 
@@ -47,23 +47,23 @@ class SpendEvent(BaseModel):
     schema_version: Literal[1] = 1
     event_id: str = Field(min_length=1, max_length=128)
     occurred_at: AwareDatetime
-    key_hash: KeyHash
-    key_alias: Label
-    user_id: Label
-    team_id: Label
-    org_id: Label
-    end_user: Label
+    key_hash: KeyHash = None
+    key_alias: Label = None
+    user_id: Label = None
+    team_id: Label = None
+    org_id: Label = None
+    end_user: Label = None
     model: str = Field(min_length=1, max_length=256)
-    model_group: Label
-    provider: Label
-    call_type: Label
+    model_group: Label = None
+    provider: Label = None
+    call_type: Label = None
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
     cost: Cost
     cache_hit: bool = False
     status: Literal["success", "failure"] = "success"
-    error_class: Label
+    error_class: Label = None
     latency_ms: float = Field(default=0.0, ge=0)
     request_tags: tuple[str, ...] = ()
     gateway_id: str = Field(min_length=1, max_length=256)

@@ -21,7 +21,10 @@ class Topics(BaseModel):
     """`ScopesFlushed` announcements: which scopes' totals changed in a committed flush."""
 
     decisions: TopicName = "spend.decisions"
-    """Block/unblock decisions (compacted, keyed by scope). Used from the budgets issue on."""
+    """Block/unblock `Decision`s (compacted, keyed by scope), written by the enforcer."""
 
     budgets: TopicName = "spend.budgets"
-    """Budgets and limits (compacted, keyed by scope). Used from the budgets issue on."""
+    """Budgets (compacted, keyed by scope), written by `spendpipe budgets` and the Python API."""
+
+    alerts: TopicName = "spend.alerts"
+    """`SoftBudgetAlert`s: a scope reached its soft budget, once per window."""

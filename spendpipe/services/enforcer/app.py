@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.schemas.alerts import MESSAGE_TYPE as ALERT_TYPE
+from spendpipe.schemas.alerts import SoftBudgetAlert
 from spendpipe.schemas.budgets import Budget
 from spendpipe.schemas.decisions import MESSAGE_TYPE, Decision
 from spendpipe.schemas.flushes import ScopesFlushed
@@ -54,6 +56,12 @@ class EnforcerService:
             description="Decision v1: block/unblock per scope, versioned; compacted, keyed by scope.",
             schema=Decision,
         )
+        self._alerts = broker.publisher(
+            settings.topics.alerts,
+            title="spend.alerts",
+            description="SoftBudgetAlert v1: a scope reached its soft budget, once per window.",
+            schema=SoftBudgetAlert,
+        )
         broker.subscriber(
             settings.topics.flushes,
             group_id=settings.enforcer_group_id,
@@ -67,6 +75,9 @@ class EnforcerService:
         await self._budgets.start()
         await self._budgets.catch_up()
         await self._read_back_decisions()
+        await self._read_back(
+            self._settings.topics.alerts, lambda key, _: self.enforcer.remember_alert((key or b"").decode())
+        )
         self._pending_scopes.clear()
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         self._tasks = [
@@ -86,7 +97,13 @@ class EnforcerService:
     async def on_flush(self, announcement: ScopesFlushed) -> None:
         await self.ready.wait()
         scopes = [Scope.parse(f"{ref.type}:{ref.id}" if ref.id else ref.type) for ref in announcement.scopes]
+        await self._judge(scopes)
+
+    async def _judge(self, scopes: list[Scope]) -> None:
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
+        for alert in await self._clickhouse.run(self.enforcer.soft_budget_alerts, scopes):
+            log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
+            await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
 
     def _on_budget(self, key: bytes | None, value: bytes | None) -> None:
         scope = (key or b"").decode()
@@ -107,9 +124,11 @@ class EnforcerService:
             if value is not None:
                 self.enforcer.remember(Decision.model_validate_json(value))
 
-        reader = CompactedTopicReader(
-            kafka=self._settings.kafka, topic=self._settings.topics.decisions, on_record=remember
-        )
+        await self._read_back(self._settings.topics.decisions, remember)
+
+    async def _read_back(self, topic: str, on_record: Callable[[bytes | None, bytes | None], None]) -> None:
+        """Read a topic to its end once: what this enforcer (or its predecessor) already said."""
+        reader = CompactedTopicReader(kafka=self._settings.kafka, topic=topic, on_record=on_record)
         await reader.start()
         try:
             await reader.catch_up()
@@ -132,8 +151,7 @@ class EnforcerService:
             await self._publish(self.enforcer.lift_scope(scope))
         pending, self._pending_scopes = self._pending_scopes, set()
         if pending:
-            scopes = [Scope.parse(scope) for scope in pending]
-            await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
+            await self._judge([Scope.parse(scope) for scope in pending])
 
     async def _publish(self, decisions: list[Decision]) -> None:
         for decision in decisions:

@@ -10,11 +10,12 @@ import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
+from spendpipe.schemas.alerts import SoftBudgetAlert
 from spendpipe.schemas.decisions import Decision, decision_key
 from spendpipe.schemas.scopes import Scope
 from spendpipe.services.enforcer.spend_reader import SpendReader
-from spendpipe.services.enforcer.targets import BudgetBook, Target, direct_targets
-from spendpipe.services.enforcer.verdict import Verdict, judge
+from spendpipe.services.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
+from spendpipe.services.enforcer.verdict import LIFETIME, Verdict, judge
 
 Clock = Callable[[], float]
 
@@ -26,6 +27,7 @@ class Enforcer:
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, Decision] = {}
+        self._alerted: set[str] = set()
 
     def remember(self, decision: Decision) -> None:
         """Take a decision read back from the topic (the highest version wins)."""
@@ -56,6 +58,41 @@ class Enforcer:
     def lift_scope(self, scope: str) -> list[Decision]:
         """Lift every block of a scope whose budget was deleted."""
         return self.lift([d for d in self.blocks() if d.scope == scope], "its budget was deleted")
+
+    def soft_budget_alerts(self, scopes: Iterable[Scope]) -> list[SoftBudgetAlert]:
+        """An alert for each scope whose spend reached its soft budget in the current window,
+        once per window."""
+        now = self._clock()
+        alerts = []
+        for scope in scopes:
+            budget = self.book.get(str(scope))
+            target = soft_target(budget) if budget else None
+            if target is None:
+                continue
+            (measured,) = self._reader.measure(target, int(now))
+            if measured.spend < measured.cap.limit:
+                continue
+            duration = measured.cap.duration
+            start, end = duration.bounds(int(now)) if duration else (None, None)
+            alert = SoftBudgetAlert(
+                scope=str(scope),
+                soft_budget=measured.cap.limit,
+                spend=measured.spend,
+                window=str(duration) if duration else LIFETIME,
+                window_start=datetime.fromtimestamp(start, UTC) if start is not None else None,
+                window_end=datetime.fromtimestamp(end, UTC) if end is not None else None,
+                alerted_at=datetime.fromtimestamp(now, UTC),
+            )
+            with self._lock:
+                if alert.key in self._alerted:
+                    continue
+                self._alerted.add(alert.key)
+            alerts.append(alert)
+        return alerts
+
+    def remember_alert(self, key: str) -> None:
+        with self._lock:
+            self._alerted.add(key)
 
     def evaluate(self, targets: list[Target]) -> list[Decision]:
         now = self._clock()

@@ -79,5 +79,13 @@ def direct_targets(budget: Budget) -> list[Target]:
     return targets
 
 
+def soft_target(budget: Budget) -> Target | None:
+    """The soft budget as a target to measure: an alert threshold over the budget's duration."""
+    if budget.soft_budget is None:
+        return None
+    cap = Cap(_duration(budget), budget.soft_budget)
+    return Target(Scope.parse(budget.scope), "", (cap,), f"soft_budget of {budget.scope}")
+
+
 def _duration(budget: Budget) -> Duration | None:
     return parse_duration(budget.budget_duration) if budget.budget_duration else None

@@ -1,0 +1,63 @@
+"""Budgets change while the pipeline runs: a soft budget alerts once per window, a raised cap
+lifts a block, a deleted budget lifts its blocks — no restart anywhere."""
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.alerts import SoftBudgetAlert
+from spendpipe.services.admin.budget_admin import BudgetAdmin
+from tests.conftest import aggregator_settings, enforcer_settings
+from tests.support.events import make_event
+from tests.support.gateway_blocks import at, following_blocklist, latest
+from tests.support.pipeline import ManualClock, produce, read_topic, running_pipeline
+from tests.support.waiting import eventually
+
+
+async def test_soft_budget_alerts_once_and_cap_changes_apply_live(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    topics = await make_topics(kafka_broker)
+    clock = ManualClock(datetime(2026, 6, 15, 12, tzinfo=UTC))
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    budget = {"scope": "team:eng", "max_budget": "1.00", "budget_duration": "1mo", "soft_budget": "0.50"}
+    await asyncio.to_thread(admin.set, budget)
+    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings)
+
+    def spend(cost: str) -> list[bytes]:
+        return [make_event(occurred_at=at(clock()), cost=Decimal(cost), team_id="eng").to_json()]
+
+    with following_blocklist(kafka_broker, topics.decisions) as gateway:
+        async with running_pipeline(aggregator, enforcer, clickhouse, clock) as service:
+            # a soft budget crossed twice in one window alerts once
+            await produce(kafka_broker, topics.events, spend("0.60"))
+            await produce(kafka_broker, topics.events, spend("0.10"))
+            # the hard cap: blocked
+            await produce(kafka_broker, topics.events, spend("0.40"))
+            blocked = await eventually(
+                lambda: gateway.blocking(["team:eng"], now=at(clock())), bool, within=30, what="block at 1.10"
+            )
+            assert blocked.spend == Decimal("1.1")
+
+            # when the cap is raised, the block lifts without a restart
+            await asyncio.to_thread(admin.set, budget | {"max_budget": "5.00"})
+            await eventually(
+                lambda: latest(gateway, "team:eng"), lambda d: not d.blocked, within=10, what="unblock on raise"
+            )
+            # and when it is lowered again and then deleted, the block comes back and then lifts
+            await asyncio.to_thread(admin.set, budget | {"max_budget": "1.00"})
+            await eventually(lambda: latest(gateway, "team:eng"), lambda d: d.blocked, within=10, what="block again")
+            await asyncio.to_thread(admin.delete, "team:eng")
+            await eventually(
+                lambda: latest(gateway, "team:eng"), lambda d: not d.blocked, within=10, what="unblock on delete"
+            )
+            assert service.enforcer.book.get("team:eng") is None
+
+    alerts = [SoftBudgetAlert.model_validate_json(r.value) for r in await read_topic(kafka_broker, topics.alerts, 1)]
+    assert len(alerts) == 1
+    assert (alerts[0].scope, alerts[0].soft_budget, alerts[0].window) == ("team:eng", Decimal("0.5"), "1mo")
+    assert alerts[0].spend >= Decimal("0.60")
+    assert alerts[0].window_start == datetime(2026, 6, 1, tzinfo=UTC)
