@@ -3,6 +3,7 @@
 LiteLLM's BudgetExceededError once the enforcer has blocked the user."""
 
 import asyncio
+import functools
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -66,7 +67,7 @@ async def test_budget_manager_across_processes_and_the_sdk_check(
             await asyncio.to_thread(manager.save_data)
         for manager in managers:
             await eventually(
-                lambda m=manager: asyncio.to_thread(m.current_cost, "alice"),
+                functools.partial(asyncio.to_thread, manager.current_cost, "alice"),
                 lambda cost: cost == spent,
                 within=30,
                 what="both processes see the exact total",
