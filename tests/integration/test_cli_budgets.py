@@ -1,0 +1,103 @@
+"""The operator's commands, run as a user would: `spendpipe budgets set | apply | list | delete`
+and `spendpipe blocks list`, against the real broker."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from spendpipe.schemas.decisions import Decision
+from spendpipe.schemas.topics import Topics
+from tests.support.pipeline import produce, read_topic
+
+
+def spendpipe(topics: Topics, bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "SPENDPIPE_TOPICS__BUDGETS": topics.budgets,
+        "SPENDPIPE_TOPICS__DECISIONS": topics.decisions,
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "spendpipe.services.admin.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_budgets_set_list_delete_and_a_refused_budget(kafka_broker: str, make_topics) -> None:
+    topics = await make_topics(kafka_broker)
+
+    refused = await asyncio.to_thread(
+        spendpipe, topics, kafka_broker, "budgets", "set", "--scope", "team:eng", "--max-budget", "-3"
+    )
+    assert refused.returncode == 2
+    assert "max_budget: Input should be greater than or equal to 0" in refused.stderr
+    assert "nothing was published" in refused.stderr
+    assert await read_topic(kafka_broker, topics.budgets, expected=0) == []
+
+    done = await asyncio.to_thread(
+        spendpipe,
+        topics,
+        kafka_broker,
+        *("budgets", "set", "--scope", "team:eng", "--max-budget", "10", "--budget-duration", "24h"),
+        *("--budget-limit", "30d=100", "--max-budget-in-team", "2", "--model-max-budget", "gpt-4o=5/1d"),
+    )
+    assert done.returncode == 0, done.stderr
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")
+    assert "team:eng" in listed.stdout
+    assert "100/30d" in listed.stdout
+    assert "max_budget_in_team=2" in listed.stdout
+
+    deleted = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "delete", "--scope", "team:eng")
+    assert deleted.returncode == 0, deleted.stderr
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")
+    assert "team:eng" not in listed.stdout
+
+
+async def test_budgets_apply_a_yaml_file_all_or_nothing(kafka_broker: str, make_topics, tmp_path: Path) -> None:
+    topics = await make_topics(kafka_broker)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "litellm_settings:\n  max_budget: 100\n  budget_duration: 30d\n"
+        "budgets:\n  - {scope: 'team:eng', max_budget: 10}\n"
+        "  - {scope: 'team:ops', max_budget: 1, budget_duration: 2w}\n"
+    )
+    refused = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "apply", "--file", str(bad))
+    assert refused.returncode == 2
+    assert "budgets[1].budget_duration: unknown duration '2w'" in refused.stderr
+    assert await read_topic(kafka_broker, topics.budgets, expected=0) == []
+
+    good = tmp_path / "good.yaml"
+    good.write_text(bad.read_text().replace("2w", "7d"))
+    applied = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "apply", "--file", str(good))
+    assert applied.returncode == 0, applied.stderr
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")
+    assert all(scope in listed.stdout for scope in ("global", "team:eng", "team:ops"))
+
+
+async def test_blocks_list_shows_what_is_in_force(kafka_broker: str, make_topics) -> None:
+    topics = await make_topics(kafka_broker)
+    now = datetime.now(UTC)
+    decisions = [
+        Decision(scope="team:eng", version=1, blocked=True, reason="over budget", window="24h",
+                 expires_at=now + timedelta(hours=1), decided_at=now),
+        Decision(scope="team:ops", version=1, blocked=True, reason="over budget", window="24h",
+                 expires_at=now - timedelta(hours=1), decided_at=now - timedelta(days=1)),
+        Decision(scope="key:" + "a" * 64, version=1, blocked=False, reason="within budget", decided_at=now),
+    ]  # fmt: skip
+    for decision in decisions:  # a compacted topic takes keyed records only
+        await produce(kafka_broker, topics.decisions, [decision.model_dump_json().encode()], key=decision.key.encode())
+
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "blocks", "list")
+
+    assert listed.returncode == 0, listed.stderr
+    assert "team:eng" in listed.stdout
+    assert "team:ops" not in listed.stdout  # expired
+    assert "key:" not in listed.stdout  # not blocked
