@@ -170,18 +170,21 @@ async def _read_decisions(settings: AdminSettings, *, follow: bool) -> dict[str,
     return latest
 
 
-def decisions_table(decisions: list[Decision], title: str) -> Table:
+def decisions_table(decisions: list[Decision], title: str, *, reasons: bool = True) -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("scope", "model", "spend", "cap", "window", "expires_at", "reason"):
-        table.add_column(column, overflow="fold")
+    table.add_column("scope", overflow="ellipsis", max_width=40, no_wrap=True)
+    for column in ("model", "spend", "cap", "window", "expires_at"):
+        table.add_column(column, no_wrap=True)
+    if reasons:
+        table.add_column("reason", overflow="fold")
     for d in sorted(decisions, key=lambda d: d.key):
-        table.add_row(
+        cells = [
             d.scope,
             d.model or "(all)",
             f"{d.spend.normalize():f}" if d.spend is not None else "",
             f"{d.cap.normalize():f}" if d.cap is not None else "",
             d.window or "",
             f"{d.expires_at:%Y-%m-%d %H:%M:%S}Z" if d.expires_at else "never",
-            d.reason,
-        )
+        ]
+        table.add_row(*cells, *([d.reason] if reasons else []))
     return table

@@ -1,9 +1,11 @@
 """`make run`: the whole pipeline on this machine, with no Docker and no internet.
 
 Starts a real Kafka broker (deploy/kafka/kafka-local.sh) unless SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS
-names one, creates the topics, starts `spendpipe run all` on the embedded ClickHouse engine,
-drives LiteLLM `mock_response` calls through the gateway plugin in SDK mode, and shows the
-spend per team and per key as it lands. Ctrl-C stops everything it started.
+names one, creates the topics, starts `spendpipe run all` (aggregator and enforcer) on the
+embedded ClickHouse engine, gives one demo key a small daily budget, drives LiteLLM
+`mock_response` calls through the gateway plugin in SDK mode (checking the block list before
+each call, as SDK users do), and shows spend per team and per key, and the blocks, as they land.
+Ctrl-C stops everything it started.
 """
 
 import argparse
@@ -16,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -23,14 +26,21 @@ from rich.live import Live
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.schemas.topics import Topics
+from spendpipe.services.admin.budget_admin import BudgetAdmin
+from spendpipe.services.admin.cli_budgets import decisions_table
 from spendpipe.services.admin.render import result_table
 from spendpipe.services.admin.sql_source import EndpointSource
+from spendpipe.services.gateway.event_builder import hash_api_key
+from spendpipe.services.gateway.plugin import SpendpipeLogger
+from spendpipe.services.gateway.settings import GatewaySettings
 
 ROOT = Path(__file__).resolve().parents[3]
 DATA = Path(".data")
 KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
 TEAMS = ["search", "support", "research"]
 KEYS = [f"sk-demo-{team}-{n}" for team in TEAMS for n in range(2)]
+BUDGETED_KEY = KEYS[-1]
+DAILY_BUDGET = "0.002"
 MODELS = ["gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo"]
 console = Console()
 
@@ -53,6 +63,9 @@ def main() -> None:
             subprocess.run([str(KAFKA_SCRIPT), "start", str(DATA / "kafka"), str(args.port)], check=True)
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(kafka, topic_specs(Topics(), partitions=3, replication=1)))
+        budget = {"scope": f"key:{hash_api_key(BUDGETED_KEY)}", "max_budget": DAILY_BUDGET, "budget_duration": "24h"}
+        BudgetAdmin(kafka=kafka, topics=Topics()).set(budget)
+        console.print(f"budget: {BUDGETED_KEY} may spend ${DAILY_BUDGET} a day")
         pipeline = _start_pipeline(bootstrap)
         source = EndpointSource(url="http://127.0.0.1:8124")
         _wait_ready(source, pipeline)
@@ -109,51 +122,64 @@ def _wait_ready(source: EndpointSource, pipeline: subprocess.Popen[bytes]) -> No
 def _drive_and_show(bootstrap: str, source: EndpointSource, calls: int, rate: float) -> None:
     import litellm  # noqa: PLC0415 - a slow import, only the demo needs it
 
-    from spendpipe.services.gateway.plugin import SpendpipeLogger  # noqa: PLC0415
-    from spendpipe.services.gateway.settings import GatewaySettings  # noqa: PLC0415
-
     plugin = SpendpipeLogger.from_settings(
         GatewaySettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), spool_dir=DATA / "gateway-spool")
     )
     litellm.callbacks = [plugin]
     rng = random.Random(42)  # noqa: S311 - demo traffic, not security
     done = threading.Event()
+    refused = 0
 
     async def traffic() -> None:
+        nonlocal refused
         for n in range(calls):
             key = rng.choice(KEYS)
             team = key.split("-")[2]
-            await litellm.acompletion(
-                model=rng.choice(MODELS),
-                messages=[{"role": "user", "content": "hello " * rng.randint(1, 40)}],
-                mock_response="spend " * rng.randint(1, 80),
-                user=f"customer-{rng.randint(1, 5)}",
-                metadata={
+            call: dict[str, Any] = {
+                "model": rng.choice(MODELS),
+                "user": f"customer-{rng.randint(1, 5)}",
+                "metadata": {
                     "user_api_key": key,
                     "user_api_key_alias": key.removeprefix("sk-"),
                     "user_api_key_user_id": f"{team}-dev-{n % 3}",
                     "user_api_key_team_id": team,
                 },
-            )
+            }
+            try:
+                plugin.check(**call)  # SDK mode: LiteLLM runs no pre-call hooks
+            except litellm.BudgetExceededError:
+                refused += 1
+            else:
+                await litellm.acompletion(
+                    **call,
+                    messages=[{"role": "user", "content": "hello " * rng.randint(1, 40)}],
+                    mock_response="spend " * rng.randint(1, 80),
+                )
             await asyncio.sleep(1 / rate)
         plugin.close()
         done.set()
 
     runner = threading.Thread(target=asyncio.run, args=(traffic(),), daemon=True)
     runner.start()
-    with Live(_tables(source), console=console, refresh_per_second=4) as live:
-        while not done.is_set() or _counted(source) < calls:
+    with Live(_tables(source, plugin), console=console, refresh_per_second=4) as live:
+        while not done.is_set():
             threading.Event().wait(0.5)
-            live.update(_tables(source))
-        live.update(_tables(source))
-    console.print(f"[green]{calls} LiteLLM calls recorded, published, aggregated and counted.[/green]")
+            live.update(_tables(source, plugin))
+        deadline = time.monotonic() + 30
+        while _counted(source) < calls - refused and time.monotonic() < deadline:
+            threading.Event().wait(0.5)
+        live.update(_tables(source, plugin))
+    console.print(
+        f"[green]{calls - refused} LiteLLM calls recorded, published, aggregated and counted; "
+        f"{refused} refused because {BUDGETED_KEY} reached its budget.[/green]"
+    )
 
 
 def _counted(source: EndpointSource) -> int:
-    return int(source.query("SELECT count() FROM events")[1][0][0])
+    return int(source.query("SELECT count() FROM events WHERE occurred_at >= toStartOfDay(now())")[1][0][0])
 
 
-def _tables(source: EndpointSource) -> Group:
+def _tables(source: EndpointSource, plugin: SpendpipeLogger) -> Group:
     per_team = source.query(
         "SELECT scope_id AS team, sum(spend) AS spend, sum(requests) AS requests, "
         "sum(total_tokens) AS total_tokens FROM spend_totals WHERE window = 'day' "
@@ -168,6 +194,9 @@ def _tables(source: EndpointSource) -> Group:
     return Group(
         result_table("spend per team today (spend_totals)", *per_team),
         result_table("spend per key today (events; raw keys never leave the gateway)", *per_key),
+        decisions_table(
+            plugin.blocklist.in_force(), "blocks in force at this gateway (spend.decisions)", reasons=False
+        ),
     )
 
 
