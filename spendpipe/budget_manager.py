@@ -30,17 +30,13 @@ from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from spendpipe.platform.clickhouse import ClickhouseSettings
-from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.settings import load_settings, service_config
+from spendpipe.platform.settings import PipelineSettings, load_settings
 from spendpipe.schemas.budgets import Budget, Cap
 from spendpipe.schemas.durations import parse_duration
 from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.money import cost_from_float
 from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.schemas.topics import Topics
 from spendpipe.services.admin.budget_admin import BudgetAdmin
 from spendpipe.services.admin.sql_source import SqlSource, sql_source
 from spendpipe.services.enforcer.spend_reader import grain
@@ -52,12 +48,7 @@ Duration = Literal["daily", "weekly", "monthly", "yearly"]
 DURATIONS: dict[str, str] = {"daily": "1d", "weekly": "7d", "monthly": "1mo", "yearly": "365d"}
 
 
-class BudgetManagerSettings(BaseSettings):
-    model_config = service_config()
-
-    kafka: KafkaSettings = KafkaSettings()
-    topics: Topics = Topics()
-    clickhouse: ClickhouseSettings = ClickhouseSettings()
+class BudgetManagerSettings(PipelineSettings):
     sql_endpoint_url: str = Field(default="http://127.0.0.1:8124", pattern=r"^https?://")
     spool_dir: str = ".data/budget-manager-spool"
 

@@ -6,6 +6,10 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from spendpipe.platform.clickhouse import ClickhouseSettings
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.topics import Topics
+
 ENV_PREFIX = "SPENDPIPE_"
 NESTED_DELIMITER = "__"
 
@@ -20,6 +24,17 @@ def service_config() -> SettingsConfigDict:
         env_file=".env",
         extra="ignore",
     )
+
+
+class PipelineSettings(BaseSettings):
+    """The connections every spendpipe process needs: Kafka, the topic names, ClickHouse.
+    Each service's settings class adds its own fields."""
+
+    model_config = service_config()
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: Topics = Topics()
+    clickhouse: ClickhouseSettings = ClickhouseSettings()
 
 
 class SettingsError(ValueError):

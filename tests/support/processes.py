@@ -11,6 +11,17 @@ from pathlib import Path
 from tests.support.waiting import eventually_sync
 
 
+def terminate(process: subprocess.Popen[bytes] | None, grace_s: float = 60.0) -> None:
+    """SIGTERM, as an orchestrator stops a service; SIGKILL if it is not gone after `grace_s`."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
 @dataclass
 class ServiceProcess:
     """`spendpipe run <service>` with the given SPENDPIPE_* environment."""
@@ -49,13 +60,7 @@ class ServiceProcess:
         self.process.wait(timeout=30)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        terminate(self.process)
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])

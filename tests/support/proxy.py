@@ -4,7 +4,6 @@
 import os
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
@@ -14,6 +13,7 @@ from pathlib import Path
 
 from spendpipe.schemas.topics import Topics
 from tests.support.kafka_broker import free_port_pair
+from tests.support.processes import terminate
 from tests.support.waiting import eventually_sync
 
 CONFIG = """\
@@ -103,13 +103,7 @@ class LiteLLMProxy:
 
     def stop(self) -> None:
         """SIGTERM, as an orchestrator stops it: the plugin flushes what it queued."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=30)
+        terminate(self.process)
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.workdir / "proxy.log"

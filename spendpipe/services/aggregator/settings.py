@@ -1,12 +1,8 @@
 """Settings of the aggregator (env prefix `SPENDPIPE_`, `__` between section and field)."""
 
 from pydantic import BaseModel, Field
-from pydantic_settings import BaseSettings
 
-from spendpipe.platform.clickhouse import ClickhouseSettings
-from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.settings import service_config
-from spendpipe.schemas.topics import Topics
+from spendpipe.platform.settings import PipelineSettings
 
 
 class SqlEndpointSettings(BaseModel):
@@ -17,12 +13,7 @@ class SqlEndpointSettings(BaseModel):
     port: int = Field(default=8124, ge=0, le=65535)
 
 
-class AggregatorSettings(BaseSettings):
-    model_config = service_config()
-
-    kafka: KafkaSettings = KafkaSettings()
-    topics: Topics = Topics()
-    clickhouse: ClickhouseSettings = ClickhouseSettings()
+class AggregatorSettings(PipelineSettings):
     group_id: str = Field(default="spendpipe-aggregator", min_length=1)
     batch_size: int = Field(default=20_000, ge=1, le=500_000)
     """Most events per flush (one ClickHouse insert per table)."""

@@ -1,20 +1,11 @@
 """Settings of the enforcer (env prefix `SPENDPIPE_`, `__` between section and field)."""
 
 from pydantic import Field
-from pydantic_settings import BaseSettings
 
-from spendpipe.platform.clickhouse import ClickhouseSettings
-from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.settings import service_config
-from spendpipe.schemas.topics import Topics
+from spendpipe.platform.settings import PipelineSettings
 
 
-class EnforcerSettings(BaseSettings):
-    model_config = service_config()
-
-    kafka: KafkaSettings = KafkaSettings()
-    topics: Topics = Topics()
-    clickhouse: ClickhouseSettings = ClickhouseSettings()
+class EnforcerSettings(PipelineSettings):
     enforcer_group_id: str = Field(default="spendpipe-enforcer", min_length=1)
     """Consumer group the enforcer reads flush announcements with."""
     tick_interval_ms: int = Field(default=100, ge=10, le=1000)
