@@ -46,8 +46,9 @@ def judge(target: Target, measurements: list[Measurement]) -> Verdict:
         if decisive.end is not None
         else "does not reset"
     )
+    over = "over its lifetime" if window == LIFETIME else f"per {window}"
     reason = (
         f"Budget has been exceeded! {what}: current cost {decisive.spend.normalize():f}, "
-        f"max budget {decisive.cap.limit.normalize():f} per {window} ({target.source}); {resets}"
+        f"max budget {decisive.cap.limit.normalize():f} {over} ({target.source}); {resets}"
     )
     return Verdict(True, reason, window, decisive.spend, decisive.cap.limit, decisive.end)
