@@ -1,7 +1,55 @@
-"""`make bench`: not written yet — the benchmarks issue builds the suite. Exits non-zero so
-nobody mistakes this for a measurement."""
+"""`make bench`: run the benchmarks against a real local Kafka broker and the embedded
+ClickHouse engine, print one markdown table, and write it with the raw rows under
+benchmarks/results/ (ignored by git).
 
+Covered so far: the plugin's request-path overhead and the aggregator's throughput. Enforcement
+latency, overshoot against LiteLLM's BudgetManager and storage per event are still to do (see the
+benchmarks issue).
+"""
+
+import json
+import os
 import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import aggregator_throughput, plugin_overhead
+from benchmarks.broker import local_broker
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"spendpipe benchmarks — {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores",
+        "",
+        "| benchmark | unit | p50 / median | p99 / worst run | goal | met | note |",
+        "|---|---|---:|---:|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['benchmark']} | {row['unit']} | {row['p50']:,.1f} | {row['p99']:,.1f} | {row['goal']} | "
+            f"{'yes' if row['met'] else 'NO'} | {row.get('note', '')} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> int:
+    events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "1000000"))
+    rows: list[dict[str, Any]] = []
+    with local_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="spendpipe-bench-") as work:
+        rows += plugin_overhead.run(bootstrap, Path(work))
+        rows += aggregator_throughput.run(bootstrap, Path(work), events)
+    report = table(rows)
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    (RESULTS / f"{stamp}.md").write_text(report + "\n")
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(rows, indent=2, default=str))
+    return 0
+
 
 if __name__ == "__main__":
-    sys.exit("benchmarks are not written yet (see the benchmarks issue)")
+    sys.exit(main())

@@ -1,15 +1,16 @@
 """Turning a batch of events into windowed totals per scope: pure, no I/O.
 
-Two steps keep the per-event cost flat: events are first summed per (minute, attribution,
-model), then each of those groups fans out to its scopes x {all models, its model} x the
-calendar windows. A batch of thousands of events from a few hundred keys becomes a few
-thousand rows, inserted as one block.
+Three steps keep the per-event cost flat: events are summed per (minute, attribution, model);
+each of those groups is added to its scopes x {all models, its model} per minute; each
+(minute, scope, model) total fans out to the calendar windows. A batch of thousands of events
+from a few hundred keys becomes a few thousand rows, inserted as one block.
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, localcontext
 from functools import lru_cache
+from typing import TypeVar
 
 from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.money import MONEY_CONTEXT
@@ -69,6 +70,8 @@ class Totals:
 TotalsKey = tuple[Window, int, Scope, str]
 """(window, window start in Unix seconds, scope, model or '' for all models)"""
 
+K = TypeVar("K")
+
 _GroupKey = tuple[int, str | None, str | None, str | None, str | None, str | None, str]
 
 
@@ -105,17 +108,20 @@ def roll_up(events: Iterable[SpendEvent]) -> Rollup:
             if group is None:
                 group = groups[key] = Totals()
             group.add_event(event)
-        rollup = Rollup()
+        # per minute and scope first: the global, org and team scopes of many groups collapse here
+        minutes: dict[tuple[int, Scope, str], Totals] = {}
         for (minute, key_hash, user, team, org, end_user, model), group in groups.items():
-            starts = _window_starts(minute)
             for scope in scopes_of(key_hash, user, team, org, end_user):
-                for scope_model in (ALL_MODELS, model):
-                    for window, start in starts:
-                        _accumulate(rollup.totals, (window, start, scope, scope_model), group)
+                _accumulate(minutes, (minute, scope, ALL_MODELS), group)
+                _accumulate(minutes, (minute, scope, model), group)
+        rollup = Rollup()
+        for (minute, scope, model), totals in minutes.items():
+            for window, start in _window_starts(minute):
+                _accumulate(rollup.totals, (window, start, scope, model), totals)
         return rollup
 
 
-def _accumulate(totals: dict[TotalsKey, Totals], key: TotalsKey, group: Totals) -> None:
+def _accumulate(totals: dict[K, Totals], key: K, group: Totals) -> None:
     existing = totals.get(key)
     if existing is None:
         existing = totals[key] = Totals()

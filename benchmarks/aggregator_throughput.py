@@ -1,0 +1,118 @@
+"""Aggregator throughput: events/s from real Kafka into ClickHouse (embedded chDB) in one
+process, and the consumer lag when it is done. Goal (DESIGN.md): >= 50,000 events/s."""
+
+import asyncio
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client import CollectorRegistry
+
+from benchmarks.stats import median
+from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
+from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.schemas.events import SpendEvent
+from spendpipe.schemas.migrate import migrate
+from spendpipe.schemas.topics import Topics
+from spendpipe.services.aggregator.app import Aggregator
+from spendpipe.services.aggregator.metrics import AggregatorMetrics
+from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+
+LATE_SPREAD_S = 1
+"""Events occur within this many seconds before the run: fresh traffic, as gateways send it."""
+
+
+async def _produce(bootstrap: str, topic: str, events: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(topic, 3, 1)])
+    await admin.close()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1)
+    await producer.start()
+    now = time.time()
+    pending = []
+    for n in range(events):
+        event = SpendEvent(
+            event_id=str(uuid.uuid4()),
+            occurred_at=now - (n % LATE_SPREAD_S),
+            key_hash=f"{n % 500:064x}",
+            user_id=f"user-{n % 200}",
+            team_id=f"team-{n % 20}",
+            org_id=f"org-{n % 3}",
+            end_user=f"customer-{n % 1000}",
+            model=("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo")[n % 3],
+            prompt_tokens=10,
+            completion_tokens=20,
+            total_tokens=30,
+            cost=Decimal("0.0000135") * (1 + n % 7),
+            gateway_id="bench",
+        )
+        pending.append(await producer.send(topic, event.to_json()))
+        if len(pending) >= 20_000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    await producer.stop()
+
+
+async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -> tuple[float, int]:
+    settings = AggregatorSettings(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap),
+        topics=topics,
+        clickhouse=ClickhouseSettings(dsn=f"chdb://{workdir / 'clickhouse'}", database=f"b_{uuid.uuid4().hex[:8]}"),
+        group_id=f"bench-{uuid.uuid4().hex[:8]}",
+        sql_endpoint=SqlEndpointSettings(enabled=False),
+    )
+    store = connect_clickhouse(settings.clickhouse)
+    migrate(store)
+    broker = build_broker(settings.kafka)
+    metrics = AggregatorMetrics(registry=CollectorRegistry())
+    Aggregator(settings=settings, broker=broker, clickhouse=store, metrics=metrics)
+    started = time.perf_counter()
+    await broker.start()
+    try:
+        # the counter moves after each flush; reading it costs no ClickHouse query
+        while metrics.counted._value.get() < events:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        assert int(store.rows("SELECT count() FROM events")[0][0]) == events
+    finally:
+        await broker.stop()
+    lag = await _lag(bootstrap, settings.group_id, topics.events)
+    store.close()
+    return elapsed, lag
+
+
+async def _lag(bootstrap: str, group: str, topic: str) -> int:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(committed))
+    finally:
+        await consumer.stop()
+    return sum(ends[tp] - meta.offset for tp, meta in committed.items() if tp.topic == topic)
+
+
+def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[str, Any]]:
+    rates, lags = [], []
+    for run_no in range(runs):
+        topics = Topics(events=f"bench-throughput-{uuid.uuid4().hex[:8]}")
+        asyncio.run(_produce(bootstrap, topics.events, events))
+        elapsed, lag = asyncio.run(_consume(bootstrap, topics, workdir / f"run-{run_no}", events))
+        rates.append(events / elapsed)
+        lags.append(lag)
+    rate = median(rates)
+    return [
+        {"benchmark": f"aggregator: {events:,} events, Kafka → ClickHouse", "unit": "events/s", "p50": rate,
+         "p99": min(rates), "goal": "≥ 50,000", "met": rate >= 50_000, "note": f"lag at end: {max(lags)}"},
+    ]  # fmt: skip

@@ -1,0 +1,95 @@
+"""Request-path overhead of the gateway plugin, in-process: recording one event (building the
+SpendEvent from LiteLLM's standard logging object and queueing it) and checking the block list.
+Goals (DESIGN.md): p99 <= 100 us to record, <= 10 us to check."""
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks.stats import median, percentile
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.decisions import Decision
+from spendpipe.schemas.topics import Topics
+from spendpipe.services.gateway.plugin import SpendpipeLogger
+from spendpipe.services.gateway.settings import GatewaySettings
+
+CALLS = 100_000
+
+
+def logging_kwargs(n: int) -> dict[str, Any]:
+    now = time.time()
+    return {
+        "standard_logging_object": {
+            "id": f"chatcmpl-{n}",
+            "litellm_call_id": str(uuid.uuid4()),
+            "startTime": now - 0.2,
+            "endTime": now,
+            "model": "gpt-4o-mini",
+            "model_group": "gpt-4o-mini",
+            "custom_llm_provider": "openai",
+            "call_type": "acompletion",
+            "prompt_tokens": 10,
+            "completion_tokens": 20,
+            "total_tokens": 30,
+            "response_cost": 1.35e-05,
+            "cache_hit": False,
+            "status": "success",
+            "request_tags": ["bench"],
+            "end_user": f"customer-{n % 50}",
+            "metadata": {
+                "user_api_key_hash": f"{n % 100:064x}",
+                "user_api_key_alias": "bench",
+                "user_api_key_user_id": f"user-{n % 20}",
+                "user_api_key_team_id": f"team-{n % 5}",
+                "user_api_key_org_id": "org",
+            },
+        }
+    }
+
+
+def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
+    record_p50, record_p99, check_p50, check_p99 = [], [], [], []
+    for run_no in range(runs):
+        suffix = uuid.uuid4().hex[:8]
+        settings = GatewaySettings(
+            kafka=KafkaSettings(bootstrap_servers=bootstrap),
+            topics=Topics(events=f"bench-events-{suffix}", decisions=f"bench-decisions-{suffix}"),
+            spool_dir=workdir / f"spool-{run_no}",
+            gateway_id="bench",
+        )
+        plugin = SpendpipeLogger.from_settings(settings)
+        plugin.publisher.start()
+        payloads = [logging_kwargs(n) for n in range(CALLS)]
+        samples = []
+        for kwargs in payloads:
+            started = time.perf_counter_ns()
+            plugin.record(kwargs)
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        plugin.close()
+        record_p50.append(percentile(samples, 0.5))
+        record_p99.append(percentile(samples, 0.99))
+
+        now = datetime.now(UTC)
+        for n in range(1000):  # a block list with a thousand decisions, one of them in force
+            plugin.blocklist.apply(
+                Decision(scope=f"key:{n:064x}", version=1, blocked=n == 7, reason="bench",
+                         expires_at=now + timedelta(hours=1), decided_at=now)
+            )  # fmt: skip
+        plugin.blocklist.in_sync.set()
+        samples = []
+        for n in range(CALLS):
+            started = time.perf_counter_ns()
+            plugin.blocking_decision(
+                key_hash=f"{n % 100:064x}", user_id="u", team_id="t", org_id="o", end_user="c", model="gpt-4o"
+            )
+            samples.append((time.perf_counter_ns() - started) / 1000)
+        check_p50.append(percentile(samples, 0.5))
+        check_p99.append(percentile(samples, 0.99))
+    return [
+        {"benchmark": "plugin: record one event", "unit": "µs", "p50": median(record_p50),
+         "p99": median(record_p99), "goal": "p99 ≤ 100", "met": median(record_p99) <= 100},
+        {"benchmark": "plugin: check the block list", "unit": "µs", "p50": median(check_p50),
+         "p99": median(check_p99), "goal": "p99 ≤ 10", "met": median(check_p99) <= 10},
+    ]  # fmt: skip
