@@ -22,7 +22,7 @@ setup: $(STAMP) ## install the venv and fetch the Kafka broker jars from Maven C
 	$(KAFKA) fetch
 
 run: setup ## start a local broker and the whole pipeline on embedded ClickHouse, drive LiteLLM traffic, show live spend
-	$(BIN)/python -m spendpipe.services.admin.local_demo
+	$(BIN)/python -m spendpipe.services.admin.demo
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

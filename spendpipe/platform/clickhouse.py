@@ -90,8 +90,9 @@ class ClickhouseStore:
             self._client.close()
 
 
-READ_ONLY = {"readonly": 2}
-"""ClickHouse's read-only mode that still lets a query change its own settings."""
+READ_ONLY = {"readonly": 1}
+"""ClickHouse's strict read-only mode: no writes, no DDL, no settings changes, and so no
+`INSERT INTO FUNCTION file(...)` either (readonly=2 allowed that through chDB)."""
 
 
 def connect_clickhouse(settings: ClickhouseSettings, *, read_only: bool = False) -> ClickhouseStore:

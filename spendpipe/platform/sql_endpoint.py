@@ -24,6 +24,7 @@ from spendpipe.platform.clickhouse import ClickhouseStore
 log = logging.getLogger(__name__)
 
 MAX_BODY = 1 << 20
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 class SqlEndpoint:
@@ -41,6 +42,8 @@ class SqlEndpoint:
         return int(self._server.server_address[1])
 
     def start(self) -> "SqlEndpoint":
+        if self._address[0] not in LOOPBACK:
+            raise ValueError(f"the SQL endpoint has no authentication: bind it to loopback, not {self._address[0]}")
         store = self._store
 
         class Handler(BaseHTTPRequestHandler):
@@ -53,6 +56,10 @@ class SqlEndpoint:
             def do_POST(self) -> None:
                 if self.path != "/sql":
                     self._reply(404, b"not found", "text/plain")
+                    return
+                # JSON only: a browser cannot send it cross-site without a CORS preflight we never answer
+                if self.headers.get("Content-Type", "").split(";")[0].strip() != "application/json":
+                    self._reply(415, b"send application/json", "text/plain")
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 if length > MAX_BODY:

@@ -26,6 +26,11 @@ from spendpipe.schemas.money import COST_PRECISION, COST_SCALE
 MESSAGE_TYPE = "spendpipe.spend_event.v1"
 SCHEMA_VERSION = 1
 
+EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
+"""occurred_at must fall in here: ClickHouse's DateTime windows end in 2106."""
+MAX_EVENT_COST = Decimal(1_000_000)
+"""No single request costs a million dollars; the bound keeps every sum inside Decimal(38, 24)."""
+
 Cost = Annotated[
     Decimal,
     Field(ge=0, max_digits=COST_PRECISION, decimal_places=COST_SCALE),
@@ -60,7 +65,7 @@ class SpendEvent(BaseModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
-    cost: Cost
+    cost: Cost = Field(le=MAX_EVENT_COST)
     cache_hit: bool = False
     status: Literal["success", "failure"] = "success"
     error_class: Label = None
@@ -71,7 +76,10 @@ class SpendEvent(BaseModel):
     @field_validator("occurred_at")
     @classmethod
     def _to_utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
+        value = value.astimezone(UTC)
+        if not EARLIEST <= value < LATEST:
+            raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+        return value
 
     @property
     def billed_model(self) -> str:

@@ -5,12 +5,14 @@ organisation, end customer and the global scope; each of those both across all m
 and for the event's own model. `model = ""` means "all models".
 """
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
 from spendpipe.schemas.events import SpendEvent
 
 ALL_MODELS = ""
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 class ScopeType(StrEnum):
@@ -48,6 +50,9 @@ class Scope:
             return cls(scope_type, GLOBAL_ID)
         if not scope_id:
             raise ValueError(f"scope {text!r} needs an id, as in {scope_type.value}:<id>")
+        if scope_type is ScopeType.KEY and not _SHA256_HEX.match(scope_id):
+            # a raw key here would be published on the budgets and decisions topics
+            raise ValueError("a key scope takes the key's SHA-256 hex (as LiteLLM's proxy stores it), not the key")
         return cls(scope_type, scope_id)
 
 

@@ -93,7 +93,7 @@ async def test_a_bad_budget_is_refused_with_its_field_and_nothing_is_published(k
         await asyncio.to_thread(admin.set_many, [good, {"scope": "team:ops", "max_budget": "-5"}])
     assert refused.value.problems == ["max_budget: Input should be greater than or equal to 0"]
     with pytest.raises(BudgetRejectedError, match=r"budget_duration: unknown duration '3x'"):
-        await asyncio.to_thread(admin.set, {"scope": "key:k", "max_budget": "1", "budget_duration": "3x"})
+        await asyncio.to_thread(admin.set, {"scope": "team:k", "max_budget": "1", "budget_duration": "3x"})
     with pytest.raises(BudgetRejectedError, match=r"budget_limits: 1d and 24h are the same window"):
         await asyncio.to_thread(
             admin.set,

@@ -282,7 +282,7 @@ def test_evaluate_due_rejudges_only_the_blocked_model() -> None:
     assert [key for key, _ in reader.asked] == ["team:eng|gpt-4o"]
 
 
-def test_lift_scope_unblocks_a_deleted_budgets_blocks() -> None:
+def test_reconcile_lifts_a_deleted_budgets_blocks() -> None:
     enforcer, reader, _ = setup(
         {"scope": "team:eng", "max_budget": 10, "model_max_budget": {"gpt-4o": {"max_budget": 1}}},
         {"scope": "team:sales", "max_budget": 10},
@@ -292,13 +292,38 @@ def test_lift_scope_unblocks_a_deleted_budgets_blocks() -> None:
     assert len(enforcer.blocks()) == 3
 
     enforcer.book.delete("team:eng")
-    decisions = enforcer.lift_scope("team:eng")
+    decisions = enforcer.reconcile()
 
     assert sorted((d.key, d.blocked) for d in decisions) == [("team:eng", False), ("team:eng|gpt-4o", False)]
-    assert all("its budget was deleted" in d.reason for d in decisions)
+    assert all("its budget no longer applies" in d.reason for d in decisions)
     assert [d.key for d in enforcer.blocks()] == ["team:sales"]
-    # Lifting again publishes nothing
-    assert enforcer.lift_scope("team:eng") == []
+    # reconciling again publishes nothing
+    assert enforcer.reconcile() == []
+
+
+def test_reconcile_lifts_member_blocks_when_the_team_raises_its_member_cap() -> None:
+    enforcer, reader, _ = setup({"scope": "team:eng", "max_budget": 100, "max_budget_in_team": 1})
+    member = Scope(ScopeType.TEAM_MEMBER, "eng/alice")
+    reader.spends |= {"team_member:eng/alice": Decimal(2)}
+    enforcer.evaluate_scopes([member])
+    assert [d.key for d in enforcer.blocks()] == ["team_member:eng/alice"]
+
+    enforcer.book.put(validate_budget({"scope": "team:eng", "max_budget": 100, "max_budget_in_team": 5}))
+    decisions = enforcer.reconcile()
+
+    assert [(d.key, d.blocked) for d in decisions] == [("team_member:eng/alice", False)]
+
+
+def test_a_decision_that_could_not_be_published_is_decided_again() -> None:
+    enforcer, reader, _ = setup(DAILY_TEN)
+    reader.spends |= {"team:eng": Decimal(10)}
+    (block,) = enforcer.evaluate_scopes([ENG])
+
+    enforcer.retract(block)
+
+    assert enforcer.blocks() == []
+    (again,) = enforcer.evaluate_scopes([ENG])
+    assert again.blocked
 
 
 def test_evaluate_all_budgets_judges_every_direct_target() -> None:

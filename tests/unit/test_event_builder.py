@@ -1,6 +1,7 @@
 """Building a `SpendEvent` from the `standard_logging_object` LiteLLM hands a callback."""
 
 import hashlib
+import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -48,7 +49,9 @@ def test_proxy_mode_event() -> None:
     event = build_spend_event({"standard_logging_object": logging_object()}, gateway_id="gw-1")
 
     assert event is not None
-    assert event.event_id == "7c1f9a0e-call"
+    again = build_spend_event({"standard_logging_object": logging_object()}, gateway_id="x")
+    assert again is not None
+    assert event.event_id == again.event_id
     assert event.occurred_at == datetime(2026, 11, 28, 13, 45, 1, 250000, tzinfo=UTC)
     assert event.key_hash == KEY_HASH
     assert (event.key_alias, event.user_id, event.team_id, event.org_id) == ("ci-key", "alice", "eng", "acme")
@@ -161,7 +164,7 @@ def test_sparse_record_gets_safe_defaults() -> None:
     event = build_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
 
     assert event is not None
-    assert event.event_id == "chatcmpl-9"
+    assert str(uuid.UUID(event.event_id)) == event.event_id
     assert event.model == "unknown"
     assert event.cost == 0
     assert event.occurred_at == datetime.fromtimestamp(START, UTC)
@@ -172,3 +175,15 @@ def test_sparse_record_gets_safe_defaults() -> None:
 def test_without_a_standard_logging_object_there_is_no_event() -> None:
     assert build_spend_event({}, gateway_id="gw-1") is None
     assert build_spend_event({"standard_logging_object": None}, gateway_id="gw-1") is None
+
+
+def test_a_client_chosen_call_id_does_not_make_two_calls_one_event() -> None:
+    # the proxy takes litellm_call_id from the client's x-litellm-call-id header
+    first = build_spend_event({"standard_logging_object": logging_object()}, gateway_id="gw-1")
+    second = build_spend_event(
+        {"standard_logging_object": logging_object(id="chatcmpl-another-response")}, gateway_id="gw-1"
+    )
+
+    assert first is not None
+    assert second is not None
+    assert first.event_id != second.event_id

@@ -207,3 +207,20 @@ def test_any_valid_cost_survives_the_wire_exactly(cost: Decimal) -> None:
     assert isinstance(on_wire, str)
     assert "e" not in on_wire.lower()
     assert decode_event(payload).cost == cost
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "fragment"),
+    [
+        ("occurred_at", "1969-12-31T23:59:59Z", "occurred_at: Value error, must be between 2000-01-01 and 2100-01-01"),
+        ("occurred_at", "2106-02-08T00:00:00Z", "occurred_at: Value error, must be between 2000-01-01 and 2100-01-01"),
+        ("cost", "1000000.01", "cost: Input should be less than or equal to 1000000"),
+    ],
+)
+def test_values_that_would_break_the_totals_are_refused(field: str, value: str, fragment: str) -> None:
+    document = orjson.loads(wire()) | {field: value}
+
+    with pytest.raises(InvalidEventError) as refused:
+        decode_event(orjson.dumps(document))
+
+    assert fragment in refused.value.reason

@@ -42,13 +42,24 @@ def test_str_of_global_has_no_id() -> None:
 
 
 @given(
-    st.sampled_from([t for t in ScopeType if t is not ScopeType.GLOBAL]),
+    st.sampled_from([t for t in ScopeType if t not in (ScopeType.GLOBAL, ScopeType.KEY)]),
     st.text(min_size=1, max_size=40),
 )
 def test_str_and_parse_round_trip(scope_type: ScopeType, scope_id: str) -> None:
     scope = Scope(scope_type, scope_id)
 
     assert Scope.parse(str(scope)) == scope
+
+
+@given(st.text(alphabet="0123456789abcdef", min_size=64, max_size=64))
+def test_key_scopes_round_trip_with_a_key_hash(key_hash: str) -> None:
+    assert Scope.parse(f"key:{key_hash}") == Scope(ScopeType.KEY, key_hash)
+
+
+@pytest.mark.parametrize("raw", ["sk-1234567890", "abc", "A" * 64])
+def test_a_key_scope_refuses_anything_but_a_key_hash(raw: str) -> None:
+    with pytest.raises(ValueError, match="SHA-256 hex"):
+        Scope.parse(f"key:{raw}")
 
 
 def test_scopes_with_every_attribute() -> None:

@@ -65,9 +65,10 @@ def test_each_model_max_budget_entry_is_a_target_of_its_own() -> None:
 
 
 def test_model_budgets_without_scope_caps_give_only_model_targets() -> None:
-    book = book_of({"scope": "key:abc", "model_max_budget": {"gpt-4o": {"max_budget": 1}}})
+    key = "ab" * 32
+    book = book_of({"scope": f"key:{key}", "model_max_budget": {"gpt-4o": {"max_budget": 1}}})
 
-    assert summary(book.targets_for(Scope(ScopeType.KEY, "abc"))) == [("key:abc", "gpt-4o", [(None, Decimal(1))])]
+    assert summary(book.targets_for(Scope(ScopeType.KEY, key))) == [(f"key:{key}", "gpt-4o", [(None, Decimal(1))])]
 
 
 def test_a_soft_budget_alone_gives_no_target() -> None:

@@ -41,11 +41,13 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Partitions that move between aggregators may have been written by another one:
     reload watermarks and recent ids before the next batch."""
 
-    def __init__(self, writer: BatchWriter) -> None:
+    def __init__(self, writer: BatchWriter, flushing: asyncio.Lock) -> None:
         self._writer = writer
+        self._flushing = flushing
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self._writer.forget_state()
+        async with self._flushing:  # let a flush in flight finish and commit before giving up partitions
+            self._writer.forget_state()
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._writer.forget_state()
@@ -65,6 +67,7 @@ class Aggregator:
         self._clickhouse = clickhouse
         self._metrics = metrics
         self._topics = settings.topics
+        self._flushing = asyncio.Lock()
         self.writer = BatchWriter(
             store=SpendStore(clickhouse=clickhouse),
             topic=settings.topics.events,
@@ -96,13 +99,17 @@ class Aggregator:
             max_partition_fetch_bytes=8 << 20,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
-            listener=_ForgetOnRebalance(self.writer),
+            listener=_ForgetOnRebalance(self.writer, self._flushing),
             title="spend.events",
             description="SpendEvent v1 JSON from gateways.",
         )
         subscriber(self.on_batch)
 
     async def on_batch(self, message: KafkaMessage) -> None:
+        async with self._flushing:
+            await self._flush(message)
+
+    async def _flush(self, message: KafkaMessage) -> None:
         records = _source_records(message.raw_message)
         started = asyncio.get_running_loop().time()
         self._metrics.consumed.inc(len(records))
@@ -144,8 +151,9 @@ class Aggregator:
         self._metrics.dead_letters.inc(len(dead_letters))
 
     async def _announce(self, outcome: FlushOutcome) -> None:
-        """Best effort: the totals are committed whether or not the announcement lands; the
-        enforcer also re-evaluates on its own schedule."""
+        """Best effort: the totals are in ClickHouse whether or not the announcement lands. A
+        lost announcement delays the enforcer until the scope's next flush (noted for the
+        enforcer: a periodic sweep of recently changed scopes would close that gap)."""
         announcement = ScopesFlushed(
             flush_id=str(uuid.uuid4()),
             flushed_at=datetime.now(UTC),

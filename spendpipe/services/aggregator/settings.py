@@ -15,8 +15,10 @@ class SqlEndpointSettings(BaseModel):
 
 class AggregatorSettings(PipelineSettings):
     group_id: str = Field(default="spendpipe-aggregator", min_length=1)
-    batch_size: int = Field(default=20_000, ge=1, le=500_000)
-    """Most events per flush (one ClickHouse insert per table)."""
+    batch_size: int = Field(default=20_000, ge=1, le=100_000)
+    """Most events per flush (one ClickHouse insert per table). Kept well below ClickHouse's
+    `min_insert_block_size_rows` (about 1M): an insert below it is squashed into one part, which
+    is what makes a flush all-or-nothing."""
     flush_interval_ms: int = Field(default=100, ge=1, le=60_000)
     """Longest an event waits in Kafka's fetch before a flush: the broker answers a fetch
     when it has `fetch_min_bytes` or this much time has passed."""

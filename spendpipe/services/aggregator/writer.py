@@ -112,8 +112,9 @@ class BatchWriter:
         return decoded
 
     def _load_state(self) -> _Watermarks:
-        if self._watermarks is None:
-            self._watermarks = _Watermarks(
+        marks = self._watermarks  # forget_state may clear the attribute from another thread
+        if marks is None:
+            marks = _Watermarks(
                 totals=self._store.totals_watermarks(self._topic),
                 events=self._store.events_watermarks(self._topic),
             )
@@ -121,7 +122,8 @@ class BatchWriter:
             self._recent.clear()
             for event_id, ingested_at in self._store.event_ids_ingested_since(since):
                 self._recent.remember([event_id], ingested_at.replace(tzinfo=UTC).timestamp())
-        return self._watermarks
+            self._watermarks = marks
+        return marks
 
     def _drop_duplicates(
         self, decoded: list[tuple[SpendEvent, SourceRecord]], outcome: FlushOutcome

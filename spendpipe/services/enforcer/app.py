@@ -80,6 +80,7 @@ class EnforcerService:
         )
         self._pending_scopes.clear()
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
+        await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         self._tasks = [
             asyncio.create_task(self._budgets.follow(), name="enforcer-budgets"),
             asyncio.create_task(self._tick(), name="enforcer-tick"),
@@ -146,14 +147,22 @@ class EnforcerService:
             await asyncio.sleep(interval)
 
     async def _apply_budget_changes(self) -> None:
-        deleted, self._deleted_scopes = self._deleted_scopes, set()
-        for scope in deleted:
-            await self._publish(self.enforcer.lift_scope(scope))
-        pending, self._pending_scopes = self._pending_scopes, set()
-        if pending:
-            await self._judge([Scope.parse(scope) for scope in pending])
+        if not (self._pending_scopes or self._deleted_scopes):
+            return
+        pending, deleted = set(self._pending_scopes), set(self._deleted_scopes)
+        # if this fails the sets still hold the changes, and the next tick tries again
+        await self._judge([Scope.parse(scope) for scope in pending])
+        await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
+        self._pending_scopes -= pending
+        self._deleted_scopes -= deleted
 
     async def _publish(self, decisions: list[Decision]) -> None:
-        for decision in decisions:
+        """Publish in order; a decision Kafka did not take is retracted so it is decided again."""
+        for n, decision in enumerate(decisions):
             log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
-            await self._decisions.publish(decision, key=decision.key.encode(), headers={TYPE_HEADER: MESSAGE_TYPE})
+            try:
+                await self._decisions.publish(decision, key=decision.key.encode(), headers={TYPE_HEADER: MESSAGE_TYPE})
+            except Exception:
+                for unsent in decisions[n:]:
+                    self.enforcer.retract(unsent)
+                raise

@@ -28,6 +28,7 @@ class Enforcer:
         self._lock = threading.Lock()
         self._last: dict[str, Decision] = {}
         self._alerted: set[str] = set()
+        self._replaced: dict[str, Decision] = {}
 
     def remember(self, decision: Decision) -> None:
         """Take a decision read back from the topic (the highest version wins)."""
@@ -40,6 +41,10 @@ class Enforcer:
         with self._lock:
             return [d for d in self._last.values() if d.blocked]
 
+    def last(self, key: str) -> Decision | None:
+        with self._lock:
+            return self._last.get(key)
+
     def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
         return self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
 
@@ -49,15 +54,32 @@ class Enforcer:
     def evaluate_due(self) -> list[Decision]:
         """Re-judge every block whose window has reset: the reset needs no traffic."""
         now = datetime.fromtimestamp(self._clock(), UTC)
-        due = [d for d in self.blocks() if d.expires_at is not None and d.expires_at <= now]
-        targets = [t for d in due for t in self.book.targets_for(Scope.parse(d.scope)) if t.model == d.model]
+        return self._rejudge([d for d in self.blocks() if d.expires_at is not None and d.expires_at <= now])
+
+    def reconcile(self) -> list[Decision]:
+        """Re-judge every block against the budgets as they are now; lift those no budget
+        supports any more. Run after budget changes: a raised `max_budget_in_team`, a changed
+        `max_end_user_budget` or a model taken out of `model_max_budget` touch blocks of scopes
+        other than the budget's own, which send no traffic while they are blocked."""
+        return self._rejudge(self.blocks())
+
+    def _rejudge(self, blocks: list[Decision]) -> list[Decision]:
+        targets = [t for d in blocks for t in self.book.targets_for(Scope.parse(d.scope)) if t.model == d.model]
         judged = {decision_key(str(t.scope), t.model) for t in targets}
-        orphans = [d for d in due if d.key not in judged]
+        orphans = [d for d in blocks if d.key not in judged]
         return self.evaluate(targets) + self.lift(orphans, "its budget no longer applies")
 
-    def lift_scope(self, scope: str) -> list[Decision]:
-        """Lift every block of a scope whose budget was deleted."""
-        return self.lift([d for d in self.blocks() if d.scope == scope], "its budget was deleted")
+    def retract(self, decision: Decision) -> None:
+        """Take back a decision that could not be published: the one before it stands again,
+        so the next evaluation decides anew."""
+        with self._lock:
+            if self._last.get(decision.key) != decision:
+                return
+            previous = self._replaced.pop(decision.key, None)
+            if previous is None:
+                self._last.pop(decision.key, None)
+            else:
+                self._last[decision.key] = previous
 
     def soft_budget_alerts(self, scopes: Iterable[Scope]) -> list[SoftBudgetAlert]:
         """An alert for each scope whose spend reached its soft budget in the current window,
@@ -135,5 +157,7 @@ class Enforcer:
                 expires_at=expires,
                 decided_at=datetime.fromtimestamp(now, UTC),
             )
+            if last is not None:
+                self._replaced[key] = last
             self._last[key] = decision
             return decision

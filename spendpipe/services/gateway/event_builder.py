@@ -34,7 +34,7 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
     cache_hit = bool(record.get("cache_hit"))
     start, end = _as_float(record.get("startTime")), _as_float(record.get("endTime"))
     return SpendEvent(
-        event_id=str(record.get("litellm_call_id") or record.get("id") or uuid.uuid4()),
+        event_id=_event_id(record),
         occurred_at=datetime.fromtimestamp(end or start or datetime.now(UTC).timestamp(), UTC),
         key_hash=_key_hash(metadata, kwargs),
         key_alias=_text(metadata.get("user_api_key_alias")),
@@ -58,6 +58,17 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
         request_tags=tuple(str(tag) for tag in record.get("request_tags") or ()),
         gateway_id=gateway_id,
     )
+
+
+def _event_id(record: Mapping[str, Any]) -> str:
+    """Stable for one callback of one call (so a repeated callback is dropped as a duplicate),
+    but not choosable by a client: the proxy takes `litellm_call_id` from the request's
+    `x-litellm-call-id` header, so it is combined with the response id and the call's times."""
+    parts = [record.get("litellm_call_id"), record.get("id"), record.get("startTime"), record.get("endTime")]
+    if not any(parts[:2]):
+        return str(uuid.uuid4())
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16]))
 
 
 def key_hash_of(key: object) -> str | None:

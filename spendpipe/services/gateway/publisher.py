@@ -20,6 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+import orjson
 from aiokafka import AIOKafkaProducer
 
 from spendpipe.platform.kafka import KafkaSettings
@@ -76,6 +77,7 @@ class EventPublisher:
         self._handled = 0
         self._progress = threading.Condition()
         self._kafka_down_until = 0.0
+        self._torn_reported = 0
 
     def start(self) -> None:
         """Start the background thread and connect to Kafka now rather than on the first event
@@ -139,10 +141,12 @@ class EventPublisher:
                 if events:
                     producer = await self._send_or_spool(producer, [_encode(e) for e in events])
                     self._mark_handled(len(events))
-                    continue
+                # the spool drains between fresh batches too, not only when traffic stops
                 if not self._spool.empty:
                     producer = await self._replay_spool(producer)
                     self._mark_handled(0)
+                if events:
+                    continue
                 if self._stopping.is_set() and (self._spool.empty or self._kafka_is_down()):
                     break
                 await asyncio.sleep(self._options.linger_s)
@@ -182,7 +186,10 @@ class EventPublisher:
         if oldest is None:
             return producer
         segment, values = oldest
-        producer = await self._deliver(producer, [(None, value) for value in values])
+        if self._spool.torn_lines > self._torn_reported:
+            self._lose(self._spool.torn_lines - self._torn_reported, "spool_torn_line")
+            self._torn_reported = self._spool.torn_lines
+        producer = await self._deliver(producer, [(_key_of(value), value) for value in values])
         if producer is not None:
             self._spool.remove(segment)
             log.info("spendpipe delivered %d spooled event(s) from %s", len(values), segment.name)
@@ -236,6 +243,16 @@ class EventPublisher:
                 await producer.stop()
         except Exception as error:
             log.debug("spendpipe producer did not stop cleanly: %r", error)
+
+
+def _key_of(value: bytes) -> bytes | None:
+    """The Kafka key an event was first sent with (its key hash), so a replayed event lands on the
+    same partition as its first attempt and meets the same aggregator's duplicate check."""
+    try:
+        key_hash = orjson.loads(value).get("key_hash")
+    except orjson.JSONDecodeError:
+        return None
+    return key_hash.encode() if isinstance(key_hash, str) else None
 
 
 def _encode(event: SpendEvent) -> Payload:
