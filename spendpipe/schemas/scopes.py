@@ -9,8 +9,6 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from spendpipe.schemas.events import SpendEvent
-
 ALL_MODELS = ""
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -82,7 +80,3 @@ def scopes_of(
     if end_user:
         scopes.append(Scope(ScopeType.END_USER, end_user))
     return tuple(scopes)
-
-
-def event_scopes(event: SpendEvent) -> tuple[Scope, ...]:
-    return scopes_of(event.key_hash, event.user_id, event.team_id, event.org_id, event.end_user)

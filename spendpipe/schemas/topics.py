@@ -4,6 +4,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field
 
+TYPE_HEADER = "spendpipe-type"
+"""Kafka header naming a message's versioned type (`spendpipe.decision.v1`...), apart from its encoding."""
+
 TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
 """Kafka's own rule for topic names: ASCII letters, digits, '.', '_' and '-', at most 249."""
 

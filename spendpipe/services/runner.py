@@ -13,6 +13,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.platform.settings import PipelineSettings
 from spendpipe.platform.sql_endpoint import SqlEndpoint
 from spendpipe.schemas.migrate import migrate
 from spendpipe.services.aggregator.app import Aggregator
@@ -31,19 +32,23 @@ class Services:
 
     @property
     def kafka(self) -> KafkaSettings:
-        return (self.aggregator or self.enforcer or _missing()).kafka
+        return self._any.kafka
 
     @property
     def clickhouse(self) -> ClickhouseSettings:
-        return (self.aggregator or self.enforcer or _missing()).clickhouse
+        return self._any.clickhouse
+
+    @property
+    def _any(self) -> PipelineSettings:
+        """Both services read the same connection settings; either one's will do."""
+        found = self.aggregator or self.enforcer
+        if found is None:
+            raise ValueError("no service to run")
+        return found
 
     @property
     def sql_endpoint(self) -> SqlEndpointSettings:
         return self.aggregator.sql_endpoint if self.aggregator else SqlEndpointSettings(enabled=False)
-
-
-def _missing() -> AggregatorSettings:
-    raise ValueError("no service to run")
 
 
 async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -> None:

@@ -19,9 +19,7 @@ from spendpipe.platform.compacted import CompactedTopicReader
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.schemas.budgets import MESSAGE_TYPE, Budget, validate_budget
 from spendpipe.schemas.scopes import Scope
-from spendpipe.schemas.topics import Topics
-
-TYPE_HEADER = "spendpipe-type"
+from spendpipe.schemas.topics import TYPE_HEADER, Topics
 
 
 class BudgetAdmin:

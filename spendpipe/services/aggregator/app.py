@@ -21,6 +21,7 @@ from faststream.middlewares import AckPolicy
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.schemas.flushes import MESSAGE_TYPE as FLUSH_TYPE
 from spendpipe.schemas.flushes import ScopeRef, ScopesFlushed
+from spendpipe.schemas.topics import TYPE_HEADER
 from spendpipe.services.aggregator.metrics import AggregatorMetrics
 from spendpipe.services.aggregator.settings import AggregatorSettings
 from spendpipe.services.aggregator.store import SpendStore
@@ -34,7 +35,6 @@ SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
     "spendpipe-source-partition",
     "spendpipe-source-offset",
 )
-TYPE_HEADER = "spendpipe-type"
 
 
 class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]

@@ -23,14 +23,13 @@ from spendpipe.schemas.budgets import Budget
 from spendpipe.schemas.decisions import MESSAGE_TYPE, Decision
 from spendpipe.schemas.flushes import ScopesFlushed
 from spendpipe.schemas.scopes import Scope
+from spendpipe.schemas.topics import TYPE_HEADER
 from spendpipe.services.enforcer.enforcer import Enforcer
 from spendpipe.services.enforcer.settings import EnforcerSettings
 from spendpipe.services.enforcer.spend_reader import SpendReader
 from spendpipe.services.enforcer.targets import BudgetBook
 
 log = logging.getLogger(__name__)
-
-TYPE_HEADER = "spendpipe-type"
 
 
 class EnforcerService:
@@ -82,11 +81,24 @@ class EnforcerService:
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         self._tasks = [
-            asyncio.create_task(self._budgets.follow(), name="enforcer-budgets"),
+            asyncio.create_task(self._follow_budgets(), name="enforcer-budgets"),
             asyncio.create_task(self._tick(), name="enforcer-tick"),
         ]
         self.ready.set()
         log.info("enforcer ready: %d blocks in force", len(self.enforcer.blocks()))
+
+    async def _follow_budgets(self) -> None:
+        """Follow budget changes for as long as the service runs; after a failure, read the topic
+        again from the beginning (applying a budget twice changes nothing)."""
+        while True:
+            try:
+                await self._budgets.follow()
+            except Exception:
+                log.exception("reading spend.budgets failed; reading it again from the beginning")
+                await self._budgets.stop()
+                await asyncio.sleep(1)
+                await self._budgets.start()
+                await self._budgets.catch_up()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -107,7 +119,7 @@ class EnforcerService:
             await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
 
     def _on_budget(self, key: bytes | None, value: bytes | None) -> None:
-        scope = (key or b"").decode()
+        scope = (key or b"").decode(errors="replace")
         if value is None:
             self.enforcer.book.delete(scope)
             self._deleted_scopes.add(scope)
