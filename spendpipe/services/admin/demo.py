@@ -77,6 +77,8 @@ def main() -> None:
                 "  .venv/bin/spendpipe spend --scope global --window month --model '*'\n"
                 "  .venv/bin/spendpipe sql "
                 "'SELECT team_id, count(), sum(cost) FROM events GROUP BY team_id'\n"
+                f"  SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS={bootstrap} .venv/bin/spendpipe blocks list\n"
+                f"  SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS={bootstrap} .venv/bin/spendpipe budgets list\n"
                 "Ctrl-C stops it."
             )
             threading.Event().wait()
