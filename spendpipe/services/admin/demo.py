@@ -53,6 +53,10 @@ def main() -> None:
     parser.add_argument("--exit", action="store_true", help="stop once the traffic is counted")
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    # Ctrl-C and SIGTERM both end the demo through the cleanup below, even when the demo was
+    # started with SIGINT ignored (as a background job of a non-interactive shell is)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     bootstrap = os.environ.get("SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS")
     own_broker = bootstrap is None
