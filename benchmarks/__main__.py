@@ -10,6 +10,9 @@ benchmarks issue).
 import json
 import os
 import sys
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must not reach the internet
+
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
