@@ -15,11 +15,11 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import topic_specs
+from spendpipe.platform.local_kafka import LocalBroker, free_port_pair
 from spendpipe.schemas.migrate import migrate
 from spendpipe.schemas.topics import Topics
 from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
 from spendpipe.services.enforcer.settings import EnforcerSettings
-from tests.support.kafka_broker import LocalBroker, free_port_pair
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -7,11 +7,11 @@ import operator
 from decimal import Decimal
 from pathlib import Path
 
+from spendpipe.platform.local_kafka import free_port_pair
 from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.windows import Window
 from spendpipe.services.admin.sql_source import EndpointSource
 from tests.support.events import expected_spend, make_event
-from tests.support.kafka_broker import free_port_pair
 from tests.support.pipeline import produce
 from tests.support.processes import ServiceProcess
 from tests.support.waiting import eventually

@@ -8,11 +8,11 @@ from pathlib import Path
 import litellm
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.local_kafka import LocalBroker
 from spendpipe.schemas.money import cost_from_float
 from spendpipe.services.gateway.metrics import GatewayMetrics
 from tests.conftest import aggregator_settings
 from tests.support.gateway import sdk_plugin
-from tests.support.kafka_broker import LocalBroker
 from tests.support.pipeline import counted_events, running_aggregator, totals
 from tests.support.waiting import eventually
 

@@ -11,8 +11,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spendpipe.platform.local_kafka import free_port_pair
 from spendpipe.schemas.topics import Topics
-from tests.support.kafka_broker import free_port_pair
 from tests.support.processes import terminate
 from tests.support.waiting import eventually_sync
 

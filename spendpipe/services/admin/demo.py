@@ -25,6 +25,7 @@ from rich.live import Live
 
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.local_kafka import LocalBroker
 from spendpipe.schemas.topics import Topics
 from spendpipe.services.admin.budget_admin import BudgetAdmin
 from spendpipe.services.admin.cli_budgets import decisions_table
@@ -34,9 +35,7 @@ from spendpipe.services.gateway.event_builder import hash_api_key
 from spendpipe.services.gateway.plugin import SpendpipeLogger
 from spendpipe.services.gateway.settings import GatewaySettings
 
-ROOT = Path(__file__).resolve().parents[3]
 DATA = Path(".data")
-KAFKA_SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
 TEAMS = ["search", "support", "research"]
 KEYS = [f"sk-demo-{team}-{n}" for team in TEAMS for n in range(2)]
 BUDGETED_KEY = KEYS[-1]
@@ -59,12 +58,15 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
 
     bootstrap = os.environ.get("SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS")
-    own_broker = bootstrap is None
-    bootstrap = bootstrap or f"127.0.0.1:{args.port}"
+    broker = LocalBroker(DATA / "kafka", args.port)
+    # start a broker unless one is named, or the previous demo's is still up
+    own_broker = bootstrap is None and not broker.running()
+    bootstrap = bootstrap or broker.bootstrap
     pipeline: subprocess.Popen[bytes] | None = None
     try:
         if own_broker:
-            subprocess.run([str(KAFKA_SCRIPT), "start", str(DATA / "kafka"), str(args.port)], check=True)
+            broker.start()
+            console.print(f"Kafka broker on {broker.bootstrap} (data in {broker.data_dir})")
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(kafka, topic_specs(Topics(), partitions=3, replication=1)))
         budget = {"scope": f"key:{hash_api_key(BUDGETED_KEY)}", "max_budget": DAILY_BUDGET, "budget_duration": "24h"}
@@ -93,7 +95,7 @@ def main() -> None:
             pipeline.send_signal(signal.SIGTERM)
             pipeline.wait(timeout=60)
         if own_broker:
-            subprocess.run([str(KAFKA_SCRIPT), "stop", str(DATA / "kafka")], check=False)
+            broker.stop()
 
 
 def _start_pipeline(bootstrap: str) -> subprocess.Popen[bytes]:

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from spendpipe.schemas.decisions import Decision, decision_key
-from spendpipe.schemas.scopes import ScopeType, scopes_of
+from spendpipe.schemas.scopes import team_member_id
 
 
 class BlockList:
@@ -57,14 +57,21 @@ def request_keys(
     end_user: str | None,
     model: str | None,
 ) -> list[str]:
-    """The decision keys that can refuse a request with these attributes."""
-    scopes = [
-        scope
-        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user)
-        if not (scope.type is ScopeType.USER and team_id)  # a team key: the team's budget governs
-    ]
-    names = [str(scope) for scope in scopes]
-    keys = list(names)
+    """The decision keys that can refuse a request with these attributes (built as plain strings:
+    this runs on every request)."""
+    names = ["global"]
+    if key_hash:
+        names.append(f"key:{key_hash}")
+    if team_id:
+        names.append(f"team:{team_id}")
+        if user_id:
+            names.append(f"team_member:{team_member_id(team_id, user_id)}")
+    elif user_id:  # the user's personal budget only for requests not made for a team
+        names.append(f"user:{user_id}")
+    if org_id:
+        names.append(f"org:{org_id}")
+    if end_user:
+        names.append(f"end_user:{end_user}")
     if model:
-        keys += [decision_key(name, model) for name in names]
-    return keys
+        names += [decision_key(name, model) for name in names]
+    return names

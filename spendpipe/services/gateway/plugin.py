@@ -50,12 +50,15 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.blocklist = blocklist
         self._follower = follower
         self._fail_closed = unsynced_policy == "fail_closed"
+        self._started = False
 
     def start(self) -> None:
         """Connect to Kafka and start following decisions now (the proxy entry point calls it;
         otherwise the first call or check does)."""
-        self.publisher.start()
-        self._follower.start()
+        if not self._started:  # on the request path: one attribute read once started
+            self._started = True
+            self.publisher.start()
+            self._follower.start()
 
     def blocking_decision(
         self,

@@ -1,4 +1,6 @@
-"""A real local Kafka broker for tests, started with deploy/kafka/kafka-local.sh."""
+"""A real Apache Kafka broker on this machine, for `make run`, the tests and the benchmarks:
+deploy/kafka/kafka-local.sh fetches the broker from Maven Central, formats KRaft storage and
+starts it on loopback. Development tooling: it needs the repository checkout, not just the package."""
 
 import random
 import socket
@@ -7,16 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+"""The repository checkout (an editable install)."""
 SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
 
 
 def free_port_pair() -> int:
     """A port p with p and p+1 free on loopback (broker and controller listeners).
 
-    Chosen below the kernel's ephemeral range (32768 and up on Linux), so no client socket the
-    tests open can take it between this check and the server's bind."""
+    Chosen below the kernel's ephemeral range (32768 and up on Linux), so no client socket
+    opened meanwhile can take it between this check and the server's bind."""
     for _ in range(200):
-        port = random.randrange(20_000, 32_000)
+        port = random.randrange(20_000, 32_000)  # noqa: S311 - a port number, not a secret
         if _free(port) and _free(port + 1):
             return port
     raise RuntimeError("no free pair of loopback ports")
@@ -45,6 +48,9 @@ class LocalBroker:
 
     def stop(self) -> None:
         _script("stop", str(self.data_dir))
+
+    def running(self) -> bool:
+        return subprocess.run([str(SCRIPT), "status", str(self.data_dir)], check=False).returncode == 0
 
 
 def _script(*args: str) -> None:
