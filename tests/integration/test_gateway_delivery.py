@@ -80,3 +80,25 @@ async def test_spool_outlives_the_process_and_a_full_spool_is_a_counted_loss(
     delivered = await read_topic(kafka_broker, topics.events, expected=31)
     assert sorted(ids(delivered)) == sorted([e.event_id for e in events[:30]] + [fresh.event_id])
     assert not any(spool_dir.iterdir())
+
+
+async def test_a_spool_that_cannot_be_written_is_a_counted_loss_and_the_publisher_lives_on(
+    kafka_broker: str, make_topics, tmp_path: Path
+) -> None:
+    topics = await make_topics(kafka_broker)
+    not_a_directory = tmp_path / "spool"
+    not_a_directory.write_text("a file where the spool directory should be")
+    events = [make_event() for _ in range(20)]
+
+    with socket.socket() as closed_port:
+        closed_port.bind(("127.0.0.1", 0))
+        unreachable = publisher(f"127.0.0.1:{closed_port.getsockname()[1]}", topics.events, not_a_directory)
+        for event in events:
+            unreachable.publish(event)
+        assert unreachable.wait_idle(60)
+        metrics: GatewayMetrics = unreachable._metrics
+
+        assert GatewayMetrics.total(metrics.lost) == 20
+        assert unreachable._thread is not None
+        assert unreachable._thread.is_alive(), "the publisher thread survived the spool error"
+        assert unreachable.close()

@@ -172,11 +172,16 @@ class EventPublisher:
     ) -> AIOKafkaProducer | None:
         producer = await self._deliver(producer, payloads)
         if producer is None:
-            dropped = self._spool.append([value for _, value in payloads])
+            try:
+                dropped = self._spool.append([value for _, value in payloads])
+            except OSError as error:  # a full disk or a bad spool_dir must not stop the publisher
+                log.error("spendpipe could not write to the spool: %r", error)
+                self._lose(len(payloads), "spool_error")
+                return None
             self._metrics.spooled.inc(len(payloads) - dropped)
             if dropped:
                 self._lose(dropped, "spool_full")
-        self._metrics.spool_bytes.set(self._spool.size_bytes)
+            self._metrics.spool_bytes.set(self._spool.size_bytes)
         return producer
 
     async def _replay_spool(self, producer: AIOKafkaProducer | None) -> AIOKafkaProducer | None:

@@ -34,11 +34,16 @@ class DiskSpool:
         """Pick up segments left by an earlier process (first use, not __init__: no I/O there)."""
         if self._opened:
             return
-        self._directory.mkdir(parents=True, exist_ok=True)
+        self._opened = True
+        try:
+            self._directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            # an unusable spool holds nothing; every append fails, and the publisher counts the loss
+            log.error("spendpipe spool directory %s is unusable: %r", self._directory, error)
+            return
         self._sealed = sorted(self._directory.glob(f"{_PREFIX}*{_SUFFIX}"), key=_sequence)
         self._bytes = sum(path.stat().st_size for path in self._sealed)
         self._next_sequence = _sequence(self._sealed[-1]) + 1 if self._sealed else 1
-        self._opened = True
 
     @property
     def size_bytes(self) -> int:
