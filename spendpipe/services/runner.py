@@ -56,10 +56,12 @@ async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -
     applied = migrate(clickhouse)
     if applied:
         log.info("applied ClickHouse migrations %s", applied)
+    stores = [clickhouse]
     endpoint = None
     if services.sql_endpoint.enabled:
-        reader = connect_clickhouse(services.clickhouse, read_only=True)
-        endpoint = SqlEndpoint(store=reader, host=services.sql_endpoint.host, port=services.sql_endpoint.port)
+        endpoint_store = connect_clickhouse(services.clickhouse, read_only=True)
+        stores.append(endpoint_store)
+        endpoint = SqlEndpoint(store=endpoint_store, host=services.sql_endpoint.host, port=services.sql_endpoint.port)
         endpoint.start()
     broker = build_broker(services.kafka)
     app = FastStream(broker)
@@ -67,7 +69,11 @@ async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -
         metrics = AggregatorMetrics(registry=registry)
         Aggregator(settings=services.aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
     if services.enforcer:
-        enforcer = EnforcerService(settings=services.enforcer, broker=broker, clickhouse=clickhouse)
+        # its own read-only client and thread: judging budgets does not queue behind the
+        # aggregator's inserts (chDB serves several connections to one engine)
+        reads = connect_clickhouse(services.clickhouse, read_only=True)
+        stores.append(reads)
+        enforcer = EnforcerService(settings=services.enforcer, broker=broker, clickhouse=reads)
         app.after_startup(enforcer.start)
         app.on_shutdown(enforcer.stop)
     try:
@@ -75,4 +81,5 @@ async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -
     finally:
         if endpoint is not None:
             endpoint.stop()
-        clickhouse.close()
+        for store in stores:
+            store.close()
