@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -32,8 +32,9 @@ from spendpipe.services.admin.cli_budgets import decisions_table
 from spendpipe.services.admin.render import result_table
 from spendpipe.services.admin.sql_source import EndpointSource
 from spendpipe.services.gateway.event_builder import hash_api_key
-from spendpipe.services.gateway.plugin import SpendpipeLogger
-from spendpipe.services.gateway.settings import GatewaySettings
+
+if TYPE_CHECKING:
+    from spendpipe.services.gateway.plugin import SpendpipeLogger
 
 DATA = Path(".data")
 TEAMS = ["search", "support", "research"]
@@ -128,7 +129,11 @@ def _wait_ready(source: EndpointSource, pipeline: subprocess.Popen[bytes]) -> No
 
 
 def _drive_and_show(bootstrap: str, source: EndpointSource, calls: int, rate: float) -> None:
-    import litellm  # noqa: PLC0415 - a slow import, only the demo needs it
+    # LiteLLM is imported only here, after main() told it to keep to its packaged price map
+    import litellm  # noqa: PLC0415
+
+    from spendpipe.services.gateway.plugin import SpendpipeLogger  # noqa: PLC0415
+    from spendpipe.services.gateway.settings import GatewaySettings  # noqa: PLC0415
 
     plugin = SpendpipeLogger.from_settings(
         GatewaySettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), spool_dir=DATA / "gateway-spool")
@@ -187,7 +192,7 @@ def _counted(source: EndpointSource) -> int:
     return int(source.query("SELECT count() FROM events WHERE occurred_at >= toStartOfDay(now())")[1][0][0])
 
 
-def _tables(source: EndpointSource, plugin: SpendpipeLogger) -> Group:
+def _tables(source: EndpointSource, plugin: "SpendpipeLogger") -> Group:
     per_team = source.query(
         "SELECT scope_id AS team, sum(spend) AS spend, sum(requests) AS requests, "
         "sum(total_tokens) AS total_tokens FROM spend_totals WHERE window = 'day' "
