@@ -5,45 +5,31 @@ budget-exceeded error naming the budget."""
 import asyncio
 import hashlib
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import litellm
-import pytest
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.schemas.money import cost_from_float
-from spendpipe.schemas.topics import Topics
 from spendpipe.services.admin.budget_admin import BudgetAdmin
 from tests.conftest import aggregator_settings, enforcer_settings
+from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import running_pipeline
-from tests.support.proxy import LiteLLMProxy
 
 KEY = "sk-shared-budget-key-0123456789"
 KEYS = {KEY: ("alice", "search")}
 CAP = Decimal("0.0020")
 
 
-@pytest.fixture
-async def two_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[list[LiteLLMProxy]]:
-    topics: Topics = await make_topics(kafka_broker)
-    proxies = [LiteLLMProxy(tmp_path / f"proxy-{n}", kafka_broker, topics, KEYS, models=("gpt-4o",)) for n in (1, 2)]
-    await asyncio.gather(*(asyncio.to_thread(p.start) for p in proxies))
-    try:
-        yield proxies
-    finally:
-        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in proxies))
-
-
 async def test_a_key_budget_holds_across_two_proxies(
-    two_proxies: list[LiteLLMProxy],
+    start_proxies: StartProxies,
     kafka_broker: str,
     clickhouse: ClickhouseStore,
     clickhouse_settings: ClickhouseSettings,
 ) -> None:
+    two_proxies = await start_proxies(KEYS, count=2, models=("gpt-4o",))
     topics = two_proxies[0].topics
     key_scope = f"key:{hashlib.sha256(KEY.encode()).hexdigest()}"
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)

@@ -2,22 +2,17 @@
 virtual keys, the pipeline, real ClickHouse. The proxy's own key hash, user, team and the
 request's `user` (end customer) reach the totals; the raw keys never leave the proxy."""
 
-import asyncio
 import hashlib
 from collections import defaultdict
-from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
-import pytest
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.schemas.money import cost_from_float
-from spendpipe.schemas.topics import Topics
 from tests.conftest import aggregator_settings
+from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import counted_events, read_topic, running_aggregator
-from tests.support.proxy import LiteLLMProxy
 from tests.support.waiting import eventually
 
 KEYS = {
@@ -29,23 +24,13 @@ CUSTOMERS = ["acme", "globex"]
 CALLS = 60
 
 
-@pytest.fixture
-async def proxy(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[LiteLLMProxy]:
-    topics: Topics = await make_topics(kafka_broker)
-    gateway = LiteLLMProxy(tmp_path / "proxy", kafka_broker, topics, KEYS)
-    await asyncio.to_thread(gateway.start)
-    try:
-        yield gateway
-    finally:
-        await asyncio.to_thread(gateway.stop)
-
-
 async def test_proxy_requests_are_counted_per_key_user_team_and_customer(
-    proxy: LiteLLMProxy,
+    start_proxies: StartProxies,
     kafka_broker: str,
     clickhouse: ClickhouseStore,
     clickhouse_settings: ClickhouseSettings,
 ) -> None:
+    (proxy,) = await start_proxies(KEYS)
     # given the pipeline behind a LiteLLM proxy running the plugin
     settings = aggregator_settings(kafka_broker, proxy.topics, clickhouse_settings)
     keys = list(KEYS)

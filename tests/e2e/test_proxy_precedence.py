@@ -4,18 +4,15 @@ budgets apply by the request's `user` field, with `max_end_user_budget` as the d
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import litellm
-import pytest
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.topics import Topics
 from spendpipe.services.admin.budget_admin import BudgetAdmin
 from tests.conftest import aggregator_settings, enforcer_settings
+from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import running_pipeline
 from tests.support.proxy import LiteLLMProxy
 from tests.support.waiting import eventually
@@ -28,20 +25,10 @@ KEYS = {
 ALICE, BOB, DAVE = KEYS
 
 
-@pytest.fixture
-async def proxy(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[LiteLLMProxy]:
-    topics: Topics = await make_topics(kafka_broker)
-    gateway = LiteLLMProxy(tmp_path / "proxy", kafka_broker, topics, KEYS, models=("gpt-4o",))
-    await asyncio.to_thread(gateway.start)
-    try:
-        yield gateway
-    finally:
-        await asyncio.to_thread(gateway.stop)
-
-
 async def test_team_member_and_end_customer_budgets_at_the_proxy(
-    proxy: LiteLLMProxy, kafka_broker: str, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+    start_proxies: StartProxies, kafka_broker: str, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
 ) -> None:
+    (proxy,) = await start_proxies(KEYS, models=("gpt-4o",))
     topics = proxy.topics
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(
