@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import aggregator_throughput, plugin_overhead
-from benchmarks.broker import local_broker
+from spendpipe.platform.local_kafka import throwaway_broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -42,7 +42,10 @@ def table(rows: list[dict[str, Any]]) -> str:
 def main() -> int:
     events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "1000000"))
     rows: list[dict[str, Any]] = []
-    with local_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="spendpipe-bench-") as work:
+    with (
+        throwaway_broker(prefix="spendpipe-bench-kafka-") as bootstrap,
+        tempfile.TemporaryDirectory(prefix="spendpipe-bench-") as work,
+    ):
         rows += plugin_overhead.run(bootstrap, Path(work))
         rows += aggregator_throughput.run(bootstrap, Path(work), events)
     report = table(rows)

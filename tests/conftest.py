@@ -15,7 +15,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import topic_specs
-from spendpipe.platform.local_kafka import LocalBroker, free_port_pair
+from spendpipe.platform.local_kafka import LocalBroker, free_port_pair, throwaway_broker
 from spendpipe.schemas.migrate import migrate
 from spendpipe.schemas.topics import Topics
 from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
@@ -41,13 +41,8 @@ def kafka_broker() -> Iterator[str]:
     if external:
         yield external
         return
-    with tempfile.TemporaryDirectory(prefix="spendpipe-kafka-") as data:
-        broker = LocalBroker(Path(data), free_port_pair())
-        broker.start()
-        try:
-            yield broker.bootstrap
-        finally:
-            broker.stop()
+    with throwaway_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture

@@ -2,9 +2,12 @@
 deploy/kafka/kafka-local.sh fetches the broker from Maven Central, formats KRaft storage and
 starts it on loopback. Development tooling: it needs the repository checkout, not just the package."""
 
+import contextlib
 import random
 import socket
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,3 +60,16 @@ def _script(*args: str) -> None:
     result = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=180, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"kafka-local.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+
+
+@contextlib.contextmanager
+def throwaway_broker(prefix: str = "spendpipe-kafka-") -> Iterator[str]:
+    """A broker in a temporary directory on a free port, for as long as the block runs; yields
+    its bootstrap address."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as data:
+        broker = LocalBroker(Path(data), free_port_pair())
+        broker.start()
+        try:
+            yield broker.bootstrap
+        finally:
+            broker.stop()

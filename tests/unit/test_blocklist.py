@@ -3,8 +3,11 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from spendpipe.schemas.decisions import Decision
+from spendpipe.schemas.scopes import ScopeType, scopes_of
 from spendpipe.services.gateway.blocklist import BlockList, request_keys
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC)
@@ -167,3 +170,27 @@ def test_a_users_personal_block_does_not_refuse_their_team_requests() -> None:
 
     assert blocks.blocking(personal, NOW) is not None
     assert blocks.blocking(for_team, NOW) is None
+
+
+@given(
+    key_hash=st.none() | st.just("ab" * 32),
+    user_id=st.none() | st.sampled_from(["alice", "bob"]),
+    team_id=st.none() | st.sampled_from(["eng", "ops"]),
+    org_id=st.none() | st.just("acme"),
+    end_user=st.none() | st.just("customer-1"),
+)
+def test_request_keys_name_scopes_exactly_as_the_aggregator_does(
+    key_hash: str | None, user_id: str | None, team_id: str | None, org_id: str | None, end_user: str | None
+) -> None:
+    # request_keys builds its strings by hand for speed; they must stay the scopes' own names
+    expected = {
+        str(scope)
+        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user)
+        if not (scope.type is ScopeType.USER and team_id)
+    }
+    keys = request_keys(
+        key_hash=key_hash, user_id=user_id, team_id=team_id, org_id=org_id, end_user=end_user, model=None
+    )
+
+    assert set(keys) == expected
+    assert len(keys) == len(expected)

@@ -41,10 +41,6 @@ class Enforcer:
         with self._lock:
             return [d for d in self._last.values() if d.blocked]
 
-    def last(self, key: str) -> Decision | None:
-        with self._lock:
-            return self._last.get(key)
-
     def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
         return self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
 
