@@ -1,5 +1,7 @@
 """Shared fixtures: the real Kafka broker (one per session), uuid topics, a fresh ClickHouse
-database per test on the real engine (chDB), and aggregator settings that point at them."""
+database per test on the real engine (chDB, and a ClickHouse server for the tests marked
+`on_every_engine` when `SPENDPIPE_TEST_CLICKHOUSE_URL` is set), and aggregator settings that
+point at them."""
 
 import os
 import tempfile
@@ -93,16 +95,41 @@ def chdb_dir() -> Iterator[Path]:
         yield Path(path)
 
 
+SERVER_URL = "SPENDPIPE_TEST_CLICKHOUSE_URL"
+"""A ClickHouse server for the store tests, e.g. `http://default:secret@127.0.0.1:8123`: the
+tests create a database of their own on it (so the user needs CREATE/DROP DATABASE)."""
+
+ENGINES = (
+    "chdb",
+    pytest.param("server", marks=pytest.mark.skipif(not os.environ.get(SERVER_URL), reason=f"{SERVER_URL} not set")),
+)
+
+on_every_engine = pytest.mark.parametrize("clickhouse_engine", ENGINES, indirect=True)
+"""`pytestmark = on_every_engine`: the module's tests run on chDB, and again on the server
+named by `SPENDPIPE_TEST_CLICKHOUSE_URL` (skipped, saying so, when it is not set)."""
+
+
 @pytest.fixture
-def clickhouse_settings(chdb_dir: Path) -> ClickhouseSettings:
-    return ClickhouseSettings(dsn=f"chdb://{chdb_dir}", database=f"t_{uuid.uuid4().hex[:16]}")
+def clickhouse_engine(request: pytest.FixtureRequest) -> str:
+    """`chdb` unless the test is parametrized over `ENGINES` (`on_every_engine`)."""
+    return str(getattr(request, "param", "chdb"))
+
+
+@pytest.fixture
+def clickhouse_settings(clickhouse_engine: str, request: pytest.FixtureRequest) -> ClickhouseSettings:
+    """A database of this test's own, not yet created (`clickhouse` creates and drops it)."""
+    database = f"t_{uuid.uuid4().hex[:16]}"
+    if clickhouse_engine == "server":
+        return ClickhouseSettings(dsn=os.environ[SERVER_URL], database=database)
+    chdb_dir: Path = request.getfixturevalue("chdb_dir")
+    return ClickhouseSettings(dsn=f"chdb://{chdb_dir}", database=database)
 
 
 @pytest.fixture
 def clickhouse(clickhouse_settings: ClickhouseSettings) -> Iterator[ClickhouseStore]:
     store = connect_clickhouse(clickhouse_settings)
-    migrate(store)
     try:
+        migrate(store)
         yield store
     finally:
         store.command(f"DROP DATABASE IF EXISTS {clickhouse_settings.database}")

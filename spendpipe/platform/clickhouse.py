@@ -2,7 +2,8 @@
 
 `chdb:///path` runs the real ClickHouse engine inside this process (chDB): no server, but
 one process owns the directory, so everything that reads it goes through that process.
-`http(s)://host:port` talks to a ClickHouse server. The same SQL runs on both.
+`http(s)://host:port` talks to a ClickHouse server over its HTTP interface, with the
+credentials and TLS settings below. The same SQL runs on both.
 """
 
 import asyncio
@@ -11,38 +12,131 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import clickhouse_connect
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 
 T = TypeVar("T")
+
+_TLS_FILES = ("ca_cert", "client_cert", "client_cert_key")
+"""clickhouse-connect's own argument names, so they pass through unchanged."""
 
 
 class ClickhouseSettings(BaseModel):
     dsn: str = "chdb://.data/clickhouse"
     """`chdb://<dir>` (relative) or `chdb:///<abs dir>` for the embedded engine,
-    `http(s)://host:port` for a server."""
+    `http(s)://host[:port]` for a server (8123 / 8443 when the port is left out)."""
     database: str = Field(default="spendpipe", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    """Created if missing (server: by a client on the user's default database)."""
     username: str | None = None
+    """Server only; ClickHouse's `default` user when unset."""
     password: SecretStr | None = None
+    verify: bool = True
+    """https only: check the server's certificate and host name. Off only for a test server."""
+    ca_cert: str | None = None
+    """https only: PEM bundle to check the server with (the system store when unset;
+    `certifi` for certifi's bundle)."""
+    client_cert: str | None = None
+    """https only: PEM client certificate (with intermediates) for mutual TLS."""
+    client_cert_key: str | None = None
+    """https only: the client certificate's private key, when it is not in `client_cert`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_out_of_dsn(cls, data: Any) -> Any:
+        """`https://user:secret@host` works too: the credentials move to `username`/`password`,
+        so the DSN itself never carries a secret into logs or error messages."""
+        if not isinstance(data, dict) or not isinstance(data.get("dsn"), str):
+            return data
+        url = urlsplit(data["dsn"])
+        if url.scheme not in ("http", "https") or (url.username is None and url.password is None):
+            return data
+        if data.get("username") is not None or data.get("password") is not None:
+            raise ValueError("credentials are both in __DSN and in __USERNAME/__PASSWORD: keep one")
+        host = url.netloc.rpartition("@")[2]
+        return {
+            **data,
+            "dsn": urlunsplit(url._replace(netloc=host)),
+            "username": unquote(url.username or "") or None,
+            "password": unquote(url.password or "") or None,
+        }
 
     @field_validator("dsn")
     @classmethod
     def _known_scheme(cls, dsn: str) -> str:
         if not dsn.startswith(("chdb://", "http://", "https://")):
             raise ValueError("must start with chdb://, http:// or https://")
-        if dsn.startswith("chdb://") and not chdb_path(dsn):
-            raise ValueError("chdb:// needs a directory, as in chdb:///var/lib/spendpipe")
+        if dsn.startswith("chdb://"):
+            if not chdb_path(dsn):
+                raise ValueError("chdb:// needs a directory, as in chdb:///var/lib/spendpipe")
+            return dsn
+        url = urlsplit(dsn)
+        if not url.hostname:
+            raise ValueError("needs a host, as in https://clickhouse.internal:8443")
+        try:
+            url.port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
+        if url.path.strip("/") or url.query or url.fragment:
+            raise ValueError("takes scheme, host and port only; the database is SPENDPIPE_CLICKHOUSE__DATABASE")
         return dsn
+
+    @model_validator(mode="after")
+    def _options_fit_the_engine(self) -> "ClickhouseSettings":
+        """Every misplaced option at once, named as its variable's suffix (`__CA_CERT`)."""
+        given = [name for name in ("username", "password", *_TLS_FILES) if getattr(self, name) is not None]
+        given += [] if self.verify else ["verify"]
+        problems = []
+        if self.embedded and given:
+            problems.append(f"{_suffixes(given)} apply to a server (http(s):// DSN), not chdb://")
+        tls = [name for name in given if name in (*_TLS_FILES, "verify")]
+        if not self.embedded and not self.secure and tls:
+            problems.append(f"{_suffixes(tls)} need an https:// DSN")
+        if self.client_cert_key is not None and self.client_cert is None:
+            problems.append("__CLIENT_CERT_KEY needs __CLIENT_CERT")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def embedded(self) -> bool:
         return self.dsn.startswith("chdb://")
 
+    @property
+    def secure(self) -> bool:
+        return self.dsn.startswith("https://")
+
+
+def _suffixes(fields: list[str]) -> str:
+    return ", ".join(f"__{name.upper()}" for name in fields)
+
 
 def chdb_path(dsn: str) -> str:
     """`chdb:///abs/dir` -> `/abs/dir`; `chdb://rel/dir` -> `rel/dir` (relative to the cwd)."""
     return dsn.removeprefix("chdb://")
+
+
+def client_args(settings: ClickhouseSettings) -> dict[str, Any]:
+    """Keyword arguments for `clickhouse_connect.get_client`, without the database.
+
+    A server's DSN is taken apart here rather than handed over as `dsn=`: clickhouse-connect
+    would read a path as the database and a query string as client options.
+    """
+    if settings.embedded:
+        return {"interface": "chdb", "path": str(Path(chdb_path(settings.dsn)).resolve())}
+    url = urlsplit(settings.dsn)
+    args: dict[str, Any] = {
+        "interface": url.scheme,
+        "host": url.hostname,
+        "port": url.port or (8443 if settings.secure else 8123),
+        "username": settings.username or "default",
+        "password": settings.password.get_secret_value() if settings.password else "",
+    }
+    if settings.secure:
+        args["verify"] = settings.verify
+        args |= {name: getattr(settings, name) for name in _TLS_FILES if getattr(settings, name) is not None}
+    return args
 
 
 class ClickhouseStore:
@@ -98,27 +192,25 @@ READ_ONLY = {"readonly": 1}
 def connect_clickhouse(settings: ClickhouseSettings, *, read_only: bool = False) -> ClickhouseStore:
     """Open the store named by `settings`, creating its database if it is missing.
 
-    `read_only` gives a client that refuses writes and DDL: what analysts' SQL runs on.
+    `read_only` gives a client that refuses writes and DDL: what analysts' SQL runs on. It
+    creates nothing (a read-only server user may not), so the database must exist by then.
     """
-    target = _target(settings)
-    bootstrap = clickhouse_connect.get_client(**target)
-    try:
-        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {settings.database}")
-    finally:
-        bootstrap.close()
+    args = client_args(settings)
+    if settings.embedded:
+        Path(args["path"]).mkdir(parents=True, exist_ok=True)
+    if not read_only:
+        _create_database(args, settings.database)
     client = clickhouse_connect.get_client(
-        **target, database=settings.database, settings=READ_ONLY if read_only else None
+        **args, database=settings.database, settings=READ_ONLY if read_only else None
     )
     return ClickhouseStore(client=client, settings=settings)
 
 
-def _target(settings: ClickhouseSettings) -> dict[str, Any]:
-    if settings.embedded:
-        path = Path(chdb_path(settings.dsn))
-        path.mkdir(parents=True, exist_ok=True)
-        return {"interface": "chdb", "path": str(path.resolve())}
-    return {
-        "dsn": settings.dsn,
-        "username": settings.username or "default",
-        "password": settings.password.get_secret_value() if settings.password else "",
-    }
+def _create_database(args: dict[str, Any], database: str) -> None:
+    """Through a client on the user's default database: one bound to a missing database fails
+    to connect."""
+    bootstrap = clickhouse_connect.get_client(**args)
+    try:
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    finally:
+        bootstrap.close()

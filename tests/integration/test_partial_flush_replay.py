@@ -11,8 +11,11 @@ from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.windows import Window
 from spendpipe.services.aggregator.store import SpendStore
 from spendpipe.services.aggregator.writer import BatchWriter, SourceRecord
+from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals
+
+pytestmark = on_every_engine
 
 TOPIC = "spend.events"
 
@@ -20,7 +23,7 @@ TOPIC = "spend.events"
 class CrashBeforeEvents(SpendStore):
     """The process dies right after the totals insert: the events insert never happens."""
 
-    def insert_events(self, events: Sequence[tuple[SpendEvent, int, int]], **kwargs: object) -> None:
+    def insert_events(self, *, after: dict[int, int]) -> None:
         raise SystemExit("killed between the totals and the events insert")
 
 

@@ -1,0 +1,132 @@
+"""The store's SQL on every engine: migrations, the writer's inserts and watermarks, the spend
+queries and the enforcer's reads. Each test runs on chDB and, when
+`SPENDPIPE_TEST_CLICKHOUSE_URL` names a server, again on that server, in a fresh database."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
+from spendpipe.schemas.budgets import Cap
+from spendpipe.schemas.durations import parse_duration
+from spendpipe.schemas.events import SpendEvent
+from spendpipe.schemas.migrate import bundled_migrations, migrate
+from spendpipe.schemas.scopes import Scope, ScopeType
+from spendpipe.schemas.windows import Window
+from spendpipe.services.admin.spend_query import SpendQuery
+from spendpipe.services.aggregator.store import SpendStore
+from spendpipe.services.aggregator.writer import BatchWriter, SourceRecord
+from spendpipe.services.enforcer.spend_reader import SpendReader
+from spendpipe.services.enforcer.targets import Target
+from tests.conftest import on_every_engine
+from tests.support.events import expected_spend, make_event
+from tests.support.pipeline import counted_events, totals
+
+pytestmark = on_every_engine
+
+TOPIC = "spend.events"
+SATURDAY = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
+
+
+def write(clickhouse: ClickhouseStore, events: list[SpendEvent], first_offset: int = 0) -> int:
+    """Through a fresh writer (a restarted aggregator); returns how many were counted."""
+    writer = BatchWriter(store=SpendStore(clickhouse=clickhouse), topic=TOPIC, dedup_horizon_s=600)
+    records = [SourceRecord(i % 2, first_offset + i, e.to_json()) for i, e in enumerate(events)]
+    return writer.write(records).counted
+
+
+def test_the_database_is_created_and_every_migration_applied_once(
+    clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    tables = clickhouse.column("SELECT name FROM system.tables WHERE database = currentDatabase()")
+    versions = clickhouse.column("SELECT version FROM schema_migrations ORDER BY version")
+
+    assert clickhouse.column("SELECT currentDatabase()") == [clickhouse_settings.database]
+    assert {"events", "spend_totals", "schema_migrations"} <= set(tables)
+    assert [int(v) for v in versions] == [m.version for m in bundled_migrations()]
+
+    again = connect_clickhouse(clickhouse_settings)  # the database exists now: no error, nothing to do
+    try:
+        assert migrate(again) == []
+    finally:
+        again.close()
+
+
+def test_inserts_and_totals_are_exact_and_a_replay_counts_nothing_twice(clickhouse: ClickhouseStore) -> None:
+    events = [make_event() for _ in range(60)]
+
+    assert write(clickhouse, events[:40]) == 40
+    assert write(clickhouse, events) == 20  # the first 40 replayed, 20 new behind them
+
+    assert counted_events(clickhouse) == 60
+    assert totals(clickhouse, "day") == expected_spend(events, Window.DAY)
+    assert totals(clickhouse, "minute") == expected_spend(events, Window.MINUTE)
+    assert totals(clickhouse)[("global", "", "")] == sum(e.cost for e in events)
+
+
+def test_watermarks_and_event_id_lookups(clickhouse: ClickhouseStore) -> None:
+    events = [make_event() for _ in range(10)]
+    before = datetime.now(UTC) - timedelta(seconds=5)
+    write(clickhouse, events, first_offset=100)
+    store = SpendStore(clickhouse=clickhouse)
+
+    assert store.totals_watermarks(TOPIC) == {0: 108, 1: 109}
+    assert store.events_watermarks(TOPIC) == {0: 108, 1: 109}
+    assert store.existing_event_ids([events[0].event_id, "not-an-id"]) == {events[0].event_id}
+    assert {event_id for event_id, _ in store.event_ids_ingested_since(before)} == {e.event_id for e in events}
+
+
+def test_a_late_duplicate_is_found_in_the_events_table(clickhouse: ClickhouseStore) -> None:
+    late = make_event(occurred_at=SATURDAY - timedelta(days=3))
+    write(clickhouse, [late])
+
+    # a new process (no ids in memory) sees the same event again at a later offset
+    assert write(clickhouse, [late], first_offset=2) == 0
+    assert counted_events(clickhouse) == 1
+
+
+def test_spend_query_on_a_read_only_client(
+    clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    events = [make_event(occurred_at=SATURDAY) for _ in range(30)]
+    write(clickhouse, events)
+    reader = connect_clickhouse(clickhouse_settings, read_only=True)
+    try:
+        sql, parameters = SpendQuery(scope_type=ScopeType.TEAM, scope_id=None, window=Window.DAY, at=SATURDAY).sql()
+        columns, rows = reader.query(sql, parameters)
+        with pytest.raises(Exception, match=r"(?i)readonly"):
+            reader.command("CREATE TABLE not_allowed (x UInt8) ENGINE = Memory")
+    finally:
+        reader.close()
+
+    expected = expected_spend(events, Window.DAY)
+    assert columns[:3] == ["scope_id", "model", "spend"]
+    assert {row[0]: Decimal(row[2]) for row in rows} == {
+        team: spend for (kind, team, model), spend in expected.items() if kind == "team" and model == ""
+    }
+
+
+def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> None:
+    today = [make_event(occurred_at=SATURDAY, team_id="search") for _ in range(12)]
+    yesterday = make_event(occurred_at=SATURDAY - timedelta(days=1), team_id="search")
+    write(clickhouse, [*today, yesterday])
+    caps = (
+        Cap(parse_duration("24h"), Decimal(1)),  # calendar day: its own row
+        Cap(parse_duration("2h"), Decimal(1)),  # epoch-aligned: hour rows summed
+        Cap(None, Decimal(1)),  # lifetime: every month
+    )
+    team = Scope(ScopeType.TEAM, "search")
+
+    now = int(SATURDAY.timestamp()) + 60
+    everything = SpendReader(clickhouse=clickhouse).measure(Target(team, "", caps, "test"), now)
+    one_model = SpendReader(clickhouse=clickhouse).measure(Target(team, "gpt-4o-mini", caps[:1], "test"), now)
+
+    spent_today = sum(e.cost for e in today)
+    assert [m.spend for m in everything] == [spent_today, spent_today, spent_today + yesterday.cost]
+    assert [m.end for m in everything] == [
+        int(datetime(2026, 11, 29, tzinfo=UTC).timestamp()),
+        int(datetime(2026, 11, 28, 16, tzinfo=UTC).timestamp()),
+        None,
+    ]
+    assert [m.spend for m in one_model] == [sum(e.cost for e in today if e.model == "gpt-4o-mini")]
