@@ -17,6 +17,7 @@ from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.settings import SettingsError, load_settings
 from spendpipe.schemas.scopes import Scope, ScopeType
 from spendpipe.schemas.windows import Window
+from spendpipe.services.admin.asyncapi import asyncapi
 from spendpipe.services.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.services.admin.render import result_table
 from spendpipe.services.admin.settings import AdminSettings
@@ -31,6 +32,7 @@ run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.",
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(topics_app, name="topics")
+app.command()(asyncapi)
 
 S = TypeVar("S", bound=BaseSettings)
 
