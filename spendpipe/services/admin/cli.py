@@ -19,6 +19,7 @@ from spendpipe.schemas.scopes import Scope, ScopeType
 from spendpipe.schemas.windows import Window
 from spendpipe.services.admin.asyncapi import asyncapi
 from spendpipe.services.admin.cli_budgets import blocks_app, budgets_app
+from spendpipe.services.admin.cli_traffic import traffic
 from spendpipe.services.admin.render import result_table
 from spendpipe.services.admin.settings import AdminSettings
 from spendpipe.services.admin.spend_query import SpendQuery
@@ -33,6 +34,7 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(topics_app, name="topics")
 app.command()(asyncapi)
+app.command()(traffic)
 
 S = TypeVar("S", bound=BaseSettings)
 
