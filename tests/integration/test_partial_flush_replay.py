@@ -23,7 +23,7 @@ TOPIC = "spend.events"
 class CrashBeforeEvents(SpendStore):
     """The process dies right after the totals insert: the events insert never happens."""
 
-    def insert_events(self, *, after: dict[int, int]) -> None:
+    def insert_events(self, events: Sequence[tuple[SpendEvent, int, int]], **kwargs: object) -> None:
         raise SystemExit("killed between the totals and the events insert")
 
 
