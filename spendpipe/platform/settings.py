@@ -8,6 +8,7 @@ from pydantic_settings import SettingsError as PydanticSettingsError
 
 from spendpipe.platform.clickhouse import ClickhouseSettings
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.ops_server import OpsSettings
 from spendpipe.schemas.topics import Topics
 
 ENV_PREFIX = "SPENDPIPE_"
@@ -27,14 +28,15 @@ def service_config() -> SettingsConfigDict:
 
 
 class PipelineSettings(BaseSettings):
-    """The connections every spendpipe process needs: Kafka, the topic names, ClickHouse.
-    Each service's settings class adds its own fields."""
+    """The connections every spendpipe process needs: Kafka, the topic names, ClickHouse, and
+    its health and metrics endpoint. Each service's settings class adds its own fields."""
 
     model_config = service_config()
 
     kafka: KafkaSettings = KafkaSettings()
     topics: Topics = Topics()
     clickhouse: ClickhouseSettings = ClickhouseSettings()
+    ops: OpsSettings = OpsSettings()
 
 
 class SettingsError(ValueError):

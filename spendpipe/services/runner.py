@@ -2,7 +2,9 @@
 
 `spendpipe run aggregator`, `run enforcer` and `run all` end up in `serve()`. Whoever runs in
 this process shares one ClickHouse store; with the embedded engine (chdb:// DSN) that is the
-only process that may open it, so it also serves the loopback SQL endpoint.
+only process that may open it, so it also serves the loopback SQL endpoint. One ops server
+(/healthz, /readyz, /metrics) covers whichever services run here; it answers from the start, and
+/readyz turns 200 once every one of them is ready.
 """
 
 import logging
@@ -13,6 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from spendpipe.platform.settings import PipelineSettings
 from spendpipe.platform.sql_endpoint import SqlEndpoint
 from spendpipe.schemas.migrate import migrate
@@ -20,6 +23,7 @@ from spendpipe.services.aggregator.app import Aggregator
 from spendpipe.services.aggregator.metrics import AggregatorMetrics
 from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
 from spendpipe.services.enforcer.app import EnforcerService
+from spendpipe.services.enforcer.metrics import EnforcerMetrics
 from spendpipe.services.enforcer.settings import EnforcerSettings
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,10 @@ class Services:
         return self._any.clickhouse
 
     @property
+    def ops(self) -> OpsSettings:
+        return self._any.ops
+
+    @property
     def _any(self) -> PipelineSettings:
         """Both services read the same connection settings; either one's will do."""
         found = self.aggregator or self.enforcer
@@ -52,10 +60,24 @@ class Services:
 
 
 async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -> None:
+    readiness = Readiness()
+    readiness.add("clickhouse", lambda: "connecting and applying migrations")
+    for name, service in (("aggregator", services.aggregator), ("enforcer", services.enforcer)):
+        if service is not None:
+            readiness.add(name, lambda: "starting")  # until the service replaces it with its own check
+    ops = OpsServer(settings=services.ops, registry=registry, readiness=readiness).start()
+    try:
+        await _serve(services, registry, readiness)
+    finally:
+        ops.stop()
+
+
+async def _serve(services: Services, registry: CollectorRegistry, readiness: Readiness) -> None:
     clickhouse = connect_clickhouse(services.clickhouse)
     applied = migrate(clickhouse)
     if applied:
         log.info("applied ClickHouse migrations %s", applied)
+    readiness.add("clickhouse", lambda: None)
     stores = [clickhouse]
     endpoint = None
     if services.sql_endpoint.enabled:
@@ -67,13 +89,19 @@ async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -
     app = FastStream(broker)
     if services.aggregator:
         metrics = AggregatorMetrics(registry=registry)
-        Aggregator(settings=services.aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
+        aggregator = Aggregator(settings=services.aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
+        readiness.add("aggregator", aggregator.not_ready)
+        app.after_startup(aggregator.start)
+        app.on_shutdown(aggregator.stop)
     if services.enforcer:
         # its own read-only client and thread: judging budgets does not queue behind the
         # aggregator's inserts (chDB serves several connections to one engine)
         reads = connect_clickhouse(services.clickhouse, read_only=True)
         stores.append(reads)
-        enforcer = EnforcerService(settings=services.enforcer, broker=broker, clickhouse=reads)
+        enforcer = EnforcerService(
+            settings=services.enforcer, broker=broker, clickhouse=reads, metrics=EnforcerMetrics(registry=registry)
+        )
+        readiness.add("enforcer", enforcer.not_ready)
         app.after_startup(enforcer.start)
         app.on_shutdown(enforcer.stop)
     try:

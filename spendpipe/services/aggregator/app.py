@@ -5,9 +5,13 @@ letter is on the dead-letter topic. The announcement of the changed scopes goes 
 as ClickHouse has the totals (the enforcer reads them from there), before the commit. A
 flush that fails rewinds the consumer to the batch's first offsets (nack) and the batch is
 read again after a pause.
+
+Readiness (`not_ready()`, for /readyz): the consumer has caught up with the backlog it found
+(`progress.py`) and the last flush did not fail.
 """
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -23,6 +27,7 @@ from spendpipe.schemas.flushes import MESSAGE_TYPE as FLUSH_TYPE
 from spendpipe.schemas.flushes import ScopeRef, ScopesFlushed
 from spendpipe.schemas.topics import TYPE_HEADER
 from spendpipe.services.aggregator.metrics import AggregatorMetrics
+from spendpipe.services.aggregator.progress import ConsumerProgress
 from spendpipe.services.aggregator.settings import AggregatorSettings
 from spendpipe.services.aggregator.store import SpendStore
 from spendpipe.services.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, SourceRecord
@@ -41,16 +46,19 @@ class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Partitions that move between aggregators may have been written by another one:
     reload watermarks and recent ids before the next batch."""
 
-    def __init__(self, writer: BatchWriter, flushing: asyncio.Lock) -> None:
+    def __init__(self, writer: BatchWriter, flushing: asyncio.Lock, progress: ConsumerProgress) -> None:
         self._writer = writer
         self._flushing = flushing
+        self._progress = progress
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._flushing:  # let a flush in flight finish and commit before giving up partitions
             self._writer.forget_state()
+        self._progress.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._writer.forget_state()
+        self._progress.assigned(assigned)
 
 
 class Aggregator:
@@ -68,6 +76,9 @@ class Aggregator:
         self._metrics = metrics
         self._topics = settings.topics
         self._flushing = asyncio.Lock()
+        self._flush_error: str | None = None
+        self._watching: asyncio.Task[None] | None = None
+        self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.writer = BatchWriter(
             store=SpendStore(clickhouse=clickhouse),
             topic=settings.topics.events,
@@ -88,7 +99,7 @@ class Aggregator:
 
     def _register(self) -> None:
         settings = self._settings
-        subscriber = self._broker.subscriber(
+        self._subscriber = subscriber = self._broker.subscriber(
             settings.topics.events,
             batch=True,
             group_id=settings.group_id,
@@ -99,11 +110,26 @@ class Aggregator:
             max_partition_fetch_bytes=8 << 20,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
-            listener=_ForgetOnRebalance(self.writer, self._flushing),
+            listener=_ForgetOnRebalance(self.writer, self._flushing, self.progress),
             title="spend.events",
             description="SpendEvent v1 JSON from gateways.",
         )
         subscriber(self.on_batch)
+
+    async def start(self) -> None:
+        """After the broker started: watch the consumer's lag (the gauge and readiness)."""
+        self._watching = asyncio.create_task(self.progress.follow(lambda: self._subscriber.consumer))
+
+    async def stop(self) -> None:
+        if self._watching is not None:
+            self._watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watching
+
+    def not_ready(self) -> str | None:
+        if self._flush_error is not None:
+            return f"the last flush failed, retrying: {self._flush_error}"
+        return self.progress.not_ready()
 
     async def on_batch(self, message: KafkaMessage) -> None:
         async with self._flushing:
@@ -116,7 +142,8 @@ class Aggregator:
         try:
             outcome = await self._clickhouse.run(self.writer.write, records)
             await self._dead_letter(outcome.dead_letters)
-        except Exception:
+        except Exception as error:
+            self._flush_error = repr(error)[:500]
             self._metrics.flush_failures.inc()
             log.exception("flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s)
             self.writer.forget_state()
@@ -126,6 +153,7 @@ class Aggregator:
         if outcome.counted:
             await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
         await message.ack()
+        self._flush_error = None
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)

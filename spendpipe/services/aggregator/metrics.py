@@ -1,6 +1,6 @@
 """The aggregator's Prometheus metrics, on a registry the caller chooses."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class AggregatorMetrics:
@@ -23,5 +23,11 @@ class AggregatorMetrics:
         self.flush_seconds = Histogram(
             "spendpipe_aggregator_flush_seconds",
             "Time from batch received to offsets committed",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "spendpipe_aggregator_consumer_lag",
+            "Records of the events topic not yet committed, per partition assigned to this aggregator",
+            ["partition"],
             registry=registry,
         )

@@ -3,7 +3,8 @@ flush announcements from the aggregator, a tick for window resets, decisions out
 
 Start-up order matters: budgets first (what to enforce), then the decisions topic (so versions
 continue where they were and no block is forgotten), then one evaluation of every budget, and
-only then flush announcements and the tick.
+only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
+on until that is done.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
 from spendpipe.platform.clickhouse import ClickhouseStore
@@ -25,6 +27,7 @@ from spendpipe.schemas.flushes import ScopesFlushed
 from spendpipe.schemas.scopes import Scope
 from spendpipe.schemas.topics import TYPE_HEADER
 from spendpipe.services.enforcer.enforcer import Enforcer
+from spendpipe.services.enforcer.metrics import EnforcerMetrics
 from spendpipe.services.enforcer.settings import EnforcerSettings
 from spendpipe.services.enforcer.spend_reader import SpendReader
 from spendpipe.services.enforcer.targets import BudgetBook
@@ -40,8 +43,11 @@ class EnforcerService:
         broker: KafkaBroker,
         clickhouse: ClickhouseStore,
         clock: Callable[[], float] = time.time,
+        metrics: EnforcerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
+        self._stage = "starting"
         self._clickhouse = clickhouse
         self.enforcer = Enforcer(book=BudgetBook(), reader=SpendReader(clickhouse=clickhouse), clock=clock)
         self._pending_scopes: set[str] = set()
@@ -70,14 +76,21 @@ class EnforcerService:
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
+    def not_ready(self) -> str | None:
+        """None once started, else the start-up step it is on (read from the ops server's thread)."""
+        return None if self.ready.is_set() else self._stage
+
     async def start(self) -> None:
+        self._stage = f"reading {self._settings.topics.budgets} to its end"
         await self._budgets.start()
         await self._budgets.catch_up()
+        self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
         await self._read_back_decisions()
         await self._read_back(
             self._settings.topics.alerts, lambda key, _: self.enforcer.remember_alert((key or b"").decode())
         )
         self._pending_scopes.clear()
+        self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         self._tasks = [
@@ -117,6 +130,7 @@ class EnforcerService:
         for alert in await self._clickhouse.run(self.enforcer.soft_budget_alerts, scopes):
             log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
             await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
+            self._metrics.alerts_published.inc()
 
     def _on_budget(self, key: bytes | None, value: bytes | None) -> None:
         scope = (key or b"").decode(errors="replace")
@@ -175,6 +189,8 @@ class EnforcerService:
             try:
                 await self._decisions.publish(decision, key=decision.key.encode(), headers={TYPE_HEADER: MESSAGE_TYPE})
             except Exception:
+                self._metrics.decision_failures.inc(len(decisions) - n)
                 for unsent in decisions[n:]:
                     self.enforcer.retract(unsent)
                 raise
+            self._metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()

@@ -3,6 +3,8 @@ proxy entry point, a private one in tests and benchmarks)."""
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from spendpipe.services.gateway.blocklist import BlockList
+
 
 class GatewayMetrics:
     def __init__(self, *, registry: CollectorRegistry) -> None:
@@ -25,6 +27,21 @@ class GatewayMetrics:
             "spendpipe_gateway_event_build_errors", "Calls no event could be built for", registry=registry
         )
         self.spool_bytes = Gauge("spendpipe_gateway_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
+        self.blocklist_in_sync = Gauge(
+            "spendpipe_gateway_blocklist_in_sync",
+            "1 once the block list has read the decisions topic to the end it had at start",
+            registry=registry,
+        )
+        self.blocks_in_force = Gauge(
+            "spendpipe_gateway_blocks_in_force",
+            "Decisions in the block list that refuse requests now",
+            registry=registry,
+        )
+
+    def watch(self, blocklist: BlockList) -> None:
+        """Read the block list's state whenever metrics are collected."""
+        self.blocklist_in_sync.set_function(lambda: float(blocklist.in_sync.is_set()))
+        self.blocks_in_force.set_function(lambda: len(blocklist.in_force()))
 
     @staticmethod
     def total(counter: Counter) -> float:

@@ -9,6 +9,10 @@ Proxy mode: `litellm_settings: {callbacks: spendpipe.services.gateway.proxy.hand
 
 Recording never raises into LiteLLM and never waits on Kafka: a call that cannot be turned
 into an event is counted in `spendpipe_gateway_event_build_errors_total` and logged.
+
+With `SPENDPIPE_OPS__ENABLED=true` the plugin serves /healthz, /readyz (200 once the block list
+has caught up with the decisions topic) and /metrics on its own port (9465 by default) from
+`start()` until `close()`; a port it cannot bind is logged and does not stop the host process.
 """
 
 import logging
@@ -20,6 +24,7 @@ from litellm import BudgetExceededError
 from litellm.integrations.custom_logger import CustomLogger
 from prometheus_client import CollectorRegistry
 
+from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from spendpipe.schemas.decisions import Decision
 from spendpipe.services.gateway.blocklist import BlockList, request_keys
 from spendpipe.services.gateway.decision_follower import DecisionFollower
@@ -42,6 +47,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         blocklist: BlockList,
         follower: DecisionFollower,
         unsynced_policy: str = "fail_open",
+        ops: OpsServer | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -51,14 +57,23 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._follower = follower
         self._fail_closed = unsynced_policy == "fail_closed"
         self._started = False
+        self.ops = ops or OpsServer(
+            settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
+        )
+        self.ops.readiness.add("blocklist", self._blocklist_not_ready)
+        metrics.watch(blocklist)
 
     def start(self) -> None:
         """Connect to Kafka and start following decisions now (the proxy entry point calls it;
         otherwise the first call or check does)."""
         if not self._started:  # on the request path: one attribute read once started
             self._started = True
+            self.ops.start()
             self.publisher.start()
             self._follower.start()
+
+    def _blocklist_not_ready(self) -> str | None:
+        return None if self.blocklist.in_sync.is_set() else "reading the decisions topic to its end"
 
     def blocking_decision(
         self,
@@ -120,7 +135,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     def from_settings(
         cls, settings: GatewaySettings, *, registry: CollectorRegistry | None = None
     ) -> "SpendpipeLogger":
-        metrics = GatewayMetrics(registry=registry or CollectorRegistry())
+        registry = registry or CollectorRegistry()
+        metrics = GatewayMetrics(registry=registry)
         publisher = EventPublisher(
             kafka=settings.kafka,
             topic=settings.topics.events,
@@ -141,6 +157,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             blocklist=blocklist,
             follower=follower,
             unsynced_policy=settings.unsynced_policy,
+            ops=OpsServer(settings=settings.ops, registry=registry, readiness=Readiness()),
         )
 
     def record(self, kwargs: dict[str, Any]) -> None:
@@ -162,6 +179,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Deliver (or spool) what is queued, stop the publisher and the decisions reader.
         True if the publisher finished in time."""
         self._follower.stop()
+        self.ops.stop()
         return self.publisher.close(timeout)
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:

@@ -9,12 +9,23 @@ from pydantic import Field
 from pydantic_settings import BaseSettings
 
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.ops_server import OpsSettings
 from spendpipe.platform.settings import service_config
 from spendpipe.schemas.topics import Topics
 
 
 def _default_gateway_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewayOpsSettings(OpsSettings):
+    """Off unless asked for (`SPENDPIPE_OPS__ENABLED=true`): the plugin lives in someone else's
+    process — a proxy whose own port serves the API, possibly several workers of it, or an SDK
+    application — where binding a port by surprise is not ours to do. Its own port, 9465, so it
+    never collides with a pipeline process (9464) on the same host."""
+
+    enabled: bool = False
+    port: int = Field(default=9465, ge=0, le=65535)
 
 
 class GatewaySettings(BaseSettings):
@@ -35,3 +46,4 @@ class GatewaySettings(BaseSettings):
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""
+    ops: GatewayOpsSettings = GatewayOpsSettings()

@@ -1,0 +1,21 @@
+"""The enforcer's Prometheus metrics, on a registry the caller chooses."""
+
+from prometheus_client import CollectorRegistry, Counter
+
+
+class EnforcerMetrics:
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.decisions_published = Counter(
+            "spendpipe_enforcer_decisions_published",
+            "Decisions Kafka acknowledged on the decisions topic",
+            ["action"],  # block | unblock
+            registry=registry,
+        )
+        self.decision_failures = Counter(
+            "spendpipe_enforcer_decision_publish_failures",
+            "Decisions Kafka did not take (retracted, decided again)",
+            registry=registry,
+        )
+        self.alerts_published = Counter(
+            "spendpipe_enforcer_alerts_published", "Soft-budget alerts published", registry=registry
+        )
