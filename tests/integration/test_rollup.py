@@ -1,19 +1,24 @@
-"""Rolling a batch of events up into exact windowed totals per scope and model."""
+"""Rolling a batch of events up into exact windowed totals per scope and model: the SQL the
+writer runs, in the real ClickHouse engine, against totals worked out here by hand."""
 
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, Inexact
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spendpipe.schemas.events import SpendEvent
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.schemas.events import MAX_EVENT_COST, SpendEvent
+from spendpipe.schemas.money import COST_PRECISION, COST_SCALE
 from spendpipe.schemas.scopes import Scope, ScopeType
 from spendpipe.schemas.windows import Window
-from spendpipe.services.aggregator.rollup import TOTALS_COLUMNS, Rollup, Totals, roll_up, totals_columns
+from spendpipe.services.aggregator.rollup import touched_scopes
+from spendpipe.services.aggregator.settings import AggregatorSettings
+from spendpipe.services.aggregator.store import SpendStore
 
 NOON = datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC)  # a Saturday
 KEY = "ab" * 32
@@ -38,6 +43,38 @@ def event(n: int = 0, **overrides: Any) -> SpendEvent:
     }
     values.update(overrides)
     return SpendEvent(**values)
+
+
+@dataclass(frozen=True)
+class Totals:
+    spend: Decimal = Decimal(0)
+    requests: int = 0
+    failures: int = 0
+    cache_hits: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+Key = tuple[Window, int, Scope, str]
+
+
+def roll_up(clickhouse: ClickhouseStore, events: list[SpendEvent], **watermarks: int) -> dict[Key, Totals]:
+    """Stage `events` (partition 0, offsets 0..n-1) and run the writer's rollup over those past
+    the watermark; read back every total row, watermark rows apart."""
+    clickhouse.command("TRUNCATE TABLE spend_totals")
+    store = SpendStore(clickhouse=clickhouse)
+    store.stage([(e, 0, n) for n, e in enumerate(events)], topic="t", ingested_at=NOON)
+    store.insert_totals(after={0: watermarks.get("after", -1)}, watermarks={})
+    rows = clickhouse.rows(
+        "SELECT window, toUnixTimestamp(window_start), scope_type, scope_id, model, sum(spend), sum(requests), "
+        "sum(failures), sum(cache_hits), sum(prompt_tokens), sum(completion_tokens), sum(total_tokens) "
+        "FROM spend_totals GROUP BY ALL"
+    )
+    return {
+        (Window(window), int(start), Scope(ScopeType(kind), scope_id), model): Totals(spend, *(int(v) for v in counts))
+        for window, start, kind, scope_id, model, spend, *counts in rows
+    }
 
 
 def start_of(window: Window, moment: datetime) -> int:
@@ -71,39 +108,42 @@ def attributions(e: SpendEvent) -> list[Scope]:
     return [GLOBAL, *(Scope(kind, value) for kind, value in candidates if value)]
 
 
-def test_many_tiny_costs_sum_exactly() -> None:
+def scopes_in(totals: dict[Key, Totals]) -> set[Scope]:
+    return {key[2] for key in totals}
+
+
+def models_in(totals: dict[Key, Totals]) -> set[str]:
+    return {key[3] for key in totals if key[3]}
+
+
+def test_many_tiny_costs_sum_exactly(clickhouse: ClickhouseStore) -> None:
     costs = [Decimal(f"0.{n:024d}") + Decimal("0.000000314159265358979323") for n in range(2_000)]
     events = [event(n, cost=cost) for n, cost in enumerate(costs)]
 
-    rollup = roll_up(events)
+    totals = roll_up(clickhouse, events)
 
-    total = rollup.totals[(Window.MONTH, start_of(Window.MONTH, NOON), GLOBAL, "")].spend
+    total = totals[(Window.MONTH, start_of(Window.MONTH, NOON), GLOBAL, "")].spend
     assert Fraction(total) == sum((Fraction(c) for c in costs), Fraction(0))
 
 
-def test_float_prices_that_would_drift_sum_exactly() -> None:
+def test_float_prices_that_would_drift_sum_exactly(clickhouse: ClickhouseStore) -> None:
     events = [event(n, cost=Decimal("0.1")) for n in range(10)]
 
-    total = roll_up(events).totals[(Window.DAY, start_of(Window.DAY, NOON), GLOBAL, "")].spend
+    total = roll_up(clickhouse, events)[(Window.DAY, start_of(Window.DAY, NOON), GLOBAL, "")].spend
 
     assert total == Decimal("1.0")
 
 
-def test_a_sum_that_cannot_be_exact_raises_instead_of_rounding() -> None:
-    # SpendEvent refuses a cost this large (MAX_EVENT_COST); the rollup's own guard is checked
-    # here on events built without that validation
-    big = Decimal("99999999999999.999999999999999999999999")
-    events = [
-        event(0).model_copy(update={"cost": big}),
-        event(1).model_copy(update={"cost": Decimal("0.000000000000000000000002")}),
-    ]
+def test_the_largest_batch_of_the_largest_events_fits_the_money_type() -> None:
+    # ClickHouse sums Decimal(38, 24) as integers without a precision check: the bounds on one
+    # batch keep every sum inside the type's integer digits
+    largest_sum = MAX_EVENT_COST * AggregatorSettings.model_fields["batch_size"].metadata[-1].le
 
-    with pytest.raises(Inexact):
-        roll_up(events)
+    assert largest_sum < Decimal(10) ** (COST_PRECISION - COST_SCALE)
 
 
-def test_one_event_fans_out_to_every_scope_model_and_window() -> None:
-    rollup = roll_up([event()])
+def test_one_event_fans_out_to_every_scope_model_and_window(clickhouse: ClickhouseStore) -> None:
+    totals = roll_up(clickhouse, [event()])
 
     expected_scopes = {
         GLOBAL,
@@ -114,32 +154,40 @@ def test_one_event_fans_out_to_every_scope_model_and_window() -> None:
         Scope(ScopeType.ORG, "acme"),
         Scope(ScopeType.END_USER, "customer-7"),
     }
-    assert rollup.scopes == expected_scopes
-    assert rollup.models == {"gpt-4o-mini"}
-    assert set(rollup.totals) == {
+    assert scopes_in(totals) == expected_scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7")])
+    assert models_in(totals) == {"gpt-4o-mini"}
+    assert set(totals) == {
         (window, start_of(window, NOON), scope, model)
         for window in Window
         for scope in expected_scopes
         for model in ("", "gpt-4o-mini")
     }
-    assert all(t.spend == Decimal("0.000123456789012345678901") for t in rollup.totals.values())
+    assert all(t.spend == Decimal("0.000123456789012345678901") for t in totals.values())
 
 
-def test_an_anonymous_event_counts_only_globally() -> None:
-    rollup = roll_up([event(key_hash=None, user_id=None, team_id=None, org_id=None, end_user=None)])
+def test_an_anonymous_event_counts_only_globally(clickhouse: ClickhouseStore) -> None:
+    totals = roll_up(clickhouse, [event(key_hash=None, user_id=None, team_id=None, org_id=None, end_user=None)])
 
-    assert rollup.scopes == {GLOBAL}
-    assert len(rollup.totals) == 2 * len(Window)
-
-
-def test_model_group_is_the_billed_model() -> None:
-    rollup = roll_up([event(model="azure/gpt-4o-2024-08-06", model_group="gpt-4o")])
-
-    assert rollup.models == {"gpt-4o"}
-    assert {key[3] for key in rollup.totals} == {"", "gpt-4o"}
+    assert scopes_in(totals) == {GLOBAL}
+    assert len(totals) == 2 * len(Window)
 
 
-def test_totals_are_kept_per_scope_and_per_window() -> None:
+def test_a_user_outside_any_team_has_no_team_membership(clickhouse: ClickhouseStore) -> None:
+    totals = roll_up(clickhouse, [event(team_id=None)])
+
+    assert {scope.type for scope in scopes_in(totals)} == {
+        ScopeType.GLOBAL, ScopeType.KEY, ScopeType.USER, ScopeType.ORG, ScopeType.END_USER
+    }  # fmt: skip
+
+
+def test_model_group_is_the_billed_model(clickhouse: ClickhouseStore) -> None:
+    totals = roll_up(clickhouse, [event(model="azure/gpt-4o-2024-08-06", model_group="gpt-4o")])
+
+    assert models_in(totals) == {"gpt-4o"}
+    assert {key[3] for key in totals} == {"", "gpt-4o"}
+
+
+def test_totals_are_kept_per_scope_and_per_window(clickhouse: ClickhouseStore) -> None:
     earlier = NOON - timedelta(hours=1)
     events = [
         event(1, cost=Decimal("1.5"), team_id="eng"),
@@ -147,7 +195,7 @@ def test_totals_are_kept_per_scope_and_per_window() -> None:
         event(3, cost=Decimal("4"), team_id="eng", occurred_at=earlier),
     ]
 
-    totals = roll_up(events).totals
+    totals = roll_up(clickhouse, events)
 
     def spend(window: Window, at: datetime, scope: Scope, model: str = "") -> Decimal:
         return totals[(window, start_of(window, at), scope, model)].spend
@@ -162,25 +210,25 @@ def test_totals_are_kept_per_scope_and_per_window() -> None:
     assert (Window.HOUR, start_of(Window.HOUR, NOON), ops, "") not in totals
 
 
-def test_an_event_at_sunday_midnight_opens_a_new_week() -> None:
+def test_an_event_at_sunday_midnight_opens_a_new_week(clickhouse: ClickhouseStore) -> None:
     saturday = datetime(2026, 11, 28, 23, 59, 59, tzinfo=UTC)
     sunday = datetime(2026, 11, 29, tzinfo=UTC)
 
-    totals = roll_up([event(1, occurred_at=saturday), event(2, occurred_at=sunday)]).totals
+    totals = roll_up(clickhouse, [event(1, occurred_at=saturday), event(2, occurred_at=sunday)])
 
     weeks = {key[1] for key in totals if key[0] is Window.WEEK}
     assert weeks == {start_of(Window.WEEK, saturday), start_of(Window.WEEK, sunday)}
     assert start_of(Window.WEEK, sunday) == int(sunday.timestamp())
 
 
-def test_counters_add_up() -> None:
+def test_counters_add_up(clickhouse: ClickhouseStore) -> None:
     events = [
         event(1, prompt_tokens=5, completion_tokens=7, total_tokens=12),
         event(2, status="failure", error_class="RateLimitError", cost=Decimal(0)),
         event(3, cache_hit=True, cost=Decimal(0)),
     ]
 
-    totals = roll_up(events).totals[(Window.MINUTE, start_of(Window.MINUTE, NOON), GLOBAL, "")]
+    totals = roll_up(clickhouse, events)[(Window.MINUTE, start_of(Window.MINUTE, NOON), GLOBAL, "")]
 
     assert totals == Totals(
         spend=Decimal("0.000123456789012345678901"),
@@ -193,77 +241,29 @@ def test_counters_add_up() -> None:
     )
 
 
-def test_no_events_no_totals() -> None:
-    assert roll_up([]).totals == {}
+def test_only_rows_past_the_watermark_are_rolled_up(clickhouse: ClickhouseStore) -> None:
+    events = [event(n, cost=Decimal(n)) for n in range(1, 6)]  # offsets 0..4
 
+    totals = roll_up(clickhouse, events, after=2)
 
-def test_totals_columns_are_column_oriented_with_watermarks_last() -> None:
-    rollup = roll_up([event(key_hash=None, user_id=None, team_id=None, org_id=None, end_user=None)])
-    watermarks = {"spend.events:0": 41, "spend.events:2": 7}
-
-    columns = totals_columns(rollup, watermarks)
-
-    assert len(TOTALS_COLUMNS) == 13
-    assert len(columns) == 13
-    by_name = dict(zip(TOTALS_COLUMNS, columns, strict=True))
-    rows = len(rollup.totals) + len(watermarks)
-    assert all(len(column) == rows for column in columns)
-    assert list(by_name["window"][-2:]) == ["watermark", "watermark"]
-    assert list(by_name["scope_type"][-2:]) == ["ingest", "ingest"]
-    assert list(by_name["scope_id"][-2:]) == ["spend.events:0", "spend.events:2"]
-    assert list(by_name["ingest_offset"]) == [-1] * len(rollup.totals) + [41, 7]
-    assert list(by_name["spend"][-2:]) == [0, 0]
-    assert set(by_name["window"][:-2]) == {w.value for w in Window}
-    assert set(by_name["scope_type"][:-2]) == {"global"}
-    assert set(by_name["model"]) == {"", "gpt-4o-mini"}
-    assert set(by_name["spend"][:-2]) == {Decimal("0.000123456789012345678901")}
-    assert set(by_name["requests"][:-2]) == {1}
-
-
-def test_totals_columns_for_a_row_matches_its_key() -> None:
-    rollup = roll_up([event()])
-    key = (Window.HOUR, start_of(Window.HOUR, NOON), Scope(ScopeType.TEAM, "eng"), "gpt-4o-mini")
-
-    columns = totals_columns(rollup, {})
-    rows = [dict(zip(TOTALS_COLUMNS, row, strict=True)) for row in zip(*columns, strict=True)]
-    (row,) = [
-        r
-        for r in rows
-        if (r["window"], r["scope_type"], r["scope_id"], r["model"]) == ("hour", "team", "eng", "gpt-4o-mini")
-    ]
-
-    assert row["window_start"] == key[1]
-    assert row["spend"] == rollup.totals[key].spend
-    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (
-        1,
-        10,
-        20,
-        30,
+    assert totals[(Window.DAY, start_of(Window.DAY, NOON), GLOBAL, "")] == Totals(
+        spend=Decimal(4 + 5), requests=2, prompt_tokens=20, completion_tokens=40, total_tokens=60
     )
 
 
-def test_totals_columns_of_nothing_is_empty() -> None:
-    assert totals_columns(Rollup(), {}) == []
+def test_no_events_no_totals(clickhouse: ClickhouseStore) -> None:
+    assert roll_up(clickhouse, []) == {}
 
 
-def test_totals_columns_with_only_watermarks() -> None:
-    columns = totals_columns(Rollup(), {"spend.events:1": 99})
+def test_watermark_rows_land_with_the_totals(clickhouse: ClickhouseStore) -> None:
+    store = SpendStore(clickhouse=clickhouse)
+    store.stage([(event(1), 0, 41), (event(2), 2, 7)], topic="spend.events", ingested_at=NOON)
 
-    assert [list(c) for c in columns] == [
-        ["watermark"],
-        [0],
-        ["ingest"],
-        ["spend.events:1"],
-        [""],
-        [Decimal(0)],
-        [0],
-        [0],
-        [0],
-        [0],
-        [0],
-        [0],
-        [99],
-    ]
+    store.insert_totals(after={0: -1, 2: -1}, watermarks={"spend.events:0": 41, "spend.events:2": 7})
+
+    assert store.totals_watermarks("spend.events") == {0: 41, 2: 7}
+    assert clickhouse.rows("SELECT count() FROM system.parts WHERE table = 'spend_totals' AND active "
+                           "AND database = currentDatabase()") == [(1,)]  # fmt: skip
 
 
 random_events = st.lists(
@@ -295,9 +295,9 @@ random_events = st.lists(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(random_events)
-def test_every_total_is_the_plain_sum_of_its_events(events: list[SpendEvent]) -> None:
+def test_every_total_is_the_plain_sum_of_its_events(clickhouse: ClickhouseStore, events: list[SpendEvent]) -> None:
     expected_spend: dict[tuple[Window, int, Scope, str], Fraction] = defaultdict(Fraction)
     expected_requests: dict[tuple[Window, int, Scope, str], int] = defaultdict(int)
     for e in events:
@@ -308,7 +308,7 @@ def test_every_total_is_the_plain_sum_of_its_events(events: list[SpendEvent]) ->
                     expected_spend[key] += Fraction(e.cost)
                     expected_requests[key] += 1
 
-    totals = roll_up(events).totals
+    totals = roll_up(clickhouse, events)
 
     assert set(totals) == set(expected_spend)
     for key, t in totals.items():
@@ -318,3 +318,42 @@ def test_every_total_is_the_plain_sum_of_its_events(events: list[SpendEvent]) ->
         for begin in {start_of(window, e.occurred_at) for e in events}:
             in_window = [e.cost for e in events if start_of(window, e.occurred_at) == begin]
             assert Fraction(totals[(window, begin, GLOBAL, "")].spend) == sum(map(Fraction, in_window))
+
+
+def test_staged_events_land_in_events_as_they_were_sent(clickhouse: ClickhouseStore) -> None:
+    full = event(
+        1,
+        key_alias="sk-…abcd",
+        model="azure/gpt-4o-2024-08-06",
+        model_group="gpt-4o",
+        provider="azure",
+        call_type="acompletion",
+        cache_hit=True,
+        status="failure",
+        error_class="RateLimitError",
+        latency_ms=812.5,
+        request_tags=("batch", "nightly"),
+        occurred_at=datetime(2026, 11, 28, 12, 0, 30, 123456, tzinfo=UTC),
+    )
+    bare = event(2, key_hash=None, user_id=None, team_id=None, org_id=None, end_user=None)
+    store = SpendStore(clickhouse=clickhouse)
+    store.stage([(full, 3, 17), (bare, 3, 18)], topic="spend.events", ingested_at=NOON)
+
+    store.insert_events(after={3: -1})
+
+    columns, rows = clickhouse.query("SELECT * FROM events ORDER BY kafka_offset")
+    stored = [dict(zip(columns, row, strict=True)) for row in rows]
+    assert [row["event_id"] for row in stored] == ["call-1", "call-2"]
+    first, second = stored
+    for field in ("key_hash", "user_id", "team_id", "org_id", "end_user", "key_alias", "provider", "call_type",
+                  "model", "model_group", "cost", "cache_hit", "status", "error_class", "latency_ms", "gateway_id",
+                  "prompt_tokens", "completion_tokens", "total_tokens", "schema_version"):  # fmt: skip
+        assert first[field] == getattr(full, field), field
+    assert first["occurred_at"].replace(tzinfo=UTC) == full.occurred_at
+    assert first["ingested_at"].replace(tzinfo=UTC) == NOON
+    assert first["billed_model"] == "gpt-4o"
+    assert first["request_tags"] == ["batch", "nightly"]
+    assert (first["kafka_topic"], first["kafka_partition"], first["kafka_offset"]) == ("spend.events", 3, 17)
+    assert [second[f] for f in ("key_hash", "user_id", "team_id", "org_id", "end_user", "key_alias")] == [""] * 6
+    assert second["billed_model"] == "gpt-4o-mini"
+    assert second["request_tags"] == []

@@ -2,41 +2,58 @@
 
 from collections.abc import Sequence
 from datetime import datetime
+from operator import attrgetter
+
+import pyarrow as pa
 
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.schemas.events import SpendEvent
-from spendpipe.services.aggregator.rollup import INGEST_SCOPE_TYPE, TOTALS_COLUMNS, WATERMARK_WINDOW
-
-EVENT_COLUMNS = (
-    "event_id",
-    "occurred_at",
-    "ingested_at",
-    "key_hash",
-    "key_alias",
-    "user_id",
-    "team_id",
-    "org_id",
-    "end_user",
-    "model",
-    "model_group",
-    "billed_model",
-    "provider",
-    "call_type",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "cost",
-    "cache_hit",
-    "status",
-    "error_class",
-    "latency_ms",
-    "request_tags",
-    "gateway_id",
-    "schema_version",
-    "kafka_topic",
-    "kafka_partition",
-    "kafka_offset",
+from spendpipe.schemas.money import COST_PRECISION, COST_SCALE
+from spendpipe.services.aggregator.rollup import (
+    INGEST_SCOPE_TYPE,
+    ROLLUP_SQL,
+    STAGE_TABLE,
+    WATERMARK_WINDOW,
+    rows_after,
 )
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+        ("ingested_at", pa.timestamp("ms", tz="UTC")),
+        ("key_hash", pa.string()),
+        ("key_alias", pa.string()),
+        ("user_id", pa.string()),
+        ("team_id", pa.string()),
+        ("org_id", pa.string()),
+        ("end_user", pa.string()),
+        ("model", pa.string()),
+        ("model_group", pa.string()),
+        ("billed_model", pa.string()),
+        ("provider", pa.string()),
+        ("call_type", pa.string()),
+        ("prompt_tokens", pa.uint64()),
+        ("completion_tokens", pa.uint64()),
+        ("total_tokens", pa.uint64()),
+        ("cost", pa.decimal128(COST_PRECISION, COST_SCALE)),
+        ("cache_hit", pa.bool_()),
+        ("status", pa.string()),
+        ("error_class", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("request_tags", pa.list_(pa.string())),
+        ("gateway_id", pa.string()),
+        ("schema_version", pa.uint8()),
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.uint32()),
+        ("kafka_offset", pa.int64()),
+    ]
+)
+"""The `events` table's columns, in its order, as Arrow types. Absent labels travel as nulls
+and land as '' (ClickHouse's `input_format_null_as_default`). Decimals convert exactly."""
+
+_FROM_THE_EVENT = [name for name in EVENT_SCHEMA.names if name in SpendEvent.model_fields]
+_read_fields = attrgetter(*_FROM_THE_EVENT)
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -84,50 +101,43 @@ class SpendStore:
             )
         }
 
-    def insert_totals(self, columns: Sequence[Sequence[object]]) -> None:
-        self._clickhouse.insert_columns("spend_totals", columns, TOTALS_COLUMNS)
+    def stage(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
+        """Replace the stage's contents with `(event, partition, offset)` triples. The stage is
+        a temporary table of this store's session: no other client sees it."""
+        self._clickhouse.command(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ENGINE = Memory AS SELECT * FROM events LIMIT 0"
+        )
+        self._clickhouse.command(f"TRUNCATE TABLE {STAGE_TABLE}")
+        if events:
+            self._clickhouse.insert_arrow(STAGE_TABLE, _event_table(events, topic, ingested_at))
 
-    def insert_events(
-        self,
-        events: Sequence[tuple[SpendEvent, int, int]],
-        *,
-        topic: str,
-        ingested_at: datetime,
-    ) -> None:
-        """Insert `(event, partition, offset)` triples as one block (one part)."""
-        rows = [_event_row(event, topic, partition, offset, ingested_at) for event, partition, offset in events]
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        self._clickhouse.insert_columns("events", columns, EVENT_COLUMNS)
+    def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int]) -> None:
+        """Totals of the staged events past `after` (per partition), with the watermark rows, in
+        one insert."""
+        sources = sorted(watermarks)
+        self._clickhouse.command(
+            ROLLUP_SQL.replace("{new_rows}", rows_after(after)),
+            {"sources": sources, "offsets": [watermarks[source] for source in sources]},
+        )
+
+    def insert_events(self, *, after: dict[int, int]) -> None:
+        """The staged events past `after` (per partition) into `events`, as one part."""
+        self._clickhouse.command(f"INSERT INTO events SELECT * FROM {STAGE_TABLE} WHERE {rows_after(after)}")
 
 
-def _event_row(event: SpendEvent, topic: str, partition: int, offset: int, ingested_at: datetime) -> tuple[object, ...]:
-    return (
-        event.event_id,
-        event.occurred_at,
-        ingested_at,
-        event.key_hash or "",
-        event.key_alias or "",
-        event.user_id or "",
-        event.team_id or "",
-        event.org_id or "",
-        event.end_user or "",
-        event.model,
-        event.model_group or "",
-        event.billed_model,
-        event.provider or "",
-        event.call_type or "",
-        event.prompt_tokens,
-        event.completion_tokens,
-        event.total_tokens,
-        event.cost,
-        event.cache_hit,
-        event.status,
-        event.error_class or "",
-        event.latency_ms,
-        list(event.request_tags),
-        event.gateway_id,
-        event.schema_version,
-        topic,
-        partition,
-        offset,
+def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:
+    """Column by column: one attribute read per field and event, the rest in C (zip, Arrow)."""
+    fields = dict(zip(_FROM_THE_EVENT, zip(*(_read_fields(event) for event, _, _ in events), strict=True), strict=True))
+    count = len(events)
+    columns: dict[str, Sequence[object]] = {
+        **fields,
+        "ingested_at": [ingested_at] * count,
+        "billed_model": [group or model for group, model in zip(fields["model_group"], fields["model"], strict=True)],
+        "request_tags": [list(tags) for tags in fields["request_tags"]],
+        "kafka_topic": [topic] * count,
+        "kafka_partition": [partition for _, partition, _ in events],
+        "kafka_offset": [offset for _, _, offset in events],
+    }
+    return pa.Table.from_arrays(
+        [pa.array(columns[field.name], type=field.type) for field in EVENT_SCHEMA], schema=EVENT_SCHEMA
     )
