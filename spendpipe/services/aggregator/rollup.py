@@ -1,161 +1,88 @@
-"""Turning a batch of events into windowed totals per scope: pure, no I/O.
+"""Rolling a batch of events up into windowed totals per scope, inside ClickHouse.
 
-Three steps keep the per-event cost flat: events are summed per (minute, attribution, model);
-each of those groups is added to its scopes x {all models, its model} per minute; each
-(minute, scope, model) total fans out to the calendar windows. A batch of thousands of events
-from a few hundred keys becomes a few thousand rows, inserted as one block.
+The writer stages a batch's new events in a temporary Memory table (`STAGE_TABLE`, private
+to the writer's ClickHouse session). One `INSERT … SELECT` then turns them into totals:
+events are summed per (minute, attribution, model), each of those groups fans out to its
+scopes x {all models, its model} x the calendar windows, and the result is summed again and
+written together with the batch's watermark rows, as one block: one part, all or nothing.
+
+ClickHouse sums `Decimal(38, 24)` as exact integers, so no total is ever rounded. A batch
+holds at most 100k events of at most $1M each (`MAX_EVENT_COST`): its sums stay far inside
+the 14 integer digits the type has.
+
+The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
+`tests/integration/test_rollup.py` checks it against both on random events.
 """
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from decimal import Decimal, localcontext
-from functools import lru_cache
-from typing import TypeVar
+from collections.abc import Iterable
 
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.money import MONEY_CONTEXT
 from spendpipe.schemas.scopes import ALL_MODELS, Scope, scopes_of
-from spendpipe.schemas.windows import Window, window_start
+from spendpipe.schemas.windows import Window
 
+STAGE_TABLE = "spendpipe_stage"
 WATERMARK_WINDOW = "watermark"
 INGEST_SCOPE_TYPE = "ingest"
 NO_OFFSET = -1
 
-TOTALS_COLUMNS = (
-    "window",
-    "window_start",
-    "scope_type",
-    "scope_id",
-    "model",
-    "spend",
-    "requests",
-    "failures",
-    "cache_hits",
-    "prompt_tokens",
-    "completion_tokens",
-    "total_tokens",
-    "ingest_offset",
+Attribution = tuple[str | None, str | None, str | None, str | None, str | None]
+"""(key hash, user, team, org, end user) of one event."""
+
+_WINDOW_STARTS: dict[Window, str] = {
+    Window.MINUTE: "minute",
+    Window.HOUR: "toStartOfHour(minute)",
+    Window.DAY: "toStartOfDay(minute)",
+    Window.WEEK: "toDateTime(toStartOfWeek(minute, 0), 'UTC')",  # mode 0: weeks start on Sunday
+    Window.MONTH: "toDateTime(toStartOfMonth(minute), 'UTC')",
+}
+
+_SCOPES = """arrayFilter(s -> s.1 = 'global' OR s.2 != '', [
+        ('global', ''), ('key', key_hash), ('user', user_id), ('team', team_id),
+        ('team_member', if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')),
+        ('org', org_id), ('end_user', end_user)])"""
+
+_WINDOWS = "[" + ", ".join(f"('{window.value}', {start})" for window, start in _WINDOW_STARTS.items()) + "]"
+
+ROLLUP_SQL = f"""
+INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
+    cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
+SELECT w.1, w.2, s.1, s.2, m, sum(spend), sum(requests), sum(failures), sum(cache_hits),
+    sum(prompt), sum(completion), sum(total), {NO_OFFSET}
+FROM (
+    SELECT toDateTime(toStartOfMinute(occurred_at), 'UTC') AS minute,
+        key_hash, user_id, team_id, org_id, end_user, billed_model,
+        sum(cost) AS spend, count() AS requests, countIf(status = 'failure') AS failures,
+        countIf(cache_hit) AS cache_hits, sum(prompt_tokens) AS prompt,
+        sum(completion_tokens) AS completion, sum(total_tokens) AS total
+    FROM {STAGE_TABLE}
+    WHERE {{new_rows}}
+    GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, billed_model
 )
+ARRAY JOIN {_SCOPES} AS s
+ARRAY JOIN ['{ALL_MODELS}', billed_model] AS m
+ARRAY JOIN {_WINDOWS} AS w
+GROUP BY w.1, w.2, s.1, s.2, m
+UNION ALL
+SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1, '{ALL_MODELS}',
+    toDecimal128(0, 24), 0, 0, 0, 0, 0, 0, mark.2
+FROM system.one
+ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
+"""
+"""Totals of the staged rows that `{new_rows}` selects, plus one watermark row per
+`<topic>:<partition>`: the highest offset those totals include."""
 
 
-@dataclass(slots=True)
-class Totals:
-    spend: Decimal = Decimal(0)
-    requests: int = 0
-    failures: int = 0
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-    def add(self, other: "Totals") -> None:
-        self.spend += other.spend
-        self.requests += other.requests
-        self.failures += other.failures
-        self.cache_hits += other.cache_hits
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
-        self.total_tokens += other.total_tokens
-
-    def add_event(self, event: SpendEvent) -> None:
-        self.spend += event.cost
-        self.requests += 1
-        self.failures += event.status == "failure"
-        self.cache_hits += event.cache_hit
-        self.prompt_tokens += event.prompt_tokens
-        self.completion_tokens += event.completion_tokens
-        self.total_tokens += event.total_tokens
-
-
-TotalsKey = tuple[Window, int, Scope, str]
-"""(window, window start in Unix seconds, scope, model or '' for all models)"""
-
-K = TypeVar("K")
-
-_GroupKey = tuple[int, str | None, str | None, str | None, str | None, str | None, str]
-
-
-@dataclass
-class Rollup:
-    totals: dict[TotalsKey, Totals] = field(default_factory=dict)
-
-    @property
-    def scopes(self) -> set[Scope]:
-        return {key[2] for key in self.totals}
-
-    @property
-    def models(self) -> set[str]:
-        return {key[3] for key in self.totals if key[3] != ALL_MODELS}
-
-
-def roll_up(events: Iterable[SpendEvent]) -> Rollup:
-    """Exact totals of `events` per window, scope and model. Raises `decimal.Inexact` rather
-    than round a sum."""
-    with localcontext(MONEY_CONTEXT):
-        groups: dict[_GroupKey, Totals] = {}
-        for event in events:
-            minute = window_start(Window.MINUTE, int(event.occurred_at.timestamp()))
-            key = (
-                minute,
-                event.key_hash,
-                event.user_id,
-                event.team_id,
-                event.org_id,
-                event.end_user,
-                event.billed_model,
-            )
-            group = groups.get(key)
-            if group is None:
-                group = groups[key] = Totals()
-            group.add_event(event)
-        # per minute and scope first: the global, org and team scopes of many groups collapse here
-        minutes: dict[tuple[int, Scope, str], Totals] = {}
-        for (minute, key_hash, user, team, org, end_user, model), group in groups.items():
-            for scope in scopes_of(key_hash, user, team, org, end_user):
-                _accumulate(minutes, (minute, scope, ALL_MODELS), group)
-                _accumulate(minutes, (minute, scope, model), group)
-        rollup = Rollup()
-        for (minute, scope, model), totals in minutes.items():
-            for window, start in _window_starts(minute):
-                _accumulate(rollup.totals, (window, start, scope, model), totals)
-        return rollup
-
-
-def _accumulate(totals: dict[K, Totals], key: K, group: Totals) -> None:
-    existing = totals.get(key)
-    if existing is None:
-        existing = totals[key] = Totals()
-    existing.add(group)
-
-
-@lru_cache(maxsize=4096)
-def _window_starts(minute: int) -> tuple[tuple[Window, int], ...]:
-    return tuple((window, window_start(window, minute)) for window in Window)
-
-
-def totals_columns(rollup: Rollup, watermarks: dict[str, int]) -> list[Sequence[object]]:
-    """Column-oriented rows for `spend_totals`: the totals, then one watermark row per
-    `<topic>:<partition>` with the highest offset the totals include."""
-    rows: list[tuple[object, ...]] = [
-        (
-            window.value,
-            start,
-            scope.type.value,
-            scope.id,
-            model,
-            t.spend,
-            t.requests,
-            t.failures,
-            t.cache_hits,
-            t.prompt_tokens,
-            t.completion_tokens,
-            t.total_tokens,
-            NO_OFFSET,
-        )
-        for (window, start, scope, model), t in rollup.totals.items()
-    ]
-    rows.extend(
-        (WATERMARK_WINDOW, 0, INGEST_SCOPE_TYPE, source, ALL_MODELS, Decimal(0), 0, 0, 0, 0, 0, 0, offset)
-        for source, offset in watermarks.items()
+def rows_after(watermarks: dict[int, int]) -> str:
+    """A filter on the stage: the rows of each partition past its watermark (-1: every row).
+    Built from ints only; a partition not named takes no rows."""
+    if not watermarks:
+        return "0"
+    return " OR ".join(
+        f"(kafka_partition = {int(partition)} AND kafka_offset > {int(offset)})"
+        for partition, offset in sorted(watermarks.items())
     )
-    return [list(column) for column in zip(*rows, strict=True)] if rows else []
+
+
+def touched_scopes(attributions: Iterable[Attribution]) -> set[Scope]:
+    """Every scope whose totals a batch with these attributions changes (for the flush
+    announcement); the same scopes the SQL fans out to."""
+    return {scope for attribution in set(attributions) for scope in scopes_of(*attribution)}

@@ -5,12 +5,14 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
 1. Decode. A message that is not a valid v1 `SpendEvent` becomes a dead letter.
 2. Drop duplicates: the same event id twice in the batch, an id counted recently
    (`RecentEventIds`), or, for events older than that memory, an id already in `events`.
-3. Insert the totals of the new events into `spend_totals`, together with one watermark
-   row per partition (the highest offset included), in one insert: one part, all or nothing.
-4. Insert the new events into `events`, which carry their own partition and offset.
+3. Stage the new events in the writer's temporary table in ClickHouse.
+4. Insert the totals of the staged events into `spend_totals` (rolled up by ClickHouse, see
+   `rollup`), together with one watermark row per partition (the highest offset included),
+   in one insert: one part, all or nothing.
+5. Copy the staged events into `events`, which carry their own partition and offset.
 
 Each table skips records at or below its own watermark. So a batch replayed after a crash
-anywhere in 3-4 (offsets not yet committed) adds nothing twice: a table that already has
+anywhere in 3-5 (offsets not yet committed) adds nothing twice: a table that already has
 the batch skips it, a table that does not yet have it takes it. Totals go first because the
 duplicate memory is rebuilt from `events` at start-up: an event is never remembered as
 counted unless its totals are in.
@@ -25,7 +27,7 @@ from datetime import UTC, datetime
 from spendpipe.schemas.events import InvalidEventError, SpendEvent, decode_event
 from spendpipe.schemas.scopes import Scope
 from spendpipe.services.aggregator.dedup import RecentEventIds
-from spendpipe.services.aggregator.rollup import roll_up, totals_columns
+from spendpipe.services.aggregator.rollup import touched_scopes
 from spendpipe.services.aggregator.store import SpendStore, source_name
 
 log = logging.getLogger(__name__)
@@ -94,8 +96,10 @@ class BatchWriter:
         marks = self._load_state()
         fresh = self._drop_duplicates(decoded, outcome)
         now = datetime.fromtimestamp(self._clock(), UTC)
+        self._store.stage([(event, record.partition, record.offset) for event, record in fresh], topic=self._topic,
+                          ingested_at=now)  # fmt: skip
         self._write_totals(fresh, records, marks, outcome)
-        self._write_events(fresh, marks, now)
+        self._write_events(fresh, records, marks)
         self._recent.remember((event.event_id for event, _ in fresh), self._clock())
         self._recent.expire(self._clock())
         return outcome
@@ -155,26 +159,30 @@ class BatchWriter:
         }
         if not new and not advanced:
             return
-        rollup = roll_up(new)
-        watermark_rows = {source_name(self._topic, p): offset for p, offset in advanced.items()}
-        self._store.insert_totals(totals_columns(rollup, watermark_rows))
+        self._store.insert_totals(
+            after=_watermarks_of(records, marks.totals),
+            watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
+        )
         marks.totals.update(advanced)
         outcome.counted = len(new)
-        outcome.scopes = rollup.scopes
-        outcome.models = rollup.models
+        outcome.scopes = touched_scopes((e.key_hash, e.user_id, e.team_id, e.org_id, e.end_user) for e in new)
+        outcome.models = {event.billed_model for event in new}
         outcome.latest_occurred_at = max((e.occurred_at for e in new), default=None)
 
-    def _write_events(self, fresh: list[tuple[SpendEvent, SourceRecord]], marks: _Watermarks, now: datetime) -> None:
-        new = [
-            (event, record.partition, record.offset)
-            for event, record in fresh
-            if record.offset > marks.events.get(record.partition, -1)
-        ]
+    def _write_events(
+        self, fresh: list[tuple[SpendEvent, SourceRecord]], records: Sequence[SourceRecord], marks: _Watermarks
+    ) -> None:
+        new = [record for _, record in fresh if record.offset > marks.events.get(record.partition, -1)]
         if not new:
             return
-        self._store.insert_events(new, topic=self._topic, ingested_at=now)
-        for partition, offset in _highest_offsets(SourceRecord(p, o, None) for _, p, o in new).items():
+        self._store.insert_events(after=_watermarks_of(records, marks.events))
+        for partition, offset in _highest_offsets(new).items():
             marks.events[partition] = offset
+
+
+def _watermarks_of(records: Sequence[SourceRecord], marks: dict[int, int]) -> dict[int, int]:
+    """The watermark of every partition in the batch; -1 where nothing was written yet."""
+    return {record.partition: marks.get(record.partition, -1) for record in records}
 
 
 def _highest_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
