@@ -1,0 +1,338 @@
+"""Enforcement latency: from an event being produced to the decision it causes being held by a
+gateway's block list, under 1k and 5k events/s of background traffic. Goal (DESIGN.md):
+p50 <= 300 ms, p99 <= 1 s.
+
+Three processes, as deployed: `spendpipe run all` (aggregator and enforcer on embedded
+ClickHouse, default settings) runs as a child process of its own; the background traffic comes
+from another one (spawned), at a fixed rate, spread over thousands of keys, users, teams and end
+customers that either have no budget or one they never reach; this process holds the gateway's
+block list (the plugin's `BlockList` and `DecisionFollower`) and the probes. A probe is one event
+on a fresh key whose small budget was set before the pipeline started, costing more than it:
+latency is the time from just before the probe is handed to the producer (acks=all, as the
+gateway plugin sends) to the moment the follower applies the block, both on this process's
+clock. Nothing polls on the measured path: the block list notes when each block arrives.
+"""
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from multiprocessing.queues import Queue
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from benchmarks.stats import percentile
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.kafka_topics import topic_specs
+from spendpipe.platform.local_kafka import free_port_pair
+from spendpipe.schemas.decisions import Decision
+from spendpipe.schemas.events import SpendEvent
+from spendpipe.schemas.topics import Topics
+from spendpipe.services.admin.budget_admin import BudgetAdmin
+from spendpipe.services.gateway.blocklist import BlockList
+from spendpipe.services.gateway.decision_follower import DecisionFollower
+
+LOADS = (1_000, 5_000)
+"""Background events/s."""
+PROBES = 40
+"""Samples per load level (so p99 is the worst of them)."""
+LEVEL_S = 35.0
+"""Probing stops after this long even if fewer samples were taken; keeps `make bench` bounded."""
+WARM_UP_S = 3.0
+DEADLINE_S = 10.0
+"""A probe not blocked by then counts as never seen (infinite latency)."""
+PROBE_COST, PROBE_BUDGET = Decimal("0.02"), "0.01"
+BACKGROUND_TEAMS = 30
+
+
+class TimedBlockList(BlockList):
+    """The gateway's block list, noting when each block was first applied (`perf_counter`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocked_at: dict[str, float] = {}
+
+    def apply(self, decision: Decision) -> bool:
+        kept = super().apply(decision)
+        if kept and decision.blocked:
+            self.blocked_at.setdefault(decision.key, time.perf_counter())
+        return kept
+
+
+def run(bootstrap: str, workdir: Path, loads: tuple[int, ...] = LOADS) -> list[dict[str, Any]]:
+    topics = _topics()
+    asyncio.run(_create_topics(bootstrap, topics))
+    probe_keys = {load: [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(PROBES)] for load in loads}
+    _set_budgets(bootstrap, topics, [key for keys in probe_keys.values() for key in keys])
+    group = f"bench-aggregator-{uuid.uuid4().hex[:8]}"
+    rows = []
+    with _pipeline_process(bootstrap, topics, group, workdir / "enforcement"), _following(bootstrap, topics) as gateway:
+        for load in loads:
+            rows.append(_level(bootstrap, topics, group, gateway=gateway, load=load, keys=probe_keys[load]))
+    return rows
+
+
+def _topics() -> Topics:
+    suffix = uuid.uuid4().hex[:8]
+    names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "alerts")
+    return Topics(**{name: f"bench-latency-{name.replace('_', '-')}-{suffix}" for name in names})
+
+
+async def _create_topics(bootstrap: str, topics: Topics) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics(topic_specs(topics, partitions=3, replication=1))
+    finally:
+        await admin.close()
+
+
+def _set_budgets(bootstrap: str, topics: Topics, probe_keys: list[str]) -> None:
+    """Before the pipeline starts, so the enforcer reads them all at start-up: a small budget per
+    probe key, and budgets the background traffic never reaches on its teams and globally."""
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=bootstrap), topics=topics)
+    never_reached = {"max_budget": "1000000", "budget_duration": "24h"}
+    admin.set_many(
+        [{"scope": f"key:{key}", "max_budget": PROBE_BUDGET, "budget_duration": "24h"} for key in probe_keys]
+        + [{"scope": f"team:team-{n}"} | never_reached for n in range(BACKGROUND_TEAMS)]
+        + [{"scope": "global"} | never_reached]
+    )
+
+
+@contextlib.contextmanager
+def _pipeline_process(bootstrap: str, topics: Topics, group: str, workdir: Path) -> Iterator[None]:
+    """`spendpipe run all` with deployment defaults (fetch sizes, flush interval, tick), until
+    SIGTERM; ready once its enforcer has read the budgets and says so."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
+        "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{workdir / 'clickhouse'}",
+        "SPENDPIPE_GROUP_ID": group,
+        "SPENDPIPE_ENFORCER_GROUP_ID": f"bench-enforcer-{uuid.uuid4().hex[:8]}",
+        "SPENDPIPE_SQL_ENDPOINT__ENABLED": "false",
+        "SPENDPIPE_OPS__PORT": str(free_port_pair()),
+    }
+    log_path = workdir / "run-all.log"
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "spendpipe.services.admin.cli", "run", "all"],
+            env=env,
+            cwd=workdir,  # no stray .env
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        _wait_for_line(process, log_path, "enforcer ready", within=90)
+        yield
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def _wait_for_line(process: subprocess.Popen[bytes], log_path: Path, line: str, within: float) -> None:
+    deadline = time.monotonic() + within
+    while line not in log_path.read_text(errors="replace"):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"`spendpipe run all` not ready (exit code {process.poll()}):\n{tail}")
+        time.sleep(0.1)  # polling a log file, not on the measured path
+
+
+@contextlib.contextmanager
+def _following(bootstrap: str, topics: Topics) -> Iterator[TimedBlockList]:
+    blocklist = TimedBlockList()
+    follower = DecisionFollower(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topics.decisions, blocklist=blocklist
+    )
+    follower.start()
+    try:
+        if not blocklist.in_sync.wait(60):
+            raise RuntimeError("the gateway's block list did not catch up with the decisions topic")
+        yield blocklist
+    finally:
+        follower.stop()
+
+
+def _level(
+    bootstrap: str, topics: Topics, group: str, *, gateway: TimedBlockList, load: int, keys: list[str]
+) -> dict[str, Any]:
+    with _background(bootstrap, topics.events, load) as achieved:
+        time.sleep(WARM_UP_S)  # background traffic flowing before the first probe
+        samples = asyncio.run(_probes(bootstrap, topics.events, gateway, keys))
+        lag = asyncio.run(_consumer_lag(bootstrap, group, topics.events))
+    seen = [s for s in samples if s != float("inf")]
+    p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+    return {
+        "benchmark": f"enforcement latency, {load:,} events/s background",
+        "unit": "ms",
+        "p50": p50,
+        "p99": p99,
+        "goal": "p50 ≤ 300 ms, p99 ≤ 1 s",
+        "met": p50 <= 300 and p99 <= 1000,
+        "note": (
+            f"{len(samples)} probes, {len(samples) - len(seen)} not blocked within {DEADLINE_S:.0f} s "
+            f"(p99 of {len(samples)} = the worst); background {achieved[0]:,.0f} events/s sent; "
+            f"aggregator lag at end {lag:,} events (≈ {lag / load:.1f} s of traffic); "
+            "`spendpipe run all` in its own process"
+        ),
+        "samples_ms": samples,
+    }
+
+
+async def _probes(bootstrap: str, topic: str, gateway: TimedBlockList, keys: list[str]) -> list[float]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
+    await producer.start()
+    await producer.partitions_for(topic)  # metadata now, not on the first timed send
+    samples: list[float] = []
+    ends = time.monotonic() + LEVEL_S
+    try:
+        for key in keys:
+            if time.monotonic() > ends:
+                break
+            samples.append(await _probe(producer, topic, gateway, key))
+            await asyncio.sleep(random.uniform(0.2, 0.6))  # out of phase with the flushes
+    finally:
+        await producer.stop()
+    return samples
+
+
+async def _probe(producer: AIOKafkaProducer, topic: str, gateway: TimedBlockList, key: str) -> float:
+    """Milliseconds from producing one event over `key`'s budget to its block in `gateway`."""
+    event = SpendEvent(
+        event_id=str(uuid.uuid4()),
+        occurred_at=datetime.now(UTC),
+        key_hash=key,
+        user_id="probe-user",
+        team_id="probe-team",
+        org_id="probe-org",
+        model="gpt-4o-mini",
+        prompt_tokens=10,
+        completion_tokens=20,
+        total_tokens=30,
+        cost=PROBE_COST,
+        gateway_id="bench-probe",
+    )
+    payload, decision_key = event.to_json(), f"key:{key}"
+    sent = time.perf_counter()
+    await (await producer.send(topic, payload, key=key.encode()))
+    while time.perf_counter() < sent + DEADLINE_S:
+        if decision_key in gateway.blocked_at:
+            return (gateway.blocked_at[decision_key] - sent) * 1000
+        await asyncio.sleep(0.005)  # waiting for the outcome; the time itself was noted on arrival
+    return float("inf")
+
+
+@contextlib.contextmanager
+def _background(bootstrap: str, topic: str, rate: int) -> Iterator[list[float]]:
+    """A spawned process producing `rate` events/s until the block ends; yields a list that then
+    holds the rate it achieved."""
+    context = multiprocessing.get_context("spawn")
+    stop, results = context.Event(), context.Queue()
+    process = context.Process(target=produce_background, args=(bootstrap, topic, rate, stop, results), daemon=True)
+    process.start()
+    achieved: list[float] = []
+    try:
+        results.get(timeout=60)  # producing
+        yield achieved
+    finally:
+        stop.set()
+        achieved.append(results.get(timeout=60))
+        process.join(30)
+
+
+def produce_background(bootstrap: str, topic: str, rate: int, stop: Event, results: "Queue[float]") -> None:
+    """The background process's entry point (module level, so `spawn` can import it)."""
+    asyncio.run(_produce_at_rate(bootstrap, topic, rate, stop, results))
+
+
+async def _produce_at_rate(bootstrap: str, topic: str, rate: int, stop: Event, results: "Queue[float]") -> None:
+    templates = [orjson.loads(_background_event(n).to_json()) for n in range(6_000)]
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=5)
+    await producer.start()
+    await producer.partitions_for(topic)
+    results.put(0.0)
+    started, sent, pending = time.monotonic(), 0, []
+    while not stop.is_set():
+        due = int((time.monotonic() - started) * rate)
+        stamp = datetime.now(UTC).isoformat()
+        for n in range(sent, due):
+            template = templates[n % len(templates)]
+            value = orjson.dumps(template | {"event_id": str(uuid.uuid4()), "occurred_at": stamp})
+            pending.append(await producer.send(topic, value, key=template["key_hash"].encode()))
+        sent = max(sent, due)
+        if len(pending) >= 2_000:
+            await asyncio.gather(*pending)
+            pending.clear()
+        await asyncio.sleep(0.005)  # pacing
+    await asyncio.gather(*pending)
+    await producer.stop()
+    results.put(sent / (time.monotonic() - started))
+
+
+def _background_event(n: int) -> SpendEvent:
+    """Spread like aggregator_throughput's traffic, over more keys; none of them has a budget it
+    can reach in a run."""
+    return SpendEvent(
+        event_id="template",
+        occurred_at=datetime.now(UTC),
+        key_hash=f"{n % 2_000:064x}",
+        user_id=f"user-{n % 300}",
+        team_id=f"team-{n % BACKGROUND_TEAMS}",
+        org_id=f"org-{n % 3}",
+        end_user=f"customer-{n % 1_000}",
+        model=("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo")[n % 3],
+        prompt_tokens=10,
+        completion_tokens=20,
+        total_tokens=30,
+        cost=Decimal("0.0000135") * (1 + n % 7),
+        gateway_id="bench-background",
+    )
+
+
+async def _consumer_lag(bootstrap: str, group: str, topic: str) -> int:
+    """Events on `topic` past the offsets `group` has committed (what the aggregator has yet to
+    count)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partitions = [tp for tp in committed if tp.topic == topic]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return sum(ends[tp] - committed[tp].offset for tp in partitions)
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    from benchmarks.__main__ import table
+    from spendpipe.platform.local_kafka import throwaway_broker
+
+    with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
+        print(table(run(broker, Path(work))))
