@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import queue
 import random
 import signal
 import subprocess
@@ -256,8 +257,13 @@ def _background(bootstrap: str, topic: str, rate: int) -> Iterator[list[float]]:
         yield achieved
     finally:
         stop.set()
-        achieved.append(results.get(timeout=60))
+        try:
+            achieved.append(results.get(timeout=60))
+        except queue.Empty:
+            achieved.append(float("nan"))
         process.join(30)
+        if process.is_alive():
+            process.terminate()
 
 
 def produce_background(bootstrap: str, topic: str, rate: int, stop: Event, results: "Queue[float]") -> None:
@@ -273,7 +279,8 @@ async def _produce_at_rate(bootstrap: str, topic: str, rate: int, stop: Event, r
     results.put(0.0)
     started, sent, pending = time.monotonic(), 0, []
     while not stop.is_set():
-        due = int((time.monotonic() - started) * rate)
+        # at most 20 ms of traffic per pass, so a producer that falls behind still sees `stop`
+        due = min(int((time.monotonic() - started) * rate), sent + rate // 50)
         stamp = datetime.now(UTC).isoformat()
         for n in range(sent, due):
             template = templates[n % len(templates)]
