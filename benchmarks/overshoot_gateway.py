@@ -1,0 +1,193 @@
+"""One gateway process of the overshoot benchmark (`python -m benchmarks.overshoot_gateway`).
+
+An application using the LiteLLM SDK with the spendpipe plugin registered. Per run it sends two
+streams of `mock_response` calls at a fixed rate each, both with their own budget of the same cap:
+one gated by spendpipe (`check()` before each call; the pipeline enforces one budget shared by
+every gateway), one gated by LiteLLM's own `BudgetManager` in its local mode, as LiteLLM documents
+it (this process's manager knows only this process's spend).
+
+Protocol on stdin/stdout, one JSON object a line: the process prints `{"ready": true}` once the
+pipeline has blocked its canary team (so LiteLLM is warm, events reach the pipeline and decisions
+reach this block list); then each `{"run": ..., "start": ..., "team": ..., "user": ..., "cap": ...,
+"log": ...}` line runs the traffic, writes one line per call to `log` and answers `{"done": run}`;
+end of input ends the process. Run it with its own working directory: the local BudgetManager
+writes `user_cost.json` there.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must not reach the internet
+
+import litellm
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.topics import Topics
+from spendpipe.services.gateway.plugin import SpendpipeLogger
+from spendpipe.services.gateway.settings import GatewaySettings
+
+MODEL = "gpt-4o-mini"
+MESSAGES = [{"role": "user", "content": "How much is left in the budget?"}]
+ANSWER = "A fixed answer of a few words for the benchmark."
+CANARY_WAIT_S = 90.0
+
+
+class Gate(Protocol):
+    system: str
+
+    def admit(self) -> bool: ...
+
+    def spent(self, response: Any) -> None: ...
+
+
+@dataclass
+class SpendpipeGate:
+    """SDK mode's check: refused once the enforcer's block reaches this process's block list."""
+
+    plugin: SpendpipeLogger
+    team: str
+    system: str = "spendpipe"
+
+    def admit(self) -> bool:
+        try:
+            self.plugin.check(model=MODEL, metadata={"user_api_key_team_id": self.team})
+        except litellm.BudgetExceededError:
+            return False
+        return True
+
+    def spent(self, response: Any) -> None:
+        """Nothing to do: the plugin records the call from LiteLLM's callback."""
+
+
+@dataclass
+class BudgetManagerGate:
+    """LiteLLM's documented BudgetManager flow, in local mode: check before, update after."""
+
+    manager: litellm.BudgetManager
+    user: str
+    cap: float
+    system: str = "budget_manager"
+
+    def __post_init__(self) -> None:
+        if not self.manager.is_valid_user(self.user):
+            self.manager.create_budget(total_budget=self.cap, user=self.user)
+
+    def admit(self) -> bool:
+        return bool(self.manager.get_current_cost(user=self.user) <= self.manager.get_total_budget(self.user))
+
+    def spent(self, response: Any) -> None:
+        self.manager.update_cost(completion_obj=response, user=self.user)
+
+
+@dataclass
+class CallLog:
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, system: str, admitted_at: float, done_at: float, cost: float, admitted: bool) -> None:
+        self.lines.append(f"{system},{admitted_at:.6f},{done_at:.6f},{cost!r},{int(admitted)}\n")
+
+    def write(self, path: Path) -> None:
+        path.write_text("system,admitted_at,done_at,cost,admitted\n" + "".join(self.lines))
+
+
+async def one_call(gate: Gate, team: str, log: CallLog) -> None:
+    admitted_at = time.time()
+    if not gate.admit():
+        log.add(gate.system, admitted_at, admitted_at, 0.0, admitted=False)
+        return
+    response = await litellm.acompletion(
+        model=MODEL, messages=MESSAGES, mock_response=ANSWER, metadata={"user_api_key_team_id": team}
+    )
+    gate.spent(response)
+    log.add(gate.system, admitted_at, time.time(), response._hidden_params["response_cost"], admitted=True)
+
+
+async def send(gate: Gate, team: str, log: CallLog, *, start: float, rate: float, duration: float) -> None:
+    """Open loop: call n is due at start + n/rate whether or not earlier calls have finished."""
+    in_flight: set[asyncio.Task[None]] = set()
+    n = 0
+    while (due := start + n / rate) < start + duration:
+        await asyncio.sleep(max(0.0, due - time.time()))  # pacing the rate, not synchronisation
+        n += 1
+        task = asyncio.create_task(one_call(gate, team, log))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    if in_flight:
+        await asyncio.wait(in_flight)
+
+
+async def wait_for_canary(plugin: SpendpipeLogger, canary: str) -> None:
+    """Spend on the canary team until the pipeline blocks it. The enforcer reads flush
+    announcements from the latest offset, so a first flush may pass unseen: spend again."""
+    gate = SpendpipeGate(plugin, canary)
+    deadline = time.monotonic() + CANARY_WAIT_S
+    while time.monotonic() < deadline:
+        await one_call(gate, canary, CallLog())
+        for _ in range(50):
+            if not gate.admit():
+                return
+            await asyncio.sleep(0.1)  # polling the block list, with the deadline above
+    raise TimeoutError(f"the pipeline did not block the canary team {canary} within {CANARY_WAIT_S:.0f} s")
+
+
+def emit(message: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(message) + "\n")
+    sys.stdout.flush()
+
+
+async def serve(plugin: SpendpipeLogger, args: argparse.Namespace) -> None:
+    await wait_for_canary(plugin, args.canary_team)
+    manager = litellm.BudgetManager(project_name=f"overshoot-{args.gateway_id}")
+    emit({"ready": True})
+    while line := await asyncio.to_thread(sys.stdin.readline):
+        run = json.loads(line)
+        log = CallLog()
+        gates: list[tuple[Gate, str]] = [
+            (SpendpipeGate(plugin, run["team"]), run["team"]),
+            # its own team, with no spendpipe budget: the plugin records it, nothing blocks it
+            (BudgetManagerGate(manager, run["user"], run["cap"]), run["user"]),
+        ]
+        await asyncio.gather(
+            *(
+                send(
+                    gate, team, log, start=run["start"] + n * 0.5 / args.rate, rate=args.rate, duration=run["duration"]
+                )
+                for n, (gate, team) in enumerate(gates)
+            )
+        )
+        log.write(Path(run["log"]))
+        emit({"done": run["run"]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--events-topic", required=True)
+    parser.add_argument("--decisions-topic", required=True)
+    parser.add_argument("--gateway-id", required=True)
+    parser.add_argument("--canary-team", required=True)
+    parser.add_argument("--rate", type=float, required=True, help="calls per second of each stream")
+    args = parser.parse_args()
+    settings = GatewaySettings(
+        kafka=KafkaSettings(bootstrap_servers=args.bootstrap),
+        topics=Topics(events=args.events_topic, decisions=args.decisions_topic),
+        spool_dir=Path("spool"),
+        gateway_id=args.gateway_id,
+    )
+    plugin = SpendpipeLogger.from_settings(settings)
+    litellm.callbacks = [plugin]
+    try:
+        asyncio.run(serve(plugin, args))
+    finally:
+        plugin.close()
+
+
+if __name__ == "__main__":
+    main()
