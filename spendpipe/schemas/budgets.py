@@ -1,4 +1,5 @@
-"""`Budget`: the caps a scope has, with LiteLLM's field names, the message on `spend.budgets`.
+"""`Budget`: the caps and rate limits a scope has, with LiteLLM's field names, the message on
+`spend.budgets`.
 
 The topic is compacted and keyed by the scope (`team:eng`, `key:<hash>`, `global`...); a budget
 is deleted by a tombstone (a null value) on its key. Invalid input is refused by validation
@@ -13,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from spendpipe.schemas.durations import Duration, parse_duration
 from spendpipe.schemas.events import Cost
+from spendpipe.schemas.rate_limits import LIMIT_FIELDS, LIMITED_SCOPES, LimitCount, ModelName, RateLimit, TokenType
 from spendpipe.schemas.scopes import Scope, ScopeType
 
 MESSAGE_TYPE = "spendpipe.budget.v1"
@@ -64,6 +66,15 @@ class Budget(BaseModel):
     max_end_user_budget: Cost | None = None
     """On the global scope: the default cap of every end customer without a budget of its own."""
     model_max_budget: dict[str, ModelBudget] = Field(default_factory=dict)
+    rpm_limit: LimitCount | None = None
+    """Requests per sliding minute (`rate_limits.py`)."""
+    tpm_limit: LimitCount | None = None
+    """Tokens per sliding minute, of the kind `token_rate_limit_type` names."""
+    max_parallel_requests: LimitCount | None = None
+    """Requests in flight at once, per gateway replica."""
+    model_rpm_limit: dict[ModelName, LimitCount] = Field(default_factory=dict)
+    model_tpm_limit: dict[ModelName, LimitCount] = Field(default_factory=dict)
+    token_rate_limit_type: TokenType = "total"  # noqa: S105 - a token kind, not a secret
 
     @model_validator(mode="after")
     def _consistent(self) -> "Budget":
@@ -84,8 +95,12 @@ class Budget(BaseModel):
             problems.append("max_budget_in_team: only a team budget can cap its members")
         if self.max_end_user_budget is not None and scope_type is not ScopeType.GLOBAL:
             problems.append("max_end_user_budget: only the global budget sets the end-customer default")
+        limits = [name for name in LIMIT_FIELDS if getattr(self, name)]
+        if limits and scope_type not in LIMITED_SCOPES:
+            kinds = ", ".join(sorted(t.value for t in LIMITED_SCOPES))
+            problems += [f"{name}: rate limits apply to {kinds} scopes, not {scope_type.value}" for name in limits]
         if not self.sets_anything:
-            problems.append("budget: sets no cap (max_budget, budget_limits, soft_budget, ...)")
+            problems.append("budget: sets no cap or limit (max_budget, budget_limits, rpm_limit, ...)")
         if problems:
             raise ValueError("\n".join(problems))  # validate_budget reports one line each
         return self
@@ -93,7 +108,18 @@ class Budget(BaseModel):
     @property
     def sets_anything(self) -> bool:
         optional = (self.max_budget, self.soft_budget, self.max_budget_in_team, self.max_end_user_budget)
-        return any(v is not None for v in optional) or bool(self.budget_limits or self.model_max_budget)
+        caps = any(v is not None for v in optional) or bool(self.budget_limits or self.model_max_budget)
+        return caps or any(getattr(self, name) for name in LIMIT_FIELDS)
+
+    def rate_limits(self) -> tuple[RateLimit, ...]:
+        """The sliding-minute limits: the scope's own (over all models), then one per model."""
+        limits = []
+        if self.rpm_limit or self.tpm_limit:
+            limits.append(RateLimit(self.scope, "", self.rpm_limit, self.tpm_limit, self.token_rate_limit_type))
+        for model in sorted(self.model_rpm_limit.keys() | self.model_tpm_limit.keys()):
+            rpm, tpm = self.model_rpm_limit.get(model), self.model_tpm_limit.get(model)
+            limits.append(RateLimit(self.scope, model, rpm, tpm, self.token_rate_limit_type))
+        return tuple(limits)
 
     def hard_caps(self) -> tuple["Cap", ...]:
         """The caps on the scope's own spend: `max_budget` (over its duration, or for the

@@ -14,16 +14,20 @@ StartProxies = Callable[..., Awaitable[list[LiteLLMProxy]]]
 
 @pytest.fixture
 async def start_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[StartProxies]:
-    """`await start_proxies(keys, count=1, models=(...))`: proxies sharing one fresh set of topics,
+    """`await start_proxies(keys, count=1, models=(...), model_params={...})`: proxies sharing one fresh set of topics,
     started in parallel, stopped (SIGTERM) after the test."""
     started: list[LiteLLMProxy] = []
 
     async def start(
-        keys: dict[str, tuple[str, str]], count: int = 1, models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
+        keys: dict[str, tuple[str, str]],
+        count: int = 1,
+        models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o"),
+        model_params: dict[str, dict[str, object]] | None = None,
     ) -> list[LiteLLMProxy]:
         topics: Topics = await make_topics(kafka_broker)
         proxies = [
-            LiteLLMProxy(tmp_path / f"proxy-{n}", kafka_broker, topics, keys, models=models) for n in range(count)
+            LiteLLMProxy(tmp_path / f"proxy-{n}", kafka_broker, topics, keys, models, model_params or {})
+            for n in range(count)
         ]
         started.extend(proxies)
         await asyncio.gather(*(asyncio.to_thread(p.start) for p in proxies))

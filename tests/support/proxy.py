@@ -1,6 +1,7 @@
 """A real LiteLLM proxy subprocess with the spendpipe plugin, `mock_response` models and a
 `custom_auth` that maps API keys to users and teams, so no database is needed."""
 
+import json
 import os
 import secrets
 import shutil
@@ -28,10 +29,7 @@ general_settings:
 MODEL = """\
   - model_name: {name}
     litellm_params:
-      model: {name}
-      mock_response: "a mocked answer from {name}"
-      api_key: not-used
-"""
+{params}"""
 
 CUSTOM_AUTH = """\
 from fastapi import Request
@@ -57,6 +55,8 @@ class LiteLLMProxy:
     keys: dict[str, tuple[str, str]]
     """API key -> (user id, team id)"""
     models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
+    model_params: dict[str, dict[str, object]] = field(default_factory=dict)
+    """`litellm_params` per model over the mock defaults, e.g. `{"gpt-4": {"mock_delay": 1.5}}`."""
     port: int = field(default_factory=free_port_pair)
     process: subprocess.Popen[bytes] | None = None
 
@@ -66,7 +66,7 @@ class LiteLLMProxy:
 
     def start(self, within: float = 120.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        models = "".join(MODEL.format(name=name) for name in self.models)
+        models = "".join(MODEL.format(name=name, params=self._params(name)) for name in self.models)
         (self.workdir / "config.yaml").write_text(CONFIG.format(models=models.rstrip("\n")))
         (self.workdir / "custom_auth.py").write_text(textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys)))
         env = {
@@ -76,6 +76,7 @@ class LiteLLMProxy:
             "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "SPENDPIPE_TOPICS__EVENTS": self.topics.events,
             "SPENDPIPE_TOPICS__DECISIONS": self.topics.decisions,
+            "SPENDPIPE_TOPICS__BUDGETS": self.topics.budgets,
             "SPENDPIPE_SPOOL_DIR": str(self.workdir / "spool"),
             "SPENDPIPE_GATEWAY_ID": f"proxy-{self.port}",
         }
@@ -90,6 +91,11 @@ class LiteLLMProxy:
             stderr=subprocess.STDOUT,
         )
         eventually_sync(self._alive, bool, within=within, what=f"LiteLLM proxy on {self.url}")
+
+    def _params(self, name: str) -> str:
+        params = {"model": name, "mock_response": f"a mocked answer from {name}", "api_key": "not-used"}
+        params.update(self.model_params.get(name, {}))
+        return "".join(f"      {param}: {json.dumps(value)}\n" for param, value in params.items())
 
     def _alive(self) -> bool:
         assert self.process is not None

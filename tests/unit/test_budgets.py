@@ -175,7 +175,7 @@ def test_zero_is_a_valid_cap() -> None:
         ),
         (
             {"scope": "team:eng"},
-            ["budget: sets no cap (max_budget, budget_limits, soft_budget, ...)"],
+            ["budget: sets no cap or limit (max_budget, budget_limits, rpm_limit, ...)"],
         ),
         (
             {"scope": "tem:eng", "max_budget": 1},

@@ -8,6 +8,7 @@ from spendpipe.schemas.budgets import validate_budget
 from spendpipe.schemas.decisions import Decision, decision_key
 from spendpipe.schemas.scopes import Scope, ScopeType
 from spendpipe.services.enforcer.enforcer import Enforcer
+from spendpipe.services.enforcer.rate_reader import RateReader
 from spendpipe.services.enforcer.spend_reader import SpendReader
 from spendpipe.services.enforcer.targets import BudgetBook, Target
 from spendpipe.services.enforcer.verdict import Measurement
@@ -46,7 +47,8 @@ def setup(*budgets: dict[str, object], now: float = at(28, 13)) -> tuple[Enforce
     for budget in budgets:
         book.put(validate_budget(budget))
     reader, clock = FakeReader(), FakeClock(now)
-    return Enforcer(book=book, reader=cast(SpendReader, reader), clock=clock), reader, clock
+    rates = cast(RateReader, object())  # these budgets set no rate limits: never asked
+    return Enforcer(book=book, reader=cast(SpendReader, reader), rates=rates, clock=clock), reader, clock
 
 
 DAILY_TEN = {"scope": "team:eng", "max_budget": 10, "budget_duration": "24h"}

@@ -1,6 +1,9 @@
 """The enforcer's wiring: budgets and past decisions read back from their compacted topics,
 flush announcements from the aggregator, a tick for window resets, decisions out.
 
+Rate limits are judged with the budgets: after each flush for the scopes it touched, and on the
+tick for blocks that expired (the sliding minute admits again) or whose budget changed.
+
 Start-up order matters: budgets first (what to enforce), then the decisions topic (so versions
 continue where they were and no block is forgotten), then one evaluation of every budget, and
 only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
@@ -28,6 +31,7 @@ from spendpipe.schemas.scopes import Scope
 from spendpipe.schemas.topics import TYPE_HEADER
 from spendpipe.services.enforcer.enforcer import Enforcer
 from spendpipe.services.enforcer.metrics import EnforcerMetrics
+from spendpipe.services.enforcer.rate_reader import RateReader
 from spendpipe.services.enforcer.settings import EnforcerSettings
 from spendpipe.services.enforcer.spend_reader import SpendReader
 from spendpipe.services.enforcer.targets import BudgetBook
@@ -49,7 +53,12 @@ class EnforcerService:
         self._metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
         self._stage = "starting"
         self._clickhouse = clickhouse
-        self.enforcer = Enforcer(book=BudgetBook(), reader=SpendReader(clickhouse=clickhouse), clock=clock)
+        self.enforcer = Enforcer(
+            book=BudgetBook(),
+            reader=SpendReader(clickhouse=clickhouse),
+            rates=RateReader(clickhouse=clickhouse),
+            clock=clock,
+        )
         self._pending_scopes: set[str] = set()
         self._deleted_scopes: set[str] = set()
         self._budgets = CompactedTopicReader(

@@ -1,5 +1,6 @@
-"""The enforcer's state: budgets, the last decision per key, and turning verdicts into
-versioned decisions. Blocking calls (ClickHouse); the service runs them on the store thread.
+"""The enforcer's state: budgets and rate limits, the last decision per key, and turning
+verdicts into versioned decisions. Blocking calls (ClickHouse); the service runs them on the
+store thread.
 
 A decision is published only when it changes what gateways should do: a new block, a block
 with a different window, cap or expiry, or the lifting of a block. Versions grow per key and
@@ -12,7 +13,10 @@ from datetime import UTC, datetime
 
 from spendpipe.schemas.alerts import SoftBudgetAlert
 from spendpipe.schemas.decisions import Decision, decision_key
+from spendpipe.schemas.rate_limits import RateLimit
 from spendpipe.schemas.scopes import Scope
+from spendpipe.services.enforcer.rate_reader import RateReader
+from spendpipe.services.enforcer.rate_verdict import judge_rate
 from spendpipe.services.enforcer.spend_reader import SpendReader
 from spendpipe.services.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
 from spendpipe.services.enforcer.verdict import LIFETIME, Verdict, judge
@@ -21,9 +25,10 @@ Clock = Callable[[], float]
 
 
 class Enforcer:
-    def __init__(self, *, book: BudgetBook, reader: SpendReader, clock: Clock) -> None:
+    def __init__(self, *, book: BudgetBook, reader: SpendReader, rates: RateReader, clock: Clock) -> None:
         self.book = book
         self._reader = reader
+        self._rates = rates
         self._clock = clock
         self._lock = threading.Lock()
         self._last: dict[str, Decision] = {}
@@ -42,10 +47,28 @@ class Enforcer:
             return [d for d in self._last.values() if d.blocked]
 
     def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
-        return self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
+        scopes = list(scopes)
+        budgets = self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
+        return budgets + self.evaluate_rates([limit for scope in scopes for limit in self._rate_limits(str(scope))])
 
     def evaluate_all_budgets(self) -> list[Decision]:
-        return self.evaluate([t for budget in self.book for t in direct_targets(budget)])
+        budgets = self.evaluate([t for budget in self.book for t in direct_targets(budget)])
+        return budgets + self.evaluate_rates([limit for budget in self.book for limit in budget.rate_limits()])
+
+    def evaluate_rates(self, limits: list[RateLimit]) -> list[Decision]:
+        """Judge each limit on the sliding minute before now, across every gateway."""
+        now = self._clock()
+        changed = []
+        for limit in limits:
+            verdict = judge_rate(limit, self._rates.measure(limit, now))
+            decision = self._decide(limit.scope, limit.model, verdict, now)
+            if decision is not None:
+                changed.append(decision)
+        return changed
+
+    def _rate_limits(self, scope: str) -> tuple[RateLimit, ...]:
+        budget = self.book.get(scope)
+        return budget.rate_limits() if budget is not None else ()
 
     def evaluate_due(self) -> list[Decision]:
         """Re-judge every block whose window has reset: the reset needs no traffic."""
@@ -60,10 +83,14 @@ class Enforcer:
         return self._rejudge(self.blocks())
 
     def _rejudge(self, blocks: list[Decision]) -> list[Decision]:
-        targets = [t for d in blocks for t in self.book.targets_for(Scope.parse(d.scope)) if t.model == d.model]
+        spend_blocks = [d for d in blocks if d.kind == "budget"]
+        targets = [t for d in spend_blocks for t in self.book.targets_for(Scope.parse(d.scope)) if t.model == d.model]
+        limits = [r for d in blocks if d.kind == "rate_limit" for r in self._rate_limits(d.scope) if r.model == d.model]
         judged = {decision_key(str(t.scope), t.model) for t in targets}
+        judged |= {decision_key(r.scope, r.model, "rate_limit") for r in limits}
         orphans = [d for d in blocks if d.key not in judged]
-        return self.evaluate(targets) + self.lift(orphans, "its budget no longer applies")
+        rejudged = self.evaluate(targets) + self.evaluate_rates(limits)
+        return rejudged + self.lift(orphans, "its budget no longer applies")
 
     def retract(self, decision: Decision) -> None:
         """Take back a decision that could not be published: the one before it stands again,
@@ -124,26 +151,29 @@ class Enforcer:
 
     def lift(self, blocks: list[Decision], why: str) -> list[Decision]:
         now = self._clock()
-        lifted = [self._decide(d.scope, d.model, Verdict(False, f"unblocked: {why}"), now) for d in blocks]
+        lifted = [self._decide(d.scope, d.model, Verdict(False, f"unblocked: {why}", kind=d.kind), now) for d in blocks]
         return [d for d in lifted if d is not None]
 
     def _decide(self, scope: str, model: str, verdict: Verdict, now: float) -> Decision | None:
-        key = decision_key(scope, model)
+        key = decision_key(scope, model, verdict.kind)
         expires = datetime.fromtimestamp(verdict.expires_at, UTC) if verdict.expires_at else None
         with self._lock:
             last = self._last.get(key)
             if last is None and not verdict.blocked:
                 return None
-            if last is not None and (last.blocked, last.window, last.cap, last.expires_at) == (
+            if last is not None and (last.blocked, last.window, last.cap, last.expires_at, last.rate_limit_type) == (
                 verdict.blocked,
                 verdict.window,
                 verdict.cap,
                 expires,
+                verdict.rate_limit_type,
             ):
                 return None
             decision = Decision(
                 scope=scope,
                 model=model,
+                kind=verdict.kind,
+                rate_limit_type=verdict.rate_limit_type,
                 version=max(int(now * 1_000_000), last.version + 1 if last else 0),
                 blocked=verdict.blocked,
                 reason=verdict.reason,

@@ -10,6 +10,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 from spendpipe.schemas.budgets import Cap
+from spendpipe.schemas.decisions import DecisionKind
+from spendpipe.schemas.rate_limits import RateLimitType
 from spendpipe.services.enforcer.targets import Target
 
 LIFETIME = "lifetime"
@@ -30,7 +32,9 @@ class Verdict:
     window: str | None = None
     spend: Decimal | None = None
     cap: Decimal | None = None
-    expires_at: int | None = None
+    expires_at: float | None = None
+    kind: DecisionKind = "budget"
+    rate_limit_type: RateLimitType | None = None
 
 
 def judge(target: Target, measurements: list[Measurement]) -> Verdict:

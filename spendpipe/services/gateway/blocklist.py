@@ -6,14 +6,15 @@ message is late. `blocking()` is on the request path: a handful of dict lookups.
 
 Which scopes apply to a request (DESIGN.md, "Which budget applies"): global, the key, the
 team, the team membership, the organisation and the end customer; the user's personal budget
-only when the request is not made for a team. Each scope also per model.
+only when the request is not made for a team. Each scope also per model. Rate limits (LiteLLM's
+`rpm_limit`...) apply to the key, the user, the team and the end customer, each on its own.
 """
 
 import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from spendpipe.schemas.decisions import Decision, decision_key
+from spendpipe.schemas.decisions import RATE_LIMIT_PREFIX, Decision, decision_key
 from spendpipe.schemas.scopes import team_member_id
 
 
@@ -74,4 +75,28 @@ def request_keys(
         names.append(f"end_user:{end_user}")
     if model:
         names += [decision_key(name, model) for name in names]
+    return names
+
+
+def limited_scopes(
+    *, key_hash: str | None, user_id: str | None, team_id: str | None, end_user: str | None
+) -> list[str]:
+    """The scopes whose rate limits apply to a request: each that it has."""
+    names = []
+    if key_hash:
+        names.append(f"key:{key_hash}")
+    if user_id:
+        names.append(f"user:{user_id}")
+    if team_id:
+        names.append(f"team:{team_id}")
+    if end_user:
+        names.append(f"end_user:{end_user}")
+    return names
+
+
+def rate_limit_keys(scopes: list[str], model: str | None) -> list[str]:
+    """The decision keys of the enforcer's rate-limit blocks that can refuse a request."""
+    names = [RATE_LIMIT_PREFIX + scope for scope in scopes]
+    if model:
+        names += [f"{name}|{model}" for name in names]
     return names

@@ -1,11 +1,13 @@
-"""`SpendpipeLogger`: the LiteLLM `CustomLogger` that records every call as a `SpendEvent` and
-refuses calls the enforcer has blocked.
+"""`SpendpipeLogger`: the LiteLLM `CustomLogger` that records every call as a `SpendEvent`,
+refuses calls the enforcer has blocked, and enforces rate limits (`rate_gate.py`).
 
 SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`; pre-call hooks do
             not run in the SDK, so call `check(...)` before a call (it raises
             `litellm.BudgetExceededError`).
 Proxy mode: `litellm_settings: {callbacks: spendpipe.services.gateway.proxy.handler}`; the
-            proxy runs `async_pre_call_hook` before every call.
+            proxy runs `async_pre_call_hook` before every call. There the plugin also counts
+            rate limits per replica (refusing with LiteLLM's 429) and answers successful calls
+            with `x-ratelimit-remaining-requests` / `-tokens` headers.
 
 Recording never raises into LiteLLM and never waits on Kafka: a call that cannot be turned
 into an event is counted in `spendpipe_gateway_event_build_errors_total` and logged.
@@ -16,6 +18,7 @@ has caught up with the decisions topic) and /metrics on its own port (9465 by de
 """
 
 import logging
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,15 +29,22 @@ from prometheus_client import CollectorRegistry
 
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from spendpipe.schemas.decisions import Decision
-from spendpipe.services.gateway.blocklist import BlockList, request_keys
+from spendpipe.services.gateway.blocklist import BlockList, limited_scopes, rate_limit_keys, request_keys
 from spendpipe.services.gateway.decision_follower import DecisionFollower
 from spendpipe.services.gateway.event_builder import build_spend_event, key_hash_of
+from spendpipe.services.gateway.limit_follower import LimitFollower
 from spendpipe.services.gateway.metrics import GatewayMetrics
 from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
+from spendpipe.services.gateway.rate_gate import RateGate
+from spendpipe.services.gateway.rate_refusals import RateLimited, proxy_rate_limit_error, sdk_rate_limit_error
 from spendpipe.services.gateway.settings import GatewaySettings
 from spendpipe.services.gateway.spool import DiskSpool
 
 log = logging.getLogger(__name__)
+
+LEASE_FIELD = "spendpipe_lease"
+"""Set in the request's metadata at admission: which call a success or failure hook ends (an id
+of the plugin's own, so a client-chosen call id cannot end another request's lease)."""
 
 
 class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not type-checked here
@@ -48,6 +58,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         follower: DecisionFollower,
         unsynced_policy: str = "fail_open",
         ops: OpsServer | None = None,
+        gate: RateGate | None = None,
+        limit_follower: LimitFollower | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -55,6 +67,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.gateway_id = gateway_id
         self.blocklist = blocklist
         self._follower = follower
+        self.gate = gate or RateGate()
+        """Rate limits counted by this replica; without a `limit_follower` it holds none."""
+        self._limit_follower = limit_follower
         self._fail_closed = unsynced_policy == "fail_closed"
         self._started = False
         self.ops = ops or OpsServer(
@@ -71,6 +86,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             self.ops.start()
             self.publisher.start()
             self._follower.start()
+            if self._limit_follower is not None:
+                self._limit_follower.start()
 
     def _blocklist_not_ready(self) -> str | None:
         return None if self.blocklist.in_sync.is_set() else "reading the decisions topic to its end"
@@ -85,14 +102,16 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         end_user: str | None = None,
         model: str | None = None,
     ) -> Decision | None:
-        """The decision that refuses a request with these attributes, or None to serve it."""
+        """The decision that refuses a request with these attributes, or None to serve it: a
+        budget block, else a pipeline-wide rate-limit block (`kind == "rate_limit"`)."""
         self.start()
         if not self.blocklist.in_sync.is_set() and self._fail_closed:
             return NOT_IN_SYNC
         keys = request_keys(
             key_hash=key_hash, user_id=user_id, team_id=team_id, org_id=org_id, end_user=end_user, model=model
         )
-        return self.blocklist.blocking(keys)
+        scopes = limited_scopes(key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user)
+        return self.blocklist.blocking(keys) or self.blocklist.blocking(rate_limit_keys(scopes, model))
 
     def check(
         self,
@@ -102,7 +121,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         metadata: dict[str, Any] | None = None,
     ) -> None:
         """SDK mode: raise `litellm.BudgetExceededError` if a call with these arguments (the same
-        `model`, `user` and `metadata` you pass to `litellm.completion`) is blocked."""
+        `model`, `user` and `metadata` you pass to `litellm.completion`) is blocked, or
+        `litellm.RateLimitError` if the enforcer holds one of its scopes at a rate limit."""
         metadata = metadata or {}
         decision = self.blocking_decision(
             key_hash=key_hash_of(metadata.get("user_api_key_hash") or metadata.get("user_api_key")),
@@ -112,24 +132,85 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             end_user=user,
             model=model,
         )
+        if decision is not None and decision.kind == "rate_limit":
+            raise sdk_rate_limit_error(RateLimited.of_decision(decision), model)
         if decision is not None:
             raise budget_exceeded(decision)
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:
-        """Proxy mode: refuse a blocked request the way LiteLLM refuses an exceeded budget."""
+        """Proxy mode: refuse a blocked request the way LiteLLM refuses an exceeded budget, a
+        rate-limited one the way LiteLLM's limiter does; count an admitted one."""
+        key_hash = key_hash_of(getattr(user_api_key_dict, "api_key", None))
+        user_id = getattr(user_api_key_dict, "user_id", None)
+        team_id = getattr(user_api_key_dict, "team_id", None)
+        end_user = data.get("user") or getattr(user_api_key_dict, "end_user_id", None)
+        model = data.get("model")
         decision = self.blocking_decision(
+            key_hash=key_hash,
+            user_id=user_id,
+            team_id=team_id,
+            org_id=getattr(user_api_key_dict, "org_id", None),
+            end_user=end_user,
+            model=model,
+        )
+        if decision is not None and decision.kind == "rate_limit":
+            raise proxy_rate_limit_error(RateLimited.of_decision(decision), model)
+        if decision is not None:
+            raise proxy_budget_exceeded(decision)
+        scopes = limited_scopes(key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user)
+        lease = uuid.uuid4().hex
+        refusal = self.gate.admit(lease, scopes, model or "")
+        if refusal is not None:
+            raise proxy_rate_limit_error(RateLimited.of_refusal(refusal), model)
+        metadata = data.get("metadata")
+        if isinstance(metadata, dict):
+            metadata[LEASE_FIELD] = lease
+        return data
+
+    async def async_post_call_success_hook(self, data: dict[str, Any], user_api_key_dict: Any, response: Any) -> None:
+        """A non-streaming call ended: count its tokens before the client can send the next one.
+        (A stream ends later, in `async_log_success_event`.)"""
+        usage = _usage_of_response(response)
+        if usage is not None:
+            self.gate.finish(_lease_in(data), usage)
+
+    async def async_post_call_failure_hook(
+        self,
+        request_data: dict[str, Any],
+        original_exception: Exception,
+        user_api_key_dict: Any,
+        traceback_str: Any = None,
+    ) -> None:
+        """Any failure after admission (the call, or a later hook refusing it) frees its slot."""
+        self.gate.finish(_lease_in(request_data), None)
+
+    async def async_post_call_response_headers_hook(
+        self,
+        data: dict[str, Any],
+        user_api_key_dict: Any,
+        response: Any,
+        request_headers: dict[str, str] | None = None,
+        litellm_call_info: dict[str, Any] | None = None,
+    ) -> dict[str, str] | None:
+        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts."""
+        if response is None:
+            return None
+        scopes = limited_scopes(
             key_hash=key_hash_of(getattr(user_api_key_dict, "api_key", None)),
             user_id=getattr(user_api_key_dict, "user_id", None),
             team_id=getattr(user_api_key_dict, "team_id", None),
-            org_id=getattr(user_api_key_dict, "org_id", None),
             end_user=data.get("user") or getattr(user_api_key_dict, "end_user_id", None),
-            model=data.get("model"),
         )
-        if decision is not None:
-            raise proxy_budget_exceeded(decision)
-        return data
+        left = self.gate.remaining(scopes, data.get("model") or "")
+        headers = {
+            "x-ratelimit-remaining-requests": left.requests,
+            "x-ratelimit-limit-requests": left.request_limit,
+            "x-ratelimit-remaining-tokens": left.tokens,
+            "x-ratelimit-limit-tokens": left.token_limit,
+        }
+        return {name: str(value) for name, value in headers.items() if value is not None} or None
 
     @classmethod
     def from_settings(
@@ -150,6 +231,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         )
         blocklist = BlockList()
         follower = DecisionFollower(kafka=settings.kafka, topic=settings.topics.decisions, blocklist=blocklist)
+        gate = RateGate(lease_s=settings.parallel_lease_s)
         return cls(
             publisher=publisher,
             metrics=metrics,
@@ -158,6 +240,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             follower=follower,
             unsynced_policy=settings.unsynced_policy,
             ops=OpsServer(settings=settings.ops, registry=registry, readiness=Readiness()),
+            gate=gate,
+            limit_follower=LimitFollower(kafka=settings.kafka, topic=settings.topics.budgets, gate=gate),
         )
 
     def record(self, kwargs: dict[str, Any]) -> None:
@@ -179,6 +263,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Deliver (or spool) what is queued, stop the publisher and the decisions reader.
         True if the publisher finished in time."""
         self._follower.stop()
+        if self._limit_follower is not None:
+            self._limit_follower.stop()
         self.ops.stop()
         return self.publisher.close(timeout)
 
@@ -190,9 +276,11 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
+        self.gate.finish(_lease_in(_litellm_params(kwargs)), _usage_of_log(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
+        self.gate.finish(_lease_in(_litellm_params(kwargs)), None)
 
 
 NOT_IN_SYNC = Decision(
@@ -230,3 +318,32 @@ def proxy_budget_exceeded(decision: Decision) -> Exception:
 
 def _call_id(kwargs: dict[str, Any]) -> str:
     return str(kwargs.get("litellm_call_id", "?"))
+
+
+def _litellm_params(kwargs: dict[str, Any]) -> dict[str, Any]:
+    params = kwargs.get("litellm_params")
+    return params if isinstance(params, dict) else {}
+
+
+def _lease_in(data: dict[str, Any]) -> str:
+    for field in ("metadata", "litellm_metadata"):
+        metadata = data.get(field)
+        if isinstance(metadata, dict) and isinstance(metadata.get(LEASE_FIELD), str):
+            return str(metadata[LEASE_FIELD])
+    return ""
+
+
+def _usage_of_response(response: Any) -> tuple[int, int, int] | None:
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    prompt, completion = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+    return int(prompt), int(completion), int(getattr(usage, "total_tokens", 0) or prompt + completion)
+
+
+def _usage_of_log(kwargs: dict[str, Any]) -> tuple[int, int, int] | None:
+    logged = kwargs.get("standard_logging_object")
+    if not isinstance(logged, dict):
+        return None
+    prompt, completion = int(logged.get("prompt_tokens") or 0), int(logged.get("completion_tokens") or 0)
+    return prompt, completion, int(logged.get("total_tokens") or prompt + completion)

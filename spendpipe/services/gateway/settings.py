@@ -46,4 +46,7 @@ class GatewaySettings(BaseSettings):
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""
+    parallel_lease_s: float = Field(default=600.0, gt=0)
+    """`max_parallel_requests`: how long a request holds its slot if no hook ever reports its end
+    (a call cancelled mid-flight); longer than your slowest call."""
     ops: GatewayOpsSettings = GatewayOpsSettings()

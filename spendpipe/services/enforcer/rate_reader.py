@@ -1,0 +1,77 @@
+"""Reading what one (scope, model) was admitted in the sliding minute before `now`, across every
+gateway, from the raw `events` table.
+
+Not from the `spend_totals` minute rows: those are fixed windows, and a limit judged on them
+would admit up to twice the limit across a minute boundary. One query per limit returns the
+count, the tokens, and when the window will again admit a request: for `rpm_limit` R that is
+60 s after the (count - R + 1)-th oldest request; for `tpm_limit` T, 60 s after the oldest
+request whose leaving brings the tokens under T.
+
+A request a gateway refused (a rate limit or a budget, in the pre-call hook) is logged as a
+failed event too, but was never admitted: it does not count, or a client retrying while
+limited would keep itself limited.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.schemas.rate_limits import TOKEN_COLUMNS, WINDOW_S, RateLimit
+from spendpipe.schemas.scopes import Scope, ScopeType
+
+_SCOPE_COLUMNS = {
+    ScopeType.KEY: "key_hash",
+    ScopeType.USER: "user_id",
+    ScopeType.TEAM: "team_id",
+    ScopeType.END_USER: "end_user",
+}
+
+_QUERY = """
+WITH arraySort(groupArray((ts, tokens))) AS log,
+     length(log) AS requests,
+     arraySum(arrayMap(x -> x.2, log)) AS used
+SELECT requests,
+       used,
+       if({{rpm:UInt64}} > 0 AND requests >= {{rpm:UInt64}}, log[requests - {{rpm:UInt64}} + 1].1, 0),
+       if({{tpm:UInt64}} > 0 AND used >= {{tpm:UInt64}},
+          arrayFirst((x, c) -> used - c < {{tpm:UInt64}}, log, arrayCumSum(arrayMap(x -> x.2, log))).1, 0)
+FROM (
+    SELECT toUnixTimestamp64Micro(occurred_at) AS ts, toUInt64({tokens}) AS tokens
+    FROM events
+    WHERE {scope_column} = {{scope_id:String}}
+      AND occurred_at > fromUnixTimestamp64Micro({{horizon:Int64}}, 'UTC')
+      AND ({{model:String}} = '' OR billed_model = {{model:String}})
+      AND NOT (status = 'failure' AND error_class IN ('ProxyRateLimitError', 'ProxyException', 'BudgetExceededError'))
+)
+"""
+
+
+@dataclass(frozen=True)
+class RateUsage:
+    requests: int
+    tokens: int
+    requests_free_at: float | None
+    """When the window admits a request again under `rpm_limit`; None if it does now."""
+    tokens_free_at: float | None
+
+
+class RateReader:
+    def __init__(self, *, clickhouse: ClickhouseStore) -> None:
+        self._clickhouse = clickhouse
+
+    def measure(self, limit: RateLimit, now: float) -> RateUsage:
+        scope = Scope.parse(limit.scope)
+        sql = _QUERY.format(tokens=TOKEN_COLUMNS[limit.token_type], scope_column=_SCOPE_COLUMNS[scope.type])
+        parameters: dict[str, Any] = {
+            "rpm": limit.rpm or 0,
+            "tpm": limit.tpm or 0,
+            "scope_id": scope.id,
+            "horizon": int((now - WINDOW_S) * 1_000_000),
+            "model": limit.model,
+        }
+        requests, tokens, requests_at, tokens_at = self._clickhouse.rows(sql, parameters)[0]
+        return RateUsage(int(requests), int(tokens), _expiry(requests_at), _expiry(tokens_at))
+
+
+def _expiry(oldest_micros: int) -> float | None:
+    return oldest_micros / 1_000_000 + WINDOW_S if oldest_micros else None

@@ -1,0 +1,49 @@
+"""Requests in flight per scope, for `max_parallel_requests`: only a gateway can count them, so
+each replica holds its own count.
+
+A request takes a lease when it is admitted and gives it back when it ends, by whichever hook
+sees the end first (success, failure, or the proxy's failure hook for a request refused after
+admission); giving it back twice is harmless. A lease that nothing gave back (a call cancelled
+without any hook running) lapses after `lease_s`, so a leak can never hold a scope shut for good.
+"""
+
+from collections.abc import Iterable
+
+
+class InFlight:
+    """Not thread-safe: the caller serialises access."""
+
+    def __init__(self, *, lease_s: float) -> None:
+        self._lease_s = lease_s
+        self._counts: dict[str, int] = {}
+        self._leases: dict[str, tuple[tuple[str, ...], float]] = {}
+
+    def count(self, scope: str, now: float) -> int:
+        if self._counts.get(scope, 0) and any(expiry <= now for _, expiry in self._leases.values()):
+            self._lapse(now)
+        return self._counts.get(scope, 0)
+
+    def take(self, lease: str, scopes: Iterable[str], now: float) -> None:
+        held = tuple(scopes)
+        if not held or lease in self._leases:
+            return
+        self._leases[lease] = (held, now + self._lease_s)
+        for scope in held:
+            self._counts[scope] = self._counts.get(scope, 0) + 1
+
+    def give_back(self, lease: str) -> bool:
+        """True if the lease was held."""
+        held = self._leases.pop(lease, None)
+        if held is None:
+            return False
+        for scope in held[0]:
+            left = self._counts[scope] - 1
+            if left:
+                self._counts[scope] = left
+            else:
+                del self._counts[scope]
+        return True
+
+    def _lapse(self, now: float) -> None:
+        for lease in [lease for lease, (_, expiry) in self._leases.items() if expiry <= now]:
+            self.give_back(lease)

@@ -1,0 +1,38 @@
+"""Keeping a gateway's rate limits current from `spend.budgets` (see `TopicFollower`): a limit
+set or changed with `spendpipe budgets` applies at every gateway without a restart; a deleted
+budget (a tombstone) takes its limits away."""
+
+import logging
+import threading
+
+from pydantic import ValidationError
+
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.budgets import Budget
+from spendpipe.services.gateway.rate_gate import RateGate
+from spendpipe.services.gateway.topic_follower import TopicFollower
+
+log = logging.getLogger(__name__)
+
+
+class LimitFollower(TopicFollower):
+    def __init__(self, *, kafka: KafkaSettings, topic: str, gate: RateGate, retry_backoff_s: float = 1.0) -> None:
+        self.in_sync = threading.Event()
+        super().__init__(
+            kafka=kafka,
+            topic=topic,
+            on_record=self._on_record,
+            in_sync=self.in_sync,
+            name="limits",
+            retry_backoff_s=retry_backoff_s,
+        )
+        self._gate = gate
+
+    def _on_record(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            self._gate.delete((key or b"").decode(errors="replace"))
+            return
+        try:
+            self._gate.put(Budget.model_validate_json(value))
+        except ValidationError as error:
+            log.error("ignoring an unreadable budget %r: %s", key, error)
