@@ -130,3 +130,30 @@ def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> Non
         None,
     ]
     assert [m.spend for m in one_model] == [sum(e.cost for e in today if e.model == "gpt-4o-mini")]
+
+
+def test_the_enforcer_reads_many_targets_in_one_query(clickhouse: ClickhouseStore) -> None:
+    search = [make_event(occurred_at=SATURDAY, team_id="search") for _ in range(8)]
+    ads_last_month = make_event(occurred_at=SATURDAY - timedelta(days=40), team_id="ads")
+    ads = [make_event(occurred_at=SATURDAY, team_id="ads") for _ in range(5)]
+    write(clickhouse, [*search, ads_last_month, *ads])
+    day, lifetime = Cap(parse_duration("1d"), Decimal(1)), Cap(None, Decimal(1))
+    month = Cap(parse_duration("1mo"), Decimal(1))
+    targets = [
+        Target(Scope(ScopeType.TEAM, "search"), "", (day, lifetime), "test"),
+        Target(Scope(ScopeType.TEAM, "ads"), "", (month, lifetime, day), "test"),
+        Target(Scope(ScopeType.TEAM, "ads"), "claude-3-haiku", (day,), "test"),
+        Target(Scope(ScopeType.TEAM, "nobody"), "", (day, lifetime), "test"),
+    ]
+    now = int(SATURDAY.timestamp()) + 60
+    reader = SpendReader(clickhouse=clickhouse)
+
+    together = [[m.spend for m in measured] for measured in reader.measure_many(targets, now)]
+
+    search_cost, ads_cost = sum(e.cost for e in search), sum(e.cost for e in ads)
+    assert together == [
+        [search_cost, search_cost],
+        [ads_cost, ads_cost + ads_last_month.cost, ads_cost],
+        [sum(e.cost for e in ads if e.model == "claude-3-haiku")],
+        [Decimal(0), Decimal(0)],
+    ]
