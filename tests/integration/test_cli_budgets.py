@@ -101,3 +101,28 @@ async def test_blocks_list_shows_what_is_in_force(kafka_broker: str, make_topics
     assert "team:eng" in listed.stdout
     assert "team:ops" not in listed.stdout  # expired
     assert "key:" not in listed.stdout  # not blocked
+
+
+async def test_budgets_set_rate_limits_and_a_refused_one(kafka_broker: str, make_topics) -> None:
+    topics = await make_topics(kafka_broker)
+
+    refused = await asyncio.to_thread(
+        spendpipe, topics, kafka_broker, *("budgets", "set", "--scope", "org:acme", "--rpm-limit", "0")
+    )
+    assert refused.returncode == 2
+    assert "rpm_limit: Input should be greater than or equal to 1" in refused.stderr
+    assert "rpm_limit: rate limits apply to end_user, key, team, user scopes, not org" in refused.stderr
+
+    done = await asyncio.to_thread(
+        spendpipe,
+        topics,
+        kafka_broker,
+        *("budgets", "set", "--scope", "team:eng", "--rpm-limit", "100", "--tpm-limit", "5000"),
+        *("--max-parallel-requests", "4", "--model-rpm-limit", "gpt-4o=10", "--model-tpm-limit", "gpt-4o=900"),
+        *("--token-rate-limit-type", "output"),
+    )
+    assert done.returncode == 0, done.stderr
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")
+    for shown in ("rpm_limit=100", "tpm_limit=5000", "max_parallel_requests=4", "token_rate_limit_type=output"):
+        assert shown in listed.stdout
+    assert "model_rpm_limit={'gpt-4o': 10}" in listed.stdout

@@ -93,7 +93,11 @@ class LiteLLMProxy:
         eventually_sync(self._alive, bool, within=within, what=f"LiteLLM proxy on {self.url}")
 
     def _params(self, name: str) -> str:
-        params = {"model": name, "mock_response": f"a mocked answer from {name}", "api_key": "not-used"}
+        params: dict[str, object] = {
+            "model": name,
+            "mock_response": f"a mocked answer from {name}",
+            "api_key": "not-used",
+        }
         params.update(self.model_params.get(name, {}))
         return "".join(f"      {param}: {json.dumps(value)}\n" for param, value in params.items())
 

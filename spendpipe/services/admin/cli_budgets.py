@@ -55,8 +55,16 @@ def budgets_set(
     model_max_budget: Annotated[
         list[str] | None, typer.Option(help="MODEL=CAP or MODEL=CAP/DURATION, repeatable")
     ] = None,
+    rpm_limit: Annotated[int | None, typer.Option(help="requests per sliding minute")] = None,
+    tpm_limit: Annotated[int | None, typer.Option(help="tokens per sliding minute")] = None,
+    max_parallel_requests: Annotated[int | None, typer.Option(help="requests in flight, per gateway")] = None,
+    model_rpm_limit: Annotated[list[str] | None, typer.Option(help="MODEL=RPM, repeatable")] = None,
+    model_tpm_limit: Annotated[list[str] | None, typer.Option(help="MODEL=TPM, repeatable")] = None,
+    token_rate_limit_type: Annotated[
+        str | None, typer.Option(help="tokens a tpm limit counts: input, output or total (default)")
+    ] = None,
 ) -> None:
-    """Set (replace) the budget of one scope."""
+    """Set (replace) the budget and rate limits of one scope."""
     settings: AdminSettings = ctx.obj
     document: dict[str, object] = {"scope": scope}
     optional = {
@@ -65,6 +73,10 @@ def budgets_set(
         "soft_budget": soft_budget,
         "max_budget_in_team": max_budget_in_team,
         "max_end_user_budget": max_end_user_budget,
+        "rpm_limit": rpm_limit,
+        "tpm_limit": tpm_limit,
+        "max_parallel_requests": max_parallel_requests,
+        "token_rate_limit_type": token_rate_limit_type,
     }
     document |= {name: value for name, value in optional.items() if value is not None}
     if budget_limit:
@@ -76,6 +88,9 @@ def budgets_set(
             model: dict(zip(("max_budget", "budget_duration"), cap.split("/", 1), strict=False))
             for model, cap in _pairs(model_max_budget, "--model-max-budget")
         }
+    for name, pairs in (("model_rpm_limit", model_rpm_limit), ("model_tpm_limit", model_tpm_limit)):
+        if pairs:
+            document[name] = dict(_pairs(pairs, "--" + name.replace("_", "-")))
     try:
         budget = _admin(settings).set(document)
     except BudgetRejectedError as error:
