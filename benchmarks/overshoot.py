@@ -103,12 +103,13 @@ def one_run(workers: list[Worker], run: int, team: str, suffix: str, cap: Decima
     )
 
 
-def progress(message: str) -> None:
-    print(f"overshoot: {message}", file=sys.stderr, flush=True)
+def progress(began: float, message: str) -> None:
+    print(f"overshoot: {time.monotonic() - began:5.0f} s: {message}", file=sys.stderr, flush=True)
 
 
 def run(bootstrap: str, workdir: Path, runs: int | None = None) -> list[dict[str, Any]]:
     runs = runs or int(os.environ.get("SPENDPIPE_BENCH_OVERSHOOT_RUNS", "2"))
+    began = time.monotonic()
     price = cost_per_call()
     cap = (price * Decimal(int(GATEWAYS * RATE * CAP_AFTER_S))).normalize()
     suffix = uuid.uuid4().hex[:8]
@@ -122,12 +123,13 @@ def run(bootstrap: str, workdir: Path, runs: int | None = None) -> list[dict[str
         deadline = time.monotonic() + READY_S
         for worker in workers:
             worker.expect("ready", deadline)
-        progress(f"{GATEWAYS} gateways ready, pipeline live; {runs} runs of {DURATION_S:.0f} s")
+        progress(began, f"{GATEWAYS} gateways ready, pipeline live; {runs} runs of {DURATION_S:.0f} s")
         for n, team in enumerate(teams):
             if pipeline.poll() is not None:
                 raise RuntimeError(f"spendpipe run all exited with {pipeline.returncode}; see {base / 'pipeline.log'}")
             measured.append(one_run(workers, n, team, suffix, cap))
-            progress(f"run {n + 1}/{runs} done")
+            progress(began, f"run {n + 1}/{runs} done")
+    progress(began, "gateways and pipeline stopped")
     decided = asyncio.run(blocks_decided(KafkaSettings(bootstrap_servers=bootstrap), topics.decisions))
     return report(
         {system: [m.outcomes[system] for m in measured] for system in SYSTEMS},
