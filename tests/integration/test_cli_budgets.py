@@ -106,12 +106,16 @@ async def test_blocks_list_shows_what_is_in_force(kafka_broker: str, make_topics
 async def test_budgets_set_rate_limits_and_a_refused_one(kafka_broker: str, make_topics) -> None:
     topics = await make_topics(kafka_broker)
 
-    refused = await asyncio.to_thread(
-        spendpipe, topics, kafka_broker, *("budgets", "set", "--scope", "org:acme", "--rpm-limit", "0")
-    )
-    assert refused.returncode == 2
-    assert "rpm_limit: Input should be greater than or equal to 1" in refused.stderr
-    assert "rpm_limit: rate limits apply to end_user, key, team, user scopes, not org" in refused.stderr
+    for scope, rpm, problem in (
+        ("org:acme", "5", "rpm_limit: rate limits apply to end_user, key, team, user scopes, not org"),
+        ("team:eng", "0", "rpm_limit: Input should be greater than or equal to 1"),
+    ):
+        refused = await asyncio.to_thread(
+            spendpipe, topics, kafka_broker, *("budgets", "set", "--scope", scope, "--rpm-limit", rpm)
+        )
+        assert refused.returncode == 2
+        assert problem in refused.stderr
+    assert await read_topic(kafka_broker, topics.budgets, expected=0) == []
 
     done = await asyncio.to_thread(
         spendpipe,
