@@ -50,6 +50,9 @@ class Spends:
             Measurement(cap, self.spend, cap.duration.bounds(now)[1] if cap.duration else None) for cap in target.caps
         ]
 
+    def measure_many(self, targets: list[Target], now: int) -> list[list[Measurement]]:
+        return [self.measure(target, now) for target in targets]
+
 
 class Rates:
     def __init__(self) -> None:
