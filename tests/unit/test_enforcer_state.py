@@ -41,6 +41,9 @@ class FakeReader:
         spend = self.spends.get(key, Decimal(0))
         return [Measurement(cap, spend, cap.duration.bounds(now)[1] if cap.duration else None) for cap in target.caps]
 
+    def measure_many(self, targets: list[Target], now: int) -> list[list[Measurement]]:
+        return [self.measure(target, now) for target in targets]
+
 
 def setup(*budgets: dict[str, object], now: float = at(28, 13)) -> tuple[Enforcer, FakeReader, FakeClock]:
     book = BudgetBook()

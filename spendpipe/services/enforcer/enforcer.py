@@ -142,8 +142,9 @@ class Enforcer:
     def evaluate(self, targets: list[Target]) -> list[Decision]:
         now = self._clock()
         changed = []
-        for target in targets:
-            verdict = judge(target, self._reader.measure(target, int(now)))
+        measured = self._reader.measure_many(targets, int(now))  # one query for all of them
+        for target, measurements in zip(targets, measured, strict=True):
+            verdict = judge(target, measurements)
             decision = self._decide(str(target.scope), target.model, verdict, now)
             if decision is not None:
                 changed.append(decision)
