@@ -14,6 +14,7 @@ import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
+from urllib.parse import unquote
 
 import typer
 import yaml
@@ -68,6 +69,7 @@ def build_document() -> str:
         ).to_specification()
     document = specification.to_jsonable()
     _name_the_raw_batch_payload(document)
+    _one_record_per_message(document)
     _in_stable_order(document)
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
 
@@ -121,6 +123,17 @@ def _name_the_raw_batch_payload(document: dict[str, Any]) -> None:
         raise RuntimeError(f"{_RAW_BATCH_MESSAGE} changed shape: {message['payload']}; revisit this patch")
     message["payload"] = {"$ref": "#/components/schemas/SpendEvent"}
     del schemas_["EmptyPayload"]
+
+
+def _one_record_per_message(document: dict[str, Any]) -> None:
+    """A batch subscriber's payload is an array of records; each Kafka message is one of them."""
+    schemas_ = document["components"]["schemas"]
+    for message in document["components"]["messages"].values():
+        name = unquote(message.get("payload", {}).get("$ref", "").removeprefix("#/components/schemas/"))
+        schema = schemas_.get(name, {})
+        if schema.get("type") == "array" and "$ref" in schema.get("items", {}):
+            message["payload"] = schema["items"]
+            del schemas_[name]
 
 
 def _in_stable_order(document: dict[str, Any]) -> None:

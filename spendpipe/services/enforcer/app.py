@@ -38,6 +38,9 @@ from spendpipe.services.enforcer.targets import BudgetBook
 
 log = logging.getLogger(__name__)
 
+FLUSHES_PER_JUDGEMENT = 500
+"""Most flush announcements judged together (all of them while the enforcer is behind)."""
+
 
 class EnforcerService:
     def __init__(
@@ -80,8 +83,11 @@ class EnforcerService:
             settings.topics.flushes,
             group_id=settings.enforcer_group_id,
             auto_offset_reset="latest",
+            batch=True,
+            max_records=FLUSHES_PER_JUDGEMENT,
             title="spend.flushes (enforcer)",
-        )(self.on_flush)
+            description="ScopesFlushed: the enforcer judges the scopes of every announcement waiting, at once.",
+        )(self.on_flushes)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
 
@@ -129,10 +135,12 @@ class EnforcerService:
                 await task
         await self._budgets.stop()
 
-    async def on_flush(self, announcement: ScopesFlushed) -> None:
+    async def on_flushes(self, announcements: list[ScopesFlushed]) -> None:
+        """Judge the scopes of every announcement waiting, once: an enforcer that fell behind
+        catches up in one step instead of one per flush."""
         await self.ready.wait()
-        scopes = [Scope.parse(f"{ref.type}:{ref.id}" if ref.id else ref.type) for ref in announcement.scopes]
-        await self._judge(scopes)
+        refs = {(ref.type, ref.id) for announcement in announcements for ref in announcement.scopes}
+        await self._judge([Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in sorted(refs)])
 
     async def _judge(self, scopes: list[Scope]) -> None:
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
