@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.schemas.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.schemas.money import COST_PRECISION, COST_SCALE
-from spendpipe.schemas.scopes import Scope, ScopeType
+from spendpipe.schemas.scopes import Scope, ScopeType, scopes_of
 from spendpipe.schemas.windows import Window
+from spendpipe.services.aggregator import rollup
 from spendpipe.services.aggregator.rollup import touched_scopes
 from spendpipe.services.aggregator.settings import AggregatorSettings
 from spendpipe.services.aggregator.store import SpendStore
@@ -357,3 +358,9 @@ def test_staged_events_land_in_events_as_they_were_sent(clickhouse: ClickhouseSt
     assert [second[f] for f in ("key_hash", "user_id", "team_id", "org_id", "end_user", "key_alias")] == [""] * 6
     assert second["billed_model"] == "gpt-4o-mini"
     assert second["request_tags"] == []
+
+
+def test_the_sql_fans_out_to_every_scope_type_an_event_can_count_towards() -> None:
+    every_attribute = scopes_of(KEY, "alice", "eng", "acme", "customer-7")
+
+    assert {scope.type for scope in every_attribute} == set(rollup._SCOPE_IDS)

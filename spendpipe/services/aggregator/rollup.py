@@ -1,10 +1,11 @@
 """Rolling a batch of events up into windowed totals per scope, inside ClickHouse.
 
 The writer stages a batch's new events in a temporary Memory table (`STAGE_TABLE`, private
-to the writer's ClickHouse session). One `INSERT … SELECT` then turns them into totals:
-events are summed per (minute, attribution, model), each of those groups fans out to its
-scopes x {all models, its model} x the calendar windows, and the result is summed again and
-written together with the batch's watermark rows, as one block: one part, all or nothing.
+to the writer's ClickHouse session). One `INSERT … SELECT` then turns them into totals in
+three steps that keep the fan-out small: events are summed per (minute, attribution, model);
+each of those groups is added to its scopes x {all models, its model} per minute; each
+(minute, scope, model) total fans out to the calendar windows. The totals are written together
+with the batch's watermark rows, as one block: one part, all or nothing.
 
 ClickHouse sums `Decimal(38, 24)` as exact integers, so no total is ever rounded. A batch
 holds at most 100k events of at most $1M each (`MAX_EVENT_COST`): its sums stay far inside
@@ -16,7 +17,7 @@ The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (th
 
 from collections.abc import Iterable
 
-from spendpipe.schemas.scopes import ALL_MODELS, Scope, scopes_of
+from spendpipe.schemas.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
 from spendpipe.schemas.windows import Window
 
 STAGE_TABLE = "spendpipe_stage"
@@ -35,32 +36,47 @@ _WINDOW_STARTS: dict[Window, str] = {
     Window.MONTH: "toDateTime(toStartOfMonth(minute), 'UTC')",
 }
 
-_SCOPES = """arrayFilter(s -> s.1 = 'global' OR s.2 != '', [
-        ('global', ''), ('key', key_hash), ('user', user_id), ('team', team_id),
-        ('team_member', if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')),
-        ('org', org_id), ('end_user', end_user)])"""
-
-_WINDOWS = "[" + ", ".join(f"('{window.value}', {start})" for window, start in _WINDOW_STARTS.items()) + "]"
+_SCOPE_IDS: dict[ScopeType, str] = {
+    ScopeType.GLOBAL: "''",
+    ScopeType.KEY: "key_hash",
+    ScopeType.USER: "user_id",
+    ScopeType.TEAM: "team_id",
+    ScopeType.TEAM_MEMBER: "if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')",
+    ScopeType.ORG: "org_id",
+    ScopeType.END_USER: "end_user",
+}
+"""Each scope type's id, as an expression on the stage; '' where the event has none."""
+_SCOPE_TYPE_LIST = "[" + ", ".join(f"'{scope_type.value}'" for scope_type in _SCOPE_IDS) + "]"
+_SCOPE_ID_LIST = "[" + ", ".join(_SCOPE_IDS.values()) + "]"
+_WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in _WINDOW_STARTS) + "]"
+_WINDOW_START_VALUES = "[" + ", ".join(_WINDOW_STARTS.values()) + "]"
 
 ROLLUP_SQL = f"""
 INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
     cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
-SELECT w.1, w.2, s.1, s.2, m, sum(spend), sum(requests), sum(failures), sum(cache_hits),
-    sum(prompt), sum(completion), sum(total), {NO_OFFSET}
+SELECT window, window_start, scope_type, scope_id, model, sum(spend), sum(requests), sum(failures),
+    sum(cache_hits), sum(prompt), sum(completion), sum(total), {NO_OFFSET}
 FROM (
-    SELECT toDateTime(toStartOfMinute(occurred_at), 'UTC') AS minute,
-        key_hash, user_id, team_id, org_id, end_user, billed_model,
-        sum(cost) AS spend, count() AS requests, countIf(status = 'failure') AS failures,
-        countIf(cache_hit) AS cache_hits, sum(prompt_tokens) AS prompt,
-        sum(completion_tokens) AS completion, sum(total_tokens) AS total
-    FROM {STAGE_TABLE}
-    WHERE {{new_rows}}
-    GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, billed_model
+    SELECT minute, scope_type, scope_id, model, sum(spend) AS spend, sum(requests) AS requests,
+        sum(failures) AS failures, sum(cache_hits) AS cache_hits, sum(prompt) AS prompt,
+        sum(completion) AS completion, sum(total) AS total
+    FROM (
+        SELECT toDateTime(toStartOfMinute(occurred_at), 'UTC') AS minute,
+            key_hash, user_id, team_id, org_id, end_user, billed_model,
+            sum(cost) AS spend, count() AS requests, countIf(status = 'failure') AS failures,
+            countIf(cache_hit) AS cache_hits, sum(prompt_tokens) AS prompt,
+            sum(completion_tokens) AS completion, sum(total_tokens) AS total
+        FROM {STAGE_TABLE}
+        WHERE {{new_rows}}
+        GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, billed_model
+    )
+    ARRAY JOIN {_SCOPE_TYPE_LIST} AS scope_type, {_SCOPE_ID_LIST} AS scope_id
+    ARRAY JOIN ['{ALL_MODELS}', billed_model] AS model
+    WHERE scope_id != '' OR scope_type = '{ScopeType.GLOBAL.value}'
+    GROUP BY minute, scope_type, scope_id, model
 )
-ARRAY JOIN {_SCOPES} AS s
-ARRAY JOIN ['{ALL_MODELS}', billed_model] AS m
-ARRAY JOIN {_WINDOWS} AS w
-GROUP BY w.1, w.2, s.1, s.2, m
+ARRAY JOIN {_WINDOW_NAMES} AS window, {_WINDOW_START_VALUES} AS window_start
+GROUP BY window, window_start, scope_type, scope_id, model
 UNION ALL
 SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1, '{ALL_MODELS}',
     toDecimal128(0, 24), 0, 0, 0, 0, 0, 0, mark.2
