@@ -83,3 +83,24 @@ async def test_no_partition_for_this_replica_is_nothing_to_catch_up(metrics: Agg
     async with following(progress, Offsets()):
         progress.assigned([])
         await eventually(progress.not_ready, lambda s: s is None, within=5, what="ready")
+
+
+async def test_a_look_that_a_rebalance_overtook_leaves_no_gauge_for_revoked_partitions(
+    metrics: AggregatorMetrics,
+) -> None:
+    progress = ConsumerProgress(topic="spend.events", lag=metrics.consumer_lag, interval_s=0.01)
+    offsets = Offsets()
+    progress.assigned([P0, P1])
+    read_committed = offsets.committed
+
+    async def committed_then_rebalanced(partition: TopicPartition) -> int | None:
+        if partition == P1:  # the group takes both partitions away while the look is reading
+            progress.revoked([P0, P1])
+            progress.assigned([])
+        return await read_committed(partition)
+
+    offsets.committed = committed_then_rebalanced  # type: ignore[method-assign]
+    async with following(progress, offsets):
+        await eventually(progress.not_ready, lambda s: s is None, within=5, what="ready with no partitions")
+
+    assert [sample for family in metrics.consumer_lag.collect() for sample in family.samples] == []

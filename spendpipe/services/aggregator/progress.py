@@ -77,9 +77,11 @@ class ConsumerProgress:
             committed = await consumer.committed(partition)
             # never committed: the group starts from the earliest record (auto_offset_reset)
             done[partition] = starts[partition] if committed is None else committed
-            self._lag.labels(str(partition.partition)).set(max(ends[partition] - done[partition], 0))
         if assigned is not self._assigned:
-            return  # reassigned meanwhile: these numbers belong to the old assignment
+            return  # reassigned meanwhile: these numbers belong to the old assignment (and a
+            # gauge set now would bring back the series `revoked` removed)
+        for partition in partitions:
+            self._lag.labels(str(partition.partition)).set(max(ends[partition] - done[partition], 0))
         if self._targets is None:
             self._targets = ends
         self._behind = sum(max(self._targets.get(p, 0) - done[p], 0) for p in partitions)
