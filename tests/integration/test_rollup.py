@@ -364,3 +364,31 @@ def test_the_sql_fans_out_to_every_scope_type_an_event_can_count_towards() -> No
     every_attribute = scopes_of(KEY, "alice", "eng", "acme", "customer-7")
 
     assert {scope.type for scope in every_attribute} == set(rollup._SCOPE_IDS)
+
+
+def test_a_flush_bigger_than_an_insert_block_still_lands_as_one_part(clickhouse: ClickhouseStore) -> None:
+    # stand-in for a flush past ClickHouse's ~1M-row insert block: blocks of 10 rows by default
+    events = [event(n, key_hash=f"{n:064x}", end_user=f"customer-{n}") for n in range(300)]
+    store = SpendStore(clickhouse=clickhouse)
+    client = clickhouse._client
+    defaults = dict(
+        clickhouse.rows(
+            "SELECT name, value FROM system.settings WHERE name IN ('min_insert_block_size_rows', 'max_block_size')"
+        )
+    )
+    for name in defaults:
+        client.set_client_setting(name, "10")
+    try:
+        store.stage([(e, 0, n) for n, e in enumerate(events)], topic="spend.events", ingested_at=NOON)
+        store.insert_totals(after={0: -1}, watermarks={"spend.events:0": 299})
+        store.insert_events(after={0: -1})
+    finally:
+        for name, value in defaults.items():
+            client.set_client_setting(name, value)
+
+    parts = clickhouse.rows(
+        "SELECT table, count() FROM system.parts WHERE database = currentDatabase() AND active "
+        "AND table IN ('spend_totals', 'events') GROUP BY table ORDER BY table"
+    )
+    assert parts == [("events", 1), ("spend_totals", 1)]
+    assert clickhouse.rows("SELECT count() FROM events") == [(300,)]

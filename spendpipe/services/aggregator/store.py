@@ -47,6 +47,8 @@ EVENT_SCHEMA = pa.schema(
         ("kafka_topic", pa.string()),
         ("kafka_partition", pa.uint32()),
         ("kafka_offset", pa.int64()),
+        ("agent_id", pa.string()),
+        ("session_id", pa.string()),
     ]
 )
 """The `events` table's columns, in its order, as Arrow types. Absent labels travel as nulls
@@ -54,6 +56,16 @@ and land as '' (ClickHouse's `input_format_null_as_default`). Decimals convert e
 
 _FROM_THE_EVENT = [name for name in EVENT_SCHEMA.names if name in SpendEvent.model_fields]
 _read_fields = attrgetter(*_FROM_THE_EVENT)
+
+
+_NO_LIMIT = 2**64 - 1
+ONE_PART = (
+    f" SETTINGS max_insert_threads = 1, min_insert_block_size_rows = {_NO_LIMIT}, "
+    f"min_insert_block_size_bytes = {_NO_LIMIT}"
+)
+"""An `INSERT … SELECT` writes one part only if its whole result is squashed into one block, in
+one thread: by default ClickHouse cuts blocks at about 1M rows or 256 MiB, and a server may
+insert with several threads. A flush's inserts are all-or-nothing only as one part."""
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -116,13 +128,13 @@ class SpendStore:
         one insert."""
         sources = sorted(watermarks)
         self._clickhouse.command(
-            ROLLUP_SQL.replace("{new_rows}", rows_after(after)),
+            ROLLUP_SQL.replace("{new_rows}", rows_after(after)) + ONE_PART,
             {"sources": sources, "offsets": [watermarks[source] for source in sources]},
         )
 
     def insert_events(self, *, after: dict[int, int]) -> None:
         """The staged events past `after` (per partition) into `events`, as one part."""
-        self._clickhouse.command(f"INSERT INTO events SELECT * FROM {STAGE_TABLE} WHERE {rows_after(after)}")
+        self._clickhouse.command(f"INSERT INTO events SELECT * FROM {STAGE_TABLE} WHERE {rows_after(after)}{ONE_PART}")
 
 
 def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:
