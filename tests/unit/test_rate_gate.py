@@ -152,3 +152,35 @@ def test_a_scope_without_limits_is_not_counted_and_limits_change_in_place() -> N
     assert gate.admit("d", [KEY], "m") is None
     gate.delete(KEY)
     assert gate.remaining([KEY], "m").requests is None
+
+
+def test_logs_of_idle_scopes_are_swept_and_a_removed_limit_drops_its_logs() -> None:
+    window = SlidingWindow()
+    window.admit(("idle", ""), T0)
+    window.add_tokens(("idle", "m"), (1, 1, 2), T0)
+    window.admit(("busy", ""), T0 + 30)
+
+    window.sweep(T0 + 60)  # nobody looked "idle" up again: its logs go all the same
+    assert len(window) == 1
+    window.forget("busy")
+    assert len(window) == 0
+
+    gate, _ = gate_with({"scope": KEY, "rpm_limit": 5}, {"scope": "team:eng", "rpm_limit": 5})
+    gate.admit("a", [KEY, "team:eng"], "m")
+    gate.delete(KEY)
+    gate.put(validate_budget({"scope": "team:eng", "max_budget": 10}))  # a budget left, no limit
+    assert len(gate._window) == 0
+
+
+def test_leases_lapse_in_the_order_they_were_taken() -> None:
+    leases = InFlight(lease_s=10)
+    leases.take("a", ["s"], T0)
+    leases.take("b", ["s"], T0 + 1)
+    leases.take("c", ["s", "t"], T0 + 2)
+    leases.give_back("b")
+
+    assert leases.count("s", T0 + 9.9) == 2
+    assert leases.count("s", T0 + 10) == 1  # a lapsed
+    assert leases.count("t", T0 + 11) == 1  # b was given back, not lapsed a second time
+    assert (leases.count("s", T0 + 12), leases.count("t", T0 + 12)) == (0, 0)
+    assert leases.give_back("c") is False

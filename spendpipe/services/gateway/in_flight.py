@@ -5,8 +5,12 @@ A request takes a lease when it is admitted and gives it back when it ends, by w
 sees the end first (success, failure, or the proxy's failure hook for a request refused after
 admission); giving it back twice is harmless. A lease that nothing gave back (a call cancelled
 without any hook running) lapses after `lease_s`, so a leak can never hold a scope shut for good.
+
+Every lease lasts `lease_s`, so leases lapse in the order they were taken: admission looks only
+at the oldest lease held, not at every one (a clock stepping back delays a lapse, no more).
 """
 
+from collections import OrderedDict
 from collections.abc import Iterable
 
 
@@ -16,11 +20,11 @@ class InFlight:
     def __init__(self, *, lease_s: float) -> None:
         self._lease_s = lease_s
         self._counts: dict[str, int] = {}
-        self._leases: dict[str, tuple[tuple[str, ...], float]] = {}
+        self._leases: OrderedDict[str, tuple[tuple[str, ...], float]] = OrderedDict()
+        """lease -> (its scopes, when it lapses), oldest first"""
 
     def count(self, scope: str, now: float) -> int:
-        if self._counts.get(scope, 0) and any(expiry <= now for _, expiry in self._leases.values()):
-            self._lapse(now)
+        self._lapse(now)
         return self._counts.get(scope, 0)
 
     def take(self, lease: str, scopes: Iterable[str], now: float) -> None:
@@ -45,5 +49,8 @@ class InFlight:
         return True
 
     def _lapse(self, now: float) -> None:
-        for lease in [lease for lease, (_, expiry) in self._leases.items() if expiry <= now]:
+        while self._leases:
+            lease, (_, expiry) = next(iter(self._leases.items()))
+            if expiry > now:
+                return
             self.give_back(lease)

@@ -23,7 +23,8 @@ from spendpipe.services.gateway.in_flight import InFlight
 from spendpipe.services.gateway.sliding_window import SlidingWindow
 
 _SWEEP_EVERY = 1024
-"""Admissions between sweeps of calls that never ended (their leases lapsed)."""
+"""Admissions between sweeps of calls that never ended (their leases lapsed) and of the window
+logs of scopes that went idle."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +72,14 @@ class RateGate:
         with self._lock:
             if limits.max_parallel is None and not limits.windows:
                 self._limits.pop(budget.scope, None)
+                self._window.forget(budget.scope)
             else:
                 self._limits[budget.scope] = limits
 
     def delete(self, scope: str) -> None:
         with self._lock:
             self._limits.pop(scope, None)
+            self._window.forget(scope)
 
     def admit(self, lease: str, scopes: Sequence[str], model: str) -> Refusal | None:
         """Count the request and return None, or refuse it (counting nothing)."""
@@ -157,6 +160,7 @@ class RateGate:
         for lease in [lease for lease, (_, expiry) in self._calls.items() if expiry <= now]:
             del self._calls[lease]
             self._in_flight.give_back(lease)
+        self._window.sweep(now)
 
 
 def _applies(window: RateLimit, model: str) -> bool:

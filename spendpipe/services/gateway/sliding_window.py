@@ -31,6 +31,21 @@ class SlidingWindow:
         self._window_s = window_s
         self._logs: dict[tuple[str, str], _Log] = {}
 
+    def __len__(self) -> int:
+        """How many (scope, model) logs it holds."""
+        return len(self._logs)
+
+    def sweep(self, now: float) -> None:
+        """Drop what left the window from every log, and the logs left empty: a scope nobody
+        looks up again (idle, or its limit changed) would otherwise be held for good."""
+        for key in list(self._logs):
+            self._pruned(key, now)
+
+    def forget(self, scope: str) -> None:
+        """Drop every log of `scope` (its limits were taken away)."""
+        for key in [key for key in self._logs if key[0] == scope]:
+            del self._logs[key]
+
     def requests(self, key: tuple[str, str], now: float) -> int:
         log = self._pruned(key, now)
         return len(log.requests) if log else 0
