@@ -3,7 +3,9 @@ the beginning (a cold gateway rebuilds the state), sets `in_sync` once it reache
 topic had at start, then follows it.
 
 Like the publisher, it owns its event loop so it works the same inside the LiteLLM proxy and in
-SDK mode. Nothing starts in `__init__`; `start()` does, and reconnects after failures.
+SDK mode. Nothing starts in `__init__`; `start()` does, and reconnects after failures. `stop()`
+may come at any moment, from any thread, even before the thread ran or before `start()`: a
+stopped follower does not start again.
 """
 
 import asyncio
@@ -36,28 +38,38 @@ class TopicFollower:
         self._retry_backoff_s = retry_backoff_s
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._stopped = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._main, name=f"spendpipe-{self._name}", daemon=True)
+            if self._thread is None and not self._stopped:
+                # loop and task exist before the thread runs, so a stop() at any moment cancels
+                # the task (a cancel queued before the loop runs takes effect at its first step)
+                self._loop = asyncio.new_event_loop()
+                self._task = self._loop.create_task(self._run())
+                self._thread = threading.Thread(
+                    target=self._main, args=(self._loop, self._task), name=f"spendpipe-{self._name}", daemon=True
+                )
                 self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop following; what was read stays applied."""
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._lock:
+            self._stopped = True
+            loop, task, thread = self._loop, self._task, self._thread
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed: stopped before
+                loop.call_soon_threadsafe(task.cancel)
+        if thread is not None:
+            thread.join(timeout)
 
-    def _main(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._task = self._loop.create_task(self._run())
+    @staticmethod
+    def _main(loop: asyncio.AbstractEventLoop, task: "asyncio.Task[None]") -> None:
         with contextlib.suppress(asyncio.CancelledError):
-            self._loop.run_until_complete(self._task)
-        self._loop.close()
+            loop.run_until_complete(task)
+        loop.close()
 
     async def _run(self) -> None:
         while True:
