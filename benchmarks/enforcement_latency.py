@@ -61,16 +61,19 @@ BACKGROUND_TEAMS = 30
 
 
 class TimedBlockList(BlockList):
-    """The gateway's block list, noting when each block was first applied (`perf_counter`)."""
+    """The gateway's block list, noting when each block was first applied (`perf_counter`) and
+    when the enforcer says it decided it (`decided_at`, wall clock: the same machine)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.blocked_at: dict[str, float] = {}
+        self.decided_at: dict[str, float] = {}
 
     def apply(self, decision: Decision) -> bool:
         kept = super().apply(decision)
         if kept and decision.blocked:
             self.blocked_at.setdefault(decision.key, time.perf_counter())
+            self.decided_at.setdefault(decision.key, decision.decided_at.timestamp())
         return kept
 
 
@@ -179,9 +182,16 @@ def _level(
 ) -> dict[str, Any]:
     with _background(bootstrap, topics.events, load) as achieved:
         time.sleep(WARM_UP_S)  # background traffic flowing before the first probe
-        samples = asyncio.run(_probes(bootstrap, topics.events, gateway, keys))
+        probed = asyncio.run(_probes(bootstrap, topics.events, gateway, keys))
         lag = asyncio.run(_consumer_lag(bootstrap, group, topics.events))
+    samples = [total for total, _ in probed]
     seen = [s for s in samples if s != float("inf")]
+    to_decision = [decided for total, decided in probed if total != float("inf")]
+    split = (
+        f"median {percentile(to_decision, 0.5):,.0f} ms to the enforcer's decision, the rest to the gateway; "
+        if to_decision
+        else ""
+    )
     p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
     return {
         "benchmark": f"enforcement latency, {load:,} events/s background",
@@ -193,18 +203,19 @@ def _level(
         "note": (
             f"{len(samples)} probes, {len(samples) - len(seen)} not blocked within {DEADLINE_S:.0f} s "
             f"(p99 of {len(samples)} = the worst); background {achieved[0]:,.0f} events/s sent; "
-            f"aggregator lag at end {lag:,} events (≈ {lag / load:.1f} s of traffic); "
+            f"aggregator lag at end {lag:,} events (≈ {lag / load:.1f} s of traffic); {split}"
             "`spendpipe run all` in its own process"
         ),
         "samples_ms": samples,
+        "to_decision_ms": to_decision,
     }
 
 
-async def _probes(bootstrap: str, topic: str, gateway: TimedBlockList, keys: list[str]) -> list[float]:
+async def _probes(bootstrap: str, topic: str, gateway: TimedBlockList, keys: list[str]) -> list[tuple[float, float]]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
     await producer.start()
     await producer.partitions_for(topic)  # metadata now, not on the first timed send
-    samples: list[float] = []
+    samples: list[tuple[float, float]] = []
     ends = time.monotonic() + LEVEL_S
     try:
         for key in keys:
@@ -217,8 +228,9 @@ async def _probes(bootstrap: str, topic: str, gateway: TimedBlockList, keys: lis
     return samples
 
 
-async def _probe(producer: AIOKafkaProducer, topic: str, gateway: TimedBlockList, key: str) -> float:
-    """Milliseconds from producing one event over `key`'s budget to its block in `gateway`."""
+async def _probe(producer: AIOKafkaProducer, topic: str, gateway: TimedBlockList, key: str) -> tuple[float, float]:
+    """Milliseconds from producing one event over `key`'s budget to its block in `gateway`, and
+    to the enforcer's decision (from its `decided_at`)."""
     event = SpendEvent(
         event_id=str(uuid.uuid4()),
         occurred_at=datetime.now(UTC),
@@ -234,13 +246,15 @@ async def _probe(producer: AIOKafkaProducer, topic: str, gateway: TimedBlockList
         gateway_id="bench-probe",
     )
     payload, decision_key = event.to_json(), f"key:{key}"
-    sent = time.perf_counter()
+    sent, sent_wall = time.perf_counter(), time.time()
     await (await producer.send(topic, payload, key=key.encode()))
     while time.perf_counter() < sent + DEADLINE_S:
         if decision_key in gateway.blocked_at:
-            return (gateway.blocked_at[decision_key] - sent) * 1000
+            return (gateway.blocked_at[decision_key] - sent) * 1000, (
+                gateway.decided_at[decision_key] - sent_wall
+            ) * 1000
         await asyncio.sleep(0.005)  # waiting for the outcome; the time itself was noted on arrival
-    return float("inf")
+    return float("inf"), float("inf")
 
 
 @contextlib.contextmanager
