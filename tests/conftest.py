@@ -80,6 +80,7 @@ def make_topics() -> Callable[[str, int], object]:
             decisions=f"decisions-{suffix}",
             budgets=f"budgets-{suffix}",
             alerts=f"alerts-{suffix}",
+            sessions=f"sessions-{suffix}",
         )
         await create_topics(bootstrap, topics, partitions)
         return topics

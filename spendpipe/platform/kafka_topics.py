@@ -11,6 +11,11 @@ from spendpipe.schemas.topics import Topics
 log = logging.getLogger(__name__)
 
 COMPACTED = {"cleanup.policy": "compact"}
+SESSIONS = {"message.timestamp.type": "LogAppendTime", "retention.ms": str(7 * 24 * 3600 * 1000)}
+"""The broker stamps session records, so their times grow with their offsets in a partition (the
+idle rule compares them); a week of records is what a cold gateway reads back, so a session that
+lives longer than that may be counted short by a gateway that started after its first records
+were deleted."""
 
 
 def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[NewTopic]:
@@ -18,8 +23,10 @@ def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[Ne
     so a cold reader rebuilds the current state from the beginning."""
     plain = [topics.events, topics.events_dead_letter, topics.flushes, topics.alerts]
     compacted = [topics.decisions, topics.budgets]
-    return [NewTopic(name, partitions, replication) for name in plain] + [
-        NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted
+    return [
+        *(NewTopic(name, partitions, replication) for name in plain),
+        *(NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted),
+        NewTopic(topics.sessions, partitions, replication, topic_configs=SESSIONS),
     ]
 
 

@@ -19,6 +19,8 @@ from spendpipe.schemas.scopes import Scope, ScopeType
 
 MESSAGE_TYPE = "spendpipe.budget.v1"
 
+SESSION_FIELDS = ("max_budget_per_session", "max_iterations")
+
 
 def _duration(text: str) -> str:
     return parse_duration(text).text
@@ -75,6 +77,10 @@ class Budget(BaseModel):
     model_rpm_limit: dict[ModelName, LimitCount] = Field(default_factory=dict)
     model_tpm_limit: dict[ModelName, LimitCount] = Field(default_factory=dict)
     token_rate_limit_type: TokenType = "total"  # noqa: S105 - a token kind, not a secret
+    max_budget_per_session: Cost | None = None
+    """On an agent: the spend cap of each of its sessions (LiteLLM's agent `litellm_params`)."""
+    max_iterations: LimitCount | None = None
+    """On an agent: how many LLM calls each of its sessions may make."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Budget":
@@ -95,6 +101,7 @@ class Budget(BaseModel):
             problems.append("max_budget_in_team: only a team budget can cap its members")
         if self.max_end_user_budget is not None and scope_type is not ScopeType.GLOBAL:
             problems.append("max_end_user_budget: only the global budget sets the end-customer default")
+        problems += self._agent_problems(scope_type)
         limits = [name for name in LIMIT_FIELDS if getattr(self, name)]
         if limits and scope_type not in LIMITED_SCOPES:
             kinds = ", ".join(sorted(t.value for t in LIMITED_SCOPES))
@@ -105,9 +112,28 @@ class Budget(BaseModel):
             raise ValueError("\n".join(problems))  # validate_budget reports one line each
         return self
 
+    def _agent_problems(self, scope_type: ScopeType) -> list[str]:
+        """Session caps belong to agents; an agent's spend has no rollup, so it takes no spend cap."""
+        if scope_type is not ScopeType.AGENT:
+            return [
+                f"{name}: only an agent's budget caps its sessions" for name in SESSION_FIELDS if getattr(self, name)
+            ]
+        allowed = {"schema_version", "scope", "token_rate_limit_type", "rpm_limit", "tpm_limit", *SESSION_FIELDS}
+        return [
+            f"{name}: an agent takes max_budget_per_session, max_iterations, rpm_limit and tpm_limit only"
+            for name in sorted(self.model_fields_set - allowed)
+            if getattr(self, name)
+        ]
+
+    @property
+    def session_caps(self) -> bool:
+        return self.max_budget_per_session is not None or self.max_iterations is not None
+
     @property
     def sets_anything(self) -> bool:
         optional = (self.max_budget, self.soft_budget, self.max_budget_in_team, self.max_end_user_budget)
+        if self.session_caps:
+            return True
         caps = any(v is not None for v in optional) or bool(self.budget_limits or self.model_max_budget)
         return caps or any(getattr(self, name) for name in LIMIT_FIELDS)
 

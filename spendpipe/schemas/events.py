@@ -72,6 +72,10 @@ class SpendEvent(BaseModel):
     latency_ms: float = Field(default=0.0, ge=0)
     request_tags: tuple[str, ...] = ()
     gateway_id: str = Field(min_length=1, max_length=256)
+    agent_id: Label = None
+    """The agent that made the call (LiteLLM's `agent_id`), for agent sessions."""
+    session_id: Label = None
+    """The agent session (LiteLLM's `session_id` / `litellm_session_id`) the call belongs to."""
 
     @field_validator("occurred_at")
     @classmethod

@@ -7,7 +7,7 @@ instant, what the scope was admitted in the 60 seconds before. Unlike a fixed pe
 `model_tpm_limit` do the same for one model. `max_parallel_requests` counts requests in flight,
 which only a gateway can see, so each gateway replica enforces it on its own.
 
-Limits apply to keys, users, teams and end customers, as LiteLLM's do.
+Limits apply to keys, users, teams, end customers and agents, as LiteLLM's do.
 """
 
 from dataclasses import dataclass
@@ -20,7 +20,7 @@ from spendpipe.schemas.scopes import ScopeType
 WINDOW_S = 60
 """The sliding window of `rpm_limit` and `tpm_limit`."""
 
-LIMITED_SCOPES = frozenset({ScopeType.KEY, ScopeType.USER, ScopeType.TEAM, ScopeType.END_USER})
+LIMITED_SCOPES = frozenset({ScopeType.KEY, ScopeType.USER, ScopeType.TEAM, ScopeType.END_USER, ScopeType.AGENT})
 
 TokenType = Literal["input", "output", "total"]
 RateLimitType = Literal["requests", "tokens", "max_parallel_requests"]

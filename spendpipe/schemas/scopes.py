@@ -21,6 +21,9 @@ class ScopeType(StrEnum):
     ORG = "org"
     END_USER = "end_user"
     GLOBAL = "global"
+    AGENT = "agent"
+    """An agent (LiteLLM's agent id): rate limits and session caps only. Its spend has no rollup
+    of its own (agents are not in `scopes_of`); per-session spend is counted by the gateways."""
 
 
 GLOBAL_ID = ""

@@ -31,3 +31,7 @@ class Topics(BaseModel):
 
     alerts: TopicName = "spend.alerts"
     """`SoftBudgetAlert`s: a scope reached its soft budget, once per window."""
+
+    sessions: TopicName = "spend.sessions"
+    """`SessionRecord`s: the admission log of capped agent sessions, keyed by agent and session,
+    written and read by every gateway."""

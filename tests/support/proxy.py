@@ -57,6 +57,8 @@ class LiteLLMProxy:
     models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
     model_params: dict[str, dict[str, object]] = field(default_factory=dict)
     """`litellm_params` per model over the mock defaults, e.g. `{"gpt-4": {"mock_delay": 1.5}}`."""
+    env: dict[str, str] = field(default_factory=dict)
+    """More `SPENDPIPE_*` settings for the plugin."""
     port: int = field(default_factory=free_port_pair)
     process: subprocess.Popen[bytes] | None = None
 
@@ -77,8 +79,10 @@ class LiteLLMProxy:
             "SPENDPIPE_TOPICS__EVENTS": self.topics.events,
             "SPENDPIPE_TOPICS__DECISIONS": self.topics.decisions,
             "SPENDPIPE_TOPICS__BUDGETS": self.topics.budgets,
+            "SPENDPIPE_TOPICS__SESSIONS": self.topics.sessions,
             "SPENDPIPE_SPOOL_DIR": str(self.workdir / "spool"),
             "SPENDPIPE_GATEWAY_ID": f"proxy-{self.port}",
+            **self.env,
         }
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent))
         assert litellm, "the litellm CLI is installed with the dev dependencies"

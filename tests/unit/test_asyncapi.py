@@ -11,7 +11,7 @@ from spendpipe.schemas.topics import Topics
 from spendpipe.services.admin.asyncapi import DOCUMENT, build_document
 from spendpipe.services.admin.cli import app
 
-CONTRACTS = {"SpendEvent", "ScopesFlushed", "Decision", "Budget", "SoftBudgetAlert"}
+CONTRACTS = {"SpendEvent", "ScopesFlushed", "Decision", "Budget", "SoftBudgetAlert", "SessionRecord"}
 
 
 def generated() -> dict[str, Any]:
@@ -52,6 +52,8 @@ def test_who_sends_and_who_receives_on_each_topic() -> None:
         ("spend.budgets", "send"),  # admin
         ("spend.budgets", "receive"),  # enforcer
         ("spend.alerts", "send"),  # enforcer
+        ("spend.sessions", "send"),  # gateways
+        ("spend.sessions", "receive"),  # gateways
     }
 
 

@@ -179,7 +179,10 @@ def test_zero_is_a_valid_cap() -> None:
         ),
         (
             {"scope": "tem:eng", "max_budget": 1},
-            ["scope: unknown scope type 'tem' (expected one of: key, user, team, team_member, org, end_user, global)"],
+            [
+                "scope: unknown scope type 'tem' "
+                "(expected one of: key, user, team, team_member, org, end_user, global, agent)"
+            ],
         ),
         (
             {"scope": "team:", "max_budget": 1},

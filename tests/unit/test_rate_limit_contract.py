@@ -52,8 +52,8 @@ def test_limits_apply_to_keys_users_teams_and_end_customers(scope: str) -> None:
 
 def test_limits_on_other_scopes_are_refused_naming_each_field() -> None:
     assert problems_of({"scope": "global", "rpm_limit": 5, "model_tpm_limit": {"gpt-4o": 5}}) == [
-        "rpm_limit: rate limits apply to end_user, key, team, user scopes, not global",
-        "model_tpm_limit: rate limits apply to end_user, key, team, user scopes, not global",
+        "rpm_limit: rate limits apply to agent, end_user, key, team, user scopes, not global",
+        "model_tpm_limit: rate limits apply to agent, end_user, key, team, user scopes, not global",
     ]
 
 

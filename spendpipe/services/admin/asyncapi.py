@@ -28,6 +28,7 @@ from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.schemas.budgets import Budget
 from spendpipe.schemas.decisions import Decision
 from spendpipe.schemas.events import SpendEvent
+from spendpipe.schemas.sessions import SessionRecord
 from spendpipe.schemas.topics import TYPE_HEADER, Topics
 from spendpipe.services.aggregator.app import Aggregator
 from spendpipe.services.aggregator.metrics import AggregatorMetrics
@@ -100,6 +101,21 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
         "Written by `spendpipe budgets`, BudgetAdmin and BudgetManager.",
         schema=Budget,
     )
+
+    broker.publisher(
+        topics.sessions,
+        title="spend.sessions",
+        description="SessionRecord v1 JSON keyed by <agent>|<session>: reservations and ends of the calls "
+        "of capped agent sessions, written by every gateway (broker-stamped times, a week's retention).",
+        schema=SessionRecord,
+    )
+
+    @broker.subscriber(
+        topics.sessions,
+        title="spend.sessions (gateway)",
+        description="Every gateway reads every partition from the beginning and replays the same session ledger.",
+    )
+    async def gateway_session_ledger(record: SessionRecord) -> None: ...
 
     @broker.subscriber(
         topics.decisions,

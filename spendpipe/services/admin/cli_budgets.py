@@ -63,6 +63,8 @@ def budgets_set(
     token_rate_limit_type: Annotated[
         str | None, typer.Option(help="tokens a tpm limit counts: input, output or total (default)")
     ] = None,
+    max_budget_per_session: Annotated[str | None, typer.Option(help="agent: spend cap of each session, USD")] = None,
+    max_iterations: Annotated[int | None, typer.Option(help="agent: LLM calls each session may make")] = None,
 ) -> None:
     """Set (replace) the budget and rate limits of one scope."""
     settings: AdminSettings = ctx.obj
@@ -77,6 +79,8 @@ def budgets_set(
         "tpm_limit": tpm_limit,
         "max_parallel_requests": max_parallel_requests,
         "token_rate_limit_type": token_rate_limit_type,
+        "max_budget_per_session": max_budget_per_session,
+        "max_iterations": max_iterations,
     }
     document |= {name: value for name, value in optional.items() if value is not None}
     if budget_limit:

@@ -2,7 +2,9 @@
 flush announcements from the aggregator, a tick for window resets, decisions out.
 
 Rate limits are judged with the budgets: after each flush for the scopes it touched, and on the
-tick for blocks that expired (the sliding minute admits again) or whose budget changed.
+tick for blocks that expired (the sliding minute admits again) or whose budget changed. Agents
+are not in the flush announcements (the aggregator keeps no rollup per agent), so every agent
+with a rate limit is judged after every flush: one query per agent limit.
 
 Start-up order matters: budgets first (what to enforce), then the decisions topic (so versions
 continue where they were and no block is forgotten), then one evaluation of every budget, and
@@ -140,7 +142,8 @@ class EnforcerService:
         catches up in one step instead of one per flush."""
         await self.ready.wait()
         refs = {(ref.type, ref.id) for announcement in announcements for ref in announcement.scopes}
-        await self._judge([Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in sorted(refs)])
+        scopes = [Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in sorted(refs)]
+        await self._judge(scopes + self.enforcer.book.limited_agents())
 
     async def _judge(self, scopes: list[Scope]) -> None:
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))

@@ -24,6 +24,7 @@ _SCOPE_COLUMNS = {
     ScopeType.USER: "user_id",
     ScopeType.TEAM: "team_id",
     ScopeType.END_USER: "end_user",
+    ScopeType.AGENT: "agent_id",
 }
 
 _QUERY = """

@@ -44,6 +44,11 @@ class BudgetBook:
     def __iter__(self) -> Iterator[Budget]:
         return iter(list(self._budgets.values()))
 
+    def limited_agents(self) -> list[Scope]:
+        """The agents with a rate limit: judged after every flush (flushes do not name agents)."""
+        agents = [Scope.parse(scope) for scope, budget in self._budgets.items() if budget.rate_limits()]
+        return [scope for scope in agents if scope.type is ScopeType.AGENT]
+
     def targets_for(self, scope: Scope) -> list[Target]:
         """Every target of one scope: its own budget's, else the derived ones."""
         own = self._budgets.get(str(scope))

@@ -7,7 +7,8 @@ message is late. `blocking()` is on the request path: a handful of dict lookups.
 Which scopes apply to a request (DESIGN.md, "Which budget applies"): global, the key, the
 team, the team membership, the organisation and the end customer; the user's personal budget
 only when the request is not made for a team. Each scope also per model. Rate limits (LiteLLM's
-`rpm_limit`...) apply to the key, the user, the team and the end customer, each on its own.
+`rpm_limit`...) apply to the key, the user, the team, the end customer and the agent, each on
+its own.
 """
 
 import threading
@@ -79,10 +80,15 @@ def request_keys(
 
 
 def limited_scopes(
-    *, key_hash: str | None, user_id: str | None, team_id: str | None, end_user: str | None
+    *,
+    key_hash: str | None,
+    user_id: str | None,
+    team_id: str | None,
+    end_user: str | None,
+    agent_id: str | None = None,
 ) -> list[str]:
     """The scopes whose rate limits apply to a request: each that it has."""
-    names = []
+    names = [f"agent:{agent_id}"] if agent_id else []
     if key_hash:
         names.append(f"key:{key_hash}")
     if user_id:

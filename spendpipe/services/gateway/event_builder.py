@@ -16,6 +16,7 @@ from typing import Any
 
 from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.money import cost_from_float
+from spendpipe.services.gateway.agent_session import agent_of, session_of
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
@@ -57,7 +58,28 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
         latency_ms=max(0.0, (end - start) * 1000.0) if start and end else 0.0,
         request_tags=tuple(str(tag) for tag in record.get("request_tags") or ()),
         gateway_id=gateway_id,
+        agent_id=agent_of(_call_metadata(kwargs)),
+        session_id=_session(record, kwargs),
     )
+
+
+def _call_metadata(kwargs: Mapping[str, Any]) -> Mapping[str, Any]:
+    params = kwargs.get("litellm_params") or {}
+    metadata = params.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _session(record: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | None:
+    """See `agent_session.py`; LiteLLM's logged `session_id` (set only with
+    `litellm.request_correlation_in_logs`) last."""
+    params = kwargs.get("litellm_params") or {}
+    litellm_metadata = params.get("litellm_metadata")
+    found = session_of(
+        _call_metadata(kwargs),
+        litellm_metadata if isinstance(litellm_metadata, Mapping) else None,
+        litellm_session_id=params.get("litellm_session_id"),
+    )
+    return found or (str(record["session_id"]) if record.get("session_id") else None)
 
 
 def _event_id(record: Mapping[str, Any]) -> str:

@@ -1,6 +1,6 @@
-"""Keeping a gateway's rate limits current from `spend.budgets` (see `TopicFollower`): a limit
-set or changed with `spendpipe budgets` applies at every gateway without a restart; a deleted
-budget (a tombstone) takes its limits away."""
+"""Keeping a gateway's rate limits and agent session caps current from `spend.budgets` (see
+`TopicFollower`): a limit set or changed with `spendpipe budgets` applies at every gateway
+without a restart; a deleted budget (a tombstone) takes its limits away."""
 
 import logging
 import threading
@@ -10,13 +10,22 @@ from pydantic import ValidationError
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.schemas.budgets import Budget
 from spendpipe.services.gateway.rate_gate import RateGate
+from spendpipe.services.gateway.session_caps import SessionCaps
 from spendpipe.services.gateway.topic_follower import TopicFollower
 
 log = logging.getLogger(__name__)
 
 
 class LimitFollower(TopicFollower):
-    def __init__(self, *, kafka: KafkaSettings, topic: str, gate: RateGate, retry_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topic: str,
+        gate: RateGate,
+        sessions: SessionCaps | None = None,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
         self.in_sync = threading.Event()
         super().__init__(
             kafka=kafka,
@@ -27,12 +36,16 @@ class LimitFollower(TopicFollower):
             retry_backoff_s=retry_backoff_s,
         )
         self._gate = gate
+        self._sessions = sessions or SessionCaps()
 
     def _on_record(self, key: bytes | None, value: bytes | None) -> None:
         if value is None:
             self._gate.delete((key or b"").decode(errors="replace"))
+            self._sessions.delete((key or b"").decode(errors="replace"))
             return
         try:
-            self._gate.put(Budget.model_validate_json(value))
+            budget = Budget.model_validate_json(value)
+            self._gate.put(budget)
+            self._sessions.put(budget)
         except ValidationError as error:
             log.error("ignoring an unreadable budget %r: %s", key, error)

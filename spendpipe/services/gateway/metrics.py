@@ -38,6 +38,12 @@ class GatewayMetrics:
             registry=registry,
         )
 
+        self.sessions_live = Gauge(
+            "spendpipe_gateway_sessions_live",
+            "Capped agent sessions whose state this gateway holds",
+            registry=registry,
+        )
+
     def watch(self, blocklist: BlockList) -> None:
         """Read the block list's state whenever metrics are collected."""
         self.blocklist_in_sync.set_function(lambda: float(blocklist.in_sync.is_set()))

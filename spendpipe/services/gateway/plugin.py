@@ -7,7 +7,8 @@ SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`; pre
 Proxy mode: `litellm_settings: {callbacks: spendpipe.services.gateway.proxy.handler}`; the
             proxy runs `async_pre_call_hook` before every call. There the plugin also counts
             rate limits per replica (refusing with LiteLLM's 429) and answers successful calls
-            with `x-ratelimit-remaining-requests` / `-tokens` headers.
+            with `x-ratelimit-remaining-requests` / `-tokens` headers, and admits the calls of
+            capped agent sessions (`session_gate.py`).
 
 Recording never raises into LiteLLM and never waits on Kafka: a call that cannot be turned
 into an event is counted in `spendpipe_gateway_event_build_errors_total` and logged.
@@ -29,6 +30,8 @@ from prometheus_client import CollectorRegistry
 
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from spendpipe.schemas.decisions import Decision
+from spendpipe.schemas.events import SpendEvent
+from spendpipe.services.gateway.agent_session import agent_of, session_of
 from spendpipe.services.gateway.blocklist import BlockList, limited_scopes, rate_limit_keys, request_keys
 from spendpipe.services.gateway.decision_follower import DecisionFollower
 from spendpipe.services.gateway.event_builder import build_spend_event, key_hash_of
@@ -37,6 +40,10 @@ from spendpipe.services.gateway.metrics import GatewayMetrics
 from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
 from spendpipe.services.gateway.rate_gate import RateGate
 from spendpipe.services.gateway.rate_refusals import RateLimited, proxy_rate_limit_error, sdk_rate_limit_error
+from spendpipe.services.gateway.session_caps import SessionCaps
+from spendpipe.services.gateway.session_gate import SessionGate
+from spendpipe.services.gateway.session_ledger import SessionLedger
+from spendpipe.services.gateway.session_log import SessionLog
 from spendpipe.services.gateway.settings import GatewaySettings
 from spendpipe.services.gateway.spool import DiskSpool
 
@@ -60,6 +67,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         ops: OpsServer | None = None,
         gate: RateGate | None = None,
         limit_follower: LimitFollower | None = None,
+        sessions: SessionGate | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -70,6 +78,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.gate = gate or RateGate()
         """Rate limits counted by this replica; without a `limit_follower` it holds none."""
         self._limit_follower = limit_follower
+        self.sessions = sessions or SessionGate(caps=SessionCaps(), sessions=None, gateway_id=gateway_id, wait_s=1)
+        """Agent session caps; without a session log no session is capped."""
         self._fail_closed = unsynced_policy == "fail_closed"
         self._started = False
         self.ops = ops or OpsServer(
@@ -77,6 +87,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         )
         self.ops.readiness.add("blocklist", self._blocklist_not_ready)
         metrics.watch(blocklist)
+        metrics.sessions_live.set_function(self.sessions.live_sessions)
 
     def start(self) -> None:
         """Connect to Kafka and start following decisions now (the proxy entry point calls it;
@@ -88,6 +99,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             self._follower.start()
             if self._limit_follower is not None:
                 self._limit_follower.start()
+            self.sessions.start()
 
     def _blocklist_not_ready(self) -> str | None:
         return None if self.blocklist.in_sync.is_set() else "reading the decisions topic to its end"
@@ -101,6 +113,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         org_id: str | None = None,
         end_user: str | None = None,
         model: str | None = None,
+        agent_id: str | None = None,
     ) -> Decision | None:
         """The decision that refuses a request with these attributes, or None to serve it: a
         budget block, else a pipeline-wide rate-limit block (`kind == "rate_limit"`)."""
@@ -110,7 +123,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         keys = request_keys(
             key_hash=key_hash, user_id=user_id, team_id=team_id, org_id=org_id, end_user=end_user, model=model
         )
-        scopes = limited_scopes(key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user)
+        scopes = limited_scopes(
+            key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user, agent_id=agent_id
+        )
         return self.blocklist.blocking(keys) or self.blocklist.blocking(rate_limit_keys(scopes, model))
 
     def check(
@@ -131,6 +146,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             org_id=metadata.get("user_api_key_org_id"),
             end_user=user,
             model=model,
+            agent_id=agent_of(metadata),
         )
         if decision is not None and decision.kind == "rate_limit":
             raise sdk_rate_limit_error(RateLimited.of_decision(decision), model)
@@ -147,6 +163,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         team_id = getattr(user_api_key_dict, "team_id", None)
         end_user = data.get("user") or getattr(user_api_key_dict, "end_user_id", None)
         model = data.get("model")
+        metadata = data.get("metadata")
+        agent_id = agent_of(
+            metadata if isinstance(metadata, dict) else None, getattr(user_api_key_dict, "agent_id", None)
+        )
         decision = self.blocking_decision(
             key_hash=key_hash,
             user_id=user_id,
@@ -154,20 +174,35 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             org_id=getattr(user_api_key_dict, "org_id", None),
             end_user=end_user,
             model=model,
+            agent_id=agent_id,
         )
         if decision is not None and decision.kind == "rate_limit":
             raise proxy_rate_limit_error(RateLimited.of_decision(decision), model)
         if decision is not None:
             raise proxy_budget_exceeded(decision)
-        scopes = limited_scopes(key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user)
+        scopes = limited_scopes(
+            key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user, agent_id=agent_id
+        )
         lease = uuid.uuid4().hex
         refusal = self.gate.admit(lease, scopes, model or "")
         if refusal is not None:
             raise proxy_rate_limit_error(RateLimited.of_refusal(refusal), model)
-        metadata = data.get("metadata")
         if isinstance(metadata, dict):
             metadata[LEASE_FIELD] = lease
+        await self._admit_session(agent_id, data, lease, model)
         return data
+
+    async def _admit_session(self, agent_id: str | None, data: dict[str, Any], lease: str, model: Any) -> None:
+        metadata, litellm_metadata = data.get("metadata"), data.get("litellm_metadata")
+        session_id = session_of(
+            metadata if isinstance(metadata, dict) else None,
+            litellm_metadata if isinstance(litellm_metadata, dict) else None,
+            litellm_session_id=data.get("litellm_session_id"),
+        )
+        verdict = await self.sessions.admit(agent_id, session_id, metadata)
+        if verdict is not None and not verdict.granted:
+            self.gate.finish(lease, None)
+            raise proxy_session_refused(verdict.message, verdict.cap_kind, model)
 
     async def async_post_call_success_hook(self, data: dict[str, Any], user_api_key_dict: Any, response: Any) -> None:
         """A non-streaming call ended: count its tokens before the client can send the next one.
@@ -185,6 +220,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     ) -> None:
         """Any failure after admission (the call, or a later hook refusing it) frees its slot."""
         self.gate.finish(_lease_in(request_data), None)
+        self.sessions.release(request_data)
 
     async def async_post_call_response_headers_hook(
         self,
@@ -232,6 +268,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         blocklist = BlockList()
         follower = DecisionFollower(kafka=settings.kafka, topic=settings.topics.decisions, blocklist=blocklist)
         gate = RateGate(lease_s=settings.parallel_lease_s)
+        caps = SessionCaps()
+        ledger = SessionLedger(idle_s=settings.session_idle_s, lease_s=settings.parallel_lease_s)
+        sessions = SessionGate(
+            caps=caps,
+            sessions=SessionLog(kafka=settings.kafka, topic=settings.topics.sessions, ledger=ledger),
+            gateway_id=settings.gateway_id,
+            wait_s=settings.session_wait_s,
+        )
         return cls(
             publisher=publisher,
             metrics=metrics,
@@ -241,23 +285,25 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             unsynced_policy=settings.unsynced_policy,
             ops=OpsServer(settings=settings.ops, registry=registry, readiness=Readiness()),
             gate=gate,
-            limit_follower=LimitFollower(kafka=settings.kafka, topic=settings.topics.budgets, gate=gate),
+            limit_follower=LimitFollower(kafka=settings.kafka, topic=settings.topics.budgets, gate=gate, sessions=caps),
+            sessions=sessions,
         )
 
-    def record(self, kwargs: dict[str, Any]) -> None:
+    def record(self, kwargs: dict[str, Any]) -> SpendEvent | None:
         """Build the call's event and hand it to the publisher (the request path: microseconds)."""
         try:
             event = build_spend_event(kwargs, gateway_id=self.gateway_id)
         except Exception:
             self.metrics.build_errors.inc()
             log.exception("spendpipe could not build a spend event for call %s", _call_id(kwargs))
-            return
+            return None
         if event is None:
             self.metrics.build_errors.inc()
             log.warning("spendpipe: call %s has no standard_logging_object", _call_id(kwargs))
-            return
+            return None
         self.metrics.recorded.inc()
         self.publisher.publish(event)
+        return event
 
     def close(self, timeout: float = 30.0) -> bool:
         """Deliver (or spool) what is queued, stop the publisher and the decisions reader.
@@ -265,6 +311,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._follower.stop()
         if self._limit_follower is not None:
             self._limit_follower.stop()
+        self.sessions.stop()
         self.ops.stop()
         return self.publisher.close(timeout)
 
@@ -275,12 +322,17 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.record(kwargs)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        self.record(kwargs)
+        event = self.record(kwargs)
         self.gate.finish(_lease_in(_litellm_params(kwargs)), _usage_of_log(kwargs))
+        if event is not None:
+            self.sessions.settle(_litellm_params(kwargs), event.cost)
+        else:
+            self.sessions.release(_litellm_params(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
         self.gate.finish(_lease_in(_litellm_params(kwargs)), None)
+        self.sessions.release(_litellm_params(kwargs))
 
 
 NOT_IN_SYNC = Decision(
@@ -313,6 +365,18 @@ def proxy_budget_exceeded(decision: Decision) -> Exception:
     error = budget_exceeded(decision)
     return ProxyException(  # type: ignore[no-any-return]
         message=error.message, type=ProxyErrorTypes.budget_exceeded, param=None, code=error.status_code
+    )
+
+
+def proxy_session_refused(message: str, cap_kind: str | None, model: Any) -> Exception:
+    """What LiteLLM's own session limiters raise (`max_iterations_limiter`,
+    `max_budget_per_session_limiter`): a 429 `ProxyRateLimitError` of type `max_iterations` or `budget`."""
+    from litellm.exceptions import RateLimitType  # noqa: PLC0415 - proxy-only
+    from litellm.proxy.common_utils.proxy_rate_limit_error import ProxyRateLimitError  # noqa: PLC0415
+
+    kind = RateLimitType.MAX_ITERATIONS if cap_kind == "max_iterations" else RateLimitType.BUDGET
+    return ProxyRateLimitError(  # type: ignore[no-any-return]
+        detail=message, headers={"rate_limit_type": kind.value}, rate_limit_type=kind, model=model or None
     )
 
 

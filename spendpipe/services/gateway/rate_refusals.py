@@ -18,7 +18,7 @@ from spendpipe.schemas.decisions import Decision
 from spendpipe.schemas.rate_limits import RateLimitType
 from spendpipe.services.gateway.rate_gate import Refusal
 
-_DESCRIPTORS = {"key": "api_key", "user": "user", "team": "team", "end_user": "end_user"}
+_DESCRIPTORS = {"key": "api_key", "user": "user", "team": "team", "end_user": "end_user", "agent": "agent"}
 """LiteLLM's descriptor names for the scopes that carry limits."""
 
 

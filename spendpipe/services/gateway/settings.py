@@ -49,4 +49,11 @@ class GatewaySettings(BaseSettings):
     parallel_lease_s: float = Field(default=600.0, gt=0)
     """`max_parallel_requests`: how long a request holds its slot if no hook ever reports its end
     (a call cancelled mid-flight); longer than your slowest call."""
+    session_idle_s: float = Field(default=3600.0, gt=0)
+    """An agent session with no call for this long starts again from nothing (LiteLLM's session
+    limiters keep their counters an hour); its state is dropped after twice this. The same value
+    at every gateway: each replays the sessions topic with it."""
+    session_wait_s: float = Field(default=60.0, gt=0)
+    """How long a call of a capped session may wait for its admission (behind the session's first
+    call while its cost is unknown) before it is refused; longer than your slowest call."""
     ops: GatewayOpsSettings = GatewayOpsSettings()
