@@ -1,9 +1,11 @@
 """The gateway plugin's refusal logic, without Kafka: the fail-open/fail-closed policy before
 the block list is in sync, and the error LiteLLM's callers see."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import litellm
@@ -12,13 +14,16 @@ from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from prometheus_client import CollectorRegistry
 
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.schemas.budgets import validate_budget
 from spendpipe.schemas.decisions import Decision
 from spendpipe.services.gateway.blocklist import BlockList
 from spendpipe.services.gateway.decision_follower import DecisionFollower
 from spendpipe.services.gateway.event_builder import hash_api_key
+from spendpipe.services.gateway.limit_follower import LimitFollower
 from spendpipe.services.gateway.metrics import GatewayMetrics
-from spendpipe.services.gateway.plugin import SpendpipeLogger
+from spendpipe.services.gateway.plugin import LEASE_FIELD, SpendpipeLogger
 from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
+from spendpipe.services.gateway.rate_gate import RateGate
 from spendpipe.services.gateway.spool import DiskSpool
 
 
@@ -30,7 +35,16 @@ class IdleFollower:
     def stop(self) -> None: ...
 
 
-def plugin(blocklist: BlockList, policy: str) -> SpendpipeLogger:
+class IdleLimits(IdleFollower):
+    """Stands in for the limits reader: in sync when the test says so."""
+
+    def __init__(self) -> None:
+        self.in_sync = threading.Event()
+
+
+def plugin(
+    blocklist: BlockList, policy: str, *, gate: RateGate | None = None, limits: IdleLimits | None = None
+) -> SpendpipeLogger:
     metrics = GatewayMetrics(registry=CollectorRegistry())
     publisher = EventPublisher(
         kafka=KafkaSettings(),
@@ -47,6 +61,8 @@ def plugin(blocklist: BlockList, policy: str) -> SpendpipeLogger:
         blocklist=blocklist,
         follower=cast(DecisionFollower, IdleFollower()),
         unsynced_policy=policy,
+        gate=gate,
+        limit_follower=cast(LimitFollower, limits),
     )
 
 
@@ -113,3 +129,70 @@ async def test_proxy_hook_raises_the_proxys_budget_exceeded_error() -> None:
     assert refused.value.type == "budget_exceeded"
     assert refused.value.code == str(litellm.budget_exceeded_status_code)
     assert await gateway.async_pre_call_hook(bob, None, data, "completion") == data
+
+
+ALICE = UserAPIKeyAuth(api_key=hash_api_key("sk-alice"), user_id="alice", team_id="eng")
+
+
+def one_slot_gateway() -> SpendpipeLogger:
+    """In sync, with `max_parallel_requests` 1 on alice's key."""
+    blocklist = BlockList()
+    blocklist.in_sync.set()
+    gate = RateGate()
+    gate.put(validate_budget({"scope": f"key:{hash_api_key('sk-alice')}", "max_parallel_requests": 1}))
+    return plugin(blocklist, "fail_open", gate=gate)
+
+
+async def test_fail_closed_refuses_until_the_rate_limits_are_read_and_readyz_waits_for_them() -> None:
+    blocklist, limits = BlockList(), IdleLimits()
+    blocklist.in_sync.set()
+    gateway = plugin(blocklist, "fail_closed", limits=limits)
+
+    assert gateway.ops.readiness.report()["limits"] != "ready"
+    with pytest.raises(ProxyException) as refused:
+        await gateway.async_pre_call_hook(ALICE, None, {"model": "gpt-4o"}, "completion")
+    assert "rate limits" in refused.value.message
+
+    limits.in_sync.set()
+    assert gateway.ops.readiness.report()["limits"] == "ready"
+    assert await gateway.async_pre_call_hook(ALICE, None, {"model": "gpt-4o"}, "completion") is not None
+
+
+async def test_fail_open_serves_before_the_rate_limits_are_read() -> None:
+    blocklist = BlockList()
+    blocklist.in_sync.set()
+    gateway = plugin(blocklist, "fail_open", limits=IdleLimits())
+
+    assert await gateway.async_pre_call_hook(ALICE, None, {"model": "gpt-4o"}, "completion") is not None
+
+
+async def test_the_lease_goes_where_litellm_keeps_its_own_metadata_and_is_found_there() -> None:
+    gateway = one_slot_gateway()
+    # /v1/messages, /responses, ...: `metadata` is the client's, sent on to the provider
+    messages = {"model": "m", "metadata": {"user_id": "client-value"}, "litellm_metadata": {}}
+    bare = {"model": "m"}  # /chat/completions without metadata
+
+    await gateway.async_pre_call_hook(ALICE, None, messages, "anthropic_messages")
+    assert messages["metadata"] == {"user_id": "client-value"}
+    assert LEASE_FIELD in messages["litellm_metadata"]
+    await gateway.async_post_call_failure_hook(messages, RuntimeError("provider down"), ALICE)
+
+    await gateway.async_pre_call_hook(ALICE, None, bare, "completion")  # the slot was given back
+    assert LEASE_FIELD in bare["metadata"]
+    await gateway.async_post_call_failure_hook(bare, RuntimeError("provider down"), ALICE)
+    assert await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion") is not None
+
+
+async def test_a_failed_attempt_the_router_retries_keeps_the_slot_until_the_request_ends() -> None:
+    gateway = one_slot_gateway()
+    data: dict[str, Any] = {"model": "m", "metadata": {}}
+    await gateway.async_pre_call_hook(ALICE, None, data, "completion")
+
+    # LiteLLM logs every failed attempt of a request it retries or falls back from
+    await gateway.async_log_failure_event({"litellm_params": {"metadata": data["metadata"]}}, None, None, None)
+    with pytest.raises(litellm.RateLimitError):
+        await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion")
+
+    usage = SimpleNamespace(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+    await gateway.async_post_call_success_hook(data, ALICE, SimpleNamespace(usage=usage))  # the retry succeeded
+    assert await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion") is not None

@@ -7,9 +7,15 @@ count, the tokens, and when the window will again admit a request: for `rpm_limi
 60 s after the (count - R + 1)-th oldest request; for `tpm_limit` T, 60 s after the oldest
 request whose leaving brings the tokens under T.
 
+A request counts from when it started (`occurred_at - latency_ms`), as a gateway counts it at
+admission; its tokens from when it ended (`occurred_at`), as a gateway counts them when the call
+ends. So a call longer than the window still counts its tokens.
+
 A request a gateway refused (a rate limit or a budget, in the pre-call hook) is logged as a
 failed event too, but was never admitted: it does not count, or a client retrying while
-limited would keep itself limited.
+limited would keep itself limited. Those events carry the gateway's own error classes
+(`schemas/refusals.py`); a call that was admitted and failed later counts, whatever its error.
+LiteLLM's `BudgetExceededError` is left out too: LiteLLM raises it before a call runs.
 """
 
 from dataclasses import dataclass
@@ -17,6 +23,7 @@ from typing import Any
 
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.schemas.rate_limits import TOKEN_COLUMNS, WINDOW_S, RateLimit
+from spendpipe.schemas.refusals import REFUSAL_ERROR_CLASSES
 from spendpipe.schemas.scopes import Scope, ScopeType
 
 _SCOPE_COLUMNS = {
@@ -27,22 +34,28 @@ _SCOPE_COLUMNS = {
     ScopeType.AGENT: "agent_id",
 }
 
+_NOT_ADMITTED = ", ".join(f"'{name}'" for name in (*REFUSAL_ERROR_CLASSES, "BudgetExceededError"))
+
+# A call that started before the horizon but ended after it is read for its tokens only.
 _QUERY = """
-WITH arraySort(groupArray((ts, tokens))) AS log,
-     length(log) AS requests,
+WITH arraySort(groupArrayIf(started, started > {{horizon:Int64}})) AS starts,
+     arraySort(groupArray((ts, tokens))) AS log,
+     length(starts) AS requests,
      arraySum(arrayMap(x -> x.2, log)) AS used
 SELECT requests,
        used,
-       if({{rpm:UInt64}} > 0 AND requests >= {{rpm:UInt64}}, log[requests - {{rpm:UInt64}} + 1].1, 0),
+       if({{rpm:UInt64}} > 0 AND requests >= {{rpm:UInt64}}, starts[requests - {{rpm:UInt64}} + 1], 0),
        if({{tpm:UInt64}} > 0 AND used >= {{tpm:UInt64}},
           arrayFirst((x, c) -> used - c < {{tpm:UInt64}}, log, arrayCumSum(arrayMap(x -> x.2, log))).1, 0)
 FROM (
-    SELECT toUnixTimestamp64Micro(occurred_at) AS ts, toUInt64({tokens}) AS tokens
+    SELECT toUnixTimestamp64Micro(occurred_at) AS ts,
+           ts - toInt64(latency_ms * 1000) AS started,
+           toUInt64({tokens}) AS tokens
     FROM events
     WHERE {scope_column} = {{scope_id:String}}
       AND occurred_at > fromUnixTimestamp64Micro({{horizon:Int64}}, 'UTC')
       AND ({{model:String}} = '' OR billed_model = {{model:String}})
-      AND NOT (status = 'failure' AND error_class IN ('ProxyRateLimitError', 'ProxyException', 'BudgetExceededError'))
+      AND NOT (status = 'failure' AND error_class IN ({not_admitted}))
 )
 """
 
@@ -62,7 +75,9 @@ class RateReader:
 
     def measure(self, limit: RateLimit, now: float) -> RateUsage:
         scope = Scope.parse(limit.scope)
-        sql = _QUERY.format(tokens=TOKEN_COLUMNS[limit.token_type], scope_column=_SCOPE_COLUMNS[scope.type])
+        sql = _QUERY.format(
+            tokens=TOKEN_COLUMNS[limit.token_type], scope_column=_SCOPE_COLUMNS[scope.type], not_admitted=_NOT_ADMITTED
+        )
         parameters: dict[str, Any] = {
             "rpm": limit.rpm or 0,
             "tpm": limit.tpm or 0,

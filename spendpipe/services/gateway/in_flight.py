@@ -1,10 +1,11 @@
 """Requests in flight per scope, for `max_parallel_requests`: only a gateway can count them, so
-each replica holds its own count.
+each gateway process (each LiteLLM worker) holds its own count.
 
 A request takes a lease when it is admitted and gives it back when it ends, by whichever hook
-sees the end first (success, failure, or the proxy's failure hook for a request refused after
-admission); giving it back twice is harmless. A lease that nothing gave back (a call cancelled
-without any hook running) lapses after `lease_s`, so a leak can never hold a scope shut for good.
+sees the end first (the proxy's success or failure hook, or the success log of a stream; not the
+failure log, which LiteLLM writes for every failed attempt it retries); giving it back twice is
+harmless. A lease that nothing gave back (a call cancelled without any hook running) lapses
+after `lease_s`, so a leak can never hold a scope shut for good.
 
 Every lease lasts `lease_s`, so leases lapse in the order they were taken: admission looks only
 at the oldest lease held, not at every one (a clock stepping back delays a lapse, no more).

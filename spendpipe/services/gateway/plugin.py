@@ -86,6 +86,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
         )
         self.ops.readiness.add("blocklist", self._blocklist_not_ready)
+        if limit_follower is not None:
+            self.ops.readiness.add("limits", self._limits_not_ready)
         metrics.watch(blocklist)
         metrics.sessions_live.set_function(self.sessions.live_sessions)
 
@@ -103,6 +105,11 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     def _blocklist_not_ready(self) -> str | None:
         return None if self.blocklist.in_sync.is_set() else "reading the decisions topic to its end"
+
+    def _limits_not_ready(self) -> str | None:
+        if self._limit_follower is None or self._limit_follower.in_sync.is_set():
+            return None
+        return "reading the rate limits (the budgets topic) to its end"
 
     def blocking_decision(
         self,
@@ -180,6 +187,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             raise proxy_rate_limit_error(RateLimited.of_decision(decision), model)
         if decision is not None:
             raise proxy_budget_exceeded(decision)
+        if self._fail_closed and self._limits_not_ready() is not None:
+            raise proxy_budget_exceeded(LIMITS_NOT_IN_SYNC)
         scopes = limited_scopes(
             key_hash=key_hash, user_id=user_id, team_id=team_id, end_user=end_user, agent_id=agent_id
         )
@@ -187,8 +196,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         refusal = self.gate.admit(lease, scopes, model or "")
         if refusal is not None:
             raise proxy_rate_limit_error(RateLimited.of_refusal(refusal), model)
-        if isinstance(metadata, dict):
-            metadata[LEASE_FIELD] = lease
+        if (slot := _lease_slot(data)) is not None:
+            slot[LEASE_FIELD] = lease
         await self._admit_session(agent_id, data, lease, model)
         return data
 
@@ -330,8 +339,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             self.sessions.release(_litellm_params(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """Records the attempt. It does not end the request's lease: LiteLLM logs every failed
+        attempt of a request its router retries or falls back from (`utils.py` `wrapper_async`),
+        so a later attempt may still run; `async_post_call_failure_hook` sees the request end."""
         self.record(kwargs)
-        self.gate.finish(_lease_in(_litellm_params(kwargs)), None)
         self.sessions.release(_litellm_params(kwargs))
 
 
@@ -341,6 +352,9 @@ NOT_IN_SYNC = Decision(
     blocked=True,
     reason="spendpipe has not read the block list yet and is configured to fail closed",
     decided_at=datetime(1970, 1, 1, tzinfo=UTC),
+)
+LIMITS_NOT_IN_SYNC = NOT_IN_SYNC.model_copy(
+    update={"reason": "spendpipe has not read the rate limits yet and is configured to fail closed"}
 )
 
 
@@ -358,12 +372,14 @@ def budget_exceeded(decision: Decision) -> BudgetExceededError:
 
 def proxy_budget_exceeded(decision: Decision) -> Exception:
     """What LiteLLM's proxy raises for an exceeded budget: a `ProxyException` of type
-    `budget_exceeded` with `litellm.budget_exceeded_status_code`, answered as
-    `{"error": {"message", "type", "param", "code"}}`."""
-    from litellm.proxy._types import ProxyErrorTypes, ProxyException  # noqa: PLC0415 - proxy-only module
+    `budget_exceeded` with `litellm.budget_exceeded_status_code` (named as spendpipe's own:
+    `schemas/refusals.py`), answered as `{"error": {"message", "type", "param", "code"}}`."""
+    from litellm.proxy._types import ProxyErrorTypes  # noqa: PLC0415 - proxy-only module
+
+    from spendpipe.services.gateway.refusal_errors import SpendpipeBudgetExceededError  # noqa: PLC0415
 
     error = budget_exceeded(decision)
-    return ProxyException(  # type: ignore[no-any-return]
+    return SpendpipeBudgetExceededError(
         message=error.message, type=ProxyErrorTypes.budget_exceeded, param=None, code=error.status_code
     )
 
@@ -372,10 +388,11 @@ def proxy_session_refused(message: str, cap_kind: str | None, model: Any) -> Exc
     """What LiteLLM's own session limiters raise (`max_iterations_limiter`,
     `max_budget_per_session_limiter`): a 429 `ProxyRateLimitError` of type `max_iterations` or `budget`."""
     from litellm.exceptions import RateLimitType  # noqa: PLC0415 - proxy-only
-    from litellm.proxy.common_utils.proxy_rate_limit_error import ProxyRateLimitError  # noqa: PLC0415
+
+    from spendpipe.services.gateway.refusal_errors import SpendpipeRateLimitError  # noqa: PLC0415
 
     kind = RateLimitType.MAX_ITERATIONS if cap_kind == "max_iterations" else RateLimitType.BUDGET
-    return ProxyRateLimitError(  # type: ignore[no-any-return]
+    return SpendpipeRateLimitError(
         detail=message, headers={"rate_limit_type": kind.value}, rate_limit_type=kind, model=model or None
     )
 
@@ -389,12 +406,26 @@ def _litellm_params(kwargs: dict[str, Any]) -> dict[str, Any]:
     return params if isinstance(params, dict) else {}
 
 
+def _lease_slot(data: dict[str, Any]) -> dict[str, Any] | None:
+    """Where the proxy keeps its own metadata of a request: `litellm_metadata` when the request
+    has it (LiteLLM sets it on its `LITELLM_METADATA_ROUTES`: /v1/messages, /responses, batches,
+    files..., where `metadata` is the client's and goes on to the provider), else `metadata`.
+    LiteLLM hands both on to the logging callbacks' `litellm_params`."""
+    litellm_metadata = data.get("litellm_metadata")
+    if isinstance(litellm_metadata, dict):
+        return litellm_metadata
+    if data.get("metadata") is None:
+        data["metadata"] = {}
+    metadata = data["metadata"]
+    return metadata if isinstance(metadata, dict) else None
+
+
 def _lease_in(data: dict[str, Any]) -> str:
-    for field in ("metadata", "litellm_metadata"):
-        metadata = data.get(field)
-        if isinstance(metadata, dict) and isinstance(metadata.get(LEASE_FIELD), str):
-            return str(metadata[LEASE_FIELD])
-    return ""
+    """The lease `_lease_slot` holds; only there (a client's `metadata` may carry the field)."""
+    litellm_metadata = data.get("litellm_metadata")
+    slot = litellm_metadata if isinstance(litellm_metadata, dict) else data.get("metadata")
+    lease = slot.get(LEASE_FIELD) if isinstance(slot, dict) else None
+    return lease if isinstance(lease, str) else ""
 
 
 def _usage_of_response(response: Any) -> tuple[int, int, int] | None:

@@ -64,10 +64,11 @@ def sdk_rate_limit_error(limited: RateLimited, model: str | None) -> RateLimitEr
 
 
 def proxy_rate_limit_error(limited: RateLimited, model: str | None) -> Exception:
-    """What LiteLLM's v3 limiter raises: answered with 429 and `{"error": {"message": ...}}`."""
-    from litellm.proxy.common_utils.proxy_rate_limit_error import ProxyRateLimitError  # noqa: PLC0415 - proxy only
+    """What LiteLLM's v3 limiter raises (a `ProxyRateLimitError`, named as spendpipe's own:
+    `schemas/refusals.py`): answered with 429 and `{"error": {"message": ...}}`."""
+    from spendpipe.services.gateway.refusal_errors import SpendpipeRateLimitError  # noqa: PLC0415 - proxy only
 
-    return ProxyRateLimitError(  # type: ignore[no-any-return]
+    return SpendpipeRateLimitError(
         detail=limited.message,
         headers=limited.headers(time.time()),
         rate_limit_type=_public_type(limited.rate_limit_type),
