@@ -196,3 +196,29 @@ async def test_a_failed_attempt_the_router_retries_keeps_the_slot_until_the_requ
     usage = SimpleNamespace(prompt_tokens=1, completion_tokens=2, total_tokens=3)
     await gateway.async_post_call_success_hook(data, ALICE, SimpleNamespace(usage=usage))  # the retry succeeded
     assert await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion") is not None
+
+
+class SessionEnds:
+    """Stands in for the session gate: which reservations the plugin ends, and how."""
+
+    def __init__(self) -> None:
+        self.ended: list[str] = []
+
+    def release(self, data: Any) -> None:
+        self.ended.append("release")
+
+    def settle(self, data: Any, cost: Any) -> None:
+        self.ended.append("settle")
+
+
+async def test_a_failed_attempt_the_router_retries_keeps_the_session_reservation_until_the_request_ends() -> None:
+    gateway = one_slot_gateway()
+    ends = SessionEnds()
+    gateway.sessions = ends  # type: ignore[assignment]
+    data: dict[str, Any] = {"model": "m", "metadata": {}}
+
+    await gateway.async_log_failure_event({"litellm_params": {"metadata": data["metadata"]}}, None, None, None)
+    assert ends.ended == []  # a retry may still run, and cost
+
+    await gateway.async_post_call_failure_hook(data, RuntimeError("all attempts failed"), ALICE)
+    assert ends.ended == ["release"]

@@ -339,11 +339,11 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             self.sessions.release(_litellm_params(kwargs))
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        """Records the attempt. It does not end the request's lease: LiteLLM logs every failed
-        attempt of a request its router retries or falls back from (`utils.py` `wrapper_async`),
-        so a later attempt may still run; `async_post_call_failure_hook` sees the request end."""
+        """Records the attempt. It ends neither the request's lease nor its session reservation:
+        LiteLLM logs every failed attempt of a request its router retries or falls back from
+        (`utils.py` `wrapper_async`), so a later attempt may still run and cost;
+        `async_post_call_failure_hook` sees the request end."""
         self.record(kwargs)
-        self.sessions.release(_litellm_params(kwargs))
 
 
 NOT_IN_SYNC = Decision(
