@@ -43,18 +43,29 @@ class SessionLog:
         self._thread: threading.Thread | None = None
         self._producer: AIOKafkaProducer | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
 
     def start(self) -> None:
         with self._lock:
-            if self._thread is None:
+            if self._thread is None and not self._stopped:
+                # loop and task exist before the thread runs, so a stop() at any moment cancels
+                # the task (as in `TopicFollower`)
+                self._loop = asyncio.new_event_loop()
+                self._task = self._loop.create_task(self._run())
                 self._thread = threading.Thread(target=self._main, name="spendpipe-sessions", daemon=True)
                 self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self._loop is not None and self._task is not None:
-            self._loop.call_soon_threadsafe(self._task.cancel)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Stop at any moment, from any thread, even before the thread ran; a stopped log does not
+        start again."""
+        with self._lock:
+            self._stopped = True
+            loop, task, thread = self._loop, self._task, self._thread
+        if loop is not None and task is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already closed
+                loop.call_soon_threadsafe(task.cancel)
+        if thread is not None:
+            thread.join(timeout)
 
     def live_sessions(self) -> int:
         with self._lock:
@@ -99,8 +110,8 @@ class SessionLog:
         )
 
     def _main(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._task = self._loop.create_task(self._run())
+        assert self._loop is not None, "start() creates it"
+        assert self._task is not None, "start() creates it"
         with contextlib.suppress(asyncio.CancelledError):
             self._loop.run_until_complete(self._task)
         self._loop.close()
