@@ -107,7 +107,7 @@ async def test_budgets_set_rate_limits_and_a_refused_one(kafka_broker: str, make
     topics = await make_topics(kafka_broker)
 
     for scope, rpm, problem in (
-        ("org:acme", "5", "rpm_limit: rate limits apply to end_user, key, team, user scopes, not org"),
+        ("org:acme", "5", "rpm_limit: rate limits apply to agent, end_user, key, team, user scopes, not org"),
         ("team:eng", "0", "rpm_limit: Input should be greater than or equal to 1"),
     ):
         refused = await asyncio.to_thread(

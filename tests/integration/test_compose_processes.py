@@ -352,7 +352,7 @@ async def exercise(stack: Stack, bootstrap: str) -> None:
             assert body == {"ready": True, "checks": dict.fromkeys(parts, "ready")}
             assert await asyncio.to_thread(run.healthy), f"{run.service.name}: compose's healthcheck fails"
         body = await wait_ready(gateway, stack.ops["gateway"], within=120)
-        assert body == {"ready": True, "checks": {"blocklist": "ready"}}
+        assert body == {"ready": True, "checks": {"blocklist": "ready", "limits": "ready"}}
         assert await asyncio.to_thread(gateway.healthy), "gateway: compose's healthcheck fails"
         await eventually(
             lambda: off_loop(lambda: gateway.running() and answers(f"{stack.proxy_url}/health/liveliness")),

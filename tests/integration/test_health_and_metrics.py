@@ -127,7 +127,13 @@ async def test_gateway_is_ready_once_its_block_list_has_caught_up(
         status, body = await off_loop(lambda: readiness(ops))
         assert (status, body) == (
             503,
-            {"ready": False, "checks": {"blocklist": "reading the decisions topic to its end"}},
+            {
+                "ready": False,
+                "checks": {
+                    "blocklist": "reading the decisions topic to its end",
+                    "limits": "reading the rate limits (the budgets topic) to its end",
+                },
+            },
         )
         assert await off_loop(lambda: metric(ops, "spendpipe_gateway_blocklist_in_sync")) == 0
         assert await off_loop(lambda: metric(ops, "spendpipe_gateway_events_lost_total")) == 0
@@ -135,10 +141,14 @@ async def test_gateway_is_ready_once_its_block_list_has_caught_up(
         # when the broker becomes reachable
         await gate.open()
 
-        # then the block list catches up and the gateway is ready
+        # then the block list and the rate limits catch up and the gateway is ready
         await eventually(
             lambda: off_loop(lambda: readiness(ops)), lambda answer: answer[0] == 200, within=60, what="ready"
         )
+        assert (await off_loop(lambda: readiness(ops)))[1] == {
+            "ready": True,
+            "checks": {"blocklist": "ready", "limits": "ready"},
+        }
         assert await off_loop(lambda: metric(ops, "spendpipe_gateway_blocklist_in_sync")) == 1
     finally:
         await asyncio.to_thread(plugin.close, 30)
