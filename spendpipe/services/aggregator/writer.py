@@ -96,8 +96,8 @@ class BatchWriter:
         marks = self._load_state()
         fresh = self._drop_duplicates(decoded, outcome)
         now = datetime.fromtimestamp(self._clock(), UTC)
-        self._store.stage([(event, record.partition, record.offset) for event, record in fresh], topic=self._topic,
-                          ingested_at=now)  # fmt: skip
+        staged = [(event, record.partition, record.offset) for event, record in fresh]
+        self._store.stage(staged, topic=self._topic, ingested_at=now)
         self._write_totals(fresh, records, marks, outcome)
         self._write_events(fresh, records, marks)
         self._recent.remember((event.event_id for event, _ in fresh), self._clock())
