@@ -2,6 +2,7 @@
 SpendEvent from LiteLLM's standard logging object and queueing it) and checking the block list.
 Goals (DESIGN.md): p99 <= 100 us to record, <= 10 us to check."""
 
+import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -10,6 +11,7 @@ from typing import Any
 
 from benchmarks.stats import median, percentile
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.schemas.decisions import Decision
 from spendpipe.schemas.topics import Topics
 from spendpipe.services.gateway.plugin import SpendpipeLogger
@@ -53,12 +55,11 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
     record_p50, record_p99, check_p50, check_p99 = [], [], [], []
     for run_no in range(runs):
         suffix = uuid.uuid4().hex[:8]
-        settings = GatewaySettings(
-            kafka=KafkaSettings(bootstrap_servers=bootstrap),
-            topics=Topics(events=f"bench-events-{suffix}", decisions=f"bench-decisions-{suffix}"),
-            spool_dir=workdir / f"spool-{run_no}",
-            gateway_id="bench",
-        )
+        kafka = KafkaSettings(bootstrap_servers=bootstrap)
+        topics = Topics(**{name: f"bench-{name.replace('_', '-')}-{suffix}" for name in Topics.model_fields})
+        asyncio.run(ensure_topics(kafka, topic_specs(topics, partitions=3, replication=1)))
+        spool = workdir / f"spool-{run_no}"
+        settings = GatewaySettings(kafka=kafka, topics=topics, spool_dir=spool, gateway_id="bench")
         plugin = SpendpipeLogger.from_settings(settings)
         plugin.publisher.start()
         payloads = [logging_kwargs(n) for n in range(CALLS)]
