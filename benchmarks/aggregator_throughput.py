@@ -4,18 +4,17 @@ process, and the consumer lag when it is done. Goal (DESIGN.md): >= 50,000 event
 import asyncio
 import time
 import uuid
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from benchmarks.stats import median
+from benchmarks.traffic import consumer_lag, spread_event
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
-from spendpipe.schemas.events import SpendEvent
 from spendpipe.schemas.migrate import migrate
 from spendpipe.schemas.topics import Topics
 from spendpipe.services.aggregator.app import Aggregator
@@ -36,19 +35,13 @@ async def _produce(bootstrap: str, topic: str, events: int) -> None:
     now = time.time()
     pending = []
     for n in range(events):
-        event = SpendEvent(
+        event = spread_event(
+            n,
             event_id=str(uuid.uuid4()),
             occurred_at=now - (n % LATE_SPREAD_S),
-            key_hash=f"{n % 500:064x}",
-            user_id=f"user-{n % 200}",
-            team_id=f"team-{n % 20}",
-            org_id=f"org-{n % 3}",
-            end_user=f"customer-{n % 1000}",
-            model=("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo")[n % 3],
-            prompt_tokens=10,
-            completion_tokens=20,
-            total_tokens=30,
-            cost=Decimal("0.0000135") * (1 + n % 7),
+            keys=500,
+            users=200,
+            teams=20,
             gateway_id="bench",
         )
         pending.append(await producer.send(topic, event.to_json()))
@@ -82,25 +75,9 @@ async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -
         assert int(store.rows("SELECT count() FROM events")[0][0]) == events
     finally:
         await broker.stop()
-    lag = await _lag(bootstrap, settings.group_id, topics.events)
+    lag = await consumer_lag(bootstrap, settings.group_id, topics.events)
     store.close()
     return elapsed, lag
-
-
-async def _lag(bootstrap: str, group: str, topic: str) -> int:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets(list(committed))
-    finally:
-        await consumer.stop()
-    return sum(ends[tp] - meta.offset for tp, meta in committed.items() if tp.topic == topic)
 
 
 def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[str, Any]]:
@@ -113,6 +90,13 @@ def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[
         lags.append(lag)
     rate = median(rates)
     return [
-        {"benchmark": f"aggregator: {events:,} events, Kafka → ClickHouse", "unit": "events/s", "p50": rate,
-         "p99": min(rates), "goal": "≥ 50,000", "met": rate >= 50_000, "note": f"lag at end: {max(lags)}"},
-    ]  # fmt: skip
+        {
+            "benchmark": f"aggregator: {events:,} events, Kafka → ClickHouse",
+            "unit": "events/s",
+            "p50": rate,
+            "p99": min(rates),
+            "goal": "≥ 50,000",
+            "met": rate >= 50_000,
+            "note": f"lag at end: {max(lags)}",
+        },
+    ]

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.stats import percentile
+from benchmarks.traffic import consumer_lag, spread_event
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import topic_specs
 from spendpipe.platform.local_kafka import free_port_pair
@@ -183,7 +184,7 @@ def _level(
     with _background(bootstrap, topics.events, load) as achieved:
         time.sleep(WARM_UP_S)  # background traffic flowing before the first probe
         probed = asyncio.run(_probes(bootstrap, topics.events, gateway, keys))
-        lag = asyncio.run(_consumer_lag(bootstrap, group, topics.events))
+        lag = asyncio.run(consumer_lag(bootstrap, group, topics.events))
     samples = [total for total, _ in probed]
     seen = [s for s in samples if s != float("inf")]
     to_decision = [decided for total, decided in probed if total != float("inf")]
@@ -313,40 +314,15 @@ async def _produce_at_rate(bootstrap: str, topic: str, rate: int, stop: Event, r
 def _background_event(n: int) -> SpendEvent:
     """Spread like aggregator_throughput's traffic, over more keys; none of them has a budget it
     can reach in a run."""
-    return SpendEvent(
+    return spread_event(
+        n,
         event_id="template",
         occurred_at=datetime.now(UTC),
-        key_hash=f"{n % 2_000:064x}",
-        user_id=f"user-{n % 300}",
-        team_id=f"team-{n % BACKGROUND_TEAMS}",
-        org_id=f"org-{n % 3}",
-        end_user=f"customer-{n % 1_000}",
-        model=("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo")[n % 3],
-        prompt_tokens=10,
-        completion_tokens=20,
-        total_tokens=30,
-        cost=Decimal("0.0000135") * (1 + n % 7),
+        keys=2_000,
+        users=300,
+        teams=BACKGROUND_TEAMS,
         gateway_id="bench-background",
     )
-
-
-async def _consumer_lag(bootstrap: str, group: str, topic: str) -> int:
-    """Events on `topic` past the offsets `group` has committed (what the aggregator has yet to
-    count)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        partitions = [tp for tp in committed if tp.topic == topic]
-        ends = await consumer.end_offsets(partitions)
-    finally:
-        await consumer.stop()
-    return sum(ends[tp] - committed[tp].offset for tp in partitions)
 
 
 if __name__ == "__main__":
