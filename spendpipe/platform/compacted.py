@@ -10,9 +10,9 @@ import asyncio
 from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.kafka_topics import partition_numbers
 
 OnRecord = Callable[[bytes | None, bytes | None], None]
 """(key, value) -> None; value None is a tombstone."""
@@ -28,7 +28,7 @@ class CompactedTopicReader:
 
     async def start(self) -> None:
         """Connect and position every partition at its beginning (no consumer group)."""
-        self._partitions = [TopicPartition(self._topic, p) for p in await self._partition_numbers()]
+        self._partitions = [TopicPartition(self._topic, p) for p in await partition_numbers(self._kafka, self._topic)]
         self._consumer = AIOKafkaConsumer(**self._kafka.aiokafka_kwargs(), enable_auto_commit=False)
         await self._consumer.start()
         self._consumer.assign(self._partitions)
@@ -64,18 +64,6 @@ class CompactedTopicReader:
                 applied += 1
         await asyncio.sleep(0)
         return applied
-
-    async def _partition_numbers(self) -> list[int]:
-        admin = AIOKafkaAdminClient(**self._kafka.aiokafka_kwargs())
-        await admin.start()
-        try:
-            (description,) = await admin.describe_topics([self._topic])
-        finally:
-            await admin.close()
-        numbers = sorted(int(p["partition"]) for p in description.get("partitions", ()))
-        if not numbers:
-            raise RuntimeError(f"topic {self._topic} does not exist (spendpipe topics create makes it)")
-        return numbers
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:

@@ -45,3 +45,17 @@ async def ensure_topics(kafka: KafkaSettings, specs: list[NewTopic], *, timeout_
         return [spec.name for spec in missing]
     finally:
         await admin.close()
+
+
+async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:
+    """The partitions of `topic`, in order. Raises `RuntimeError` if the topic does not exist."""
+    admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs())
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    numbers = sorted(int(p["partition"]) for p in description.get("partitions", ()))
+    if not numbers:
+        raise RuntimeError(f"topic {topic} does not exist (spendpipe topics create makes it)")
+    return numbers

@@ -131,7 +131,7 @@ async def test_compacted_topic_readers_secure_their_admin_and_consumer(
     kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(compacted, "AIOKafkaConsumer", RecordedConsumer)
-    monkeypatch.setattr(compacted, "AIOKafkaAdminClient", RecordedAdmin)
+    monkeypatch.setattr(kafka_topics, "AIOKafkaAdminClient", RecordedAdmin)  # compacted readers find partitions there
     reader = CompactedTopicReader(kafka=kafka, topic="spend.decisions", on_record=lambda key, value: None)
 
     await reader.start()
@@ -144,7 +144,7 @@ def test_the_gateway_secures_its_producer_and_decisions_reader(
     kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(publisher, "AIOKafkaProducer", RefusingProducer)
-    monkeypatch.setattr(compacted, "AIOKafkaAdminClient", RefusingAdmin)
+    monkeypatch.setattr(kafka_topics, "AIOKafkaAdminClient", RefusingAdmin)
     plugin = SpendpipeLogger.from_settings(GatewaySettings(kafka=kafka, spool_dir=tmp_path))
 
     plugin.start()

@@ -18,10 +18,10 @@ import time
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.kafka_topics import partition_numbers
 from spendpipe.schemas.sessions import MESSAGE_TYPE, SessionRecord
 from spendpipe.schemas.topics import TYPE_HEADER
 from spendpipe.services.gateway.session_ledger import SessionLedger, SessionVerdict
@@ -143,9 +143,7 @@ class SessionLog:
         consumer = AIOKafkaConsumer(**self._kafka.aiokafka_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=50)
         await consumer.start()
         try:
-            partitions = [TopicPartition(self._topic, p) for p in await self._partition_numbers()]
-            if not partitions:
-                raise RuntimeError(f"topic {self._topic} does not exist (spendpipe topics create makes it)")
+            partitions = [TopicPartition(self._topic, p) for p in await partition_numbers(self._kafka, self._topic)]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             with self._lock:
@@ -162,15 +160,6 @@ class SessionLog:
                         self.ledger.sweep(time.time())
         finally:
             await consumer.stop()
-
-    async def _partition_numbers(self) -> list[int]:
-        admin = AIOKafkaAdminClient(**self._kafka.aiokafka_kwargs())
-        await admin.start()
-        try:
-            (description,) = await admin.describe_topics([self._topic])
-        finally:
-            await admin.close()
-        return sorted(int(p["partition"]) for p in description.get("partitions", ()))
 
     def _apply(self, value: bytes | None, at: float) -> None:
         try:
