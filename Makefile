@@ -22,12 +22,12 @@ setup: $(STAMP) ## install the venv and fetch the Kafka broker jars from Maven C
 	$(KAFKA) fetch
 
 run: setup ## start a local broker and the whole pipeline on embedded ClickHouse, drive LiteLLM traffic, show live spend
-	$(BIN)/python -m spendpipe.services.admin.demo
+	$(BIN)/python -m dev.demo
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy spendpipe tests benchmarks
+	$(BIN)/mypy spendpipe tests benchmarks dev
 
 test: setup lint ## lint, then unit, integration and e2e tests (the tests start and stop their own broker)
 	$(BIN)/pytest
@@ -35,7 +35,7 @@ test: setup lint ## lint, then unit, integration and e2e tests (the tests start 
 bench: setup ## run the benchmarks and print their table
 	$(BIN)/python -m benchmarks
 
-asyncapi: $(STAMP) ## regenerate spendpipe/schemas/asyncapi.yaml from the FastStream apps (a test checks it is current)
+asyncapi: $(STAMP) ## regenerate schemas/asyncapi.yaml from the FastStream apps (a test checks it is current)
 	$(BIN)/spendpipe asyncapi
 
 fmt: $(STAMP) ## apply ruff's formatting and safe fixes

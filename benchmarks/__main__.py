@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import aggregator_throughput, enforcement_latency, overshoot, plugin_overhead, storage
-from spendpipe.platform.local_kafka import throwaway_broker
+from dev.local_kafka import throwaway_broker
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -13,13 +13,13 @@ from prometheus_client import CollectorRegistry
 
 from benchmarks.stats import median
 from benchmarks.traffic import consumer_lag, spread_event
+from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
-from spendpipe.schemas.migrate import migrate
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.aggregator.app import Aggregator
-from spendpipe.services.aggregator.metrics import AggregatorMetrics
-from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.store.migrate import migrate
 
 LATE_SPREAD_S = 1
 """Events occur within this many seconds before the run: fresh traffic, as gateways send it."""

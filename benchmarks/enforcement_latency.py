@@ -38,15 +38,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.stats import percentile
 from benchmarks.traffic import consumer_lag, spread_event
+from dev.local_kafka import free_port_pair
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import topic_specs
-from spendpipe.platform.local_kafka import free_port_pair
-from spendpipe.schemas.decisions import Decision
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin.budget_admin import BudgetAdmin
-from spendpipe.services.gateway.blocklist import BlockList
-from spendpipe.services.gateway.decision_follower import DecisionFollower
 
 LOADS = (1_000, 5_000)
 """Background events/s."""
@@ -136,7 +136,7 @@ def _pipeline_process(bootstrap: str, topics: Topics, group: str, workdir: Path)
     log_path = workdir / "run-all.log"
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "spendpipe.services.admin.cli", "run", "all"],
+            [sys.executable, "-m", "spendpipe.admin.cli", "run", "all"],
             env=env,
             cwd=workdir,  # no stray .env
             stdout=log,
@@ -329,7 +329,7 @@ if __name__ == "__main__":
     import tempfile
 
     from benchmarks.__main__ import table
-    from spendpipe.platform.local_kafka import throwaway_broker
+    from dev.local_kafka import throwaway_broker
 
     with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
         print(table(run(broker, Path(work))))

@@ -31,11 +31,11 @@ from benchmarks.overshoot_calls import Outcome, outcome, read_calls
 from benchmarks.overshoot_gateway import ANSWER, MESSAGES, MODEL
 from benchmarks.overshoot_processes import Worker, running_gateways, running_pipeline
 from benchmarks.overshoot_report import SYSTEMS, blocks_decided, report
+from dev.local_kafka import throwaway_broker
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
-from spendpipe.platform.local_kafka import throwaway_broker
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin.budget_admin import BudgetAdmin
 
 GATEWAYS = 4
 RATE = 5.0

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from spendpipe.schemas.money import cost_from_float
+from spendpipe.contracts.money import cost_from_float
 
 
 @dataclass(frozen=True)

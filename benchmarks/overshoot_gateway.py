@@ -28,10 +28,10 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must no
 
 import litellm
 
+from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.gateway.plugin import SpendpipeLogger
-from spendpipe.services.gateway.settings import GatewaySettings
 
 MODEL = "gpt-4o-mini"
 MESSAGES = [{"role": "user", "content": "How much is left in the budget?"}]

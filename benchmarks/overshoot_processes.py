@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from spendpipe.schemas.topics import Topics
+from spendpipe.contracts.topics import Topics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def running_pipeline(bootstrap: str, topics: Topics, workdir: Path) -> Iterator[
     }
     with (workdir / "pipeline.log").open("ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "spendpipe.services.admin.cli", "run", "all"],
+            [sys.executable, "-m", "spendpipe.admin.cli", "run", "all"],
             env=env,
             cwd=workdir,
             stdout=log,

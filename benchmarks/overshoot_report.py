@@ -12,9 +12,9 @@ from typing import Any
 
 from benchmarks import overshoot_chart
 from benchmarks.overshoot_calls import Outcome
+from spendpipe.contracts.decisions import Decision
 from spendpipe.platform.compacted import CompactedTopicReader
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.decisions import Decision
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEMS = {"spendpipe": "spendpipe (one shared budget)", "budget_manager": "LiteLLM BudgetManager (local, per process)"}

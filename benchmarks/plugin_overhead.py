@@ -10,12 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.stats import median, percentile
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
-from spendpipe.schemas.decisions import Decision
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.gateway.plugin import SpendpipeLogger
-from spendpipe.services.gateway.settings import GatewaySettings
 
 CALLS = 100_000
 

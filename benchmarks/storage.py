@@ -86,7 +86,7 @@ if __name__ == "__main__":
 
     from benchmarks import aggregator_throughput
     from benchmarks.__main__ import table
-    from spendpipe.platform.local_kafka import throwaway_broker
+    from dev.local_kafka import throwaway_broker
 
     events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "100000"))
     with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:

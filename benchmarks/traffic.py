@@ -7,7 +7,7 @@ from decimal import Decimal
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from spendpipe.schemas.events import SpendEvent
+from spendpipe.contracts.events import SpendEvent
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo")
 

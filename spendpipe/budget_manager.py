@@ -31,18 +31,18 @@ from typing import Any, Literal
 from prometheus_client import CollectorRegistry
 from pydantic import Field
 
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.admin.sql_source import SqlSource, sql_source
+from spendpipe.contracts.budgets import Budget, Cap
+from spendpipe.contracts.durations import parse_duration
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.money import cost_from_float
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.enforcer.spend_reader import grain
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
+from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.settings import PipelineSettings, load_settings
-from spendpipe.schemas.budgets import Budget, Cap
-from spendpipe.schemas.durations import parse_duration
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.money import cost_from_float
-from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.services.admin.budget_admin import BudgetAdmin
-from spendpipe.services.admin.sql_source import SqlSource, sql_source
-from spendpipe.services.enforcer.spend_reader import grain
-from spendpipe.services.gateway.metrics import GatewayMetrics
-from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
-from spendpipe.services.gateway.spool import DiskSpool
 
 Duration = Literal["daily", "weekly", "monthly", "yearly"]
 DURATIONS: dict[str, str] = {"daily": "1d", "weekly": "7d", "monthly": "1mo", "yearly": "365d"}

@@ -14,14 +14,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from dev.local_kafka import LocalBroker, free_port_pair, throwaway_broker
+from spendpipe.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.contracts.topics import Topics
+from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import topic_specs
-from spendpipe.platform.local_kafka import LocalBroker, free_port_pair, throwaway_broker
-from spendpipe.schemas.migrate import migrate
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.aggregator.settings import AggregatorSettings, SqlEndpointSettings
-from spendpipe.services.enforcer.settings import EnforcerSettings
+from spendpipe.store.migrate import migrate
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -5,8 +5,8 @@ import logging
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.topics import Topics
 
 log = logging.getLogger(__name__)
 

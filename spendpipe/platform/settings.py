@@ -6,10 +6,10 @@ from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
-from spendpipe.schemas.topics import Topics
 
 ENV_PREFIX = "SPENDPIPE_"
 NESTED_DELIMITER = "__"

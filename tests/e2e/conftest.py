@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from spendpipe.schemas.topics import Topics
+from spendpipe.contracts.topics import Topics
 from tests.support.proxy import LiteLLMProxy
 
 StartProxies = Callable[..., Awaitable[list[LiteLLMProxy]]]

@@ -19,12 +19,12 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from dev.local_kafka import free_port_pair
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.local_kafka import free_port_pair
-from spendpipe.schemas.migrate import migrate
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin.budget_admin import BudgetAdmin
+from spendpipe.store.migrate import migrate
 from tests.conftest import aggregator_settings, create_topics, enforcer_settings
 from tests.support.pipeline import running_pipeline
 from tests.support.proxy import LiteLLMProxy

@@ -10,10 +10,10 @@ from decimal import Decimal
 import httpx
 import litellm
 
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.money import cost_from_float
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.money import cost_from_float
-from spendpipe.services.admin.budget_admin import BudgetAdmin
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import running_pipeline

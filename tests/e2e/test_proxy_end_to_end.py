@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import httpx
 
+from spendpipe.contracts.money import cost_from_float
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
-from spendpipe.schemas.money import cost_from_float
 from tests.conftest import aggregator_settings
 from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import counted_events, read_topic, running_aggregator

@@ -18,12 +18,12 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.topics import Topics
+from spendpipe.enforcer.app import EnforcerService
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.migrate import migrate
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin.budget_admin import BudgetAdmin
-from spendpipe.services.enforcer.app import EnforcerService
+from spendpipe.store.migrate import migrate
 from tests.conftest import aggregator_settings, create_topics, enforcer_settings
 from tests.support.pipeline import running_pipeline
 from tests.support.proxy import LiteLLMProxy

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import litellm
 
+from spendpipe.contracts.money import cost_from_float
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
-from spendpipe.schemas.money import cost_from_float
 from tests.conftest import aggregator_settings
 from tests.support.gateway import sdk_plugin
 from tests.support.pipeline import counted_events, read_topic, running_aggregator

@@ -7,10 +7,10 @@ import operator
 from decimal import Decimal
 from pathlib import Path
 
-from spendpipe.platform.local_kafka import free_port_pair
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.windows import Window
-from spendpipe.services.admin.sql_source import EndpointSource
+from dev.local_kafka import free_port_pair
+from spendpipe.admin.sql_source import EndpointSource
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.windows import Window
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import produce
 from tests.support.processes import ServiceProcess

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import litellm
 
+from dev.local_kafka import LocalBroker
+from spendpipe.contracts.money import cost_from_float
+from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
-from spendpipe.platform.local_kafka import LocalBroker
-from spendpipe.schemas.money import cost_from_float
-from spendpipe.services.gateway.metrics import GatewayMetrics
 from tests.conftest import aggregator_settings
 from tests.support.gateway import sdk_plugin
 from tests.support.pipeline import counted_events, running_aggregator, totals

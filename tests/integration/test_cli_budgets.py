@@ -8,8 +8,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from spendpipe.schemas.decisions import Decision
-from spendpipe.schemas.topics import Topics
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.topics import Topics
 from tests.support.pipeline import produce, read_topic
 
 
@@ -22,7 +22,7 @@ def spendpipe(topics: Topics, bootstrap: str, *args: str) -> subprocess.Complete
         "COLUMNS": "200",
     }
     return subprocess.run(
-        [sys.executable, "-m", "spendpipe.services.admin.cli", *args],
+        [sys.executable, "-m", "spendpipe.admin.cli", *args],
         env=env,
         capture_output=True,
         text=True,

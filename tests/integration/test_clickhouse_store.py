@@ -7,18 +7,18 @@ from decimal import Decimal
 
 import pytest
 
+from spendpipe.admin.spend_query import SpendQuery
+from spendpipe.aggregator.store import SpendStore
+from spendpipe.aggregator.writer import BatchWriter, SourceRecord
+from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.durations import parse_duration
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.contracts.windows import Window
+from spendpipe.enforcer.spend_reader import SpendReader
+from spendpipe.enforcer.targets import Target
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
-from spendpipe.schemas.budgets import Cap
-from spendpipe.schemas.durations import parse_duration
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.migrate import bundled_migrations, migrate
-from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.schemas.windows import Window
-from spendpipe.services.admin.spend_query import SpendQuery
-from spendpipe.services.aggregator.store import SpendStore
-from spendpipe.services.aggregator.writer import BatchWriter, SourceRecord
-from spendpipe.services.enforcer.spend_reader import SpendReader
-from spendpipe.services.enforcer.targets import Target
+from spendpipe.store.migrate import bundled_migrations, migrate
 from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals

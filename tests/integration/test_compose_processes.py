@@ -30,7 +30,7 @@ arguments and environment equal compose's except exactly these:
   `__USERNAME`/`__PASSWORD` -> its credentials (removed when it has none), `__DATABASE`
   `spendpipe` -> a database of the test's own, dropped after;
 - gateway: `SPENDPIPE_SPOOL_DIR` `/var/lib/spendpipe/spool` -> a temporary directory; arguments
-  `--config /app/config.yaml` -> deploy/gateway/config.yaml, `--host 0.0.0.0` -> `127.0.0.1`,
+  `--config /app/config.yaml` -> services/gateway/config.yaml, `--host 0.0.0.0` -> `127.0.0.1`,
   `--port 4000` -> a free port;
 - traffic: `--url http://gateway:4000` -> the local proxy, `--heartbeat /tmp/traffic-heartbeat`
   -> a temporary file (also in its healthcheck).
@@ -43,7 +43,7 @@ separate processes, exactly as compose runs them, needs a ClickHouse server and 
 `SPENDPIPE_TEST_CLICKHOUSE_URL` names one.
 
 Both then: the topics job exits 0 having created every topic; the pipeline services and the
-gateway (a real LiteLLM proxy with deploy/gateway/config.yaml's `mock_response` models, the
+gateway (a real LiteLLM proxy with services/gateway/config.yaml's `mock_response` models, the
 master key from .env.example) answer 200 on /readyz with every check ready and pass compose's
 healthchecks; `spendpipe budgets set` (as `docker compose exec aggregator` runs it) gives the
 traffic's end customer `customer-0` a $0.000001 budget; compose's traffic command sends mock
@@ -71,12 +71,12 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
+from dev.local_kafka import LocalBroker, free_port_pair
+from spendpipe.admin.settings import AdminSettings
+from spendpipe.admin.sql_source import SqlSource, sql_source
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
-from spendpipe.platform.local_kafka import LocalBroker, free_port_pair
 from spendpipe.platform.settings import ENV_PREFIX, load_settings
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin.settings import AdminSettings
-from spendpipe.services.admin.sql_source import SqlSource, sql_source
 from tests.conftest import SERVER_URL
 from tests.support.compose_processes import (
     LocalService,

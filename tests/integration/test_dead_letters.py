@@ -2,8 +2,8 @@
 
 import orjson
 
+from spendpipe.aggregator.app import DEAD_LETTER_REASON, SOURCE_OFFSET, SOURCE_TOPIC
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
-from spendpipe.services.aggregator.app import DEAD_LETTER_REASON, SOURCE_OFFSET, SOURCE_TOPIC
 from tests.conftest import aggregator_settings
 from tests.support.events import make_event
 from tests.support.pipeline import counted_events, produce, read_topic, running_aggregator, totals

@@ -8,12 +8,12 @@ from decimal import Decimal
 
 import pytest
 
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.budgets import BudgetRejectedError
+from spendpipe.contracts.decisions import Decision
+from spendpipe.gateway.blocks.blocklist import BlockList, request_keys
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.budgets import BudgetRejectedError
-from spendpipe.schemas.decisions import Decision
-from spendpipe.services.admin.budget_admin import BudgetAdmin
-from spendpipe.services.gateway.blocklist import BlockList, request_keys
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist

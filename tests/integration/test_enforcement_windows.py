@@ -6,10 +6,10 @@ import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.decisions import Decision
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.decisions import Decision
-from spendpipe.services.admin.budget_admin import BudgetAdmin
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist, latest

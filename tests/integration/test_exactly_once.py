@@ -2,9 +2,9 @@
 
 from decimal import Decimal
 
+from spendpipe.contracts.flushes import ScopesFlushed
+from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
-from spendpipe.schemas.flushes import ScopesFlushed
-from spendpipe.schemas.windows import Window
 from tests.conftest import aggregator_settings
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, produce, read_topic, running_aggregator, totals

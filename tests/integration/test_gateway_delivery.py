@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from spendpipe.contracts.events import decode_event
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
+from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.events import decode_event
-from spendpipe.services.gateway.metrics import GatewayMetrics
-from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
-from spendpipe.services.gateway.spool import DiskSpool
 from tests.support.events import make_event
 from tests.support.pipeline import read_topic
 

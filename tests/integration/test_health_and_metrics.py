@@ -8,12 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+from dev.local_kafka import free_port_pair
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.settings import GatewayOpsSettings, GatewaySettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.local_kafka import free_port_pair
-from spendpipe.services.admin.budget_admin import BudgetAdmin
-from spendpipe.services.gateway.plugin import SpendpipeLogger
-from spendpipe.services.gateway.settings import GatewayOpsSettings, GatewaySettings
 from tests.conftest import aggregator_settings
 from tests.support.events import make_event
 from tests.support.ops import TcpGate, get, metric, off_loop, readiness, serving_aggregator

@@ -4,11 +4,11 @@ whatever landed; the totals stay exact."""
 
 import pytest
 
+from spendpipe.aggregator.store import SpendStore
+from spendpipe.aggregator.writer import BatchWriter, SourceRecord
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseStore
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.windows import Window
-from spendpipe.services.aggregator.store import SpendStore
-from spendpipe.services.aggregator.writer import BatchWriter, SourceRecord
 from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals

@@ -2,13 +2,13 @@
 
 from datetime import UTC, datetime, timedelta
 
+from spendpipe.aggregator.store import SpendStore
+from spendpipe.aggregator.writer import BatchWriter, SourceRecord
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.rate_limits import WINDOW_S, RateLimit
+from spendpipe.contracts.refusals import RATE_LIMIT_REFUSAL
+from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.platform.clickhouse import ClickhouseStore
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.rate_limits import WINDOW_S, RateLimit
-from spendpipe.schemas.refusals import RATE_LIMIT_REFUSAL
-from spendpipe.services.aggregator.store import SpendStore
-from spendpipe.services.aggregator.writer import BatchWriter, SourceRecord
-from spendpipe.services.enforcer.rate_reader import RateReader
 from tests.support.events import make_event
 
 KEY = "a" * 64

@@ -11,15 +11,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spendpipe.aggregator import rollup
+from spendpipe.aggregator.rollup import touched_scopes
+from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.aggregator.store import SpendStore
+from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
+from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
+from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
+from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseStore
-from spendpipe.schemas.events import MAX_EVENT_COST, SpendEvent
-from spendpipe.schemas.money import COST_PRECISION, COST_SCALE
-from spendpipe.schemas.scopes import Scope, ScopeType, scopes_of
-from spendpipe.schemas.windows import Window
-from spendpipe.services.aggregator import rollup
-from spendpipe.services.aggregator.rollup import touched_scopes
-from spendpipe.services.aggregator.settings import AggregatorSettings
-from spendpipe.services.aggregator.store import SpendStore
 
 NOON = datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC)  # a Saturday
 KEY = "ab" * 32

@@ -16,9 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 ENV_EXAMPLE = REPO / ".env.example"
 K8S = REPO / "deploy" / "k8s"
-GATEWAY_CONFIG = REPO / "deploy" / "gateway" / "config.yaml"
-SERVICES_DOCKERFILE = REPO / "Dockerfile"
-GATEWAY_DOCKERFILE = REPO / "deploy" / "gateway" / "Dockerfile"
+GATEWAY_CONFIG = REPO / "services" / "gateway" / "config.yaml"
+SERVICES_DOCKERFILE = REPO / "services" / "Dockerfile"
+GATEWAY_DOCKERFILE = REPO / "services" / "gateway" / "Dockerfile"
 SPENDPIPE_IMAGE = "spendpipe"
 """The services image's name in compose (with a tag) and in the manifests (kustomize sets the tag)."""
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from spendpipe.schemas.events import SpendEvent
-from spendpipe.schemas.windows import Window, window_start
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.windows import Window, window_start
 
 _counter = itertools.count()
 

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import litellm
 
+from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.gateway.plugin import SpendpipeLogger
-from spendpipe.services.gateway.settings import GatewaySettings
 
 
 @contextlib.contextmanager

@@ -4,10 +4,10 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from spendpipe.contracts.decisions import Decision
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.decisions import Decision
-from spendpipe.services.gateway.blocklist import BlockList
-from spendpipe.services.gateway.decision_follower import DecisionFollower
 
 
 @contextlib.contextmanager

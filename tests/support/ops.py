@@ -12,12 +12,12 @@ from typing import Any, TypeVar
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.kafka import build_broker
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
-from spendpipe.services.aggregator.app import Aggregator
-from spendpipe.services.aggregator.metrics import AggregatorMetrics
-from spendpipe.services.aggregator.settings import AggregatorSettings
 
 T = TypeVar("T")
 

@@ -12,13 +12,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
+from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.enforcer.app import EnforcerService
+from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.kafka import build_broker
-from spendpipe.services.aggregator.app import Aggregator
-from spendpipe.services.aggregator.metrics import AggregatorMetrics
-from spendpipe.services.aggregator.settings import AggregatorSettings
-from spendpipe.services.enforcer.app import EnforcerService
-from spendpipe.services.enforcer.settings import EnforcerSettings
 
 
 @contextlib.asynccontextmanager

@@ -34,7 +34,7 @@ class ServiceProcess:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "spendpipe.services.admin.cli", *self.args],
+            [sys.executable, "-m", "spendpipe.admin.cli", *self.args],
             env={**os.environ, **self.env},
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -12,8 +12,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from spendpipe.platform.local_kafka import free_port_pair
-from spendpipe.schemas.topics import Topics
+from dev.local_kafka import free_port_pair
+from spendpipe.contracts.topics import Topics
 from tests.support.processes import terminate
 from tests.support.waiting import eventually_sync
 
@@ -21,7 +21,7 @@ CONFIG = """\
 model_list:
 {models}
 litellm_settings:
-  callbacks: spendpipe.services.gateway.proxy.handler
+  callbacks: spendpipe.gateway.proxy.handler
 general_settings:
   custom_auth: custom_auth.user_api_key_auth
 """

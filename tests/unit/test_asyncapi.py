@@ -7,9 +7,9 @@ from urllib.parse import unquote
 import yaml
 from typer.testing import CliRunner
 
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin.asyncapi import DOCUMENT, build_document
-from spendpipe.services.admin.cli import app
+from spendpipe.admin.asyncapi import DOCUMENT, build_document
+from spendpipe.admin.cli import app
+from spendpipe.contracts.topics import Topics
 
 CONTRACTS = {"SpendEvent", "ScopesFlushed", "Decision", "Budget", "SoftBudgetAlert", "SessionRecord"}
 

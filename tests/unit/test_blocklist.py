@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.schemas.decisions import Decision
-from spendpipe.schemas.scopes import ScopeType, scopes_of
-from spendpipe.services.gateway.blocklist import BlockList, request_keys
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.scopes import ScopeType, scopes_of
+from spendpipe.gateway.blocks.blocklist import BlockList, request_keys
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)

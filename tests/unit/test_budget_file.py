@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from spendpipe.schemas.budgets import BudgetRejectedError
-from spendpipe.services.admin.budget_file import budgets_from_document
+from spendpipe.admin.budget_file import budgets_from_document
+from spendpipe.contracts.budgets import BudgetRejectedError
 
 
 def problems_of(document: object) -> list[str]:

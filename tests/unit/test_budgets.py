@@ -4,8 +4,8 @@ from decimal import Decimal
 
 import pytest
 
-from spendpipe.schemas.budgets import Budget, BudgetRejectedError, Cap, validate_budget
-from spendpipe.schemas.durations import parse_duration
+from spendpipe.contracts.budgets import Budget, BudgetRejectedError, Cap, validate_budget
+from spendpipe.contracts.durations import parse_duration
 
 UNKNOWN_5X = "unknown duration '5x': use a whole number and a unit, m, h, d or mo (e.g. 15m, 1h, 24h, 7d, 1mo)"
 

@@ -3,7 +3,7 @@
 from collections import Counter
 from typing import Any
 
-from spendpipe.services.admin.cli_traffic import UNREACHABLE, TrafficPlan, run_traffic
+from spendpipe.admin.cli_traffic import UNREACHABLE, TrafficPlan, run_traffic
 
 PLAN = TrafficPlan(models=("gpt-4o-mini", "gpt-4o"), end_users=3)
 

@@ -7,9 +7,9 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.platform.clickhouse import READ_ONLY, ClickhouseSettings, client_args, connect_clickhouse
 from spendpipe.platform.settings import SettingsError, load_settings
-from spendpipe.services.aggregator.settings import AggregatorSettings
 
 
 @pytest.fixture(autouse=True)

@@ -9,8 +9,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from spendpipe.services.aggregator.metrics import AggregatorMetrics
-from spendpipe.services.aggregator.progress import ConsumerProgress
+from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.progress import ConsumerProgress
 from tests.support.waiting import eventually
 
 P0, P1 = TopicPartition("spend.events", 0), TopicPartition("spend.events", 1)

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from spendpipe.schemas.decisions import Decision, decision_key
+from spendpipe.contracts.decisions import Decision, decision_key
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC)
 

@@ -1,6 +1,6 @@
 """Recently counted event ids, forgotten once they are older than the horizon."""
 
-from spendpipe.services.aggregator.dedup import RecentEventIds
+from spendpipe.aggregator.dedup import RecentEventIds
 
 
 def test_remembered_ids_are_found() -> None:

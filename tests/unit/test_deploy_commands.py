@@ -14,12 +14,12 @@ from typer.core import TyperGroup
 from typer.exceptions import TyperException
 from typer.testing import CliRunner
 
+from spendpipe.admin.cli import app
+from spendpipe.admin.settings import AdminSettings
+from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.settings import ENV_PREFIX, NESTED_DELIMITER, load_settings
-from spendpipe.services.admin.cli import app
-from spendpipe.services.admin.settings import AdminSettings
-from spendpipe.services.aggregator.settings import AggregatorSettings
-from spendpipe.services.enforcer.settings import EnforcerSettings
-from spendpipe.services.gateway.settings import GatewaySettings
 from tests.support.deploy import (
     GATEWAY_DOCKERFILE,
     SERVICES_DOCKERFILE,
@@ -140,7 +140,7 @@ def test_gateway_variables_are_gateway_settings(monkeypatch: pytest.MonkeyPatch)
     sources = {
         "compose gateway": {name: value for name, value in compose_env.items() if value is not None},
         "k8s spendpipe-gateway-env": k8s_object("ConfigMap", "spendpipe-gateway-env")["data"],
-        "deploy/gateway/Dockerfile": dockerfile_env(GATEWAY_DOCKERFILE),
+        "services/gateway/Dockerfile": dockerfile_env(GATEWAY_DOCKERFILE),
     }
     for where, env in sources.items():
         unknown = [name for name in spendpipe_variables(env) if not is_setting(name, GatewaySettings)]

@@ -142,17 +142,17 @@ def test_gateway_image_is_litellm_of_the_pinned_version() -> None:
 
     assert f"ARG LITELLM_VERSION={litellm.removeprefix('litellm==')}" in text
     assert "FROM ghcr.io/berriai/litellm:v${LITELLM_VERSION}" in text
-    assert "COPY deploy/gateway/config.yaml /app/config.yaml" in text
+    assert "COPY services/gateway/config.yaml /app/config.yaml" in text
     assert '"--config", "/app/config.yaml"' in text
     dockerignore = (REPO / ".dockerignore").read_text().splitlines()
-    assert "!deploy/gateway/config.yaml" in dockerignore
+    assert "!services/gateway/config.yaml" in dockerignore
 
 
 def test_gateway_config_enables_the_plugin_with_priced_mock_models() -> None:
     config = yaml.safe_load(GATEWAY_CONFIG.read_text())
     prices = json.loads((files("litellm") / "model_prices_and_context_window_backup.json").read_text())
 
-    assert config["litellm_settings"]["callbacks"] == "spendpipe.services.gateway.proxy.handler"
+    assert config["litellm_settings"]["callbacks"] == "spendpipe.gateway.proxy.handler"
     assert config["general_settings"]["master_key"] == "os.environ/LITELLM_MASTER_KEY"
     assert config["model_list"]
     for model in config["model_list"]:

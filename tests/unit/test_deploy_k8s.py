@@ -5,8 +5,8 @@ import re
 
 import yaml
 
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.ops_server import OpsSettings
-from spendpipe.services.gateway.settings import GatewaySettings
 from tests.support.deploy import (
     GATEWAY_CONFIG,
     K8S,

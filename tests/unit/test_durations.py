@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.schemas.durations import Duration, parse_duration
-from spendpipe.schemas.windows import Window
+from spendpipe.contracts.durations import Duration, parse_duration
+from spendpipe.contracts.windows import Window
 
 
 def epoch(year: int, month: int, day: int, *time: int) -> int:

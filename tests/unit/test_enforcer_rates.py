@@ -6,15 +6,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
-from spendpipe.schemas.budgets import validate_budget
-from spendpipe.schemas.rate_limits import RateLimit
-from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.services.enforcer.enforcer import Enforcer
-from spendpipe.services.enforcer.rate_reader import RateReader, RateUsage
-from spendpipe.services.enforcer.rate_verdict import judge_rate
-from spendpipe.services.enforcer.spend_reader import SpendReader
-from spendpipe.services.enforcer.targets import BudgetBook, Target
-from spendpipe.services.enforcer.verdict import Measurement
+from spendpipe.contracts.budgets import validate_budget
+from spendpipe.contracts.rate_limits import RateLimit
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.enforcer.enforcer import Enforcer
+from spendpipe.enforcer.rate_reader import RateReader, RateUsage
+from spendpipe.enforcer.rate_verdict import judge_rate
+from spendpipe.enforcer.spend_reader import SpendReader
+from spendpipe.enforcer.targets import BudgetBook, Target
+from spendpipe.enforcer.verdict import Measurement
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC).timestamp()
 ENG = Scope(ScopeType.TEAM, "eng")

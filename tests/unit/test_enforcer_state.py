@@ -4,14 +4,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
-from spendpipe.schemas.budgets import validate_budget
-from spendpipe.schemas.decisions import Decision, decision_key
-from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.services.enforcer.enforcer import Enforcer
-from spendpipe.services.enforcer.rate_reader import RateReader
-from spendpipe.services.enforcer.spend_reader import SpendReader
-from spendpipe.services.enforcer.targets import BudgetBook, Target
-from spendpipe.services.enforcer.verdict import Measurement
+from spendpipe.contracts.budgets import validate_budget
+from spendpipe.contracts.decisions import Decision, decision_key
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.enforcer.enforcer import Enforcer
+from spendpipe.enforcer.rate_reader import RateReader
+from spendpipe.enforcer.spend_reader import SpendReader
+from spendpipe.enforcer.targets import BudgetBook, Target
+from spendpipe.enforcer.verdict import Measurement
 
 ENG = Scope(ScopeType.TEAM, "eng")
 

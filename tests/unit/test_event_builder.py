@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from spendpipe.services.gateway.event_builder import build_spend_event
+from spendpipe.gateway.recording.event_builder import build_spend_event
 
 KEY_HASH = hashlib.sha256(b"sk-proxy-virtual-key").hexdigest()
 START = datetime(2026, 11, 28, 13, 45, 0, tzinfo=UTC).timestamp()

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from spendpipe.schemas.events import InvalidEventError, SpendEvent, decode_event
+from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
 
 
 def wire(**overrides: Any) -> bytes:

@@ -12,15 +12,15 @@ import aiokafka
 import aiokafka.admin.client
 import pytest
 
+from spendpipe.admin import budget_admin
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.recording import publisher
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform import compacted, kafka_topics
 from spendpipe.platform.compacted import CompactedTopicReader
 from spendpipe.platform.kafka import KafkaSettings, build_broker
-from spendpipe.schemas.topics import Topics
-from spendpipe.services.admin import budget_admin
-from spendpipe.services.admin.budget_admin import BudgetAdmin
-from spendpipe.services.gateway import publisher
-from spendpipe.services.gateway.plugin import SpendpipeLogger
-from spendpipe.services.gateway.settings import GatewaySettings
 from tests.support.waiting import eventually_sync
 
 SECURE = [

@@ -2,7 +2,7 @@
 
 import re
 
-from spendpipe.schemas.migrate import Migration, bundled_migrations, migrate, split_statements
+from spendpipe.store.migrate import Migration, bundled_migrations, migrate, split_statements
 
 
 class FakeClickhouse:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.schemas.money import MONEY_CONTEXT, add_costs, cost_from_float
+from spendpipe.contracts.money import MONEY_CONTEXT, add_costs, cost_from_float
 
 
 @pytest.mark.parametrize(

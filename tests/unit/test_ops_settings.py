@@ -5,11 +5,11 @@ import os
 import pytest
 from pydantic_settings import BaseSettings
 
+from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.ops_server import READY, Readiness
 from spendpipe.platform.settings import SettingsError, load_settings
-from spendpipe.services.aggregator.settings import AggregatorSettings
-from spendpipe.services.enforcer.settings import EnforcerSettings
-from spendpipe.services.gateway.settings import GatewaySettings
 
 SETTINGS: tuple[type[BaseSettings], ...] = (AggregatorSettings, EnforcerSettings, GatewaySettings)
 

@@ -13,18 +13,18 @@ import pytest
 from litellm.proxy._types import ProxyException, UserAPIKeyAuth
 from prometheus_client import CollectorRegistry
 
+from spendpipe.contracts.budgets import validate_budget
+from spendpipe.contracts.decisions import Decision
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.gateway.blocks.decision_follower import DecisionFollower
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.plugin import LEASE_FIELD, SpendpipeLogger
+from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
+from spendpipe.gateway.rate_limits.rate_gate import RateGate
+from spendpipe.gateway.recording.event_builder import hash_api_key
+from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
+from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.schemas.budgets import validate_budget
-from spendpipe.schemas.decisions import Decision
-from spendpipe.services.gateway.blocklist import BlockList
-from spendpipe.services.gateway.decision_follower import DecisionFollower
-from spendpipe.services.gateway.event_builder import hash_api_key
-from spendpipe.services.gateway.limit_follower import LimitFollower
-from spendpipe.services.gateway.metrics import GatewayMetrics
-from spendpipe.services.gateway.plugin import LEASE_FIELD, SpendpipeLogger
-from spendpipe.services.gateway.publisher import EventPublisher, PublisherOptions
-from spendpipe.services.gateway.rate_gate import RateGate
-from spendpipe.services.gateway.spool import DiskSpool
 
 
 class IdleFollower:

@@ -1,10 +1,10 @@
 """The gateway-local layer: a true sliding minute per (scope, model), requests in flight with
 leases that always end, and the refusals and remaining capacity a client sees."""
 
-from spendpipe.schemas.budgets import validate_budget
-from spendpipe.services.gateway.in_flight import InFlight
-from spendpipe.services.gateway.rate_gate import RateGate
-from spendpipe.services.gateway.sliding_window import SlidingWindow
+from spendpipe.contracts.budgets import validate_budget
+from spendpipe.gateway.rate_limits.in_flight import InFlight
+from spendpipe.gateway.rate_limits.rate_gate import RateGate
+from spendpipe.gateway.rate_limits.sliding_window import SlidingWindow
 
 KEY = "key:" + "b" * 64
 T0 = 1_795_000_000.0

@@ -3,9 +3,9 @@ as a `field: reason` line, and the limits a budget gives the gateways and the en
 
 import pytest
 
-from spendpipe.schemas.budgets import BudgetRejectedError, validate_budget
-from spendpipe.schemas.rate_limits import RateLimit, tokens_of
-from spendpipe.services.admin.budget_file import budgets_from_document
+from spendpipe.admin.budget_file import budgets_from_document
+from spendpipe.contracts.budgets import BudgetRejectedError, validate_budget
+from spendpipe.contracts.rate_limits import RateLimit, tokens_of
 
 KEY = "key:" + "a" * 64
 

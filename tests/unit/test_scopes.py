@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.schemas.scopes import Scope, ScopeType, scopes_of
+from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 from decimal import Decimal
 
-from spendpipe.schemas.sessions import SessionRecord
-from spendpipe.services.gateway.session_ledger import SessionLedger
+from spendpipe.contracts.sessions import SessionRecord
+from spendpipe.gateway.sessions.session_ledger import SessionLedger
 
 AGENT, SESSION = "planner", "s-1"
 

@@ -2,9 +2,9 @@
 
 import threading
 
+from spendpipe.gateway.sessions.session_ledger import SessionLedger
+from spendpipe.gateway.sessions.session_log import SessionLog
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.services.gateway.session_ledger import SessionLedger
-from spendpipe.services.gateway.session_log import SessionLog
 
 
 def session_log() -> SessionLog:

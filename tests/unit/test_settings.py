@@ -5,8 +5,8 @@ import os
 import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.platform.settings import SettingsError, describe_errors, load_settings
-from spendpipe.services.aggregator.settings import AggregatorSettings
 
 
 @pytest.fixture(autouse=True)

@@ -2,9 +2,9 @@
 
 from datetime import UTC, datetime, timedelta, timezone
 
-from spendpipe.schemas.scopes import ScopeType
-from spendpipe.schemas.windows import Window
-from spendpipe.services.admin.spend_query import SpendQuery
+from spendpipe.admin.spend_query import SpendQuery
+from spendpipe.contracts.scopes import ScopeType
+from spendpipe.contracts.windows import Window
 
 SATURDAY = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
 

@@ -2,10 +2,10 @@
 
 from decimal import Decimal
 
-from spendpipe.schemas.budgets import Budget, Cap, validate_budget
-from spendpipe.schemas.durations import parse_duration
-from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.services.enforcer.targets import BudgetBook, Target
+from spendpipe.contracts.budgets import Budget, Cap, validate_budget
+from spendpipe.contracts.durations import parse_duration
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.enforcer.targets import BudgetBook, Target
 
 ENG = Scope(ScopeType.TEAM, "eng")
 ALICE_IN_ENG = Scope(ScopeType.TEAM_MEMBER, "eng/alice")

@@ -3,7 +3,7 @@
 import threading
 
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.services.gateway.topic_follower import TopicFollower
+from spendpipe.platform.topic_follower import TopicFollower
 
 
 def follower() -> TopicFollower:

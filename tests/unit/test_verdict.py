@@ -6,11 +6,11 @@ from decimal import Decimal
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.schemas.budgets import Cap
-from spendpipe.schemas.durations import parse_duration
-from spendpipe.schemas.scopes import Scope, ScopeType
-from spendpipe.services.enforcer.targets import Target
-from spendpipe.services.enforcer.verdict import LIFETIME, Measurement, judge
+from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.durations import parse_duration
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.enforcer.targets import Target
+from spendpipe.enforcer.verdict import LIFETIME, Measurement, judge
 
 TEAM = Scope(ScopeType.TEAM, "eng")
 NOW = int(datetime(2026, 11, 28, 13, 45, tzinfo=UTC).timestamp())

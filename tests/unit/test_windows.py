@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.schemas.windows import Window, window_bounds, window_end, window_start
+from spendpipe.contracts.windows import Window, window_bounds, window_end, window_start
 
 
 def at(year: int, month: int, day: int, *time: int) -> datetime:

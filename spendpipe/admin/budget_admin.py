@@ -1,0 +1,78 @@
+"""The Python API for budgets: validate, publish to the compacted `spend.budgets` topic, read back.
+
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers="..."), topics=Topics())
+    admin.set({"scope": "team:search", "max_budget": "10", "budget_duration": "24h"})
+    admin.delete("team:search")
+    admin.current()
+
+`set` validates first: an invalid budget raises `BudgetRejectedError` listing `field: reason`
+lines, and nothing is published. The enforcer applies changes as they arrive, no restart.
+"""
+
+import asyncio
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from spendpipe.contracts.budgets import MESSAGE_TYPE, Budget, validate_budget
+from spendpipe.contracts.scopes import Scope
+from spendpipe.contracts.topics import TYPE_HEADER, Topics
+from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.platform.kafka import KafkaSettings
+
+
+class BudgetAdmin:
+    def __init__(self, *, kafka: KafkaSettings, topics: Topics) -> None:
+        self._kafka = kafka
+        self._topic = topics.budgets
+
+    def set(self, document: Mapping[str, Any] | Budget) -> Budget:
+        return self.set_many([document])[0]
+
+    def set_many(self, documents: Iterable[Mapping[str, Any] | Budget]) -> list[Budget]:
+        """Validate every budget, then publish them all; one invalid budget publishes none."""
+        budgets = [d if isinstance(d, Budget) else validate_budget(dict(d)) for d in documents]
+        asyncio.run(self._send([(b.scope, b.model_dump_json(exclude_none=True).encode()) for b in budgets]))
+        return budgets
+
+    def delete(self, scope: str) -> None:
+        asyncio.run(self._send([(str(Scope.parse(scope)), None)]))
+
+    def current(self) -> list[Budget]:
+        return asyncio.run(self._read())
+
+    async def _send(self, records: list[tuple[str, bytes | None]]) -> None:
+        producer = AIOKafkaProducer(**self._kafka.aiokafka_kwargs(), enable_idempotence=True, acks="all")
+        await producer.start()
+        try:
+            pending = [
+                await producer.send(
+                    self._topic,
+                    key=scope.encode(),
+                    value=value,
+                    headers=[(TYPE_HEADER, MESSAGE_TYPE.encode())],
+                )
+                for scope, value in records
+            ]
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    async def _read(self) -> list[Budget]:
+        current: dict[str, Budget] = {}
+
+        def apply(key: bytes | None, value: bytes | None) -> None:
+            scope = (key or b"").decode()
+            if value is None:
+                current.pop(scope, None)
+            else:
+                current[scope] = Budget.model_validate_json(value)
+
+        reader = CompactedTopicReader(kafka=self._kafka, topic=self._topic, on_record=apply)
+        await reader.start()
+        try:
+            await reader.catch_up()
+        finally:
+            await reader.stop()
+        return sorted(current.values(), key=lambda b: b.scope)

@@ -1,0 +1,188 @@
+"""`spendpipe`: run the services, query spend, manage topics."""
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, TypeVar
+
+import typer
+from pydantic_settings import BaseSettings
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from spendpipe.admin.asyncapi import asyncapi
+from spendpipe.admin.cli_budgets import blocks_app, budgets_app
+from spendpipe.admin.cli_traffic import traffic
+from spendpipe.admin.render import result_table
+from spendpipe.admin.settings import AdminSettings
+from spendpipe.admin.spend_query import SpendQuery
+from spendpipe.admin.sql_source import sql_source
+from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.contracts.windows import Window
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.settings import SettingsError, load_settings
+from spendpipe.runner import Services, serve
+
+app = typer.Typer(help="spendpipe: exact LLM spend from gateways to ClickHouse.", no_args_is_help=True)
+run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(run_app, name="run")
+app.add_typer(topics_app, name="topics")
+app.command()(asyncapi)
+app.command()(traffic)
+
+S = TypeVar("S", bound=BaseSettings)
+
+console = Console()
+errors = Console(stderr=True)
+
+ValidateOption = Annotated[bool, typer.Option("--validate", help="Check the settings and exit.")]
+
+
+class Service(StrEnum):
+    AGGREGATOR = "aggregator"
+    ENFORCER = "enforcer"
+    ALL = "all"
+
+
+def _settings(cls: type[S]) -> S:
+    try:
+        return load_settings(cls)
+    except SettingsError as error:
+        errors.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def _admin_context(ctx: typer.Context) -> None:
+    ctx.obj = _settings(AdminSettings)
+
+
+app.add_typer(budgets_app, name="budgets", callback=_admin_context)
+app.add_typer(blocks_app, name="blocks", callback=_admin_context)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@run_app.command("aggregator")
+def run_aggregator(validate: ValidateOption = False) -> None:
+    """Consume spend.events into exact windowed totals in ClickHouse."""
+    _run(Service.AGGREGATOR, validate)
+
+
+@run_app.command("enforcer")
+def run_enforcer(validate: ValidateOption = False) -> None:
+    """Compare budgets with the totals and publish block/unblock decisions (needs a ClickHouse
+    server DSN, or use `run all` with the embedded store)."""
+    _run(Service.ENFORCER, validate)
+
+
+@run_app.command("all")
+def run_all(validate: ValidateOption = False) -> None:
+    """Every service in one process: what the embedded (chdb://) store needs."""
+    _run(Service.ALL, validate)
+
+
+def _run(service: Service, validate: bool) -> None:
+    services = Services(
+        aggregator=_settings(AggregatorSettings) if service is not Service.ENFORCER else None,
+        enforcer=_settings(EnforcerSettings) if service is not Service.AGGREGATOR else None,
+    )
+    if validate:
+        console.print(f"settings for [bold]{service}[/bold] are valid")
+        return
+    _logging()
+    asyncio.run(serve(services))
+
+
+@app.command()
+def spend(
+    scope: Annotated[
+        str,
+        typer.Option(
+            help="team:eng, key:<hash>, user:alice, team_member:eng/alice, global; "
+            "a bare type (team) lists every scope of it"
+        ),
+    ] = "team",
+    window: Annotated[Window, typer.Option(help="calendar window in UTC")] = Window.DAY,
+    model: Annotated[str | None, typer.Option(help="a model name, or * for one row per model")] = None,
+    at: Annotated[datetime | None, typer.Option(help="an instant in the window (UTC); default now")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C (0: once)")] = 0.0,
+) -> None:
+    """Spend, requests and tokens of a scope in a window, from ClickHouse."""
+    settings = _settings(AdminSettings)
+    scope_type, scope_id = _parse_scope(scope)
+    source = sql_source(settings.clickhouse, settings.sql_endpoint_url)
+
+    def render() -> Table:
+        instant = (at.replace(tzinfo=at.tzinfo or UTC)) if at else datetime.now(UTC)
+        query = SpendQuery(scope_type, scope_id, window, instant, model, limit)
+        sql, parameters = query.sql()
+        columns, rows = source.query(sql, parameters)
+        title = f"{scope} — {window.value} of {instant:%Y-%m-%d %H:%M} UTC"
+        return result_table(title, columns, rows)
+
+    try:
+        if watch <= 0:
+            console.print(render())
+            return
+        with Live(render(), console=console, refresh_per_second=4) as live:
+            while True:
+                time.sleep(watch)
+                live.update(render())
+    except KeyboardInterrupt:
+        return
+    except RuntimeError as error:
+        errors.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+
+
+def _parse_scope(text: str) -> tuple[ScopeType, str | None]:
+    try:
+        if ":" in text or text == "global":
+            parsed = Scope.parse(text)
+            return parsed.type, parsed.id
+        return Scope.parse(f"{text}:*").type, None
+    except ValueError as error:
+        raise typer.BadParameter(str(error), param_hint="--scope") from None
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="a read-only query, e.g. SELECT ... FROM spend_totals")],
+) -> None:
+    """Run read-only SQL against the store and print the result."""
+    settings = _settings(AdminSettings)
+    try:
+        columns, rows = sql_source(settings.clickhouse, settings.sql_endpoint_url).query(query)
+    except RuntimeError as error:
+        errors.print(f"[red]{error}[/red]", highlight=False)
+        raise typer.Exit(1) from None
+    console.print(result_table("", columns, rows))
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[int, typer.Option(min=1)] = 3,
+    replication: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Create spendpipe's topics (compacted where they hold state) if they are missing."""
+    settings = _settings(AdminSettings)
+    specs = topic_specs(settings.topics, partitions=partitions, replication=replication)
+    created = asyncio.run(ensure_topics(settings.kafka, specs))
+    console.print(f"created: {', '.join(created) or 'nothing, all topics exist'}")
+
+
+def main() -> None:
+    app(prog_name="spendpipe")
+
+
+if __name__ == "__main__":
+    main()

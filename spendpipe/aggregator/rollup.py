@@ -1,0 +1,104 @@
+"""Rolling a batch of events up into windowed totals per scope, inside ClickHouse.
+
+The writer stages a batch's new events in a temporary Memory table (`STAGE_TABLE`, private
+to the writer's ClickHouse session). One `INSERT … SELECT` then turns them into totals in
+three steps that keep the fan-out small: events are summed per (minute, attribution, model);
+each of those groups is added to its scopes x {all models, its model} per minute; each
+(minute, scope, model) total fans out to the calendar windows. The totals are written together
+with the batch's watermark rows, as one block: one part, all or nothing.
+
+ClickHouse sums `Decimal(38, 24)` as exact integers, so no total is ever rounded. A batch
+holds at most 100k events of at most $1M each (`MAX_EVENT_COST`): its sums stay far inside
+the 14 integer digits the type has.
+
+The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
+`tests/integration/test_rollup.py` checks it against both on random events.
+"""
+
+from collections.abc import Iterable
+
+from spendpipe.contracts.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
+from spendpipe.contracts.windows import Window
+
+STAGE_TABLE = "spendpipe_stage"
+WATERMARK_WINDOW = "watermark"
+INGEST_SCOPE_TYPE = "ingest"
+NO_OFFSET = -1
+
+Attribution = tuple[str | None, str | None, str | None, str | None, str | None]
+"""(key hash, user, team, org, end user) of one event."""
+
+_WINDOW_STARTS: dict[Window, str] = {
+    Window.MINUTE: "minute",
+    Window.HOUR: "toStartOfHour(minute)",
+    Window.DAY: "toStartOfDay(minute)",
+    Window.WEEK: "toDateTime(toStartOfWeek(minute, 0), 'UTC')",  # mode 0: weeks start on Sunday
+    Window.MONTH: "toDateTime(toStartOfMonth(minute), 'UTC')",
+}
+
+_SCOPE_IDS: dict[ScopeType, str] = {
+    ScopeType.GLOBAL: "''",
+    ScopeType.KEY: "key_hash",
+    ScopeType.USER: "user_id",
+    ScopeType.TEAM: "team_id",
+    ScopeType.TEAM_MEMBER: "if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')",
+    ScopeType.ORG: "org_id",
+    ScopeType.END_USER: "end_user",
+}
+"""Each scope type's id, as an expression on the stage; '' where the event has none."""
+_SCOPE_TYPE_LIST = "[" + ", ".join(f"'{scope_type.value}'" for scope_type in _SCOPE_IDS) + "]"
+_SCOPE_ID_LIST = "[" + ", ".join(_SCOPE_IDS.values()) + "]"
+_WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in _WINDOW_STARTS) + "]"
+_WINDOW_START_VALUES = "[" + ", ".join(_WINDOW_STARTS.values()) + "]"
+
+ROLLUP_SQL = f"""
+INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
+    cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
+SELECT window, window_start, scope_type, scope_id, model, sum(spend), sum(requests), sum(failures),
+    sum(cache_hits), sum(prompt), sum(completion), sum(total), {NO_OFFSET}
+FROM (
+    SELECT minute, scope_type, scope_id, model, sum(spend) AS spend, sum(requests) AS requests,
+        sum(failures) AS failures, sum(cache_hits) AS cache_hits, sum(prompt) AS prompt,
+        sum(completion) AS completion, sum(total) AS total
+    FROM (
+        SELECT toDateTime(toStartOfMinute(occurred_at), 'UTC') AS minute,
+            key_hash, user_id, team_id, org_id, end_user, billed_model,
+            sum(cost) AS spend, count() AS requests, countIf(status = 'failure') AS failures,
+            countIf(cache_hit) AS cache_hits, sum(prompt_tokens) AS prompt,
+            sum(completion_tokens) AS completion, sum(total_tokens) AS total
+        FROM {STAGE_TABLE}
+        WHERE {{new_rows}}
+        GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, billed_model
+    )
+    ARRAY JOIN {_SCOPE_TYPE_LIST} AS scope_type, {_SCOPE_ID_LIST} AS scope_id
+    ARRAY JOIN ['{ALL_MODELS}', billed_model] AS model
+    WHERE scope_id != '' OR scope_type = '{ScopeType.GLOBAL.value}'
+    GROUP BY minute, scope_type, scope_id, model
+)
+ARRAY JOIN {_WINDOW_NAMES} AS window, {_WINDOW_START_VALUES} AS window_start
+GROUP BY window, window_start, scope_type, scope_id, model
+UNION ALL
+SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1, '{ALL_MODELS}',
+    toDecimal128(0, 24), 0, 0, 0, 0, 0, 0, mark.2
+FROM system.one
+ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
+"""
+"""Totals of the staged rows that `{new_rows}` selects, plus one watermark row per
+`<topic>:<partition>`: the highest offset those totals include."""
+
+
+def rows_after(watermarks: dict[int, int]) -> str:
+    """A filter on the stage: the rows of each partition past its watermark (-1: every row).
+    Built from ints only; a partition not named takes no rows."""
+    if not watermarks:
+        return "0"
+    return " OR ".join(
+        f"(kafka_partition = {int(partition)} AND kafka_offset > {int(offset)})"
+        for partition, offset in sorted(watermarks.items())
+    )
+
+
+def touched_scopes(attributions: Iterable[Attribution]) -> set[Scope]:
+    """Every scope whose totals a batch with these attributions changes (for the flush
+    announcement); the same scopes the SQL fans out to."""
+    return {scope for attribution in set(attributions) for scope in scopes_of(*attribution)}

@@ -1,0 +1,193 @@
+"""Exactly-once writing of one consumed batch into ClickHouse.
+
+Order of work for a batch (all of it before the Kafka offsets are committed):
+
+1. Decode. A message that is not a valid v1 `SpendEvent` becomes a dead letter.
+2. Drop duplicates: the same event id twice in the batch, an id counted recently
+   (`RecentEventIds`), or, for events older than that memory, an id already in `events`.
+3. Stage the new events in the writer's temporary table in ClickHouse.
+4. Insert the totals of the staged events into `spend_totals` (rolled up by ClickHouse, see
+   `rollup`), together with one watermark row per partition (the highest offset included),
+   in one insert: one part, all or nothing.
+5. Copy the staged events into `events`, which carry their own partition and offset.
+
+Each table skips records at or below its own watermark. So a batch replayed after a crash
+anywhere in 3-5 (offsets not yet committed) adds nothing twice: a table that already has
+the batch skips it, a table that does not yet have it takes it. Totals go first because the
+duplicate memory is rebuilt from `events` at start-up: an event is never remembered as
+counted unless its totals are in.
+"""
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from spendpipe.aggregator.dedup import RecentEventIds
+from spendpipe.aggregator.rollup import touched_scopes
+from spendpipe.aggregator.store import SpendStore, source_name
+from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
+from spendpipe.contracts.scopes import Scope
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """What the writer needs of one Kafka record."""
+
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: SourceRecord
+    reason: str
+
+
+@dataclass
+class FlushOutcome:
+    counted: int = 0
+    duplicates: int = 0
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    scopes: set[Scope] = field(default_factory=set)
+    models: set[str] = field(default_factory=set)
+    latest_occurred_at: datetime | None = None
+
+
+@dataclass
+class _Watermarks:
+    totals: dict[int, int] = field(default_factory=dict)
+    events: dict[int, int] = field(default_factory=dict)
+
+
+class BatchWriter:
+    """Not thread-safe: one writer per consumer, called from the ClickHouse thread."""
+
+    def __init__(
+        self,
+        *,
+        store: SpendStore,
+        topic: str,
+        dedup_horizon_s: float,
+        clock_skew_s: float = 60.0,
+        clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self._topic = topic
+        self._recent = RecentEventIds(horizon_s=dedup_horizon_s)
+        self._late_after_s = max(0.0, dedup_horizon_s - clock_skew_s)
+        self._clock = clock
+        self._watermarks: _Watermarks | None = None
+
+    def forget_state(self) -> None:
+        """Reload watermarks and recent ids from ClickHouse before the next batch: call it
+        after partitions were reassigned or a write failed half-way."""
+        self._watermarks = None
+
+    def write(self, records: Sequence[SourceRecord]) -> FlushOutcome:
+        outcome = FlushOutcome()
+        decoded = self._decode(records, outcome)
+        marks = self._load_state()
+        fresh = self._drop_duplicates(decoded, outcome)
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        staged = [(event, record.partition, record.offset) for event, record in fresh]
+        self._store.stage(staged, topic=self._topic, ingested_at=now)
+        self._write_totals(fresh, records, marks, outcome)
+        self._write_events(fresh, records, marks)
+        self._recent.remember((event.event_id for event, _ in fresh), self._clock())
+        self._recent.expire(self._clock())
+        return outcome
+
+    def _decode(self, records: Sequence[SourceRecord], outcome: FlushOutcome) -> list[tuple[SpendEvent, SourceRecord]]:
+        decoded = []
+        for record in records:
+            try:
+                if record.value is None:
+                    raise InvalidEventError("empty message (no value)")
+                decoded.append((decode_event(record.value), record))
+            except InvalidEventError as error:
+                outcome.dead_letters.append(DeadLetter(record, error.reason))
+        return decoded
+
+    def _load_state(self) -> _Watermarks:
+        marks = self._watermarks  # forget_state may clear the attribute from another thread
+        if marks is None:
+            marks = _Watermarks(
+                totals=self._store.totals_watermarks(self._topic),
+                events=self._store.events_watermarks(self._topic),
+            )
+            since = datetime.fromtimestamp(self._clock() - self._recent.horizon_s, UTC)
+            self._recent.clear()
+            for event_id, ingested_at in self._store.event_ids_ingested_since(since):
+                self._recent.remember([event_id], ingested_at.replace(tzinfo=UTC).timestamp())
+            self._watermarks = marks
+        return marks
+
+    def _drop_duplicates(
+        self, decoded: list[tuple[SpendEvent, SourceRecord]], outcome: FlushOutcome
+    ) -> list[tuple[SpendEvent, SourceRecord]]:
+        late_before = self._clock() - self._late_after_s
+        late_ids = [e.event_id for e, _ in decoded if e.occurred_at.timestamp() < late_before]
+        known = self._store.existing_event_ids(late_ids)
+        fresh, seen_in_batch = [], set()
+        for event, record in decoded:
+            if event.event_id in seen_in_batch or event.event_id in self._recent or event.event_id in known:
+                outcome.duplicates += 1
+                continue
+            seen_in_batch.add(event.event_id)
+            fresh.append((event, record))
+        return fresh
+
+    def _write_totals(
+        self,
+        fresh: list[tuple[SpendEvent, SourceRecord]],
+        records: Sequence[SourceRecord],
+        marks: _Watermarks,
+        outcome: FlushOutcome,
+    ) -> None:
+        new = [event for event, record in fresh if record.offset > marks.totals.get(record.partition, -1)]
+        advanced = {
+            partition: offset
+            for partition, offset in _highest_offsets(records).items()
+            if offset > marks.totals.get(partition, -1)
+        }
+        if not new and not advanced:
+            return
+        self._store.insert_totals(
+            after=_watermarks_of(records, marks.totals),
+            watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
+        )
+        marks.totals.update(advanced)
+        outcome.counted = len(new)
+        outcome.scopes = touched_scopes((e.key_hash, e.user_id, e.team_id, e.org_id, e.end_user) for e in new)
+        outcome.models = {event.billed_model for event in new}
+        outcome.latest_occurred_at = max((e.occurred_at for e in new), default=None)
+
+    def _write_events(
+        self, fresh: list[tuple[SpendEvent, SourceRecord]], records: Sequence[SourceRecord], marks: _Watermarks
+    ) -> None:
+        new = [record for _, record in fresh if record.offset > marks.events.get(record.partition, -1)]
+        if not new:
+            return
+        self._store.insert_events(after=_watermarks_of(records, marks.events))
+        for partition, offset in _highest_offsets(new).items():
+            marks.events[partition] = offset
+
+
+def _watermarks_of(records: Sequence[SourceRecord], marks: dict[int, int]) -> dict[int, int]:
+    """The watermark of every partition in the batch; -1 where nothing was written yet."""
+    return {record.partition: marks.get(record.partition, -1) for record in records}
+
+
+def _highest_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
+    highest: dict[int, int] = {}
+    for record in records:
+        if record.offset > highest.get(record.partition, -1):
+            highest[record.partition] = record.offset
+    return highest

@@ -1,0 +1,187 @@
+"""`Budget`: the caps and rate limits a scope has, with LiteLLM's field names, the message on
+`spend.budgets`.
+
+The topic is compacted and keyed by the scope (`team:eng`, `key:<hash>`, `global`...); a budget
+is deleted by a tombstone (a null value) on its key. Invalid input is refused by validation
+with the field and the reason, before anything is published.
+"""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from spendpipe.contracts.durations import Duration, parse_duration
+from spendpipe.contracts.events import Cost
+from spendpipe.contracts.rate_limits import LIMIT_FIELDS, LIMITED_SCOPES, LimitCount, ModelName, RateLimit, TokenType
+from spendpipe.contracts.scopes import Scope, ScopeType
+
+MESSAGE_TYPE = "spendpipe.budget.v1"
+
+SESSION_FIELDS = ("max_budget_per_session", "max_iterations")
+
+
+def _duration(text: str) -> str:
+    return parse_duration(text).text
+
+
+def _scope(text: str) -> str:
+    return str(Scope.parse(text))
+
+
+DurationText = Annotated[str, AfterValidator(_duration)]
+ScopeText = Annotated[str, AfterValidator(_scope)]
+
+
+class BudgetWindow(BaseModel):
+    """One cap over one duration (an entry of LiteLLM's `budget_limits`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    budget_duration: DurationText
+    max_budget: Cost
+
+
+class ModelBudget(BaseModel):
+    """A per-model cap (an entry of LiteLLM's `model_max_budget`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_budget: Cost
+    budget_duration: DurationText | None = None
+
+
+class Budget(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    scope: ScopeText
+    max_budget: Cost | None = None
+    budget_duration: DurationText | None = None
+    """Resets `max_budget`; without it `max_budget` is a lifetime cap."""
+    budget_limits: tuple[BudgetWindow, ...] = ()
+    soft_budget: Cost | None = None
+    """Crossing it raises an alert, not a block."""
+    max_budget_in_team: Cost | None = None
+    """On a team: the cap of each member's spend within the team."""
+    max_end_user_budget: Cost | None = None
+    """On the global scope: the default cap of every end customer without a budget of its own."""
+    model_max_budget: dict[str, ModelBudget] = Field(default_factory=dict)
+    rpm_limit: LimitCount | None = None
+    """Requests per sliding minute (`rate_limits.py`)."""
+    tpm_limit: LimitCount | None = None
+    """Tokens per sliding minute, of the kind `token_rate_limit_type` names."""
+    max_parallel_requests: LimitCount | None = None
+    """Requests in flight at once, per gateway replica."""
+    model_rpm_limit: dict[ModelName, LimitCount] = Field(default_factory=dict)
+    model_tpm_limit: dict[ModelName, LimitCount] = Field(default_factory=dict)
+    token_rate_limit_type: TokenType = "total"  # noqa: S105 - a token kind, not a secret
+    max_budget_per_session: Cost | None = None
+    """On an agent: the spend cap of each of its sessions (LiteLLM's agent `litellm_params`)."""
+    max_iterations: LimitCount | None = None
+    """On an agent: how many LLM calls each of its sessions may make."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Budget":
+        problems = []
+        if self.budget_duration is not None and self.max_budget is None:
+            problems.append("budget_duration: needs max_budget, the cap that resets")
+        durations = [window.budget_duration for window in self.budget_limits]
+        if self.budget_duration is not None:
+            durations.append(self.budget_duration)
+        meanings = [parse_duration(d).window_key for d in durations]
+        repeated = sorted({d for d, m in zip(durations, meanings, strict=True) if meanings.count(m) > 1})
+        if len(repeated) == 1:
+            problems.append(f"budget_limits: {repeated[0]} appears more than once")
+        elif repeated:
+            problems.append(f"budget_limits: {' and '.join(repeated)} are the same window")
+        scope_type = Scope.parse(self.scope).type
+        if self.max_budget_in_team is not None and scope_type is not ScopeType.TEAM:
+            problems.append("max_budget_in_team: only a team budget can cap its members")
+        if self.max_end_user_budget is not None and scope_type is not ScopeType.GLOBAL:
+            problems.append("max_end_user_budget: only the global budget sets the end-customer default")
+        problems += self._agent_problems(scope_type)
+        limits = [name for name in LIMIT_FIELDS if getattr(self, name)]
+        if limits and scope_type not in LIMITED_SCOPES:
+            kinds = ", ".join(sorted(t.value for t in LIMITED_SCOPES))
+            problems += [f"{name}: rate limits apply to {kinds} scopes, not {scope_type.value}" for name in limits]
+        if not self.sets_anything:
+            problems.append("budget: sets no cap or limit (max_budget, budget_limits, rpm_limit, ...)")
+        if problems:
+            raise ValueError("\n".join(problems))  # validate_budget reports one line each
+        return self
+
+    def _agent_problems(self, scope_type: ScopeType) -> list[str]:
+        """Session caps belong to agents; an agent's spend has no rollup, so it takes no spend cap."""
+        if scope_type is not ScopeType.AGENT:
+            return [
+                f"{name}: only an agent's budget caps its sessions" for name in SESSION_FIELDS if getattr(self, name)
+            ]
+        allowed = {"schema_version", "scope", "token_rate_limit_type", "rpm_limit", "tpm_limit", *SESSION_FIELDS}
+        return [
+            f"{name}: an agent takes max_budget_per_session, max_iterations, rpm_limit and tpm_limit only"
+            for name in sorted(self.model_fields_set - allowed)
+            if getattr(self, name)
+        ]
+
+    @property
+    def session_caps(self) -> bool:
+        return self.max_budget_per_session is not None or self.max_iterations is not None
+
+    @property
+    def sets_anything(self) -> bool:
+        optional = (self.max_budget, self.soft_budget, self.max_budget_in_team, self.max_end_user_budget)
+        if self.session_caps:
+            return True
+        caps = any(v is not None for v in optional) or bool(self.budget_limits or self.model_max_budget)
+        return caps or any(getattr(self, name) for name in LIMIT_FIELDS)
+
+    def rate_limits(self) -> tuple[RateLimit, ...]:
+        """The sliding-minute limits: the scope's own (over all models), then one per model."""
+        limits = []
+        if self.rpm_limit or self.tpm_limit:
+            limits.append(RateLimit(self.scope, "", self.rpm_limit, self.tpm_limit, self.token_rate_limit_type))
+        for model in sorted(self.model_rpm_limit.keys() | self.model_tpm_limit.keys()):
+            rpm, tpm = self.model_rpm_limit.get(model), self.model_tpm_limit.get(model)
+            limits.append(RateLimit(self.scope, model, rpm, tpm, self.token_rate_limit_type))
+        return tuple(limits)
+
+    def hard_caps(self) -> tuple["Cap", ...]:
+        """The caps on the scope's own spend: `max_budget` (over its duration, or for the
+        scope's lifetime without one) and every `budget_limits` entry."""
+        caps = [Cap(parse_duration(w.budget_duration), w.max_budget) for w in self.budget_limits]
+        if self.max_budget is not None:
+            duration = parse_duration(self.budget_duration) if self.budget_duration else None
+            caps.append(Cap(duration, self.max_budget))
+        return tuple(caps)
+
+
+@dataclass(frozen=True)
+class Cap:
+    duration: Duration | None
+    """None: the scope's whole lifetime."""
+    limit: Decimal
+
+
+class BudgetRejectedError(ValueError):
+    """A budget that was refused; `problems` are `field: reason` lines."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("budget refused:\n  " + "\n  ".join(problems))
+        self.problems = problems
+
+
+def validate_budget(document: dict[str, object]) -> Budget:
+    try:
+        return Budget.model_validate(document)
+    except ValidationError as error:
+        problems = []
+        for issue in error.errors(include_url=False):
+            field = ".".join(str(part) for part in issue["loc"]) or "budget"
+            message = str(issue["msg"]).removeprefix("Value error, ")
+            if issue["loc"]:
+                problems.append(f"{field}: {message}")
+            else:  # the whole-budget checks: each line already starts with its field
+                problems.extend(message.splitlines())
+        raise BudgetRejectedError(problems) from None

@@ -1,0 +1,65 @@
+"""`Decision`: the enforcer's verdict on one scope (optionally one model), the message on the
+compacted `spend.decisions` topic, keyed by `decision_key(scope, model, kind)`.
+
+A scope has two independent verdicts, so two keys: its budget (`kind="budget"`, keyed
+`<scope>` or `<scope>|<model>`) and its rate limits (`kind="rate_limit"`, keyed
+`rate_limit|<scope>[|<model>]`). Lifting one never lifts the other.
+
+Decisions are versioned per key: a reader keeps the highest version it has seen and ignores
+older ones, so a late or replayed message never overrides a newer verdict. A block carries the
+instant it expires (`expires_at`: the reset of the window that was exceeded); readers lift it
+by themselves then, even if the unblock message is late.
+"""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict
+
+from spendpipe.contracts.events import Cost
+from spendpipe.contracts.rate_limits import RateLimitType
+
+MESSAGE_TYPE = "spendpipe.decision.v1"
+
+DecisionKind = Literal["budget", "rate_limit"]
+RATE_LIMIT_PREFIX = "rate_limit|"
+"""No scope starts with it, so rate-limit keys never collide with budget keys."""
+
+
+def decision_key(scope: str, model: str = "", kind: DecisionKind = "budget") -> str:
+    base = f"{scope}|{model}" if model else scope
+    return RATE_LIMIT_PREFIX + base if kind == "rate_limit" else base
+
+
+class Decision(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    scope: str
+    """`key:<hash>`, `team:eng`, `team_member:eng/alice`, `end_user:acme`, `global`..."""
+    model: str = ""
+    """The model a per-model budget caps; empty for the scope's spend over all models."""
+    kind: DecisionKind = "budget"
+    """`rate_limit`: refused with LiteLLM's 429 rather than its budget error."""
+    rate_limit_type: RateLimitType | None = None
+    """On a rate-limit block: what was exceeded, `requests` (rpm) or `tokens` (tpm)."""
+    version: int
+    blocked: bool
+    reason: str
+    window: str | None = None
+    """The budget duration that decided (`24h`, `1mo`...), `lifetime`, or None when not blocked."""
+    spend: Cost | None = None
+    """Dollars spent, or for a rate-limit block the requests or tokens in the sliding minute."""
+    cap: Cost | None = None
+    """The cap in dollars, or the rpm/tpm limit."""
+    expires_at: AwareDatetime | None = None
+    """When a block lifts by itself; None for a lifetime cap (until the budget changes)."""
+    decided_at: AwareDatetime
+
+    @property
+    def key(self) -> str:
+        return decision_key(self.scope, self.model, self.kind)
+
+    def in_force(self, now: datetime) -> bool:
+        """A block that has not expired yet."""
+        return self.blocked and (self.expires_at is None or now < self.expires_at)

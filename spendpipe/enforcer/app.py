@@ -1,0 +1,216 @@
+"""The enforcer's wiring: budgets and past decisions read back from their compacted topics,
+flush announcements from the aggregator, a tick for window resets, decisions out.
+
+Rate limits are judged with the budgets: after each flush for the scopes it touched, and on the
+tick for blocks that expired (the sliding minute admits again) or whose budget changed. Agents
+are not in the flush announcements (the aggregator keeps no rollup per agent), so every agent
+with a rate limit is judged after every flush: one query per agent limit.
+
+Start-up order matters: budgets first (what to enforce), then the decisions topic (so versions
+continue where they were and no block is forgotten), then one evaluation of every budget, and
+only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
+on until that is done.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
+from pydantic import ValidationError
+
+from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
+from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
+from spendpipe.contracts.flushes import ScopesFlushed
+from spendpipe.contracts.scopes import Scope
+from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.enforcer.enforcer import Enforcer
+from spendpipe.enforcer.metrics import EnforcerMetrics
+from spendpipe.enforcer.rate_reader import RateReader
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.enforcer.spend_reader import SpendReader
+from spendpipe.enforcer.targets import BudgetBook
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.platform.compacted import CompactedTopicReader
+
+log = logging.getLogger(__name__)
+
+FLUSHES_PER_JUDGEMENT = 500
+"""Most flush announcements judged together (all of them while the enforcer is behind)."""
+
+
+class EnforcerService:
+    def __init__(
+        self,
+        *,
+        settings: EnforcerSettings,
+        broker: KafkaBroker,
+        clickhouse: ClickhouseStore,
+        clock: Callable[[], float] = time.time,
+        metrics: EnforcerMetrics | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
+        self._stage = "starting"
+        self._clickhouse = clickhouse
+        self.enforcer = Enforcer(
+            book=BudgetBook(),
+            reader=SpendReader(clickhouse=clickhouse),
+            rates=RateReader(clickhouse=clickhouse),
+            clock=clock,
+        )
+        self._pending_scopes: set[str] = set()
+        self._deleted_scopes: set[str] = set()
+        self._budgets = CompactedTopicReader(
+            kafka=settings.kafka, topic=settings.topics.budgets, on_record=self._on_budget
+        )
+        self._decisions = broker.publisher(
+            settings.topics.decisions,
+            title="spend.decisions",
+            description="Decision v1: block/unblock per scope, versioned; compacted, keyed by scope.",
+            schema=Decision,
+        )
+        self._alerts = broker.publisher(
+            settings.topics.alerts,
+            title="spend.alerts",
+            description="SoftBudgetAlert v1: a scope reached its soft budget, once per window.",
+            schema=SoftBudgetAlert,
+        )
+        broker.subscriber(
+            settings.topics.flushes,
+            group_id=settings.enforcer_group_id,
+            auto_offset_reset="latest",
+            batch=True,
+            max_records=FLUSHES_PER_JUDGEMENT,
+            title="spend.flushes (enforcer)",
+            description="ScopesFlushed: the enforcer judges the scopes of every announcement waiting, at once.",
+        )(self.on_flushes)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.ready = asyncio.Event()
+
+    def not_ready(self) -> str | None:
+        """None once started, else the start-up step it is on (read from the ops server's thread)."""
+        return None if self.ready.is_set() else self._stage
+
+    async def start(self) -> None:
+        self._stage = f"reading {self._settings.topics.budgets} to its end"
+        await self._budgets.start()
+        await self._budgets.catch_up()
+        self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
+        await self._read_back_decisions()
+        await self._read_back(
+            self._settings.topics.alerts, lambda key, _: self.enforcer.remember_alert((key or b"").decode())
+        )
+        self._pending_scopes.clear()
+        self._stage = "evaluating every budget"
+        await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
+        await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
+        self._tasks = [
+            asyncio.create_task(self._follow_budgets(), name="enforcer-budgets"),
+            asyncio.create_task(self._tick(), name="enforcer-tick"),
+        ]
+        self.ready.set()
+        log.info("enforcer ready: %d blocks in force", len(self.enforcer.blocks()))
+
+    async def _follow_budgets(self) -> None:
+        """Follow budget changes for as long as the service runs; after a failure, read the topic
+        again from the beginning (applying a budget twice changes nothing)."""
+        while True:
+            try:
+                await self._budgets.follow()
+            except Exception:
+                log.exception("reading spend.budgets failed; reading it again from the beginning")
+                await self._budgets.stop()
+                await asyncio.sleep(1)
+                await self._budgets.start()
+                await self._budgets.catch_up()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._budgets.stop()
+
+    async def on_flushes(self, announcements: list[ScopesFlushed]) -> None:
+        """Judge the scopes of every announcement waiting, once: an enforcer that fell behind
+        catches up in one step instead of one per flush."""
+        await self.ready.wait()
+        refs = {(ref.type, ref.id) for announcement in announcements for ref in announcement.scopes}
+        scopes = [Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in sorted(refs)]
+        await self._judge(scopes + self.enforcer.book.limited_agents())
+
+    async def _judge(self, scopes: list[Scope]) -> None:
+        await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
+        for alert in await self._clickhouse.run(self.enforcer.soft_budget_alerts, scopes):
+            log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
+            await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
+            self._metrics.alerts_published.inc()
+
+    def _on_budget(self, key: bytes | None, value: bytes | None) -> None:
+        scope = (key or b"").decode(errors="replace")
+        if value is None:
+            self.enforcer.book.delete(scope)
+            self._deleted_scopes.add(scope)
+            return
+        try:
+            budget = Budget.model_validate_json(value)
+        except ValidationError as error:
+            log.error("ignoring an invalid budget for %r on the budgets topic: %s", scope, error)
+            return
+        self.enforcer.book.put(budget)
+        self._pending_scopes.add(budget.scope)
+
+    async def _read_back_decisions(self) -> None:
+        def remember(_: bytes | None, value: bytes | None) -> None:
+            if value is not None:
+                self.enforcer.remember(Decision.model_validate_json(value))
+
+        await self._read_back(self._settings.topics.decisions, remember)
+
+    async def _read_back(self, topic: str, on_record: Callable[[bytes | None, bytes | None], None]) -> None:
+        """Read a topic to its end once: what this enforcer (or its predecessor) already said."""
+        reader = CompactedTopicReader(kafka=self._settings.kafka, topic=topic, on_record=on_record)
+        await reader.start()
+        try:
+            await reader.catch_up()
+        finally:
+            await reader.stop()
+
+    async def _tick(self) -> None:
+        interval = self._settings.tick_interval_ms / 1000
+        while True:
+            try:
+                await self._apply_budget_changes()
+                await self._publish(await self._clickhouse.run(self.enforcer.evaluate_due))
+            except Exception:
+                log.exception("enforcer tick failed; retrying")
+            await asyncio.sleep(interval)
+
+    async def _apply_budget_changes(self) -> None:
+        if not (self._pending_scopes or self._deleted_scopes):
+            return
+        pending, deleted = set(self._pending_scopes), set(self._deleted_scopes)
+        # if this fails the sets still hold the changes, and the next tick tries again
+        await self._judge([Scope.parse(scope) for scope in pending])
+        await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
+        self._pending_scopes -= pending
+        self._deleted_scopes -= deleted
+
+    async def _publish(self, decisions: list[Decision]) -> None:
+        """Publish in order; a decision Kafka did not take is retracted so it is decided again."""
+        for n, decision in enumerate(decisions):
+            log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
+            try:
+                await self._decisions.publish(decision, key=decision.key.encode(), headers={TYPE_HEADER: MESSAGE_TYPE})
+            except Exception:
+                self._metrics.decision_failures.inc(len(decisions) - n)
+                for unsent in decisions[n:]:
+                    self.enforcer.retract(unsent)
+                raise
+            self._metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()

@@ -1,0 +1,190 @@
+"""The enforcer's state: budgets and rate limits, the last decision per key, and turning
+verdicts into versioned decisions. Blocking calls (ClickHouse); the service runs them on the
+store thread.
+
+A decision is published only when it changes what gateways should do: a new block, a block
+with a different window, cap or expiry, or the lifting of a block. Versions grow per key and
+never go back, also across restarts: the service first reads the decisions topic back.
+"""
+
+import threading
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+
+from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.decisions import Decision, decision_key
+from spendpipe.contracts.rate_limits import RateLimit
+from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.rate_reader import RateReader
+from spendpipe.enforcer.rate_verdict import judge_rate
+from spendpipe.enforcer.spend_reader import SpendReader
+from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
+from spendpipe.enforcer.verdict import LIFETIME, Verdict, judge
+
+Clock = Callable[[], float]
+
+
+class Enforcer:
+    def __init__(self, *, book: BudgetBook, reader: SpendReader, rates: RateReader, clock: Clock) -> None:
+        self.book = book
+        self._reader = reader
+        self._rates = rates
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last: dict[str, Decision] = {}
+        self._alerted: set[str] = set()
+        self._replaced: dict[str, Decision] = {}
+
+    def remember(self, decision: Decision) -> None:
+        """Take a decision read back from the topic (the highest version wins)."""
+        with self._lock:
+            known = self._last.get(decision.key)
+            if known is None or decision.version > known.version:
+                self._last[decision.key] = decision
+
+    def blocks(self) -> list[Decision]:
+        with self._lock:
+            return [d for d in self._last.values() if d.blocked]
+
+    def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
+        scopes = list(scopes)
+        budgets = self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
+        return budgets + self.evaluate_rates([limit for scope in scopes for limit in self._rate_limits(str(scope))])
+
+    def evaluate_all_budgets(self) -> list[Decision]:
+        budgets = self.evaluate([t for budget in self.book for t in direct_targets(budget)])
+        return budgets + self.evaluate_rates([limit for budget in self.book for limit in budget.rate_limits()])
+
+    def evaluate_rates(self, limits: list[RateLimit]) -> list[Decision]:
+        """Judge each limit on the sliding minute before now, across every gateway."""
+        now = self._clock()
+        changed = []
+        for limit in limits:
+            verdict = judge_rate(limit, self._rates.measure(limit, now))
+            decision = self._decide(limit.scope, limit.model, verdict, now)
+            if decision is not None:
+                changed.append(decision)
+        return changed
+
+    def _rate_limits(self, scope: str) -> tuple[RateLimit, ...]:
+        budget = self.book.get(scope)
+        return budget.rate_limits() if budget is not None else ()
+
+    def evaluate_due(self) -> list[Decision]:
+        """Re-judge every block whose window has reset: the reset needs no traffic."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        return self._rejudge([d for d in self.blocks() if d.expires_at is not None and d.expires_at <= now])
+
+    def reconcile(self) -> list[Decision]:
+        """Re-judge every block against the budgets as they are now; lift those no budget
+        supports any more. Run after budget changes: a raised `max_budget_in_team`, a changed
+        `max_end_user_budget` or a model taken out of `model_max_budget` touch blocks of scopes
+        other than the budget's own, which send no traffic while they are blocked."""
+        return self._rejudge(self.blocks())
+
+    def _rejudge(self, blocks: list[Decision]) -> list[Decision]:
+        spend_blocks = [d for d in blocks if d.kind == "budget"]
+        targets = [t for d in spend_blocks for t in self.book.targets_for(Scope.parse(d.scope)) if t.model == d.model]
+        limits = [r for d in blocks if d.kind == "rate_limit" for r in self._rate_limits(d.scope) if r.model == d.model]
+        judged = {decision_key(str(t.scope), t.model) for t in targets}
+        judged |= {decision_key(r.scope, r.model, "rate_limit") for r in limits}
+        orphans = [d for d in blocks if d.key not in judged]
+        rejudged = self.evaluate(targets) + self.evaluate_rates(limits)
+        return rejudged + self.lift(orphans, "its budget no longer applies")
+
+    def retract(self, decision: Decision) -> None:
+        """Take back a decision that could not be published: the one before it stands again,
+        so the next evaluation decides anew."""
+        with self._lock:
+            if self._last.get(decision.key) != decision:
+                return
+            previous = self._replaced.pop(decision.key, None)
+            if previous is None:
+                self._last.pop(decision.key, None)
+            else:
+                self._last[decision.key] = previous
+
+    def soft_budget_alerts(self, scopes: Iterable[Scope]) -> list[SoftBudgetAlert]:
+        """An alert for each scope whose spend reached its soft budget in the current window,
+        once per window."""
+        now = self._clock()
+        alerts = []
+        for scope in scopes:
+            budget = self.book.get(str(scope))
+            target = soft_target(budget) if budget else None
+            if target is None:
+                continue
+            (measured,) = self._reader.measure(target, int(now))
+            if measured.spend < measured.cap.limit:
+                continue
+            duration = measured.cap.duration
+            start, end = duration.bounds(int(now)) if duration else (None, None)
+            alert = SoftBudgetAlert(
+                scope=str(scope),
+                soft_budget=measured.cap.limit,
+                spend=measured.spend,
+                window=str(duration) if duration else LIFETIME,
+                window_start=datetime.fromtimestamp(start, UTC) if start is not None else None,
+                window_end=datetime.fromtimestamp(end, UTC) if end is not None else None,
+                alerted_at=datetime.fromtimestamp(now, UTC),
+            )
+            with self._lock:
+                if alert.key in self._alerted:
+                    continue
+                self._alerted.add(alert.key)
+            alerts.append(alert)
+        return alerts
+
+    def remember_alert(self, key: str) -> None:
+        with self._lock:
+            self._alerted.add(key)
+
+    def evaluate(self, targets: list[Target]) -> list[Decision]:
+        now = self._clock()
+        changed = []
+        measured = self._reader.measure_many(targets, int(now))  # one query for all of them
+        for target, measurements in zip(targets, measured, strict=True):
+            verdict = judge(target, measurements)
+            decision = self._decide(str(target.scope), target.model, verdict, now)
+            if decision is not None:
+                changed.append(decision)
+        return changed
+
+    def lift(self, blocks: list[Decision], why: str) -> list[Decision]:
+        now = self._clock()
+        lifted = [self._decide(d.scope, d.model, Verdict(False, f"unblocked: {why}", kind=d.kind), now) for d in blocks]
+        return [d for d in lifted if d is not None]
+
+    def _decide(self, scope: str, model: str, verdict: Verdict, now: float) -> Decision | None:
+        key = decision_key(scope, model, verdict.kind)
+        expires = datetime.fromtimestamp(verdict.expires_at, UTC) if verdict.expires_at else None
+        with self._lock:
+            last = self._last.get(key)
+            if last is None and not verdict.blocked:
+                return None
+            if last is not None and (last.blocked, last.window, last.cap, last.expires_at, last.rate_limit_type) == (
+                verdict.blocked,
+                verdict.window,
+                verdict.cap,
+                expires,
+                verdict.rate_limit_type,
+            ):
+                return None
+            decision = Decision(
+                scope=scope,
+                model=model,
+                kind=verdict.kind,
+                rate_limit_type=verdict.rate_limit_type,
+                version=max(int(now * 1_000_000), last.version + 1 if last else 0),
+                blocked=verdict.blocked,
+                reason=verdict.reason,
+                window=verdict.window,
+                spend=verdict.spend,
+                cap=verdict.cap,
+                expires_at=expires,
+                decided_at=datetime.fromtimestamp(now, UTC),
+            )
+            if last is not None:
+                self._replaced[key] = last
+            self._last[key] = decision
+            return decision

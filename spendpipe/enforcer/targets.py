@@ -1,0 +1,96 @@
+"""What to check: every (scope, model) a budget caps, with the caps that apply to it.
+
+Direct targets come from a scope's own budget (`max_budget`, `budget_limits`,
+`model_max_budget`). Two kinds are derived for scopes that have no budget of their own:
+each member of a team whose budget sets `max_budget_in_team`, and each end customer when the
+global budget sets `max_end_user_budget`; both reset with the budget that sets them.
+"""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from spendpipe.contracts.budgets import Budget, Cap
+from spendpipe.contracts.durations import Duration, parse_duration
+from spendpipe.contracts.scopes import TEAM_MEMBER_SEPARATOR, Scope, ScopeType
+
+GLOBAL = str(Scope(ScopeType.GLOBAL, ""))
+
+
+@dataclass(frozen=True)
+class Target:
+    scope: Scope
+    model: str
+    """'' for the scope's spend over all models."""
+    caps: tuple[Cap, ...]
+    source: str
+    """The budget field the caps come from, for the decision's reason."""
+
+
+class BudgetBook:
+    """The current budgets by scope, as read from the budgets topic."""
+
+    def __init__(self) -> None:
+        self._budgets: dict[str, Budget] = {}
+
+    def put(self, budget: Budget) -> None:
+        self._budgets[budget.scope] = budget
+
+    def delete(self, scope: str) -> Budget | None:
+        return self._budgets.pop(scope, None)
+
+    def get(self, scope: str) -> Budget | None:
+        return self._budgets.get(scope)
+
+    def __iter__(self) -> Iterator[Budget]:
+        return iter(list(self._budgets.values()))
+
+    def limited_agents(self) -> list[Scope]:
+        """The agents with a rate limit: judged after every flush (flushes do not name agents)."""
+        agents = [Scope.parse(scope) for scope, budget in self._budgets.items() if budget.rate_limits()]
+        return [scope for scope in agents if scope.type is ScopeType.AGENT]
+
+    def targets_for(self, scope: Scope) -> list[Target]:
+        """Every target of one scope: its own budget's, else the derived ones."""
+        own = self._budgets.get(str(scope))
+        if own is not None:
+            return direct_targets(own)
+        return self._derived(scope)
+
+    def _derived(self, scope: Scope) -> list[Target]:
+        if scope.type is ScopeType.TEAM_MEMBER:
+            team = scope.id.split(TEAM_MEMBER_SEPARATOR, 1)[0]
+            budget = self._budgets.get(str(Scope(ScopeType.TEAM, team)))
+            if budget is not None and budget.max_budget_in_team is not None:
+                cap = Cap(_duration(budget), budget.max_budget_in_team)
+                return [Target(scope, "", (cap,), f"max_budget_in_team of team:{team}")]
+        if scope.type is ScopeType.END_USER:
+            budget = self._budgets.get(GLOBAL)
+            if budget is not None and budget.max_end_user_budget is not None:
+                cap = Cap(_duration(budget), budget.max_end_user_budget)
+                return [Target(scope, "", (cap,), "max_end_user_budget")]
+        return []
+
+
+def direct_targets(budget: Budget) -> list[Target]:
+    scope = Scope.parse(budget.scope)
+    targets = []
+    caps = budget.hard_caps()
+    if caps:
+        targets.append(Target(scope, "", caps, f"budget of {budget.scope}"))
+    for model, model_budget in sorted(budget.model_max_budget.items()):
+        duration = parse_duration(model_budget.budget_duration) if model_budget.budget_duration else None
+        cap = Cap(duration, model_budget.max_budget)
+        targets.append(Target(scope, model, (cap,), f"model_max_budget[{model}] of {budget.scope}"))
+    return targets
+
+
+def soft_target(budget: Budget) -> Target | None:
+    """The soft budget as a target to measure: an alert threshold over the budget's duration."""
+    if budget.soft_budget is None:
+        return None
+    cap = Cap(_duration(budget), budget.soft_budget)
+    return Target(Scope.parse(budget.scope), "", (cap,), f"soft_budget of {budget.scope}")
+
+
+def _duration(budget: Budget) -> Duration | None:
+    return parse_duration(budget.budget_duration) if budget.budget_duration else None

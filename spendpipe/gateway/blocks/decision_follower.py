@@ -1,0 +1,34 @@
+"""Keeping a gateway's block list current from `spend.decisions` (see `TopicFollower`): the
+list is marked in sync once the topic was read to the end it had when the gateway started."""
+
+import logging
+
+from pydantic import ValidationError
+
+from spendpipe.contracts.decisions import Decision
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.topic_follower import TopicFollower
+
+log = logging.getLogger(__name__)
+
+
+class DecisionFollower(TopicFollower):
+    def __init__(self, *, kafka: KafkaSettings, topic: str, blocklist: BlockList, retry_backoff_s: float = 1.0) -> None:
+        super().__init__(
+            kafka=kafka,
+            topic=topic,
+            on_record=self._on_record,
+            in_sync=blocklist.in_sync,
+            name="decisions",
+            retry_backoff_s=retry_backoff_s,
+        )
+        self._blocklist = blocklist
+
+    def _on_record(self, _: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            return
+        try:
+            self._blocklist.apply(Decision.model_validate_json(value))
+        except ValidationError as error:
+            log.error("ignoring an unreadable decision: %s", error)

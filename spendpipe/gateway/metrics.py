@@ -1,0 +1,57 @@
+"""The gateway plugin's counters, on a registry the caller chooses (the process default in the
+proxy entry point, a private one in tests and benchmarks)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from spendpipe.gateway.blocks.blocklist import BlockList
+
+
+class GatewayMetrics:
+    def __init__(self, *, registry: CollectorRegistry) -> None:
+        self.recorded = Counter(
+            "spendpipe_gateway_events_recorded", "Events built from LiteLLM calls", registry=registry
+        )
+        self.published = Counter(
+            "spendpipe_gateway_events_published", "Events acknowledged by Kafka", registry=registry
+        )
+        self.spooled = Counter(
+            "spendpipe_gateway_events_spooled", "Events written to the disk spool", registry=registry
+        )
+        self.lost = Counter(
+            "spendpipe_gateway_events_lost",
+            "Events dropped because the queue and the spool were full",
+            ["reason"],
+            registry=registry,
+        )
+        self.build_errors = Counter(
+            "spendpipe_gateway_event_build_errors", "Calls no event could be built for", registry=registry
+        )
+        self.spool_bytes = Gauge("spendpipe_gateway_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
+        self.blocklist_in_sync = Gauge(
+            "spendpipe_gateway_blocklist_in_sync",
+            "1 once the block list has read the decisions topic to the end it had at start",
+            registry=registry,
+        )
+        self.blocks_in_force = Gauge(
+            "spendpipe_gateway_blocks_in_force",
+            "Decisions in the block list that refuse requests now",
+            registry=registry,
+        )
+
+        self.sessions_live = Gauge(
+            "spendpipe_gateway_sessions_live",
+            "Capped agent sessions whose state this gateway holds",
+            registry=registry,
+        )
+
+    def watch(self, blocklist: BlockList) -> None:
+        """Read the block list's state whenever metrics are collected."""
+        self.blocklist_in_sync.set_function(lambda: float(blocklist.in_sync.is_set()))
+        self.blocks_in_force.set_function(lambda: len(blocklist.in_force()))
+
+    @staticmethod
+    def total(counter: Counter) -> float:
+        """Current value of a counter, summed over its labels."""
+        return sum(
+            sample.value for metric in counter.collect() for sample in metric.samples if sample.name.endswith("_total")
+        )

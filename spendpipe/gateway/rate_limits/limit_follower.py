@@ -1,0 +1,51 @@
+"""Keeping a gateway's rate limits and agent session caps current from `spend.budgets` (see
+`TopicFollower`): a limit set or changed with `spendpipe budgets` applies at every gateway
+without a restart; a deleted budget (a tombstone) takes its limits away."""
+
+import logging
+import threading
+
+from pydantic import ValidationError
+
+from spendpipe.contracts.budgets import Budget
+from spendpipe.gateway.rate_limits.rate_gate import RateGate
+from spendpipe.gateway.sessions.session_caps import SessionCaps
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.topic_follower import TopicFollower
+
+log = logging.getLogger(__name__)
+
+
+class LimitFollower(TopicFollower):
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topic: str,
+        gate: RateGate,
+        sessions: SessionCaps | None = None,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
+        self.in_sync = threading.Event()
+        super().__init__(
+            kafka=kafka,
+            topic=topic,
+            on_record=self._on_record,
+            in_sync=self.in_sync,
+            name="limits",
+            retry_backoff_s=retry_backoff_s,
+        )
+        self._gate = gate
+        self._sessions = sessions or SessionCaps()
+
+    def _on_record(self, key: bytes | None, value: bytes | None) -> None:
+        if value is None:
+            self._gate.delete((key or b"").decode(errors="replace"))
+            self._sessions.delete((key or b"").decode(errors="replace"))
+            return
+        try:
+            budget = Budget.model_validate_json(value)
+            self._gate.put(budget)
+            self._sessions.put(budget)
+        except ValidationError as error:
+            log.error("ignoring an unreadable budget %r: %s", key, error)

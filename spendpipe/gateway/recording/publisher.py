@@ -1,0 +1,265 @@
+"""Publishing events to Kafka from a background thread, so a request never waits on Kafka.
+
+`publish()` only puts the event on a bounded in-memory queue (a few microseconds). A daemon
+thread with its own event loop drains the queue into an idempotent aiokafka producer
+(acks=all). When Kafka cannot take a batch — unreachable at start, gone mid-run, or too slow —
+the batch goes to the disk spool and is replayed, oldest first, once Kafka answers again.
+Only when the queue or the spool is full is an event lost; each loss is counted in
+`spendpipe_gateway_events_lost_total` and logged.
+
+Owning a loop in a thread works the same in SDK mode (no loop, or a loop the application
+owns) and inside the LiteLLM proxy (uvicorn's loop stays free).
+"""
+
+import asyncio
+import atexit
+import itertools
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.spool import DiskSpool
+from spendpipe.platform.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+Payload = tuple[bytes | None, bytes]
+"""(Kafka key, value)"""
+
+
+@dataclass(frozen=True)
+class PublisherOptions:
+    queue_size: int = 100_000
+    batch_size: int = 2_000
+    linger_s: float = 0.005
+    delivery_timeout_s: float = 10.0
+    """How long one batch may wait for Kafka's acknowledgement before it is spooled."""
+    retry_backoff_s: float = 1.0
+    """How long to wait, after Kafka failed, before trying it again."""
+
+
+class EventPublisher:
+    """Owns the queue, the background thread, the producer and the spool.
+
+    Lifecycle: nothing starts in `__init__`; the first `publish()` starts the thread.
+    `close()` drains the queue, delivers or spools what is left, and stops; it is also
+    registered with `atexit`. After `close()`, `publish()` counts events as lost.
+    """
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topic: str,
+        spool: DiskSpool,
+        metrics: GatewayMetrics,
+        options: PublisherOptions,
+    ) -> None:
+        self._kafka = kafka
+        self._topic = topic
+        self._spool = spool
+        self._metrics = metrics
+        self._options = options
+        self._queue: queue.Queue[SpendEvent] = queue.Queue(maxsize=options.queue_size)
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._closed = False
+        self._submitted = itertools.count(1)  # next() is atomic: callbacks run on many threads
+        self._last_submitted = 0
+        self._handled = 0
+        self._progress = threading.Condition()
+        self._kafka_down_until = 0.0
+        self._torn_reported = 0
+
+    def start(self) -> None:
+        """Start the background thread and connect to Kafka now rather than on the first event
+        (the first request then does not pay for the connection)."""
+        if self._thread is None:
+            self._start()
+
+    def publish(self, event: SpendEvent) -> None:
+        """Hand an event over; never blocks and never raises."""
+        if self._thread is None:
+            self._start()
+        if self._closed:
+            self._lose(1, "closed")
+            return
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self._lose(1, "queue_full")
+            return
+        self._last_submitted = next(self._submitted)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every event handed over so far is acknowledged by Kafka or spooled,
+        and the spool is empty unless Kafka is down. True when that happened in time."""
+        target = self._last_submitted
+        with self._progress:
+            return self._progress.wait_for(
+                lambda: self._handled >= target and (self._spool.empty or self._kafka_is_down()),
+                timeout,
+            )
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Stop; True when the background thread finished within `timeout`."""
+        self._closed = True
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=asyncio.run, args=(self._run(),), name="spendpipe-publisher", daemon=True
+            )
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _lose(self, count: int, reason: str) -> None:
+        self._metrics.lost.labels(reason=reason).inc(count)
+        log.error("spendpipe lost %d spend event(s): %s", count, reason)
+
+    async def _run(self) -> None:
+        producer: AIOKafkaProducer | None = None
+        try:
+            producer = await self._deliver(None, [])  # connect early; a failure just means "spool"
+            while True:
+                events = self._take(self._options.batch_size)
+                if events:
+                    producer = await self._send_or_spool(producer, [_encode(e) for e in events])
+                    self._mark_handled(len(events))
+                # the spool drains between fresh batches too, not only when traffic stops
+                if not self._spool.empty:
+                    producer = await self._replay_spool(producer)
+                    self._mark_handled(0)
+                if events:
+                    continue
+                if self._stopping.is_set() and (self._spool.empty or self._kafka_is_down()):
+                    break
+                await asyncio.sleep(self._options.linger_s)
+        finally:
+            await self._stop_producer(producer)
+
+    def _mark_handled(self, count: int) -> None:
+        with self._progress:
+            self._handled += count
+            self._progress.notify_all()
+
+    def _take(self, limit: int) -> list[SpendEvent]:
+        taken: list[SpendEvent] = []
+        while len(taken) < limit:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return taken
+
+    async def _send_or_spool(
+        self, producer: AIOKafkaProducer | None, payloads: list[Payload]
+    ) -> AIOKafkaProducer | None:
+        producer = await self._deliver(producer, payloads)
+        if producer is None:
+            try:
+                dropped = self._spool.append([value for _, value in payloads])
+            except OSError as error:  # a full disk or a bad spool_dir must not stop the publisher
+                log.error("spendpipe could not write to the spool: %r", error)
+                self._lose(len(payloads), "spool_error")
+                return None
+            self._metrics.spooled.inc(len(payloads) - dropped)
+            if dropped:
+                self._lose(dropped, "spool_full")
+            self._metrics.spool_bytes.set(self._spool.size_bytes)
+        return producer
+
+    async def _replay_spool(self, producer: AIOKafkaProducer | None) -> AIOKafkaProducer | None:
+        if self._kafka_is_down():
+            return producer
+        oldest = self._spool.oldest()
+        if oldest is None:
+            return producer
+        segment, values = oldest
+        if self._spool.torn_lines > self._torn_reported:
+            self._lose(self._spool.torn_lines - self._torn_reported, "spool_torn_line")
+            self._torn_reported = self._spool.torn_lines
+        producer = await self._deliver(producer, [(_key_of(value), value) for value in values])
+        if producer is not None:
+            self._spool.remove(segment)
+            log.info("spendpipe delivered %d spooled event(s) from %s", len(values), segment.name)
+        self._metrics.spool_bytes.set(self._spool.size_bytes)
+        return producer
+
+    def _kafka_is_down(self) -> bool:
+        return time.monotonic() < self._kafka_down_until
+
+    async def _deliver(self, producer: AIOKafkaProducer | None, payloads: list[Payload]) -> AIOKafkaProducer | None:
+        """Send and wait for acknowledgements. Returns the producer to keep using, or None
+        when Kafka did not take the batch (the caller spools it)."""
+        if self._kafka_is_down():
+            return None
+        try:
+            async with asyncio.timeout(self._options.delivery_timeout_s):
+                producer = producer or await self._start_producer()
+                pending = [await producer.send(self._topic, value=v, key=k) for k, v in payloads]
+                await asyncio.gather(*pending)
+        except Exception as error:  # any failure means: not known to be delivered
+            log.warning("spendpipe could not deliver %d event(s) to Kafka: %r", len(payloads), error)
+            self._kafka_down_until = time.monotonic() + self._options.retry_backoff_s
+            await self._stop_producer(producer)
+            return None
+        self._metrics.published.inc(len(payloads))
+        return producer
+
+    async def _start_producer(self) -> AIOKafkaProducer:
+        producer = AIOKafkaProducer(
+            **self._kafka.aiokafka_kwargs(),
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_batch_size=512 * 1024,
+            request_timeout_ms=int(self._options.delivery_timeout_s * 1000),
+            retry_backoff_ms=200,
+        )
+        try:
+            await producer.start()
+            await producer.partitions_for(self._topic)  # topic metadata now, not on the first send
+        except BaseException:
+            await self._stop_producer(producer, timeout_s=1.0)
+            raise
+        return producer
+
+    async def _stop_producer(self, producer: AIOKafkaProducer | None, timeout_s: float | None = None) -> None:
+        if producer is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s or self._options.delivery_timeout_s):
+                await producer.stop()
+        except Exception as error:
+            log.debug("spendpipe producer did not stop cleanly: %r", error)
+
+
+def _key_of(value: bytes) -> bytes | None:
+    """The Kafka key an event was first sent with (its key hash), so a replayed event lands on the
+    same partition as its first attempt and meets the same aggregator's duplicate check."""
+    try:
+        key_hash = orjson.loads(value).get("key_hash")
+    except orjson.JSONDecodeError:
+        return None
+    return key_hash.encode() if isinstance(key_hash, str) else None
+
+
+def _encode(event: SpendEvent) -> Payload:
+    key = event.key_hash.encode() if event.key_hash else None
+    return key, event.to_json()

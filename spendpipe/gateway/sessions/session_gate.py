@@ -1,0 +1,99 @@
+"""Admitting the calls of capped agent sessions (proxy mode): a call of a session whose agent has
+`max_iterations` or `max_budget_per_session` reserves its place on `spend.sessions` and is
+served only if the session ledger every gateway replays grants it (`session_ledger.py`).
+
+A call without a session, or of an agent without session caps, costs one dict lookup. A capped
+call costs one Kafka round trip (the reservation written, then read back), and a call that waits
+behind a session's first call waits for that call to end. Refusals read as LiteLLM's own session
+limiters': a `ProxyRateLimitError` (429) of type `max_iterations` or `budget` naming the session,
+the cap and the count or spend.
+"""
+
+import logging
+import uuid
+from decimal import Decimal
+from typing import Any
+
+from spendpipe.contracts.sessions import SessionRecord
+from spendpipe.gateway.sessions.session_caps import SessionCaps
+from spendpipe.gateway.sessions.session_ledger import SessionVerdict
+from spendpipe.gateway.sessions.session_log import SessionLog
+
+log = logging.getLogger(__name__)
+
+SESSION_FIELD = "spendpipe_session"
+"""Set in the request's metadata when a session call is granted: [agent, session, call id], for
+the hook that sees the call end."""
+
+
+class SessionGate:
+    def __init__(self, *, caps: SessionCaps, sessions: SessionLog | None, gateway_id: str, wait_s: float) -> None:
+        self.caps = caps
+        self._sessions = sessions
+        self._gateway_id = gateway_id
+        self._wait_s = wait_s
+
+    def start(self) -> None:
+        if self._sessions is not None:
+            self._sessions.start()
+
+    def stop(self) -> None:
+        if self._sessions is not None:
+            self._sessions.stop()
+
+    def live_sessions(self) -> int:
+        return self._sessions.live_sessions() if self._sessions is not None else 0
+
+    async def admit(self, agent_id: str | None, session_id: str | None, metadata: Any) -> SessionVerdict | None:
+        """None: not a capped session call, serve it. Else the verdict; granted ones are marked in
+        `metadata` so their end is reported."""
+        caps = self.caps.of(agent_id)
+        if caps is None or session_id is None or agent_id is None or self._sessions is None:
+            return None
+        record = SessionRecord(
+            kind="reserve",
+            agent_id=agent_id,
+            session_id=session_id,
+            call_id=uuid.uuid4().hex,
+            max_iterations=caps.max_iterations,
+            max_budget_per_session=caps.max_budget_per_session,
+            gateway_id=self._gateway_id,
+        )
+        verdict = await self._sessions.reserve(record, wait_s=self._wait_s)
+        if verdict is None:
+            self._end([agent_id, session_id, record.call_id], "withdraw", None)
+            message = f"Session {session_id} of agent:{agent_id}: no admission within {self._wait_s:g}s; retry."
+            return SessionVerdict(record.call_id, granted=False, message=message, cap_kind="budget")
+        if verdict.granted and isinstance(metadata, dict):
+            metadata[SESSION_FIELD] = [agent_id, session_id, record.call_id]
+        return verdict
+
+    def settle(self, data: dict[str, Any] | None, cost: Decimal) -> None:
+        self._end(_marker(data), "settle", cost)
+
+    def release(self, data: dict[str, Any] | None) -> None:
+        self._end(_marker(data), "release", None)
+
+    def withdraw(self, data: dict[str, Any] | None) -> None:
+        self._end(_marker(data), "withdraw", None)
+
+    def _end(self, marker: list[str] | None, kind: str, cost: Decimal | None) -> None:
+        if marker is None or self._sessions is None:
+            return
+        agent_id, session_id, call_id = marker
+        try:
+            record = SessionRecord.model_validate(
+                {"kind": kind, "agent_id": agent_id, "session_id": session_id, "call_id": call_id, "cost": cost}
+            )
+            self._sessions.write(record)
+        except Exception:
+            log.exception("spendpipe could not report the end of session call %s", call_id)
+
+
+def _marker(data: dict[str, Any] | None) -> list[str] | None:
+    for field in ("metadata", "litellm_metadata"):
+        metadata = (data or {}).get(field)
+        marker = metadata.get(SESSION_FIELD) if isinstance(metadata, dict) else None
+        if isinstance(marker, list) and len(marker) == 3 and all(isinstance(part, str) for part in marker):
+            return marker
+    return None

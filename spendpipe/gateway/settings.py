@@ -1,0 +1,59 @@
+"""Settings of the gateway plugin (env prefix `SPENDPIPE_`, `__` between section and field)."""
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings
+
+from spendpipe.contracts.topics import Topics
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.ops_server import OpsSettings
+from spendpipe.platform.settings import service_config
+
+
+def _default_gateway_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class GatewayOpsSettings(OpsSettings):
+    """Off unless asked for (`SPENDPIPE_OPS__ENABLED=true`): the plugin lives in someone else's
+    process — a proxy whose own port serves the API, possibly several workers of it, or an SDK
+    application — where binding a port by surprise is not ours to do. Its own port, 9465, so it
+    never collides with a pipeline process (9464) on the same host."""
+
+    enabled: bool = False
+    port: int = Field(default=9465, ge=0, le=65535)
+
+
+class GatewaySettings(BaseSettings):
+    model_config = service_config()
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: Topics = Topics()
+    gateway_id: str = Field(default_factory=_default_gateway_id, min_length=1, max_length=256)
+    """Names this gateway process in every event it publishes."""
+    queue_size: int = Field(default=100_000, ge=1)
+    """Events held in memory while the background producer catches up."""
+    spool_dir: Path = Path(".data/gateway-spool")
+    """Where events wait on disk while Kafka is unreachable. One directory per gateway process."""
+    spool_max_bytes: int = Field(default=1 << 30, ge=1024)
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    """How long a batch may wait for Kafka's acknowledgement before it is spooled."""
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    """What a gateway does before its block list has read the decisions topic to the end:
+    serve every request (fail_open) or refuse every request (fail_closed)."""
+    parallel_lease_s: float = Field(default=600.0, gt=0)
+    """`max_parallel_requests`: how long a request holds its slot if no hook ever reports its end
+    (a call cancelled mid-flight); longer than your slowest call."""
+    session_idle_s: float = Field(default=3600.0, gt=0)
+    """An agent session with no call for this long starts again from nothing (LiteLLM's session
+    limiters keep their counters an hour); its state is dropped after twice this. The same value
+    at every gateway: each replays the sessions topic with it."""
+    session_wait_s: float = Field(default=60.0, gt=0)
+    """How long a call of a capped session may wait for its admission (behind the session's first
+    call while its cost is unknown) before it is refused; longer than your slowest call."""
+    ops: GatewayOpsSettings = GatewayOpsSettings()

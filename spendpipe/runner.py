@@ -1,0 +1,113 @@
+"""Running services: settings in, dependencies built, one FastStream app run until a signal.
+
+`spendpipe run aggregator`, `run enforcer` and `run all` end up in `serve()`. Whoever runs in
+this process shares one ClickHouse store; with the embedded engine (chdb:// DSN) that is the
+only process that may open it, so it also serves the loopback SQL endpoint. One ops server
+(/healthz, /readyz, /metrics) covers whichever services run here; it answers from the start, and
+/readyz turns 200 once every one of them is ready.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from faststream import FastStream
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.enforcer.app import EnforcerService
+from spendpipe.enforcer.metrics import EnforcerMetrics
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
+from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
+from spendpipe.platform.settings import PipelineSettings
+from spendpipe.platform.sql_endpoint import SqlEndpoint
+from spendpipe.store.migrate import migrate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Services:
+    aggregator: AggregatorSettings | None = None
+    enforcer: EnforcerSettings | None = None
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return self._any.kafka
+
+    @property
+    def clickhouse(self) -> ClickhouseSettings:
+        return self._any.clickhouse
+
+    @property
+    def ops(self) -> OpsSettings:
+        return self._any.ops
+
+    @property
+    def _any(self) -> PipelineSettings:
+        """Both services read the same connection settings; either one's will do."""
+        found = self.aggregator or self.enforcer
+        if found is None:
+            raise ValueError("no service to run")
+        return found
+
+    @property
+    def sql_endpoint(self) -> SqlEndpointSettings:
+        return self.aggregator.sql_endpoint if self.aggregator else SqlEndpointSettings(enabled=False)
+
+
+async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -> None:
+    readiness = Readiness()
+    readiness.add("clickhouse", lambda: "connecting and applying migrations")
+    for name, service in (("aggregator", services.aggregator), ("enforcer", services.enforcer)):
+        if service is not None:
+            readiness.add(name, lambda: "starting")  # until the service replaces it with its own check
+    ops = OpsServer(settings=services.ops, registry=registry, readiness=readiness).start()
+    try:
+        await _serve(services, registry, readiness)
+    finally:
+        ops.stop()
+
+
+async def _serve(services: Services, registry: CollectorRegistry, readiness: Readiness) -> None:
+    clickhouse = connect_clickhouse(services.clickhouse)
+    applied = migrate(clickhouse)
+    if applied:
+        log.info("applied ClickHouse migrations %s", applied)
+    readiness.add("clickhouse", lambda: None)
+    stores = [clickhouse]
+    endpoint = None
+    if services.sql_endpoint.enabled:
+        endpoint_store = connect_clickhouse(services.clickhouse, read_only=True)
+        stores.append(endpoint_store)
+        endpoint = SqlEndpoint(store=endpoint_store, host=services.sql_endpoint.host, port=services.sql_endpoint.port)
+        endpoint.start()
+    broker = build_broker(services.kafka)
+    app = FastStream(broker)
+    if services.aggregator:
+        metrics = AggregatorMetrics(registry=registry)
+        aggregator = Aggregator(settings=services.aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
+        readiness.add("aggregator", aggregator.not_ready)
+        app.after_startup(aggregator.start)
+        app.on_shutdown(aggregator.stop)
+    if services.enforcer:
+        # its own read-only client and thread: judging budgets does not queue behind the
+        # aggregator's inserts (chDB serves several connections to one engine)
+        reads = connect_clickhouse(services.clickhouse, read_only=True)
+        stores.append(reads)
+        enforcer = EnforcerService(
+            settings=services.enforcer, broker=broker, clickhouse=reads, metrics=EnforcerMetrics(registry=registry)
+        )
+        readiness.add("enforcer", enforcer.not_ready)
+        app.after_startup(enforcer.start)
+        app.on_shutdown(enforcer.stop)
+    try:
+        await app.run()
+    finally:
+        if endpoint is not None:
+            endpoint.stop()
+        for store in stores:
+            store.close()

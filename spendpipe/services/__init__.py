@@ -1,1 +1,0 @@
-"""One package per deployable: gateway (LiteLLM plugin), aggregator, admin (CLI)."""
