@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 """The repository checkout (an editable install)."""
 SCRIPT = ROOT / "deploy" / "kafka" / "kafka-local.sh"
 
