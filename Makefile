@@ -35,8 +35,8 @@ test: setup lint ## lint, then unit, integration and e2e tests (the tests start 
 bench: setup ## run the benchmarks and print their table
 	$(BIN)/python -m benchmarks
 
-asyncapi: $(STAMP) ## regenerate schemas/asyncapi.yaml from the FastStream apps (a test checks it is current)
-	$(BIN)/spendpipe asyncapi
+schemas: $(STAMP) ## regenerate schemas/ (JSON Schemas, AsyncAPI, ClickHouse DDL) from the code; tests fail while it is stale
+	$(BIN)/python -m dev.schemas
 
 fmt: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
@@ -45,4 +45,4 @@ fmt: $(STAMP) ## apply ruff's formatting and safe fixes
 clean: ## remove local data (keeps the venv and the jar cache)
 	rm -rf .data
 
-.PHONY: help setup run lint test bench asyncapi fmt clean
+.PHONY: help setup run lint test bench schemas fmt clean

@@ -1,16 +1,23 @@
-"""The AsyncAPI document of every spendpipe topic, generated from the FastStream apps.
+"""The topics as other teams read them: which message each topic carries, with its Kafka key and
+headers (`MESSAGES`); each message's JSON Schema as it is on the wire (`wire_schema`); and the
+AsyncAPI document of every topic (`build_document`).
 
-The aggregator's and the enforcer's channels come from their own wiring: `Aggregator` and
-`EnforcerService` registered on one broker, as `spendpipe run all` does, never started. The
-gateway plugin, the budget admin and the enforcer's budget follower use plain aiokafka clients;
-their channels are declared on the same broker for the document only. Payloads are the
-pydantic contracts in `spendpipe.contracts`. Topic names are the defaults (`SPENDPIPE_TOPICS__*`).
+The document's channels come from the services' own wiring: `Aggregator` and `EnforcerService`
+registered on one broker, as `spendpipe run all` does, never started. The gateway plugin, the
+budget admin and the enforcer's budget follower use plain aiokafka clients; their channels are
+declared on the same broker for the document only. Payloads are the contracts in
+`spendpipe.contracts`, as `wire_schema` gives them (what a consumer reads: money as decimal
+strings), and each message names its headers. Topic names are the defaults (`SPENDPIPE_TOPICS__*`).
 
-`spendpipe asyncapi` (`make asyncapi`) rewrites `schemas/asyncapi.yaml`; a unit test
-fails while the checked-in file differs from what this module generates.
+`spendpipe asyncapi` prints the document (or writes it with `--output`). In a checkout,
+`make schemas` (`python -m dev.schemas`) writes it with the rest of `schemas/`, and a unit test
+fails while the checked-in files differ from what this module generates.
 """
 
+import re
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -21,13 +28,18 @@ import yaml
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
-from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.app import DEAD_LETTER_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.contracts import alerts, budgets, decisions, events, flushes, sessions
+from spendpipe.contracts.alerts import SoftBudgetAlert
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.sessions import SessionRecord
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.enforcer.app import EnforcerService
@@ -35,11 +47,150 @@ from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 
-DOCUMENT = Path(__file__).resolve().parents[2] / "schemas" / "asyncapi.yaml"
+
+@dataclass(frozen=True)
+class TopicMessage:
+    """What a consumer of one topic needs besides the payload's schema: the key and the headers."""
+
+    topic: str
+    """The `Topics` field naming the topic."""
+    model: type[BaseModel] | None
+    """The payload's contract; None for the dead letters, which are the original bytes."""
+    message_type: str | None
+    """The versioned type (`spendpipe.<thing>.v1`); None where there is no contract."""
+    key: str
+    """What the Kafka key holds (Markdown)."""
+    typed: bool = True
+    """Whether producers put `message_type` in the `TYPE_HEADER` header."""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    """The other headers spendpipe sets, and what each holds."""
+
+    @property
+    def topic_name(self) -> str:
+        return str(getattr(Topics(), self.topic))
+
+    @property
+    def schema_file(self) -> str:
+        """The JSON Schema's file name: the versioned type, or the topic's name without one."""
+        return f"{self.message_type or self.topic_name}.schema.json"
+
+    def header_descriptions(self) -> dict[str, str]:
+        typed = {TYPE_HEADER: f"`{self.message_type}`"} if self.typed else {}
+        return typed | dict(self.headers)
+
+
+MESSAGES = (
+    TopicMessage(
+        "events",
+        SpendEvent,
+        events.MESSAGE_TYPE,
+        key="`key_hash` (SHA-256 hex of the API key); none when the call had no key",
+        typed=False,  # the gateway's producer sets no headers
+    ),
+    TopicMessage(
+        "events_dead_letter",
+        None,
+        None,
+        key="none",
+        typed=False,
+        headers={
+            DEAD_LETTER_REASON: "why the aggregator could not count the record",
+            SOURCE_TOPIC: "the topic the record was read from",
+            SOURCE_PARTITION: "its partition, in decimal",
+            SOURCE_OFFSET: "its offset, in decimal",
+        },
+    ),
+    TopicMessage("flushes", ScopesFlushed, flushes.MESSAGE_TYPE, key="none"),
+    TopicMessage(
+        "decisions",
+        Decision,
+        decisions.MESSAGE_TYPE,
+        key="`<scope>` or `<scope>|<model>` for a budget verdict, `rate_limit|<scope>` or "
+        "`rate_limit|<scope>|<model>` for a rate-limit verdict",
+    ),
+    TopicMessage(
+        "budgets",
+        Budget,
+        budgets.MESSAGE_TYPE,
+        key="the scope (`team:eng`, `key:<SHA-256 hex>`, `global`...); a null value (tombstone) deletes its budget",
+    ),
+    TopicMessage(
+        "alerts",
+        SoftBudgetAlert,
+        alerts.MESSAGE_TYPE,
+        key="`<scope>@<window start, ISO 8601>`, or `<scope>@lifetime`",
+    ),
+    TopicMessage(
+        "sessions",
+        SessionRecord,
+        sessions.MESSAGE_TYPE,
+        key="`<agent_id>|<session_id>`: a session's records share a partition, in order",
+    ),
+)
+"""Every topic's message, in the order data flows."""
+
+DECIMAL_STRING: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}
+"""A `Cost` on the wire: an exact decimal string (US dollars), never a JSON number."""
+
+DEAD_LETTER_SCHEMA: dict[str, Any] = {
+    "title": "DeadLetter",
+    "description": "The value of a spend.events record the aggregator could not count, byte for byte: not "
+    "necessarily JSON, and empty when the record had none. Why, and where it was read, are in its headers.",
+}
+
+
+class WireSchema(GenerateJsonSchema):
+    """JSON Schema of the serialised form, what a consumer reads: costs are decimal strings; fields
+    carry their descriptions but no titles (code generators would name types after them)."""
+
+    def generate_inner(self, schema: Any) -> JsonSchemaValue:  # a pydantic-core schema (a TypedDict)
+        as_string = schema.get("serialization", {}).get("return_schema") == {"type": "str"}
+        if self.mode == "serialization" and schema["type"] == "decimal" and as_string:
+            return dict(DECIMAL_STRING)
+        return super().generate_inner(schema)
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+def wire_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON Schema as it is on the wire, with its nested models under `$defs`."""
+    schema: dict[str, Any] = _unwrapped(model.model_json_schema(mode="serialization", schema_generator=WireSchema))
+    return schema
+
+
+def _unwrapped(schema: Any) -> Any:
+    """Descriptions come from docstrings wrapped for the source's width: one line per paragraph."""
+    if isinstance(schema, list):
+        return [_unwrapped(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    return {
+        name: re.sub(r"(?<!\n)\n(?!\n)", " ", value)
+        if name == "description" and isinstance(value, str)
+        else _unwrapped(value)
+        for name, value in schema.items()
+    }
+
+
+def payload_schema(message: TopicMessage) -> dict[str, Any]:
+    return wire_schema(message.model) if message.model else dict(DEAD_LETTER_SCHEMA)
+
+
+def headers_schema(message: TopicMessage) -> dict[str, Any] | None:
+    properties: dict[str, Any] = {
+        name: {"type": "string", "description": text} for name, text in message.headers.items()
+    }
+    if message.typed:
+        properties = {TYPE_HEADER: {"type": "string", "const": message.message_type}} | properties
+    return {"type": "object", "properties": properties, "required": list(properties)} if properties else None
+
 
 _RAW_BATCH_MESSAGE = "spend.events:SubscribeMessage"
 """The aggregator's handler takes the raw batch (it dead-letters what does not parse), so
 FastStream sees no payload type there; the document names the contract it validates against."""
+_DEAD_LETTER_PAYLOAD = "spend.events.dlq:Message:Payload"
+"""FastStream's empty schema for the dead letters' bytes; the document describes them instead."""
 
 
 class _NoClickhouse:
@@ -54,8 +205,9 @@ def build_document() -> str:
     kafka = KafkaSettings()
     broker = KafkaBroker(
         kafka.servers,
-        description=f"The pipeline's Kafka cluster (SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS). Every message carries "
-        f"its versioned type (spendpipe.<thing>.v1) in the `{TYPE_HEADER}` header.",
+        description=f"The pipeline's Kafka cluster (SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS). Messages name their "
+        f"versioned type (spendpipe.<thing>.v1) in the `{TYPE_HEADER}` header, except spend.events and the dead "
+        "letters (see each message's headers); every payload of a contract carries its `schema_version`.",
     )
     _wire_services(broker)
     _declare_plain_clients(broker, Topics())
@@ -70,6 +222,8 @@ def build_document() -> str:
     document = specification.to_jsonable()
     _name_the_raw_batch_payload(document)
     _one_record_per_message(document)
+    _payloads_as_on_the_wire(document)
+    _headers_of_each_message(document)
     _in_stable_order(document)
     return yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=100)
 
@@ -151,6 +305,35 @@ def _one_record_per_message(document: dict[str, Any]) -> None:
             del schemas_[name]
 
 
+def _payloads_as_on_the_wire(document: dict[str, Any]) -> None:
+    """FastStream documents what the apps accept (a cost may be a number there); a consumer
+    reads what they write. Every contract's schema becomes `wire_schema`'s, the dead letters'
+    empty schema the description of their bytes."""
+    schemas_ = document["components"]["schemas"]
+    models = [(message.model, "serialization") for message in MESSAGES if message.model]
+    _, wire = models_json_schema(models, ref_template="#/components/schemas/{model}", schema_generator=WireSchema)  # type: ignore[arg-type]
+    unknown = set(schemas_) - set(wire["$defs"]) - {_DEAD_LETTER_PAYLOAD}
+    if unknown:
+        raise RuntimeError(f"payloads that are not in MESSAGES: {sorted(unknown)}; add them there")
+    schemas_.update(_unwrapped(wire["$defs"]))
+    schemas_[DEAD_LETTER_SCHEMA["title"]] = dict(DEAD_LETTER_SCHEMA)
+    del schemas_[_DEAD_LETTER_PAYLOAD]
+    for message in document["components"]["messages"].values():
+        if message["payload"] == {"$ref": f"#/components/schemas/{_DEAD_LETTER_PAYLOAD}"}:
+            message["payload"] = {"$ref": f"#/components/schemas/{DEAD_LETTER_SCHEMA['title']}"}
+            message["contentType"] = "application/octet-stream"
+
+
+def _headers_of_each_message(document: dict[str, Any]) -> None:
+    by_topic = {message.topic_name: message for message in MESSAGES}
+    for channel in document["channels"].values():
+        headers = headers_schema(by_topic[channel["address"]])
+        for reference in channel["messages"].values():
+            name = unquote(reference["$ref"].removeprefix("#/components/messages/"))
+            if headers is not None:
+                document["components"]["messages"][name]["headers"] = headers
+
+
 def _in_stable_order(document: dict[str, Any]) -> None:
     """FastStream keeps endpoints in a WeakSet, so their order changes from run to run: sort
     the named collections, or the checked-in file would never be current."""
@@ -161,15 +344,14 @@ def _in_stable_order(document: dict[str, Any]) -> None:
 
 
 def asyncapi(
-    out: Annotated[Path, typer.Option(help="Where to write the document.")] = DOCUMENT,
-    check: Annotated[bool, typer.Option("--check", help="Write nothing; exit 1 if the file is not current.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the document to this file instead of printing it.")
+    ] = None,
 ) -> None:
-    """Generate the AsyncAPI document of every topic from the FastStream apps."""
+    """Print the AsyncAPI document of every topic (YAML), generated from the services' wiring."""
     document = build_document()
-    if check:
-        if not out.exists() or out.read_text(encoding="utf-8") != document:
-            typer.echo(f"{out} is not current: run `make asyncapi` (spendpipe asyncapi) and commit it", err=True)
-            raise typer.Exit(1)
+    if output is None:
+        typer.echo(document, nl=False)
         return
-    out.write_text(document, encoding="utf-8")
-    typer.echo(f"wrote {out}")
+    output.write_text(document, encoding="utf-8")
+    typer.echo(f"wrote {output}", err=True)

@@ -11,7 +11,9 @@ MESSAGE_TYPE = "spendpipe.soft_budget_alert.v1"
 
 
 class SoftBudgetAlert(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """A scope's spend reached its `soft_budget` (an alert, not a block), once per window."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     scope: str

@@ -53,7 +53,10 @@ class ModelBudget(BaseModel):
 
 
 class Budget(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """The spend caps and rate limits of one scope, with LiteLLM's field names. A null value (a
+    tombstone) on the scope's key deletes its budget."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     scope: ScopeText

@@ -32,7 +32,11 @@ def decision_key(scope: str, model: str = "", kind: DecisionKind = "budget") -> 
 
 
 class Decision(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """The enforcer's verdict on one scope's budget or rate limits, over all models or one. Keep
+    the highest `version` per key: an older or replayed decision never overrides a newer one.
+    A block lifts by itself at `expires_at`, even if the unblock is late."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     scope: str

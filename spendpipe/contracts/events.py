@@ -47,7 +47,7 @@ KeyHash = Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")]
 class SpendEvent(BaseModel):
     """What one request cost, and who it is attributed to."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     event_id: str = Field(min_length=1, max_length=128)

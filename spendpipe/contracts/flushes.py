@@ -10,6 +10,9 @@ MESSAGE_TYPE = "spendpipe.scopes_flushed.v1"
 
 
 class ScopeRef(BaseModel):
+    """One scope: its type (`key`, `user`, `team`, `team_member`, `org`, `end_user`, `global`) and
+    its id (empty for `global`)."""
+
     model_config = ConfigDict(frozen=True)
 
     type: str
@@ -17,7 +20,10 @@ class ScopeRef(BaseModel):
 
 
 class ScopesFlushed(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """Which scopes' totals changed in one flush, announced once ClickHouse holds it. The enforcer
+    re-evaluates exactly these scopes. Best effort: the totals are in ClickHouse either way."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     flush_id: str

@@ -23,7 +23,11 @@ RecordKind = Literal["reserve", "settle", "release", "withdraw"]
 
 
 class SessionRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    """One step of a capped agent session's admission log: `reserve` before a call, then `settle`
+    (its cost), `release` (it failed) or `withdraw` (it never ran). Every gateway applies the
+    records of a session in log order and reaches the same verdicts."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     kind: RecordKind
