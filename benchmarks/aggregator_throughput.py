@@ -15,11 +15,12 @@ from benchmarks.stats import median
 from benchmarks.traffic import consumer_lag, spread_event
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
-from spendpipe.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.store.migrate import migrate
+from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 LATE_SPREAD_S = 1
 """Events occur within this many seconds before the run: fresh traffic, as gateways send it."""

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,11 +28,15 @@ from dev.local_kafka import LocalBroker
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.cli_budgets import decisions_table
 from spendpipe.admin.render import result_table
-from spendpipe.admin.sql_source import EndpointSource
+from spendpipe.contracts.scopes import ScopeType
 from spendpipe.contracts.topics import Topics
+from spendpipe.contracts.windows import Window
 from spendpipe.gateway.recording.event_builder import hash_api_key
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.store.sql_endpoint.client import EndpointSource
+from spendpipe.store.sql_endpoint.settings import DEFAULT_URL
+from spendpipe.store.totals import SpendQuery, SpendTotals
 
 if TYPE_CHECKING:
     from spendpipe.gateway.plugin import SpendpipeLogger
@@ -74,7 +79,7 @@ def main() -> None:
         BudgetAdmin(kafka=kafka, topics=Topics()).set(budget)
         console.print(f"budget: {BUDGETED_KEY} may spend ${DAILY_BUDGET} a day")
         pipeline = _start_pipeline(bootstrap)
-        source = EndpointSource(url="http://127.0.0.1:8124")
+        source = EndpointSource(url=DEFAULT_URL)
         _wait_ready(source, pipeline)
         _drive_and_show(bootstrap, source, args.calls, args.rate)
         if not args.exit:
@@ -193,12 +198,7 @@ def _counted(source: EndpointSource) -> int:
 
 
 def _tables(source: EndpointSource, plugin: "SpendpipeLogger") -> Group:
-    per_team = source.query(
-        "SELECT scope_id AS team, sum(spend) AS spend, sum(requests) AS requests, "
-        "sum(total_tokens) AS total_tokens FROM spend_totals WHERE window = 'day' "
-        "AND window_start = toStartOfDay(now()) AND scope_type = 'team' AND model = '' "
-        "GROUP BY team ORDER BY spend DESC"
-    )
+    per_team = SpendTotals(sql=source).in_window(SpendQuery(ScopeType.TEAM, None, Window.DAY, datetime.now(UTC)))
     per_key = source.query(
         "SELECT any(key_alias) AS key_alias, left(key_hash, 16) AS key_hash_prefix, sum(cost) AS spend, "
         "count() AS requests FROM events WHERE occurred_at >= toStartOfDay(now()) "

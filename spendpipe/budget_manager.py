@@ -29,27 +29,27 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prometheus_client import CollectorRegistry
-from pydantic import Field
 
 from spendpipe.admin.budget_admin import BudgetAdmin
-from spendpipe.admin.sql_source import SqlSource, sql_source
 from spendpipe.contracts.budgets import Budget, Cap
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.contracts.scopes import Scope, ScopeType
-from spendpipe.enforcer.spend_reader import grain
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.settings import PipelineSettings, load_settings
+from spendpipe.store.sql_endpoint.client import SqlSource, sql_source
+from spendpipe.store.sql_endpoint.settings import DEFAULT_URL, EndpointUrl
+from spendpipe.store.totals import SpendTotals
 
 Duration = Literal["daily", "weekly", "monthly", "yearly"]
 DURATIONS: dict[str, str] = {"daily": "1d", "weekly": "7d", "monthly": "1mo", "yearly": "365d"}
 
 
 class BudgetManagerSettings(PipelineSettings):
-    sql_endpoint_url: str = Field(default="http://127.0.0.1:8124", pattern=r"^https?://")
+    sql_endpoint_url: EndpointUrl = DEFAULT_URL
     spool_dir: str = ".data/budget-manager-spool"
 
 
@@ -68,7 +68,7 @@ class BudgetManager:
         self.client_type = client_type  # accepted for compatibility: the pipeline is the store
         self._settings = settings or load_settings(BudgetManagerSettings)
         self._admin = BudgetAdmin(kafka=self._settings.kafka, topics=self._settings.topics)
-        self._sql = sql or sql_source(self._settings.clickhouse, self._settings.sql_endpoint_url)
+        self._totals = SpendTotals(sql=sql or sql_source(self._settings.clickhouse, self._settings.sql_endpoint_url))
         self._publisher = EventPublisher(
             kafka=self._settings.kafka,
             topic=self._settings.topics.events,
@@ -179,14 +179,7 @@ class BudgetManager:
     def _spend_by_model(self, user: str) -> dict[str, Decimal]:
         budget = self._budget(user)
         duration = parse_duration(budget.budget_duration) if budget.budget_duration else None
-        window, start, end, _ = grain(Cap(duration, Decimal(0)), int(time.time()))
-        _, rows = self._sql.query(
-            "SELECT model, sum(spend) FROM spend_totals WHERE scope_type = 'user' AND scope_id = {user:String} "
-            "AND model != '' AND window = {w:String} AND window_start >= toDateTime({s:UInt32}) "
-            "AND window_start < toDateTime({e:UInt32}) GROUP BY model",
-            {"user": user, "w": window.value, "s": start, "e": end},
-        )
-        return {str(model): Decimal(str(spend)) for model, spend in rows}
+        return self._totals.by_model(Scope(ScopeType.USER, user), Cap(duration, Decimal(0)), int(time.time()))
 
 
 def _scope(user: str) -> str:

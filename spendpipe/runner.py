@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
-from spendpipe.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.settings import EnforcerSettings
@@ -23,8 +23,9 @@ from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from spendpipe.platform.settings import PipelineSettings
-from spendpipe.platform.sql_endpoint import SqlEndpoint
 from spendpipe.store.migrate import migrate
+from spendpipe.store.sql_endpoint.server import SqlEndpoint
+from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 log = logging.getLogger(__name__)
 

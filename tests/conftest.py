@@ -15,13 +15,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 from dev.local_kafka import LocalBroker, free_port_pair, throwaway_broker
-from spendpipe.aggregator.settings import AggregatorSettings, SqlEndpointSettings
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import topic_specs
 from spendpipe.store.migrate import migrate
+from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 TIERS = ("unit", "integration", "e2e")
 

@@ -18,8 +18,6 @@ from spendpipe.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.admin.cli_traffic import traffic
 from spendpipe.admin.render import result_table
 from spendpipe.admin.settings import AdminSettings
-from spendpipe.admin.spend_query import SpendQuery
-from spendpipe.admin.sql_source import sql_source
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import Window
@@ -27,6 +25,8 @@ from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.settings import SettingsError, load_settings
 from spendpipe.runner import Services, serve
+from spendpipe.store.sql_endpoint.client import sql_source
+from spendpipe.store.totals import SpendQuery, SpendTotals
 
 app = typer.Typer(help="spendpipe: exact LLM spend from gateways to ClickHouse.", no_args_is_help=True)
 run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.", no_args_is_help=True)
@@ -119,13 +119,11 @@ def spend(
     """Spend, requests and tokens of a scope in a window, from ClickHouse."""
     settings = _settings(AdminSettings)
     scope_type, scope_id = _parse_scope(scope)
-    source = sql_source(settings.clickhouse, settings.sql_endpoint_url)
+    totals = SpendTotals(sql=sql_source(settings.clickhouse, settings.sql_endpoint_url))
 
     def render() -> Table:
         instant = (at.replace(tzinfo=at.tzinfo or UTC)) if at else datetime.now(UTC)
-        query = SpendQuery(scope_type, scope_id, window, instant, model, limit)
-        sql, parameters = query.sql()
-        columns, rows = source.query(sql, parameters)
+        columns, rows = totals.in_window(SpendQuery(scope_type, scope_id, window, instant, model, limit))
         title = f"{scope} — {window.value} of {instant:%Y-%m-%d %H:%M} UTC"
         return result_table(title, columns, rows)
 

@@ -1,6 +1,7 @@
 """Rich tables for query results: money right-aligned and never rounded."""
 
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,7 @@ _DECIMAL = re.compile(r"^-?\d+\.\d+$")
 NUMERIC = {"spend", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens"}
 
 
-def result_table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+def result_table(title: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> Table:
     table = Table(title=title, title_justify="left")
     for name in columns:
         table.add_column(name, justify="right" if name in NUMERIC else "left", overflow="fold")

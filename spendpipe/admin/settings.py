@@ -1,10 +1,9 @@
 """Settings of the admin CLI (env prefix `SPENDPIPE_`)."""
 
-from pydantic import Field
-
 from spendpipe.platform.settings import PipelineSettings
+from spendpipe.store.sql_endpoint.settings import DEFAULT_URL, EndpointUrl
 
 
 class AdminSettings(PipelineSettings):
-    sql_endpoint_url: str = Field(default="http://127.0.0.1:8124", pattern=r"^https?://")
+    sql_endpoint_url: EndpointUrl = DEFAULT_URL
     """Where a running pipeline serves SQL over its embedded store."""

@@ -19,10 +19,9 @@ from collections.abc import Iterable
 
 from spendpipe.contracts.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
 from spendpipe.contracts.windows import Window
+from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 STAGE_TABLE = "spendpipe_stage"
-WATERMARK_WINDOW = "watermark"
-INGEST_SCOPE_TYPE = "ingest"
 NO_OFFSET = -1
 
 Attribution = tuple[str | None, str | None, str | None, str | None, str | None]

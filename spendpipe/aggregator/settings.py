@@ -1,16 +1,9 @@
 """Settings of the aggregator (env prefix `SPENDPIPE_`, `__` between section and field)."""
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from spendpipe.platform.settings import PipelineSettings
-
-
-class SqlEndpointSettings(BaseModel):
-    """The loopback SQL endpoint the process that owns an embedded store serves."""
-
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = Field(default=8124, ge=0, le=65535)
+from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 
 class AggregatorSettings(PipelineSettings):

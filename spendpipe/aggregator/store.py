@@ -6,16 +6,11 @@ from operator import attrgetter
 
 import pyarrow as pa
 
-from spendpipe.aggregator.rollup import (
-    INGEST_SCOPE_TYPE,
-    ROLLUP_SQL,
-    STAGE_TABLE,
-    WATERMARK_WINDOW,
-    rows_after,
-)
+from spendpipe.aggregator.rollup import ROLLUP_SQL, STAGE_TABLE, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 EVENT_SCHEMA = pa.schema(
     [

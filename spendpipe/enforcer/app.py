@@ -33,10 +33,10 @@ from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.settings import EnforcerSettings
-from spendpipe.enforcer.spend_reader import SpendReader
 from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.store.totals import SpendTotals
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class EnforcerService:
         self._clickhouse = clickhouse
         self.enforcer = Enforcer(
             book=BudgetBook(),
-            reader=SpendReader(clickhouse=clickhouse),
+            reader=SpendTotals(sql=clickhouse),
             rates=RateReader(clickhouse=clickhouse),
             clock=clock,
         )

@@ -17,15 +17,15 @@ from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.rate_verdict import judge_rate
-from spendpipe.enforcer.spend_reader import SpendReader
 from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
 from spendpipe.enforcer.verdict import LIFETIME, Verdict, judge
+from spendpipe.store.totals import SpendTotals
 
 Clock = Callable[[], float]
 
 
 class Enforcer:
-    def __init__(self, *, book: BudgetBook, reader: SpendReader, rates: RateReader, clock: Clock) -> None:
+    def __init__(self, *, book: BudgetBook, reader: SpendTotals, rates: RateReader, clock: Clock) -> None:
         self.book = book
         self._reader = reader
         self._rates = rates

@@ -9,20 +9,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from spendpipe.contracts.budgets import Cap
 from spendpipe.contracts.decisions import DecisionKind
 from spendpipe.contracts.rate_limits import RateLimitType
 from spendpipe.enforcer.targets import Target
+from spendpipe.store.totals import Measurement
 
 LIFETIME = "lifetime"
-
-
-@dataclass(frozen=True)
-class Measurement:
-    cap: Cap
-    spend: Decimal
-    end: int | None
-    """When the cap's window resets, in Unix seconds; None for a lifetime cap."""
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from typing import cast
 
 import litellm
 
-from spendpipe.admin.sql_source import DirectSource
 from spendpipe.budget_manager import BudgetManager, BudgetManagerSettings
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.store.sql_endpoint.client import DirectSource
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.gateway import sdk_plugin
 from tests.support.pipeline import running_pipeline

@@ -8,9 +8,9 @@ from decimal import Decimal
 from pathlib import Path
 
 from dev.local_kafka import free_port_pair
-from spendpipe.admin.sql_source import EndpointSource
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.windows import Window
+from spendpipe.store.sql_endpoint.client import EndpointSource
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import produce
 from tests.support.processes import ServiceProcess

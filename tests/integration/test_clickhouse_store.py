@@ -7,7 +7,6 @@ from decimal import Decimal
 
 import pytest
 
-from spendpipe.admin.spend_query import SpendQuery
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
 from spendpipe.contracts.budgets import Cap
@@ -15,10 +14,12 @@ from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import Window
-from spendpipe.enforcer.spend_reader import SpendReader
 from spendpipe.enforcer.targets import Target
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.store.migrate import bundled_migrations, migrate
+from spendpipe.store.sql_endpoint.client import EndpointSource
+from spendpipe.store.sql_endpoint.server import SqlEndpoint
+from spendpipe.store.totals import SpendQuery, SpendTotals
 from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals
@@ -93,8 +94,8 @@ def test_spend_query_on_a_read_only_client(
     write(clickhouse, events)
     reader = connect_clickhouse(clickhouse_settings, read_only=True)
     try:
-        sql, parameters = SpendQuery(scope_type=ScopeType.TEAM, scope_id=None, window=Window.DAY, at=SATURDAY).sql()
-        columns, rows = reader.query(sql, parameters)
+        query = SpendQuery(scope_type=ScopeType.TEAM, scope_id=None, window=Window.DAY, at=SATURDAY)
+        columns, rows = SpendTotals(sql=reader).in_window(query)
         with pytest.raises(Exception, match=r"(?i)readonly"):
             reader.command("CREATE TABLE not_allowed (x UInt8) ENGINE = Memory")
     finally:
@@ -105,6 +106,26 @@ def test_spend_query_on_a_read_only_client(
     assert {row[0]: Decimal(row[2]) for row in rows} == {
         team: spend for (kind, team, model), spend in expected.items() if kind == "team" and model == ""
     }
+
+
+def test_spend_per_model_in_a_caps_window_through_the_endpoint_and_directly(clickhouse: ClickhouseStore) -> None:
+    alice = Scope(ScopeType.USER, "alice")
+    this_week = [make_event(occurred_at=SATURDAY, user_id=alice.id) for _ in range(10)]
+    last_week = make_event(occurred_at=SATURDAY - timedelta(days=7), user_id=alice.id)
+    write(clickhouse, [*this_week, last_week])
+    weekly = Cap(parse_duration("7d"), Decimal(1))  # the BudgetManager's "weekly": since Sunday
+    now = int(SATURDAY.timestamp()) + 60
+
+    endpoint = SqlEndpoint(store=clickhouse, host="127.0.0.1", port=0).start()
+    try:
+        through_endpoint = SpendTotals(sql=EndpointSource(url=f"http://127.0.0.1:{endpoint.port}"))
+        by_model = through_endpoint.by_model(alice, weekly, now)
+    finally:
+        endpoint.stop()
+
+    models = {e.model for e in this_week}
+    assert by_model == {model: sum(e.cost for e in this_week if e.model == model) for model in models}
+    assert SpendTotals(sql=clickhouse).by_model(alice, weekly, now) == by_model
 
 
 def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> None:
@@ -119,8 +140,8 @@ def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> Non
     team = Scope(ScopeType.TEAM, "search")
 
     now = int(SATURDAY.timestamp()) + 60
-    everything = SpendReader(clickhouse=clickhouse).measure(Target(team, "", caps, "test"), now)
-    one_model = SpendReader(clickhouse=clickhouse).measure(Target(team, "gpt-4o-mini", caps[:1], "test"), now)
+    everything = SpendTotals(sql=clickhouse).measure(Target(team, "", caps, "test"), now)
+    one_model = SpendTotals(sql=clickhouse).measure(Target(team, "gpt-4o-mini", caps[:1], "test"), now)
 
     spent_today = sum(e.cost for e in today)
     assert [m.spend for m in everything] == [spent_today, spent_today, spent_today + yesterday.cost]
@@ -146,7 +167,7 @@ def test_the_enforcer_reads_many_targets_in_one_query(clickhouse: ClickhouseStor
         Target(Scope(ScopeType.TEAM, "nobody"), "", (day, lifetime), "test"),
     ]
     now = int(SATURDAY.timestamp()) + 60
-    reader = SpendReader(clickhouse=clickhouse)
+    reader = SpendTotals(sql=clickhouse)
 
     together = [[m.spend for m in measured] for measured in reader.measure_many(targets, now)]
 

@@ -73,10 +73,10 @@ import pytest
 
 from dev.local_kafka import LocalBroker, free_port_pair
 from spendpipe.admin.settings import AdminSettings
-from spendpipe.admin.sql_source import SqlSource, sql_source
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.settings import ENV_PREFIX, load_settings
+from spendpipe.store.sql_endpoint.client import SqlSource, sql_source
 from tests.conftest import SERVER_URL
 from tests.support.compose_processes import (
     LocalService,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
-from spendpipe.admin.sql_source import EndpointSource
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.store.sql_endpoint.client import EndpointSource
 from tests.support.events import make_event
 from tests.support.gateway_blocks import following_blocklist
 from tests.support.pipeline import produce

@@ -12,9 +12,8 @@ from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.rate_reader import RateReader, RateUsage
 from spendpipe.enforcer.rate_verdict import judge_rate
-from spendpipe.enforcer.spend_reader import SpendReader
 from spendpipe.enforcer.targets import BudgetBook, Target
-from spendpipe.enforcer.verdict import Measurement
+from spendpipe.store.totals import Measurement, SpendTotals
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC).timestamp()
 ENG = Scope(ScopeType.TEAM, "eng")
@@ -66,7 +65,7 @@ def test_a_rate_limit_block_and_a_budget_block_are_separate_decisions() -> None:
     book = BudgetBook()
     book.put(validate_budget({"scope": "team:eng", "max_budget": 1, "budget_duration": "24h", "rpm_limit": 10}))
     spends, rates = Spends(), Rates()
-    enforcer = Enforcer(book=book, reader=cast(SpendReader, spends), rates=cast(RateReader, rates), clock=lambda: NOW)
+    enforcer = Enforcer(book=book, reader=cast(SpendTotals, spends), rates=cast(RateReader, rates), clock=lambda: NOW)
     spends.spend, rates.usage = Decimal(2), RateUsage(10, 0, NOW + 30, None)
 
     blocks = enforcer.evaluate_scopes([ENG])
@@ -84,7 +83,7 @@ def test_a_rate_limit_block_lifts_when_its_limit_is_removed() -> None:
     book = BudgetBook()
     book.put(validate_budget({"scope": "team:eng", "rpm_limit": 10}))
     rates = Rates()
-    enforcer = Enforcer(book=book, reader=cast(SpendReader, Spends()), rates=cast(RateReader, rates), clock=lambda: NOW)
+    enforcer = Enforcer(book=book, reader=cast(SpendTotals, Spends()), rates=cast(RateReader, rates), clock=lambda: NOW)
     rates.usage = RateUsage(10, 0, NOW + 30, None)
     assert [d.blocked for d in enforcer.evaluate_scopes([ENG])] == [True]
 

@@ -9,9 +9,8 @@ from spendpipe.contracts.decisions import Decision, decision_key
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.rate_reader import RateReader
-from spendpipe.enforcer.spend_reader import SpendReader
 from spendpipe.enforcer.targets import BudgetBook, Target
-from spendpipe.enforcer.verdict import Measurement
+from spendpipe.store.totals import Measurement, SpendTotals
 
 ENG = Scope(ScopeType.TEAM, "eng")
 
@@ -51,7 +50,7 @@ def setup(*budgets: dict[str, object], now: float = at(28, 13)) -> tuple[Enforce
         book.put(validate_budget(budget))
     reader, clock = FakeReader(), FakeClock(now)
     rates = cast(RateReader, object())  # these budgets set no rate limits: never asked
-    return Enforcer(book=book, reader=cast(SpendReader, reader), rates=rates, clock=clock), reader, clock
+    return Enforcer(book=book, reader=cast(SpendTotals, reader), rates=rates, clock=clock), reader, clock
 
 
 DAILY_TEN = {"scope": "team:eng", "max_budget": 10, "budget_duration": "24h"}

@@ -5,7 +5,9 @@ import os
 import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.budget_manager import BudgetManagerSettings
 from spendpipe.platform.settings import SettingsError, describe_errors, load_settings
 
 
@@ -99,6 +101,30 @@ def test_defaults_without_any_environment() -> None:
     assert settings.group_id == "spendpipe-aggregator"
     assert settings.batch_size == 20_000
     assert settings.sql_endpoint.enabled is True
+
+
+SQL_ENDPOINT_CLIENTS = [AdminSettings, BudgetManagerSettings]
+
+
+@pytest.mark.parametrize("client", SQL_ENDPOINT_CLIENTS)
+def test_a_client_finds_the_sql_endpoint_where_it_listens_by_default(
+    monkeypatch: pytest.MonkeyPatch, client: type[AdminSettings | BudgetManagerSettings]
+) -> None:
+    monkeypatch.setitem(client.model_config, "env_file", None)
+    endpoint = load_settings(AggregatorSettings).sql_endpoint
+
+    assert load_settings(client).sql_endpoint_url == f"http://{endpoint.host}:{endpoint.port}"
+
+
+@pytest.mark.parametrize("client", SQL_ENDPOINT_CLIENTS)
+def test_a_clients_sql_endpoint_url_must_be_http(
+    monkeypatch: pytest.MonkeyPatch, client: type[AdminSettings | BudgetManagerSettings]
+) -> None:
+    monkeypatch.setitem(client.model_config, "env_file", None)
+    monkeypatch.setenv("SPENDPIPE_SQL_ENDPOINT_URL", "ftp://127.0.0.1:8124")
+
+    with pytest.raises(SettingsError, match="SPENDPIPE_SQL_ENDPOINT_URL"):
+        load_settings(client)
 
 
 def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,7 +10,8 @@ from spendpipe.contracts.budgets import Cap
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.enforcer.targets import Target
-from spendpipe.enforcer.verdict import LIFETIME, Measurement, judge
+from spendpipe.enforcer.verdict import LIFETIME, judge
+from spendpipe.store.totals import Measurement
 
 TEAM = Scope(ScopeType.TEAM, "eng")
 NOW = int(datetime(2026, 11, 28, 13, 45, tzinfo=UTC).timestamp())

@@ -1,7 +1,4 @@
-"""A small SQL endpoint on loopback, served by the process that owns the embedded store.
-
-chDB opens its directory exclusively, so in embedded mode the CLI's `spend` and `sql`
-commands, and analysts, query through the pipeline process instead of opening the store:
+"""The SQL endpoint's server, on loopback in the process that owns the embedded store:
 
     POST /sql   {"sql": "...", "parameters": {...}}  ->  {"columns": [...], "rows": [[...]]}
     GET  /healthz                                    ->  200 "ok"

@@ -1,12 +1,48 @@
-"""The query behind `spendpipe spend`: parameters, never values pasted into SQL."""
+"""The read model of `spend_totals`: which rows make up a cap's window, and the query behind
+`spendpipe spend` (parameters, never values pasted into SQL)."""
 
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
-from spendpipe.admin.spend_query import SpendQuery
+import pytest
+
+from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.scopes import ScopeType
 from spendpipe.contracts.windows import Window
+from spendpipe.store.totals import Grain, SpendQuery, grain
 
 SATURDAY = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
+NOW = int(SATURDAY.timestamp()) + 59
+
+
+def epoch(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp())
+
+
+@pytest.mark.parametrize(
+    ("duration", "expected"),
+    [
+        ("24h", Grain(Window.DAY, epoch(2026, 11, 28), epoch(2026, 11, 29), epoch(2026, 11, 29))),
+        ("7d", Grain(Window.WEEK, epoch(2026, 11, 22), epoch(2026, 11, 29), epoch(2026, 11, 29))),
+        ("1mo", Grain(Window.MONTH, epoch(2026, 11, 1), epoch(2026, 12, 1), epoch(2026, 12, 1))),
+        ("48h", Grain(Window.DAY, epoch(2026, 11, 27), epoch(2026, 11, 29), epoch(2026, 11, 29))),
+        ("2h", Grain(Window.HOUR, epoch(2026, 11, 28, 14), epoch(2026, 11, 28, 16), epoch(2026, 11, 28, 16))),
+        (
+            "90m",
+            Grain(Window.MINUTE, epoch(2026, 11, 28, 15), epoch(2026, 11, 28, 16, 30), epoch(2026, 11, 28, 16, 30)),
+        ),
+    ],
+)
+def test_a_caps_window_is_read_from_its_own_row_or_the_finest_rows_that_tile_it(duration: str, expected: Grain) -> None:
+    assert grain(Cap(parse_duration(duration), Decimal(1)), NOW) == expected
+
+
+def test_a_lifetime_cap_sums_every_month_and_never_resets() -> None:
+    rows, start, end, reset = grain(Cap(None, Decimal(1)), NOW)
+
+    assert (rows, start, reset) == (Window.MONTH, 0, None)
+    assert end > epoch(2100, 1, 1)
 
 
 def query(**overrides: object) -> tuple[str, dict[str, object]]:

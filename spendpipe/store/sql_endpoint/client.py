@@ -1,16 +1,20 @@
-"""Where the CLI sends its SQL: the pipeline's loopback endpoint (embedded store) or a server."""
+"""Where read-only SQL goes: the pipeline's loopback endpoint (embedded store) or a server."""
 
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 
-Result = tuple[list[str], list[list[Any]]]
+Result = tuple[list[str], Sequence[Sequence[Any]]]
+"""Column names, and the rows."""
 
 
 class SqlSource(Protocol):
+    """Answers read-only SQL: the endpoint, a server, or a `ClickhouseStore` itself."""
+
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Result: ...
 
 

@@ -1,0 +1,186 @@
+"""The read model of `spend_totals`: which rows hold spend, and how a scope's spend is read.
+
+After merges the table has one row per (window, window_start, scope_type, scope_id, model);
+`model = ''` is the total over all models. It is an `AggregatingMergeTree`, so every read sums.
+The rows of `WATERMARK_WINDOW` are the aggregator's bookkeeping and hold no spend; every read
+here names a calendar window, so none of them sees one.
+
+A cap's spend comes from the rows of one grain (`grain`): a calendar duration reads its own
+window's row; an epoch-aligned duration sums the finest rows that tile it (days for multiples of
+a day, hours for multiples of an hour, else minutes); a lifetime cap sums every month.
+
+The enforcer, `spendpipe spend` and the BudgetManager all read through `SpendTotals`, each on
+the `SqlSource` it has: the store itself, the SQL endpoint, or a ClickHouse server.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NamedTuple, Protocol
+
+from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.contracts.windows import Window, window_bounds
+from spendpipe.store.sql_endpoint.client import Result, SqlSource
+
+WATERMARK_WINDOW = "watermark"
+"""The `window` of the aggregator's bookkeeping rows: one per `<topic>:<partition>` (the
+`scope_id`), whose `ingest_offset` is the highest offset the totals include."""
+INGEST_SCOPE_TYPE = "ingest"
+"""The `scope_type` of the bookkeeping rows."""
+
+_FOREVER = 2**32 - 1
+
+_RowsKey = tuple[str, str, str, str]
+"""(scope type, scope id, model, window) of `spend_totals` rows."""
+
+
+class Grain(NamedTuple):
+    """The rows to sum for a cap's window: those of `rows` starting in [start, end)."""
+
+    rows: Window
+    start: int
+    end: int
+    reset: int | None
+    """When the cap's window ends; None for a lifetime cap."""
+
+
+def grain(cap: Cap, now: int) -> Grain:
+    """The rows that make up the cap's window containing `now`."""
+    if cap.duration is None:
+        return Grain(Window.MONTH, 0, _FOREVER, None)
+    start, end = cap.duration.bounds(now)
+    if cap.duration.calendar is not None:
+        return Grain(cap.duration.calendar, start, end, end)
+    seconds = cap.duration.seconds
+    rows = Window.DAY if seconds % 86_400 == 0 else Window.HOUR if seconds % 3600 == 0 else Window.MINUTE
+    return Grain(rows, start, end, end)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A cap's spend in its current window."""
+
+    cap: Cap
+    spend: Decimal
+    end: int | None
+    """When the cap's window resets, in Unix seconds; None for a lifetime cap."""
+
+
+class Capped(Protocol):
+    """A scope's spend on one model ('' for all models), under some caps."""
+
+    @property
+    def scope(self) -> Scope: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def caps(self) -> tuple[Cap, ...]: ...
+
+
+@dataclass(frozen=True)
+class SpendQuery:
+    """A scope's (or every scope's) totals in one window: the query behind `spendpipe spend`."""
+
+    scope_type: ScopeType
+    scope_id: str | None
+    """None lists every scope of the type."""
+    window: Window
+    at: datetime
+    model: str | None = None
+    """None: the all-models total; '*': one row per model; a name: that model."""
+    limit: int = 50
+
+    def sql(self) -> tuple[str, dict[str, Any]]:
+        start, _ = window_bounds(self.window, self.at)
+        where = [
+            "window = {window:String}",
+            "window_start = toDateTime({start:UInt32})",
+            "scope_type = {scope_type:String}",
+        ]
+        parameters: dict[str, Any] = {
+            "window": self.window.value,
+            "start": int(start.timestamp()),
+            "scope_type": self.scope_type.value,
+            "limit": self.limit,
+        }
+        if self.scope_id is not None:
+            where.append("scope_id = {scope_id:String}")
+            parameters["scope_id"] = self.scope_id
+        if self.model is None:
+            where.append("model = ''")
+        elif self.model != "*":
+            where.append("model = {model:String}")
+            parameters["model"] = self.model
+        else:
+            where.append("model != ''")
+        sql = (
+            "SELECT scope_id, model, sum(spend) AS spend, sum(requests) AS requests, "
+            "sum(failures) AS failures, sum(prompt_tokens) AS prompt_tokens, "
+            "sum(completion_tokens) AS completion_tokens, sum(total_tokens) AS total_tokens "
+            f"FROM spend_totals WHERE {' AND '.join(where)} "
+            "GROUP BY scope_id, model ORDER BY spend DESC, scope_id LIMIT {limit:UInt32}"
+        )
+        return sql, parameters
+
+
+class SpendTotals:
+    """Reads `spend_totals` through `sql`. Blocking calls; no I/O until one is made."""
+
+    def __init__(self, *, sql: SqlSource) -> None:
+        self._sql = sql
+
+    def in_window(self, query: SpendQuery) -> Result:
+        return self._sql.query(*query.sql())
+
+    def by_model(self, scope: Scope, cap: Cap, now: int) -> dict[str, Decimal]:
+        """The scope's spend per model (the all-models row apart) in the cap's window containing `now`."""
+        window, start, end, _ = grain(cap, now)
+        _, rows = self._sql.query(
+            "SELECT model, sum(spend) FROM spend_totals WHERE scope_type = {scope_type:String} "
+            "AND scope_id = {scope_id:String} AND model != '' AND window = {w:String} "
+            "AND window_start >= toDateTime({s:UInt32}) AND window_start < toDateTime({e:UInt32}) GROUP BY model",
+            {"scope_type": scope.type.value, "scope_id": scope.id, "w": window.value, "s": start, "e": end},
+        )
+        return {str(model): Decimal(str(spend)) for model, spend in rows}
+
+    def measure(self, target: Capped, now: int) -> list[Measurement]:
+        return self.measure_many([target], now)[0]
+
+    def measure_many(self, targets: Sequence[Capped], now: int) -> list[list[Measurement]]:
+        """Each target's spend in each of its caps' current windows, in one query: the rows of
+        every (scope, model, window) read since the earliest start any cap needs of it. The
+        query binds an array of tuples, which JSON cannot carry: read the store or a server
+        directly, not through the SQL endpoint (the enforcer reads its own client)."""
+        grains = [[grain(cap, now) for cap in target.caps] for target in targets]
+        since: dict[_RowsKey, int] = {}
+        for target, target_grains in zip(targets, grains, strict=True):
+            for window, start, _, _ in target_grains:
+                key = (target.scope.type.value, target.scope.id, target.model, window.value)
+                since[key] = min(start, since.get(key, start))
+        if not since:
+            return [[] for _ in targets]
+        _, rows = self._sql.query(
+            "SELECT toString(scope_type), scope_id, model, toString(window), toUInt32(window_start), sum(spend) "
+            "FROM spend_totals "
+            "WHERE (scope_type, scope_id, model, window) IN {keys:Array(Tuple(String, String, String, String))} "
+            "AND window_start >= toDateTime({since:Array(UInt32)}[indexOf({keys:Array(Tuple(String, String, String, "
+            "String))}, (toString(scope_type), scope_id, model, toString(window)))]) "
+            "GROUP BY ALL",
+            {"keys": list(since), "since": list(since.values())},
+        )
+        found: dict[_RowsKey, list[tuple[int, Decimal]]] = {}
+        for scope_type, scope_id, model, window, window_start, spend in rows:
+            found.setdefault((scope_type, scope_id, model, window), []).append((int(window_start), Decimal(spend)))
+        measured = []
+        for target, target_grains in zip(targets, grains, strict=True):
+            measurements = []
+            for cap, (window, start, end, reset) in zip(target.caps, target_grains, strict=True):
+                key = (target.scope.type.value, target.scope.id, target.model, window.value)
+                spend = sum((s for at, s in found.get(key, ()) if start <= at < end), Decimal(0))
+                measurements.append(Measurement(cap, spend, reset))
+            measured.append(measurements)
+        return measured
