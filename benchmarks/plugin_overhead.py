@@ -12,6 +12,7 @@ from typing import Any
 from benchmarks.stats import median, percentile
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
@@ -82,9 +83,8 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
         samples = []
         for n in range(CALLS):
             started = time.perf_counter_ns()
-            plugin.blocking_decision(
-                key_hash=f"{n % 100:064x}", user_id="u", team_id="t", org_id="o", end_user="c", model="gpt-4o"
-            )
+            who = RequestIdentity(key_hash=f"{n % 100:064x}", user_id="u", team_id="t", org_id="o", end_user="c")
+            plugin.blocking_decision(who, "gpt-4o")
             samples.append((time.perf_counter_ns() - started) / 1000)
         check_p50.append(percentile(samples, 0.5))
         check_p99.append(percentile(samples, 0.99))

@@ -31,7 +31,7 @@ from spendpipe.admin.render import result_table
 from spendpipe.contracts.scopes import ScopeType
 from spendpipe.contracts.topics import Topics
 from spendpipe.contracts.windows import Window
-from spendpipe.gateway.recording.event_builder import hash_api_key
+from spendpipe.gateway.identity import hash_api_key
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.store.sql_endpoint.client import EndpointSource

@@ -4,7 +4,7 @@ keyed by `<agent>|<session>` so every record of a session lands in one partition
 Gateways write `reserve` before a call of a capped session and `settle` (its cost), `release`
 (it failed: it counts as an iteration, costs nothing) or `withdraw` (it never ran) after it.
 Every gateway reads the whole topic and applies the same records in the same order to the same
-deterministic ledger (`gateway/sessions/session_ledger.py`), so all reach the same verdict on
+deterministic ledger (`gateway/sessions/ledger.py`), so all reach the same verdict on
 every reservation without asking each other: the partition is the session's one serialisation
 point. A reservation carries the caps its gateway saw, so a gateway with older budgets cannot
 judge it differently.

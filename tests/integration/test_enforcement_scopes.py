@@ -11,7 +11,8 @@ import pytest
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.budgets import BudgetRejectedError
 from spendpipe.contracts.decisions import Decision
-from spendpipe.gateway.blocks.blocklist import BlockList, request_keys
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
@@ -22,9 +23,7 @@ from tests.support.waiting import eventually
 
 
 def refusal(gateway: BlockList, clock: ManualClock, **request: str | None) -> Decision | None:
-    attributes: dict[str, str | None] = {"key_hash": None, "user_id": None, "team_id": None, "org_id": None}
-    attributes |= {"end_user": None} | request
-    return gateway.blocking(request_keys(**attributes, model="gpt-4o-mini"), now=at(clock()))
+    return gateway.blocking(RequestIdentity(**request).budget_keys("gpt-4o-mini"), now=at(clock()))
 
 
 async def test_team_member_and_end_customer_budgets(

@@ -1,14 +1,11 @@
-"""The gateway's block list: newest version wins, blocks expire locally, and which keys a request checks."""
+"""The gateway's block list: newest version wins, blocks expire locally, and a request's identity
+checks the keys that apply to it (`test_identity.py` has which those are)."""
 
 from datetime import UTC, datetime, timedelta
 
-import pytest
-from hypothesis import given
-from hypothesis import strategies as st
-
 from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.scopes import ScopeType, scopes_of
-from spendpipe.gateway.blocks.blocklist import BlockList, request_keys
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.gateway.identity import RequestIdentity
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC)
 MIDNIGHT = datetime(2026, 11, 29, tzinfo=UTC)
@@ -112,50 +109,12 @@ def test_in_force_lists_only_blocks_not_expired() -> None:
     assert [d.scope for d in blocks.in_force(NOW)] == ["team:eng"]
 
 
-def test_request_with_a_team_is_not_checked_against_the_users_own_budget() -> None:
-    keys = request_keys(key_hash="abc", user_id="alice", team_id="eng", org_id="acme", end_user="cust-7", model=None)
-
-    assert keys == ["global", "key:abc", "team:eng", "team_member:eng/alice", "org:acme", "end_user:cust-7"]
-    assert "user:alice" not in keys
-
-
-def test_request_without_a_team_is_checked_against_the_users_budget() -> None:
-    keys = request_keys(key_hash="abc", user_id="alice", team_id=None, org_id=None, end_user=None, model=None)
-
-    assert keys == ["global", "key:abc", "user:alice"]
-
-
-@pytest.mark.parametrize(
-    ("user_id", "team_id"),
-    [("alice", None), (None, "eng"), (None, None)],
-)
-def test_team_member_key_needs_both_team_and_user(user_id: str | None, team_id: str | None) -> None:
-    keys = request_keys(key_hash=None, user_id=user_id, team_id=team_id, org_id=None, end_user=None, model=None)
-
-    assert not any(key.startswith("team_member:") for key in keys)
-
-
-def test_per_model_keys_are_appended_when_a_model_is_given() -> None:
-    keys = request_keys(key_hash="abc", user_id="alice", team_id="eng", org_id=None, end_user=None, model="gpt-4o")
-
-    assert keys == [
-        "global",
-        "key:abc",
-        "team:eng",
-        "team_member:eng/alice",
-        "global|gpt-4o",
-        "key:abc|gpt-4o",
-        "team:eng|gpt-4o",
-        "team_member:eng/alice|gpt-4o",
-    ]
-
-
 def test_a_per_model_block_refuses_only_that_model() -> None:
     blocks = BlockList()
     blocks.apply(decision("team:eng", 1, model="gpt-4o"))
 
     def keys(model: str) -> list[str]:
-        return request_keys(key_hash=None, user_id=None, team_id="eng", org_id=None, end_user=None, model=model)
+        return RequestIdentity(team_id="eng").budget_keys(model)
 
     assert blocks.blocking(keys("gpt-4o"), NOW) is not None
     assert blocks.blocking(keys("claude-sonnet"), NOW) is None
@@ -165,32 +124,8 @@ def test_a_users_personal_block_does_not_refuse_their_team_requests() -> None:
     blocks = BlockList()
     blocks.apply(decision("user:alice", 1))
 
-    personal = request_keys(key_hash=None, user_id="alice", team_id=None, org_id=None, end_user=None, model=None)
-    for_team = request_keys(key_hash=None, user_id="alice", team_id="eng", org_id=None, end_user=None, model=None)
+    personal = RequestIdentity(user_id="alice").budget_keys()
+    for_team = RequestIdentity(user_id="alice", team_id="eng").budget_keys()
 
     assert blocks.blocking(personal, NOW) is not None
     assert blocks.blocking(for_team, NOW) is None
-
-
-@given(
-    key_hash=st.none() | st.just("ab" * 32),
-    user_id=st.none() | st.sampled_from(["alice", "bob"]),
-    team_id=st.none() | st.sampled_from(["eng", "ops"]),
-    org_id=st.none() | st.just("acme"),
-    end_user=st.none() | st.just("customer-1"),
-)
-def test_request_keys_name_scopes_exactly_as_the_aggregator_does(
-    key_hash: str | None, user_id: str | None, team_id: str | None, org_id: str | None, end_user: str | None
-) -> None:
-    # request_keys builds its strings by hand for speed; they must stay the scopes' own names
-    expected = {
-        str(scope)
-        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user)
-        if not (scope.type is ScopeType.USER and team_id)
-    }
-    keys = request_keys(
-        key_hash=key_hash, user_id=user_id, team_id=team_id, org_id=org_id, end_user=end_user, model=None
-    )
-
-    assert set(keys) == expected
-    assert len(keys) == len(expected)

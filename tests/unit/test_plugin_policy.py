@@ -17,11 +17,12 @@ from spendpipe.contracts.budgets import validate_budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
+from spendpipe.gateway.identity import RequestIdentity, hash_api_key
 from spendpipe.gateway.metrics import GatewayMetrics
-from spendpipe.gateway.plugin import LEASE_FIELD, SpendpipeLogger
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.rate_limits.gate import RateGate
+from spendpipe.gateway.rate_limits.leases import LEASE_FIELD
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
-from spendpipe.gateway.rate_limits.rate_gate import RateGate
-from spendpipe.gateway.recording.event_builder import hash_api_key
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.kafka import KafkaSettings
@@ -83,19 +84,19 @@ def block(scope: str, **fields: Any) -> Decision:
 
 
 def test_fail_open_serves_before_the_block_list_is_in_sync() -> None:
-    assert plugin(BlockList(), "fail_open").blocking_decision(team_id="eng") is None
+    assert plugin(BlockList(), "fail_open").blocking_decision(RequestIdentity(team_id="eng")) is None
 
 
 def test_fail_closed_refuses_before_the_block_list_is_in_sync_and_serves_after() -> None:
     blocklist = BlockList()
     gateway = plugin(blocklist, "fail_closed")
 
-    refused = gateway.blocking_decision(team_id="eng")
+    refused = gateway.blocking_decision(RequestIdentity(team_id="eng"))
     assert refused is not None
     assert "fail closed" in refused.reason
 
     blocklist.in_sync.set()
-    assert gateway.blocking_decision(team_id="eng") is None
+    assert gateway.blocking_decision(RequestIdentity(team_id="eng")) is None
 
 
 def test_sdk_check_raises_litellms_budget_error_for_a_blocked_key() -> None:

@@ -2,8 +2,8 @@
 leases that always end, and the refusals and remaining capacity a client sees."""
 
 from spendpipe.contracts.budgets import validate_budget
+from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.in_flight import InFlight
-from spendpipe.gateway.rate_limits.rate_gate import RateGate
 from spendpipe.gateway.rate_limits.sliding_window import SlidingWindow
 
 KEY = "key:" + "b" * 64

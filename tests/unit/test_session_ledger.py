@@ -3,7 +3,7 @@
 from decimal import Decimal
 
 from spendpipe.contracts.sessions import SessionRecord
-from spendpipe.gateway.sessions.session_ledger import SessionLedger
+from spendpipe.gateway.sessions.ledger import SessionLedger
 
 AGENT, SESSION = "planner", "s-1"
 

@@ -2,7 +2,7 @@
 
 import threading
 
-from spendpipe.gateway.sessions.session_ledger import SessionLedger
+from spendpipe.gateway.sessions.ledger import SessionLedger
 from spendpipe.gateway.sessions.session_log import SessionLog
 from spendpipe.platform.kafka import KafkaSettings
 

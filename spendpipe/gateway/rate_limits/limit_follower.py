@@ -8,8 +8,8 @@ import threading
 from pydantic import ValidationError
 
 from spendpipe.contracts.budgets import Budget
-from spendpipe.gateway.rate_limits.rate_gate import RateGate
-from spendpipe.gateway.sessions.session_caps import SessionCaps
+from spendpipe.gateway.rate_limits.gate import RateGate
+from spendpipe.gateway.sessions.caps import SessionCaps
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.topic_follower import TopicFollower
 

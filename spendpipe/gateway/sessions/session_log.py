@@ -22,7 +22,7 @@ from pydantic import ValidationError
 
 from spendpipe.contracts.sessions import MESSAGE_TYPE, SessionRecord
 from spendpipe.contracts.topics import TYPE_HEADER
-from spendpipe.gateway.sessions.session_ledger import SessionLedger, SessionVerdict
+from spendpipe.gateway.sessions.ledger import SessionLedger, SessionVerdict
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import partition_numbers
 

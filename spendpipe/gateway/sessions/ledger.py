@@ -29,6 +29,7 @@ from decimal import Decimal
 from typing import Literal
 
 from spendpipe.contracts.sessions import SessionRecord
+from spendpipe.gateway.refusals import max_iterations_exceeded, session_budget_exceeded
 
 SessionCapKind = Literal["max_iterations", "budget"]
 
@@ -134,20 +135,15 @@ class SessionLedger:
 
     def _judge(self, session: _Session, record: SessionRecord, at: float) -> SessionVerdict | None:
         """Granted, denied, or None: wait for a call in flight to settle."""
-        where = f"session {record.session_id} of agent:{record.agent_id}"
         if record.max_iterations is not None and session.granted >= record.max_iterations:
-            message = (
-                f"Max iterations exceeded for {where}. Current count: {session.granted}, "
-                f"max_iterations: {record.max_iterations}."
+            message = max_iterations_exceeded(
+                record.session_id, record.agent_id, session.granted, record.max_iterations
             )
             return SessionVerdict(record.call_id, granted=False, message=message, cap_kind="max_iterations")
         cap = record.max_budget_per_session
         if cap is not None:
             if session.spend >= cap:
-                message = (
-                    f"Session budget exceeded for {where}. Current spend: ${session.spend}, "
-                    f"max_budget_per_session: ${cap}."
-                )
+                message = session_budget_exceeded(record.session_id, record.agent_id, session.spend, cap)
                 return SessionVerdict(record.call_id, granted=False, message=message, cap_kind="budget")
             if session.in_flight and (
                 session.largest is None or session.spend + len(session.in_flight) * session.largest >= cap

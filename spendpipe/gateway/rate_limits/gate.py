@@ -21,21 +21,11 @@ from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.rate_limits import RateLimit, RateLimitType, TokenType, refusal_message
 from spendpipe.gateway.rate_limits.in_flight import InFlight
 from spendpipe.gateway.rate_limits.sliding_window import SlidingWindow
+from spendpipe.gateway.refusals import RateLimited
 
 _SWEEP_EVERY = 1024
 """Admissions between sweeps of calls that never ended (their leases lapsed) and of the window
 logs of scopes that went idle."""
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    scope: str
-    model: str
-    rate_limit_type: RateLimitType
-    limit: int
-    retry_at: float
-    """When the request would be admitted again (epoch seconds)."""
-    message: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +36,16 @@ class Remaining:
     request_limit: int | None = None
     tokens: int | None = None
     token_limit: int | None = None
+
+    def headers(self) -> dict[str, str] | None:
+        """LiteLLM's remaining-capacity headers on a successful response; None if no limit applies."""
+        headers = {
+            "x-ratelimit-remaining-requests": self.requests,
+            "x-ratelimit-limit-requests": self.request_limit,
+            "x-ratelimit-remaining-tokens": self.tokens,
+            "x-ratelimit-limit-tokens": self.token_limit,
+        }
+        return {name: str(value) for name, value in headers.items() if value is not None} or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +81,7 @@ class RateGate:
             self._limits.pop(scope, None)
             self._window.forget(scope)
 
-    def admit(self, lease: str, scopes: Sequence[str], model: str) -> Refusal | None:
+    def admit(self, lease: str, scopes: Sequence[str], model: str) -> RateLimited | None:
         """Count the request and return None, or refuse it (counting nothing)."""
         limited = [(scope, self._limits.get(scope)) for scope in scopes]
         applicable = [(scope, limits) for scope, limits in limited if limits is not None]
@@ -138,7 +138,7 @@ class RateGate:
             token_limit=token_limit,
         )
 
-    def _refusal(self, applicable: list[tuple[str, _ScopeLimits]], model: str, now: float) -> Refusal | None:
+    def _refusal(self, applicable: list[tuple[str, _ScopeLimits]], model: str, now: float) -> RateLimited | None:
         for scope, limits in applicable:
             if limits.max_parallel is not None:
                 in_flight = self._in_flight.count(scope, now)
@@ -169,12 +169,12 @@ def _applies(window: RateLimit, model: str) -> bool:
 
 def _refuse(  # noqa: PLR0917 - private, every argument goes into the message
     scope: str, model: str, kind: RateLimitType, used: int, limit: int, token_type: TokenType, at: float
-) -> Refusal:
+) -> RateLimited:
     resets = "when a request in flight ends" if kind == "max_parallel_requests" else _utc(at)
     message = refusal_message(
         scope=scope, model=model, rate_limit_type=kind, used=used, limit=limit, token_type=token_type, resets=resets
     )
-    return Refusal(scope, model, kind, limit, at, message)
+    return RateLimited(scope, model, kind, at, message)
 
 
 def _utc(epoch: float) -> str:

@@ -1,12 +1,11 @@
 """Admitting the calls of capped agent sessions (proxy mode): a call of a session whose agent has
 `max_iterations` or `max_budget_per_session` reserves its place on `spend.sessions` and is
-served only if the session ledger every gateway replays grants it (`session_ledger.py`).
+served only if the session ledger every gateway replays grants it (`ledger.py`).
 
 A call without a session, or of an agent without session caps, costs one dict lookup. A capped
 call costs one Kafka round trip (the reservation written, then read back), and a call that waits
-behind a session's first call waits for that call to end. Refusals read as LiteLLM's own session
-limiters': a `ProxyRateLimitError` (429) of type `max_iterations` or `budget` naming the session,
-the cap and the count or spend.
+behind a session's first call waits for that call to end. A refused call is answered as
+LiteLLM's own session limiters answer (`refusals.py`).
 """
 
 import logging
@@ -15,8 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 from spendpipe.contracts.sessions import SessionRecord
-from spendpipe.gateway.sessions.session_caps import SessionCaps
-from spendpipe.gateway.sessions.session_ledger import SessionVerdict
+from spendpipe.gateway.refusals import session_not_admitted
+from spendpipe.gateway.sessions.caps import SessionCaps
+from spendpipe.gateway.sessions.ledger import SessionVerdict
 from spendpipe.gateway.sessions.session_log import SessionLog
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ class SessionGate:
         verdict = await self._sessions.reserve(record, wait_s=self._wait_s)
         if verdict is None:
             self._end([agent_id, session_id, record.call_id], "withdraw", None)
-            message = f"Session {session_id} of agent:{agent_id}: no admission within {self._wait_s:g}s; retry."
+            message = session_not_admitted(session_id, agent_id, self._wait_s)
             return SessionVerdict(record.call_id, granted=False, message=message, cap_kind="budget")
         if verdict.granted and isinstance(metadata, dict):
             metadata[SESSION_FIELD] = [agent_id, session_id, record.call_id]

@@ -1,0 +1,218 @@
+"""Who a request is, read once from whichever shape LiteLLM hands the plugin, and which scopes'
+budgets and rate limits apply to it.
+
+LiteLLM shows the plugin one request in three shapes, each with its own constructor:
+* `of_proxy_request`: the proxy's pre- and post-call hooks, the key's `UserAPIKeyAuth` and the
+  request body;
+* `of_sdk_call`: `check()` in SDK mode, the `user` and `metadata` of the `litellm.completion` call;
+* `of_logged_call`: the success and failure logs of both modes, the callback's kwargs with
+  LiteLLM's `standard_logging_object`.
+
+**Key**: only its SHA-256 as LiteLLM's proxy stores it (`hash_token`), so events join LiteLLM's
+own key tables. The proxy already hands over the hash; a raw key (SDK mode,
+`metadata["user_api_key"]`) is hashed here and goes no further.
+
+**Session**, the first found of:
+1. `metadata["session_id"]` (LiteLLM's own session limiters read this; the proxy copies the
+   `x-litellm-session-id` / `x-litellm-trace-id` headers into it),
+2. `litellm_metadata["session_id"]` (the proxy's metadata field on /thread, /assistant... routes),
+3. `litellm_session_id` (a top-level request field or SDK argument; the proxy also sets it from
+   session headers such as `x-<vendor>-session-id` and W3C baggage),
+4. `metadata["trace_id"]` (LiteLLM chains calls that share a trace id into one session).
+LiteLLM's generated per-call trace id (`litellm_trace_id` when the caller gave none) is not read:
+it would make every call a session of its own.
+
+**Agent**: `metadata["agent_id"]` (the proxy sets it from the key's agent, the
+`x-litellm-agent-id` header or the body's metadata), else the key's `agent_id`, else
+`metadata["agent_name"]`.
+
+**Which budgets apply** (as LiteLLM): a block on any scope the request counts towards
+(`scopes_of`) refuses it, except the user's personal budget when the request is made for a team:
+the team's budget governs a team key. Each scope also per model. **Rate limits** apply to the
+agent and to each of the key, user, team and end customer the request has (`LIMITED_SCOPES`),
+each on its own. Both lists are built as plain strings because they are built on every request;
+tests hold them to the names `scopes_of` and `decision_key` give.
+"""
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
+from spendpipe.contracts.scopes import team_member_id
+
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+_MAX_ID = 256
+"""Longer agent and session ids are ignored: they come from clients and end up as Kafka keys."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestIdentity:
+    key_hash: str | None = None
+    user_id: str | None = None
+    team_id: str | None = None
+    org_id: str | None = None
+    end_user: str | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
+
+    @classmethod
+    def of_proxy_request(cls, auth: Any, data: Mapping[str, Any]) -> "RequestIdentity":
+        """The proxy's hooks: `auth` is the key's `UserAPIKeyAuth`, `data` the request body, whose
+        `user` names the end customer (else the key's)."""
+        metadata, litellm_metadata = _mapping(data.get("metadata")), _mapping(data.get("litellm_metadata"))
+        return cls(
+            key_hash=key_hash_of(getattr(auth, "api_key", None)),
+            user_id=getattr(auth, "user_id", None),
+            team_id=getattr(auth, "team_id", None),
+            org_id=getattr(auth, "org_id", None),
+            end_user=data.get("user") or getattr(auth, "end_user_id", None),
+            agent_id=agent_of(metadata, getattr(auth, "agent_id", None)),
+            session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
+        )
+
+    @classmethod
+    def of_sdk_call(cls, *, user: str | None, metadata: Mapping[str, Any] | None) -> "RequestIdentity":
+        """`check()` in SDK mode: the `user` and `metadata` the caller passes to `litellm.completion`
+        (the key as `user_api_key_hash`, or raw as `user_api_key`)."""
+        metadata = metadata or {}
+        return cls(
+            key_hash=key_hash_of(metadata.get("user_api_key_hash") or metadata.get("user_api_key")),
+            user_id=metadata.get("user_api_key_user_id"),
+            team_id=metadata.get("user_api_key_team_id"),
+            org_id=metadata.get("user_api_key_org_id"),
+            end_user=user,
+            agent_id=agent_of(metadata),
+            session_id=session_of(metadata),
+        )
+
+    @classmethod
+    def of_logged_call(cls, kwargs: Mapping[str, Any]) -> "RequestIdentity":
+        """A logged call in either mode: the `standard_logging_object`, and the call's own
+        parameters for what the SDK leaves there (the raw key, the end customer, agent, session)."""
+        record: Mapping[str, Any] = _mapping(kwargs.get("standard_logging_object")) or {}
+        metadata: Mapping[str, Any] = record.get("metadata") or {}
+        params: Mapping[str, Any] = kwargs.get("litellm_params") or {}
+        call_metadata = _mapping(params.get("metadata")) or {}
+        session = session_of(
+            call_metadata,
+            _mapping(params.get("litellm_metadata")),
+            litellm_session_id=params.get("litellm_session_id"),
+        )
+        return cls(
+            key_hash=_logged_key_hash(metadata, call_metadata),
+            user_id=_text(metadata.get("user_api_key_user_id")),
+            team_id=_text(metadata.get("user_api_key_team_id")),
+            org_id=_text(metadata.get("user_api_key_org_id")),
+            end_user=_logged_end_user(record, metadata, kwargs),
+            agent_id=agent_of(call_metadata),
+            # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
+            session_id=session or (str(record["session_id"]) if record.get("session_id") else None),
+        )
+
+    def budget_keys(self, model: str | None = None) -> list[str]:
+        """The decision keys whose budget blocks refuse this request, most general first."""
+        names = ["global"]
+        if self.key_hash:
+            names.append(f"key:{self.key_hash}")
+        if self.team_id:
+            names.append(f"team:{self.team_id}")
+            if self.user_id:
+                names.append(f"team_member:{team_member_id(self.team_id, self.user_id)}")
+        elif self.user_id:  # the user's personal budget only for requests not made for a team
+            names.append(f"user:{self.user_id}")
+        if self.org_id:
+            names.append(f"org:{self.org_id}")
+        if self.end_user:
+            names.append(f"end_user:{self.end_user}")
+        return _with_model(names, model)
+
+    def rate_limit_scopes(self) -> list[str]:
+        """The scopes whose rate limits this request counts against, the agent first."""
+        names = [f"agent:{self.agent_id}"] if self.agent_id else []
+        if self.key_hash:
+            names.append(f"key:{self.key_hash}")
+        if self.user_id:
+            names.append(f"user:{self.user_id}")
+        if self.team_id:
+            names.append(f"team:{self.team_id}")
+        if self.end_user:
+            names.append(f"end_user:{self.end_user}")
+        return names
+
+    def rate_limit_keys(self, model: str | None = None) -> list[str]:
+        """The decision keys of the enforcer's rate-limit blocks that refuse this request."""
+        return _with_model([RATE_LIMIT_PREFIX + scope for scope in self.rate_limit_scopes()], model)
+
+
+def hash_api_key(raw_key: str) -> str:
+    """The hash LiteLLM's proxy stores for a virtual key (`litellm.proxy.utils.hash_token`)."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def key_hash_of(key: object) -> str | None:
+    """A key's hash as LiteLLM's proxy stores it; a value that already is one is kept."""
+    if not isinstance(key, str) or not key:
+        return None
+    return key if SHA256_HEX.match(key) else hash_api_key(key)
+
+
+def session_of(*containers: Mapping[str, Any] | None, litellm_session_id: object = None) -> str | None:
+    """The session id; `containers` are the request's metadata dicts in order of preference."""
+    for metadata in containers:
+        value = _bounded(metadata.get("session_id")) if metadata else None
+        if value:
+            return value
+    if _bounded(litellm_session_id):
+        return _bounded(litellm_session_id)
+    for metadata in containers:
+        value = _bounded(metadata.get("trace_id")) if metadata else None
+        if value:
+            return value
+    return None
+
+
+def agent_of(metadata: Mapping[str, Any] | None, key_agent_id: object = None) -> str | None:
+    metadata = metadata or {}
+    return _bounded(metadata.get("agent_id")) or _bounded(key_agent_id) or _bounded(metadata.get("agent_name"))
+
+
+def _with_model(names: list[str], model: str | None) -> list[str]:
+    return names + [decision_key(name, model) for name in names] if model else names
+
+
+def _logged_key_hash(metadata: Mapping[str, Any], call_metadata: Mapping[str, Any]) -> str | None:
+    hashed = metadata.get("user_api_key_hash")
+    if isinstance(hashed, str) and SHA256_HEX.match(hashed):
+        return hashed
+    return key_hash_of(call_metadata.get("user_api_key"))
+
+
+def _logged_end_user(record: Mapping[str, Any], metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | None:
+    """The request's `user` field: the proxy resolves it into the record; the SDK leaves it in
+    the call's parameters."""
+    optional = kwargs.get("optional_params") or {}
+    for candidate in (
+        record.get("end_user"),
+        metadata.get("user_api_key_end_user_id"),
+        kwargs.get("user"),
+        optional.get("user"),
+    ):
+        if candidate:
+            return str(candidate)
+    return None
+
+
+def _mapping(value: object) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+def _bounded(value: object) -> str | None:
+    text = _text(value)
+    return text if text is None or len(text) <= _MAX_ID else None

@@ -1,0 +1,54 @@
+"""How the hooks that see a proxy request end find the lease its admission took, and the tokens
+it used.
+
+The pre-call hook marks the lease (an id of the plugin's own, so a client-chosen call id cannot
+end another request's lease) where the proxy keeps its own metadata of a request:
+`litellm_metadata` when the request has it (LiteLLM sets it on its `LITELLM_METADATA_ROUTES`:
+/v1/messages, /responses, batches, files..., where `metadata` is the client's and goes on to the
+provider), else `metadata`. LiteLLM hands both on to the logging callbacks' `litellm_params`.
+"""
+
+from typing import Any
+
+LEASE_FIELD = "spendpipe_lease"
+
+Usage = tuple[int, int, int]
+"""(input, output, total) tokens."""
+
+
+def mark_lease(data: dict[str, Any], lease: str) -> None:
+    litellm_metadata = data.get("litellm_metadata")
+    if isinstance(litellm_metadata, dict):
+        litellm_metadata[LEASE_FIELD] = lease
+        return
+    if data.get("metadata") is None:
+        data["metadata"] = {}
+    metadata = data["metadata"]
+    if isinstance(metadata, dict):
+        metadata[LEASE_FIELD] = lease
+
+
+def lease_in(data: dict[str, Any]) -> str:
+    """The lease `mark_lease` left; looked for only there (a client's `metadata` may carry the field)."""
+    litellm_metadata = data.get("litellm_metadata")
+    slot = litellm_metadata if isinstance(litellm_metadata, dict) else data.get("metadata")
+    lease = slot.get(LEASE_FIELD) if isinstance(slot, dict) else None
+    return lease if isinstance(lease, str) else ""
+
+
+def usage_of_response(response: Any) -> Usage | None:
+    """A non-streaming response's usage, as the proxy's success hook sees it."""
+    usage = getattr(response, "usage", None)
+    if usage is None:
+        return None
+    prompt, completion = getattr(usage, "prompt_tokens", 0) or 0, getattr(usage, "completion_tokens", 0) or 0
+    return int(prompt), int(completion), int(getattr(usage, "total_tokens", 0) or prompt + completion)
+
+
+def usage_of_log(kwargs: dict[str, Any]) -> Usage | None:
+    """A logged call's usage (a stream's, once it ended)."""
+    logged = kwargs.get("standard_logging_object")
+    if not isinstance(logged, dict):
+        return None
+    prompt, completion = int(logged.get("prompt_tokens") or 0), int(logged.get("completion_tokens") or 0)
+    return prompt, completion, int(logged.get("total_tokens") or prompt + completion)

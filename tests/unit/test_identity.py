@@ -1,0 +1,162 @@
+"""Who a request is, read the same from each shape LiteLLM hands the plugin, and which scopes'
+budgets and rate limits apply to it."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from litellm.proxy._types import UserAPIKeyAuth
+
+from spendpipe.contracts.decisions import decision_key
+from spendpipe.contracts.rate_limits import LIMITED_SCOPES
+from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
+from spendpipe.gateway.identity import RequestIdentity, hash_api_key
+
+RAW_KEY = "sk-alice-raw-key"
+KEY_HASH = hash_api_key(RAW_KEY)
+
+
+def test_one_request_reads_the_same_in_every_shape() -> None:
+    expected = RequestIdentity(
+        key_hash=KEY_HASH,
+        user_id="alice",
+        team_id="eng",
+        org_id="acme",
+        end_user="customer-7",
+        agent_id="planner",
+        session_id="s-1",
+    )
+    auth = UserAPIKeyAuth(api_key=RAW_KEY, user_id="alice", team_id="eng", org_id="acme", agent_id="planner")
+    body = {"model": "gpt-4o", "user": "customer-7", "metadata": {"session_id": "s-1"}}
+    sdk_metadata = {
+        "user_api_key": RAW_KEY,
+        "user_api_key_user_id": "alice",
+        "user_api_key_team_id": "eng",
+        "user_api_key_org_id": "acme",
+        "agent_id": "planner",
+        "session_id": "s-1",
+    }
+    logged = {  # as the proxy logs the call
+        "standard_logging_object": {
+            "end_user": "customer-7",
+            "metadata": {
+                "user_api_key_hash": KEY_HASH,
+                "user_api_key_user_id": "alice",
+                "user_api_key_team_id": "eng",
+                "user_api_key_org_id": "acme",
+            },
+        },
+        "litellm_params": {"metadata": {"agent_id": "planner", "session_id": "s-1"}},
+    }
+
+    assert RequestIdentity.of_proxy_request(auth, body) == expected
+    assert RequestIdentity.of_sdk_call(user="customer-7", metadata=sdk_metadata) == expected
+    assert RequestIdentity.of_logged_call(logged) == expected
+
+
+def test_a_key_is_only_ever_its_hash() -> None:
+    assert RequestIdentity.of_sdk_call(user=None, metadata={"user_api_key": RAW_KEY}).key_hash == KEY_HASH
+    assert RequestIdentity.of_sdk_call(user=None, metadata={"user_api_key_hash": KEY_HASH}).key_hash == KEY_HASH
+    assert RequestIdentity.of_sdk_call(user=None, metadata=None) == RequestIdentity()
+
+
+def test_the_session_is_the_first_found_and_never_litellms_per_call_trace_id() -> None:
+    def session(**data: object) -> str | None:
+        return RequestIdentity.of_proxy_request(UserAPIKeyAuth(), data).session_id
+
+    assert session(metadata={"session_id": "a", "trace_id": "t"}, litellm_session_id="b") == "a"
+    assert session(metadata={}, litellm_metadata={"session_id": "c"}, litellm_session_id="b") == "c"
+    assert session(metadata={"trace_id": "t"}, litellm_session_id="b") == "b"
+    assert session(metadata={"trace_id": "t"}) == "t"
+    assert session(metadata={"litellm_trace_id": "generated"}) is None
+    assert session(metadata={"session_id": "x" * 257}) is None  # too long to be a Kafka key of ours
+
+
+def test_the_agent_of_the_request_comes_before_the_keys() -> None:
+    key_of_agent = UserAPIKeyAuth(agent_id="from-key")
+
+    assert RequestIdentity.of_proxy_request(key_of_agent, {"metadata": {"agent_id": "a"}}).agent_id == "a"
+    assert RequestIdentity.of_proxy_request(key_of_agent, {"metadata": {"agent_name": "n"}}).agent_id == "from-key"
+    assert RequestIdentity.of_proxy_request(UserAPIKeyAuth(), {"metadata": {"agent_name": "n"}}).agent_id == "n"
+
+
+def test_request_with_a_team_is_not_checked_against_the_users_own_budget() -> None:
+    who = RequestIdentity(key_hash="abc", user_id="alice", team_id="eng", org_id="acme", end_user="cust-7")
+    keys = who.budget_keys()
+
+    assert keys == ["global", "key:abc", "team:eng", "team_member:eng/alice", "org:acme", "end_user:cust-7"]
+    assert "user:alice" not in keys
+
+
+def test_request_without_a_team_is_checked_against_the_users_budget() -> None:
+    keys = RequestIdentity(key_hash="abc", user_id="alice").budget_keys()
+
+    assert keys == ["global", "key:abc", "user:alice"]
+
+
+@pytest.mark.parametrize(
+    ("user_id", "team_id"),
+    [("alice", None), (None, "eng"), (None, None)],
+)
+def test_team_member_key_needs_both_team_and_user(user_id: str | None, team_id: str | None) -> None:
+    keys = RequestIdentity(user_id=user_id, team_id=team_id).budget_keys()
+
+    assert not any(key.startswith("team_member:") for key in keys)
+
+
+def test_per_model_keys_are_appended_when_a_model_is_given() -> None:
+    keys = RequestIdentity(key_hash="abc", user_id="alice", team_id="eng").budget_keys("gpt-4o")
+
+    assert keys == [
+        "global",
+        "key:abc",
+        "team:eng",
+        "team_member:eng/alice",
+        "global|gpt-4o",
+        "key:abc|gpt-4o",
+        "team:eng|gpt-4o",
+        "team_member:eng/alice|gpt-4o",
+    ]
+
+
+def test_rate_limits_apply_to_the_agent_first_and_never_to_org_or_global() -> None:
+    who = RequestIdentity(key_hash="abc", user_id="alice", team_id="eng", org_id="acme", end_user="c", agent_id="a")
+
+    assert who.rate_limit_scopes() == ["agent:a", "key:abc", "user:alice", "team:eng", "end_user:c"]
+    assert who.rate_limit_keys("m")[:2] == ["rate_limit|agent:a", "rate_limit|key:abc"]
+    assert "rate_limit|agent:a|m" in who.rate_limit_keys("m")
+
+
+identities = st.builds(
+    RequestIdentity,
+    key_hash=st.none() | st.just("ab" * 32),
+    user_id=st.none() | st.sampled_from(["alice", "bob"]),
+    team_id=st.none() | st.sampled_from(["eng", "ops"]),
+    org_id=st.none() | st.just("acme"),
+    end_user=st.none() | st.just("customer-1"),
+    agent_id=st.none() | st.just("planner"),
+)
+
+
+@given(who=identities, model=st.none() | st.just("gpt-4o"))
+def test_budget_keys_name_scopes_exactly_as_the_aggregator_does(who: RequestIdentity, model: str | None) -> None:
+    # budget_keys builds its strings by hand for speed; they must stay the scopes' own names
+    scopes = scopes_of(who.key_hash, who.user_id, who.team_id, who.org_id, who.end_user)
+    applying = [str(scope) for scope in scopes if not (scope.type is ScopeType.USER and who.team_id)]
+    expected = {decision_key(scope, m) for scope in applying for m in {"", model or ""}}
+
+    keys = who.budget_keys(model)
+
+    assert set(keys) == expected
+    assert len(keys) == len(expected)
+
+
+@given(who=identities, model=st.none() | st.just("gpt-4o"))
+def test_rate_limit_keys_name_the_limited_scopes_as_the_enforcer_does(who: RequestIdentity, model: str | None) -> None:
+    scopes = scopes_of(who.key_hash, who.user_id, who.team_id, who.org_id, who.end_user)
+    limited = [str(scope) for scope in scopes if scope.type in LIMITED_SCOPES]
+    limited += [str(Scope(ScopeType.AGENT, who.agent_id))] if who.agent_id else []
+    expected = {decision_key(scope, m, "rate_limit") for scope in limited for m in {"", model or ""}}
+
+    assert set(who.rate_limit_scopes()) == set(limited)
+    assert set(who.rate_limit_keys(model)) == expected
+    assert len(who.rate_limit_keys(model)) == len(expected)
