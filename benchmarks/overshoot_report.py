@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks import overshoot_chart
 from benchmarks.overshoot_calls import Outcome
 from spendpipe.contracts.decisions import Decision
-from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.platform.compacted import TopicRecord, read_to_end
 from spendpipe.platform.kafka import KafkaSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -25,18 +25,13 @@ async def blocks_decided(kafka: KafkaSettings, topic: str) -> dict[str, float]:
     """{scope: when the enforcer decided its first block (epoch seconds)}."""
     decided: dict[str, float] = {}
 
-    def remember(_: bytes | None, value: bytes | None) -> None:
-        if value is not None:
-            decision = Decision.model_validate_json(value)
+    def remember(record: TopicRecord) -> None:
+        if record.value is not None:
+            decision = Decision.model_validate_json(record.value)
             if decision.blocked:
                 decided.setdefault(decision.scope, decision.decided_at.timestamp())
 
-    reader = CompactedTopicReader(kafka=kafka, topic=topic, on_record=remember)
-    await reader.start()
-    try:
-        await reader.catch_up()
-    finally:
-        await reader.stop()
+    await read_to_end(kafka=kafka, topic=topic, on_record=remember)
     return decided
 
 

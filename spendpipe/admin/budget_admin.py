@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaProducer
 from spendpipe.contracts.budgets import MESSAGE_TYPE, Budget, validate_budget
 from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
-from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.platform.compacted import TopicRecord, read_to_end
 from spendpipe.platform.kafka import KafkaSettings
 
 
@@ -62,17 +62,12 @@ class BudgetAdmin:
     async def _read(self) -> list[Budget]:
         current: dict[str, Budget] = {}
 
-        def apply(key: bytes | None, value: bytes | None) -> None:
-            scope = (key or b"").decode()
-            if value is None:
+        def apply(record: TopicRecord) -> None:
+            scope = (record.key or b"").decode()
+            if record.value is None:
                 current.pop(scope, None)
             else:
-                current[scope] = Budget.model_validate_json(value)
+                current[scope] = Budget.model_validate_json(record.value)
 
-        reader = CompactedTopicReader(kafka=self._kafka, topic=self._topic, on_record=apply)
-        await reader.start()
-        try:
-            await reader.catch_up()
-        finally:
-            await reader.stop()
+        await read_to_end(kafka=self._kafka, topic=self._topic, on_record=apply)
         return sorted(current.values(), key=lambda b: b.scope)

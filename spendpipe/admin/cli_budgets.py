@@ -14,8 +14,8 @@ from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.budget_file import load_budget_file
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.contracts.budgets import Budget, BudgetRejectedError
-from spendpipe.contracts.decisions import Decision
-from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.contracts.decisions import Decision, LatestDecisions
+from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
 
 budgets_app = typer.Typer(help="Budgets on the compacted spend.budgets topic.", no_args_is_help=True)
 blocks_app = typer.Typer(help="Block/unblock decisions on spend.decisions.", no_args_is_help=True)
@@ -153,7 +153,7 @@ def blocks_list(ctx: typer.Context) -> None:
     """Blocks in force now."""
     decisions = asyncio.run(_read_decisions(ctx.obj, follow=False))
     now = datetime.now(UTC)
-    console.print(decisions_table([d for d in decisions.values() if d.in_force(now)], "blocks in force"))
+    console.print(decisions_table([d for d in decisions if d.in_force(now)], "blocks in force"))
 
 
 @blocks_app.command("tail")
@@ -163,29 +163,22 @@ def blocks_tail(ctx: typer.Context) -> None:
         asyncio.run(_read_decisions(ctx.obj, follow=True))
 
 
-async def _read_decisions(settings: AdminSettings, *, follow: bool) -> dict[str, Decision]:
-    latest: dict[str, Decision] = {}
+async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDecisions:
+    latest = LatestDecisions()
 
-    def apply(_: bytes | None, value: bytes | None) -> None:
-        if value is None:
+    def apply(record: TopicRecord) -> None:
+        if record.value is None:
             return
-        decision = Decision.model_validate_json(value)
-        known = latest.get(decision.key)
-        if known is None or decision.version > known.version:
-            latest[decision.key] = decision
-            if follow:
-                state = "[red]BLOCK[/red]" if decision.blocked else "[green]unblock[/green]"
-                when = f"{decision.decided_at:%H:%M:%S}"
-                console.print(f"{when} {state} {decision.key} v{decision.version}: {decision.reason}")
+        decision = Decision.model_validate_json(record.value)
+        if latest.offer(decision) and follow:
+            state = "[red]BLOCK[/red]" if decision.blocked else "[green]unblock[/green]"
+            when = f"{decision.decided_at:%H:%M:%S}"
+            console.print(f"{when} {state} {decision.key} v{decision.version}: {decision.reason}")
 
-    reader = CompactedTopicReader(kafka=settings.kafka, topic=settings.topics.decisions, on_record=apply)
-    await reader.start()
-    try:
+    async with CompactedTopicReader(kafka=settings.kafka, topic=settings.topics.decisions, on_record=apply) as reader:
         await reader.catch_up()
         if follow:
             await reader.follow()
-    finally:
-        await reader.stop()
     return latest
 
 

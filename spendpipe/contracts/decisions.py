@@ -6,11 +6,12 @@ A scope has two independent verdicts, so two keys: its budget (`kind="budget"`, 
 `rate_limit|<scope>[|<model>]`). Lifting one never lifts the other.
 
 Decisions are versioned per key: a reader keeps the highest version it has seen and ignores
-older ones, so a late or replayed message never overrides a newer verdict. A block carries the
-instant it expires (`expires_at`: the reset of the window that was exceeded); readers lift it
-by themselves then, even if the unblock message is late.
+older ones (`LatestDecisions`), so a late or replayed message never overrides a newer verdict.
+A block carries the instant it expires (`expires_at`: the reset of the window that was
+exceeded); readers lift it by themselves then, even if the unblock message is late.
 """
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Literal
 
@@ -67,3 +68,33 @@ class Decision(BaseModel):
     def in_force(self, now: datetime) -> bool:
         """A block that has not expired yet."""
         return self.blocked and (self.expires_at is None or now < self.expires_at)
+
+
+class LatestDecisions:
+    """The decision per key with the highest version seen: every reader of `spend.decisions`
+    keeps its decisions here. An older version is late or replayed, and an equal one is the same
+    decision read again; neither changes anything. Not locked: an owner that shares it across
+    threads offers under its own lock (reads need none)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[str, Decision] = {}
+
+    def offer(self, decision: Decision) -> bool:
+        """Keep `decision` if its version is higher than the one known for its key. True if kept."""
+        known = self._by_key.get(decision.key)
+        if known is not None and decision.version <= known.version:
+            return False
+        self._by_key[decision.key] = decision
+        return True
+
+    def get(self, key: str) -> Decision | None:
+        return self._by_key.get(key)
+
+    def forget(self, key: str) -> None:
+        self._by_key.pop(key, None)
+
+    def __iter__(self) -> Iterator[Decision]:
+        return iter(list(self._by_key.values()))  # a copy: another thread may offer meanwhile
+
+    def __len__(self) -> int:
+        return len(self._by_key)

@@ -35,7 +35,7 @@ from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.platform.clickhouse import ClickhouseStore
-from spendpipe.platform.compacted import CompactedTopicReader
+from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord, read_to_end
 from spendpipe.store.totals import SpendTotals
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,8 @@ class EnforcerService:
         await self._budgets.start()
         await self._budgets.catch_up()
         self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
-        await self._read_back_decisions()
-        await self._read_back(
-            self._settings.topics.alerts, lambda key, _: self.enforcer.remember_alert((key or b"").decode())
-        )
+        await self._read_back(self._settings.topics.decisions, self._on_decision)
+        await self._read_back(self._settings.topics.alerts, self._on_alert)
         self._pending_scopes.clear()
         self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
@@ -152,35 +150,30 @@ class EnforcerService:
             await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
             self._metrics.alerts_published.inc()
 
-    def _on_budget(self, key: bytes | None, value: bytes | None) -> None:
-        scope = (key or b"").decode(errors="replace")
-        if value is None:
+    def _on_budget(self, record: TopicRecord) -> None:
+        scope = (record.key or b"").decode(errors="replace")
+        if record.value is None:
             self.enforcer.book.delete(scope)
             self._deleted_scopes.add(scope)
             return
         try:
-            budget = Budget.model_validate_json(value)
+            budget = Budget.model_validate_json(record.value)
         except ValidationError as error:
             log.error("ignoring an invalid budget for %r on the budgets topic: %s", scope, error)
             return
         self.enforcer.book.put(budget)
         self._pending_scopes.add(budget.scope)
 
-    async def _read_back_decisions(self) -> None:
-        def remember(_: bytes | None, value: bytes | None) -> None:
-            if value is not None:
-                self.enforcer.remember(Decision.model_validate_json(value))
+    def _on_decision(self, record: TopicRecord) -> None:
+        if record.value is not None:
+            self.enforcer.remember(Decision.model_validate_json(record.value))
 
-        await self._read_back(self._settings.topics.decisions, remember)
+    def _on_alert(self, record: TopicRecord) -> None:
+        self.enforcer.remember_alert((record.key or b"").decode())
 
-    async def _read_back(self, topic: str, on_record: Callable[[bytes | None, bytes | None], None]) -> None:
+    async def _read_back(self, topic: str, on_record: OnRecord) -> None:
         """Read a topic to its end once: what this enforcer (or its predecessor) already said."""
-        reader = CompactedTopicReader(kafka=self._settings.kafka, topic=topic, on_record=on_record)
-        await reader.start()
-        try:
-            await reader.catch_up()
-        finally:
-            await reader.stop()
+        await read_to_end(kafka=self._settings.kafka, topic=topic, on_record=on_record)
 
     async def _tick(self) -> None:
         interval = self._settings.tick_interval_ms / 1000

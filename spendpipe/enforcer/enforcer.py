@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from spendpipe.contracts.alerts import SoftBudgetAlert
-from spendpipe.contracts.decisions import Decision, decision_key
+from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
 from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope
 from spendpipe.enforcer.rate_reader import RateReader
@@ -31,20 +31,18 @@ class Enforcer:
         self._rates = rates
         self._clock = clock
         self._lock = threading.Lock()
-        self._last: dict[str, Decision] = {}
+        self._last = LatestDecisions()
         self._alerted: set[str] = set()
         self._replaced: dict[str, Decision] = {}
 
     def remember(self, decision: Decision) -> None:
         """Take a decision read back from the topic (the highest version wins)."""
         with self._lock:
-            known = self._last.get(decision.key)
-            if known is None or decision.version > known.version:
-                self._last[decision.key] = decision
+            self._last.offer(decision)
 
     def blocks(self) -> list[Decision]:
         with self._lock:
-            return [d for d in self._last.values() if d.blocked]
+            return [d for d in self._last if d.blocked]
 
     def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
         scopes = list(scopes)
@@ -99,10 +97,9 @@ class Enforcer:
             if self._last.get(decision.key) != decision:
                 return
             previous = self._replaced.pop(decision.key, None)
-            if previous is None:
-                self._last.pop(decision.key, None)
-            else:
-                self._last[decision.key] = previous
+            self._last.forget(decision.key)
+            if previous is not None:
+                self._last.offer(previous)
 
     def soft_budget_alerts(self, scopes: Iterable[Scope]) -> list[SoftBudgetAlert]:
         """An alert for each scope whose spend reached its soft budget in the current window,
@@ -186,5 +183,5 @@ class Enforcer:
             )
             if last is not None:
                 self._replaced[key] = last
-            self._last[key] = decision
+            self._last.offer(decision)  # its version is above the last one's
             return decision

@@ -3,36 +3,56 @@
 Budgets and decisions are compacted topics keyed by scope; a reader that starts cold rebuilds
 the current state by reading every partition from the beginning. `catch_up()` returns once the
 reader has seen everything that was in the topic when it started (the end offsets read then);
-`follow()` keeps applying what arrives after. A tombstone (null value) is handed over as None.
+`follow()` keeps applying what arrives after. A tombstone is a record whose value is None. The
+gateway's sessions log, kept for a week rather than compacted, is read the same way.
+
+    async with CompactedTopicReader(kafka=kafka, topic=topic, on_record=apply) as reader:
+        await reader.catch_up()
+
+or, to read to the end once, `await read_to_end(kafka=kafka, topic=topic, on_record=apply)`.
 """
 
 import asyncio
 from collections.abc import Callable
+from types import TracebackType
+from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import partition_numbers
 
-OnRecord = Callable[[bytes | None, bytes | None], None]
-"""(key, value) -> None; value None is a tombstone."""
+TopicRecord: TypeAlias = ConsumerRecord[bytes, bytes]
+"""A record as read: `.key`, `.value` (None: a tombstone), `.timestamp` (ms) and the rest."""
+
+OnRecord: TypeAlias = Callable[[TopicRecord], None]
+"""Called with each record, in offset order within a partition."""
 
 
 class CompactedTopicReader:
-    def __init__(self, *, kafka: KafkaSettings, topic: str, on_record: OnRecord) -> None:
+    def __init__(self, *, kafka: KafkaSettings, topic: str, on_record: OnRecord, fetch_max_wait_ms: int = 500) -> None:
+        """`fetch_max_wait_ms`: Kafka's `fetch.max.wait.ms`, lower where a record read back is waited on."""
         self._kafka = kafka
         self._topic = topic
         self._on_record = on_record
+        self._fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
 
     async def start(self) -> None:
-        """Connect and position every partition at its beginning (no consumer group)."""
+        """Connect and position every partition at its beginning (no consumer group). If this
+        raises, nothing is left open."""
         self._partitions = [TopicPartition(self._topic, p) for p in await partition_numbers(self._kafka, self._topic)]
-        self._consumer = AIOKafkaConsumer(**self._kafka.aiokafka_kwargs(), enable_auto_commit=False)
-        await self._consumer.start()
-        self._consumer.assign(self._partitions)
-        await self._consumer.seek_to_beginning(*self._partitions)
+        self._consumer = AIOKafkaConsumer(
+            **self._kafka.aiokafka_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=self._fetch_max_wait_ms
+        )
+        try:
+            await self._consumer.start()
+            self._consumer.assign(self._partitions)
+            await self._consumer.seek_to_beginning(*self._partitions)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def catch_up(self) -> int:
         """Apply every record up to the end offsets as of now. Returns how many were applied."""
@@ -52,15 +72,24 @@ class CompactedTopicReader:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
+
+    async def __aenter__(self) -> "CompactedTopicReader":
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        await self.stop()
 
     async def _poll(self, timeout_ms: int) -> int:
         batches = await self._require().getmany(timeout_ms=timeout_ms)
         applied = 0
         for records in batches.values():
             for record in records:
-                self._on_record(record.key, record.value)
+                self._on_record(record)
                 applied += 1
         await asyncio.sleep(0)
         return applied
@@ -69,3 +98,9 @@ class CompactedTopicReader:
         if self._consumer is None:
             raise RuntimeError("start() the reader first")
         return self._consumer
+
+
+async def read_to_end(*, kafka: KafkaSettings, topic: str, on_record: OnRecord) -> int:
+    """Read `topic` from the beginning to the end it has now, once. Returns how many records."""
+    async with CompactedTopicReader(kafka=kafka, topic=topic, on_record=on_record) as reader:
+        return await reader.catch_up()

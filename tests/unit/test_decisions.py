@@ -1,4 +1,5 @@
-"""Decisions: the key they are published under, and whether a block is still in force."""
+"""Decisions: the key they are published under, whether a block is still in force, and which
+version of a key a reader keeps."""
 
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
@@ -6,7 +7,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from spendpipe.contracts.decisions import Decision, decision_key
+from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
 
 NOW = datetime(2026, 11, 28, 13, tzinfo=UTC)
 
@@ -86,3 +87,31 @@ def test_naive_datetimes_are_refused() -> None:
             expires_at=datetime(2026, 11, 29),  # naive: the point of the test
             decided_at=NOW,
         )
+
+
+def versioned(version: int, *, scope: str = "team:eng", blocked: bool = True) -> Decision:
+    return block(None, blocked=blocked).model_copy(update={"version": version, "scope": scope})
+
+
+def test_the_highest_version_per_key_wins_and_an_older_or_equal_one_changes_nothing() -> None:
+    latest = LatestDecisions()
+
+    assert latest.offer(versioned(5))
+    assert not latest.offer(versioned(4, blocked=False)), "late"
+    assert not latest.offer(versioned(5, blocked=False)), "the same version read again"
+    assert latest.offer(versioned(6, blocked=False))
+    assert latest.offer(versioned(1, scope="team:sales")), "each key has its own versions"
+
+    assert latest.get("team:eng") == versioned(6, blocked=False)
+    assert sorted(d.key for d in latest) == ["team:eng", "team:sales"]
+    assert len(latest) == 2
+
+
+def test_a_forgotten_key_takes_any_version_again() -> None:
+    latest = LatestDecisions()
+    latest.offer(versioned(9))
+
+    latest.forget("team:eng")
+
+    assert latest.get("team:eng") is None
+    assert latest.offer(versioned(3))

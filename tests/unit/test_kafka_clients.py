@@ -132,7 +132,7 @@ async def test_compacted_topic_readers_secure_their_admin_and_consumer(
 ) -> None:
     monkeypatch.setattr(compacted, "AIOKafkaConsumer", RecordedConsumer)
     monkeypatch.setattr(kafka_topics, "AIOKafkaAdminClient", RecordedAdmin)  # compacted readers find partitions there
-    reader = CompactedTopicReader(kafka=kafka, topic="spend.decisions", on_record=lambda key, value: None)
+    reader = CompactedTopicReader(kafka=kafka, topic="spend.decisions", on_record=lambda record: None)
 
     await reader.start()
     await reader.stop()

@@ -10,7 +10,7 @@ def follower() -> TopicFollower:
     return TopicFollower(
         kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),  # nothing listens: it would retry for ever
         topic="spend.budgets",
-        on_record=lambda key, value: None,
+        on_record=lambda record: None,
         in_sync=threading.Event(),
         name="test",
         retry_backoff_s=3600,

@@ -10,12 +10,12 @@ import threading
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.decisions import Decision, LatestDecisions
 
 
 class BlockList:
     def __init__(self) -> None:
-        self._decisions: dict[str, Decision] = {}
+        self._decisions = LatestDecisions()
         self._lock = threading.Lock()
         self.in_sync = threading.Event()
         """Set once the decisions topic was read to the end it had when the gateway started."""
@@ -23,11 +23,7 @@ class BlockList:
     def apply(self, decision: Decision) -> bool:
         """Keep `decision` if it is newer than what is known for its key. True if kept."""
         with self._lock:
-            known = self._decisions.get(decision.key)
-            if known is not None and known.version >= decision.version:
-                return False
-            self._decisions[decision.key] = decision
-            return True
+            return self._decisions.offer(decision)
 
     def blocking(self, keys: Iterable[str], now: datetime | None = None) -> Decision | None:
         """The first decision in force among `keys`, or None."""
@@ -41,4 +37,4 @@ class BlockList:
 
     def in_force(self, now: datetime | None = None) -> list[Decision]:
         moment = now or datetime.now(UTC)
-        return [d for d in list(self._decisions.values()) if d.in_force(moment)]
+        return [d for d in self._decisions if d.in_force(moment)]

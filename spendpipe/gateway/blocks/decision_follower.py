@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from spendpipe.contracts.decisions import Decision
 from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.topic_follower import TopicFollower
 
@@ -25,10 +26,10 @@ class DecisionFollower(TopicFollower):
         )
         self._blocklist = blocklist
 
-    def _on_record(self, _: bytes | None, value: bytes | None) -> None:
-        if value is None:
+    def _on_record(self, record: TopicRecord) -> None:
+        if record.value is None:
             return
         try:
-            self._blocklist.apply(Decision.model_validate_json(value))
+            self._blocklist.apply(Decision.model_validate_json(record.value))
         except ValidationError as error:
             log.error("ignoring an unreadable decision: %s", error)

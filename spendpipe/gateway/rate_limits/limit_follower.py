@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from spendpipe.contracts.budgets import Budget
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.sessions.caps import SessionCaps
+from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.topic_follower import TopicFollower
 
@@ -38,14 +39,15 @@ class LimitFollower(TopicFollower):
         self._gate = gate
         self._sessions = sessions or SessionCaps()
 
-    def _on_record(self, key: bytes | None, value: bytes | None) -> None:
-        if value is None:
-            self._gate.delete((key or b"").decode(errors="replace"))
-            self._sessions.delete((key or b"").decode(errors="replace"))
+    def _on_record(self, record: TopicRecord) -> None:
+        if record.value is None:
+            scope = (record.key or b"").decode(errors="replace")
+            self._gate.delete(scope)
+            self._sessions.delete(scope)
             return
         try:
-            budget = Budget.model_validate_json(value)
+            budget = Budget.model_validate_json(record.value)
             self._gate.put(budget)
             self._sessions.put(budget)
         except ValidationError as error:
-            log.error("ignoring an unreadable budget %r: %s", key, error)
+            log.error("ignoring an unreadable budget %r: %s", record.key, error)

@@ -1,14 +1,11 @@
 """Publishing events to Kafka from a background thread, so a request never waits on Kafka.
 
-`publish()` only puts the event on a bounded in-memory queue (a few microseconds). A daemon
-thread with its own event loop drains the queue into an idempotent aiokafka producer
-(acks=all). When Kafka cannot take a batch — unreachable at start, gone mid-run, or too slow —
+`publish()` only puts the event on a bounded in-memory queue (a few microseconds). A
+`BackgroundLoop` (a daemon thread with its own event loop) drains the queue into an idempotent
+aiokafka producer (acks=all). When Kafka cannot take a batch — unreachable at start, gone mid-run, or too slow —
 the batch goes to the disk spool and is replayed, oldest first, once Kafka answers again.
 Only when the queue or the spool is full is an event lost; each loss is counted in
 `spendpipe_gateway_events_lost_total` and logged.
-
-Owning a loop in a thread works the same in SDK mode (no loop, or a loop the application
-owns) and inside the LiteLLM proxy (uvicorn's loop stays free).
 """
 
 import asyncio
@@ -26,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.recording.spool import DiskSpool
+from spendpipe.platform.background_loop import BackgroundLoop
 from spendpipe.platform.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -50,7 +48,8 @@ class EventPublisher:
 
     Lifecycle: nothing starts in `__init__`; the first `publish()` starts the thread.
     `close()` drains the queue, delivers or spools what is left, and stops; it is also
-    registered with `atexit`. After `close()`, `publish()` counts events as lost.
+    registered with `atexit`. After `close()`, `publish()` counts events as lost, and the
+    thread does not start again.
     """
 
     def __init__(
@@ -68,8 +67,7 @@ class EventPublisher:
         self._metrics = metrics
         self._options = options
         self._queue: queue.Queue[SpendEvent] = queue.Queue(maxsize=options.queue_size)
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
+        self._background = BackgroundLoop(name="spendpipe-publisher", main=self._run)
         self._stopping = threading.Event()
         self._closed = False
         self._submitted = itertools.count(1)  # next() is atomic: callbacks run on many threads
@@ -82,13 +80,11 @@ class EventPublisher:
     def start(self) -> None:
         """Start the background thread and connect to Kafka now rather than on the first event
         (the first request then does not pay for the connection)."""
-        if self._thread is None:
-            self._start()
+        self._start()
 
     def publish(self, event: SpendEvent) -> None:
         """Hand an event over; never blocks and never raises."""
-        if self._thread is None:
-            self._start()
+        self._start()
         if self._closed:
             self._lose(1, "closed")
             return
@@ -113,19 +109,15 @@ class EventPublisher:
         """Stop; True when the background thread finished within `timeout`."""
         self._closed = True
         self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            return not self._thread.is_alive()
-        return True
+        return self._background.stop(timeout, cancel=False)  # `_run` drains, then ends
+
+    @property
+    def running(self) -> bool:
+        """The background thread runs: started, and not ended by `close()` or an error."""
+        return self._background.alive
 
     def _start(self) -> None:
-        with self._start_lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(
-                target=asyncio.run, args=(self._run(),), name="spendpipe-publisher", daemon=True
-            )
-            self._thread.start()
+        if self._background.start():
             atexit.register(self.close)
 
     def _lose(self, count: int, reason: str) -> None:
