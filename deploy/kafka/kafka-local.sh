@@ -33,6 +33,18 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 alive() { [ -f "$1/broker.pid" ] && kill -0 "$(cat "$1/broker.pid")" 2>/dev/null; }
 
+# Close every descriptor above stderr this shell inherited. The broker outlives the script, so
+# whatever it inherits stays open as long as it runs: a lock its caller holds (`flock LOCK
+# kafka-local.sh start ...`) would never be released. (`/dev/fd` lists this shell's own.)
+close_inherited_fds() {
+  local fd
+  for fd in /dev/fd/*; do
+    fd=${fd##*/}
+    (( fd > 2 )) && exec {fd}>&-
+  done
+  return 0
+}
+
 start() {
   local dir=$1 port=$2 controller_port=$(( $2 + 1 ))
   fetch
@@ -48,10 +60,13 @@ start() {
     java_cp kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
         > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
   fi
-  # setsid: the broker must not die with the shell (or test process group) that started it
-  setsid nohup java $JAVA_OPTS -Dlog4j2.configurationFile="$HERE/log4j2.yaml" \
-      -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties" \
-      > "$dir/broker.log" 2>&1 < /dev/null &
+  # setsid: the broker must not die with the shell (or test process group) that started it.
+  # A subshell that execs, so $! is still the broker's pid.
+  (
+    close_inherited_fds
+    exec setsid nohup java $JAVA_OPTS -Dlog4j2.configurationFile="$HERE/log4j2.yaml" \
+        -Dkafka.logs.dir="$dir" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties"
+  ) > "$dir/broker.log" 2>&1 < /dev/null &
   echo $! > "$dir/broker.pid"
   local deadline=$(( SECONDS + START_TIMEOUT ))
   until port_open "$port" && grep -q "Kafka Server started" "$dir/broker.log"; do
