@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import NewTopic
 from prometheus_client import CollectorRegistry
 
 from benchmarks.stats import median
@@ -19,6 +19,7 @@ from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.platform.kafka_topics import ensure_topics
 from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
@@ -27,10 +28,7 @@ LATE_SPREAD_S = 1
 
 
 async def _produce(bootstrap: str, topic: str, events: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    await admin.create_topics([NewTopic(topic, 3, 1)])
-    await admin.close()
+    await ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), [NewTopic(topic, 3, 1)])
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=1 << 20, acks=1)
     await producer.start()
     now = time.time()

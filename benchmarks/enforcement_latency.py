@@ -34,7 +34,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from benchmarks.stats import percentile
 from benchmarks.traffic import consumer_lag, spread_event
@@ -46,7 +45,7 @@ from spendpipe.contracts.topics import Topics
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.kafka_topics import topic_specs
+from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 
 LOADS = (1_000, 5_000)
 """Background events/s."""
@@ -80,7 +79,9 @@ class TimedBlockList(BlockList):
 
 def run(bootstrap: str, workdir: Path, loads: tuple[int, ...] = LOADS) -> list[dict[str, Any]]:
     topics = _topics()
-    asyncio.run(_create_topics(bootstrap, topics))
+    asyncio.run(
+        ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=3, replication=1))
+    )
     probe_keys = {load: [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(PROBES)] for load in loads}
     _set_budgets(bootstrap, topics, [key for keys in probe_keys.values() for key in keys])
     group = f"bench-aggregator-{uuid.uuid4().hex[:8]}"
@@ -95,15 +96,6 @@ def _topics() -> Topics:
     suffix = uuid.uuid4().hex[:8]
     names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "alerts")
     return Topics(**{name: f"bench-latency-{name.replace('_', '-')}-{suffix}" for name in names})
-
-
-async def _create_topics(bootstrap: str, topics: Topics) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(topic_specs(topics, partitions=3, replication=1))
-    finally:
-        await admin.close()
 
 
 def _set_budgets(bootstrap: str, topics: Topics, probe_keys: list[str]) -> None:

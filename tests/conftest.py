@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -20,7 +19,7 @@ from spendpipe.contracts.topics import Topics
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.kafka_topics import topic_specs
+from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
@@ -60,12 +59,10 @@ def own_broker(tmp_path: Path) -> Iterator[LocalBroker]:
 
 
 async def create_topics(bootstrap: str, topics: Topics, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics(topic_specs(topics, partitions=partitions, replication=1))
-    finally:
-        await admin.close()
+    """spendpipe's topics as production creates them (`spendpipe topics create`), on one broker."""
+    await ensure_topics(
+        KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=partitions, replication=1)
+    )
 
 
 @pytest.fixture

@@ -1,14 +1,11 @@
 """Running pipeline parts inside the test process against the real broker and chDB."""
 
 import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +15,9 @@ from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseStore
-from spendpipe.platform.kafka import build_broker
+from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
+from spendpipe.platform.kafka import KafkaSettings, build_broker
+from tests.support.waiting import eventually
 
 
 @contextlib.asynccontextmanager
@@ -70,7 +69,8 @@ async def running_pipeline(
 
 
 async def produce(bootstrap: str, topic: str, values: Sequence[bytes], key: bytes | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all")
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), enable_idempotence=True, acks="all")
     await producer.start()
     try:
         pending = [await producer.send(topic, value=value, key=key) for value in values]
@@ -80,41 +80,21 @@ async def produce(bootstrap: str, topic: str, values: Sequence[bytes], key: byte
         await producer.stop()
 
 
-async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[Any]:
-    """Every record of `topic`, from the beginning to its end at the time of the last fetch, once
-    at least `expected` records are there."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        partitions = [TopicPartition(topic, p) for p in await partitions_of(bootstrap, topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            ends = await consumer.end_offsets(partitions)
-            positions = [await consumer.position(p) for p in partitions]
-            at_end = all(position >= ends[p] for position, p in zip(positions, partitions, strict=True))
-            if at_end and len(records) >= expected:
-                break
-            batch = await consumer.getmany(timeout_ms=200)
-            for partition_records in batch.values():
-                records.extend(partition_records)
-    finally:
-        await consumer.stop()
+async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[TopicRecord]:
+    """Every record of `topic`, from the beginning to its end as of the last look, once at least
+    `expected` records are there; fails if they are not within `timeout_s`."""
+    records: list[TopicRecord] = []
+    kafka = KafkaSettings(bootstrap_servers=bootstrap)
+    async with CompactedTopicReader(kafka=kafka, topic=topic, on_record=records.append) as reader:
+
+        async def records_to_end() -> int:
+            await reader.catch_up()
+            return len(records)
+
+        await eventually(
+            records_to_end, lambda n: n >= expected, within=timeout_s, what=f"{expected} records on {topic}"
+        )
     return records
-
-
-async def partitions_of(bootstrap: str, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        (description,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    numbers = sorted(int(p["partition"]) for p in description["partitions"])
-    assert numbers, f"topic {topic} has no partitions"
-    return numbers
 
 
 def totals(clickhouse: ClickhouseStore, window: str = "day") -> dict[tuple[str, str, str], Decimal]:
