@@ -29,8 +29,11 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy spendpipe tests benchmarks dev
 
-test: setup lint ## lint, then unit, integration and e2e tests (the tests start and stop their own broker)
-	$(BIN)/pytest
+unit: $(STAMP) ## the unit tier alone, in seconds: no broker, no lint (reinstalls the venv only if pyproject.toml changed)
+	$(BIN)/pytest tests/unit
+
+test: setup lint ## lint, then unit, integration and e2e tests (they start and stop their own broker); lists the 25 slowest
+	$(BIN)/pytest --durations=25
 
 bench: setup ## run the benchmarks and print their table
 	$(BIN)/python -m benchmarks
@@ -45,4 +48,4 @@ fmt: $(STAMP) ## apply ruff's formatting and safe fixes
 clean: ## remove local data (keeps the venv and the jar cache)
 	rm -rf .data
 
-.PHONY: help setup run lint test bench schemas fmt clean
+.PHONY: help setup run lint unit test bench schemas fmt clean

@@ -24,6 +24,8 @@ from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 TIERS = ("unit", "integration", "e2e")
+NOT_IN_UNIT = frozenset({"kafka_broker", "own_broker", "clickhouse_settings"})
+"""Fixtures that start a broker or open a ClickHouse engine: `make unit` runs without either."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -32,6 +34,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         tier = Path(str(item.fspath)).relative_to(Path(__file__).parent).parts[0]
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live under {', '.join(TIERS)}")
+        used = NOT_IN_UNIT.intersection(getattr(item, "fixturenames", ()))
+        if tier == "unit" and used:
+            raise pytest.UsageError(f"{item.nodeid}: a unit test does no I/O, but it uses {', '.join(sorted(used))}")
         item.add_marker(getattr(pytest.mark, tier))
 
 
