@@ -47,6 +47,21 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
 """
 
 
+def plugin_env(bootstrap: str, topics: Topics, spool_dir: Path) -> dict[str, str]:
+    """This process's environment for a proxy process whose plugin uses this broker, these topics
+    and this spool (the proxy reads its settings from the environment only)."""
+    return {
+        **os.environ,
+        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+        "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "SPENDPIPE_TOPICS__EVENTS": topics.events,
+        "SPENDPIPE_TOPICS__DECISIONS": topics.decisions,
+        "SPENDPIPE_TOPICS__BUDGETS": topics.budgets,
+        "SPENDPIPE_TOPICS__SESSIONS": topics.sessions,
+        "SPENDPIPE_SPOOL_DIR": str(spool_dir),
+    }
+
+
 @dataclass
 class LiteLLMProxy:
     workdir: Path
@@ -72,15 +87,8 @@ class LiteLLMProxy:
         (self.workdir / "config.yaml").write_text(CONFIG.format(models=models.rstrip("\n")))
         (self.workdir / "custom_auth.py").write_text(textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys)))
         env = {
-            **os.environ,
-            "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+            **plugin_env(self.bootstrap, self.topics, self.workdir / "spool"),
             "LITELLM_MASTER_KEY": f"sk-master-{secrets.token_hex(16)}",
-            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
-            "SPENDPIPE_TOPICS__EVENTS": self.topics.events,
-            "SPENDPIPE_TOPICS__DECISIONS": self.topics.decisions,
-            "SPENDPIPE_TOPICS__BUDGETS": self.topics.budgets,
-            "SPENDPIPE_TOPICS__SESSIONS": self.topics.sessions,
-            "SPENDPIPE_SPOOL_DIR": str(self.workdir / "spool"),
             "SPENDPIPE_GATEWAY_ID": f"proxy-{self.port}",
             **self.env,
         }
