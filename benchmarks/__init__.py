@@ -1,1 +1,1 @@
-"""Benchmarks against the goals in DESIGN.md ("Performance goals"); `make bench` runs them."""
+"""Benchmarks against the goals in docs/architecture.md ("Performance goals"); `make bench` runs them."""

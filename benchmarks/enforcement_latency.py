@@ -1,5 +1,5 @@
 """Enforcement latency: from an event being produced to the decision it causes being held by a
-gateway's block list, under 1k and 5k events/s of background traffic. Goal (DESIGN.md):
+gateway's block list, under 1k and 5k events/s of background traffic. Goal (docs/architecture.md):
 p50 <= 300 ms, p99 <= 1 s.
 
 Three processes, as deployed: `spendpipe run all` (aggregator and enforcer on embedded

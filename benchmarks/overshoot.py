@@ -5,7 +5,8 @@ the cap, once the traffic is done), in dollars and in seconds of traffic (divide
 four gateways' spend flowed at until the cap), median and worst over repeated runs. In the same
 runs the same four processes send the same traffic gated by LiteLLM's own `BudgetManager` in its
 local mode, one per process as its documentation shows, each knowing only its own spend: each
-admits up to the full cap. Goal (DESIGN.md): at most about one second of traffic.
+admits up to the full cap. Interim goal: at most about one second of traffic (docs/architecture.md sets the goal
+headroom leases will meet: one call's estimation error per gateway).
 
 Also written to benchmarks/results/: the chart (overshoot-<stamp>.png) and every call
 (overshoot-<stamp>.csv). `python -m benchmarks.overshoot` runs it alone on a throwaway broker.

@@ -32,6 +32,9 @@ _PARENTS = {parent for old in OLD_PATHS for parent in _parents_of(old)}
 
 
 class _LegacyLoader(importlib.abc.Loader):
+    def __init__(self) -> None:
+        self._own_spec: importlib.machinery.ModuleSpec | None = None
+
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType | None:
         new = OLD_PATHS.get(spec.name)
         if new is None:
@@ -39,11 +42,17 @@ class _LegacyLoader(importlib.abc.Loader):
         message = f"`{spec.name}` is deprecated and goes away in spendpipe 0.3: name `{new}` in your config"
         warnings.warn(message, DeprecationWarning, stacklevel=2)
         log.warning(message)
-        return importlib.import_module(new)
+        module = importlib.import_module(new)
+        self._own_spec = module.__spec__
+        return module
 
     def exec_module(self, module: types.ModuleType) -> None:
         if module.__name__ in _PARENTS:
             module.__path__ = []  # a package, so the import system looks for its children here
+        elif self._own_spec is not None:
+            # the import system stamped the old name's spec on the module; give it back its own,
+            # so a reload of the module goes to its new home, not through this finder
+            module.__spec__ = self._own_spec
 
 
 class LegacyPathFinder(importlib.abc.MetaPathFinder):

@@ -1,6 +1,6 @@
 """Judging one target: pure, no I/O. Blocked exactly when some cap's spend has reached it.
 
-"No false blocks" (DESIGN.md, guarantee 8) is this function's contract: a target whose spend
+"No false blocks" (docs/architecture.md, guarantee 8) is this function's contract: a target whose spend
 is under every cap is never blocked. A block lasts until the last exceeded window resets; a
 lifetime cap holds until the budget changes.
 """

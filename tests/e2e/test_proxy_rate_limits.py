@@ -33,8 +33,8 @@ from tests.support.waiting import eventually
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 LAG_S = 1.5
-"""The pipeline's lag allowed here (call logged -> decision at every gateway). DESIGN.md's goal is
-1 s at p99 and this machine measures 0.3-1 s; the margin keeps a loaded 2-core run from failing on
+"""The pipeline's lag allowed here (call logged -> decision at every gateway). docs/architecture.md's
+goal is 1 s at p99 and this machine measures 0.3-1 s; the margin keeps a loaded 2-core run from failing on
 noise. Across replicas a sliding minute admits at most the limit plus (aggregate rate x lag)."""
 
 SLOW, FAILING = "gpt-3.5-turbo", "gpt-4-turbo"

@@ -65,3 +65,5 @@ def test_the_old_name_is_the_module_at_its_new_home_and_warns(monkeypatch: pytes
         old = importlib.import_module(OLD)
     assert old is importlib.import_module("spendpipe.contracts.topics")
     assert sys.modules[OLD] is old
+    assert old.__spec__ is not None
+    assert old.__spec__.name == "spendpipe.contracts.topics"  # a reload goes to the new home

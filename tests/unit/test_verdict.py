@@ -112,7 +112,7 @@ def test_reason_of_a_per_model_block_names_the_model() -> None:
     assert "team:eng on model gpt-4o" in verdict.reason
 
 
-# Guarantee 8 (DESIGN.md): no false block. Amounts are exact Decimals with up to 6 decimals.
+# Guarantee 8 (docs/architecture.md): no false block. Amounts are exact Decimals with up to 6 decimals.
 amounts = st.decimals(min_value=0, max_value=10_000, places=6, allow_nan=False, allow_infinity=False)
 durations = st.sampled_from([None, "15m", "1h", "2h", "24h", "3d", "7d", "1mo"])
 caps = st.builds(cap, durations, amounts.map(str))
