@@ -1,4 +1,5 @@
-"""Storage: bytes on disk per counted event in ClickHouse, after merges. Goal (docs/architecture.md): <= 35 B/event in `events`.
+"""Storage: bytes on disk per counted event in ClickHouse, after merges.
+Goal (docs/architecture.md): <= 35 B/event in `events`.
 
 It measures what the aggregator benchmark left behind (real events through the real aggregator;
 chDB opens one engine directory per process, so it is handed that benchmark's directory): both
