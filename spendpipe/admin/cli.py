@@ -9,14 +9,13 @@ from typing import Annotated, TypeVar
 
 import typer
 from pydantic_settings import BaseSettings
-from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
 from spendpipe.admin.asyncapi import asyncapi
 from spendpipe.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.admin.cli_traffic import traffic
-from spendpipe.admin.render import result_table
+from spendpipe.admin.render import console, message, plain, result_table
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.scopes import Scope, ScopeType
@@ -38,8 +37,8 @@ app.command()(traffic)
 
 S = TypeVar("S", bound=BaseSettings)
 
-console = Console()
-errors = Console(stderr=True)
+out = console()
+errors = console(stderr=True)
 
 ValidateOption = Annotated[bool, typer.Option("--validate", help="Check the settings and exit.")]
 
@@ -54,7 +53,7 @@ def _settings(cls: type[S]) -> S:
     try:
         return load_settings(cls)
     except SettingsError as error:
-        errors.print(f"[red]{error}[/red]", highlight=False)
+        errors.print(plain(error, "red", lines=True))
         raise typer.Exit(2) from None
 
 
@@ -95,7 +94,7 @@ def _run(service: Service, validate: bool) -> None:
         enforcer=_settings(EnforcerSettings) if service is not Service.AGGREGATOR else None,
     )
     if validate:
-        console.print(f"settings for [bold]{service}[/bold] are valid")
+        out.print(message("settings for ", (service, "bold"), " are valid"))
         return
     _logging()
     asyncio.run(serve(services))
@@ -129,16 +128,16 @@ def spend(
 
     try:
         if watch <= 0:
-            console.print(render())
+            out.print(render())
             return
-        with Live(render(), console=console, refresh_per_second=4) as live:
+        with Live(render(), console=out, refresh_per_second=4) as live:
             while True:
                 time.sleep(watch)
                 live.update(render())
     except KeyboardInterrupt:
         return
     except RuntimeError as error:
-        errors.print(f"[red]{error}[/red]", highlight=False)
+        errors.print(plain(error, "red", lines=True))
         raise typer.Exit(1) from None
 
 
@@ -161,9 +160,9 @@ def sql(
     try:
         columns, rows = sql_source(settings.clickhouse, settings.sql_endpoint_url).query(query)
     except RuntimeError as error:
-        errors.print(f"[red]{error}[/red]", highlight=False)
+        errors.print(plain(error, "red", lines=True))
         raise typer.Exit(1) from None
-    console.print(result_table("", columns, rows))
+    out.print(result_table("", columns, rows))
 
 
 @topics_app.command("create")
@@ -175,7 +174,7 @@ def topics_create(
     settings = _settings(AdminSettings)
     specs = topic_specs(settings.topics, partitions=partitions, replication=replication)
     created = asyncio.run(ensure_topics(settings.kafka, specs))
-    console.print(f"created: {', '.join(created) or 'nothing, all topics exist'}")
+    out.print(message(f"created: {', '.join(created) or 'nothing, all topics exist'}"))
 
 
 def main() -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.budget_file import load_budget_file
+from spendpipe.admin.render import add_plain_row, console, message, plain
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.contracts.budgets import Budget, BudgetRejectedError
 from spendpipe.contracts.decisions import Decision, LatestDecisions
@@ -19,8 +19,8 @@ from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
 
 budgets_app = typer.Typer(help="Budgets on the compacted spend.budgets topic.", no_args_is_help=True)
 blocks_app = typer.Typer(help="Block/unblock decisions on spend.decisions.", no_args_is_help=True)
-console = Console()
-errors = Console(stderr=True)
+out = console()
+errors = console(stderr=True)
 
 
 def _admin(settings: AdminSettings) -> BudgetAdmin:
@@ -28,7 +28,8 @@ def _admin(settings: AdminSettings) -> BudgetAdmin:
 
 
 def _refused(error: BudgetRejectedError) -> typer.Exit:
-    errors.print(f"[red]{error}[/red]\nnothing was published", highlight=False)
+    errors.print(plain(error, "red", lines=True))
+    errors.print("nothing was published")
     return typer.Exit(2)
 
 
@@ -99,7 +100,7 @@ def budgets_set(
         budget = _admin(settings).set(document)
     except BudgetRejectedError as error:
         raise _refused(error) from None
-    console.print(f"budget of [bold]{budget.scope}[/bold] published")
+    out.print(message("budget of ", (budget.scope, "bold"), " published"))
 
 
 @budgets_app.command("apply")
@@ -110,20 +111,20 @@ def budgets_apply(ctx: typer.Context, file: Annotated[Path, typer.Option(exists=
         _admin(ctx.obj).set_many(budgets)
     except BudgetRejectedError as error:
         raise _refused(error) from None
-    console.print(f"{len(budgets)} budget(s) published from {file}")
+    out.print(message(f"{len(budgets)} budget(s) published from ", file))
 
 
 @budgets_app.command("delete")
 def budgets_delete(ctx: typer.Context, scope: Annotated[str, typer.Option()]) -> None:
     """Delete a scope's budget; its blocks lift."""
     _admin(ctx.obj).delete(scope)
-    console.print(f"budget of [bold]{scope}[/bold] deleted")
+    out.print(message("budget of ", (scope, "bold"), " deleted"))
 
 
 @budgets_app.command("list")
 def budgets_list(ctx: typer.Context) -> None:
     """Every budget in force."""
-    console.print(budgets_table(_admin(ctx.obj).current()))
+    out.print(budgets_table(_admin(ctx.obj).current()))
 
 
 def budgets_table(budgets: list[Budget]) -> Table:
@@ -138,12 +139,15 @@ def budgets_table(budgets: list[Budget]) -> Table:
             exclude_defaults=True,
             mode="json",
         )
-        table.add_row(
-            b.scope,
-            f"{b.max_budget:f}" if b.max_budget is not None else "",
-            b.budget_duration or ("lifetime" if b.max_budget is not None else ""),
-            limits,
-            " ".join(f"{k}={v}" for k, v in other.items()),
+        add_plain_row(
+            table,
+            [
+                b.scope,
+                f"{b.max_budget:f}" if b.max_budget is not None else "",
+                b.budget_duration or ("lifetime" if b.max_budget is not None else ""),
+                limits,
+                " ".join(f"{k}={v}" for k, v in other.items()),
+            ],
         )
     return table
 
@@ -153,7 +157,7 @@ def blocks_list(ctx: typer.Context) -> None:
     """Blocks in force now."""
     decisions = asyncio.run(_read_decisions(ctx.obj, follow=False))
     now = datetime.now(UTC)
-    console.print(decisions_table([d for d in decisions if d.in_force(now)], "blocks in force"))
+    out.print(decisions_table([d for d in decisions if d.in_force(now)], "blocks in force"))
 
 
 @blocks_app.command("tail")
@@ -171,9 +175,9 @@ async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDec
             return
         decision = Decision.model_validate_json(record.value)
         if latest.offer(decision) and follow:
-            state = "[red]BLOCK[/red]" if decision.blocked else "[green]unblock[/green]"
+            state = ("BLOCK", "red") if decision.blocked else ("unblock", "green")
             when = f"{decision.decided_at:%H:%M:%S}"
-            console.print(f"{when} {state} {decision.key} v{decision.version}: {decision.reason}")
+            out.print(message(f"{when} ", state, f" {decision.key} v{decision.version}: {decision.reason}"))
 
     async with CompactedTopicReader(kafka=settings.kafka, topic=settings.topics.decisions, on_record=apply) as reader:
         await reader.catch_up()
@@ -183,7 +187,7 @@ async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDec
 
 
 def decisions_table(decisions: list[Decision], title: str, *, reasons: bool = True) -> Table:
-    table = Table(title=title, title_justify="left")
+    table = Table(title=plain(title), title_justify="left")
     table.add_column("scope", overflow="ellipsis", max_width=40, no_wrap=True)
     for column in ("model", "spend", "cap", "window", "expires_at"):
         table.add_column(column, no_wrap=True)
@@ -198,5 +202,5 @@ def decisions_table(decisions: list[Decision], title: str, *, reasons: bool = Tr
             d.window or "",
             f"{d.expires_at:%Y-%m-%d %H:%M:%S}Z" if d.expires_at else "never",
         ]
-        table.add_row(*cells, *([d.reason] if reasons else []))
+        add_plain_row(table, [*cells, *([d.reason] if reasons else [])])
     return table
