@@ -130,3 +130,31 @@ async def test_budgets_set_rate_limits_and_a_refused_one(kafka_broker: str, make
     for shown in ("rpm_limit=100", "tpm_limit=5000", "max_parallel_requests=4", "token_rate_limit_type=output"):
         assert shown in listed.stdout
     assert "model_rpm_limit={'gpt-4o': 10}" in listed.stdout
+
+
+async def test_hostile_scope_ids_print_literally_in_every_command(kafka_broker: str, make_topics) -> None:
+    """An end customer's `user` field is theirs to choose: `[/]` is Rich's closing tag, and
+    ESC [2J clears a terminal. The commands print both as written, and exit 0."""
+    topics = await make_topics(kafka_broker)
+    hostile = {"end_user:[/]": "end_user:[/]", "end_user:[red]admin[/red]\x1b[2J": "end_user:[red]admin[/red]\\x1b[2J"}
+
+    for scope, seen in hostile.items():
+        done = await asyncio.to_thread(
+            spendpipe, topics, kafka_broker, "budgets", "set", "--scope", scope, "--max-budget", "5"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == f"budget of {seen} published\n"
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "│ end_user:[/] " in listed.stdout
+    assert "│ end_user:[red]admin[/red]\\x1b[2J " in listed.stdout
+    assert "\x1b" not in listed.stdout
+
+    now = datetime.now(UTC)
+    blocked = Decision(scope="end_user:[/]", version=1, blocked=True, reason="[link=https://x]over[/link]\r",
+                       window="24h", expires_at=now + timedelta(hours=1), decided_at=now)  # fmt: skip
+    await produce(kafka_broker, topics.decisions, [blocked.model_dump_json().encode()], key=blocked.key.encode())
+    blocks = await asyncio.to_thread(spendpipe, topics, kafka_broker, "blocks", "list")
+    assert blocks.returncode == 0, blocks.stderr
+    assert "│ end_user:[/] " in blocks.stdout
+    assert "[link=https://x]over[/link]\\r" in blocks.stdout
