@@ -32,6 +32,10 @@ the team's budget governs a team key. Each scope also per model. **Rate limits**
 agent and to each of the key, user, team and end customer the request has (`LIMITED_SCOPES`),
 each on its own. Both lists are built as plain strings because they are built on every request;
 tests hold them to the names `scopes_of` and `decision_key` give.
+
+**Every value** but the key goes through `labels.label_of`, in all three constructors: a value
+too long, of the wrong type or with odd characters becomes the same bounded label in the pre-call
+checks as in the recorded event, so the customer it names is counted and refused under one name.
 """
 
 import hashlib
@@ -42,10 +46,9 @@ from typing import Any
 
 from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
 from spendpipe.contracts.scopes import team_member_id
+from spendpipe.gateway.labels import first_label, label_of
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
-_MAX_ID = 256
-"""Longer agent and session ids are ignored: they come from clients and end up as Kafka keys."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,10 +68,10 @@ class RequestIdentity:
         metadata, litellm_metadata = _mapping(data.get("metadata")), _mapping(data.get("litellm_metadata"))
         return cls(
             key_hash=key_hash_of(getattr(auth, "api_key", None)),
-            user_id=getattr(auth, "user_id", None),
-            team_id=getattr(auth, "team_id", None),
-            org_id=getattr(auth, "org_id", None),
-            end_user=data.get("user") or getattr(auth, "end_user_id", None),
+            user_id=label_of(getattr(auth, "user_id", None)),
+            team_id=label_of(getattr(auth, "team_id", None)),
+            org_id=label_of(getattr(auth, "org_id", None)),
+            end_user=first_label(data.get("user"), getattr(auth, "end_user_id", None)),
             agent_id=agent_of(metadata, getattr(auth, "agent_id", None)),
             session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
         )
@@ -80,10 +83,10 @@ class RequestIdentity:
         metadata = metadata or {}
         return cls(
             key_hash=key_hash_of(metadata.get("user_api_key_hash") or metadata.get("user_api_key")),
-            user_id=metadata.get("user_api_key_user_id"),
-            team_id=metadata.get("user_api_key_team_id"),
-            org_id=metadata.get("user_api_key_org_id"),
-            end_user=user,
+            user_id=label_of(metadata.get("user_api_key_user_id")),
+            team_id=label_of(metadata.get("user_api_key_team_id")),
+            org_id=label_of(metadata.get("user_api_key_org_id")),
+            end_user=label_of(user),
             agent_id=agent_of(metadata),
             session_id=session_of(metadata),
         )
@@ -93,8 +96,8 @@ class RequestIdentity:
         """A logged call in either mode: the `standard_logging_object`, and the call's own
         parameters for what the SDK leaves there (the raw key, the end customer, agent, session)."""
         record: Mapping[str, Any] = _mapping(kwargs.get("standard_logging_object")) or {}
-        metadata: Mapping[str, Any] = record.get("metadata") or {}
-        params: Mapping[str, Any] = kwargs.get("litellm_params") or {}
+        metadata: Mapping[str, Any] = _mapping(record.get("metadata")) or {}
+        params: Mapping[str, Any] = _mapping(kwargs.get("litellm_params")) or {}
         call_metadata = _mapping(params.get("metadata")) or {}
         session = session_of(
             call_metadata,
@@ -103,13 +106,13 @@ class RequestIdentity:
         )
         return cls(
             key_hash=_logged_key_hash(metadata, call_metadata),
-            user_id=_text(metadata.get("user_api_key_user_id")),
-            team_id=_text(metadata.get("user_api_key_team_id")),
-            org_id=_text(metadata.get("user_api_key_org_id")),
+            user_id=label_of(metadata.get("user_api_key_user_id")),
+            team_id=label_of(metadata.get("user_api_key_team_id")),
+            org_id=label_of(metadata.get("user_api_key_org_id")),
             end_user=_logged_end_user(record, metadata, kwargs),
             agent_id=agent_of(call_metadata),
             # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
-            session_id=session or (str(record["session_id"]) if record.get("session_id") else None),
+            session_id=session or label_of(record.get("session_id")),
         )
 
     def budget_keys(self, model: str | None = None) -> list[str]:
@@ -161,22 +164,17 @@ def key_hash_of(key: object) -> str | None:
 
 def session_of(*containers: Mapping[str, Any] | None, litellm_session_id: object = None) -> str | None:
     """The session id; `containers` are the request's metadata dicts in order of preference."""
-    for metadata in containers:
-        value = _bounded(metadata.get("session_id")) if metadata else None
-        if value:
-            return value
-    if _bounded(litellm_session_id):
-        return _bounded(litellm_session_id)
-    for metadata in containers:
-        value = _bounded(metadata.get("trace_id")) if metadata else None
-        if value:
-            return value
-    return None
+    present = [metadata for metadata in containers if metadata]
+    return first_label(
+        *(metadata.get("session_id") for metadata in present),
+        litellm_session_id,
+        *(metadata.get("trace_id") for metadata in present),
+    )
 
 
 def agent_of(metadata: Mapping[str, Any] | None, key_agent_id: object = None) -> str | None:
     metadata = metadata or {}
-    return _bounded(metadata.get("agent_id")) or _bounded(key_agent_id) or _bounded(metadata.get("agent_name"))
+    return first_label(metadata.get("agent_id"), key_agent_id, metadata.get("agent_name"))
 
 
 def _with_model(names: list[str], model: str | None) -> list[str]:
@@ -193,26 +191,11 @@ def _logged_key_hash(metadata: Mapping[str, Any], call_metadata: Mapping[str, An
 def _logged_end_user(record: Mapping[str, Any], metadata: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str | None:
     """The request's `user` field: the proxy resolves it into the record; the SDK leaves it in
     the call's parameters."""
-    optional = kwargs.get("optional_params") or {}
-    for candidate in (
-        record.get("end_user"),
-        metadata.get("user_api_key_end_user_id"),
-        kwargs.get("user"),
-        optional.get("user"),
-    ):
-        if candidate:
-            return str(candidate)
-    return None
+    optional = _mapping(kwargs.get("optional_params")) or {}
+    return first_label(
+        record.get("end_user"), metadata.get("user_api_key_end_user_id"), kwargs.get("user"), optional.get("user")
+    )
 
 
 def _mapping(value: object) -> Mapping[str, Any] | None:
     return value if isinstance(value, Mapping) else None
-
-
-def _text(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
-
-
-def _bounded(value: object) -> str | None:
-    text = _text(value)
-    return text if text is None or len(text) <= _MAX_ID else None

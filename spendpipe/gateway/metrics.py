@@ -19,12 +19,13 @@ class GatewayMetrics:
         )
         self.lost = Counter(
             "spendpipe_gateway_events_lost",
-            "Events dropped because the queue and the spool were full",
+            "Events lost: queue or spool full or failing, after close (the cost is not counted), or unbuildable "
+            "(a fallback event charges the cost to key, user, team and org) or uncharged (not even that)",
             ["reason"],
             registry=registry,
         )
         self.build_errors = Counter(
-            "spendpipe_gateway_event_build_errors", "Calls no event could be built for", registry=registry
+            "spendpipe_gateway_event_build_errors", "Calls whose full event could not be built", registry=registry
         )
         self.spool_bytes = Gauge("spendpipe_gateway_spool_bytes", "Bytes waiting in the disk spool", registry=registry)
         self.blocklist_in_sync = Gauge(

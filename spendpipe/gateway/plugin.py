@@ -12,8 +12,11 @@ Proxy mode: `litellm_settings: {callbacks: spendpipe.gateway.proxy.handler}`; th
             with `x-ratelimit-remaining-requests` / `-tokens` headers, and admits the calls of
             capped agent sessions.
 
-Recording never raises into LiteLLM and never waits on Kafka: a call that cannot be turned
-into an event is counted in `spendpipe_gateway_event_build_errors_total` and logged.
+Recording never raises into LiteLLM and never waits on Kafka. Attribution values are normalised
+(`labels.py`), so what a client puts in them cannot stop an event; a call whose event still cannot
+be built is counted in `spendpipe_gateway_event_build_errors_total` and
+`spendpipe_gateway_events_lost_total{reason="unbuildable"}`, logged, and its cost is charged to
+its key, user, team and organisation by a fallback event (`uncharged` when even that fails).
 
 With `SPENDPIPE_OPS__ENABLED=true` the plugin serves /healthz, /readyz (200 once the block list
 has caught up with the decisions topic) and /metrics on its own port (9465 by default) from
@@ -38,7 +41,7 @@ from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
-from spendpipe.gateway.recording.event_builder import build_spend_event
+from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.gateway.refusals import (
@@ -237,19 +240,39 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         )
 
     def record(self, kwargs: dict[str, Any]) -> SpendEvent | None:
-        """Build the call's event and hand it to the publisher (the request path: microseconds)."""
+        """Build the call's event and hand it to the publisher (the request path: microseconds).
+        A call whose event cannot be built is still charged, by `_fallback`."""
         try:
             event = build_spend_event(kwargs, gateway_id=self.gateway_id)
         except Exception:
-            self.metrics.build_errors.inc()
-            log.exception("spendpipe could not build a spend event for call %s", _call_id(kwargs))
+            log.exception("spendpipe could not build the spend event of call %s", _call_id(kwargs))
+            event = self._fallback(kwargs)
+        else:
+            if event is None:
+                self.metrics.build_errors.inc()
+                log.warning("spendpipe: call %s has no standard_logging_object", _call_id(kwargs))
+        if event is not None:
+            self.metrics.recorded.inc()
+            self.publisher.publish(event)
+        return event
+
+    def _fallback(self, kwargs: dict[str, Any]) -> SpendEvent | None:
+        """The call's full event is lost (`events_lost{reason="unbuildable"}`); its cost is charged
+        to the key, user, team and organisation alone, or, if not even that event can be built,
+        to nothing (`reason="uncharged"`)."""
+        self.metrics.build_errors.inc()
+        try:
+            event = fallback_spend_event(kwargs, gateway_id=self.gateway_id)
+        except Exception:
+            self.metrics.lost.labels(reason="uncharged").inc()
+            log.exception("spendpipe lost call %s: its cost is charged to no scope", _call_id(kwargs))
             return None
-        if event is None:
-            self.metrics.build_errors.inc()
-            log.warning("spendpipe: call %s has no standard_logging_object", _call_id(kwargs))
-            return None
-        self.metrics.recorded.inc()
-        self.publisher.publish(event)
+        self.metrics.lost.labels(reason="unbuildable").inc()
+        log.error(
+            "spendpipe lost the event of call %s: %s charged to its key, user, team and org only",
+            _call_id(kwargs),
+            event.cost,
+        )
         return event
 
     def close(self, timeout: float = 30.0) -> bool:

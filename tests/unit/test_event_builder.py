@@ -6,7 +6,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from spendpipe.gateway.recording.event_builder import build_spend_event
+from hypothesis import given, settings
+from litellm.proxy._types import UserAPIKeyAuth
+
+from spendpipe.contracts.events import decode_event
+from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.labels import label_of
+from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
+from tests.unit.test_labels import hostile
 
 KEY_HASH = hashlib.sha256(b"sk-proxy-virtual-key").hexdigest()
 START = datetime(2026, 11, 28, 13, 45, 0, tzinfo=UTC).timestamp()
@@ -187,3 +194,64 @@ def test_a_client_chosen_call_id_does_not_make_two_calls_one_event() -> None:
     assert first is not None
     assert second is not None
     assert first.event_id != second.event_id
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=hostile, alias=hostile, team=hostile, model=hostile, label=hostile, tags=hostile, agent=hostile)
+def test_hostile_attribution_never_stops_the_event_nor_changes_its_cost(
+    *, user: object, alias: object, team: object, model: object, label: object, tags: object, agent: object
+) -> None:
+    metadata = {**logging_object()["metadata"], "user_api_key_alias": alias, "user_api_key_team_id": team}
+    record = logging_object(
+        end_user=user,
+        model=model,
+        model_group=label,
+        custom_llm_provider=label,
+        call_type=label,
+        request_tags=tags,
+        session_id=label,
+        status="failure",
+        error_information={"error_class": label},
+        metadata=metadata,
+    )
+    call_metadata = {"agent_id": agent, "session_id": label}
+    kwargs = {
+        "standard_logging_object": record,
+        "litellm_params": {"metadata": call_metadata},
+        "user": user,
+        "optional_params": {"user": user},
+    }
+
+    event = build_spend_event(kwargs, gateway_id="gw-1")
+
+    assert event is not None
+    assert event.cost == Decimal("0.00022500000000000002")
+    assert (event.key_hash, event.user_id, event.org_id) == (KEY_HASH, "alice", "acme")
+    assert decode_event(event.to_json()) == event
+    # and the pre-call checks name the customer, team, agent and session exactly as the event does
+    body = {"user": user, "metadata": call_metadata}
+    who = RequestIdentity.of_proxy_request(UserAPIKeyAuth(api_key=KEY_HASH, user_id="alice"), body)
+    assert (who.end_user, who.agent_id, who.session_id) == (event.end_user, event.agent_id, event.session_id)
+    assert event.team_id == label_of(team)
+
+
+def test_malformed_containers_are_read_as_empty() -> None:
+    record = logging_object(metadata="not a mapping", error_information=["x"], status="failure")
+    kwargs = {"standard_logging_object": record, "litellm_params": ["x"], "optional_params": "user"}
+
+    event = build_spend_event(kwargs, gateway_id="gw-1")
+
+    assert event is not None
+    assert (event.key_hash, event.team_id, event.error_class) == (None, None, None)
+    assert event.cost == Decimal("0.00022500000000000002")
+
+
+def test_the_fallback_event_charges_the_cost_to_key_user_team_and_org() -> None:
+    record = logging_object(end_user="customer-1", endTime=START + 1e10)  # a year the contract refuses
+
+    event = fallback_spend_event({"standard_logging_object": record}, gateway_id="gw-1")
+
+    full = build_spend_event({"standard_logging_object": logging_object(end_user="customer-1")}, gateway_id="gw-1")
+    assert full is not None
+    assert (event.key_hash, event.user_id, event.team_id, event.org_id) == (KEY_HASH, "alice", "eng", "acme")
+    assert (event.end_user, event.model, event.cost) == (None, "unknown", full.cost)

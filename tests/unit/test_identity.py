@@ -10,6 +10,7 @@ from spendpipe.contracts.decisions import decision_key
 from spendpipe.contracts.rate_limits import LIMITED_SCOPES
 from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
 from spendpipe.gateway.identity import RequestIdentity, hash_api_key
+from spendpipe.gateway.labels import MAX_LABEL, label_of
 
 RAW_KEY = "sk-alice-raw-key"
 KEY_HASH = hash_api_key(RAW_KEY)
@@ -68,7 +69,11 @@ def test_the_session_is_the_first_found_and_never_litellms_per_call_trace_id() -
     assert session(metadata={"trace_id": "t"}, litellm_session_id="b") == "b"
     assert session(metadata={"trace_id": "t"}) == "t"
     assert session(metadata={"litellm_trace_id": "generated"}) is None
-    assert session(metadata={"session_id": "x" * 257}) is None  # too long to be a Kafka key of ours
+    # too long to be a Kafka key of ours as it is: kept as its bounded label (labels.py), not ignored
+    long_session = session(metadata={"session_id": "x" * 257})
+    assert long_session == label_of("x" * 257)
+    assert long_session is not None
+    assert len(long_session) <= MAX_LABEL
 
 
 def test_the_agent_of_the_request_comes_before_the_keys() -> None:

@@ -3,6 +3,11 @@
 The source is `kwargs["standard_logging_object"]`, LiteLLM's own normalised record of a
 call, so SDK and proxy mode give the same event. Who made the call (the key's hash, never the
 key; user, team, organisation, end customer, agent, session) is read by `RequestIdentity`.
+
+Every other label (key alias, model, provider, call type, error class, tags) goes through
+`labels.py` too, so no value a client chose can make the event invalid. If an event still cannot
+be built, `fallback_spend_event` charges the call's cost to the key, user, team and organisation
+alone: the plugin publishes that and counts the full event as lost.
 """
 
 import hashlib
@@ -15,6 +20,7 @@ from typing import Any
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.labels import label_of, model_label, tags_of
 
 
 def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEvent | None:
@@ -22,7 +28,7 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
     record = kwargs.get("standard_logging_object")
     if not isinstance(record, Mapping):
         return None
-    metadata: Mapping[str, Any] = record.get("metadata") or {}
+    metadata = _mapping(record.get("metadata"))
     who = RequestIdentity.of_logged_call(kwargs)
     cache_hit = bool(record.get("cache_hit"))
     start, end = _as_float(record.get("startTime")), _as_float(record.get("endTime"))
@@ -30,29 +36,55 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
         event_id=_event_id(record),
         occurred_at=datetime.fromtimestamp(end or start or datetime.now(UTC).timestamp(), UTC),
         key_hash=who.key_hash,
-        key_alias=_text(metadata.get("user_api_key_alias")),
+        key_alias=label_of(metadata.get("user_api_key_alias")),
         user_id=who.user_id,
         team_id=who.team_id,
         org_id=who.org_id,
         end_user=who.end_user,
-        model=_text(record.get("model")) or "unknown",
-        model_group=_text(record.get("model_group")),
-        provider=_text(record.get("custom_llm_provider")),
-        call_type=_text(record.get("call_type")),
+        model=model_label(record.get("model")),
+        model_group=label_of(record.get("model_group")),
+        provider=label_of(record.get("custom_llm_provider")),
+        call_type=label_of(record.get("call_type")),
         prompt_tokens=int(record.get("prompt_tokens") or 0),
         completion_tokens=int(record.get("completion_tokens") or 0),
         total_tokens=int(record.get("total_tokens") or 0),
-        # LiteLLM records a cache hit as free; so do we.
-        cost=Decimal(0) if cache_hit else cost_from_float(record.get("response_cost") or 0.0),
+        cost=_cost(record),
         cache_hit=cache_hit,
         status="failure" if record.get("status") == "failure" else "success",
         error_class=_error_class(record),
         latency_ms=max(0.0, (end - start) * 1000.0) if start and end else 0.0,
-        request_tags=tuple(str(tag) for tag in record.get("request_tags") or ()),
+        request_tags=tags_of(record.get("request_tags")),
         gateway_id=gateway_id,
         agent_id=who.agent_id,
         session_id=who.session_id,
     )
+
+
+def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEvent:
+    """The least event that still charges a call whose full event could not be built: its cost
+    against the key, user, team and organisation (and so their team membership and global), now,
+    with the full event's id so a repeated callback is still one event. Raises if even this
+    cannot be built (no standard logging object, or a cost that is not an amount)."""
+    record = kwargs.get("standard_logging_object")
+    if not isinstance(record, Mapping):
+        raise ValueError("no standard_logging_object")
+    who = RequestIdentity.of_logged_call(kwargs)
+    return SpendEvent(
+        event_id=_event_id(record),
+        occurred_at=datetime.now(UTC),
+        key_hash=who.key_hash,
+        user_id=who.user_id,
+        team_id=who.team_id,
+        org_id=who.org_id,
+        model=model_label(None),
+        cost=_cost(record),
+        gateway_id=gateway_id,
+    )
+
+
+def _cost(record: Mapping[str, Any]) -> Decimal:
+    # LiteLLM records a cache hit as free; so do we.
+    return Decimal(0) if record.get("cache_hit") else cost_from_float(record.get("response_cost") or 0.0)
 
 
 def _event_id(record: Mapping[str, Any]) -> str:
@@ -67,12 +99,12 @@ def _event_id(record: Mapping[str, Any]) -> str:
 
 
 def _error_class(record: Mapping[str, Any]) -> str | None:
-    info = record.get("error_information") or {}
-    return _text(info.get("error_class")) if record.get("status") == "failure" else None
+    info = _mapping(record.get("error_information"))
+    return label_of(info.get("error_class")) if record.get("status") == "failure" else None
 
 
-def _text(value: object) -> str | None:
-    return str(value) if value not in (None, "") else None
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _as_float(value: object) -> float:
