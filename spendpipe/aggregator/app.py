@@ -153,12 +153,13 @@ class Aggregator:
             await message.nack()
             await asyncio.sleep(self._settings.retry_backoff_s)
             return
-        if outcome.counted:
+        if outcome.scopes:
             await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
         await message.ack()
         self._flush_error = None
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
+        self._metrics.replayed.inc(outcome.replayed)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
 
     async def _dead_letter(self, dead_letters: list[DeadLetter]) -> None:
@@ -206,4 +207,4 @@ async def _undecoded(message: StreamMessage[Any]) -> None:
 
 def _source_records(raw: object) -> Sequence[SourceRecord]:
     records = raw if isinstance(raw, tuple) else (raw,)
-    return [SourceRecord(r.partition, r.offset, r.value) for r in records]
+    return [SourceRecord(r.partition, r.offset, r.value, r.key) for r in records]

@@ -12,6 +12,11 @@ class AggregatorMetrics:
         self.duplicates = Counter(
             "spendpipe_aggregator_duplicates_dropped", "Events dropped as already counted", registry=registry
         )
+        self.replayed = Counter(
+            "spendpipe_aggregator_events_replayed",
+            "Events read again after a failed flush or a restart before the commit, already in the totals",
+            registry=registry,
+        )
         self.dead_letters = Counter(
             "spendpipe_aggregator_dead_letters", "Messages sent to the dead-letter topic", registry=registry
         )

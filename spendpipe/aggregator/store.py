@@ -6,6 +6,7 @@ from operator import attrgetter
 
 import pyarrow as pa
 
+from spendpipe.aggregator.dedup import Origin
 from spendpipe.aggregator.rollup import ROLLUP_SQL, STAGE_TABLE, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
@@ -90,23 +91,24 @@ class SpendStore:
         )
         return {int(partition): int(offset) for partition, offset in rows}
 
-    def event_ids_ingested_since(self, since: datetime) -> list[tuple[str, datetime]]:
+    def event_ids_ingested_since(self, since: datetime) -> list[tuple[str, datetime, Origin]]:
         rows = self._clickhouse.rows(
-            "SELECT event_id, ingested_at FROM events WHERE ingested_at >= {since:DateTime64(3)}",
+            "SELECT event_id, ingested_at, kafka_partition, kafka_offset FROM events "
+            "WHERE ingested_at >= {since:DateTime64(3)}",
             {"since": since},
         )
-        return [(str(event_id), ingested_at) for event_id, ingested_at in rows]
+        return [(str(event_id), ingested_at, Origin(int(p), int(o))) for event_id, ingested_at, p, o in rows]
 
-    def existing_event_ids(self, event_ids: Sequence[str]) -> set[str]:
+    def existing_event_ids(self, event_ids: Sequence[str]) -> dict[str, Origin]:
+        """Each of `event_ids` found in `events`, with the record it was first counted from."""
         if not event_ids:
-            return set()
-        return {
-            str(event_id)
-            for event_id in self._clickhouse.column(
-                "SELECT DISTINCT event_id FROM events WHERE event_id IN {ids:Array(String)}",
-                {"ids": list(event_ids)},
-            )
-        }
+            return {}
+        rows = self._clickhouse.rows(
+            "SELECT event_id, argMin((kafka_partition, kafka_offset), ingested_at) FROM events "
+            "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
+            {"ids": list(event_ids)},
+        )
+        return {str(event_id): Origin(int(origin[0]), int(origin[1])) for event_id, origin in rows}
 
     def stage(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
         """Replace the stage's contents with `(event, partition, offset)` triples. The stage is

@@ -4,7 +4,9 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
 
 1. Decode. A message that is not a valid v1 `SpendEvent` becomes a dead letter.
 2. Drop duplicates: the same event id twice in the batch, an id counted recently
-   (`RecentEventIds`), or, for events older than that memory, an id already in `events`.
+   (`RecentEventIds`), or, for events older than that memory, an id already in `events`. A
+   record that was itself counted by an earlier attempt (same partition and offset) is not a
+   duplicate but a replay: nothing to write, but its scopes are announced again.
 3. Stage the new events in the writer's temporary table in ClickHouse.
 4. Insert the totals of the staged events into `spend_totals` (rolled up by ClickHouse, see
    `rollup`), together with one watermark row per partition (the highest offset included),
@@ -16,6 +18,10 @@ anywhere in 3-5 (offsets not yet committed) adds nothing twice: a table that alr
 the batch skips it, a table that does not yet have it takes it. Totals go first because the
 duplicate memory is rebuilt from `events` at start-up: an event is never remembered as
 counted unless its totals are in.
+
+Announcements follow what was written, not what this attempt added: the outcome names the
+scopes of every event of the batch that is in the totals, whether this attempt or an earlier
+one (whose announcement may never have gone out) put it there.
 """
 
 import logging
@@ -24,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from spendpipe.aggregator.dedup import RecentEventIds
+from spendpipe.aggregator.dedup import Origin, RecentEventIds
 from spendpipe.aggregator.rollup import touched_scopes
 from spendpipe.aggregator.store import SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
@@ -42,6 +48,7 @@ class SourceRecord:
     partition: int
     offset: int
     value: bytes | None
+    key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +60,15 @@ class DeadLetter:
 @dataclass
 class FlushOutcome:
     counted: int = 0
+    """Events newly in the totals."""
     duplicates: int = 0
+    """Events dropped because another record with their id was counted before."""
+    replayed: int = 0
+    """Records counted by an earlier attempt (a failed flush, a crash before the commit), read again."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     scopes: set[Scope] = field(default_factory=set)
+    """Scopes to announce: those of every event of the batch in the totals, newly or by an
+    earlier attempt whose announcement may never have gone out."""
     models: set[str] = field(default_factory=set)
     latest_occurred_at: datetime | None = None
 
@@ -94,14 +107,15 @@ class BatchWriter:
         outcome = FlushOutcome()
         decoded = self._decode(records, outcome)
         marks = self._load_state()
-        fresh = self._drop_duplicates(decoded, outcome)
+        fresh, replayed = self._drop_duplicates(decoded, outcome)
         now = datetime.fromtimestamp(self._clock(), UTC)
         staged = [(event, record.partition, record.offset) for event, record in fresh]
         self._store.stage(staged, topic=self._topic, ingested_at=now)
-        self._write_totals(fresh, records, marks, outcome)
+        outcome.counted = self._write_totals(fresh, records, marks)
         self._write_events(fresh, records, marks)
-        self._recent.remember((event.event_id for event, _ in fresh), self._clock())
+        self._recent.remember(((e.event_id, Origin(r.partition, r.offset)) for e, r in fresh), self._clock())
         self._recent.expire(self._clock())
+        _announce([event for event, _ in fresh] + replayed, outcome)
         return outcome
 
     def _decode(self, records: Sequence[SourceRecord], outcome: FlushOutcome) -> list[tuple[SpendEvent, SourceRecord]]:
@@ -124,50 +138,50 @@ class BatchWriter:
             )
             since = datetime.fromtimestamp(self._clock() - self._recent.horizon_s, UTC)
             self._recent.clear()
-            for event_id, ingested_at in self._store.event_ids_ingested_since(since):
-                self._recent.remember([event_id], ingested_at.replace(tzinfo=UTC).timestamp())
+            for event_id, ingested_at, origin in self._store.event_ids_ingested_since(since):
+                self._recent.remember([(event_id, origin)], ingested_at.replace(tzinfo=UTC).timestamp())
             self._watermarks = marks
         return marks
 
     def _drop_duplicates(
         self, decoded: list[tuple[SpendEvent, SourceRecord]], outcome: FlushOutcome
-    ) -> list[tuple[SpendEvent, SourceRecord]]:
+    ) -> tuple[list[tuple[SpendEvent, SourceRecord]], list[SpendEvent]]:
+        """(fresh, replayed): events not counted yet, and events counted from this very record
+        by an earlier attempt. Copies of an id counted from another record are dropped."""
         late_before = self._clock() - self._late_after_s
         late_ids = [e.event_id for e, _ in decoded if e.occurred_at.timestamp() < late_before]
         known = self._store.existing_event_ids(late_ids)
-        fresh, seen_in_batch = [], set()
+        fresh, replayed, seen_in_batch = [], [], set()
         for event, record in decoded:
-            if event.event_id in seen_in_batch or event.event_id in self._recent or event.event_id in known:
+            origin = self._recent.origin(event.event_id) or known.get(event.event_id)
+            if event.event_id in seen_in_batch or (origin is not None and origin != (record.partition, record.offset)):
                 outcome.duplicates += 1
-                continue
+            elif origin is not None:
+                outcome.replayed += 1
+                replayed.append(event)
+            else:
+                fresh.append((event, record))
             seen_in_batch.add(event.event_id)
-            fresh.append((event, record))
-        return fresh
+        return fresh, replayed
 
     def _write_totals(
-        self,
-        fresh: list[tuple[SpendEvent, SourceRecord]],
-        records: Sequence[SourceRecord],
-        marks: _Watermarks,
-        outcome: FlushOutcome,
-    ) -> None:
-        new = [event for event, record in fresh if record.offset > marks.totals.get(record.partition, -1)]
+        self, fresh: list[tuple[SpendEvent, SourceRecord]], records: Sequence[SourceRecord], marks: _Watermarks
+    ) -> int:
+        """Returns how many events are new in the totals (the rest landed in an earlier attempt)."""
+        new = sum(1 for _, record in fresh if record.offset > marks.totals.get(record.partition, -1))
         advanced = {
             partition: offset
             for partition, offset in _highest_offsets(records).items()
             if offset > marks.totals.get(partition, -1)
         }
         if not new and not advanced:
-            return
+            return 0
         self._store.insert_totals(
             after=_watermarks_of(records, marks.totals),
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
         )
         marks.totals.update(advanced)
-        outcome.counted = len(new)
-        outcome.scopes = touched_scopes((e.key_hash, e.user_id, e.team_id, e.org_id, e.end_user) for e in new)
-        outcome.models = {event.billed_model for event in new}
-        outcome.latest_occurred_at = max((e.occurred_at for e in new), default=None)
+        return new
 
     def _write_events(
         self, fresh: list[tuple[SpendEvent, SourceRecord]], records: Sequence[SourceRecord], marks: _Watermarks
@@ -178,6 +192,12 @@ class BatchWriter:
         self._store.insert_events(after=_watermarks_of(records, marks.events))
         for partition, offset in _highest_offsets(new).items():
             marks.events[partition] = offset
+
+
+def _announce(events: list[SpendEvent], outcome: FlushOutcome) -> None:
+    outcome.scopes = touched_scopes((e.key_hash, e.user_id, e.team_id, e.org_id, e.end_user) for e in events)
+    outcome.models = {event.billed_model for event in events}
+    outcome.latest_occurred_at = max((e.occurred_at for e in events), default=None)
 
 
 def _watermarks_of(records: Sequence[SourceRecord], marks: dict[int, int]) -> dict[int, int]:

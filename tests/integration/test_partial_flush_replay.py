@@ -7,6 +7,7 @@ import pytest
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
 from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseStore
 from tests.conftest import on_every_engine
@@ -74,3 +75,27 @@ def test_replayed_batch_cut_at_different_boundaries(clickhouse: ClickhouseStore)
 
     assert counted_events(clickhouse) == 30
     assert totals(clickhouse, "hour") == expected_spend(events, Window.HOUR)
+
+
+def test_a_replayed_flush_announces_what_it_wrote_but_not_older_duplicates(clickhouse: ClickhouseStore) -> None:
+    earlier = make_event(key_hash=f"{1:064x}")
+    restarted_writer(clickhouse).write(records([earlier]))
+    batch = [make_event(key_hash=f"{2:064x}"), make_event(key_hash=f"{3:064x}")]
+    crashing = BatchWriter(store=CrashBeforeEvents(clickhouse=clickhouse), topic=TOPIC, dedup_horizon_s=600)
+    with pytest.raises(SystemExit):
+        crashing.write(records(batch, first_offset=1))
+
+    # the batch read again, with a copy of the earlier event (a gateway resend) behind it
+    outcome = restarted_writer(clickhouse).write(records([*batch, earlier], first_offset=1))
+
+    assert outcome.counted == 0  # the totals already had the batch
+    assert outcome.duplicates == 1
+    assert {scope for scope in outcome.scopes if scope.type.value == "key"} == {
+        Scope(ScopeType.KEY, f"{2:064x}"),
+        Scope(ScopeType.KEY, f"{3:064x}"),
+    }
+    # and once the events landed too, the same records read again (no commit yet) still announce
+    again = restarted_writer(clickhouse).write(records(batch, first_offset=1))
+    assert again.replayed == 2
+    assert Scope(ScopeType.KEY, f"{3:064x}") in again.scopes
+    assert counted_events(clickhouse) == 3
