@@ -44,8 +44,8 @@ class BudgetAdmin:
 
     async def _send(self, records: list[tuple[str, bytes | None]]) -> None:
         producer = AIOKafkaProducer(**self._kafka.aiokafka_kwargs(), enable_idempotence=True, acks="all")
-        await producer.start()
         try:
+            await producer.start()  # inside the try: a broker that does not answer leaves nothing open
             pending = [
                 await producer.send(
                     self._topic,

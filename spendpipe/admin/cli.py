@@ -12,17 +12,19 @@ from pydantic_settings import BaseSettings
 from rich.live import Live
 from rich.table import Table
 
+from spendpipe.admin import preflight
 from spendpipe.admin.asyncapi import asyncapi
 from spendpipe.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.admin.cli_traffic import traffic
-from spendpipe.admin.render import console, message, plain, result_table
+from spendpipe.admin.errors import CliError, quiet_client_logs, report
+from spendpipe.admin.render import console, message, result_table
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import Window
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
-from spendpipe.platform.settings import SettingsError, load_settings
+from spendpipe.platform.settings import PipelineSettings, SettingsError, load_settings
 from spendpipe.runner import Services, serve
 from spendpipe.store.sql_endpoint.client import sql_source
 from spendpipe.store.totals import SpendQuery, SpendTotals
@@ -38,7 +40,6 @@ app.command()(traffic)
 S = TypeVar("S", bound=BaseSettings)
 
 out = console()
-errors = console(stderr=True)
 
 ValidateOption = Annotated[bool, typer.Option("--validate", help="Check the settings and exit.")]
 
@@ -50,14 +51,12 @@ class Service(StrEnum):
 
 
 def _settings(cls: type[S]) -> S:
-    try:
-        return load_settings(cls)
-    except SettingsError as error:
-        errors.print(plain(error, "red", lines=True))
-        raise typer.Exit(2) from None
+    """Settings that do not load end the command with exit 2 (`errors.explain`)."""
+    return load_settings(cls)
 
 
 def _admin_context(ctx: typer.Context) -> None:
+    quiet_client_logs(debug=_Options.debug)
     ctx.obj = _settings(AdminSettings)
 
 
@@ -93,6 +92,11 @@ def _run(service: Service, validate: bool) -> None:
         aggregator=_settings(AggregatorSettings) if service is not Service.ENFORCER else None,
         enforcer=_settings(EnforcerSettings) if service is not Service.AGGREGATOR else None,
     )
+    found = preflight.problems(services)
+    if found:
+        lines = [str(problem) for problem in found]
+        text = lines[0] if len(lines) == 1 else "\n  ".join([f"{service} cannot start:", *lines])
+        raise CliError(text, exit_code=max(problem.exit_code for problem in found))
     if validate:
         out.print(message("settings for ", (service, "bold"), " are valid"))
         return
@@ -137,8 +141,7 @@ def spend(
     except KeyboardInterrupt:
         return
     except RuntimeError as error:
-        errors.print(plain(error, "red", lines=True))
-        raise typer.Exit(1) from None
+        raise CliError(str(error)) from None
 
 
 def _parse_scope(text: str) -> tuple[ScopeType, str | None]:
@@ -160,8 +163,7 @@ def sql(
     try:
         columns, rows = sql_source(settings.clickhouse, settings.sql_endpoint_url).query(query)
     except RuntimeError as error:
-        errors.print(plain(error, "red", lines=True))
-        raise typer.Exit(1) from None
+        raise CliError(str(error)) from None
     out.print(result_table("", columns, rows))
 
 
@@ -171,14 +173,36 @@ def topics_create(
     replication: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
     """Create spendpipe's topics (compacted where they hold state) if they are missing."""
+    quiet_client_logs(debug=_Options.debug)
     settings = _settings(AdminSettings)
     specs = topic_specs(settings.topics, partitions=partitions, replication=replication)
     created = asyncio.run(ensure_topics(settings.kafka, specs))
     out.print(message(f"created: {', '.join(created) or 'nothing, all topics exist'}"))
 
 
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="On an error, print its traceback too.")] = False,
+) -> None:
+    _Options.debug = debug
+
+
+class _Options:
+    debug = False
+
+
 def main() -> None:
-    app(prog_name="spendpipe")
+    try:
+        app(prog_name="spendpipe")
+    except Exception as error:
+        raise SystemExit(report(error, kafka_servers=_kafka_servers(), debug=_Options.debug)) from None
+
+
+def _kafka_servers() -> str | None:
+    try:
+        return load_settings(PipelineSettings).kafka.bootstrap_servers
+    except SettingsError:
+        return None
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def console(*, stderr: bool = False) -> Console:
-    """A console that takes no markup: styles come only from `Text` styles."""
-    return Console(stderr=stderr, markup=False, highlight=False)
+    """A console that takes no markup (styles come only from `Text` styles) and does not break
+    a message across lines (a scope id or a setting's name stays whole for grep and copy)."""
+    return Console(stderr=stderr, markup=False, highlight=False, soft_wrap=True)
 
 
 def shown(value: object, *, lines: bool = False) -> str:

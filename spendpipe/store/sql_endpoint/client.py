@@ -42,7 +42,8 @@ class EndpointSource:
             raise RuntimeError(f"query failed: {detail}") from None
         except OSError as error:
             raise EndpointUnavailableError(
-                f"no spendpipe SQL endpoint at {self._url} ({error}); is `spendpipe run all` running?"
+                f"no spendpipe SQL endpoint at {self._url} ({error}): is `spendpipe run all` running, "
+                "and does SPENDPIPE_SQL_ENDPOINT_URL point at it?"
             ) from None
         return document["columns"], document["rows"]
 
