@@ -2,33 +2,23 @@
 and `spendpipe blocks list`, against the real broker."""
 
 import asyncio
-import os
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.topics import Topics
 from tests.support.pipeline import produce, read_topic
+from tests.support.processes import run_cli
 
 
 def spendpipe(topics: Topics, bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
-        **os.environ,
         "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "SPENDPIPE_TOPICS__BUDGETS": topics.budgets,
         "SPENDPIPE_TOPICS__DECISIONS": topics.decisions,
-        "COLUMNS": "200",
     }
-    return subprocess.run(
-        [sys.executable, "-m", "spendpipe.admin.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_cli(env, *args)
 
 
 async def test_budgets_set_list_delete_and_a_refused_budget(kafka_broker: str, make_topics) -> None:

@@ -2,31 +2,18 @@
 the setting to check, a non-zero exit, no traceback; and `run ... --validate` refuses what
 start-up would refuse, with the same line."""
 
-import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from dev.local_kafka import free_port_pair
-from tests.support.processes import ServiceProcess
+from tests.support.processes import run_all, run_cli
 
 KAFKA_TIMEOUT_S = 10.0
 """A refused connection fails at once; this bounds the whole command, start-up included."""
-
-
-def spendpipe(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spendpipe.admin.cli", *args],
-        env={**os.environ, "COLUMNS": "200", **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -45,7 +32,7 @@ def test_kafka_unreachable_is_one_line_naming_the_setting(command: tuple[str, ..
     closed = f"127.0.0.1:{free_port_pair()}"  # free: nothing listens there
 
     started = time.monotonic()
-    result = spendpipe({"SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": closed}, *command)
+    result = run_cli({"SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": closed}, *command)
 
     assert time.monotonic() - started < KAFKA_TIMEOUT_S
     assert result.returncode == 1
@@ -57,7 +44,7 @@ def test_kafka_unreachable_is_one_line_naming_the_setting(command: tuple[str, ..
 def test_debug_adds_the_traceback() -> None:
     closed = f"127.0.0.1:{free_port_pair()}"
 
-    result = spendpipe({"SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": closed}, "--debug", "blocks", "list")
+    result = run_cli({"SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": closed}, "--debug", "blocks", "list")
 
     assert result.returncode == 1
     assert "Traceback (most recent call last)" in result.stderr
@@ -66,24 +53,18 @@ def test_debug_adds_the_traceback() -> None:
 
 async def test_a_second_run_all_on_one_store_says_who_owns_it(kafka_broker: str, make_topics, tmp_path: Path) -> None:
     topics = await make_topics(kafka_broker)
-    store = tmp_path / "clickhouse"
-    env = {
-        "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker,
-        **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
-        "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{store}",
-        "SPENDPIPE_OPS__PORT": "0",
-    }
     port = free_port_pair()
-    first = ServiceProcess(["run", "all"], {**env, "SPENDPIPE_SQL_ENDPOINT__PORT": str(port)}, tmp_path / "first.log")
+    first = run_all(kafka_broker, topics, tmp_path, sql_port=port)
     first.start()
     try:
         first.wait_http_ok(f"http://127.0.0.1:{port}/healthz")
-        second_env = {**env, "SPENDPIPE_SQL_ENDPOINT__PORT": str(free_port_pair())}
-        validated = spendpipe(second_env, "run", "all", "--validate")
-        second = spendpipe(second_env, "run", "all")
+        second_env = {**first.env, "SPENDPIPE_SQL_ENDPOINT__PORT": str(free_port_pair())}
+        validated = run_cli(second_env, "run", "all", "--validate")
+        second = run_cli(second_env, "run", "all")
     finally:
         first.stop()
 
+    store = tmp_path / "clickhouse"
     expected = f"error: SPENDPIPE_CLICKHOUSE__DSN: another spendpipe process owns {store}"
     for result in (validated, second):
         assert result.returncode == 1
@@ -99,8 +80,8 @@ def test_validate_refuses_an_sql_endpoint_port_in_use(tmp_path: Path) -> None:
         taken.listen()
         env["SPENDPIPE_SQL_ENDPOINT__PORT"] = str(taken.getsockname()[1])
 
-        validated = spendpipe(env, "run", "all", "--validate")
-        started = spendpipe(env, "run", "all")
+        validated = run_cli(env, "run", "all", "--validate")
+        started = run_cli(env, "run", "all")
 
     for result in (validated, started):
         assert result.returncode == 1
@@ -118,7 +99,7 @@ def test_validate_refuses_what_cannot_start_and_names_every_variable(tmp_path: P
         "SPENDPIPE_KAFKA__SSL_CAFILE": str(tmp_path / "missing-ca.pem"),
     }
 
-    result = spendpipe(env, "run", "all", "--validate")
+    result = run_cli(env, "run", "all", "--validate")
 
     assert result.returncode == 2
     assert result.stderr.splitlines() == [

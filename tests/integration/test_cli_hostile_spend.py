@@ -2,9 +2,7 @@
 values literally, through the real pipeline (events in, `run all`, its SQL endpoint)."""
 
 import asyncio
-import os
 import subprocess
-import sys
 from decimal import Decimal
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from dev.local_kafka import free_port_pair
 from spendpipe.store.sql_endpoint.client import EndpointSource
 from tests.support.events import make_event
 from tests.support.pipeline import produce
-from tests.support.processes import ServiceProcess
+from tests.support.processes import run_all, run_cli
 from tests.support.waiting import eventually
 
 HOSTILE = {
@@ -26,33 +24,13 @@ HOSTILE = {
 
 
 def spendpipe(port: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "spendpipe.admin.cli", *args],
-        env={**os.environ, "SPENDPIPE_SQL_ENDPOINT_URL": f"http://127.0.0.1:{port}", "COLUMNS": "200"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli({"SPENDPIPE_SQL_ENDPOINT_URL": f"http://127.0.0.1:{port}"}, *args)
 
 
 async def test_spend_and_sql_print_hostile_end_users_literally(kafka_broker: str, make_topics, tmp_path: Path) -> None:
     topics = await make_topics(kafka_broker)
     port = free_port_pair()
-    service = ServiceProcess(
-        ["run", "all"],
-        {
-            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker,
-            **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
-            "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'clickhouse'}",
-            "SPENDPIPE_GROUP_ID": f"agg-{topics.events}",
-            "SPENDPIPE_ENFORCER_GROUP_ID": f"enf-{topics.events}",
-            "SPENDPIPE_FETCH_MIN_BYTES": "1",
-            "SPENDPIPE_SQL_ENDPOINT__PORT": str(port),
-            "SPENDPIPE_OPS__PORT": "0",
-        },
-        tmp_path / "run-all.log",
-    )
+    service = run_all(kafka_broker, topics, tmp_path, sql_port=port)
     events = [make_event(end_user=user, cost=Decimal("0.25")) for user in HOSTILE]
     store = EndpointSource(url=f"http://127.0.0.1:{port}")
 

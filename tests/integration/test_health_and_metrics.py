@@ -18,7 +18,7 @@ from tests.conftest import aggregator_settings
 from tests.support.events import make_event
 from tests.support.ops import TcpGate, get, metric, off_loop, readiness, serving_aggregator
 from tests.support.pipeline import produce
-from tests.support.processes import ServiceProcess
+from tests.support.processes import run_all
 from tests.support.waiting import eventually
 
 T = TypeVar("T")
@@ -166,20 +166,7 @@ async def test_run_all_serves_health_readiness_and_metrics(kafka_broker: str, ma
     # given `spendpipe run all` as a deployment runs it, with a team budget of $1
     topics = await make_topics(kafka_broker)
     ops_port, sql_port = free_port_pair(), free_port_pair()
-    service = ServiceProcess(
-        ["run", "all"],
-        {
-            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker,
-            **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
-            "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'clickhouse'}",
-            "SPENDPIPE_GROUP_ID": f"agg-{topics.events}",
-            "SPENDPIPE_ENFORCER_GROUP_ID": f"enf-{topics.events}",
-            "SPENDPIPE_FETCH_MIN_BYTES": "1",
-            "SPENDPIPE_SQL_ENDPOINT__PORT": str(sql_port),
-            "SPENDPIPE_OPS__PORT": str(ops_port),
-        },
-        tmp_path / "run-all.log",
-    )
+    service = run_all(kafka_broker, topics, tmp_path, sql_port=sql_port, ops_port=ops_port)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(admin.set, {"scope": "team:eng", "max_budget": "1.00", "budget_duration": "1mo"})
     ops = f"http://127.0.0.1:{ops_port}"

@@ -12,26 +12,14 @@ from spendpipe.store.sql_endpoint.client import EndpointSource
 from tests.support.events import make_event
 from tests.support.gateway_blocks import following_blocklist
 from tests.support.pipeline import produce
-from tests.support.processes import ServiceProcess
+from tests.support.processes import run_all
 from tests.support.waiting import eventually
 
 
 async def test_run_all_counts_and_enforces(kafka_broker: str, make_topics, tmp_path: Path) -> None:
     topics = await make_topics(kafka_broker)
     port = free_port_pair()
-    service = ServiceProcess(
-        ["run", "all"],
-        {
-            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker,
-            **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
-            "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'clickhouse'}",
-            "SPENDPIPE_GROUP_ID": f"agg-{topics.events}",
-            "SPENDPIPE_ENFORCER_GROUP_ID": f"enf-{topics.events}",
-            "SPENDPIPE_FETCH_MIN_BYTES": "1",
-            "SPENDPIPE_SQL_ENDPOINT__PORT": str(port),
-        },
-        tmp_path / "run-all.log",
-    )
+    service = run_all(kafka_broker, topics, tmp_path, sql_port=port)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(admin.set, {"scope": "team:eng", "max_budget": "1.00", "budget_duration": "1mo"})
     store = EndpointSource(url=f"http://127.0.0.1:{port}")

@@ -8,6 +8,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spendpipe.contracts.topics import Topics
 from tests.support.waiting import eventually_sync
 
 
@@ -64,3 +65,35 @@ class ServiceProcess:
 
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`spendpipe <args>` run once, as an operator runs it, with `env` over this environment and
+    a wide terminal; its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "spendpipe.admin.cli", *args],
+        env={**os.environ, "COLUMNS": "200", **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def run_all(bootstrap: str, topics: Topics, workdir: Path, *, sql_port: int, ops_port: int = 0) -> ServiceProcess:
+    """`spendpipe run all` as a deployment runs it, on this test's topics, consumer groups and
+    embedded store (`workdir/clickhouse`), logging to `workdir/run-all.log`; not started yet."""
+    return ServiceProcess(
+        ["run", "all"],
+        {
+            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+            **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
+            "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{workdir / 'clickhouse'}",
+            "SPENDPIPE_GROUP_ID": f"agg-{topics.events}",
+            "SPENDPIPE_ENFORCER_GROUP_ID": f"enf-{topics.events}",
+            "SPENDPIPE_FETCH_MIN_BYTES": "1",
+            "SPENDPIPE_SQL_ENDPOINT__PORT": str(sql_port),
+            "SPENDPIPE_OPS__PORT": str(ops_port),
+        },
+        workdir / "run-all.log",
+    )
