@@ -179,8 +179,10 @@ Reading the payloads:
   must be known (`15m`, `24h`, `7d`, `1mo`...), `budget_duration` needs `max_budget`, and so on.
   Write budgets with `spendpipe budgets set` / `apply` or `BudgetAdmin`, which check them all.
 - **Dead letters.** `spend.events.dlq` holds the records of `spend.events` the aggregator could
-  not count, byte for byte, with the reason and where they were read in the headers. They carry
-  no key.
+  not count, with their own key, byte for byte up to 64 KiB of value and of key (a longer one is
+  cut, and `spendpipe-truncated` names it), with the reason, where they were read and the
+  value's size in the headers. One letter per record; a crash before the commit can repeat one,
+  so deduplicate by the source coordinates.
 - Messages sent by the aggregator and the enforcer also carry FastStream's `content-type` and
   `correlation_id` headers; they are not part of the contract.
 

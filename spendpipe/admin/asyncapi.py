@@ -31,7 +31,16 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
-from spendpipe.aggregator.app import DEAD_LETTER_REASON, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC, Aggregator
+from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.dead_letters import (
+    DEAD_LETTER_REASON,
+    EXCERPT_BYTES,
+    SOURCE_OFFSET,
+    SOURCE_PARTITION,
+    SOURCE_TOPIC,
+    SOURCE_VALUE_SIZE,
+    TRUNCATED,
+)
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts import alerts, budgets, decisions, events, flushes, sessions
@@ -91,13 +100,16 @@ MESSAGES = (
         "events_dead_letter",
         None,
         None,
-        key="none",
+        key=f"the record's own key (at most its first {EXCERPT_BYTES} bytes); none when it had none",
         typed=False,
         headers={
             DEAD_LETTER_REASON: "why the aggregator could not count the record",
             SOURCE_TOPIC: "the topic the record was read from",
             SOURCE_PARTITION: "its partition, in decimal",
             SOURCE_OFFSET: "its offset, in decimal",
+            SOURCE_VALUE_SIZE: "the size of its value in bytes, in decimal",
+            TRUNCATED: f"what the letter carries only the first {EXCERPT_BYTES} bytes of: `value`, `key`, "
+            "`key,value`, or empty when it carries the record whole",
         },
     ),
     TopicMessage("flushes", ScopesFlushed, flushes.MESSAGE_TYPE, key="none"),
@@ -134,8 +146,9 @@ DECIMAL_STRING: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]
 
 DEAD_LETTER_SCHEMA: dict[str, Any] = {
     "title": "DeadLetter",
-    "description": "The value of a spend.events record the aggregator could not count, byte for byte: not "
-    "necessarily JSON, and empty when the record had none. Why, and where it was read, are in its headers.",
+    "description": "The value of a spend.events record the aggregator could not count, byte for byte (at most "
+    f"its first {EXCERPT_BYTES} bytes): not necessarily JSON, and empty when the record had none. Why, where it "
+    "was read, its size and whether it was cut are in its headers.",
 }
 
 

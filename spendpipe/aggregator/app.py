@@ -24,11 +24,12 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 
+from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
-from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, SourceRecord
+from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, SourceRecord, highest_offsets
 from spendpipe.contracts.flushes import MESSAGE_TYPE as FLUSH_TYPE
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.contracts.topics import TYPE_HEADER
@@ -36,26 +37,23 @@ from spendpipe.platform.clickhouse import ClickhouseStore
 
 log = logging.getLogger(__name__)
 
-DEAD_LETTER_REASON = "spendpipe-dead-letter-reason"
-SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
-    "spendpipe-source-topic",
-    "spendpipe-source-partition",
-    "spendpipe-source-offset",
-)
-
 
 class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Partitions that move between aggregators may have been written by another one:
     reload watermarks and recent ids before the next batch."""
 
-    def __init__(self, writer: BatchWriter, flushing: asyncio.Lock, progress: ConsumerProgress) -> None:
+    def __init__(
+        self, writer: BatchWriter, flushing: asyncio.Lock, progress: ConsumerProgress, letters: PublishedLetters
+    ) -> None:
         self._writer = writer
         self._flushing = flushing
         self._progress = progress
+        self._letters = letters
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         async with self._flushing:  # let a flush in flight finish and commit before giving up partitions
             self._writer.forget_state()
+            self._letters.forget(tp.partition for tp in revoked)
         self._progress.revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
@@ -79,6 +77,7 @@ class Aggregator:
         self._topics = settings.topics
         self._flushing = asyncio.Lock()
         self._flush_error: str | None = None
+        self._letters = PublishedLetters()
         self._watching: asyncio.Task[None] | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.writer = BatchWriter(
@@ -112,7 +111,7 @@ class Aggregator:
             max_partition_fetch_bytes=8 << 20,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
-            listener=_ForgetOnRebalance(self.writer, self._flushing, self.progress),
+            listener=_ForgetOnRebalance(self.writer, self._flushing, self.progress, self._letters),
             decoder=_undecoded,
             title="spend.events",
             description="SpendEvent v1 JSON from gateways.",
@@ -156,6 +155,7 @@ class Aggregator:
         if outcome.scopes:
             await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
         await message.ack()
+        self._letters.committed(highest_offsets(records))
         self._flush_error = None
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
@@ -163,24 +163,23 @@ class Aggregator:
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
 
     async def _dead_letter(self, dead_letters: list[DeadLetter]) -> None:
-        for letter in dead_letters:
-            log.warning(
-                "dead-lettering %s[%d]@%d: %s",
-                self._topics.events,
-                letter.record.partition,
-                letter.record.offset,
-                letter.reason,
+        """Publish each letter not yet published for its record (a retried flush has some)."""
+        for dead in dead_letters:
+            source = (dead.record.partition, dead.record.offset)
+            if source in self._letters:
+                continue
+            log.warning("dead-lettering %s[%d]@%d: %s", self._topics.events, *source, dead.reason)
+            letter = letter_for(
+                topic=self._topics.events,
+                partition=dead.record.partition,
+                offset=dead.record.offset,
+                key=dead.record.key,
+                value=dead.record.value,
+                reason=dead.reason,
             )
-            await self._dead_letters.publish(
-                letter.record.value or b"",
-                headers={
-                    DEAD_LETTER_REASON: letter.reason,
-                    SOURCE_TOPIC: self._topics.events,
-                    SOURCE_PARTITION: str(letter.record.partition),
-                    SOURCE_OFFSET: str(letter.record.offset),
-                },
-            )
-        self._metrics.dead_letters.inc(len(dead_letters))
+            await self._dead_letters.publish(letter.value, key=letter.key, headers=letter.headers)
+            self._letters.add(source)
+            self._metrics.dead_letters.inc()
 
     async def _announce(self, outcome: FlushOutcome) -> None:
         """Best effort: the totals are in ClickHouse whether or not the announcement lands. A

@@ -9,7 +9,8 @@ with the batch's watermark rows, as one block: one part, all or nothing.
 
 ClickHouse sums `Decimal(38, 24)` as exact integers, so no total is ever rounded. A batch
 holds at most 100k events of at most $1M each (`MAX_EVENT_COST`): its sums stay far inside
-the 14 integer digits the type has.
+the 14 integer digits the type has. Token counts are summed as UInt128, the type of the
+`spend_totals` columns: at most 10^9 per event (`MAX_TOKENS`), no sum can overflow.
 
 The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
 `tests/integration/test_rollup.py` checks it against both on random events.
@@ -63,8 +64,8 @@ FROM (
         SELECT toDateTime(toStartOfMinute(occurred_at), 'UTC') AS minute,
             key_hash, user_id, team_id, org_id, end_user, billed_model,
             sum(cost) AS spend, count() AS requests, countIf(status = 'failure') AS failures,
-            countIf(cache_hit) AS cache_hits, sum(prompt_tokens) AS prompt,
-            sum(completion_tokens) AS completion, sum(total_tokens) AS total
+            countIf(cache_hit) AS cache_hits, sum(toUInt128(prompt_tokens)) AS prompt,
+            sum(toUInt128(completion_tokens)) AS completion, sum(toUInt128(total_tokens)) AS total
         FROM {STAGE_TABLE}
         WHERE {{new_rows}}
         GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, billed_model

@@ -171,7 +171,7 @@ class BatchWriter:
         new = sum(1 for _, record in fresh if record.offset > marks.totals.get(record.partition, -1))
         advanced = {
             partition: offset
-            for partition, offset in _highest_offsets(records).items()
+            for partition, offset in highest_offsets(records).items()
             if offset > marks.totals.get(partition, -1)
         }
         if not new and not advanced:
@@ -190,7 +190,7 @@ class BatchWriter:
         if not new:
             return
         self._store.insert_events(after=_watermarks_of(records, marks.events))
-        for partition, offset in _highest_offsets(new).items():
+        for partition, offset in highest_offsets(new).items():
             marks.events[partition] = offset
 
 
@@ -205,7 +205,7 @@ def _watermarks_of(records: Sequence[SourceRecord], marks: dict[int, int]) -> di
     return {record.partition: marks.get(record.partition, -1) for record in records}
 
 
-def _highest_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
+def highest_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
     highest: dict[int, int] = {}
     for record in records:
         if record.offset > highest.get(record.partition, -1):

@@ -38,6 +38,14 @@ Cost = Annotated[
 ]
 """A non-negative exact amount in US dollars; a string on the wire so no JSON reader sees a float."""
 
+MAX_TOKENS = 10**9
+"""Most tokens of one kind a single request can report. The largest context windows are about
+10^7 tokens, so this leaves a hundredfold margin, while every per-event count fits the `events`
+table's UInt64 columns and no window's sum in `spend_totals` (UInt128) can overflow."""
+
+TokenCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
+"""A JSON integer: no float, string or boolean is read as a count."""
+
 Label = Annotated[str | None, Field(max_length=256)]
 
 KeyHash = Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")]
@@ -62,14 +70,14 @@ class SpendEvent(BaseModel):
     model_group: Label = None
     provider: Label = None
     call_type: Label = None
-    prompt_tokens: int = Field(default=0, ge=0)
-    completion_tokens: int = Field(default=0, ge=0)
-    total_tokens: int = Field(default=0, ge=0)
+    prompt_tokens: TokenCount = 0
+    completion_tokens: TokenCount = 0
+    total_tokens: TokenCount = 0
     cost: Cost = Field(le=MAX_EVENT_COST)
     cache_hit: bool = False
     status: Literal["success", "failure"] = "success"
     error_class: Label = None
-    latency_ms: float = Field(default=0.0, ge=0)
+    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     request_tags: tuple[str, ...] = ()
     gateway_id: str = Field(min_length=1, max_length=256)
     agent_id: Label = None

@@ -182,3 +182,15 @@ def test_the_enforcer_reads_many_targets_in_one_query(clickhouse: ClickhouseStor
         [sum(e.cost for e in ads if e.model == "claude-3-haiku")],
         [Decimal(0), Decimal(0)],
     ]
+
+
+def test_token_sums_pass_uint64_without_wrapping(clickhouse: ClickhouseStore) -> None:
+    most = 2**64 - 1
+    for _ in range(2):  # two parts, merged below: the merge sums them
+        clickhouse.command(
+            "INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, prompt_tokens) "
+            f"VALUES ('day', toDateTime('2026-11-28', 'UTC'), 'global', '', '', 0, {most})"
+        )
+    clickhouse.command("OPTIMIZE TABLE spend_totals FINAL")
+
+    assert [int(n) for (n,) in clickhouse.rows("SELECT prompt_tokens FROM spend_totals")] == [2 * most]

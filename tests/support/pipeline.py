@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
@@ -95,6 +96,18 @@ async def read_topic(bootstrap: str, topic: str, expected: int, timeout_s: float
             records_to_end, lambda n: n >= expected, within=timeout_s, what=f"{expected} records on {topic}"
         )
     return records
+
+
+async def committed_offset(bootstrap: str, topic: str, group_id: str, partition: int = 0) -> int | None:
+    """The group's committed offset of one partition (the next record it will read), or None."""
+    admin = AIOKafkaAdminClient(**KafkaSettings(bootstrap_servers=bootstrap).aiokafka_kwargs())
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group_id)
+    finally:
+        await admin.close()
+    committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+    return committed.get((topic, partition))
 
 
 def totals(clickhouse: ClickhouseStore, window: str = "day") -> dict[tuple[str, str, str], Decimal]:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
+from spendpipe.contracts.events import MAX_TOKENS, InvalidEventError, SpendEvent, decode_event
 
 
 def wire(**overrides: Any) -> bytes:
@@ -224,3 +224,24 @@ def test_values_that_would_break_the_totals_are_refused(field: str, value: str, 
         decode_event(orjson.dumps(document))
 
     assert fragment in refused.value.reason
+
+
+@pytest.mark.parametrize("field", ["prompt_tokens", "completion_tokens", "total_tokens"])
+@pytest.mark.parametrize("count", [MAX_TOKENS + 1, 2**64 - 1, 2**64, 10**30, -1])
+def test_token_counts_out_of_range_are_refused(field: str, count: int) -> None:
+    payload = wire().replace(b'"gateway_id"', f'"{field}":{count},"gateway_id"'.encode())  # orjson stops at 64 bits
+
+    reason = reason_for(payload)
+
+    assert reason.startswith(f"invalid spend event: {field}: ")
+
+
+def test_the_largest_token_count_is_accepted() -> None:
+    assert decode_event(wire(prompt_tokens=MAX_TOKENS, total_tokens=MAX_TOKENS)).total_tokens == MAX_TOKENS
+
+
+@pytest.mark.parametrize("latency", [b"Infinity", b"-Infinity", b"NaN", b"1e400"])
+def test_latency_must_be_a_finite_number(latency: bytes) -> None:
+    payload = wire().replace(b'"gateway_id"', b'"latency_ms":' + latency + b',"gateway_id"')
+
+    assert "latency_ms" in reason_for(payload)

@@ -279,6 +279,8 @@ def test_each_message_names_its_headers() -> None:
         "spendpipe-source-topic",
         "spendpipe-source-partition",
         "spendpipe-source-offset",
+        "spendpipe-source-value-size",
+        "spendpipe-truncated",
     }
     for message in MESSAGES:
         if message.typed:

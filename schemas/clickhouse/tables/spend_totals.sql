@@ -9,9 +9,9 @@ CREATE TABLE spend_totals
     `requests` SimpleAggregateFunction(sum, UInt64),
     `failures` SimpleAggregateFunction(sum, UInt64),
     `cache_hits` SimpleAggregateFunction(sum, UInt64),
-    `prompt_tokens` SimpleAggregateFunction(sum, UInt64),
-    `completion_tokens` SimpleAggregateFunction(sum, UInt64),
-    `total_tokens` SimpleAggregateFunction(sum, UInt64),
+    `prompt_tokens` SimpleAggregateFunction(sum, UInt128),
+    `completion_tokens` SimpleAggregateFunction(sum, UInt128),
+    `total_tokens` SimpleAggregateFunction(sum, UInt128),
     `ingest_offset` SimpleAggregateFunction(max, Int64)
 )
 ENGINE = AggregatingMergeTree
