@@ -13,24 +13,17 @@ from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.budget_file import load_budget_file
 from spendpipe.admin.render import add_plain_row, console, message, plain
 from spendpipe.admin.settings import AdminSettings
-from spendpipe.contracts.budgets import Budget, BudgetRejectedError
+from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision, LatestDecisions
 from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
 
 budgets_app = typer.Typer(help="Budgets on the compacted spend.budgets topic.", no_args_is_help=True)
 blocks_app = typer.Typer(help="Block/unblock decisions on spend.decisions.", no_args_is_help=True)
 out = console()
-errors = console(stderr=True)
 
 
 def _admin(settings: AdminSettings) -> BudgetAdmin:
     return BudgetAdmin(kafka=settings.kafka, topics=settings.topics)
-
-
-def _refused(error: BudgetRejectedError) -> typer.Exit:
-    errors.print(plain(error, "red", lines=True))
-    errors.print("nothing was published")
-    return typer.Exit(2)
 
 
 def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -96,28 +89,25 @@ def budgets_set(
     for name, pairs in (("model_rpm_limit", model_rpm_limit), ("model_tpm_limit", model_tpm_limit)):
         if pairs:
             document[name] = dict(_pairs(pairs, "--" + name.replace("_", "-")))
-    try:
-        budget = _admin(settings).set(document)
-    except BudgetRejectedError as error:
-        raise _refused(error) from None
+    budget = _admin(settings).set(document)  # refused: `errors.explain` says nothing was published
     out.print(message("budget of ", (budget.scope, "bold"), " published"))
 
 
 @budgets_app.command("apply")
 def budgets_apply(ctx: typer.Context, file: Annotated[Path, typer.Option(exists=True, dir_okay=False)]) -> None:
     """Publish every budget in a YAML file (all or none)."""
-    try:
-        budgets = load_budget_file(file)
-        _admin(ctx.obj).set_many(budgets)
-    except BudgetRejectedError as error:
-        raise _refused(error) from None
+    budgets = load_budget_file(file)
+    _admin(ctx.obj).set_many(budgets)
     out.print(message(f"{len(budgets)} budget(s) published from ", file))
 
 
 @budgets_app.command("delete")
 def budgets_delete(ctx: typer.Context, scope: Annotated[str, typer.Option()]) -> None:
     """Delete a scope's budget; its blocks lift."""
-    _admin(ctx.obj).delete(scope)
+    try:
+        _admin(ctx.obj).delete(scope)
+    except ValueError as error:  # not a scope
+        raise typer.BadParameter(str(error), param_hint="--scope") from None
     out.print(message("budget of ", (scope, "bold"), " deleted"))
 
 

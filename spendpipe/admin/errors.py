@@ -15,6 +15,7 @@ import clickhouse_connect.driver.exceptions as clickhouse_errors
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
 from spendpipe.admin.render import console, plain
+from spendpipe.contracts.budgets import BudgetRejectedError
 from spendpipe.platform.settings import SettingsError
 
 SETTINGS = 2
@@ -44,6 +45,8 @@ def explain(error: BaseException, *, kafka_servers: str | None = None) -> Failur
         return Failure(str(error), error.exit_code)
     if isinstance(error, SettingsError):
         return Failure(str(error), SETTINGS)
+    if isinstance(error, BudgetRejectedError):
+        return Failure(f"{error}\nnothing was published", SETTINGS)
     return Failure(_at_run_time(error, kafka_servers), RUNTIME)
 
 
@@ -68,7 +71,7 @@ def report(error: BaseException, *, kafka_servers: str | None, debug: bool) -> i
     errors = console(stderr=True)
     if debug:
         errors.print(plain("".join(traceback.format_exception(error)), lines=True))
-    worded = isinstance(error, CliError | SettingsError)  # its traceback would add nothing
+    worded = isinstance(error, CliError | SettingsError | BudgetRejectedError)  # its traceback would add nothing
     hint = "" if debug or worded else " (spendpipe --debug ... shows the traceback)"
     errors.print(plain(f"error: {failure.message}{hint}", "red", lines=True))
     return failure.exit_code

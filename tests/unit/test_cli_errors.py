@@ -4,6 +4,7 @@ from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAuthor
 from clickhouse_connect.driver.exceptions import ProgrammingError
 
 from spendpipe.admin.errors import RUNTIME, SETTINGS, CliError, Failure, explain
+from spendpipe.contracts.budgets import BudgetRejectedError
 from spendpipe.platform.settings import SettingsError
 
 SERVERS = "kafka-1:9092,kafka-2:9092"
@@ -30,6 +31,9 @@ def test_without_the_servers_the_client_says_which() -> None:
 def test_other_failures_are_one_line_with_their_exit_code() -> None:
     assert explain(CliError("SPENDPIPE_X: bad", exit_code=SETTINGS)) == Failure("SPENDPIPE_X: bad", SETTINGS)
     assert explain(SettingsError("invalid settings:\n  SPENDPIPE_X: bad")).exit_code == SETTINGS
+    assert explain(BudgetRejectedError(["max_budget: bad"])) == Failure(
+        "budget refused:\n  max_budget: bad\nnothing was published", SETTINGS
+    )
     assert "refused" in explain(TopicAuthorizationFailedError(), kafka_servers=SERVERS).message
     assert explain(ProgrammingError("Unable to open\n the chdb engine")) == Failure(
         "ClickHouse failed: Unable to open the chdb engine (check SPENDPIPE_CLICKHOUSE__DSN)", RUNTIME
