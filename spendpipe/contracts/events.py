@@ -14,14 +14,16 @@ import orjson
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
     ValidationError,
+    WithJsonSchema,
     field_validator,
 )
 
-from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
+from spendpipe.contracts.money import COST_FORM, COST_PRECISION, COST_SCALE
 
 MESSAGE_TYPE = "spendpipe.spend_event.v1"
 SCHEMA_VERSION = 1
@@ -45,6 +47,16 @@ table's UInt64 columns and no window's sum in `spend_totals` (UInt128) can overf
 
 TokenCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
 """A JSON integer: no float, string or boolean is read as a count."""
+
+EventCost = Annotated[
+    Cost,
+    BeforeValidator(lambda value, info: _exact_cost(value, json=info.mode == "json")),
+    WithJsonSchema({"type": "string", "pattern": COST_FORM.pattern}),
+]
+"""An event's cost: on the wire only a string of the form `COST_FORM` ("0.000225"), never a JSON
+number (a float would already have lost digits) and never what `Decimal()` also reads ("0_5",
+"1e-4", " 1"). In Python a `Decimal` or an int. A negative zero is kept as 0, so it is written
+as "0"."""
 
 Label = Annotated[str | None, Field(max_length=256)]
 
@@ -73,8 +85,8 @@ class SpendEvent(BaseModel):
     prompt_tokens: TokenCount = 0
     completion_tokens: TokenCount = 0
     total_tokens: TokenCount = 0
-    cost: Cost = Field(le=MAX_EVENT_COST)
-    cache_hit: bool = False
+    cost: EventCost = Field(le=MAX_EVENT_COST)
+    cache_hit: bool = Field(default=False, strict=True)
     status: Literal["success", "failure"] = "success"
     error_class: Label = None
     latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
@@ -84,6 +96,13 @@ class SpendEvent(BaseModel):
     """The agent that made the call (LiteLLM's `agent_id`), for agent sessions."""
     session_id: Label = None
     """The agent session (LiteLLM's `session_id` / `litellm_session_id`) the call belongs to."""
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _an_integer(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be a JSON integer")
+        return value
 
     @field_validator("occurred_at")
     @classmethod
@@ -101,6 +120,18 @@ class SpendEvent(BaseModel):
 
     def to_json(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
+
+
+def _exact_cost(value: object, *, json: bool) -> object:
+    if isinstance(value, str):
+        # a minus sign is let through to the amount checks, which say "greater than or equal to 0";
+        # "-0.0" (what an older gateway writes for a float -0.0) is read as 0
+        if not COST_FORM.fullmatch(value.removeprefix("-")):
+            raise ValueError('must be a plain decimal string such as "0.000225"')
+        value = Decimal(value)
+    elif json or isinstance(value, bool) or not isinstance(value, Decimal | int):
+        raise ValueError('must be a decimal string such as "0.000225", not a JSON number')
+    return abs(value) if value == 0 else value
 
 
 class InvalidEventError(ValueError):

@@ -1,11 +1,18 @@
 """Exact money: costs are `Decimal` in Python, strings on the wire, `Decimal(38, 24)` in ClickHouse."""
 
+import re
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 
 COST_SCALE = 24
 """Fractional digits kept for a cost; matches the ClickHouse column `Decimal(38, 24)`."""
 
 COST_PRECISION = 38
+
+COST_FORM = re.compile(rf"^(?:0|[1-9][0-9]{{0,{COST_PRECISION - COST_SCALE - 1}}})(?:\.[0-9]+)?$")
+"""A cost as a wire string: plain decimal digits, at most 14 before the point (what
+`Decimal(38, 24)` holds) and a fraction if any (at most 24 digits, checked with the amount); no
+sign, exponent, underscore, space or leading zero. `format(cost, "f")` writes this for every
+cost the contract allows."""
 
 MONEY_CONTEXT = Context(prec=COST_PRECISION, traps=[Inexact, Overflow, InvalidOperation])
 """Arithmetic on costs in this context raises instead of rounding: a sum is exact or fails."""

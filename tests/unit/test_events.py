@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from spendpipe.contracts.events import MAX_TOKENS, InvalidEventError, SpendEvent, decode_event
+from spendpipe.contracts.events import MAX_EVENT_COST, MAX_TOKENS, InvalidEventError, SpendEvent, decode_event
+from spendpipe.contracts.money import cost_from_float
 
 
 def wire(**overrides: Any) -> bytes:
@@ -245,3 +246,72 @@ def test_latency_must_be_a_finite_number(latency: bytes) -> None:
     payload = wire().replace(b'"gateway_id"', b'"latency_ms":' + latency + b',"gateway_id"')
 
     assert "latency_ms" in reason_for(payload)
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [b'"0_5"', b'"1e-4"', b'"1E+2"', b'" 1"', b'"1 "', b'"+1"', b'"00.5"', b'".5"', b'"1."', b'"NaN"', b'"1\\n"'],
+)
+def test_cost_strings_decimal_reads_but_the_contract_does_not_are_refused(cost: bytes) -> None:
+    payload = wire().replace(b'"cost":"0.000225"', b'"cost":' + cost)
+
+    reason = reason_for(payload)
+
+    assert reason == 'invalid spend event: cost: Value error, must be a plain decimal string such as "0.000225"'
+
+
+@pytest.mark.parametrize("cost", [b"0.5", b"1", b"0", b"true", b"null", b'["0.5"]'])
+def test_a_cost_that_is_not_a_string_is_refused(cost: bytes) -> None:
+    payload = wire().replace(b'"cost":"0.000225"', b'"cost":' + cost)
+
+    assert reason_for(payload).startswith("invalid spend event: cost: ")
+
+
+@pytest.mark.parametrize("zero", ["0", "0.0", "-0", "-0.000"])
+def test_zero_and_negative_zero_are_read_as_zero_and_written_as_zero(zero: str) -> None:
+    event = decode_event(wire(cost=zero))
+
+    assert event.cost == 0
+    assert not event.cost.is_signed()
+    assert not orjson.loads(event.to_json())["cost"].startswith("-")
+
+
+def test_a_negative_zero_built_in_python_is_written_as_zero() -> None:
+    assert orjson.loads(full_event(cost=Decimal("-0.0")).to_json())["cost"] == "0.0"
+
+
+@pytest.mark.parametrize("cost", [0.5, True])
+def test_a_float_or_bool_cost_is_refused_in_python_too(cost: object) -> None:
+    with pytest.raises(ValidationError):
+        full_event(cost=cost)
+
+
+@pytest.mark.parametrize("version", [b"true", b"1.0", b'"1"'])
+def test_schema_version_must_be_the_integer_1(version: bytes) -> None:
+    payload = wire().replace(b'"schema_version":1', b'"schema_version":' + version)
+
+    assert reason_for(payload).startswith("unsupported schema_version")
+
+
+@pytest.mark.parametrize("field", ["prompt_tokens", "completion_tokens", "total_tokens"])
+@pytest.mark.parametrize("count", [b"1.0", b'"1"', b"true", b"1e3"])
+def test_token_counts_must_be_json_integers(field: str, count: bytes) -> None:
+    payload = wire().replace(b'"gateway_id"', f'"{field}":'.encode() + count + b',"gateway_id"')
+
+    assert reason_for(payload).startswith(f"invalid spend event: {field}: ")
+
+
+@pytest.mark.parametrize("flag", [b"1", b'"true"', b"0"])
+def test_cache_hit_must_be_a_json_boolean(flag: bytes) -> None:
+    payload = wire().replace(b'"gateway_id"', b'"cache_hit":' + flag + b',"gateway_id"')
+
+    assert reason_for(payload).startswith("invalid spend event: cache_hit: ")
+
+
+@given(st.floats(min_value=-0.0, max_value=float(MAX_EVENT_COST)) | st.sampled_from([-0.0, 0.0, 5e-324, 1e-7]))
+def test_every_cost_the_gateway_makes_of_a_float_survives_the_wire(value: float) -> None:
+    cost = cost_from_float(value)
+
+    payload = full_event(cost=cost).to_json()
+
+    assert decode_event(payload).cost == cost
