@@ -63,15 +63,17 @@ class RequestIdentity:
 
     @classmethod
     def of_proxy_request(cls, auth: Any, data: Mapping[str, Any]) -> "RequestIdentity":
-        """The proxy's hooks: `auth` is the key's `UserAPIKeyAuth`, `data` the request body, whose
-        `user` names the end customer (else the key's)."""
+        """The proxy's hooks: `auth` is the key's `UserAPIKeyAuth`, `data` the request body. The end
+        customer is LiteLLM's (`auth.end_user_id`: the key's, else a customer header, else the
+        body's `user`), else the body's `user`: the order in which the proxy logs it, so a call is
+        checked under the customer it is counted under."""
         metadata, litellm_metadata = _mapping(data.get("metadata")), _mapping(data.get("litellm_metadata"))
         return cls(
             key_hash=key_hash_of(getattr(auth, "api_key", None)),
             user_id=label_of(getattr(auth, "user_id", None)),
             team_id=label_of(getattr(auth, "team_id", None)),
             org_id=label_of(getattr(auth, "org_id", None)),
-            end_user=first_label(data.get("user"), getattr(auth, "end_user_id", None)),
+            end_user=first_label(getattr(auth, "end_user_id", None), data.get("user")),
             agent_id=agent_of(metadata, getattr(auth, "agent_id", None)),
             session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
         )

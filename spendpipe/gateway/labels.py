@@ -10,9 +10,10 @@ label its spend is counted under. docs/budgets.md states the rule for users.
    its `str` (7 -> "7", as LiteLLM makes it); true, false, JSON objects and arrays are canonical
    JSON (sorted keys, no spaces: `{"id":"acme"}` however the client ordered its keys). Anything
    else, or an object JSON cannot write, is the marker `<invalid:TYPE>`.
-3. Characters that are not plain text (control characters such as NUL, newline and ESC, the line
-   and paragraph separators, lone surrogates that UTF-8 cannot encode) are written as their
-   Python escapes (`\\x00`, `\\n`, `\\ud800`): a label is valid UTF-8 and one line of a log.
+3. Characters that are not plain text (control characters such as NUL, newline and ESC,
+   bidirectional overrides, the line and paragraph separators, lone surrogates that UTF-8 cannot
+   encode) are written as their Python escapes (`\\x00`, `\\n`, `\\u202e`, `\\ud800`): a
+   label is valid UTF-8, one line of a log, and reads in the order it is stored.
    Markup such as `[bold]` is kept as it is: it is text, and readers render labels as text.
 4. A label longer than `MAX_LABEL` characters (the contract's cap) is its first `PREFIX`
    characters, `…#sha256:` and the first 16 hex digits of the SHA-256 of the whole label from
@@ -35,7 +36,10 @@ MAX_TAGS = 32
 """Tags kept per call; more are replaced by one marker `<+N more>` in the last place."""
 UNKNOWN_MODEL = "unknown"
 
-_NOT_PLAIN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_NOT_PLAIN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
+"""C0 and C1 controls and DEL; the bidirectional marks, overrides and isolates, which make text read
+in another order than it is stored (the CLI escapes the same, spendpipe/admin/render.py); the line
+and paragraph separators; lone surrogates."""
 
 
 def label_of(value: object) -> str | None:

@@ -165,3 +165,18 @@ def test_rate_limit_keys_name_the_limited_scopes_as_the_enforcer_does(who: Reque
     assert set(who.rate_limit_scopes()) == set(limited)
     assert set(who.rate_limit_keys(model)) == expected
     assert len(who.rate_limit_keys(model)) == len(expected)
+
+
+def test_the_end_customer_litellm_resolved_is_checked_as_the_proxy_logs_it() -> None:
+    # LiteLLM's auth resolves the key's end user, a customer header, then the body's `user` into
+    # end_user_id, and logs that first; the body's raw `user` only when it resolved none (an object)
+    auth = UserAPIKeyAuth(api_key=RAW_KEY, end_user_id="from-header")
+    body = {"user": "from-body"}
+    logged = {
+        "standard_logging_object": {"end_user": "from-header", "metadata": {"user_api_key_end_user_id": "from-header"}}
+    }
+
+    assert RequestIdentity.of_proxy_request(auth, body).end_user == "from-header"
+    assert RequestIdentity.of_logged_call(logged).end_user == "from-header"
+    assert RequestIdentity.of_proxy_request(UserAPIKeyAuth(), {"user": {"id": 7}}).end_user == '{"id":7}'
+    assert RequestIdentity.of_logged_call({"standard_logging_object": {"end_user": {"id": 7}}}).end_user == '{"id":7}'

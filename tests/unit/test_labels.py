@@ -113,6 +113,8 @@ def test_the_same_json_object_is_one_label_however_its_keys_are_ordered(value: o
         ("x\ny", "x\\ny"),
         ("\x1b[31mred", "\\x1b[31mred"),
         ("bad\ud800", "bad\\ud800"),
+        ("\u202eevil", "\\u202eevil"),
+        ("family \U0001f468\u200d\U0001f469", "family \U0001f468\u200d\U0001f469"),
         (b"raw", "<invalid:bytes>"),
         ({1: "a", "b": 2}, "<invalid:dict>"),
         ({"a": b"x"}, "<invalid:dict>"),
