@@ -84,6 +84,7 @@ class Aggregator:
             store=SpendStore(clickhouse=clickhouse),
             topic=settings.topics.events,
             dedup_horizon_s=settings.dedup_horizon_s,
+            future_allowance_s=settings.future_allowance_s,
         )
         self._dead_letters = broker.publisher(
             settings.topics.events_dead_letter,

@@ -1,6 +1,6 @@
 """Settings of the aggregator (env prefix `SPENDPIPE_`, `__` between section and field)."""
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from spendpipe.platform.settings import PipelineSettings
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
@@ -18,6 +18,20 @@ class AggregatorSettings(PipelineSettings):
     fetch_min_bytes: int = Field(default=1 << 20, ge=1)
     dedup_horizon_s: float = Field(default=600.0, ge=60)
     """How long counted event ids are remembered in memory; older duplicates are looked up in ClickHouse."""
+    future_allowance_s: float = Field(default=300.0, ge=0)
+    """How far ahead of the aggregator's clock an event may be dated (gateway clocks run fast,
+    queues replay): a later `occurred_at` is dead-lettered. It must be below `dedup_horizon_s`:
+    an event's id is remembered for the horizon, and copies dated earlier than horizon minus
+    allowance are looked up in `events` instead."""
     retry_backoff_s: float = Field(default=1.0, gt=0)
     """Pause after a failed flush before the batch is read again."""
     sql_endpoint: SqlEndpointSettings = SqlEndpointSettings()
+
+    @model_validator(mode="after")
+    def _allowance_within_horizon(self) -> "AggregatorSettings":
+        if self.future_allowance_s >= self.dedup_horizon_s:
+            raise ValueError(
+                f"future_allowance_s ({self.future_allowance_s:g}) must be below dedup_horizon_s "
+                f"({self.dedup_horizon_s:g}): ids are remembered for the horizon"
+            )
+        return self

@@ -3,10 +3,11 @@
 from collections.abc import Sequence
 from datetime import datetime
 from operator import attrgetter
+from typing import Any
 
 import pyarrow as pa
 
-from spendpipe.aggregator.dedup import Origin
+from spendpipe.aggregator.dedup import CONTENT_COLUMNS, Origin, content_digest
 from spendpipe.aggregator.rollup import ROLLUP_SQL, STAGE_TABLE, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
@@ -64,6 +65,14 @@ one thread: by default ClickHouse cuts blocks at about 1M rows or 256 MiB, and a
 insert with several threads. A flush's inserts are all-or-nothing only as one part."""
 
 
+_CONTENT = ", ".join(CONTENT_COLUMNS)
+
+
+def _origin(row: Sequence[Any]) -> Origin:
+    """(partition, offset, *CONTENT_COLUMNS) as read from `events`."""
+    return Origin(int(row[0]), int(row[1]), content_digest(row[2:]))
+
+
 def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
@@ -93,22 +102,22 @@ class SpendStore:
 
     def event_ids_ingested_since(self, since: datetime) -> list[tuple[str, datetime, Origin]]:
         rows = self._clickhouse.rows(
-            "SELECT event_id, ingested_at, kafka_partition, kafka_offset FROM events "
+            f"SELECT event_id, ingested_at, kafka_partition, kafka_offset, {_CONTENT} FROM events "
             "WHERE ingested_at >= {since:DateTime64(3)}",
             {"since": since},
         )
-        return [(str(event_id), ingested_at, Origin(int(p), int(o))) for event_id, ingested_at, p, o in rows]
+        return [(str(row[0]), row[1], _origin(row[2:])) for row in rows]
 
     def existing_event_ids(self, event_ids: Sequence[str]) -> dict[str, Origin]:
         """Each of `event_ids` found in `events`, with the record it was first counted from."""
         if not event_ids:
             return {}
         rows = self._clickhouse.rows(
-            "SELECT event_id, argMin((kafka_partition, kafka_offset), ingested_at) FROM events "
+            f"SELECT event_id, argMin(tuple(kafka_partition, kafka_offset, {_CONTENT}), ingested_at) FROM events "
             "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
             {"ids": list(event_ids)},
         )
-        return {str(event_id): Origin(int(origin[0]), int(origin[1])) for event_id, origin in rows}
+        return {str(event_id): _origin(first) for event_id, first in rows}
 
     def stage(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
         """Replace the stage's contents with `(event, partition, offset)` triples. The stage is

@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NamedTuple
 
-from spendpipe.aggregator.dedup import Origin, RecentEventIds
+from spendpipe.aggregator.dedup import Origin, RecentEventIds, event_digest
 from spendpipe.aggregator.rollup import touched_scopes
 from spendpipe.aggregator.store import SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
@@ -73,6 +74,14 @@ class FlushOutcome:
     latest_occurred_at: datetime | None = None
 
 
+class _Fresh(NamedTuple):
+    """An event not counted before, the record it came in and its origin, for the memory."""
+
+    event: SpendEvent
+    record: SourceRecord
+    origin: Origin
+
+
 @dataclass
 class _Watermarks:
     totals: dict[int, int] = field(default_factory=dict)
@@ -88,13 +97,17 @@ class BatchWriter:
         store: SpendStore,
         topic: str,
         dedup_horizon_s: float,
-        clock_skew_s: float = 60.0,
+        future_allowance_s: float = 300.0,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
         self._topic = topic
         self._recent = RecentEventIds(horizon_s=dedup_horizon_s)
-        self._late_after_s = max(0.0, dedup_horizon_s - clock_skew_s)
+        self._future_allowance_s = future_allowance_s
+        # An event counted at t is dated at most t + allowance and remembered until t + horizon:
+        # a later copy dated older than horizon - allowance may have been forgotten, so those
+        # copies are looked up in `events`.
+        self._late_after_s = max(0.0, dedup_horizon_s - future_allowance_s)
         self._clock = clock
         self._watermarks: _Watermarks | None = None
 
@@ -108,25 +121,36 @@ class BatchWriter:
         decoded = self._decode(records, outcome)
         marks = self._load_state()
         fresh, replayed = self._drop_duplicates(decoded, outcome)
-        now = datetime.fromtimestamp(self._clock(), UTC)
-        staged = [(event, record.partition, record.offset) for event, record in fresh]
+        now_s = self._clock()
+        now = datetime.fromtimestamp(now_s, UTC)
+        staged = [(new.event, new.record.partition, new.record.offset) for new in fresh]
         self._store.stage(staged, topic=self._topic, ingested_at=now)
         outcome.counted = self._write_totals(fresh, records, marks)
         self._write_events(fresh, records, marks)
-        self._recent.remember(((e.event_id, Origin(r.partition, r.offset)) for e, r in fresh), self._clock())
-        self._recent.expire(self._clock())
-        _announce([event for event, _ in fresh] + replayed, outcome)
+        self._recent.remember(((new.event.event_id, new.origin) for new in fresh), now_s)
+        self._recent.expire(now_s)
+        _announce([new.event for new in fresh] + replayed, outcome)
         return outcome
 
     def _decode(self, records: Sequence[SourceRecord], outcome: FlushOutcome) -> list[tuple[SpendEvent, SourceRecord]]:
         decoded = []
+        latest = datetime.fromtimestamp(self._clock() + self._future_allowance_s, UTC)
         for record in records:
             try:
                 if record.value is None:
                     raise InvalidEventError("empty message (no value)")
-                decoded.append((decode_event(record.value), record))
+                event = decode_event(record.value)
             except InvalidEventError as error:
                 outcome.dead_letters.append(DeadLetter(record, error.reason))
+                continue
+            if event.occurred_at > latest:
+                reason = (
+                    f"occurred_at {event.occurred_at.isoformat()} is more than {self._future_allowance_s:g} s "
+                    f"ahead of the aggregator's clock ({latest.isoformat()} at the latest)"
+                )
+                outcome.dead_letters.append(DeadLetter(record, reason))
+                continue
+            decoded.append((event, record))
         return decoded
 
     def _load_state(self) -> _Watermarks:
@@ -145,30 +169,34 @@ class BatchWriter:
 
     def _drop_duplicates(
         self, decoded: list[tuple[SpendEvent, SourceRecord]], outcome: FlushOutcome
-    ) -> tuple[list[tuple[SpendEvent, SourceRecord]], list[SpendEvent]]:
+    ) -> tuple[list[_Fresh], list[SpendEvent]]:
         """(fresh, replayed): events not counted yet, and events counted from this very record
-        by an earlier attempt. Copies of an id counted from another record are dropped."""
+        by an earlier attempt. A copy of an id counted from another record is dropped as a
+        duplicate, or dead-lettered if what it says differs."""
         late_before = self._clock() - self._late_after_s
         late_ids = [e.event_id for e, _ in decoded if e.occurred_at.timestamp() < late_before]
         known = self._store.existing_event_ids(late_ids)
-        fresh, replayed, seen_in_batch = [], [], set()
+        fresh: list[_Fresh] = []
+        replayed: list[SpendEvent] = []
+        in_batch: dict[str, Origin] = {}
         for event, record in decoded:
-            origin = self._recent.origin(event.event_id) or known.get(event.event_id)
-            if event.event_id in seen_in_batch or (origin is not None and origin != (record.partition, record.offset)):
-                outcome.duplicates += 1
-            elif origin is not None:
+            here = Origin(record.partition, record.offset, event_digest(event))
+            first = in_batch.get(event.event_id) or self._recent.origin(event.event_id) or known.get(event.event_id)
+            in_batch.setdefault(event.event_id, first or here)
+            if first is None:
+                fresh.append(_Fresh(event, record, here))
+            elif first == here:
                 outcome.replayed += 1
                 replayed.append(event)
+            elif first.digest != here.digest:
+                outcome.dead_letters.append(DeadLetter(record, _conflict(event.event_id, first)))
             else:
-                fresh.append((event, record))
-            seen_in_batch.add(event.event_id)
+                outcome.duplicates += 1
         return fresh, replayed
 
-    def _write_totals(
-        self, fresh: list[tuple[SpendEvent, SourceRecord]], records: Sequence[SourceRecord], marks: _Watermarks
-    ) -> int:
+    def _write_totals(self, fresh: list[_Fresh], records: Sequence[SourceRecord], marks: _Watermarks) -> int:
         """Returns how many events are new in the totals (the rest landed in an earlier attempt)."""
-        new = sum(1 for _, record in fresh if record.offset > marks.totals.get(record.partition, -1))
+        new = sum(1 for _, record, _ in fresh if record.offset > marks.totals.get(record.partition, -1))
         advanced = {
             partition: offset
             for partition, offset in highest_offsets(records).items()
@@ -183,15 +211,20 @@ class BatchWriter:
         marks.totals.update(advanced)
         return new
 
-    def _write_events(
-        self, fresh: list[tuple[SpendEvent, SourceRecord]], records: Sequence[SourceRecord], marks: _Watermarks
-    ) -> None:
-        new = [record for _, record in fresh if record.offset > marks.events.get(record.partition, -1)]
+    def _write_events(self, fresh: list[_Fresh], records: Sequence[SourceRecord], marks: _Watermarks) -> None:
+        new = [record for _, record, _ in fresh if record.offset > marks.events.get(record.partition, -1)]
         if not new:
             return
         self._store.insert_events(after=_watermarks_of(records, marks.events))
         for partition, offset in highest_offsets(new).items():
             marks.events[partition] = offset
+
+
+def _conflict(event_id: str, first: Origin) -> str:
+    return (
+        f"conflicting duplicate: event_id {event_id!r} was counted from partition {first.partition} "
+        f"offset {first.offset} with other content (time, attribution, model, cost, tokens or status)"
+    )
 
 
 def _announce(events: list[SpendEvent], outcome: FlushOutcome) -> None:

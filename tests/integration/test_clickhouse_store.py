@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from spendpipe.aggregator.dedup import Origin
+from spendpipe.aggregator.dedup import Origin, event_digest
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
 from spendpipe.contracts.budgets import Cap
@@ -75,10 +75,12 @@ def test_watermarks_and_event_id_lookups(clickhouse: ClickhouseStore) -> None:
 
     assert store.totals_watermarks(TOPIC) == {0: 108, 1: 109}
     assert store.events_watermarks(TOPIC) == {0: 108, 1: 109}
-    assert store.existing_event_ids([events[0].event_id, "not-an-id"]) == {events[0].event_id: Origin(0, 100)}
+    assert store.existing_event_ids([events[0].event_id, "not-an-id"]) == {
+        events[0].event_id: Origin(0, 100, event_digest(events[0]))
+    }
     assert {event_id for event_id, _, _ in store.event_ids_ingested_since(before)} == {e.event_id for e in events}
     assert {origin for _, _, origin in store.event_ids_ingested_since(before)} == {
-        Origin(i % 2, 100 + i) for i in range(10)
+        Origin(i % 2, 100 + i, event_digest(event)) for i, event in enumerate(events)
     }
 
 

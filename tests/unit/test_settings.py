@@ -149,6 +149,7 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
         "SPENDPIPE_FLUSH_INTERVAL_MS": "250",
         "SPENDPIPE_FETCH_MIN_BYTES": "65536",
         "SPENDPIPE_DEDUP_HORIZON_S": "900",
+        "SPENDPIPE_FUTURE_ALLOWANCE_S": "120",
         "SPENDPIPE_RETRY_BACKOFF_S": "2.5",
         "SPENDPIPE_SQL_ENDPOINT__ENABLED": "false",
         "SPENDPIPE_SQL_ENDPOINT__HOST": "0.0.0.0",
@@ -190,6 +191,7 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.flush_interval_ms == 250
     assert settings.fetch_min_bytes == 65536
     assert settings.dedup_horizon_s == 900.0
+    assert settings.future_allowance_s == 120.0
     assert settings.retry_backoff_s == 2.5
 
     endpoint = settings.sql_endpoint
@@ -197,3 +199,8 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert "kafka-secret" not in repr(settings)
     assert "ch-secret" not in repr(settings)
+
+
+def test_the_future_allowance_must_stay_below_the_dedup_horizon() -> None:
+    with pytest.raises(ValidationError, match="future_allowance_s \\(600\\) must be below dedup_horizon_s \\(600\\)"):
+        AggregatorSettings(dedup_horizon_s=600, future_allowance_s=600)
