@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks import aggregator_throughput, enforcement_latency, overshoot, plugin_overhead, storage
 from dev.local_kafka import throwaway_broker
+from spendpipe.platform.signing import raw_key_pair
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -46,6 +47,10 @@ def _met(met: bool | None) -> str:
 
 def main() -> int:
     events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "1000000"))
+    if "SPENDPIPE_SIGNING__PRIVATE_KEY" not in os.environ:  # one writer key for every process it starts
+        private, public = raw_key_pair()
+        os.environ["SPENDPIPE_SIGNING__PRIVATE_KEY"] = private
+        os.environ["SPENDPIPE_SIGNING__PUBLIC_KEYS"] = json.dumps([public])
     rows: list[dict[str, Any]] = []
     with (
         throwaway_broker(prefix="spendpipe-bench-kafka-") as bootstrap,

@@ -39,6 +39,7 @@ from benchmarks.stats import percentile
 from benchmarks.traffic import consumer_lag, spread_event
 from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.topics import Topics
@@ -46,6 +47,8 @@ from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.settings import SigningOnly
+from spendpipe.platform.signing import uncollected_rejections
 
 LOADS = (1_000, 5_000)
 """Background events/s."""
@@ -158,8 +161,11 @@ def _wait_for_line(process: subprocess.Popen[bytes], log_path: Path, line: str, 
 @contextlib.contextmanager
 def _following(bootstrap: str, topics: Topics) -> Iterator[TimedBlockList]:
     blocklist = TimedBlockList()
+    verifier = SigningOnly().signing.verifier(
+        message_type=DECISION_TYPE, topic=topics.decisions, rejected=uncollected_rejections()
+    )
     follower = DecisionFollower(
-        kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topics.decisions, blocklist=blocklist
+        kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topics.decisions, blocklist=blocklist, verifier=verifier
     )
     follower.start()
     try:

@@ -5,6 +5,8 @@ names one, creates the topics, starts `spendpipe run all` (aggregator and enforc
 embedded ClickHouse engine, gives one demo key a small daily budget, drives LiteLLM
 `mock_response` calls through the gateway plugin in SDK mode (checking the block list before
 each call, as SDK users do), and shows spend per team and per key, and the blocks, as they land.
+Decisions and budgets are signed: local keys are made once under .data/keys (`spendpipe keys
+generate`), the enforcer signs with `enforcer.key`, the demo's budget with `admin.key`.
 Ctrl-C stops everything it started.
 """
 
@@ -34,6 +36,7 @@ from spendpipe.contracts.windows import Window
 from spendpipe.gateway.identity import hash_api_key
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.signing import SigningSettings, generate_key_pair
 from spendpipe.store.sql_endpoint.client import EndpointSource
 from spendpipe.store.sql_endpoint.settings import DEFAULT_URL
 from spendpipe.store.totals import SpendQuery, SpendTotals
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
     from spendpipe.gateway.plugin import SpendpipeLogger
 
 DATA = Path(".data")
+KEY_DIR = DATA / "keys"
 TEAMS = ["search", "support", "research"]
 KEYS = [f"sk-demo-{team}-{n}" for team in TEAMS for n in range(2)]
 BUDGETED_KEY = KEYS[-1]
@@ -58,6 +62,7 @@ def main() -> None:
     parser.add_argument("--exit", action="store_true", help="stop once the traffic is counted")
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    admin_signing = _local_keys()
     # Ctrl-C and SIGTERM both end the demo through the cleanup below, even when the demo was
     # started with SIGINT ignored (as a background job of a non-interactive shell is)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -76,7 +81,7 @@ def main() -> None:
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
         asyncio.run(ensure_topics(kafka, topic_specs(Topics(), partitions=3, replication=1)))
         budget = {"scope": f"key:{hash_api_key(BUDGETED_KEY)}", "max_budget": DAILY_BUDGET, "budget_duration": "24h"}
-        BudgetAdmin(kafka=kafka, topics=Topics()).set(budget)
+        BudgetAdmin(kafka=kafka, topics=Topics(), signing=admin_signing).set(budget)
         console.print(f"budget: {BUDGETED_KEY} may spend ${DAILY_BUDGET} a day")
         pipeline = _start_pipeline(bootstrap)
         source = EndpointSource(url=DEFAULT_URL)
@@ -89,8 +94,10 @@ def main() -> None:
                 "  .venv/bin/spendpipe spend --scope global --window month --model '*'\n"
                 "  .venv/bin/spendpipe sql "
                 "'SELECT team_id, count(), sum(cost) FROM events GROUP BY team_id'\n"
-                f"  SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS={bootstrap} .venv/bin/spendpipe blocks list\n"
-                f"  SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS={bootstrap} .venv/bin/spendpipe budgets list\n"
+                f"  export SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS={bootstrap}\n"
+                f"  export SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR={KEY_DIR}/public\n"
+                "  .venv/bin/spendpipe blocks list\n"
+                "  .venv/bin/spendpipe budgets list\n"
                 "Ctrl-C stops it."
             )
             threading.Event().wait()
@@ -104,6 +111,19 @@ def main() -> None:
             broker.stop()
 
 
+def _local_keys() -> SigningSettings:
+    """The demo's writer keys, made once under .data/keys; every process it starts accepts
+    their public keys (unless SPENDPIPE_SIGNING__* says otherwise). Returns the admin's."""
+    for name in ("enforcer", "admin"):
+        if not (KEY_DIR / "private" / f"{name}.key").exists():
+            generate_key_pair(KEY_DIR / "private" / f"{name}.key", KEY_DIR / "public" / f"{name}.pub")
+    os.environ.setdefault("SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR", str(KEY_DIR / "public"))
+    return SigningSettings(
+        private_key_file=KEY_DIR / "private" / "admin.key",
+        public_keys_dir=Path(os.environ["SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR"]),
+    )
+
+
 def _start_pipeline(bootstrap: str) -> subprocess.Popen[bytes]:
     DATA.mkdir(exist_ok=True)
     log = (DATA / "pipeline.log").open("ab")
@@ -114,6 +134,9 @@ def _start_pipeline(bootstrap: str) -> subprocess.Popen[bytes]:
             **os.environ,
             "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
             "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{DATA / 'clickhouse'}",
+            "SPENDPIPE_SIGNING__PRIVATE_KEY_FILE": os.environ.get(
+                "SPENDPIPE_SIGNING__PRIVATE_KEY_FILE", str(KEY_DIR / "private" / "enforcer.key")
+            ),
         },
         stdout=log,
         stderr=subprocess.STDOUT,

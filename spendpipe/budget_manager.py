@@ -67,7 +67,9 @@ class BudgetManager:
         self.project_name = project_name
         self.client_type = client_type  # accepted for compatibility: the pipeline is the store
         self._settings = settings or load_settings(BudgetManagerSettings)
-        self._admin = BudgetAdmin(kafka=self._settings.kafka, topics=self._settings.topics)
+        self._admin = BudgetAdmin(
+            kafka=self._settings.kafka, topics=self._settings.topics, signing=self._settings.signing
+        )
         self._totals = SpendTotals(sql=sql or sql_source(self._settings.clickhouse, self._settings.sql_endpoint_url))
         self._publisher = EventPublisher(
             kafka=self._settings.kafka,

@@ -22,6 +22,7 @@ from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
+from tests.support.signing import WriterKey
 
 TIERS = ("unit", "integration", "e2e")
 NOT_IN_UNIT = frozenset({"kafka_broker", "own_broker", "clickhouse_settings"})
@@ -38,6 +39,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if tier == "unit" and used:
             raise pytest.UsageError(f"{item.nodeid}: a unit test does no I/O, but it uses {', '.join(sorted(used))}")
         item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def signing_keys() -> Iterator[WriterKey]:
+    """The writer key of every test process and every process it starts: signing is required by
+    default, so the enforcer, the budget writers and the gateways all get it (private and public)
+    through `SPENDPIPE_SIGNING__*`. Tests that forge or rotate make keys of their own."""
+    key = WriterKey.generate()
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in key.env().items():
+            patch.setenv(name, value)
+        yield key
 
 
 @pytest.fixture(scope="session")

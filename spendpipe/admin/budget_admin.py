@@ -7,6 +7,11 @@
 
 `set` validates first: an invalid budget raises `BudgetRejectedError` listing `field: reason`
 lines, and nothing is published. The enforcer applies changes as they arrive, no restart.
+
+Every record is signed with the writer key of `signing` (a deletion too: its tombstone carries
+the signature in its headers), and `current()` lists only budgets an accepted key signed.
+Without `signing=`, `SPENDPIPE_SIGNING__*` is read from the environment, as `BudgetManager` reads
+its settings.
 """
 
 import asyncio
@@ -17,15 +22,18 @@ from aiokafka import AIOKafkaProducer
 
 from spendpipe.contracts.budgets import MESSAGE_TYPE, Budget, validate_budget
 from spendpipe.contracts.scopes import Scope
-from spendpipe.contracts.topics import TYPE_HEADER, Topics
+from spendpipe.contracts.topics import Topics
 from spendpipe.platform.compacted import TopicRecord, read_to_end
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.settings import SigningOnly, load_settings, require_keys
+from spendpipe.platform.signing import SigningSettings, uncollected_rejections
 
 
 class BudgetAdmin:
-    def __init__(self, *, kafka: KafkaSettings, topics: Topics) -> None:
+    def __init__(self, *, kafka: KafkaSettings, topics: Topics, signing: SigningSettings | None = None) -> None:
         self._kafka = kafka
         self._topic = topics.budgets
+        self._signing = signing or load_settings(SigningOnly).signing
 
     def set(self, document: Mapping[str, Any] | Budget) -> Budget:
         return self.set_many([document])[0]
@@ -43,6 +51,8 @@ class BudgetAdmin:
         return asyncio.run(self._read())
 
     async def _send(self, records: list[tuple[str, bytes | None]]) -> None:
+        require_keys(self._signing, writes=True, reads=False)
+        signer = self._signing.signer()
         producer = AIOKafkaProducer(**self._kafka.aiokafka_kwargs(), enable_idempotence=True, acks="all")
         try:
             await producer.start()  # inside the try: a broker that does not answer leaves nothing open
@@ -51,7 +61,7 @@ class BudgetAdmin:
                     self._topic,
                     key=scope.encode(),
                     value=value,
-                    headers=[(TYPE_HEADER, MESSAGE_TYPE.encode())],
+                    headers=signer.headers(MESSAGE_TYPE, scope.encode(), value),
                 )
                 for scope, value in records
             ]
@@ -60,9 +70,15 @@ class BudgetAdmin:
             await producer.stop()
 
     async def _read(self) -> list[Budget]:
+        require_keys(self._signing, writes=False, reads=True)
+        verifier = self._signing.verifier(
+            message_type=MESSAGE_TYPE, topic=self._topic, rejected=uncollected_rejections()
+        )
         current: dict[str, Budget] = {}
 
         def apply(record: TopicRecord) -> None:
+            if not verifier.accepts(record):
+                return
             scope = (record.key or b"").decode()
             if record.value is None:
                 current.pop(scope, None)

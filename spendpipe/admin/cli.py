@@ -15,6 +15,7 @@ from rich.table import Table
 from spendpipe.admin import preflight
 from spendpipe.admin.asyncapi import asyncapi
 from spendpipe.admin.cli_budgets import blocks_app, budgets_app
+from spendpipe.admin.cli_keys import keys_app
 from spendpipe.admin.cli_traffic import traffic
 from spendpipe.admin.errors import CliError, quiet_client_logs, report
 from spendpipe.admin.render import console, message, result_table
@@ -34,6 +35,7 @@ run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.",
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(topics_app, name="topics")
+app.add_typer(keys_app, name="keys")
 app.command()(asyncapi)
 app.command()(traffic)
 

@@ -14,8 +14,11 @@ from spendpipe.admin.budget_file import load_budget_file
 from spendpipe.admin.render import add_plain_row, console, message, plain
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision, LatestDecisions
 from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
+from spendpipe.platform.settings import require_keys
+from spendpipe.platform.signing import uncollected_rejections
 
 budgets_app = typer.Typer(help="Budgets on the compacted spend.budgets topic.", no_args_is_help=True)
 blocks_app = typer.Typer(help="Block/unblock decisions on spend.decisions.", no_args_is_help=True)
@@ -23,7 +26,7 @@ out = console()
 
 
 def _admin(settings: AdminSettings) -> BudgetAdmin:
-    return BudgetAdmin(kafka=settings.kafka, topics=settings.topics)
+    return BudgetAdmin(kafka=settings.kafka, topics=settings.topics, signing=settings.signing)
 
 
 def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
@@ -158,10 +161,13 @@ def blocks_tail(ctx: typer.Context) -> None:
 
 
 async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDecisions:
+    require_keys(settings.signing, writes=False, reads=True)
+    topic = settings.topics.decisions
+    verifier = settings.signing.verifier(message_type=DECISION_TYPE, topic=topic, rejected=uncollected_rejections())
     latest = LatestDecisions()
 
     def apply(record: TopicRecord) -> None:
-        if record.value is None:
+        if record.value is None or not verifier.accepts(record):  # verified before it can outrank a version
             return
         decision = Decision.model_validate_json(record.value)
         if latest.offer(decision) and follow:
@@ -169,7 +175,7 @@ async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDec
             when = f"{decision.decided_at:%H:%M:%S}"
             out.print(message(f"{when} ", state, f" {decision.key} v{decision.version}: {decision.reason}"))
 
-    async with CompactedTopicReader(kafka=settings.kafka, topic=settings.topics.decisions, on_record=apply) as reader:
+    async with CompactedTopicReader(kafka=settings.kafka, topic=topic, on_record=apply) as reader:
         await reader.catch_up()
         if follow:
             await reader.follow()

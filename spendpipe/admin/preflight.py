@@ -2,10 +2,10 @@
 `run` checks before it starts: the same function, so the two cannot disagree.
 
 Only what can be known without connecting: the embedded store's directory (usable, and not
-owned by another process), the SQL endpoint's port (free), and the TLS files the settings name
-(present; Kafka's load into an SSL context). Whether Kafka and a ClickHouse server answer, accept
-the credentials and hold the topics is learnt by starting; those failures are reported by
-`spendpipe.admin.errors` as one line each.
+owned by another process), the SQL endpoint's port (free), the TLS files the settings name
+(present; Kafka's load into an SSL context) and the enforcer's signing keys (they load).
+Whether Kafka and a ClickHouse server answer, accept the credentials and hold the topics is
+learnt by starting; those failures are reported by `spendpipe.admin.errors` as one line each.
 """
 
 import errno
@@ -42,6 +42,8 @@ class Problem:
 def problems(services: Services) -> list[Problem]:
     """Every reason these settings would refuse to start, all at once; empty when none is known."""
     found = _kafka_tls(services.kafka) + _clickhouse_files(services.clickhouse)
+    if services.enforcer is not None:
+        found += _signing_keys(services.enforcer.signing.key_problems(writes=True, reads=True))
     if services.clickhouse.embedded:
         found += _embedded_store(Path(chdb_path(services.clickhouse.dsn)))
         found += _sql_endpoint(services.sql_endpoint)
@@ -111,6 +113,11 @@ def _clickhouse_files(clickhouse: ClickhouseSettings) -> list[Problem]:
         "client_cert_key": clickhouse.client_cert_key,
     }
     return _missing_files("SPENDPIPE_CLICKHOUSE__", files)
+
+
+def _signing_keys(lines: list[str]) -> list[Problem]:
+    """The enforcer's key files read and parsed, as its start reads them."""
+    return [Problem(variable, reason) for variable, _, reason in (line.partition(": ") for line in lines)]
 
 
 def _missing_files(prefix: str, files: dict[str, str | None]) -> list[Problem]:

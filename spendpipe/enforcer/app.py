@@ -10,6 +10,10 @@ Start-up order matters: budgets first (what to enforce), then the decisions topi
 continue where they were and no block is forgotten), then one evaluation of every budget, and
 only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
 on until that is done.
+
+Every decision goes out signed with the enforcer's key; budgets (tombstones too) and decisions
+read back count only when an accepted writer key signed them (`platform/signing.py`): a forged
+decision read back cannot push the versions the enforcer continues from.
 """
 
 import asyncio
@@ -24,6 +28,7 @@ from pydantic import ValidationError
 
 from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
 from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
 from spendpipe.contracts.flushes import ScopesFlushed
@@ -68,6 +73,13 @@ class EnforcerService:
         self._deleted_scopes: set[str] = set()
         self._budgets = CompactedTopicReader(
             kafka=settings.kafka, topic=settings.topics.budgets, on_record=self._on_budget
+        )
+        self._signer = settings.signing.signer()
+        self._budget_verifier = settings.signing.verifier(
+            message_type=BUDGET_TYPE, topic=settings.topics.budgets, rejected=self._metrics.records_rejected
+        )
+        self._decision_verifier = settings.signing.verifier(
+            message_type=MESSAGE_TYPE, topic=settings.topics.decisions, rejected=self._metrics.records_rejected
         )
         self._decisions = broker.publisher(
             settings.topics.decisions,
@@ -151,6 +163,8 @@ class EnforcerService:
             self._metrics.alerts_published.inc()
 
     def _on_budget(self, record: TopicRecord) -> None:
+        if not self._budget_verifier.accepts(record):
+            return
         scope = (record.key or b"").decode(errors="replace")
         if record.value is None:
             self.enforcer.book.delete(scope)
@@ -165,7 +179,7 @@ class EnforcerService:
         self._pending_scopes.add(budget.scope)
 
     def _on_decision(self, record: TopicRecord) -> None:
-        if record.value is not None:
+        if record.value is not None and self._decision_verifier.accepts(record):
             self.enforcer.remember(Decision.model_validate_json(record.value))
 
     def _on_alert(self, record: TopicRecord) -> None:
@@ -199,8 +213,10 @@ class EnforcerService:
         """Publish in order; a decision Kafka did not take is retracted so it is decided again."""
         for n, decision in enumerate(decisions):
             log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
+            key, value = decision.key.encode(), decision.model_dump_json().encode()
+            headers = {name: text.decode() for name, text in self._signer.headers(MESSAGE_TYPE, key, value)}
             try:
-                await self._decisions.publish(decision, key=decision.key.encode(), headers={TYPE_HEADER: MESSAGE_TYPE})
+                await self._decisions.publish(value, key=key, headers=headers)
             except Exception:
                 self._metrics.decision_failures.inc(len(decisions) - n)
                 for unsent in decisions[n:]:

@@ -19,3 +19,9 @@ class EnforcerMetrics:
         self.alerts_published = Counter(
             "spendpipe_enforcer_alerts_published", "Soft-budget alerts published", registry=registry
         )
+        self.records_rejected = Counter(
+            "spendpipe_enforcer_records_rejected",
+            "Budgets and decisions read back that were dropped: unsigned, unknown_key or bad_signature",
+            ["topic", "reason"],
+            registry=registry,
+        )

@@ -38,7 +38,12 @@ class GatewayMetrics:
             "Decisions in the block list that refuse requests now",
             registry=registry,
         )
-
+        self.records_rejected = Counter(
+            "spendpipe_gateway_records_rejected",
+            "Decisions and budgets dropped: unsigned, unknown_key or bad_signature",
+            ["topic", "reason"],
+            registry=registry,
+        )
         self.sessions_live = Gauge(
             "spendpipe_gateway_sessions_live",
             "Capped agent sessions whose state this gateway holds",

@@ -37,6 +37,8 @@ from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
@@ -216,7 +218,15 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             ),
         )
         blocklist = BlockList()
-        follower = DecisionFollower(kafka=settings.kafka, topic=settings.topics.decisions, blocklist=blocklist)
+        decisions, budgets = settings.topics.decisions, settings.topics.budgets
+        follower = DecisionFollower(
+            kafka=settings.kafka,
+            topic=decisions,
+            blocklist=blocklist,
+            verifier=settings.signing.verifier(
+                message_type=DECISION_TYPE, topic=decisions, rejected=metrics.records_rejected
+            ),
+        )
         gate = RateGate(lease_s=settings.parallel_lease_s)
         caps = SessionCaps()
         ledger = SessionLedger(idle_s=settings.session_idle_s, lease_s=settings.parallel_lease_s)
@@ -235,7 +245,15 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             unsynced_policy=settings.unsynced_policy,
             ops=OpsServer(settings=settings.ops, registry=registry, readiness=Readiness()),
             gate=gate,
-            limit_follower=LimitFollower(kafka=settings.kafka, topic=settings.topics.budgets, gate=gate, sessions=caps),
+            limit_follower=LimitFollower(
+                kafka=settings.kafka,
+                topic=budgets,
+                gate=gate,
+                sessions=caps,
+                verifier=settings.signing.verifier(
+                    message_type=BUDGET_TYPE, topic=budgets, rejected=metrics.records_rejected
+                ),
+            ),
             sessions=sessions,
         )
 

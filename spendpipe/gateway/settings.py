@@ -5,13 +5,14 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
 from spendpipe.platform.settings import service_config
+from spendpipe.platform.signing import SigningSettings
 
 
 def _default_gateway_id() -> str:
@@ -57,3 +58,10 @@ class GatewaySettings(BaseSettings):
     """How long a call of a capped session may wait for its admission (behind the session's first
     call while its cost is unknown) before it is refused; longer than your slowest call."""
     ops: GatewayOpsSettings = GatewayOpsSettings()
+    signing: SigningSettings = SigningSettings()
+    """The accepted writer public keys: a gateway verifies decisions and budgets, and signs nothing."""
+
+    @model_validator(mode="after")
+    def _signing_keys(self) -> "GatewaySettings":
+        self.signing.require(writes=False, reads=True)
+        return self

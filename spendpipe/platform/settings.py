@@ -10,6 +10,7 @@ from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
+from spendpipe.platform.signing import SigningSettings
 
 ENV_PREFIX = "SPENDPIPE_"
 NESTED_DELIMITER = "__"
@@ -37,6 +38,16 @@ class PipelineSettings(BaseSettings):
     topics: Topics = Topics()
     clickhouse: ClickhouseSettings = ClickhouseSettings()
     ops: OpsSettings = OpsSettings()
+    signing: SigningSettings = SigningSettings()
+    """Signatures on decisions and budgets: what this process signs with and which writers it accepts."""
+
+
+class SigningOnly(BaseSettings):
+    """`SPENDPIPE_SIGNING__*` alone, for the Python APIs that load their own settings."""
+
+    model_config = service_config()
+
+    signing: SigningSettings = SigningSettings()
 
 
 class SettingsError(ValueError):
@@ -52,6 +63,13 @@ def load_settings(cls: type[S]) -> S:
     except PydanticSettingsError as error:
         # a section given as JSON that does not parse, e.g. SPENDPIPE_KAFKA='{"bootstrap'
         raise SettingsError(f"invalid settings:\n  {_variable_of(error)}: {error}") from None
+
+
+def require_keys(signing: SigningSettings, *, writes: bool, reads: bool) -> None:
+    """Raise `SettingsError` if a service that signs and/or verifies lacks its keys."""
+    problems = signing.problems(writes=writes, reads=reads)
+    if problems:
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems))
 
 
 def _variable_of(error: PydanticSettingsError) -> str:

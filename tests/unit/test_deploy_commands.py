@@ -30,6 +30,7 @@ from tests.support.deploy import (
     k8s_object,
     spendpipe_commands,
 )
+from tests.support.signing import with_local_keys
 
 SETTINGS_OF: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
     ("run", "aggregator"): (AggregatorSettings,),
@@ -37,6 +38,7 @@ SETTINGS_OF: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
     ("run", "all"): (AggregatorSettings, EnforcerSettings),
     ("topics", "create"): (AdminSettings,),
     ("traffic",): (),
+    ("keys", "generate"): (),
 }
 ALL_SETTINGS = (AggregatorSettings, EnforcerSettings, AdminSettings, GatewaySettings)
 
@@ -115,8 +117,9 @@ def test_a_wrong_command_or_flag_would_be_caught() -> None:
 
 
 @pytest.mark.parametrize("command", [c for c in COMMANDS if c.args[0] == "run"], ids=str)
-def test_service_settings_are_valid(command: SpendpipeCommand) -> None:
+def test_service_settings_are_valid(command: SpendpipeCommand, tmp_path: Path) -> None:
     env = {name: value for name, value in command.env.items() if name.startswith(ENV_PREFIX)}
+    env = with_local_keys(env, tmp_path)  # the signing key files the container mounts, here
 
     result = CliRunner().invoke(app, [*command.args, "--validate"], env=env)
 

@@ -25,7 +25,7 @@ from tests.support.deploy import (
     env_example,
 )
 
-ONE_SHOT = {"topics"}
+ONE_SHOT = {"topics", "keys"}
 
 
 def compose_schema() -> dict[str, Any]:
@@ -101,9 +101,9 @@ def test_services_start_after_what_they_need_is_healthy_or_done(resolved: dict[s
         for needed, condition in service.get("depends_on", {}).items():
             expected = "service_completed_successfully" if needed in ONE_SHOT else "service_healthy"
             assert condition["condition"] == expected, f"{name} -> {needed}"
-    assert set(resolved["services"]["aggregator"]["depends_on"]) == {"topics", "clickhouse"}
-    assert set(resolved["services"]["enforcer"]["depends_on"]) == {"topics", "clickhouse"}
-    assert set(resolved["services"]["gateway"]["depends_on"]) == {"topics"}
+    assert set(resolved["services"]["aggregator"]["depends_on"]) == {"topics", "clickhouse", "keys"}
+    assert set(resolved["services"]["enforcer"]["depends_on"]) == {"topics", "clickhouse", "keys"}
+    assert set(resolved["services"]["gateway"]["depends_on"]) == {"topics", "keys"}
     assert resolved["services"]["traffic"]["profiles"] == ["traffic"]
 
 
@@ -112,7 +112,14 @@ def test_state_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
 
     assert all(mount["type"] == "volume" for volumes in mounts.values() for mount in volumes)
     assert {m["source"] for volumes in mounts.values() for m in volumes} == set(resolved["volumes"])
-    assert {name for name, volumes in mounts.items() if volumes} == {"kafka", "clickhouse", "gateway"}
+    assert {name for name, volumes in mounts.items() if volumes} == {
+        "kafka",
+        "clickhouse",
+        "gateway",
+        "keys",
+        "aggregator",
+        "enforcer",
+    }
 
 
 def test_our_healthchecks_probe_the_ops_endpoint(resolved: dict[str, Any]) -> None:
@@ -158,3 +165,14 @@ def test_gateway_config_enables_the_plugin_with_priced_mock_models() -> None:
     for model in config["model_list"]:
         assert model["litellm_params"]["mock_response"]
         assert model["litellm_params"]["model"] in prices, f"{model['model_name']} has no price"
+
+
+def test_gateways_mount_only_public_keys(resolved: dict[str, Any]) -> None:
+    def sources(name: str) -> set[str]:
+        return {mount["source"] for mount in resolved["services"][name].get("volumes", [])}
+
+    assert "signing-private" not in sources("gateway")
+    assert "signing-public" in sources("gateway")
+    enforcer = resolved["services"]["enforcer"]["environment"]
+    assert enforcer["SPENDPIPE_SIGNING__PRIVATE_KEY_FILE"].endswith("/enforcer.key")
+    assert {"signing-private", "signing-public"} <= sources("keys")

@@ -17,8 +17,8 @@ SETTINGS: tuple[type[BaseSettings], ...] = (AggregatorSettings, EnforcerSettings
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
-        if name.upper().startswith("SPENDPIPE_"):
-            monkeypatch.delenv(name)
+        if name.upper().startswith("SPENDPIPE_") and not name.upper().startswith("SPENDPIPE_SIGNING__"):
+            monkeypatch.delenv(name)  # the session's writer keys stay (conftest.signing_keys)
     for cls in SETTINGS:
         monkeypatch.setitem(cls.model_config, "env_file", None)
 

@@ -1,5 +1,8 @@
 """Keeping a gateway's block list current from `spend.decisions` (see `TopicFollower`): the
-list is marked in sync once the topic was read to the end it had when the gateway started."""
+list is marked in sync once the topic was read to the end it had when the gateway started.
+
+A record is verified before it is parsed: one the enforcer did not sign never reaches the block
+list, so no forged version can outrank the enforcer's (`platform/signing.py`)."""
 
 import logging
 
@@ -9,13 +12,22 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.signing import RecordVerifier
 from spendpipe.platform.topic_follower import TopicFollower
 
 log = logging.getLogger(__name__)
 
 
 class DecisionFollower(TopicFollower):
-    def __init__(self, *, kafka: KafkaSettings, topic: str, blocklist: BlockList, retry_backoff_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topic: str,
+        blocklist: BlockList,
+        verifier: RecordVerifier,
+        retry_backoff_s: float = 1.0,
+    ) -> None:
         super().__init__(
             kafka=kafka,
             topic=topic,
@@ -25,9 +37,10 @@ class DecisionFollower(TopicFollower):
             retry_backoff_s=retry_backoff_s,
         )
         self._blocklist = blocklist
+        self._verifier = verifier
 
     def _on_record(self, record: TopicRecord) -> None:
-        if record.value is None:
+        if record.value is None or not self._verifier.accepts(record):
             return
         try:
             self._blocklist.apply(Decision.model_validate_json(record.value))

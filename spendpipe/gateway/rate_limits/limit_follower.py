@@ -1,6 +1,7 @@
 """Keeping a gateway's rate limits and agent session caps current from `spend.budgets` (see
 `TopicFollower`): a limit set or changed with `spendpipe budgets` applies at every gateway
-without a restart; a deleted budget (a tombstone) takes its limits away."""
+without a restart; a deleted budget (a tombstone) takes its limits away. Records, tombstones
+included, count only when a budget writer signed them (`platform/signing.py`)."""
 
 import logging
 import threading
@@ -12,6 +13,7 @@ from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.sessions.caps import SessionCaps
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.signing import RecordVerifier
 from spendpipe.platform.topic_follower import TopicFollower
 
 log = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ class LimitFollower(TopicFollower):
         kafka: KafkaSettings,
         topic: str,
         gate: RateGate,
+        verifier: RecordVerifier,
         sessions: SessionCaps | None = None,
         retry_backoff_s: float = 1.0,
     ) -> None:
@@ -38,8 +41,11 @@ class LimitFollower(TopicFollower):
         )
         self._gate = gate
         self._sessions = sessions or SessionCaps()
+        self._verifier = verifier
 
     def _on_record(self, record: TopicRecord) -> None:
+        if not self._verifier.accepts(record):
+            return
         if record.value is None:
             scope = (record.key or b"").decode(errors="replace")
             self._gate.delete(scope)

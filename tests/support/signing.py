@@ -1,0 +1,96 @@
+"""Writer keys for tests: the session's own pair, given to every process through the environment
+(`SPENDPIPE_SIGNING__*`, set by the `signing_keys` fixture), and fresh pairs for the tests that
+forge, rotate or switch writers."""
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+from pydantic import SecretStr
+
+from spendpipe.contracts.signatures import KEY_ID_HEADER
+from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.settings import SigningOnly
+from spendpipe.platform.signing import Headers, SigningSettings, generate_key_pair, raw_key_pair
+
+
+@dataclass(frozen=True)
+class WriterKey:
+    private: str
+    """Raw base64, as `SPENDPIPE_SIGNING__PRIVATE_KEY` takes it."""
+    public: str
+
+    @classmethod
+    def generate(cls) -> "WriterKey":
+        return cls(*raw_key_pair())
+
+    def env(self, *accepted: "WriterKey") -> dict[str, str]:
+        """Settings of a process that signs with this key and accepts `accepted` (default: itself)."""
+        publics = [key.public for key in accepted or (self,)]
+        return {"SPENDPIPE_SIGNING__PRIVATE_KEY": self.private, "SPENDPIPE_SIGNING__PUBLIC_KEYS": json.dumps(publics)}
+
+    def settings(self, *accepted: "WriterKey") -> SigningSettings:
+        """A writer's settings: this private key, and `accepted` public keys (default: its own)."""
+        publics = [key.public for key in accepted or (self,)]
+        return SigningSettings(private_key=SecretStr(self.private), public_keys=publics)
+
+
+def reader_settings(*accepted: WriterKey) -> SigningSettings:
+    """A gateway's settings: public keys only."""
+    return SigningSettings(public_keys=[key.public for key in accepted])
+
+
+def signing_from_environment() -> SigningSettings:
+    """What a process started now reads: the session's keys unless a test changed them."""
+    return SigningOnly().signing
+
+
+KEY_FILE_SETTINGS = ("SPENDPIPE_SIGNING__PRIVATE_KEY_FILE", "SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR")
+
+
+def with_local_keys(env: dict[str, str], directory: Path) -> dict[str, str]:
+    """`env` with the key files it names replaced by keys generated under `directory`: what
+    compose's `keys` job, or Kubernetes' Secret and ConfigMap, put at those paths in a container."""
+    private, public = env.get(KEY_FILE_SETTINGS[0]), env.get(KEY_FILE_SETTINGS[1])
+    if private is None and public is None:
+        return env
+    public_dir = directory / "public"
+    name = Path(private).stem if private else "enforcer"
+    private_path = directory / "private" / f"{name}.key"
+    if not private_path.exists():
+        generate_key_pair(private_path, public_dir / f"{name}.pub")
+    local = dict(env)
+    if private is not None:
+        local[KEY_FILE_SETTINGS[0]] = str(private_path)
+    if public is not None:
+        local[KEY_FILE_SETTINGS[1]] = str(public_dir)
+    return local
+
+
+def forged_headers(message_type: str, key: bytes, value: bytes | None, how: str, *, genuine: WriterKey) -> Headers:
+    """Headers of a record a writer without an accepted key makes: `unsigned` (the type only),
+    `unknown_key` (signed by a key of its own) or `bad_signature` (naming the `genuine` writer's
+    key id, with a signature by another key)."""
+    impostor = WriterKey.generate().settings().signer()
+    if how == "unsigned":
+        return [(TYPE_HEADER, message_type.encode())]
+    if how == "unknown_key":
+        return impostor.headers(message_type, key, value)
+    genuine_id = genuine.settings().signer().key_id or ""
+    return [
+        (name, genuine_id.encode() if name == KEY_ID_HEADER else header)
+        for name, header in impostor.headers(message_type, key, value)
+    ]
+
+
+async def write_records(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None, Headers]]) -> None:
+    """Write records as they are, headers included, as anyone with write access to `topic` can."""
+    producer = AIOKafkaProducer(**KafkaSettings(bootstrap_servers=bootstrap).aiokafka_kwargs(), acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await (await producer.send(topic, key=key, value=value, headers=headers))
+    finally:
+        await producer.stop()
