@@ -70,11 +70,16 @@ async def running_pipeline(
 
 
 async def produce(bootstrap: str, topic: str, values: Sequence[bytes], key: bytes | None = None) -> None:
+    await produce_records(bootstrap, topic, [(key, value) for value in values])
+
+
+async def produce_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+    """(key, value) records, in order; a None value is a record without one."""
     kafka = KafkaSettings(bootstrap_servers=bootstrap)
     producer = AIOKafkaProducer(**kafka.aiokafka_kwargs(), enable_idempotence=True, acks="all")
     await producer.start()
     try:
-        pending = [await producer.send(topic, value=value, key=key) for value in values]
+        pending = [await producer.send(topic, value=value, key=key) for key, value in records]
         for future in pending:
             await future
     finally:
