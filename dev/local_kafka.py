@@ -41,13 +41,22 @@ def _free(port: int) -> bool:
 class LocalBroker:
     data_dir: Path
     port: int
+    config: Path | None = None
+    """Properties appended to deploy/kafka/server.properties (`kafka-local.sh start --config`),
+    e.g. a filled-in deploy/kafka/sasl-acls.properties."""
+    scram: tuple[str, ...] = ()
+    """SCRAM credentials written when the data directory is formatted (`--add-scram`), e.g.
+    `SCRAM-SHA-512=[name=admin,password=...]`."""
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        _script("start", str(self.data_dir), str(self.port))
+        options = ["--config", str(self.config)] if self.config else []
+        for credential in self.scram:
+            options += ["--add-scram", credential]
+        _script("start", str(self.data_dir), str(self.port), *options)
 
     def stop(self) -> None:
         _script("stop", str(self.data_dir))

@@ -4,6 +4,12 @@
 #   kafka-local.sh fetch                     download the broker jars once into .cache/kafka
 #   kafka-local.sh start DATA_DIR PORT       format DATA_DIR on first use, start on 127.0.0.1:PORT,
 #                                            return once the broker answers (controller: PORT+1)
+#       [--config FILE]                      properties appended to server.properties (same @...@
+#                                            placeholders; a later key wins), e.g. a SASL listener
+#                                            and an authorizer: see sasl-acls.properties
+#       [--add-scram SPEC]...                a SCRAM credential written when DATA_DIR is formatted
+#                                            (kafka-storage format --add-scram), e.g.
+#                                            'SCRAM-SHA-512=[name=admin,password=...]'
 #   kafka-local.sh stop DATA_DIR             stop the broker started from DATA_DIR and wait for it
 #   kafka-local.sh status DATA_DIR           exit 0 when that broker's process is alive
 set -euo pipefail
@@ -46,18 +52,30 @@ close_inherited_fds() {
 }
 
 start() {
-  local dir=$1 port=$2 controller_port=$(( $2 + 1 ))
+  local dir=$1 port=$2 controller_port=$(( $2 + 1 )) overlay="" format_args=()
+  shift 2
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --config) [ $# -ge 2 ] && [ -f "$2" ] || die "--config needs a properties file"; overlay=$2; shift 2 ;;
+      --add-scram) [ $# -ge 2 ] || die "--add-scram needs a credential"; format_args+=(--add-scram "$2"); shift 2 ;;
+      *) die "start: unknown option $1" ;;
+    esac
+  done
   fetch
   mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   alive "$dir" && die "a broker from $dir is already running (pid $(cat "$dir/broker.pid"))"
   port_open "$port" && die "port $port on 127.0.0.1 is already in use"
   sed -e "s|@PORT@|$port|g" -e "s|@CONTROLLER_PORT@|$controller_port|g" -e "s|@DATA_DIR@|$dir|g" \
-      "$HERE/server.properties" > "$dir/server.properties"
+      "$HERE/server.properties" ${overlay:+"$overlay"} > "$dir/server.properties"
+  chmod 600 "$dir/server.properties"  # an overlay may hold listener passwords
   if [ ! -f "$dir/data/meta.properties" ]; then
     local cluster_id
-    cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
-    java_cp kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" \
+    # as Kafka's own random ids: never one that starts with '-', which format would take for an option
+    cluster_id=$(python3 -c 'import base64,uuid
+while (i := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"): pass
+print(i)')
+    java_cp kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${format_args[@]}" \
         > "$dir/format.log" 2>&1 || { cat "$dir/format.log" >&2; die "formatting $dir failed"; }
   fi
   # setsid: the broker must not die with the shell (or test process group) that started it.
@@ -94,8 +112,8 @@ stop() {
 
 case "${1:-}" in
   fetch) fetch ;;
-  start) [ $# -eq 3 ] || die "usage: $0 start DATA_DIR PORT"; start "$2" "$3" ;;
+  start) [ $# -ge 3 ] || die "usage: $0 start DATA_DIR PORT [--config FILE] [--add-scram SPEC]..."; shift; start "$@" ;;
   stop) [ $# -eq 2 ] || die "usage: $0 stop DATA_DIR"; stop "$2" ;;
   status) [ $# -eq 2 ] || die "usage: $0 status DATA_DIR"; alive "$2" ;;
-  *) die "usage: $0 fetch | start DATA_DIR PORT | stop DATA_DIR | status DATA_DIR" ;;
+  *) die "usage: $0 fetch | start DATA_DIR PORT [--config FILE] [--add-scram SPEC]... | stop DATA_DIR | status DATA_DIR" ;;
 esac
