@@ -34,6 +34,9 @@ FORMAT_TIME_USERS = {
 """Principals whose credentials `kafka-storage format --add-scram` writes (both mechanisms are
 used, so both are shown to work through spendpipe's clients)."""
 
+NAMING_VARIABLES = ("SPENDPIPE_TOPICS__", "SPENDPIPE_GROUP_ID", "SPENDPIPE_ENFORCER_GROUP_ID")
+"""What acls.sh reads topic and group names from, as the services do."""
+
 RUNTIME_USERS = {"reader": "SCRAM-SHA-512"}
 """Principals created on the running cluster with `acls.sh user` (kafka-configs)."""
 
@@ -69,8 +72,8 @@ class SecuredBroker:
 
 
 def run_acls(*args: str, stdin: str | None = None) -> str:
-    """deploy/kafka/acls.sh with the default topic and group names (no SPENDPIPE_ variable
-    reaches it); its output."""
+    """deploy/kafka/acls.sh with the default topic and group names (no variable that renames
+    them reaches it); its output."""
     result = subprocess.run(
         [str(ACLS), *args],
         input=stdin,
@@ -78,7 +81,7 @@ def run_acls(*args: str, stdin: str | None = None) -> str:
         text=True,
         timeout=120,
         check=False,
-        env={name: value for name, value in os.environ.items() if not name.startswith("SPENDPIPE_")},
+        env={name: value for name, value in os.environ.items() if not name.startswith(NAMING_VARIABLES)},
     )
     if result.returncode != 0:
         raise RuntimeError(f"acls.sh {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
