@@ -3,6 +3,7 @@
 forge, rotate or switch writers."""
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def forged_headers(message_type: str, key: bytes, value: bytes | None, how: str,
     ]
 
 
-async def write_records(bootstrap: str, topic: str, records: list[tuple[bytes, bytes | None, Headers]]) -> None:
+async def write_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None, Headers]]) -> None:
     """Write records as they are, headers included, as anyone with write access to `topic` can."""
     producer = AIOKafkaProducer(**KafkaSettings(bootstrap_servers=bootstrap).aiokafka_kwargs(), acks="all")
     await producer.start()

@@ -1,0 +1,306 @@
+"""Signed decisions and budgets (issue 13), on the real broker, with the real enforcer (in one
+broker with the aggregator, as `spendpipe run all` runs them) and a real gateway (the plugin and
+the followers it reads the topics with): what a writer without an accepted key puts on
+spend.decisions or spend.budgets changes nothing, whatever its version; a genuine decision
+replayed does not undo a newer one; a writer key can be rotated while enforcing.
+
+Topics have one partition here, so a genuine "sentinel" record written after the forgeries is
+read after them: once a reader holds the sentinel, it has read, and dropped, every forgery."""
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import Counter
+
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.signatures import KEY_ID_HEADER
+from spendpipe.contracts.topics import Topics
+from spendpipe.enforcer.app import EnforcerService
+from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.signing import SigningSettings
+from tests.conftest import aggregator_settings, enforcer_settings
+from tests.support.events import make_event
+from tests.support.gateway import sdk_plugin
+from tests.support.gateway_blocks import at, latest
+from tests.support.pipeline import ManualClock, produce, read_topic, running_pipeline
+from tests.support.processes import run_cli
+from tests.support.signing import WriterKey, forged_headers, reader_settings, write_records
+from tests.support.waiting import eventually
+
+SCOPE = "team:eng"
+BUDGET = {"scope": SCOPE, "max_budget": "1.00", "budget_duration": "1mo", "rpm_limit": 100}
+FORGERIES = ("unsigned", "unknown_key", "bad_signature")
+
+
+class Stack:
+    """The topics, the clock, a budget writer and the enforcer's settings of one test."""
+
+    def __init__(
+        self, bootstrap: str, topics: Topics, clickhouse: ClickhouseStore, settings: ClickhouseSettings
+    ) -> None:
+        self.bootstrap, self.topics, self.clickhouse, self.clickhouse_settings = bootstrap, topics, clickhouse, settings
+        self.clock = ManualClock(datetime.now(UTC))
+
+    def admin(self, signing: SigningSettings | None = None) -> BudgetAdmin:
+        return BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=self.bootstrap), topics=self.topics, signing=signing)
+
+    @asynccontextmanager
+    async def enforcer(self, signing: SigningSettings | None = None) -> AsyncIterator[EnforcerService]:
+        extra = {"signing": signing} if signing else {}
+        aggregator = aggregator_settings(self.bootstrap, self.topics, self.clickhouse_settings)
+        enforcer = enforcer_settings(self.bootstrap, self.topics, self.clickhouse_settings, **extra)
+        async with running_pipeline(aggregator, enforcer, self.clickhouse, self.clock) as service:
+            yield service
+
+    async def spend(self, cost: str) -> None:
+        event = make_event(occurred_at=at(self.clock()), cost=Decimal(cost), team_id="eng")
+        await produce(self.bootstrap, self.topics.events, [event.to_json()])
+
+    async def sentinel_decision(self, writer: WriterKey) -> None:
+        """A decision `writer` signs on another key, written after whatever came before."""
+        decision = Decision(
+            scope="team:sentinel", version=1, blocked=False, reason="sentinel", decided_at=datetime.now(UTC)
+        )
+        key, value = decision.key.encode(), decision.model_dump_json().encode()
+        headers = writer.settings().signer().headers(DECISION_TYPE, key, value)
+        await write_records(self.bootstrap, self.topics.decisions, [(key, value, headers)])
+
+    def cli(self, *args: str) -> str:
+        env = {
+            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "SPENDPIPE_TOPICS__BUDGETS": self.topics.budgets,
+            "SPENDPIPE_TOPICS__DECISIONS": self.topics.decisions,
+        }
+        done = run_cli(env, *args)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+
+@pytest.fixture
+async def stack(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> Stack:
+    return Stack(kafka_broker, await make_topics(kafka_broker, 1), clickhouse, clickhouse_settings)
+
+
+def rejected(counter: Counter, topic: str) -> dict[str, float]:
+    """{reason: count} of one topic's dropped records."""
+    return {
+        sample.labels["reason"]: sample.value
+        for metric in counter.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.labels["topic"] == topic
+    }
+
+
+def blocked_at(plugin: SpendpipeLogger) -> Callable[[], Decision | None]:
+    return lambda: plugin.blocklist.blocking([SCOPE])
+
+
+async def blocked_by_spend(stack: Stack, plugin: SpendpipeLogger) -> Decision:
+    await stack.spend("1.10")
+    found: Decision = await eventually(blocked_at(plugin), bool, within=30, what=f"{SCOPE} blocked at the gateway")
+    return found
+
+
+async def forge(stack: Stack, genuine: WriterKey) -> None:
+    """An unblock with version 2^62 and a cap of $1000 (rpm 10^6), each unsigned, signed by an
+    unknown key and badly signed under the genuine key's id; and an unsigned tombstone."""
+    key = SCOPE.encode()
+    unblock = Decision(scope=SCOPE, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
+    decision = unblock.model_dump_json().encode()
+    raised = Budget(scope=SCOPE, max_budget=Decimal(1000), rpm_limit=1_000_000).model_dump_json().encode()
+    await write_records(
+        stack.bootstrap,
+        stack.topics.decisions,
+        [(key, decision, forged_headers(DECISION_TYPE, key, decision, how, genuine=genuine)) for how in FORGERIES],
+    )
+    budgets = [(key, raised, forged_headers(BUDGET_TYPE, key, raised, how, genuine=genuine)) for how in FORGERIES]
+    tombstone = (key, None, forged_headers(BUDGET_TYPE, key, None, "unsigned", genuine=genuine))
+    await write_records(stack.bootstrap, stack.topics.budgets, [*budgets, tombstone])
+
+
+async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enforcer(
+    stack: Stack, signing_keys: WriterKey, tmp_path: Path
+) -> None:
+    # given a scope the enforcer blocked, at a gateway
+    await asyncio.to_thread(stack.admin().set, BUDGET)
+    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool") as plugin:
+        plugin.start()
+        async with stack.enforcer() as service:
+            genuine = await blocked_by_spend(stack, plugin)
+
+            # when decisions and budgets without an accepted signature are written on the real topics
+            await forge(stack, signing_keys)
+            await stack.sentinel_decision(signing_keys)
+            await asyncio.to_thread(stack.admin().set, {"scope": "team:sentinel", "rpm_limit": 7})
+            await eventually(
+                lambda: latest(plugin.blocklist, "team:sentinel"),
+                bool,
+                within=10,
+                what="the gateway past the forgeries",
+            )
+            await eventually(
+                lambda: plugin.gate.remaining(["team:sentinel"], "gpt-4o-mini").request_limit,
+                lambda limit: limit == 7,
+                within=10,
+                what="the gateway's limits past the forgeries",
+            )
+            await eventually(
+                lambda: service.enforcer.book.get("team:sentinel"), bool, within=10, what="the enforcer past them"
+            )
+
+            # then the gateway still refuses the scope, with the genuine decision and the genuine limits
+            assert plugin.blocklist.blocking([SCOPE]) == genuine
+            assert plugin.gate.remaining([SCOPE], "gpt-4o-mini").request_limit == 100
+            # and the enforcer still enforces the genuine cap
+            budget = service.enforcer.book.get(SCOPE)
+            assert budget is not None
+            assert budget.max_budget == Decimal("1.00")
+            # every forgery was counted, by its reason
+            every = dict.fromkeys(FORGERIES, 1.0)
+            assert rejected(plugin.metrics.records_rejected, stack.topics.decisions) == every
+            assert rejected(plugin.metrics.records_rejected, stack.topics.budgets) == every | {"unsigned": 2.0}
+            # and operators still see the block and the genuine budget
+            listed = await asyncio.to_thread(stack.cli, "blocks", "list")
+            assert SCOPE in listed
+            budgets = await asyncio.to_thread(stack.cli, "budgets", "list")
+            assert "1.00" in budgets
+            assert "1000" not in budgets
+
+        # a restarted enforcer reads the forged version back and does not continue from it: its
+        # next decisions, with versions of its own clock, reach the gateway
+        async with stack.enforcer() as service:
+            await asyncio.to_thread(stack.admin().set, BUDGET | {"max_budget": "5.00"})
+            lifted = await eventually(
+                lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock on raise"
+            )
+            await asyncio.to_thread(stack.admin().set, BUDGET)
+            again = await eventually(blocked_at(plugin), bool, within=15, what="blocked again on lower")
+            assert genuine.version < lifted.version < again.version < 2**62
+
+
+async def test_a_replayed_genuine_decision_does_not_undo_a_newer_one(
+    stack: Stack, signing_keys: WriterKey, tmp_path: Path
+) -> None:
+    # given a block, lifted by a raised cap, then back by a lowered one: three genuine decisions
+    await asyncio.to_thread(stack.admin().set, BUDGET)
+    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool") as plugin:
+        plugin.start()
+        async with stack.enforcer():
+            await blocked_by_spend(stack, plugin)
+            await asyncio.to_thread(stack.admin().set, BUDGET | {"max_budget": "5.00"})
+            await eventually(
+                lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock"
+            )
+            await asyncio.to_thread(stack.admin().set, BUDGET)
+            newest = await eventually(blocked_at(plugin), bool, within=15, what="blocked again")
+
+            # when the genuine unblock is written again, byte for byte with its signature
+            records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
+            unblock = next(r for r in records if r.value and not Decision.model_validate_json(r.value).blocked)
+            assert unblock.key is not None
+            await write_records(
+                stack.bootstrap, stack.topics.decisions, [(unblock.key, unblock.value, list(unblock.headers))]
+            )
+            await stack.sentinel_decision(signing_keys)
+            await eventually(lambda: latest(plugin.blocklist, "team:sentinel"), bool, within=10, what="past the replay")
+
+            # then the newer block stands, at the gateway and in `blocks list`
+            assert plugin.blocklist.blocking([SCOPE]) == newest
+            assert rejected(plugin.metrics.records_rejected, stack.topics.decisions) == {}
+            assert SCOPE in await asyncio.to_thread(stack.cli, "blocks", "list")
+
+
+def key_id_of(headers: Any) -> str:
+    return str(dict(headers)[KEY_ID_HEADER].decode())
+
+
+async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKey, tmp_path: Path) -> None:
+    old, new = signing_keys, WriterKey.generate()
+    # given gateways that accept the old and the new public key, and a scope blocked under the old
+    await asyncio.to_thread(stack.admin(old.settings(old, new)).set, BUDGET)
+    both = reader_settings(old, new)
+    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool", signing=both) as plugin:
+        plugin.start()
+        async with stack.enforcer(old.settings(old, new)):
+            blocked = await blocked_by_spend(stack, plugin)
+
+        # when the enforcer and the budget writer switch to the new key
+        async with stack.enforcer(new.settings(old, new)) as service:
+            assert service.enforcer.book.get(SCOPE) is not None  # budgets the old key signed still count
+            admin = stack.admin(new.settings(old, new))
+            await asyncio.to_thread(admin.set, BUDGET | {"max_budget": "5.00"})
+            lifted = await eventually(
+                lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock"
+            )
+            await asyncio.to_thread(admin.set, BUDGET)
+            again = await eventually(blocked_at(plugin), bool, within=15, what="blocked again")
+
+    # then the gateway followed every decision, the latest ones signed by the new key
+    assert blocked.version < lifted.version < again.version
+    records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
+    assert [key_id_of(r.headers) for r in records] == [
+        *[old.settings().signer().key_id] * 1,
+        *[new.settings().signer().key_id] * 2,
+    ]
+    # and once the old key is retired, a fresh gateway holding only the new one still refuses the scope
+    only_new = reader_settings(new)
+    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool-2", signing=only_new) as fresh:
+        fresh.start()
+        assert await eventually(
+            lambda: fresh.blocklist.blocking([SCOPE]), bool, within=15, what="blocked at a new-key-only gateway"
+        )
+        rejected_old = await eventually(
+            lambda: rejected(fresh.metrics.records_rejected, stack.topics.decisions),
+            lambda counts: counts.get("unknown_key") == 1.0,
+            within=10,
+            what="the old key's decision dropped",
+        )
+        assert rejected_old == {"unknown_key": 1.0}
+
+
+async def test_unsigned_records_are_counted_and_logged_once_per_writer(
+    stack: Stack, signing_keys: WriterKey, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="spendpipe.platform.signing")
+    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool") as plugin:
+        plugin.start()
+        # given three unsigned decisions and two from each of two writers nobody accepts
+        strangers = [WriterKey.generate(), WriterKey.generate()]
+        records = []
+        for n in range(3):
+            decision = Decision(
+                scope=f"team:t{n}", version=2**62, blocked=False, reason="x", decided_at=datetime.now(UTC)
+            )
+            key, value = decision.key.encode(), decision.model_dump_json().encode()
+            records.append((key, value, forged_headers(DECISION_TYPE, key, value, "unsigned", genuine=signing_keys)))
+            if n < 2:
+                records += [(key, value, s.settings().signer().headers(DECISION_TYPE, key, value)) for s in strangers]
+        # when they are written, then a genuine record
+        await write_records(stack.bootstrap, stack.topics.decisions, records)
+        await stack.sentinel_decision(signing_keys)
+        await eventually(lambda: latest(plugin.blocklist, "team:sentinel"), bool, within=15, what="past them")
+
+        # then each is counted, and logged once per reason and writer key
+        counts = rejected(plugin.metrics.records_rejected, stack.topics.decisions)
+        assert counts == {"unsigned": 3.0, "unknown_key": 4.0}
+        lines = [r.getMessage() for r in caplog.records if r.name == "spendpipe.platform.signing"]
+        ids = [s.settings().signer().key_id for s in strangers]
+        assert len([line for line in lines if "unsigned" in line and "(none)" in line]) == 1
+        for key_id in ids:
+            assert len([line for line in lines if f"writer key {key_id}" in line]) == 1
+        assert len(lines) == 3

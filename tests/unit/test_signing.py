@@ -1,0 +1,173 @@
+"""Signing and verifying records (`platform/signing.py`, `contracts/signatures.py`) without a
+broker: what is accepted, what is dropped and why, and how keys load from settings."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter
+from pydantic import ValidationError
+
+from spendpipe.contracts.signatures import signed_bytes
+from spendpipe.platform.settings import SettingsError, require_keys
+from spendpipe.platform.signing import (
+    RecordVerifier,
+    SigningKeyError,
+    SigningSettings,
+    generate_key_pair,
+    read_key_id,
+)
+from tests.support.signing import WriterKey, forged_headers, reader_settings, signing_from_environment
+
+TYPE = "spendpipe.decision.v1"
+
+
+def record(key: bytes, value: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+    return ConsumerRecord("t", 0, 0, 0, 0, key, value, None, len(key), len(value or b""), headers)
+
+
+def verifier(signing: SigningSettings) -> tuple[RecordVerifier, Counter]:
+    counter = Counter("rejected", "", ["topic", "reason"], registry=CollectorRegistry())
+    return signing.verifier(message_type=TYPE, topic="t", rejected=counter), counter
+
+
+def count(counter: Counter, reason: str) -> float:
+    return float(counter.labels(topic="t", reason=reason)._value.get())
+
+
+def signed(writer: WriterKey, key: bytes, value: bytes | None, message_type: str = TYPE) -> Any:
+    return record(key, value, writer.settings().signer().headers(message_type, key, value))
+
+
+def test_a_signed_record_and_a_signed_tombstone_are_accepted() -> None:
+    writer = WriterKey.generate()
+    check, counter = verifier(reader_settings(writer))
+
+    assert check.accepts(signed(writer, b"team:eng", b'{"a": 1}'))
+    assert check.accepts(signed(writer, b"team:eng", None))
+    assert count(counter, "unsigned") == 0
+
+
+@pytest.mark.parametrize("how", ["unsigned", "unknown_key", "bad_signature"])
+def test_forgeries_are_dropped_and_counted_by_reason(how: str) -> None:
+    writer = WriterKey.generate()
+    check, counter = verifier(reader_settings(writer))
+
+    for value in (b'{"version": 4611686018427387904}', None):
+        assert not check.accepts(
+            record(b"team:eng", value, forged_headers(TYPE, b"team:eng", value, how, genuine=writer))
+        )
+
+    assert count(counter, how) == 2
+
+
+def test_a_signature_covers_the_value_the_key_and_the_type() -> None:
+    writer = WriterKey.generate()
+    check, counter = verifier(reader_settings(writer))
+    headers = writer.settings().signer().headers(TYPE, b"team:eng", b'{"blocked": true}')
+
+    assert not check.accepts(record(b"team:eng", b'{"blocked": false}', headers))
+    assert not check.accepts(record(b"team:ops", b'{"blocked": true}', headers))
+    assert not check.accepts(record(b"team:eng", None, headers))  # a signed record is no signed tombstone
+    assert not check.accepts(signed(writer, b"team:eng", b'{"blocked": true}', "spendpipe.budget.v1"))
+    assert count(counter, "bad_signature") == 4
+
+
+def test_signed_bytes_frame_each_part() -> None:
+    assert signed_bytes(TYPE, b"ab", b"c") != signed_bytes(TYPE, b"a", b"bc")
+    assert signed_bytes(TYPE, b"a", b"") != signed_bytes(TYPE, b"a", None)
+
+
+def test_rotation_accepts_every_listed_key() -> None:
+    old, new = WriterKey.generate(), WriterKey.generate()
+    check, _ = verifier(reader_settings(old, new))
+    retired, counter = verifier(reader_settings(new))
+
+    assert check.accepts(signed(old, b"k", b"v"))
+    assert check.accepts(signed(new, b"k", b"v"))
+    assert not retired.accepts(signed(old, b"k", b"v"))
+    assert count(counter, "unknown_key") == 1
+
+
+def test_not_required_takes_everything_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    check, _ = verifier(SigningSettings(required=False))
+
+    assert check.accepts(record(b"k", b"v", []))
+    assert "SIGNATURES NOT CHECKED" in caplog.text
+    assert SigningSettings(required=False).signer().headers(TYPE, b"k", b"v") == [("spendpipe-type", TYPE.encode())]
+
+
+def test_each_reason_and_writer_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    writer, stranger = WriterKey.generate(), WriterKey.generate()
+    check, _ = verifier(reader_settings(writer))
+
+    for _ in range(3):
+        check.accepts(record(b"k", b"v", []))
+        check.accepts(signed(stranger, b"k", b"v"))
+
+    assert len([r for r in caplog.records if r.name == "spendpipe.platform.signing"]) == 2
+
+
+def test_keys_load_from_generated_files(tmp_path: Path) -> None:
+    key_id = generate_key_pair(tmp_path / "private" / "enforcer.key", tmp_path / "public" / "enforcer.pub")
+    settings = SigningSettings(
+        private_key_file=tmp_path / "private" / "enforcer.key", public_keys_dir=tmp_path / "public"
+    )
+
+    assert (tmp_path / "private" / "enforcer.key").stat().st_mode & 0o777 == 0o600
+    assert read_key_id(tmp_path / "private" / "enforcer.key") == key_id
+    assert settings.signer().key_id == key_id
+    assert settings.key_problems(writes=True, reads=True) == []
+    check, _ = verifier(settings)
+    assert check.accepts(record(b"k", b"v", settings.signer().headers(TYPE, b"k", b"v")))
+    with pytest.raises(FileExistsError):
+        generate_key_pair(tmp_path / "private" / "enforcer.key", tmp_path / "public" / "again.pub")
+
+
+def test_what_a_service_lacks_is_named() -> None:
+    lacking = SigningSettings().problems(writes=True, reads=True)
+
+    assert [line.split(":")[0] for line in lacking] == [
+        "SPENDPIPE_SIGNING__PRIVATE_KEY_FILE or SPENDPIPE_SIGNING__PRIVATE_KEY",
+        "SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR or SPENDPIPE_SIGNING__PUBLIC_KEYS",
+    ]
+    assert SigningSettings(required=False).problems(writes=True, reads=True) == []
+    with pytest.raises(SettingsError, match="SPENDPIPE_SIGNING__PUBLIC_KEYS"):
+        require_keys(SigningSettings(), writes=False, reads=True)
+
+
+def test_keys_that_do_not_load_are_refused_at_start(tmp_path: Path) -> None:
+    broken = SigningSettings(private_key="not a key", public_keys=["AAAA"], public_keys_dir=tmp_path / "missing")
+
+    problems = broken.key_problems(writes=True, reads=True)
+
+    assert [line.split(":")[0] for line in problems] == [
+        "SPENDPIPE_SIGNING__PRIVATE_KEY",
+        "SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR",
+        "SPENDPIPE_SIGNING__PUBLIC_KEYS[0]",
+    ]
+    with pytest.raises(SigningKeyError):
+        broken.signer()
+
+
+def test_a_writer_must_accept_its_own_key() -> None:
+    writer, other = WriterKey.generate(), WriterKey.generate()
+
+    (problem,) = writer.settings(other).key_problems(writes=True, reads=True)
+
+    assert f"this writer's own key {writer.settings().signer().key_id}" in problem
+
+
+def test_one_private_key_source_only(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="not both"):
+        SigningSettings(private_key="x", private_key_file=tmp_path / "k")
+
+
+def test_the_session_keys_reach_settings_through_the_environment(signing_keys: WriterKey) -> None:
+    settings = signing_from_environment()
+
+    assert settings.private_key is not None
+    assert settings.private_key.get_secret_value() == signing_keys.private
+    assert settings.public_keys == json.loads(signing_keys.env()["SPENDPIPE_SIGNING__PUBLIC_KEYS"])
