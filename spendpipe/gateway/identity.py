@@ -179,7 +179,8 @@ def agent_of(metadata: Mapping[str, Any] | None, key_agent_id: object = None) ->
     return first_label(metadata.get("agent_id"), key_agent_id, metadata.get("agent_name"))
 
 
-def _with_model(names: list[str], model: str | None) -> list[str]:
+def _with_model(names: list[str], model: object) -> list[str]:
+    model = label_of(model)  # the request's model, named as its events' `model_group`
     return names + [decision_key(name, model) for name in names] if model else names
 
 

@@ -46,8 +46,9 @@ def label_of(value: object) -> str | None:
     """The label for an attribution value, by the rule above; never raises."""
     if value is None:
         return None
-    text = value if isinstance(value, str) else _text_of(value)
-    text = _NOT_PLAIN.sub(_escape, text.strip())
+    text = (value if isinstance(value, str) else _text_of(value)).strip()
+    if not (text.isascii() and text.isprintable()):  # the common case skips the regex: on every call
+        text = _NOT_PLAIN.sub(_escape, text)
     if not text:
         return None
     if len(text) <= MAX_LABEL:

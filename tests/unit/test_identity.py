@@ -180,3 +180,14 @@ def test_the_end_customer_litellm_resolved_is_checked_as_the_proxy_logs_it() -> 
     assert RequestIdentity.of_logged_call(logged).end_user == "from-header"
     assert RequestIdentity.of_proxy_request(UserAPIKeyAuth(), {"user": {"id": 7}}).end_user == '{"id":7}'
     assert RequestIdentity.of_logged_call({"standard_logging_object": {"end_user": {"id": 7}}}).end_user == '{"id":7}'
+
+
+def test_a_requests_model_is_checked_under_its_label() -> None:
+    model = "openai/" + "m" * 300  # a wildcard route serves any name a client sends
+    label = label_of(model)
+    assert label is not None
+
+    keys = RequestIdentity(key_hash="abc").budget_keys(model)
+
+    assert keys == ["global", "key:abc", decision_key("global", label), decision_key("key:abc", label)]
+    assert RequestIdentity(key_hash="abc").rate_limit_keys(" ") == ["rate_limit|key:abc"]
