@@ -50,6 +50,7 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.sessions import SessionRecord
+from spendpipe.contracts.signatures import KEY_ID_HEADER, SIGNATURE_HEADER
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.enforcer.settings import EnforcerSettings
@@ -88,6 +89,14 @@ class TopicMessage:
         return typed | dict(self.headers)
 
 
+SIGNATURE_HEADERS = {
+    KEY_ID_HEADER: "the writer key that signed the record: the first 16 hex digits of the SHA-256 of its raw "
+    "Ed25519 public key",
+    SIGNATURE_HEADER: "base64 Ed25519 signature of the type, the key and the value bytes (a tombstone too), each "
+    "length-prefixed (`spendpipe.contracts.signatures.signed_bytes`); readers drop a record without a valid "
+    "signature by an accepted key",
+}
+
 MESSAGES = (
     TopicMessage(
         "events",
@@ -119,12 +128,14 @@ MESSAGES = (
         decisions.MESSAGE_TYPE,
         key="`<scope>` or `<scope>|<model>` for a budget verdict, `rate_limit|<scope>` or "
         "`rate_limit|<scope>|<model>` for a rate-limit verdict",
+        headers=SIGNATURE_HEADERS,
     ),
     TopicMessage(
         "budgets",
         Budget,
         budgets.MESSAGE_TYPE,
         key="the scope (`team:eng`, `key:<SHA-256 hex>`, `global`...); a null value (tombstone) deletes its budget",
+        headers=SIGNATURE_HEADERS,
     ),
     TopicMessage(
         "alerts",

@@ -116,6 +116,17 @@ async def blocked_by_spend(stack: Stack, plugin: SpendpipeLogger) -> Decision:
     return found
 
 
+async def lift_and_block_again(admin: BudgetAdmin, plugin: SpendpipeLogger) -> tuple[Decision, Decision]:
+    """Raise the cap (the block lifts at the gateway), then lower it again (blocked again)."""
+    await asyncio.to_thread(admin.set, BUDGET | {"max_budget": "5.00"})
+    lifted = await eventually(
+        lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock on raise"
+    )
+    await asyncio.to_thread(admin.set, BUDGET)
+    again = await eventually(blocked_at(plugin), bool, within=15, what="blocked again on lower")
+    return lifted, again
+
+
 async def forge(stack: Stack, genuine: WriterKey) -> None:
     """An unblock with version 2^62 and a cap of $1000 (rpm 10^6), each unsigned, signed by an
     unknown key and badly signed under the genuine key's id; and an unsigned tombstone."""
@@ -183,13 +194,8 @@ async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enfo
 
         # a restarted enforcer reads the forged version back and does not continue from it: its
         # next decisions, with versions of its own clock, reach the gateway
-        async with stack.enforcer() as service:
-            await asyncio.to_thread(stack.admin().set, BUDGET | {"max_budget": "5.00"})
-            lifted = await eventually(
-                lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock on raise"
-            )
-            await asyncio.to_thread(stack.admin().set, BUDGET)
-            again = await eventually(blocked_at(plugin), bool, within=15, what="blocked again on lower")
+        async with stack.enforcer():
+            lifted, again = await lift_and_block_again(stack.admin(), plugin)
             assert genuine.version < lifted.version < again.version < 2**62
 
 
@@ -202,12 +208,7 @@ async def test_a_replayed_genuine_decision_does_not_undo_a_newer_one(
         plugin.start()
         async with stack.enforcer():
             await blocked_by_spend(stack, plugin)
-            await asyncio.to_thread(stack.admin().set, BUDGET | {"max_budget": "5.00"})
-            await eventually(
-                lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock"
-            )
-            await asyncio.to_thread(stack.admin().set, BUDGET)
-            newest = await eventually(blocked_at(plugin), bool, within=15, what="blocked again")
+            _, newest = await lift_and_block_again(stack.admin(), plugin)
 
             # when the genuine unblock is written again, byte for byte with its signature
             records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
@@ -242,13 +243,7 @@ async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKe
         # when the enforcer and the budget writer switch to the new key
         async with stack.enforcer(new.settings(old, new)) as service:
             assert service.enforcer.book.get(SCOPE) is not None  # budgets the old key signed still count
-            admin = stack.admin(new.settings(old, new))
-            await asyncio.to_thread(admin.set, BUDGET | {"max_budget": "5.00"})
-            lifted = await eventually(
-                lambda: latest(plugin.blocklist, SCOPE), lambda d: not d.blocked, within=15, what="unblock"
-            )
-            await asyncio.to_thread(admin.set, BUDGET)
-            again = await eventually(blocked_at(plugin), bool, within=15, what="blocked again")
+            lifted, again = await lift_and_block_again(stack.admin(new.settings(old, new)), plugin)
 
     # then the gateway followed every decision, the latest ones signed by the new key
     assert blocked.version < lifted.version < again.version
