@@ -1,5 +1,4 @@
-"""Exact money: costs are `Decimal` in Python, strings on the wire, `Decimal(38, 24)` in ClickHouse
-(window totals `Decimal(76, 24)`)."""
+"""Exact money: costs are `Decimal` in Python, strings on the wire, `Decimal(38, 24)` in ClickHouse."""
 
 import re
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow

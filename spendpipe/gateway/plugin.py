@@ -5,7 +5,9 @@
 
 SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`; pre-call hooks do
             not run in the SDK, so call `check(...)` before a call (it raises
-            `litellm.BudgetExceededError`).
+            `litellm.BudgetExceededError`; a fresh process's first checks wait, a bounded time,
+            for the block list). `close()` first waits, a bounded time, for LiteLLM to log the
+            calls already made: it logs them after `completion()` returns.
 Proxy mode: `litellm_settings: {callbacks: spendpipe.gateway.proxy.handler}`; the
             proxy runs `async_pre_call_hook` before every call. There the plugin also counts
             rate limits per replica (refusing with LiteLLM's 429) and answers successful calls
@@ -23,8 +25,11 @@ has caught up with the decisions topic) and /metrics on its own port (9465 by de
 `start()` until `close()`; a port it cannot bind is logged and does not stop the host process.
 """
 
+import asyncio
+import atexit
 import dataclasses
 import logging
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -32,13 +37,13 @@ from typing import Any
 from litellm.integrations.custom_logger import CustomLogger
 from prometheus_client import CollectorRegistry
 
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.identity import RequestIdentity
-from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
-from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
@@ -46,6 +51,7 @@ from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
 from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
+from spendpipe.gateway.recording.unlogged_calls import UnloggedCalls
 from spendpipe.gateway.refusals import (
     LIMITS_NOT_IN_SYNC,
     NOT_IN_SYNC,
@@ -79,6 +85,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         gate: RateGate | None = None,
         limit_follower: LimitFollower | None = None,
         sessions: SessionGate | None = None,
+        sync_wait_s: float = 5.0,
+        close_wait_s: float = 5.0,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -92,6 +100,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.sessions = sessions or SessionGate(caps=SessionCaps(), sessions=None, gateway_id=gateway_id, wait_s=1)
         """Agent session caps; without a session log no session is capped."""
         self._fail_closed = unsynced_policy == "fail_closed"
+        self._sync_wait_s = sync_wait_s
+        self._sync_deadline = 0.0
+        self._close_wait_s = close_wait_s
+        self._unlogged = UnloggedCalls()
         self._started = False
         self.ops = ops or OpsServer(
             settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
@@ -107,6 +119,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         otherwise the first call or check does)."""
         if not self._started:  # on the request path: one attribute read once started
             self._started = True
+            self._sync_deadline = time.monotonic() + self._sync_wait_s
+            atexit.register(self.close)  # after the publisher's own: exit runs this one first
             self.ops.start()
             self.publisher.start()
             self._follower.start()
@@ -139,7 +153,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     ) -> None:
         """SDK mode: raise `litellm.BudgetExceededError` if a call with these arguments (the same
         `model`, `user` and `metadata` you pass to `litellm.completion`) is blocked, or
-        `litellm.RateLimitError` if the enforcer holds one of its scopes at a rate limit."""
+        `litellm.RateLimitError` if the enforcer holds one of its scopes at a rate limit.
+
+        Until the block list has read the decisions topic to its end, a check waits for it, at
+        most until `sync_wait_s` after `start()`; then `unsynced_policy` answers. Once in sync, a
+        check never waits."""
+        self.start()
+        if not self.blocklist.in_sync.is_set():
+            self._await_sync()
         decision = self.blocking_decision(RequestIdentity.of_sdk_call(user=user, metadata=metadata), model)
         if decision is not None:
             raise sdk_refusal(decision, model)
@@ -255,6 +276,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 ),
             ),
             sessions=sessions,
+            sync_wait_s=settings.sync_wait_s,
+            close_wait_s=settings.close_wait_s,
         )
 
     def record(self, kwargs: dict[str, Any]) -> SpendEvent | None:
@@ -272,6 +295,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if event is not None:
             self.metrics.recorded.inc()
             self.publisher.publish(event)
+        self._unlogged.logged(kwargs.get("litellm_call_id"))  # after publish: close() waits for this
         return event
 
     def _fallback(self, kwargs: dict[str, Any]) -> SpendEvent | None:
@@ -294,14 +318,47 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         return event
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Deliver (or spool) what is queued, stop the publisher and the decisions reader.
-        True if the publisher finished in time."""
+        """Wait up to `close_wait_s` for LiteLLM to log the calls already made (`UnloggedCalls`),
+        then deliver (or spool) what is queued and stop the publisher and the topic readers. Also
+        runs at exit once started. True if the publisher finished in time.
+
+        LiteLLM logs `acompletion` calls on the caller's event loop, which this blocking wait
+        would hold up: called on a running loop it does not wait; use `await aclose()` there."""
+        atexit.unregister(self.close)
+        self._await_logged()
         self._follower.stop()
         if self._limit_follower is not None:
             self._limit_follower.stop()
         self.sessions.stop()
         self.ops.stop()
         return self.publisher.close(timeout)
+
+    async def aclose(self) -> bool:
+        """`close()` for async code: the loop keeps running LiteLLM's logging while it waits."""
+        return await asyncio.to_thread(self.close)
+
+    def _await_sync(self) -> None:
+        remaining = self._sync_deadline - time.monotonic()
+        if remaining > 0:
+            self.blocklist.in_sync.wait(remaining)
+
+    def _await_logged(self) -> None:
+        if not self._unlogged:
+            return
+        if _on_event_loop():
+            log.warning("spendpipe: close() on an event loop does not wait for LiteLLM's logging; use aclose()")
+            return
+        unlogged = self._unlogged.wait_logged(self._close_wait_s)
+        if unlogged:
+            log.warning(
+                "spendpipe: LiteLLM had not logged %d call(s) after %s s; what it logs after close is lost",
+                unlogged,
+                self._close_wait_s,
+            )
+
+    def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+        """LiteLLM is about to call the provider: `close()` waits for this call's log."""
+        self._unlogged.started(kwargs.get("litellm_call_id"))
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
@@ -323,6 +380,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         (`utils.py` `wrapper_async`), so a later attempt may still run and cost;
         `async_post_call_failure_hook` sees the request end."""
         self.record(kwargs)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _call_id(kwargs: dict[str, Any]) -> str:

@@ -47,6 +47,16 @@ class GatewaySettings(BaseSettings):
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""
+    sync_wait_s: float = Field(default=5.0, ge=0)
+    """SDK `check()`: how long after `start()` a check waits for the block list to read the
+    decisions topic to its end before `unsynced_policy` answers. A deadline, not a wait per call:
+    a healthy broker is read to its end in well under a second, so only a fresh process's first
+    checks wait, and with Kafka down every check answers by the policy once this has passed. Once
+    in sync, `check()` never waits."""
+    close_wait_s: float = Field(default=5.0, ge=0)
+    """`close()` (and exit): how long to wait for LiteLLM to log the calls already made (it logs
+    a call from its own thread or task just after `completion()` returns) before delivering or
+    spooling what is queued; an event logged later is lost and counted as `closed`."""
     parallel_lease_s: float = Field(default=600.0, gt=0)
     """`max_parallel_requests`: how long a request holds its slot if no hook ever reports its end
     (a call cancelled mid-flight); longer than your slowest call."""

@@ -15,8 +15,7 @@ from spendpipe.contracts.money import cost_from_float
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from tests.conftest import aggregator_settings
 from tests.support.gateway import sdk_plugin
-from tests.support.pipeline import counted_events, read_topic, running_aggregator
-from tests.support.waiting import eventually
+from tests.support.pipeline import counted_events, events_counted, read_topic, running_aggregator
 
 CALLS = 300
 FAILURES = 12
@@ -98,12 +97,7 @@ async def test_sdk_calls_give_exact_totals_per_scope_and_window(
             results = []
             for start in range(0, CALLS, 50):
                 results += await asyncio.gather(*(one_call(i, i in failing) for i in range(start, start + 50)))
-            await eventually(
-                lambda: asyncio.to_thread(counted_events, clickhouse),
-                lambda n: n >= CALLS,
-                within=120,
-                what=f"{CALLS} events counted",
-            )
+            await events_counted(clickhouse, CALLS, within=120)
 
     # then each window's totals equal LiteLLM's response_cost summed per scope and model
     expected = expected_by_scope(results)

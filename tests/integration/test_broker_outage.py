@@ -13,7 +13,7 @@ from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from tests.conftest import aggregator_settings
 from tests.support.gateway import sdk_plugin
-from tests.support.pipeline import counted_events, running_aggregator, totals
+from tests.support.pipeline import counted_events, events_counted, running_aggregator, totals
 from tests.support.waiting import eventually
 
 
@@ -48,12 +48,7 @@ async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
         # given a running pipeline that has counted some traffic
         async with running_aggregator(settings, clickhouse):
             costs = await calls(40, "before")
-            await eventually(
-                lambda: asyncio.to_thread(counted_events, clickhouse),
-                lambda n: n >= 40,
-                within=60,
-                what="40",
-            )
+            await events_counted(clickhouse, 40, within=60)
 
         # when the broker goes away while calls keep being recorded
         own_broker.stop()
@@ -71,12 +66,7 @@ async def test_events_recorded_during_a_broker_outage_arrive_exactly_once(
         own_broker.start()
         costs += await calls(40, "after")
         async with running_aggregator(settings, clickhouse):
-            await eventually(
-                lambda: asyncio.to_thread(counted_events, clickhouse),
-                lambda n: n >= 200,
-                within=120,
-                what="200",
-            )
+            await events_counted(clickhouse, 200, within=120)
             assert await asyncio.to_thread(plugin.publisher.wait_idle, 60), "spool drained"
 
         # then every call is counted exactly once, to the last digit

@@ -1,5 +1,6 @@
 """Running pipeline parts inside the test process against the real broker and chDB."""
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -127,3 +128,13 @@ def totals(clickhouse: ClickhouseStore, window: str = "day") -> dict[tuple[str, 
 
 def counted_events(clickhouse: ClickhouseStore) -> int:
     return int(clickhouse.rows("SELECT count() FROM events")[0][0])
+
+
+async def events_counted(clickhouse: ClickhouseStore, count: int, *, within: float = 60) -> None:
+    """Wait until the store has counted at least `count` events."""
+    await eventually(
+        lambda: asyncio.to_thread(counted_events, clickhouse),
+        lambda n: n >= count,
+        within=within,
+        what=f"{count} events counted",
+    )

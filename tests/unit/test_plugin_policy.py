@@ -44,7 +44,13 @@ class IdleLimits(IdleFollower):
 
 
 def plugin(
-    blocklist: BlockList, policy: str, *, gate: RateGate | None = None, limits: IdleLimits | None = None
+    blocklist: BlockList,
+    policy: str,
+    *,
+    gate: RateGate | None = None,
+    limits: IdleLimits | None = None,
+    sync_wait_s: float = 0,
+    close_wait_s: float = 0,
 ) -> SpendpipeLogger:
     metrics = GatewayMetrics(registry=CollectorRegistry())
     publisher = EventPublisher(
@@ -64,6 +70,8 @@ def plugin(
         unsynced_policy=policy,
         gate=gate,
         limit_follower=cast(LimitFollower, limits),
+        sync_wait_s=sync_wait_s,
+        close_wait_s=close_wait_s,
     )
 
 
