@@ -7,9 +7,11 @@ each of those groups is added to its scopes x {all models, its model} per minute
 (minute, scope, model) total fans out to the calendar windows. The totals are written together
 with the batch's watermark rows, as one block: one part, all or nothing.
 
-ClickHouse sums `Decimal(38, 24)` as exact integers, so no total is ever rounded. A batch
-holds at most 100k events of at most $1M each (`MAX_EVENT_COST`): its sums stay far inside
-the 14 integer digits the type has. Token counts are summed as UInt128, the type of the
+ClickHouse sums decimals as exact integers, so no total is ever rounded, but it wraps a sum that
+outgrows its type without an error. A batch holds at most 100k events of at most $1M each
+(`MAX_EVENT_COST`): its sums stay far inside the 14 integer digits of `Decimal(38, 24)`. The
+window totals, which add up batch after batch, are `Decimal(76, 24)`: the rollup widens each
+batch's sum to it. Token counts are summed as UInt128, the type of the
 `spend_totals` columns: at most 10^9 per event (`MAX_TOKENS`), no sum can overflow.
 
 The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
@@ -54,7 +56,7 @@ _WINDOW_START_VALUES = "[" + ", ".join(_WINDOW_STARTS.values()) + "]"
 ROLLUP_SQL = f"""
 INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
     cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
-SELECT window, window_start, scope_type, scope_id, model, sum(spend), sum(requests), sum(failures),
+SELECT window, window_start, scope_type, scope_id, model, sum(toDecimal256(spend, 24)), sum(requests), sum(failures),
     sum(cache_hits), sum(prompt), sum(completion), sum(total), {NO_OFFSET}
 FROM (
     SELECT minute, scope_type, scope_id, model, sum(spend) AS spend, sum(requests) AS requests,
@@ -79,7 +81,7 @@ ARRAY JOIN {_WINDOW_NAMES} AS window, {_WINDOW_START_VALUES} AS window_start
 GROUP BY window, window_start, scope_type, scope_id, model
 UNION ALL
 SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1, '{ALL_MODELS}',
-    toDecimal128(0, 24), 0, 0, 0, 0, 0, 0, mark.2
+    toDecimal256(0, 24), 0, 0, 0, 0, 0, 0, mark.2
 FROM system.one
 ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
 """

@@ -31,7 +31,8 @@ SCHEMA_VERSION = 1
 EARLIEST, LATEST = datetime(2000, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC)
 """occurred_at must fall in here: ClickHouse's DateTime windows end in 2106."""
 MAX_EVENT_COST = Decimal(1_000_000)
-"""No single request costs a million dollars; the bound keeps every sum inside Decimal(38, 24)."""
+"""No single request costs a million dollars; the bound keeps a flush's sums inside Decimal(38, 24)
+(window totals are Decimal(76, 24))."""
 
 Cost = Annotated[
     Decimal,

@@ -1,4 +1,5 @@
-"""Exact money: costs are `Decimal` in Python, strings on the wire, `Decimal(38, 24)` in ClickHouse."""
+"""Exact money: costs are `Decimal` in Python, strings on the wire, `Decimal(38, 24)` in ClickHouse
+(window totals `Decimal(76, 24)`)."""
 
 import re
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow

@@ -3,7 +3,7 @@ queries and the enforcer's reads. Each test runs on chDB and, when
 `SPENDPIPE_TEST_CLICKHOUSE_URL` names a server, again on that server, in a fresh database."""
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import Context, Decimal
 
 import pytest
 
@@ -196,3 +196,17 @@ def test_token_sums_pass_uint64_without_wrapping(clickhouse: ClickhouseStore) ->
     clickhouse.command("OPTIMIZE TABLE spend_totals FINAL")
 
     assert [int(n) for (n,) in clickhouse.rows("SELECT prompt_tokens FROM spend_totals")] == [2 * most]
+
+
+def test_spend_sums_pass_decimal_38_without_wrapping(clickhouse: ClickhouseStore) -> None:
+    most = Decimal("99999999999999.999999999999999999999999")  # the largest Decimal(38, 24)
+    for _ in range(3):  # three parts, merged below: the merge sums them
+        clickhouse.command(
+            "INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend) "
+            f"VALUES ('month', toDateTime('2026-11-01', 'UTC'), 'global', '', '', toDecimal128('{most}', 24))"
+        )
+    clickhouse.command("OPTIMIZE TABLE spend_totals FINAL")
+
+    exact = Context(prec=80).multiply(most, 3)  # 39 digits: more than Decimal's default context keeps
+    assert [Decimal(spend) for (spend,) in clickhouse.rows("SELECT spend FROM spend_totals")] == [exact]
+    assert Decimal(clickhouse.rows("SELECT sum(spend) FROM spend_totals")[0][0]) == exact

@@ -5,7 +5,7 @@ CREATE TABLE spend_totals
     `scope_type` LowCardinality(String),
     `scope_id` String,
     `model` String,
-    `spend` SimpleAggregateFunction(sum, Decimal(38, 24)),
+    `spend` SimpleAggregateFunction(sum, Decimal(76, 24)),
     `requests` SimpleAggregateFunction(sum, UInt64),
     `failures` SimpleAggregateFunction(sum, UInt64),
     `cache_hits` SimpleAggregateFunction(sum, UInt64),
