@@ -78,6 +78,8 @@ class Aggregator:
         self._flushing = asyncio.Lock()
         self._flush_error: str | None = None
         self._letters = PublishedLetters()
+        self._read_up_to: dict[int, int] = {}
+        """The highest offset of each partition this process has read: what the metrics call a re-read."""
         self._watching: asyncio.Task[None] | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.writer = BatchWriter(
@@ -141,7 +143,9 @@ class Aggregator:
     async def _flush(self, message: KafkaMessage) -> None:
         records = _source_records(message.raw_message)
         started = asyncio.get_running_loop().time()
-        self._metrics.consumed.inc(len(records))
+        first_reads = self._first_reads(records)
+        self._metrics.consumed.inc(first_reads)
+        self._metrics.rereads.inc(len(records) - first_reads)
         try:
             outcome = await self._clickhouse.run(self.writer.write, records)
             await self._dead_letter(outcome.dead_letters)
@@ -162,6 +166,14 @@ class Aggregator:
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
+
+    def _first_reads(self, records: Sequence[SourceRecord]) -> int:
+        """How many of `records` this process had not read before (a nack'd batch comes again)."""
+        read_up_to = self._read_up_to
+        first = sum(1 for record in records if record.offset > read_up_to.get(record.partition, -1))
+        for partition, offset in highest_offsets(records).items():
+            read_up_to[partition] = max(offset, read_up_to.get(partition, -1))
+        return first
 
     async def _dead_letter(self, dead_letters: list[DeadLetter]) -> None:
         """Publish each letter not yet published for its record (a retried flush has some)."""

@@ -6,7 +6,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 class AggregatorMetrics:
     def __init__(self, *, registry: CollectorRegistry) -> None:
         self.consumed = Counter(
-            "spendpipe_aggregator_messages_consumed", "Messages read from the events topic", registry=registry
+            "spendpipe_aggregator_messages_consumed",
+            "Distinct messages read from the events topic by this process (a message read again counts in rereads)",
+            registry=registry,
+        )
+        self.rereads = Counter(
+            "spendpipe_aggregator_messages_reread",
+            "Messages read again: the batch of a failed flush, or partitions given back and taken again",
+            registry=registry,
         )
         self.counted = Counter("spendpipe_aggregator_events_counted", "Events added to the totals", registry=registry)
         self.duplicates = Counter(

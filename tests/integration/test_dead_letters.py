@@ -142,7 +142,11 @@ async def test_a_retried_flush_does_not_publish_its_letters_again(
         )
         letters = await read_topic(kafka_broker, topics.events_dead_letter, expected=3)
         failures = metrics.flush_failures._value.get()
+        consumed, rereads = metrics.consumed._value.get(), metrics.rereads._value.get()
 
     # then the flush failed once, and each record was dead-lettered exactly once
     assert failures == 1
     assert [letter.value for letter in letters] == bad
+    # and the metrics count four records consumed, and the failed batch's records read again apart
+    assert consumed == 4
+    assert rereads >= 2
