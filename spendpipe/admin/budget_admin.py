@@ -48,7 +48,16 @@ class BudgetAdmin:
         asyncio.run(self._send([(str(Scope.parse(scope)), None)]))
 
     def current(self) -> list[Budget]:
-        return asyncio.run(self._read())
+        return asyncio.run(self._read(self._signing))
+
+    def resign(self, *, include_unsigned: bool = False) -> list[Budget]:
+        """Publish every budget in force again, signed with this writer's key: after a key
+        rotation, so the old key can be retired. `include_unsigned` also takes the records no
+        accepted key signed (once, when turning signing on over a topic written without it):
+        check the list it returns, since any writer of the topic could have put one there."""
+        reading = self._signing.model_copy(update={"required": False}) if include_unsigned else self._signing
+        budgets = asyncio.run(self._read(reading))
+        return self.set_many(budgets) if budgets else []
 
     async def _send(self, records: list[tuple[str, bytes | None]]) -> None:
         require_keys(self._signing, writes=True, reads=False)
@@ -69,11 +78,9 @@ class BudgetAdmin:
         finally:
             await producer.stop()
 
-    async def _read(self) -> list[Budget]:
-        require_keys(self._signing, writes=False, reads=True)
-        verifier = self._signing.verifier(
-            message_type=MESSAGE_TYPE, topic=self._topic, rejected=uncollected_rejections()
-        )
+    async def _read(self, signing: SigningSettings) -> list[Budget]:
+        require_keys(signing, writes=False, reads=True)
+        verifier = signing.verifier(message_type=MESSAGE_TYPE, topic=self._topic, rejected=uncollected_rejections())
         current: dict[str, Budget] = {}
 
         def apply(record: TopicRecord) -> None:

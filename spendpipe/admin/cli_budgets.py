@@ -114,6 +114,20 @@ def budgets_delete(ctx: typer.Context, scope: Annotated[str, typer.Option()]) ->
     out.print(message("budget of ", (scope, "bold"), " deleted"))
 
 
+@budgets_app.command("resign")
+def budgets_resign(
+    ctx: typer.Context,
+    include_unsigned: Annotated[
+        bool, typer.Option(help="also take budgets no accepted key signed (turning signing on over old records)")
+    ] = False,
+) -> None:
+    """Publish every budget in force again, signed with this writer's key (after a key rotation)."""
+    budgets = _admin(ctx.obj).resign(include_unsigned=include_unsigned)
+    for budget in budgets:
+        out.print(message("signed the budget of ", (budget.scope, "bold")))
+    out.print(message(f"{len(budgets)} budget(s) published again"))
+
+
 @budgets_app.command("list")
 def budgets_list(ctx: typer.Context) -> None:
     """Every budget in force."""

@@ -78,13 +78,15 @@ class Stack:
         headers = writer.settings().signer().headers(DECISION_TYPE, key, value)
         await write_records(self.bootstrap, self.topics.decisions, [(key, value, headers)])
 
-    def cli(self, *args: str) -> str:
-        env = {
+    def cli_env(self) -> dict[str, str]:
+        return {
             "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "SPENDPIPE_TOPICS__BUDGETS": self.topics.budgets,
             "SPENDPIPE_TOPICS__DECISIONS": self.topics.decisions,
         }
-        done = run_cli(env, *args)
+
+    def cli(self, *args: str) -> str:
+        done = run_cli(self.cli_env(), *args)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -299,3 +301,28 @@ async def test_unsigned_records_are_counted_and_logged_once_per_writer(
         for key_id in ids:
             assert len([line for line in lines if f"writer key {key_id}" in line]) == 1
         assert len(lines) == 3
+
+
+async def test_budgets_resign_moves_budgets_to_a_new_key(stack: Stack, signing_keys: WriterKey) -> None:
+    old, new = signing_keys, WriterKey.generate()
+    # given a budget the old key signed, and one written before signing was turned on
+    await asyncio.to_thread(stack.admin(old.settings()).set, BUDGET)
+    legacy = Budget(scope="team:legacy", max_budget=Decimal(5)).model_dump_json(exclude_none=True).encode()
+    await write_records(
+        stack.bootstrap,
+        stack.topics.budgets,
+        [(b"team:legacy", legacy, forged_headers(BUDGET_TYPE, b"team:legacy", legacy, "unsigned", genuine=old))],
+    )
+    only_new = stack.admin(new.settings())
+    assert await asyncio.to_thread(only_new.current) == []
+
+    # when the writer, switched to the new key, signs every budget again (`spendpipe budgets resign`)
+    env = new.env(old, new)
+    done = await asyncio.to_thread(run_cli, {**env, **stack.cli_env()}, "budgets", "resign")
+    assert done.returncode == 0, done.stderr
+    assert "1 budget(s) published again" in done.stdout
+
+    # then readers that hold only the new key take it, and the unsigned one only when asked for
+    assert [b.scope for b in await asyncio.to_thread(only_new.current)] == [SCOPE]
+    await asyncio.to_thread(stack.admin(new.settings(old, new)).resign, include_unsigned=True)
+    assert [b.scope for b in await asyncio.to_thread(only_new.current)] == [SCOPE, "team:legacy"]
