@@ -36,6 +36,7 @@ from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.gateway.labels import label_of, model_label
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
@@ -139,8 +140,8 @@ class BudgetManager:
             SpendEvent(
                 event_id=str(uuid.uuid4()),
                 occurred_at=datetime.now(UTC),
-                user_id=user,
-                model=model or "unknown",
+                user_id=_user_scope(user).id,
+                model=model_label(model),
                 prompt_tokens=prompt_tokens,
                 completion_tokens=completion_tokens,
                 total_tokens=prompt_tokens + completion_tokens,
@@ -181,8 +182,17 @@ class BudgetManager:
     def _spend_by_model(self, user: str) -> dict[str, Decimal]:
         budget = self._budget(user)
         duration = parse_duration(budget.budget_duration) if budget.budget_duration else None
-        return self._totals.by_model(Scope(ScopeType.USER, user), Cap(duration, Decimal(0)), int(time.time()))
+        return self._totals.by_model(_user_scope(user), Cap(duration, Decimal(0)), int(time.time()))
 
 
 def _scope(user: str) -> str:
-    return str(Scope(ScopeType.USER, user))
+    return str(_user_scope(user))
+
+
+def _user_scope(user: object) -> Scope:
+    """The user's scope, its id the user's label as the gateway names it (`gateway/labels.py`):
+    a user of any length or type is budgeted and counted under one bounded id."""
+    label = label_of(user)
+    if label is None:
+        raise ValueError(f"a user needs an id, not {user!r}")
+    return Scope(ScopeType.USER, label)
