@@ -8,8 +8,9 @@ from pathlib import Path
 
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.topics import Topics
-from tests.support.pipeline import produce, read_topic
+from tests.support.pipeline import read_topic
 from tests.support.processes import run_cli
+from tests.support.signing import publish_decisions
 
 
 def spendpipe(topics: Topics, bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,8 +83,7 @@ async def test_blocks_list_shows_what_is_in_force(kafka_broker: str, make_topics
                  expires_at=now - timedelta(hours=1), decided_at=now - timedelta(days=1)),
         Decision(scope="key:" + "a" * 64, version=1, blocked=False, reason="within budget", decided_at=now),
     ]  # fmt: skip
-    for decision in decisions:  # a compacted topic takes keyed records only
-        await produce(kafka_broker, topics.decisions, [decision.model_dump_json().encode()], key=decision.key.encode())
+    await publish_decisions(kafka_broker, topics.decisions, decisions)  # as the enforcer writes them
 
     listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "blocks", "list")
 
@@ -143,7 +143,7 @@ async def test_hostile_scope_ids_print_literally_in_every_command(kafka_broker: 
     now = datetime.now(UTC)
     blocked = Decision(scope="end_user:[/]", version=1, blocked=True, reason="[link=https://x]over[/link]\r",
                        window="24h", expires_at=now + timedelta(hours=1), decided_at=now)  # fmt: skip
-    await produce(kafka_broker, topics.decisions, [blocked.model_dump_json().encode()], key=blocked.key.encode())
+    await publish_decisions(kafka_broker, topics.decisions, [blocked])
     blocks = await asyncio.to_thread(spendpipe, topics, kafka_broker, "blocks", "list")
     assert blocks.returncode == 0, blocks.stderr
     assert "│ end_user:[/] " in blocks.stdout

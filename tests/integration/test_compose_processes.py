@@ -33,7 +33,11 @@ arguments and environment equal compose's except exactly these:
   `--config /app/config.yaml` -> services/gateway/config.yaml, `--host 0.0.0.0` -> `127.0.0.1`,
   `--port 4000` -> a free port;
 - traffic: `--url http://gateway:4000` -> the local proxy, `--heartbeat /tmp/traffic-heartbeat`
-  -> a temporary file (also in its healthcheck).
+  -> a temporary file (also in its healthcheck);
+- signing keys: the keys job's `--out /run/spendpipe/keys/private` and `--public-out
+  /run/spendpipe/keys/public` -> temporary directories (compose's two volumes), and in the
+  services that mount them `SPENDPIPE_SIGNING__PRIVATE_KEY_FILE` / `__PUBLIC_KEYS_DIR` -> the
+  same places.
 
 THE EMBEDDED VARIANT RUNS THE AGGREGATOR AND THE ENFORCER AS ONE `spendpipe run all` PROCESS with
 the union of the two services' compose environments (they agree on every variable both set): chDB
@@ -76,6 +80,7 @@ from spendpipe.admin.settings import AdminSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.settings import ENV_PREFIX, load_settings
+from spendpipe.platform.signing import SigningSettings
 from spendpipe.store.sql_endpoint.client import SqlSource, sql_source
 from tests.conftest import SERVER_URL
 from tests.support.compose_processes import (
@@ -107,6 +112,7 @@ class Stack:
     """compose's services as local processes, and how to reach them here."""
 
     topics: LocalService
+    keys: LocalService
     pipeline: list[LocalService]
     """`run all`, or `run aggregator` and `run enforcer`"""
     gateway: LocalService
@@ -141,51 +147,72 @@ def build_stack(bootstrap: str, clickhouse: dict[str, str | None], tmp_path: Pat
         {"SPENDPIPE_SQL_ENDPOINT__ENABLED": "true", "SPENDPIPE_SQL_ENDPOINT__PORT": str(sql_port)} if embedded else {}
     )
 
+    private_keys, public_keys = tmp_path / "signing-private", tmp_path / "signing-public"
+    public_env: dict[str, str | None] = {"SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR": str(public_keys)}
+    writer_env = public_env | {"SPENDPIPE_SIGNING__PRIVATE_KEY_FILE": str(private_keys / "enforcer.key")}
+
     aggregator_port = free_port_pair()
     enforcer_port = free_port_pair() if separate else aggregator_port
     aggregator = local_service(
         compose,
         "aggregator",
-        env={**kafka, **ops_env(aggregator_port), **clickhouse, **sql_endpoint},
+        env={**kafka, **ops_env(aggregator_port), **clickhouse, **sql_endpoint, **writer_env},
         args={},
         text=healthcheck_text("aggregator", aggregator_port),
     )
     enforcer = local_service(
         compose,
         "enforcer",
-        env={**kafka, **ops_env(enforcer_port), **clickhouse},
+        env={**kafka, **ops_env(enforcer_port), **clickhouse, **writer_env},
         args={},
         text=healthcheck_text("enforcer", enforcer_port),
     )
     ch_keys = {key for key, value in clickhouse.items() if aggregator.compose_env.get(key) != value}
     expected = {
         "topics": EVERY_PROCESS | {KAFKA},
-        "gateway": EVERY_PROCESS | {KAFKA, "SPENDPIPE_SPOOL_DIR", "argv[2]", "argv[4]", "argv[6]"} | OPS,
+        "keys": EVERY_PROCESS | {"argv[4]", "argv[6]"},
+        "gateway": EVERY_PROCESS
+        | {KAFKA, "SPENDPIPE_SPOOL_DIR", "argv[2]", "argv[4]", "argv[6]"}
+        | OPS
+        | set(public_env),
         "traffic": EVERY_PROCESS | {"argv[3]", "argv[7]"},
     }
     ops = {"gateway": f"http://127.0.0.1:{gateway_ops}"}
     if separate:
         pipeline = [aggregator, enforcer]
-        expected["aggregator"] = EVERY_PROCESS | {KAFKA} | OPS | ch_keys | set(sql_endpoint)
-        expected["enforcer"] = EVERY_PROCESS | {KAFKA} | OPS | ch_keys
+        expected["aggregator"] = EVERY_PROCESS | {KAFKA} | OPS | ch_keys | set(sql_endpoint) | set(writer_env)
+        expected["enforcer"] = EVERY_PROCESS | {KAFKA} | OPS | ch_keys | set(writer_env)
         ops |= {"aggregator": f"http://127.0.0.1:{aggregator_port}", "enforcer": f"http://127.0.0.1:{enforcer_port}"}
     else:
         pipeline = [one_process("aggregator+enforcer", [aggregator, enforcer], ("run", "all"))]
-        expected["aggregator+enforcer"] = EVERY_PROCESS | {"command", KAFKA} | OPS | ch_keys | set(sql_endpoint)
+        expected["aggregator+enforcer"] = (
+            EVERY_PROCESS | {"command", KAFKA} | OPS | ch_keys | set(sql_endpoint) | set(writer_env)
+        )
         ops |= {"aggregator": f"http://127.0.0.1:{aggregator_port}", "enforcer": f"http://127.0.0.1:{aggregator_port}"}
     # a terminal as wide as the CLI's tables (`docker compose exec` gives its TTY the terminal's width)
     cli_env = {"COLUMNS": "200"}
     if embedded:
         cli_env["SPENDPIPE_SQL_ENDPOINT_URL"] = f"http://127.0.0.1:{sql_port}"
     cli = exec_in(aggregator, "spendpipe", env=cli_env)
-    expected[cli.name] = EVERY_PROCESS | {KAFKA} | OPS | ch_keys | set(sql_endpoint) | set(cli_env)
+    expected[cli.name] = EVERY_PROCESS | {KAFKA} | OPS | ch_keys | set(sql_endpoint) | set(cli_env) | set(writer_env)
     return Stack(
         topics=local_service(compose, "topics", env=kafka, args={}),
+        keys=local_service(
+            compose,
+            "keys",
+            env={},
+            args={"/run/spendpipe/keys/private": str(private_keys), "/run/spendpipe/keys/public": str(public_keys)},
+        ),
         pipeline=pipeline,
         gateway=local_service(
             compose,
             "gateway",
-            env={**kafka, **ops_env(gateway_ops), "SPENDPIPE_SPOOL_DIR": str(tmp_path / "gateway" / "spool")},
+            env={
+                **kafka,
+                **ops_env(gateway_ops),
+                "SPENDPIPE_SPOOL_DIR": str(tmp_path / "gateway" / "spool"),
+                **public_env,
+            },
             args={"/app/config.yaml": str(GATEWAY_CONFIG), "0.0.0.0": "127.0.0.1", "4000": str(proxy_port)},
             text=healthcheck_text("gateway", gateway_ops),
         ),
@@ -209,7 +236,7 @@ def without(values: dict[str, str], keys: set[str]) -> dict[str, str]:
 
 
 def assert_only_the_substitutions(stack: Stack) -> None:
-    for service in [stack.topics, *stack.pipeline, stack.gateway, stack.traffic, stack.cli]:
+    for service in [stack.topics, stack.keys, *stack.pipeline, stack.gateway, stack.traffic, stack.cli]:
         assert service.substituted == stack.expected_substitutions[service.name], f"{service.name}: " + "; ".join(
             map(str, service.substitutions)
         )
@@ -327,7 +354,12 @@ async def exercise(stack: Stack, bootstrap: str) -> None:
     created = " ".join(job.stdout.split()).partition("created: ")[2]
     assert set(created.split(", ")) == TOPIC_NAMES, job.stdout
 
-    phase("topics job done")
+    # the keys job writes the writer's key pair into the two volumes, and keeps it when run again
+    for _ in range(2):
+        keys = await asyncio.to_thread(run_once, stack.keys, stack.workdir / "keys")
+        assert keys.returncode == 0, keys.stdout + keys.stderr
+    assert "kept" in keys.stdout
+    phase("topics and keys jobs done")
     # the budget, set as `docker compose exec aggregator spendpipe budgets set ...`
     budget = asyncio.create_task(
         asyncio.to_thread(
@@ -370,7 +402,9 @@ async def exercise(stack: Stack, bootstrap: str) -> None:
 
         phase("every service ready")
         # compose's traffic command against the proxy
-        with following_blocklist(bootstrap, Topics().decisions) as decisions:
+        # a reader holding the public key the keys job wrote, as the gateway does
+        compose_keys = SigningSettings(public_keys_dir=Path(stack.gateway.env["SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR"]))
+        with following_blocklist(bootstrap, Topics().decisions, signing=compose_keys) as decisions:
             traffic = ServiceRun(stack.traffic, stack.workdir / "traffic").start()
             stack.runs.append(traffic)
             block = await eventually(

@@ -10,6 +10,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
+from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.signatures import KEY_ID_HEADER
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.platform.kafka import KafkaSettings
@@ -95,3 +97,14 @@ async def write_records(bootstrap: str, topic: str, records: Sequence[tuple[byte
             await (await producer.send(topic, key=key, value=value, headers=headers))
     finally:
         await producer.stop()
+
+
+async def publish_decisions(bootstrap: str, topic: str, decisions: Sequence[Decision]) -> None:
+    """Decisions written as the enforcer writes them: JSON, keyed, signed with the session's
+    writer key (what every reader in the tests accepts)."""
+    signer = signing_from_environment().signer()
+    records = []
+    for decision in decisions:
+        key, value = decision.key.encode(), decision.model_dump_json().encode()
+        records.append((key, value, signer.headers(DECISION_TYPE, key, value)))
+    await write_records(bootstrap, topic, records)
