@@ -60,7 +60,7 @@ class EnforcerService:
         metrics: EnforcerMetrics | None = None,
     ) -> None:
         self._settings = settings
-        self._metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
+        self.metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
         self._stage = "starting"
         self._clickhouse = clickhouse
         self.enforcer = Enforcer(
@@ -76,10 +76,10 @@ class EnforcerService:
         )
         self._signer = settings.signing.signer()
         self._budget_verifier = settings.signing.verifier(
-            message_type=BUDGET_TYPE, topic=settings.topics.budgets, rejected=self._metrics.records_rejected
+            message_type=BUDGET_TYPE, topic=settings.topics.budgets, rejected=self.metrics.records_rejected
         )
         self._decision_verifier = settings.signing.verifier(
-            message_type=MESSAGE_TYPE, topic=settings.topics.decisions, rejected=self._metrics.records_rejected
+            message_type=MESSAGE_TYPE, topic=settings.topics.decisions, rejected=self.metrics.records_rejected
         )
         self._decisions = broker.publisher(
             settings.topics.decisions,
@@ -160,7 +160,7 @@ class EnforcerService:
         for alert in await self._clickhouse.run(self.enforcer.soft_budget_alerts, scopes):
             log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
             await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
-            self._metrics.alerts_published.inc()
+            self.metrics.alerts_published.inc()
 
     def _on_budget(self, record: TopicRecord) -> None:
         if not self._budget_verifier.accepts(record):
@@ -218,8 +218,8 @@ class EnforcerService:
             try:
                 await self._decisions.publish(value, key=key, headers=headers)
             except Exception:
-                self._metrics.decision_failures.inc(len(decisions) - n)
+                self.metrics.decision_failures.inc(len(decisions) - n)
                 for unsent in decisions[n:]:
                     self.enforcer.retract(unsent)
                 raise
-            self._metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()
+            self.metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()

@@ -183,10 +183,11 @@ async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enfo
             budget = service.enforcer.book.get(SCOPE)
             assert budget is not None
             assert budget.max_budget == Decimal("1.00")
-            # every forgery was counted, by its reason
+            # every forgery was counted, by its reason, at the gateway and the enforcer
             every = dict.fromkeys(FORGERIES, 1.0)
             assert rejected(plugin.metrics.records_rejected, stack.topics.decisions) == every
             assert rejected(plugin.metrics.records_rejected, stack.topics.budgets) == every | {"unsigned": 2.0}
+            assert rejected(service.metrics.records_rejected, stack.topics.budgets) == every | {"unsigned": 2.0}
             # and operators still see the block and the genuine budget
             listed = await asyncio.to_thread(stack.cli, "blocks", "list")
             assert SCOPE in listed
@@ -196,7 +197,8 @@ async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enfo
 
         # a restarted enforcer reads the forged version back and does not continue from it: its
         # next decisions, with versions of its own clock, reach the gateway
-        async with stack.enforcer():
+        async with stack.enforcer() as restarted:
+            assert rejected(restarted.metrics.records_rejected, stack.topics.decisions) == every
             lifted, again = await lift_and_block_again(stack.admin(), plugin)
             assert genuine.version < lifted.version < again.version < 2**62
 

@@ -9,7 +9,10 @@ import pytest
 from aiokafka import ConsumerRecord
 from prometheus_client import CollectorRegistry, Counter
 from pydantic import ValidationError
+from typer.testing import CliRunner
 
+from spendpipe.admin.cli import app
+from spendpipe.admin.errors import CliError
 from spendpipe.contracts.signatures import signed_bytes
 from spendpipe.platform.settings import SettingsError, require_keys
 from spendpipe.platform.signing import (
@@ -171,3 +174,19 @@ def test_the_session_keys_reach_settings_through_the_environment(signing_keys: W
     assert settings.private_key is not None
     assert settings.private_key.get_secret_value() == signing_keys.private
     assert settings.public_keys == json.loads(signing_keys.env()["SPENDPIPE_SIGNING__PUBLIC_KEYS"])
+
+
+def test_validate_loads_the_enforcers_keys(tmp_path: Path) -> None:
+    env = {
+        "SPENDPIPE_SIGNING__PRIVATE_KEY": None,
+        "SPENDPIPE_SIGNING__PRIVATE_KEY_FILE": str(tmp_path / "missing.key"),
+        "SPENDPIPE_CLICKHOUSE__DSN": f"chdb://{tmp_path / 'clickhouse'}",
+    }
+
+    result = CliRunner().invoke(app, ["run", "enforcer", "--validate"], env=env)
+
+    assert isinstance(result.exception, CliError)  # main() prints it as one line, exit 2
+    assert result.exception.exit_code == 2
+    assert str(result.exception).startswith(
+        f"SPENDPIPE_SIGNING__PRIVATE_KEY_FILE: cannot read {tmp_path / 'missing.key'}"
+    )
