@@ -1,0 +1,122 @@
+"""A real LiteLLM proxy running the plugin keeps refusing a key the enforcer blocked after
+forged records land on the real topics (issue 13): an unblock at version 2^62 and a raised cap,
+each unsigned, signed by a key nobody accepts, and badly signed under the enforcer's key id, and
+an unsigned tombstone of the budget. The proxy counts each on its /metrics and keeps refusing
+with LiteLLM's budget error; `spendpipe blocks list` still shows the block."""
+
+import asyncio
+import hashlib
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import litellm
+import pytest
+
+from dev.local_kafka import free_port_pair
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.topics import Topics
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.kafka import KafkaSettings
+from tests.conftest import aggregator_settings, enforcer_settings
+from tests.support.ops import metric, off_loop
+from tests.support.pipeline import running_pipeline
+from tests.support.processes import run_cli
+from tests.support.proxy import LiteLLMProxy
+from tests.support.signing import WriterKey, forged_headers, write_records
+from tests.support.waiting import eventually
+
+KEY = "sk-forged-decisions-key-0123456789"
+SCOPE = f"key:{hashlib.sha256(KEY.encode()).hexdigest()}"
+FORGERIES = ("unsigned", "unknown_key", "bad_signature")
+REJECTED = "spendpipe_gateway_records_rejected_total"
+
+
+async def ask(http: httpx.AsyncClient, proxy: LiteLLMProxy) -> httpx.Response:
+    return await http.post(
+        f"{proxy.url}/chat/completions",
+        headers={"Authorization": f"Bearer {KEY}"},
+        json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]},
+    )
+
+
+async def forge(bootstrap: str, topics: Topics, enforcer_key: WriterKey) -> None:
+    key = SCOPE.encode()
+    unblock = Decision(scope=SCOPE, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
+    decision = unblock.model_dump_json().encode()
+    raised = Budget(scope=SCOPE, max_budget=Decimal(1000)).model_dump_json(exclude_none=True).encode()
+    decisions = [
+        (key, decision, forged_headers(DECISION_TYPE, key, decision, h, genuine=enforcer_key)) for h in FORGERIES
+    ]
+    budgets = [(key, raised, forged_headers(BUDGET_TYPE, key, raised, h, genuine=enforcer_key)) for h in FORGERIES]
+    tombstone = (key, None, forged_headers(BUDGET_TYPE, key, None, "unsigned", genuine=enforcer_key))
+    await write_records(bootstrap, topics.decisions, decisions)
+    await write_records(bootstrap, topics.budgets, [*budgets, tombstone])
+
+
+@pytest.fixture
+async def proxy(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[LiteLLMProxy]:
+    """A proxy with the plugin's ops endpoint on (its /metrics), on fresh topics; stopped after."""
+    proxy = LiteLLMProxy(
+        tmp_path / "proxy",
+        kafka_broker,
+        await make_topics(kafka_broker),
+        {KEY: ("alice", "search")},
+        ("gpt-4o",),
+        env={"SPENDPIPE_OPS__ENABLED": "true", "SPENDPIPE_OPS__PORT": str(free_port_pair())},
+    )
+    try:
+        await asyncio.to_thread(proxy.start)
+        yield proxy
+    finally:
+        await asyncio.to_thread(proxy.stop)
+
+
+async def test_a_proxy_keeps_refusing_after_forged_decisions_and_budgets(
+    proxy: LiteLLMProxy,
+    kafka_broker: str,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    signing_keys: WriterKey,
+) -> None:
+    topics = proxy.topics
+    ops = f"http://127.0.0.1:{proxy.env['SPENDPIPE_OPS__PORT']}"
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    await asyncio.to_thread(admin.set, {"scope": SCOPE, "max_budget": "0.0020", "budget_duration": "24h"})
+    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings)
+    async with running_pipeline(aggregator, enforcer, clickhouse, time.time), httpx.AsyncClient(timeout=30) as http:
+        # given a key the proxy refuses: its budget is spent
+        refused = await eventually(
+            lambda: ask(http, proxy), lambda r: r.status_code != 200, within=90, what="the key refused"
+        )
+        assert refused.status_code == litellm.budget_exceeded_status_code, refused.text
+
+        # when forged decisions and budgets are written on the real topics
+        await forge(kafka_broker, topics, signing_keys)
+
+        # then the proxy drops and counts every one of them
+        for topic, expected in ((topics.decisions, 3.0), (topics.budgets, 4.0)):
+            await eventually(
+                lambda topic=topic: off_loop(lambda: metric(ops, REJECTED, topic=topic)),  # type: ignore[misc]
+                lambda n, expected=expected: n == expected,  # type: ignore[misc]
+                within=15,
+                what=f"{expected} records dropped on {topic}",
+            )
+        assert await off_loop(lambda: metric(ops, REJECTED, topic=topics.decisions, reason="bad_signature")) == 1
+        # and keeps refusing the key, with LiteLLM's budget error
+        still = await ask(http, proxy)
+        assert still.status_code == litellm.budget_exceeded_status_code, still.text
+        assert still.json()["error"]["type"] == "budget_exceeded"
+        # and operators still see the block
+        env = {"SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker, "SPENDPIPE_TOPICS__DECISIONS": topics.decisions}
+        listed = await asyncio.to_thread(run_cli, env, "blocks", "list")
+        assert listed.returncode == 0, listed.stderr
+        assert SCOPE[:30] in listed.stdout
