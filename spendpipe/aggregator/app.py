@@ -166,6 +166,7 @@ class Aggregator:
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
+        self._metrics.last_flush.set_to_current_time()
 
     def _first_reads(self, records: Sequence[SourceRecord]) -> int:
         """How many of `records` this process had not read before (a nack'd batch comes again)."""

@@ -37,6 +37,11 @@ class AggregatorMetrics:
             "Time from batch received to offsets committed",
             registry=registry,
         )
+        self.last_flush = Gauge(
+            "spendpipe_aggregator_last_flush_timestamp_seconds",
+            "Unix time of this process's last flush whose offsets were committed; 0 before the first",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "spendpipe_aggregator_consumer_lag",
             "Records of the events topic not yet committed, per partition assigned to this aggregator",

@@ -34,6 +34,7 @@ from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
 from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.enforcer.budget_gauges import BudgetGauges
 from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.rate_reader import RateReader
@@ -69,6 +70,8 @@ class EnforcerService:
             rates=RateReader(clickhouse=clickhouse),
             clock=clock,
         )
+        self.budget_gauges = BudgetGauges(enforcer=self.enforcer, settings=settings.budget_metrics, clock=clock)
+        self.metrics.watch(self.budget_gauges)
         self._pending_scopes: set[str] = set()
         self._deleted_scopes: set[str] = set()
         self._budgets = CompactedTopicReader(
@@ -123,6 +126,7 @@ class EnforcerService:
         self._tasks = [
             asyncio.create_task(self._follow_budgets(), name="enforcer-budgets"),
             asyncio.create_task(self._tick(), name="enforcer-tick"),
+            asyncio.create_task(self._refresh_budget_gauges(), name="enforcer-budget-gauges"),
         ]
         self.ready.set()
         log.info("enforcer ready: %d blocks in force", len(self.enforcer.blocks()))
@@ -198,6 +202,14 @@ class EnforcerService:
             except Exception:
                 log.exception("enforcer tick failed; retrying")
             await asyncio.sleep(interval)
+
+    async def _refresh_budget_gauges(self) -> None:
+        while True:
+            try:
+                await self._clickhouse.run(self.budget_gauges.refresh)
+            except Exception:
+                log.exception("reading the budgets' spend for /metrics failed; retrying")
+            await asyncio.sleep(self._settings.budget_metrics.refresh_interval_s)
 
     async def _apply_budget_changes(self) -> None:
         if not (self._pending_scopes or self._deleted_scopes):

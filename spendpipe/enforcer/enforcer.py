@@ -19,7 +19,7 @@ from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.rate_verdict import judge_rate
 from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
 from spendpipe.enforcer.verdict import LIFETIME, Verdict, judge
-from spendpipe.store.totals import SpendTotals
+from spendpipe.store.totals import Measurement, SpendTotals
 
 Clock = Callable[[], float]
 
@@ -135,6 +135,13 @@ class Enforcer:
     def remember_alert(self, key: str) -> None:
         with self._lock:
             self._alerted.add(key)
+
+    def measure_budgets(self) -> list[tuple[Target, list[Measurement]]]:
+        """Every budget's own targets with their spend in each cap's current window, in one
+        query (derived targets, team members and end customers, are not included: there is no
+        bound on how many there are)."""
+        targets = [t for budget in self.book for t in direct_targets(budget)]
+        return list(zip(targets, self._reader.measure_many(targets, int(self._clock())), strict=True))
 
     def evaluate(self, targets: list[Target]) -> list[Decision]:
         now = self._clock()

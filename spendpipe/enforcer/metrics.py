@@ -1,10 +1,12 @@
 """The enforcer's Prometheus metrics, on a registry the caller chooses."""
 
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.registry import Collector
 
 
 class EnforcerMetrics:
     def __init__(self, *, registry: CollectorRegistry) -> None:
+        self._registry = registry
         self.decisions_published = Counter(
             "spendpipe_enforcer_decisions_published",
             "Decisions Kafka acknowledged on the decisions topic",
@@ -25,3 +27,7 @@ class EnforcerMetrics:
             ["topic", "reason"],
             registry=registry,
         )
+
+    def watch(self, collector: Collector) -> None:
+        """Export what `collector` reads whenever metrics are collected (the budget gauges)."""
+        self._registry.register(collector)

@@ -1,8 +1,17 @@
 """Settings of the enforcer (env prefix `SPENDPIPE_`, `__` between section and field)."""
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from spendpipe.platform.settings import PipelineSettings
+
+
+class BudgetMetricsSettings(BaseModel):
+    """`SPENDPIPE_BUDGET_METRICS__MAX_SERIES` / `__REFRESH_INTERVAL_S`."""
+
+    max_series: int = Field(default=500, ge=0, le=10_000)
+    """Most (scope, model, window) readings exported; each is three series (spend, remaining, cap)."""
+    refresh_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    """How often the budgets' spend is read from the totals (one query)."""
 
 
 class EnforcerSettings(PipelineSettings):
@@ -11,6 +20,8 @@ class EnforcerSettings(PipelineSettings):
     tick_interval_ms: int = Field(default=100, ge=10, le=1000)
     """How often blocks are checked for a window reset and budget changes applied; resets lift
     within this long (plus one ClickHouse query) of the boundary."""
+    budget_metrics: BudgetMetricsSettings = BudgetMetricsSettings()
+    """The spend and budget gauges on /metrics (`enforcer/budget_gauges.py`)."""
 
     @model_validator(mode="after")
     def _signing_keys(self) -> "EnforcerSettings":
