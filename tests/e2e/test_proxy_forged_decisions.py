@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -18,11 +17,7 @@ import pytest
 
 from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
-from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.budgets import Budget
-from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
-from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.topics import Topics
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
@@ -30,12 +25,11 @@ from tests.support.ops import metric, off_loop
 from tests.support.pipeline import running_pipeline
 from tests.support.processes import run_cli
 from tests.support.proxy import LiteLLMProxy
-from tests.support.signing import WriterKey, forged_headers, write_records
+from tests.support.signing import WriterKey, write_forgeries
 from tests.support.waiting import eventually
 
 KEY = "sk-forged-decisions-key-0123456789"
 SCOPE = f"key:{hashlib.sha256(KEY.encode()).hexdigest()}"
-FORGERIES = ("unsigned", "unknown_key", "bad_signature")
 REJECTED = "spendpipe_gateway_records_rejected_total"
 
 
@@ -45,20 +39,6 @@ async def ask(http: httpx.AsyncClient, proxy: LiteLLMProxy) -> httpx.Response:
         headers={"Authorization": f"Bearer {KEY}"},
         json={"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]},
     )
-
-
-async def forge(bootstrap: str, topics: Topics, enforcer_key: WriterKey) -> None:
-    key = SCOPE.encode()
-    unblock = Decision(scope=SCOPE, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
-    decision = unblock.model_dump_json().encode()
-    raised = Budget(scope=SCOPE, max_budget=Decimal(1000)).model_dump_json(exclude_none=True).encode()
-    decisions = [
-        (key, decision, forged_headers(DECISION_TYPE, key, decision, h, genuine=enforcer_key)) for h in FORGERIES
-    ]
-    budgets = [(key, raised, forged_headers(BUDGET_TYPE, key, raised, h, genuine=enforcer_key)) for h in FORGERIES]
-    tombstone = (key, None, forged_headers(BUDGET_TYPE, key, None, "unsigned", genuine=enforcer_key))
-    await write_records(bootstrap, topics.decisions, decisions)
-    await write_records(bootstrap, topics.budgets, [*budgets, tombstone])
 
 
 @pytest.fixture
@@ -100,7 +80,7 @@ async def test_a_proxy_keeps_refusing_after_forged_decisions_and_budgets(
         assert refused.status_code == litellm.budget_exceeded_status_code, refused.text
 
         # when forged decisions and budgets are written on the real topics
-        await forge(kafka_broker, topics, signing_keys)
+        await write_forgeries(kafka_broker, topics, Budget(scope=SCOPE, max_budget=Decimal(1000)), genuine=signing_keys)
 
         # then the proxy drops and counts every one of them
         for topic, expected in ((topics.decisions, 3.0), (topics.budgets, 4.0)):

@@ -9,8 +9,8 @@ read after them: once a reader holds the sentinel, it has read, and dropped, eve
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,12 +37,11 @@ from tests.support.gateway import sdk_plugin
 from tests.support.gateway_blocks import at, latest
 from tests.support.pipeline import ManualClock, produce, read_topic, running_pipeline
 from tests.support.processes import run_cli
-from tests.support.signing import WriterKey, forged_headers, reader_settings, write_records
+from tests.support.signing import FORGERIES, WriterKey, forged_headers, reader_settings, write_forgeries, write_records
 from tests.support.waiting import eventually
 
 SCOPE = "team:eng"
 BUDGET = {"scope": SCOPE, "max_budget": "1.00", "budget_duration": "1mo", "rpm_limit": 100}
-FORGERIES = ("unsigned", "unknown_key", "bad_signature")
 
 
 class Stack:
@@ -130,20 +129,19 @@ async def lift_and_block_again(admin: BudgetAdmin, plugin: SpendpipeLogger) -> t
 
 
 async def forge(stack: Stack, genuine: WriterKey) -> None:
-    """An unblock with version 2^62 and a cap of $1000 (rpm 10^6), each unsigned, signed by an
-    unknown key and badly signed under the genuine key's id; and an unsigned tombstone."""
-    key = SCOPE.encode()
-    unblock = Decision(scope=SCOPE, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
-    decision = unblock.model_dump_json().encode()
-    raised = Budget(scope=SCOPE, max_budget=Decimal(1000), rpm_limit=1_000_000).model_dump_json().encode()
-    await write_records(
-        stack.bootstrap,
-        stack.topics.decisions,
-        [(key, decision, forged_headers(DECISION_TYPE, key, decision, how, genuine=genuine)) for how in FORGERIES],
-    )
-    budgets = [(key, raised, forged_headers(BUDGET_TYPE, key, raised, how, genuine=genuine)) for how in FORGERIES]
-    tombstone = (key, None, forged_headers(BUDGET_TYPE, key, None, "unsigned", genuine=genuine))
-    await write_records(stack.bootstrap, stack.topics.budgets, [*budgets, tombstone])
+    """A forged unblock at version 2^62 and a forged cap of $1000 (rpm 10^6), three ways each,
+    and an unsigned tombstone."""
+    raised = Budget(scope=SCOPE, max_budget=Decimal(1000), rpm_limit=1_000_000)
+    await write_forgeries(stack.bootstrap, stack.topics, raised, genuine=genuine)
+
+
+@contextmanager
+def started_gateway(stack: Stack, spool: Path, signing: SigningSettings | None = None) -> Iterator[SpendpipeLogger]:
+    """The gateway plugin as the SDK runs it, following this test's topics from now on."""
+    extra = {"signing": signing} if signing else {}
+    with sdk_plugin(stack.bootstrap, stack.topics, spool, **extra) as plugin:
+        plugin.start()
+        yield plugin
 
 
 async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enforcer(
@@ -151,8 +149,7 @@ async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enfo
 ) -> None:
     # given a scope the enforcer blocked, at a gateway
     await asyncio.to_thread(stack.admin().set, BUDGET)
-    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool") as plugin:
-        plugin.start()
+    with started_gateway(stack, tmp_path / "spool") as plugin:
         async with stack.enforcer() as service:
             genuine = await blocked_by_spend(stack, plugin)
 
@@ -208,8 +205,7 @@ async def test_a_replayed_genuine_decision_does_not_undo_a_newer_one(
 ) -> None:
     # given a block, lifted by a raised cap, then back by a lowered one: three genuine decisions
     await asyncio.to_thread(stack.admin().set, BUDGET)
-    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool") as plugin:
-        plugin.start()
+    with started_gateway(stack, tmp_path / "spool") as plugin:
         async with stack.enforcer():
             await blocked_by_spend(stack, plugin)
             _, newest = await lift_and_block_again(stack.admin(), plugin)
@@ -239,8 +235,7 @@ async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKe
     # given gateways that accept the old and the new public key, and a scope blocked under the old
     await asyncio.to_thread(stack.admin(old.settings(old, new)).set, BUDGET)
     both = reader_settings(old, new)
-    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool", signing=both) as plugin:
-        plugin.start()
+    with started_gateway(stack, tmp_path / "spool", both) as plugin:
         async with stack.enforcer(old.settings(old, new)):
             blocked = await blocked_by_spend(stack, plugin)
 
@@ -258,8 +253,7 @@ async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKe
     ]
     # and once the old key is retired, a fresh gateway holding only the new one still refuses the scope
     only_new = reader_settings(new)
-    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool-2", signing=only_new) as fresh:
-        fresh.start()
+    with started_gateway(stack, tmp_path / "spool-2", only_new) as fresh:
         assert await eventually(
             lambda: fresh.blocklist.blocking([SCOPE]), bool, within=15, what="blocked at a new-key-only gateway"
         )
@@ -276,8 +270,7 @@ async def test_unsigned_records_are_counted_and_logged_once_per_writer(
     stack: Stack, signing_keys: WriterKey, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="spendpipe.platform.signing")
-    with sdk_plugin(stack.bootstrap, stack.topics, tmp_path / "spool") as plugin:
-        plugin.start()
+    with started_gateway(stack, tmp_path / "spool") as plugin:
         # given three unsigned decisions and two from each of two writers nobody accepts
         strangers = [WriterKey.generate(), WriterKey.generate()]
         records = []

@@ -5,15 +5,18 @@ forge, rotate or switch writers."""
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 from pydantic import SecretStr
 
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
+from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.signatures import KEY_ID_HEADER
-from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.settings import SigningOnly
 from spendpipe.platform.signing import Headers, SigningSettings, generate_key_pair, raw_key_pair
@@ -108,3 +111,20 @@ async def publish_decisions(bootstrap: str, topic: str, decisions: Sequence[Deci
         key, value = decision.key.encode(), decision.model_dump_json().encode()
         records.append((key, value, signer.headers(DECISION_TYPE, key, value)))
     await write_records(bootstrap, topic, records)
+
+
+FORGERIES = ("unsigned", "unknown_key", "bad_signature")
+
+
+async def write_forgeries(bootstrap: str, topics: Topics, raised: Budget, *, genuine: WriterKey) -> None:
+    """What a writer without an accepted key tries, on the key of `raised.scope`: an unblock at
+    version 2^62 and the `raised` budget, each in the three `FORGERIES`, and an unsigned tombstone
+    of the budget (3 records on the decisions topic, 4 on the budgets topic)."""
+    key = raised.scope.encode()
+    unblock = Decision(scope=raised.scope, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
+    decision, budget = unblock.model_dump_json().encode(), raised.model_dump_json(exclude_none=True).encode()
+    decisions = [(key, decision, forged_headers(DECISION_TYPE, key, decision, h, genuine=genuine)) for h in FORGERIES]
+    budgets = [(key, budget, forged_headers(BUDGET_TYPE, key, budget, h, genuine=genuine)) for h in FORGERIES]
+    tombstone = (key, None, forged_headers(BUDGET_TYPE, key, None, "unsigned", genuine=genuine))
+    await write_records(bootstrap, topics.decisions, decisions)
+    await write_records(bootstrap, topics.budgets, [*budgets, tombstone])
