@@ -4,6 +4,7 @@
     schemas/asyncapi.yaml                the AsyncAPI document (`spendpipe.admin.asyncapi`)
     schemas/json/<type>.schema.json      each message's JSON Schema as it is on the wire
     schemas/clickhouse/tables/<t>.sql    each table as it is after every migration
+    schemas/clickhouse/views/<v>.sql     each view for analysts, likewise
     schemas/clickhouse/migrations/*.sql  copies of the migrations the services apply
 
 Everything there is generated: the topics' side from the contracts (`spendpipe.admin.asyncapi`
@@ -32,6 +33,7 @@ from spendpipe.store.migrate import migrate
 ROOT = Path(__file__).resolve().parents[1] / "schemas"
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 TABLES = "clickhouse/tables/"
+VIEWS = "clickhouse/views/"
 MIGRATIONS = "clickhouse/migrations/"
 
 Files = dict[str, str]
@@ -63,13 +65,17 @@ def json_schema(message: TopicMessage) -> dict[str, Any]:
 
 
 def table_files(store: ClickhouseStore) -> Files:
-    """`SHOW CREATE TABLE` of every table in the store's database, without the database's name."""
+    """`SHOW CREATE TABLE` of every table and view in the store's database (views under
+    `VIEWS`), without the database's name."""
     database = store.settings.database
     qualified = re.compile(rf"(?<![\w.`]){re.escape(database)}\.|`{re.escape(database)}`\.")
     files = {}
-    for table in store.column("SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name"):
+    for table, engine in store.rows(
+        "SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name"
+    ):
         (statement,) = store.column(f"SHOW CREATE TABLE `{table}`")
-        files[f"{TABLES}{table}.sql"] = qualified.sub("", str(statement)) + ";\n"
+        folder = VIEWS if engine == "View" else TABLES
+        files[f"{folder}{table}.sql"] = qualified.sub("", str(statement)) + ";\n"
     return files
 
 
@@ -121,7 +127,7 @@ def readme() -> str:
     topics = Topics()
     configs = {spec.name: spec.topic_configs for spec in topic_specs(topics, partitions=1, replication=1)}
     rows = "\n".join(_row(message, configs[message.topic_name]) for message in MESSAGES)
-    return _README.format(type_header=TYPE_HEADER, rows=rows, tables=TABLES, migrations=MIGRATIONS)
+    return _README.format(type_header=TYPE_HEADER, rows=rows, tables=TABLES, views=VIEWS, migrations=MIGRATIONS)
 
 
 def _row(message: TopicMessage, config: dict[str, str]) -> str:
@@ -145,6 +151,7 @@ edit it by hand; a test fails while any file differs from what the code generate
 | `json/<message type>.schema.json` | one JSON Schema (draft 2020-12) per message: the payload as it is on the wire |
 | `asyncapi.yaml` | AsyncAPI 3.0: every topic, who sends and who receives, payloads and headers |
 | `{tables}<table>.sql` | each ClickHouse table as it is after every migration (`SHOW CREATE TABLE`) |
+| `{views}<view>.sql` | each view for analysts, as the migrations create it |
 | `{migrations}` | the migrations the services apply at start, in order |
 
 ## Kafka topics
@@ -194,6 +201,38 @@ rows with `window = 'watermark'` are the aggregator's bookkeeping, not spend);
 `schema_migrations` the migrations applied. The comments in `{migrations}` say what each
 column means. The DDL leaves out the database's name (`SPENDPIPE_CLICKHOUSE__DATABASE`,
 `spendpipe` by default).
+
+## ClickHouse views
+
+Query these rather than the tables: they sum at read time and hide the bookkeeping rows, and
+`spend` is exact (`Decimal(76, 24)`). `window` is `minute`, `hour`, `day`, `week` (from Sunday)
+or `month`, and `window_start` its start in UTC; `scope_type` is `key` (the key's SHA-256),
+`user`, `team`, `team_member` (`<team>/<user>`), `org`, `end_user` or `global` (`scope_id` '').
+
+- `spend_by_scope`: one row per window and scope, all models together: `window`, `window_start`,
+  `scope_type`, `scope_id`, `spend`, `requests`, `failures`, `cache_hits`, `prompt_tokens`,
+  `completion_tokens`, `total_tokens`.
+- `spend_by_model`: the same per model (`model`: the model group the client asked for, else the
+  model).
+- `spend_by_tag`: per request tag and hour (UTC) of the call, from `events`: `tag`, `hour`,
+  `spend`, `requests`, `failures`, `prompt_tokens`, `completion_tokens`, `total_tokens`. A call
+  with two tags counts under each and one without under none, so tags do not add up to a total.
+- `spend_by_session`: per agent session, from `events`: `agent_id`, `session_id`, `first_call`,
+  `last_call`, `spend`, `requests`, `failures`, `total_tokens`.
+- `top_spenders`: every scope in the window that contains now, ranked by spend within its
+  window kind and scope type: `window`, `window_start`, `scope_type`, `rank` (1 spent most),
+  `scope_id`, `spend`, `requests`.
+
+```sql
+SELECT scope_id AS team, spend FROM spend_by_scope
+WHERE window = 'day' AND scope_type = 'team' AND window_start >= now() - INTERVAL 7 DAY
+ORDER BY window_start, spend DESC;
+SELECT scope_id, spend FROM top_spenders WHERE window = 'month' AND scope_type = 'key' AND rank <= 10;
+```
+
+Blocks and budget caps are not in ClickHouse: they live on `spend.decisions` and `spend.budgets`
+(`spendpipe blocks list`, `spendpipe budgets list`), so there is no view of blocks history or of
+budget utilisation yet. [docs/analysts.md](../docs/analysts.md) has more examples.
 """
 
 

@@ -1,15 +1,18 @@
-"""`schemas/clickhouse/tables/`: each table as the migrations leave it, on the real engine (chDB),
-in a database of the test's own, so the file leaves the database's name out."""
+"""`schemas/clickhouse/tables/` and `views/`: each table and view as the migrations leave it, on
+the real engine (chDB), in a database of the test's own, so the file leaves the database's name out."""
 
-from dev.schemas import ROOT, TABLES, stale, table_files
+from dev.schemas import ROOT, TABLES, VIEWS, stale, table_files
 from spendpipe.platform.clickhouse import ClickhouseStore
 
 
 def test_the_checked_in_tables_are_current(clickhouse: ClickhouseStore) -> None:
     files = table_files(clickhouse)
 
-    found = stale(ROOT, files, lambda name: name.startswith(TABLES))
+    found = stale(ROOT, files, lambda name: name.startswith((TABLES, VIEWS)))
 
     assert found == [], f"out of date with the migrations ({', '.join(found)}): run `make schemas` and commit"
-    assert set(files) == {f"{TABLES}{table}.sql" for table in ("events", "schema_migrations", "spend_totals")}
+    assert set(files) == {f"{TABLES}{table}.sql" for table in ("events", "schema_migrations", "spend_totals")} | {
+        f"{VIEWS}{view}.sql"
+        for view in ("spend_by_model", "spend_by_scope", "spend_by_session", "spend_by_tag", "top_spenders")
+    }
     assert all(clickhouse.settings.database not in text for text in files.values())
