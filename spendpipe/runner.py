@@ -81,11 +81,8 @@ async def _serve(services: Services, registry: CollectorRegistry, readiness: Rea
     readiness.add("clickhouse", lambda: None)
     stores = [clickhouse]
     endpoint = None
-    if services.sql_endpoint.enabled:
-        endpoint_store = connect_clickhouse(services.clickhouse, read_only=True)
-        stores.append(endpoint_store)
-        endpoint = SqlEndpoint(store=endpoint_store, host=services.sql_endpoint.host, port=services.sql_endpoint.port)
-        endpoint.start()
+    if services.sql_endpoint.enabled and services.clickhouse.embedded:
+        endpoint = SqlEndpoint(clickhouse=services.clickhouse, settings=services.sql_endpoint).start()
     broker = build_broker(services.kafka)
     app = FastStream(broker)
     if services.aggregator:

@@ -20,6 +20,7 @@ from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, c
 from spendpipe.store.migrate import bundled_migrations, migrate
 from spendpipe.store.sql_endpoint.client import EndpointSource
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
+from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 from spendpipe.store.totals import SpendQuery, SpendTotals
 from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
@@ -122,7 +123,9 @@ def test_spend_per_model_in_a_caps_window_through_the_endpoint_and_directly(clic
     weekly = Cap(parse_duration("7d"), Decimal(1))  # the BudgetManager's "weekly": since Sunday
     now = int(SATURDAY.timestamp()) + 60
 
-    endpoint = SqlEndpoint(store=clickhouse, host="127.0.0.1", port=0).start()
+    if not clickhouse.settings.embedded:
+        pytest.skip("the SQL endpoint serves an embedded store; a server has its own HTTP interface")
+    endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
     try:
         through_endpoint = SpendTotals(sql=EndpointSource(url=f"http://127.0.0.1:{endpoint.port}"))
         by_model = through_endpoint.by_model(alice, weekly, now)

@@ -1,10 +1,12 @@
 """Where read-only SQL goes: the pipeline's loopback endpoint (embedded store) or a server."""
 
-import json
-import urllib.error
-import urllib.request
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 
@@ -23,29 +25,40 @@ class EndpointUnavailableError(RuntimeError):
 
 
 class EndpointSource:
-    """The SQL endpoint of a running `spendpipe run all` / `run aggregator`."""
+    """The SQL endpoint of a running `spendpipe run all` / `run aggregator`, through
+    clickhouse-connect's HTTP client: the endpoint speaks ClickHouse's HTTP interface. Connects
+    at the first query; values come back typed (Decimal, datetime) as from a server."""
 
     def __init__(self, *, url: str, timeout_s: float = 30.0) -> None:
-        self._url = url.rstrip("/")
-        self._timeout_s = timeout_s
+        parts = urlsplit(url)
+        self._url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        self._args: dict[str, Any] = {
+            "interface": parts.scheme,
+            "host": parts.hostname,
+            "port": parts.port or (443 if parts.scheme == "https" else 80),
+            "username": unquote(parts.username or "") or "default",
+            "password": unquote(parts.password or ""),
+            "send_receive_timeout": timeout_s,
+            "connect_timeout": min(timeout_s, 10.0),
+            "autogenerate_session_id": False,
+        }
+        self._client: Any = None
+        self._lock = threading.Lock()
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> Result:
-        body = json.dumps({"sql": sql, "parameters": parameters or {}}).encode()
-        request = urllib.request.Request(  # noqa: S310 - the URL is our own setting
-            f"{self._url}/sql", data=body, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                document = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            detail = json.loads(error.read() or b"{}").get("error", error.reason)
-            raise RuntimeError(f"query failed: {detail}") from None
-        except OSError as error:
-            raise EndpointUnavailableError(
-                f"no spendpipe SQL endpoint at {self._url} ({error}): is `spendpipe run all` running, "
-                "and does SPENDPIPE_SQL_ENDPOINT_URL point at it?"
-            ) from None
-        return document["columns"], document["rows"]
+        with self._lock:
+            try:
+                if self._client is None:
+                    self._client = clickhouse_connect.get_client(**self._args)
+                result = self._client.query(sql, parameters=parameters)
+            except OperationalError as error:
+                raise EndpointUnavailableError(
+                    f"no spendpipe SQL endpoint at {self._url} ({error}): is `spendpipe run all` running, "
+                    "and does SPENDPIPE_SQL_ENDPOINT_URL point at it?"
+                ) from None
+            except DatabaseError as error:
+                raise RuntimeError(f"query failed: {str(error).strip().splitlines()[0]}") from None
+            return list(result.column_names), [list(row) for row in result.result_rows]
 
 
 class DirectSource:

@@ -1,21 +1,65 @@
-"""Where the SQL endpoint listens (the serving process) and where its clients look for it."""
+"""Where the SQL endpoint listens (the serving process), its limits, and where clients look for it."""
 
+import ipaddress
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8124
+"""Beside ClickHouse's own 8123, so a local ClickHouse server and a pipeline can run together."""
 DEFAULT_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 """Where a client finds the endpoint of a pipeline started with the default settings."""
 
+LOOPBACK_NAMES = ("localhost",)
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
 
 class SqlEndpointSettings(BaseModel):
-    """The loopback SQL endpoint the process that owns an embedded store serves."""
+    """The ClickHouse HTTP interface the process that owns an embedded store serves, read-only.
+
+    Every limit is applied to every query as a ClickHouse setting the query cannot lift
+    (`readonly=1` forbids changing settings); a request may only ask for a lower one.
+    """
 
     enabled: bool = True
     host: str = DEFAULT_HOST
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    username: str | None = None
+    """Required, with `password`, when `host` is not a loopback address."""
+    password: SecretStr | None = None
+    max_execution_time_s: int = Field(default=30, ge=1)
+    """ClickHouse `max_execution_time` (timeout_overflow_mode=throw)."""
+    max_result_rows: int = Field(default=1_000_000, ge=1)
+    """ClickHouse `max_result_rows` (result_overflow_mode=throw): a larger result is an error,
+    never a silently cut one."""
+    max_result_bytes: int = Field(default=256 << 20, ge=1)
+    """ClickHouse `max_result_bytes`: uncompressed bytes of the result in memory, before formatting."""
+    max_request_bytes: int = Field(default=1 << 20, ge=1)
+    """Largest request body (the query and any form fields)."""
+    max_query_bytes: int = Field(default=256 << 10, ge=1)
+    """Longest query text, also ClickHouse's `max_query_size` (its default, 256 KiB)."""
+
+    @model_validator(mode="after")
+    def _credentials_beyond_loopback(self) -> "SqlEndpointSettings":
+        problems = []
+        if (self.username is None) != (self.password is None):
+            problems.append("__USERNAME and __PASSWORD go together")
+        elif self.enabled and not is_loopback(self.host) and self.password is None:
+            problems.append(f"bound to {self.host}, beyond loopback: set __USERNAME and __PASSWORD")
+        if self.password is not None and not self.password.get_secret_value():
+            problems.append("__PASSWORD is empty")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
 EndpointUrl = Annotated[str, Field(pattern=r"^https?://")]
