@@ -269,7 +269,7 @@ async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKe
 async def test_unsigned_records_are_counted_and_logged_once_per_writer(
     stack: Stack, signing_keys: WriterKey, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="spendpipe.platform.signing")
+    caplog.set_level(logging.ERROR, logger="spendpipe.platform.signing.records")
     with started_gateway(stack, tmp_path / "spool") as plugin:
         # given three unsigned decisions and two from each of two writers nobody accepts
         strangers = [WriterKey.generate(), WriterKey.generate()]
@@ -290,7 +290,7 @@ async def test_unsigned_records_are_counted_and_logged_once_per_writer(
         # then each is counted, and logged once per reason and writer key
         counts = rejected(plugin.metrics.records_rejected, stack.topics.decisions)
         assert counts == {"unsigned": 3.0, "unknown_key": 4.0}
-        lines = [r.getMessage() for r in caplog.records if r.name == "spendpipe.platform.signing"]
+        lines = [r.getMessage() for r in caplog.records if r.name.startswith("spendpipe.platform.signing")]
         ids = [s.settings().signer().key_id for s in strangers]
         assert len([line for line in lines if "unsigned" in line and "(none)" in line]) == 1
         for key_id in ids:

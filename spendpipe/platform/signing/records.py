@@ -1,0 +1,100 @@
+"""Signing a record's headers, and verifying a record read back before it is parsed (what the
+headers hold and the exact bytes signed: `spendpipe.contracts.signatures`). A verifier counts
+each record it drops (`topic`, `reason`: `unsigned`, `unknown_key`, `bad_signature`) and logs
+the first per reason and writer key id."""
+
+import base64
+import binascii
+import logging
+from collections.abc import Mapping
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from prometheus_client import CollectorRegistry, Counter
+
+from spendpipe.contracts.signatures import KEY_ID_HEADER, SIGNATURE_HEADER, key_id, signed_bytes
+from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.platform.compacted import TopicRecord
+from spendpipe.platform.signing.keys import raw
+
+log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
+
+
+class RecordSigner:
+    """Signs records with one private key; without one (signing not required) adds only the type."""
+
+    def __init__(self, private_key: Ed25519PrivateKey | None) -> None:
+        self._private = private_key
+        self.key_id = key_id(raw(private_key.public_key())) if private_key else None
+
+    def headers(self, message_type: str, key: bytes, value: bytes | None) -> Headers:
+        """The headers of one record: its type, and its signature when this writer has a key."""
+        headers = [(TYPE_HEADER, message_type.encode())]
+        if self._private is not None and self.key_id is not None:
+            signature = self._private.sign(signed_bytes(message_type, key, value))
+            headers += [(KEY_ID_HEADER, self.key_id.encode()), (SIGNATURE_HEADER, base64.b64encode(signature))]
+        return headers
+
+
+class RecordVerifier:
+    """Says whether a record read from one topic was signed by an accepted writer key. Not
+    locked: one reader thread calls it."""
+
+    def __init__(
+        self,
+        *,
+        public_keys: Mapping[str, Ed25519PublicKey],
+        required: bool,
+        message_type: str,
+        topic: str,
+        rejected: Counter,
+    ) -> None:
+        self._public = dict(public_keys)
+        self._required = required
+        self._message_type = message_type
+        self._topic = topic
+        self._rejected = rejected
+        self._logged: set[tuple[str, str]] = set()
+
+    def accepts(self, record: TopicRecord) -> bool:
+        """True if the record may be applied; otherwise it is counted and (once) logged."""
+        if not self._required:
+            return True
+        headers = dict(record.headers or ())
+        writer = headers.get(KEY_ID_HEADER, b"").decode(errors="replace")
+        signature = headers.get(SIGNATURE_HEADER)
+        if signature is None:
+            return self._reject("unsigned", writer)
+        public = self._public.get(writer)
+        if public is None:
+            return self._reject("unknown_key", writer)
+        try:
+            public.verify(
+                base64.b64decode(signature, validate=True),
+                signed_bytes(self._message_type, record.key or b"", record.value),
+            )
+        except (InvalidSignature, binascii.Error, ValueError):
+            return self._reject("bad_signature", writer)
+        return True
+
+    def _reject(self, reason: str, writer: str) -> bool:
+        self._rejected.labels(topic=self._topic, reason=reason).inc()
+        if (reason, writer) not in self._logged:
+            self._logged.add((reason, writer))
+            log.error(
+                "dropping %s records on %s from writer key %s (logged once; counted in records_rejected)",
+                reason.replace("_", " "),
+                self._topic,
+                writer or "(none)",
+            )
+        return False
+
+
+def uncollected_rejections() -> Counter:
+    """A rejection counter no one scrapes, for one-shot readers (the CLI, the Python API): the
+    log line is what they show."""
+    return Counter(
+        "spendpipe_records_rejected", "Records dropped by signature", ["topic", "reason"], registry=CollectorRegistry()
+    )
