@@ -97,13 +97,22 @@ def check_read_only(sql: str) -> list[Token]:
     if first.kind != "word" or first.text.upper() not in STATEMENTS:
         raise refused(f"{first.text.upper()} is not a read: only {', '.join(sorted(STATEMENTS))} run here")
     for token, following in zip(found, [*found[1:], None], strict=True):
-        if token.kind != "word":
-            continue
-        if token.text.upper() in FORBIDDEN_WORDS:
+        if token.kind == "word" and token.text.upper() in FORBIDDEN_WORDS:
             raise refused(f"{token.text.upper()} reads or writes files")
-        if following is not None and following.text == "(" and _reaches_out(token.text):
-            raise refused(f"{token.text}() reads files, URLs or other servers")
+        called = following is not None and following.text == "("
+        if called and token.kind in ("word", "quoted") and _reaches_out(name := _unquoted(token)):
+            raise refused(f"{name}() reads files, URLs or other servers")
     return found
+
+
+def _unquoted(token: Token) -> str:
+    """A name as ClickHouse resolves it: `file` and "file" call file(). A quoted name with an
+    escape (`\x66ile` is file too) is refused rather than decoded."""
+    if token.kind != "quoted":
+        return token.text
+    if "\\" in token.text:
+        raise refused(f"a function name with an escape: {token.text}")
+    return token.text[1:-1].replace(token.text[0] * 2, token.text[0])
 
 
 def _reaches_out(name: str) -> bool:
