@@ -52,6 +52,22 @@ class ModelBudget(BaseModel):
     budget_duration: DurationText | None = None
 
 
+class SpendReset(BaseModel):
+    """Where a scope's spend starts afresh (`BudgetManager.reset_cost`, `create_budget` over an
+    existing user): every cap of the budget counts the spend from the minute `at` on, less
+    `spent_before`, what that minute already held at the reset. The history stays; only the
+    reads start later. Minutes are the finest rows of `spend_totals`, hence the offset."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    at: int = Field(ge=0, multiple_of=60)
+    """Unix seconds of the minute the spend counts from."""
+    spent_before: Cost = Decimal(0)
+    """The minute's spend (all models) counted before the reset, left out of every read."""
+    model_spent_before: dict[str, Cost] = Field(default_factory=dict)
+    """The same, per model."""
+
+
 class Budget(BaseModel):
     """The spend caps and rate limits of one scope, with LiteLLM's field names. A null value (a
     tombstone) on the scope's key deletes its budget."""
@@ -84,6 +100,8 @@ class Budget(BaseModel):
     """On an agent: the spend cap of each of its sessions (LiteLLM's agent `litellm_params`)."""
     max_iterations: LimitCount | None = None
     """On an agent: how many LLM calls each of its sessions may make."""
+    spend_reset: SpendReset | None = None
+    """Where `max_budget` and `budget_limits` start counting afresh; None: no reset."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Budget":
@@ -153,10 +171,11 @@ class Budget(BaseModel):
     def hard_caps(self) -> tuple["Cap", ...]:
         """The caps on the scope's own spend: `max_budget` (over its duration, or for the
         scope's lifetime without one) and every `budget_limits` entry."""
-        caps = [Cap(parse_duration(w.budget_duration), w.max_budget) for w in self.budget_limits]
+        reset = self.spend_reset
+        caps = [Cap(parse_duration(w.budget_duration), w.max_budget, reset) for w in self.budget_limits]
         if self.max_budget is not None:
             duration = parse_duration(self.budget_duration) if self.budget_duration else None
-            caps.append(Cap(duration, self.max_budget))
+            caps.append(Cap(duration, self.max_budget, reset))
         return tuple(caps)
 
 
@@ -165,6 +184,8 @@ class Cap:
     duration: Duration | None
     """None: the scope's whole lifetime."""
     limit: Decimal
+    reset: SpendReset | None = None
+    """Spend before it is not counted (`SpendReset`)."""
 
 
 class BudgetRejectedError(ValueError):

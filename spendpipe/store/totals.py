@@ -7,7 +7,10 @@ here names a calendar window, so none of them sees one.
 
 A cap's spend comes from the rows of one grain (`grain`): a calendar duration reads its own
 window's row; an epoch-aligned duration sums the finest rows that tile it (days for multiples of
-a day, hours for multiples of an hour, else minutes); a lifetime cap sums every month.
+a day, hours for multiples of an hour, else minutes); a lifetime cap sums every month. A cap
+whose budget was reset inside its window (`SpendReset`, after the window's start) sums the
+minutes from the reset's minute to the window's end, less what that minute held at the reset:
+reads after a reset cost up to one row per minute since it (a month's is about 43,000).
 
 The enforcer, `spendpipe spend` and the BudgetManager all read through `SpendTotals`, each on
 the `SqlSource` it has: the store itself, the SQL endpoint, or a ClickHouse server.
@@ -47,7 +50,26 @@ class Grain(NamedTuple):
 
 
 def grain(cap: Cap, now: int) -> Grain:
-    """The rows that make up the cap's window containing `now`."""
+    """The rows that make up the cap's window containing `now`, from its reset on if any."""
+    whole = _window_grain(cap, now)
+    if cap.reset is not None and cap.reset.at >= whole.start:
+        return Grain(Window.MINUTE, cap.reset.at, whole.end, whole.reset)
+    return whole
+
+
+def reset_applies(cap: Cap, now: int) -> bool:
+    """The cap's budget was reset after its current window started."""
+    return cap.reset is not None and cap.reset.at >= _window_grain(cap, now).start
+
+
+def spent_before_reset(cap: Cap, model: str, now: int) -> Decimal:
+    """What to take off the rows `grain` names: the reset minute's spend before the reset."""
+    if cap.reset is None or not reset_applies(cap, now):
+        return Decimal(0)
+    return cap.reset.model_spent_before.get(model, Decimal(0)) if model else cap.reset.spent_before
+
+
+def _window_grain(cap: Cap, now: int) -> Grain:
     if cap.duration is None:
         return Grain(Window.MONTH, 0, _FOREVER, None)
     start, end = cap.duration.bounds(now)
@@ -127,6 +149,15 @@ class SpendQuery:
         return sql, parameters
 
 
+@dataclass(frozen=True)
+class ModelSpend:
+    """A scope's spend per model, and the watermarks (partition -> highest offset) of the events
+    topic, read from one snapshot: an event at or below its partition's mark is in `spend`."""
+
+    spend: dict[str, Decimal]
+    watermarks: dict[int, int]
+
+
 class SpendTotals:
     """Reads `spend_totals` through `sql`. Blocking calls; no I/O until one is made."""
 
@@ -136,16 +167,40 @@ class SpendTotals:
     def in_window(self, query: SpendQuery) -> Result:
         return self._sql.query(*query.sql())
 
-    def by_model(self, scope: Scope, cap: Cap, now: int) -> dict[str, Decimal]:
-        """The scope's spend per model (the all-models row apart) in the cap's window containing `now`."""
+    def by_model(self, scope: Scope, cap: Cap, now: int, *, events_topic: str) -> "ModelSpend":
+        """The scope's spend per model (the all-models row apart) in the rows `grain` names for
+        the cap at `now` (before taking off `spent_before_reset`), and the watermark of each
+        partition of `events_topic`, in one query: one snapshot of the table, so the spend is
+        exactly that of the events at or below the watermarks."""
         window, start, end, _ = grain(cap, now)
         _, rows = self._sql.query(
-            "SELECT model, sum(spend) FROM spend_totals WHERE scope_type = {scope_type:String} "
+            "SELECT window = {mark:String} AS is_mark, if(is_mark, scope_id, model), sum(spend), "
+            "max(ingest_offset) FROM spend_totals WHERE (scope_type = {scope_type:String} "
             "AND scope_id = {scope_id:String} AND model != '' AND window = {w:String} "
-            "AND window_start >= toDateTime({s:UInt32}) AND window_start < toDateTime({e:UInt32}) GROUP BY model",
-            {"scope_type": scope.type.value, "scope_id": scope.id, "w": window.value, "s": start, "e": end},
+            "AND window_start >= toDateTime({s:UInt32}) AND window_start < toDateTime({e:UInt32})) "
+            "OR (window = {mark:String} AND scope_type = {ingest:String} AND startsWith(scope_id, {topic:String})) "
+            "GROUP BY is_mark, if(is_mark, scope_id, model)",
+            {
+                "scope_type": scope.type.value,
+                "scope_id": scope.id,
+                "w": window.value,
+                "s": start,
+                "e": end,
+                "mark": WATERMARK_WINDOW,
+                "ingest": INGEST_SCOPE_TYPE,
+                "topic": f"{events_topic}:",
+            },
         )
-        return {str(model): Decimal(str(spend)) for model, spend in rows}
+        spend: dict[str, Decimal] = {}
+        watermarks: dict[int, int] = {}
+        for is_mark, name, total, offset in rows:
+            if is_mark:
+                partition = str(name).removeprefix(f"{events_topic}:")
+                if partition.isdigit():
+                    watermarks[int(partition)] = int(offset)
+            else:
+                spend[str(name)] = Decimal(str(total))
+        return ModelSpend(spend, watermarks)
 
     def measure(self, target: Capped, now: int) -> list[Measurement]:
         return self.measure_many([target], now)[0]
@@ -181,6 +236,7 @@ class SpendTotals:
             for cap, (window, start, end, reset) in zip(target.caps, target_grains, strict=True):
                 key = (target.scope.type.value, target.scope.id, target.model, window.value)
                 spend = sum((s for at, s in found.get(key, ()) if start <= at < end), Decimal(0))
+                spend = max(spend - spent_before_reset(cap, target.model, now), Decimal(0))
                 measurements.append(Measurement(cap, spend, reset))
             measured.append(measurements)
         return measured

@@ -128,13 +128,14 @@ def test_spend_per_model_in_a_caps_window_through_the_endpoint_and_directly(clic
     endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
     try:
         through_endpoint = SpendTotals(sql=EndpointSource(url=f"http://127.0.0.1:{endpoint.port}"))
-        by_model = through_endpoint.by_model(alice, weekly, now)
+        by_model = through_endpoint.by_model(alice, weekly, now, events_topic=TOPIC)
     finally:
         endpoint.stop()
 
     models = {e.model for e in this_week}
-    assert by_model == {model: sum(e.cost for e in this_week if e.model == model) for model in models}
-    assert SpendTotals(sql=clickhouse).by_model(alice, weekly, now) == by_model
+    assert by_model.spend == {model: sum(e.cost for e in this_week if e.model == model) for model in models}
+    assert by_model.watermarks == {0: 10, 1: 9}  # read with the spend, from the same snapshot
+    assert SpendTotals(sql=clickhouse).by_model(alice, weekly, now, events_topic=TOPIC) == by_model
 
 
 def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> None:
