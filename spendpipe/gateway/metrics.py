@@ -5,6 +5,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from spendpipe.gateway.blocks.blocklist import BlockList
 
+LOSS_REASONS = ("queue_full", "closed", "spool_full", "spool_error", "spool_torn_line", "unbuildable", "uncharged")
+"""Every `reason` of `spendpipe_gateway_events_lost_total` (docs/operations.md lists what each means)."""
+
 
 class GatewayMetrics:
     def __init__(self, *, registry: CollectorRegistry) -> None:
@@ -24,6 +27,8 @@ class GatewayMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in LOSS_REASONS:  # a series that appears at 5 has no increase to alert on: start each at 0
+            self.lost.labels(reason=reason)
         self.build_errors = Counter(
             "spendpipe_gateway_event_build_errors", "Calls whose full event could not be built", registry=registry
         )

@@ -82,7 +82,8 @@ def test_third_party_images_are_pinned_to_versions(resolved: dict[str, Any]) -> 
         if "build" in service:
             continue
         tag = service["image"].partition(":")[2]
-        assert re.match(r"^\d+(\.\d+)+$", tag), f"{name}: {service['image']} is not pinned to a version"
+        # a version, as Docker Hub tags it (Prometheus's tags start with v)
+        assert re.match(r"^v?\d+(\.\d+)+$", tag), f"{name}: {service['image']} is not pinned to a version"
     assert resolved["services"]["kafka"]["image"].startswith("apache/kafka:")
     assert resolved["services"]["clickhouse"]["image"].startswith("clickhouse/clickhouse-server:")
 
