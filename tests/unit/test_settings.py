@@ -154,6 +154,13 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
         "SPENDPIPE_SQL_ENDPOINT__ENABLED": "false",
         "SPENDPIPE_SQL_ENDPOINT__HOST": "0.0.0.0",
         "SPENDPIPE_SQL_ENDPOINT__PORT": "9124",
+        "SPENDPIPE_SQL_ENDPOINT__USERNAME": "analyst",
+        "SPENDPIPE_SQL_ENDPOINT__PASSWORD": "endpoint-secret",
+        "SPENDPIPE_SQL_ENDPOINT__MAX_EXECUTION_TIME_S": "10",
+        "SPENDPIPE_SQL_ENDPOINT__MAX_RESULT_ROWS": "50000",
+        "SPENDPIPE_SQL_ENDPOINT__MAX_RESULT_BYTES": "1000000",
+        "SPENDPIPE_SQL_ENDPOINT__MAX_REQUEST_BYTES": "4096",
+        "SPENDPIPE_SQL_ENDPOINT__MAX_QUERY_BYTES": "2048",
     }
     for name, value in example.items():
         monkeypatch.setenv(name, value)
@@ -196,9 +203,15 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
 
     endpoint = settings.sql_endpoint
     assert (endpoint.enabled, endpoint.host, endpoint.port) == (False, "0.0.0.0", 9124)
+    assert endpoint.username == "analyst"
+    assert endpoint.password is not None
+    assert endpoint.password.get_secret_value() == "endpoint-secret"
+    assert (endpoint.max_execution_time_s, endpoint.max_result_rows, endpoint.max_result_bytes) == (10, 50000, 1000000)
+    assert (endpoint.max_request_bytes, endpoint.max_query_bytes) == (4096, 2048)
 
     assert "kafka-secret" not in repr(settings)
     assert "ch-secret" not in repr(settings)
+    assert "endpoint-secret" not in repr(settings)
 
 
 def test_the_future_allowance_must_stay_below_the_dedup_horizon() -> None:
