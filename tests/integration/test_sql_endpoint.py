@@ -3,6 +3,8 @@ is refused and how, and the limits. `test_run_all_serves_clickhouse_clients` goe
 real `spendpipe run all`; the rest serve a test's own store with the same `SqlEndpoint`."""
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from spendpipe.store.sql_endpoint.errors import ClickhouseError
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 from tests.support.processes import run_cli
+from tests.support.waiting import eventually_sync
 
 READINGS = [("a", Decimal("1.5")), ("b", Decimal("2.25")), ("c", Decimal("0.000000000000000000000001"))]
 
@@ -27,6 +30,7 @@ def store(clickhouse: ClickhouseStore) -> ClickhouseStore:
     return clickhouse
 
 
+@contextmanager
 def serve(store: ClickhouseStore, **settings: object) -> Iterator[SqlEndpoint]:
     endpoint = SqlEndpoint(clickhouse=store.settings, settings=SqlEndpointSettings(port=0, **settings)).start()
     try:
@@ -37,7 +41,8 @@ def serve(store: ClickhouseStore, **settings: object) -> Iterator[SqlEndpoint]:
 
 @pytest.fixture
 def endpoint(store: ClickhouseStore) -> Iterator[SqlEndpoint]:
-    yield from serve(store)
+    with serve(store) as served:
+        yield served
 
 
 def url(endpoint: SqlEndpoint) -> str:
@@ -143,9 +148,9 @@ def test_readonly_stands_behind_the_allow_list(store: ClickhouseStore, endpoint:
 
 
 def test_limits_are_enforced(store: ClickhouseStore) -> None:
-    for endpoint in serve(
+    with serve(
         store, max_result_rows=10_000, max_result_bytes=1 << 20, max_request_bytes=4096, max_query_bytes=2048
-    ):
+    ) as endpoint:
         too_many_rows = post(endpoint, "SELECT number FROM numbers(20000)")
         too_many_bytes = post(endpoint, "SELECT repeat(toString(number), 300) FROM numbers(5000)")
         too_large_request = post(endpoint, "SELECT 1 -- " + "x" * 5000)
@@ -166,12 +171,28 @@ def test_limits_are_enforced(store: ClickhouseStore) -> None:
 
 
 def test_a_query_past_max_execution_time_is_stopped(store: ClickhouseStore) -> None:
-    for endpoint in serve(store, max_execution_time_s=1):
+    with serve(store, max_execution_time_s=1) as endpoint:
         # 40 blocks of one row, 0.25 s each: 10 s unless stopped at the limit
         response = post(endpoint, "SELECT sleepEachRow(0.25) FROM numbers(40)", max_block_size="1")
 
     assert_clickhouse_error(response, 500, 159)
     assert response.elapsed.total_seconds() < 5
+
+
+def test_a_query_past_the_concurrent_limit_is_refused_at_once(store: ClickhouseStore) -> None:
+    with serve(store, max_concurrent_queries=1) as endpoint:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # 30 blocks of one row, 0.1 s each: holds the only slot for about 3 s
+            slow = pool.submit(post, endpoint, "SELECT sleepEachRow(0.1) FROM numbers(30)", max_block_size="1")
+            refused = eventually_sync(
+                lambda: post(endpoint, "SELECT 1"), lambda r: r.status_code != 200, within=10, what="the slot taken"
+            )
+            finished = slow.result(timeout=30)
+        after = post(endpoint, "SELECT 1")
+
+    assert_clickhouse_error(refused, 500, 202)
+    assert finished.status_code == 200
+    assert after.text == "1\n"
 
 
 def test_a_foreign_host_header_is_refused(endpoint: SqlEndpoint) -> None:
@@ -186,7 +207,7 @@ def test_a_foreign_host_header_is_refused(endpoint: SqlEndpoint) -> None:
 
 
 def test_credentials_when_configured(store: ClickhouseStore) -> None:
-    for endpoint in serve(store, username="analyst", password="s3cret"):
+    with serve(store, username="analyst", password="s3cret") as endpoint:
         anonymous = post(endpoint, "SELECT 1")
         wrong = httpx.post(f"{url(endpoint)}/", content="SELECT 1", auth=("analyst", "guess"))
         basic = httpx.post(f"{url(endpoint)}/", content="SELECT 1", auth=("analyst", "s3cret"))

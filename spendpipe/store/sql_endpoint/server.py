@@ -22,6 +22,7 @@ import socket
 import threading
 import uuid
 
+import anyio
 import anyio.to_thread
 import uvicorn
 from starlette.applications import Starlette
@@ -52,6 +53,7 @@ class SqlEndpoint:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._port = settings.port
+        self._slots: anyio.CapacityLimiter | None = None  # made on the server's event loop
 
     @property
     def port(self) -> int:
@@ -119,6 +121,13 @@ class SqlEndpoint:
                 229, "QUERY_IS_TOO_LARGE", f"Query is longer than {self._settings.max_query_bytes} bytes"
             )
         fmt = output_format(check_read_only(parsed.query)) or parsed.default_format
+        if self._slots is None:
+            self._slots = anyio.CapacityLimiter(self._settings.max_concurrent_queries)
+        if self._slots.available_tokens < 1:
+            limit = self._settings.max_concurrent_queries
+            raise ClickhouseError(
+                202, "TOO_MANY_SIMULTANEOUS_QUERIES", f"Too many simultaneous queries. Maximum: {limit}"
+            )
         answer = await anyio.to_thread.run_sync(
             lambda: self._queries.run(
                 parsed.query,
@@ -126,7 +135,8 @@ class SqlEndpoint:
                 database=parsed.database or self._queries.default_database,
                 settings=parsed.settings,
                 parameters=parsed.parameters,
-            )
+            ),
+            limiter=self._slots,
         )
         headers = _headers(parsed, fmt, answer)
         content = answer.body

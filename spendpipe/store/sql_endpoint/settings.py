@@ -36,6 +36,9 @@ class SqlEndpointSettings(BaseModel):
     username: str | None = None
     """Required, with `password`, when `host` is not a loopback address."""
     password: SecretStr | None = None
+    max_concurrent_queries: int = Field(default=4, ge=1)
+    """Queries run at once; one more is refused at once (code 202), as ClickHouse does. With the
+    result limits it bounds the memory analysts' queries can take from the pipeline."""
     max_execution_time_s: int = Field(default=30, ge=1)
     """ClickHouse `max_execution_time` (timeout_overflow_mode=throw)."""
     max_result_rows: int = Field(default=1_000_000, ge=1)
