@@ -203,10 +203,11 @@ async def record_pipeline(
     nearly = [firing("SpendpipeBudgetNearlyExhausted", eng)]
     return recording, [
         *expect(healthy + STATE_MINUTES - 1, {name: [] for name in (*quiet, "SpendpipeBudgetNearlyExhausted")}),
-        # the backlog is new: both pending, not firing yet (the last flush was before the healthy stretch)
+        # the backlog is new: both pending, not firing yet. The last flush was at most just before
+        # the backlog's scrape, so 5 minutes and the rule's 2 later the flushes are stale for sure
         *expect(held + 1, {"SpendpipeConsumerLag": [], "SpendpipeFlushesStale": []}),
         *expect(
-            held + 3, {"SpendpipeConsumerLag": [], "SpendpipeFlushesStale": [firing("SpendpipeFlushesStale", PIPELINE)]}
+            held + 8, {"SpendpipeConsumerLag": [], "SpendpipeFlushesStale": [firing("SpendpipeFlushesStale", PIPELINE)]}
         ),
         *expect(
             held + STATE_MINUTES - 1,
