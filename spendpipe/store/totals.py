@@ -208,8 +208,8 @@ class SpendTotals:
     def measure_many(self, targets: Sequence[Capped], now: int) -> list[list[Measurement]]:
         """Each target's spend in each of its caps' current windows, in one query: the rows of
         every (scope, model, window) read since the earliest start any cap needs of it. The
-        query binds an array of tuples, which JSON cannot carry: read the store or a server
-        directly, not through the SQL endpoint (the enforcer reads its own client)."""
+        query binds an array of tuples: every `SqlSource` carries it, the SQL endpoint too (as a
+        ClickHouse query parameter)."""
         grains = [[grain(cap, now) for cap in target.caps] for target in targets]
         since: dict[_RowsKey, int] = {}
         for target, target_grains in zip(targets, grains, strict=True):
