@@ -30,10 +30,9 @@ from dev.local_kafka import LocalBroker
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.cli_budgets import decisions_table
 from spendpipe.admin.render import result_table
-from spendpipe.contracts.scopes import ScopeType
+from spendpipe.contracts.scopes import ScopeType, hash_api_key
 from spendpipe.contracts.topics import Topics
 from spendpipe.contracts.windows import Window
-from spendpipe.gateway.identity import hash_api_key
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.signing import SigningSettings, generate_key_pair

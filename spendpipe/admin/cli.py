@@ -3,14 +3,17 @@
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, TypeVar
+from importlib.metadata import version
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic_settings import BaseSettings
+from rich.console import RenderableType
 from rich.live import Live
-from rich.table import Table
+from typer._click.exceptions import NoArgsIsHelpError
 
 from spendpipe.admin import preflight
 from spendpipe.admin.asyncapi import asyncapi
@@ -18,10 +21,12 @@ from spendpipe.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.admin.cli_keys import keys_app
 from spendpipe.admin.cli_traffic import traffic
 from spendpipe.admin.errors import CliError, quiet_client_logs, report
+from spendpipe.admin.formats import FormatOption, OutputFormat, emit
 from spendpipe.admin.render import console, message, result_table
+from spendpipe.admin.scope_options import KeyOption, scope_or_key
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.contracts.scopes import ScopeType
 from spendpipe.contracts.windows import Window
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
@@ -30,7 +35,11 @@ from spendpipe.runner import Services, serve
 from spendpipe.store.sql_endpoint.client import sql_source
 from spendpipe.store.totals import SpendQuery, SpendTotals
 
-app = typer.Typer(help="spendpipe: exact LLM spend from gateways to ClickHouse.", no_args_is_help=True)
+app = typer.Typer(
+    help="spendpipe: exact LLM spend from gateways to ClickHouse.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,  # a local may hold a raw key (--key) or a secret setting
+)
 run_app = typer.Typer(help="Run services in this process until SIGINT/SIGTERM.", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
@@ -109,32 +118,44 @@ def _run(service: Service, validate: bool) -> None:
 @app.command()
 def spend(
     scope: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="team:eng, key:<hash>, user:alice, team_member:eng/alice, global; "
-            "a bare type (team) lists every scope of it"
+            "a bare type (team, the default) lists every scope of it"
         ),
-    ] = "team",
+    ] = None,
+    key: KeyOption = None,
     window: Annotated[Window, typer.Option(help="calendar window in UTC")] = Window.DAY,
     model: Annotated[str | None, typer.Option(help="a model name, or * for one row per model")] = None,
     at: Annotated[datetime | None, typer.Option(help="an instant in the window (UTC); default now")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C (0: once)")] = 0.0,
+    watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C (0: once; table only)")] = 0.0,
+    fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Spend, requests and tokens of a scope in a window, from ClickHouse."""
+    if watch > 0 and fmt is not OutputFormat.TABLE:
+        raise typer.BadParameter("--watch redraws a table; use it with --format table", param_hint="--watch")
     settings = _settings(AdminSettings)
-    scope_type, scope_id = _parse_scope(scope)
+    scope_type, scope_id = _parse_scope(scope, key)
+    shown = f"{scope_type.value}:{scope_id}" if scope_id else f"any {scope_type.value}"
     totals = SpendTotals(sql=sql_source(settings.clickhouse, settings.sql_endpoint_url))
 
-    def render() -> Table:
+    def read() -> tuple[str, list[str], Sequence[Sequence[Any]]]:
         instant = (at.replace(tzinfo=at.tzinfo or UTC)) if at else datetime.now(UTC)
         columns, rows = totals.in_window(SpendQuery(scope_type, scope_id, window, instant, model, limit))
-        title = f"{scope} — {window.value} of {instant:%Y-%m-%d %H:%M} UTC"
-        return result_table(title, columns, rows)
+        return f"{window.value} of {instant:%Y-%m-%d %H:%M} UTC", columns, rows
+
+    def render() -> RenderableType:
+        when, columns, rows = read()
+        if not rows:
+            return message(f"no spend recorded for {shown} in the {when}")
+        return result_table(f"{shown} — {when}", columns, rows)
 
     try:
         if watch <= 0:
-            out.print(render())
+            when, columns, rows = read()
+            table = result_table(f"{shown} — {when}", columns, rows)
+            emit(fmt, table=table, columns=columns, rows=rows, empty=f"no spend recorded for {shown} in the {when}")
             return
         with Live(render(), console=out, refresh_per_second=4) as live:
             while True:
@@ -146,19 +167,30 @@ def spend(
         raise CliError(str(error)) from None
 
 
-def _parse_scope(text: str) -> tuple[ScopeType, str | None]:
+def _parse_scope(text: str | None, key: str | None) -> tuple[ScopeType, str | None]:
+    """A scope, or with a bare type (`team`, the default) every scope of that type."""
+    if key is None:
+        text = text or ScopeType.TEAM.value
+        if ":" not in text and text != ScopeType.GLOBAL.value:
+            return _scope_type(text), None
+    parsed = scope_or_key(text, key)
+    return parsed.type, parsed.id
+
+
+def _scope_type(text: str) -> ScopeType:
     try:
-        if ":" in text or text == "global":
-            parsed = Scope.parse(text)
-            return parsed.type, parsed.id
-        return Scope.parse(f"{text}:*").type, None
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--scope") from None
+        return ScopeType(text)
+    except ValueError:
+        known = ", ".join(t.value for t in ScopeType)
+        raise typer.BadParameter(
+            f"unknown scope type {text!r} (expected one of: {known})", param_hint="--scope"
+        ) from None
 
 
 @app.command()
 def sql(
-    query: Annotated[str, typer.Argument(help="a read-only query, e.g. SELECT ... FROM spend_totals")],
+    query: Annotated[str, typer.Argument(help="a read-only query, e.g. SELECT ... FROM spend_by_scope")],
+    fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Run read-only SQL against the store and print the result."""
     settings = _settings(AdminSettings)
@@ -166,7 +198,7 @@ def sql(
         columns, rows = sql_source(settings.clickhouse, settings.sql_endpoint_url).query(query)
     except RuntimeError as error:
         raise CliError(str(error)) from None
-    out.print(result_table("", columns, rows))
+    emit(fmt, table=result_table("", columns, rows), columns=columns, rows=rows, empty="no rows")
 
 
 @topics_app.command("create")
@@ -182,9 +214,18 @@ def topics_create(
     out.print(message(f"created: {', '.join(created) or 'nothing, all topics exist'}"))
 
 
+def _print_version(asked: bool) -> None:
+    if asked:
+        out.print(message(f"spendpipe {version('spendpipe')}"))
+        raise typer.Exit
+
+
 @app.callback()
 def _options(
     debug: Annotated[bool, typer.Option("--debug", help="On an error, print its traceback too.")] = False,
+    _version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     _Options.debug = debug
 
@@ -195,9 +236,14 @@ class _Options:
 
 def main() -> None:
     try:
-        app(prog_name="spendpipe")
+        # not standalone: a usage error comes here too, to be said in one line like every other
+        code = app(prog_name="spendpipe", standalone_mode=False)
+    except NoArgsIsHelpError as asked:
+        asked.show()  # the help, as `spendpipe` and `spendpipe budgets` print it with no command
+        raise SystemExit(asked.exit_code) from None
     except Exception as error:
         raise SystemExit(report(error, kafka_servers=_kafka_servers(), debug=_Options.debug)) from None
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 def _kafka_servers() -> str | None:

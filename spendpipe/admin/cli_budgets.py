@@ -4,14 +4,16 @@ import asyncio
 import contextlib
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.budget_file import load_budget_file
+from spendpipe.admin.formats import FormatOption, OutputFormat, emit
 from spendpipe.admin.render import add_plain_row, console, message, plain
+from spendpipe.admin.scope_options import KeyOption, scope_or_key
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
@@ -42,7 +44,10 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
 @budgets_app.command("set")
 def budgets_set(
     ctx: typer.Context,
-    scope: Annotated[str, typer.Option(help="team:search, key:<sha256>, user:alice, end_user:acme, global ...")],
+    scope: Annotated[
+        str | None, typer.Option(help="team:search, key:<sha256>, user:alice, end_user:acme, global ...")
+    ] = None,
+    key: KeyOption = None,
     max_budget: Annotated[str | None, typer.Option(help="cap in USD, e.g. 10 or 0.50")] = None,
     budget_duration: Annotated[str | None, typer.Option(help="15m, 1h, 24h, 7d, 30d, 1mo ...")] = None,
     budget_limit: Annotated[list[str] | None, typer.Option(help="DURATION=CAP, repeatable: 24h=10")] = None,
@@ -65,7 +70,8 @@ def budgets_set(
 ) -> None:
     """Set (replace) the budget and rate limits of one scope."""
     settings: AdminSettings = ctx.obj
-    document: dict[str, object] = {"scope": scope}
+    # a --scope is checked with the rest of the budget, which names every problem at once
+    document: dict[str, object] = {"scope": scope if key is None and scope else str(scope_or_key(scope, key))}
     optional = {
         "max_budget": max_budget,
         "budget_duration": budget_duration,
@@ -105,13 +111,13 @@ def budgets_apply(ctx: typer.Context, file: Annotated[Path, typer.Option(exists=
 
 
 @budgets_app.command("delete")
-def budgets_delete(ctx: typer.Context, scope: Annotated[str, typer.Option()]) -> None:
+def budgets_delete(
+    ctx: typer.Context, scope: Annotated[str | None, typer.Option()] = None, key: KeyOption = None
+) -> None:
     """Delete a scope's budget; its blocks lift."""
-    try:
-        _admin(ctx.obj).delete(scope)
-    except ValueError as error:  # not a scope
-        raise typer.BadParameter(str(error), param_hint="--scope") from None
-    out.print(message("budget of ", (scope, "bold"), " deleted"))
+    target = str(scope_or_key(scope, key))
+    _admin(ctx.obj).delete(target)
+    out.print(message("budget of ", (target, "bold"), " deleted"))
 
 
 @budgets_app.command("resign")
@@ -129,42 +135,71 @@ def budgets_resign(
 
 
 @budgets_app.command("list")
-def budgets_list(ctx: typer.Context) -> None:
-    """Every budget in force."""
-    out.print(budgets_table(_admin(ctx.obj).current()))
+def budgets_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.TABLE) -> None:
+    """Every budget in force. JSON: each budget as it is on the topic; CSV: the table's columns
+    (`other` as a JSON object)."""
+    budgets = _admin(ctx.obj).current()
+    emit(
+        fmt,
+        table=budgets_table(budgets),
+        columns=BUDGET_COLUMNS,
+        rows=[_budget_row(b) for b in budgets],
+        documents=[b.model_dump(mode="json", exclude_none=True) for b in budgets],
+        empty="no budgets",
+    )
+
+
+BUDGET_COLUMNS = ("scope", "max_budget", "budget_duration", "budget_limits", "other")
+
+
+def _budget_row(b: Budget) -> list[Any]:
+    other = b.model_dump(
+        exclude_none=True,
+        exclude={"schema_version", "scope", "max_budget", "budget_duration", "budget_limits"},
+        exclude_defaults=True,
+        mode="json",
+    )
+    return [
+        b.scope,
+        b.max_budget,
+        b.budget_duration or ("lifetime" if b.max_budget is not None else ""),
+        ", ".join(f"{w.max_budget:f}/{w.budget_duration}" for w in b.budget_limits),
+        other,
+    ]
 
 
 def budgets_table(budgets: list[Budget]) -> Table:
     table = Table(title="budgets", title_justify="left")
-    for column in ("scope", "max_budget", "budget_duration", "budget_limits", "other"):
+    for column in BUDGET_COLUMNS:
         table.add_column(column)
     for b in budgets:
-        limits = ", ".join(f"{w.max_budget:f}/{w.budget_duration}" for w in b.budget_limits)
-        other = b.model_dump(
-            exclude_none=True,
-            exclude={"schema_version", "scope", "max_budget", "budget_duration", "budget_limits"},
-            exclude_defaults=True,
-            mode="json",
-        )
-        add_plain_row(
-            table,
-            [
-                b.scope,
-                f"{b.max_budget:f}" if b.max_budget is not None else "",
-                b.budget_duration or ("lifetime" if b.max_budget is not None else ""),
-                limits,
-                " ".join(f"{k}={v}" for k, v in other.items()),
-            ],
-        )
+        scope, cap, duration, limits, other = _budget_row(b)
+        shown_other = " ".join(f"{k}={v}" for k, v in other.items())
+        add_plain_row(table, [scope, f"{cap:f}" if cap is not None else "", duration, limits, shown_other])
     return table
 
 
 @blocks_app.command("list")
-def blocks_list(ctx: typer.Context) -> None:
-    """Blocks in force now."""
+def blocks_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.TABLE) -> None:
+    """Blocks in force now. The table leaves the reasons out (they repeat the scope, spend and
+    cap); JSON (each decision as it is on the topic) and CSV carry them."""
     decisions = asyncio.run(_read_decisions(ctx.obj, follow=False))
     now = datetime.now(UTC)
-    out.print(decisions_table([d for d in decisions if d.in_force(now)], "blocks in force"))
+    blocks = sorted((d for d in decisions if d.in_force(now)), key=lambda d: d.key)
+    emit(
+        fmt,
+        table=decisions_table(blocks, "blocks in force"),
+        columns=BLOCK_COLUMNS,
+        rows=[
+            [d.scope, d.model, d.kind, d.rate_limit_type, d.spend, d.cap, d.window, d.expires_at, d.reason]
+            for d in blocks
+        ],
+        documents=[d.model_dump(mode="json") for d in blocks],
+        empty="no blocks in force",
+    )
+
+
+BLOCK_COLUMNS = ("scope", "model", "kind", "rate_limit_type", "spend", "cap", "window", "expires_at", "reason")
 
 
 @blocks_app.command("tail")
@@ -196,21 +231,39 @@ async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDec
     return latest
 
 
-def decisions_table(decisions: list[Decision], title: str, *, reasons: bool = True) -> Table:
+_LIMIT_NAMES = {"requests": "rpm", "tokens": "tpm", "max_parallel_requests": "parallel"}
+
+
+def decisions_table(decisions: list[Decision], title: str, *, reasons: bool = False) -> Table:
+    """One line per decision, 80 columns and up: only the scope, the model (and the reason) give
+    way, shortened with an ellipsis; amounts and times are never cut. `per` is the budget's
+    window or, for a rate limit, what it counts (spend and cap are then requests or tokens)."""
+    ordered = sorted(decisions, key=lambda d: d.key)
+    rows = [_decision_cells(d) for d in ordered]
     table = Table(title=plain(title), title_justify="left")
-    table.add_column("scope", overflow="ellipsis", max_width=40, no_wrap=True)
-    for column in ("model", "spend", "cap", "window", "expires_at"):
-        table.add_column(column, no_wrap=True)
+    table.add_column("scope", min_width=12)
+    table.add_column("model", max_width=32)
+    for n, column in enumerate(("spend", "cap", "per", "until (UTC)"), start=2):
+        whole = max([len(column), *(len(cells[n]) for cells in rows)])
+        table.add_column(column, no_wrap=True, min_width=whole, justify="right" if n < 4 else "left")
     if reasons:
-        table.add_column("reason", overflow="fold")
-    for d in sorted(decisions, key=lambda d: d.key):
-        cells = [
-            d.scope,
-            d.model or "(all)",
-            f"{d.spend.normalize():f}" if d.spend is not None else "",
-            f"{d.cap.normalize():f}" if d.cap is not None else "",
-            d.window or "",
-            f"{d.expires_at:%Y-%m-%d %H:%M:%S}Z" if d.expires_at else "never",
-        ]
-        add_plain_row(table, [*cells, *([d.reason] if reasons else [])])
+        table.add_column("reason")
+    for d, cells in zip(ordered, rows, strict=True):
+        shown = [plain(cell) for cell in [*cells, *([d.reason] if reasons else [])]]
+        for cell in (shown[0], shown[1], *shown[6:]):
+            # the column gives way to the amounts, the cell stays one line: `…` where it is cut
+            cell.no_wrap, cell.overflow = True, "ellipsis"
+        table.add_row(*shown)
     return table
+
+
+def _decision_cells(d: Decision) -> list[str]:
+    per = _LIMIT_NAMES.get(d.rate_limit_type or "", "rate") if d.kind == "rate_limit" else d.window
+    return [
+        d.scope,
+        d.model or "(all)",
+        f"{d.spend.normalize():f}" if d.spend is not None else "",
+        f"{d.cap.normalize():f}" if d.cap is not None else "",
+        per or "",
+        f"{d.expires_at:%m-%d %H:%M:%S}" if d.expires_at else "never",
+    ]

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 import clickhouse_connect.driver.exceptions as clickhouse_errors
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError
 
+# typer (pinned) vendors click and names its usage errors nowhere public
+from typer._click.exceptions import UsageError
+
 from spendpipe.admin.render import console, plain
 from spendpipe.contracts.budgets import BudgetRejectedError
 from spendpipe.platform.settings import SettingsError
@@ -47,6 +50,9 @@ def explain(error: BaseException, *, kafka_servers: str | None = None) -> Failur
         return Failure(str(error), SETTINGS)
     if isinstance(error, BudgetRejectedError):
         return Failure(f"{error}\nnothing was published", SETTINGS)
+    if isinstance(error, UsageError):
+        command = f"{error.ctx.command_path} --help" if error.ctx else "spendpipe --help"
+        return Failure(f"{' '.join(error.format_message().split())} (see {command})", SETTINGS)
     return Failure(_at_run_time(error, kafka_servers), RUNTIME)
 
 
@@ -71,7 +77,7 @@ def report(error: BaseException, *, kafka_servers: str | None, debug: bool) -> i
     errors = console(stderr=True)
     if debug:
         errors.print(plain("".join(traceback.format_exception(error)), lines=True))
-    worded = isinstance(error, CliError | SettingsError | BudgetRejectedError)  # its traceback would add nothing
+    worded = isinstance(error, CliError | SettingsError | BudgetRejectedError | UsageError)  # no traceback needed
     hint = "" if debug or worded else " (spendpipe --debug ... shows the traceback)"
     errors.print(plain(f"error: {failure.message}{hint}", "red", lines=True))
     return failure.exit_code

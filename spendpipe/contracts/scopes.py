@@ -5,6 +5,7 @@ organisation, end customer and the global scope; each of those both across all m
 and for the event's own model. `model = ""` means "all models".
 """
 
+import hashlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,6 +56,17 @@ class Scope:
             # a raw key here would be published on the budgets and decisions topics
             raise ValueError("a key scope takes the key's SHA-256 hex (as LiteLLM's proxy stores it), not the key")
         return cls(scope_type, scope_id)
+
+
+def hash_api_key(raw_key: str) -> str:
+    """The hash LiteLLM's proxy stores for a virtual key (`litellm.proxy.utils.hash_token`):
+    SHA-256 hex of its UTF-8 bytes. A key scope names a key by this, never by the key itself."""
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def key_scope(raw_key: str) -> Scope:
+    """The scope of a raw key (`sk-...`), hashed here: the key itself goes no further."""
+    return Scope(ScopeType.KEY, hash_api_key(raw_key))
 
 
 def team_member_id(team_id: str, user_id: str) -> str:

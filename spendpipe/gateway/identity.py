@@ -38,14 +38,13 @@ too long, of the wrong type or with odd characters becomes the same bounded labe
 checks as in the recorded event, so the customer it names is counted and refused under one name.
 """
 
-import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
-from spendpipe.contracts.scopes import team_member_id
+from spendpipe.contracts.scopes import hash_api_key, team_member_id
 from spendpipe.gateway.labels import first_label, label_of
 
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -150,11 +149,6 @@ class RequestIdentity:
     def rate_limit_keys(self, model: str | None = None) -> list[str]:
         """The decision keys of the enforcer's rate-limit blocks that refuse this request."""
         return _with_model([RATE_LIMIT_PREFIX + scope for scope in self.rate_limit_scopes()], model)
-
-
-def hash_api_key(raw_key: str) -> str:
-    """The hash LiteLLM's proxy stores for a virtual key (`litellm.proxy.utils.hash_token`)."""
-    return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
 def key_hash_of(key: object) -> str | None:

@@ -66,9 +66,9 @@ def test_a_scope_and_a_reason_in_the_blocks_table_print_as_written(value: str, s
         expires_at=now + timedelta(hours=1), decided_at=now,
     )  # fmt: skip
 
-    rows = cells(screen(decisions_table([decision], "blocks in force")))
+    rows = cells(screen(decisions_table([decision], "blocks in force", reasons=True)))
 
-    assert rows[1] == [f"end_user:{seen}", seen, "", "", "24h", "2026-01-02 04:04:05Z", seen]
+    assert rows[1] == [f"end_user:{seen}", seen, "", "", "24h", "01-02 04:04:05", seen]
 
 
 @cases

@@ -8,8 +8,8 @@ from litellm.proxy._types import UserAPIKeyAuth
 
 from spendpipe.contracts.decisions import decision_key
 from spendpipe.contracts.rate_limits import LIMITED_SCOPES
-from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
-from spendpipe.gateway.identity import RequestIdentity, hash_api_key
+from spendpipe.contracts.scopes import Scope, ScopeType, hash_api_key, scopes_of
+from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import MAX_LABEL, label_of
 
 RAW_KEY = "sk-alice-raw-key"

@@ -15,9 +15,10 @@ from prometheus_client import CollectorRegistry
 
 from spendpipe.contracts.budgets import validate_budget
 from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.scopes import hash_api_key
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
-from spendpipe.gateway.identity import RequestIdentity, hash_api_key
+from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.rate_limits.gate import RateGate
