@@ -5,14 +5,11 @@
 published, queried or printed. The raw key is not echoed in any error either.
 """
 
-import re
 from typing import Annotated
 
 import typer
 
-from spendpipe.contracts.scopes import Scope, key_scope
-
-_SHA256_HEX = re.compile(r"^[0-9a-fA-F]{64}$")
+from spendpipe.contracts.scopes import SHA256_HEX, Scope, key_scope
 
 KeyOption = Annotated[
     str | None,
@@ -31,7 +28,7 @@ def scope_or_key(scope: str | None, key: str | None) -> Scope:
     if key is not None:
         if not key.strip():
             raise typer.BadParameter("the key is empty", param_hint="--key")
-        if _SHA256_HEX.match(key):
+        if SHA256_HEX.match(key):
             raise typer.BadParameter("that is a key's hash already: use --scope key:<hash>", param_hint="--key")
         return key_scope(key)
     if scope is None:

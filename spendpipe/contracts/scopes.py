@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 ALL_MODELS = ""
-_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+"""A key hash as LiteLLM's proxy stores it: 64 lowercase hex digits."""
 
 
 class ScopeType(StrEnum):
@@ -52,7 +53,7 @@ class Scope:
             return cls(scope_type, GLOBAL_ID)
         if not scope_id:
             raise ValueError(f"scope {text!r} needs an id, as in {scope_type.value}:<id>")
-        if scope_type is ScopeType.KEY and not _SHA256_HEX.match(scope_id):
+        if scope_type is ScopeType.KEY and not SHA256_HEX.match(scope_id):
             # a raw key here would be published on the budgets and decisions topics
             raise ValueError("a key scope takes the key's SHA-256 hex (as LiteLLM's proxy stores it), not the key")
         return cls(scope_type, scope_id)

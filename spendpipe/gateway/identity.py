@@ -38,16 +38,13 @@ too long, of the wrong type or with odd characters becomes the same bounded labe
 checks as in the recorded event, so the customer it names is counted and refused under one name.
 """
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
-from spendpipe.contracts.scopes import hash_api_key, team_member_id
+from spendpipe.contracts.scopes import SHA256_HEX, hash_api_key, team_member_id
 from spendpipe.gateway.labels import first_label, label_of
-
-SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True, slots=True)
