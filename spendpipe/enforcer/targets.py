@@ -3,7 +3,9 @@
 Direct targets come from a scope's own budget (`max_budget`, `budget_limits`,
 `model_max_budget`). Two kinds are derived for scopes that have no budget of their own:
 each member of a team whose budget sets `max_budget_in_team`, and each end customer when the
-global budget sets `max_end_user_budget`; both reset with the budget that sets them.
+global budget sets `max_end_user_budget`; both reset with the budget that sets them. A budget's
+reset marker (`spend_reset`) applies to its own caps, per-model and soft ones included, not to
+the caps it derives for other scopes.
 """
 
 from collections.abc import Iterator
@@ -79,7 +81,7 @@ def direct_targets(budget: Budget) -> list[Target]:
         targets.append(Target(scope, "", caps, f"budget of {budget.scope}"))
     for model, model_budget in sorted(budget.model_max_budget.items()):
         duration = parse_duration(model_budget.budget_duration) if model_budget.budget_duration else None
-        cap = Cap(duration, model_budget.max_budget)
+        cap = Cap(duration, model_budget.max_budget, budget.spend_reset)
         targets.append(Target(scope, model, (cap,), f"model_max_budget[{model}] of {budget.scope}"))
     return targets
 
@@ -88,7 +90,7 @@ def soft_target(budget: Budget) -> Target | None:
     """The soft budget as a target to measure: an alert threshold over the budget's duration."""
     if budget.soft_budget is None:
         return None
-    cap = Cap(_duration(budget), budget.soft_budget)
+    cap = Cap(_duration(budget), budget.soft_budget, budget.spend_reset)
     return Target(Scope.parse(budget.scope), "", (cap,), f"soft_budget of {budget.scope}")
 
 

@@ -10,7 +10,7 @@ import pytest
 from spendpipe.aggregator.dedup import Origin, event_digest
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
-from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.budgets import Cap, SpendReset
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.scopes import Scope, ScopeType
@@ -161,6 +161,27 @@ def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> Non
         None,
     ]
     assert [m.spend for m in one_model] == [sum(e.cost for e in today if e.model == "gpt-4o-mini")]
+
+
+def test_the_enforcer_counts_from_a_reset_less_what_its_minute_held(clickhouse: ClickhouseStore) -> None:
+    """Spend earlier in the day and earlier in the reset's minute is history; what follows counts."""
+    reset_minute = SATURDAY + timedelta(minutes=1)
+    morning = make_event(occurred_at=SATURDAY - timedelta(hours=3), user_id="alice")
+    before = make_event(occurred_at=reset_minute + timedelta(seconds=10), user_id="alice")
+    after = [make_event(occurred_at=reset_minute + timedelta(seconds=s), user_id="alice") for s in (40, 200)]
+    write(clickhouse, [morning, before, *after])
+    reset = SpendReset(
+        at=int(reset_minute.timestamp()), spent_before=before.cost, model_spent_before={before.model: before.cost}
+    )
+    caps = (Cap(parse_duration("1d"), Decimal(1), reset), Cap(None, Decimal(1), reset))
+    alice = Scope(ScopeType.USER, "alice")
+    now = int(SATURDAY.timestamp()) + 600
+
+    measured = SpendTotals(sql=clickhouse).measure(Target(alice, "", caps, "test"), now)
+    tomorrow = SpendTotals(sql=clickhouse).measure(Target(alice, "", caps[:1], "test"), now + 86_400)
+
+    assert [m.spend for m in measured] == [sum(e.cost for e in after)] * 2
+    assert [m.spend for m in tomorrow] == [0]  # a day that began after the reset reads whole
 
 
 def test_the_enforcer_reads_many_targets_in_one_query(clickhouse: ClickhouseStore) -> None:

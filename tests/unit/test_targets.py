@@ -5,7 +5,7 @@ from decimal import Decimal
 from spendpipe.contracts.budgets import Budget, Cap, validate_budget
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.scopes import Scope, ScopeType
-from spendpipe.enforcer.targets import BudgetBook, Target
+from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
 
 ENG = Scope(ScopeType.TEAM, "eng")
 ALICE_IN_ENG = Scope(ScopeType.TEAM_MEMBER, "eng/alice")
@@ -172,3 +172,24 @@ def test_put_replaces_and_delete_removes() -> None:
     assert book.targets_for(ENG) == []
     assert book.delete("team:eng") is None
     assert list(book) == []
+
+
+def test_a_reset_marker_reaches_the_budgets_own_caps_only() -> None:
+    reset = {"at": 1_764_590_400, "spent_before": "0.5"}
+    alice = validate_budget(
+        {
+            "scope": "user:alice",
+            "max_budget": 10,
+            "soft_budget": 5,
+            "model_max_budget": {"gpt-4o": {"max_budget": 2}},
+            "spend_reset": reset,
+        }
+    )
+    eng = validate_budget({"scope": "team:eng", "max_budget_in_team": 3, "spend_reset": reset})
+    soft = soft_target(alice)
+
+    caps = [cap for target in direct_targets(alice) for cap in target.caps]
+    assert soft is not None
+    assert [cap.reset for cap in [*caps, *soft.caps]] == [alice.spend_reset] * 3
+    (member,) = book_of(eng.model_dump(mode="json")).targets_for(ALICE_IN_ENG)
+    assert member.caps[0].reset is None
