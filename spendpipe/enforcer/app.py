@@ -12,8 +12,11 @@ only then flush announcements and the tick. `not_ready()` (for /readyz) says whi
 on until that is done.
 
 Every decision goes out signed with the enforcer's key; budgets (tombstones too) and decisions
-read back count only when an accepted writer key signed them (`platform/signing.py`): a forged
-decision read back cannot push the versions the enforcer continues from.
+read back count only when an accepted writer key signed them (`platform/signing`): a forged
+decision read back cannot push the versions the enforcer continues from. The enforcer keeps
+following its decisions topic; when a record that fails verification lands on a key it holds a
+decision for, the tick publishes that decision again, so the topic's last record for the key is
+genuine and compaction (last record per key wins) keeps it for readers that start later.
 """
 
 import asyncio
@@ -77,6 +80,11 @@ class EnforcerService:
         self._budgets = CompactedTopicReader(
             kafka=settings.kafka, topic=settings.topics.budgets, on_record=self._on_budget
         )
+        self._decisions_read = CompactedTopicReader(
+            kafka=settings.kafka, topic=settings.topics.decisions, on_record=self._on_decision
+        )
+        self._overwritten: set[str] = set()
+        """Keys whose last record failed verification: their decision is published again."""
         self._signer = settings.signing.signer()
         self._budget_verifier = settings.signing.verifier(
             message_type=BUDGET_TYPE, topic=settings.topics.budgets, rejected=self.metrics.records_rejected
@@ -117,32 +125,34 @@ class EnforcerService:
         await self._budgets.start()
         await self._budgets.catch_up()
         self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
-        await self._read_back(self._settings.topics.decisions, self._on_decision)
+        await self._decisions_read.start()
+        await self._decisions_read.catch_up()
         await self._read_back(self._settings.topics.alerts, self._on_alert)
         self._pending_scopes.clear()
         self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         self._tasks = [
-            asyncio.create_task(self._follow_budgets(), name="enforcer-budgets"),
+            asyncio.create_task(self._follow(self._budgets), name="enforcer-budgets"),
+            asyncio.create_task(self._follow(self._decisions_read), name="enforcer-decisions"),
             asyncio.create_task(self._tick(), name="enforcer-tick"),
             asyncio.create_task(self._refresh_budget_gauges(), name="enforcer-budget-gauges"),
         ]
         self.ready.set()
         log.info("enforcer ready: %d blocks in force", len(self.enforcer.blocks()))
 
-    async def _follow_budgets(self) -> None:
-        """Follow budget changes for as long as the service runs; after a failure, read the topic
-        again from the beginning (applying a budget twice changes nothing)."""
+    async def _follow(self, reader: CompactedTopicReader) -> None:
+        """Follow budgets or decisions for as long as the service runs; after a failure, read the
+        topic again from the beginning (applying a budget or a decision twice changes nothing)."""
         while True:
             try:
-                await self._budgets.follow()
+                await reader.follow()
             except Exception:
-                log.exception("reading spend.budgets failed; reading it again from the beginning")
-                await self._budgets.stop()
+                log.exception("reading a topic failed; reading it again from the beginning")
+                await reader.stop()
                 await asyncio.sleep(1)
-                await self._budgets.start()
-                await self._budgets.catch_up()
+                await reader.start()
+                await reader.catch_up()
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -150,6 +160,7 @@ class EnforcerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._budgets.stop()
+        await self._decisions_read.stop()
 
     async def on_flushes(self, announcements: list[ScopesFlushed]) -> None:
         """Judge the scopes of every announcement waiting, once: an enforcer that fell behind
@@ -183,7 +194,9 @@ class EnforcerService:
         self._pending_scopes.add(budget.scope)
 
     def _on_decision(self, record: TopicRecord) -> None:
-        if record.value is not None and self._decision_verifier.accepts(record):
+        if not self._decision_verifier.accepts(record):
+            self._overwritten.add((record.key or b"").decode(errors="replace"))
+        elif record.value is not None:
             self.enforcer.remember(Decision.model_validate_json(record.value))
 
     def _on_alert(self, record: TopicRecord) -> None:
@@ -199,6 +212,7 @@ class EnforcerService:
             try:
                 await self._apply_budget_changes()
                 await self._publish(await self._clickhouse.run(self.enforcer.evaluate_due))
+                await self._reassert()
             except Exception:
                 log.exception("enforcer tick failed; retrying")
             await asyncio.sleep(interval)
@@ -221,14 +235,30 @@ class EnforcerService:
         self._pending_scopes -= pending
         self._deleted_scopes -= deleted
 
+    async def _reassert(self) -> None:
+        """Publish again, with its own version, the decision of every key a forged record came
+        after; a key this enforcer never decided has nothing to restore."""
+        keys, self._overwritten = self._overwritten, set()
+        for decision in filter(None, map(self.enforcer.last, sorted(keys))):
+            log.warning(
+                "decision %s v%d published again after a record that failed verification",
+                decision.key,
+                decision.version,
+            )
+            await self._send(decision)
+            self.metrics.decisions_reasserted.inc()
+
+    async def _send(self, decision: Decision) -> None:
+        key, value = decision.key.encode(), decision.model_dump_json().encode()
+        headers = {name: text.decode() for name, text in self._signer.headers(MESSAGE_TYPE, key, value)}
+        await self._decisions.publish(value, key=key, headers=headers)
+
     async def _publish(self, decisions: list[Decision]) -> None:
         """Publish in order; a decision Kafka did not take is retracted so it is decided again."""
         for n, decision in enumerate(decisions):
             log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
-            key, value = decision.key.encode(), decision.model_dump_json().encode()
-            headers = {name: text.decode() for name, text in self._signer.headers(MESSAGE_TYPE, key, value)}
             try:
-                await self._decisions.publish(value, key=key, headers=headers)
+                await self._send(decision)
             except Exception:
                 self.metrics.decision_failures.inc(len(decisions) - n)
                 for unsent in decisions[n:]:

@@ -40,6 +40,11 @@ class Enforcer:
         with self._lock:
             self._last.offer(decision)
 
+    def last(self, key: str) -> Decision | None:
+        """The decision in force for `key`: the last published (or read back), if any."""
+        with self._lock:
+            return self._last.get(key)
+
     def blocks(self) -> list[Decision]:
         with self._lock:
             return [d for d in self._last if d.blocked]

@@ -27,6 +27,11 @@ class EnforcerMetrics:
             ["topic", "reason"],
             registry=registry,
         )
+        self.decisions_reasserted = Counter(
+            "spendpipe_enforcer_decisions_reasserted",
+            "Decisions published again because a record that failed verification came after them on their key",
+            registry=registry,
+        )
 
     def watch(self, collector: Collector) -> None:
         """Export what `collector` reads whenever metrics are collected (the budget gauges)."""

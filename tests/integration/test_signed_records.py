@@ -29,6 +29,7 @@ from spendpipe.contracts.topics import Topics
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import SigningSettings
 from tests.conftest import aggregator_settings, enforcer_settings
@@ -105,6 +106,12 @@ def rejected(counter: Counter, topic: str) -> dict[str, float]:
         for sample in metric.samples
         if sample.name.endswith("_total") and sample.labels["topic"] == topic
     }
+
+
+async def last_record(stack: Stack, key: str) -> TopicRecord | None:
+    """The decisions topic's last record on `key` (one partition: offset order is write order)."""
+    records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=1)
+    return next((r for r in reversed(records) if r.key == key.encode()), None)
 
 
 def blocked_at(plugin: SpendpipeLogger) -> Callable[[], Decision | None]:
@@ -191,6 +198,16 @@ async def test_forged_decisions_and_budgets_are_ignored_by_gateways_and_the_enfo
             budgets = await asyncio.to_thread(stack.cli, "budgets", "list")
             assert "1.00" in budgets
             assert "1000" not in budgets
+            # and the enforcer published its block again after the forgeries, so the key's last
+            # record is genuine: what compaction keeps for gateways that start later
+            last = await eventually(
+                lambda: last_record(stack, SCOPE),
+                lambda r: r is not None and r.value == genuine.model_dump_json().encode(),
+                within=10,
+                what="the genuine block as the key's last record",
+            )
+            assert service.metrics.decisions_reasserted._value.get() >= 1
+            assert dict(last.headers)[KEY_ID_HEADER].decode() == signing_keys.settings().signer().key_id
 
         # a restarted enforcer reads the forged version back and does not continue from it: its
         # next decisions, with versions of its own clock, reach the gateway
@@ -294,7 +311,7 @@ async def test_unsigned_records_are_counted_and_logged_once_per_writer(
         ids = [s.settings().signer().key_id for s in strangers]
         assert len([line for line in lines if "unsigned" in line and "(none)" in line]) == 1
         for key_id in ids:
-            assert len([line for line in lines if f"writer key {key_id}" in line]) == 1
+            assert len([line for line in lines if f"writer key '{key_id}'" in line]) == 1
         assert len(lines) == 3
 
 

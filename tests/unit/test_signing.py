@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from spendpipe.admin.cli import app
 from spendpipe.admin.errors import CliError
 from spendpipe.contracts.signatures import signed_bytes
-from spendpipe.platform.settings import SettingsError, require_keys
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.platform.settings import SettingsError, load_settings, require_keys
 from spendpipe.platform.signing import (
     RecordVerifier,
     SigningKeyError,
@@ -22,6 +23,7 @@ from spendpipe.platform.signing import (
     generate_key_pair,
     read_key_id,
 )
+from spendpipe.platform.signing.records import MOST_LOGGED
 from tests.support.signing import WriterKey, forged_headers, reader_settings, signing_from_environment
 
 TYPE = "spendpipe.decision.v1"
@@ -190,3 +192,37 @@ def test_validate_loads_the_enforcers_keys(tmp_path: Path) -> None:
     assert str(result.exception).startswith(
         f"SPENDPIPE_SIGNING__PRIVATE_KEY_FILE: cannot read {tmp_path / 'missing.key'}"
     )
+
+
+def test_log_lines_are_bounded_whatever_key_ids_a_writer_invents(caplog: pytest.LogCaptureFixture) -> None:
+    writer = WriterKey.generate()
+    check, counter = verifier(reader_settings(writer))
+
+    for n in range(MOST_LOGGED + 10):
+        check.accepts(
+            record(b"k", b"v", [("spendpipe-key-id", f"{n:x}\x1b[2J".encode()), ("spendpipe-signature", b"")])
+        )
+
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("spendpipe.platform.signing")]
+    assert len(lines) == MOST_LOGGED
+    assert "no other writer after this one" in lines[-1]
+    assert "\x1b" not in "".join(lines)
+    assert count(counter, "unknown_key") == MOST_LOGGED + 10
+
+
+def test_a_service_without_its_keys_does_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SPENDPIPE_SIGNING__PRIVATE_KEY", "SPENDPIPE_SIGNING__PUBLIC_KEYS"):
+        monkeypatch.delenv(name)
+    monkeypatch.setitem(EnforcerSettings.model_config, "env_file", None)
+
+    with pytest.raises(SettingsError) as refused:
+        load_settings(EnforcerSettings)
+
+    assert str(refused.value).splitlines()[1:] == [
+        "  settings: SPENDPIPE_SIGNING__PRIVATE_KEY_FILE or SPENDPIPE_SIGNING__PRIVATE_KEY: this service signs what "
+        "it publishes (spendpipe keys generate), or set SPENDPIPE_SIGNING__REQUIRED=false",
+        "  SPENDPIPE_SIGNING__PUBLIC_KEYS_DIR or SPENDPIPE_SIGNING__PUBLIC_KEYS: no accepted writer public key, so "
+        "every decision and budget would be dropped (or set SPENDPIPE_SIGNING__REQUIRED=false)",
+    ]
+    monkeypatch.setenv("SPENDPIPE_SIGNING__REQUIRED", "false")
+    assert not load_settings(EnforcerSettings).signing.required

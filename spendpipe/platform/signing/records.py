@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 
+MOST_LOGGED = 1000
+"""Writer keys logged per verifier: key ids come from headers anyone with write access sets."""
+KEY_ID_SHOWN = 64
+
 
 class RecordSigner:
     """Signs records with one private key; without one (signing not required) adds only the type."""
@@ -81,13 +85,15 @@ class RecordVerifier:
 
     def _reject(self, reason: str, writer: str) -> bool:
         self._rejected.labels(topic=self._topic, reason=reason).inc()
-        if (reason, writer) not in self._logged:
+        writer = writer[:KEY_ID_SHOWN]  # whoever writes the topic chooses this header
+        if (reason, writer) not in self._logged and len(self._logged) < MOST_LOGGED:
             self._logged.add((reason, writer))
             log.error(
-                "dropping %s records on %s from writer key %s (logged once; counted in records_rejected)",
+                "dropping %s records on %s from writer key %s (logged once%s; counted in records_rejected)",
                 reason.replace("_", " "),
                 self._topic,
-                writer or "(none)",
+                ascii(writer) if writer else "(none)",
+                ", and no other writer after this one" if len(self._logged) == MOST_LOGGED else "",
             )
         return False
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 
 from spendpipe.contracts.signatures import key_id
 from spendpipe.platform.signing.keys import load_private_key, load_public_key, parse, public_key_files, raw, read
@@ -71,10 +72,11 @@ class SigningSettings(BaseModel):
         return lacking
 
     def require(self, *, writes: bool, reads: bool) -> None:
-        """A service's settings validator: raise `ValueError` with `problems()`, one per line."""
+        """A service's settings validator: raise with `problems()`, each on a line of its own in
+        the settings error (`describe_errors` indents the list by two spaces)."""
         lacking = self.problems(writes=writes, reads=reads)
         if lacking:
-            raise ValueError("\n".join(lacking))
+            raise PydanticCustomError("signing_keys", "\n  ".join(lacking).replace("{", "{{").replace("}", "}}"))
 
     def key_problems(self, *, writes: bool, reads: bool) -> list[str]:
         """`problems()`, then whether the keys named load (reading the files), and whether a
