@@ -42,19 +42,23 @@ included). Reads, and the enforcer's caps (`max_budget`, `budget_limits`), count
 from the marker's on, less that offset. Nothing is deleted: `spendpipe spend` still shows the
 history. Another process's spend recorded just before the reset in its minute and not yet
 counted counts after it; until this process's unconfirmed events of that minute are counted,
-the enforcer reads the user's spend as zero (the offset holds them). `model_max_budget` caps do
-not take the marker (this API never sets them).
+the enforcer reads the user's spend as zero (the offset holds them). The enforcer applies the
+marker to every cap of the budget (`max_budget`, `budget_limits`, `model_max_budget`,
+`soft_budget`).
 
 Windows. spendpipe's calendar windows, in UTC, not LiteLLM's rolling days from `created_at`:
-`daily` resets at midnight, `weekly` on Sunday, `monthly` on the 1st (LiteLLM: 1, 7 and 28..
-30 days after the budget was created; its constant is 30), `yearly` is 365 days aligned to the
-epoch. `reset_on_duration` and `update_budget_all_users` still do LiteLLM's rolling reset from
+`daily` resets at midnight, `weekly` on Sunday, `monthly` on the 1st, `yearly` every 365 days
+aligned to the epoch. LiteLLM's reset only when `reset_on_duration` runs, 1, 7, 28 or 365 days
+(its DAYS_IN_A_* constants) after `last_updated_at`, the budget's creation then each reset.
+`reset_on_duration` and `update_budget_all_users` still do that rolling reset from
 `user_dict[user]["last_updated_at"]` (a `reset_cost` once `duration` days passed) on top.
 
-`user_dict` is a local view, refreshed by each call that names a user (`load_data` for all);
-editing it does not change a budget. Use `update_cost` or the gateway plugin for a call, not
-both: each counts the call once. Settings come from the environment (`SPENDPIPE_*`), or pass
-`settings=`.
+`user_dict` is a local view, refreshed by each call that names a user (`load_data` for all;
+unlike LiteLLM's, the constructor does no I/O, so it starts empty); editing it does not change a
+budget, except that `reset_on_duration` reads `last_updated_at` from it, as LiteLLM's does.
+
+Use `update_cost` or the gateway plugin for a call, not both: each counts the call once.
+Settings come from the environment (`SPENDPIPE_*`), or pass `settings=`.
 """
 
 from spendpipe.budget_manager.manager import BudgetManager, BudgetManagerSettings

@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 Duration = Literal["daily", "weekly", "monthly", "yearly"]
 DURATIONS: dict[str, str] = {"daily": "1d", "weekly": "7d", "monthly": "1mo", "yearly": "365d"}
-DAYS: dict[str, int] = {"1d": 1, "7d": 7, "1mo": 30, "365d": 365}
-"""LiteLLM's `duration` in days (DAYS_IN_A_WEEK, _MONTH, _YEAR), by the budget_duration written."""
 
 
 class BudgetManagerSettings(PipelineSettings):
@@ -135,7 +133,7 @@ class BudgetManager:
         entry: dict[str, Any] = {"total_budget": total_budget}
         if duration is not None:
             at = now if created_at is None else created_at
-            entry |= {"duration": DAYS[DURATIONS[duration]], "created_at": at, "last_updated_at": at}
+            entry |= {"duration": _days(DURATIONS[duration]), "created_at": at, "last_updated_at": at}
         self.user_dict[_id(user)] = entry
         return entry
 
@@ -193,7 +191,7 @@ class BudgetManager:
     def reset_on_duration(self, user: str) -> None:
         """LiteLLM's rolling reset: once `duration` days passed since `last_updated_at`, reset."""
         self._budget(user)
-        entry = self.user_dict[_id(user)]
+        entry = self._entry(_id(user))  # a KeyError below without a duration, as LiteLLM's
         now = self._clock()
         if now - entry["last_updated_at"] >= entry["duration"] * 86_400:
             self.reset_cost(user)
@@ -297,7 +295,7 @@ class BudgetManager:
         if budget is None:
             return entry
         entry["total_budget"] = float(budget.max_budget or 0)
-        days = DAYS.get(budget.budget_duration or "")
+        days = _days(budget.budget_duration)
         if days is None:
             for key in ("duration", "created_at", "last_updated_at"):
                 entry.pop(key, None)
@@ -349,6 +347,13 @@ class BudgetManager:
             self._spool.publish(event)
             return
         self._ledger.place(event.event_id, partition, offset)
+
+
+def _days(budget_duration: str | None) -> int | None:
+    """LiteLLM's `duration` in days (its DAYS_IN_A_* constants) for a duration this API writes."""
+    from litellm.constants import DAYS_IN_A_MONTH, DAYS_IN_A_WEEK, DAYS_IN_A_YEAR  # noqa: PLC0415
+
+    return {"1d": 1, "7d": DAYS_IN_A_WEEK, "1mo": DAYS_IN_A_MONTH, "365d": DAYS_IN_A_YEAR}.get(budget_duration or "")
 
 
 def _id(user: object) -> str:

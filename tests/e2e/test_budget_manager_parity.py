@@ -195,6 +195,26 @@ async def test_unknown_users_raise_key_error_as_in_litellm(pipeline: Pipeline) -
     assert budget_manager.unconfirmed_events == 0  # nothing recorded for an unknown user
 
 
+async def test_the_same_calls_return_what_litellms_own_class_returns(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # LiteLLM's local client saves user_cost.json here
+    theirs, ours = litellm.BudgetManager(project_name="p"), pipeline.BudgetManager(project_name="p")
+    response = completion()
+    for manager in (theirs, ours):
+        for n, duration in enumerate(("daily", "weekly", "monthly", "yearly", None)):
+            manager.create_budget(total_budget=5, user=f"u{n}", duration=duration, created_at=1.0)  # type: ignore[arg-type]
+    assert ours.user_dict == theirs.user_dict
+    assert ours.update_cost(completion_obj=response, user="u4") == theirs.update_cost(
+        completion_obj=response, user="u4"
+    )
+    for method in ("get_current_cost", "get_model_cost", "get_total_budget", "is_valid_user"):
+        for user in ("u0", "u4"):
+            assert getattr(ours, method)(user) == getattr(theirs, method)(user), (method, user)
+    assert ours.reset_cost("u4") == theirs.reset_cost("u4")
+    assert sorted(ours.get_users()) == sorted(theirs.get_users())
+
+
 # LiteLLM's docs examples (docs/my-website/docs/budget_manager.md), rewritten
 
 
