@@ -10,7 +10,9 @@ import pytest
 from spendpipe.aggregator.dedup import Origin, event_digest
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
-from spendpipe.contracts.budgets import Cap, SpendReset
+from spendpipe.budget_manager.ledger import Pending, SpendLedger
+from spendpipe.budget_manager.user_spend import UserSpend
+from spendpipe.contracts.budgets import Budget, Cap, SpendReset
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.scopes import Scope, ScopeType
@@ -136,6 +138,34 @@ def test_spend_per_model_in_a_caps_window_through_the_endpoint_and_directly(clic
     assert by_model.spend == {model: sum(e.cost for e in this_week if e.model == model) for model in models}
     assert by_model.watermarks == {0: 10, 1: 9}  # read with the spend, from the same snapshot
     assert SpendTotals(sql=clickhouse).by_model(alice, weekly, now, events_topic=TOPIC) == by_model
+
+
+def test_the_budget_managers_ledger_is_reconciled_through_the_endpoint(clickhouse: ClickhouseStore) -> None:
+    """A recorded event the ledger has no position for is found in `events` and then counted
+    once, through the SQL endpoint as a BudgetManager beside an embedded store reads."""
+    counted, recorded = (make_event(occurred_at=SATURDAY, user_id="alice") for _ in range(2))
+    write(clickhouse, [counted])
+    ledger = SpendLedger()
+    for event in (counted, recorded):
+        ledger.add(Pending(event.event_id, "alice", event.billed_model, event.cost, int(SATURDAY.timestamp())))
+    budget = Budget(scope="user:alice", max_budget=Decimal(1), budget_duration="1d")
+
+    if not clickhouse.settings.embedded:
+        pytest.skip("the SQL endpoint serves an embedded store; a server has its own HTTP interface")
+    endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
+    try:
+        spend = UserSpend(
+            sql=EndpointSource(url=f"http://127.0.0.1:{endpoint.port}"),
+            ledger=ledger,
+            events_topic=TOPIC,
+            max_age_s=0,
+            clock=lambda: SATURDAY.timestamp() + 60,
+        ).by_model("alice", budget)
+    finally:
+        endpoint.stop()
+
+    assert sum(spend.values()) == counted.cost + recorded.cost
+    assert len(ledger) == 1  # the counted one left the ledger, the other is still this process's own
 
 
 def test_the_enforcer_reads_each_caps_window(clickhouse: ClickhouseStore) -> None:
