@@ -19,6 +19,7 @@ from spendpipe.admin import preflight
 from spendpipe.admin.asyncapi import asyncapi
 from spendpipe.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.admin.cli_keys import keys_app
+from spendpipe.admin.cli_report import html_report
 from spendpipe.admin.cli_traffic import traffic
 from spendpipe.admin.errors import CliError, quiet_client_logs, report
 from spendpipe.admin.formats import FormatOption, OutputFormat, emit
@@ -47,6 +48,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(keys_app, name="keys")
 app.command()(asyncapi)
 app.command()(traffic)
+app.command("report")(html_report)
 
 S = TypeVar("S", bound=BaseSettings)
 

@@ -183,7 +183,7 @@ def budgets_table(budgets: list[Budget]) -> Table:
 def blocks_list(ctx: typer.Context, fmt: FormatOption = OutputFormat.TABLE) -> None:
     """Blocks in force now. The table leaves the reasons out (they repeat the scope, spend and
     cap); JSON (each decision as it is on the topic) and CSV carry them."""
-    decisions = asyncio.run(_read_decisions(ctx.obj, follow=False))
+    decisions = asyncio.run(read_decisions(ctx.obj, follow=False))
     now = datetime.now(UTC)
     blocks = sorted((d for d in decisions if d.in_force(now)), key=lambda d: d.key)
     emit(
@@ -206,10 +206,10 @@ BLOCK_COLUMNS = ("scope", "model", "kind", "rate_limit_type", "spend", "cap", "w
 def blocks_tail(ctx: typer.Context) -> None:
     """Print decisions as the enforcer publishes them, until Ctrl-C."""
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_read_decisions(ctx.obj, follow=True))
+        asyncio.run(read_decisions(ctx.obj, follow=True))
 
 
-async def _read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDecisions:
+async def read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDecisions:
     require_keys(settings.signing, writes=False, reads=True)
     topic = settings.topics.decisions
     verifier = settings.signing.verifier(message_type=DECISION_TYPE, topic=topic, rejected=uncollected_rejections())

@@ -1,0 +1,47 @@
+"""`spendpipe report`: write the HTML report (spendpipe/admin/report/) to a file."""
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.admin.cli_budgets import read_decisions
+from spendpipe.admin.errors import CliError, quiet_client_logs
+from spendpipe.admin.render import console, message
+from spendpipe.admin.report.data import Period, gather
+from spendpipe.admin.report.page import render
+from spendpipe.admin.settings import AdminSettings
+from spendpipe.contracts.windows import Window
+from spendpipe.platform.settings import load_settings
+from spendpipe.store.sql_endpoint.client import sql_source
+
+out = console()
+
+
+def html_report(
+    ctx: typer.Context,
+    destination: Annotated[Path, typer.Option("--out", dir_okay=False, help="the HTML file to write")],
+    window: Annotated[Window, typer.Option(help="the calendar window (UTC) the report covers")] = Window.DAY,
+    since: Annotated[
+        datetime | None, typer.Option(help="start the charts here instead of at the window's start (UTC)")
+    ] = None,
+) -> None:
+    """Write one offline HTML page: spend over time by team and model, budget burn-down, blocks
+    and recent decisions, top spenders."""
+    if window is Window.MINUTE:
+        raise typer.BadParameter("a report covers an hour or more: hour, day, week or month", param_hint="--window")
+    quiet_client_logs(debug=bool(ctx.find_root().params.get("debug")))
+    settings = load_settings(AdminSettings)
+    now = datetime.now(UTC)
+    period = Period.of(window, now, since.replace(tzinfo=since.tzinfo or UTC) if since else None)
+    budgets = BudgetAdmin(kafka=settings.kafka, topics=settings.topics, signing=settings.signing).current()
+    decisions = list(asyncio.run(read_decisions(settings, follow=False)))
+    try:
+        data = gather(sql_source(settings.clickhouse, settings.sql_endpoint_url), budgets, decisions, period, now)
+    except RuntimeError as error:
+        raise CliError(str(error)) from None
+    destination.write_text(render(data), encoding="utf-8")
+    out.print(message("report written to ", (destination, "bold")))

@@ -1,0 +1,125 @@
+"""The report as one HTML page: inline CSS and SVG, no script, no external reference.
+
+Every value from data is escaped (`svg.esc`, `html.escape` with quotes): a team named
+`<script>…</script>` is shown as those characters. The page carries no `<script>` of its own,
+so a browser that opens it runs nothing and fetches nothing.
+"""
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from spendpipe.admin.report import svg
+from spendpipe.admin.report.data import Burn, ReportData
+from spendpipe.contracts.decisions import Decision
+
+TITLE = "spendpipe spend report"
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1000px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
+td.money{text-align:right;font-variant-numeric:tabular-nums}
+.legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:12px}
+.swatch{display:inline-block;width:10px;height:10px;margin-right:4px}
+.blocked{color:#b00020;font-weight:600}.none{color:#777}
+"""
+
+
+def render(data: ReportData) -> str:
+    period = data.period
+    header = (
+        f"{period.window.value} from {_when(period.start)} to {_when(period.end)} UTC, "
+        f"bars per {period.grain.value}; generated {_when(data.generated_at)} UTC"
+    )
+    labels = [period.label(at) for at in data.buckets]
+    sections = [
+        f"<h1>{svg.esc(TITLE)}</h1><p>{svg.esc(header)}</p>",
+        _section("spend-by-team", "Spend by team", svg.stacked_bars("spend by team", labels, data.by_team)),
+        _totals(data.team_totals),
+        _section("spend-by-model", "Spend by model", svg.stacked_bars("spend by model", labels, data.by_model)),
+        _section("burn-down", "Budget burn-down", "".join(_burn(b, labels) for b in data.burns) or _none("budgets")),
+        _section("blocks", "Blocks in force", _decisions(data.blocks) if data.blocks else _none("blocks in force")),
+        _section("decisions", "Recent decisions", _decisions(data.recent) if data.recent else _none("decisions")),
+        _section("top-spenders", "Top spenders", _top(data.top)),
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{svg.esc(TITLE)}</title><style>{_STYLE}</style></head>"
+        f"<body>{''.join(sections)}</body></html>\n"
+    )
+
+
+def _section(ident: str, heading: str, body: str) -> str:
+    return f'<section id="{ident}"><h2>{svg.esc(heading)}</h2>{body}</section>'
+
+
+def _none(what: str) -> str:
+    return f'<p class="none">no {svg.esc(what)}</p>'
+
+
+def _when(at: datetime) -> str:
+    return f"{at:%Y-%m-%d %H:%M}"
+
+
+def _table(ident: str | None, head: list[str], rows: list[list[tuple[str, bool]]]) -> str:
+    """Cells are (text, is_money); every text escaped here."""
+    th = "".join(f"<th>{svg.esc(name)}</th>" for name in head)
+    body = "".join(
+        "<tr>" + "".join(f"<td{' class=money' if m else ''}>{svg.esc(text)}</td>" for text, m in row) + "</tr>"
+        for row in rows
+    )
+    named = f' id="{ident}"' if ident else ""
+    return f"<table{named}><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _totals(totals: dict[str, Decimal]) -> str:
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+    return _table("team-totals", ["team", "spend (USD)"], [[(t, False), (svg.money(s), True)] for t, s in ranked])
+
+
+def _burn(burn: Burn, labels: list[str]) -> str:
+    tightest = max(burn.caps, key=lambda m: m.spend / m.cap.limit if m.cap.limit else Decimal(0))
+    rows = [
+        [
+            (m.cap.duration.text if m.cap.duration else "lifetime", False),
+            (svg.money(m.spend), True),
+            (svg.money(m.cap.limit), True),
+            (_when(datetime.fromtimestamp(m.end, tz=UTC)) if m.end else "never", False),
+        ]
+        for m in burn.caps
+    ]
+    chart = svg.burn_down(f"{burn.budget.scope} against its cap", labels, burn.per_bucket, tightest.cap.limit)
+    return (
+        f'<div class="burn" data-scope="{svg.esc(burn.budget.scope)}"><h3>{svg.esc(burn.budget.scope)}</h3>'
+        f"{chart}{_table(None, ['cap window', 'spent (USD)', 'cap (USD)', 'resets (UTC)'], rows)}</div>"
+    )
+
+
+def _decisions(decisions: list[Decision]) -> str:
+    rows = [
+        [
+            (d.scope, False),
+            (d.model or "(all)", False),
+            ("BLOCK" if d.blocked else "unblock", False),
+            (svg.money(d.spend) if d.spend is not None else "", True),
+            (svg.money(d.cap) if d.cap is not None else "", True),
+            (d.window or "", False),
+            (_when(d.expires_at) if d.expires_at else ("never" if d.blocked else ""), False),
+            (_when(d.decided_at), False),
+            (d.reason, False),
+        ]
+        for d in decisions
+    ]
+    head = ["scope", "model", "decision", "spend", "cap", "window", "until (UTC)", "decided (UTC)", "reason"]
+    return _table(None, head, rows)
+
+
+def _top(rows: Sequence[Sequence[Any]]) -> str:
+    if not rows:
+        return _none("spend")
+    cells = [
+        [(str(n), False), (str(t), False), (str(i), False), (svg.money(Decimal(s)), True), (str(r), False)]
+        for n, (t, i, s, r) in enumerate(rows, start=1)
+    ]
+    return _table("top", ["#", "scope type", "scope id", "spend (USD)", "requests"], cells)
