@@ -8,6 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA := deploy/kafka/kafka-local.sh
 PROMTOOL := $(BIN)/promtool
+CHROMIUM := /usr/bin/chromium
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 help: ## list the targets
@@ -33,11 +34,14 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 unit: $(STAMP) $(PROMTOOL) ## the unit tier alone, in seconds: no broker, no lint (reinstalls the venv only if pyproject.toml changed)
 	$(BIN)/pytest tests/unit
 
-test: setup $(PROMTOOL) lint ## lint, then unit, integration and e2e tests (they start and stop their own broker); lists the 25 slowest
+test: setup $(PROMTOOL) $(CHROMIUM) lint ## lint, then unit, integration and e2e tests (they start and stop their own broker); lists the 25 slowest
 	$(BIN)/pytest --durations=25
 
 $(PROMTOOL): | $(STAMP)  # Prometheus's promtool, for the alert-rule tests (taken out of Debian's package)
 	dev/install-promtool.sh $@
+
+$(CHROMIUM):  # Debian's chromium, headless, for the HTML report test (skipped when it is installed)
+	dev/install-chromium.sh
 
 bench: setup ## run the benchmarks and print their table
 	$(BIN)/python -m benchmarks
