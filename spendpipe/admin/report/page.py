@@ -38,7 +38,11 @@ def render(data: ReportData) -> str:
         _section("spend-by-team", "Spend by team", svg.stacked_bars("spend by team", labels, data.by_team)),
         _totals(data.team_totals),
         _section("spend-by-model", "Spend by model", svg.stacked_bars("spend by model", labels, data.by_model)),
-        _section("burn-down", "Budget burn-down", "".join(_burn(b, labels) for b in data.burns) or _none("budgets")),
+        _section(
+            "burn-down",
+            "Budget burn-down",
+            "".join(_burn(b, labels, data.buckets, data.generated_at) for b in data.burns) or _none("budgets"),
+        ),
         _section("blocks", "Blocks in force", _decisions(data.blocks) if data.blocks else _none("blocks in force")),
         _section("decisions", "Recent decisions", _decisions(data.recent) if data.recent else _none("decisions")),
         _section("top-spenders", "Top spenders", _top(data.top)),
@@ -78,7 +82,7 @@ def _totals(totals: dict[str, Decimal]) -> str:
     return _table("team-totals", ["team", "spend (USD)"], [[(t, False), (svg.money(s), True)] for t, s in ranked])
 
 
-def _burn(burn: Burn, labels: list[str]) -> str:
+def _burn(burn: Burn, labels: list[str], buckets: list[datetime], now: datetime) -> str:
     tightest = max(burn.caps, key=lambda m: m.spend / m.cap.limit if m.cap.limit else Decimal(0))
     rows = [
         [
@@ -89,7 +93,8 @@ def _burn(burn: Burn, labels: list[str]) -> str:
         ]
         for m in burn.caps
     ]
-    chart = svg.burn_down(f"{burn.budget.scope} against its cap", labels, burn.per_bucket, tightest.cap.limit)
+    elapsed = burn.per_bucket[: len(labels) - sum(1 for at in buckets if at > now)]  # the line stops at now
+    chart = svg.burn_down(f"{burn.budget.scope} against its cap", labels, elapsed, tightest.cap.limit)
     return (
         f'<div class="burn" data-scope="{svg.esc(burn.budget.scope)}"><h3>{svg.esc(burn.budget.scope)}</h3>'
         f"{chart}{_table(None, ['cap window', 'spent (USD)', 'cap (USD)', 'resets (UTC)'], rows)}</div>"

@@ -81,7 +81,7 @@ def burn_down(label: str, buckets: Sequence[str], spent: Sequence[Decimal], cap:
 
 def _svg(label: str, parts: list[str]) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" aria-label="{esc(label)}" '
+        f'<svg role="img" aria-label="{esc(label)}" '
         f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}">{"".join(parts)}</svg>'
     )
 

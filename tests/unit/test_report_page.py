@@ -1,0 +1,70 @@
+"""The report page: exact money, every data value as text, nothing a browser would fetch."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from spendpipe.admin.report.data import Burn, Period, ReportData
+from spendpipe.admin.report.page import TITLE, render
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.windows import Window
+from spendpipe.store.totals import Measurement
+from tests.support.html_page import outside_references, parse
+
+HOSTILE = "<script>document.title='pwned'</script>"
+NOW = datetime(2026, 3, 4, 15, 30, tzinfo=UTC)
+TINY = Decimal("0.000000000000000000000001")
+
+
+def report() -> ReportData:
+    period = Period.of(Window.DAY, NOW)
+    buckets = period.buckets()
+    zero = [Decimal(0)] * len(buckets)
+    eng = [*zero[:-1], Decimal("1.2") + TINY]
+    budget = Budget(scope="team:eng", max_budget=Decimal(1), budget_duration="24h")
+    (cap,) = budget.hard_caps()
+    block = Decision(
+        scope="team:eng",
+        version=1,
+        blocked=True,
+        reason=f"over {HOSTILE}",
+        window="24h",
+        spend=Decimal("1.2") + TINY,
+        cap=Decimal(1),
+        expires_at=NOW + timedelta(hours=8),
+        decided_at=NOW,
+    )
+    return ReportData(
+        period=period,
+        generated_at=NOW,
+        buckets=buckets,
+        by_team={"eng": eng, HOSTILE: [*zero[:-1], Decimal("0.05")]},
+        by_model={'gpt"><img src=x>': eng},
+        team_totals={"eng": Decimal("1.2") + TINY, HOSTILE: Decimal("0.05")},
+        burns=[Burn(budget, eng, [Measurement(cap, Decimal("1.2") + TINY, int(NOW.timestamp()) + 3600)])],
+        blocks=[block],
+        recent=[block],
+        top=[("team", HOSTILE, Decimal("0.05"), 1)],
+    )
+
+
+def test_values_from_data_are_text_and_money_is_exact() -> None:
+    html = render(report())
+    page = parse(html)
+
+    assert "<script" not in html
+    assert "<img" not in html
+    assert [t.text_content() for t in page.all("head")[0].all("title")] == [TITLE]
+    assert [row[0] for row in page.by_id("team-totals").rows()] == ["eng", HOSTILE]
+    assert page.by_id("team-totals").rows()[0][1] == "1.200000000000000000000001"
+    assert [g.attrs["data-series"] for g in page.by_id("spend-by-team").all("g", class_="series")] == ["eng", HOSTILE]
+    assert HOSTILE in page.by_id("top").text_content()
+    assert outside_references(page) == []
+
+
+def test_one_bar_per_hour_of_the_day_and_an_svg_per_chart() -> None:
+    page = parse(render(report()))
+
+    assert len(report().buckets) == 24
+    assert len(page.all("svg")) == 3  # by team, by model, one burn-down
+    assert page.by_id("burn-down").all("line", class_="cap")
