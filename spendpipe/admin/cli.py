@@ -20,6 +20,7 @@ from spendpipe.admin.asyncapi import asyncapi
 from spendpipe.admin.cli_budgets import blocks_app, budgets_app
 from spendpipe.admin.cli_keys import keys_app
 from spendpipe.admin.cli_report import html_report
+from spendpipe.admin.cli_tail import alerts_app, dlq_app
 from spendpipe.admin.cli_traffic import traffic
 from spendpipe.admin.errors import CliError, quiet_client_logs, report
 from spendpipe.admin.formats import FormatOption, OutputFormat, emit
@@ -30,6 +31,8 @@ from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.scopes import ScopeType
 from spendpipe.contracts.windows import Window
 from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.notifier.app import serve as serve_notifier
+from spendpipe.notifier.settings import NotifierSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.settings import PipelineSettings, SettingsError, load_settings
 from spendpipe.runner import Services, serve
@@ -46,6 +49,8 @@ topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(run_app, name="run")
 app.add_typer(topics_app, name="topics")
 app.add_typer(keys_app, name="keys")
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(dlq_app, name="dlq")
 app.command()(asyncapi)
 app.command()(traffic)
 app.command("report")(html_report)
@@ -98,6 +103,20 @@ def run_enforcer(validate: ValidateOption = False) -> None:
 def run_all(validate: ValidateOption = False) -> None:
     """Every service in one process: what the embedded (chdb://) store needs."""
     _run(Service.ALL, validate)
+
+
+@run_app.command("notifier")
+def run_notifier(validate: ValidateOption = False) -> None:
+    """Deliver soft-budget alerts, blocks and unblocks to webhooks (SPENDPIPE_WEBHOOKS), at least once."""
+    settings = _settings(NotifierSettings)
+    found = settings.signing.key_problems(writes=False, reads=True)
+    if found:
+        raise CliError("\n  ".join(["notifier cannot start:", *found]), exit_code=2)
+    if validate:
+        out.print(message("settings for ", ("notifier", "bold"), " are valid"))
+        return
+    _logging()
+    asyncio.run(serve_notifier(settings))
 
 
 def _run(service: Service, validate: bool) -> None:

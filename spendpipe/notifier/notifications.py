@@ -1,0 +1,114 @@
+"""What a person is told: one `Notification` per soft-budget alert, block or unblock, with its
+idempotency key, and the two payloads it is sent as (Slack-compatible and generic JSON).
+
+Every value in the text comes from data (a scope is a request's `user` field, a reason or a
+model whoever wrote the topic chose), so the Slack text escapes `&`, `<` and `>` as Slack's
+formatting guide says (no `<!channel>`, no `<https://...|link>` from a value) and shows control
+characters as visible escapes (no line of its own forged with a newline).
+"""
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.decisions import Decision
+
+Kind = Literal["soft_budget_alert", "block", "unblock"]
+PAYLOAD_VERSION = "spendpipe.notification.v1"
+
+_SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def slack_escaped(value: object) -> str:
+    """A value from data as Slack text: `&`, `<`, `>` escaped, controls as `\\xNN` / `\\uNNNN`."""
+    text = "".join(_SLACK_ESCAPES.get(char, char) for char in str(value))
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
+    )
+
+
+@dataclass(frozen=True)
+class Notification:
+    kind: Kind
+    key: str
+    """The record's key: the decision key, or the alert's `<scope>@<window start>`."""
+    logical_id: str
+    """What makes a repeat a repeat: `decision:<key>:v<version>` or `soft_budget_alert:<key>`."""
+    summary: tuple[str | tuple[object], ...]
+    """The text: our words as `str`, a value from data as a 1-tuple (escaped for Slack)."""
+    record: dict[str, Any]
+
+    @property
+    def idempotency_key(self) -> str:
+        """A header-safe digest of `logical_id` (which holds arbitrary scope text)."""
+        return hashlib.sha256(self.logical_id.encode()).hexdigest()[:32]
+
+    def text(self, *, slack: bool) -> str:
+        shown = slack_escaped if slack else str
+        return "".join(part if isinstance(part, str) else shown(part[0]) for part in self.summary)
+
+    def slack_payload(self) -> dict[str, Any]:
+        return {"text": self.text(slack=True)}
+
+    def json_payload(self) -> dict[str, Any]:
+        return {
+            "type": PAYLOAD_VERSION,
+            "idempotency_key": self.idempotency_key,
+            "id": self.logical_id,
+            "kind": self.kind,
+            "key": self.key,
+            "text": self.text(slack=False),
+            "record": self.record,
+        }
+
+
+def of_alert(alert: SoftBudgetAlert) -> Notification:
+    start = alert.window_start.isoformat() if alert.window_start else "lifetime"
+    return Notification(
+        kind="soft_budget_alert",
+        key=alert.key,
+        logical_id=f"soft_budget_alert:{alert.key}",
+        summary=(
+            "Soft budget reached: ",
+            (alert.scope,),
+            " spent $",
+            (alert.spend,),
+            " of its soft budget $",
+            (alert.soft_budget,),
+            " (window ",
+            (alert.window,),
+            " from ",
+            (start,),
+            ")",
+        ),
+        record=alert.model_dump(mode="json"),
+    )
+
+
+def of_decision(decision: Decision) -> Notification:
+    model = ("", "") if not decision.model else (" on model ", (decision.model,))
+    if decision.blocked:
+        lifts = (
+            (" until ", (decision.expires_at.isoformat(),)) if decision.expires_at else (" until its budget changes",)
+        )
+        what: tuple[str | tuple[object], ...] = (
+            "Blocked" if decision.kind == "budget" else "Rate-limited",
+            ": ",
+            (decision.scope,),
+            *model,
+            *lifts,
+            ": ",
+            (decision.reason,),
+        )
+    else:
+        what = ("Unblocked: ", (decision.scope,), *model, ": ", (decision.reason,))
+    return Notification(
+        kind="block" if decision.blocked else "unblock",
+        key=decision.key,
+        logical_id=f"decision:{decision.key}:v{decision.version}",
+        summary=tuple(part for part in what if part != ""),
+        record=decision.model_dump(mode="json"),
+    )
