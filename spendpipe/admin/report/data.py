@@ -23,7 +23,8 @@ from spendpipe.store.totals import Measurement, SpendTotals
 SERIES_SHOWN = 8
 """Series drawn one by one; the rest are summed into `OTHERS` so a chart stays readable."""
 OTHERS = "(all others)"
-TOP_SPENDERS = 10
+TOP_SPENDERS = 5
+"""Per scope type."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def gather(
     _, top = sql.query(
         "SELECT scope_type, scope_id, sum(spend) AS spend, sum(requests) AS requests FROM spend_by_scope "
         f"WHERE {_IN_PERIOD} AND scope_type != 'global' GROUP BY scope_type, scope_id "
-        "ORDER BY spend DESC, scope_type, scope_id LIMIT {n:UInt32}",
+        "ORDER BY scope_type, spend DESC, scope_id LIMIT {n:UInt32} BY scope_type",
         {**reader.span, "n": TOP_SPENDERS},
     )
     data.top = list(top)

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from spendpipe.admin.report import svg
-from spendpipe.admin.report.data import Burn, ReportData
+from spendpipe.admin.report.data import TOP_SPENDERS, Burn, ReportData
 from spendpipe.contracts.decisions import Decision
 
 TITLE = "spendpipe spend report"
@@ -45,7 +45,7 @@ def render(data: ReportData) -> str:
         ),
         _section("blocks", "Blocks in force", _decisions(data.blocks) if data.blocks else _none("blocks in force")),
         _section("decisions", "Recent decisions", _decisions(data.recent) if data.recent else _none("decisions")),
-        _section("top-spenders", "Top spenders", _top(data.top)),
+        _section("top-spenders", f"Top spenders ({TOP_SPENDERS} of each scope type)", _top(data.top)),
     ]
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
@@ -123,8 +123,13 @@ def _decisions(decisions: list[Decision]) -> str:
 def _top(rows: Sequence[Sequence[Any]]) -> str:
     if not rows:
         return _none("spend")
-    cells = [
-        [(str(n), False), (str(t), False), (str(i), False), (svg.money(Decimal(s)), True), (str(r), False)]
-        for n, (t, i, s, r) in enumerate(rows, start=1)
-    ]
+    ranks: dict[str, int] = {}
+    cells = []
+    for scope_type, scope_id, spend, requests in rows:
+        ranks[scope_type] = ranks.get(scope_type, 0) + 1
+        rank = str(ranks[scope_type])
+        money = svg.money(Decimal(spend))
+        cells.append(
+            [(rank, False), (str(scope_type), False), (str(scope_id), False), (money, True), (str(requests), False)]
+        )
     return _table("top", ["#", "scope type", "scope id", "spend (USD)", "requests"], cells)
