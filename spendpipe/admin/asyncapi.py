@@ -44,7 +44,7 @@ from spendpipe.aggregator.dead_letters import (
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts import alerts, budgets, decisions, events, flushes, sessions
-from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
@@ -144,13 +144,20 @@ MESSAGES = (
         key="`<scope>@<window start, ISO 8601>`, or `<scope>@lifetime`",
     ),
     TopicMessage(
+        "alerts",
+        BurnRateAlert,
+        alerts.BURN_RATE_MESSAGE_TYPE,
+        key="`burn_rate|<scope>|<model>|<window>@<window start, ISO 8601>` (model empty for all models)",
+    ),
+    TopicMessage(
         "sessions",
         SessionRecord,
         sessions.MESSAGE_TYPE,
         key="`<agent_id>|<session_id>`: a session's records share a partition, in order",
     ),
 )
-"""Every topic's message, in the order data flows."""
+"""Every topic's messages, in the order data flows; a topic with several types (`alerts`) lists
+each, and readers tell them apart by `TYPE_HEADER`."""
 
 DECIMAL_STRING: dict[str, Any] = {"type": "string", "pattern": r"^[0-9]+(\.[0-9]+)?$"}
 """A `Cost` on the wire: an exact decimal string (US dollars), never a JSON number."""
@@ -349,13 +356,21 @@ def _payloads_as_on_the_wire(document: dict[str, Any]) -> None:
 
 
 def _headers_of_each_message(document: dict[str, Any]) -> None:
-    by_topic = {message.topic_name: message for message in MESSAGES}
     for channel in document["channels"].values():
-        headers = headers_schema(by_topic[channel["address"]])
         for reference in channel["messages"].values():
             name = unquote(reference["$ref"].removeprefix("#/components/messages/"))
+            payload = document["components"]["messages"][name]["payload"]["$ref"].rsplit("/", 1)[1]
+            headers = headers_schema(_message_of(channel["address"], payload))
             if headers is not None:
                 document["components"]["messages"][name]["headers"] = headers
+
+
+def _message_of(topic: str, payload: str) -> TopicMessage:
+    """The message a channel carries: the topic's only one, or the one whose model is `payload`."""
+    candidates = [message for message in MESSAGES if message.topic_name == topic]
+    if len(candidates) == 1:
+        return candidates[0]
+    return next(message for message in candidates if message.model is not None and message.model.__name__ == payload)
 
 
 def _in_stable_order(document: dict[str, Any]) -> None:

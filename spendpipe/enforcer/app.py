@@ -29,8 +29,8 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
+from spendpipe.contracts.alerts import BURN_RATE_MESSAGE_TYPE, BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
-from spendpipe.contracts.alerts import SoftBudgetAlert
 from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
@@ -72,6 +72,7 @@ class EnforcerService:
             reader=SpendTotals(sql=clickhouse),
             rates=RateReader(clickhouse=clickhouse),
             clock=clock,
+            burn_rate_lookback_minutes=settings.burn_rate.lookback_minutes,
         )
         self.budget_gauges = BudgetGauges(enforcer=self.enforcer, settings=settings.budget_metrics, clock=clock)
         self.metrics.watch(self.budget_gauges)
@@ -103,6 +104,12 @@ class EnforcerService:
             title="spend.alerts",
             description="SoftBudgetAlert v1: a scope reached its soft budget, once per window.",
             schema=SoftBudgetAlert,
+        )
+        self._burn_rate_alerts = broker.publisher(
+            settings.topics.alerts,
+            title="spend.alerts (burn rate)",
+            description="BurnRateAlert v1: a cap will be reached before its window resets, once per window per cap.",
+            schema=BurnRateAlert,
         )
         broker.subscriber(
             settings.topics.flushes,
@@ -176,6 +183,11 @@ class EnforcerService:
             log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
             await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
             self.metrics.alerts_published.inc()
+        for warning in await self._clickhouse.run(self.enforcer.burn_rate_alerts, scopes):
+            log.info("burn rate: %s reaches %s at %s", warning.scope, warning.cap, warning.projected_exhaustion_at)
+            headers = {TYPE_HEADER: BURN_RATE_MESSAGE_TYPE}
+            await self._burn_rate_alerts.publish(warning, key=warning.key.encode(), headers=headers)
+            self.metrics.burn_rate_alerts_published.inc()
 
     def _on_budget(self, record: TopicRecord) -> None:
         if not self._budget_verifier.accepts(record):

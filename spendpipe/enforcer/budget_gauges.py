@@ -3,7 +3,8 @@
 Cardinality is bounded by design: a series exists only for a (scope, model, window) that a
 budget in force caps (its `max_budget`, `budget_limits` and `model_max_budget`), never for a
 scope that merely sends traffic, so no client-chosen string creates a series; and at most
-`max_series` readings are exported, the closest to their caps first
+`max_series` readings are exported (each up to four series: spend, remaining, cap and the
+projected exhaustion), the closest to their caps first
 (`spendpipe_budget_series_omitted` counts the rest). Team members and end customers capped
 through `max_budget_in_team` or `max_end_user_budget` have no budget of their own and are not
 exported: there is no bound on how many there are (`spendpipe spend` reads them).
@@ -45,6 +46,9 @@ class BudgetReading:
     """The cap's duration (`1d`, `1mo`) or `lifetime`."""
     spend: Decimal
     cap: Decimal
+    exhausted_at: Decimal | None = None
+    """When the cap is reached at the current spend rate (`enforcer/burn_rate.py`), in Unix
+    seconds; None for a lifetime cap, a cap reached, or no spend over the lookback."""
 
     @property
     def labels(self) -> list[str]:
@@ -78,9 +82,10 @@ class BudgetGauges(Collector):
                 window=str(measured.cap.duration) if measured.cap.duration else LIFETIME,
                 spend=measured.spend,
                 cap=measured.cap.limit,
+                exhausted_at=projection.exhausted_at if projection else None,
             )
-            for target, measurements in self._enforcer.measure_budgets()
-            for measured in measurements
+            for target, projected in self._enforcer.project_budgets()
+            for measured, projection in projected
         ]
         readings.sort(key=lambda r: (-r.used, r.scope, r.model, r.window))
         with self._lock:
@@ -105,13 +110,22 @@ class BudgetGauges(Collector):
             "A budget's hard cap per window, in US dollars" + _DISPLAY_ONLY,
             labels=_LABELS,
         )
+        exhaustion = GaugeMetricFamily(
+            "spendpipe_budget_projected_exhaustion_timestamp_seconds",
+            "When the cap will be reached at the spend rate of the last minutes, in Unix seconds "
+            "(after the window's end: the window resets first); absent when nothing projects",
+            labels=_LABELS,
+        )
         for reading in readings:
             spend.add_metric(reading.labels, float(reading.spend))
             remaining.add_metric(reading.labels, float(reading.cap - reading.spend))
             cap.add_metric(reading.labels, float(reading.cap))
+            if reading.exhausted_at is not None:
+                exhaustion.add_metric(reading.labels, float(reading.exhausted_at))
         yield spend
         yield remaining
         yield cap
+        yield exhaustion
         yield GaugeMetricFamily(
             "spendpipe_budget_series_omitted",
             "Budget readings (scope, model, window) not exported because of SPENDPIPE_BUDGET_METRICS__MAX_SERIES",

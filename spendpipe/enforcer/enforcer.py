@@ -10,23 +10,36 @@ never go back, also across restarts: the service first reads the decisions topic
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from decimal import Decimal
 
-from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
 from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.burn_rate import Projection, lookback_start, project
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.rate_verdict import judge_rate
 from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
 from spendpipe.enforcer.verdict import LIFETIME, Verdict, judge
-from spendpipe.store.totals import Measurement, SpendTotals
+from spendpipe.store.totals import Measurement, SpendTotals, grain
 
 Clock = Callable[[], float]
+Projected = list[tuple[Measurement, Projection | None]]
+"""A target's caps measured, each with its burn-rate projection (None: there is none)."""
 
 
 class Enforcer:
-    def __init__(self, *, book: BudgetBook, reader: SpendTotals, rates: RateReader, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        book: BudgetBook,
+        reader: SpendTotals,
+        rates: RateReader,
+        clock: Clock,
+        burn_rate_lookback_minutes: int = 15,
+    ) -> None:
         self.book = book
+        self._lookback_minutes = burn_rate_lookback_minutes
         self._reader = reader
         self._rates = rates
         self._clock = clock
@@ -130,12 +143,52 @@ class Enforcer:
                 window_end=datetime.fromtimestamp(end, UTC) if end is not None else None,
                 alerted_at=datetime.fromtimestamp(now, UTC),
             )
-            with self._lock:
-                if alert.key in self._alerted:
-                    continue
-                self._alerted.add(alert.key)
-            alerts.append(alert)
+            if self._first_time(alert.key):
+                alerts.append(alert)
         return alerts
+
+    def burn_rate_alerts(self, scopes: Iterable[Scope]) -> list[BurnRateAlert]:
+        """An alert for each cap that the scope's current spend rate reaches before the cap's
+        window resets, once per window per cap; none for a target whose budget block is in force."""
+        now = self._clock()
+        targets = [t for scope in scopes for t in self.book.targets_for(scope) if not self._budget_blocked(t)]
+        alerts = []
+        for target, projected in zip(targets, self.project(targets, int(now)), strict=True):
+            for measured, projection in projected:
+                if projection is None or not projection.before_reset or projection.exhausted_at is None:
+                    continue
+                alert = _burn_rate_alert(target, measured, projection, now)
+                if self._first_time(alert.key):
+                    alerts.append(alert)
+        return alerts
+
+    def _first_time(self, alert_key: str) -> bool:
+        """Whether no alert went out yet on `alert_key` (which names its window); counts it."""
+        with self._lock:
+            if alert_key in self._alerted:
+                return False
+            self._alerted.add(alert_key)
+            return True
+
+    def _budget_blocked(self, target: Target) -> bool:
+        keys = {decision_key(str(target.scope), target.model), decision_key(str(target.scope), "")}
+        return any(d is not None and d.blocked for d in map(self.last, keys))
+
+    def project(self, targets: list[Target], now: int) -> list[Projected]:
+        """Each target's caps measured at `now`, with their burn-rate projections: two queries
+        (the windows' spend, and every target's spend over the lookback's minutes)."""
+        since = lookback_start(0, now, self._lookback_minutes)
+        measured = self._reader.measure_many(targets, now)
+        recent = self._reader.spent_since(targets, since)
+        return [
+            [(m, _projection(m, spent, since, now)) for m in measurements]
+            for measurements, spent in zip(measured, recent, strict=True)
+        ]
+
+    def project_budgets(self) -> list[tuple[Target, Projected]]:
+        """Every budget's own targets (as `measure_budgets`) with their burn-rate projections."""
+        targets = [t for budget in self.book for t in direct_targets(budget)]
+        return list(zip(targets, self.project(targets, int(self._clock())), strict=True))
 
     def remember_alert(self, key: str) -> None:
         with self._lock:
@@ -197,3 +250,42 @@ class Enforcer:
                 self._replaced[key] = last
             self._last.offer(decision)  # its version is above the last one's
             return decision
+
+
+def _projection(measured: Measurement, spent_since: Decimal, since: int, now: int) -> Projection | None:
+    """A cap's projection: over the lookback's minutes, or over its window so far when the window
+    (or its budget's reset) began after the lookback's first minute. Lifetime caps have none."""
+    if measured.end is None:
+        return None
+    window_start = grain(measured.cap, now).start
+    if window_start >= since:
+        return project(
+            spend=measured.spend,
+            cap=measured.cap.limit,
+            recent=measured.spend,
+            since=window_start,
+            now=now,
+            resets_at=measured.end,
+        )
+    return project(
+        spend=measured.spend, cap=measured.cap.limit, recent=spent_since, since=since, now=now, resets_at=measured.end
+    )
+
+
+def _burn_rate_alert(target: Target, measured: Measurement, projection: Projection, now: float) -> BurnRateAlert:
+    assert measured.cap.duration is not None  # a lifetime cap has no projection
+    assert projection.exhausted_at is not None  # alerted only on a rate above zero
+    start, end = measured.cap.duration.bounds(int(now))
+    return BurnRateAlert(
+        scope=str(target.scope),
+        model=target.model,
+        cap=measured.cap.limit,
+        spend=measured.spend,
+        rate_per_second=projection.rate,
+        lookback_start=datetime.fromtimestamp(projection.since, UTC),
+        projected_exhaustion_at=datetime.fromtimestamp(float(projection.exhausted_at), UTC),
+        window=str(measured.cap.duration),
+        window_start=datetime.fromtimestamp(start, UTC),
+        window_end=datetime.fromtimestamp(end, UTC),
+        alerted_at=datetime.fromtimestamp(now, UTC),
+    )

@@ -21,6 +21,11 @@ class EnforcerMetrics:
         self.alerts_published = Counter(
             "spendpipe_enforcer_alerts_published", "Soft-budget alerts published", registry=registry
         )
+        self.burn_rate_alerts_published = Counter(
+            "spendpipe_enforcer_burn_rate_alerts_published",
+            "Burn-rate alerts published: a cap projected to be reached before its window resets",
+            registry=registry,
+        )
         self.records_rejected = Counter(
             "spendpipe_enforcer_records_rejected",
             "Budgets and decisions read back that were dropped: unsigned, unknown_key or bad_signature",

@@ -14,6 +14,14 @@ class BudgetMetricsSettings(BaseModel):
     """How often the budgets' spend is read from the totals (one query)."""
 
 
+class BurnRateSettings(BaseModel):
+    """`SPENDPIPE_BURN_RATE__LOOKBACK_MINUTES`."""
+
+    lookback_minutes: int = Field(default=15, ge=1, le=1440)
+    """Whole minutes of per-minute totals (plus the minute under way) a cap's spend rate is read
+    over; a window that began more recently is rated over its time so far (docs/budgets.md)."""
+
+
 class EnforcerSettings(PipelineSettings):
     enforcer_group_id: str = Field(default="spendpipe-enforcer", min_length=1)
     """Consumer group the enforcer reads flush announcements with."""
@@ -22,6 +30,8 @@ class EnforcerSettings(PipelineSettings):
     within this long (plus one ClickHouse query) of the boundary."""
     budget_metrics: BudgetMetricsSettings = BudgetMetricsSettings()
     """The spend and budget gauges on /metrics (`enforcer/budget_gauges.py`)."""
+    burn_rate: BurnRateSettings = BurnRateSettings()
+    """Burn-rate warnings and the projected exhaustion gauge (`enforcer/burn_rate.py`)."""
 
     @model_validator(mode="after")
     def _signing_keys(self) -> "EnforcerSettings":

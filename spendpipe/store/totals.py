@@ -240,3 +240,19 @@ class SpendTotals:
                 measurements.append(Measurement(cap, spend, reset))
             measured.append(measurements)
         return measured
+
+    def spent_since(self, targets: Sequence[Capped], since: int) -> list[Decimal]:
+        """Each target's spend in the minutes that start at or after `since` (the minute rows,
+        the one under way included), in one query: the recent spend a burn rate is read from."""
+        keys = sorted({(t.scope.type.value, t.scope.id, t.model) for t in targets})
+        if not keys:
+            return [Decimal(0) for _ in targets]
+        _, rows = self._sql.query(
+            "SELECT toString(scope_type), scope_id, model, sum(spend) FROM spend_totals "
+            "WHERE window = {minute:String} AND window_start >= toDateTime({since:UInt32}) "
+            "AND (scope_type, scope_id, model) IN {keys:Array(Tuple(String, String, String))} "
+            "GROUP BY ALL",
+            {"minute": Window.MINUTE.value, "since": since, "keys": keys},
+        )
+        found = {(scope_type, scope_id, model): Decimal(spend) for scope_type, scope_id, model, spend in rows}
+        return [found.get((t.scope.type.value, t.scope.id, t.model), Decimal(0)) for t in targets]

@@ -32,6 +32,7 @@ class FakeReader:
 
     def __init__(self) -> None:
         self.spends: dict[str, Decimal] = {}
+        self.recent: dict[str, Decimal] = {}
         self.asked: list[tuple[str, int]] = []
 
     def measure(self, target: Target, now: int) -> list[Measurement]:
@@ -42,6 +43,10 @@ class FakeReader:
 
     def measure_many(self, targets: list[Target], now: int) -> list[list[Measurement]]:
         return [self.measure(target, now) for target in targets]
+
+    def spent_since(self, targets: list[Target], since: int) -> list[Decimal]:
+        """The burn rate's recent spend: `recent` per decision key (none unless set)."""
+        return [self.recent.get(decision_key(str(t.scope), t.model), Decimal(0)) for t in targets]
 
 
 def setup(*budgets: dict[str, object], now: float = at(28, 13)) -> tuple[Enforcer, FakeReader, FakeClock]:

@@ -26,7 +26,7 @@ from dev.schemas import MIGRATIONS, ROOT, TABLES, VIEWS, contract_files, json_sc
 from spendpipe.admin import asyncapi
 from spendpipe.admin.asyncapi import MESSAGES, build_document
 from spendpipe.admin.cli import app
-from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.alerts import BURN_RATE_MESSAGE_TYPE, BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
@@ -35,7 +35,7 @@ from spendpipe.contracts.sessions import SessionRecord
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.store.migrate import bundled_migrations
 
-CONTRACTS = {"SpendEvent", "ScopesFlushed", "Decision", "Budget", "SoftBudgetAlert", "SessionRecord"}
+CONTRACTS = {"SpendEvent", "ScopesFlushed", "Decision", "Budget", "SoftBudgetAlert", "BurnRateAlert", "SessionRecord"}
 NOW = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
 KEY = "a" * 64
 
@@ -67,10 +67,11 @@ def test_a_changed_contract_makes_its_schema_and_the_document_stale(
     assert stale(tmp_path, contract_files()) == ["asyncapi.yaml", "json/spendpipe.spend_event.v1.schema.json"]
 
 
-def test_every_topic_has_one_message_with_its_own_schema_file() -> None:
+def test_every_topic_has_a_message_and_each_message_its_own_schema_file() -> None:
     files = contract_files()
 
-    assert sorted(m.topic for m in MESSAGES) == sorted(Topics.model_fields)
+    assert {m.topic for m in MESSAGES} == set(Topics.model_fields)
+    assert sorted(m.topic for m in MESSAGES if m.topic != "alerts") == sorted(set(Topics.model_fields) - {"alerts"})
     assert len({m.schema_file for m in MESSAGES}) == len(MESSAGES)
     assert {name for name in files if name.startswith("json/")} == {f"json/{m.schema_file}" for m in MESSAGES}
     for message in MESSAGES:
@@ -81,9 +82,10 @@ def test_every_topic_has_one_message_with_its_own_schema_file() -> None:
 def test_every_versioned_message_type_has_a_schema() -> None:
     package = spendpipe.contracts
     declared = {
-        module.MESSAGE_TYPE
+        getattr(module, name)
         for module in (import_module(f"{package.__name__}.{m.name}") for m in iter_modules(package.__path__))
-        if hasattr(module, "MESSAGE_TYPE")
+        for name in dir(module)
+        if name.endswith("MESSAGE_TYPE")
     }
 
     assert declared == {m.message_type for m in MESSAGES if m.message_type}
@@ -149,6 +151,22 @@ WRITTEN = {
         ),
         exclude_none=False,
     ),
+    BURN_RATE_MESSAGE_TYPE: wire(
+        BurnRateAlert(
+            scope="team:eng",
+            model="",
+            cap=Decimal(10),
+            spend=Decimal("4.5"),
+            rate_per_second=Decimal("0.001") / 3,
+            lookback_start=NOW,
+            projected_exhaustion_at=NOW,
+            window="1d",
+            window_start=NOW,
+            window_end=NOW,
+            alerted_at=NOW,
+        ),
+        exclude_none=False,
+    ),
     "sessions": wire(
         SessionRecord(kind="settle", agent_id="a", session_id="s", call_id="c", cost=Decimal("0.2")), exclude_none=True
     ),
@@ -165,7 +183,7 @@ def test_each_schema_is_draft_2020_12_and_accepts_what_producers_write(message: 
     assert schema["title"]
     assert schema["description"]
     if message.model is not None:
-        Draft202012Validator(schema).validate(WRITTEN[message.topic])
+        Draft202012Validator(schema).validate(WRITTEN.get(message.message_type or "") or WRITTEN[message.topic])
         assert schema["properties"]["schema_version"]["const"] == 1
 
 
@@ -266,10 +284,17 @@ def test_payloads_are_the_contracts_as_on_the_wire() -> None:
 
 def test_each_message_names_its_headers() -> None:
     document = generated()
+    messages = document["components"]["messages"]
     headers = {
-        channel["address"]: document["components"]["messages"][unquote(ref["$ref"]).rsplit("/", 1)[1]].get("headers")
+        channel["address"]: messages[unquote(ref["$ref"]).rsplit("/", 1)[1]].get("headers")
         for channel in document["channels"].values()
         for ref in channel["messages"].values()
+    }
+    header_types = {
+        (channel["address"], messages[name]["payload"]["$ref"].rsplit("/", 1)[1]): messages[name]["headers"]
+        for channel in document["channels"].values()
+        for name in (unquote(ref["$ref"]).rsplit("/", 1)[1] for ref in channel["messages"].values())
+        if messages[name].get("headers")
     }
 
     assert headers["spend.events"] is None  # the gateways set none
@@ -283,5 +308,6 @@ def test_each_message_names_its_headers() -> None:
         "spendpipe-truncated",
     }
     for message in MESSAGES:
-        if message.typed:
-            assert headers[message.topic_name]["properties"][TYPE_HEADER]["const"] == message.message_type
+        if message.typed and message.model is not None:
+            typed = header_types[(message.topic_name, message.model.__name__)]
+            assert typed["properties"][TYPE_HEADER]["const"] == message.message_type
