@@ -135,6 +135,9 @@ def test_compose_gives_prometheus_and_grafana_these_files(resolved: dict[str, An
         "/etc/grafana/provisioning/datasources/prometheus.yml": DATASOURCE,
         "/etc/grafana/provisioning/dashboards/spendpipe.yml": DASHBOARD_PROVIDER,
         f"{provider}/{DASHBOARD.name}": DASHBOARD,
+        # the spend dashboard's (tests/unit/test_spend_dashboard.py checks them)
+        "/etc/grafana/provisioning/datasources/clickhouse.yml": DATASOURCE.with_name("clickhouse.yml"),
+        f"{provider}/spend.json": DASHBOARD.with_name("spend.json"),
     }
     for service in ("prometheus", "grafana"):
         assert resolved["services"][service]["profiles"] == ["observability"]
