@@ -17,7 +17,7 @@ from spendpipe.store.sql_endpoint.client import EndpointSource
 from tests.support.chromium import NetworkWatch, rendered_dom, screenshot
 from tests.support.events import make_event
 from tests.support.html_page import outside_references, parse
-from tests.support.pipeline import produce
+from tests.support.pipeline import events_stored, produce
 from tests.support.processes import run_all, run_cli
 from tests.support.waiting import eventually
 
@@ -66,13 +66,7 @@ async def test_the_report_renders_in_chromium_offline_with_data_as_text(
                 "--budget-duration", "1d",
             )  # fmt: skip
         await produce(kafka_broker, topics.events, [e.to_json() for e in events])
-        store = EndpointSource(url=f"http://127.0.0.1:{port}")
-        await eventually(
-            lambda: asyncio.to_thread(store.query, "SELECT count() FROM events"),
-            lambda result: int(result[1][0][0]) == len(events),
-            within=60,
-            what="every event stored",
-        )
+        await events_stored(EndpointSource(url=f"http://127.0.0.1:{port}"), len(events))
         await eventually(
             lambda: asyncio.to_thread(blocked_scopes, topics, kafka_broker, port),
             lambda scopes: scopes == ["team:eng"],

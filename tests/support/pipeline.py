@@ -19,6 +19,7 @@ from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
 from spendpipe.platform.kafka import KafkaSettings, build_broker
+from spendpipe.store.sql_endpoint.client import SqlSource
 from tests.support.waiting import eventually
 
 
@@ -137,4 +138,15 @@ async def events_counted(clickhouse: ClickhouseStore, count: int, *, within: flo
         lambda n: n >= count,
         within=within,
         what=f"{count} events counted",
+    )
+
+
+async def events_stored(source: SqlSource, count: int, *, within: float = 60) -> None:
+    """Wait until a store read through `source` (the SQL endpoint of `run all`, say) holds
+    exactly `count` events."""
+    await eventually(
+        lambda: asyncio.to_thread(source.query, "SELECT count() FROM events"),
+        lambda result: int(result[1][0][0]) == count,
+        within=within,
+        what=f"{count} events stored",
     )
