@@ -15,11 +15,13 @@ from spendpipe.admin.report.data import TOP_SPENDERS, Burn, ReportData
 from spendpipe.contracts.decisions import Decision
 
 TITLE = "spendpipe spend report"
+LONG = 24
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1000px}
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#222;max-width:1180px}
 h1{font-size:22px}h2{font-size:17px;margin-top:28px;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:8px 0}td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}
-td.money{text-align:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;margin:8px 0;max-width:100%}
+td,th{padding:3px 10px;border-bottom:1px solid #eee;text-align:left}td.long{overflow-wrap:anywhere}
+td.money{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 .legend{list-style:none;padding:0;display:flex;flex-wrap:wrap;gap:12px}
 .swatch{display:inline-block;width:10px;height:10px;margin-right:4px}
 .blocked{color:#b00020;font-weight:600}.none{color:#777}
@@ -70,11 +72,15 @@ def _table(ident: str | None, head: list[str], rows: list[list[tuple[str, bool]]
     """Cells are (text, is_money); every text escaped here."""
     th = "".join(f"<th>{svg.esc(name)}</th>" for name in head)
     body = "".join(
-        "<tr>" + "".join(f"<td{' class=money' if m else ''}>{svg.esc(text)}</td>" for text, m in row) + "</tr>"
-        for row in rows
+        "<tr>" + "".join(f"<td{_cell_class(text, m)}>{svg.esc(text)}</td>" for text, m in row) + "</tr>" for row in rows
     )
     named = f' id="{ident}"' if ident else ""
     return f"<table{named}><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell_class(text: str, money: bool) -> str:
+    """Money never wraps; a long value (a key hash, a reason) may break anywhere to fit."""
+    return ' class="money"' if money else ' class="long"' if len(text) > LONG else ""
 
 
 def _totals(totals: dict[str, Decimal]) -> str:

@@ -9,6 +9,7 @@ carries data as markup. Amounts are scaled as floats for geometry only; the exac
 what the tooltips (`<title>`) and labels say.
 """
 
+import math
 from collections.abc import Sequence
 from decimal import Decimal
 from html import escape
@@ -30,7 +31,7 @@ def money(value: Decimal) -> str:
 def stacked_bars(label: str, buckets: Sequence[str], series: dict[str, list[Decimal]]) -> str:
     """One bar per bucket, one stacked segment per series (`<g class="series">` each, in order)."""
     totals = [sum((values[i] for values in series.values()), Decimal(0)) for i in range(len(buckets))]
-    top = float(max(totals, default=Decimal(0))) or 1.0
+    top = _nice_top(float(max(totals, default=Decimal(0))))
     plot_w, plot_h = WIDTH - LEFT - 10, HEIGHT - BOTTOM - TOP
     step = plot_w / max(len(buckets), 1)
     parts = [_frame(label, top)]
@@ -59,7 +60,7 @@ def burn_down(label: str, buckets: Sequence[str], spent: Sequence[Decimal], cap:
     for value in spent:
         running += value
         points.append(running)
-    top = float(max([cap, *points])) * 1.1 or 1.0
+    top = _nice_top(float(max([cap, *points])) * 1.05)
     plot_w, plot_h = WIDTH - LEFT - 10, HEIGHT - BOTTOM - TOP
     step = plot_w / max(len(buckets), 1)
 
@@ -79,6 +80,16 @@ def burn_down(label: str, buckets: Sequence[str], spent: Sequence[Decimal], cap:
     return _svg(label, parts)
 
 
+def _nice_top(value: float) -> float:
+    """The axis's top, reaching `value`: four ticks of a round step (1, 1.5, 2, 2.5, 3, 4, 5,
+    6, 7.5 or 8 times a power of ten)."""
+    if value <= 0:
+        return 1.0
+    magnitude: float = 10.0 ** math.floor(math.log10(value / 4))
+    step = next(m * magnitude for m in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 7.5, 8, 10) if m * magnitude * 4 >= value)
+    return step * 4
+
+
 def _svg(label: str, parts: list[str]) -> str:
     return (
         f'<svg role="img" aria-label="{esc(label)}" '
@@ -93,7 +104,7 @@ def _frame(label: str, top: float) -> str:
         value, y = top * k / 4, TOP + plot_h - plot_h * k / 4
         ticks.append(
             f'<line x1="{LEFT}" x2="{WIDTH - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
-            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:.4g}</text>'
+            f'<text x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">{value:g}</text>'
         )
     return f'<g class="axis" font-size="11" fill="#555"><title>{esc(label)}</title>{"".join(ticks)}</g>'
 
