@@ -68,3 +68,11 @@ def test_one_bar_per_hour_of_the_day_and_an_svg_per_chart() -> None:
     assert len(report().buckets) == 24
     assert len(page.all("svg")) == 3  # by team, by model, one burn-down
     assert page.by_id("burn-down").all("line", class_="cap")
+
+
+def test_a_week_is_drawn_per_day_and_since_moves_the_start() -> None:
+    week = Period.of(Window.WEEK, NOW)
+    since = Period.of(Window.DAY, NOW, since=NOW - timedelta(hours=30))
+
+    assert (week.grain, len(week.buckets()), week.label(week.buckets()[0])) == (Window.DAY, 7, "03-01")
+    assert (since.grain, len(since.buckets())) == (Window.HOUR, 15 + 24)  # from 09:00 yesterday to the day's end
