@@ -1,11 +1,19 @@
 """Kafka topic names. Defaults here; every service takes them from its settings."""
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import BaseModel, Field
 
 TYPE_HEADER = "spendpipe-type"
 """Kafka header naming a message's versioned type (`spendpipe.decision.v1`...), apart from its encoding."""
+
+
+def message_type(headers: Sequence[tuple[str, bytes]] | None) -> str:
+    """The versioned type a record's headers name; '' when they name none. A topic that carries
+    several types (`spend.alerts`) is read by dispatching on this."""
+    return next((value.decode(errors="replace") for name, value in headers or () if name == TYPE_HEADER), "")
+
 
 TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
 """Kafka's own rule for topic names: ASCII letters, digits, '.', '_' and '-', at most 249."""
