@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -21,22 +22,31 @@ from spendpipe.store.sql_endpoint.client import sql_source
 out = console()
 
 
+class ReportWindow(StrEnum):
+    """The calendar windows a report covers: hourly bars up to two days, daily bars beyond."""
+
+    HOUR = "hour"
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
 def html_report(
     ctx: typer.Context,
     destination: Annotated[Path, typer.Option("--out", dir_okay=False, help="the HTML file to write")],
-    window: Annotated[Window, typer.Option(help="the calendar window (UTC) the report covers")] = Window.DAY,
+    window: Annotated[
+        ReportWindow, typer.Option(help="the calendar window (UTC) the report covers")
+    ] = ReportWindow.DAY,
     since: Annotated[
         datetime | None, typer.Option(help="start the charts here instead of at the window's start (UTC)")
     ] = None,
 ) -> None:
     """Write one offline HTML page: spend over time by team and model, budget burn-down, blocks
     and recent decisions, top spenders."""
-    if window is Window.MINUTE:
-        raise typer.BadParameter("a report covers an hour or more: hour, day, week or month", param_hint="--window")
     quiet_client_logs(debug=bool(ctx.find_root().params.get("debug")))
     settings = load_settings(AdminSettings)
     now = datetime.now(UTC)
-    period = Period.of(window, now, since.replace(tzinfo=since.tzinfo or UTC) if since else None)
+    period = Period.of(Window(window.value), now, since.replace(tzinfo=since.tzinfo or UTC) if since else None)
     budgets = BudgetAdmin(kafka=settings.kafka, topics=settings.topics, signing=settings.signing).current()
     decisions = list(asyncio.run(read_decisions(settings, follow=False)))
     try:
