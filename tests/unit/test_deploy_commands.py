@@ -19,6 +19,7 @@ from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.gateway.settings import GatewaySettings
+from spendpipe.notifier.settings import NotifierSettings
 from spendpipe.platform.settings import ENV_PREFIX, NESTED_DELIMITER, load_settings
 from tests.support.deploy import (
     GATEWAY_DOCKERFILE,
@@ -36,11 +37,12 @@ SETTINGS_OF: dict[tuple[str, ...], tuple[type[BaseSettings], ...]] = {
     ("run", "aggregator"): (AggregatorSettings,),
     ("run", "enforcer"): (EnforcerSettings,),
     ("run", "all"): (AggregatorSettings, EnforcerSettings),
+    ("run", "notifier"): (NotifierSettings,),
     ("topics", "create"): (AdminSettings,),
     ("traffic",): (),
     ("keys", "generate"): (),
 }
-ALL_SETTINGS = (AggregatorSettings, EnforcerSettings, AdminSettings, GatewaySettings)
+ALL_SETTINGS = (AggregatorSettings, EnforcerSettings, AdminSettings, GatewaySettings, NotifierSettings)
 
 COMMANDS = spendpipe_commands(compose_config(Path("/dev/null")))
 

@@ -106,6 +106,7 @@ def test_services_start_after_what_they_need_is_healthy_or_done(resolved: dict[s
     assert set(resolved["services"]["enforcer"]["depends_on"]) == {"topics", "clickhouse", "keys"}
     assert set(resolved["services"]["gateway"]["depends_on"]) == {"topics", "keys"}
     assert resolved["services"]["traffic"]["profiles"] == ["traffic"]
+    assert resolved["services"]["notifier"]["profiles"] == ["notify"]
 
 
 def test_state_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
@@ -120,11 +121,12 @@ def test_state_lives_in_named_volumes(resolved: dict[str, Any]) -> None:
         "keys",
         "aggregator",
         "enforcer",
+        "notifier",
     }
 
 
 def test_our_healthchecks_probe_the_ops_endpoint(resolved: dict[str, Any]) -> None:
-    for name, port in (("aggregator", 9464), ("enforcer", 9464), ("gateway", 9465)):
+    for name, port in (("aggregator", 9464), ("enforcer", 9464), ("notifier", 9464), ("gateway", 9465)):
         service = resolved["services"][name]
         assert f"http://127.0.0.1:{port}/readyz" in " ".join(service["healthcheck"]["test"])
         assert service["environment"]["SPENDPIPE_OPS__PORT"] == str(port)
