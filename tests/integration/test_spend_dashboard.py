@@ -5,12 +5,14 @@ the store and again through the SQL endpoint with clickhouse-connect's `http://`
 Grafana reaches an embedded store, and gives the columns its format needs and the sums worked out
 here by hand, to the last decimal place. No bookkeeping row and nothing outside the range counts."""
 
+import asyncio
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import clickhouse_connect
+import httpx
 import pytest
 
 from spendpipe.contracts.events import SpendEvent
@@ -19,7 +21,13 @@ from spendpipe.store.sql_endpoint.server import SqlEndpoint
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 from tests.conftest import aggregator_settings
 from tests.support.events import make_event
-from tests.support.grafana import FORMAT_TIME_SERIES, TimeRange, clickhouse_panels, load_dashboard
+from tests.support.grafana import (
+    FORMAT_TIME_SERIES,
+    TimeRange,
+    clickhouse_panels,
+    load_dashboard,
+    provisioned_datasources,
+)
 from tests.support.pipeline import events_counted, produce, running_aggregator
 
 K1, K2, K3 = ("1" * 64, "2" * 64, "3" * 64)
@@ -113,6 +121,29 @@ def check_panel(panel: dict[str, Any], columns: tuple[str, ...], rows: Sequence[
     assert all(isinstance(row[spend], Decimal) for row in rows), title
 
 
+def run_every_panel(panels: list[dict[str, Any]], clickhouse: ClickhouseStore, endpoint: SqlEndpoint) -> None:
+    """Each panel's SQL for RANGE on the store, through the SQL endpoint with clickhouse-connect,
+    and as the plugin's driver (clickhouse-go over HTTP) sends it: Native, and max_execution_time
+    its query timeout + 5 s, which the endpoint must not refuse."""
+    database = clickhouse.settings.database
+    timeout = int(provisioned_datasources()["spendpipe-clickhouse"]["jsonData"]["queryTimeout"])
+    as_the_plugin = {"database": database, "default_format": "Native", "client_protocol_version": "54460",
+                     "max_execution_time": str(timeout + 5)}  # fmt: skip
+    url = f"http://127.0.0.1:{endpoint.port}/"
+    http = clickhouse_connect.get_client(host="127.0.0.1", port=endpoint.port, username="default", database=database)
+    try:
+        for panel in panels:
+            sql = RANGE.expand(panel["targets"][0]["rawSql"])
+            columns, rows = clickhouse.query(sql)
+            check_panel(panel, tuple(columns), rows)
+            answer = http.query(sql)
+            check_panel(panel, tuple(answer.column_names), answer.result_rows)
+            plugin = httpx.post(url, params=as_the_plugin, content=sql, headers={"X-ClickHouse-User": "default"})
+            assert plugin.status_code == 200, f"{panel['title']}: {plugin.text}"
+    finally:
+        http.close()
+
+
 @pytest.fixture
 def endpoint(clickhouse: ClickhouseStore) -> Iterator[SqlEndpoint]:
     endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
@@ -138,24 +169,9 @@ async def test_every_spend_panel_shows_exact_sums_of_its_range(
     assert clickhouse.rows("SELECT count() FROM spend_totals WHERE window = 'watermark'")[0][0] > 0
     panels = clickhouse_panels(load_dashboard())
     assert {panel["title"] for panel in panels} == set(EXPECTED), "every ClickHouse panel has its expectation"
-    http = clickhouse_connect.get_client(
-        host="127.0.0.1", port=endpoint.port, username="default", password="", database=clickhouse_settings.database
-    )
-    try:
-        for panel in panels:
-            (target,) = panel["targets"]
-            sql = RANGE.expand(target["rawSql"])
-
-            # when Grafana's query runs on the store
-            columns, rows = clickhouse.query(sql)
-            # then each panel shows its hand-worked sums
-            check_panel(panel, tuple(columns), rows)
-
-            # and the same through the SQL endpoint, as the plugin reaches an embedded store
-            answer = http.query(sql)
-            check_panel(panel, tuple(answer.column_names), answer.result_rows)
-    finally:
-        http.close()
+    # when Grafana's queries run, on the store and through the SQL endpoint
+    # then each panel shows its hand-worked sums (check_panel)
+    await asyncio.to_thread(run_every_panel, panels, clickhouse, endpoint)
 
     # and two-hour points (toStartOfInterval counts them from the Unix epoch) make 10:00 and 11:00 one
     (by_team,) = [panel for panel in panels if panel["title"] == "Spend over time by team"]
