@@ -2,6 +2,7 @@
 SIGINT or SIGTERM, with the ops server (/healthz, /readyz, /metrics) beside it."""
 
 import asyncio
+import logging
 import signal
 
 import httpx
@@ -13,8 +14,13 @@ from spendpipe.notifier.settings import NotifierSettings
 from spendpipe.notifier.webhooks import Webhook, WebhookDelivery
 from spendpipe.platform.ops_server import OpsServer, Readiness
 
+SECRET_LOGGERS = ("httpx", "httpcore")
+"""They log each request with its URL, and a webhook URL is a credential (Slack's holds its token)."""
+
 
 async def serve(settings: NotifierSettings, *, registry: CollectorRegistry = REGISTRY) -> None:
+    for name in SECRET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     metrics = NotifierMetrics(registry=registry)
     readiness = Readiness()
     ops = OpsServer(settings=settings.ops, registry=registry, readiness=readiness).start()

@@ -5,18 +5,22 @@ same consumer group takes over. When the receiver is back every notification has
 webhooks at least once under its idempotency key, per key in the order it was written, and the
 forged (unsigned) decision was never notified."""
 
+import asyncio
 import json
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
+from dev.local_kafka import free_port_pair
 from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
 from spendpipe.contracts.alerts import SoftBudgetAlert
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
@@ -28,6 +32,7 @@ from spendpipe.notifier.service import NotifierService
 from spendpipe.notifier.settings import NotifierSettings, RetrySettings, WebhookSettings
 from spendpipe.notifier.webhooks import Webhook, WebhookDelivery
 from spendpipe.platform.kafka import KafkaSettings
+from tests.support.processes import ServiceProcess
 from tests.support.signing import WriterKey, forged_headers, publish_decisions, write_records
 from tests.support.waiting import eventually
 from tests.support.webhook_receiver import WebhookReceiver
@@ -181,3 +186,46 @@ async def test_every_notification_survives_a_receiver_outage_and_a_restart(
     assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;\\x0a*fake line*" in slack_text
     (json_body,) = {json.dumps(r.body) for r in receiver.accepted if r.path == "/json" and r.idempotency_key == hostile}
     assert json.loads(json_body)["record"]["scope"] == HOSTILE
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return str(response.read().decode())
+
+
+async def test_spendpipe_run_notifier_delivers_and_stops_on_sigterm(
+    kafka_broker: str, make_topics: Callable[..., Any], tmp_path: Path
+) -> None:
+    topics = await make_topics(kafka_broker, 1)
+    receiver = WebhookReceiver()
+    await receiver.listen()
+    ops_port = free_port_pair()
+    secret_url = receiver.url("json") + "?token=s3cret-token"
+    service = ServiceProcess(
+        ["run", "notifier"],
+        {
+            "SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker,
+            **{f"SPENDPIPE_TOPICS__{name.upper()}": value for name, value in topics.model_dump().items()},
+            "SPENDPIPE_WEBHOOKS": json.dumps([{"name": "ops", "url": secret_url}]),
+            "SPENDPIPE_NOTIFIER_GROUP_ID": f"notifier-{uuid.uuid4().hex[:12]}",
+            "SPENDPIPE_START_FROM": "earliest",
+            "SPENDPIPE_OPS__PORT": str(ops_port),
+        },
+        tmp_path / "notifier.log",
+    )
+    decision = decisions(["team:eng"], range(1, 2))[0]
+    service.start()
+    try:
+        await asyncio.to_thread(service.wait_http_ok, f"http://127.0.0.1:{ops_port}/readyz")
+        await publish_decisions(kafka_broker, topics.decisions, [decision])
+        await eventually(lambda: receiver.keys("json"), bool, within=30, what="the block delivered")
+        metrics = await asyncio.to_thread(scrape, f"http://127.0.0.1:{ops_port}/metrics")
+    finally:
+        service.stop()
+        await receiver.close()
+
+    assert receiver.keys("json") == [of_decision(decision).idempotency_key]
+    assert 'spendpipe_notifier_delivered_total{kind="block",webhook="ops"} 1.0' in metrics
+    assert service.process is not None
+    assert service.process.returncode == 0, service.log_tail()
+    assert "s3cret-token" not in (tmp_path / "notifier.log").read_text()
