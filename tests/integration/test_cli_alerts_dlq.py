@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from spendpipe.aggregator.dead_letters import EXCERPT_BYTES, letter_for
@@ -17,8 +18,10 @@ from spendpipe.contracts.alerts import SoftBudgetAlert
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.topic_tail import TopicTail
-from tests.support.processes import run_cli
+from tests.support.alerts import publish_alerts
+from tests.support.processes import ServiceProcess, run_cli
 from tests.support.signing import write_records
+from tests.support.waiting import eventually
 
 HOSTILE = "[bold red]admin[/bold red]\x1b[2Jwiped\rover"
 SHOWN = "[bold red]admin[/bold red]\\x1b[2Jwiped\\rover"
@@ -101,3 +104,24 @@ async def test_dlq_tail_and_replay(kafka_broker: str, make_topics: Callable[...,
     async with TopicTail(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topic=topics.events) as events:
         republished = await events.last(10)
     assert [(r.key, r.value) for r in republished] == [(b"k1", bad)]
+
+
+async def test_alerts_tail_follow_prints_new_alerts_as_json_lines(
+    kafka_broker: str, make_topics: Callable[..., Any], tmp_path: Path
+) -> None:
+    topics = await make_topics(kafka_broker, 1)
+    await publish_alerts(kafka_broker, topics.alerts, [alert("team:before", "1.5")])
+    output = tmp_path / "tail.out"
+    env = {"SPENDPIPE_KAFKA__BOOTSTRAP_SERVERS": kafka_broker, "SPENDPIPE_TOPICS__ALERTS": topics.alerts}
+    tail = ServiceProcess(["alerts", "tail", "--follow", "--format", "json"], env, output)
+
+    tail.start()
+    try:
+        await eventually(output.read_text, lambda text: "team:before" in text, within=30, what="the last alert")
+        await publish_alerts(kafka_broker, topics.alerts, [alert(HOSTILE, "2")])
+        await eventually(output.read_text, lambda text: text.count("\n") >= 2, within=30, what="the new alert")
+    finally:
+        tail.stop()
+
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(line["scope"], line["spend"]) for line in lines] == [("team:before", "1.5"), (HOSTILE, "2")]

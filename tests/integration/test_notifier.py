@@ -21,17 +21,17 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from dev.local_kafka import free_port_pair
-from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
 from spendpipe.contracts.alerts import SoftBudgetAlert
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.topics import TYPE_HEADER, Topics
+from spendpipe.contracts.topics import Topics
 from spendpipe.notifier.metrics import NotifierMetrics
 from spendpipe.notifier.notifications import of_alert, of_decision
 from spendpipe.notifier.service import NotifierService
 from spendpipe.notifier.settings import NotifierSettings, RetrySettings, WebhookSettings
 from spendpipe.notifier.webhooks import Webhook, WebhookDelivery
 from spendpipe.platform.kafka import KafkaSettings
+from tests.support.alerts import publish_alerts
 from tests.support.processes import ServiceProcess
 from tests.support.signing import WriterKey, forged_headers, publish_decisions, write_records
 from tests.support.waiting import eventually
@@ -99,11 +99,6 @@ def alerts(scopes: list[str]) -> list[SoftBudgetAlert]:
         )
         for scope in scopes
     ]
-
-
-async def publish_alerts(bootstrap: str, topic: str, sent: list[SoftBudgetAlert]) -> None:
-    headers = [(TYPE_HEADER, ALERT_TYPE.encode())]
-    await write_records(bootstrap, topic, [(a.key.encode(), a.model_dump_json().encode(), headers) for a in sent])
 
 
 def failures(registry: CollectorRegistry) -> float:
