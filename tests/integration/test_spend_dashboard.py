@@ -1,9 +1,11 @@
 """The spend dashboard (deploy/grafana/dashboards/spend.json) against real data: calls of two
 teams around a fixed time range go through the real aggregator into chDB; then every ClickHouse
 panel's SQL, its macros expanded as the plugin expands them (tests/support/grafana.py), runs on
-the store and again through the SQL endpoint with clickhouse-connect's `http://` client, as
-Grafana reaches an embedded store, and gives the columns its format needs and the sums worked out
-here by hand, to the last decimal place. No bookkeeping row and nothing outside the range counts."""
+the store and again through the SQL endpoint with clickhouse-connect's `http://` client, and gives
+the columns its format needs and the sums worked out here by hand, to the last decimal place. No
+bookkeeping row and nothing outside the range counts. The endpoint accepts each query with the
+parameters the plugin's driver (clickhouse-go) sends; that driver cannot yet read the Native the
+endpoint writes (the strict xfail at the end)."""
 
 import asyncio
 from collections.abc import Iterator, Sequence
@@ -181,3 +183,23 @@ async def test_every_spend_panel_shows_exact_sums_of_its_range(
         (hour(10), "eng", Decimal("0.25")),
         (hour(10), "ops", Decimal("1.125") + TINY),
     ]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the SQL endpoint ignores client_protocol_version: chDB writes Native as for revision 0, and "
+    "clickhouse-go (the Grafana plugin's driver) fails its first query with 'read str: unexpected EOF'",
+)
+def test_the_endpoint_writes_native_for_the_revision_the_plugins_driver_names(endpoint: SqlEndpoint) -> None:
+    # when clickhouse-go asks, as it does for every query over HTTP, for Native at revision 54460
+    answer = httpx.post(
+        f"http://127.0.0.1:{endpoint.port}/",
+        params={"default_format": "Native", "client_protocol_version": "54460"},
+        content="SELECT 'x' AS a",
+    )
+
+    # then each block starts with its block info (field 1: not overflows, field 2: bucket -1, end), as for
+    # any revision above 0, and each column's type is followed by its serialization kind (0: dense), as
+    # from revision 54454 on (ClickHouse's NativeWriter; clickhouse-go's proto.Block.Decode reads both)
+    block_info = b"\x01\x00\x02\xff\xff\xff\xff\x00"
+    assert answer.content == block_info + b"\x01\x01\x01a\x06String\x00\x01x"
