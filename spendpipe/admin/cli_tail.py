@@ -91,10 +91,14 @@ def _tail(
     async def read() -> None:
         async with TopicTail(kafka=settings.kafka, topic=topic) as tail:
             rows = [row(record) for record in await tail.last(limit)]
-            _print(rows, columns, fmt, empty=f"no {what} on {topic}", table=not follow)
-            if follow:
-                async for record in tail.follow():
-                    _print([row(record)], columns, fmt, empty="", table=False, header=False)
+            if not follow:
+                _listing(rows, columns, fmt, empty=f"no {what} on {topic}")
+                return
+            if fmt is OutputFormat.CSV:
+                print(csv_text(columns, []), end="", flush=True)  # the header, once
+            _lines(rows, columns, fmt)
+            async for record in tail.follow():
+                _lines([row(record)], columns, fmt)
 
     try:
         asyncio.run(read())
@@ -104,25 +108,24 @@ def _tail(
         raise CliError(str(error)) from None
 
 
-def _print(
-    rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat, *, empty: str, table: bool, header: bool = True
-) -> None:
-    """A listing (`table`), or in --follow one line per record: table rows as plain text, JSON
-    as one object per line, CSV rows (the header once)."""
-    cells = [[_shown(r.get(c), c) for c in columns] for r in rows]
-    if table:
-        emit(fmt, table=result_table("", columns, cells), columns=columns, rows=cells, empty=empty)
-        return
+def _listing(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat, *, empty: str) -> None:
+    """The table cuts long values; JSON and CSV carry them whole."""
+    whole = [[document.get(c) for c in columns] for document in rows]
+    cut = [[_shown(value, c) for value, c in zip(line, columns, strict=True)] for line in whole]
+    emit(fmt, table=result_table("", columns, cut), columns=columns, rows=whole, empty=empty)
+
+
+def _lines(rows: list[dict[str, Any]], columns: list[str], fmt: OutputFormat) -> None:
+    """--follow: one line per record, as it arrives: JSON Lines, CSV rows, or `name=value` text."""
     out = console()
-    for document, line in zip(rows, cells, strict=True):
+    for document in rows:
+        line = [document.get(c) for c in columns]
         if fmt is OutputFormat.JSON:
-            print(json.dumps(json_value({c: document.get(c) for c in columns}), ensure_ascii=True), flush=True)
+            print(json.dumps(json_value(dict(zip(columns, line, strict=True))), ensure_ascii=True), flush=True)
         elif fmt is OutputFormat.CSV:
-            text = csv_text(columns, [line])
-            print(text if header else text.split("\r\n", 1)[1], end="", flush=True)
-            header = False
+            print(csv_text(columns, [line]).split("\r\n", 1)[1], end="", flush=True)
         else:
-            out.print(message(*_spaced(dict(zip(columns, line, strict=True)))))
+            out.print(message(*_spaced({c: _shown(v, c) for c, v in zip(columns, line, strict=True)})))
 
 
 def _spaced(row: Mapping[str, Any]) -> list[object]:

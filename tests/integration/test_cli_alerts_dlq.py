@@ -96,6 +96,9 @@ async def test_dlq_tail_and_replay(kafka_broker: str, make_topics: Callable[...,
     assert f"{topics.events}/2@7" in table.stdout
     assert as_csv.stdout.splitlines()[0] == "position,reason,source,value_size,truncated,key,value"
     assert "0:1,record too large" in as_csv.stdout
+    assert "x" * EXCERPT_BYTES in as_csv.stdout  # whole in CSV; the table shows 80 characters
+    assert "…" in table.stdout
+    assert table.stdout.count("x") < 100
     assert (refused.returncode, refused.stdout) == (1, "")
     assert "0:1 holds only an excerpt of the record's value (truncated)" in refused.stderr
     assert missing.returncode == 1
