@@ -2,8 +2,8 @@
 enforcer (one ops server, as `spendpipe run all` serves them) and a gateway plugin, on the real
 broker and chDB, are driven through states that should and should not alert; each state's
 /metrics scrape is recorded, turned into promtool input series and checked with the real
-`promtool test rules`. Every metric a rule or the pipeline dashboard reads must be in those
-scrapes, so renaming a metric breaks this test.
+`promtool test rules`. Every metric a rule or a dashboard's Prometheus panel reads must be in
+those scrapes, so renaming a metric breaks this test.
 
 `SPENDPIPE_RECORD_ALERTS_TEST=1` also writes the generated test to
 deploy/prometheus/alerts_test.yml, which the unit tier runs with promtool alone.
@@ -37,6 +37,7 @@ from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
+from tests.support.grafana import SPEND_DASHBOARD
 from tests.support.ops import metric, off_loop
 from tests.support.pipeline import produce
 from tests.support.prometheus import (
@@ -293,8 +294,12 @@ def referenced_names() -> dict[str, set[str]]:
 
 
 def panels() -> list[dict[str, Any]]:
-    dashboard = json.loads(DASHBOARD.read_text())
-    return [p for p in dashboard["panels"] if p.get("type") != "row"]
+    """The Prometheus panels of the pipeline dashboard and of the spend dashboard (budget used)."""
+    found = []
+    for path in (DASHBOARD, SPEND_DASHBOARD):
+        dashboard = json.loads(path.read_text())
+        found += [p for p in dashboard["panels"] if p.get("datasource", {}).get("type") == "prometheus"]
+    return found
 
 
 async def test_alert_rules_fire_exactly_in_the_states_recorded_from_a_real_pipeline(

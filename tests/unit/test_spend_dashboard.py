@@ -108,8 +108,8 @@ def test_the_expander_gives_the_plugins_documented_expansions() -> None:
 
 
 def test_budget_use_reads_gauges_the_pipeline_tests_check(dashboard: dict[str, Any]) -> None:
-    """Budgets are not in ClickHouse: that panel reads the enforcer's gauges, which the pipeline
-    dashboard reads too (tests/integration/test_alert_rules.py checks those against real scrapes)."""
+    """Budgets are not in ClickHouse: that panel reads the enforcer's gauges, as the pipeline
+    dashboard does (tests/integration/test_alert_rules.py checks both against real scrapes)."""
     checked = {
         name
         for panel in query_panels(load_dashboard(PIPELINE_DASHBOARD))
