@@ -107,7 +107,7 @@ def run_all(validate: ValidateOption = False) -> None:
 
 @run_app.command("notifier")
 def run_notifier(validate: ValidateOption = False) -> None:
-    """Deliver soft-budget alerts, blocks and unblocks to webhooks (SPENDPIPE_WEBHOOKS), at least once."""
+    """Deliver soft-budget and burn-rate alerts, blocks and unblocks to webhooks (SPENDPIPE_WEBHOOKS), at least once."""
     settings = _settings(NotifierSettings)
     found = settings.signing.key_problems(writes=False, reads=True)
     if found:

@@ -26,7 +26,7 @@ from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.settings import load_settings
 from spendpipe.platform.topic_tail import TopicTail
 
-alerts_app = typer.Typer(help="Soft-budget alerts (spend.alerts).", no_args_is_help=True)
+alerts_app = typer.Typer(help="Soft-budget and burn-rate alerts (spend.alerts).", no_args_is_help=True)
 dlq_app = typer.Typer(
     help="Dead letters (spend.events.dlq): records the aggregator could not count.", no_args_is_help=True
 )
@@ -143,7 +143,7 @@ def _shown(value: Any, column: str) -> Any:
 
 @alerts_app.command("tail")
 def alerts_tail(limit: LimitOption = 20, follow: FollowOption = False, fmt: FormatOption = OutputFormat.TABLE) -> None:
-    """The last soft-budget alerts, oldest first; --follow keeps printing new ones."""
+    """The last alerts (soft budget, burn rate), oldest first; --follow keeps printing new ones."""
     settings = load_settings(AdminSettings)
     _tail(
         settings, settings.topics.alerts, ALERT_COLUMNS, _alert_row, limit=limit, follow=follow, fmt=fmt, what="alerts"

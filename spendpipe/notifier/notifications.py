@@ -1,4 +1,5 @@
-"""What a person is told: one `Notification` per soft-budget alert, block or unblock, with its
+"""What a person is told: one `Notification` per soft-budget alert, burn-rate warning, block or
+unblock, with its
 idempotency key, and the two payloads it is sent as (Slack-compatible and generic JSON).
 
 Every value in the text comes from data (a scope is a request's `user` field, a reason or a
@@ -12,10 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision
 
-Kind = Literal["soft_budget_alert", "block", "unblock"]
+Kind = Literal["soft_budget_alert", "burn_rate_alert", "block", "unblock"]
 PAYLOAD_VERSION = "spendpipe.notification.v1"
 
 _SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -36,7 +37,8 @@ class Notification:
     key: str
     """The record's key: the decision key, or the alert's `<scope>@<window start>`."""
     logical_id: str
-    """What makes a repeat a repeat: `decision:<key>:v<version>` or `soft_budget_alert:<key>`."""
+    """What makes a repeat a repeat: `decision:<key>:v<version>`, `soft_budget_alert:<key>` or
+    `burn_rate_alert:<key>` (an alert is sent once per window, so its key is its identity)."""
     summary: tuple[str | tuple[object], ...]
     """The text: our words as `str`, a value from data as a 1-tuple (escaped for Slack)."""
     record: dict[str, Any]
@@ -83,6 +85,35 @@ def of_alert(alert: SoftBudgetAlert) -> Notification:
             " from ",
             (start,),
             ")",
+        ),
+        record=alert.model_dump(mode="json"),
+    )
+
+
+def of_burn_rate(alert: BurnRateAlert) -> Notification:
+    model = ("", "") if not alert.model else (" on model ", (alert.model,))
+    return Notification(
+        kind="burn_rate_alert",
+        key=alert.key,
+        logical_id=f"burn_rate_alert:{alert.key}",
+        summary=tuple(
+            part
+            for part in (
+                "Burn rate: ",
+                (alert.scope,),
+                *model,
+                " reaches its cap $",
+                (alert.cap,),
+                " (window ",
+                (alert.window,),
+                ") at ",
+                (alert.projected_exhaustion_at.isoformat(),),
+                ", before the window resets at ",
+                (alert.window_end.isoformat(),),
+                "; spent $",
+                (alert.spend,),
+            )
+            if part != ""
         ),
         record=alert.model_dump(mode="json"),
     )

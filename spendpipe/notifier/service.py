@@ -11,18 +11,19 @@ the notifier on that record (retrying, `spendpipe_notifier_stuck`) rather than s
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import CommitFailedError
 from pydantic import ValidationError
 
+from spendpipe.contracts.alerts import BURN_RATE_MESSAGE_TYPE, BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.alerts import MESSAGE_TYPE as SOFT_BUDGET_TYPE
-from spendpipe.contracts.alerts import SoftBudgetAlert
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.notifier.metrics import NotifierMetrics
-from spendpipe.notifier.notifications import Notification, of_alert, of_decision
+from spendpipe.notifier.notifications import Notification, of_alert, of_burn_rate, of_decision
 from spendpipe.notifier.settings import NotifierSettings
 from spendpipe.notifier.webhooks import WebhookDelivery
 from spendpipe.platform.compacted import TopicRecord
@@ -30,6 +31,19 @@ from spendpipe.platform.compacted import TopicRecord
 log = logging.getLogger(__name__)
 
 RECORDS_PER_POLL = 100
+
+Parse = Callable[[bytes], Notification]
+
+ALERTS: dict[str, Parse] = {
+    SOFT_BUDGET_TYPE: lambda value: of_alert(SoftBudgetAlert.model_validate_json(value)),
+    BURN_RATE_MESSAGE_TYPE: lambda value: of_burn_rate(BurnRateAlert.model_validate_json(value)),
+}
+"""The alert types notified, by their `spendpipe-type` header. Only these: a record on spend.alerts
+that calls itself a decision is not one (decisions are verified, and only on their own topic)."""
+
+
+def _decision(value: bytes) -> Notification:
+    return of_decision(Decision.model_validate_json(value))
 
 
 class NotifierService:
@@ -103,14 +117,13 @@ class NotifierService:
         if record.value is None:
             self._metrics.skipped.labels(topic, "tombstone").inc()
             return None
-        if topic == self._settings.topics.alerts and _type(record) != SOFT_BUDGET_TYPE:
+        parse = _decision if topic == self._settings.topics.decisions else ALERTS.get(_type(record))
+        if parse is None:
             # spend.alerts may carry more types than this notifier knows: each is skipped, counted
             self._metrics.skipped.labels(topic, "unknown_type").inc()
             return None
         try:
-            if topic == self._settings.topics.decisions:
-                return of_decision(Decision.model_validate_json(record.value))
-            return of_alert(SoftBudgetAlert.model_validate_json(record.value))
+            return parse(record.value)
         except ValidationError as error:
             log.error("skipping an invalid record at %s:%d@%d: %s", topic, record.partition, record.offset, error)
             self._metrics.skipped.labels(topic, "invalid").inc()

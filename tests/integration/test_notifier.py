@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
 from dev.local_kafka import free_port_pair
-from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.alerts import BURN_RATE_MESSAGE_TYPE, BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.topics import Topics
+from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.notifier.metrics import NotifierMetrics
-from spendpipe.notifier.notifications import of_alert, of_decision
+from spendpipe.notifier.notifications import of_alert, of_burn_rate, of_decision
 from spendpipe.notifier.service import NotifierService
 from spendpipe.notifier.settings import NotifierSettings, RetrySettings, WebhookSettings
 from spendpipe.notifier.webhooks import Webhook, WebhookDelivery
@@ -101,6 +101,21 @@ def alerts(scopes: list[str]) -> list[SoftBudgetAlert]:
     ]
 
 
+BURN_RATE = BurnRateAlert(
+    scope="team:ops",
+    model="gpt-4o",
+    cap=Decimal("10"),
+    spend=Decimal("4"),
+    rate_per_second=Decimal("0.001"),
+    lookback_start=NOW - timedelta(minutes=15),
+    projected_exhaustion_at=NOW + timedelta(hours=2),
+    window="24h",
+    window_start=NOW,
+    window_end=NOW + timedelta(days=1),
+    alerted_at=NOW,
+)
+
+
 def failures(registry: CollectorRegistry) -> float:
     return sum(
         registry.get_sample_value("spendpipe_notifier_delivery_failures_total", {"webhook": h}) or 0 for h in HOOKS
@@ -150,6 +165,16 @@ async def test_every_notification_survives_a_receiver_outage_and_a_restart(
         async with running_notifier(settings(kafka_broker, topics, receiver, group)) as registry:
             await publish_decisions(kafka_broker, topics.decisions, second)
             await publish_alerts(kafka_broker, topics.alerts, second_alerts)
+            # a burn-rate warning, and an unsigned unblock that calls itself a decision on spend.alerts
+            burn_rate = BURN_RATE.model_dump_json().encode()
+            await write_records(
+                kafka_broker,
+                topics.alerts,
+                [
+                    (BURN_RATE.key.encode(), burn_rate, [(TYPE_HEADER, BURN_RATE_MESSAGE_TYPE.encode())]),
+                    (b"team:eng", forged_value, [(TYPE_HEADER, DECISION_TYPE.encode())]),
+                ],
+            )
             await eventually(lambda: failures(registry), lambda n: n >= 6, within=30, what="refused connections")
             assert receiver.accepted == []
 
@@ -158,6 +183,7 @@ async def test_every_notification_survives_a_receiver_outage_and_a_restart(
             await receiver.listen()
             expected = {of_decision(d).idempotency_key for d in first + second}
             expected |= {of_alert(a).idempotency_key for a in first_alerts + second_alerts}
+            expected.add(of_burn_rate(BURN_RATE).idempotency_key)
             for hook in HOOKS:
                 await eventually(
                     lambda hook=hook: set(receiver.keys(hook)),  # type: ignore[misc]

@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision
 from spendpipe.notifier.metrics import NotifierMetrics
-from spendpipe.notifier.notifications import of_alert, of_decision, slack_escaped
+from spendpipe.notifier.notifications import of_alert, of_burn_rate, of_decision, slack_escaped
 from spendpipe.notifier.settings import NotifierSettings, RetrySettings, WebhookSettings
 from spendpipe.notifier.webhooks import IDEMPOTENCY_HEADER, Webhook, WebhookDelivery
 from spendpipe.platform.settings import SettingsError, load_settings
@@ -61,6 +61,23 @@ def test_idempotency_key_per_decision_version_and_per_alert() -> None:
     assert payload["idempotency_key"] == key
     assert payload["id"] == f"soft_budget_alert:{alert.key}"
     assert payload["record"]["spend"] == "5.5"
+
+
+def test_a_burn_rate_warning_says_when_the_cap_is_reached() -> None:
+    warning = BurnRateAlert(
+        scope="team:<a&b>", model="gpt-4o", cap=Decimal(10), spend=Decimal(4), rate_per_second=Decimal("0.001"),
+        lookback_start=NOW - timedelta(minutes=15), projected_exhaustion_at=NOW + timedelta(hours=2), window="24h",
+        window_start=NOW, window_end=NOW + timedelta(days=1), alerted_at=NOW,
+    )  # fmt: skip
+    notification = of_burn_rate(warning)
+
+    assert notification.kind == "burn_rate_alert"
+    assert notification.logical_id == f"burn_rate_alert:{warning.key}"
+    assert notification.text(slack=True) == (
+        "Burn rate: team:&lt;a&amp;b&gt; on model gpt-4o reaches its cap $10 (window 24h) at "
+        "2026-12-01T14:00:00+00:00, before the window resets at 2026-12-02T12:00:00+00:00; spent $4"
+    )
+    assert notification.json_payload()["record"]["rate_per_second"] == "0.001"
 
 
 class Receiver:
