@@ -125,6 +125,9 @@ def test_compose_installs_the_pinned_plugin_and_sets_what_the_datasource_reads()
     (source,) = yaml.safe_load(text)["datasources"]
 
     assert re.fullmatch(rf"{CLICKHOUSE_PLUGIN} \d+\.\d+\.\d+", grafana["GF_INSTALL_PLUGINS"])
+    pinned = grafana["GF_INSTALL_PLUGINS"].split()[1]
+    # the queries say which plugin version wrote them, so it does not migrate them as older ones
+    assert {t["pluginVersion"] for p in clickhouse_panels(load_dashboard()) for t in p["targets"]} == {pinned}
     assert source["jsonData"]["protocol"] == "http"
     assert set(re.findall(r"\$(\w+)", text)) <= set(grafana), "Grafana reads an unset variable"
     assert (grafana["SPENDPIPE_GRAFANA_CLICKHOUSE_HOST"], grafana["SPENDPIPE_GRAFANA_CLICKHOUSE_PORT"]) == (
