@@ -123,21 +123,27 @@ class SqlEndpoint:
         fmt = output_format(check_read_only(parsed.query)) or parsed.default_format
         if self._slots is None:
             self._slots = anyio.CapacityLimiter(self._settings.max_concurrent_queries)
-        if self._slots.available_tokens < 1:
+        try:
+            # taken here, without awaiting: two requests that arrive together cannot both see a
+            # free slot and then queue for it
+            self._slots.acquire_nowait()
+        except anyio.WouldBlock:
             limit = self._settings.max_concurrent_queries
             raise ClickhouseError(
                 202, "TOO_MANY_SIMULTANEOUS_QUERIES", f"Too many simultaneous queries. Maximum: {limit}"
+            ) from None
+        try:
+            answer = await anyio.to_thread.run_sync(
+                lambda: self._queries.run(
+                    parsed.query,
+                    fmt=fmt,
+                    database=parsed.database or self._queries.default_database,
+                    settings=parsed.settings,
+                    parameters=parsed.parameters,
+                )
             )
-        answer = await anyio.to_thread.run_sync(
-            lambda: self._queries.run(
-                parsed.query,
-                fmt=fmt,
-                database=parsed.database or self._queries.default_database,
-                settings=parsed.settings,
-                parameters=parsed.parameters,
-            ),
-            limiter=self._slots,
-        )
+        finally:
+            self._slots.release()
         headers = _headers(parsed, fmt, answer)
         content = answer.body
         if parsed.compress and "gzip" in request.headers.get("accept-encoding", ""):
