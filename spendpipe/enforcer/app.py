@@ -240,12 +240,19 @@ class EnforcerService:
     async def _apply_budget_changes(self) -> None:
         if not (self._pending_scopes or self._deleted_scopes):
             return
-        pending, deleted = set(self._pending_scopes), set(self._deleted_scopes)
-        # if this fails the sets still hold the changes, and the next tick tries again
-        await self._judge([Scope.parse(scope) for scope in pending])
-        await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
-        self._pending_scopes -= pending
-        self._deleted_scopes -= deleted
+        # taken before the first await: a change that arrives while these are judged stays
+        # pending for the next tick (subtracting afterwards dropped it, and a budget lowered
+        # right after being raised could stay unblocked)
+        pending, self._pending_scopes = self._pending_scopes, set()
+        deleted, self._deleted_scopes = self._deleted_scopes, set()
+        try:
+            await self._judge([Scope.parse(scope) for scope in pending])
+            await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
+        except BaseException:
+            # the next tick tries these again
+            self._pending_scopes |= pending
+            self._deleted_scopes |= deleted
+            raise
 
     async def _reassert(self) -> None:
         """Publish again, with its own version, the decision of every key a forged record came
