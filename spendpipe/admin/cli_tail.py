@@ -21,7 +21,7 @@ from spendpipe.admin.formats import FormatOption, OutputFormat, csv_text, emit, 
 from spendpipe.admin.render import console, message, result_table
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator import dead_letters
-from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.contracts.topics import message_type
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.settings import load_settings
 from spendpipe.platform.topic_tail import TopicTail
@@ -49,8 +49,7 @@ def _position(record: TopicRecord) -> str:
 
 def _alert_row(record: TopicRecord) -> dict[str, Any]:
     """Any type of alert: its fields read from the JSON as they are (strings stay strings)."""
-    headers = dict(record.headers or ())
-    kind = headers.get(TYPE_HEADER, b"").decode(errors="replace").removeprefix("spendpipe.")
+    kind = message_type(record.headers).removeprefix("spendpipe.")
     try:
         fields = json.loads(record.value or b"")
     except ValueError:

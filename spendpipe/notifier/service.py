@@ -21,7 +21,7 @@ from spendpipe.contracts.alerts import BURN_RATE_MESSAGE_TYPE, BurnRateAlert, So
 from spendpipe.contracts.alerts import MESSAGE_TYPE as SOFT_BUDGET_TYPE
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.contracts.topics import message_type
 from spendpipe.notifier.metrics import NotifierMetrics
 from spendpipe.notifier.notifications import Notification, of_alert, of_burn_rate, of_decision
 from spendpipe.notifier.settings import NotifierSettings
@@ -117,7 +117,7 @@ class NotifierService:
         if record.value is None:
             self._metrics.skipped.labels(topic, "tombstone").inc()
             return None
-        parse = _decision if topic == self._settings.topics.decisions else ALERTS.get(_type(record))
+        parse = _decision if topic == self._settings.topics.decisions else ALERTS.get(message_type(record.headers))
         if parse is None:
             # spend.alerts may carry more types than this notifier knows: each is skipped, counted
             self._metrics.skipped.labels(topic, "unknown_type").inc()
@@ -128,8 +128,3 @@ class NotifierService:
             log.error("skipping an invalid record at %s:%d@%d: %s", topic, record.partition, record.offset, error)
             self._metrics.skipped.labels(topic, "invalid").inc()
             return None
-
-
-def _type(record: TopicRecord) -> str:
-    value: bytes = dict(record.headers or ()).get(TYPE_HEADER, b"")
-    return value.decode(errors="replace")
