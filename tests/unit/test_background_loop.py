@@ -93,31 +93,37 @@ def test_stop_without_cancel_waits_for_the_coroutine_to_end_by_itself() -> None:
     assert ended == ["by itself"]
 
 
+async def answer() -> str:
+    return "ran"
+
+
 def test_submit_runs_on_the_loop_and_fails_once_it_ended() -> None:
     background = forever()
     with pytest.raises(RuntimeError, match="not started"):
-        background.submit(asyncio.sleep(0))
+        background.submit(answer())
     background.start()
 
-    assert background.submit(asyncio.sleep(0, result="ran")).result(timeout=5) == "ran"
+    assert background.submit(answer()).result(timeout=5) == "ran"
     background.stop(timeout=5)
     with pytest.raises(RuntimeError):
-        background.submit(asyncio.sleep(0))
+        background.submit(answer())
 
 
 def test_tasks_the_coroutine_left_running_are_cancelled_when_it_ends() -> None:
     cancelled = threading.Event()
 
-    async def left_behind() -> None:
+    async def left_behind(waiting: asyncio.Event) -> None:
         try:
+            waiting.set()
             await asyncio.Event().wait()
         except asyncio.CancelledError:
             cancelled.set()
             raise
 
     async def main() -> None:
-        asyncio.get_running_loop().create_task(left_behind())
-        await asyncio.sleep(0)
+        waiting = asyncio.Event()
+        asyncio.get_running_loop().create_task(left_behind(waiting))
+        await waiting.wait()  # main ends with the task parked in its wait
 
     background = BackgroundLoop(name="spendpipe-test-loop", main=main)
     background.start()
