@@ -186,20 +186,15 @@ class Enforcer:
         ]
 
     def project_budgets(self) -> list[tuple[Target, Projected]]:
-        """Every budget's own targets (as `measure_budgets`) with their burn-rate projections."""
+        """Every budget's own targets with each cap's spend in its current window and its burn-rate
+        projection (derived targets, team members and end customers, are not included: there is
+        no bound on how many there are)."""
         targets = [t for budget in self.book for t in direct_targets(budget)]
         return list(zip(targets, self.project(targets, int(self._clock())), strict=True))
 
     def remember_alert(self, key: str) -> None:
         with self._lock:
             self._alerted.add(key)
-
-    def measure_budgets(self) -> list[tuple[Target, list[Measurement]]]:
-        """Every budget's own targets with their spend in each cap's current window, in one
-        query (derived targets, team members and end customers, are not included: there is no
-        bound on how many there are)."""
-        targets = [t for budget in self.book for t in direct_targets(budget)]
-        return list(zip(targets, self._reader.measure_many(targets, int(self._clock())), strict=True))
 
     def evaluate(self, targets: list[Target]) -> list[Decision]:
         now = self._clock()
