@@ -9,12 +9,16 @@ holds it to with generated payloads. A record with problems is dead-lettered wit
 `reason`; the rest are counted. Nothing here can throw on a value: every conversion is an
 `…OrZero`/`…OrNull` form whose result is used only once the checks passed.
 
-How the JSON is read: `JSONExtractKeysAndValuesRaw` gives each field's raw text, whose first
-character says its JSON type (`"` string, `[` array, `t`/`f` boolean, `n` null, else a number),
-and `JSONExtractKeysAndValues(…, 'String')` the decoded strings. The reader is RapidJSON
-(`allow_simdjson = 0`), which writes a number past 64 bits as a number (`1e23`), where
-simdjson would write it as a string. The raw text of a number is rewritten (`12.0` reads `12`),
-so a count is "a JSON number with no fraction", in both checkers.
+How the JSON is read: one `JSONExtractKeysAndValuesRaw` gives each field's raw text, whose
+first character says its JSON type (`"` string, `[` array, `t`/`f` boolean, `n` null, else a
+number); a string is decoded from it (a plain slice unless it holds an escape). The raw text of a
+number is rewritten (`12.0` reads `12`), so a count is "a JSON number with no fraction", in both
+checkers. The reader (simdjson) writes an integer past 64 bits as a quoted string of digits; such
+a value where a string belongs is taken for a number when its quoted digits are not in the
+record as written (`_big_integer`). Two contrived records still get another verdict than
+pydantic's: a string of 20 or more digits written with escapes (`"\u0031…"`, taken for a
+number), and a bare integer past 64 bits whose digits also appear quoted elsewhere in the
+record (taken for a string).
 
 Each field's rule is chosen by name in `FIELD_RULES`; a field of the model without a rule is a
 bug `tests/unit/test_parse_rules.py` catches.
@@ -44,7 +48,7 @@ LABEL_CHARS = 256
 KEY_HASH_FORM = r"^[0-9a-f]{64}$"
 NUMBER_FORM = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 
-PARSE_SETTINGS = {"allow_simdjson": 0}
+PARSE_SETTINGS: dict[str, object] = {}
 
 
 def _text(value: str) -> str:
@@ -60,6 +64,29 @@ def _str(field: str) -> str:
     return f"str_{field}"
 
 
+def _decoded(raw: str) -> str:
+    """The string a raw JSON string stands for: a slice when it has no escape (the reader writes
+    any character that needs one escaped), else JSON's own decoding."""
+    return (
+        f"if(position({raw}, '\\\\') = 0, substring({raw}, 2, length({raw}) - 2), "
+        f"JSONExtractString(concat('[', {raw}, ']'), 1))"
+    )
+
+
+def _big_integer(raw: str) -> str:
+    return f"(length({raw}) >= 22 AND match({raw}, '^\"-?[0-9]{{20,}}\"$') AND position(value, {raw}) = 0)"
+
+
+def _is_string(raw: str) -> str:
+    """Whether a raw value is a JSON string (and not an integer past 64 bits)."""
+    return f"(startsWith({raw}, '\"') AND NOT {_big_integer(raw)})"
+
+
+def _string(field: str) -> str:
+    """Whether the field is a JSON string (computed once per record, see `_PER_FIELD`)."""
+    return f"is_string_{field}"
+
+
 Check = list[tuple[str, str]]
 """(condition, message) pairs, in order: the first condition that holds is the problem."""
 
@@ -69,7 +96,7 @@ def _needs_string(field: str, *, nullable: bool, required: bool) -> Check:
     checks: Check = []
     if required:
         checks.append((f"{raw} = ''", "field required"))
-    allowed = f"startsWith({raw}, '\"')" + (f" OR {raw} = 'null'" if nullable else "")
+    allowed = _string(field) + (f" OR {raw} = 'null'" if nullable else "")
     checks.append((f"{raw} != '' AND NOT ({allowed})", "must be a string" + (" or null" if nullable else "")))
     return checks
 
@@ -77,15 +104,19 @@ def _needs_string(field: str, *, nullable: bool, required: bool) -> Check:
 def _label(field: str) -> Check:
     return [
         *_needs_string(field, nullable=True, required=False),
-        (f"lengthUTF8({_str(field)}) > {LABEL_CHARS}", f"must have at most {LABEL_CHARS} characters"),
+        (_too_long(field), f"must have at most {LABEL_CHARS} characters"),
     ]
+
+
+def _too_long(field: str) -> str:
+    return f"length({_str(field)}) > {LABEL_CHARS} AND lengthUTF8({_str(field)}) > {LABEL_CHARS}"
 
 
 def _name(field: str) -> Check:
     return [
         *_needs_string(field, nullable=False, required=True),
         (f"{_str(field)} = ''", "must have at least 1 character"),
-        (f"lengthUTF8({_str(field)}) > {LABEL_CHARS}", f"must have at most {LABEL_CHARS} characters"),
+        (_too_long(field), f"must have at most {LABEL_CHARS} characters"),
     ]
 
 
@@ -93,7 +124,7 @@ def _pattern(pattern: str, message: str, *, nullable: bool, required: bool) -> C
     def rule(field: str) -> Check:
         return [
             *_needs_string(field, nullable=nullable, required=required),
-            (f"startsWith({_raw(field)}, '\"') AND NOT match({_str(field)}, {_text(pattern)})", message),
+            (f"{_string(field)} AND NOT match({_str(field)}, {_text(pattern)})", message),
         ]
 
     return rule
@@ -153,7 +184,7 @@ def _status(field: str) -> Check:
     raw = _raw(field)
     return [
         (
-            f"{raw} != '' AND NOT (startsWith({raw}, '\"') AND {_str(field)} IN ('success', 'failure'))",
+            f"{raw} != '' AND NOT ({_string(field)} AND {_str(field)} IN ('success', 'failure'))",
             "must be 'success' or 'failure'",
         )
     ]
@@ -164,7 +195,7 @@ def _tags(field: str) -> Check:
     return [
         (f"{raw} != '' AND NOT startsWith({raw}, '[')", "must be an array of strings"),
         (
-            f"startsWith({raw}, '[') AND NOT arrayAll(x -> startsWith(x, '\"'), JSONExtractArrayRaw({raw}))",
+            f"startsWith({raw}, '[') AND NOT arrayAll(x -> {_is_string('x')}, JSONExtractArrayRaw({raw}))",
             "must be an array of strings",
         ),
     ]
@@ -226,20 +257,30 @@ FIELD_RULES: dict[str, Callable[[str], Check]] = {
 FIELDS = tuple(SpendEvent.model_fields)
 
 
-def _field_problem(field: str) -> str:
-    """(field, problem, message) for the first failed check of `field`, or nothing."""
+def _code(field: str) -> str:
+    return f"code_{field}"
+
+
+def _field_code(field: str) -> str:
+    """The number of the first failed check of `field` (from 1), 0 when all pass: a UInt8 per
+    record, cheap; the problem tuples are built only for records that have one."""
     checks = FIELD_RULES[field](field)
-    branches = ", ".join(
-        f"{condition}, tuple({_text(field)}, "
-        f"{_text(Problem.MISSING.value) if message == 'field required' else _text(Problem.INVALID.value)}, "
-        f"{_text(message)})"
-        for condition, message in checks
+    branches = ", ".join(f"{condition}, {n}" for n, (condition, _) in enumerate(checks, start=1))
+    return f"multiIf({branches}, 0)"
+
+
+def _field_problem(field: str) -> str:
+    """(field, problem, message) of the failed check numbered `code_<field>`."""
+    checks = FIELD_RULES[field](field)
+    kinds = [Problem.MISSING.value if message == "field required" else Problem.INVALID.value for _, message in checks]
+    return (
+        f"tuple({_text(field)}, [{', '.join(map(_text, kinds))}][{_code(field)}], "
+        f"[{', '.join(_text(message) for _, message in checks)}][{_code(field)}])"
     )
-    return f"multiIf({branches}, tuple('', '', ''))"
 
 
 def _label_value(field: str) -> str:
-    return f"if(startsWith({_raw(field)}, '\"'), {_str(field)}, '')"
+    return f"if({_string(field)}, {_str(field)}, '')"
 
 
 def _count_value(field: str) -> str:
@@ -271,9 +312,7 @@ _VALUES = {
     "status": f"if({_str('status')} = 'failure', 'failure', 'success')",
     "error_class": _label_value("error_class"),
     "latency_ms": f"toFloat64OrZero({_raw('latency_ms')})",
-    "request_tags": (
-        f"arrayMap(x -> JSONExtractString(concat('[', x, ']'), 1), JSONExtractArrayRaw({_raw('request_tags')}))"
-    ),
+    "request_tags": (f"arrayMap(x -> {_decoded('x')}, JSONExtractArrayRaw({_raw('request_tags')}))"),
     "gateway_id": _label_value("gateway_id"),
     "schema_version": f"toUInt8({SCHEMA_VERSION})",
     "kafka_topic": "{topic:String}",
@@ -287,11 +326,16 @@ _VALUES = {
 EVENT_COLUMNS = tuple(_VALUES)
 """The `events` table's columns, in its order."""
 
+_NOT_STRINGS = frozenset(
+    {"schema_version", "prompt_tokens", "completion_tokens", "total_tokens", "cache_hit", "latency_ms", "request_tags"}
+)
+"""Fields whose rule reads only the raw text."""
+
 _PER_FIELD = ",\n        ".join(
-    f"{values}[indexOf(keys, {_text(field)})] AS {_raw(field)}, "
-    f"string_values[indexOf(string_keys, {_text(field)})] AS {_str(field)}"
+    f"raw_values[indexOf(keys, {_text(field)})] AS {_raw(field)}"
+    + ("" if field in _NOT_STRINGS else f", {_decoded(_raw(field))} AS {_str(field)}")
+    + ("" if field in _NOT_STRINGS else f", {_is_string(_raw(field))} AS {_string(field)}")
     for field in FIELDS
-    for values in ("raw_values",)
 )
 
 _UNSUPPORTED = f"unsupported schema_version ' || {_raw('schema_version')} || ': this consumer reads {SCHEMA_VERSION}"
@@ -304,12 +348,17 @@ PROBLEMS_SQL = f"""multiIf(
     length(arrayDistinct(keys)) != length(keys), {_MALFORMED},
     {_raw("schema_version")} NOT IN ('', '{SCHEMA_VERSION}'),
         [tuple('schema_version', {_text(Problem.UNSUPPORTED_VERSION.value)}, '{_UNSUPPORTED}')],
+    {" AND ".join(f"{_code(field)} = 0" for field in FIELD_RULES)} AND hasAll({_KNOWN}, keys), [],
     arrayConcat(
         arrayMap(k -> tuple(k, {_text(Problem.UNKNOWN_FIELD.value)}, 'extra inputs are not permitted'),
             arrayFilter(k -> NOT has({_KNOWN}, k), keys)),
-        arrayFilter(p -> p.1 != '', [{", ".join(_field_problem(field) for field in FIELD_RULES)}])
+        arrayFilter(p -> p.1 != '', [
+            {", ".join(f"if({_code(field)} = 0, tuple('', '', ''), {_field_problem(field)})" for field in FIELD_RULES)}
+        ])
     )
 )"""
+
+_CODES = ",\n        ".join(f"{_field_code(field)} AS {_code(field)}" for field in FIELD_RULES)
 
 _ISO = (
     f"formatDateTime({_OCCURRED_AT}, '%Y-%m-%dT%H:%i:%S') "
@@ -329,20 +378,19 @@ SELECT {", ".join(f"{_VALUES[column]} AS {column}" for column in EVENT_COLUMNS)}
         [tuple('occurred_at', 'future', {_AHEAD})], [])
     ) AS problems
 FROM (
-    SELECT kafka_partition, kafka_offset,
+    SELECT kafka_partition, kafka_offset, value,
         isValidUTF8(value) AND match(value, '^[ \\t\\n\\r]*\\\\{{') AND isValidJSON(value) AS well_formed,
         JSONExtractKeysAndValuesRaw(value) AS raw_pairs,
         arrayMap(p -> p.1, raw_pairs) AS keys,
         arrayMap(p -> p.2, raw_pairs) AS raw_values,
-        JSONExtractKeysAndValues(value, 'String') AS string_pairs,
-        arrayMap(p -> p.1, string_pairs) AS string_keys,
-        arrayMap(p -> p.2, string_pairs) AS string_values,
         {_PER_FIELD},
         if(startsWith({_str("cost")}, '-'), substring({_str("cost")}, 2), {_str("cost")}) AS {_COST_DIGITS},
         trimRight(substring({_COST_DIGITS}, position({_COST_DIGITS}, '.') + 1), '0') AS cost_fraction_raw,
         if(position({_COST_DIGITS}, '.') = 0, '', cost_fraction_raw) AS {_COST_FRACTION},
-        parseDateTime64BestEffortOrNull(
-            replaceRegexpOne({_str("occurred_at")}, '(Z|[+-][0-9][0-9]:[0-9][0-9])$', ''), 6, 'UTC'
+        toDateTime64OrNull(
+            concat(substring({_str("occurred_at")}, 1, 10), ' ', substring({_str("occurred_at")}, 12,
+                length({_str("occurred_at")}) - if(endsWith({_str("occurred_at")}, 'Z'), 12, 17))),
+            6, 'UTC'
         ) AS {_LOCAL_TIME},
         {_LOCAL_TIME} - toIntervalSecond(
             multiIf(endsWith({_str("occurred_at")}, 'Z'), 0,
@@ -350,6 +398,7 @@ FROM (
                 * (toInt32OrZero(substring({_str("occurred_at")}, -5, 2)) * 3600
                    + toInt32OrZero(substring({_str("occurred_at")}, -2, 2)) * 60))
         ) AS {_OCCURRED_AT},
+        {_CODES},
         {PROBLEMS_SQL} AS problems
     FROM {RAW_TABLE}
 )
