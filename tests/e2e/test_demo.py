@@ -83,6 +83,15 @@ def test_demo_until_ctrl_c(tmp_path: Path) -> None:
         )
         assert "team:support" in refusal.group(), refusal.group()
 
+        # the pipeline the demo runs keeps the block for SQL (blocks_history)
+        recorded = eventually_sync(
+            lambda: cli("sql", "SELECT action FROM blocks_history WHERE scope_id = 'support'", "--format", "csv"),
+            lambda result: result.stdout.splitlines()[1:] == ["block"],
+            within=30,
+            what="the block of team:support in blocks_history",
+        )
+        assert recorded.returncode == 0, recorded.stderr
+
         started = processes_in(workdir)
         pipeline = re.search(r"started `spendpipe run all` \(pid (\d+)", shown())
         assert pipeline is not None, shown()

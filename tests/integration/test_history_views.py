@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 
 from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.history.recorder import HistoryRecorder
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
-from tests.support.pipeline import events_counted, produce, running_pipeline
+from tests.support.pipeline import events_counted, produce, produce_records, running_pipeline
 from tests.support.waiting import eventually
 
 ENG = {
@@ -93,6 +94,11 @@ async def test_blocks_history_and_budget_utilisation(
         finally:
             await first.stop()
 
+        # an unsigned decision (a forged block) is never recorded
+        forged = Decision(scope="team:forged", version=10**15, blocked=True, reason="forged", decided_at=called)
+        await produce_records(
+            kafka_broker, topics.decisions, [(forged.key.encode(), forged.model_dump_json().encode())]
+        )
         # a restart reads both topics from the beginning again: no row twice
         again = recorder()
         await again.start()
@@ -103,6 +109,7 @@ async def test_blocks_history_and_budget_utilisation(
         finally:
             await again.stop()  # writes what it read
     assert history() == lifted
+    assert clickhouse.rows("SELECT count() FROM blocks_history WHERE scope_id = 'forged'") == [(0,)]
     assert clickhouse.rows(UTILISATION) == raised
     # eng's 4 caps, ops's record, gone's and its deletion, eng's raised cap
     assert clickhouse.column("SELECT count() FROM budget_history FINAL") == [8]
