@@ -8,19 +8,17 @@ parameters the plugin's driver (clickhouse-go) sends, and answers in the Native 
 driver reads (the last test; more types in test_sql_endpoint_native.py)."""
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import clickhouse_connect
 import httpx
-import pytest
 
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
-from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 from tests.conftest import aggregator_settings
 from tests.support.events import make_event
 from tests.support.grafana import (
@@ -144,15 +142,6 @@ def run_every_panel(panels: list[dict[str, Any]], clickhouse: ClickhouseStore, e
             assert plugin.status_code == 200, f"{panel['title']}: {plugin.text}"
     finally:
         http.close()
-
-
-@pytest.fixture
-def endpoint(clickhouse: ClickhouseStore) -> Iterator[SqlEndpoint]:
-    endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
-    try:
-        yield endpoint
-    finally:
-        endpoint.stop()
 
 
 async def test_every_spend_panel_shows_exact_sums_of_its_range(

@@ -3,15 +3,11 @@
 a serialization byte per column), read what the SQL endpoint writes from chDB's revision-0 Native.
 Every column type the walk over the data knows, in more than one block."""
 
-from collections.abc import Iterator
-
 import clickhouse_connect
 import httpx
-import pytest
 
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
-from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 ROWS = 70_000
 """More than one block of chDB's output (65,409 rows at most each)."""
@@ -24,15 +20,6 @@ QUERY = (
     "toDecimal64(1.5, 4) AS d64, toUUID('61f0c404-5cb3-11e7-907b-a6006ad3dba0') AS u, number % 2 = 0 AS b, "
     f"toFloat64(number) / 3 AS f FROM numbers({ROWS}) ORDER BY number"
 )
-
-
-@pytest.fixture
-def endpoint(clickhouse: ClickhouseStore) -> Iterator[SqlEndpoint]:
-    endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
-    try:
-        yield endpoint
-    finally:
-        endpoint.stop()
 
 
 def test_clickhouse_connect_reads_every_type_framed_for_its_revision(
