@@ -24,7 +24,7 @@ setup: $(STAMP) ## install the venv and fetch the Kafka broker jars from Maven C
 	$(KAFKA) fetch
 
 run: setup ## start a local broker and the whole pipeline on embedded ClickHouse, drive LiteLLM traffic, show live spend
-	$(BIN)/python -m dev.demo
+	$(BIN)/spendpipe demo
 
 lint: $(STAMP) ## ruff check, ruff format --check, mypy
 	$(BIN)/ruff check .

@@ -19,6 +19,7 @@ from spendpipe.admin.report.page import render
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.windows import Window
+from spendpipe.enforcer.burn_rate import project
 from spendpipe.store.totals import Measurement
 
 NOW = datetime(2026, 3, 4, 17, 40, tzinfo=UTC)
@@ -68,7 +69,11 @@ def _office(hour: int) -> float:
 
 def _burn(budget: Budget, spent: list[Decimal], end: datetime) -> Burn:
     (cap,) = budget.hard_caps()
-    return Burn(budget, spent, [Measurement(cap, sum(spent, Decimal(0)), int(end.timestamp()))])
+    now, total = int(NOW.timestamp()), sum(spent, Decimal(0))
+    # the rate of the last hour's bar, as the enforcer's lookback would read it
+    recent = next(value for value in reversed(spent) if value)
+    rate = project(spend=total, cap=cap.limit, recent=recent, since=now - 3600, now=now, resets_at=int(end.timestamp()))
+    return Burn(budget, spent, [Measurement(cap, total, int(end.timestamp()))], [rate])
 
 
 def main() -> None:

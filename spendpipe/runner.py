@@ -19,6 +19,7 @@ from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.history.recorder import HistoryRecorder
 from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
@@ -102,6 +103,13 @@ async def _serve(services: Services, registry: CollectorRegistry, readiness: Rea
         readiness.add("enforcer", enforcer.not_ready)
         app.after_startup(enforcer.start)
         app.on_shutdown(enforcer.stop)
+        # the budgets it follows and the decisions it makes, into the store for SQL (migration 0008)
+        settings = services.enforcer
+        history = HistoryRecorder(
+            kafka=settings.kafka, topics=settings.topics, signing=settings.signing, store=clickhouse
+        )
+        app.after_startup(history.start)
+        app.on_shutdown(history.stop)
     try:
         await app.run()
     finally:

@@ -18,6 +18,7 @@ from typer._click.exceptions import NoArgsIsHelpError
 from spendpipe.admin import preflight
 from spendpipe.admin.asyncapi import asyncapi
 from spendpipe.admin.cli_budgets import blocks_app, budgets_app
+from spendpipe.admin.cli_demo import demo
 from spendpipe.admin.cli_keys import keys_app
 from spendpipe.admin.cli_report import html_report
 from spendpipe.admin.cli_tail import alerts_app, dlq_app
@@ -54,6 +55,7 @@ app.add_typer(dlq_app, name="dlq")
 app.command()(asyncapi)
 app.command()(traffic)
 app.command("report")(html_report)
+app.command()(demo)
 
 S = TypeVar("S", bound=BaseSettings)
 

@@ -50,7 +50,8 @@ def html_report(
     budgets = BudgetAdmin(kafka=settings.kafka, topics=settings.topics, signing=settings.signing).current()
     decisions = list(asyncio.run(read_decisions(settings, follow=False)))
     try:
-        data = gather(sql_source(settings.clickhouse, settings.sql_endpoint_url), budgets, decisions, period, now)
+        source = sql_source(settings.clickhouse, settings.sql_endpoint_url)
+        data = gather(source, budgets, decisions, period, now, lookback_minutes=settings.burn_rate.lookback_minutes)
     except RuntimeError as error:
         raise CliError(str(error)) from None
     destination.write_text(render(data), encoding="utf-8")

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 import typer
 
@@ -22,6 +22,12 @@ UNREACHABLE = 0
 
 Send = Callable[[dict[str, Any]], int]
 """Posts one chat completion body and returns the HTTP status (UNREACHABLE if none)."""
+
+
+class Plan(Protocol):
+    """What request `n` of a run is."""
+
+    def request(self, n: int) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -66,21 +72,25 @@ def http_sender(url: str, api_key: str, timeout_s: float = 30.0) -> Send:
 def run_traffic(
     *,
     send: Send,
-    plan: TrafficPlan,
+    plan: Plan,
     count: int,
     rate: float,
     on_answer: Callable[[int, Counter[int]], None] = lambda n, statuses: None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> Counter[int]:
-    """Send `count` requests (0: until interrupted) at most `rate` per second (0: back to back).
-    Returns how many answers had each status; `on_answer` sees the running tally after each."""
+    """Send `count` requests (0: until interrupted or `stopped()`) at most `rate` per second (0:
+    back to back). Returns how many answers had each status; `on_answer` sees the running tally
+    after each. `stopped` is asked before each request, after its pause."""
     statuses: Counter[int] = Counter()
     start = clock()
     n = 0
     while count == 0 or n < count:
         if rate > 0:
             sleep(max(0.0, start + n / rate - clock()))
+        if stopped():
+            break
         statuses[send(plan.request(n))] += 1
         n += 1
         on_answer(n, statuses)

@@ -84,9 +84,10 @@ def report(error: BaseException, *, kafka_servers: str | None, debug: bool) -> i
 
 
 def quiet_client_logs(*, debug: bool) -> None:
-    """The Kafka client logs each failed connection attempt; a command's failure is reported
-    once, here, so those lines show only with `--debug`."""
-    logging.getLogger("aiokafka").setLevel(logging.NOTSET if debug else logging.CRITICAL)
+    """The Kafka and ClickHouse clients log each failed connection attempt; a command's failure
+    is reported once, here, so those lines show only with `--debug`."""
+    for client in ("aiokafka", "clickhouse_connect"):
+        logging.getLogger(client).setLevel(logging.NOTSET if debug else logging.CRITICAL)
 
 
 def _one_line(error: BaseException) -> str:

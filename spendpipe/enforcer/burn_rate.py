@@ -19,6 +19,8 @@ enough for any two `Cost` values), the rate and the instant are divisions rounde
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+from spendpipe.store.totals import Measurement, grain
+
 _EXACT_DIGITS = 200
 """Enough for a product of two `Cost` values (Decimal(76, 24)) and a count of seconds: exact."""
 _DIVISION_DIGITS = 60
@@ -61,3 +63,25 @@ def project(
         rate = recent / elapsed
         exhausted_at = now + remaining * elapsed / recent if recent > 0 else None
     return Projection(rate, since, exhausted_at, resets_at, before_reset)
+
+
+def cap_projection(measured: Measurement, spent_since: Decimal, since: int, now: int) -> Projection | None:
+    """A cap's projection: over the lookback's minutes (`spent_since` from `since`, which
+    `lookback_start(0, ...)` gave), or over its window so far when the window (or its budget's
+    reset) began after the lookback's first minute. Lifetime caps have none. The enforcer's
+    warnings and gauges and `spendpipe report` all project through this."""
+    if measured.end is None:
+        return None
+    window_start = grain(measured.cap, now).start
+    if window_start >= since:
+        return project(
+            spend=measured.spend,
+            cap=measured.cap.limit,
+            recent=measured.spend,
+            since=window_start,
+            now=now,
+            resets_at=measured.end,
+        )
+    return project(
+        spend=measured.spend, cap=measured.cap.limit, recent=spent_since, since=since, now=now, resets_at=measured.end
+    )

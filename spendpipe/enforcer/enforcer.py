@@ -10,18 +10,17 @@ never go back, also across restarts: the service first reads the decisions topic
 import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
 from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope
-from spendpipe.enforcer.burn_rate import Projection, lookback_start, project
+from spendpipe.enforcer.burn_rate import Projection, cap_projection, lookback_start
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.rate_verdict import judge_rate
 from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets, soft_target
 from spendpipe.enforcer.verdict import LIFETIME, Verdict, judge
-from spendpipe.store.totals import Measurement, SpendTotals, grain
+from spendpipe.store.totals import Measurement, SpendTotals
 
 Clock = Callable[[], float]
 Projected = list[tuple[Measurement, Projection | None]]
@@ -181,7 +180,7 @@ class Enforcer:
         measured = self._reader.measure_many(targets, now)
         recent = self._reader.spent_since(targets, since)
         return [
-            [(m, _projection(m, spent, since, now)) for m in measurements]
+            [(m, cap_projection(m, spent, since, now)) for m in measurements]
             for measurements, spent in zip(measured, recent, strict=True)
         ]
 
@@ -245,26 +244,6 @@ class Enforcer:
                 self._replaced[key] = last
             self._last.offer(decision)  # its version is above the last one's
             return decision
-
-
-def _projection(measured: Measurement, spent_since: Decimal, since: int, now: int) -> Projection | None:
-    """A cap's projection: over the lookback's minutes, or over its window so far when the window
-    (or its budget's reset) began after the lookback's first minute. Lifetime caps have none."""
-    if measured.end is None:
-        return None
-    window_start = grain(measured.cap, now).start
-    if window_start >= since:
-        return project(
-            spend=measured.spend,
-            cap=measured.cap.limit,
-            recent=measured.spend,
-            since=window_start,
-            now=now,
-            resets_at=measured.end,
-        )
-    return project(
-        spend=measured.spend, cap=measured.cap.limit, recent=spent_since, since=since, now=now, resets_at=measured.end
-    )
 
 
 def _burn_rate_alert(target: Target, measured: Measurement, projection: Projection, now: float) -> BurnRateAlert:

@@ -6,7 +6,7 @@ id stays text, and that the page fetches nothing."""
 import asyncio
 import json
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -60,7 +60,7 @@ async def test_the_report_renders_in_chromium_offline_with_data_as_text(
     try:
         service.wait_http_ok(f"http://127.0.0.1:{port}/healthz")
         # given two budgeted teams, and spend that takes eng over its cap
-        for scope, cap in (("team:eng", "1"), ("team:search", "100")):
+        for scope, cap in (("team:eng", "1"), ("team:search", "0.30")):
             await asyncio.to_thread(
                 cli, topics, kafka_broker, port, "budgets", "set", "--scope", scope, "--max-budget", cap,
                 "--budget-duration", "1d",
@@ -74,7 +74,9 @@ async def test_the_report_renders_in_chromium_offline_with_data_as_text(
             what="team:eng blocked",
         )
         # when the report is written by the CLI
+        asked = datetime.now(UTC)
         written = await asyncio.to_thread(cli, topics, kafka_broker, port, "report", "--out", str(page))
+        answered = datetime.now(UTC)
     finally:
         service.stop()
     assert written.stdout == f"report written to {page}\n"
@@ -107,6 +109,15 @@ async def test_the_report_renders_in_chromium_offline_with_data_as_text(
     for div in burns.values():
         assert len(div.all("polyline", class_="spend")) == len(div.all("line", class_="cap")) == 1
     assert [row[:3] for row in burns["team:eng"].all("table")[0].rows()] == [["1d", "1.200000000000000000000001", "1"]]
+
+    # and when each cap is reached at the current rate, as the enforcer projects it: eng is over,
+    # search spent 0.25 of 0.30 in the last minute, rated over the lookback's 15 whole minutes
+    # and the one under way (900 to 960 s), so the last 0.05 takes 180 to 192 s more
+    assert burns["team:eng"].all("table")[0].rows()[0][4] == "reached"
+    (search,) = burns["team:search"].all("table")[0].rows()
+    assert search[:3] == ["1d", "0.25", "0.3"]
+    reached = datetime.strptime(search[4], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert asked + timedelta(seconds=180 - 60) < reached <= answered + timedelta(seconds=192)
     assert len(shown.all("svg")) == 4
 
     # the blocked scope in the blocks table, top spenders in order, the hostile id as text

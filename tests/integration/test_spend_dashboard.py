@@ -4,23 +4,21 @@ panel's SQL, its macros expanded as the plugin expands them (tests/support/grafa
 the store and again through the SQL endpoint with clickhouse-connect's `http://` client, and gives
 the columns its format needs and the sums worked out here by hand, to the last decimal place. No
 bookkeeping row and nothing outside the range counts. The endpoint accepts each query with the
-parameters the plugin's driver (clickhouse-go) sends; that driver cannot yet read the Native the
-endpoint writes (the strict xfail at the end)."""
+parameters the plugin's driver (clickhouse-go) sends, and answers in the Native framing that
+driver reads (the last test; more types in test_sql_endpoint_native.py)."""
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import clickhouse_connect
 import httpx
-import pytest
 
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
-from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 from tests.conftest import aggregator_settings
 from tests.support.events import make_event
 from tests.support.grafana import (
@@ -146,15 +144,6 @@ def run_every_panel(panels: list[dict[str, Any]], clickhouse: ClickhouseStore, e
         http.close()
 
 
-@pytest.fixture
-def endpoint(clickhouse: ClickhouseStore) -> Iterator[SqlEndpoint]:
-    endpoint = SqlEndpoint(clickhouse=clickhouse.settings, settings=SqlEndpointSettings(port=0)).start()
-    try:
-        yield endpoint
-    finally:
-        endpoint.stop()
-
-
 async def test_every_spend_panel_shows_exact_sums_of_its_range(
     kafka_broker: str,
     make_topics,
@@ -185,11 +174,6 @@ async def test_every_spend_panel_shows_exact_sums_of_its_range(
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the SQL endpoint ignores client_protocol_version: chDB writes Native as for revision 0, and "
-    "clickhouse-go (the Grafana plugin's driver) fails its first query with 'read str: unexpected EOF'",
-)
 def test_the_endpoint_writes_native_for_the_revision_the_plugins_driver_names(endpoint: SqlEndpoint) -> None:
     # when clickhouse-go asks, as it does for every query over HTTP, for Native at revision 54460
     answer = httpx.post(

@@ -67,12 +67,21 @@ class ServiceProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
 
-def run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """`spendpipe <args>` run once, as an operator runs it, with `env` over this environment and
-    a wide terminal; its output captured as text."""
+def shell_env() -> dict[str, str]:
+    """This environment without any SPENDPIPE_ setting: an operator's shell, where a process
+    finds its settings in `.env` (the test session sets signing keys for its own processes)."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("SPENDPIPE_")}
+
+
+def run_cli(
+    env: dict[str, str], *args: str, cwd: Path | None = None, base: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`spendpipe <args>` run once, as an operator runs it, with `env` over `base` (default: this
+    environment) and a wide terminal, in `cwd`; its output captured as text."""
     return subprocess.run(
         [sys.executable, "-m", "spendpipe.admin.cli", *args],
-        env={**os.environ, "COLUMNS": "200", **env},
+        cwd=cwd,
+        env={**(os.environ if base is None else base), "COLUMNS": "200", **env},
         capture_output=True,
         text=True,
         timeout=120,

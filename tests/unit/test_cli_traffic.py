@@ -53,3 +53,19 @@ def test_paces_requests_at_the_rate() -> None:
     run_traffic(send=lambda body: 200, plan=PLAN, count=4, rate=2.0, clock=clock, sleep=clock.sleep)
 
     assert clock.slept == [0.0, 0.5, 0.5, 0.5]
+
+
+def test_stops_when_asked_before_the_next_request() -> None:
+    clock = FakeClock()
+    sent: list[dict[str, Any]] = []
+
+    def send(body: dict[str, Any]) -> int:
+        sent.append(body)
+        return 200
+
+    statuses = run_traffic(
+        send=send, plan=PLAN, count=0, rate=2.0, clock=clock, sleep=clock.sleep, stopped=lambda: len(sent) == 3
+    )
+
+    assert statuses == Counter({200: 3})
+    assert clock.slept == [0.0, 0.5, 0.5, 0.5]

@@ -85,7 +85,7 @@ def test_compose_and_k8s_run_the_commands_expected() -> None:
 
     assert {"compose topics", "compose aggregator", "compose enforcer", "compose traffic"} <= where
     assert {"k8s Job/spendpipe-topics", "k8s Deployment/spendpipe-aggregator"} <= where
-    assert "k8s Deployment/spendpipe-enforcer" in where
+    assert {"k8s Deployment/spendpipe-enforcer", "k8s Deployment/spendpipe-notifier"} <= where
 
 
 def parse(args: tuple[str, ...]) -> None:

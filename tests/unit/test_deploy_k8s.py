@@ -18,7 +18,7 @@ from tests.support.deploy import (
     pod_spec,
 )
 
-SERVICES = ("spendpipe-aggregator", "spendpipe-enforcer")
+SERVICES = ("spendpipe-aggregator", "spendpipe-enforcer", "spendpipe-notifier")
 
 
 def test_every_manifest_parses_and_kustomize_lists_each_file() -> None:

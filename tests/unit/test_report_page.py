@@ -8,6 +8,7 @@ from spendpipe.admin.report.page import TITLE, render
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.windows import Window
+from spendpipe.enforcer.burn_rate import project
 from spendpipe.store.totals import Measurement
 from tests.support.html_page import outside_references, parse
 
@@ -41,7 +42,7 @@ def report() -> ReportData:
         by_team={"eng": eng, HOSTILE: [*zero[:-1], Decimal("0.05")]},
         by_model={'gpt"><img src=x>': eng},
         team_totals={"eng": Decimal("1.2") + TINY, HOSTILE: Decimal("0.05")},
-        burns=[Burn(budget, eng, [Measurement(cap, Decimal("1.2") + TINY, int(NOW.timestamp()) + 3600)])],
+        burns=[Burn(budget, eng, [Measurement(cap, Decimal("1.2") + TINY, int(NOW.timestamp()) + 3600)], [None])],
         blocks=[block],
         recent=[block],
         top=[("team", HOSTILE, Decimal("0.05"), 1)],
@@ -76,3 +77,28 @@ def test_a_week_is_drawn_per_day_and_since_moves_the_start() -> None:
 
     assert (week.grain, len(week.buckets()), week.label(week.buckets()[0])) == (Window.DAY, 7, "03-01")
     assert (since.grain, len(since.buckets())) == (Window.HOUR, 15 + 24)  # from 09:00 yesterday to the day's end
+
+
+def test_each_cap_says_when_it_is_reached_at_the_current_rate() -> None:
+    now = int(NOW.timestamp())
+    resets = now + 3600
+    budget = Budget(scope="team:eng", max_budget=Decimal(1), budget_duration="1h")
+    (cap,) = budget.hard_caps()
+    cases = [
+        (Decimal("0.5"), Decimal("0.1"), "2026-03-04 15:40"),  # 0.5 left at 0.1 per 120 s: 600 s from now
+        (Decimal("0.5"), Decimal("0.001"), "not before the reset"),
+        (Decimal("0.5"), Decimal(0), "not at this rate (no spend lately)"),
+        (Decimal("1.5"), Decimal("0.1"), "reached"),
+    ]
+    measured = [Measurement(cap, spend, resets) for spend, _, _ in cases]
+    projected = [
+        project(spend=spend, cap=Decimal(1), recent=recent, since=now - 120, now=now, resets_at=resets)
+        for spend, recent, _ in cases
+    ]
+    burn = Burn(budget, [Decimal(0)] * 24, measured, projected)
+    data = report()
+    data.burns = [burn]
+
+    rows = parse(render(data)).by_id("burn-down").all("table")[0].rows()
+
+    assert [row[4] for row in rows] == [expected for _, _, expected in cases]

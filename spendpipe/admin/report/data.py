@@ -4,7 +4,8 @@ spend against its caps, decisions, top spenders. Every amount stays a Decimal.
 Reads go through the analyst views (`spend_by_scope`, `spend_by_model`) on the `SqlSource` the
 CLI has, budgets through `BudgetAdmin.current()`, and the caps' exact current spend through
 `SpendTotals.measure_many`, the enforcer's own read: the burn-down's numbers are the ones the
-enforcer decides on.
+enforcer decides on. Each cap's burn-rate projection (when it is reached at the current rate) is
+the enforcer's too (`enforcer.burn_rate.cap_projection`, over the same lookback setting).
 """
 
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from spendpipe.contracts.budgets import Budget, Cap
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.windows import Window, window_bounds
+from spendpipe.enforcer.burn_rate import Projection, cap_projection, lookback_start
 from spendpipe.store.sql_endpoint.client import SqlSource
 from spendpipe.store.totals import Measurement, SpendTotals
 
@@ -58,6 +60,8 @@ class Burn:
     budget: Budget
     per_bucket: list[Decimal]
     caps: list[Measurement]
+    projections: list[Projection | None]
+    """One per cap: when it is reached at the current rate (None: reached, lifetime, no rate yet)."""
 
 
 @dataclass
@@ -105,7 +109,13 @@ class _Reader:
 
 
 def gather(
-    sql: SqlSource, budgets: list[Budget], decisions: list[Decision], period: Period, now: datetime
+    sql: SqlSource,
+    budgets: list[Budget],
+    decisions: list[Decision],
+    period: Period,
+    now: datetime,
+    *,
+    lookback_minutes: int,
 ) -> ReportData:
     data = ReportData(period=period, generated_at=now, buckets=period.buckets())
     reader = _Reader(sql, period, data.buckets)
@@ -120,7 +130,7 @@ def gather(
         {**reader.span, "n": TOP_SPENDERS},
     )
     data.top = list(top)
-    data.burns = _burns(reader, budgets, len(data.buckets), int(now.timestamp()))
+    data.burns = _burns(reader, budgets, len(data.buckets), int(now.timestamp()), lookback_minutes)
     data.blocks = sorted((d for d in decisions if d.in_force(now)), key=lambda d: d.key)
     data.recent = sorted(decisions, key=lambda d: d.decided_at, reverse=True)[:20]
     return data
@@ -136,7 +146,7 @@ def _fold(series: dict[str, list[Decimal]]) -> dict[str, list[Decimal]]:
     return shown
 
 
-def _burns(reader: _Reader, budgets: list[Budget], buckets: int, now: int) -> list[Burn]:
+def _burns(reader: _Reader, budgets: list[Budget], buckets: int, now: int, lookback_minutes: int) -> list[Burn]:
     capped = [b for b in budgets if b.hard_caps()]
     if not capped:
         return []
@@ -148,10 +158,18 @@ def _burns(reader: _Reader, budgets: list[Budget], buckets: int, now: int) -> li
         {"keys": [(s.type.value, s.id) for s in scopes]},
     )
     targets = [_Target(scope, "", b.hard_caps()) for scope, b in zip(scopes, capped, strict=True)]
-    measured = SpendTotals(sql=reader.sql).measure_many(targets, now)
+    totals = SpendTotals(sql=reader.sql)
+    measured = totals.measure_many(targets, now)
+    since = lookback_start(0, now, lookback_minutes)
+    recent = totals.spent_since(targets, since)
     return [
-        Burn(b, per_scope.get(f"{s.type.value}:{s.id}", [Decimal(0)] * buckets), caps)
-        for b, s, caps in zip(capped, scopes, measured, strict=True)
+        Burn(
+            b,
+            per_scope.get(f"{s.type.value}:{s.id}", [Decimal(0)] * buckets),
+            caps,
+            [cap_projection(m, spent, since, now) for m in caps],
+        )
+        for b, s, caps, spent in zip(capped, scopes, measured, recent, strict=True)
     ]
 
 

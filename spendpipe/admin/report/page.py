@@ -13,6 +13,8 @@ from typing import Any
 from spendpipe.admin.report import svg
 from spendpipe.admin.report.data import TOP_SPENDERS, Burn, ReportData
 from spendpipe.contracts.decisions import Decision
+from spendpipe.enforcer.burn_rate import Projection
+from spendpipe.store.totals import Measurement
 
 TITLE = "spendpipe spend report"
 LONG = 24
@@ -96,15 +98,32 @@ def _burn(burn: Burn, labels: list[str], buckets: list[datetime], now: datetime)
             (svg.money(m.spend), True),
             (svg.money(m.cap.limit), True),
             (_when(datetime.fromtimestamp(m.end, tz=UTC)) if m.end else "never", False),
+            (_reached(m, projection), False),
         ]
-        for m in burn.caps
+        for m, projection in zip(burn.caps, burn.projections, strict=True)
     ]
     elapsed = burn.per_bucket[: len(labels) - sum(1 for at in buckets if at > now)]  # the line stops at now
     chart = svg.burn_down(f"{burn.budget.scope} against its cap", labels, elapsed, tightest.cap.limit)
     return (
         f'<div class="burn" data-scope="{svg.esc(burn.budget.scope)}"><h3>{svg.esc(burn.budget.scope)}</h3>'
-        f"{chart}{_table(None, ['cap window', 'spent (USD)', 'cap (USD)', 'resets (UTC)'], rows)}</div>"
+        f"{chart}{_table(None, BURN_COLUMNS, rows)}</div>"
     )
+
+
+BURN_COLUMNS = ["cap window", "spent (USD)", "cap (USD)", "resets (UTC)", "cap reached at this rate (UTC)"]
+
+
+def _reached(measured: Measurement, projection: Projection | None) -> str:
+    """When the cap is reached if spend goes on at the rate of the enforcer's lookback."""
+    if measured.spend >= measured.cap.limit:
+        return "reached"
+    if projection is None:
+        return "no projection" if measured.end is None else "no rate yet"
+    if projection.exhausted_at is None:
+        return "not at this rate (no spend lately)"
+    if not projection.before_reset:
+        return "not before the reset"
+    return _when(datetime.fromtimestamp(float(projection.exhausted_at), tz=UTC))
 
 
 def _decisions(decisions: list[Decision]) -> str:

@@ -52,6 +52,8 @@ class ClickhouseRequest:
     settings: dict[str, str] = field(default_factory=dict)
     query_id: str = ""
     compress: bool = False
+    client_revision: int = 0
+    """`client_protocol_version`: the Native framing the client reads (`native.for_revision`)."""
 
 
 def parse_request(items: Iterable[tuple[str, str]], body: str, *, limits: Mapping[str, int | str]) -> ClickhouseRequest:
@@ -62,7 +64,10 @@ def parse_request(items: Iterable[tuple[str, str]], body: str, *, limits: Mappin
             query = value
         elif name.startswith("param_"):
             parameters[name.removeprefix("param_")] = value
-        elif name in ("database", "default_format", "query_id", "enable_http_compression", "user", "password"):
+        elif name in (
+            "database", "default_format", "query_id", "enable_http_compression", "user", "password",
+            "client_protocol_version",
+        ):  # fmt: skip
             other[name] = value
         elif name not in TRANSPORT:
             settings[name] = _setting(name, value, limits)
@@ -75,7 +80,14 @@ def parse_request(items: Iterable[tuple[str, str]], body: str, *, limits: Mappin
         settings=settings,
         query_id=other.get("query_id", ""),
         compress=other.get("enable_http_compression") == "1",
+        client_revision=_revision(other.get("client_protocol_version", "0")),
     )
+
+
+def _revision(value: str) -> int:
+    if not value.isdigit():
+        raise ClickhouseError(27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED", f"client_protocol_version {value!r}")
+    return int(value)
 
 
 def _setting(name: str, value: str, limits: Mapping[str, int | str]) -> str:

@@ -34,6 +34,7 @@ from starlette.types import Message
 from spendpipe.platform.clickhouse import ClickhouseSettings
 from spendpipe.store.sql_endpoint.engine import Answer, EmbeddedQueries
 from spendpipe.store.sql_endpoint.errors import ClickhouseError
+from spendpipe.store.sql_endpoint.native import NATIVE, for_revision
 from spendpipe.store.sql_endpoint.protocol import ClickhouseRequest, content_type, credentials, parse_request
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings, is_loopback
 from spendpipe.store.sql_endpoint.statements import check_read_only, output_format
@@ -142,10 +143,12 @@ class SqlEndpoint:
                     parameters=parsed.parameters,
                 )
             )
+            content = answer.body
+            if fmt == NATIVE and parsed.client_revision:
+                content = await anyio.to_thread.run_sync(for_revision, content, parsed.client_revision)
         finally:
             self._slots.release()
         headers = _headers(parsed, fmt, answer)
-        content = answer.body
         if parsed.compress and "gzip" in request.headers.get("accept-encoding", ""):
             content = gzip.compress(content, compresslevel=3)
             headers["Content-Encoding"] = "gzip"

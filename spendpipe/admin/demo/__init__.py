@@ -1,0 +1,1 @@
+"""`spendpipe demo`: the whole pipeline on one machine with gentle LiteLLM traffic (`make run`)."""
