@@ -30,14 +30,18 @@ from spendpipe.gateway.labels import label_of
 log = logging.getLogger(__name__)
 
 Leaf = Callable[[object], object]
-Shape = Mapping[str, "Leaf | Shape"]
+Shape = dict[str, "Leaf | Shape"]
 
 _SCALARS = (str, int, float, bool, datetime, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
+"""The exact types, looked up first: on every call."""
 
 
 def _kept(value: object) -> object:
-    if isinstance(value, _SCALARS):
+    if type(value) in _SCALAR_TYPES or isinstance(value, _SCALARS):
         return value
+    if type(value) is list and all(type(item) in _SCALAR_TYPES for item in value):  # the tags
+        return list(value)
     try:
         return copy.deepcopy(value)
     except Exception:  # an object that cannot be copied is read as its label anyway
@@ -105,8 +109,8 @@ def _copy(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
             continue
         if value is None:
             continue
-        if not isinstance(inner, Mapping):
-            if (kept := inner(value)) is not None:
+        if type(inner) is not dict:
+            if (kept := inner(value)) is not None:  # type: ignore[operator]
                 copied[name] = kept
         elif isinstance(value, Mapping):  # the builder reads a container that is not one as empty
             copied[name] = _copy(value, inner)
