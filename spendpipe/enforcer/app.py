@@ -179,8 +179,10 @@ class EnforcerService:
 
     async def _judge(self, scopes: list[Scope]) -> None:
         """Decide, publish, and only then alert: the alerts reuse the decision's measurements."""
-        judged = await self._clickhouse.run(self.enforcer.judge_scopes, scopes)
-        await self._publish(judged.decisions)
+        with self.metrics.judge_seconds.time():
+            judged = await self._clickhouse.run(self.enforcer.judge_scopes, scopes)
+        with self.metrics.publish_seconds.time():
+            await self._publish(judged.decisions)
         soft_alerts, burn_rate_alerts = await self._clickhouse.run(self.enforcer.alerts_after, judged)
         for alert in soft_alerts:
             log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
