@@ -77,6 +77,8 @@ PROBE_COST, PROBE_BUDGET = Decimal("0.02"), "0.01"
 BACKGROUND_TEAMS = 30
 
 
+PARTITIONS = 3
+"""Of every topic the benchmark creates."""
 HOPS = ("aggregate", "announce", "judge", "publish+apply")
 
 
@@ -92,9 +94,7 @@ class AnnouncementsSeen:
 
     async def start(self) -> None:
         await self._consumer.start()
-        partitions = [
-            TopicPartition(self._topic, p) for p in await self._consumer.partitions_for_topic(self._topic) or ()
-        ]
+        partitions = [TopicPartition(self._topic, p) for p in range(PARTITIONS)]
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:
@@ -142,7 +142,9 @@ class TimedBlockList(BlockList):
 def run(bootstrap: str, workdir: Path, loads: tuple[int, ...] = LOADS) -> list[dict[str, Any]]:
     topics = _topics()
     asyncio.run(
-        ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=3, replication=1))
+        ensure_topics(
+            KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=PARTITIONS, replication=1)
+        )
     )
     probe_keys = {load: [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(PROBES)] for load in loads}
     _set_budgets(bootstrap, topics, [key for keys in probe_keys.values() for key in keys])

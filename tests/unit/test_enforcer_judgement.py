@@ -74,10 +74,10 @@ def test_a_flush_measures_once_and_its_alerts_read_only_the_recent_spend() -> No
 
 def test_scopes_without_budgets_cost_no_read_and_lifetime_caps_no_burn_rate_read() -> None:
     enforcer, reader = counting_setup({"scope": "team:eng", "max_budget": 10})  # a lifetime cap
-    reader.spends["team:eng"] = Decimal(11)
+    reader.spends["team:eng"], reader.recent["team:eng"] = Decimal(5), Decimal(5)  # not blocked: could burn
 
     judged = enforcer.judge_scopes([ENG, *NO_BUDGET])
-    assert [d.key for d in judged.decisions] == ["team:eng"]
+    assert judged.decisions == []
     assert enforcer.alerts_after(judged) == ([], [])
 
     assert reader.queries == [("measure_many", 1)]
