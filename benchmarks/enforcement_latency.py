@@ -347,7 +347,7 @@ def _hops(key: str, sent: float, announcements: AnnouncementsSeen, gateway: Time
     marks = [sent, flushed, seen, decided, applied]
     return {
         hop: (end - start) * 1000 if start is not None and end is not None else None
-        for hop, start, end in zip(HOPS, marks, marks[1:], strict=True)
+        for hop, start, end in zip(HOPS, marks[:-1], marks[1:], strict=True)
     }
 
 
