@@ -2,9 +2,9 @@
 ClickHouse engine, print one markdown table, and write it with the raw rows under
 benchmarks/results/ (ignored by git).
 
-Covered: the plugin's request-path overhead, the aggregator's throughput, storage per event after
-merges, enforcement latency, and overshoot side by side with LiteLLM's BudgetManager (see the
-benchmarks issue).
+Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, the
+aggregator's throughput, storage per event after merges, enforcement latency, and overshoot side
+by side with LiteLLM's BudgetManager (see the benchmarks issue).
 """
 
 import json
@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import aggregator_throughput, enforcement_latency, overshoot, plugin_overhead, storage
+from benchmarks import aggregator_throughput, enforcement_latency, overshoot, plugin_overhead, sdk_ratio, storage
 from dev.local_kafka import throwaway_broker
 from spendpipe.platform.signing import raw_key_pair
 
@@ -45,18 +45,24 @@ def _met(met: bool | None) -> str:
     return "n/a" if met is None else "yes" if met else "NO"
 
 
-def main() -> int:
-    events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "1000000"))
-    if "SPENDPIPE_SIGNING__PRIVATE_KEY" not in os.environ:  # one writer key for every process it starts
+def signing_keys() -> None:
+    """One writer key for every process the benchmarks start."""
+    if "SPENDPIPE_SIGNING__PRIVATE_KEY" not in os.environ:
         private, public = raw_key_pair()
         os.environ["SPENDPIPE_SIGNING__PRIVATE_KEY"] = private
         os.environ["SPENDPIPE_SIGNING__PUBLIC_KEYS"] = json.dumps([public])
+
+
+def main() -> int:
+    events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "1000000"))
+    signing_keys()
     rows: list[dict[str, Any]] = []
     with (
         throwaway_broker(prefix="spendpipe-bench-kafka-") as bootstrap,
         tempfile.TemporaryDirectory(prefix="spendpipe-bench-") as work,
     ):
         rows += plugin_overhead.run(bootstrap, Path(work))
+        rows += sdk_ratio.run(bootstrap, Path(work))
         rows += aggregator_throughput.run(bootstrap, Path(work), events)
         # the store that benchmark filled: chDB opens one engine directory per process
         rows += storage.run(bootstrap, Path(work), clickhouse_dir=Path(work) / "run-0" / "clickhouse")

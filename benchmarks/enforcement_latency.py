@@ -1,6 +1,6 @@
 """Enforcement latency: from an event being produced to the decision it causes being held by a
-gateway's block list, under 1k and 5k events/s of background traffic. Goal (docs/architecture.md):
-p50 <= 300 ms, p99 <= 1 s.
+gateway's block list, under 1k, 5k and 10k events/s of background traffic over thousands of
+scopes. Goal (docs/architecture.md): p50 <= 300 ms, p99 <= 1 s.
 
 Three processes, as deployed: `spendpipe run all` (aggregator and enforcer on embedded
 ClickHouse, default settings) runs as a child process of its own; the background traffic comes
@@ -11,6 +11,18 @@ on a fresh key whose small budget was set before the pipeline started, costing m
 latency is the time from just before the probe is handed to the producer (acks=all, as the
 gateway plugin sends) to the moment the follower applies the block, both on this process's
 clock. Nothing polls on the measured path: the block list notes when each block arrives.
+
+Each probe is split into the hops this process can see, on the machine's one wall clock:
+- aggregate: produced -> the aggregator's announcement says ClickHouse holds it (`flushed_at`):
+  the aggregator's fetch wait, stage and rollup. The pipeline's /metrics gives the mean flush
+  (`spendpipe_aggregator_flush_seconds`, stage to commit) over the level, so the fetch wait is
+  about `aggregate` less that mean;
+- announce: `flushed_at` -> the announcement naming the probe's key read from `spend.flushes`
+  (this process reads it as the enforcer does);
+- judge: announcement read -> the enforcer's `decided_at` (its fetch wait on `spend.flushes` and
+  the judgement; /metrics gives the mean judgement, `spendpipe_enforcer_judge_seconds`);
+- publish + apply: `decided_at` -> the gateway's block list holds the block.
+Every probe's hops are printed as it lands; the row's note has their medians.
 """
 
 import asyncio
@@ -23,6 +35,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -33,7 +46,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.stats import percentile
 from benchmarks.traffic import consumer_lag, spread_event
@@ -50,7 +64,7 @@ from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.settings import SigningOnly
 from spendpipe.platform.signing import uncollected_rejections
 
-LOADS = (1_000, 5_000)
+LOADS = (1_000, 5_000, 10_000)
 """Background events/s."""
 PROBES = 40
 """Samples per load level (so p99 is the worst of them)."""
@@ -63,6 +77,49 @@ PROBE_COST, PROBE_BUDGET = Decimal("0.02"), "0.01"
 BACKGROUND_TEAMS = 30
 
 
+PARTITIONS = 3
+"""Of every topic the benchmark creates."""
+HOPS = ("aggregate", "announce", "judge", "publish+apply")
+
+
+class AnnouncementsSeen:
+    """Reads `spend.flushes` as the enforcer does, noting for each key named the first
+    announcement's `flushed_at` and when it was read (wall clock)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        self._topic = topic
+        self.keys: dict[str, tuple[float, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._consumer.start()
+        partitions = [TopicPartition(self._topic, p) for p in range(PARTITIONS)]
+        self._consumer.assign(partitions)
+        await self._consumer.seek_to_end(*partitions)
+        for partition in partitions:
+            await self._consumer.position(partition)  # fixed now: nothing announced later is missed
+        self._task = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        async for record in self._consumer:
+            seen = time.time()
+            if record.value is None:
+                continue
+            announcement = orjson.loads(record.value)
+            flushed_at = datetime.fromisoformat(announcement["flushed_at"]).timestamp()
+            for scope in announcement["scopes"]:
+                if scope["type"] == "key":
+                    self.keys.setdefault(scope["id"], (flushed_at, seen))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._consumer.stop()
+
+
 class TimedBlockList(BlockList):
     """The gateway's block list, noting when each block was first applied (`perf_counter`) and
     when the enforcer says it decided it (`decided_at`, wall clock: the same machine)."""
@@ -70,12 +127,14 @@ class TimedBlockList(BlockList):
     def __init__(self) -> None:
         super().__init__()
         self.blocked_at: dict[str, float] = {}
+        self.applied_wall: dict[str, float] = {}
         self.decided_at: dict[str, float] = {}
 
     def apply(self, decision: Decision) -> bool:
         kept = super().apply(decision)
         if kept and decision.blocked:
             self.blocked_at.setdefault(decision.key, time.perf_counter())
+            self.applied_wall.setdefault(decision.key, time.time())
             self.decided_at.setdefault(decision.key, decision.decided_at.timestamp())
         return kept
 
@@ -83,15 +142,23 @@ class TimedBlockList(BlockList):
 def run(bootstrap: str, workdir: Path, loads: tuple[int, ...] = LOADS) -> list[dict[str, Any]]:
     topics = _topics()
     asyncio.run(
-        ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=3, replication=1))
+        ensure_topics(
+            KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=PARTITIONS, replication=1)
+        )
     )
     probe_keys = {load: [uuid.uuid4().hex + uuid.uuid4().hex for _ in range(PROBES)] for load in loads}
     _set_budgets(bootstrap, topics, [key for keys in probe_keys.values() for key in keys])
     group = f"bench-aggregator-{uuid.uuid4().hex[:8]}"
     rows = []
-    with _pipeline_process(bootstrap, topics, group, workdir / "enforcement"), _following(bootstrap, topics) as gateway:
+    ops_port = free_port_pair()
+    with (
+        _pipeline_process(bootstrap, topics, group, workdir / "enforcement", ops_port),
+        _following(bootstrap, topics) as gateway,
+    ):
         for load in loads:
-            rows.append(_level(bootstrap, topics, group, gateway=gateway, load=load, keys=probe_keys[load]))
+            rows.append(
+                _level(bootstrap, topics, group, gateway=gateway, load=load, keys=probe_keys[load], ops_port=ops_port)
+            )
     return rows
 
 
@@ -114,7 +181,7 @@ def _set_budgets(bootstrap: str, topics: Topics, probe_keys: list[str]) -> None:
 
 
 @contextlib.contextmanager
-def _pipeline_process(bootstrap: str, topics: Topics, group: str, workdir: Path) -> Iterator[None]:
+def _pipeline_process(bootstrap: str, topics: Topics, group: str, workdir: Path, ops_port: int) -> Iterator[None]:
     """`spendpipe run all` with deployment defaults (fetch sizes, flush interval, tick), until
     SIGTERM; ready once its enforcer has read the budgets and says so."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +193,7 @@ def _pipeline_process(bootstrap: str, topics: Topics, group: str, workdir: Path)
         "SPENDPIPE_GROUP_ID": group,
         "SPENDPIPE_ENFORCER_GROUP_ID": f"bench-enforcer-{uuid.uuid4().hex[:8]}",
         "SPENDPIPE_SQL_ENDPOINT__ENABLED": "false",
-        "SPENDPIPE_OPS__PORT": str(free_port_pair()),
+        "SPENDPIPE_OPS__PORT": str(ops_port),
     }
     log_path = workdir / "run-all.log"
     with log_path.open("ab") as log:
@@ -177,18 +244,23 @@ def _following(bootstrap: str, topics: Topics) -> Iterator[TimedBlockList]:
 
 
 def _level(
-    bootstrap: str, topics: Topics, group: str, *, gateway: TimedBlockList, load: int, keys: list[str]
+    bootstrap: str, topics: Topics, group: str, *, gateway: TimedBlockList, load: int, keys: list[str], ops_port: int
 ) -> dict[str, Any]:
     with _background(bootstrap, topics.events, load) as achieved:
         time.sleep(WARM_UP_S)  # background traffic flowing before the first probe
-        probed = asyncio.run(_probes(bootstrap, topics.events, gateway, keys))
+        before = _histograms(ops_port)
+        probed = asyncio.run(_probes(bootstrap, topics, gateway, keys, load))
+        after = _histograms(ops_port)
         lag = asyncio.run(consumer_lag(bootstrap, group, topics.events))
     samples = [total for total, _ in probed]
     seen = [s for s in samples if s != float("inf")]
-    to_decision = [decided for total, decided in probed if total != float("inf")]
+    hops = {hop: [ms for _, h in probed if (ms := h.get(hop)) is not None] for hop in HOPS}
+    means = {name: _mean(before, after, name) for name in _HISTOGRAMS}
+    split = "; ".join(f"{hop} {percentile(values, 0.5):,.0f}" for hop, values in hops.items() if values)
     split = (
-        f"median {percentile(to_decision, 0.5):,.0f} ms to the enforcer's decision, the rest to the gateway; "
-        if to_decision
+        f"hops (median ms): {split}; mean per flush {means['flush']:,.0f} ms in the aggregator (stage to commit),"
+        f" {means['judge']:,.0f} ms judging, {means['publish']:,.0f} ms publishing; "
+        if split
         else ""
     )
     p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
@@ -206,30 +278,82 @@ def _level(
             "`spendpipe run all` in its own process"
         ),
         "samples_ms": samples,
-        "to_decision_ms": to_decision,
+        "hops_ms": hops,
     }
 
 
-async def _probes(bootstrap: str, topic: str, gateway: TimedBlockList, keys: list[str]) -> list[tuple[float, float]]:
+_HISTOGRAMS = {
+    "flush": "spendpipe_aggregator_flush_seconds",
+    "judge": "spendpipe_enforcer_judge_seconds",
+    "publish": "spendpipe_enforcer_publish_seconds",
+}
+
+
+def _histograms(port: int) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the pipeline's histograms, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found: dict[str, tuple[float, float]] = {}
+    for family in text_string_to_metric_families(text):
+        sums = {s.name: s.value for s in family.samples if s.name.endswith(("_sum", "_count"))}
+        if f"{family.name}_count" in sums:
+            found[family.name] = (sums[f"{family.name}_sum"], sums[f"{family.name}_count"])
+    return found
+
+
+def _mean(before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]], name: str) -> float:
+    """Mean milliseconds of the histogram's observations between two readings (nan: none)."""
+    metric = _HISTOGRAMS[name]
+    (sum_before, count_before), (sum_after, count_after) = before.get(metric, (0, 0)), after.get(metric, (0, 0))
+    count = count_after - count_before
+    return (sum_after - sum_before) / count * 1000 if count else float("nan")
+
+
+Hops = dict[str, float | None]
+"""Milliseconds of each of `HOPS` (None: not seen)."""
+
+
+async def _probes(
+    bootstrap: str, topics: Topics, gateway: TimedBlockList, keys: list[str], load: int
+) -> list[tuple[float, Hops]]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
+    announcements = AnnouncementsSeen(bootstrap, topics.flushes)
     await producer.start()
-    await producer.partitions_for(topic)  # metadata now, not on the first timed send
-    samples: list[tuple[float, float]] = []
+    await producer.partitions_for(topics.events)  # metadata now, not on the first timed send
+    await announcements.start()
+    samples: list[tuple[float, Hops]] = []
     ends = time.monotonic() + LEVEL_S
     try:
         for key in keys:
             if time.monotonic() > ends:
                 break
-            samples.append(await _probe(producer, topic, gateway, key))
+            total, sent_wall = await _probe(producer, topics.events, gateway, key)
+            hops = _hops(key, sent_wall, announcements, gateway)
+            samples.append((total, hops))
+            line = " ".join(f"{hop} {'-' if ms is None else f'{ms:,.0f}'}" for hop, ms in hops.items())
+            print(f"{load:>6} events/s probe {len(samples):>2}: {total:,.0f} ms = {line}", flush=True)
             await asyncio.sleep(random.uniform(0.2, 0.6))  # out of phase with the flushes
     finally:
+        await announcements.stop()
         await producer.stop()
     return samples
 
 
+def _hops(key: str, sent: float, announcements: AnnouncementsSeen, gateway: TimedBlockList) -> Hops:
+    """One probe's hops on the wall clock (see the module's docstring)."""
+    flushed, seen = announcements.keys.get(key, (None, None))
+    decided = gateway.decided_at.get(f"key:{key}")
+    applied = gateway.applied_wall.get(f"key:{key}")
+    marks = [sent, flushed, seen, decided, applied]
+    return {
+        hop: (end - start) * 1000 if start is not None and end is not None else None
+        for hop, start, end in zip(HOPS, marks[:-1], marks[1:], strict=True)
+    }
+
+
 async def _probe(producer: AIOKafkaProducer, topic: str, gateway: TimedBlockList, key: str) -> tuple[float, float]:
     """Milliseconds from producing one event over `key`'s budget to its block in `gateway`, and
-    to the enforcer's decision (from its `decided_at`)."""
+    the wall-clock time it was produced at."""
     event = SpendEvent(
         event_id=str(uuid.uuid4()),
         occurred_at=datetime.now(UTC),
@@ -249,11 +373,9 @@ async def _probe(producer: AIOKafkaProducer, topic: str, gateway: TimedBlockList
     await (await producer.send(topic, payload, key=key.encode()))
     while time.perf_counter() < sent + DEADLINE_S:
         if decision_key in gateway.blocked_at:
-            return (gateway.blocked_at[decision_key] - sent) * 1000, (
-                gateway.decided_at[decision_key] - sent_wall
-            ) * 1000
+            return (gateway.blocked_at[decision_key] - sent) * 1000, sent_wall
         await asyncio.sleep(0.005)  # waiting for the outcome; the time itself was noted on arrival
-    return float("inf"), float("inf")
+    return float("inf"), sent_wall
 
 
 @contextlib.contextmanager

@@ -1,13 +1,22 @@
-"""Request-path overhead of the gateway plugin, in-process: recording one event (building the
-SpendEvent from LiteLLM's standard logging object and queueing it) and checking the block list.
-Goals (docs/architecture.md): p99 <= 50 us to record, <= 10 us to check."""
+"""Request-path overhead of the gateway plugin, in-process: recording one event (copying what the
+event is built from out of LiteLLM's callback arguments and handing it to the publisher) and
+checking the block list. Goals (docs/architecture.md): p99 <= 50 us to record, <= 10 us to check.
+
+Records run back to back, so the publisher's thread is busy all along building, encoding and
+sending them, and contends for the GIL as it does under load. Each record is followed by the
+floor on the same thread: `orjson.dumps` of the event's dict plus a `queue.Queue` put, the least
+any in-process hand-over of an event costs; both are reported, with their ratio, from the same run.
+"""
 
 import asyncio
+import queue
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from benchmarks.stats import median, percentile
 from spendpipe.contracts.decisions import Decision
@@ -53,7 +62,7 @@ def logging_kwargs(n: int) -> dict[str, Any]:
 
 
 def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
-    record_p50, record_p99, check_p50, check_p99 = [], [], [], []
+    record_p50, record_p99, floor_p50, floor_p99, check_p50, check_p99 = [], [], [], [], [], []
     for run_no in range(runs):
         suffix = uuid.uuid4().hex[:8]
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
@@ -64,14 +73,21 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
         plugin = SpendpipeLogger.from_settings(settings)
         plugin.publisher.start()
         payloads = [logging_kwargs(n) for n in range(CALLS)]
-        samples = []
+        document = {"event_id": str(uuid.uuid4()), **payloads[0]["standard_logging_object"]}
+        handed: queue.Queue[bytes] = queue.Queue()
+        samples, floors = [], []
         for kwargs in payloads:
             started = time.perf_counter_ns()
             plugin.record(kwargs)
             samples.append((time.perf_counter_ns() - started) / 1000)
+            started = time.perf_counter_ns()
+            handed.put_nowait(orjson.dumps(document))
+            floors.append((time.perf_counter_ns() - started) / 1000)
         plugin.close()
         record_p50.append(percentile(samples, 0.5))
         record_p99.append(percentile(samples, 0.99))
+        floor_p50.append(percentile(floors, 0.5))
+        floor_p99.append(percentile(floors, 0.99))
 
         now = datetime.now(UTC)
         for n in range(1000):  # a block list with a thousand decisions, one of them in force
@@ -88,9 +104,12 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
             samples.append((time.perf_counter_ns() - started) / 1000)
         check_p50.append(percentile(samples, 0.5))
         check_p99.append(percentile(samples, 0.99))
+    p99, floor = median(record_p99), median(floor_p99)
     return [
-        {"benchmark": "plugin: record one event", "unit": "µs", "p50": median(record_p50),
-         "p99": median(record_p99), "goal": "p99 ≤ 50", "met": median(record_p99) <= 50},
+        {"benchmark": "plugin: record one event, publisher busy", "unit": "µs", "p50": median(record_p50),
+         "p99": p99, "goal": "p99 ≤ 50", "met": p99 <= 50,
+         "note": f"floor (orjson dict + queue put) p50 {median(floor_p50):.1f}, p99 {floor:.1f}: "
+                 f"p99 {p99 / floor:.1f}x the floor; p99 per run {', '.join(f'{v:.1f}' for v in record_p99)}"},
         {"benchmark": "plugin: check the block list", "unit": "µs", "p50": median(check_p50),
          "p99": median(check_p99), "goal": "p99 ≤ 10", "met": median(check_p99) <= 10},
     ]  # fmt: skip

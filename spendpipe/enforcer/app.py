@@ -178,12 +178,17 @@ class EnforcerService:
         await self._judge(scopes + self.enforcer.book.limited_agents())
 
     async def _judge(self, scopes: list[Scope]) -> None:
-        await self._publish(await self._clickhouse.run(self.enforcer.evaluate_scopes, scopes))
-        for alert in await self._clickhouse.run(self.enforcer.soft_budget_alerts, scopes):
+        """Decide, publish, and only then alert: the alerts reuse the decision's measurements."""
+        with self.metrics.judge_seconds.time():
+            judged = await self._clickhouse.run(self.enforcer.judge_scopes, scopes)
+        with self.metrics.publish_seconds.time():
+            await self._publish(judged.decisions)
+        soft_alerts, burn_rate_alerts = await self._clickhouse.run(self.enforcer.alerts_after, judged)
+        for alert in soft_alerts:
             log.info("soft budget reached: %s spent %s of %s", alert.scope, alert.spend, alert.soft_budget)
             await self._alerts.publish(alert, key=alert.key.encode(), headers={TYPE_HEADER: ALERT_TYPE})
             self.metrics.alerts_published.inc()
-        for warning in await self._clickhouse.run(self.enforcer.burn_rate_alerts, scopes):
+        for warning in burn_rate_alerts:
             log.info("burn rate: %s reaches %s at %s", warning.scope, warning.cap, warning.projected_exhaustion_at)
             headers = {TYPE_HEADER: BURN_RATE_MESSAGE_TYPE}
             await self._burn_rate_alerts.publish(warning, key=warning.key.encode(), headers=headers)

@@ -9,7 +9,9 @@ never go back, also across restarts: the service first reads the decisions topic
 
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
@@ -25,6 +27,20 @@ from spendpipe.store.totals import Measurement, SpendTotals
 Clock = Callable[[], float]
 Projected = list[tuple[Measurement, Projection | None]]
 """A target's caps measured, each with its burn-rate projection (None: there is none)."""
+
+
+@dataclass(frozen=True)
+class ScopesJudged:
+    """What `judge_scopes` measured and decided, passed on so the alerts that follow a flush read
+    no spend a second time."""
+
+    decisions: list[Decision]
+    targets: list[Target]
+    measured: list[list[Measurement]]
+    """Each target's caps, measured at `now`."""
+    soft: list[tuple[Scope, Measurement]]
+    """Each scope with a soft budget, its soft budget measured at `now`."""
+    now: float
 
 
 class Enforcer:
@@ -62,9 +78,33 @@ class Enforcer:
             return [d for d in self._last if d.blocked]
 
     def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
+        return self.judge_scopes(scopes).decisions
+
+    def judge_scopes(self, scopes: Iterable[Scope]) -> ScopesJudged:
+        """Decide the scopes' budgets and rate limits. Their caps and soft budgets are measured in
+        one query; the measurements are passed on for `alerts_after` (scopes without a budget of
+        their own or a derived one cost no read)."""
         scopes = list(scopes)
-        budgets = self.evaluate([t for scope in scopes for t in self.book.targets_for(scope)])
-        return budgets + self.evaluate_rates([limit for scope in scopes for limit in self._rate_limits(str(scope))])
+        now = self._clock()
+        targets = [t for scope in scopes for t in self.book.targets_for(scope)]
+        softs = [(scope, target) for scope in scopes if (target := self._soft_target(scope)) is not None]
+        measured = self._reader.measure_many(targets + [target for _, target in softs], int(now))
+        decisions = self._decide_all(targets, measured[: len(targets)], now)
+        decisions += self.evaluate_rates([limit for scope in scopes for limit in self._rate_limits(str(scope))])
+        soft = [(scope, m) for (scope, _), (m,) in zip(softs, measured[len(targets) :], strict=True)]
+        return ScopesJudged(decisions, targets, measured[: len(targets)], soft, now)
+
+    def alerts_after(self, judged: ScopesJudged) -> tuple[list[SoftBudgetAlert], list[BurnRateAlert]]:
+        """The soft-budget and burn-rate alerts of scopes just judged, from `judged`'s measurements:
+        one query (each target's recent spend), none when no cap can burn."""
+        soft = self._soft_alerts(judged.soft, judged.now)
+        kept = [(t, m) for t, m in zip(judged.targets, judged.measured, strict=True) if not self._budget_blocked(t)]
+        targets, measured = [t for t, _ in kept], [m for _, m in kept]
+        return soft, self._burn_rate_alerts(targets, self._projected(targets, measured, int(judged.now)), judged.now)
+
+    def _soft_target(self, scope: Scope) -> Target | None:
+        budget = self.book.get(str(scope))
+        return soft_target(budget) if budget else None
 
     def evaluate_all_budgets(self) -> list[Decision]:
         budgets = self.evaluate([t for budget in self.book for t in direct_targets(budget)])
@@ -122,13 +162,13 @@ class Enforcer:
         """An alert for each scope whose spend reached its soft budget in the current window,
         once per window."""
         now = self._clock()
+        softs = [(scope, target) for scope in scopes if (target := self._soft_target(scope)) is not None]
+        measured = self._reader.measure_many([target for _, target in softs], int(now))
+        return self._soft_alerts([(scope, m) for (scope, _), (m,) in zip(softs, measured, strict=True)], now)
+
+    def _soft_alerts(self, soft: list[tuple[Scope, Measurement]], now: float) -> list[SoftBudgetAlert]:
         alerts = []
-        for scope in scopes:
-            budget = self.book.get(str(scope))
-            target = soft_target(budget) if budget else None
-            if target is None:
-                continue
-            (measured,) = self._reader.measure(target, int(now))
+        for scope, measured in soft:
             if measured.spend < measured.cap.limit:
                 continue
             duration = measured.cap.duration
@@ -151,9 +191,12 @@ class Enforcer:
         window resets, once per window per cap; none for a target whose budget block is in force."""
         now = self._clock()
         targets = [t for scope in scopes for t in self.book.targets_for(scope) if not self._budget_blocked(t)]
+        return self._burn_rate_alerts(targets, self.project(targets, int(now)), now)
+
+    def _burn_rate_alerts(self, targets: list[Target], projected: list[Projected], now: float) -> list[BurnRateAlert]:
         alerts = []
-        for target, projected in zip(targets, self.project(targets, int(now)), strict=True):
-            for measured, projection in projected:
+        for target, caps in zip(targets, projected, strict=True):
+            for measured, projection in caps:
                 if projection is None or not projection.before_reset or projection.exhausted_at is None:
                     continue
                 alert = _burn_rate_alert(target, measured, projection, now)
@@ -176,12 +219,18 @@ class Enforcer:
     def project(self, targets: list[Target], now: int) -> list[Projected]:
         """Each target's caps measured at `now`, with their burn-rate projections: two queries
         (the windows' spend, and every target's spend over the lookback's minutes)."""
+        return self._projected(targets, self._reader.measure_many(targets, now), now)
+
+    def _projected(self, targets: list[Target], measured: list[list[Measurement]], now: int) -> list[Projected]:
+        """The projections of caps measured at `now`: one query, none when no cap has a window."""
         since = lookback_start(0, now, self._lookback_minutes)
-        measured = self._reader.measure_many(targets, now)
-        recent = self._reader.spent_since(targets, since)
+        windowed = [t for t, caps in zip(targets, measured, strict=True) if any(m.end is not None for m in caps)]
+        recent = {}
+        if windowed:
+            recent = dict(zip(map(id, windowed), self._reader.spent_since(windowed, since), strict=True))
         return [
-            [(m, cap_projection(m, spent, since, now)) for m in measurements]
-            for measurements, spent in zip(measured, recent, strict=True)
+            [(m, cap_projection(m, recent.get(id(t), Decimal(0)), since, now)) for m in measurements]
+            for t, measurements in zip(targets, measured, strict=True)
         ]
 
     def project_budgets(self) -> list[tuple[Target, Projected]]:
@@ -197,8 +246,10 @@ class Enforcer:
 
     def evaluate(self, targets: list[Target]) -> list[Decision]:
         now = self._clock()
+        return self._decide_all(targets, self._reader.measure_many(targets, int(now)), now)  # one query
+
+    def _decide_all(self, targets: list[Target], measured: list[list[Measurement]], now: float) -> list[Decision]:
         changed = []
-        measured = self._reader.measure_many(targets, int(now))  # one query for all of them
         for target, measurements in zip(targets, measured, strict=True):
             verdict = judge(target, measurements)
             decision = self._decide(str(target.scope), target.model, verdict, now)

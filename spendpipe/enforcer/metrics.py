@@ -1,6 +1,6 @@
 """The enforcer's Prometheus metrics, on a registry the caller chooses."""
 
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.registry import Collector
 
 
@@ -11,6 +11,18 @@ class EnforcerMetrics:
             "spendpipe_enforcer_decisions_published",
             "Decisions Kafka acknowledged on the decisions topic",
             ["action"],  # block | unblock
+            registry=registry,
+        )
+        self.judge_seconds = Histogram(
+            "spendpipe_enforcer_judge_seconds",
+            "Judging the scopes of flush announcements or budget changes: reading their spend, deciding",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry,
+        )
+        self.publish_seconds = Histogram(
+            "spendpipe_enforcer_publish_seconds",
+            "Publishing the decisions of one judgement, until Kafka acknowledged the last",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=registry,
         )
         self.decision_failures = Counter(

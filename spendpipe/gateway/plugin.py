@@ -28,6 +28,7 @@ has caught up with the decisions topic) and /metrics on its own port (9465 by de
 import asyncio
 import atexit
 import dataclasses
+import functools
 import logging
 import time
 import uuid
@@ -48,7 +49,8 @@ from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
-from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
+from spendpipe.gateway.recording.event_builder import build_spend_event, charged_cost, fallback_spend_event
+from spendpipe.gateway.recording.logged_call import copy_logged_call
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.gateway.recording.unlogged_calls import UnloggedCalls
@@ -280,22 +282,28 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             close_wait_s=settings.close_wait_s,
         )
 
-    def record(self, kwargs: dict[str, Any]) -> SpendEvent | None:
-        """Build the call's event and hand it to the publisher (the request path: microseconds).
-        A call whose event cannot be built is still charged, by `_fallback`."""
+    def record(self, kwargs: dict[str, Any]) -> None:
+        """Hand the call's event to the publisher (the request path: a few microseconds). What the
+        event is built from is copied here (`copy_logged_call`: the raw key hashed, nothing LiteLLM
+        may still change kept), and the event is built on the publisher's thread by `_event_of`."""
+        call = copy_logged_call(kwargs)
+        self.publisher.publish_deferred(functools.partial(self._event_of, call))
+        self._unlogged.logged(kwargs.get("litellm_call_id"))  # after the hand-over: close() waits for this
+
+    def _event_of(self, call: dict[str, Any]) -> SpendEvent | None:
+        """The call's event, built on the publisher's thread. A call whose event cannot be built
+        is still charged, by `_fallback`."""
         try:
-            event = build_spend_event(kwargs, gateway_id=self.gateway_id)
+            event = build_spend_event(call, gateway_id=self.gateway_id)
         except Exception:
-            log.exception("spendpipe could not build the spend event of call %s", _call_id(kwargs))
-            event = self._fallback(kwargs)
+            log.exception("spendpipe could not build the spend event of call %s", _call_id(call))
+            event = self._fallback(call)
         else:
             if event is None:
                 self.metrics.build_errors.inc()
-                log.warning("spendpipe: call %s has no standard_logging_object", _call_id(kwargs))
+                log.warning("spendpipe: call %s has no standard_logging_object", _call_id(call))
         if event is not None:
             self.metrics.recorded.inc()
-            self.publisher.publish(event)
-        self._unlogged.logged(kwargs.get("litellm_call_id"))  # after publish: close() waits for this
         return event
 
     def _fallback(self, kwargs: dict[str, Any]) -> SpendEvent | None:
@@ -367,12 +375,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.record(kwargs)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        event = self.record(kwargs)
-        self.gate.finish(lease_in(_litellm_params(kwargs)), usage_of_log(kwargs))
-        if event is not None:
-            self.sessions.settle(_litellm_params(kwargs), event.cost)
+        self.record(kwargs)
+        params = _litellm_params(kwargs)
+        self.gate.finish(lease_in(params), usage_of_log(kwargs))
+        cost = charged_cost(kwargs)  # what the call's event charges (built later, on the publisher's thread)
+        if cost is not None:
+            self.sessions.settle(params, cost)
         else:
-            self.sessions.release(_litellm_params(kwargs))
+            self.sessions.release(params)
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """Records the attempt. It ends neither the request's lease nor its session reservation:

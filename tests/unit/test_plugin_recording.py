@@ -2,6 +2,7 @@
 logged, and charged to the scopes the gateway knows by a fallback event."""
 
 import logging
+from collections.abc import Callable
 
 import pytest
 
@@ -13,9 +14,16 @@ from tests.unit.test_plugin_policy import plugin
 
 
 def recording_plugin(monkeypatch: pytest.MonkeyPatch) -> tuple[SpendpipeLogger, list[SpendEvent]]:
+    """The plugin with a publisher that builds what is handed over at once, as its thread would."""
     logger = plugin(BlockList(), "fail_open")
     published: list[SpendEvent] = []
-    monkeypatch.setattr(logger.publisher, "publish", published.append)
+
+    def build_now(build: Callable[[], SpendEvent | None]) -> None:
+        event = build()
+        if event is not None:
+            published.append(event)
+
+    monkeypatch.setattr(logger.publisher, "publish_deferred", build_now)
     return logger, published
 
 
@@ -54,7 +62,7 @@ def test_a_call_not_even_the_fallback_can_charge_is_counted_uncharged(monkeypatc
     logger, published = recording_plugin(monkeypatch)
     record = logging_object(endTime=START + 1e10, response_cost=float("nan"))
 
-    assert logger.record({"standard_logging_object": record}) is None
+    logger.record({"standard_logging_object": record})
 
     assert published == []
     assert lost(logger, "uncharged") == 1

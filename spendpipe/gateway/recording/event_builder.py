@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of, model_label, tags_of
@@ -80,6 +80,20 @@ def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> Spend
         cost=_cost(record),
         gateway_id=gateway_id,
     )
+
+
+def charged_cost(kwargs: Mapping[str, Any]) -> Decimal | None:
+    """What the call's event (full or fallback) charges, read without building it: for the hook
+    that settles a capped session's call. None when the call is charged to nothing (no standard
+    logging object, or a cost that is not an amount the contract takes)."""
+    record = kwargs.get("standard_logging_object")
+    if not isinstance(record, Mapping):
+        return None
+    try:
+        cost = _cost(record)
+    except (TypeError, ValueError, ArithmeticError):
+        return None
+    return cost if cost.is_finite() and 0 <= cost <= MAX_EVENT_COST else None
 
 
 def _cost(record: Mapping[str, Any]) -> Decimal:

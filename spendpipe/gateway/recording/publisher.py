@@ -1,20 +1,29 @@
 """Publishing events to Kafka from a background thread, so a request never waits on Kafka.
 
-`publish()` only puts the event on a bounded in-memory queue (a few microseconds). A
-`BackgroundLoop` (a daemon thread with its own event loop) drains the queue into an idempotent
-aiokafka producer (acks=all). When Kafka cannot take a batch — unreachable at start, gone mid-run, or too slow —
-the batch goes to the disk spool and is replayed, oldest first, once Kafka answers again.
+`publish()` only appends the event to a bounded in-memory queue (a `deque`: an append is atomic
+and takes no lock), and `publish_deferred()` appends a function that builds the event, so the
+request path does not even pay for building it. A `BackgroundLoop` (a daemon thread with its own
+event loop) builds what was deferred and drains the queue into an idempotent aiokafka producer
+(acks=all). The thread does not poll: with nothing to do it sleeps on an `asyncio.Event`, and the
+hand-over that finds it asleep wakes it (`call_soon_threadsafe`, one write to the loop's wake-up
+pipe), so an idle gateway's publisher never takes the GIL from the host's threads. Kafka's
+batching does the rest: while one batch waits for its acknowledgement the next gathers.
+
+When Kafka cannot take a batch (unreachable at start, gone mid-run, or too slow), the batch goes
+to the disk spool and is replayed, oldest first, once Kafka answers again.
 Only when the queue or the spool is full is an event lost; each loss is counted in
 `spendpipe_gateway_events_lost_total` and logged.
 """
 
 import asyncio
 import atexit
+import collections
+import contextlib
 import itertools
 import logging
-import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -30,13 +39,15 @@ log = logging.getLogger(__name__)
 
 Payload = tuple[bytes | None, bytes]
 """(Kafka key, value)"""
+Deferred = Callable[[], SpendEvent | None]
+"""Builds an event on the publisher's thread; None when there is none to publish (the function
+counts and logs why)."""
 
 
 @dataclass(frozen=True)
 class PublisherOptions:
     queue_size: int = 100_000
     batch_size: int = 2_000
-    linger_s: float = 0.005
     delivery_timeout_s: float = 10.0
     """How long one batch may wait for Kafka's acknowledgement before it is spooled."""
     retry_backoff_s: float = 1.0
@@ -66,7 +77,11 @@ class EventPublisher:
         self._spool = spool
         self._metrics = metrics
         self._options = options
-        self._queue: queue.Queue[SpendEvent] = queue.Queue(maxsize=options.queue_size)
+        self._queue: collections.deque[SpendEvent | Deferred] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._asleep = False
+        """The thread waits on `_wake`: the next hand-over must wake it."""
         self._background = BackgroundLoop(name="spendpipe-publisher", main=self._run)
         self._stopping = threading.Event()
         self._closed = False
@@ -84,16 +99,36 @@ class EventPublisher:
 
     def publish(self, event: SpendEvent) -> None:
         """Hand an event over; never blocks and never raises."""
+        self._hand_over(event)
+
+    def publish_deferred(self, build: Deferred) -> None:
+        """Hand over a function that builds the event, to be called on the publisher's thread;
+        never blocks and never raises. `build` must hold no reference to anything its caller
+        may still change."""
+        self._hand_over(build)
+
+    def _hand_over(self, item: SpendEvent | Deferred) -> None:
         self._start()
         if self._closed:
             self._lose(1, "closed")
             return
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if len(self._queue) >= self._options.queue_size:  # several threads may pass at once: a few over
             self._lose(1, "queue_full")
             return
+        self._queue.append(item)
         self._last_submitted = next(self._submitted)
+        if self._asleep:
+            self._wake_up()
+
+    def _wake_up(self) -> None:
+        """Called from any thread. The thread sets `_asleep` before it looks at the queue a last
+        time, and a hand-over appends before it reads `_asleep`, so an item is never left behind
+        by a sleeping thread (a wake-up too many only costs the thread one look)."""
+        self._asleep = False
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended
+                loop.call_soon_threadsafe(self._wake.set)
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every event handed over so far is acknowledged by Kafka or spooled,
@@ -109,6 +144,7 @@ class EventPublisher:
         """Stop; True when the background thread finished within `timeout`."""
         self._closed = True
         self._stopping.set()
+        self._wake_up()
         return self._background.stop(timeout, cancel=False)  # `_run` drains, then ends
 
     @property
@@ -125,37 +161,73 @@ class EventPublisher:
         log.error("spendpipe lost %d spend event(s): %s", count, reason)
 
     async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
         producer: AIOKafkaProducer | None = None
         try:
             producer = await self._deliver(None, [])  # connect early; a failure just means "spool"
             while True:
-                events = self._take(self._options.batch_size)
-                if events:
-                    producer = await self._send_or_spool(producer, [_encode(e) for e in events])
-                    self._mark_handled(len(events))
+                items = self._take(self._options.batch_size)
+                if items:
+                    payloads = [_encode(event) for event in self._build(items)]
+                    if payloads:
+                        producer = await self._send_or_spool(producer, payloads)
+                    self._mark_handled(len(items))
                 # the spool drains between fresh batches too, not only when traffic stops
                 if not self._spool.empty:
                     producer = await self._replay_spool(producer)
                     self._mark_handled(0)
-                if events:
+                if items:
                     continue
                 if self._stopping.is_set() and (self._spool.empty or self._kafka_is_down()):
                     break
-                await asyncio.sleep(self._options.linger_s)
+                await self._sleep()
         finally:
             await self._stop_producer(producer)
+
+    async def _sleep(self) -> None:
+        """Until something is handed over or `close()` is called; while events wait in the
+        spool for Kafka, at most until Kafka is tried again."""
+        self._asleep = True
+        if self._queue or self._stopping.is_set():  # handed over before `_asleep` was seen
+            self._asleep = False
+            return
+        retry_in = None if self._spool.empty else max(0.0, self._kafka_down_until - time.monotonic())
+        try:
+            async with asyncio.timeout(retry_in):
+                await self._wake.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._asleep = False
+            self._wake.clear()
+
+    def _build(self, items: list[SpendEvent | Deferred]) -> list[SpendEvent]:
+        events: list[SpendEvent] = []
+        for item in items:
+            if isinstance(item, SpendEvent):
+                events.append(item)
+                continue
+            try:
+                event = item()
+            except Exception:  # the function counts its own failures; this one it did not expect
+                log.exception("spendpipe could not build a spend event")
+                self._lose(1, "unbuildable")
+                continue
+            if event is not None:
+                events.append(event)
+        return events
 
     def _mark_handled(self, count: int) -> None:
         with self._progress:
             self._handled += count
             self._progress.notify_all()
 
-    def _take(self, limit: int) -> list[SpendEvent]:
-        taken: list[SpendEvent] = []
+    def _take(self, limit: int) -> list[SpendEvent | Deferred]:
+        taken: list[SpendEvent | Deferred] = []
         while len(taken) < limit:
             try:
-                taken.append(self._queue.get_nowait())
-            except queue.Empty:
+                taken.append(self._queue.popleft())
+            except IndexError:
                 break
         return taken
 
