@@ -3,11 +3,15 @@
 (`rate_limits/`) and agent session caps (`sessions/`). It reads who a request is once per hook
 (`identity.py`) and refuses as LiteLLM does (`refusals.py`); the hooks only put those together.
 
-SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`; pre-call hooks do
-            not run in the SDK, so call `check(...)` before a call (it raises
-            `litellm.BudgetExceededError`; a fresh process's first checks wait, a bounded time,
-            for the block list). `close()` first waits, a bounded time, for LiteLLM to log the
-            calls already made: it logs them after `completion()` returns.
+SDK mode:   `spendpipe.install()` (`sdk.py`). LiteLLM runs one hook before an SDK call that can
+            refuse it, `async_pre_call_deployment_hook`, and only for `acompletion` and the
+            other async calls: there the plugin refuses a blocked call as `check()` does. Sync
+            calls have no such hook: `guard(litellm.completion)` checks before each call, or
+            call `check(...)` yourself (it raises `litellm.BudgetExceededError`; a fresh
+            process's first checks wait, a bounded time, for the block list). Installed, it also
+            keeps `litellm.max_budget` working (`process_budget.py`). `close()` first waits, a
+            bounded time, for LiteLLM to log the calls already made: it logs them after
+            `completion()` returns.
 Proxy mode: `litellm_settings: {callbacks: spendpipe.gateway.proxy.handler}`; the
             proxy runs `async_pre_call_hook` before every call. There the plugin also counts
             rate limits per replica (refusing with LiteLLM's 429) and answers successful calls
@@ -28,11 +32,13 @@ has caught up with the decisions topic) and /metrics on its own port (9465 by de
 import asyncio
 import atexit
 import dataclasses
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from litellm.integrations.custom_logger import CustomLogger
 from prometheus_client import CollectorRegistry
@@ -45,6 +51,7 @@ from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.process_budget import ProcessBudget
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
@@ -70,6 +77,9 @@ from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 
 log = logging.getLogger(__name__)
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
 
 class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not type-checked here
     def __init__(
@@ -87,6 +97,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         sessions: SessionGate | None = None,
         sync_wait_s: float = 5.0,
         close_wait_s: float = 5.0,
+        process_budget: ProcessBudget | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -105,6 +116,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._close_wait_s = close_wait_s
         self._unlogged = UnloggedCalls()
         self._started = False
+        self.process_budget = process_budget
+        """Set by `spendpipe.install()`: this process's spend, for `litellm.max_budget`."""
         self.ops = ops or OpsServer(
             settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
         )
@@ -161,9 +174,40 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.start()
         if not self.blocklist.in_sync.is_set():
             self._await_sync()
-        decision = self.blocking_decision(RequestIdentity.of_sdk_call(user=user, metadata=metadata), model)
+        self._refuse_if_blocked(model, {"user": user, "metadata": metadata})
+
+    def _refuse_if_blocked(self, model: object, call: dict[str, Any]) -> None:
+        """Raise the SDK refusal for a call with these arguments (`user`, `metadata`) if blocked."""
+        who = RequestIdentity.of_sdk_call(user=call.get("user"), metadata=call.get("metadata"))
+        name = model if isinstance(model, str) else None
+        decision = self.blocking_decision(who, name)
         if decision is not None:
-            raise sdk_refusal(decision, model)
+            raise sdk_refusal(decision, name)
+
+    def guard(self, call: Callable[_P, _R]) -> Callable[_P, _R]:
+        """SDK mode, sync calls: `completion = spend.guard(litellm.completion)` runs `check()`
+        with the call's own `model`, `user` and `metadata` before each call. (LiteLLM runs no hook
+        before a sync call that could refuse it; async calls need no guard.)"""
+
+        @functools.wraps(call)
+        def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            self._refuse_if_blocked(kwargs.get("model", args[0] if args else None), kwargs)
+            return call(*args, **kwargs)
+
+        return guarded
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
+        """SDK mode, async calls: LiteLLM runs this before it sends `acompletion` (and the other
+        async calls) to the provider, and a raise here refuses the call. The refusal is `check()`'s,
+        without blocking the event loop while a fresh process reads the block list. A proxy
+        request was judged by `async_pre_call_hook` already (it left its lease) and is let be."""
+        if lease_in(kwargs):
+            return None
+        self.start()
+        if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():
+            await asyncio.to_thread(self._await_sync)
+        self._refuse_if_blocked(kwargs.get("model"), kwargs)
+        return None
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
@@ -295,6 +339,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if event is not None:
             self.metrics.recorded.inc()
             self.publisher.publish(event)
+            if self.process_budget is not None:
+                self.process_budget.add(event.cost)
         self._unlogged.logged(kwargs.get("litellm_call_id"))  # after publish: close() waits for this
         return event
 
