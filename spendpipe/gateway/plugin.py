@@ -49,6 +49,7 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
+from spendpipe.gateway.declared_budgets import DeclaredBudgets, declared_budgets
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.process_budget import ProcessBudget
@@ -98,6 +99,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         sync_wait_s: float = 5.0,
         close_wait_s: float = 5.0,
         process_budget: ProcessBudget | None = None,
+        declared: DeclaredBudgets | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -117,6 +119,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._unlogged = UnloggedCalls()
         self._started = False
         self.process_budget = process_budget
+        self.declared = declared
+        """Publishes the budgets LiteLLM's keys declare (proxy mode); None: not published."""
         """Set by `spendpipe.install()`: this process's spend, for `litellm.max_budget`."""
         self.ops = ops or OpsServer(
             settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
@@ -140,6 +144,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             if self._limit_follower is not None:
                 self._limit_follower.start()
             self.sessions.start()
+            if self.declared is not None:
+                self.declared.start()
 
     def _blocklist_not_ready(self) -> str | None:
         return None if self.blocklist.in_sync.is_set() else "reading the decisions topic to its end"
@@ -215,6 +221,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Proxy mode: refuse a blocked request the way LiteLLM refuses an exceeded budget, a
         rate-limited one the way LiteLLM's limiter does; count an admitted one."""
         who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
+        if self.declared is not None:
+            self.declared.observe(who.key_hash, user_api_key_dict)
         model = data.get("model")
         decision = self.blocking_decision(who, model)
         if decision is not None:
@@ -322,6 +330,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             sessions=sessions,
             sync_wait_s=settings.sync_wait_s,
             close_wait_s=settings.close_wait_s,
+            declared=declared_budgets(settings.kafka, settings.topics.declared_budgets, settings.signing),
         )
 
     def record(self, kwargs: dict[str, Any]) -> SpendEvent | None:
@@ -376,6 +385,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if self._limit_follower is not None:
             self._limit_follower.stop()
         self.sessions.stop()
+        if self.declared is not None:
+            self.declared.stop()
         self.ops.stop()
         return self.publisher.close(timeout)
 
