@@ -63,6 +63,7 @@ from spendpipe.gateway.recording.unlogged_calls import UnloggedCalls
 from spendpipe.gateway.refusals import (
     LIMITS_NOT_IN_SYNC,
     NOT_IN_SYNC,
+    key_spend_headers,
     proxy_budget_exceeded,
     proxy_rate_limit_error,
     proxy_refusal,
@@ -266,12 +267,17 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         request_headers: dict[str, str] | None = None,
         litellm_call_info: dict[str, Any] | None = None,
     ) -> dict[str, str] | None:
-        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts."""
+        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts;
+        on a response refused for the key's own budget, LiteLLM's key spend headers with the
+        enforcer's figures (`key_spend_headers`)."""
+        who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
+        spend = key_spend_headers(self.blocklist.blocking([f"key:{who.key_hash}"])) if who.key_hash else None
         if response is None:
-            return None
+            return spend
         # these headers have never counted the agent's limits (admission does); unchanged here
-        who = dataclasses.replace(RequestIdentity.of_proxy_request(user_api_key_dict, data), agent_id=None)
-        return self.gate.remaining(who.rate_limit_scopes(), data.get("model") or "").headers()
+        limited = dataclasses.replace(who, agent_id=None)
+        remaining = self.gate.remaining(limited.rate_limit_scopes(), data.get("model") or "").headers()
+        return (remaining or {}) | spend if spend else remaining
 
     @classmethod
     def from_settings(

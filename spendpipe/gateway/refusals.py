@@ -90,6 +90,19 @@ def budget_exceeded(decision: Decision) -> BudgetExceededError:
     return error
 
 
+def key_spend_headers(decision: Decision | None) -> dict[str, str] | None:
+    """LiteLLM's `x-litellm-key-spend` and `x-litellm-key-max-budget`, with the enforcer's exact
+    figures, from the budget block of the request's own key (over all models); None without one.
+    LiteLLM writes its own figures (the key's spend as its proxy counts it, `0.0` where it counts
+    none) before the headers hook runs, and the hook's values replace them."""
+    if decision is None or decision.kind != "budget" or decision.model or decision.spend is None:
+        return None
+    headers = {"x-litellm-key-spend": format(decision.spend, "f")}
+    if decision.cap is not None:
+        headers["x-litellm-key-max-budget"] = format(decision.cap, "f")
+    return headers
+
+
 def proxy_budget_exceeded(decision: Decision) -> "ProxyException":
     """What LiteLLM's proxy raises for an exceeded budget: a `ProxyException` of type
     `budget_exceeded` with `litellm.budget_exceeded_status_code`."""

@@ -1,8 +1,9 @@
 """A budget LiteLLM users already set on a virtual key (`max_budget`, `budget_duration` on the
 key's `UserAPIKeyAuth`, through `custom_auth`) is enforced fleet-wide with no `budgets set`: the
 proxy that sees the key publishes its budget, the enforcer applies it, and once the key's spend
-crosses it a second proxy, which never served the key, refuses it too. An operator's budget for
-the same key then wins over the key's own."""
+crosses it a second proxy, which never served the key, refuses it too, and the refusal's spend
+headers carry spendpipe's figures. An operator's budget for the same key then wins over the key's
+own."""
 
 import asyncio
 import hashlib
@@ -61,6 +62,9 @@ async def test_a_budget_declared_on_a_litellm_key_is_refused_at_every_proxy(
         assert error["type"] == "budget_exceeded"
         assert KEY_SCOPE in error["message"]
         assert "max budget 0.002 per 24h" in error["message"]
+        # with LiteLLM's spend headers saying spendpipe's exact figures, not the proxy's own 0.0
+        assert Decimal(refused.headers["x-litellm-key-spend"]) >= Decimal(str(CAP))
+        assert Decimal(refused.headers["x-litellm-key-max-budget"]) == Decimal(str(CAP))
         # and the second proxy, which never served the key, refuses it too
         second_refusal = await call(second.url)
         assert second_refusal.status_code == litellm.budget_exceeded_status_code, second_refusal.text
