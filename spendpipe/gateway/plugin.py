@@ -120,6 +120,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._unlogged = UnloggedCalls()
         self._started = False
         self.process_budget = process_budget
+        self.refuses_sdk_calls = False
+        """Set by `spendpipe.install()`: refuse blocked async SDK calls before they run."""
         self.declared = declared
         """Publishes the budgets LiteLLM's keys declare (proxy mode); None: not published."""
         """Set by `spendpipe.install()`: this process's spend, for `litellm.max_budget`."""
@@ -206,9 +208,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
         """SDK mode, async calls: LiteLLM runs this before it sends `acompletion` (and the other
         async calls) to the provider, and a raise here refuses the call. The refusal is `check()`'s,
-        without blocking the event loop while a fresh process reads the block list. A proxy
-        request was judged by `async_pre_call_hook` already (it left its lease) and is let be."""
-        if lease_in(kwargs):
+        without blocking the event loop while a fresh process reads the block list. Only a plugin
+        `spendpipe.install()` set up refuses here: the proxy judges its requests in
+        `async_pre_call_hook`, and its own calls (health checks) are not the clients'."""
+        if not self.refuses_sdk_calls:
             return None
         self.start()
         if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():

@@ -38,6 +38,7 @@ def install(settings: GatewaySettings | None = None) -> SpendpipeLogger:
             return present
         plugin = SpendpipeLogger.from_settings(settings or load_settings(GatewaySettings))
         plugin.process_budget = ProcessBudget()
+        plugin.refuses_sdk_calls = True
         plugin.declared = None  # keys with budgets of their own come with the proxy only
         litellm.logging_callback_manager.add_litellm_callback(plugin)
         if installed() is not plugin:

@@ -15,7 +15,6 @@ from spendpipe.contracts.refusals import BUDGET_REFUSAL, RATE_LIMIT_REFUSAL
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.process_budget import ProcessBudget
-from spendpipe.gateway.rate_limits.leases import LEASE_FIELD
 from tests.support.waiting import eventually
 from tests.unit.test_plugin_policy import block, plugin
 
@@ -34,6 +33,7 @@ def gateway(published: list[SpendEvent], monkeypatch: pytest.MonkeyPatch) -> Ite
     blocklist.in_sync.set()
     blocklist.apply(block("team:search"))
     logger = plugin(blocklist, "fail_open")
+    logger.refuses_sdk_calls = True  # as `spendpipe.install()` sets it up
     monkeypatch.setattr(logger.publisher, "publish", published.append)
     litellm.callbacks.append(logger)
     try:
@@ -76,10 +76,11 @@ async def test_the_refused_call_is_logged_as_spendpipes_refusal_at_no_cost(
     assert (event.status, event.error_class, event.cost, event.team_id) == ("failure", BUDGET_REFUSAL, 0, "search")
 
 
-async def test_a_proxy_request_the_pre_call_hook_admitted_is_not_judged_again(gateway: SpendpipeLogger) -> None:
-    admitted = {"model": "gpt-4o", "metadata": {"team": "search", LEASE_FIELD: "lease-1"}}
+async def test_the_proxys_plugin_leaves_its_requests_to_the_pre_call_hook(gateway: SpendpipeLogger) -> None:
+    gateway.refuses_sdk_calls = False  # as the proxy's handler is set up
+    request = {"model": "gpt-4o", "metadata": {"team": "search"}}
 
-    assert await gateway.async_pre_call_deployment_hook(admitted, None) is None
+    assert await gateway.async_pre_call_deployment_hook(request, None) is None
 
 
 def test_a_sync_call_is_refused_through_guard(gateway: SpendpipeLogger) -> None:
