@@ -22,7 +22,6 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from spendpipe.contracts.budgets import BudgetRejectedError
 from spendpipe.contracts.declared_budgets import MESSAGE_TYPE, declared_key_budget
 from spendpipe.platform.background_loop import BackgroundLoop
 from spendpipe.platform.kafka import KafkaSettings
@@ -63,7 +62,7 @@ class DeclaredBudgets:
         scope = f"key:{key_hash}"
         try:
             budget = declared_key_budget(key_hash, key)
-        except BudgetRejectedError as error:
+        except Exception as error:
             if scope not in self._refused:
                 self._refused.add(scope)
                 log.error("spendpipe: the budget LiteLLM's key %s declares is not valid: %s", scope, error)
@@ -75,6 +74,11 @@ class DeclaredBudgets:
                 return
             self._queued[scope] = value
         self._wake.set()
+
+    def queued(self) -> dict[str, bytes | None]:
+        """What waits to be published, per key scope (None: a deletion)."""
+        with self._lock:
+            return dict(self._queued)
 
     async def _run(self) -> None:
         assert self._signer is not None

@@ -2,6 +2,7 @@
 refused by field; and in the enforcer's book, an operator's budget for the scope wins."""
 
 from decimal import Decimal
+from types import SimpleNamespace
 
 import pytest
 from litellm.proxy._types import UserAPIKeyAuth
@@ -10,6 +11,9 @@ from spendpipe.contracts.budgets import Budget, BudgetRejectedError
 from spendpipe.contracts.declared_budgets import declared_key_budget
 from spendpipe.contracts.scopes import Scope
 from spendpipe.enforcer.targets import BudgetBook
+from spendpipe.gateway.declared_budgets import DeclaredBudgets
+from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.signing import RecordSigner
 
 KEY_HASH = "b" * 64
 SCOPE = f"key:{KEY_HASH}"
@@ -86,3 +90,38 @@ def test_the_operators_budget_wins_and_its_deletion_puts_the_keys_own_back() -> 
     book.undeclare(SCOPE)
     assert book.get(SCOPE) is None
     assert list(book) == []
+
+
+def test_whatever_a_key_holds_the_request_path_never_raises_and_publishes_nothing_invalid() -> None:
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
+    odd = SimpleNamespace(max_budget=0.5, budget_limits=[object(), "24h"], model_max_budget={"m": 7})
+
+    declared.observe(KEY_HASH, odd)
+    declared.observe(KEY_HASH, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="30s"))
+
+    assert declared.queued() == {}
+    declared.observe(KEY_HASH, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="1d"))
+    assert list(declared.queued()) == [SCOPE]
+
+
+def test_a_key_is_queued_once_per_change_and_a_withdrawn_budget_as_a_deletion() -> None:
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
+    capped = UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="1d")
+    uncapped = UserAPIKeyAuth(api_key=KEY_HASH)
+
+    declared.observe(KEY_HASH, uncapped)  # a key that never declared a budget: nothing to withdraw
+    assert declared.queued() == {}
+    declared.observe(KEY_HASH, capped)
+    first = declared.queued()[SCOPE]
+    declared.observe(KEY_HASH, capped)
+    assert declared.queued() == {SCOPE: first}
+    declared.observe(KEY_HASH, uncapped)
+    assert declared.queued() == {SCOPE: None}
+
+
+def test_without_a_writer_key_nothing_is_published() -> None:
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=None)
+
+    declared.observe(KEY_HASH, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0))
+
+    assert declared.queued() == {}
