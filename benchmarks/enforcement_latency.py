@@ -164,7 +164,7 @@ def run(bootstrap: str, workdir: Path, loads: tuple[int, ...] = LOADS) -> list[d
 
 def _topics() -> Topics:
     suffix = uuid.uuid4().hex[:8]
-    names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "alerts")
+    names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "declared_budgets", "alerts")
     return Topics(**{name: f"bench-latency-{name.replace('_', '-')}-{suffix}" for name in names})
 
 

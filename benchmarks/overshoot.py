@@ -60,7 +60,7 @@ def cost_per_call() -> Decimal:
 def prepare(bootstrap: str, suffix: str, cap: Decimal, canary_cap: Decimal, runs: int) -> tuple[Topics, list[str]]:
     """uuid topics, and every run's budget set before the pipeline starts (it reads them all at
     start-up); the canary team is blocked by its first call, which shows the pipeline is live."""
-    names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "alerts")
+    names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "declared_budgets", "alerts")
     topics = Topics(**{name: f"overshoot-{name.replace('_', '-')}-{suffix}" for name in names})
     asyncio.run(
         ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=3, replication=1))

@@ -95,6 +95,7 @@ def make_topics() -> Callable[[str, int], object]:
             flushes=f"flushes-{suffix}",
             decisions=f"decisions-{suffix}",
             budgets=f"budgets-{suffix}",
+            declared_budgets=f"declared-budgets-{suffix}",
             alerts=f"alerts-{suffix}",
             sessions=f"sessions-{suffix}",
         )

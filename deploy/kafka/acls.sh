@@ -37,6 +37,7 @@ DLQ=${SPENDPIPE_TOPICS__EVENTS_DEAD_LETTER:-spend.events.dlq}
 FLUSHES=${SPENDPIPE_TOPICS__FLUSHES:-spend.flushes}
 DECISIONS=${SPENDPIPE_TOPICS__DECISIONS:-spend.decisions}
 BUDGETS=${SPENDPIPE_TOPICS__BUDGETS:-spend.budgets}
+DECLARED=${SPENDPIPE_TOPICS__DECLARED_BUDGETS:-spend.budgets.declared}
 ALERTS=${SPENDPIPE_TOPICS__ALERTS:-spend.alerts}
 SESSIONS=${SPENDPIPE_TOPICS__SESSIONS:-spend.sessions}
 
@@ -79,9 +80,10 @@ allow() {
 }
 
 grant_gateway() {
-  # writes events and its sessions log, reads decisions (block list), budgets (rate limits,
-  # session caps) and the sessions log (other gateways' admissions); no consumer group
-  allow "$GATEWAY" "Write" --topic "$EVENTS" --topic "$SESSIONS"
+  # writes events, its sessions log and the budgets LiteLLM keys declare; reads decisions (block
+  # list), budgets (rate limits, session caps) and the sessions log (other gateways' admissions);
+  # no consumer group
+  allow "$GATEWAY" "Write" --topic "$EVENTS" --topic "$SESSIONS" --topic "$DECLARED"
   allow "$GATEWAY" "Read" --topic "$DECISIONS" --topic "$BUDGETS" --topic "$SESSIONS"
 }
 
@@ -92,10 +94,10 @@ grant_aggregator() {
 }
 
 grant_enforcer() {
-  # consumes flushes in its group; reads budgets, and its own decisions and alerts back at start;
-  # writes decisions and alerts
-  allow "$ENFORCER" "Read" --topic "$FLUSHES" --topic "$BUDGETS" --topic "$DECISIONS" --topic "$ALERTS" \
-      --group "$ENFORCER_GROUP"
+  # consumes flushes in its group; reads budgets (declared ones too), and its own decisions and
+  # alerts back at start; writes decisions and alerts
+  allow "$ENFORCER" "Read" --topic "$FLUSHES" --topic "$BUDGETS" --topic "$DECLARED" --topic "$DECISIONS" \
+      --topic "$ALERTS" --group "$ENFORCER_GROUP"
   allow "$ENFORCER" "Write" --topic "$DECISIONS" --topic "$ALERTS"
 }
 
@@ -103,7 +105,7 @@ grant_admin() {
   # spendpipe topics create, budgets set/list/delete, blocks list: creates the topics, writes
   # budgets, reads budgets and decisions
   allow "$ADMIN" "Create Describe" --topic "$EVENTS" --topic "$DLQ" --topic "$FLUSHES" --topic "$DECISIONS" \
-      --topic "$BUDGETS" --topic "$ALERTS" --topic "$SESSIONS"
+      --topic "$BUDGETS" --topic "$DECLARED" --topic "$ALERTS" --topic "$SESSIONS"
   allow "$ADMIN" "Write" --topic "$BUDGETS"
   allow "$ADMIN" "Read" --topic "$BUDGETS" --topic "$DECISIONS"
 }
@@ -112,7 +114,7 @@ grant_reader() {
   # analysts, operators, dashboards: read every topic, in consumer groups named READER...;
   # write nothing
   allow "$READER" "Read" --topic "$EVENTS" --topic "$DLQ" --topic "$FLUSHES" --topic "$DECISIONS" \
-      --topic "$BUDGETS" --topic "$ALERTS" --topic "$SESSIONS"
+      --topic "$BUDGETS" --topic "$DECLARED" --topic "$ALERTS" --topic "$SESSIONS"
   allow "$READER" "Read" --resource-pattern-type prefixed --group "$READER"
 }
 

@@ -43,7 +43,7 @@ from spendpipe.aggregator.dead_letters import (
 )
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.contracts import alerts, budgets, decisions, events, flushes, sessions
+from spendpipe.contracts import alerts, budgets, decisions, declared_budgets, events, flushes, sessions
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
@@ -135,6 +135,14 @@ MESSAGES = (
         Budget,
         budgets.MESSAGE_TYPE,
         key="the scope (`team:eng`, `key:<SHA-256 hex>`, `global`...); a null value (tombstone) deletes its budget",
+        headers=SIGNATURE_HEADERS,
+    ),
+    TopicMessage(
+        "declared_budgets",
+        Budget,
+        declared_budgets.MESSAGE_TYPE,
+        key="the key's scope (`key:<SHA-256 hex>`), the same as the payload's `scope`; a null value (tombstone) "
+        "withdraws the key's own budget",
         headers=SIGNATURE_HEADERS,
     ),
     TopicMessage(
@@ -285,6 +293,13 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
         "Written by `spendpipe budgets`, BudgetAdmin and BudgetManager.",
         schema=Budget,
     )
+    broker.publisher(
+        topics.declared_budgets,
+        title="spend.budgets.declared (gateway)",
+        description="Budget v1 JSON keyed by a key's scope (compacted): the budget a LiteLLM virtual key declares, "
+        "published by the gateways that see it, once per change; a null value withdraws it.",
+        schema=Budget,
+    )
 
     broker.publisher(
         topics.sessions,
@@ -314,6 +329,13 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
         description="The enforcer reads every budget from the beginning at start, then follows changes.",
     )
     async def enforcer_budget_book(budget: Budget) -> None: ...
+
+    @broker.subscriber(
+        topics.declared_budgets,
+        title="spend.budgets.declared (enforcer)",
+        description="The enforcer applies a key's own budget where no operator's budget for the key is set.",
+    )
+    async def enforcer_declared_budgets(budget: Budget) -> None: ...
 
 
 def _name_the_raw_batch_payload(document: dict[str, Any]) -> None:

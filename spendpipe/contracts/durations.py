@@ -1,8 +1,20 @@
 """Budget durations (`budget_duration` in LiteLLM) and the window each one means at an instant.
 
-Calendar durations reset on UTC boundaries as LiteLLM's do: `1h` every hour, `24h`/`1d` daily at
-midnight, `7d` every Sunday at midnight, `30d`/`1mo` on the 1st of the month. Any other duration
-(`15m`, `2h`, `3d`) is a fixed length aligned to multiples of it since the Unix epoch.
+The text is read as LiteLLM reads it (`litellm/litellm_core_utils/duration_parser.py`): a whole
+number and a unit, `s`, `m`, `h`, `d`, `w` or `mo`, or one of LiteLLM's words `hourly`, `daily`,
+`weekly`, `monthly` (`1h`, `24h`, `7d`, `30d`). Calendar durations reset on UTC boundaries as
+LiteLLM's do: `1h` every hour, `24h`/`1d` daily at midnight, `7d`/`1w` every Sunday at midnight,
+`30d`/`1mo` on the 1st of the month. Any other duration (`15m`, `2h`, `3d`, `2w`) is a fixed length
+aligned to multiples of it since the Unix epoch.
+
+Hand-written, not LiteLLM's `duration_in_seconds`: importing any LiteLLM module imports all of
+LiteLLM (seconds, and a price-map download unless `LITELLM_LOCAL_MODEL_COST_MAP` is set), and the
+enforcer, the aggregator and the CLI parse durations without ever calling an LLM. Its matching is
+also looser than a budget may be (it reads `1dx` as `1d` and `1H` fails only later); here the
+whole text must be the duration, and a refusal says what is accepted. tests/unit/test_durations.py
+holds every length to LiteLLM's parser. Two of LiteLLM's forms are refused, saying why: a
+duration that is not whole minutes (`30s`: spend is counted per minute, so no window can be
+shorter or end mid-minute) and months other than one (`2mo`: the month window resets on the 1st).
 """
 
 import re
@@ -10,8 +22,14 @@ from dataclasses import dataclass
 
 from spendpipe.contracts.windows import Window, window_end, window_start
 
-_PATTERN = re.compile(r"^(\d{1,6})(m|h|d|mo)$")
-_SECONDS = {"m": 60, "h": 3600, "d": 86_400}
+_PATTERN = re.compile(r"^(\d{1,6})(s|m|h|d|w|mo)$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
+_WORDS = {"hourly": "1h", "daily": "24h", "weekly": "7d", "monthly": "30d"}
+"""LiteLLM's words for budget durations (`duration_parser.normalize_duration`)."""
+_ACCEPTED = (
+    "use a whole number and a unit, s, m, h, d, w or mo (e.g. 15m, 1h, 24h, 7d, 1w, 1mo), "
+    "or hourly, daily, weekly, monthly"
+)
 _CALENDAR_BY_LENGTH = {
     60: Window.MINUTE,
     3600: Window.HOUR,
@@ -47,11 +65,10 @@ class Duration:
 
 def parse_duration(text: str) -> Duration:
     """`"30d"` -> Duration. Raises ValueError saying what is accepted."""
-    match = _PATTERN.match(text.strip())
+    spelled = text.strip()
+    match = _PATTERN.match(_WORDS.get(spelled.lower(), spelled))
     if not match or int(match[1]) == 0:
-        raise ValueError(
-            f"unknown duration {text!r}: use a whole number and a unit, m, h, d or mo (e.g. 15m, 1h, 24h, 7d, 1mo)"
-        )
+        raise ValueError(f"unknown duration {text!r}: {_ACCEPTED}")
     count, unit = int(match[1]), match[2]
     normal = f"{count}{unit}"
     if unit == "mo":
@@ -59,5 +76,7 @@ def parse_duration(text: str) -> Duration:
             raise ValueError(f"unknown duration {text!r}: months reset on the 1st, so only 1mo (or 30d) works")
         return Duration(normal, Window.MONTH, 0)
     seconds = count * _SECONDS[unit]
+    if seconds % 60:
+        raise ValueError(f"unknown duration {text!r}: spend is counted per minute, so use whole minutes (120s, 2m)")
     calendar = _CALENDAR_BY_LENGTH.get(seconds)
     return Duration(normal, calendar, 0) if calendar else Duration(normal, None, seconds)

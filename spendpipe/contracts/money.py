@@ -21,15 +21,25 @@ MONEY_CONTEXT = Context(prec=COST_PRECISION, traps=[Inexact, Overflow, InvalidOp
 _QUANTUM = Decimal(1).scaleb(-COST_SCALE)
 
 
-def cost_from_float(value: float) -> Decimal:
-    """Turn LiteLLM's float `response_cost` into the Decimal it prints as.
+COST_SIGNIFICANT_DIGITS = 15
+"""Significant digits a float cost is read to: DBL_DIG, the most that every decimal survives a
+round trip through a binary float with."""
 
-    `repr` gives the shortest string that round-trips to the same float, so the
-    Decimal equals what anyone summing `Decimal(str(response_cost))` gets. Values
-    with more than 24 fractional digits (below a trillionth of a cent) are rounded
-    to 24; nothing LiteLLM's price map produces comes near that.
+
+def cost_from_float(value: float) -> Decimal:
+    """Turn LiteLLM's float `response_cost` into the decimal its price-map arithmetic meant.
+
+    LiteLLM multiplies token counts by per-token prices (decimals such as `2.5e-06`) in binary
+    floats, so `0.000225` arrives as `0.00022500000000000002`; `repr` keeps that noise. Every
+    decimal of at most 15 significant digits (DBL_DIG) comes back unchanged from the float nearest
+    to it when printed to 15 significant digits, so this reads the float to 15 significant digits
+    and drops the trailing zeros: `0.000225` again. A float that stands for no decimal that short
+    (17 digits of real arithmetic) is recorded within half a unit in its 15th digit, about 5e-16
+    of its value. Values with more than 24 fractional digits (below a trillionth of a cent) are
+    rounded to 24; nothing LiteLLM's price map produces comes near that. Totals are exact sums of
+    what this returns.
     """
-    exact = Decimal(repr(float(value)))
+    exact = Decimal(format(float(value), f".{COST_SIGNIFICANT_DIGITS}g"))
     if exact.as_tuple().exponent < -COST_SCALE:  # type: ignore[operator]
         return exact.quantize(_QUANTUM)
     return exact

@@ -37,6 +37,10 @@ class Topics(BaseModel):
     budgets: TopicName = "spend.budgets"
     """Budgets (compacted, keyed by scope), written by `spendpipe budgets` and the Python API."""
 
+    declared_budgets: TopicName = "spend.budgets.declared"
+    """Budgets LiteLLM declares on its virtual keys (compacted, keyed by scope), published by the
+    gateways that see them; the enforcer applies one where no budget of `budgets` is set."""
+
     alerts: TopicName = "spend.alerts"
     """`SoftBudgetAlert`s: a scope reached its soft budget, once per window."""
 

@@ -6,7 +6,8 @@ tick for blocks that expired (the sliding minute admits again) or whose budget c
 are not in the flush announcements (the aggregator keeps no rollup per agent), so every agent
 with a rate limit is judged after every flush: one query per agent limit.
 
-Start-up order matters: budgets first (what to enforce), then the decisions topic (so versions
+Start-up order matters: budgets first (what to enforce: the operators', then those LiteLLM keys
+declare, which apply where an operator set none), then the decisions topic (so versions
 continue where they were and no block is forgotten), then one evaluation of every budget, and
 only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
 on until that is done.
@@ -34,6 +35,7 @@ from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
 from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
+from spendpipe.contracts.declared_budgets import MESSAGE_TYPE as DECLARED_TYPE
 from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.topics import TYPE_HEADER
@@ -80,6 +82,12 @@ class EnforcerService:
         self._deleted_scopes: set[str] = set()
         self._budgets = CompactedTopicReader(
             kafka=settings.kafka, topic=settings.topics.budgets, on_record=self._on_budget
+        )
+        self._declared = CompactedTopicReader(
+            kafka=settings.kafka, topic=settings.topics.declared_budgets, on_record=self._on_declared
+        )
+        self._declared_verifier = settings.signing.verifier(
+            message_type=DECLARED_TYPE, topic=settings.topics.declared_budgets, rejected=self.metrics.records_rejected
         )
         self._decisions_read = CompactedTopicReader(
             kafka=settings.kafka, topic=settings.topics.decisions, on_record=self._on_decision
@@ -131,6 +139,8 @@ class EnforcerService:
         self._stage = f"reading {self._settings.topics.budgets} to its end"
         await self._budgets.start()
         await self._budgets.catch_up()
+        await self._declared.start()
+        await self._declared.catch_up()
         self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
         await self._decisions_read.start()
         await self._decisions_read.catch_up()
@@ -141,6 +151,7 @@ class EnforcerService:
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         self._tasks = [
             asyncio.create_task(self._follow(self._budgets), name="enforcer-budgets"),
+            asyncio.create_task(self._follow(self._declared), name="enforcer-declared-budgets"),
             asyncio.create_task(self._follow(self._decisions_read), name="enforcer-decisions"),
             asyncio.create_task(self._tick(), name="enforcer-tick"),
             asyncio.create_task(self._refresh_budget_gauges(), name="enforcer-budget-gauges"),
@@ -167,6 +178,7 @@ class EnforcerService:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self._budgets.stop()
+        await self._declared.stop()
         await self._decisions_read.stop()
 
     async def on_flushes(self, announcements: list[ScopesFlushed]) -> None:
@@ -209,6 +221,20 @@ class EnforcerService:
             return
         self.enforcer.book.put(budget)
         self._pending_scopes.add(budget.scope)
+
+    def _on_declared(self, record: TopicRecord) -> None:
+        """A budget a LiteLLM key declares, published by a gateway: applied as a `budgets set` of
+        the key's scope where no operator's budget is set (`BudgetBook`). Only key scopes, each
+        under its own record key."""
+        if not self._declared_verifier.accepts(record):
+            return
+        scope = (record.key or b"").decode(errors="replace")
+        budget = _declared_budget(scope, record.value)
+        if budget is None:
+            self.enforcer.book.undeclare(scope)
+        else:
+            self.enforcer.book.declare(budget)
+        self._pending_scopes.add(scope)
 
     def _on_decision(self, record: TopicRecord) -> None:
         if not self._decision_verifier.accepts(record):
@@ -289,3 +315,21 @@ class EnforcerService:
                     self.enforcer.retract(unsent)
                 raise
             self.metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()
+
+
+def _declared_budget(scope: str, value: bytes | None) -> Budget | None:
+    """The budget a declared-budgets record holds; None for a tombstone, or for what is not a
+    valid key budget under its own key (logged), which withdraws whatever the key declared."""
+    if value is None:
+        return None
+    try:
+        budget = Budget.model_validate_json(value)
+    except ValidationError as error:
+        log.error("ignoring an invalid declared budget for %r: %s", scope, error)
+        return None
+    if budget.scope != scope or not scope.startswith("key:"):
+        log.error(
+            "ignoring a declared budget for %r under the record key %r: a key declares its own", budget.scope, scope
+        )
+        return None
+    return budget

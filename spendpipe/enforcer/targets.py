@@ -29,16 +29,38 @@ class Target:
 
 
 class BudgetBook:
-    """The current budgets by scope, as read from the budgets topic."""
+    """The budgets in force by scope: an operator's (the budgets topic), else the one the scope's
+    LiteLLM key declares (the declared budgets topic, `contracts/declared_budgets.py`). The
+    operator's explicit budget wins whole; deleting it puts the declared one back in force."""
 
     def __init__(self) -> None:
         self._budgets: dict[str, Budget] = {}
+        self._set: dict[str, Budget] = {}
+        self._declared: dict[str, Budget] = {}
 
     def put(self, budget: Budget) -> None:
-        self._budgets[budget.scope] = budget
+        self._set[budget.scope] = budget
+        self._settle(budget.scope)
 
     def delete(self, scope: str) -> Budget | None:
-        return self._budgets.pop(scope, None)
+        deleted = self._set.pop(scope, None)
+        self._settle(scope)
+        return deleted
+
+    def declare(self, budget: Budget) -> None:
+        self._declared[budget.scope] = budget
+        self._settle(budget.scope)
+
+    def undeclare(self, scope: str) -> None:
+        self._declared.pop(scope, None)
+        self._settle(scope)
+
+    def _settle(self, scope: str) -> None:
+        budget = self._set.get(scope) or self._declared.get(scope)
+        if budget is None:
+            self._budgets.pop(scope, None)
+        else:
+            self._budgets[scope] = budget
 
     def get(self, scope: str) -> Budget | None:
         return self._budgets.get(scope)

@@ -8,6 +8,13 @@ LiteLLM shows the plugin one request in three shapes, each with its own construc
 * `of_logged_call`: the success and failure logs of both modes, the callback's kwargs with
   LiteLLM's `standard_logging_object`.
 
+**SDK names.** An SDK caller may name who a call is in its `metadata` with LiteLLM's proxy
+names or with plain ones (`SDK_NAMES`, LiteLLM's first): `key` (raw or already hashed), `user`,
+`team`, `org`, `end_user` (the call's own `user` argument comes first: it is LiteLLM's end
+customer). `check()`, the pre-call refusal and the logged event all read them the same way. A
+proxy request never reads the plain names: there the metadata is the client's, and who a request
+is comes from its key (`of_proxy_request`, and the proxy's own `user_api_key_*` in the log).
+
 **Key**: only its SHA-256 as LiteLLM's proxy stores it (`hash_token`), so events join LiteLLM's
 own key tables. The proxy already hands over the hash; a raw key (SDK mode,
 `metadata["user_api_key"]`) is hashed here and goes no further.
@@ -46,6 +53,16 @@ from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
 from spendpipe.contracts.scopes import SHA256_HEX, hash_api_key, team_member_id
 from spendpipe.gateway.labels import first_label, label_of
 
+SDK_NAMES: dict[str, tuple[str, ...]] = {
+    "key": ("user_api_key_hash", "user_api_key", "key"),
+    "user": ("user_api_key_user_id", "user"),
+    "team": ("user_api_key_team_id", "team"),
+    "org": ("user_api_key_org_id", "org"),
+    "end_user": ("user_api_key_end_user_id", "end_user"),
+}
+"""The metadata names an SDK call's attribution is read from, in order: LiteLLM's proxy names,
+then plain ones."""
+
 
 @dataclass(frozen=True, slots=True)
 class RequestIdentity:
@@ -75,16 +92,16 @@ class RequestIdentity:
         )
 
     @classmethod
-    def of_sdk_call(cls, *, user: str | None, metadata: Mapping[str, Any] | None) -> "RequestIdentity":
-        """`check()` in SDK mode: the `user` and `metadata` the caller passes to `litellm.completion`
-        (the key as `user_api_key_hash`, or raw as `user_api_key`)."""
-        metadata = metadata or {}
+    def of_sdk_call(cls, *, user: object, metadata: object) -> "RequestIdentity":
+        """An SDK call before it runs (`check()`, the pre-call refusal): the `user` and `metadata`
+        the caller passes to `litellm.completion`, read by `SDK_NAMES`."""
+        metadata = _mapping(metadata) or {}
         return cls(
-            key_hash=key_hash_of(metadata.get("user_api_key_hash") or metadata.get("user_api_key")),
-            user_id=label_of(metadata.get("user_api_key_user_id")),
-            team_id=label_of(metadata.get("user_api_key_team_id")),
-            org_id=label_of(metadata.get("user_api_key_org_id")),
-            end_user=label_of(user),
+            key_hash=key_hash_of(sdk_value(metadata, "key")),
+            user_id=label_of(sdk_value(metadata, "user")),
+            team_id=label_of(sdk_value(metadata, "team")),
+            org_id=label_of(sdk_value(metadata, "org")),
+            end_user=first_label(user, sdk_value(metadata, "end_user")),
             agent_id=agent_of(metadata),
             session_id=session_of(metadata),
         )
@@ -102,12 +119,13 @@ class RequestIdentity:
             _mapping(params.get("litellm_metadata")),
             litellm_session_id=params.get("litellm_session_id"),
         )
+        plain = {} if params.get("proxy_server_request") else call_metadata  # SDK calls only
         return cls(
-            key_hash=_logged_key_hash(metadata, call_metadata),
-            user_id=label_of(metadata.get("user_api_key_user_id")),
-            team_id=label_of(metadata.get("user_api_key_team_id")),
-            org_id=label_of(metadata.get("user_api_key_org_id")),
-            end_user=_logged_end_user(record, metadata, kwargs),
+            key_hash=_logged_key_hash(metadata, call_metadata) or key_hash_of(sdk_value(plain, "key")),
+            user_id=first_label(metadata.get("user_api_key_user_id"), sdk_value(plain, "user")),
+            team_id=first_label(metadata.get("user_api_key_team_id"), sdk_value(plain, "team")),
+            org_id=first_label(metadata.get("user_api_key_org_id"), sdk_value(plain, "org")),
+            end_user=_logged_end_user(record, metadata, kwargs) or label_of(sdk_value(plain, "end_user")),
             agent_id=agent_of(call_metadata),
             # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
             session_id=session or label_of(record.get("session_id")),
@@ -146,6 +164,15 @@ class RequestIdentity:
     def rate_limit_keys(self, model: str | None = None) -> list[str]:
         """The decision keys of the enforcer's rate-limit blocks that refuse this request."""
         return _with_model([RATE_LIMIT_PREFIX + scope for scope in self.rate_limit_scopes()], model)
+
+
+def sdk_value(metadata: Mapping[str, Any], name: str) -> object:
+    """The first value an SDK call's metadata gives for `name` under `SDK_NAMES` that has a label."""
+    for field in SDK_NAMES[name]:
+        value = metadata.get(field)
+        if label_of(value) is not None:
+            return value
+    return None
 
 
 def key_hash_of(key: object) -> str | None:

@@ -3,11 +3,15 @@
 (`rate_limits/`) and agent session caps (`sessions/`). It reads who a request is once per hook
 (`identity.py`) and refuses as LiteLLM does (`refusals.py`); the hooks only put those together.
 
-SDK mode:   `litellm.callbacks = [SpendpipeLogger.from_settings(settings)]`; pre-call hooks do
-            not run in the SDK, so call `check(...)` before a call (it raises
-            `litellm.BudgetExceededError`; a fresh process's first checks wait, a bounded time,
-            for the block list). `close()` first waits, a bounded time, for LiteLLM to log the
-            calls already made: it logs them after `completion()` returns.
+SDK mode:   `spendpipe.install()` (`sdk.py`). LiteLLM runs one hook before an SDK call that can
+            refuse it, `async_pre_call_deployment_hook`, and only for `acompletion` and the
+            other async calls: there the plugin refuses a blocked call as `check()` does. Sync
+            calls have no such hook: `guard(litellm.completion)` checks before each call, or
+            call `check(...)` yourself (it raises `litellm.BudgetExceededError`; a fresh
+            process's first checks wait, a bounded time, for the block list). Installed, it also
+            keeps `litellm.max_budget` working (`process_budget.py`). `close()` first waits, a
+            bounded time, for LiteLLM to log the calls already made: it logs them after
+            `completion()` returns.
 Proxy mode: `litellm_settings: {callbacks: spendpipe.gateway.proxy.handler}`; the
             proxy runs `async_pre_call_hook` before every call. There the plugin also counts
             rate limits per replica (refusing with LiteLLM's 429) and answers successful calls
@@ -32,8 +36,9 @@ import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from litellm.integrations.custom_logger import CustomLogger
 from prometheus_client import CollectorRegistry
@@ -44,8 +49,10 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
+from spendpipe.gateway.declared_budgets import DeclaredBudgets, declared_budgets
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.process_budget import ProcessBudget
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
@@ -57,6 +64,7 @@ from spendpipe.gateway.recording.unlogged_calls import UnloggedCalls
 from spendpipe.gateway.refusals import (
     LIMITS_NOT_IN_SYNC,
     NOT_IN_SYNC,
+    key_spend_headers,
     proxy_budget_exceeded,
     proxy_rate_limit_error,
     proxy_refusal,
@@ -71,6 +79,9 @@ from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 
 log = logging.getLogger(__name__)
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not type-checked here
@@ -89,6 +100,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         sessions: SessionGate | None = None,
         sync_wait_s: float = 5.0,
         close_wait_s: float = 5.0,
+        process_budget: ProcessBudget | None = None,
+        declared: DeclaredBudgets | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -107,6 +120,12 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._close_wait_s = close_wait_s
         self._unlogged = UnloggedCalls()
         self._started = False
+        self.process_budget = process_budget
+        self.refuses_sdk_calls = False
+        """Set by `spendpipe.install()`: refuse blocked async SDK calls before they run."""
+        self.declared = declared
+        """Publishes the budgets LiteLLM's keys declare (proxy mode); None: not published."""
+        """Set by `spendpipe.install()`: this process's spend, for `litellm.max_budget`."""
         self.ops = ops or OpsServer(
             settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
         )
@@ -129,6 +148,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             if self._limit_follower is not None:
                 self._limit_follower.start()
             self.sessions.start()
+            if self.declared is not None:
+                self.declared.start()
 
     def _blocklist_not_ready(self) -> str | None:
         return None if self.blocklist.in_sync.is_set() else "reading the decisions topic to its end"
@@ -163,9 +184,41 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.start()
         if not self.blocklist.in_sync.is_set():
             self._await_sync()
-        decision = self.blocking_decision(RequestIdentity.of_sdk_call(user=user, metadata=metadata), model)
+        self._refuse_if_blocked(model, {"user": user, "metadata": metadata})
+
+    def _refuse_if_blocked(self, model: object, call: dict[str, Any]) -> None:
+        """Raise the SDK refusal for a call with these arguments (`user`, `metadata`) if blocked."""
+        who = RequestIdentity.of_sdk_call(user=call.get("user"), metadata=call.get("metadata"))
+        name = model if isinstance(model, str) else None
+        decision = self.blocking_decision(who, name)
         if decision is not None:
-            raise sdk_refusal(decision, model)
+            raise sdk_refusal(decision, name)
+
+    def guard(self, call: Callable[_P, _R]) -> Callable[_P, _R]:
+        """SDK mode, sync calls: `completion = spend.guard(litellm.completion)` runs `check()`
+        with the call's own `model`, `user` and `metadata` before each call. (LiteLLM runs no hook
+        before a sync call that could refuse it; async calls need no guard.)"""
+
+        @functools.wraps(call)
+        def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            self._refuse_if_blocked(kwargs.get("model", args[0] if args else None), kwargs)
+            return call(*args, **kwargs)
+
+        return guarded
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
+        """SDK mode, async calls: LiteLLM runs this before it sends `acompletion` (and the other
+        async calls) to the provider, and a raise here refuses the call. The refusal is `check()`'s,
+        without blocking the event loop while a fresh process reads the block list. Only a plugin
+        `spendpipe.install()` set up refuses here: the proxy judges its requests in
+        `async_pre_call_hook`, and its own calls (health checks) are not the clients'."""
+        if not self.refuses_sdk_calls:
+            return None
+        self.start()
+        if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():
+            await asyncio.to_thread(self._await_sync)
+        self._refuse_if_blocked(kwargs.get("model"), kwargs)
+        return None
 
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
@@ -173,6 +226,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Proxy mode: refuse a blocked request the way LiteLLM refuses an exceeded budget, a
         rate-limited one the way LiteLLM's limiter does; count an admitted one."""
         who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
+        if self.declared is not None:
+            self.declared.observe(who.key_hash, user_api_key_dict)
         model = data.get("model")
         decision = self.blocking_decision(who, model)
         if decision is not None:
@@ -216,12 +271,17 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         request_headers: dict[str, str] | None = None,
         litellm_call_info: dict[str, Any] | None = None,
     ) -> dict[str, str] | None:
-        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts."""
+        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts;
+        on a response refused for the key's own budget, LiteLLM's key spend headers with the
+        enforcer's figures (`key_spend_headers`)."""
+        who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
+        spend = key_spend_headers(self.blocklist.blocking([f"key:{who.key_hash}"])) if who.key_hash else None
         if response is None:
-            return None
+            return spend
         # these headers have never counted the agent's limits (admission does); unchanged here
-        who = dataclasses.replace(RequestIdentity.of_proxy_request(user_api_key_dict, data), agent_id=None)
-        return self.gate.remaining(who.rate_limit_scopes(), data.get("model") or "").headers()
+        limited = dataclasses.replace(who, agent_id=None)
+        remaining = self.gate.remaining(limited.rate_limit_scopes(), data.get("model") or "").headers()
+        return (remaining or {}) | spend if spend else remaining
 
     @classmethod
     def from_settings(
@@ -280,6 +340,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             sessions=sessions,
             sync_wait_s=settings.sync_wait_s,
             close_wait_s=settings.close_wait_s,
+            declared=declared_budgets(settings.kafka, settings.topics.declared_budgets, settings.signing),
         )
 
     def record(self, kwargs: dict[str, Any]) -> None:
@@ -304,6 +365,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 log.warning("spendpipe: call %s has no standard_logging_object", _call_id(call))
         if event is not None:
             self.metrics.recorded.inc()
+            if self.process_budget is not None:  # litellm.max_budget: on the publisher's thread, locked
+                self.process_budget.add(event.cost)
         return event
 
     def _fallback(self, kwargs: dict[str, Any]) -> SpendEvent | None:
@@ -338,6 +401,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if self._limit_follower is not None:
             self._limit_follower.stop()
         self.sessions.stop()
+        if self.declared is not None:
+            self.declared.stop()
         self.ops.stop()
         return self.publisher.close(timeout)
 

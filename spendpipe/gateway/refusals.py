@@ -2,22 +2,23 @@
 so a client written against LiteLLM needs no change.
 
 * **Budget**: an enforcer budget block, or failing closed before the block list or the rate
-  limits were read. SDK mode: `litellm.BudgetExceededError`. Proxy: a `ProxyException` of type
-  `budget_exceeded` with `litellm.budget_exceeded_status_code`, answered as
-  `{"error": {"message", "type", "param", "code"}}`.
+  limits were read. SDK mode: `SpendpipeBudgetExceededError`, a `litellm.BudgetExceededError`.
+  Proxy: a `ProxyException` of type `budget_exceeded` with `litellm.budget_exceeded_status_code`,
+  answered as `{"error": {"message", "type", "param", "code"}}`.
 * **Rate limit**: this gateway's own count (`RateGate`) or an enforcer block that holds across
-  replicas (a `Decision` of kind `rate_limit`); both read the same. SDK mode: a
-  `litellm.RateLimitError`. Proxy: what LiteLLM's v3 limiter raises, a `ProxyRateLimitError`
-  (HTTP 429, `retry-after`, `rate_limit_type` and `reset_at` headers, and a
-  `litellm.RateLimitError` for code that catches that).
+  replicas (a `Decision` of kind `rate_limit`); both read the same. SDK mode:
+  `SpendpipeRateLimitError`, a `litellm.RateLimitError`. Proxy: what LiteLLM's v3 limiter raises,
+  a `ProxyRateLimitError` (HTTP 429, `retry-after`, `rate_limit_type` and `reset_at` headers, and
+  a `litellm.RateLimitError` for code that catches that).
 * **Session**: an agent session cap (proxy only), as LiteLLM's session limiters
   (`max_iterations_limiter`, `max_budget_per_session_limiter`) refuse: a 429
   `ProxyRateLimitError` of type `max_iterations` or `budget`, naming the session, the cap and the
   count or spend.
 
-The proxy's errors are raised as subclasses named as `spendpipe.contracts.refusals` says, so the
-logged event of a refused request says spendpipe refused it and the enforcer does not count it
-as admitted; the proxy answers them exactly as their LiteLLM base classes. They are made on first
+The errors of both modes are raised as subclasses named as `spendpipe.contracts.refusals` says, so
+the logged event of a refused request (the proxy logs it, and so does the SDK when its pre-call
+hook refuses) says spendpipe refused it and the enforcer does not count it as admitted; LiteLLM
+and its callers handle them exactly as their LiteLLM base classes. The proxy's are made on first
 use (`proxy_errors()`): `litellm.proxy` needs the proxy's dependencies (fastapi), which an SDK
 install lacks, and takes half a second to import.
 """
@@ -52,6 +53,14 @@ LIMITS_NOT_IN_SYNC = NOT_IN_SYNC.model_copy(
 )
 
 
+class SpendpipeBudgetExceededError(BudgetExceededError):  # type: ignore[misc]  # litellm is not type-checked
+    """A budget refusal by spendpipe in SDK mode: a `litellm.BudgetExceededError`."""
+
+
+class SpendpipeRateLimitError(RateLimitError):  # type: ignore[misc]
+    """A rate-limit refusal by spendpipe in SDK mode: a `litellm.RateLimitError`."""
+
+
 def sdk_refusal(decision: Decision, model: str | None) -> BudgetExceededError | RateLimitError:
     """What `check()` raises for a blocking decision."""
     if decision.kind == "rate_limit":
@@ -72,13 +81,26 @@ def proxy_refusal(decision: Decision, model: str | None) -> "ProxyException | Pr
 def budget_exceeded(decision: Decision) -> BudgetExceededError:
     """The error LiteLLM raises for an exceeded budget; its proxy answers it with HTTP 400 and
     `"type": "budget_exceeded"`."""
-    error = BudgetExceededError(
+    error = SpendpipeBudgetExceededError(
         current_cost=float(decision.spend or 0),
         max_budget=float(decision.cap or 0),
         message=decision.reason,
     )
     error.entity_type, error.entity_id = decision.scope.partition(":")[0], decision.scope.partition(":")[2]
     return error
+
+
+def key_spend_headers(decision: Decision | None) -> dict[str, str] | None:
+    """LiteLLM's `x-litellm-key-spend` and `x-litellm-key-max-budget`, with the enforcer's exact
+    figures, from the budget block of the request's own key (over all models); None without one.
+    LiteLLM writes its own figures (the key's spend as its proxy counts it, `0.0` where it counts
+    none) before the headers hook runs, and the hook's values replace them."""
+    if decision is None or decision.kind != "budget" or decision.model or decision.spend is None:
+        return None
+    headers = {"x-litellm-key-spend": format(decision.spend, "f")}
+    if decision.cap is not None:
+        headers["x-litellm-key-max-budget"] = format(decision.cap, "f")
+    return headers
 
 
 def proxy_budget_exceeded(decision: Decision) -> "ProxyException":
@@ -128,7 +150,7 @@ class RateLimited:
 
 
 def sdk_rate_limit_error(limited: RateLimited, model: str | None) -> RateLimitError:
-    return RateLimitError(
+    return SpendpipeRateLimitError(
         message=limited.message,
         llm_provider="litellm_proxy",
         model=model or "",

@@ -69,7 +69,8 @@ class GatewaySettings(BaseSettings):
     call while its cost is unknown) before it is refused; longer than your slowest call."""
     ops: GatewayOpsSettings = GatewayOpsSettings()
     signing: SigningSettings = SigningSettings()
-    """The accepted writer public keys: a gateway verifies decisions and budgets, and signs nothing."""
+    """The accepted writer public keys: a gateway verifies decisions and budgets. With a writer key
+    of its own it signs the budgets LiteLLM keys declare (`declared_budgets.py`), nothing else."""
 
     @model_validator(mode="after")
     def _signing_keys(self) -> "GatewaySettings":

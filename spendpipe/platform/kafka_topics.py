@@ -19,10 +19,10 @@ were deleted."""
 
 
 def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[NewTopic]:
-    """Events and flushes are streams; decisions and budgets are compacted, keyed by scope,
+    """Events and flushes are streams; decisions and budgets (declared ones too) are compacted, keyed by scope,
     so a cold reader rebuilds the current state from the beginning."""
     plain = [topics.events, topics.events_dead_letter, topics.flushes, topics.alerts]
-    compacted = [topics.decisions, topics.budgets]
+    compacted = [topics.decisions, topics.budgets, topics.declared_budgets]
     return [
         *(NewTopic(name, partitions, replication) for name in plain),
         *(NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted),

@@ -14,8 +14,8 @@ StartProxies = Callable[..., Awaitable[list[LiteLLMProxy]]]
 
 @pytest.fixture
 async def start_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[StartProxies]:
-    """`await start_proxies(keys, count=1, models=(...), model_params={...})`: proxies sharing one fresh set of topics,
-    started in parallel, stopped (SIGTERM) after the test."""
+    """`await start_proxies(keys, count=1, models=(...), model_params={...}, key_fields={...})`:
+    proxies sharing one fresh set of topics, started in parallel, stopped (SIGTERM) after the test."""
     started: list[LiteLLMProxy] = []
 
     async def start(
@@ -23,10 +23,19 @@ async def start_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> Async
         count: int = 1,
         models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o"),
         model_params: dict[str, dict[str, object]] | None = None,
+        key_fields: dict[str, dict[str, object]] | None = None,
     ) -> list[LiteLLMProxy]:
         topics: Topics = await make_topics(kafka_broker)
         proxies = [
-            LiteLLMProxy(tmp_path / f"proxy-{n}", kafka_broker, topics, keys, models, model_params or {})
+            LiteLLMProxy(
+                tmp_path / f"proxy-{n}",
+                kafka_broker,
+                topics,
+                keys,
+                models,
+                model_params or {},
+                key_fields=key_fields or {},
+            )
             for n in range(count)
         ]
         started.extend(proxies)

@@ -16,8 +16,8 @@ from tests.support.pipeline import counted_events, events_counted, running_aggre
 from tests.support.proxy import plugin_env
 
 README = Path(__file__).parents[2] / "README.md"
-CALL = 'litellm.completion(**call, messages=[{"role": "user", "content": "hi"}])'
-MOCKED = 'litellm.completion(**call, messages=[{"role": "user", "content": "hi"}], mock_response="hello")'
+CALL = 'completion(**call, messages=[{"role": "user", "content": "hi"}])'
+MOCKED = 'completion(**call, messages=[{"role": "user", "content": "hi"}], mock_response="hello")'
 RUNS = 3
 
 

@@ -37,12 +37,14 @@ from litellm.proxy._types import UserAPIKeyAuth
 from litellm.proxy.utils import hash_token
 
 KEYS = {keys!r}
+KEY_FIELDS = {key_fields!r}
 
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     user_id, team_id = KEYS[api_key]
     return UserAPIKeyAuth(
-        api_key=hash_token(api_key), user_id=user_id, team_id=team_id, key_alias=api_key[-6:]
+        api_key=hash_token(api_key), user_id=user_id, team_id=team_id, key_alias=api_key[-6:],
+        **KEY_FIELDS.get(api_key, {{}}),
     )
 """
 
@@ -57,6 +59,7 @@ def plugin_env(bootstrap: str, topics: Topics, spool_dir: Path) -> dict[str, str
         "SPENDPIPE_TOPICS__EVENTS": topics.events,
         "SPENDPIPE_TOPICS__DECISIONS": topics.decisions,
         "SPENDPIPE_TOPICS__BUDGETS": topics.budgets,
+        "SPENDPIPE_TOPICS__DECLARED_BUDGETS": topics.declared_budgets,
         "SPENDPIPE_TOPICS__SESSIONS": topics.sessions,
         "SPENDPIPE_SPOOL_DIR": str(spool_dir),
     }
@@ -74,6 +77,8 @@ class LiteLLMProxy:
     """`litellm_params` per model over the mock defaults, e.g. `{"gpt-4": {"mock_delay": 1.5}}`."""
     env: dict[str, str] = field(default_factory=dict)
     """More `SPENDPIPE_*` settings for the plugin."""
+    key_fields: dict[str, dict[str, object]] = field(default_factory=dict)
+    """More `UserAPIKeyAuth` fields per API key, e.g. `{"sk-a": {"max_budget": 0.002}}`."""
     port: int = field(default_factory=free_port_pair)
     process: subprocess.Popen[bytes] | None = None
 
@@ -85,7 +90,9 @@ class LiteLLMProxy:
         self.workdir.mkdir(parents=True, exist_ok=True)
         models = "".join(MODEL.format(name=name, params=self._params(name)) for name in self.models)
         (self.workdir / "config.yaml").write_text(CONFIG.format(models=models.rstrip("\n")))
-        (self.workdir / "custom_auth.py").write_text(textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys)))
+        (self.workdir / "custom_auth.py").write_text(
+            textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys, key_fields=self.key_fields))
+        )
         env = {
             **plugin_env(self.bootstrap, self.topics, self.workdir / "spool"),
             "LITELLM_MASTER_KEY": f"sk-master-{secrets.token_hex(16)}",

@@ -7,7 +7,10 @@ import pytest
 from spendpipe.contracts.budgets import Budget, BudgetRejectedError, Cap, validate_budget
 from spendpipe.contracts.durations import parse_duration
 
-UNKNOWN_5X = "unknown duration '5x': use a whole number and a unit, m, h, d or mo (e.g. 15m, 1h, 24h, 7d, 1mo)"
+UNKNOWN_5X = (
+    "unknown duration '5x': use a whole number and a unit, s, m, h, d, w or mo (e.g. 15m, 1h, 24h, 7d, 1w, 1mo), "
+    "or hourly, daily, weekly, monthly"
+)
 
 
 def problems_of(document: dict[str, object]) -> list[str]:

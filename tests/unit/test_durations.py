@@ -3,8 +3,9 @@
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from litellm.litellm_core_utils.duration_parser import duration_in_seconds
 
 from spendpipe.contracts.durations import Duration, parse_duration
 from spendpipe.contracts.windows import Window
@@ -126,12 +127,12 @@ def test_60m_and_1h_mean_the_same_window() -> None:
     assert sixty_minutes.window_key == one_hour.window_key
 
 
-@pytest.mark.parametrize("text", ["0h", "5x", "", "1y", "1.5h", "-1h", "h"])
+@pytest.mark.parametrize("text", ["0h", "0s", "5x", "", "1y", "1.5h", "-1h", "h", "1", "1dx", "1H", "1000000d", "day"])
 def test_unknown_durations_are_refused_with_the_accepted_form(text: str) -> None:
     with pytest.raises(ValueError, match=f"unknown duration {text!r}") as raised:
         parse_duration(text)
 
-    assert "use a whole number and a unit, m, h, d or mo" in str(raised.value)
+    assert "use a whole number and a unit, s, m, h, d, w or mo" in str(raised.value)
 
 
 def test_months_other_than_one_are_refused_saying_why() -> None:
@@ -169,3 +170,75 @@ def test_epoch_aligned_windows_are_multiples_of_their_length(n: int, unit: str, 
 
     assert end - start == n * UNITS[unit]
     assert start % (n * UNITS[unit]) == 0
+
+
+# LiteLLM's forms
+
+
+@pytest.mark.parametrize(
+    ("text", "normal", "window"),
+    [
+        ("hourly", "1h", Window.HOUR),
+        ("daily", "24h", Window.DAY),
+        (" Weekly ", "7d", Window.WEEK),
+        ("monthly", "30d", Window.MONTH),
+        ("1w", "1w", Window.WEEK),
+        ("60s", "60s", Window.MINUTE),
+        ("3600s", "3600s", Window.HOUR),
+        ("86400s", "86400s", Window.DAY),
+        ("1m", "1m", Window.MINUTE),
+    ],
+)
+def test_litellms_words_weeks_and_seconds_are_read_as_litellm_reads_them(
+    text: str, normal: str, window: Window
+) -> None:
+    duration = parse_duration(text)
+
+    assert (duration.text, duration.calendar) == (normal, window)
+    assert duration.window_key == parse_duration(normal).window_key
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("2w", 14 * 86_400), ("120s", 120), ("5400s", 5400), ("3w", 21 * 86_400)]
+)
+def test_other_weeks_and_seconds_are_fixed_lengths(text: str, seconds: int) -> None:
+    duration = parse_duration(text)
+
+    assert (duration.calendar, duration.seconds) == (None, seconds)
+
+
+@pytest.mark.parametrize("text", ["30s", "1s", "59s", "61s", "90s"])
+def test_durations_that_are_not_whole_minutes_are_refused_saying_why(text: str) -> None:
+    with pytest.raises(ValueError, match=f"unknown duration {text!r}: spend is counted per minute"):
+        parse_duration(text)
+
+
+NOMINAL: dict[Window | None, int] = {
+    Window.MINUTE: 60,
+    Window.HOUR: 3600,
+    Window.DAY: 86_400,
+    Window.WEEK: 604_800,
+    Window.MONTH: 30 * 86_400,  # LiteLLM's 30d; it too resets it on the 1st
+}
+
+
+@settings(deadline=None)  # LiteLLM's parser is not ours to time
+@given(st.integers(min_value=1, max_value=999_999), st.sampled_from(["s", "m", "h", "d", "w"]))
+def test_every_length_is_litellms(n: int, unit: str) -> None:
+    text = f"{n}{unit}"
+    try:
+        duration = parse_duration(text)
+    except ValueError:
+        assert unit == "s"
+        assert n % 60
+        return
+
+    assert duration.seconds or NOMINAL[duration.calendar] == duration_in_seconds(text)
+    assert not duration.seconds or duration.seconds == duration_in_seconds(text)
+
+
+@pytest.mark.parametrize("word", ["hourly", "daily", "weekly", "monthly"])
+def test_litellms_words_have_litellms_lengths(word: str) -> None:
+    duration = parse_duration(word)
+
+    assert duration_in_seconds(word) == duration_in_seconds(duration.text)

@@ -1,6 +1,10 @@
 """Who a request is, read the same from each shape LiteLLM hands the plugin, and which scopes'
 budgets and rate limits apply to it."""
 
+from typing import Any
+
+import litellm
+import litellm.integrations.custom_logger
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -11,6 +15,7 @@ from spendpipe.contracts.rate_limits import LIMITED_SCOPES
 from spendpipe.contracts.scopes import Scope, ScopeType, hash_api_key, scopes_of
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import MAX_LABEL, label_of
+from tests.support.waiting import eventually_sync
 
 RAW_KEY = "sk-alice-raw-key"
 KEY_HASH = hash_api_key(RAW_KEY)
@@ -191,3 +196,53 @@ def test_a_requests_model_is_checked_under_its_label() -> None:
 
     assert keys == ["global", "key:abc", decision_key("global", label), decision_key("key:abc", label)]
     assert RequestIdentity(key_hash="abc").rate_limit_keys(" ") == ["rate_limit|key:abc"]
+
+
+PLAIN_METADATA = {"key": RAW_KEY, "user": "alice", "team": "eng", "org": "acme", "end_user": "customer-7"}
+PLAIN_IDENTITY = RequestIdentity(
+    key_hash=KEY_HASH, user_id="alice", team_id="eng", org_id="acme", end_user="customer-7"
+)
+
+
+class Captured(litellm.integrations.custom_logger.CustomLogger):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.logged: list[dict[str, Any]] = []
+
+    def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        self.logged.append(kwargs)
+
+
+def test_an_sdk_call_may_name_who_it_is_with_plain_names() -> None:
+    assert RequestIdentity.of_sdk_call(user=None, metadata=PLAIN_METADATA) == PLAIN_IDENTITY
+    assert RequestIdentity.of_sdk_call(user=None, metadata={"key": KEY_HASH}).key_hash == KEY_HASH
+    # the call's own `user` is LiteLLM's end customer and comes first; LiteLLM's names before plain ones
+    both = {**PLAIN_METADATA, "user_api_key_team_id": "search"}
+    assert RequestIdentity.of_sdk_call(user="acme", metadata=both).end_user == "acme"
+    assert RequestIdentity.of_sdk_call(user="acme", metadata=both).team_id == "search"
+
+
+def test_an_sdk_call_with_plain_names_is_counted_under_the_names_it_is_checked_under() -> None:
+    captured = Captured()
+    litellm.callbacks.append(captured)
+    try:
+        litellm.completion(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            mock_response="hello",
+            metadata=dict(PLAIN_METADATA),
+        )
+        logged = eventually_sync(lambda: list(captured.logged), bool, within=10, what="the call logged")
+    finally:
+        litellm.logging_callback_manager.remove_callback_from_all_lists(captured)
+
+    assert RequestIdentity.of_logged_call(logged[0]) == PLAIN_IDENTITY
+
+
+def test_a_proxy_request_is_never_attributed_by_the_plain_names_its_client_sent() -> None:
+    logged = {
+        "standard_logging_object": {"metadata": {"user_api_key_hash": KEY_HASH, "user_api_key_team_id": None}},
+        "litellm_params": {"proxy_server_request": {"url": "/chat/completions"}, "metadata": {"team": "victim"}},
+    }
+
+    assert RequestIdentity.of_logged_call(logged) == RequestIdentity(key_hash=KEY_HASH)

@@ -52,7 +52,7 @@ def test_an_unbuildable_event_is_lost_logged_and_its_cost_still_charged(
 
     (event,) = published
     assert (event.key_hash, event.user_id, event.team_id, event.org_id) == (KEY_HASH, "alice", "eng", "acme")
-    assert str(event.cost) == "0.00022500000000000002"
+    assert str(event.cost) == "0.000225"
     assert lost(logger, "unbuildable") == 1
     assert logger.metrics.recorded._value.get() == 1
     assert any(r.levelno >= logging.ERROR and "call-9" in r.getMessage() for r in caplog.records)

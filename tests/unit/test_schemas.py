@@ -10,7 +10,8 @@ from decimal import Decimal
 from importlib import import_module
 from pathlib import Path
 from pkgutil import iter_modules
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 from urllib.parse import unquote
 
 import pytest
@@ -29,6 +30,7 @@ from spendpipe.admin.cli import app
 from spendpipe.contracts.alerts import BURN_RATE_MESSAGE_TYPE, BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.declared_budgets import declared_key_budget
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.contracts.sessions import SessionRecord
@@ -143,6 +145,10 @@ WRITTEN = {
     ),
     "budgets": wire(
         Budget(scope="team:eng", max_budget=Decimal(100), budget_duration="1mo", rpm_limit=60), exclude_none=True
+    ),
+    "declared_budgets": wire(
+        cast(Budget, declared_key_budget("a" * 64, SimpleNamespace(max_budget=0.002, budget_duration="24h"))),
+        exclude_none=True,
     ),
     "alerts": wire(
         SoftBudgetAlert(
@@ -262,6 +268,8 @@ def test_who_sends_and_who_receives_on_each_topic() -> None:
         ("spend.decisions", "receive"),  # gateway
         ("spend.budgets", "send"),  # admin
         ("spend.budgets", "receive"),  # enforcer
+        ("spend.budgets.declared", "send"),  # gateways
+        ("spend.budgets.declared", "receive"),  # enforcer
         ("spend.alerts", "send"),  # enforcer
         ("spend.sessions", "send"),  # gateways
         ("spend.sessions", "receive"),  # gateways
