@@ -3,7 +3,7 @@
 Real LiteLLM SDK calls answered by `mock_response`; no Kafka (the block list is set by the test)."""
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import cast
 
@@ -26,6 +26,13 @@ def published(monkeypatch: pytest.MonkeyPatch) -> list[SpendEvent]:
     return []
 
 
+def _built(build: Callable[[], SpendEvent | None], published: list[SpendEvent]) -> None:
+    """The publisher's part, done at once: build the event and keep it."""
+    event = build()
+    if event is not None:
+        published.append(event)
+
+
 @pytest.fixture
 def gateway(published: list[SpendEvent], monkeypatch: pytest.MonkeyPatch) -> Iterator[SpendpipeLogger]:
     """The plugin in LiteLLM's callbacks, `team:search` blocked; its events land in `published`."""
@@ -34,7 +41,7 @@ def gateway(published: list[SpendEvent], monkeypatch: pytest.MonkeyPatch) -> Ite
     blocklist.apply(block("team:search"))
     logger = plugin(blocklist, "fail_open")
     logger.refuses_sdk_calls = True  # as `spendpipe.install()` sets it up
-    monkeypatch.setattr(logger.publisher, "publish", published.append)
+    monkeypatch.setattr(logger.publisher, "publish_deferred", lambda build: _built(build, published))
     litellm.callbacks.append(logger)
     try:
         yield logger

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from spendpipe.contracts.scopes import SHA256_HEX
-from spendpipe.gateway.identity import key_hash_of
+from spendpipe.gateway.identity import SDK_NAMES, key_hash_of
 from spendpipe.gateway.labels import label_of
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,11 @@ def _kept(value: object) -> object:
         return label_of(value)
 
 
+def _present(value: object) -> object:
+    """Only whether it is there (a proxy request: the plain attribution names are not read)."""
+    return True
+
+
 def _hash_only(value: object) -> object:
     return value if isinstance(value, str) and SHA256_HEX.match(value) else None
 
@@ -69,8 +74,12 @@ _READ: Shape = {
     "user": _kept,
     "optional_params": {"user": _kept},
     "litellm_params": {
+        "proxy_server_request": _present,
         "metadata": {
+            **{name: _kept for names in SDK_NAMES.values() for name in names},  # SDK attribution
+            "user_api_key_hash": _hash_only,
             "user_api_key": _hashed,
+            "key": _hashed,
             "session_id": _kept,
             "trace_id": _kept,
             "agent_id": _kept,
