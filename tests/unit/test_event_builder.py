@@ -12,7 +12,7 @@ from litellm.proxy._types import UserAPIKeyAuth
 from spendpipe.contracts.events import decode_event
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of
-from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
+from spendpipe.gateway.recording.event_builder import build_spend_event, charged_cost, fallback_spend_event
 from tests.unit.test_labels import hostile
 
 KEY_HASH = hashlib.sha256(b"sk-proxy-virtual-key").hexdigest()
@@ -255,3 +255,18 @@ def test_the_fallback_event_charges_the_cost_to_key_user_team_and_org() -> None:
     assert full is not None
     assert (event.key_hash, event.user_id, event.team_id, event.org_id) == (KEY_HASH, "alice", "eng", "acme")
     assert (event.end_user, event.model, event.cost) == (None, "unknown", full.cost)
+
+
+def test_the_charged_cost_is_what_the_event_charges_read_without_building_it() -> None:
+    for record in (logging_object(), logging_object(cache_hit=True), logging_object(endTime=START + 1e10)):
+        kwargs = {"standard_logging_object": record}
+        try:
+            charged = build_spend_event(kwargs, gateway_id="g")
+        except ValueError:
+            charged = fallback_spend_event(kwargs, gateway_id="g")  # what the plugin then publishes
+        assert charged is not None
+        assert charged_cost(kwargs) == charged.cost
+    # charged to nothing: no record, or a cost the contract refuses (the plugin counts it `uncharged`)
+    assert charged_cost({}) is None
+    for cost in (float("nan"), -1.0, 2e6):
+        assert charged_cost({"standard_logging_object": logging_object(response_cost=cost)}) is None
