@@ -22,6 +22,9 @@ from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 RAW_COLUMNS = ("kafka_partition", "kafka_offset", "key", "value")
+RAW_BLOCK_ROWS = 10_000
+"""Rows per block of the raw table: the parse reads the blocks on as many threads as ClickHouse
+has (`max_threads`), where one block would be parsed on one."""
 
 EXCLUDED_TABLE = "spendpipe_excluded"
 """(partition, offset) of the parsed rows a batch must not write: duplicates and conflicts."""
@@ -159,14 +162,15 @@ class SpendStore:
         self._clickhouse.command(f"TRUNCATE TABLE {RAW_TABLE}")
         self._clickhouse.command(f"TRUNCATE TABLE {PARSED_TABLE}")
         self._clickhouse.command(f"TRUNCATE TABLE {EXCLUDED_TABLE}")
-        if records:
+        for start in range(0, len(records), RAW_BLOCK_ROWS):  # blocks ClickHouse parses in parallel
+            block = records[start : start + RAW_BLOCK_ROWS]
             self._clickhouse.insert_columns(
                 RAW_TABLE,
                 [
-                    [r.partition for r in records],
-                    [r.offset for r in records],
-                    [r.key or b"" for r in records],
-                    [r.value or b"" for r in records],
+                    [r.partition for r in block],
+                    [r.offset for r in block],
+                    [r.key or b"" for r in block],
+                    [r.value or b"" for r in block],
                 ],
                 RAW_COLUMNS,
             )
