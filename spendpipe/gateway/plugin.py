@@ -44,6 +44,7 @@ from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
@@ -87,6 +88,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         sessions: SessionGate | None = None,
         sync_wait_s: float = 5.0,
         close_wait_s: float = 5.0,
+        leases: LeaseGate | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -100,6 +102,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.sessions = sessions or SessionGate(caps=SessionCaps(), sessions=None, gateway_id=gateway_id, wait_s=1)
         """Agent session caps; without a session log no session is capped."""
         self._fail_closed = unsynced_policy == "fail_closed"
+        self.leases = leases or LeaseGate.without_kafka(gateway_id, fail_closed=self._fail_closed)
+        """Headroom leases (docs/leases.md); without a lease log no budget leases."""
         self._sync_wait_s = sync_wait_s
         self._sync_deadline = 0.0
         self._close_wait_s = close_wait_s
@@ -150,6 +154,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         model: str | None = None,
         user: str | None = None,
         metadata: dict[str, Any] | None = None,
+        messages: list[Any] | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         """SDK mode: raise `litellm.BudgetExceededError` if a call with these arguments (the same
         `model`, `user` and `metadata` you pass to `litellm.completion`) is blocked, or
@@ -157,11 +163,18 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
         Until the block list has read the decisions topic to its end, a check waits for it, at
         most until `sync_wait_s` after `start()`; then `unsynced_policy` answers. Once in sync, a
-        check never waits."""
+        check never waits.
+
+        A budget with headroom leases also reserves the call's estimate (from `messages` and
+        `max_tokens`) here; pass the same `metadata` dict to the call, which carries the
+        reservation to the logging callback that settles it (docs/leases.md)."""
         self.start()
         if not self.blocklist.in_sync.is_set():
             self._await_sync()
-        decision = self.blocking_decision(RequestIdentity.of_sdk_call(user=user, metadata=metadata), model)
+        who = RequestIdentity.of_sdk_call(user=user, metadata=metadata)
+        decision = self.blocking_decision(who, model)
+        if decision is None and metadata is not None:
+            decision = self.leases.admit_sdk_call(who, model, metadata, messages=messages, max_tokens=max_tokens)
         if decision is not None:
             raise sdk_refusal(decision, model)
 
@@ -182,9 +195,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if refusal is not None:
             raise proxy_rate_limit_error(refusal, model)
         mark_lease(data, lease)
+        headroom = await self.leases.admit(lease, self.leases.needs(who, model, data), model or "")
+        if headroom is not None:
+            self.gate.finish(lease, None)
+            raise proxy_refusal(headroom, model)
         verdict = await self.sessions.admit(who.agent_id, who.session_id, data.get("metadata"))
         if verdict is not None and not verdict.granted:
             self.gate.finish(lease, None)
+            self.leases.release(lease)
             raise proxy_session_refused(verdict.message, verdict.cap_kind, model)
         return data
 
@@ -205,6 +223,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Any failure after admission (the call, or a later hook refusing it) frees its slot."""
         self.gate.finish(lease_in(request_data), None)
         self.sessions.release(request_data)
+        self.leases.release(lease_in(request_data))
 
     async def async_post_call_response_headers_hook(
         self,
@@ -249,6 +268,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             ),
         )
         gate = RateGate(lease_s=settings.parallel_lease_s)
+        leases = LeaseGate.from_settings(settings, rejected=metrics.records_rejected)
         caps = SessionCaps()
         ledger = SessionLedger(idle_s=settings.session_idle_s, lease_s=settings.parallel_lease_s)
         sessions = SessionGate(
@@ -271,6 +291,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 topic=budgets,
                 gate=gate,
                 sessions=caps,
+                leases=leases,
                 verifier=settings.signing.verifier(
                     message_type=BUDGET_TYPE, topic=budgets, rejected=metrics.records_rejected
                 ),
@@ -278,6 +299,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             sessions=sessions,
             sync_wait_s=settings.sync_wait_s,
             close_wait_s=settings.close_wait_s,
+            leases=leases,
         )
 
     def record(self, kwargs: dict[str, Any]) -> SpendEvent | None:
@@ -330,6 +352,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if self._limit_follower is not None:
             self._limit_follower.stop()
         self.sessions.stop()
+        self.leases.close()
         self.ops.stop()
         return self.publisher.close(timeout)
 
@@ -361,13 +384,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._unlogged.started(kwargs.get("litellm_call_id"))
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        self.record(kwargs)
+        self.leases.settle_logged(_litellm_params(kwargs), self.record(kwargs))
 
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-        self.record(kwargs)
+        self.leases.settle_logged(_litellm_params(kwargs), self.record(kwargs))
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         event = self.record(kwargs)
+        self.leases.settle_logged(_litellm_params(kwargs), event)
         self.gate.finish(lease_in(_litellm_params(kwargs)), usage_of_log(kwargs))
         if event is not None:
             self.sessions.settle(_litellm_params(kwargs), event.cost)
@@ -378,8 +402,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Records the attempt. It ends neither the request's lease nor its session reservation:
         LiteLLM logs every failed attempt of a request its router retries or falls back from
         (`utils.py` `wrapper_async`), so a later attempt may still run and cost;
-        `async_post_call_failure_hook` sees the request end."""
-        self.record(kwargs)
+        `async_post_call_failure_hook` sees the request end. A headroom reservation is settled
+        with the attempt's cost (docs/leases.md: a retry after it runs unreserved)."""
+        self.leases.settle_logged(_litellm_params(kwargs), self.record(kwargs))
 
 
 def _on_event_loop() -> bool:
