@@ -19,8 +19,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validato
 from spendpipe.contracts.decisions import decision_key
 from spendpipe.contracts.events import Cost
 
-REQUEST_TYPE = "spendpipe.lease_request.v1"
-GRANT_TYPE = "spendpipe.lease_grant.v1"
+REQUEST_MESSAGE_TYPE = "spendpipe.lease_request.v1"
+GRANT_MESSAGE_TYPE = "spendpipe.lease_grant.v1"
 
 ChainId = Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
 Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]

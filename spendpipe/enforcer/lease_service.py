@@ -11,11 +11,14 @@ tick asks the desk to revoke the chains whose caps changed.
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from pydantic import ValidationError
 
-from spendpipe.contracts.leases import GRANT_TYPE, LeaseGrant, LeaseRequest
+from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest
 from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.lease_spend import ChainSpend
 from spendpipe.enforcer.leases import LeaseDesk
@@ -71,15 +74,18 @@ class LeaseService:
             auto_offset_reset="latest",
             batch=True,
             max_records=REQUESTS_PER_BATCH,
+            fetch_max_wait_ms=20,
+            decoder=_undecoded,
             title="spend.lease_requests (enforcer)",
             description="LeaseRequest v1: gateways ask for, or return, slices of a leased budget's headroom.",
         )(self.on_requests)
 
-    async def on_requests(self, records: list[bytes]) -> None:
+    async def on_requests(self, message: KafkaMessage) -> None:
         await self._ready.wait()  # the budgets are read
-        for raw in records:
+        raw = message.raw_message
+        for record in raw if isinstance(raw, tuple) else (raw,):
             try:
-                request = LeaseRequest.model_validate_json(raw)
+                request = LeaseRequest.model_validate_json(record.value or b"")
             except ValidationError as error:
                 self._metrics.records_rejected.labels(topic=self._topic, reason="unreadable").inc()
                 log.error("ignoring an unreadable lease request: %s", error.errors(include_input=False)[:3])
@@ -99,5 +105,10 @@ class LeaseService:
 
     async def send(self, grant: LeaseGrant) -> None:
         key, value = grant.key.encode(), grant.model_dump_json().encode()
-        headers = {name: text.decode() for name, text in self._signer.headers(GRANT_TYPE, key, value)}
+        headers = {name: text.decode() for name, text in self._signer.headers(GRANT_MESSAGE_TYPE, key, value)}
         await self._grants.publish(value, key=key, headers=headers)
+
+
+async def _undecoded(message: StreamMessage[Any]) -> None:
+    """Each request is validated by `on_requests` on its own: one hostile record must not take
+    its batch with it, as FastStream's own parsing of the batch would."""

@@ -177,6 +177,10 @@ class LeaseDesk:
             for key in [k for k, chains in self._chains.items() if not chains]:
                 del self._chains[key]
 
+    def lending(self) -> bool:
+        """Whether the start-up wait is over (a predecessor's chains have all lapsed)."""
+        return self._clock() >= self._lends_from
+
     def chains(self) -> int:
         with self._lock:
             return sum(len(chains) for chains in self._chains.values())

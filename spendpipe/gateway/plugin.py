@@ -178,6 +178,27 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if decision is not None:
             raise sdk_refusal(decision, model)
 
+    async def acheck(
+        self,
+        *,
+        model: str | None = None,
+        user: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        messages: list[Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        """`check()` for async code: a wait for the block list or for a headroom grant does not
+        hold up the event loop (where LiteLLM settles the calls already made)."""
+        self.start()
+        if not self.blocklist.in_sync.is_set():
+            await asyncio.to_thread(self._await_sync)
+        who = RequestIdentity.of_sdk_call(user=user, metadata=metadata)
+        decision = self.blocking_decision(who, model)
+        if decision is None and metadata is not None:
+            decision = await self.leases.aadmit_sdk_call(who, model, metadata, messages=messages, max_tokens=max_tokens)
+        if decision is not None:
+            raise sdk_refusal(decision, model)
+
     async def async_pre_call_hook(
         self, user_api_key_dict: Any, cache: Any, data: dict[str, Any], call_type: Any
     ) -> dict[str, Any]:

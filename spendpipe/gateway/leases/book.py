@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
 
-from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
+from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, commitment_of, target_key
 from spendpipe.contracts.money import cost_floor
 
 ZERO = Decimal(0)
@@ -48,7 +48,9 @@ class ChainState:
     reserved: Decimal = ZERO
     usable_until: float = 0.0
     asked_at: float | None = None
-    """When the unanswered ask went out; None when the last ask was answered."""
+    """When the last unanswered ask went out; None when the last ask was answered."""
+    unanswered_since: float | None = None
+    """When the first ask the enforcer has not answered yet went out."""
     answered_once: bool = False
     last_call: float = 0.0
     recent: deque[tuple[float, Decimal]] = field(default_factory=deque)
@@ -123,7 +125,8 @@ class LeaseBook:
             verdict = Verdict.WAIT
             for key, chain, amount in short:
                 chain.last_call = now
-                if chain.asked_at is not None and now - chain.asked_at >= self._settings.wait_s:
+                waited = chain.unanswered_since
+                if waited is not None and chain.asked_at is not None and now - waited >= self._settings.wait_s:
                     verdict = Verdict.UNANSWERED if verdict is Verdict.WAIT else verdict
                     if now - chain.asked_at >= REASK_S:
                         asks.append(self._ask(chain, amount, now))
@@ -150,7 +153,7 @@ class LeaseBook:
             mine = grant.gateway_id == self.gateway_id and chain is not None and chain.chain == grant.chain
             if mine and chain is not None and grant.version > chain.version:
                 chain.version = grant.version
-                chain.asked_at = None
+                chain.asked_at = chain.unanswered_since = None
                 chain.answered_once = True
                 if grant.revoked:
                     chain.usable_until = 0.0
@@ -204,8 +207,10 @@ class LeaseBook:
 
     def _ask_ahead(self, chain: ChainState, amount: Decimal, now: float) -> list[LeaseRequest]:
         low = max(chain.rate(now) * Decimal(str(self._settings.prefetch_s)), 2 * amount)
-        if chain.available >= low or chain.asked_at is not None:
-            return []
+        known = self._free.get(chain_key(chain))
+        spent = known is not None and now - known.at < self._settings.ttl_s and known.free < amount
+        if chain.available >= low or chain.asked_at is not None or spent:
+            return []  # enough, already asked, or nothing free to ask for
         return [self._ask(chain, ZERO, now, estimate=amount)]
 
     def _ask(self, chain: ChainState, need: Decimal, now: float, *, estimate: Decimal | None = None) -> LeaseRequest:
@@ -214,6 +219,8 @@ class LeaseBook:
         want = max(rate * Decimal(str(self._settings.horizon_s)), ASK_AHEAD_CALLS * per_call, need)
         first = chain.version < 0 and chain.asked_at is None and not chain.answered_once
         chain.asked_at = now
+        if chain.unanswered_since is None:
+            chain.unanswered_since = now
         return LeaseRequest(
             kind="request",
             gateway_id=self.gateway_id,
@@ -237,3 +244,7 @@ class LeaseBook:
             used=cost_floor(chain.used),
             reserved=cost_floor(max(chain.reserved, ZERO)),
         )
+
+
+def chain_key(chain: ChainState) -> str:
+    return target_key(chain.scope, chain.model)

@@ -22,7 +22,7 @@ from prometheus_client import Counter
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
-from spendpipe.contracts.leases import GRANT_TYPE, LeaseSettings, target_key
+from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseSettings, target_key
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.leases.book import LeaseBook, Verdict
 from spendpipe.gateway.leases.estimate import CallEstimator
@@ -66,7 +66,7 @@ class LeaseGate:
             grants_topic=settings.topics.leases,
             book=book,
             verifier=settings.signing.verifier(
-                message_type=GRANT_TYPE, topic=settings.topics.leases, rejected=rejected
+                message_type=GRANT_MESSAGE_TYPE, topic=settings.topics.leases, rejected=rejected
             ),
         )
         return cls(
@@ -125,9 +125,16 @@ class LeaseGate:
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        reservation = uuid.uuid4().hex
-        mark_lease({"metadata": metadata}, reservation)
-        return self.admit_now(reservation, needs, model or "")
+        return self.admit_now(_marked(metadata), needs, model or "")
+
+    async def aadmit_sdk_call(
+        self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
+    ) -> Decision | None:
+        """`admit_sdk_call` for SDK `acheck()`."""
+        needs = self.needs(who, model, request)
+        if not needs:
+            return None
+        return await self.admit(_marked(metadata), needs, model or "")
 
     def admit_now(self, reservation: str, needs: Needs, model: str) -> Decision | None:
         """Reserve, waiting (blocking) up to `wait_s` for a grant. None: admitted; else the
@@ -183,20 +190,18 @@ class LeaseGate:
             decided_at=datetime.now(UTC),
         )
 
-    def settle(self, reservation: str, cost: Decimal | None, completion_tokens: int | None) -> None:
-        model = self.book.settle(reservation, cost)
-        if model is not None and completion_tokens is not None:
-            self.estimator.observe(model, completion_tokens)
-
     def settle_logged(self, litellm_params: Mapping[str, Any], event: SpendEvent | None) -> None:
-        """A logged call (success or failure) ends its reservation, with the event's exact cost."""
+        """A logged call (success or failure) ends its reservation, with the event's exact cost.
+        Every successful call, reserved or not, teaches the estimator its model's output."""
+        if event is not None and event.status == "success" and self._keys:
+            self.estimator.observe(event.billed_model, event.completion_tokens)
         reservation = lease_in(dict(litellm_params))
         if not reservation:
             return
         if event is None:
             self.release(reservation)
         else:
-            self.settle(reservation, event.cost, event.completion_tokens)
+            self.book.settle(reservation, event.cost)
 
     def release(self, reservation: str) -> None:
         self.book.settle(reservation, None)
@@ -223,3 +228,10 @@ class LeaseGate:
     def _send(self, asks: list[Any]) -> None:
         if asks and self._log is not None:
             self._log.send(asks)
+
+
+def _marked(metadata: dict[str, Any]) -> str:
+    """A new reservation id, marked in the call's metadata where the logging hooks find it."""
+    reservation = uuid.uuid4().hex
+    mark_lease({"metadata": metadata}, reservation)
+    return reservation

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
-from spendpipe.contracts.leases import REQUEST_TYPE, LeaseGrant, LeaseRequest
+from spendpipe.contracts.leases import REQUEST_MESSAGE_TYPE, LeaseGrant, LeaseRequest
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.gateway.leases.book import LeaseBook
 from spendpipe.platform.background_loop import BackgroundLoop
@@ -85,7 +85,7 @@ class LeaseLog:
             self._requests_topic,
             request.model_dump_json(exclude_none=True).encode(),
             key=request.key.encode(),
-            headers=[(TYPE_HEADER, REQUEST_TYPE.encode())],
+            headers=[(TYPE_HEADER, REQUEST_MESSAGE_TYPE.encode())],
         )
 
     async def _run(self) -> None:

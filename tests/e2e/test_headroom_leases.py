@@ -1,0 +1,164 @@
+"""Headroom leases end to end (docs/leases.md): real gateway processes (the LiteLLM SDK with the
+plugin, `mock_response` calls, the overshoot benchmark's worker) share one leased budget; the
+aggregator and the enforcer run here on the real broker and chDB.
+
+- Four gateways at 30 calls/s each (120/s in all, ten times the 12/s of the measured issue):
+  admitted spend never passes the cap (the bound: these calls' estimate is never below their
+  cost, checked below), the budget is spent to within one call per gateway, no call is refused
+  before the enforcer said the headroom was all lent, and the pipeline's total equals what the
+  gateways admitted.
+- A busy and an idle gateway on one budget: the busy one spends the budget down to within a
+  call per gateway, although the idle one was lent a slice first.
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import litellm
+
+from benchmarks.overshoot_calls import Call, read_calls
+from benchmarks.overshoot_gateway import ANSWER, MESSAGES, MODEL
+from benchmarks.overshoot_processes import Worker, running_gateways
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.leases import LeaseGrant
+from spendpipe.contracts.money import cost_from_float
+from spendpipe.contracts.topics import Topics
+from spendpipe.enforcer.app import EnforcerService
+from spendpipe.gateway.leases.estimate import CallEstimator
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.kafka import KafkaSettings
+from tests.conftest import aggregator_settings, enforcer_settings
+from tests.support.pipeline import read_topic, running_pipeline
+from tests.support.waiting import eventually
+
+LEASE_ENV = {
+    "SPENDPIPE_LEASES__TTL_S": "3",
+    "SPENDPIPE_LEASES__SETTLE_GRACE_S": "2",
+    "SPENDPIPE_LEASES__WAIT_S": "5",
+}
+"""Short chains, so the enforcer's start-up wait (TTL + grace) is short; a generous wait, so a
+loaded machine does not make a gateway fall back to the unsynced policy."""
+
+
+def price() -> Decimal:
+    response = litellm.mock_completion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
+    return cost_from_float(litellm.completion_cost(completion_response=response))
+
+
+def settled_estimate(cost: Decimal) -> Decimal:
+    """What a gateway reserves for the benchmark's call once it has seen one: never below the
+    call's cost, so the stated bound (the calls' estimation errors) is 0 for this traffic."""
+    estimator = CallEstimator(first_output_tokens=256, unpriced_reserve=Decimal("0.01"))
+    response = litellm.mock_completion(model=MODEL, messages=MESSAGES, mock_response=ANSWER)
+    estimator.observe(MODEL, response.usage.completion_tokens)
+    estimate = estimator.estimate(MODEL, {"messages": MESSAGES})
+    assert estimate >= cost
+    return estimate
+
+
+@pytest.fixture(autouse=True)
+def lease_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every gateway process this module starts inherits these."""
+    for name, value in LEASE_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@contextlib.asynccontextmanager
+async def leased_pipeline(
+    bootstrap: str, topics: Topics, clickhouse: ClickhouseStore, settings: ClickhouseSettings
+) -> AsyncIterator[EnforcerService]:
+    async with running_pipeline(
+        aggregator_settings(bootstrap, topics, settings),
+        enforcer_settings(bootstrap, topics, settings),
+        clickhouse,
+        time.time,
+    ) as service:
+        await eventually(service.leases.desk.lending, bool, within=30, what="the lease desk's start-up wait")
+        yield service
+
+
+async def run_traffic(
+    workers: list[Worker], runs: list[dict[str, object]], logs: list[Path], duration: float
+) -> list[Call]:
+    start = time.time() + 1.0
+    for n, (worker, run, log) in enumerate(zip(workers, runs, logs, strict=True)):
+        worker.send({"run": 0, "start": start + n * 0.003, "duration": duration, "cap": 0, "log": str(log), **run})
+    deadline = time.monotonic() + duration * 4 + 60
+    await asyncio.gather(*(asyncio.to_thread(worker.expect, "done", deadline) for worker in workers))
+    return read_calls(logs)
+
+
+async def ready(workers: list[Worker]) -> None:
+    deadline = time.monotonic() + 240
+    await asyncio.gather(*(asyncio.to_thread(worker.expect, "ready", deadline) for worker in workers))
+
+
+async def grants(bootstrap: str, topics: Topics) -> list[LeaseGrant]:
+    return [LeaseGrant.model_validate_json(r.value or b"") for r in await read_topic(bootstrap, topics.leases, 1)]
+
+
+async def team_total(clickhouse: ClickhouseStore, team: str) -> Decimal:
+    rows = clickhouse.rows(
+        "SELECT sum(spend) FROM spend_totals WHERE window = 'day' AND scope_type = 'team' AND scope_id = {team:String}"
+        " AND model = ''",
+        {"team": team},
+    )
+    return Decimal(rows[0][0] or 0)
+
+
+async def test_four_gateways_at_120_calls_per_second_hold_a_leased_budget(
+    kafka_broker: str,
+    make_topics,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    tmp_path: Path,
+) -> None:
+    topics: Topics = await make_topics(kafka_broker)
+    cost = price()
+    estimate = settled_estimate(cost)
+    gateways, rate, duration = 4, 30.0, 8.0
+    cap = cost * 600  # about 5 s of the traffic
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    await asyncio.to_thread(
+        admin.set_many,
+        [
+            {"scope": "team:leased", "max_budget": str(cap), "budget_duration": "24h", "headroom_leases": True},
+            {"scope": "team:canary", "max_budget": str(cost / 2)},
+        ],
+    )
+    common = ["--bootstrap", kafka_broker, "--topics", topics.model_dump_json(), "--canary-team", "canary",
+              "--rate", str(rate)]  # fmt: skip
+    async with leased_pipeline(kafka_broker, topics, clickhouse, clickhouse_settings):
+        with running_gateways(gateways, common, tmp_path) as workers:
+            await ready(workers)
+            logs = [tmp_path / f"calls-{n}.csv" for n in range(gateways)]
+            calls = await run_traffic(workers, [{"leased_team": "leased"}] * gateways, logs, duration)
+        admitted = [c for c in calls if c.admitted]
+        spent = sum((c.cost for c in admitted), Decimal(0))
+        refused = [c for c in calls if not c.admitted]
+        first_refusal = min((c.admitted_at for c in refused), default=None)
+        sent = len(calls) / duration
+        assert sent >= 0.9 * gateways * rate, f"the gateways sent {sent:.0f} calls/s"
+
+        assert spent <= cap  # + the bound: 0 for these calls (settled_estimate)
+        assert spent >= cap - gateways * estimate  # spent down to less than a call per gateway
+        assert refused, "traffic ran past the cap"
+        exhausted = [g.issued_at.timestamp() for g in await grants(kafka_broker, topics) if g.free < estimate]
+        assert first_refusal is not None
+        assert exhausted
+        assert first_refusal >= min(exhausted), "a call was refused while the enforcer had headroom free"
+        await eventually(
+            lambda: team_total(clickhouse, "leased"),
+            lambda total: total == spent,
+            within=60,
+            what="the pipeline's total",
+        )
