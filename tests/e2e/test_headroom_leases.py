@@ -7,8 +7,8 @@ aggregator and the enforcer run here on the real broker and chDB.
   cost, checked below), the budget is spent to within one call per gateway, no call is refused
   before the enforcer said the headroom was all lent, and the pipeline's total equals what the
   gateways admitted.
-- A busy and an idle gateway on one budget: the busy one spends the budget down to within a
-  call per gateway, although the idle one was lent a slice first.
+- A busy and an idle gateway on one budget (the idle one makes one call, so it holds a slice,
+  then sends nothing): the busy one spends the budget down to within a call per gateway.
 """
 
 import asyncio
@@ -91,7 +91,7 @@ async def run_traffic(
 ) -> list[Call]:
     start = time.time() + 1.0
     for n, (worker, run, log) in enumerate(zip(workers, runs, logs, strict=True)):
-        worker.send({"run": 0, "start": start + n * 0.003, "duration": duration, "cap": 0, "log": str(log), **run})
+        worker.send({"run": 0, "start": start + n * 0.003, "duration": duration, "cap": 0, "log": str(log)} | run)
     deadline = time.monotonic() + duration * 4 + 60
     await asyncio.gather(*(asyncio.to_thread(worker.expect, "done", deadline) for worker in workers))
     return read_calls(logs)
@@ -100,6 +100,19 @@ async def run_traffic(
 async def ready(workers: list[Worker]) -> None:
     deadline = time.monotonic() + 240
     await asyncio.gather(*(asyncio.to_thread(worker.expect, "ready", deadline) for worker in workers))
+
+
+def timeline(calls: list[Call]) -> str:
+    """Per half second of traffic: calls admitted, refused, and the slowest admission."""
+    start = min(c.admitted_at for c in calls)
+    buckets: dict[float, list[float]] = {}
+    for call in calls:
+        bucket = buckets.setdefault(int((call.admitted_at - start) * 2) / 2, [0, 0, 0.0])
+        bucket[0 if call.admitted else 1] += 1
+        bucket[2] = max(bucket[2], call.done_at - call.admitted_at)
+    return "\n".join(
+        f"{t:5.1f} s: {a:4.0f} admitted {r:4.0f} refused, slowest {s:.2f} s" for t, (a, r, s) in sorted(buckets.items())
+    )
 
 
 async def grants(bootstrap: str, topics: Topics) -> list[LeaseGrant]:
@@ -125,8 +138,8 @@ async def test_four_gateways_at_120_calls_per_second_hold_a_leased_budget(
     topics: Topics = await make_topics(kafka_broker)
     cost = price()
     estimate = settled_estimate(cost)
-    gateways, rate, duration = 4, 30.0, 8.0
-    cap = cost * 600  # about 5 s of the traffic
+    gateways, rate, duration = 4, float(os.environ.get("SPENDPIPE_TEST_LEASE_RATE", "30")), 8.0
+    cap = cost * int(gateways * rate * duration * 0.6)  # reached at about 60% of the traffic
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(
         admin.set_many,
@@ -142,6 +155,7 @@ async def test_four_gateways_at_120_calls_per_second_hold_a_leased_budget(
             await ready(workers)
             logs = [tmp_path / f"calls-{n}.csv" for n in range(gateways)]
             calls = await run_traffic(workers, [{"leased_team": "leased"}] * gateways, logs, duration)
+        print(timeline(calls))  # shown when the test fails
         admitted = [c for c in calls if c.admitted]
         spent = sum((c.cost for c in admitted), Decimal(0))
         refused = [c for c in calls if not c.admitted]
@@ -158,6 +172,52 @@ async def test_four_gateways_at_120_calls_per_second_hold_a_leased_budget(
         assert first_refusal >= min(exhausted), "a call was refused while the enforcer had headroom free"
         await eventually(
             lambda: team_total(clickhouse, "leased"),
+            lambda total: total == spent,
+            within=60,
+            what="the pipeline's total",
+        )
+
+
+async def test_a_busy_gateway_is_not_starved_by_an_idle_ones_slice(
+    kafka_broker: str,
+    make_topics,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    tmp_path: Path,
+) -> None:
+    topics: Topics = await make_topics(kafka_broker)
+    cost = price()
+    estimate = settled_estimate(cost)
+    rate, duration = 20.0, 12.0
+    cap = cost * int(rate * duration * 0.6)
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    await asyncio.to_thread(
+        admin.set_many,
+        [
+            {"scope": "team:shared", "max_budget": str(cap), "budget_duration": "24h", "headroom_leases": True},
+            {"scope": "team:canary", "max_budget": str(cost / 2)},
+        ],
+    )
+    common = ["--bootstrap", kafka_broker, "--topics", topics.model_dump_json(), "--canary-team", "canary",
+              "--rate", str(rate)]  # fmt: skip
+    async with leased_pipeline(kafka_broker, topics, clickhouse, clickhouse_settings):
+        with running_gateways(2, common, tmp_path) as workers:
+            await ready(workers)
+            logs = [tmp_path / "busy.csv", tmp_path / "idle.csv"]
+            runs: list[dict[str, object]] = [
+                {"leased_team": "shared", "rate": rate},
+                {"leased_team": "shared", "rate": 1.0, "duration": 1.0},  # one call: it holds a slice, then idles
+            ]
+            calls = await run_traffic(workers, runs, logs, duration)
+        print(timeline(calls))  # shown when the test fails
+        busy = read_calls(logs[:1])
+        idle = read_calls(logs[1:])
+        spent = sum((c.cost for c in busy + idle if c.admitted), Decimal(0))
+        assert all(c.admitted for c in idle)
+        assert spent <= cap
+        assert spent >= cap - 2 * estimate  # the idle gateway's slice came back to the busy one
+        await eventually(
+            lambda: team_total(clickhouse, "shared"),
             lambda total: total == spent,
             within=60,
             what="the pipeline's total",

@@ -8,12 +8,18 @@ from decimal import Decimal
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+from aiokafka import ConsumerRecord
+from prometheus_client import CollectorRegistry, Counter
+
 from spendpipe.contracts.budgets import validate_budget
-from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
+from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.leases.book import LeaseBook, Verdict
 from spendpipe.gateway.leases.estimate import CallEstimator
 from spendpipe.gateway.leases.gate import LeaseGate
+from spendpipe.gateway.leases.lease_log import LeaseLog
+from spendpipe.platform.kafka import KafkaSettings
+from tests.support.signing import WriterKey, reader_settings
 
 SETTINGS = LeaseSettings(ttl_s=10, wait_s=2, idle_return_s=1, prefetch_s=0.5)
 KEY = "team:search"
@@ -170,3 +176,31 @@ def test_the_estimate_expects_recent_output_not_max_tokens() -> None:
     assert estimator.expected_output("gpt-4o-mini", request) == 300
     assert estimator.expected_output("gpt-4o-mini", {"max_tokens": 50}) == 50
     assert estimator.estimate("no-such-model-anywhere", request) == Decimal("0.01")
+
+
+def test_the_lease_log_applies_only_grants_the_enforcer_signed() -> None:
+    enforcer, forger = WriterKey.generate(), WriterKey.generate()
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    _, (ask,) = book.reserve("1", NEEDS, "m", 0.0)
+    rejected = Counter("rejected", "", ["topic", "reason"], registry=CollectorRegistry())
+    log = LeaseLog(
+        kafka=KafkaSettings(),
+        requests_topic="requests",
+        grants_topic="grants",
+        book=book,
+        verifier=reader_settings(enforcer).verifier(message_type=GRANT_MESSAGE_TYPE, topic="grants", rejected=rejected),
+    )
+    grant = grant_for(ask, "1", "1")
+    key, value = grant.key.encode(), grant.model_dump_json().encode()
+
+    def record(writer: WriterKey) -> ConsumerRecord[bytes, bytes]:
+        headers = writer.settings().signer().headers(GRANT_MESSAGE_TYPE, key, value)
+        return ConsumerRecord("grants", 0, 0, 0, 0, key, value, None, len(key), len(value), headers)
+
+    log._apply(record(forger))
+    chain = book.holding(KEY)
+    assert chain is not None
+    assert chain.granted == 0
+    assert rejected.labels(topic="grants", reason="unknown_key")._value.get() == 1
+    log._apply(record(enforcer))
+    assert chain.granted == 1
