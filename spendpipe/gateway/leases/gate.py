@@ -99,6 +99,8 @@ class LeaseGate:
                 targets[target_key(budget.scope, model)] = (budget.scope, model)
         self._leased[budget.scope] = targets
         self._reindex()
+        if targets:
+            self.start()  # connect before the first leased call needs a grant
 
     def delete(self, scope: str) -> None:
         self._leased.pop(scope, None)
