@@ -262,10 +262,10 @@ async def test_two_proxies_hold_a_leased_key_budget(
     body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
     key_scope = f"key:{hashlib.sha256(key.encode()).hexdigest()}"
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
-    cap = Decimal("0.0020")
+    cap = Decimal("0.01")  # about 44 calls; a gateway's first call reserves 256 output tokens ($0.0026)
     budget = {"scope": key_scope, "max_budget": str(cap), "budget_duration": "24h", "headroom_leases": True}
     await asyncio.to_thread(admin.set, budget)
-    spent, costs, refused = Decimal(0), set(), {}
+    spent, costs, refused = Decimal(0), set[Decimal](), dict[int, httpx.Response]()
     async with (
         leased_pipeline(kafka_broker, topics, clickhouse, clickhouse_settings),
         httpx.AsyncClient(timeout=60) as http,
