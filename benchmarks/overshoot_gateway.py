@@ -107,8 +107,8 @@ class CallLog:
 async def one_call(gate: Gate, log: CallLog) -> None:
     admitted_at = time.time()
     metadata = await gate.admit()
-    if metadata is None:
-        log.add(gate.system, admitted_at, admitted_at, 0.0, admitted=False)
+    if metadata is None:  # done_at: when it was refused (a leased check may wait for a grant)
+        log.add(gate.system, admitted_at, time.time(), 0.0, admitted=False)
         return
     response = await litellm.acompletion(model=MODEL, messages=MESSAGES, mock_response=ANSWER, metadata=metadata)
     gate.spent(response)
