@@ -1,5 +1,7 @@
 """Overshoot, side by side: four gateway processes (LiteLLM SDK, spendpipe plugin) share one $
-budget on one team and each sends `mock_response` calls at a fixed rate; `spendpipe run all`,
+budget on one team and each sends `mock_response` calls at a fixed rate; the same traffic also
+goes to a second team whose budget of the same cap sets `headroom_leases` (docs/leases.md), so
+pipeline-lag budgets and leased budgets are measured side by side; `spendpipe run all`,
 its own process, enforces it. Measured: the spend admitted past the cap (all admitted spend minus
 the cap, once the traffic is done), in dollars and in seconds of traffic (divided by the rate the
 four gateways' spend flowed at until the cap), median and worst over repeated runs. In the same
@@ -60,7 +62,10 @@ def cost_per_call() -> Decimal:
 def prepare(bootstrap: str, suffix: str, cap: Decimal, canary_cap: Decimal, runs: int) -> tuple[Topics, list[str]]:
     """uuid topics, and every run's budget set before the pipeline starts (it reads them all at
     start-up); the canary team is blocked by its first call, which shows the pipeline is live."""
-    names = ("events", "events_dead_letter", "flushes", "decisions", "budgets", "declared_budgets", "alerts")
+    names = (
+        "events", "events_dead_letter", "flushes", "decisions", "budgets", "declared_budgets", "alerts",
+        "lease_requests", "leases",
+    )  # fmt: skip
     topics = Topics(**{name: f"overshoot-{name.replace('_', '-')}-{suffix}" for name in names})
     asyncio.run(
         ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), topic_specs(topics, partitions=3, replication=1))
@@ -68,6 +73,10 @@ def prepare(bootstrap: str, suffix: str, cap: Decimal, canary_cap: Decimal, runs
     teams = [f"overshoot-{suffix}-{run}" for run in range(runs)]
     BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=bootstrap), topics=topics).set_many(
         [{"scope": f"team:{team}", "max_budget": str(cap), "budget_duration": "24h"} for team in teams]
+        + [
+            {"scope": f"team:{team}-leased", "max_budget": str(cap), "budget_duration": "24h", "headroom_leases": True}
+            for team in teams
+        ]
         + [{"scope": f"team:canary-{suffix}", "max_budget": str(canary_cap)}]
     )
     return topics, teams
@@ -89,7 +98,7 @@ def one_run(workers: list[Worker], run: int, team: str, suffix: str, cap: Decima
     for n, (worker, log) in enumerate(zip(workers, logs, strict=True)):
         worker.send(
             {"run": run, "start": start + n / (GATEWAYS * RATE), "duration": DURATION_S, "team": team,
-             "user": f"bm-{suffix}-{run}", "cap": float(cap), "log": str(log)}
+             "leased_team": f"{team}-leased", "user": f"bm-{suffix}-{run}", "cap": float(cap), "log": str(log)}
         )  # fmt: skip
     deadline = time.monotonic() + DURATION_S * 3
     for worker in workers:
@@ -117,7 +126,7 @@ def run(bootstrap: str, workdir: Path, runs: int | None = None) -> list[dict[str
     base = workdir / f"overshoot-{suffix}"
     base.mkdir(parents=True)
     topics, teams = prepare(bootstrap, suffix, cap, price / 2, runs)
-    common = ["--bootstrap", bootstrap, "--events-topic", topics.events, "--decisions-topic", topics.decisions,
+    common = ["--bootstrap", bootstrap, "--topics", topics.model_dump_json(),
               "--canary-team", f"canary-{suffix}", "--rate", str(RATE)]  # fmt: skip
     measured: list[Measured] = []
     with running_pipeline(bootstrap, topics, base) as pipeline, running_gateways(GATEWAYS, common, base) as workers:

@@ -15,7 +15,7 @@ class Call:
     admitted_at: float
     """Wall-clock time of the gate's answer (every gateway runs on this machine: one clock)."""
     done_at: float
-    """When the call's cost was incurred (its admission time if it was refused)."""
+    """When the call's cost was incurred, or when it was refused."""
     cost: Decimal
     admitted: bool
 

@@ -17,7 +17,12 @@ from spendpipe.platform.compacted import TopicRecord, read_to_end
 from spendpipe.platform.kafka import KafkaSettings
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SYSTEMS = {"spendpipe": "spendpipe (one shared budget)", "budget_manager": "LiteLLM BudgetManager (local, per process)"}
+SYSTEMS = {
+    "spendpipe": "spendpipe (one shared budget)",
+    "leased": "spendpipe with headroom leases",
+    "budget_manager": "LiteLLM BudgetManager (local, per process)",
+}
+GOALS = {"spendpipe": "≤ ~1 s of traffic", "leased": "0: the estimate of these calls is never below their cost"}
 CSV_HEADER = "run,gateway,system,admitted_at,done_at,cost,admitted"
 
 
@@ -50,10 +55,11 @@ def report(
         path=chart,
     )
     (RESULTS / f"overshoot-{stamp}.csv").write_text("\n".join([CSV_HEADER, *raw]) + "\n")
-    ours, theirs = outcomes["spendpipe"], outcomes["budget_manager"]
+    ours, leased, theirs = outcomes["spendpipe"], outcomes["leased"], outcomes["budget_manager"]
     shown = chart.relative_to(RESULTS.parents[1])
     return [
         row("spendpipe", ours, f"{timeline(ours, decided)}; {dollars(theirs)} for BudgetManager; chart {shown}", cap),
+        row("leased", leased, f"{timeline(leased, [math.nan] * count)}; {dollars(ours)} without leases", cap),
         row("budget_manager", theirs, f"{timeline(theirs, [math.nan] * count)}; {dollars(ours)} for spendpipe", cap),
     ]
 
@@ -65,8 +71,8 @@ def row(system: str, runs: list[Outcome], note: str, cap: Decimal) -> dict[str, 
         "unit": "s of traffic past cap",
         "p50": statistics.median(seconds),
         "p99": max(seconds),
-        "goal": "≤ ~1 s of traffic" if system == "spendpipe" else "none: the comparison",
-        "met": max(seconds) <= 1.0 if system == "spendpipe" else None,
+        "goal": GOALS.get(system, "none: the comparison"),
+        "met": max(seconds) <= 1.0 if system == "spendpipe" else (max(seconds) == 0 if system == "leased" else None),
         "note": f"{dollars(runs)}; {note}; {len(runs)} runs",
     }
 

@@ -98,6 +98,8 @@ def make_topics() -> Callable[[str, int], object]:
             declared_budgets=f"declared-budgets-{suffix}",
             alerts=f"alerts-{suffix}",
             sessions=f"sessions-{suffix}",
+            lease_requests=f"lease-requests-{suffix}",
+            leases=f"leases-{suffix}",
         )
         await create_topics(bootstrap, topics, partitions)
         return topics

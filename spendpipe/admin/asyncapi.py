@@ -43,12 +43,13 @@ from spendpipe.aggregator.dead_letters import (
 )
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.contracts import alerts, budgets, decisions, declared_budgets, events, flushes, sessions
+from spendpipe.contracts import alerts, budgets, decisions, declared_budgets, events, flushes, leases, sessions
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.flushes import ScopesFlushed
+from spendpipe.contracts.leases import LeaseGrant, LeaseRequest
 from spendpipe.contracts.sessions import SessionRecord
 from spendpipe.contracts.signatures import KEY_ID_HEADER, SIGNATURE_HEADER
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
@@ -163,6 +164,19 @@ MESSAGES = (
         sessions.MESSAGE_TYPE,
         key="`<agent_id>|<session_id>`: a session's records share a partition, in order",
     ),
+    TopicMessage(
+        "lease_requests",
+        LeaseRequest,
+        leases.REQUEST_MESSAGE_TYPE,
+        key="the target: `<scope>` or `<scope>|<model>` (a target's requests share a partition, in order)",
+    ),
+    TopicMessage(
+        "leases",
+        LeaseGrant,
+        leases.GRANT_MESSAGE_TYPE,
+        key="the target: `<scope>` or `<scope>|<model>`",
+        headers=SIGNATURE_HEADERS,
+    ),
 )
 """Every topic's messages, in the order data flows; a topic with several types (`alerts`) lists
 each, and readers tell them apart by `TYPE_HEADER`."""
@@ -225,9 +239,13 @@ def headers_schema(message: TopicMessage) -> dict[str, Any] | None:
     return {"type": "object", "properties": properties, "required": list(properties)} if properties else None
 
 
-_RAW_BATCH_MESSAGE = "spend.events:SubscribeMessage"
-"""The aggregator's handler takes the raw batch (it dead-letters what does not parse), so
-FastStream sees no payload type there; the document names the contract it validates against."""
+_RAW_BATCH_MESSAGES = {
+    "spend.events:SubscribeMessage": "SpendEvent",
+    "spend.lease_requests (enforcer):SubscribeMessage": "LeaseRequest",
+}
+"""The aggregator's and the lease desk's handlers take the raw batch (each record is validated on
+its own), so FastStream sees no payload type there; the document names the contract each
+validates against."""
 _DEAD_LETTER_PAYLOAD = "spend.events.dlq:Message:Payload"
 """FastStream's empty schema for the dead letters' bytes; the document describes them instead."""
 
@@ -316,6 +334,22 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
     )
     async def gateway_session_ledger(record: SessionRecord) -> None: ...
 
+    broker.publisher(
+        topics.lease_requests,
+        title="spend.lease_requests (gateway)",
+        description="LeaseRequest v1 keyed by target: a gateway asks for a slice of a leased budget's headroom, "
+        "or returns its chain with the chain's secret (docs/leases.md).",
+        schema=LeaseRequest,
+    )
+
+    @broker.subscriber(
+        topics.leases,
+        title="spend.leases (gateway)",
+        description="Every gateway follows the grants from the topic's end: its own chains' grants, and every "
+        "target's headroom left free.",
+    )
+    async def gateway_lease_book(grant: LeaseGrant) -> None: ...
+
     @broker.subscriber(
         topics.decisions,
         title="spend.decisions (gateway)",
@@ -340,10 +374,11 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
 
 def _name_the_raw_batch_payload(document: dict[str, Any]) -> None:
     schemas_ = document["components"]["schemas"]
-    message = document["components"]["messages"][_RAW_BATCH_MESSAGE]
-    if message["payload"] != {"$ref": "#/components/schemas/EmptyPayload"} or "SpendEvent" not in schemas_:
-        raise RuntimeError(f"{_RAW_BATCH_MESSAGE} changed shape: {message['payload']}; revisit this patch")
-    message["payload"] = {"$ref": "#/components/schemas/SpendEvent"}
+    for name, contract in _RAW_BATCH_MESSAGES.items():
+        message = document["components"]["messages"][name]
+        if message["payload"] != {"$ref": "#/components/schemas/EmptyPayload"} or contract not in schemas_:
+            raise RuntimeError(f"{name} changed shape: {message['payload']}; revisit this patch")
+        message["payload"] = {"$ref": f"#/components/schemas/{contract}"}
     del schemas_["EmptyPayload"]
 
 

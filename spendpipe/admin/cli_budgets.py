@@ -67,6 +67,9 @@ def budgets_set(
     ] = None,
     max_budget_per_session: Annotated[str | None, typer.Option(help="agent: spend cap of each session, USD")] = None,
     max_iterations: Annotated[int | None, typer.Option(help="agent: LLM calls each session may make")] = None,
+    headroom_leases: Annotated[
+        bool, typer.Option("--headroom-leases", help="hold the caps by headroom leases (docs/leases.md)")
+    ] = False,
 ) -> None:
     """Set (replace) the budget and rate limits of one scope."""
     settings: AdminSettings = ctx.obj
@@ -86,6 +89,8 @@ def budgets_set(
         "max_iterations": max_iterations,
     }
     document |= {name: value for name, value in optional.items() if value is not None}
+    if headroom_leases:
+        document["headroom_leases"] = True
     if budget_limit:
         document["budget_limits"] = [
             {"budget_duration": d, "max_budget": c} for d, c in _pairs(budget_limit, "--budget-limit")

@@ -102,6 +102,9 @@ class Budget(BaseModel):
     """On an agent: how many LLM calls each of its sessions may make."""
     spend_reset: SpendReset | None = None
     """Where `max_budget` and `budget_limits` start counting afresh; None: no reset."""
+    headroom_leases: bool = False
+    """Hold this budget's caps by headroom leases (docs/leases.md): gateways reserve each call's
+    estimate from a slice the enforcer lends them. False: enforced by block decisions alone."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Budget":
@@ -123,6 +126,8 @@ class Budget(BaseModel):
         if self.max_end_user_budget is not None and scope_type is not ScopeType.GLOBAL:
             problems.append("max_end_user_budget: only the global budget sets the end-customer default")
         problems += self._agent_problems(scope_type)
+        if self.headroom_leases and not (self.hard_caps() or self.model_max_budget):
+            problems.append("headroom_leases: needs a cap to lease (max_budget, budget_limits or model_max_budget)")
         limits = [name for name in LIMIT_FIELDS if getattr(self, name)]
         if limits and scope_type not in LIMITED_SCOPES:
             kinds = ", ".join(sorted(t.value for t in LIMITED_SCOPES))

@@ -2,7 +2,7 @@
 (window totals `Decimal(76, 24)`)."""
 
 import re
-from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
+from decimal import ROUND_DOWN, Context, Decimal, Inexact, InvalidOperation, Overflow
 
 COST_SCALE = 24
 """Fractional digits kept for a cost; matches the ClickHouse column `Decimal(38, 24)`."""
@@ -47,3 +47,11 @@ def cost_from_float(value: float) -> Decimal:
 
 def add_costs(a: Decimal, b: Decimal) -> Decimal:
     return MONEY_CONTEXT.add(a, b)
+
+
+def cost_floor(value: Decimal) -> Decimal:
+    """`value` cut (never rounded up) to the 24 fractional digits a cost keeps: a share of
+    headroom or a rate worked out by division, made a cost without lending a fraction more."""
+    if value.as_tuple().exponent < -COST_SCALE:  # type: ignore[operator]
+        return value.quantize(_QUANTUM, rounding=ROUND_DOWN)
+    return value

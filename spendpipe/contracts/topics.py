@@ -47,3 +47,9 @@ class Topics(BaseModel):
     sessions: TopicName = "spend.sessions"
     """`SessionRecord`s: the admission log of capped agent sessions, keyed by agent and session,
     written and read by every gateway."""
+
+    lease_requests: TopicName = "spend.lease_requests"
+    """`LeaseRequest`s: gateways ask for (or return) slices of a budget's headroom."""
+
+    leases: TopicName = "spend.leases"
+    """`LeaseGrant`s, signed by the enforcer: the slices of headroom each gateway may spend."""

@@ -41,6 +41,7 @@ from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.enforcer.budget_gauges import BudgetGauges
 from spendpipe.enforcer.enforcer import Enforcer
+from spendpipe.enforcer.lease_service import LeaseService
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.settings import EnforcerSettings
@@ -130,6 +131,15 @@ class EnforcerService:
         )(self.on_flushes)
         self._tasks: list[asyncio.Task[None]] = []
         self.ready = asyncio.Event()
+        self.leases = LeaseService(
+            settings=settings,
+            broker=broker,
+            clickhouse=clickhouse,
+            enforcer=self.enforcer,
+            metrics=self.metrics,
+            clock=clock,
+            ready=self.ready,
+        )
 
     def not_ready(self) -> str | None:
         """None once started, else the start-up step it is on (read from the ops server's thread)."""
@@ -254,6 +264,7 @@ class EnforcerService:
         while True:
             try:
                 await self._apply_budget_changes()
+                await self.leases.after_budget_changes()
                 await self._publish(await self._clickhouse.run(self.enforcer.evaluate_due))
                 await self._reassert()
             except Exception:

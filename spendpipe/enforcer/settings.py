@@ -2,6 +2,7 @@
 
 from pydantic import BaseModel, Field, model_validator
 
+from spendpipe.contracts.leases import LeaseSettings
 from spendpipe.platform.settings import PipelineSettings
 
 
@@ -32,6 +33,8 @@ class EnforcerSettings(PipelineSettings):
     """The spend and budget gauges on /metrics (`enforcer/budget_gauges.py`)."""
     burn_rate: BurnRateSettings = BurnRateSettings()
     """Burn-rate warnings and the projected exhaustion gauge (`enforcer/burn_rate.py`)."""
+    leases: LeaseSettings = LeaseSettings()
+    """Headroom leases of budgets that set `headroom_leases` (docs/leases.md)."""
 
     @model_validator(mode="after")
     def _signing_keys(self) -> "EnforcerSettings":

@@ -51,12 +51,13 @@ from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.declared_budgets import DeclaredBudgets, declared_budgets
 from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.process_budget import ProcessBudget
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
-from spendpipe.gateway.recording.event_builder import build_spend_event, charged_cost, fallback_spend_event
+from spendpipe.gateway.recording.event_builder import build_spend_event, call_outcome, fallback_spend_event
 from spendpipe.gateway.recording.logged_call import copy_logged_call
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
@@ -102,6 +103,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         close_wait_s: float = 5.0,
         process_budget: ProcessBudget | None = None,
         declared: DeclaredBudgets | None = None,
+        leases: LeaseGate | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -115,6 +117,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.sessions = sessions or SessionGate(caps=SessionCaps(), sessions=None, gateway_id=gateway_id, wait_s=1)
         """Agent session caps; without a session log no session is capped."""
         self._fail_closed = unsynced_policy == "fail_closed"
+        self.leases = leases or LeaseGate.without_kafka(gateway_id, fail_closed=self._fail_closed)
+        """Headroom leases (docs/leases.md); without a lease log no budget leases."""
         self._sync_wait_s = sync_wait_s
         self._sync_deadline = 0.0
         self._close_wait_s = close_wait_s
@@ -173,6 +177,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         model: str | None = None,
         user: str | None = None,
         metadata: dict[str, Any] | None = None,
+        messages: list[Any] | None = None,
+        max_tokens: int | None = None,
     ) -> None:
         """SDK mode: raise `litellm.BudgetExceededError` if a call with these arguments (the same
         `model`, `user` and `metadata` you pass to `litellm.completion`) is blocked, or
@@ -180,17 +186,55 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
         Until the block list has read the decisions topic to its end, a check waits for it, at
         most until `sync_wait_s` after `start()`; then `unsynced_policy` answers. Once in sync, a
-        check never waits."""
+        check never waits.
+
+        A budget with headroom leases also reserves the call's estimate (from `messages` and
+        `max_tokens`) here; pass the same `metadata` dict to the call, which carries the
+        reservation to the logging callback that settles it (docs/leases.md)."""
         self.start()
         if not self.blocklist.in_sync.is_set():
             self._await_sync()
-        self._refuse_if_blocked(model, {"user": user, "metadata": metadata})
+        self._refuse_if_blocked(model, {"user": user, "metadata": metadata}, messages, max_tokens)
 
-    def _refuse_if_blocked(self, model: object, call: dict[str, Any]) -> None:
-        """Raise the SDK refusal for a call with these arguments (`user`, `metadata`) if blocked."""
+    async def acheck(
+        self,
+        *,
+        model: str | None = None,
+        user: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        messages: list[Any] | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
+        """`check()` for async code: a wait for the block list or for a headroom grant does not
+        hold up the event loop (where LiteLLM settles the calls already made)."""
+        self.start()
+        if not self.blocklist.in_sync.is_set():
+            await asyncio.to_thread(self._await_sync)
+        who = RequestIdentity.of_sdk_call(user=user, metadata=metadata)
+        decision = self.blocking_decision(who, model)
+        if decision is None and metadata is not None:
+            decision = await self.leases.aadmit_sdk_call(who, model, metadata, messages=messages, max_tokens=max_tokens)
+        if decision is not None:
+            raise sdk_refusal(decision, model)
+
+    def _refuse_if_blocked(
+        self,
+        model: object,
+        call: dict[str, Any],
+        messages: list[Any] | None = None,
+        max_tokens: int | None = None,
+        *,
+        reserve: bool = True,
+    ) -> None:
+        """Raise the SDK refusal for a call with these arguments (`user`, `metadata`) if blocked,
+        or, with `reserve`, if a budget with headroom leases has none left for it (else its
+        estimate is reserved and marked in the call's `metadata`)."""
         who = RequestIdentity.of_sdk_call(user=call.get("user"), metadata=call.get("metadata"))
         name = model if isinstance(model, str) else None
         decision = self.blocking_decision(who, name)
+        metadata = call.get("metadata")
+        if reserve and decision is None and isinstance(metadata, dict):
+            decision = self.leases.admit_sdk_call(who, name, metadata, messages=messages, max_tokens=max_tokens)
         if decision is not None:
             raise sdk_refusal(decision, name)
 
@@ -201,7 +245,13 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
         @functools.wraps(call)
         def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            self._refuse_if_blocked(kwargs.get("model", args[0] if args else None), kwargs)
+            messages, max_tokens = kwargs.get("messages"), kwargs.get("max_tokens")
+            self._refuse_if_blocked(
+                kwargs.get("model", args[0] if args else None),
+                kwargs,
+                messages if isinstance(messages, list) else None,
+                max_tokens if isinstance(max_tokens, int) else None,
+            )
             return call(*args, **kwargs)
 
         return guarded
@@ -217,7 +267,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.start()
         if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():
             await asyncio.to_thread(self._await_sync)
-        self._refuse_if_blocked(kwargs.get("model"), kwargs)
+        # blocks only: a headroom reservation is made by `acheck()`, which marks the call's metadata
+        self._refuse_if_blocked(kwargs.get("model"), kwargs, reserve=False)
         return None
 
     async def async_pre_call_hook(
@@ -239,9 +290,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if refusal is not None:
             raise proxy_rate_limit_error(refusal, model)
         mark_lease(data, lease)
+        headroom = await self.leases.admit(lease, self.leases.needs(who, model, data), model or "")
+        if headroom is not None:
+            self.gate.finish(lease, None)
+            raise proxy_refusal(headroom, model)
         verdict = await self.sessions.admit(who.agent_id, who.session_id, data.get("metadata"))
         if verdict is not None and not verdict.granted:
             self.gate.finish(lease, None)
+            self.leases.release(lease)
             raise proxy_session_refused(verdict.message, verdict.cap_kind, model)
         return data
 
@@ -262,6 +318,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Any failure after admission (the call, or a later hook refusing it) frees its slot."""
         self.gate.finish(lease_in(request_data), None)
         self.sessions.release(request_data)
+        self.leases.release(lease_in(request_data))
 
     async def async_post_call_response_headers_hook(
         self,
@@ -311,6 +368,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             ),
         )
         gate = RateGate(lease_s=settings.parallel_lease_s)
+        leases = LeaseGate.from_settings(settings, rejected=metrics.records_rejected)
         caps = SessionCaps()
         ledger = SessionLedger(idle_s=settings.session_idle_s, lease_s=settings.parallel_lease_s)
         sessions = SessionGate(
@@ -333,6 +391,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 topic=budgets,
                 gate=gate,
                 sessions=caps,
+                leases=leases,
                 verifier=settings.signing.verifier(
                     message_type=BUDGET_TYPE, topic=budgets, rejected=metrics.records_rejected
                 ),
@@ -341,6 +400,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             sync_wait_s=settings.sync_wait_s,
             close_wait_s=settings.close_wait_s,
             declared=declared_budgets(settings.kafka, settings.topics.declared_budgets, settings.signing),
+            leases=leases,
         )
 
     def record(self, kwargs: dict[str, Any]) -> None:
@@ -403,6 +463,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.sessions.stop()
         if self.declared is not None:
             self.declared.stop()
+        self.leases.close()
         self.ops.stop()
         return self.publisher.close(timeout)
 
@@ -435,17 +496,20 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
+        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
 
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
+        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
         params = _litellm_params(kwargs)
+        outcome = call_outcome(kwargs)  # what the call's event charges (built later, on the publisher's thread)
+        self.leases.settle_logged(params, outcome)
         self.gate.finish(lease_in(params), usage_of_log(kwargs))
-        cost = charged_cost(kwargs)  # what the call's event charges (built later, on the publisher's thread)
-        if cost is not None:
-            self.sessions.settle(params, cost)
+        if outcome is not None:
+            self.sessions.settle(params, outcome.cost)
         else:
             self.sessions.release(params)
 
@@ -453,8 +517,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Records the attempt. It ends neither the request's lease nor its session reservation:
         LiteLLM logs every failed attempt of a request its router retries or falls back from
         (`utils.py` `wrapper_async`), so a later attempt may still run and cost;
-        `async_post_call_failure_hook` sees the request end."""
+        `async_post_call_failure_hook` sees the request end. A headroom reservation is settled
+        with the attempt's cost (docs/leases.md: a retry after it runs unreserved)."""
         self.record(kwargs)
+        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
 
 
 def _on_event_loop() -> bool:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings
 
+from spendpipe.contracts.leases import LeaseSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
@@ -67,6 +68,8 @@ class GatewaySettings(BaseSettings):
     session_wait_s: float = Field(default=60.0, gt=0)
     """How long a call of a capped session may wait for its admission (behind the session's first
     call while its cost is unknown) before it is refused; longer than your slowest call."""
+    leases: LeaseSettings = LeaseSettings()
+    """Headroom leases of budgets that set `headroom_leases` (docs/leases.md)."""
     ops: GatewayOpsSettings = GatewayOpsSettings()
     signing: SigningSettings = SigningSettings()
     """The accepted writer public keys: a gateway verifies decisions and budgets. With a writer key

@@ -16,6 +16,8 @@ SESSIONS = {"message.timestamp.type": "LogAppendTime", "retention.ms": str(7 * 2
 idle rule compares them); a week of records is what a cold gateway reads back, so a session that
 lives longer than that may be counted short by a gateway that started after its first records
 were deleted."""
+LEASES = {"retention.ms": str(3600 * 1000)}
+"""Lease requests and grants matter for seconds (a chain lives a TTL); an hour is plenty."""
 
 
 def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[NewTopic]:
@@ -27,6 +29,10 @@ def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[Ne
         *(NewTopic(name, partitions, replication) for name in plain),
         *(NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted),
         NewTopic(topics.sessions, partitions, replication, topic_configs=SESSIONS),
+        *(
+            NewTopic(name, partitions, replication, topic_configs=LEASES)
+            for name in (topics.lease_requests, topics.leases)
+        ),
     ]
 
 

@@ -61,6 +61,8 @@ def plugin_env(bootstrap: str, topics: Topics, spool_dir: Path) -> dict[str, str
         "SPENDPIPE_TOPICS__BUDGETS": topics.budgets,
         "SPENDPIPE_TOPICS__DECLARED_BUDGETS": topics.declared_budgets,
         "SPENDPIPE_TOPICS__SESSIONS": topics.sessions,
+        "SPENDPIPE_TOPICS__LEASE_REQUESTS": topics.lease_requests,
+        "SPENDPIPE_TOPICS__LEASES": topics.leases,
         "SPENDPIPE_SPOOL_DIR": str(spool_dir),
     }
 

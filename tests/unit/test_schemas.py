@@ -33,11 +33,22 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.declared_budgets import declared_key_budget
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
+from spendpipe.contracts.leases import LeaseGrant, LeaseRequest
 from spendpipe.contracts.sessions import SessionRecord
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.store.migrate import bundled_migrations
 
-CONTRACTS = {"SpendEvent", "ScopesFlushed", "Decision", "Budget", "SoftBudgetAlert", "BurnRateAlert", "SessionRecord"}
+CONTRACTS = {
+    "SpendEvent",
+    "ScopesFlushed",
+    "Decision",
+    "Budget",
+    "SoftBudgetAlert",
+    "BurnRateAlert",
+    "SessionRecord",
+    "LeaseRequest",
+    "LeaseGrant",
+}
 NOW = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
 KEY = "a" * 64
 
@@ -181,6 +192,34 @@ WRITTEN = {
     "sessions": wire(
         SessionRecord(kind="settle", agent_id="a", session_id="s", call_id="c", cost=Decimal("0.2")), exclude_none=True
     ),
+    "lease_requests": wire(
+        LeaseRequest(
+            kind="request",
+            gateway_id="gw-1",
+            chain="0" * 32,
+            scope="team:eng",
+            want=Decimal("0.5"),
+            need=Decimal("0.01"),
+            rate=Decimal("0.000333"),
+            commitment="a" * 64,
+        ),
+        exclude_none=True,
+    ),
+    "leases": wire(
+        LeaseGrant(
+            gateway_id="gw-1",
+            chain="0" * 32,
+            scope="team:eng",
+            model="gpt-4o",
+            version=3,
+            granted=Decimal("0.5"),
+            free=Decimal("1.25"),
+            ttl_s=10,
+            expires_at=NOW,
+            issued_at=NOW,
+        ),
+        exclude_none=False,
+    ),
 }
 
 
@@ -273,6 +312,10 @@ def test_who_sends_and_who_receives_on_each_topic() -> None:
         ("spend.alerts", "send"),  # enforcer
         ("spend.sessions", "send"),  # gateways
         ("spend.sessions", "receive"),  # gateways
+        ("spend.lease_requests", "send"),  # gateways
+        ("spend.lease_requests", "receive"),  # enforcer
+        ("spend.leases", "send"),  # enforcer
+        ("spend.leases", "receive"),  # gateways
     }
 
 
@@ -286,6 +329,7 @@ def test_payloads_are_the_contracts_as_on_the_wire() -> None:
     assert payloads["spend.events (gateway):Message"] == "SpendEvent"
     assert payloads["spend.decisions (gateway):SubscribeMessage"] == "Decision"
     assert payloads["spend.budgets (enforcer):SubscribeMessage"] == "Budget"
+    assert payloads["spend.lease_requests (enforcer):SubscribeMessage"] == "LeaseRequest"
     assert set(payloads.values()) - CONTRACTS == {"DeadLetter"}  # the original bytes
     assert components["messages"]["spend.events.dlq:Message"]["contentType"] == "application/octet-stream"
     for message in MESSAGES:

@@ -5,6 +5,7 @@ included, count only when a budget writer signed them (`platform/signing.py`).""
 
 import logging
 import threading
+from typing import Protocol
 
 from pydantic import ValidationError
 
@@ -19,6 +20,14 @@ from spendpipe.platform.topic_follower import TopicFollower
 log = logging.getLogger(__name__)
 
 
+class BudgetListener(Protocol):
+    """Also told of every budget: the headroom lease gate (`gateway/leases/gate.py`)."""
+
+    def put(self, budget: Budget) -> None: ...
+
+    def delete(self, scope: str) -> None: ...
+
+
 class LimitFollower(TopicFollower):
     def __init__(
         self,
@@ -28,6 +37,7 @@ class LimitFollower(TopicFollower):
         gate: RateGate,
         verifier: RecordVerifier,
         sessions: SessionCaps | None = None,
+        leases: BudgetListener | None = None,
         retry_backoff_s: float = 1.0,
     ) -> None:
         self.in_sync = threading.Event()
@@ -41,6 +51,7 @@ class LimitFollower(TopicFollower):
         )
         self._gate = gate
         self._sessions = sessions or SessionCaps()
+        self._leases = leases
         self._verifier = verifier
 
     def _on_record(self, record: TopicRecord) -> None:
@@ -50,10 +61,14 @@ class LimitFollower(TopicFollower):
             scope = (record.key or b"").decode(errors="replace")
             self._gate.delete(scope)
             self._sessions.delete(scope)
+            if self._leases is not None:
+                self._leases.delete(scope)
             return
         try:
             budget = Budget.model_validate_json(record.value)
             self._gate.put(budget)
             self._sessions.put(budget)
+            if self._leases is not None:
+                self._leases.put(budget)
         except ValidationError as error:
             log.error("ignoring an unreadable budget %r: %s", record.key, error)

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.contracts.money import cost_from_float
@@ -94,6 +94,30 @@ def charged_cost(kwargs: Mapping[str, Any]) -> Decimal | None:
     except (TypeError, ValueError, ArithmeticError):
         return None
     return cost if cost.is_finite() and 0 <= cost <= MAX_EVENT_COST else None
+
+
+class CallOutcome(NamedTuple):
+    """What settling a call needs of its event, read from the logged call without building it."""
+
+    status: str
+    billed_model: str
+    completion_tokens: int
+    cost: Decimal
+
+
+def call_outcome(kwargs: Mapping[str, Any]) -> CallOutcome | None:
+    """The outcome of a logged call, or None when it is charged to nothing (`charged_cost`)."""
+    cost = charged_cost(kwargs)
+    if cost is None:
+        return None
+    record = _mapping(kwargs.get("standard_logging_object"))
+    tokens = record.get("completion_tokens")
+    return CallOutcome(
+        status="failure" if record.get("status") == "failure" else "success",
+        billed_model=str(record.get("model_group") or record.get("model") or ""),
+        completion_tokens=tokens if type(tokens) is int and tokens >= 0 else 0,
+        cost=cost,
+    )
 
 
 def _cost(record: Mapping[str, Any]) -> Decimal:

@@ -1,0 +1,114 @@
+"""The lease desk's wiring in the enforcer: lease requests in from `spend.lease_requests`,
+signed grants out on `spend.leases` (docs/leases.md).
+
+Requests are read as raw bytes and validated here, one by one: a record that is not a readable
+`LeaseRequest` is counted in `records_rejected{topic, reason="unreadable"}` and logged, and the
+rest of the batch goes on. The desk's own refusals (a return without the chain's secret, a
+request naming another gateway's chain) count as `reason="forged"`. After budget changes the
+tick asks the desk to revoke the chains whose caps changed.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
+from pydantic import ValidationError
+
+from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest
+from spendpipe.enforcer.enforcer import Enforcer
+from spendpipe.enforcer.lease_spend import ChainSpend
+from spendpipe.enforcer.leases import LeaseDesk
+from spendpipe.enforcer.metrics import EnforcerMetrics
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.enforcer.targets import Target
+from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.store.totals import Measurement, SpendTotals
+
+log = logging.getLogger(__name__)
+
+REQUESTS_PER_BATCH = 500
+
+
+class LeaseService:
+    def __init__(
+        self,
+        *,
+        settings: EnforcerSettings,
+        broker: KafkaBroker,
+        clickhouse: ClickhouseStore,
+        enforcer: Enforcer,
+        metrics: EnforcerMetrics,
+        clock: Callable[[], float],
+        ready: asyncio.Event,
+    ) -> None:
+        self._ready = ready
+        self._clickhouse = clickhouse
+        self._metrics = metrics
+        self._topic = settings.topics.lease_requests
+        totals = SpendTotals(sql=clickhouse)
+
+        def measure(target: Target, now: int) -> list[Measurement]:
+            return totals.measure_many([target], now)[0]
+
+        self.desk = LeaseDesk(
+            book=enforcer.book,
+            measure=measure,
+            counted=ChainSpend(clickhouse=clickhouse).counted,
+            settings=settings.leases,
+            clock=clock,
+        )
+        self._signer = settings.signing.signer()
+        self._grants = broker.publisher(
+            settings.topics.leases,
+            title="spend.leases",
+            description="LeaseGrant v1: a slice of a budget's headroom lent to one gateway chain; signed.",
+            schema=LeaseGrant,
+        )
+        broker.subscriber(
+            settings.topics.lease_requests,
+            group_id=f"{settings.enforcer_group_id}-leases",
+            auto_offset_reset="latest",
+            batch=True,
+            max_records=REQUESTS_PER_BATCH,
+            fetch_max_wait_ms=20,
+            decoder=_undecoded,
+            title="spend.lease_requests (enforcer)",
+            description="LeaseRequest v1: gateways ask for, or return, slices of a leased budget's headroom.",
+        )(self.on_requests)
+
+    async def on_requests(self, message: KafkaMessage) -> None:
+        await self._ready.wait()  # the budgets are read
+        raw = message.raw_message
+        for record in raw if isinstance(raw, tuple) else (raw,):
+            try:
+                request = LeaseRequest.model_validate_json(record.value or b"")
+            except ValidationError as error:
+                self._metrics.records_rejected.labels(topic=self._topic, reason="unreadable").inc()
+                log.error("ignoring an unreadable lease request: %s", error.errors(include_input=False)[:3])
+                continue
+            rejected = self.desk.rejected
+            grant = await self._clickhouse.run(self.desk.handle, request)
+            if self.desk.rejected > rejected:
+                self._metrics.records_rejected.labels(topic=self._topic, reason="forged").inc()
+            if grant is not None:
+                await self.send(grant)
+
+    async def after_budget_changes(self) -> None:
+        """Revoke the chains whose caps changed; drop those that lapsed."""
+        for grant in await self._clickhouse.run(self.desk.revoke_changed):
+            await self.send(grant)
+        self.desk.sweep()
+
+    async def send(self, grant: LeaseGrant) -> None:
+        key, value = grant.key.encode(), grant.model_dump_json().encode()
+        headers = {name: text.decode() for name, text in self._signer.headers(GRANT_MESSAGE_TYPE, key, value)}
+        await self._grants.publish(value, key=key, headers=headers)
+
+
+async def _undecoded(message: StreamMessage[Any]) -> None:
+    """Each request is validated by `on_requests` on its own: one hostile record must not take
+    its batch with it, as FastStream's own parsing of the batch would."""

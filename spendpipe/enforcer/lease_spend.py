@@ -1,0 +1,69 @@
+"""What the pipeline has counted of each lease chain's spend: the chain's gateway's events on the
+chain's target since the chain began, from the raw `events` table (the totals carry no gateway).
+
+Read from the same exact events as the window totals, so a chain's spend is in `outstanding`
+(granted, not yet counted) or in the totals, never in both (docs/leases.md). One query for every
+chain of a target: each chain is a (gateway, start) pair.
+
+The scope's id as an expression on an event's columns mirrors the aggregator's rollup (a team
+member is `<team>/<user>`, the global scope matches every event); it is written out here because
+the aggregator's copy is private to the rollup SQL.
+"""
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from spendpipe.contracts.scopes import ScopeType
+from spendpipe.enforcer.targets import Target
+from spendpipe.platform.clickhouse import ClickhouseStore
+
+_SCOPE_IDS: dict[ScopeType, str] = {
+    ScopeType.GLOBAL: "''",
+    ScopeType.KEY: "key_hash",
+    ScopeType.USER: "user_id",
+    ScopeType.TEAM: "team_id",
+    ScopeType.TEAM_MEMBER: "if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')",
+    ScopeType.ORG: "org_id",
+    ScopeType.END_USER: "end_user",
+}
+
+_QUERY = """
+SELECT idx, sum(cost)
+FROM (
+    SELECT cost, arrayJoin(arrayFilter(
+        i -> {{gateways:Array(String)}}[i] = gateway_id
+             AND occurred_at >= fromUnixTimestamp64Micro({{starts:Array(Int64)}}[i], 'UTC'),
+        arrayEnumerate({{gateways:Array(String)}}))) AS idx
+    FROM events
+    WHERE {scope_id} = {{scope_id:String}}
+      AND ({{model:String}} = '' OR billed_model = {{model:String}})
+      AND occurred_at >= fromUnixTimestamp64Micro({{earliest:Int64}}, 'UTC')
+      AND gateway_id IN {{gateways:Array(String)}}
+)
+GROUP BY idx
+"""
+
+
+class ChainSpend:
+    def __init__(self, *, clickhouse: ClickhouseStore) -> None:
+        self._clickhouse = clickhouse
+
+    def counted(self, target: Target, chains: Sequence[tuple[str, float]]) -> list[Decimal]:
+        """For each (gateway id, start in Unix seconds): the cost of that gateway's events on the
+        target that occurred from the start on, in the order given."""
+        if not chains:
+            return []
+        starts = [int(start * 1_000_000) for _, start in chains]
+        parameters: dict[str, Any] = {
+            "scope_id": target.scope.id,
+            "model": target.model,
+            "earliest": min(starts),
+            "gateways": [gateway for gateway, _ in chains],
+            "starts": starts,
+        }
+        sql = _QUERY.format(scope_id=_SCOPE_IDS[target.scope.type])
+        spent = [Decimal(0)] * len(chains)
+        for index, total in self._clickhouse.rows(sql, parameters):
+            spent[int(index) - 1] = Decimal(total)
+        return spent

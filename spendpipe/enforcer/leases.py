@@ -1,0 +1,237 @@
+"""The enforcer's lease desk: lends slices of a leased budget's headroom to gateway chains and
+keeps `sum(outstanding) <= headroom` at every grant (docs/leases.md). Blocking calls
+(ClickHouse); the service runs them on the store thread.
+
+Hand-written because no library keeps this account: per target, `headroom = min(cap - spend)`
+over the target's windows (the same `SpendTotals` read as block decisions), and per chain
+`outstanding = max(0, granted - counted)` where `counted` is the chain's gateway's events since
+the chain began (`lease_spend.py`). A grant adds at most what no chain holds (`free`), capped at
+a fair share; a chain is lent again only after it lapsed and its last calls had
+`settle_grace_s` to be counted. Chains live in memory: a restarted desk lends nothing for
+`ttl_s + settle_grace_s`, by when every chain its predecessor granted has lapsed.
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, reveals
+from spendpipe.contracts.money import cost_floor
+from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets
+from spendpipe.store.totals import Measurement
+
+log = logging.getLogger(__name__)
+
+Measure = Callable[[Target, int], list[Measurement]]
+"""A target's caps with their spend in the current windows, at a Unix second."""
+Counted = Callable[[Target, Sequence[tuple[str, float]]], list[Decimal]]
+"""For (gateway, start) pairs: that gateway's spend on the target since the start."""
+
+ZERO = Decimal(0)
+
+
+@dataclass
+class Chain:
+    gateway_id: str
+    chain: str
+    commitment: str
+    started: float
+    granted: Decimal = ZERO
+    version: int = 0
+    expires_at: float = 0.0
+    window_end: float | None = None
+    closed: bool = False
+    """Returned or revoked: lent nothing more, kept in the account until it lapses."""
+
+    def alive(self, now: float) -> bool:
+        return not self.closed and now < self.expires_at
+
+
+def leased_targets(book: BudgetBook, scope: str) -> list[Target]:
+    budget = book.get(scope)
+    if budget is None or not budget.headroom_leases:
+        return []
+    return direct_targets(budget)
+
+
+class LeaseDesk:
+    def __init__(
+        self,
+        *,
+        book: BudgetBook,
+        measure: Measure,
+        counted: Counted,
+        settings: LeaseSettings,
+        clock: Callable[[], float],
+    ) -> None:
+        self._book = book
+        self._measure = measure
+        self._counted = counted
+        self._settings = settings
+        self._clock = clock
+        self._lends_from = clock() + settings.ttl_s + settings.settle_grace_s
+        self._chains: dict[str, dict[str, Chain]] = {}
+        self._caps: dict[str, tuple[Cap, ...]] = {}
+        """Per target key, the caps its chains were lent under: a change revokes them."""
+        self._lock = threading.Lock()
+        self.rejected = 0
+        """Requests dropped: a return without the chain's secret, a chain without a commitment,
+        or a request naming another gateway's chain."""
+
+    def handle(self, request: LeaseRequest) -> LeaseGrant | None:
+        """The grant answering `request`, or None when there is nothing to say (a dropped
+        request, or a desk that has just started and lends nothing yet)."""
+        now = self._clock()
+        with self._lock:
+            chains = self._chains.setdefault(request.key, {})
+            self._drop_lapsed(chains, now)
+            chain = chains.get(request.chain)
+            if chain is not None and chain.gateway_id != request.gateway_id:
+                return self._reject("a request names another gateway's chain")
+            if request.kind == "return":
+                return self._return(request, chain, chains, now)
+            if chain is None:
+                if request.commitment is None:
+                    return self._reject("a new chain without a commitment")
+                chain = Chain(request.gateway_id, request.chain, request.commitment, started=now)
+                chains[request.chain] = chain
+            if now < self._lends_from:
+                return None  # the predecessor's chains may still be out: lend nothing yet
+            target = self._target(request.scope, request.model)
+            if target is None or chain.closed:
+                return self._close(chain, request.key, now, "its budget does not lease this target")
+            return self._lend(target, chain, chains, request, now)
+
+    def _lend(
+        self, target: Target, chain: Chain, chains: dict[str, Chain], request: LeaseRequest, now: float
+    ) -> LeaseGrant:
+        measurements = self._measure(target, int(now))
+        headroom = min(m.cap.limit - m.spend for m in measurements)
+        window_end = min((float(m.end) for m in measurements if m.end is not None), default=None)
+        if chain.granted and chain.window_end != window_end:
+            return self._close(chain, request.key, now, "its window reset")  # a new chain counts the new window
+        chain.window_end = window_end
+        self._caps[request.key] = target.caps
+        free = headroom - self._outstanding(target, chains)
+        alive = max(1, sum(1 for c in chains.values() if c.alive(now) or c is chain))
+        give = min(request.want, cost_floor(free / alive))
+        if give < request.need <= free:
+            give = request.need
+        give = max(give, ZERO)
+        expires = now + self._settings.ttl_s if window_end is None else min(now + self._settings.ttl_s, window_end)
+        if expires <= now:
+            return self._close(chain, request.key, now, "its window ends now")
+        chain.granted += give
+        chain.expires_at = expires
+        return self._grant(chain, request.scope, request.model, max(free - give, ZERO), now)
+
+    def _outstanding(self, target: Target, chains: dict[str, Chain]) -> Decimal:
+        held = [c for c in chains.values() if c.granted > 0]
+        counted = self._counted(target, [(c.gateway_id, c.started) for c in held])
+        return sum((max(ZERO, c.granted - spent) for c, spent in zip(held, counted, strict=True)), ZERO)
+
+    def _return(
+        self, request: LeaseRequest, chain: Chain | None, chains: dict[str, Chain], now: float
+    ) -> LeaseGrant | None:
+        if chain is None:
+            return None  # lapsed already, or never lent
+        if not reveals(request.secret, chain.commitment):
+            return self._reject("a return without the chain's secret")
+        chain.granted = min(chain.granted, request.used + request.reserved)
+        target = self._target(request.scope, request.model)
+        free = ZERO
+        if target is not None and now >= self._lends_from:
+            measurements = self._measure(target, int(now))
+            free = max(ZERO, min(m.cap.limit - m.spend for m in measurements) - self._outstanding(target, chains))
+        chain.closed = True
+        chain.version += 1
+        chain.expires_at = min(chain.expires_at, now)  # kept in the account for the grace from now
+        return self._grant(chain, request.scope, request.model, free, now, revoked=True)
+
+    def revoke_changed(self) -> list[LeaseGrant]:
+        """Revoke every open chain whose target's caps changed, or whose budget no longer leases
+        (run after budget changes). Revoked chains stay in the account until they lapse."""
+        now = self._clock()
+        grants = []
+        with self._lock:
+            for key, chains in self._chains.items():
+                open_chains = [c for c in chains.values() if not c.closed]
+                if not open_chains:
+                    continue
+                target = self._target(*_split(key))
+                if target is not None and self._caps.get(key) in (None, target.caps):
+                    continue
+                grants += [self._close(chain, key, now, "its budget changed") for chain in open_chains]
+        return grants
+
+    def sweep(self) -> None:
+        now = self._clock()
+        with self._lock:
+            for chains in self._chains.values():
+                self._drop_lapsed(chains, now)
+            for key in [k for k, chains in self._chains.items() if not chains]:
+                del self._chains[key]
+
+    def lending(self) -> bool:
+        """Whether the start-up wait is over (a predecessor's chains have all lapsed)."""
+        return self._clock() >= self._lends_from
+
+    def chains(self) -> int:
+        with self._lock:
+            return sum(len(chains) for chains in self._chains.values())
+
+    def _target(self, scope: str, model: str) -> Target | None:
+        try:
+            Scope.parse(scope)
+        except ValueError:
+            return None
+        return next((t for t in leased_targets(self._book, scope) if t.model == model), None)
+
+    def _drop_lapsed(self, chains: dict[str, Chain], now: float) -> None:
+        grace = self._settings.settle_grace_s
+        for name in [n for n, c in chains.items() if c.expires_at + grace <= now and (c.granted or c.closed)]:
+            del chains[name]
+        for name in [n for n, c in chains.items() if not c.granted and now - c.started > self._settings.ttl_s + grace]:
+            del chains[name]  # asked, never lent anything
+
+    def _close(self, chain: Chain, key: str, now: float, why: str) -> LeaseGrant:
+        log.info("lease chain %s of %s on %s closed: %s", chain.chain, chain.gateway_id, key, why)
+        chain.closed = True
+        chain.version += 1
+        chain.expires_at = max(now, chain.expires_at)  # kept in the account for the grace period from now
+        scope, model = _split(key)
+        return self._grant(chain, scope, model, ZERO, now, revoked=True)
+
+    def _grant(
+        self, chain: Chain, scope: str, model: str, free: Decimal, now: float, *, revoked: bool = False
+    ) -> LeaseGrant:
+        chain.version += 0 if revoked else 1
+        return LeaseGrant(
+            gateway_id=chain.gateway_id,
+            chain=chain.chain,
+            scope=scope,
+            model=model,
+            version=chain.version,
+            granted=chain.granted,
+            free=free,
+            ttl_s=max(0.001, chain.expires_at - now) if not revoked else self._settings.ttl_s,
+            expires_at=datetime.fromtimestamp(max(chain.expires_at, now), UTC),
+            revoked=revoked,
+            issued_at=datetime.fromtimestamp(now, UTC),
+        )
+
+    def _reject(self, why: str) -> LeaseGrant | None:
+        """Drop a request (counted, logged): there is no answer to it."""
+        self.rejected += 1
+        log.warning("lease request dropped: %s", why)
+        return None
+
+
+def _split(key: str) -> tuple[str, str]:
+    scope, _, model = key.partition("|")
+    return scope, model

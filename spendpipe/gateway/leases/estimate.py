@@ -1,0 +1,63 @@
+"""A call's cost before it runs, from LiteLLM's own cost map (docs/leases.md, "The estimate").
+
+Input: `litellm.token_counter` on the request's messages, at the model's input price. Output:
+the *expected* output, not `max_tokens` blindly: the largest completion among the last
+`RECENT_CALLS` calls of the model at this gateway, never above the request's `max_tokens`;
+before the first call of a model, `max_tokens` if set, else `first_output_tokens`. A model
+LiteLLM cannot price (or messages it cannot count) reserves `unpriced_reserve`.
+
+`litellm.cost_per_token` returns the two parts as floats; they are added as LiteLLM adds them
+for a call's `response_cost` and the sum turned into the Decimal it prints as
+(`cost_from_float`), so a call whose tokens match its estimate settles exactly at its estimate.
+"""
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import litellm
+
+from spendpipe.contracts.money import cost_from_float
+
+log = logging.getLogger(__name__)
+
+RECENT_CALLS = 20
+
+
+class CallEstimator:
+    def __init__(self, *, first_output_tokens: int, unpriced_reserve: Decimal) -> None:
+        self._first_output = first_output_tokens
+        self._unpriced = unpriced_reserve
+        self._recent: dict[str, deque[int]] = {}
+        self._lock = threading.Lock()
+
+    def estimate(self, model: str, request: Mapping[str, Any]) -> Decimal:
+        """The cost to reserve for a call of `model` with these arguments (`messages`,
+        `max_tokens` / `max_completion_tokens`)."""
+        try:
+            prompt = litellm.token_counter(model=model, messages=request.get("messages") or [])
+            prompt_cost, output_cost = litellm.cost_per_token(
+                model=model, prompt_tokens=prompt, completion_tokens=self.expected_output(model, request)
+            )
+            return cost_from_float(prompt_cost + output_cost)
+        except Exception as error:  # LiteLLM raises many kinds for a model it does not know
+            log.debug("spendpipe: no estimate for model %r (%r): reserving %s", model, error, self._unpriced)
+            return self._unpriced
+
+    def expected_output(self, model: str, request: Mapping[str, Any]) -> int:
+        limit = request.get("max_completion_tokens") or request.get("max_tokens")
+        limit = limit if isinstance(limit, int) and limit > 0 else None
+        with self._lock:
+            recent = self._recent.get(model)
+            seen = max(recent) if recent else None
+        if seen is None:
+            return limit if limit is not None else self._first_output
+        return min(seen, limit) if limit is not None else seen
+
+    def observe(self, model: str, completion_tokens: int) -> None:
+        """A finished call's output: what the next calls of the model expect."""
+        with self._lock:
+            self._recent.setdefault(model, deque(maxlen=RECENT_CALLS)).append(completion_tokens)

@@ -1,0 +1,239 @@
+"""Admitting calls against headroom leases (docs/leases.md): which of a request's targets lease,
+the call's estimate, the reservation on every leased target at once, and the answer when the
+chains cannot cover it (wait for a grant, refuse, or follow the unsynced policy).
+
+The plugin calls `admit` (proxy, async) or `admit_now` (SDK `check()`, blocking) with the same
+reservation id it marks on the request for its rate-limit slot, and `settle` / `release` from
+the logging hooks with that id. A request with no leased target costs one dictionary lookup per
+budget key.
+"""
+
+import asyncio
+import concurrent.futures
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from prometheus_client import Counter
+
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseSettings, target_key
+from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.leases.book import LeaseBook, Verdict
+from spendpipe.gateway.leases.estimate import CallEstimator
+from spendpipe.gateway.leases.lease_log import LeaseLog
+from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease
+from spendpipe.gateway.recording.event_builder import CallOutcome
+from spendpipe.gateway.settings import GatewaySettings
+
+Needs = dict[str, tuple[str, str, Decimal]]
+
+
+class LeaseGate:
+    def __init__(
+        self,
+        *,
+        book: LeaseBook,
+        log: LeaseLog | None,
+        settings: LeaseSettings,
+        fail_closed: bool,
+        lapse_s: float = 600.0,
+    ) -> None:
+        self.book = book
+        self._log = log
+        self._settings = settings
+        self._fail_closed = fail_closed
+        self._lapse_s = lapse_s
+        self.estimator = CallEstimator(
+            first_output_tokens=settings.first_output_tokens, unpriced_reserve=settings.unpriced_reserve
+        )
+        self._leased: dict[str, dict[str, tuple[str, str]]] = {}
+        """{scope: {target key: (scope, model)}} of the budgets that lease."""
+        self._keys: dict[str, tuple[str, str]] = {}
+        if log is not None:
+            log.tick = self.sweep
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings, *, rejected: Counter) -> "LeaseGate":
+        book = LeaseBook(gateway_id=settings.gateway_id, settings=settings.leases)
+        log = LeaseLog(
+            kafka=settings.kafka,
+            requests_topic=settings.topics.lease_requests,
+            grants_topic=settings.topics.leases,
+            book=book,
+            verifier=settings.signing.verifier(
+                message_type=GRANT_MESSAGE_TYPE, topic=settings.topics.leases, rejected=rejected
+            ),
+        )
+        return cls(
+            book=book,
+            log=log,
+            settings=settings.leases,
+            fail_closed=settings.unsynced_policy == "fail_closed",
+            lapse_s=settings.parallel_lease_s,
+        )
+
+    @classmethod
+    def without_kafka(cls, gateway_id: str, *, fail_closed: bool) -> "LeaseGate":
+        """A gate that leases nothing: no budget reaches it."""
+        settings = LeaseSettings()
+        return cls(
+            book=LeaseBook(gateway_id=gateway_id, settings=settings),
+            log=None,
+            settings=settings,
+            fail_closed=fail_closed,
+        )
+
+    # budgets (from the limits follower)
+
+    def put(self, budget: Budget) -> None:
+        targets: dict[str, tuple[str, str]] = {}
+        if budget.headroom_leases:
+            if budget.hard_caps():
+                targets[target_key(budget.scope)] = (budget.scope, "")
+            for model in budget.model_max_budget:
+                targets[target_key(budget.scope, model)] = (budget.scope, model)
+        self._leased[budget.scope] = targets
+        self._reindex()
+        if targets:
+            self.start()  # connect before the first leased call needs a grant
+
+    def delete(self, scope: str) -> None:
+        self._leased.pop(scope, None)
+        self._reindex()
+
+    def _reindex(self) -> None:
+        self._keys = {key: target for targets in self._leased.values() for key, target in targets.items()}
+
+    # admission
+
+    def needs(self, who: RequestIdentity, model: str | None, request: Mapping[str, Any]) -> Needs:
+        keys = self._keys
+        leased = [(key, keys[key]) for key in who.budget_keys(model) if key in keys]
+        if not leased:
+            return {}
+        estimate = self.estimator.estimate(model or "", request)
+        return {key: (scope, target_model, estimate) for key, (scope, target_model) in leased}
+
+    def admit_sdk_call(
+        self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
+    ) -> Decision | None:
+        """SDK `check()`: reserve for the call and mark the reservation in its `metadata` (the
+        dict the caller passes on to LiteLLM, which hands it to the logging callbacks)."""
+        needs = self.needs(who, model, request)
+        if not needs:
+            return None
+        return self.admit_now(_marked(metadata), needs, model or "")
+
+    async def aadmit_sdk_call(
+        self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
+    ) -> Decision | None:
+        """`admit_sdk_call` for SDK `acheck()`."""
+        needs = self.needs(who, model, request)
+        if not needs:
+            return None
+        return await self.admit(_marked(metadata), needs, model or "")
+
+    def admit_now(self, reservation: str, needs: Needs, model: str) -> Decision | None:
+        """Reserve, waiting (blocking) up to `wait_s` for a grant. None: admitted; else the
+        decision that refuses it."""
+        if not needs:
+            return None
+        self.start()
+        deadline = time.monotonic() + self._settings.wait_s
+        while True:
+            verdict, asks = self.book.reserve(reservation, needs, model, time.monotonic())
+            self._send(asks)
+            if verdict is not Verdict.WAIT:
+                return self._answer(verdict, needs)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return self._answer(Verdict.UNANSWERED, needs)
+            with self.book.changed:
+                self.book.changed.wait(min(remaining, 0.05))
+
+    async def admit(self, reservation: str, needs: Needs, model: str) -> Decision | None:
+        """`admit_now` for the proxy's event loop: the fast path does not leave the loop."""
+        if not needs:
+            return None
+        self.start()
+        verdict, asks = self.book.reserve(reservation, needs, model, time.monotonic())
+        self._send(asks)
+        if verdict is not Verdict.WAIT:
+            return self._answer(verdict, needs)
+        return await asyncio.to_thread(self.admit_now, reservation, needs, model)
+
+    def _answer(self, verdict: Verdict, needs: Needs) -> Decision | None:
+        if verdict is Verdict.RESERVED:
+            return None
+        if verdict is Verdict.UNANSWERED and not self._fail_closed:
+            return None  # fail open: the pipeline-lag block still applies
+        scope, model, estimate = next(iter(needs.values()))
+        if verdict is Verdict.UNANSWERED:
+            reason = (
+                f"spendpipe could not get headroom for {scope} from the enforcer in time "
+                "and is configured to fail closed"
+            )
+        else:
+            reason = (
+                f"Budget has been exceeded! {scope}" + (f" on model {model}" if model else "")
+                + f": no leased headroom left for a call estimated at {estimate.normalize():f} (headroom lease)"
+            )  # fmt: skip
+        return Decision(
+            scope=scope,
+            model=model,
+            version=0,
+            blocked=True,
+            reason=reason,
+            decided_at=datetime.now(UTC),
+        )
+
+    def settle_logged(self, litellm_params: Mapping[str, Any], event: CallOutcome | None) -> None:
+        """A logged call (success or failure) ends its reservation, with the event's exact cost.
+        Every successful call, reserved or not, teaches the estimator its model's output."""
+        if event is not None and event.status == "success" and self._keys:
+            self.estimator.observe(event.billed_model, event.completion_tokens)
+        reservation = lease_in(dict(litellm_params))
+        if not reservation:
+            return
+        if event is None:
+            self.release(reservation)
+        else:
+            self.book.settle(reservation, event.cost)
+
+    def release(self, reservation: str) -> None:
+        self.book.settle(reservation, None)
+
+    # lifecycle
+
+    def start(self) -> None:
+        if self._log is not None:
+            self._log.start()
+
+    def sweep(self) -> None:
+        """Hand back idle and lapsed chains (run by the lease log every quarter second)."""
+        self._send(self.book.to_return(time.monotonic(), lapse_s=self._lapse_s))
+
+    def close(self) -> None:
+        """Return every chain, then stop."""
+        if self._log is None:
+            return
+        returns = self.book.to_return(time.monotonic(), everything=True, lapse_s=self._lapse_s)
+        if returns and self._log.ready.is_set():
+            concurrent.futures.wait(self._log.send(returns), timeout=5.0)
+        self._log.stop()
+
+    def _send(self, asks: list[Any]) -> None:
+        if asks and self._log is not None:
+            self._log.send(asks)
+
+
+def _marked(metadata: dict[str, Any]) -> str:
+    """A new reservation id, marked in the call's metadata where the logging hooks find it."""
+    reservation = uuid.uuid4().hex
+    mark_lease({"metadata": metadata}, reservation)
+    return reservation

@@ -1,0 +1,57 @@
+"""What the lease desk reads of each chain's spend from the raw events table: its gateway's events
+on the target since the chain began, nothing else."""
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from spendpipe.aggregator.store import SpendStore
+from spendpipe.aggregator.writer import BatchWriter, SourceRecord
+from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.lease_spend import ChainSpend
+from spendpipe.enforcer.targets import Target
+from spendpipe.platform.clickhouse import ClickhouseStore
+from tests.support.events import make_event
+
+NOW = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
+TEAM = Target(Scope.parse("team:search"), "", (Cap(None, Decimal(1)),), "test")
+
+
+def write(clickhouse: ClickhouseStore, events: list[SpendEvent]) -> None:
+    writer = BatchWriter(store=SpendStore(clickhouse=clickhouse), topic="spend.events", dedup_horizon_s=600)
+    writer.write([SourceRecord(0, i, e.to_json()) for i, e in enumerate(events)])
+
+
+def call(gateway: str, ended_s_ago: float, cost: str, team: str = "search", model: str = "gpt-4o") -> SpendEvent:
+    return make_event(
+        gateway_id=gateway,
+        team_id=team,
+        model=model,
+        cost=Decimal(cost),
+        occurred_at=NOW - timedelta(seconds=ended_s_ago),
+    )
+
+
+def test_each_chain_counts_its_gateways_events_since_it_began(clickhouse: ClickhouseStore) -> None:
+    write(
+        clickhouse,
+        [
+            call("a", 30, "0.5"),  # before a's chain began
+            call("a", 10, "0.25"),
+            call("a", 5, "0.125"),
+            call("b", 5, "0.0625"),
+            call("a", 5, "1", team="other"),  # another target
+            call("c", 5, "2"),  # a gateway without a chain here
+        ],
+    )
+    start = (NOW - timedelta(seconds=20)).timestamp()
+    spent = ChainSpend(clickhouse=clickhouse).counted(TEAM, [("a", start), ("b", start), ("d", start)])
+    assert spent == [Decimal("0.375"), Decimal("0.0625"), Decimal(0)]
+
+
+def test_a_model_target_counts_that_model_only(clickhouse: ClickhouseStore) -> None:
+    write(clickhouse, [call("a", 5, "0.25", model="gpt-4o"), call("a", 5, "0.5", model="gpt-4o-mini")])
+    target = Target(Scope.parse("team:search"), "gpt-4o-mini", (Cap(None, Decimal(1)),), "test")
+    start = (NOW - timedelta(seconds=20)).timestamp()
+    assert ChainSpend(clickhouse=clickhouse).counted(target, [("a", start)]) == [Decimal("0.5")]

@@ -1,0 +1,80 @@
+"""The enforcer's lease desk on the real broker and chDB: a gateway's request is answered by a
+grant the gateway's verifier accepts, a hostile record is counted and the next request is still
+answered, and a lowered cap revokes the chain."""
+
+import asyncio
+import secrets
+import time
+from decimal import Decimal
+
+from prometheus_client import CollectorRegistry, Counter
+
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
+from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.settings import GatewaySettings
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.kafka import KafkaSettings
+from tests.conftest import aggregator_settings, enforcer_settings
+from tests.support.pipeline import produce_records, read_topic, running_pipeline
+from tests.support.waiting import eventually
+
+QUICK = LeaseSettings(ttl_s=1, settle_grace_s=0.5)
+
+
+def ask(chain: str, secret: str, want: str) -> LeaseRequest:
+    return LeaseRequest(
+        kind="request",
+        gateway_id="gw-1",
+        chain=chain,
+        scope="team:eng",
+        want=Decimal(want),
+        commitment=commitment_of(secret),
+    )
+
+
+async def grants(bootstrap: str, topics: Topics, expected: int) -> list[LeaseGrant]:
+    verifier = GatewaySettings(kafka=KafkaSettings(bootstrap_servers=bootstrap)).signing.verifier(
+        message_type=GRANT_MESSAGE_TYPE,
+        topic=topics.leases,
+        rejected=Counter("rejected", "", ["topic", "reason"], registry=CollectorRegistry()),
+    )
+    records = await read_topic(bootstrap, topics.leases, expected)
+    assert all(verifier.accepts(record) for record in records)  # signed by the enforcer
+    return [LeaseGrant.model_validate_json(record.value or b"") for record in records]
+
+
+async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    topics: Topics = await make_topics(kafka_broker)
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    budget = {"scope": "team:eng", "max_budget": "1", "budget_duration": "24h", "headroom_leases": True}
+    await asyncio.to_thread(admin.set, budget)
+    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
+    chain, secret = secrets.token_hex(16), secrets.token_hex(32)
+    async with running_pipeline(aggregator, enforcer, clickhouse, time.time) as service:
+        await eventually(service.leases.desk.lending, bool, within=30, what="the desk's start-up wait")
+        key = b"team:eng"
+        await produce_records(
+            kafka_broker,
+            topics.lease_requests,
+            [(key, b"{not json"), (key, ask(chain, secret, "0.25").model_dump_json().encode())],
+        )
+        (grant,) = await grants(kafka_broker, topics, 1)
+        assert (grant.chain, grant.granted, grant.free, grant.revoked) == (
+            chain,
+            Decimal("0.25"),
+            Decimal("0.75"),
+            False,
+        )
+        rejected = service.metrics.records_rejected.labels(topic=topics.lease_requests, reason="unreadable")
+        assert rejected._value.get() == 1
+
+        await asyncio.to_thread(admin.set, budget | {"max_budget": "0.1"})
+        revocations = await eventually(
+            lambda: grants(kafka_broker, topics, 1), lambda gs: len(gs) >= 2, within=30, what="the revocation"
+        )
+        assert revocations[-1].chain == chain
+        assert revocations[-1].revoked

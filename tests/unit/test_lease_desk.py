@@ -1,0 +1,185 @@
+"""The enforcer's lease desk (docs/leases.md): never lends more than the headroom, counts spent
+leases once, frees a slice only by a genuine return or after the chain lapsed, revokes on a cap
+change, and lends nothing while a predecessor's chains may be out."""
+
+import secrets
+from collections.abc import Sequence
+from decimal import Decimal
+
+from spendpipe.contracts.budgets import validate_budget
+from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
+from spendpipe.enforcer.leases import LeaseDesk
+from spendpipe.enforcer.targets import BudgetBook, Target
+from spendpipe.store.totals import Measurement
+
+SETTINGS = LeaseSettings(ttl_s=10, settle_grace_s=5)
+START = 1_800_000_000.0
+SCOPE = "team:search"
+
+
+class World:
+    """A budget, a clock, the pipeline's totals and what it counted per gateway."""
+
+    def __init__(self, cap: str = "1", *, leases: bool = True) -> None:
+        self.now = START
+        self.spend = Decimal(0)
+        self.counted: dict[str, Decimal] = {}
+        self.book = BudgetBook()
+        self.set_cap(cap, leases=leases)
+        self.desk = LeaseDesk(
+            book=self.book, measure=self.measure, counted=self.count, settings=SETTINGS, clock=lambda: self.now
+        )
+        self.now += SETTINGS.ttl_s + SETTINGS.settle_grace_s  # past the start-up wait
+
+    def set_cap(self, cap: str, *, leases: bool = True) -> None:
+        self.book.put(validate_budget({"scope": SCOPE, "max_budget": cap, "headroom_leases": leases}))
+
+    def measure(self, target: Target, now: int) -> list[Measurement]:
+        return [Measurement(cap, self.spend, None) for cap in target.caps]
+
+    def count(self, target: Target, chains: Sequence[tuple[str, float]]) -> list[Decimal]:
+        return [self.counted.get(gateway, Decimal(0)) for gateway, _ in chains]
+
+    def charge(self, gateway: str, cost: str) -> None:
+        """The pipeline counted a call of `gateway`."""
+        self.spend += Decimal(cost)
+        self.counted[gateway] = self.counted.get(gateway, Decimal(0)) + Decimal(cost)
+
+
+class Gateway:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.chain = secrets.token_hex(16)
+        self.secret = secrets.token_hex(32)
+
+    def ask(self, want: str, need: str = "0") -> LeaseRequest:
+        return LeaseRequest(
+            kind="request",
+            gateway_id=self.name,
+            chain=self.chain,
+            scope=SCOPE,
+            want=Decimal(want),
+            need=Decimal(need),
+            commitment=commitment_of(self.secret),
+        )
+
+    def give_back(self, used: str, secret: str | None = None) -> LeaseRequest:
+        return LeaseRequest(
+            kind="return",
+            gateway_id=self.name,
+            chain=self.chain,
+            scope=SCOPE,
+            secret=secret or self.secret,
+            used=Decimal(used),
+        )
+
+
+def granted(grant: LeaseGrant | None) -> Decimal:
+    assert grant is not None
+    return grant.granted
+
+
+def test_never_lends_more_than_the_headroom() -> None:
+    world = World("1")
+    a, b, c = Gateway("a"), Gateway("b"), Gateway("c")
+    total = Decimal(0)
+    for _ in range(20):
+        total = sum((granted(world.desk.handle(g.ask("0.3"))) for g in (a, b, c)), Decimal(0))
+        assert total <= Decimal(1)
+    assert total > Decimal("0.99")  # and lends nearly all of it when asked often enough
+
+
+def test_spend_counted_by_the_pipeline_is_not_counted_twice() -> None:
+    world = World("1")
+    a, b = Gateway("a"), Gateway("b")
+    assert granted(world.desk.handle(a.ask("0.4"))) == Decimal("0.4")
+    world.charge("a", "0.4")  # a spent its slice; the totals hold it now
+    grant = world.desk.handle(b.ask("0.6"))
+    assert grant is not None
+    assert grant.granted + grant.free == Decimal("0.6")  # 1 - 0.4 spent - 0 outstanding
+
+
+def test_spend_not_yet_counted_stays_lent() -> None:
+    world = World("1")
+    a, b = Gateway("a"), Gateway("b")
+    world.desk.handle(a.ask("0.5"))  # a may have spent it already: the pipeline has not counted it
+    grant = world.desk.handle(b.ask("1", need="0.6"))
+    assert grant is not None
+    assert grant.granted + grant.free == Decimal("0.5")
+    assert grant.granted < Decimal("0.6")  # a call needing 0.6 cannot be covered
+
+
+def test_a_return_needs_the_chains_secret() -> None:
+    world = World("1")
+    a, b = Gateway("a"), Gateway("b")
+    world.desk.handle(a.ask("1"))
+    assert world.desk.handle(a.give_back("0", secret=secrets.token_hex(32))) is None
+    assert world.desk.rejected == 1
+    assert granted(world.desk.handle(b.ask("1"))) == 0  # nothing freed by the forged return
+    world.desk.handle(a.give_back("0.25"))
+    assert granted(world.desk.handle(b.ask("1"))) == Decimal("0.75")
+
+
+def test_a_dead_gateways_slice_returns_after_ttl_and_grace() -> None:
+    world = World("1")
+    dead, alive = Gateway("dead"), Gateway("alive")
+    world.desk.handle(dead.ask("1"))
+    world.now += SETTINGS.ttl_s + SETTINGS.settle_grace_s - 0.01
+    assert granted(world.desk.handle(alive.ask("1"))) == 0
+    world.now += 0.02
+    assert granted(world.desk.handle(alive.ask("1"))) == Decimal(1)
+
+
+def test_a_lowered_cap_revokes_and_nothing_more_is_lent() -> None:
+    world = World("1")
+    a = Gateway("a")
+    world.desk.handle(a.ask("0.8"))
+    world.set_cap("0.5")
+    (revoked,) = world.desk.revoke_changed()
+    assert revoked.revoked
+    assert revoked.chain == a.chain
+    fresh = Gateway("a")  # the gateway starts a new chain
+    assert granted(world.desk.handle(fresh.ask("0.1", need="0.1"))) == 0
+
+
+def test_an_unchanged_budget_revokes_nothing() -> None:
+    world = World("1")
+    world.desk.handle(Gateway("a").ask("0.5"))
+    world.set_cap("1")
+    assert world.desk.revoke_changed() == []
+
+
+def test_a_budget_without_leases_gets_a_revocation() -> None:
+    world = World("1", leases=False)
+    grant = world.desk.handle(Gateway("a").ask("0.5"))
+    assert grant is not None
+    assert grant.revoked
+    assert grant.granted == 0
+
+
+def test_a_fresh_desk_lends_nothing_until_old_chains_lapsed() -> None:
+    world = World("1")
+    world.desk = LeaseDesk(
+        book=world.book, measure=world.measure, counted=world.count, settings=SETTINGS, clock=lambda: world.now
+    )
+    assert world.desk.handle(Gateway("a").ask("0.5")) is None
+
+
+def test_a_request_naming_another_gateways_chain_is_dropped() -> None:
+    world = World("1")
+    a = Gateway("a")
+    world.desk.handle(a.ask("0.5"))
+    thief = Gateway("thief")
+    thief.chain = a.chain
+    assert world.desk.handle(thief.ask("0.5")) is None
+    assert world.desk.rejected == 1
+
+
+def test_a_busy_gateway_gets_a_fair_share_beside_an_idle_one() -> None:
+    world = World("1")
+    idle, busy = Gateway("idle"), Gateway("busy")
+    assert granted(world.desk.handle(idle.ask("0.05"))) == Decimal("0.05")
+    busy_total = granted(world.desk.handle(busy.ask("10")))
+    assert busy_total == Decimal("0.475")  # half of what nobody holds
+    world.desk.handle(idle.give_back("0"))  # idle hands its slice back
+    assert granted(world.desk.handle(busy.ask("10"))) == Decimal(1)
