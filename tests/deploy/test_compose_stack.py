@@ -4,14 +4,15 @@ Compose binary against podman's Docker API, exercised from outside as an operato
 brought down with nothing left behind.
 
 Up with `--wait`: compose itself waits on every healthcheck (Kafka's broker-api-versions, the
-pipeline's and the gateway's /readyz) and on the topics and keys jobs completing, so an image
-that does not start fails here. Then: every long-running container runs as a non-root user;
-`spendpipe budgets set` in the aggregator container gives the traffic's first end customer a
-budget below one call; compose's own traffic service sends mock completions through the gateway
-container; the gateway refuses that customer with LiteLLM's budget error on its published port
-and still serves another; once the traffic stops, the gateway's counters, the pipeline's and the
-events in the embedded store agree, and `spendpipe spend` in the container lists every customer.
-`down --volumes` then leaves no container, network or volume of the project in the engine."""
+pipeline's and the gateway's /readyz, the traffic's heartbeat) and on the topics and keys jobs
+completing, so an image that does not start fails here. Compose's own traffic service (profile
+`traffic`, up with the rest) sends mock completions through the gateway container. Then: every
+long-running container runs as a non-root user; `spendpipe budgets set` in the aggregator
+container gives the traffic's first end customer a budget below one call; the gateway refuses
+that customer with LiteLLM's budget error on its published port and still serves another; the
+traffic reaches every customer (`spendpipe spend` in the container); once it stops, the
+gateway's counters, the pipeline's and the events in the embedded store agree. `down --volumes`
+then leaves no container, network or volume of the project in the engine."""
 
 import re
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from dev.local_kafka import free_port_pair
-from tests.support.containers import ComposeProject, build_images, docker_api
+from tests.support.containers import ComposeProject, build_images, docker_api, healthchecks_run
 from tests.support.deploy import env_example
 from tests.support.ops import metric, readiness
 from tests.support.proxy_client import post_completion
@@ -51,16 +52,12 @@ def stack(images: None, tmp_path: Path) -> Iterator[ComposeProject]:
     with docker_api(tmp_path) as docker_host:
         project = ComposeProject(docker_host, ports)
         try:
-            yield project
+            with healthchecks_run(project.name, tmp_path):
+                yield project
         finally:
-            down = project("down", "--volumes", "--remove-orphans", "--timeout", "30")
+            down = project("--profile", "*", "down", "--volumes", "--remove-orphans", "--timeout", "30")
             assert down.returncode == 0, down.stderr
             assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
-
-
-def _up(project: ComposeProject, *args: str) -> None:
-    result = project(*args, "up", "--detach", "--wait", "--wait-timeout", "600")
-    assert result.returncode == 0, f"{result.stderr}\n{project.logs()}"
 
 
 def test_compose_stack_runs_under_podman_and_enforces_a_budget(stack: ComposeProject) -> None:
@@ -69,7 +66,8 @@ def test_compose_stack_runs_under_podman_and_enforces_a_budget(stack: ComposePro
     pipeline_ops = f"http://127.0.0.1:{stack.variables['PIPELINE_OPS_HOST_PORT']}"
     key = env_example()["LITELLM_MASTER_KEY"]
 
-    _up(stack)
+    up = stack("--profile", "traffic", "up", "--detach", "--wait", "--wait-timeout", "600")
+    assert up.returncode == 0, f"{up.stderr}\n{stack.logs()}"
     jobs = stack("ps", "--all", "--format", "{{.Service}} {{.State}} {{.ExitCode}}")
     states = dict(line.split(" ", 1) for line in jobs.stdout.splitlines())
     assert states["topics"] == states["keys"] == "exited 0", jobs.stdout
@@ -84,7 +82,6 @@ def test_compose_stack_runs_under_podman_and_enforces_a_budget(stack: ComposePro
     )
     assert budget.returncode == 0, budget.stdout + budget.stderr
 
-    _up(stack, "--profile", "traffic")
     for service in LONG_RUNNING:
         uid = stack.exec(service, "id", "-u")
         assert uid.returncode == 0, uid.stderr
@@ -102,7 +99,9 @@ def test_compose_stack_runs_under_podman_and_enforces_a_budget(stack: ComposePro
 
     # the traffic reaches every end customer before it stops
     def customers() -> set[str]:
-        spend = stack.exec("aggregator", "spendpipe", "spend", "--scope", "end_user", "--window", "day")
+        spend = stack.exec(
+            "aggregator", *("spendpipe", "spend", "--scope", "end_user", "--window", "day", "--format", "csv")
+        )
         assert spend.returncode == 0, spend.stdout + spend.stderr
         return set(re.findall(r"customer-\d", spend.stdout))
 
@@ -116,10 +115,10 @@ def test_compose_stack_runs_under_podman_and_enforces_a_budget(stack: ComposePro
     assert stopped.returncode == 0, stopped.stderr
 
     def events_in_store() -> int:
-        result = stack.exec("aggregator", "spendpipe", "sql", "SELECT count() FROM events")
+        result = stack.exec("aggregator", "spendpipe", "sql", "SELECT count() AS n FROM events", "--format", "csv")
         assert result.returncode == 0, result.stdout + result.stderr
-        (count,) = re.findall(r"\d+", result.stdout)
-        return int(count)
+        assert result.stdout.split()[0] == "n", result.stdout
+        return int(result.stdout.split()[1])
 
     def counters() -> tuple[float, float, float, int]:
         return (

@@ -18,6 +18,7 @@ from tests.support.waiting import eventually_sync
 
 LOCAL = REPO / "deploy" / "local"
 IMAGES_SCRIPT = LOCAL / "images.sh"
+HEALTHCHECKS_SCRIPT = LOCAL / "healthchecks.sh"
 LOCAL_OVERRIDE = LOCAL / "compose.yml"
 CONTAINERS_CONF = LOCAL / "containers.conf"
 PROJECT_LABEL = "com.docker.compose.project"
@@ -78,6 +79,24 @@ def _pings(path: Path) -> bool:
             return conn.recv(64).split(b" ")[1:2] == [b"200"]
     except OSError:
         return False
+
+
+@contextlib.contextmanager
+def healthchecks_run(project: str, workdir: Path) -> Iterator[None]:
+    """deploy/local/healthchecks.sh for `project`: without systemd podman runs no healthcheck."""
+    log = (workdir / "healthchecks.log").open("w")
+    ticker = subprocess.Popen(
+        [str(HEALTHCHECKS_SCRIPT), project],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=engine_env(),
+        start_new_session=True,
+    )
+    try:
+        yield
+    finally:
+        terminate(ticker)
+        log.close()
 
 
 @dataclass
