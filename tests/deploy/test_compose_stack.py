@@ -113,6 +113,8 @@ def test_compose_stack_runs_under_podman_and_enforces_a_budget(stack: ComposePro
     )
     stopped = stack("--profile", "traffic", "stop", "traffic")
     assert stopped.returncode == 0, stopped.stderr
+    exited = stack("--profile", "traffic", "ps", "--all", "--format", "{{.ExitCode}}", "traffic")
+    assert exited.stdout.split() == ["0"], f"traffic not ended by compose's SIGTERM: {exited.stdout}"
 
     def events_in_store() -> int:
         result = stack.exec("aggregator", "spendpipe", "sql", "SELECT count() AS n FROM events", "--format", "csv")
