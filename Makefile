@@ -34,7 +34,7 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 unit: $(STAMP) $(PROMTOOL) ## the unit tier alone, in seconds: no broker, no lint (reinstalls the venv only if pyproject.toml changed)
 	$(BIN)/pytest tests/unit
 
-test: setup $(PROMTOOL) $(CHROMIUM) lint ## lint, then unit, integration and e2e tests (they start and stop their own broker); lists the 25 slowest
+test: setup $(PROMTOOL) $(CHROMIUM) podman lint ## lint, then unit, integration, e2e and deploy tests (they start and stop their own broker and containers); lists the 25 slowest
 	$(BIN)/pytest --durations=25
 
 $(PROMTOOL): | $(STAMP)  # Prometheus's promtool, for the alert-rule tests (taken out of Debian's package)
@@ -42,6 +42,12 @@ $(PROMTOOL): | $(STAMP)  # Prometheus's promtool, for the alert-rule tests (take
 
 $(CHROMIUM):  # Debian's chromium, headless, for the HTML report test (skipped when it is installed)
 	dev/install-chromium.sh
+
+podman:  # Debian's podman, runc and debootstrap, for `make images` and the deploy tests (when missing)
+	dev/install-podman.sh
+
+images: setup podman ## build every image with podman, on local bases when no image registry can be reached (deploy/local/images.sh)
+	deploy/local/images.sh
 
 bench: setup ## run the benchmarks and print their table
 	$(BIN)/python -m benchmarks
@@ -56,4 +62,4 @@ fmt: $(STAMP) ## apply ruff's formatting and safe fixes
 clean: ## remove local data (keeps the venv and the jar cache)
 	rm -rf .data
 
-.PHONY: help setup run lint unit test bench schemas fmt clean
+.PHONY: help setup run lint unit test podman images bench schemas fmt clean

@@ -24,7 +24,7 @@ from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 from tests.support.signing import WriterKey
 
-TIERS = ("unit", "integration", "e2e")
+TIERS = ("unit", "integration", "e2e", "deploy")
 NOT_IN_UNIT = frozenset({"kafka_broker", "own_broker", "clickhouse_settings"})
 """Fixtures that start a broker or open a ClickHouse engine: `make unit` runs without either."""
 

@@ -6,6 +6,7 @@ run in the slim services image with nothing added.
 """
 
 import json
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -119,10 +120,15 @@ def traffic(
         if n % 50 == 0:
             typer.echo(f"{n} requests: {_summary(statuses)}")
 
+    # SIGTERM (a container's stop) ends it as Ctrl-C does; as a container's PID 1 it would
+    # otherwise be ignored, and the engine would SIGKILL it after its grace period
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         statuses = run_traffic(send=http_sender(url, api_key), plan=plan, count=count, rate=rate, on_answer=on_answer)
     except KeyboardInterrupt:
         return
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     typer.echo(f"done, {sum(statuses.values())} requests: {_summary(statuses)}")
     if not statuses[200]:
         raise typer.Exit(1)

@@ -59,7 +59,6 @@ moved by exactly that."""
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import time
@@ -94,6 +93,7 @@ from tests.support.compose_processes import (
 from tests.support.deploy import ENV_EXAMPLE, GATEWAY_CONFIG, compose_config
 from tests.support.gateway_blocks import following_blocklist
 from tests.support.ops import metric, off_loop, readiness
+from tests.support.proxy_client import post_completion
 from tests.support.waiting import eventually
 
 CUSTOMER = "customer-0"
@@ -272,20 +272,6 @@ def admin_settings_env(env: dict[str, str], workdir: Path) -> Iterator[AdminSett
         workdir.mkdir(parents=True, exist_ok=True)
         patch.chdir(workdir)
         yield load_settings(AdminSettings)
-
-
-def post_completion(proxy_url: str, api_key: str, user: str) -> tuple[int, dict[str, Any]]:
-    body = {"model": "gpt-4o-mini", "user": user, "messages": [{"role": "user", "content": "hi"}]}
-    request = urllib.request.Request(
-        f"{proxy_url}/chat/completions",
-        data=json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"{}")
 
 
 def answers(url: str) -> bool:

