@@ -58,15 +58,15 @@ async def test_budgets_apply_a_yaml_file_all_or_nothing(kafka_broker: str, make_
     bad.write_text(
         "litellm_settings:\n  max_budget: 100\n  budget_duration: 30d\n"
         "budgets:\n  - {scope: 'team:eng', max_budget: 10}\n"
-        "  - {scope: 'team:ops', max_budget: 1, budget_duration: 2w}\n"
+        "  - {scope: 'team:ops', max_budget: 1, budget_duration: 2x}\n"
     )
     refused = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "apply", "--file", str(bad))
     assert refused.returncode == 2
-    assert "budgets[1].budget_duration: unknown duration '2w'" in refused.stderr
+    assert "budgets[1].budget_duration: unknown duration '2x'" in refused.stderr
     assert await read_topic(kafka_broker, topics.budgets, expected=0) == []
 
     good = tmp_path / "good.yaml"
-    good.write_text(bad.read_text().replace("2w", "7d"))
+    good.write_text(bad.read_text().replace("2x", "2w"))
     applied = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "apply", "--file", str(good))
     assert applied.returncode == 0, applied.stderr
     listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")

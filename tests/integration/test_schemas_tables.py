@@ -11,8 +11,10 @@ def test_the_checked_in_tables_are_current(clickhouse: ClickhouseStore) -> None:
     found = stale(ROOT, files, lambda name: name.startswith((TABLES, VIEWS)))
 
     assert found == [], f"out of date with the migrations ({', '.join(found)}): run `make schemas` and commit"
-    assert set(files) == {f"{TABLES}{table}.sql" for table in ("events", "schema_migrations", "spend_totals")} | {
-        f"{VIEWS}{view}.sql"
-        for view in ("spend_by_model", "spend_by_scope", "spend_by_session", "spend_by_tag", "top_spenders")
-    }
+    tables = ("budget_history", "decision_history", "events", "schema_migrations", "spend_totals")
+    views = (
+        "blocks_history", "budget_utilisation", "spend_by_model", "spend_by_scope", "spend_by_session",
+        "spend_by_tag", "top_spenders",
+    )  # fmt: skip
+    assert set(files) == {f"{TABLES}{table}.sql" for table in tables} | {f"{VIEWS}{view}.sql" for view in views}
     assert all(clickhouse.settings.database not in text for text in files.values())
