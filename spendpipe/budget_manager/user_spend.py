@@ -84,8 +84,7 @@ class UserSpend:
         if not unplaced:
             return
         _, rows = self._sql.query(
-            "SELECT toString(event_id), kafka_partition, kafka_offset FROM events "
-            "WHERE has({ids:Array(UUID)}, event_id)",
+            "SELECT event_id, kafka_partition, kafka_offset FROM events WHERE has({ids:Array(String)}, event_id)",
             {"ids": unplaced},
         )
         for event_id, partition, offset in rows:
