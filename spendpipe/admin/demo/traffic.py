@@ -115,7 +115,9 @@ class DemoTraffic:
             self._plugin.check(model=call["model"], user=call["user"], metadata=call["metadata"])
         except (litellm.BudgetExceededError, litellm.RateLimitError) as refusal:
             tally.refused += 1
-            reason = f"{type(refusal).__name__}: {refusal}"
+            # LiteLLM's own error name (spendpipe raises subclasses of it that name the scope)
+            kind = "BudgetExceededError" if isinstance(refusal, litellm.BudgetExceededError) else "RateLimitError"
+            reason = f"{kind}: {refusal}"
             if tally.refusing != reason:
                 tally.refusing = reason
                 self._report(f"{_now()} refused {alias} (team {call['metadata']['user_api_key_team_id']}): {reason}")
