@@ -16,6 +16,7 @@ from spendpipe.gateway.recording.publisher import Deferred, EventPublisher, Publ
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.kafka import KafkaSettings
 from tests.support.events import make_event
+from tests.support.waiting import eventually_sync
 
 WITHIN_S = 10.0
 
@@ -35,10 +36,7 @@ def publisher(tmp_path: Path) -> Iterator[EventPublisher]:
 
 
 def asleep(sender: EventPublisher) -> None:
-    deadline = time.monotonic() + WITHIN_S
-    while not sender._asleep:
-        assert time.monotonic() < deadline, "the publisher's thread never went to sleep"
-        time.sleep(0.01)
+    eventually_sync(lambda: sender._asleep, bool, within=WITHIN_S, what="the publisher's thread asleep")
 
 
 def test_a_hand_over_wakes_the_sleeping_thread(publisher: EventPublisher) -> None:
