@@ -7,7 +7,9 @@
 #   localhost/spendpipe-local/python:3.11-bookworm  Debian's Python 3.11 on it (python.Dockerfile)
 #   localhost/spendpipe-local/kafka:KAFKA        the Maven Central broker jars on Debian's JRE (kafka/)
 #   localhost/spendpipe-local/litellm:vLITELLM   LiteLLM from PyPI (litellm.Dockerfile)
-# then the real images, services/Dockerfile and services/gateway/Dockerfile unchanged, through
+# then, on every run (the layer cache makes an unchanged one quick):
+#   localhost/spendpipe-local/prometheus:bookworm  Debian's Prometheus with deploy/prometheus (prometheus/)
+# and the real images, services/Dockerfile and services/gateway/Dockerfile unchanged, through
 # their base-image build arguments:
 #   localhost/spendpipe:TAG  localhost/spendpipe-gateway:TAG   (TAG: $IMAGE_TAG, default "local")
 #
@@ -31,6 +33,7 @@ DEBIAN_IMAGE=$LOCAL/debian:bookworm
 PYTHON_IMAGE=$LOCAL/python:3.11-bookworm
 KAFKA_IMAGE=$LOCAL/kafka:$KAFKA_VERSION
 LITELLM_IMAGE=$LOCAL/litellm:v$LITELLM_VERSION
+PROMETHEUS_IMAGE=$LOCAL/prometheus:bookworm
 
 die() { echo "images: $*" >&2; exit 1; }
 say() { echo "images: $*" >&2; }
@@ -88,6 +91,10 @@ if wanted "$LITELLM_IMAGE"; then
   podman build "${build_opts[@]}" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
     --build-arg "LITELLM_VERSION=$LITELLM_VERSION" -t "$LITELLM_IMAGE" -f "$HERE/litellm.Dockerfile" "$ROOT"
 fi
+
+say "building $PROMETHEUS_IMAGE"
+podman build "${build_opts[@]}" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$PROMETHEUS_IMAGE" \
+  --build-context "prometheus=$ROOT/deploy/prometheus" "$HERE/prometheus"
 
 say "building localhost/spendpipe:$TAG and localhost/spendpipe-gateway:$TAG"
 podman build "${build_opts[@]}" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \

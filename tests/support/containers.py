@@ -117,6 +117,8 @@ class ComposeProject:
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
             "DOCKER_HOST": self.docker_host,
+            # the tag `make images` built (deploy/local/images.sh reads it from the same environment)
+            **{name: os.environ[name] for name in ("IMAGE_TAG",) if name in os.environ},
             **self.variables,
         }
         return subprocess.run(
