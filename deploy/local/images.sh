@@ -8,7 +8,7 @@
 #   localhost/spendpipe-local/kafka:KAFKA        the Maven Central broker jars on Debian's JRE (kafka/)
 #   localhost/spendpipe-local/litellm:vLITELLM   LiteLLM from PyPI (litellm.Dockerfile)
 # then, on every run (the layer cache makes an unchanged one quick):
-#   localhost/spendpipe-local/prometheus:bookworm  Debian's Prometheus with deploy/prometheus (prometheus/)
+#   localhost/spendpipe-local/prometheus:bookworm  Debian's Prometheus package (prometheus/)
 # and the real images, services/Dockerfile and services/gateway/Dockerfile unchanged, through
 # their base-image build arguments:
 #   localhost/spendpipe:TAG  localhost/spendpipe-gateway:TAG   (TAG: $IMAGE_TAG, default "local")
@@ -93,8 +93,7 @@ if wanted "$LITELLM_IMAGE"; then
 fi
 
 say "building $PROMETHEUS_IMAGE"
-podman build "${build_opts[@]}" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$PROMETHEUS_IMAGE" \
-  --build-context "prometheus=$ROOT/deploy/prometheus" "$HERE/prometheus"
+podman build "${build_opts[@]}" --build-arg "DEBIAN_IMAGE=$DEBIAN_IMAGE" -t "$PROMETHEUS_IMAGE" "$HERE/prometheus"
 
 say "building localhost/spendpipe:$TAG and localhost/spendpipe-gateway:$TAG"
 podman build "${build_opts[@]}" --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
