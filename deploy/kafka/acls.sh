@@ -40,6 +40,8 @@ BUDGETS=${SPENDPIPE_TOPICS__BUDGETS:-spend.budgets}
 DECLARED=${SPENDPIPE_TOPICS__DECLARED_BUDGETS:-spend.budgets.declared}
 ALERTS=${SPENDPIPE_TOPICS__ALERTS:-spend.alerts}
 SESSIONS=${SPENDPIPE_TOPICS__SESSIONS:-spend.sessions}
+LEASE_REQUESTS=${SPENDPIPE_TOPICS__LEASE_REQUESTS:-spend.lease_requests}
+LEASES=${SPENDPIPE_TOPICS__LEASES:-spend.leases}
 
 GATEWAY=gateway AGGREGATOR=aggregator ENFORCER=enforcer ADMIN=spendpipe-admin READER=reader
 AGGREGATOR_GROUP=${SPENDPIPE_GROUP_ID:-spendpipe-aggregator}
@@ -80,11 +82,11 @@ allow() {
 }
 
 grant_gateway() {
-  # writes events, its sessions log and the budgets LiteLLM keys declare; reads decisions (block
-  # list), budgets (rate limits, session caps) and the sessions log (other gateways' admissions);
-  # no consumer group
-  allow "$GATEWAY" "Write" --topic "$EVENTS" --topic "$SESSIONS" --topic "$DECLARED"
-  allow "$GATEWAY" "Read" --topic "$DECISIONS" --topic "$BUDGETS" --topic "$SESSIONS"
+  # writes events, its sessions log, the budgets LiteLLM keys declare and its lease requests;
+  # reads decisions (block list), budgets (rate limits, session caps), the sessions log (other
+  # gateways' admissions) and lease grants; no consumer group
+  allow "$GATEWAY" "Write" --topic "$EVENTS" --topic "$SESSIONS" --topic "$DECLARED" --topic "$LEASE_REQUESTS"
+  allow "$GATEWAY" "Read" --topic "$DECISIONS" --topic "$BUDGETS" --topic "$SESSIONS" --topic "$LEASES"
 }
 
 grant_aggregator() {
@@ -94,18 +96,20 @@ grant_aggregator() {
 }
 
 grant_enforcer() {
-  # consumes flushes in its group; reads budgets (declared ones too), and its own decisions and
-  # alerts back at start; writes decisions and alerts
+  # consumes flushes in its group and lease requests in its lease desk's group; reads budgets
+  # (declared ones too), and its own decisions and alerts back at start; writes decisions, alerts
+  # and lease grants
   allow "$ENFORCER" "Read" --topic "$FLUSHES" --topic "$BUDGETS" --topic "$DECLARED" --topic "$DECISIONS" \
-      --topic "$ALERTS" --group "$ENFORCER_GROUP"
-  allow "$ENFORCER" "Write" --topic "$DECISIONS" --topic "$ALERTS"
+      --topic "$ALERTS" --topic "$LEASE_REQUESTS" --group "$ENFORCER_GROUP" --group "$ENFORCER_GROUP-leases"
+  allow "$ENFORCER" "Write" --topic "$DECISIONS" --topic "$ALERTS" --topic "$LEASES"
 }
 
 grant_admin() {
   # spendpipe topics create, budgets set/list/delete, blocks list: creates the topics, writes
   # budgets, reads budgets and decisions
   allow "$ADMIN" "Create Describe" --topic "$EVENTS" --topic "$DLQ" --topic "$FLUSHES" --topic "$DECISIONS" \
-      --topic "$BUDGETS" --topic "$DECLARED" --topic "$ALERTS" --topic "$SESSIONS"
+      --topic "$BUDGETS" --topic "$DECLARED" --topic "$ALERTS" --topic "$SESSIONS" --topic "$LEASE_REQUESTS" \
+      --topic "$LEASES"
   allow "$ADMIN" "Write" --topic "$BUDGETS"
   allow "$ADMIN" "Read" --topic "$BUDGETS" --topic "$DECISIONS"
 }
@@ -114,7 +118,8 @@ grant_reader() {
   # analysts, operators, dashboards: read every topic, in consumer groups named READER...;
   # write nothing
   allow "$READER" "Read" --topic "$EVENTS" --topic "$DLQ" --topic "$FLUSHES" --topic "$DECISIONS" \
-      --topic "$BUDGETS" --topic "$DECLARED" --topic "$ALERTS" --topic "$SESSIONS"
+      --topic "$BUDGETS" --topic "$DECLARED" --topic "$ALERTS" --topic "$SESSIONS" --topic "$LEASE_REQUESTS" \
+      --topic "$LEASES"
   allow "$READER" "Read" --resource-pattern-type prefixed --group "$READER"
 }
 

@@ -34,7 +34,7 @@ from spendpipe.contracts.windows import Window
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.notifier.app import serve as serve_notifier
 from spendpipe.notifier.settings import NotifierSettings
-from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.kafka_topics import TopicsRefusedError, ensure_topics, topic_specs
 from spendpipe.platform.settings import PipelineSettings, SettingsError, load_settings
 from spendpipe.runner import Services, serve
 from spendpipe.store.sql_endpoint.client import sql_source
@@ -233,7 +233,10 @@ def topics_create(
     quiet_client_logs(debug=_Options.debug)
     settings = _settings(AdminSettings)
     specs = topic_specs(settings.topics, partitions=partitions, replication=replication)
-    created = asyncio.run(ensure_topics(settings.kafka, specs))
+    try:
+        created = asyncio.run(ensure_topics(settings.kafka, specs))
+    except TopicsRefusedError as error:
+        raise CliError(str(error)) from None
     out.print(message(f"created: {', '.join(created) or 'nothing, all topics exist'}"))
 
 

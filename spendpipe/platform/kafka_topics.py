@@ -3,7 +3,7 @@
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
@@ -37,20 +37,40 @@ def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[Ne
 
 
 async def ensure_topics(kafka: KafkaSettings, specs: list[NewTopic], *, timeout_ms: int = 30_000) -> list[str]:
-    """Create the topics that do not exist yet. Returns the names created now."""
+    """Create the topics that do not exist yet. Returns the names created now. Raises
+    `TopicsRefusedError` when the broker refused any (no ACL to create it, a bad setting): the
+    broker answers such a refusal per topic, inside a successful response."""
     admin = AIOKafkaAdminClient(**kafka.aiokafka_kwargs(), request_timeout_ms=timeout_ms)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [spec for spec in specs if spec.name not in existing]
-        if missing:
-            try:
-                await admin.create_topics(missing, timeout_ms=timeout_ms)
-            except TopicAlreadyExistsError:
-                log.info("topics were created concurrently")
-        return [spec.name for spec in missing]
+        if not missing:
+            return []
+        try:
+            response = await admin.create_topics(missing, timeout_ms=timeout_ms)
+        except TopicAlreadyExistsError:
+            log.info("topics were created concurrently")
+            return []
+        created, refused = [], []
+        for topic, code, *message in response.topic_errors:
+            if code == 0:
+                created.append(topic)
+            elif code == TopicAlreadyExistsError.errno:
+                log.info("topic %s was created concurrently", topic)
+            else:
+                refused.append(
+                    f"{topic}: {for_code(code).__name__}" + (f" ({message[0]})" if message and message[0] else "")
+                )
+        if refused:
+            raise TopicsRefusedError("the broker refused to create " + "; ".join(refused))
+        return created
     finally:
         await admin.close()
+
+
+class TopicsRefusedError(RuntimeError):
+    """The broker refused to create some of spendpipe's topics."""
 
 
 async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:

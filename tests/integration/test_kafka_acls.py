@@ -4,7 +4,8 @@ and ACLs of docs/operations.md, created with the commands it gives (deploy/kafka
 runs kafka-acls and kafka-configs). Each principal connects with spendpipe's own client settings
 (`KafkaSettings` with SASL), through spendpipe's clients where one exists: the gateway plugin, the
 topic creation of `spendpipe topics create`, BudgetAdmin, the compacted-topic reader. A gateway
-may write events and sessions and read decisions and budgets, never write decisions or budgets;
+may write events, sessions and lease requests and read decisions, budgets and lease grants, never
+write decisions, budgets or grants;
 each other principal does its job and is refused at least one thing it must not do."""
 
 import asyncio
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.admin import NewTopic
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
@@ -28,7 +30,7 @@ from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.compacted import TopicRecord, read_to_end
 from spendpipe.platform.kafka import KafkaSettings
-from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.kafka_topics import TopicsRefusedError, ensure_topics, topic_specs
 from tests.support.events import make_event
 from tests.support.kafka_acls import (
     SecuredBroker,
@@ -44,6 +46,7 @@ TOPICS = Topics()
 """The default names: this broker is the test's own, and acls.sh grants on the default names."""
 AGGREGATOR_GROUP = "spendpipe-aggregator"
 ENFORCER_GROUP = "spendpipe-enforcer"
+LEASE_DESK_GROUP = "spendpipe-enforcer-leases"
 WITHIN_S = 20.0
 
 
@@ -127,11 +130,16 @@ async def test_the_gateway_writes_events_and_sessions_and_reads_decisions_and_bu
     session = marker()
     await produce(gateway, TOPICS.sessions, session)
     assert session in await values_in(gateway, TOPICS.sessions)
+    # it asks the enforcer's lease desk for headroom, and reads the grants (written by the enforcer)
+    await handed_over(secured, TOPICS.lease_requests, writer="gateway", reader="enforcer", group=LEASE_DESK_GROUP)
+    grant = marker()
+    await produce(secured.settings("enforcer"), TOPICS.leases, grant)
+    assert grant in await values_in(gateway, TOPICS.leases)
 
 
-@pytest.mark.parametrize("topic", [TOPICS.decisions, TOPICS.budgets, TOPICS.alerts, TOPICS.flushes])
+@pytest.mark.parametrize("topic", [TOPICS.decisions, TOPICS.budgets, TOPICS.alerts, TOPICS.flushes, TOPICS.leases])
 async def test_the_gateway_cannot_write_what_others_own(secured: SecuredBroker, topic: str) -> None:
-    # a forged decision or budget from a compromised gateway is refused by the broker
+    # a forged decision, budget or lease grant from a compromised gateway is refused by the broker
     with pytest.raises(TopicAuthorizationFailedError):
         await produce(secured.settings("gateway"), topic, marker())
 
@@ -141,6 +149,13 @@ async def test_the_gateway_cannot_read_other_gateways_spend_or_join_a_service_gr
         await read_partition_zero(secured.settings("gateway"), TOPICS.events, marker(), within_s=WITHIN_S)
     with pytest.raises((GroupAuthorizationFailedError, TopicAuthorizationFailedError)):
         await consume_in_group(secured.settings("gateway"), TOPICS.decisions, ENFORCER_GROUP, marker(), within_s=5)
+
+
+async def test_a_topic_the_broker_refuses_to_create_is_an_error_not_a_success(secured: SecuredBroker) -> None:
+    # the gateway may create no topic: with its login, creating one is refused, not reported created
+    name = f"acl-new-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TopicsRefusedError, match=f"{name}: TopicAuthorizationFailedError"):
+        await ensure_topics(secured.settings("gateway"), [NewTopic(name, 1, 1)])
 
 
 async def test_a_wrong_password_is_not_let_in(secured: SecuredBroker) -> None:
@@ -173,8 +188,9 @@ async def test_the_enforcer_reads_flushes_budgets_decisions_alerts_and_writes_de
     assert decision in await values_in(enforcer, TOPICS.decisions)
     assert alert in await values_in(enforcer, TOPICS.alerts)
     await values_in(enforcer, TOPICS.budgets)
-    # refused: raising a budget, and writing spend
-    for topic in (TOPICS.budgets, TOPICS.events):
+    await produce(enforcer, TOPICS.leases, marker())
+    # refused: raising a budget, writing spend, and asking itself for leases in a gateway's name
+    for topic in (TOPICS.budgets, TOPICS.events, TOPICS.lease_requests):
         with pytest.raises(TopicAuthorizationFailedError):
             await produce(enforcer, topic, marker())
 
@@ -200,6 +216,8 @@ async def test_the_reader_reads_every_topic_and_writes_none(secured: SecuredBrok
         (TOPICS.decisions, "enforcer"),
         (TOPICS.alerts, "enforcer"),
         (TOPICS.budgets, "spendpipe-admin"),
+        (TOPICS.lease_requests, "gateway"),
+        (TOPICS.leases, "enforcer"),
     ]:
         written[topic] = marker()
         await produce(secured.settings(writer), topic, written[topic])
