@@ -11,6 +11,7 @@ a fair share; a chain is lent again only after it lapsed and its last calls had
 `ttl_s + settle_grace_s`, by when every chain its predecessor granted has lapsed.
 """
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 Measure = Callable[[Target, int], list[Measurement]]
 """A target's caps with their spend in the current windows, at a Unix second."""
-Counted = Callable[[Target, Sequence[tuple[str, float]]], list[Decimal]]
-"""For (gateway, start) pairs: that gateway's spend on the target since the start."""
+Counted = Callable[[Target, Sequence[tuple[str, float, float | None]]], list[Decimal]]
+"""For (gateway, start, end) triples: that gateway's spend on the target from the start until
+the end (None: open)."""
 
 ZERO = Decimal(0)
 
@@ -47,6 +49,12 @@ class Chain:
     window_end: float | None = None
     released: Decimal = ZERO
     """What the gateway handed back without ending the chain (releases), cumulative."""
+    carry: Decimal = ZERO
+    """What the gateway's earlier chains on the target may still spend in this chain's count:
+    their calls that end after this chain began count for it (`lease_spend.py`), so when an
+    earlier chain leaves the account, what it was lent and not counted for carries over here."""
+    counted: Decimal = ZERO
+    """The chain's counted spend as last read (it only grows)."""
     closed: bool = False
     """Returned or revoked: lent nothing more, kept in the account until it lapses."""
 
@@ -134,9 +142,12 @@ class LeaseDesk:
         return self._grant(chain, request.scope, request.model, max(free - give, ZERO), now, headroom=headroom)
 
     def _outstanding(self, target: Target, chains: dict[str, Chain]) -> Decimal:
-        held = [c for c in chains.values() if c.granted > 0]
-        counted = self._counted(target, [(c.gateway_id, c.started) for c in held])
-        return sum((max(ZERO, c.granted - c.released - spent) for c, spent in zip(held, counted, strict=True)), ZERO)
+        held = [c for c in chains.values() if c.granted > 0 or c.carry > 0]
+        ends = _ends(chains)
+        counted = self._counted(target, [(c.gateway_id, c.started, ends.get(c.chain)) for c in held])
+        for chain, spent in zip(held, counted, strict=True):
+            chain.counted = spent
+        return sum((max(ZERO, c.granted - c.released + c.carry - c.counted) for c in held), ZERO)
 
     def _return(
         self, request: LeaseRequest, chain: Chain | None, chains: dict[str, Chain], now: float
@@ -217,11 +228,23 @@ class LeaseDesk:
         return next((t for t in leased_targets(self._book, scope) if t.model == model), None)
 
     def _drop_lapsed(self, chains: dict[str, Chain], now: float) -> None:
+        """Drop the chains that lapsed a grace period ago, and those that asked and were never
+        lent anything. What a dropped chain was lent and not counted for carries over to its
+        gateway's next chain, whose count holds the dropped one's last calls."""
         grace = self._settings.settle_grace_s
-        for name in [n for n, c in chains.items() if c.expires_at + grace <= now and (c.granted or c.closed)]:
+        dropped = {
+            name
+            for name, c in chains.items()
+            if (c.expires_at + grace <= now and (c.granted or c.closed))
+            or (not c.granted and now - c.started > self._settings.ttl_s + grace)
+        }
+        for chain in sorted((chains[n] for n in dropped), key=lambda c: c.started):
+            later = [c for c in chains.values() if c.gateway_id == chain.gateway_id and c.started > chain.started]
+            if later:
+                left = max(ZERO, chain.granted - chain.released + chain.carry - chain.counted)
+                min(later, key=lambda c: c.started).carry += left
+        for name in dropped:
             del chains[name]
-        for name in [n for n, c in chains.items() if not c.granted and now - c.started > self._settings.ttl_s + grace]:
-            del chains[name]  # asked, never lent anything
 
     def _close(self, chain: Chain, key: str, now: float, why: str) -> LeaseGrant:
         log.info("lease chain %s of %s on %s closed: %s", chain.chain, chain.gateway_id, key, why)
@@ -263,6 +286,19 @@ class LeaseDesk:
         self.rejected += 1
         log.warning("lease request dropped: %s", why)
         return None
+
+
+def _ends(chains: dict[str, Chain]) -> dict[str, float]:
+    """Per chain with a later chain of its gateway in the account: that later chain's start."""
+    ends: dict[str, float] = {}
+    by_gateway: dict[str, list[Chain]] = {}
+    for chain in chains.values():
+        by_gateway.setdefault(chain.gateway_id, []).append(chain)
+    for own in by_gateway.values():
+        own.sort(key=lambda c: c.started)
+        for earlier, later in itertools.pairwise(own):
+            ends[earlier.chain] = later.started
+    return ends
 
 
 def _split(key: str) -> tuple[str, str]:
