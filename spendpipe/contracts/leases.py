@@ -4,7 +4,8 @@
 
 A gateway's leases on one target form a chain, named by the gateway. Its first request commits
 to a secret (`commitment` = SHA-256 hex of it); only a return that reveals the secret ends the
-chain early, so a return written by anyone else frees nothing. Grants are signed by the
+chain early, so a return written by anyone else frees nothing. A release hands part of a chain
+back and keeps it open: it reveals the current secret and commits to the next one. Grants are signed by the
 enforcer like decisions (`platform/signing`); `granted` is cumulative and a higher `version`
 of a chain supersedes a lower one.
 """
@@ -41,13 +42,15 @@ def reveals(secret: str | None, commitment: str) -> bool:
 
 
 class LeaseRequest(BaseModel):
-    """A gateway asks to add `want` to its chain on a target (`kind = "request"`), or hands the
-    chain back (`kind = "return"`, with the chain's secret and its exact use)."""
+    """A gateway asks to add `want` to its chain on a target (`kind = "request"`), hands part of
+    it back and keeps the chain (`kind = "release"`, with the chain's current secret, the next
+    one's commitment and the cumulative amount released), or hands the chain back
+    (`kind = "return"`, with the chain's secret and its exact use)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
-    kind: Literal["request", "return"]
+    kind: Literal["request", "release", "return"]
     gateway_id: GatewayId
     chain: ChainId
     scope: TargetScope
@@ -61,9 +64,13 @@ class LeaseRequest(BaseModel):
     rate: Cost = Decimal(0)
     """The gateway's recent spend on the target, dollars per second: what the enforcer sizes by."""
     commitment: Sha256Hex | None = None
-    """On a chain's first request: SHA-256 hex of the chain's secret."""
+    """On a chain's first request: SHA-256 hex of the chain's secret. On a release: of the
+    chain's next secret (the one its next release or its return reveals)."""
     secret: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
-    """On a return: the secret itself (32 bytes, hex)."""
+    """On a release or a return: the chain's current secret itself (32 bytes, hex)."""
+    released: Cost = Decimal(0)
+    """On a release: what the chain has handed back in all, cumulative (a later release never
+    lowers it); the chain may spend `granted - released`."""
     used: Cost = Decimal(0)
     """On a return: the exact cost the chain was charged."""
     reserved: Cost = Decimal(0)
@@ -71,8 +78,10 @@ class LeaseRequest(BaseModel):
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "LeaseRequest":
-        if self.kind == "return" and self.secret is None:
-            raise ValueError("a return carries the chain's secret")
+        if self.kind in ("return", "release") and self.secret is None:
+            raise ValueError(f"a {self.kind} carries the chain's secret")
+        if self.kind == "release" and self.commitment is None:
+            raise ValueError("a release commits to the chain's next secret")
         return self
 
     @property
@@ -97,6 +106,11 @@ class LeaseGrant(BaseModel):
     """Cumulative: what the chain may spend since it began. A later grant never lowers it."""
     free: Cost
     """The target's headroom lent to no chain after this grant (0 when none is left)."""
+    headroom: Cost | None = None
+    """The target's headroom not yet spent as the pipeline counts it (`free` plus what the chains
+    hold). A gateway whose chain cannot cover a call refuses it at once only when this is below
+    the call's estimate; while chains hold more, it waits for them to hand some back. None from
+    an enforcer that does not say (then `free` is all a gateway knows)."""
     ttl_s: float = Field(gt=0, le=3600)
     """The gateway stops using the chain this long after it received the grant."""
     expires_at: AwareDatetime

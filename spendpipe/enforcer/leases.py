@@ -4,13 +4,14 @@ keeps `sum(outstanding) <= headroom` at every grant (docs/leases.md). Blocking c
 
 Hand-written because no library keeps this account: per target, `headroom = min(cap - spend)`
 over the target's windows (the same `SpendTotals` read as block decisions), and per chain
-`outstanding = max(0, granted - counted)` where `counted` is the chain's gateway's events since
+`outstanding = max(0, granted - released - counted)` where `counted` is the chain's gateway's events since
 the chain began (`lease_spend.py`). A grant adds at most what no chain holds (`free`), capped at
 a fair share; a chain is lent again only after it lapsed and its last calls had
 `settle_grace_s` to be counted. Chains live in memory: a restarted desk lends nothing for
 `ttl_s + settle_grace_s`, by when every chain its predecessor granted has lapsed.
 """
 
+import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -29,8 +30,9 @@ log = logging.getLogger(__name__)
 
 Measure = Callable[[Target, int], list[Measurement]]
 """A target's caps with their spend in the current windows, at a Unix second."""
-Counted = Callable[[Target, Sequence[tuple[str, float]]], list[Decimal]]
-"""For (gateway, start) pairs: that gateway's spend on the target since the start."""
+Counted = Callable[[Target, Sequence[tuple[str, float, float | None]]], list[Decimal]]
+"""For (gateway, start, end) triples: that gateway's spend on the target from the start until
+the end (None: open)."""
 
 ZERO = Decimal(0)
 
@@ -45,6 +47,14 @@ class Chain:
     version: int = 0
     expires_at: float = 0.0
     window_end: float | None = None
+    released: Decimal = ZERO
+    """What the gateway handed back without ending the chain (releases), cumulative."""
+    carry: Decimal = ZERO
+    """What the gateway's earlier chains on the target may still spend in this chain's count:
+    their calls that end after this chain began count for it (`lease_spend.py`), so when an
+    earlier chain leaves the account, what it was lent and not counted for carries over here."""
+    counted: Decimal = ZERO
+    """The chain's counted spend as last read (it only grows)."""
     closed: bool = False
     """Returned or revoked: lent nothing more, kept in the account until it lapses."""
 
@@ -93,8 +103,9 @@ class LeaseDesk:
             chain = chains.get(request.chain)
             if chain is not None and chain.gateway_id != request.gateway_id:
                 return self._reject("a request names another gateway's chain")
-            if request.kind == "return":
-                return self._return(request, chain, chains, now)
+            if request.kind != "request":
+                handback = self._return if request.kind == "return" else self._release
+                return handback(request, chain, chains, now)
             if chain is None:
                 if request.commitment is None:
                     return self._reject("a new chain without a commitment")
@@ -128,12 +139,15 @@ class LeaseDesk:
             return self._close(chain, request.key, now, "its window ends now")
         chain.granted += give
         chain.expires_at = expires
-        return self._grant(chain, request.scope, request.model, max(free - give, ZERO), now)
+        return self._grant(chain, request.scope, request.model, max(free - give, ZERO), now, headroom=headroom)
 
     def _outstanding(self, target: Target, chains: dict[str, Chain]) -> Decimal:
-        held = [c for c in chains.values() if c.granted > 0]
-        counted = self._counted(target, [(c.gateway_id, c.started) for c in held])
-        return sum((max(ZERO, c.granted - spent) for c, spent in zip(held, counted, strict=True)), ZERO)
+        held = [c for c in chains.values() if c.granted > 0 or c.carry > 0]
+        ends = _ends(chains)
+        counted = self._counted(target, [(c.gateway_id, c.started, ends.get(c.chain)) for c in held])
+        for chain, spent in zip(held, counted, strict=True):
+            chain.counted = spent
+        return sum((max(ZERO, c.granted - c.released + c.carry - c.counted) for c in held), ZERO)
 
     def _return(
         self, request: LeaseRequest, chain: Chain | None, chains: dict[str, Chain], now: float
@@ -142,16 +156,37 @@ class LeaseDesk:
             return None  # lapsed already, or never lent
         if not reveals(request.secret, chain.commitment):
             return self._reject("a return without the chain's secret")
-        chain.granted = min(chain.granted, request.used + request.reserved)
+        chain.granted = min(chain.granted - chain.released, request.used + request.reserved)
+        chain.released = ZERO
         target = self._target(request.scope, request.model)
-        free = ZERO
+        free, headroom = ZERO, None
         if target is not None and now >= self._lends_from:
             measurements = self._measure(target, int(now))
-            free = max(ZERO, min(m.cap.limit - m.spend for m in measurements) - self._outstanding(target, chains))
+            headroom = max(ZERO, min(m.cap.limit - m.spend for m in measurements))
+            free = max(ZERO, headroom - self._outstanding(target, chains))
         chain.closed = True
         chain.version += 1
         chain.expires_at = min(chain.expires_at, now)  # kept in the account for the grace from now
-        return self._grant(chain, request.scope, request.model, free, now, revoked=True)
+        return self._grant(chain, request.scope, request.model, free, now, revoked=True, headroom=headroom)
+
+    def _release(
+        self, request: LeaseRequest, chain: Chain | None, chains: dict[str, Chain], now: float
+    ) -> LeaseGrant | None:
+        """Part of an open chain handed back: the chain may spend `granted - released` from now
+        on. Answered with a grant that says what is free now, so waiting gateways ask again."""
+        if chain is None or chain.closed:
+            return None  # lapsed, returned or revoked already: nothing more is lent on it
+        if request.commitment is None or not reveals(request.secret, chain.commitment):
+            return self._reject("a release without the chain's secret")
+        chain.commitment = request.commitment  # the next release or the return reveals the next secret
+        chain.released = max(chain.released, min(request.released, chain.granted))
+        target = self._target(request.scope, request.model)
+        if target is None or now < self._lends_from:
+            return None
+        measurements = self._measure(target, int(now))
+        headroom = max(ZERO, min(m.cap.limit - m.spend for m in measurements))
+        free = max(ZERO, headroom - self._outstanding(target, chains))
+        return self._grant(chain, request.scope, request.model, free, now, headroom=headroom)
 
     def revoke_changed(self) -> list[LeaseGrant]:
         """Revoke every open chain whose target's caps changed, or whose budget no longer leases
@@ -193,11 +228,23 @@ class LeaseDesk:
         return next((t for t in leased_targets(self._book, scope) if t.model == model), None)
 
     def _drop_lapsed(self, chains: dict[str, Chain], now: float) -> None:
+        """Drop the chains that lapsed a grace period ago, and those that asked and were never
+        lent anything. What a dropped chain was lent and not counted for carries over to its
+        gateway's next chain, whose count holds the dropped one's last calls."""
         grace = self._settings.settle_grace_s
-        for name in [n for n, c in chains.items() if c.expires_at + grace <= now and (c.granted or c.closed)]:
+        dropped = {
+            name
+            for name, c in chains.items()
+            if (c.expires_at + grace <= now and (c.granted or c.closed))
+            or (not c.granted and now - c.started > self._settings.ttl_s + grace)
+        }
+        for chain in sorted((chains[n] for n in dropped), key=lambda c: c.started):
+            later = [c for c in chains.values() if c.gateway_id == chain.gateway_id and c.started > chain.started]
+            if later:
+                left = max(ZERO, chain.granted - chain.released + chain.carry - chain.counted)
+                min(later, key=lambda c: c.started).carry += left
+        for name in dropped:
             del chains[name]
-        for name in [n for n, c in chains.items() if not c.granted and now - c.started > self._settings.ttl_s + grace]:
-            del chains[name]  # asked, never lent anything
 
     def _close(self, chain: Chain, key: str, now: float, why: str) -> LeaseGrant:
         log.info("lease chain %s of %s on %s closed: %s", chain.chain, chain.gateway_id, key, why)
@@ -208,7 +255,15 @@ class LeaseDesk:
         return self._grant(chain, scope, model, ZERO, now, revoked=True)
 
     def _grant(
-        self, chain: Chain, scope: str, model: str, free: Decimal, now: float, *, revoked: bool = False
+        self,
+        chain: Chain,
+        scope: str,
+        model: str,
+        free: Decimal,
+        now: float,
+        *,
+        revoked: bool = False,
+        headroom: Decimal | None = None,
     ) -> LeaseGrant:
         chain.version += 0 if revoked else 1
         return LeaseGrant(
@@ -219,6 +274,7 @@ class LeaseDesk:
             version=chain.version,
             granted=chain.granted,
             free=free,
+            headroom=None if headroom is None else max(headroom, ZERO),
             ttl_s=max(0.001, chain.expires_at - now) if not revoked else self._settings.ttl_s,
             expires_at=datetime.fromtimestamp(max(chain.expires_at, now), UTC),
             revoked=revoked,
@@ -230,6 +286,19 @@ class LeaseDesk:
         self.rejected += 1
         log.warning("lease request dropped: %s", why)
         return None
+
+
+def _ends(chains: dict[str, Chain]) -> dict[str, float]:
+    """Per chain with a later chain of its gateway in the account: that later chain's start."""
+    ends: dict[str, float] = {}
+    by_gateway: dict[str, list[Chain]] = {}
+    for chain in chains.values():
+        by_gateway.setdefault(chain.gateway_id, []).append(chain)
+    for own in by_gateway.values():
+        own.sort(key=lambda c: c.started)
+        for earlier, later in itertools.pairwise(own):
+            ends[earlier.chain] = later.started
+    return ends
 
 
 def _split(key: str) -> tuple[str, str]:

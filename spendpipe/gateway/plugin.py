@@ -290,7 +290,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if refusal is not None:
             raise proxy_rate_limit_error(refusal, model)
         mark_lease(data, lease)
-        headroom = await self.leases.admit(lease, self.leases.needs(who, model, data), model or "")
+        headroom = await self.leases.admit(
+            lease, self.leases.needs(who, model, data), model or "", refresh=lambda: self.leases.needs(who, model, data)
+        )
         if headroom is not None:
             self.gate.finish(lease, None)
             raise proxy_refusal(headroom, model)

@@ -247,13 +247,6 @@ async def test_a_busy_gateway_is_not_starved_by_an_idle_ones_slice(
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known defect of the proxy's lease path, not yet found: on a quiet machine one proxy answers 422 "
-        "while the other still serves, or both refuse after one call of a 0.01 cap (2026-12-01)"
-    ),
-)
 async def test_two_proxies_hold_a_leased_key_budget(
     start_proxies: StartProxies,
     kafka_broker: str,

@@ -1,5 +1,5 @@
 """What the lease desk reads of each chain's spend from the raw events table: its gateway's events
-on the target since the chain began, nothing else."""
+on the target from the chain's start until the gateway's next chain began, nothing else."""
 
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -46,7 +46,9 @@ def test_each_chain_counts_its_gateways_events_since_it_began(clickhouse: Clickh
         ],
     )
     start = (NOW - timedelta(seconds=20)).timestamp()
-    spent = ChainSpend(clickhouse=clickhouse).counted(TEAM, [("a", start), ("b", start), ("d", start)])
+    spent = ChainSpend(clickhouse=clickhouse).counted(
+        TEAM, [("a", start, None), ("b", start, None), ("d", start, None)]
+    )
     assert spent == [Decimal("0.375"), Decimal("0.0625"), Decimal(0)]
 
 
@@ -54,4 +56,13 @@ def test_a_model_target_counts_that_model_only(clickhouse: ClickhouseStore) -> N
     write(clickhouse, [call("a", 5, "0.25", model="gpt-4o"), call("a", 5, "0.5", model="gpt-4o-mini")])
     target = Target(Scope.parse("team:search"), "gpt-4o-mini", (Cap(None, Decimal(1)),), "test")
     start = (NOW - timedelta(seconds=20)).timestamp()
-    assert ChainSpend(clickhouse=clickhouse).counted(target, [("a", start)]) == [Decimal("0.5")]
+    assert ChainSpend(clickhouse=clickhouse).counted(target, [("a", start, None)]) == [Decimal("0.5")]
+
+
+def test_an_event_counts_for_one_chain_of_its_gateway_the_one_current_when_it_ended(
+    clickhouse: ClickhouseStore,
+) -> None:
+    write(clickhouse, [call("a", 15, "0.25"), call("a", 5, "0.5"), call("a", 1, "1")])
+    first, second = (NOW - timedelta(seconds=20)).timestamp(), (NOW - timedelta(seconds=10)).timestamp()
+    spent = ChainSpend(clickhouse=clickhouse).counted(TEAM, [("a", first, second), ("a", second, None)])
+    assert spent == [Decimal("0.25"), Decimal("1.5")]

@@ -23,7 +23,8 @@ class World:
     def __init__(self, cap: str = "1", *, leases: bool = True) -> None:
         self.now = START
         self.spend = Decimal(0)
-        self.counted: dict[str, Decimal] = {}
+        self.calls: list[tuple[str, float, Decimal]] = []
+        """(gateway, when it ended, cost) of every call the pipeline counted."""
         self.book = BudgetBook()
         self.set_cap(cap, leases=leases)
         self.desk = LeaseDesk(
@@ -37,13 +38,19 @@ class World:
     def measure(self, target: Target, now: int) -> list[Measurement]:
         return [Measurement(cap, self.spend, None) for cap in target.caps]
 
-    def count(self, target: Target, chains: Sequence[tuple[str, float]]) -> list[Decimal]:
-        return [self.counted.get(gateway, Decimal(0)) for gateway, _ in chains]
+    def count(self, target: Target, chains: Sequence[tuple[str, float, float | None]]) -> list[Decimal]:
+        """As `ChainSpend.counted`: each chain's gateway's calls that ended from its start until its end."""
+        return [
+            sum(
+                (c for g, at, c in self.calls if g == gateway and start <= at and (end is None or at < end)), Decimal(0)
+            )
+            for gateway, start, end in chains
+        ]
 
     def charge(self, gateway: str, cost: str) -> None:
-        """The pipeline counted a call of `gateway`."""
+        """The pipeline counted a call of `gateway` that ended now."""
         self.spend += Decimal(cost)
-        self.counted[gateway] = self.counted.get(gateway, Decimal(0)) + Decimal(cost)
+        self.calls.append((gateway, self.now, Decimal(cost)))
 
 
 class Gateway:
@@ -63,7 +70,20 @@ class Gateway:
             commitment=commitment_of(self.secret),
         )
 
-    def give_back(self, used: str, secret: str | None = None) -> LeaseRequest:
+    def release(self, released: str, secret: str | None = None) -> LeaseRequest:
+        """Hand part of the chain back and keep it: reveal the secret, commit to the next one."""
+        revealed, self.secret = secret or self.secret, secrets.token_hex(32)
+        return LeaseRequest(
+            kind="release",
+            gateway_id=self.name,
+            chain=self.chain,
+            scope=SCOPE,
+            secret=revealed,
+            commitment=commitment_of(self.secret),
+            released=Decimal(released),
+        )
+
+    def give_back(self, used: str, secret: str | None = None, reserved: str = "0") -> LeaseRequest:
         return LeaseRequest(
             kind="return",
             gateway_id=self.name,
@@ -71,6 +91,7 @@ class Gateway:
             scope=SCOPE,
             secret=secret or self.secret,
             used=Decimal(used),
+            reserved=Decimal(reserved),
         )
 
 
@@ -118,6 +139,48 @@ def test_a_return_needs_the_chains_secret() -> None:
     assert granted(world.desk.handle(b.ask("1"))) == 0  # nothing freed by the forged return
     world.desk.handle(a.give_back("0.25"))
     assert granted(world.desk.handle(b.ask("1"))) == Decimal("0.75")
+
+
+def test_a_release_frees_part_of_an_open_chain_only_with_its_current_secret() -> None:
+    world = World("1")
+    a, b, c = Gateway("a"), Gateway("b"), Gateway("c")
+    world.desk.handle(a.ask("1"))
+    forger = Gateway("a")
+    forger.chain = a.chain  # knows the chain, not its secret
+    assert world.desk.handle(forger.release("0.9")) is None
+    assert world.desk.rejected == 1
+    assert granted(world.desk.handle(b.ask("1", need="0.5"))) == 0  # nothing freed by the forgery
+    release = a.release("0.6")
+    grant = world.desk.handle(release)
+    assert grant is not None
+    assert not grant.revoked  # the chain goes on
+    assert (grant.granted, grant.free, grant.headroom) == (Decimal(1), Decimal("0.6"), Decimal(1))
+    assert world.desk.handle(release) is None  # a replay: its secret is spent
+    assert world.desk.rejected == 2
+    assert granted(world.desk.handle(b.ask("1", need="0.6"))) == Decimal("0.6")
+    world.desk.handle(a.give_back("0.1"))  # the return reveals the secret the release committed to
+    assert granted(world.desk.handle(c.ask("1", need="0.3"))) == Decimal("0.3")  # 1 - 0.1 - 0.6
+
+
+def test_calls_of_an_ended_chain_that_end_in_the_next_one_are_not_lent_again() -> None:
+    """A gateway's calls in flight when its chain ended (returned, lapsed) end after its next
+    chain began, and count for that one: the next chain carries what the ended one was lent and
+    not counted, so those calls never make room for a second loan."""
+    world = World("1")
+    first, b = Gateway("a"), Gateway("b")
+    world.desk.handle(first.ask("0.5"))
+    world.charge("a", "0.1")
+    world.now += 1
+    world.desk.handle(first.give_back("0.1", reserved="0.4"))  # calls worth 0.4 still in flight
+    world.now += 1
+    second = Gateway("a")
+    assert granted(world.desk.handle(second.ask("0.2"))) == Decimal("0.2")
+    world.now += 1
+    world.charge("a", "0.4")  # the first chain's calls end, in the second chain's time
+    world.now += SETTINGS.settle_grace_s  # the first chain leaves the account
+    grant = world.desk.handle(b.ask("1", need="0.3"))
+    assert grant is not None
+    assert grant.granted + grant.free == Decimal("0.3")  # 1 - 0.5 spent - 0.2 the second chain holds
 
 
 def test_a_dead_gateways_slice_returns_after_ttl_and_grace() -> None:

@@ -1,8 +1,11 @@
 """The gateway's side of headroom leases (docs/leases.md): reservations within a chain, the
-refusal once the enforcer says nothing is free, asking ahead, revocation, the unsynced policy
-when the enforcer does not answer, returns, and the estimate rule."""
+refusal once the enforcer says nothing is free, waiting while other chains hold unspent headroom,
+releasing what a chain holds beyond its need, asking ahead, revocation, the unsynced policy when
+the enforcer does not answer, returns, and the estimate rule."""
 
+import asyncio
 import os
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -20,13 +23,22 @@ from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.leases.lease_log import LeaseLog
 from spendpipe.platform.kafka import KafkaSettings
 from tests.support.signing import WriterKey, reader_settings
+from tests.support.waiting import eventually
 
 SETTINGS = LeaseSettings(ttl_s=10, wait_s=2, idle_return_s=1, prefetch_s=0.5)
 KEY = "team:search"
 NEEDS = {KEY: ("team:search", "", Decimal("0.1"))}
 
 
-def grant_for(ask: LeaseRequest, granted: str, free: str, *, gateway: str = "gw", revoked: bool = False) -> LeaseGrant:
+def grant_for(
+    ask: LeaseRequest,
+    granted: str,
+    free: str,
+    *,
+    gateway: str = "gw",
+    revoked: bool = False,
+    headroom: str | None = None,
+) -> LeaseGrant:
     now = datetime.now(UTC)
     return LeaseGrant(
         gateway_id=gateway,
@@ -36,6 +48,7 @@ def grant_for(ask: LeaseRequest, granted: str, free: str, *, gateway: str = "gw"
         version=GRANTS.next(),
         granted=Decimal(granted),
         free=Decimal(free),
+        headroom=None if headroom is None else Decimal(headroom),
         ttl_s=10,
         expires_at=now,
         revoked=revoked,
@@ -90,6 +103,77 @@ def test_another_gateways_grant_tells_every_gateway_the_budget_is_spent() -> Non
     book.apply(grant_for(ask, "0.1", "0", gateway="other"), 0.0)
     verdict, _ = book.reserve("1", NEEDS, "m", 0.0)
     assert verdict is Verdict.REFUSE
+
+
+def test_waits_while_other_chains_hold_unspent_headroom_then_gives_up() -> None:
+    """Lent is not spent: another gateway's chain holding the headroom does not refuse a call at
+    once (the two-proxy phantom refusal); only the wait's end does, if it still is not free."""
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    other = LeaseBook(gateway_id="other", settings=SETTINGS)
+    _, (ask,) = other.reserve("x", NEEDS, "m", 0.0)
+    book.apply(grant_for(ask, "1", "0", gateway="other", headroom="1"), 0.0)
+    verdict, (mine,) = book.reserve("1", NEEDS, "m", 0.0)
+    assert verdict is Verdict.WAIT
+    book.apply(grant_for(mine, "0", "0", headroom="1"), 0.1)  # nothing free for it yet
+    assert book.reserve("1", NEEDS, "m", 0.2)[0] is Verdict.WAIT
+    assert book.reserve("1", NEEDS, "m", 0.3, give_up=True)[0] is Verdict.REFUSE
+
+
+def test_refused_at_once_when_the_unspent_headroom_is_less_than_the_call() -> None:
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    other = LeaseBook(gateway_id="other", settings=SETTINGS)
+    _, (ask,) = other.reserve("x", NEEDS, "m", 0.0)
+    book.apply(grant_for(ask, "1", "0", gateway="other", headroom="0.09"), 0.0)
+    assert book.reserve("1", NEEDS, "m", 0.0)[0] is Verdict.REFUSE
+
+
+def test_a_busy_chain_releases_what_it_holds_beyond_one_ask_while_little_is_free() -> None:
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    ask = held_chain(book, "5")
+    secret = book.holding(KEY).secret  # type: ignore[union-attr]
+    assert book.reserve("1", NEEDS, "m", 0.0)[0] is Verdict.RESERVED
+    book.settle("1", Decimal("0.1"))
+    assert book.to_return(0.1) == []  # plenty free: it keeps its slice
+    other = LeaseBook(gateway_id="other", settings=SETTINGS)
+    _, (theirs,) = other.reserve("x", NEEDS, "m", 0.0)
+    book.apply(grant_for(theirs, "0", "0", gateway="other", headroom="4.9"), 0.2)
+    (release,) = book.to_return(0.3)
+    chain = book.holding(KEY)
+    assert chain is not None
+    assert release.kind == "release"
+    assert release.chain == ask.chain
+    assert release.secret == secret  # reveals the secret the chain committed to ...
+    assert release.commitment == commitment_of(chain.secret) != ask.commitment  # ... and commits to a new one
+    assert release.released == Decimal("4.9") - Decimal("0.8")  # keeps one ask: 8 calls of 0.1
+    assert chain.available == Decimal("0.8")
+    assert book.to_return(0.4) == []  # nothing more to hand back
+
+
+def test_a_chain_short_of_a_call_releases_its_remainder_when_it_asks() -> None:
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    held_chain(book, "0.15")
+    verdict, (ahead,) = book.reserve("1", NEEDS, "m", 0.0)
+    assert verdict is Verdict.RESERVED
+    book.settle("1", Decimal("0.1"))
+    book.apply(grant_for(ahead, "0.15", "0.02", headroom="1"), 0.1)  # the ask ahead got nothing
+    verdict, (release, ask) = book.reserve("2", NEEDS, "m", 0.2)
+    assert verdict is Verdict.WAIT
+    assert (release.kind, release.released) == ("release", Decimal("0.05"))
+    assert ask.kind == "request"
+
+
+def test_a_waiting_call_on_an_event_loop_is_admitted_when_a_grant_comes() -> None:
+    gate = LeaseGate.without_kafka("gw", fail_closed=True)
+
+    async def run() -> None:
+        admitting = asyncio.create_task(gate.admit("1", NEEDS, "m"))
+        chain = await eventually(lambda: gate.book.holding(KEY), bool, within=5, what="the call's chain")
+        assert not admitting.done()  # it waits, on the loop
+        ask = LeaseRequest(kind="request", gateway_id="gw", chain=chain.chain, scope=KEY)
+        await asyncio.to_thread(gate.book.apply, grant_for(ask, "1", "1"), time.monotonic())
+        assert await asyncio.wait_for(admitting, 5) is None
+
+    asyncio.run(run())
 
 
 def test_waits_while_headroom_may_come_then_follows_the_policy() -> None:

@@ -3,16 +3,21 @@ because it is the gateway half of spendpipe's own protocol (docs/leases.md).
 
 One chain per leased target key at a time. A call reserves its estimate on every leased target
 it counts towards, or on none (`reserve`); the answer is `RESERVED`, `WAIT` (ask the enforcer and
-wait for a grant), `REFUSE` (the enforcer's latest word leaves less than the estimate free, and
-the chain cannot cover it) or `UNANSWERED` (the enforcer did not answer the last ask within the
-wait: the unsynced policy decides). Asks to send come back as `LeaseRequest`s; the caller sends
-them. Times are the caller's monotonic clock; a chain is usable for `ttl_s` after its grant was
-received, so the gateway stops before the enforcer's expiry.
+wait for a grant, or for other chains to hand headroom back), `REFUSE` (the chain cannot cover
+it, and the enforcer's latest word leaves less than the estimate unspent, or less than it free
+for the whole wait) or `UNANSWERED` (the enforcer did not answer the last ask within the wait:
+the unsynced policy decides). Asks to send come back as `LeaseRequest`s; the caller sends
+them. While the enforcer says less is free than a chain would ask for, a chain that holds more
+than that hands the rest back (`to_return`, a release), so a busy gateway does not sit on
+headroom another gateway is refused for. Times are the caller's monotonic clock; a chain is
+usable for `ttl_s` after its grant was received, so the gateway stops before the enforcer's
+expiry.
 """
 
 import secrets
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
@@ -43,6 +48,8 @@ class ChainState:
     chain: str = field(default_factory=lambda: secrets.token_hex(16))
     secret: str = field(default_factory=lambda: secrets.token_hex(32))
     granted: Decimal = ZERO
+    released: Decimal = ZERO
+    """Handed back with releases, cumulative: the chain may spend `granted - released`."""
     version: int = -1
     used: Decimal = ZERO
     reserved: Decimal = ZERO
@@ -53,20 +60,33 @@ class ChainState:
     """When the first ask the enforcer has not answered yet went out."""
     answered_once: bool = False
     last_call: float = 0.0
-    recent: deque[tuple[float, Decimal]] = field(default_factory=deque)
-    """(when, estimate) of the calls reserved in the last `RATE_WINDOW_S`."""
+    recent: deque[tuple[float, str]] = field(default_factory=deque)
+    """(when, reservation) of the calls that came for the chain in the last `RATE_WINDOW_S`,
+    reserved or still waiting: the demand, which a chain short of headroom does not admit yet."""
+    seen: set[str] = field(default_factory=set)
+    """The reservations in `recent`."""
+    per_call: Decimal = ZERO
+    """The latest call's cost on the chain: its estimate when reserved, its exact cost once
+    settled (a model's first calls are estimated high until the gateway has seen one)."""
 
     @property
     def available(self) -> Decimal:
-        return self.granted - self.used - self.reserved
+        return self.granted - self.released - self.used - self.reserved
 
     def usable(self, now: float) -> bool:
         return now < self.usable_until
 
+    def came(self, reservation: str, now: float) -> None:
+        if reservation not in self.seen:
+            self.seen.add(reservation)
+            self.recent.append((now, reservation))
+
     def rate(self, now: float) -> Decimal:
+        """Recent demand per second: the calls that came in the last `RATE_WINDOW_S` at the
+        latest call's cost (not at their own estimates, which a model's first calls make high)."""
         while self.recent and self.recent[0][0] < now - RATE_WINDOW_S:
-            self.recent.popleft()
-        return sum((amount for _, amount in self.recent), ZERO) / Decimal(str(RATE_WINDOW_S))
+            self.seen.discard(self.recent.popleft()[1])
+        return len(self.recent) * self.per_call / Decimal(str(RATE_WINDOW_S))
 
 
 @dataclass(frozen=True)
@@ -86,6 +106,8 @@ class Reservation:
 @dataclass(frozen=True)
 class Known:
     free: Decimal
+    headroom: Decimal | None
+    """Unspent as the pipeline counts it (`free` plus what chains hold); None: not said."""
     at: float
 
 
@@ -95,20 +117,32 @@ class LeaseBook:
         self._settings = settings
         self._chains: dict[str, ChainState] = {}
         self._free: dict[str, Known] = {}
-        self._refused_at: dict[str, float] = {}
+        self._short_asked_at: dict[str, float] = {}
         self._reservations: dict[str, Reservation] = {}
         self.changed = threading.Condition()
-        """Notified whenever a grant is applied; waiters re-run `reserve`."""
+        """Notified whenever a grant is applied or a call settles; waiters re-run `reserve`."""
+        self.listeners: list[Callable[[], None]] = []
+        """Called (on the notifying thread) whenever `changed` is notified: how waiters on an
+        event loop learn of it."""
 
     def reserve(
-        self, reservation: str, needs: dict[str, tuple[str, str, Decimal]], model: str, now: float
+        self,
+        reservation: str,
+        needs: dict[str, tuple[str, str, Decimal]],
+        model: str,
+        now: float,
+        *,
+        give_up: bool = False,
     ) -> tuple[Verdict, list[LeaseRequest]]:
-        """Reserve `needs` ({target key: (scope, model, estimate)}) all at once, or nothing."""
+        """Reserve `needs` ({target key: (scope, model, estimate)}) all at once, or nothing.
+        `give_up`: the call has waited long enough; a target the enforcer says has less than the
+        estimate free refuses it even while other chains still hold headroom."""
         asks: list[LeaseRequest] = []
         with self.changed:
             short = []
             for key, (scope, target_model, amount) in needs.items():
                 chain = self._chain(key, scope, target_model, now)
+                chain.came(reservation, now)
                 if not (chain.usable(now) and chain.available >= amount):
                     short.append((key, chain, amount))
             if not short:
@@ -117,7 +151,7 @@ class LeaseBook:
                     chain = self._chains[key]
                     chain.reserved += amount
                     chain.last_call = now
-                    chain.recent.append((now, amount))
+                    chain.per_call = amount
                     held.append(Held(key, chain.chain, amount))
                     asks += self._ask_ahead(chain, amount, now)
                 self._reservations[reservation] = Reservation(held, model, now)
@@ -133,10 +167,15 @@ class LeaseBook:
                     continue
                 known = self._free.get(key)
                 fresh = known is not None and now - known.at < self._settings.ttl_s
-                if fresh and known is not None and known.free < amount and chain.asked_at is None:
-                    verdict = Verdict.REFUSE
-                    if now - self._refused_at.get(key, -REASK_S) >= REASK_S:
-                        self._refused_at[key] = now
+                if fresh and known is not None and known.free < amount and (chain.asked_at is None or give_up):
+                    # less is free than the call needs: refuse when it is spent (or the call has
+                    # waited), else wait for chains that hold headroom to hand some back
+                    spent = known.headroom is None or known.headroom < amount
+                    if spent or give_up:
+                        verdict = Verdict.REFUSE
+                    if now - self._short_asked_at.get(key, -REASK_S) >= REASK_S:
+                        self._short_asked_at[key] = now
+                        asks += self._release_all(chain, now)  # what it holds is less than a call
                         asks.append(self._ask(chain, amount, now))
                     continue
                 if chain.asked_at is None or now - chain.asked_at >= REASK_S:
@@ -147,8 +186,8 @@ class LeaseBook:
         """A grant read from `spend.leases` (already verified). Any gateway's live grant updates
         what is known free on its target; this gateway's own updates its chain."""
         with self.changed:
-            if not grant.revoked:
-                self._free[grant.key] = Known(grant.free, now)
+            if not grant.revoked or grant.headroom is not None:  # a return's answer says what it freed
+                self._free[grant.key] = Known(grant.free, grant.headroom, now)
             chain = self._chains.get(grant.key)
             mine = grant.gateway_id == self.gateway_id and chain is not None and chain.chain == grant.chain
             if mine and chain is not None and grant.version > chain.version:
@@ -161,7 +200,7 @@ class LeaseBook:
                 else:
                     chain.granted = max(chain.granted, grant.granted)
                     chain.usable_until = now + grant.ttl_s
-            self.changed.notify_all()
+            self._notify()
 
     def settle(self, reservation: str, cost: Decimal | None) -> str | None:
         """A reserved call ended: charge its exact `cost` (None: it cost nothing) and free its
@@ -176,12 +215,16 @@ class LeaseBook:
                     continue  # the chain ended; the enforcer counts the call from its event
                 chain.reserved -= part.amount
                 chain.used += cost or ZERO
-            self.changed.notify_all()
+                if cost is not None:
+                    chain.per_call = cost
+            self._notify()
             return held.model
 
     def to_return(self, now: float, *, everything: bool = False, lapse_s: float = 600.0) -> list[LeaseRequest]:
         """Chains to hand back: idle for `idle_return_s`, no longer usable, or all of them
-        (`everything`, at shutdown). Reservations older than `lapse_s` are freed first."""
+        (`everything`, at shutdown); and releases of what a chain holds beyond what it would ask
+        for, while the enforcer says less than that is free (`_release`). Reservations older than
+        `lapse_s` are freed first."""
         with self.changed:
             for name in [n for n, r in self._reservations.items() if now - r.at >= lapse_s]:
                 self.settle(name, None)
@@ -193,17 +236,67 @@ class LeaseBook:
                     del self._chains[key]
                     if chain.answered_once:
                         returns.append(self._return(chain))
+                    continue
+                release = self._release(key, chain, now)
+                if release is not None:
+                    returns.append(release)
             return returns
 
     def holding(self, key: str) -> ChainState | None:
         with self.changed:
             return self._chains.get(key)
 
+    def _notify(self) -> None:
+        self.changed.notify_all()
+        for listener in list(self.listeners):
+            listener()
+
     def _chain(self, key: str, scope: str, model: str, now: float) -> ChainState:
         chain = self._chains.get(key)
         if chain is None:
             chain = self._chains[key] = ChainState(scope, model, last_call=now)
         return chain
+
+    def _release(self, key: str, chain: ChainState, now: float) -> LeaseRequest | None:
+        """Hand back what the chain holds beyond one ask's worth (`_wanted`), when the enforcer's
+        latest word says less than that is free: some other chain may be waiting for it."""
+        known = self._free.get(key)
+        if known is None or now - known.at >= self._settings.ttl_s or chain.asked_at is not None:
+            return None
+        if not (chain.answered_once and chain.usable(now)) or chain.per_call <= 0:
+            return None
+        keep = self._wanted(chain, chain.per_call, now)
+        surplus = cost_floor(chain.available - keep)
+        if known.free >= keep or surplus < chain.per_call:
+            return None
+        return self._release_request(chain, surplus)
+
+    def _release_all(self, chain: ChainState, now: float) -> list[LeaseRequest]:
+        """A chain short of a call while too little is free hands back the rest it holds: each
+        gateway's remainder of less than a call, pooled, may make a call another one waits for."""
+        rest = cost_floor(chain.available)
+        if rest <= 0 or not (chain.answered_once and chain.usable(now)):
+            return []
+        return [self._release_request(chain, rest)]
+
+    def _release_request(self, chain: ChainState, amount: Decimal) -> LeaseRequest:
+        secret, chain.secret = chain.secret, secrets.token_hex(32)
+        chain.released += amount
+        return LeaseRequest(
+            kind="release",
+            gateway_id=self.gateway_id,
+            chain=chain.chain,
+            scope=chain.scope,
+            model=chain.model,
+            secret=secret,
+            commitment=commitment_of(chain.secret),
+            released=chain.released,
+        )
+
+    def _wanted(self, chain: ChainState, per_call: Decimal, now: float) -> Decimal:
+        """What the chain asks for at a time: `horizon_s` of its recent spend, at least
+        `ASK_AHEAD_CALLS` calls."""
+        return max(chain.rate(now) * Decimal(str(self._settings.horizon_s)), ASK_AHEAD_CALLS * per_call)
 
     def _ask_ahead(self, chain: ChainState, amount: Decimal, now: float) -> list[LeaseRequest]:
         low = max(chain.rate(now) * Decimal(str(self._settings.prefetch_s)), 2 * amount)
@@ -216,7 +309,7 @@ class LeaseBook:
     def _ask(self, chain: ChainState, need: Decimal, now: float, *, estimate: Decimal | None = None) -> LeaseRequest:
         per_call = estimate if estimate is not None else need
         rate = chain.rate(now)
-        want = max(rate * Decimal(str(self._settings.horizon_s)), ASK_AHEAD_CALLS * per_call, need)
+        want = max(self._wanted(chain, per_call, now), need)
         first = chain.version < 0 and chain.asked_at is None and not chain.answered_once
         chain.asked_at = now
         if chain.unanswered_since is None:

@@ -33,6 +33,8 @@ class CallEstimator:
         self._unpriced = unpriced_reserve
         self._recent: dict[str, deque[int]] = {}
         self._lock = threading.Lock()
+        self.learned = 0
+        """Grows whenever a model's expected output changes: estimates made before may differ."""
 
     def estimate(self, model: str, request: Mapping[str, Any]) -> Decimal:
         """The cost to reserve for a call of `model` with these arguments (`messages`,
@@ -60,4 +62,8 @@ class CallEstimator:
     def observe(self, model: str, completion_tokens: int) -> None:
         """A finished call's output: what the next calls of the model expect."""
         with self._lock:
-            self._recent.setdefault(model, deque(maxlen=RECENT_CALLS)).append(completion_tokens)
+            recent = self._recent.setdefault(model, deque(maxlen=RECENT_CALLS))
+            before = max(recent) if recent else None
+            recent.append(completion_tokens)
+            if max(recent) != before:
+                self.learned += 1

@@ -10,9 +10,10 @@ budget key.
 
 import asyncio
 import concurrent.futures
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -31,6 +32,8 @@ from spendpipe.gateway.recording.event_builder import CallOutcome
 from spendpipe.gateway.settings import GatewaySettings
 
 Needs = dict[str, tuple[str, str, Decimal]]
+RETRY_S = 0.25
+"""A waiting call tries to reserve again at least this often (the book's ask and wait timers)."""
 
 
 class LeaseGate:
@@ -48,6 +51,7 @@ class LeaseGate:
         self._settings = settings
         self._fail_closed = fail_closed
         self._lapse_s = lapse_s
+        self._changes: dict[asyncio.AbstractEventLoop, asyncio.Event] = {}
         self.estimator = CallEstimator(
             first_output_tokens=settings.first_output_tokens, unpriced_reserve=settings.unpriced_reserve
         )
@@ -127,7 +131,7 @@ class LeaseGate:
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        return self.admit_now(_marked(metadata), needs, model or "")
+        return self.admit_now(_marked(metadata), needs, model or "", refresh=lambda: self.needs(who, model, request))
 
     async def aadmit_sdk_call(
         self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
@@ -136,36 +140,87 @@ class LeaseGate:
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        return await self.admit(_marked(metadata), needs, model or "")
+        return await self.admit(_marked(metadata), needs, model or "", refresh=lambda: self.needs(who, model, request))
 
-    def admit_now(self, reservation: str, needs: Needs, model: str) -> Decision | None:
-        """Reserve, waiting (blocking) up to `wait_s` for a grant. None: admitted; else the
-        decision that refuses it."""
+    def admit_now(
+        self, reservation: str, needs: Needs, model: str, *, refresh: Callable[[], Needs] | None = None
+    ) -> Decision | None:
+        """Reserve, waiting (blocking) for a grant, or for headroom other chains hold to come
+        back (`_try`). None: admitted; else the decision that refuses it. `refresh` gives the
+        call's needs again: a waiting call is estimated again once the gateway has learned more
+        of a model's output (the estimate of a model's first calls falls once one has ended)."""
         if not needs:
             return None
         self.start()
-        deadline = time.monotonic() + self._settings.wait_s
+        started, learned = time.monotonic(), self.estimator.learned
         while True:
-            verdict, asks = self.book.reserve(reservation, needs, model, time.monotonic())
-            self._send(asks)
-            if verdict is not Verdict.WAIT:
-                return self._answer(verdict, needs)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._answer(Verdict.UNANSWERED, needs)
+            if refresh is not None and self.estimator.learned != learned:
+                learned, needs = self.estimator.learned, refresh() or needs
+            done, decision = self._try(reservation, needs, model, started)
+            if done:
+                return decision
             with self.book.changed:
-                self.book.changed.wait(min(remaining, 0.05))
+                self.book.changed.wait(0.05)
 
-    async def admit(self, reservation: str, needs: Needs, model: str) -> Decision | None:
-        """`admit_now` for the proxy's event loop: the fast path does not leave the loop."""
+    async def admit(
+        self, reservation: str, needs: Needs, model: str, *, refresh: Callable[[], Needs] | None = None
+    ) -> Decision | None:
+        """`admit_now` for the proxy's event loop, without leaving it: a waiting call holds no
+        thread (many calls may wait at once on a busy gateway). It tries again whenever the book
+        changed (a grant, a settled call), and at least every `RETRY_S` for the book's timers."""
         if not needs:
             return None
         self.start()
-        verdict, asks = self.book.reserve(reservation, needs, model, time.monotonic())
+        started, learned = time.monotonic(), self.estimator.learned
+        while True:
+            changed = self._changed()  # before trying: a change while it tries wakes the wait
+            if refresh is not None and self.estimator.learned != learned:
+                learned, needs = self.estimator.learned, refresh() or needs
+            done, decision = self._try(reservation, needs, model, started)
+            if done:
+                return decision
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), RETRY_S)
+
+    def _try(self, reservation: str, needs: Needs, model: str, started: float) -> tuple[bool, Decision | None]:
+        """One try to reserve: (whether the call is decided, the decision refusing it). After
+        `wait_s` the call gives up: refused if the enforcer's latest word leaves less than its
+        estimate free. While that word says it fits and an ask is in flight, it waits for the
+        answer, until the enforcer has not answered for `wait_s` (the unsynced policy then
+        decides), and never past twice `wait_s` in all."""
+        now = time.monotonic()
+        waited = now - started
+        verdict, asks = self.book.reserve(reservation, needs, model, now, give_up=waited >= self._settings.wait_s)
         self._send(asks)
-        if verdict is not Verdict.WAIT:
-            return self._answer(verdict, needs)
-        return await asyncio.to_thread(self.admit_now, reservation, needs, model)
+        if verdict is Verdict.WAIT and waited >= 2 * self._settings.wait_s:
+            verdict = Verdict.UNANSWERED
+        if verdict is Verdict.WAIT:
+            return False, None
+        return True, self._answer(verdict, needs)
+
+    def _changed(self) -> asyncio.Event:
+        """An event set at the book's next change, for the running loop (one listener per loop)."""
+        loop = asyncio.get_running_loop()
+        event = self._changes.get(loop)
+        if event is None:
+            event = self._changes[loop] = asyncio.Event()
+
+            def listener() -> None:
+                try:
+                    loop.call_soon_threadsafe(self._pulse, loop)
+                except RuntimeError:  # the loop is closed
+                    self.book.listeners.remove(listener)
+                    self._changes.pop(loop, None)
+
+            self.book.listeners.append(listener)
+        return event
+
+    def _pulse(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On `loop`: wake what waits on the current event; later waits take a new one."""
+        event = self._changes.get(loop)
+        if event is not None:
+            self._changes[loop] = asyncio.Event()
+            event.set()
 
     def _answer(self, verdict: Verdict, needs: Needs) -> Decision | None:
         if verdict is Verdict.RESERVED:
