@@ -5,7 +5,9 @@ Beside it, in the same run and on the same records, the two ceilings it cannot b
 consume ceiling (an aiokafka consumer reading every record, nothing else) and the insert
 ceiling (ClickHouse's own JSONEachRow reader taking the same values into a table of the event's
 columns, batch by batch, with no checks, no rollup and no dedup). The aggregator is reported
-as a ratio of the lower one.
+as a ratio of the lower one. The aggregator and the consume ceiling are both timed from the
+first batch in hand: the aggregator's start-up (joining its consumer group takes the broker's
+initial rebalance delay, 3 s by default) is reported apart, not spread over the events.
 """
 
 import asyncio
@@ -60,7 +62,9 @@ async def _produce(bootstrap: str, topic: str, events: int) -> None:
     await producer.stop()
 
 
-async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -> tuple[float, int]:
+async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -> tuple[float, float, int]:
+    """(seconds from the first batch in hand to the last event counted, seconds before that
+    first batch: start-up and joining the consumer group, lag at the end)."""
     settings = AggregatorSettings(
         kafka=KafkaSettings(bootstrap_servers=bootstrap),
         topics=topics,
@@ -75,22 +79,28 @@ async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -
     metrics = AggregatorMetrics(registry=CollectorRegistry())
     Aggregator(settings=settings, broker=broker, clickhouse=store, metrics=metrics)
     started = time.perf_counter()
+    first_batch: float | None = None
     await broker.start()
     try:
-        # the counter moves after each flush; reading it costs no ClickHouse query
-        while metrics.counted._value.get() < events:  # noqa: ASYNC110
+        # the counters move as each flush starts (consumed) and ends (counted); reading them costs
+        # no ClickHouse query
+        while metrics.counted._value.get() < events:
+            if first_batch is None and metrics.consumed._value.get() > 0:
+                first_batch = time.perf_counter()
             await asyncio.sleep(0.05)
-        elapsed = time.perf_counter() - started
+        done = time.perf_counter()
+        first_batch = first_batch or started
         assert int(store.rows("SELECT count() FROM events")[0][0]) == events
     finally:
         await broker.stop()
     lag = await consumer_lag(bootstrap, settings.group_id, topics.events)
     store.close()
-    return elapsed, lag
+    return done - first_batch, first_batch - started, lag
 
 
 async def _consume_ceiling(bootstrap: str, topic: str, events: int) -> tuple[float, list[bytes]]:
-    """Seconds for a plain consumer to read every record; the values, for the insert ceiling."""
+    """Seconds for a plain consumer to read every record, from its first batch in hand as for
+    the aggregator; the values, for the insert ceiling."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -102,12 +112,14 @@ async def _consume_ceiling(bootstrap: str, topic: str, events: int) -> tuple[flo
     await consumer.start()
     values: list[bytes] = []
     try:
-        started = time.perf_counter()
+        started: float | None = None
         while len(values) < events:
             batches = await consumer.getmany(timeout_ms=1000, max_records=BATCH)
+            if batches and started is None:
+                started = time.perf_counter()
             for records in batches.values():
                 values.extend(record.value for record in records)
-        return time.perf_counter() - started, values
+        return time.perf_counter() - (started or 0.0), values
     finally:
         await consumer.stop()
 
@@ -141,7 +153,7 @@ def _insert_ceiling(workdir: Path, values: list[bytes]) -> float:
 
 
 def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[str, Any]]:
-    rates, lags, consume_rates, insert_rates = [], [], [], []
+    rates, lags, startups, consume_rates, insert_rates = [], [], [], [], []
     for run_no in range(runs):
         topics = Topics(events=f"bench-throughput-{uuid.uuid4().hex[:8]}")
         asyncio.run(_produce(bootstrap, topics.events, events))
@@ -149,9 +161,10 @@ def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[
         consume_rates.append(events / consume_s)
         insert_rates.append(events / _insert_ceiling(workdir / f"run-{run_no}", values))
         del values
-        elapsed, lag = asyncio.run(_consume(bootstrap, topics, workdir / f"run-{run_no}", events))
+        elapsed, startup, lag = asyncio.run(_consume(bootstrap, topics, workdir / f"run-{run_no}", events))
         rates.append(events / elapsed)
         lags.append(lag)
+        startups.append(startup)
     rate, consume, insert = median(rates), median(consume_rates), median(insert_rates)
     ceiling = min(consume, insert)
     return [
@@ -163,6 +176,7 @@ def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[
             "goal": "≥ 100,000",
             "met": rate >= 100_000,
             "note": (
+                f"from the first batch in hand (start-up and group join before it: {max(startups):.1f} s); "
                 f"lag at end: {max(lags)}; consume ceiling {consume:,.0f}/s, insert ceiling {insert:,.0f}/s "
                 f"(same records, same run); aggregator = {rate / ceiling:.2f} of the lower (goal ≥ 0.45)"
             ),

@@ -1,23 +1,28 @@
 """The aggregator's reads and writes in ClickHouse: raw records, parsed events, totals and
 their watermarks.
 
-A batch goes in as it came from Kafka: `load_raw` inserts the records' partition, offset, key
-and value bytes, column by column (clickhouse-connect's native encoder, the cheapest way in
-measured), into the session's `RAW_TABLE`: a load no record can make fail. `parse` then fills `PARSED_TABLE`
-with the `events` columns and each row's problems (`parse.PARSE_SQL`). Everything after reads
-`PARSED_TABLE`: the ids and origins dedup needs, the dead rows, the rollup, the copy into
-`events` and the scopes to announce.
+A large batch goes in as it came from Kafka: `load_raw` inserts the records' partition, offset,
+key and value bytes, column by column (clickhouse-connect's native encoder, the cheapest way in
+measured), into the session's `RAW_TABLE`: a load no record can make fail. `parse` then fills
+`PARSED_TABLE` with the `events` columns and each row's problems (`parse.PARSE_SQL`). A small
+batch's events, which pydantic decoded (see `BatchWriter`), go straight into `PARSED_TABLE`
+with `load_decoded`. Everything after reads `PARSED_TABLE`: the ids and origins dedup needs,
+the dead rows, the rollup, the copy into `events` and the scopes to announce.
 """
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendpipe.aggregator.dedup import ORIGIN_SQL
 from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
 from spendpipe.aggregator.rollup import ROLLUP_SQL, rows_after
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
@@ -25,6 +30,47 @@ RAW_COLUMNS = ("kafka_partition", "kafka_offset", "key", "value")
 RAW_BLOCK_ROWS = 10_000
 """Rows per block of the raw table: the parse reads the blocks on as many threads as ClickHouse
 has (`max_threads`), where one block would be parsed on one."""
+
+EVENT_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("occurred_at", pa.timestamp("us", tz="UTC")),
+        ("ingested_at", pa.timestamp("ms", tz="UTC")),
+        ("key_hash", pa.string()),
+        ("key_alias", pa.string()),
+        ("user_id", pa.string()),
+        ("team_id", pa.string()),
+        ("org_id", pa.string()),
+        ("end_user", pa.string()),
+        ("model", pa.string()),
+        ("model_group", pa.string()),
+        ("billed_model", pa.string()),
+        ("provider", pa.string()),
+        ("call_type", pa.string()),
+        ("prompt_tokens", pa.uint64()),
+        ("completion_tokens", pa.uint64()),
+        ("total_tokens", pa.uint64()),
+        ("cost", pa.decimal128(COST_PRECISION, COST_SCALE)),
+        ("cache_hit", pa.bool_()),
+        ("status", pa.string()),
+        ("error_class", pa.string()),
+        ("latency_ms", pa.float64()),
+        ("request_tags", pa.list_(pa.string())),
+        ("gateway_id", pa.string()),
+        ("schema_version", pa.uint8()),
+        ("kafka_topic", pa.string()),
+        ("kafka_partition", pa.uint32()),
+        ("kafka_offset", pa.int64()),
+        ("agent_id", pa.string()),
+        ("session_id", pa.string()),
+    ]
+)
+"""`EVENT_COLUMNS` as Arrow types, for decoded events. Absent labels travel as nulls and land as
+'' (ClickHouse's `input_format_null_as_default`); decimals convert exactly; the id's text
+becomes the `UUID` column."""
+
+_FROM_THE_EVENT = [name for name in EVENT_SCHEMA.names if name in SpendEvent.model_fields]
+_read_fields = attrgetter(*_FROM_THE_EVENT)
 
 EXCLUDED_TABLE = "spendpipe_excluded"
 """(partition, offset) of the parsed rows a batch must not write: duplicates and conflicts."""
@@ -156,12 +202,14 @@ class SpendStore:
         )
         return dict(zip(table.column("id").to_pylist(), table.column("origin").to_pylist(), strict=True))
 
-    def load_raw(self, records: Sequence[SourceRecord]) -> None:
-        """Replace the raw stage with `records`."""
+    def _clear(self) -> None:
         self._session_tables()
-        self._clickhouse.command(f"TRUNCATE TABLE {RAW_TABLE}")
-        self._clickhouse.command(f"TRUNCATE TABLE {PARSED_TABLE}")
-        self._clickhouse.command(f"TRUNCATE TABLE {EXCLUDED_TABLE}")
+        for table in (RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE):
+            self._clickhouse.command(f"TRUNCATE TABLE {table}")
+
+    def load_raw(self, records: Sequence[SourceRecord]) -> None:
+        """Replace the raw stage with `records`, for `parse`."""
+        self._clear()
         for start in range(0, len(records), RAW_BLOCK_ROWS):  # blocks ClickHouse parses in parallel
             block = records[start : start + RAW_BLOCK_ROWS]
             self._clickhouse.insert_columns(
@@ -174,6 +222,13 @@ class SpendStore:
                 ],
                 RAW_COLUMNS,
             )
+
+    def load_decoded(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
+        """Replace the parsed stage with `(event, partition, offset)` triples pydantic decoded,
+        without problems: what `load_raw` and `parse` give for the same valid records."""
+        self._clear()
+        if events:
+            self._clickhouse.insert_arrow(PARSED_TABLE, _event_table(events, topic, ingested_at))
 
     def parse(self, *, topic: str, ingested_at: datetime, latest: datetime, allowance_s: float = 0.0) -> None:
         """`latest`: the latest `occurred_at` accepted (the clock plus `allowance_s`)."""
@@ -244,3 +299,21 @@ class SpendStore:
             list(models),
             latest if count else None,
         )
+
+
+def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:
+    """Column by column: one attribute read per field and event, the rest in C (zip, Arrow)."""
+    fields = dict(zip(_FROM_THE_EVENT, zip(*(_read_fields(event) for event, _, _ in events), strict=True), strict=True))
+    count = len(events)
+    columns: dict[str, Sequence[object]] = {
+        **fields,
+        "ingested_at": [ingested_at] * count,
+        "billed_model": [group or model for group, model in zip(fields["model_group"], fields["model"], strict=True)],
+        "request_tags": [list(tags) for tags in fields["request_tags"]],
+        "kafka_topic": [topic] * count,
+        "kafka_partition": [partition for _, partition, _ in events],
+        "kafka_offset": [offset for _, _, offset in events],
+    }
+    return pa.Table.from_arrays(
+        [pa.array(columns[field.name], type=field.type) for field in EVENT_SCHEMA], schema=EVENT_SCHEMA
+    )
