@@ -131,7 +131,7 @@ class BatchWriter:
         counted_before = store.first_counts(late_before) if parsed.oldest and parsed.oldest < late_before else {}
         ordered = self._sort(parsed, counted_before, outcome)
         store.exclude(ordered.excluded)
-        self._dead_letters(records, refused + ordered.conflicts, outcome)
+        self._dead_letters(records, refused, ordered.conflicts, outcome)
         outcome.counted = self._write_totals(records, marks)
         self._write_events(records, marks)
         self._recent.remember(ordered.fresh, now_s)
@@ -142,10 +142,10 @@ class BatchWriter:
         outcome.latest_occurred_at = written.latest_occurred_at
         return outcome
 
-    def _parse(self, records: Sequence[SourceRecord], now_s: float) -> list[tuple[int, int, str]]:
+    def _parse(self, records: Sequence[SourceRecord], now_s: float) -> list[tuple[int, int, str]] | None:
         """Fill the parsed stage (see the module's docstring, step 1). Returns the records
-        pydantic refused, as (partition, offset, reason); ClickHouse's refusals are rows of the
-        stage, which `dead_rows` reads."""
+        pydantic refused, as (partition, offset, reason), or None when ClickHouse parsed the
+        batch: its refusals are rows of the stage, which `dead_rows` reads."""
         ingested_at = datetime.fromtimestamp(now_s, UTC)
         latest = datetime.fromtimestamp(now_s + self._future_allowance_s, UTC)
         if len(records) >= self._parse_in_clickhouse_from:
@@ -153,7 +153,7 @@ class BatchWriter:
             self._store.parse(
                 topic=self._topic, ingested_at=ingested_at, latest=latest, allowance_s=self._future_allowance_s
             )
-            return []
+            return None
         decoded: list[tuple[SpendEvent, int, int]] = []
         refused: list[tuple[int, int, str]] = []
         for record in records:
@@ -214,9 +214,17 @@ class BatchWriter:
         return ordered
 
     def _dead_letters(
-        self, records: Sequence[SourceRecord], conflicts: list[tuple[int, int, str]], outcome: FlushOutcome
+        self,
+        records: Sequence[SourceRecord],
+        refused: list[tuple[int, int, str]] | None,
+        conflicts: list[tuple[int, int, str]],
+        outcome: FlushOutcome,
     ) -> None:
-        dead = [(row.partition, row.offset, row.reason) for row in self._store.dead_rows()] + conflicts
+        """`refused`: what pydantic refused, or None to read ClickHouse's refusals from the stage
+        (a small batch saves the query: every statement costs a flush a few milliseconds)."""
+        if refused is None:
+            refused = [(row.partition, row.offset, row.reason) for row in self._store.dead_rows()]
+        dead = refused + conflicts
         if not dead:
             return
         by_source = {(record.partition, record.offset): record for record in records}
