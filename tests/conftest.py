@@ -156,6 +156,12 @@ def clickhouse(clickhouse_settings: ClickhouseSettings) -> Iterator[ClickhouseSt
         store.close()
 
 
+@pytest.fixture(params=[1, 1_000_000], ids=["parsed-by-clickhouse", "parsed-by-pydantic"])
+def parse_in_clickhouse_from(request: pytest.FixtureRequest) -> int:
+    """Each way the aggregator parses a batch (`BatchWriter`): a test that takes this runs with both."""
+    return int(request.param)
+
+
 def aggregator_settings(
     bootstrap: str, topics: Topics, clickhouse: ClickhouseSettings, **overrides: object
 ) -> AggregatorSettings:

@@ -87,6 +87,7 @@ class Aggregator:
             topic=settings.topics.events,
             dedup_horizon_s=settings.dedup_horizon_s,
             future_allowance_s=settings.future_allowance_s,
+            parse_in_clickhouse_from=settings.parse_in_clickhouse_from,
         )
         self._dead_letters = broker.publisher(
             settings.topics.events_dead_letter,

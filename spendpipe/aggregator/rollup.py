@@ -20,11 +20,11 @@ The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (th
 
 from collections.abc import Iterable
 
+from spendpipe.aggregator.parse import PARSED_TABLE as STAGE_TABLE
 from spendpipe.contracts.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
 from spendpipe.contracts.windows import Window
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
-STAGE_TABLE = "spendpipe_stage"
 NO_OFFSET = -1
 
 Attribution = tuple[str | None, str | None, str | None, str | None, str | None]
@@ -91,12 +91,17 @@ ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
 
 def rows_after(watermarks: dict[int, int]) -> str:
     """A filter on the stage: the rows of each partition past its watermark (-1: every row).
-    Built from ints only; a partition not named takes no rows."""
+    Built from ints only, in parentheses (it is combined with AND); a partition not named takes
+    no rows."""
     if not watermarks:
         return "0"
-    return " OR ".join(
-        f"(kafka_partition = {int(partition)} AND kafka_offset > {int(offset)})"
-        for partition, offset in sorted(watermarks.items())
+    return (
+        "("
+        + " OR ".join(
+            f"(kafka_partition = {int(partition)} AND kafka_offset > {int(offset)})"
+            for partition, offset in sorted(watermarks.items())
+        )
+        + ")"
     )
 
 

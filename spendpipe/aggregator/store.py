@@ -1,18 +1,35 @@
-"""The aggregator's reads and writes in ClickHouse: events, totals and their watermarks."""
+"""The aggregator's reads and writes in ClickHouse: raw records, parsed events, totals and
+their watermarks.
 
-from collections.abc import Sequence
+A large batch goes in as it came from Kafka: `load_raw` inserts the records' partition, offset,
+key and value bytes, column by column (clickhouse-connect's native encoder, the cheapest way in
+measured), into the session's `RAW_TABLE`: a load no record can make fail. `parse` then fills
+`PARSED_TABLE` with the `events` columns and each row's problems (`parse.PARSE_SQL`). A small
+batch's events, which pydantic decoded (see `BatchWriter`), go straight into `PARSED_TABLE`
+with `load_decoded`. Everything after reads `PARSED_TABLE`: the ids and origins dedup needs,
+the dead rows, the rollup, the copy into `events` and the scopes to announce.
+"""
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
-from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from spendpipe.aggregator.dedup import CONTENT_COLUMNS, Origin, content_digest
-from spendpipe.aggregator.rollup import ROLLUP_SQL, STAGE_TABLE, rows_after
+from spendpipe.aggregator.dedup import ORIGIN_SQL
+from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
+from spendpipe.aggregator.rollup import ROLLUP_SQL, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
+
+RAW_COLUMNS = ("kafka_partition", "kafka_offset", "key", "value")
+RAW_BLOCK_ROWS = 10_000
+"""Rows per block of the raw table: the parse reads the blocks on as many threads as ClickHouse
+has (`max_threads`), where one block would be parsed on one."""
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -48,12 +65,15 @@ EVENT_SCHEMA = pa.schema(
         ("session_id", pa.string()),
     ]
 )
-"""The `events` table's columns, in its order, as Arrow types. Absent labels travel as nulls
-and land as '' (ClickHouse's `input_format_null_as_default`). Decimals convert exactly."""
+"""`EVENT_COLUMNS` as Arrow types, for decoded events. Absent labels travel as nulls and land as
+'' (ClickHouse's `input_format_null_as_default`); decimals convert exactly; the id's text
+becomes the `UUID` column."""
 
 _FROM_THE_EVENT = [name for name in EVENT_SCHEMA.names if name in SpendEvent.model_fields]
 _read_fields = attrgetter(*_FROM_THE_EVENT)
 
+EXCLUDED_TABLE = "spendpipe_excluded"
+"""(partition, offset) of the parsed rows a batch must not write: duplicates and conflicts."""
 
 _NO_LIMIT = 2**64 - 1
 ONE_PART = (
@@ -65,16 +85,52 @@ one thread: by default ClickHouse cuts blocks at about 1M rows or 256 MiB, and a
 insert with several threads. A flush's inserts are all-or-nothing only as one part."""
 
 
-_CONTENT = ", ".join(CONTENT_COLUMNS)
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    partition: int
+    offset: int
+    value: bytes | None
+    key: bytes | None = None
 
 
-def _origin(row: Sequence[Any]) -> Origin:
-    """(partition, offset, *CONTENT_COLUMNS) as read from `events`."""
-    return Origin(int(row[0]), int(row[1]), content_digest(row[2:]))
+@dataclass(frozen=True, slots=True)
+class ParsedIds:
+    """The rows of `PARSED_TABLE` without problems, column by column, in offset order per partition."""
+
+    ids: list[bytes]
+    """16-byte UUIDs."""
+    origins: list[bytes]
+    """`ORIGIN_SQL`: partition, offset and content digest, packed."""
+    oldest: datetime | None
+    """The earliest `occurred_at` among them."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadRow:
+    partition: int
+    offset: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What the rows a batch has in the totals (new or replayed) touch, for the announcement."""
+
+    attributions: list[tuple[str, str, str, str, str]]
+    models: list[str]
+    latest_occurred_at: datetime | None
 
 
 def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
+
+
+_USABLE = (
+    "empty(problems) AND (kafka_partition, kafka_offset) NOT IN "
+    f"(SELECT kafka_partition, kafka_offset FROM {EXCLUDED_TABLE})"
+)
+"""Rows that are in the totals once the batch is written: parsed without problems, and not a
+copy of an event counted from another record."""
 
 
 class SpendStore:
@@ -82,6 +138,30 @@ class SpendStore:
 
     def __init__(self, *, clickhouse: ClickhouseStore) -> None:
         self._clickhouse = clickhouse
+        self._tables_made = False
+
+    def _session_tables(self) -> None:
+        """The session's private stage tables (temporary: no other client sees them)."""
+        if self._tables_made:
+            return
+        run = self._clickhouse.command
+        run(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {RAW_TABLE} "
+            "(kafka_partition UInt32, kafka_offset Int64, key String, value String) ENGINE = Memory"
+        )
+        run(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {PARSED_TABLE} ENGINE = Memory AS "
+            "SELECT *, [tuple('', '', '')] AS problems FROM events LIMIT 0"
+        )
+        run(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {EXCLUDED_TABLE} "
+            "(kafka_partition UInt32, kafka_offset Int64) ENGINE = Memory"
+        )
+        self._tables_made = True
+
+    def forget_session(self) -> None:
+        """After a failure the session may be gone (a server restarted): make the tables again."""
+        self._tables_made = False
 
     def totals_watermarks(self, topic: str) -> dict[int, int]:
         rows = self._clickhouse.rows(
@@ -100,47 +180,125 @@ class SpendStore:
         )
         return {int(partition): int(offset) for partition, offset in rows}
 
-    def event_ids_ingested_since(self, since: datetime) -> list[tuple[str, datetime, Origin]]:
-        rows = self._clickhouse.rows(
-            f"SELECT event_id, ingested_at, kafka_partition, kafka_offset, {_CONTENT} FROM events "
-            "WHERE ingested_at >= {since:DateTime64(3)}",
+    def ids_ingested_since(self, since: datetime) -> tuple[list[bytes], list[bytes], datetime | None]:
+        """(ids, origins, latest ingested_at) of the events counted since `since`."""
+        table = self._clickhouse.arrow(
+            f"SELECT UUIDToNum(event_id) AS id, {ORIGIN_SQL} AS origin, ingested_at "
+            "FROM events WHERE ingested_at >= {since:DateTime64(3)}",
             {"since": since},
         )
-        return [(str(row[0]), row[1], _origin(row[2:])) for row in rows]
+        latest = table.column("ingested_at").to_pylist() if table.num_rows else []
+        return table.column("id").to_pylist(), table.column("origin").to_pylist(), max(latest, default=None)
 
-    def existing_event_ids(self, event_ids: Sequence[str]) -> dict[str, Origin]:
-        """Each of `event_ids` found in `events`, with the record it was first counted from."""
-        if not event_ids:
-            return {}
-        rows = self._clickhouse.rows(
-            f"SELECT event_id, argMin(tuple(kafka_partition, kafka_offset, {_CONTENT}), ingested_at) FROM events "
-            "WHERE event_id IN {ids:Array(String)} GROUP BY event_id",
-            {"ids": list(event_ids)},
+    def first_counts(self, older_than: datetime) -> dict[bytes, bytes]:
+        """For each parsed row dated before `older_than` whose id is in `events`: the id and the
+        origin of its first count."""
+        table = self._clickhouse.arrow(
+            f"SELECT UUIDToNum(event_id) AS id, argMin({ORIGIN_SQL}, ingested_at) AS origin "
+            "FROM events WHERE event_id IN ("
+            f"SELECT event_id FROM {PARSED_TABLE} WHERE empty(problems) AND occurred_at < {{older:DateTime64(6)}}"
+            ") GROUP BY event_id",
+            {"older": older_than},
         )
-        return {str(event_id): _origin(first) for event_id, first in rows}
+        return dict(zip(table.column("id").to_pylist(), table.column("origin").to_pylist(), strict=True))
 
-    def stage(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
-        """Replace the stage's contents with `(event, partition, offset)` triples. The stage is
-        a temporary table of this store's session: no other client sees it."""
-        self._clickhouse.command(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} ENGINE = Memory AS SELECT * FROM events LIMIT 0"
-        )
-        self._clickhouse.command(f"TRUNCATE TABLE {STAGE_TABLE}")
+    def _clear(self) -> None:
+        self._session_tables()
+        for table in (RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE):
+            self._clickhouse.command(f"TRUNCATE TABLE {table}")
+
+    def load_raw(self, records: Sequence[SourceRecord]) -> None:
+        """Replace the raw stage with `records`, for `parse`."""
+        self._clear()
+        for start in range(0, len(records), RAW_BLOCK_ROWS):  # blocks ClickHouse parses in parallel
+            block = records[start : start + RAW_BLOCK_ROWS]
+            self._clickhouse.insert_columns(
+                RAW_TABLE,
+                [
+                    [r.partition for r in block],
+                    [r.offset for r in block],
+                    [r.key or b"" for r in block],
+                    [r.value or b"" for r in block],
+                ],
+                RAW_COLUMNS,
+            )
+
+    def load_decoded(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
+        """Replace the parsed stage with `(event, partition, offset)` triples pydantic decoded,
+        without problems: what `load_raw` and `parse` give for the same valid records."""
+        self._clear()
         if events:
-            self._clickhouse.insert_arrow(STAGE_TABLE, _event_table(events, topic, ingested_at))
+            self._clickhouse.insert_arrow(PARSED_TABLE, _event_table(events, topic, ingested_at))
+
+    def parse(self, *, topic: str, ingested_at: datetime, latest: datetime, allowance_s: float = 0.0) -> None:
+        """`latest`: the latest `occurred_at` accepted (the clock plus `allowance_s`)."""
+        self._clickhouse.command(
+            PARSE_SQL,
+            {"topic": topic, "ingested_at": ingested_at, "latest": latest, "allowance": f"{allowance_s:g}"},
+            settings=PARSE_SETTINGS,
+        )
+
+    def parsed_ids(self) -> ParsedIds:
+        table = self._clickhouse.arrow(
+            f"SELECT UUIDToNum(event_id) AS id, {ORIGIN_SQL} AS origin, occurred_at "
+            f"FROM {PARSED_TABLE} WHERE empty(problems) ORDER BY kafka_partition, kafka_offset"
+        )
+        if not table.num_rows:
+            return ParsedIds([], [], None)
+        return ParsedIds(
+            table.column("id").to_pylist(),
+            table.column("origin").to_pylist(),
+            pc.min(table.column("occurred_at")).as_py(),
+        )
+
+    def dead_rows(self) -> list[DeadRow]:
+        rows = self._clickhouse.rows(
+            f"SELECT kafka_partition, kafka_offset, {REASON_SQL} FROM {PARSED_TABLE} "
+            "WHERE NOT empty(problems) ORDER BY kafka_partition, kafka_offset"
+        )
+        return [DeadRow(int(p), int(o), str(reason)) for p, o, reason in rows]
+
+    def exclude(self, sources: Iterable[tuple[int, int]]) -> None:
+        rows = list(sources)
+        if rows:
+            self._clickhouse.insert_columns(
+                EXCLUDED_TABLE, [[p for p, _ in rows], [o for _, o in rows]], ["kafka_partition", "kafka_offset"]
+            )
+
+    def count_new(self, after: dict[int, int]) -> int:
+        return int(
+            self._clickhouse.rows(f"SELECT count() FROM {PARSED_TABLE} WHERE {_USABLE} AND {rows_after(after)}")[0][0]
+        )
 
     def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int]) -> None:
-        """Totals of the staged events past `after` (per partition), with the watermark rows, in
-        one insert."""
+        """Totals of the usable parsed rows past `after` (per partition), with the watermark rows,
+        in one insert."""
         sources = sorted(watermarks)
         self._clickhouse.command(
-            ROLLUP_SQL.replace("{new_rows}", rows_after(after)) + ONE_PART,
+            ROLLUP_SQL.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}") + ONE_PART,
             {"sources": sources, "offsets": [watermarks[source] for source in sources]},
         )
 
     def insert_events(self, *, after: dict[int, int]) -> None:
-        """The staged events past `after` (per partition) into `events`, as one part."""
-        self._clickhouse.command(f"INSERT INTO events SELECT * FROM {STAGE_TABLE} WHERE {rows_after(after)}{ONE_PART}")
+        """The usable parsed rows past `after` (per partition) into `events`, as one part."""
+        columns = ", ".join(EVENT_COLUMNS)
+        self._clickhouse.command(
+            f"INSERT INTO events ({columns}) SELECT {columns} FROM {PARSED_TABLE} "
+            f"WHERE {_USABLE} AND {rows_after(after)}{ONE_PART}"
+        )
+
+    def written(self) -> Written:
+        """The attributions, models and latest time of every usable row of the batch."""
+        rows = self._clickhouse.rows(
+            "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user)), "
+            f"groupUniqArray(billed_model), max(occurred_at), count() FROM {PARSED_TABLE} WHERE {_USABLE}"
+        )
+        attributions, models, latest, count = rows[0]
+        return Written(
+            [tuple(a) for a in attributions],
+            list(models),
+            latest if count else None,
+        )
 
 
 def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:

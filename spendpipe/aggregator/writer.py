@@ -2,19 +2,28 @@
 
 Order of work for a batch (all of it before the Kafka offsets are committed):
 
-1. Decode. A message that is not a valid v1 `SpendEvent` becomes a dead letter.
+1. Parse and check the records into the session's parsed stage: a record that is not a valid
+   v1 `SpendEvent`, or is dated too far ahead, becomes a dead letter with the reason. A batch
+   of `parse_in_clickhouse_from` records or more is loaded as it came and parsed by ClickHouse
+   (`parse.PARSE_SQL`); a smaller one by pydantic, in Python. The SQL statement pays a fixed
+   cost of analysis (about 0.3 s on this machine kind, whatever the batch) and then little per
+   record; pydantic pays per record (about 40 µs). So small batches, the ones a quiet pipeline
+   flushes and waits on for its refusals, go the way that is quick for them, and a backlog the
+   way that is quick for it. Both give the same verdicts: the SQL is property-tested against
+   the pydantic models (`tests/integration/test_parse_contract.py`).
 2. Drop duplicates: the same event id twice in the batch, an id counted recently
    (`RecentEventIds`), or, for events older than that memory, an id already in `events`. A
    record that was itself counted by an earlier attempt (same partition and offset) is not a
-   duplicate but a replay: nothing to write, but its scopes are announced again.
-3. Stage the new events in the writer's temporary table in ClickHouse.
-4. Insert the totals of the staged events into `spend_totals` (rolled up by ClickHouse, see
-   `rollup`), together with one watermark row per partition (the highest offset included),
+   duplicate but a replay: nothing to write, but its scopes are announced again. A copy whose
+   content differs is a conflict, dead-lettered. Duplicates and conflicts are listed in the
+   excluded table; nothing else of the batch passes through Python.
+3. Insert the totals of the usable parsed events into `spend_totals` (rolled up by ClickHouse,
+   see `rollup`), together with one watermark row per partition (the highest offset included),
    in one insert: one part, all or nothing.
-5. Copy the staged events into `events`, which carry their own partition and offset.
+4. Copy the usable parsed events into `events`, which carry their own partition and offset.
 
 Each table skips records at or below its own watermark. So a batch replayed after a crash
-anywhere in 3-5 (offsets not yet committed) adds nothing twice: a table that already has
+anywhere in 3-4 (offsets not yet committed) adds nothing twice: a table that already has
 the batch skips it, a table that does not yet have it takes it. Totals go first because the
 duplicate memory is rebuilt from `events` at start-up: an event is never remembered as
 counted unless its totals are in.
@@ -26,14 +35,14 @@ one (whose announcement may never have gone out) put it there.
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NamedTuple
 
-from spendpipe.aggregator.dedup import Origin, RecentEventIds, event_digest
+from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
 from spendpipe.aggregator.rollup import touched_scopes
-from spendpipe.aggregator.store import SpendStore, source_name
+from spendpipe.aggregator.store import ParsedIds, SourceRecord, SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
 from spendpipe.contracts.scopes import Scope
 
@@ -41,15 +50,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """What the writer needs of one Kafka record."""
-
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
+__all__ = ["BatchWriter", "DeadLetter", "FlushOutcome", "SourceRecord", "highest_offsets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,18 +75,19 @@ class FlushOutcome:
     latest_occurred_at: datetime | None = None
 
 
-class _Fresh(NamedTuple):
-    """An event not counted before, the record it came in and its origin, for the memory."""
-
-    event: SpendEvent
-    record: SourceRecord
-    origin: Origin
-
-
 @dataclass
 class _Watermarks:
     totals: dict[int, int] = field(default_factory=dict)
     events: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Sorted:
+    fresh: dict[bytes, bytes] = field(default_factory=dict)
+    """Ids counted for the first time, with their origin."""
+    excluded: list[tuple[int, int]] = field(default_factory=list)
+    conflicts: list[tuple[int, int, str]] = field(default_factory=list)
+    """(partition, offset, reason)."""
 
 
 class BatchWriter:
@@ -98,9 +100,11 @@ class BatchWriter:
         topic: str,
         dedup_horizon_s: float,
         future_allowance_s: float = 300.0,
+        parse_in_clickhouse_from: int = 5_000,
         clock: Clock = time.time,
     ) -> None:
         self._store = store
+        self._parse_in_clickhouse_from = parse_in_clickhouse_from
         self._topic = topic
         self._recent = RecentEventIds(horizon_s=dedup_horizon_s)
         self._future_allowance_s = future_allowance_s
@@ -118,119 +122,159 @@ class BatchWriter:
 
     def write(self, records: Sequence[SourceRecord]) -> FlushOutcome:
         outcome = FlushOutcome()
-        decoded = self._decode(records, outcome)
         marks = self._load_state()
-        fresh, replayed = self._drop_duplicates(decoded, outcome)
         now_s = self._clock()
-        now = datetime.fromtimestamp(now_s, UTC)
-        staged = [(new.event, new.record.partition, new.record.offset) for new in fresh]
-        self._store.stage(staged, topic=self._topic, ingested_at=now)
-        outcome.counted = self._write_totals(fresh, records, marks)
-        self._write_events(fresh, records, marks)
-        self._recent.remember(((new.event.event_id, new.origin) for new in fresh), now_s)
+        store = self._store
+        refused = self._parse(records, now_s)
+        parsed = store.parsed_ids()
+        late_before = datetime.fromtimestamp(now_s - self._late_after_s, UTC)
+        counted_before = store.first_counts(late_before) if parsed.oldest and parsed.oldest < late_before else {}
+        ordered = self._sort(parsed, counted_before, outcome)
+        store.exclude(ordered.excluded)
+        self._dead_letters(records, refused, ordered.conflicts, outcome)
+        outcome.counted = self._write_totals(records, marks)
+        self._write_events(records, marks)
+        self._recent.remember(ordered.fresh, now_s)
         self._recent.expire(now_s)
-        _announce([new.event for new in fresh] + replayed, outcome)
+        written = store.written()
+        outcome.scopes = touched_scopes(written.attributions)
+        outcome.models = set(written.models)
+        outcome.latest_occurred_at = written.latest_occurred_at
         return outcome
 
-    def _decode(self, records: Sequence[SourceRecord], outcome: FlushOutcome) -> list[tuple[SpendEvent, SourceRecord]]:
-        decoded = []
-        latest = datetime.fromtimestamp(self._clock() + self._future_allowance_s, UTC)
+    def _parse(self, records: Sequence[SourceRecord], now_s: float) -> list[tuple[int, int, str]] | None:
+        """Fill the parsed stage (see the module's docstring, step 1). Returns the records
+        pydantic refused, as (partition, offset, reason), or None when ClickHouse parsed the
+        batch: its refusals are rows of the stage, which `dead_rows` reads."""
+        ingested_at = datetime.fromtimestamp(now_s, UTC)
+        latest = datetime.fromtimestamp(now_s + self._future_allowance_s, UTC)
+        if len(records) >= self._parse_in_clickhouse_from:
+            self._store.load_raw(records)
+            self._store.parse(
+                topic=self._topic, ingested_at=ingested_at, latest=latest, allowance_s=self._future_allowance_s
+            )
+            return None
+        decoded: list[tuple[SpendEvent, int, int]] = []
+        refused: list[tuple[int, int, str]] = []
         for record in records:
             try:
                 if record.value is None:
                     raise InvalidEventError("empty message (no value)")
                 event = decode_event(record.value)
             except InvalidEventError as error:
-                outcome.dead_letters.append(DeadLetter(record, error.reason))
+                refused.append((record.partition, record.offset, error.reason))
                 continue
             if event.occurred_at > latest:
-                reason = (
-                    f"occurred_at {event.occurred_at.isoformat()} is more than {self._future_allowance_s:g} s "
-                    f"ahead of the aggregator's clock ({latest.isoformat()} at the latest)"
-                )
-                outcome.dead_letters.append(DeadLetter(record, reason))
+                refused.append((record.partition, record.offset, _ahead(event, latest, self._future_allowance_s)))
                 continue
-            decoded.append((event, record))
-        return decoded
+            decoded.append((event, record.partition, record.offset))
+        self._store.load_decoded(decoded, topic=self._topic, ingested_at=ingested_at)
+        return refused
 
     def _load_state(self) -> _Watermarks:
         marks = self._watermarks  # forget_state may clear the attribute from another thread
         if marks is None:
+            self._store.forget_session()
             marks = _Watermarks(
                 totals=self._store.totals_watermarks(self._topic),
                 events=self._store.events_watermarks(self._topic),
             )
             since = datetime.fromtimestamp(self._clock() - self._recent.horizon_s, UTC)
             self._recent.clear()
-            for event_id, ingested_at, origin in self._store.event_ids_ingested_since(since):
-                self._recent.remember([(event_id, origin)], ingested_at.replace(tzinfo=UTC).timestamp())
+            ids, origins, latest = self._store.ids_ingested_since(since)
+            if latest is not None:
+                # stamped with the latest count: each is remembered at least as long as it should be
+                self._recent.remember(dict(zip(ids, origins, strict=True)), latest.replace(tzinfo=UTC).timestamp())
             self._watermarks = marks
         return marks
 
-    def _drop_duplicates(
-        self, decoded: list[tuple[SpendEvent, SourceRecord]], outcome: FlushOutcome
-    ) -> tuple[list[_Fresh], list[SpendEvent]]:
-        """(fresh, replayed): events not counted yet, and events counted from this very record
-        by an earlier attempt. A copy of an id counted from another record is dropped as a
-        duplicate, or dead-lettered if what it says differs."""
-        late_before = self._clock() - self._late_after_s
-        late_ids = [e.event_id for e, _ in decoded if e.occurred_at.timestamp() < late_before]
-        known = self._store.existing_event_ids(late_ids)
-        fresh: list[_Fresh] = []
-        replayed: list[SpendEvent] = []
-        in_batch: dict[str, Origin] = {}
-        for event, record in decoded:
-            here = Origin(record.partition, record.offset, event_digest(event))
-            first = in_batch.get(event.event_id) or self._recent.origin(event.event_id) or known.get(event.event_id)
-            in_batch.setdefault(event.event_id, first or here)
+    def _sort(self, parsed: ParsedIds, counted_before: dict[bytes, bytes], outcome: FlushOutcome) -> _Sorted:
+        """Fresh ids, and the rows not to write: copies of an id counted from another record."""
+        ids, origins = parsed.ids, parsed.origins
+        # built back to front, so an id twice in the batch keeps its first record
+        batch = dict(zip(reversed(ids), reversed(origins), strict=True))
+        first_of = {**counted_before, **self._recent.known(batch)}
+        if not first_of and len(batch) == len(ids):
+            return _Sorted(fresh=batch)  # the usual batch: every id new, nothing per event here
+        ordered = _Sorted()
+        for event_id, here in zip(ids, origins, strict=True):
+            first = first_of.get(event_id)
             if first is None:
-                fresh.append(_Fresh(event, record, here))
+                first_of[event_id] = ordered.fresh[event_id] = here
             elif first == here:
                 outcome.replayed += 1
-                replayed.append(event)
-            elif first.digest != here.digest:
-                outcome.dead_letters.append(DeadLetter(record, _conflict(event.event_id, first)))
             else:
-                outcome.duplicates += 1
-        return fresh, replayed
+                source = Origin.unpack(here)
+                ordered.excluded.append((source.partition, source.offset))
+                if same_content(first, here):
+                    outcome.duplicates += 1
+                else:
+                    reason = _conflict(event_id, Origin.unpack(first))
+                    ordered.conflicts.append((source.partition, source.offset, reason))
+        return ordered
 
-    def _write_totals(self, fresh: list[_Fresh], records: Sequence[SourceRecord], marks: _Watermarks) -> int:
+    def _dead_letters(
+        self,
+        records: Sequence[SourceRecord],
+        refused: list[tuple[int, int, str]] | None,
+        conflicts: list[tuple[int, int, str]],
+        outcome: FlushOutcome,
+    ) -> None:
+        """`refused`: what pydantic refused, or None to read ClickHouse's refusals from the stage
+        (a small batch saves the query: every statement costs a flush a few milliseconds)."""
+        if refused is None:
+            refused = [(row.partition, row.offset, row.reason) for row in self._store.dead_rows()]
+        dead = refused + conflicts
+        if not dead:
+            return
+        by_source = {(record.partition, record.offset): record for record in records}
+        for partition, offset, reason in sorted(dead):
+            outcome.dead_letters.append(DeadLetter(by_source[(partition, offset)], reason))
+
+    def _write_totals(self, records: Sequence[SourceRecord], marks: _Watermarks) -> int:
         """Returns how many events are new in the totals (the rest landed in an earlier attempt)."""
-        new = sum(1 for _, record, _ in fresh if record.offset > marks.totals.get(record.partition, -1))
+        after = _watermarks_of(records, marks.totals)
         advanced = {
             partition: offset
             for partition, offset in highest_offsets(records).items()
             if offset > marks.totals.get(partition, -1)
         }
-        if not new and not advanced:
+        if not advanced:
             return 0
+        new = self._store.count_new(after)
         self._store.insert_totals(
-            after=_watermarks_of(records, marks.totals),
+            after=after,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
         )
         marks.totals.update(advanced)
         return new
 
-    def _write_events(self, fresh: list[_Fresh], records: Sequence[SourceRecord], marks: _Watermarks) -> None:
-        new = [record for _, record, _ in fresh if record.offset > marks.events.get(record.partition, -1)]
-        if not new:
+    def _write_events(self, records: Sequence[SourceRecord], marks: _Watermarks) -> None:
+        advanced = {
+            partition: offset
+            for partition, offset in highest_offsets(records).items()
+            if offset > marks.events.get(partition, -1)
+        }
+        if not advanced:
             return
         self._store.insert_events(after=_watermarks_of(records, marks.events))
-        for partition, offset in highest_offsets(new).items():
-            marks.events[partition] = offset
+        marks.events.update(advanced)
 
 
-def _conflict(event_id: str, first: Origin) -> str:
+def _ahead(event: SpendEvent, latest: datetime, allowance_s: float) -> str:
+    """The reason for an event dated past the future allowance, word for word as `parse._AHEAD`
+    writes it."""
     return (
-        f"conflicting duplicate: event_id {event_id!r} was counted from partition {first.partition} "
-        f"offset {first.offset} with other content (time, attribution, model, cost, tokens or status)"
+        f"occurred_at {event.occurred_at.isoformat()} is more than {allowance_s:g} s ahead of the aggregator's "
+        f"clock ({latest:%Y-%m-%dT%H:%M:%S.%f} at the latest)"
     )
 
 
-def _announce(events: list[SpendEvent], outcome: FlushOutcome) -> None:
-    outcome.scopes = touched_scopes((e.key_hash, e.user_id, e.team_id, e.org_id, e.end_user) for e in events)
-    outcome.models = {event.billed_model for event in events}
-    outcome.latest_occurred_at = max((e.occurred_at for e in events), default=None)
+def _conflict(event_id: bytes, first: Origin) -> str:
+    return (
+        f"conflicting duplicate: event_id {str(uuid.UUID(bytes=event_id))!r} was counted from partition "
+        f"{first.partition} offset {first.offset} with other content (time, attribution, model, cost, tokens or status)"
+    )
 
 
 def _watermarks_of(records: Sequence[SourceRecord], marks: dict[int, int]) -> dict[int, int]:

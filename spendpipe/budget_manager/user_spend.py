@@ -84,7 +84,8 @@ class UserSpend:
         if not unplaced:
             return
         _, rows = self._sql.query(
-            "SELECT event_id, kafka_partition, kafka_offset FROM events WHERE has({ids:Array(String)}, event_id)",
+            "SELECT toString(event_id), kafka_partition, kafka_offset FROM events "
+            "WHERE has({ids:Array(UUID)}, event_id)",
             {"ids": unplaced},
         )
         for event_id, partition, offset in rows:

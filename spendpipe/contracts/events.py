@@ -4,11 +4,22 @@ The message type name is versioned (`spendpipe.spend_event.v1`) and carried in e
 payload as `schema_version`; how it is serialised (JSON, below) is separate from what
 it means. A consumer that meets a version it does not know dead-letters the message
 instead of guessing.
+
+The model is the published contract; the aggregator checks the same rules in ClickHouse
+(`spendpipe.aggregator.parse`), and a property test holds the two to the same verdicts. So the
+JSON form of each field is stated exactly, with nothing a lenient parser would also take:
+a cost is a decimal string of `COST_FORM`, a count is a JSON number with no fraction, a time
+is an RFC 3339 string with an offset, an event id a lowercase UUID. `problems_of` names what is
+wrong with a payload as (field, `Problem`) pairs: the verdict both sides must agree on.
 """
 
+import json
+import math
+import re
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import (
@@ -19,9 +30,11 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
     WithJsonSchema,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from spendpipe.contracts.money import COST_FORM, COST_PRECISION, COST_SCALE
 
@@ -46,8 +59,27 @@ MAX_TOKENS = 10**9
 10^7 tokens, so this leaves a hundredfold margin, while every per-event count fits the `events`
 table's UInt64 columns and no window's sum in `spend_totals` (UInt128) can overflow."""
 
-TokenCount = Annotated[int, Field(strict=True, ge=0, le=MAX_TOKENS)]
-"""A JSON integer: no float, string or boolean is read as a count."""
+TokenCount = Annotated[
+    int,
+    BeforeValidator(lambda value, info: _whole_number(value, json=info.mode == "json")),
+    Field(strict=True, ge=0, le=MAX_TOKENS),
+    WithJsonSchema({"type": "integer", "minimum": 0, "maximum": MAX_TOKENS}),
+]
+"""A JSON number with no fractional part (`12`, also `12.0` or `1.2e1`): no string, boolean
+or fraction is read as a count."""
+
+MAX_LATENCY_MS = 86_400_000.0
+"""A day: no call waits longer, and the bound keeps the number far inside a double."""
+
+EVENT_ID_FORM = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+"""A UUID as gateways write it (`str(uuid)`): lowercase, hyphenated. `events` stores it as a
+16-byte UUID."""
+
+TIMESTAMP_FORM = re.compile(
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+"""`occurred_at` on the wire: RFC 3339 with `T`, at most microseconds, and an offset (`Z` or
+`±hh:mm`): what `datetime.isoformat()` and pydantic write for an aware time."""
 
 EventCost = Annotated[
     Cost,
@@ -65,14 +97,46 @@ KeyHash = Annotated[str | None, Field(pattern=r"^[0-9a-f]{64}$")]
 """SHA-256 hex of the API key, the same hash LiteLLM's proxy stores as the key's token."""
 
 
+def _whole_number(value: object, *, json: bool) -> object:
+    """A count on the wire: a JSON number without a fraction (a float like 12.0 is read as 12,
+    as every JSON reader may). A string or boolean is refused; in Python an int is expected."""
+    if isinstance(value, bool) or (json and not isinstance(value, int | float)):
+        raise PydanticCustomError("int_type", "must be a JSON number with no fractional part")
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _a_number(value: object, *, json: bool) -> object:
+    if isinstance(value, bool) or (json and not isinstance(value, int | float)):
+        raise PydanticCustomError("float_type", "must be a JSON number")
+    return value
+
+
+def _timestamp(value: object, info: ValidationInfo) -> object:
+    if info.mode != "json":
+        return value
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "must be an RFC 3339 string such as 2026-11-28T13:45:00Z")
+    if not TIMESTAMP_FORM.fullmatch(value):
+        raise PydanticCustomError(
+            "datetime_parsing", "must be RFC 3339 with T, at most 6 fractional digits and an offset (Z or +hh:mm)"
+        )
+    return value
+
+
 class SpendEvent(BaseModel):
     """What one request cost, and who it is attributed to."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
-    event_id: str = Field(min_length=1, max_length=128)
-    occurred_at: AwareDatetime
+    event_id: str = Field(pattern=EVENT_ID_FORM.pattern)
+    occurred_at: Annotated[
+        AwareDatetime,
+        BeforeValidator(_timestamp),
+        WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIMESTAMP_FORM.pattern}),
+    ]
     key_hash: KeyHash = None
     key_alias: Label = None
     user_id: Label = None
@@ -90,7 +154,12 @@ class SpendEvent(BaseModel):
     cache_hit: bool = Field(default=False, strict=True)
     status: Literal["success", "failure"] = "success"
     error_class: Label = None
-    latency_ms: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    latency_ms: Annotated[
+        float,
+        BeforeValidator(lambda value, info: _a_number(value, json=info.mode == "json")),
+        Field(ge=0, le=MAX_LATENCY_MS, allow_inf_nan=False),
+        WithJsonSchema({"type": "number", "minimum": 0, "maximum": MAX_LATENCY_MS}),
+    ] = 0.0
     request_tags: tuple[str, ...] = ()
     gateway_id: str = Field(min_length=1, max_length=256)
     agent_id: Label = None
@@ -100,10 +169,8 @@ class SpendEvent(BaseModel):
 
     @field_validator("schema_version", mode="before")
     @classmethod
-    def _an_integer(cls, value: object) -> object:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("must be a JSON integer")
-        return value
+    def _an_integer(cls, value: object, info: ValidationInfo) -> object:
+        return _whole_number(value, json=info.mode == "json")
 
     @field_validator("occurred_at")
     @classmethod
@@ -135,6 +202,9 @@ def _exact_cost(value: object, *, json: bool) -> object:
     return abs(value) if value == 0 else value
 
 
+MALFORMED_REASON = "not one JSON object of UTF-8 text with each field named once and finite numbers"
+
+
 class InvalidEventError(ValueError):
     """A payload that is not a valid `SpendEvent` this code understands; `reason` says why."""
 
@@ -145,6 +215,8 @@ class InvalidEventError(ValueError):
 
 def decode_event(payload: bytes) -> SpendEvent:
     """Parse one wire payload. Raises `InvalidEventError` with a readable reason."""
+    if _whole_payload_problem(payload) is not None:
+        raise InvalidEventError(f"invalid spend event: {MALFORMED_REASON}")
     try:
         return SpendEvent.model_validate_json(payload)
     except ValidationError as error:
@@ -167,3 +239,86 @@ def _schema_version_of(payload: bytes) -> object:
     except orjson.JSONDecodeError:
         return None
     return document.get("schema_version") if isinstance(document, dict) else None
+
+
+class Problem(StrEnum):
+    """What kind of thing is wrong with a payload, as both checkers (pydantic here, SQL in the
+    aggregator) name it. Within a field, a wrong JSON type and an out-of-range value are one
+    kind: a reader that sees `1e23` where a string belongs cannot always tell them apart."""
+
+    MALFORMED = "malformed"
+    """Not one JSON object of UTF-8 text (also: a field named twice, a number no double holds)."""
+    UNKNOWN_FIELD = "unknown_field"
+    MISSING = "missing"
+    INVALID = "invalid"
+    UNSUPPORTED_VERSION = "unsupported_version"
+
+
+Problems = frozenset[tuple[str, Problem]]
+"""(field, problem) pairs; the field is '' for a problem of the whole payload."""
+
+
+def problems_of(payload: bytes | None) -> Problems:
+    """Everything wrong with `payload`, or nothing: the verdict the aggregator's SQL must reach."""
+    whole = _whole_payload_problem(payload)
+    if whole is not None:
+        return frozenset({("", whole)})
+    try:
+        SpendEvent.model_validate_json(payload or b"")
+    except ValidationError as error:
+        return _classified(error)
+    return frozenset()
+
+
+def _whole_payload_problem(payload: bytes | None) -> Problem | None:
+    """Problems of the document that pydantic's JSON reader lets through or names otherwise: a
+    name given twice (it keeps the last), a number that overflows a double (it reads infinity)."""
+    if not payload:
+        return Problem.MALFORMED
+    try:
+        json.loads(payload, object_pairs_hook=_unique_names, parse_float=_finite, parse_constant=_no_constant)
+    except _MalformedError:
+        return Problem.MALFORMED
+    except ValueError:  # not JSON at all (or not UTF-8): pydantic says so, and names it malformed
+        return None
+    return None
+
+
+class _MalformedError(Exception):
+    pass
+
+
+def _unique_names(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    names = [name for name, _ in pairs]
+    if len(set(names)) != len(names):
+        raise _MalformedError
+    return dict(pairs)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise _MalformedError
+    return number
+
+
+def _no_constant(text: str) -> float:
+    raise _MalformedError
+
+
+def _classified(error: ValidationError) -> Problems:
+    found = set()
+    for issue in error.errors(include_url=False, include_input=False):
+        loc = issue["loc"]
+        field = str(loc[0]) if loc else ""
+        if field == "schema_version":
+            return frozenset({("schema_version", Problem.UNSUPPORTED_VERSION)})
+        if not loc or issue["type"] in ("json_invalid", "json_type", "model_type", "model_attributes_type"):
+            found.add(("", Problem.MALFORMED))
+        elif issue["type"] == "missing":
+            found.add((field, Problem.MISSING))
+        elif issue["type"] == "extra_forbidden":
+            found.add((field, Problem.UNKNOWN_FIELD))
+        else:
+            found.add((field, Problem.INVALID))
+    return frozenset(found)

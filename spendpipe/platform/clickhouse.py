@@ -153,13 +153,20 @@ class ClickhouseStore:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self.settings = settings
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> object:
+    def command(
+        self, sql: str, parameters: dict[str, Any] | None = None, *, settings: dict[str, Any] | None = None
+    ) -> object:
         with self._lock:
-            return self._client.command(sql, parameters=parameters)
+            return self._client.command(sql, parameters=parameters, settings=settings)
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         with self._lock:
             return list(self._client.query(sql, parameters=parameters).result_rows)
+
+    def arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """The result as a `pyarrow.Table`: columns built in C, for results of a whole batch."""
+        with self._lock:
+            return self._client.query_arrow(sql, parameters=parameters)
 
     def column(self, sql: str, parameters: dict[str, Any] | None = None) -> list[Any]:
         return [row[0] for row in self.rows(sql, parameters)]

@@ -2,12 +2,13 @@
 queries and the enforcer's reads. Each test runs on chDB and, when
 `SPENDPIPE_TEST_CLICKHOUSE_URL` names a server, again on that server, in a fresh database."""
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 
 import pytest
 
-from spendpipe.aggregator.dedup import Origin, event_digest
+from spendpipe.aggregator.dedup import Origin
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
 from spendpipe.budget_manager.ledger import Pending, SpendLedger
@@ -27,6 +28,7 @@ from spendpipe.store.totals import SpendQuery, SpendTotals
 from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals
+from tests.support.staging import stage
 
 pytestmark = on_every_engine
 
@@ -78,13 +80,22 @@ def test_watermarks_and_event_id_lookups(clickhouse: ClickhouseStore) -> None:
 
     assert store.totals_watermarks(TOPIC) == {0: 108, 1: 109}
     assert store.events_watermarks(TOPIC) == {0: 108, 1: 109}
-    assert store.existing_event_ids([events[0].event_id, "not-an-id"]) == {
-        events[0].event_id: Origin(0, 100, event_digest(events[0]))
+    ids, origins, latest = store.ids_ingested_since(before)
+    assert {uuid.UUID(bytes=event_id) for event_id in ids} == {uuid.UUID(e.event_id) for e in events}
+    assert {Origin.unpack(o)[:2] for o in origins} == {(i % 2, 100 + i) for i in range(10)}
+    assert latest is not None
+    assert latest.replace(tzinfo=UTC) >= before
+
+    # a later copy of the first event, dated before the memory's horizon, is found in `events`
+    stage(store, [(events[0], 0, 200), (make_event(), 0, 201)], topic=TOPIC, ingested_at=datetime.now(UTC))
+    found = store.first_counts(older_than=datetime(2100, 1, 1, tzinfo=UTC))
+    assert {uuid.UUID(bytes=k): Origin.unpack(v)[:2] for k, v in found.items()} == {
+        uuid.UUID(events[0].event_id): (0, 100)
     }
-    assert {event_id for event_id, _, _ in store.event_ids_ingested_since(before)} == {e.event_id for e in events}
-    assert {origin for _, _, origin in store.event_ids_ingested_since(before)} == {
-        Origin(i % 2, 100 + i, event_digest(event)) for i, event in enumerate(events)
-    }
+    assert (
+        Origin.unpack(found[uuid.UUID(events[0].event_id).bytes]).digest
+        == Origin.unpack(origins[ids.index(uuid.UUID(events[0].event_id).bytes)]).digest
+    )
 
 
 def test_a_late_duplicate_is_found_in_the_events_table(clickhouse: ClickhouseStore) -> None:

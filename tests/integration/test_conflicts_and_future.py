@@ -20,9 +20,15 @@ TOPIC = "spend.events"
 START = datetime.now(UTC).replace(microsecond=0)
 
 
-def writer(clickhouse: ClickhouseStore, clock: ManualClock) -> BatchWriter:
+def writer(clickhouse: ClickhouseStore, clock: ManualClock, parse_from: int) -> BatchWriter:
     """A fresh writer (a restarted aggregator) with the default horizon and allowance."""
-    return BatchWriter(store=SpendStore(clickhouse=clickhouse), topic=TOPIC, dedup_horizon_s=600, clock=clock)
+    return BatchWriter(
+        store=SpendStore(clickhouse=clickhouse),
+        topic=TOPIC,
+        dedup_horizon_s=600,
+        parse_in_clickhouse_from=parse_from,
+        clock=clock,
+    )
 
 
 def records(events: list[SpendEvent], first_offset: int = 0) -> list[SourceRecord]:
@@ -36,12 +42,14 @@ def reasons(outcome: FlushOutcome) -> list[tuple[int, str]]:
     return [(letter.record.offset, letter.reason) for letter in outcome.dead_letters]
 
 
-def test_a_copy_with_another_cost_in_the_same_batch_is_dead_lettered(clickhouse: ClickhouseStore) -> None:
+def test_a_copy_with_another_cost_in_the_same_batch_is_dead_lettered(
+    clickhouse: ClickhouseStore, parse_in_clickhouse_from: int
+) -> None:
     clock = ManualClock(START)
     first = make_event(occurred_at=START)
     same, other = first.model_copy(), first.model_copy(update={"cost": first.cost + 1})
 
-    outcome = writer(clickhouse, clock).write(records([first, same, other]))
+    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records([first, same, other]))
 
     assert outcome.counted == 1
     assert outcome.duplicates == 1
@@ -56,11 +64,12 @@ def test_a_copy_with_another_cost_in_the_same_batch_is_dead_lettered(clickhouse:
 
 def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_when_late(
     clickhouse: ClickhouseStore,
+    parse_in_clickhouse_from: int,
 ) -> None:
     clock = ManualClock(START)
     recent = make_event(occurred_at=START)
     old = make_event(occurred_at=START - timedelta(days=3))
-    writer(clickhouse, clock).write(records([recent, old]))
+    writer(clickhouse, clock, parse_in_clickhouse_from).write(records([recent, old]))
 
     # a restarted aggregator: the recent id comes back from `events` with its content; the old
     # event is past the horizon, so its copy is looked up in `events`
@@ -70,7 +79,7 @@ def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_whe
         recent.model_copy(),
         old.model_copy(),
     ]
-    outcome = writer(clickhouse, clock).write(records(copies, first_offset=2))
+    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records(copies, first_offset=2))
 
     assert [offset for offset, _ in reasons(outcome)] == [2, 3]
     assert all(reason.startswith("conflicting duplicate") for _, reason in reasons(outcome))
@@ -79,12 +88,14 @@ def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_whe
     assert totals(clickhouse, "day") == expected_spend([recent, old], Window.DAY)
 
 
-def test_events_dated_past_the_allowance_are_dead_lettered(clickhouse: ClickhouseStore) -> None:
+def test_events_dated_past_the_allowance_are_dead_lettered(
+    clickhouse: ClickhouseStore, parse_in_clickhouse_from: int
+) -> None:
     clock = ManualClock(START)
     within = make_event(occurred_at=START + timedelta(seconds=299))
     ahead = make_event(occurred_at=START + timedelta(seconds=301))
 
-    outcome = writer(clickhouse, clock).write(records([within, ahead]))
+    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records([within, ahead]))
 
     assert outcome.counted == 1
     [(offset, reason)] = reasons(outcome)
@@ -92,15 +103,17 @@ def test_events_dated_past_the_allowance_are_dead_lettered(clickhouse: Clickhous
     assert reason.startswith(f"occurred_at {ahead.occurred_at.isoformat()} is more than 300 s ahead")
 
 
-def test_a_late_copy_of_an_event_dated_ahead_is_not_counted_again(clickhouse: ClickhouseStore) -> None:
+def test_a_late_copy_of_an_event_dated_ahead_is_not_counted_again(
+    clickhouse: ClickhouseStore, parse_in_clickhouse_from: int
+) -> None:
     clock = ManualClock(START)
     ahead = make_event(occurred_at=START + timedelta(seconds=250))
-    writer(clickhouse, clock).write(records([ahead]))
+    writer(clickhouse, clock, parse_in_clickhouse_from).write(records([ahead]))
 
     # 700 s later (past the 600 s horizon) a restarted aggregator sees a copy: the memory no
     # longer has the id, the copy is dated only 450 s back, and must still be looked up
     clock.set(START + timedelta(seconds=700))
-    outcome = writer(clickhouse, clock).write(records([ahead.model_copy()], first_offset=1))
+    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records([ahead.model_copy()], first_offset=1))
 
     assert (outcome.counted, outcome.duplicates) == (0, 1)
     assert counted_events(clickhouse) == 1

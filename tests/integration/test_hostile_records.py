@@ -58,7 +58,11 @@ def hostile_corpus(counted: SpendEvent) -> dict[str, bytes | None]:
 
 
 async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once(
-    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+    kafka_broker: str,
+    make_topics,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    parse_in_clickhouse_from: int,
 ) -> None:
     # given good traffic (one event with a NUL in a label, one sent twice) and a hostile corpus
     # mixed into it, each bad record under its own key
@@ -70,7 +74,9 @@ async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once
     mixed = [record for pair in zip(bad, [(None, e.to_json()) for e in late], strict=False) for record in pair]
     mixed += [(None, e.to_json()) for e in late[len(bad) :]]
     records = [(None, e.to_json()) for e in early] + [(None, early[1].to_json())] + mixed
-    settings = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    settings = aggregator_settings(
+        kafka_broker, topics, clickhouse_settings, parse_in_clickhouse_from=parse_in_clickhouse_from
+    )
 
     async with running_aggregator(settings, clickhouse) as (_, metrics):
         # when

@@ -1,6 +1,7 @@
 """Rolling a batch of events up into exact windowed totals per scope and model: the SQL the
 writer runs, in the real ClickHouse engine, against totals worked out here by hand."""
 
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
 from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseStore
+from tests.support.staging import stage
 
 NOON = datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC)  # a Saturday
 KEY = "ab" * 32
@@ -28,7 +30,7 @@ GLOBAL = Scope(ScopeType.GLOBAL, "")
 
 def event(n: int = 0, **overrides: Any) -> SpendEvent:
     values: dict[str, Any] = {
-        "event_id": f"call-{n}",
+        "event_id": str(uuid.UUID(int=n)),
         "occurred_at": NOON,
         "key_hash": KEY,
         "user_id": "alice",
@@ -65,7 +67,7 @@ def roll_up(clickhouse: ClickhouseStore, events: list[SpendEvent], **watermarks:
     the watermark; read back every total row, watermark rows apart."""
     clickhouse.command("TRUNCATE TABLE spend_totals")
     store = SpendStore(clickhouse=clickhouse)
-    store.stage([(e, 0, n) for n, e in enumerate(events)], topic="t", ingested_at=NOON)
+    stage(store, [(e, 0, n) for n, e in enumerate(events)], topic="t", ingested_at=NOON)
     store.insert_totals(after={0: watermarks.get("after", -1)}, watermarks={})
     rows = clickhouse.rows(
         "SELECT window, toUnixTimestamp(window_start), scope_type, scope_id, model, sum(spend), sum(requests), "
@@ -258,7 +260,7 @@ def test_no_events_no_totals(clickhouse: ClickhouseStore) -> None:
 
 def test_watermark_rows_land_with_the_totals(clickhouse: ClickhouseStore) -> None:
     store = SpendStore(clickhouse=clickhouse)
-    store.stage([(event(1), 0, 41), (event(2), 2, 7)], topic="spend.events", ingested_at=NOON)
+    stage(store, [(event(1), 0, 41), (event(2), 2, 7)], topic="spend.events", ingested_at=NOON)
 
     store.insert_totals(after={0: -1, 2: -1}, watermarks={"spend.events:0": 41, "spend.events:2": 7})
 
@@ -338,13 +340,13 @@ def test_staged_events_land_in_events_as_they_were_sent(clickhouse: ClickhouseSt
     )
     bare = event(2, key_hash=None, user_id=None, team_id=None, org_id=None, end_user=None)
     store = SpendStore(clickhouse=clickhouse)
-    store.stage([(full, 3, 17), (bare, 3, 18)], topic="spend.events", ingested_at=NOON)
+    stage(store, [(full, 3, 17), (bare, 3, 18)], topic="spend.events", ingested_at=NOON)
 
     store.insert_events(after={3: -1})
 
     columns, rows = clickhouse.query("SELECT * FROM events ORDER BY kafka_offset")
     stored = [dict(zip(columns, row, strict=True)) for row in rows]
-    assert [row["event_id"] for row in stored] == ["call-1", "call-2"]
+    assert [row["event_id"] for row in stored] == [uuid.UUID(int=1), uuid.UUID(int=2)]
     first, second = stored
     for field in ("key_hash", "user_id", "team_id", "org_id", "end_user", "key_alias", "provider", "call_type",
                   "model", "model_group", "cost", "cache_hit", "status", "error_class", "latency_ms", "gateway_id",
@@ -379,7 +381,7 @@ def test_a_flush_bigger_than_an_insert_block_still_lands_as_one_part(clickhouse:
     for name in defaults:
         client.set_client_setting(name, "10")
     try:
-        store.stage([(e, 0, n) for n, e in enumerate(events)], topic="spend.events", ingested_at=NOON)
+        stage(store, [(e, 0, n) for n, e in enumerate(events)], topic="spend.events", ingested_at=NOON)
         store.insert_totals(after={0: -1}, watermarks={"spend.events:0": 299})
         store.insert_events(after={0: -1})
     finally:

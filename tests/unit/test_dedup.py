@@ -1,142 +1,86 @@
-"""Recently counted event ids, forgotten once they are older than the horizon."""
+"""Recently counted event ids: found with the record they were first counted from, kept for
+at least the horizon, forgotten a generation at a time after it."""
 
-from datetime import UTC, datetime
-from decimal import Decimal
+from spendpipe.aggregator.dedup import GENERATIONS, Origin, RecentEventIds, same_content
 
-import pytest
-
-from spendpipe.aggregator.dedup import Origin, RecentEventIds, content_digest, event_digest
-from tests.support.events import make_event
+HORIZON = 800.0
+SPAN = HORIZON / GENERATIONS
 
 
-def counted(*event_ids: str) -> list[tuple[str, Origin]]:
-    return [(event_id, Origin(0, n, digest=0)) for n, event_id in enumerate(event_ids)]
+def eid(name: str) -> bytes:
+    return name.encode().ljust(16, b"\0")
 
 
-def test_remembered_ids_are_found() -> None:
-    seen = RecentEventIds(horizon_s=600)
+def counted(*names: str, digest: int = 0) -> dict[bytes, bytes]:
+    return {eid(name): Origin(0, n, digest).pack() for n, name in enumerate(names)}
+
+
+def test_remembered_ids_are_found_with_their_origin() -> None:
+    seen = RecentEventIds(horizon_s=HORIZON)
 
     seen.remember(counted("a", "b"), at=1000.0)
 
-    assert "a" in seen
-    assert "b" in seen
-    assert "c" not in seen
+    assert seen.known([eid("a"), eid("c")]) == {eid("a"): Origin(0, 0, 0).pack()}
+    assert eid("b") in seen
     assert len(seen) == 2
 
 
-def test_an_id_repeated_in_a_batch_is_kept_once() -> None:
-    seen = RecentEventIds(horizon_s=600)
+def test_an_id_is_kept_for_the_whole_horizon() -> None:
+    seen = RecentEventIds(horizon_s=HORIZON)
+    seen.remember(counted("first"), at=1000.0)
+    seen.remember(counted("late-in-generation"), at=1000.0 + SPAN - 1)
 
-    seen.remember(counted("a", "a", "b"), at=1000.0)
-    seen.remember(counted("b"), at=1001.0)
+    seen.expire(now=1000.0 + SPAN - 1 + HORIZON)
 
-    assert len(seen) == 2
-
-
-def test_ids_are_kept_until_the_horizon_has_passed() -> None:
-    seen = RecentEventIds(horizon_s=600)
-    seen.remember(counted("a"), at=1000.0)
-
-    seen.expire(now=1600.0)  # exactly the horizon: still remembered
-    assert "a" in seen
-
-    seen.expire(now=1600.5)
-    assert "a" not in seen
-    assert len(seen) == 0
+    assert eid("first") in seen
+    assert eid("late-in-generation") in seen
 
 
-def test_expire_forgets_only_the_old_batches() -> None:
-    seen = RecentEventIds(horizon_s=600)
-    seen.remember(counted("old-1", "old-2"), at=1000.0)
-    seen.remember(counted("new"), at=1500.0)
+def test_a_generation_is_forgotten_once_all_its_ids_are_past_the_horizon() -> None:
+    seen = RecentEventIds(horizon_s=HORIZON)
+    seen.remember(counted("old"), at=1000.0)
+    seen.remember(counted("new"), at=1000.0 + 2 * SPAN)
 
-    seen.expire(now=1700.0)
+    seen.expire(now=1000.0 + SPAN + HORIZON + 0.5)
 
-    assert "old-1" not in seen
-    assert "old-2" not in seen
-    assert "new" in seen
+    assert eid("old") not in seen
+    assert eid("new") in seen
     assert len(seen) == 1
 
 
-def test_a_duplicate_does_not_extend_the_first_count() -> None:
-    seen = RecentEventIds(horizon_s=600)
-    seen.remember(counted("a"), at=1000.0)
-    seen.remember(counted("a", "b"), at=1500.0)
+def test_the_oldest_origin_wins_when_an_id_is_in_two_generations() -> None:
+    """After a reload an id can be remembered twice; its first count is the one that holds."""
+    seen = RecentEventIds(horizon_s=HORIZON)
+    seen.remember({eid("a"): Origin(1, 7, 11).pack()}, at=1000.0)
+    seen.remember({eid("a"): Origin(0, 9, 12).pack()}, at=1000.0 + SPAN)
 
-    seen.expire(now=1700.0)
-
-    assert "a" not in seen
-    assert "b" in seen
+    assert seen.known({eid("a")}) == {eid("a"): Origin(1, 7, 11).pack()}
 
 
 def test_a_forgotten_id_can_be_remembered_again() -> None:
-    seen = RecentEventIds(horizon_s=600)
+    seen = RecentEventIds(horizon_s=HORIZON)
     seen.remember(counted("a"), at=1000.0)
-    seen.expire(now=2000.0)
+    seen.expire(now=3000.0)
 
-    seen.remember(counted("a"), at=2000.0)
-    seen.expire(now=2500.0)
+    seen.remember(counted("a"), at=3000.0)
+    seen.expire(now=3500.0)
 
-    assert "a" in seen
+    assert eid("a") in seen
 
 
 def test_clear_forgets_everything() -> None:
-    seen = RecentEventIds(horizon_s=600)
+    seen = RecentEventIds(horizon_s=HORIZON)
     seen.remember(counted("a", "b"), at=1000.0)
 
     seen.clear()
 
-    assert "a" not in seen
+    assert eid("a") not in seen
     assert len(seen) == 0
 
 
-def test_an_id_keeps_the_record_it_was_first_counted_from() -> None:
-    seen = RecentEventIds(horizon_s=600)
-    seen.remember([("a", Origin(1, 7, digest=11))], at=1000.0)
-    seen.remember([("a", Origin(0, 9, digest=12))], at=1001.0)
+def test_origins_pack_and_compare_by_content() -> None:
+    here, there, other = Origin(3, 2**40, 99), Origin(0, 5, 99), Origin(0, 5, 98)
 
-    assert seen.origin("a") == Origin(1, 7, digest=11)
-    assert seen.origin("b") is None
-
-
-def test_an_event_and_its_stored_row_have_the_same_digest() -> None:
-    event = make_event(user_id=None, cache_hit=True)
-    stored = [
-        event.occurred_at.replace(tzinfo=None),  # events hands back naive UTC times
-        *("" if value is None else value for value in (event.key_hash, event.user_id, event.team_id)),
-        event.org_id,
-        event.end_user,
-        event.billed_model,
-        event.cost.quantize(Decimal(1).scaleb(-24)),  # Decimal(38, 24) keeps trailing zeros
-        event.prompt_tokens,
-        event.completion_tokens,
-        event.total_tokens,
-        event.status,
-        event.cache_hit,
-    ]
-
-    assert content_digest(stored) == event_digest(event)
-
-
-@pytest.mark.parametrize(
-    "change",
-    [
-        {"cost": Decimal("0.5")},
-        {"key_hash": "f" * 64},
-        {"end_user": "someone-else"},
-        {"model": "other-model"},
-        {"total_tokens": 1},
-        {"status": "failure"},
-        {"occurred_at": datetime(2026, 1, 1, tzinfo=UTC)},
-    ],
-)
-def test_what_the_totals_are_made_of_changes_the_digest(change: dict[str, object]) -> None:
-    event = make_event()
-
-    assert event_digest(event.model_copy(update=change)) != event_digest(event)
-
-
-def test_what_the_totals_do_not_use_leaves_the_digest() -> None:
-    event = make_event()
-
-    assert event_digest(event.model_copy(update={"latency_ms": 9.5, "gateway_id": "other"})) == event_digest(event)
+    assert Origin.unpack(here.pack()) == here
+    assert same_content(here.pack(), there.pack())
+    assert not same_content(there.pack(), other.pack())

@@ -47,7 +47,7 @@ hostile = (
 
 def event_with(**fields: Any) -> SpendEvent:
     required: dict[str, Any] = {
-        "event_id": "e-1",
+        "event_id": "00000000-0000-4000-8000-000000000001",
         "occurred_at": datetime(2026, 12, 1, tzinfo=UTC),
         "model": "gpt-4o",
         "cost": Decimal("0.01"),

@@ -125,7 +125,12 @@ def wire(model: BaseModel, *, exclude_none: bool) -> Any:
 WRITTEN = {
     "events": wire(
         SpendEvent(
-            event_id="e1", occurred_at=NOW, key_hash=KEY, model="gpt-4o", cost=Decimal("0.000125"), gateway_id="g"
+            event_id="00000000-0000-4000-8000-000000000001",
+            occurred_at=NOW,
+            key_hash=KEY,
+            model="gpt-4o",
+            cost=Decimal("0.000125"),
+            gateway_id="g",
         ),
         exclude_none=True,
     ),

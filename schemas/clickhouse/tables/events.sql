@@ -1,6 +1,6 @@
 CREATE TABLE events
 (
-    `event_id` String,
+    `event_id` UUID,
     `occurred_at` DateTime64(6, 'UTC'),
     `ingested_at` DateTime64(3, 'UTC'),
     `key_hash` String,
