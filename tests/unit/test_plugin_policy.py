@@ -61,7 +61,8 @@ def plugin(
         metrics=metrics,
         options=PublisherOptions(),
     )
-    publisher.start = lambda: None  # type: ignore[method-assign]  # nothing here may touch Kafka
+    # nothing here may touch Kafka: `start()` and every hand-over start the thread through `_start`
+    publisher._start = lambda: None  # type: ignore[method-assign]
     return SpendpipeLogger(
         publisher=publisher,
         metrics=metrics,
