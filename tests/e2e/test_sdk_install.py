@@ -59,7 +59,6 @@ async def main():
             print("REFUSED", served, type(error).__name__, error)
             break
         served += 1
-        await asyncio.sleep(0.05)  # the application's pace, not synchronisation
     else:
         print("NEVER REFUSED", served)
     await litellm.acompletion(model="gpt-4o", messages=MESSAGES, mock_response="hello", metadata={"team": "other"})
