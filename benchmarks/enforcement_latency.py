@@ -31,7 +31,6 @@ import multiprocessing
 import os
 import queue
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -61,6 +60,7 @@ from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
+from spendpipe.platform.processes import terminate
 from spendpipe.platform.settings import SigningOnly
 from spendpipe.platform.signing import uncollected_rejections
 
@@ -208,12 +208,7 @@ def _pipeline_process(bootstrap: str, topics: Topics, group: str, workdir: Path,
         _wait_for_line(process, log_path, "enforcer ready", within=90)
         yield
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        terminate(process, 60.0)
 
 
 def _wait_for_line(process: subprocess.Popen[bytes], log_path: Path, line: str, within: float) -> None:

@@ -5,7 +5,6 @@ import contextlib
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -15,18 +14,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from spendpipe.contracts.topics import Topics
+from spendpipe.platform.processes import terminate
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def stop(process: subprocess.Popen[Any], grace_s: float = 30.0) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 @contextlib.contextmanager
@@ -53,7 +43,7 @@ def running_pipeline(bootstrap: str, topics: Topics, workdir: Path) -> Iterator[
     try:
         yield process
     finally:
-        stop(process)
+        terminate(process, 30.0)
 
 
 class Worker:
@@ -106,7 +96,7 @@ class Worker:
                 self.process.stdin.close()  # end of input: the worker closes its plugin and exits
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=15)
-        stop(self.process)
+        terminate(self.process, 30.0)
 
 
 @contextlib.contextmanager

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from spendpipe.platform.processes import terminate
 from tests.support.deploy import GATEWAY_DOCKERFILE, SERVICES_DOCKERFILE, SPENDPIPE_IMAGE
-from tests.support.processes import terminate
 
 VENV_BIN = Path(sys.executable).parent
 """The project's virtualenv: what the images' /opt/spendpipe (services) and site-packages

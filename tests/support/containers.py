@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spendpipe.platform.processes import terminate
 from tests.support.deploy import COMPOSE_FILE, REPO, compose_binary
-from tests.support.processes import terminate
 from tests.support.waiting import eventually_sync
 
 LOCAL = REPO / "deploy" / "local"

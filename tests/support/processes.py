@@ -9,18 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spendpipe.contracts.topics import Topics
+from spendpipe.platform.processes import terminate
 from tests.support.waiting import eventually_sync
-
-
-def terminate(process: subprocess.Popen[bytes] | None, grace_s: float = 60.0) -> None:
-    """SIGTERM, as an orchestrator stops a service; SIGKILL if it is not gone after `grace_s`."""
-    if process is not None and process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 @dataclass

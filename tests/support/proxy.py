@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dev.local_kafka import free_port_pair
 from spendpipe.contracts.topics import Topics
-from tests.support.processes import terminate
+from spendpipe.platform.processes import terminate
 from tests.support.waiting import eventually_sync
 
 CONFIG = """\

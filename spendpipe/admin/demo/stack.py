@@ -10,7 +10,6 @@ before the pipeline that counts it and the pipeline before the broker it reads.
 import asyncio
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
 from spendpipe.platform.local_broker import LocalBroker, kafka_script
+from spendpipe.platform.processes import terminate
 from spendpipe.platform.settings import ENV_PREFIX
 from spendpipe.platform.signing import SigningSettings, generate_key_pair
 from spendpipe.store.sql_endpoint.client import EndpointSource
@@ -182,13 +182,7 @@ class DemoStack:
         self.say(f"started `spendpipe run all` (pid {self.pipeline.pid}, log {log_path})")
 
     def _stop_pipeline(self, pipeline: subprocess.Popen[bytes]) -> None:
-        if pipeline.poll() is None:
-            pipeline.send_signal(signal.SIGTERM)
-            try:
-                pipeline.wait(timeout=STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                pipeline.kill()
-                pipeline.wait(timeout=STOP_GRACE_S)
+        terminate(pipeline, STOP_GRACE_S, kill_wait_s=STOP_GRACE_S)
         self.say(f"`spendpipe run all` stopped (exit {pipeline.returncode})")
 
     def _wait_ready(self) -> None:
