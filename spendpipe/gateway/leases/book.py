@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import Enum
+from typing import Any, Literal
 
 from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, commitment_of, target_key
 from spendpipe.contracts.money import cost_floor
@@ -282,12 +283,9 @@ class LeaseBook:
     def _release_request(self, chain: ChainState, amount: Decimal) -> LeaseRequest:
         secret, chain.secret = chain.secret, secrets.token_hex(32)
         chain.released += amount
-        return LeaseRequest(
-            kind="release",
-            gateway_id=self.gateway_id,
-            chain=chain.chain,
-            scope=chain.scope,
-            model=chain.model,
+        return self._message(
+            chain,
+            "release",
             secret=secret,
             commitment=commitment_of(chain.secret),
             released=chain.released,
@@ -314,12 +312,9 @@ class LeaseBook:
         chain.asked_at = now
         if chain.unanswered_since is None:
             chain.unanswered_since = now
-        return LeaseRequest(
-            kind="request",
-            gateway_id=self.gateway_id,
-            chain=chain.chain,
-            scope=chain.scope,
-            model=chain.model,
+        return self._message(
+            chain,
+            "request",
             want=cost_floor(want),
             need=cost_floor(need),
             rate=cost_floor(rate),
@@ -327,15 +322,18 @@ class LeaseBook:
         )
 
     def _return(self, chain: ChainState) -> LeaseRequest:
-        return LeaseRequest(
-            kind="return",
-            gateway_id=self.gateway_id,
-            chain=chain.chain,
-            scope=chain.scope,
-            model=chain.model,
+        return self._message(
+            chain,
+            "return",
             secret=chain.secret,
             used=cost_floor(chain.used),
             reserved=cost_floor(max(chain.reserved, ZERO)),
+        )
+
+    def _message(self, chain: ChainState, kind: Literal["request", "release", "return"], **fields: Any) -> LeaseRequest:
+        """A request, release or return on `chain`, from this gateway."""
+        return LeaseRequest(
+            kind=kind, gateway_id=self.gateway_id, chain=chain.chain, scope=chain.scope, model=chain.model, **fields
         )
 
 
