@@ -77,10 +77,11 @@ async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -
     migrate(store)
     broker = build_broker(settings.kafka)
     metrics = AggregatorMetrics(registry=CollectorRegistry())
-    Aggregator(settings=settings, broker=broker, clickhouse=store, metrics=metrics)
+    aggregator = Aggregator(settings=settings, broker=broker, clickhouse=store, metrics=metrics)
     started = time.perf_counter()
     first_batch: float | None = None
     await broker.start()
+    await aggregator.start()
     try:
         # the counters move as each flush starts (consumed) and ends (counted); reading them costs
         # no ClickHouse query
@@ -92,6 +93,7 @@ async def _consume(bootstrap: str, topics: Topics, workdir: Path, events: int) -
         first_batch = first_batch or started
         assert int(store.rows("SELECT count() FROM events")[0][0]) == events
     finally:
+        await aggregator.stop()
         await broker.stop()
     lag = await consumer_lag(bootstrap, settings.group_id, topics.events)
     store.close()

@@ -4,8 +4,8 @@ AsyncAPI document of every topic (`build_document`).
 
 The document's channels come from the services' own wiring: `Aggregator` and `EnforcerService`
 registered on one broker, as `spendpipe run all` does, never started. The gateway plugin, the
-budget admin and the enforcer's budget follower use plain aiokafka clients; their channels are
-declared on the same broker for the document only. Payloads are the contracts in
+budget admin, the enforcer's budget follower and the aggregator's intake use plain aiokafka
+clients; their channels are declared on the same broker for the document only. Payloads are the contracts in
 `spendpipe.contracts`, as `wire_schema` gives them (what a consumer reads: money as decimal
 strings), and each message names its headers. Topic names are the defaults (`SPENDPIPE_TOPICS__*`).
 
@@ -26,6 +26,8 @@ from urllib.parse import unquote
 import typer
 import yaml
 from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.message import StreamMessage
 from faststream.specification import AsyncAPI
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
@@ -298,6 +300,17 @@ def _wire_services(broker: KafkaBroker) -> None:
 
 def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
     """Channels of the clients that are not FastStream apps (see the module's docstring)."""
+
+    @broker.subscriber(
+        topics.events,
+        batch=True,
+        decoder=_each_record_on_its_own,
+        title="spend.events",
+        description="SpendEvent v1 JSON from gateways.",
+    )
+    async def aggregator_intake(batch: KafkaMessage) -> None:
+        """The aggregator reads batches with its own consumer (`spendpipe.aggregator.intake`)."""
+
     broker.publisher(
         topics.events,
         title="spend.events (gateway)",
@@ -370,6 +383,10 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
         description="The enforcer applies a key's own budget where no operator's budget for the key is set.",
     )
     async def enforcer_declared_budgets(budget: Budget) -> None: ...
+
+
+async def _each_record_on_its_own(message: StreamMessage[Any]) -> None:
+    """The aggregator parses and checks each record itself: no payload type for the batch."""
 
 
 def _name_the_raw_batch_payload(document: dict[str, Any]) -> None:

@@ -1,10 +1,13 @@
-"""The aggregator's FastStream wiring: batch in, ClickHouse, dead letters, announce, commit.
+"""The aggregator's wiring: batch in (`intake`), ClickHouse, dead letters, announce, commit.
 
-Offsets are committed (manual ack) only after ClickHouse holds the batch and every dead
-letter is on the dead-letter topic. The announcement of the changed scopes goes out as soon
-as ClickHouse has the totals (the enforcer reads them from there), before the commit. A
-flush that fails rewinds the consumer to the batch's first offsets (nack) and the batch is
-read again after a pause.
+Offsets are committed only after ClickHouse holds the batch and every dead letter is on the
+dead-letter topic. The announcement of the changed scopes goes out as soon as ClickHouse has
+the totals (the enforcer reads them from there), before the commit. A flush that fails is
+read again after a pause (`intake`).
+
+Dead letters and announcements go out through the FastStream broker's publishers; the events
+are read by the intake's own consumer (why: `intake`'s docstring). `start()` starts reading,
+after the broker started; `stop()` stops it, before the broker stops.
 
 Readiness (`not_ready()`, for /readyz): the consumer has caught up with the backlog it found
 (`progress.py`) and the last flush did not fail.
@@ -16,15 +19,12 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
 
-from aiokafka import ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
-from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
-from faststream.middlewares import AckPolicy
 
 from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
+from spendpipe.aggregator.intake import EventIntake
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
@@ -37,28 +37,8 @@ from spendpipe.platform.clickhouse import ClickhouseStore
 
 log = logging.getLogger(__name__)
 
-
-class _ForgetOnRebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Partitions that move between aggregators may have been written by another one:
-    reload watermarks and recent ids before the next batch."""
-
-    def __init__(
-        self, writer: BatchWriter, flushing: asyncio.Lock, progress: ConsumerProgress, letters: PublishedLetters
-    ) -> None:
-        self._writer = writer
-        self._flushing = flushing
-        self._progress = progress
-        self._letters = letters
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        async with self._flushing:  # let a flush in flight finish and commit before giving up partitions
-            self._writer.forget_state()
-            self._letters.forget(tp.partition for tp in revoked)
-        self._progress.revoked(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self._writer.forget_state()
-        self._progress.assigned(assigned)
+MAX_PARTITION_FETCH_BYTES = 8 << 20
+"""Per partition and fetch: room for a batch's worth of records of one partition in a few fetches."""
 
 
 class Aggregator:
@@ -71,16 +51,15 @@ class Aggregator:
         metrics: AggregatorMetrics,
     ) -> None:
         self._settings = settings
-        self._broker = broker
         self._clickhouse = clickhouse
         self._metrics = metrics
         self._topics = settings.topics
-        self._flushing = asyncio.Lock()
         self._flush_error: str | None = None
         self._letters = PublishedLetters()
         self._read_up_to: dict[int, int] = {}
         """The highest offset of each partition this process has read: what the metrics call a re-read."""
-        self._watching: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consumer: AIOKafkaConsumer | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.writer = BatchWriter(
             store=SpendStore(clickhouse=clickhouse),
@@ -88,6 +67,16 @@ class Aggregator:
             dedup_horizon_s=settings.dedup_horizon_s,
             future_allowance_s=settings.future_allowance_s,
             parse_in_clickhouse_from=settings.parse_in_clickhouse_from,
+        )
+        self.intake = EventIntake(
+            topic=settings.topics.events,
+            flush=self._flush,
+            committed=self._committed,
+            batch_size=settings.batch_size,
+            wait_ms=settings.flush_interval_ms,
+            retry_backoff_s=settings.retry_backoff_s,
+            revoked=self._revoked,
+            assigned=self._assigned,
         )
         self._dead_letters = broker.publisher(
             settings.topics.events_dead_letter,
@@ -100,49 +89,59 @@ class Aggregator:
             description="ScopesFlushed: the scopes whose totals changed in a committed flush.",
             schema=ScopesFlushed,
         )
-        self._register()
-
-    def _register(self) -> None:
-        settings = self._settings
-        self._subscriber = subscriber = self._broker.subscriber(
-            settings.topics.events,
-            batch=True,
-            group_id=settings.group_id,
-            max_records=settings.batch_size,
-            batch_timeout_ms=settings.flush_interval_ms,
-            fetch_max_wait_ms=settings.flush_interval_ms,
-            fetch_min_bytes=settings.fetch_min_bytes,
-            max_partition_fetch_bytes=8 << 20,
-            auto_offset_reset="earliest",
-            ack_policy=AckPolicy.MANUAL,
-            listener=_ForgetOnRebalance(self.writer, self._flushing, self.progress, self._letters),
-            decoder=_undecoded,
-            title="spend.events",
-            description="SpendEvent v1 JSON from gateways.",
-        )
-        subscriber(self.on_batch)
 
     async def start(self) -> None:
-        """After the broker started: watch the consumer's lag (the gauge and readiness)."""
-        self._watching = asyncio.create_task(self.progress.follow(lambda: self._subscriber.consumer))
+        """After the broker started: join the group, read and write; watch the consumer's lag."""
+        settings = self._settings
+        consumer = AIOKafkaConsumer(
+            **settings.kafka.aiokafka_kwargs(),
+            group_id=settings.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=settings.flush_interval_ms,
+            fetch_min_bytes=settings.fetch_min_bytes,
+            max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+        )
+        consumer.subscribe([settings.topics.events], listener=self.intake)
+        await consumer.start()
+        self._consumer = consumer
+        self._tasks = [
+            asyncio.create_task(self.intake.run(consumer), name="aggregator-intake"),
+            asyncio.create_task(self.progress.follow(lambda: self._consumer), name="aggregator-progress"),
+        ]
 
     async def stop(self) -> None:
-        if self._watching is not None:
-            self._watching.cancel()
+        """Stop reading, let the flush in flight finish, leave the group."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._watching
+                await task
+        self._tasks = []
+        await self.intake.drain()
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
 
     def not_ready(self) -> str | None:
         if self._flush_error is not None:
             return f"the last flush failed, retrying: {self._flush_error}"
         return self.progress.not_ready()
 
-    async def on_batch(self, message: KafkaMessage) -> None:
-        async with self._flushing:
-            await self._flush(message)
+    def _revoked(self, revoked: list[TopicPartition]) -> None:
+        """Partitions that move between aggregators may be written by another one: reload
+        watermarks and recent ids before the next batch."""
+        self.writer.forget_state()
+        self._letters.forget(tp.partition for tp in revoked)
+        self.progress.revoked(revoked)
 
-    async def _flush(self, message: KafkaMessage) -> None:
-        records = _source_records(message.raw_message)
+    def _assigned(self, assigned: list[TopicPartition]) -> None:
+        self.writer.forget_state()
+        self.progress.assigned(assigned)
+
+    async def _flush(self, records: Sequence[SourceRecord]) -> bool:
+        """Write `records`, publish their letters, announce their scopes: True when done, False
+        (logged, counted) when it failed and the batch must be read again."""
         started = asyncio.get_running_loop().time()
         first_reads = self._first_reads(records)
         self._metrics.consumed.inc(first_reads)
@@ -155,22 +154,22 @@ class Aggregator:
             self._metrics.flush_failures.inc()
             log.exception("flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s)
             self.writer.forget_state()
-            await message.nack()
-            await asyncio.sleep(self._settings.retry_backoff_s)
-            return
+            return False
         if outcome.scopes:
             await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
-        await message.ack()
-        self._letters.committed(highest_offsets(records))
         self._flush_error = None
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
         self._metrics.last_flush.set_to_current_time()
+        return True
+
+    def _committed(self, records: Sequence[SourceRecord]) -> None:
+        self._letters.committed(highest_offsets(records))
 
     def _first_reads(self, records: Sequence[SourceRecord]) -> int:
-        """How many of `records` this process had not read before (a nack'd batch comes again)."""
+        """How many of `records` this process had not read before (a failed batch comes again)."""
         read_up_to = self._read_up_to
         first = sum(1 for record in records if record.offset > read_up_to.get(record.partition, -1))
         for partition, offset in highest_offsets(records).items():
@@ -212,13 +211,3 @@ class Aggregator:
             await self._flushes.publish(announcement, headers={TYPE_HEADER: FLUSH_TYPE})
         except Exception:
             log.exception("could not announce flush %s", announcement.flush_id)
-
-
-async def _undecoded(message: StreamMessage[Any]) -> None:
-    """The writer decodes each record itself (into `SpendEvent`, or a dead letter); FastStream's
-    default would parse every record's JSON once more first, for nothing."""
-
-
-def _source_records(raw: object) -> Sequence[SourceRecord]:
-    records = raw if isinstance(raw, tuple) else (raw,)
-    return [SourceRecord(r.partition, r.offset, r.value, r.key) for r in records]

@@ -8,12 +8,13 @@ from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 class AggregatorSettings(PipelineSettings):
     group_id: str = Field(default="spendpipe-aggregator", min_length=1)
-    batch_size: int = Field(default=20_000, ge=1, le=100_000)
+    batch_size: int = Field(default=100_000, ge=1, le=100_000)
     """Most events per flush (one ClickHouse insert per table). Kept well below ClickHouse's
     `min_insert_block_size_rows` (about 1M): an insert below it is squashed into one part, which
-    is what makes a flush all-or-nothing."""
+    is what makes a flush all-or-nothing. A batch grows towards it only while the flush before
+    it runs (`intake`): a quiet pipeline flushes what it has as soon as the writer is free."""
     flush_interval_ms: int = Field(default=100, ge=1, le=60_000)
-    """Longest an event waits in Kafka's fetch before a flush: the broker answers a fetch
+    """Longest an event waits in Kafka's fetch before it is read: the broker answers a fetch
     when it has `fetch_min_bytes` or this much time has passed."""
     fetch_min_bytes: int = Field(default=1 << 20, ge=1)
     dedup_horizon_s: float = Field(default=600.0, ge=60)

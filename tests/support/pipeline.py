@@ -31,9 +31,11 @@ async def running_aggregator(
     metrics = AggregatorMetrics(registry=CollectorRegistry())
     aggregator = Aggregator(settings=settings, broker=broker, clickhouse=clickhouse, metrics=metrics)
     await broker.start()
+    await aggregator.start()
     try:
         yield aggregator, metrics
     finally:
+        await aggregator.stop()
         await broker.stop()
 
 
@@ -60,14 +62,16 @@ async def running_pipeline(
     """Aggregator and enforcer in one broker, as `spendpipe run all` runs them."""
     broker: KafkaBroker = build_broker(aggregator.kafka)
     metrics = AggregatorMetrics(registry=CollectorRegistry())
-    Aggregator(settings=aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
+    counting = Aggregator(settings=aggregator, broker=broker, clickhouse=clickhouse, metrics=metrics)
     service = EnforcerService(settings=enforcer, broker=broker, clickhouse=clickhouse, clock=clock)
     await broker.start()
+    await counting.start()
     await service.start()
     try:
         yield service
     finally:
         await service.stop()
+        await counting.stop()
         await broker.stop()
 
 

@@ -1,0 +1,190 @@
+"""The aggregator's intake against a consumer stand-in: it reads the next batch while the
+flush of the one before runs, commits only what was written, and reads again what was not."""
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import TopicPartition
+
+from spendpipe.aggregator.intake import EventIntake
+from spendpipe.aggregator.store import SourceRecord
+from tests.support.waiting import eventually
+
+TOPIC = "spend.events"
+WHAT = "the intake to get there"
+
+
+@dataclass(frozen=True)
+class _Record:
+    partition: int
+    offset: int
+    value: bytes = b"{}"
+    key: bytes | None = None
+
+
+@dataclass
+class _Consumer:
+    """Partitions as lists of records and a position each, as aiokafka's consumer keeps them."""
+
+    log: dict[int, list[_Record]] = field(default_factory=dict)
+    position: dict[int, int] = field(default_factory=dict)
+    commits: list[dict[int, int]] = field(default_factory=list)
+    seeks: list[tuple[int, int]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def append(self, partition: int, count: int) -> None:
+        records = self.log.setdefault(partition, [])
+        first = len(records)
+        records.extend(_Record(partition, first + n) for n in range(count))
+        self.position.setdefault(partition, 0)
+        self.arrived.set()
+
+    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
+        while True:
+            fetched: dict[TopicPartition, list[_Record]] = {}
+            for partition, records in self.log.items():
+                start = self.position[partition]
+                taken = records[start : start + max_records - sum(map(len, fetched.values()))]
+                if taken:
+                    fetched[TopicPartition(TOPIC, partition)] = taken
+                    self.position[partition] = start + len(taken)
+            if fetched or not timeout_ms:
+                return fetched
+            self.arrived.clear()
+            try:
+                await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
+            except TimeoutError:
+                return {}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self.commits.append({tp.partition: offset for tp, offset in offsets.items()})
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TopicPartition(TOPIC, partition) for partition in self.log}
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+        self.position[tp.partition] = offset
+
+
+class _Flushes:
+    """A flush that holds each batch until the test lets it go, and fails when told to."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[tuple[int, int]]] = []
+        self.release = asyncio.Event()
+        self.fail_next = False
+
+    async def __call__(self, records: Sequence[SourceRecord]) -> bool:
+        self.batches.append([(r.partition, r.offset) for r in records])
+        await self.release.wait()
+        if self.fail_next:
+            self.fail_next = False
+            return False
+        return True
+
+
+def _intake(
+    flushes: _Flushes,
+    committed: list[int] | None = None,
+    batch_size: int = 1000,
+    revoked: Callable[[list[TopicPartition]], None] = lambda _: None,
+) -> EventIntake:
+    return EventIntake(
+        topic=TOPIC,
+        flush=flushes,
+        committed=lambda records: (committed if committed is not None else []).append(len(records)),
+        batch_size=batch_size,
+        wait_ms=50,
+        retry_backoff_s=0.01,
+        revoked=revoked,
+        assigned=lambda _: None,
+    )
+
+
+async def test_the_next_batch_is_read_while_a_flush_runs_and_goes_once_the_writer_is_free() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes)
+    consumer.append(0, 3)
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 4)
+        consumer.append(1, 2)
+        # read while the first flush is held
+        await eventually(lambda: consumer.position == {0: 7, 1: 2}, bool, within=5, what=WHAT)
+        assert len(flushes.batches) == 1
+        flushes.release.set()
+        await eventually(lambda: len(consumer.commits) == 2, bool, within=5, what=WHAT)
+        assert flushes.batches == [
+            [(0, 0), (0, 1), (0, 2)],
+            [(0, 3), (0, 4), (0, 5), (0, 6), (1, 0), (1, 1)],
+        ]
+        # each commit names what its flush wrote, never what was read ahead
+        assert consumer.commits == [{0: 3}, {0: 7, 1: 2}]
+    finally:
+        running.cancel()
+
+
+async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    committed: list[int] = []
+    intake = _intake(flushes, committed)
+    consumer.append(0, 2)
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 2)
+        consumer.append(1, 3)
+        await eventually(lambda: consumer.position == {0: 4, 1: 3}, bool, within=5, what=WHAT)
+        flushes.fail_next = True
+        flushes.release.set()
+        await eventually(lambda: consumer.commits != [], bool, within=5, what=WHAT)
+        # partition 0 from the failed batch's first record, partition 1 from the read-ahead's
+        assert sorted(consumer.seeks) == [(0, 0), (1, 0)]
+        assert flushes.batches[1] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]
+        assert consumer.commits == [{0: 4, 1: 3}]
+        assert committed == [7]
+    finally:
+        running.cancel()
+
+
+async def test_a_batch_read_before_a_rebalance_is_never_written() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    commits_at_revocation: list[list[dict[int, int]]] = []
+    intake = _intake(flushes, revoked=lambda _: commits_at_revocation.append(list(consumer.commits)))
+    consumer.append(0, 1)
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 2)
+        await eventually(lambda: consumer.position == {0: 3}, bool, within=5, what=WHAT)
+        revoking = asyncio.create_task(intake.on_partitions_revoked([TopicPartition(TOPIC, 0)]))
+        flushes.release.set()
+        await revoking
+        assert commits_at_revocation == [[{0: 1}]]  # it waited for the flush in flight, and its commit
+        await intake.on_partitions_assigned([TopicPartition(TOPIC, 0)])
+        # what was read before the rebalance is read again, from the committed offset, and
+        # written only then
+        await eventually(lambda: len(consumer.commits) == 2, bool, within=5, what=WHAT)
+        assert (0, 1) in consumer.seeks
+        assert flushes.batches == [[(0, 0)], [(0, 1), (0, 2)]]
+    finally:
+        running.cancel()
+
+
+async def test_a_full_batch_waits_for_the_writer_and_reads_no_more() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes, batch_size=4)
+    consumer.append(0, 2)
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 10)
+        await eventually(lambda: consumer.position == {0: 6}, bool, within=5, what=WHAT)
+        flushes.release.set()
+        await eventually(lambda: consumer.position == {0: 12} and len(consumer.commits) == 4, bool, within=5, what=WHAT)
+        assert [len(batch) for batch in flushes.batches] == [2, 4, 4, 2]
+    finally:
+        running.cancel()
