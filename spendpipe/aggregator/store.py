@@ -119,6 +119,8 @@ class Written:
     attributions: list[tuple[str, str, str, str, str]]
     models: list[str]
     latest_occurred_at: datetime | None
+    new: int
+    """How many of them this attempt added to the totals (the rest were there before)."""
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -139,6 +141,9 @@ class SpendStore:
     def __init__(self, *, clickhouse: ClickhouseStore) -> None:
         self._clickhouse = clickhouse
         self._tables_made = False
+        self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
+        """Stage tables that may hold rows: a small flush truncates only those (each statement
+        costs a flush milliseconds)."""
 
     def _session_tables(self) -> None:
         """The session's private stage tables (temporary: no other client sees them)."""
@@ -162,6 +167,7 @@ class SpendStore:
     def forget_session(self) -> None:
         """After a failure the session may be gone (a server restarted): make the tables again."""
         self._tables_made = False
+        self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
 
     def totals_watermarks(self, topic: str) -> dict[int, int]:
         rows = self._clickhouse.rows(
@@ -205,11 +211,14 @@ class SpendStore:
     def _clear(self) -> None:
         self._session_tables()
         for table in (RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE):
-            self._clickhouse.command(f"TRUNCATE TABLE {table}")
+            if table in self._filled:
+                self._clickhouse.command(f"TRUNCATE TABLE {table}")
+        self._filled = set()
 
     def load_raw(self, records: Sequence[SourceRecord]) -> None:
         """Replace the raw stage with `records`, for `parse`."""
         self._clear()
+        self._filled.add(RAW_TABLE)
         for start in range(0, len(records), RAW_BLOCK_ROWS):  # blocks ClickHouse parses in parallel
             block = records[start : start + RAW_BLOCK_ROWS]
             self._clickhouse.insert_columns(
@@ -228,10 +237,12 @@ class SpendStore:
         without problems: what `load_raw` and `parse` give for the same valid records."""
         self._clear()
         if events:
+            self._filled.add(PARSED_TABLE)
             self._clickhouse.insert_arrow(PARSED_TABLE, _event_table(events, topic, ingested_at))
 
     def parse(self, *, topic: str, ingested_at: datetime, latest: datetime, allowance_s: float = 0.0) -> None:
         """`latest`: the latest `occurred_at` accepted (the clock plus `allowance_s`)."""
+        self._filled.add(PARSED_TABLE)
         self._clickhouse.command(
             PARSE_SQL,
             {"topic": topic, "ingested_at": ingested_at, "latest": latest, "allowance": f"{allowance_s:g}"},
@@ -261,14 +272,10 @@ class SpendStore:
     def exclude(self, sources: Iterable[tuple[int, int]]) -> None:
         rows = list(sources)
         if rows:
+            self._filled.add(EXCLUDED_TABLE)
             self._clickhouse.insert_columns(
                 EXCLUDED_TABLE, [[p for p, _ in rows], [o for _, o in rows]], ["kafka_partition", "kafka_offset"]
             )
-
-    def count_new(self, after: dict[int, int]) -> int:
-        return int(
-            self._clickhouse.rows(f"SELECT count() FROM {PARSED_TABLE} WHERE {_USABLE} AND {rows_after(after)}")[0][0]
-        )
 
     def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int]) -> None:
         """Totals of the usable parsed rows past `after` (per partition), with the watermark rows,
@@ -287,18 +294,17 @@ class SpendStore:
             f"WHERE {_USABLE} AND {rows_after(after)}{ONE_PART}"
         )
 
-    def written(self) -> Written:
-        """The attributions, models and latest time of every usable row of the batch."""
+    def written(self, *, new_after: dict[int, int]) -> Written:
+        """The attributions, models and latest time of every usable row of the batch, and how
+        many of them are past `new_after` (per partition: the totals' watermarks before this
+        attempt wrote)."""
         rows = self._clickhouse.rows(
             "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user)), "
-            f"groupUniqArray(billed_model), max(occurred_at), count() FROM {PARSED_TABLE} WHERE {_USABLE}"
+            f"groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}) "
+            f"FROM {PARSED_TABLE} WHERE {_USABLE}"
         )
-        attributions, models, latest, count = rows[0]
-        return Written(
-            [tuple(a) for a in attributions],
-            list(models),
-            latest if count else None,
-        )
+        attributions, models, latest, count, new = rows[0]
+        return Written([tuple(a) for a in attributions], list(models), latest if count else None, int(new))
 
 
 def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:

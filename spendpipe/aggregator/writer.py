@@ -132,11 +132,12 @@ class BatchWriter:
         ordered = self._sort(parsed, counted_before, outcome)
         store.exclude(ordered.excluded)
         self._dead_letters(records, refused, ordered.conflicts, outcome)
-        outcome.counted = self._write_totals(records, marks)
+        new_after = self._write_totals(records, marks)
         self._write_events(records, marks)
         self._recent.remember(ordered.fresh, now_s)
         self._recent.expire(now_s)
-        written = store.written()
+        written = store.written(new_after=new_after)
+        outcome.counted = written.new
         outcome.scopes = touched_scopes(written.attributions)
         outcome.models = set(written.models)
         outcome.latest_occurred_at = written.latest_occurred_at
@@ -231,8 +232,10 @@ class BatchWriter:
         for partition, offset, reason in sorted(dead):
             outcome.dead_letters.append(DeadLetter(by_source[(partition, offset)], reason))
 
-    def _write_totals(self, records: Sequence[SourceRecord], marks: _Watermarks) -> int:
-        """Returns how many events are new in the totals (the rest landed in an earlier attempt)."""
+    def _write_totals(self, records: Sequence[SourceRecord], marks: _Watermarks) -> dict[int, int]:
+        """Returns the watermarks the totals had before (per partition of the batch): the rows
+        past them are new in the totals, the rest landed in an earlier attempt. Empty when
+        every record was there already."""
         after = _watermarks_of(records, marks.totals)
         advanced = {
             partition: offset
@@ -240,14 +243,13 @@ class BatchWriter:
             if offset > marks.totals.get(partition, -1)
         }
         if not advanced:
-            return 0
-        new = self._store.count_new(after)
+            return {}
         self._store.insert_totals(
             after=after,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
         )
         marks.totals.update(advanced)
-        return new
+        return after
 
     def _write_events(self, records: Sequence[SourceRecord], marks: _Watermarks) -> None:
         advanced = {
