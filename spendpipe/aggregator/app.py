@@ -109,6 +109,7 @@ class Aggregator:
             asyncio.create_task(self.intake.run(consumer), name="aggregator-intake"),
             asyncio.create_task(self.progress.follow(lambda: self._consumer), name="aggregator-progress"),
         ]
+        self._tasks[0].add_done_callback(_log_end)
 
     async def stop(self) -> None:
         """Stop reading, let the flush in flight finish, leave the group."""
@@ -124,6 +125,10 @@ class Aggregator:
             self._consumer = None
 
     def not_ready(self) -> str | None:
+        intake = self._tasks[0] if self._tasks else None
+        if intake is not None and intake.done():
+            error = None if intake.cancelled() else intake.exception()
+            return f"the intake of {self._topics.events} stopped: {error!r}"
         if self._flush_error is not None:
             return f"the last flush failed, retrying: {self._flush_error}"
         return self.progress.not_ready()
@@ -211,3 +216,10 @@ class Aggregator:
             await self._flushes.publish(announcement, headers={TYPE_HEADER: FLUSH_TYPE})
         except Exception:
             log.exception("could not announce flush %s", announcement.flush_id)
+
+
+def _log_end(task: asyncio.Task[None]) -> None:
+    """The intake runs until stopped: an end by an error takes the aggregator out of service
+    (`not_ready`), and says why here."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the aggregator's intake stopped", exc_info=task.exception())
