@@ -16,7 +16,10 @@ class AggregatorSettings(PipelineSettings):
     flush_interval_ms: int = Field(default=100, ge=1, le=60_000)
     """Longest an event waits in Kafka's fetch before it is read: the broker answers a fetch
     when it has `fetch_min_bytes` or this much time has passed."""
-    fetch_min_bytes: int = Field(default=1 << 20, ge=1)
+    fetch_min_bytes: int = Field(default=1, ge=1)
+    """What the broker waits for before it answers a fetch (up to `flush_interval_ms`). 1: an
+    event is read as soon as it is on the topic; under load the batches grow anyway, while the
+    flush before them runs (`intake`)."""
     dedup_horizon_s: float = Field(default=600.0, ge=60)
     """How long counted event ids are remembered in memory; older duplicates are looked up in ClickHouse."""
     future_allowance_s: float = Field(default=300.0, ge=0)
