@@ -243,6 +243,15 @@ class LeaseBook:
                     returns.append(release)
             return returns
 
+    def short_of(self, needs: dict[str, tuple[str, str, Decimal]], now: float) -> str | None:
+        """The first target key of `needs` whose chain cannot cover its estimate now (None: all can)."""
+        with self.changed:
+            for key, (_, _, amount) in needs.items():
+                chain = self._chains.get(key)
+                if chain is None or not (chain.usable(now) and chain.available >= amount):
+                    return key
+            return None
+
     def holding(self, key: str) -> ChainState | None:
         with self.changed:
             return self._chains.get(key)
