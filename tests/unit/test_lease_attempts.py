@@ -78,7 +78,7 @@ def test_a_retry_whose_predecessor_was_never_logged_frees_its_estimate_first() -
 
 
 def test_a_retry_is_refused_when_its_chain_cannot_cover_it() -> None:
-    gate, chain = funded_gate()
+    gate, _ = funded_gate()
     params: dict[str, object] = {}
     mark_lease(params, "r1")
 
