@@ -4,8 +4,8 @@ covered last (docs/leases.md):
 - a member's cap a leasing team budget derives (`max_budget_in_team`): one member is refused at
   their cap while another member of the team goes on, the member's spend stays within the cap
   plus the bound, and the pipeline's totals equal what the proxy served;
-- a router fallback after a failed attempt: the fallback reserves and its cost settles on the
-  gateway's chain (the chains' returned `used` adds up to what the proxy served), and the leased
+- a router retry and fallback after failed attempts: each attempt reserves, and the fallback's
+  cost settles on the gateway's chain (the chains' returned `used` adds up to what the proxy served), and the leased
   budget holds as it does without fallbacks.
 """
 
@@ -99,7 +99,7 @@ async def pipeline_counted(clickhouse: ClickhouseStore, scope: str, spent: Decim
     )
 
 
-async def test_a_fallback_after_a_failed_attempt_reserves_and_settles_on_the_lease(
+async def test_a_retry_and_a_fallback_after_failed_attempts_reserve_and_settle_on_the_lease(
     start_proxies: StartProxies,
     kafka_broker: str,
     clickhouse: ClickhouseStore,
@@ -107,15 +107,15 @@ async def test_a_fallback_after_a_failed_attempt_reserves_and_settles_on_the_lea
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Every request goes to `broken`, whose deployment fails (LiteLLM's `mock_response`
-    `litellm.InternalServerError`), and the router falls back to gpt-4o. Each proxy request
-    thus makes two attempts; the second is the one that costs."""
+    `litellm.InternalServerError`); the router retries it once, then falls back to gpt-4o. Each
+    proxy request thus makes three attempts; the last is the one that costs."""
     monkeypatch.setenv("SPENDPIPE_LEASES__UNPRICED_RESERVE", "0.0005")  # `broken` has no price
     key = "sk-fallback-0123456789"
     (proxy,) = await start_proxies(
         {key: ("carol", "ops")},
         models=("broken", "gpt-4o"),
         model_params={"broken": {"model": "gpt-4o", "mock_response": "litellm.InternalServerError"}},
-        router_settings={"fallbacks": [{"broken": ["gpt-4o"]}], "num_retries": 0},
+        router_settings={"fallbacks": [{"broken": ["gpt-4o"]}], "num_retries": 1},
     )
     cap = Decimal("0.006")
     budget = {"scope": "team:ops", "max_budget": str(cap), "budget_duration": "24h", "headroom_leases": True}
