@@ -189,9 +189,7 @@ class LeaseGate:
         is, so that each later attempt of the request reserves again (`admit_attempt`)."""
         if not (self._keys or self._member_caps or self._end_user_caps):
             return None
-        decision = await self.admit(
-            reservation, self.needs(who, model, request), model or "", refresh=lambda: self.needs(who, model, request)
-        )
+        decision = await self._admit_call(reservation, who, model or "", request)
         if decision is None:
             self._attempts[reservation] = Attempts(who, time.monotonic())
         return decision
@@ -210,7 +208,11 @@ class LeaseGate:
         if attempt.count == 1:
             return None
         self.release(reservation, end=False)
-        who = attempt.who
+        return await self._admit_call(reservation, attempt.who, model, request)
+
+    async def _admit_call(
+        self, reservation: str, who: RequestIdentity, model: str, request: Mapping[str, Any]
+    ) -> Decision | None:
         return await self.admit(
             reservation, self.needs(who, model, request), model, refresh=lambda: self.needs(who, model, request)
         )
