@@ -176,3 +176,18 @@ def test_the_refusal_names_the_target_that_cannot_cover_the_call() -> None:
     for request in asks:
         book.apply(grant_for(request, "1" if request.scope == "team:eng" else "0", "0"), 0.0)
     assert book.short_of(needs, 0.1) == "team_member:eng/a"
+
+
+def test_the_refusal_names_the_spent_target_while_another_chain_waits_for_a_grant() -> None:
+    """The team's chain is short too, but only asking (headroom free): the member's spent cap is
+    what refuses the call."""
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    needs = {
+        "team:eng": ("team:eng", "", Decimal("0.1")),
+        "team_member:eng/a": ("team_member:eng/a", "", Decimal("0.1")),
+    }
+    _, asks = book.reserve("0", needs, "m", 0.0)
+    (member_ask,) = [a for a in asks if a.scope == "team_member:eng/a"]
+    book.apply(grant_for(member_ask, "0", "0", headroom="0.05"), 0.0)
+    assert book.reserve("1", needs, "m", 0.1)[0] is Verdict.REFUSE
+    assert book.short_of(needs, 0.1) == "team_member:eng/a"
