@@ -266,8 +266,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         here: the proxy judges its requests in `async_pre_call_hook`, and its own calls (health
         checks) are not the clients'.
 
-        Proxy mode: an attempt after a failed one (a router retry or fallback) reserves its
-        estimate on the request's leased targets again (`LeaseGate.admit_attempt`)."""
+        Both modes: an attempt after a failed one (a router retry or fallback) of a call with a
+        headroom reservation (the proxy's pre-call hook, or `check()` / `acheck()` with the call's
+        `metadata`) reserves its estimate on the call's leased targets again
+        (`LeaseGate.admit_attempt`)."""
         if self.refuses_sdk_calls:
             self.start()
             if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():

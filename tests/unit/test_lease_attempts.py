@@ -1,5 +1,5 @@
-"""Each deployment attempt of a proxy request reserves (docs/leases.md): the first runs on the
-admission's reservation; a router retry or fallback after a failed attempt, whose log settled
+"""Each deployment attempt of an admitted call (a proxy request, an SDK call checked with its
+`metadata`) reserves (docs/leases.md): the first runs on the admission's reservation; a router retry or fallback after a failed attempt, whose log settled
 that reservation, reserves its estimate again, for the model group it goes to."""
 
 import asyncio
@@ -9,17 +9,25 @@ from decimal import Decimal
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
+import litellm
+from litellm import Router
+
 from spendpipe.contracts.budgets import validate_budget
+from spendpipe.contracts.money import cost_from_float
+from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.leases.book import ChainState
 from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.plugin import model_group_of
 from spendpipe.gateway.rate_limits.leases import mark_lease
 from spendpipe.gateway.recording.event_builder import CallOutcome
+from tests.support.waiting import eventually
 from tests.unit.test_lease_gate import grant_for
+from tests.unit.test_plugin_policy import plugin
 
 WHO = RequestIdentity(key_hash="k" * 64, team_id="eng")
-REQUEST = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = [{"role": "user", "content": "hi"}]
+REQUEST = {"model": "gpt-4o-mini", "messages": MESSAGES}
 
 
 def outcome(status: str, cost: str) -> CallOutcome:
@@ -112,3 +120,50 @@ def test_an_attempt_is_estimated_for_the_model_group_the_router_sends_it_to() ->
     assert model_group_of({"model": "openai/gpt-4o", "metadata": {"model_group": "fallback"}}) == "fallback"
     assert model_group_of({"model": "gpt-4o", "litellm_metadata": {"model_group": "g"}, "metadata": {}}) == "g"
     assert model_group_of({"model": "gpt-4o"}) == "gpt-4o"
+
+
+def test_an_sdk_routers_fallback_after_a_failed_attempt_reserves_and_settles() -> None:
+    """A real LiteLLM `Router` in SDK mode: `acheck()` reserves, the `broken` deployment fails
+    (`mock_response` raising), the router falls back to gpt-4o-mini, whose attempt reserves again
+    in the plugin's deployment hook and whose success log settles its exact cost."""
+    gate, chain = funded_gate()
+    blocklist = BlockList()
+    blocklist.in_sync.set()
+    spend = plugin(blocklist, "fail_closed", leases=gate)
+    router = Router(
+        model_list=[
+            {
+                "model_name": "broken",
+                "litellm_params": {
+                    "model": "gpt-4o-mini",
+                    "mock_response": "litellm.InternalServerError",
+                    "api_key": "x",
+                },
+            },
+            {
+                "model_name": "gpt-4o-mini",
+                "litellm_params": {"model": "gpt-4o-mini", "mock_response": "hi", "api_key": "x"},
+            },
+        ],
+        fallbacks=[{"broken": ["gpt-4o-mini"]}],
+        num_retries=0,
+    )
+    reserved: list[Decimal] = []
+
+    async def run() -> Decimal:
+        metadata: dict[str, object] = {"user_api_key_team_id": "eng"}
+        await spend.acheck(model="gpt-4o-mini", metadata=metadata, messages=MESSAGES)
+        reserved.append(chain.reserved)
+        response = await router.acompletion(model="broken", messages=MESSAGES, metadata=metadata)
+        await eventually(lambda: chain.reserved, lambda r: r == 0, within=10, what="the fallback's settlement")
+        return cost_from_float(response._hidden_params["response_cost"])
+
+    callbacks = litellm.callbacks
+    litellm.callbacks = [spend]
+    try:
+        cost = asyncio.run(run())
+    finally:
+        litellm.callbacks = callbacks
+    assert reserved[0] > 0
+    assert cost > 0
+    assert chain.used == cost  # the fallback's cost, charged to the chain it reserved on

@@ -67,8 +67,8 @@ class LeaseGate:
         self._end_user_caps = False
         """Whether the global budget leases and sets `max_end_user_budget`."""
         self._attempts: dict[str, Attempts] = {}
-        """Per admitted proxy request (by reservation): who it is and its deployment attempts, so a
-        router retry or fallback reserves again (`admit_attempt`)."""
+        """Per admitted call (by reservation): who it is and its deployment attempts, so a router
+        retry or fallback reserves again (`admit_attempt`)."""
         if log is not None:
             log.tick = self.sweep
 
@@ -167,11 +167,14 @@ class LeaseGate:
         self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
     ) -> Decision | None:
         """SDK `check()`: reserve for the call and mark the reservation in its `metadata` (the
-        dict the caller passes on to LiteLLM, which hands it to the logging callbacks)."""
+        dict the caller passes on to LiteLLM, which hands it to the logging callbacks and the
+        deployment hook of each attempt: an async call's router retry reserves again)."""
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        return self.admit_now(_marked(metadata), needs, model or "", refresh=lambda: self.needs(who, model, request))
+        reservation = _marked(metadata)
+        decision = self.admit_now(reservation, needs, model or "", refresh=lambda: self.needs(who, model, request))
+        return self._attempted(reservation, who, decision)
 
     async def aadmit_sdk_call(
         self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
@@ -180,7 +183,9 @@ class LeaseGate:
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        return await self.admit(_marked(metadata), needs, model or "", refresh=lambda: self.needs(who, model, request))
+        reservation = _marked(metadata)
+        decision = await self.admit(reservation, needs, model or "", refresh=lambda: self.needs(who, model, request))
+        return self._attempted(reservation, who, decision)
 
     async def admit_request(
         self, reservation: str, who: RequestIdentity, model: str | None, request: Mapping[str, Any]
@@ -190,12 +195,17 @@ class LeaseGate:
         if not (self._keys or self._member_caps or self._end_user_caps):
             return None
         decision = await self._admit_call(reservation, who, model or "", request)
+        return self._attempted(reservation, who, decision)
+
+    def _attempted(self, reservation: str, who: RequestIdentity, decision: Decision | None) -> Decision | None:
+        """An admitted call's attempts reserve from now on (`admit_attempt`); its success log, the
+        proxy's failure hook, or the sweep after `lapse_s` forgets it."""
         if decision is None:
             self._attempts[reservation] = Attempts(who, time.monotonic())
         return decision
 
     async def admit_attempt(self, reservation: str, model: str, request: Mapping[str, Any]) -> Decision | None:
-        """One deployment attempt of an admitted proxy request (LiteLLM's
+        """One deployment attempt of an admitted call (LiteLLM's
         `async_pre_call_deployment_hook`, run before every attempt: the first, each router retry
         and each fallback). The first runs on the admission's reservation. A later one follows a
         failed attempt, whose log has settled that reservation with the attempt's cost: it
