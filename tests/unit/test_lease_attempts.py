@@ -1,6 +1,7 @@
 """Each deployment attempt of an admitted call (a proxy request, an SDK call checked with its
-`metadata`) reserves (docs/leases.md): the first runs on the admission's reservation; a router retry or fallback after a failed attempt, whose log settled
-that reservation, reserves its estimate again, for the model group it goes to."""
+`metadata`) reserves (docs/leases.md): the first runs on the admission's reservation; a router
+retry or fallback after a failed attempt, whose log settled that reservation, reserves its
+estimate again, for the model group it goes to."""
 
 import asyncio
 import os
