@@ -165,6 +165,7 @@ def test_an_sdk_routers_fallback_after_a_failed_attempt_reserves_and_settles() -
         cost = asyncio.run(run())
     finally:
         litellm.callbacks = callbacks
+        spend.close(timeout=1)
     assert reserved[0] > 0
     assert cost > 0
     assert chain.used == cost  # the fallback's cost, charged to the chain it reserved on
