@@ -104,7 +104,9 @@ class Budget(BaseModel):
     """Where `max_budget` and `budget_limits` start counting afresh; None: no reset."""
     headroom_leases: bool = False
     """Hold this budget's caps by headroom leases (docs/leases.md): gateways reserve each call's
-    estimate from a slice the enforcer lends them. False: enforced by block decisions alone."""
+    estimate from a slice the enforcer lends them. The caps it derives (`max_budget_in_team`,
+    `max_end_user_budget`) are leased too, for every scope without a budget of its own. False:
+    enforced by block decisions alone."""
 
     @model_validator(mode="after")
     def _consistent(self) -> "Budget":
@@ -126,8 +128,12 @@ class Budget(BaseModel):
         if self.max_end_user_budget is not None and scope_type is not ScopeType.GLOBAL:
             problems.append("max_end_user_budget: only the global budget sets the end-customer default")
         problems += self._agent_problems(scope_type)
-        if self.headroom_leases and not (self.hard_caps() or self.model_max_budget):
-            problems.append("headroom_leases: needs a cap to lease (max_budget, budget_limits or model_max_budget)")
+        derived = self.max_budget_in_team is not None or self.max_end_user_budget is not None
+        if self.headroom_leases and not (self.hard_caps() or self.model_max_budget or derived):
+            problems.append(
+                "headroom_leases: needs a cap to lease (max_budget, budget_limits, model_max_budget,"
+                " max_budget_in_team or max_end_user_budget)"
+            )
         limits = [name for name in LIMIT_FIELDS if getattr(self, name)]
         if limits and scope_type not in LIMITED_SCOPES:
             kinds = ", ".join(sorted(t.value for t in LIMITED_SCOPES))

@@ -23,7 +23,7 @@ from spendpipe.contracts.budgets import Cap
 from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, reveals
 from spendpipe.contracts.money import cost_floor
 from spendpipe.contracts.scopes import Scope
-from spendpipe.enforcer.targets import BudgetBook, Target, direct_targets
+from spendpipe.enforcer.targets import BudgetBook, Target
 from spendpipe.store.totals import Measurement
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,6 @@ class Chain:
 
     def alive(self, now: float) -> bool:
         return not self.closed and now < self.expires_at
-
-
-def leased_targets(book: BudgetBook, scope: str) -> list[Target]:
-    budget = book.get(scope)
-    if budget is None or not budget.headroom_leases:
-        return []
-    return direct_targets(budget)
 
 
 class LeaseDesk:
@@ -222,10 +215,10 @@ class LeaseDesk:
 
     def _target(self, scope: str, model: str) -> Target | None:
         try:
-            Scope.parse(scope)
+            parsed = Scope.parse(scope)
         except ValueError:
             return None
-        return next((t for t in leased_targets(self._book, scope) if t.model == model), None)
+        return next((t for t in self._book.leased_targets(parsed) if t.model == model), None)
 
     def _drop_lapsed(self, chains: dict[str, Chain], now: float) -> None:
         """Drop the chains that lapsed a grace period ago, and those that asked and were never

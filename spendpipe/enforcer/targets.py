@@ -10,6 +10,7 @@ the caps it derives for other scopes.
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from decimal import Decimal
 
 from spendpipe.contracts.budgets import Budget, Cap
 from spendpipe.contracts.durations import Duration, parse_duration
@@ -80,19 +81,37 @@ class BudgetBook:
             return direct_targets(own)
         return self._derived(scope)
 
-    def _derived(self, scope: Scope) -> list[Target]:
+    def leased_targets(self, scope: Scope) -> list[Target]:
+        """The targets of `scope` held by headroom leases: those of the budget they come from
+        (its own, or the team's or global budget that derives them), when that budget leases."""
+        own = self._budgets.get(str(scope))
+        if own is not None:
+            return direct_targets(own) if own.headroom_leases else []
+        derived = self._deriving(scope)
+        if derived is None or not derived[0].headroom_leases:
+            return []
+        return self._derived(scope)
+
+    def _deriving(self, scope: Scope) -> tuple[Budget, Decimal, str] | None:
+        """For a scope without a budget of its own: the budget that derives a cap for it, the
+        cap, and the field it comes from."""
         if scope.type is ScopeType.TEAM_MEMBER:
             team = scope.id.split(TEAM_MEMBER_SEPARATOR, 1)[0]
             budget = self._budgets.get(str(Scope(ScopeType.TEAM, team)))
             if budget is not None and budget.max_budget_in_team is not None:
-                cap = Cap(_duration(budget), budget.max_budget_in_team)
-                return [Target(scope, "", (cap,), f"max_budget_in_team of team:{team}")]
+                return budget, budget.max_budget_in_team, f"max_budget_in_team of team:{team}"
         if scope.type is ScopeType.END_USER:
             budget = self._budgets.get(GLOBAL)
             if budget is not None and budget.max_end_user_budget is not None:
-                cap = Cap(_duration(budget), budget.max_end_user_budget)
-                return [Target(scope, "", (cap,), "max_end_user_budget")]
-        return []
+                return budget, budget.max_end_user_budget, "max_end_user_budget"
+        return None
+
+    def _derived(self, scope: Scope) -> list[Target]:
+        derived = self._deriving(scope)
+        if derived is None:
+            return []
+        budget, limit, source = derived
+        return [Target(scope, "", (Cap(_duration(budget), limit),), source)]
 
 
 def direct_targets(budget: Budget) -> list[Target]:

@@ -257,18 +257,31 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         return guarded
 
     async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict[str, Any] | None:
-        """SDK mode, async calls: LiteLLM runs this before it sends `acompletion` (and the other
-        async calls) to the provider, and a raise here refuses the call. The refusal is `check()`'s,
-        without blocking the event loop while a fresh process reads the block list. Only a plugin
-        `spendpipe.install()` set up refuses here: the proxy judges its requests in
-        `async_pre_call_hook`, and its own calls (health checks) are not the clients'."""
-        if not self.refuses_sdk_calls:
-            return None
-        self.start()
-        if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():
-            await asyncio.to_thread(self._await_sync)
-        # blocks only: a headroom reservation is made by `acheck()`, which marks the call's metadata
-        self._refuse_if_blocked(kwargs.get("model"), kwargs, reserve=False)
+        """LiteLLM runs this before it sends `acompletion` (and the other async calls) to a
+        deployment, once per attempt: the first, each router retry and each fallback. A raise here
+        refuses the attempt.
+
+        SDK mode: the refusal is `check()`'s, without blocking the event loop while a fresh process
+        reads the block list. Only a plugin `spendpipe.install()` set up refuses blocked calls
+        here: the proxy judges its requests in `async_pre_call_hook`, and its own calls (health
+        checks) are not the clients'.
+
+        Both modes: an attempt after a failed one (a router retry or fallback) of a call with a
+        headroom reservation (the proxy's pre-call hook, or `check()` / `acheck()` with the call's
+        `metadata`) reserves its estimate on the call's leased targets again
+        (`LeaseGate.admit_attempt`)."""
+        if self.refuses_sdk_calls:
+            self.start()
+            if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():
+                await asyncio.to_thread(self._await_sync)
+            # blocks only: a headroom reservation is made by `acheck()`, which marks the call's metadata
+            self._refuse_if_blocked(kwargs.get("model"), kwargs, reserve=False)
+        reservation = lease_in(kwargs)
+        if reservation:
+            group = model_group_of(kwargs)
+            decision = await self.leases.admit_attempt(reservation, group, kwargs)
+            if decision is not None:
+                raise sdk_refusal(decision, group)
         return None
 
     async def async_pre_call_hook(
@@ -290,9 +303,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if refusal is not None:
             raise proxy_rate_limit_error(refusal, model)
         mark_lease(data, lease)
-        headroom = await self.leases.admit(
-            lease, self.leases.needs(who, model, data), model or "", refresh=lambda: self.leases.needs(who, model, data)
-        )
+        headroom = await self.leases.admit_request(lease, who, model, data)
         if headroom is not None:
             self.gate.finish(lease, None)
             raise proxy_refusal(headroom, model)
@@ -517,10 +528,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """Records the attempt. It ends neither the request's lease nor its session reservation:
-        LiteLLM logs every failed attempt of a request its router retries or falls back from
-        (`utils.py` `wrapper_async`), so a later attempt may still run and cost;
-        `async_post_call_failure_hook` sees the request end. A headroom reservation is settled
-        with the attempt's cost (docs/leases.md: a retry after it runs unreserved)."""
+        a router retry or fallback may still run and cost; `async_post_call_failure_hook` sees
+        the request end. The attempt's headroom reservation is settled with its cost; the next
+        attempt reserves again (`async_pre_call_deployment_hook`)."""
         self.record(kwargs)
         self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
 
@@ -535,6 +545,18 @@ def _on_event_loop() -> bool:
 
 def _call_id(kwargs: dict[str, Any]) -> str:
     return str(kwargs.get("litellm_call_id", "?"))
+
+
+def model_group_of(kwargs: dict[str, Any]) -> str:
+    """The model group a deployment attempt is sent to (the router's `model_group`, which the
+    attempt's event is counted under), else the attempt's model."""
+    for name in ("litellm_metadata", "metadata"):
+        metadata = kwargs.get(name)
+        group = metadata.get("model_group") if isinstance(metadata, dict) else None
+        if isinstance(group, str) and group:
+            return group
+    model = kwargs.get("model")
+    return model if isinstance(model, str) else ""
 
 
 def _litellm_params(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -14,7 +14,8 @@ StartProxies = Callable[..., Awaitable[list[LiteLLMProxy]]]
 
 @pytest.fixture
 async def start_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[StartProxies]:
-    """`await start_proxies(keys, count=1, models=(...), model_params={...}, key_fields={...})`:
+    """`await start_proxies(keys, count=1, models=(...), model_params={...}, key_fields={...},
+    router_settings={...})`:
     proxies sharing one fresh set of topics, started in parallel, stopped (SIGTERM) after the test."""
     started: list[LiteLLMProxy] = []
 
@@ -24,6 +25,8 @@ async def start_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> Async
         models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o"),
         model_params: dict[str, dict[str, object]] | None = None,
         key_fields: dict[str, dict[str, object]] | None = None,
+        *,
+        router_settings: dict[str, object] | None = None,
     ) -> list[LiteLLMProxy]:
         topics: Topics = await make_topics(kafka_broker)
         proxies = [
@@ -35,6 +38,7 @@ async def start_proxies(kafka_broker: str, make_topics, tmp_path: Path) -> Async
                 models,
                 model_params or {},
                 key_fields=key_fields or {},
+                router_settings=router_settings or {},
             )
             for n in range(count)
         ]

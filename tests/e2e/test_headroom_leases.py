@@ -12,11 +12,9 @@ aggregator and the enforcer run here on the real broker and chDB.
 """
 
 import asyncio
-import contextlib
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -31,29 +29,16 @@ from benchmarks.overshoot_calls import Call, read_calls
 from benchmarks.overshoot_gateway import ANSWER, MESSAGES, MODEL
 from benchmarks.overshoot_processes import Worker, running_gateways
 from spendpipe.admin.budget_admin import BudgetAdmin
-from spendpipe.contracts.leases import LeaseGrant
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.contracts.topics import Topics
-from spendpipe.enforcer.app import EnforcerService
 from spendpipe.gateway.leases.estimate import CallEstimator
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
-from tests.conftest import aggregator_settings, enforcer_settings
 from tests.e2e.conftest import StartProxies
-from tests.support.pipeline import read_topic, running_pipeline
+from tests.support.leases import grants, learned_estimate, leased_pipeline, scope_total, set_lease_env
 from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(900)  # gateway processes warm up LiteLLM and the pipeline first
-
-LEASE_ENV = {
-    "SPENDPIPE_LEASES__TTL_S": "3",
-    "SPENDPIPE_LEASES__SETTLE_GRACE_S": "2",
-    "SPENDPIPE_LEASES__WAIT_S": "10",
-    "SPENDPIPE_UNSYNCED_POLICY": "fail_closed",
-}
-"""Short chains, so the enforcer's start-up wait (TTL + grace) is short; a generous wait; and
-`fail_closed`, the policy that keeps the bound when the enforcer does not answer in time
-(`fail_open` admits such calls unreserved: docs/leases.md, known gaps)."""
 
 
 def price() -> Decimal:
@@ -74,23 +59,7 @@ def settled_estimate(cost: Decimal) -> Decimal:
 
 @pytest.fixture(autouse=True)
 def lease_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every gateway process this module starts inherits these."""
-    for name, value in LEASE_ENV.items():
-        monkeypatch.setenv(name, value)
-
-
-@contextlib.asynccontextmanager
-async def leased_pipeline(
-    bootstrap: str, topics: Topics, clickhouse: ClickhouseStore, settings: ClickhouseSettings
-) -> AsyncIterator[EnforcerService]:
-    async with running_pipeline(
-        aggregator_settings(bootstrap, topics, settings),
-        enforcer_settings(bootstrap, topics, settings),
-        clickhouse,
-        time.time,
-    ) as service:
-        await eventually(service.leases.desk.lending, bool, within=30, what="the lease desk's start-up wait")
-        yield service
+    set_lease_env(monkeypatch)
 
 
 async def run_traffic(
@@ -138,19 +107,6 @@ def timeline(calls: list[Call]) -> str:
     )
 
 
-async def grants(bootstrap: str, topics: Topics) -> list[LeaseGrant]:
-    return [LeaseGrant.model_validate_json(r.value or b"") for r in await read_topic(bootstrap, topics.leases, 1)]
-
-
-async def team_total(clickhouse: ClickhouseStore, team: str) -> Decimal:
-    rows = clickhouse.rows(
-        "SELECT sum(spend) FROM spend_totals WHERE window = 'day' AND scope_type = 'team' AND scope_id = {team:String}"
-        " AND model = ''",
-        {"team": team},
-    )
-    return Decimal(rows[0][0] or 0)
-
-
 async def test_four_gateways_at_120_calls_per_second_hold_a_leased_budget(
     kafka_broker: str,
     make_topics,
@@ -194,7 +150,7 @@ async def test_four_gateways_at_120_calls_per_second_hold_a_leased_budget(
         assert exhausted
         assert first_refusal >= min(exhausted), "a call was refused while the enforcer had headroom free"
         await eventually(
-            lambda: team_total(clickhouse, "leased"),
+            lambda: scope_total(clickhouse, "team:leased"),
             lambda total: total == spent,
             within=60,
             what="the pipeline's total",
@@ -240,7 +196,7 @@ async def test_a_busy_gateway_is_not_starved_by_an_idle_ones_slice(
         assert spent <= cap
         assert cap - spent <= unlent_allowance(busy + idle, 2, estimate, cost)  # the idle one's slice came back
         await eventually(
-            lambda: team_total(clickhouse, "shared"),
+            lambda: scope_total(clickhouse, "team:shared"),
             lambda total: total == spent,
             within=60,
             what="the pipeline's total",
@@ -259,7 +215,8 @@ async def test_two_proxies_hold_a_leased_key_budget(
     key = "sk-leased-key-0123456789"
     proxies = await start_proxies({key: ("alice", "search")}, count=2, models=("gpt-4o",))
     topics = proxies[0].topics
-    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}
+    messages = [{"role": "user", "content": "hello"}]
+    body = {"model": "gpt-4o", "messages": messages}
     key_scope = f"key:{hashlib.sha256(key.encode()).hexdigest()}"
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     cap = Decimal("0.01")  # about 44 calls; a gateway's first call reserves 256 output tokens ($0.0026)
@@ -286,27 +243,16 @@ async def test_two_proxies_hold_a_leased_key_budget(
                 refused.setdefault(which, response)
         assert sorted(refused) == [0, 1], f"refusals: {refused}; spent {spent} of {cap}"
         (cost,) = costs  # every call is the same mock call
-        estimator = CallEstimator(first_output_tokens=256, unpriced_reserve=Decimal("0.01"))
-        reply = litellm.mock_completion(model="gpt-4o", messages=body["messages"], mock_response="x")
-        estimator.observe("gpt-4o", reply.usage.completion_tokens)
-        error = max(Decimal(0), cost - estimator.estimate("gpt-4o", body))
+        estimate = learned_estimate("gpt-4o", messages, "x")
+        error = max(Decimal(0), cost - estimate)
         assert spent <= cap + 2 * error
-        assert cap - spent < 2 * max(cost, estimator.estimate("gpt-4o", body))
+        assert cap - spent < 2 * max(cost, estimate)
         for response in refused.values():
             assert response.status_code == litellm.budget_exceeded_status_code, response.text
             assert "headroom lease" in response.json()["error"]["message"]
         await eventually(
-            lambda: key_total(clickhouse, key_scope),
+            lambda: scope_total(clickhouse, key_scope),
             lambda total: total == spent,
             within=60,
             what="the pipeline's total",
         )
-
-
-async def key_total(clickhouse: ClickhouseStore, scope: str) -> Decimal:
-    rows = clickhouse.rows(
-        "SELECT sum(spend) FROM spend_totals WHERE window = 'day' AND scope_type = 'key' AND scope_id = {id:String}"
-        " AND model = ''",
-        {"id": scope.removeprefix("key:")},
-    )
-    return Decimal(rows[0][0] or 0)

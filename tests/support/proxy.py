@@ -24,7 +24,7 @@ litellm_settings:
   callbacks: spendpipe.gateway.proxy.handler
 general_settings:
   custom_auth: custom_auth.user_api_key_auth
-"""
+{router_settings}"""
 
 MODEL = """\
   - model_name: {name}
@@ -81,6 +81,8 @@ class LiteLLMProxy:
     """More `SPENDPIPE_*` settings for the plugin."""
     key_fields: dict[str, dict[str, object]] = field(default_factory=dict)
     """More `UserAPIKeyAuth` fields per API key, e.g. `{"sk-a": {"max_budget": 0.002}}`."""
+    router_settings: dict[str, object] = field(default_factory=dict)
+    """LiteLLM's `router_settings`, e.g. `{"fallbacks": [{"broken": ["gpt-4o"]}]}`."""
     port: int = field(default_factory=free_port_pair)
     process: subprocess.Popen[bytes] | None = None
 
@@ -91,7 +93,11 @@ class LiteLLMProxy:
     def start(self, within: float = 120.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         models = "".join(MODEL.format(name=name, params=self._params(name)) for name in self.models)
-        (self.workdir / "config.yaml").write_text(CONFIG.format(models=models.rstrip("\n")))
+        router = "".join(f"  {name}: {json.dumps(value)}\n" for name, value in self.router_settings.items())
+        router_settings = f"router_settings:\n{router}" if router else ""
+        (self.workdir / "config.yaml").write_text(
+            CONFIG.format(models=models.rstrip("\n"), router_settings=router_settings)
+        )
         (self.workdir / "custom_auth.py").write_text(
             textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys, key_fields=self.key_fields))
         )

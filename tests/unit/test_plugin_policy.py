@@ -19,6 +19,7 @@ from spendpipe.contracts.scopes import hash_api_key
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.rate_limits.gate import RateGate
@@ -52,6 +53,7 @@ def plugin(
     limits: IdleLimits | None = None,
     sync_wait_s: float = 0,
     close_wait_s: float = 0,
+    leases: LeaseGate | None = None,
 ) -> SpendpipeLogger:
     metrics = GatewayMetrics(registry=CollectorRegistry())
     publisher = EventPublisher(
@@ -74,6 +76,7 @@ def plugin(
         limit_follower=cast(LimitFollower, limits),
         sync_wait_s=sync_wait_s,
         close_wait_s=close_wait_s,
+        leases=leases,
     )
 
 

@@ -243,6 +243,22 @@ class LeaseBook:
                     returns.append(release)
             return returns
 
+    def short_of(self, needs: dict[str, tuple[str, str, Decimal]], now: float) -> str | None:
+        """The target key of `needs` that keeps a call out, for its refusal: among those whose
+        chain cannot cover the estimate now, the first the enforcer last said has less than it
+        unspent, else less than it free, else the first (None: every chain covers it)."""
+        with self.changed:
+            short: list[tuple[bool, bool, int, str]] = []
+            for order, (key, (_, _, amount)) in enumerate(needs.items()):
+                chain = self._chains.get(key)
+                if chain is None or not (chain.usable(now) and chain.available >= amount):
+                    known = self._free.get(key)
+                    unspent = None if known is None else known.free if known.headroom is None else known.headroom
+                    spent = unspent is not None and unspent < amount
+                    taken = known is not None and known.free < amount
+                    short.append((not spent, not taken, order, key))
+            return min(short)[3] if short else None
+
     def holding(self, key: str) -> ChainState | None:
         with self.changed:
             return self._chains.get(key)

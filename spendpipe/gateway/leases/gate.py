@@ -14,6 +14,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -23,6 +24,7 @@ from prometheus_client import Counter
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseSettings, target_key
+from spendpipe.contracts.scopes import team_member_id
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.leases.book import LeaseBook, Verdict
 from spendpipe.gateway.leases.estimate import CallEstimator
@@ -58,6 +60,15 @@ class LeaseGate:
         self._leased: dict[str, dict[str, tuple[str, str]]] = {}
         """{scope: {target key: (scope, model)}} of the budgets that lease."""
         self._keys: dict[str, tuple[str, str]] = {}
+        self._budgeted: set[str] = set()
+        """Every scope with a budget of its own: no cap is derived for it."""
+        self._member_caps: set[str] = set()
+        """The teams whose leasing budget sets `max_budget_in_team`."""
+        self._end_user_caps = False
+        """Whether the global budget leases and sets `max_end_user_budget`."""
+        self._attempts: dict[str, Attempts] = {}
+        """Per admitted call (by reservation): who it is and its deployment attempts, so a router
+        retry or fallback reserves again (`admit_attempt`)."""
         if log is not None:
             log.tick = self.sweep
 
@@ -102,13 +113,30 @@ class LeaseGate:
             for model in budget.model_max_budget:
                 targets[target_key(budget.scope, model)] = (budget.scope, model)
         self._leased[budget.scope] = targets
+        self._budgeted.add(budget.scope)
+        self._derives(budget.scope, budget)
         self._reindex()
-        if targets:
+        if budget.headroom_leases:
             self.start()  # connect before the first leased call needs a grant
 
     def delete(self, scope: str) -> None:
         self._leased.pop(scope, None)
+        self._budgeted.discard(scope)
+        self._derives(scope, None)
         self._reindex()
+
+    def _derives(self, scope: str, budget: Budget | None) -> None:
+        """Note the caps a leasing team or global budget derives for scopes without a budget of
+        their own (as the enforcer's `BudgetBook.leased_targets`)."""
+        leases = budget is not None and budget.headroom_leases
+        kind, _, team = scope.partition(":")
+        if kind == "team":
+            if leases and budget is not None and budget.max_budget_in_team is not None:
+                self._member_caps.add(team)
+            else:
+                self._member_caps.discard(team)
+        elif scope == "global":
+            self._end_user_caps = leases and budget is not None and budget.max_end_user_budget is not None
 
     def _reindex(self) -> None:
         self._keys = {key: target for targets in self._leased.values() for key, target in targets.items()}
@@ -116,22 +144,37 @@ class LeaseGate:
     # admission
 
     def needs(self, who: RequestIdentity, model: str | None, request: Mapping[str, Any]) -> Needs:
+        """What a call of `who` reserves: its estimate on every leased target it counts towards,
+        its scopes' own and the caps derived for its team membership and its end customer."""
         keys = self._keys
         leased = [(key, keys[key]) for key in who.budget_keys(model) if key in keys]
+        leased += [(scope, (scope, "")) for scope in self._derived_scopes(who)]
         if not leased:
             return {}
         estimate = self.estimator.estimate(model or "", request)
         return {key: (scope, target_model, estimate) for key, (scope, target_model) in leased}
 
+    def _derived_scopes(self, who: RequestIdentity) -> list[str]:
+        """The scopes of `who` without a budget of their own whose cap a leasing budget derives."""
+        scopes = []
+        if who.team_id and who.user_id and who.team_id in self._member_caps:
+            scopes.append(f"team_member:{team_member_id(who.team_id, who.user_id)}")
+        if who.end_user and self._end_user_caps:
+            scopes.append(f"end_user:{who.end_user}")
+        return [scope for scope in scopes if scope not in self._budgeted]
+
     def admit_sdk_call(
         self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
     ) -> Decision | None:
         """SDK `check()`: reserve for the call and mark the reservation in its `metadata` (the
-        dict the caller passes on to LiteLLM, which hands it to the logging callbacks)."""
+        dict the caller passes on to LiteLLM, which hands it to the logging callbacks and the
+        deployment hook of each attempt: an async call's router retry reserves again)."""
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        return self.admit_now(_marked(metadata), needs, model or "", refresh=lambda: self.needs(who, model, request))
+        reservation = _marked(metadata)
+        decision = self.admit_now(reservation, needs, model or "", refresh=lambda: self.needs(who, model, request))
+        return self._attempted(reservation, who, decision)
 
     async def aadmit_sdk_call(
         self, who: RequestIdentity, model: str | None, metadata: dict[str, Any], **request: Any
@@ -140,7 +183,49 @@ class LeaseGate:
         needs = self.needs(who, model, request)
         if not needs:
             return None
-        return await self.admit(_marked(metadata), needs, model or "", refresh=lambda: self.needs(who, model, request))
+        reservation = _marked(metadata)
+        decision = await self.admit(reservation, needs, model or "", refresh=lambda: self.needs(who, model, request))
+        return self._attempted(reservation, who, decision)
+
+    async def admit_request(
+        self, reservation: str, who: RequestIdentity, model: str | None, request: Mapping[str, Any]
+    ) -> Decision | None:
+        """The proxy's pre-call hook: reserve for the request's first attempt, and remember who it
+        is, so that each later attempt of the request reserves again (`admit_attempt`)."""
+        if not (self._keys or self._member_caps or self._end_user_caps):
+            return None
+        decision = await self._admit_call(reservation, who, model or "", request)
+        return self._attempted(reservation, who, decision)
+
+    def _attempted(self, reservation: str, who: RequestIdentity, decision: Decision | None) -> Decision | None:
+        """An admitted call's attempts reserve from now on (`admit_attempt`); its success log, the
+        proxy's failure hook, or the sweep after `lapse_s` forgets it."""
+        if decision is None:
+            self._attempts[reservation] = Attempts(who, time.monotonic())
+        return decision
+
+    async def admit_attempt(self, reservation: str, model: str, request: Mapping[str, Any]) -> Decision | None:
+        """One deployment attempt of an admitted call (LiteLLM's
+        `async_pre_call_deployment_hook`, run before every attempt: the first, each router retry
+        and each fallback). The first runs on the admission's reservation. A later one follows a
+        failed attempt, whose log has settled that reservation with the attempt's cost: it
+        reserves again, for the model group it is sent to, or is refused as the admission would
+        be. Attempts run one after the other: what the previous one still holds is freed first."""
+        attempt = self._attempts.get(reservation)
+        if attempt is None:
+            return None
+        attempt.count += 1
+        if attempt.count == 1:
+            return None
+        self.release(reservation, end=False)
+        return await self._admit_call(reservation, attempt.who, model, request)
+
+    async def _admit_call(
+        self, reservation: str, who: RequestIdentity, model: str, request: Mapping[str, Any]
+    ) -> Decision | None:
+        return await self.admit(
+            reservation, self.needs(who, model, request), model, refresh=lambda: self.needs(who, model, request)
+        )
 
     def admit_now(
         self, reservation: str, needs: Needs, model: str, *, refresh: Callable[[], Needs] | None = None
@@ -227,7 +312,8 @@ class LeaseGate:
             return None
         if verdict is Verdict.UNANSWERED and not self._fail_closed:
             return None  # fail open: the pipeline-lag block still applies
-        scope, model, estimate = next(iter(needs.values()))
+        short = self.book.short_of(needs, time.monotonic())
+        scope, model, estimate = needs[short] if short is not None else next(iter(needs.values()))
         if verdict is Verdict.UNANSWERED:
             reason = (
                 f"spendpipe could not get headroom for {scope} from the enforcer in time "
@@ -256,12 +342,18 @@ class LeaseGate:
         if not reservation:
             return
         if event is None:
-            self.release(reservation)
+            self.release(reservation, end=False)
         else:
             self.book.settle(reservation, event.cost)
+            if event.status == "success":
+                self._attempts.pop(reservation, None)  # the request is over: no attempt follows
 
-    def release(self, reservation: str) -> None:
+    def release(self, reservation: str, *, end: bool = True) -> None:
+        """Free a reservation's estimate (its call cost nothing, or its cost is unknown); `end`:
+        the request is over, no attempt of it follows."""
         self.book.settle(reservation, None)
+        if end:
+            self._attempts.pop(reservation, None)
 
     # lifecycle
 
@@ -271,7 +363,10 @@ class LeaseGate:
 
     def sweep(self) -> None:
         """Hand back idle and lapsed chains (run by the lease log every quarter second)."""
-        self._send(self.book.to_return(time.monotonic(), lapse_s=self._lapse_s))
+        now = time.monotonic()
+        for name in [n for n, a in list(self._attempts.items()) if now - a.at >= self._lapse_s]:
+            self._attempts.pop(name, None)  # a request whose end was never seen
+        self._send(self.book.to_return(now, lapse_s=self._lapse_s))
 
     def close(self) -> None:
         """Return every chain, then stop."""
@@ -285,6 +380,14 @@ class LeaseGate:
     def _send(self, asks: list[Any]) -> None:
         if asks and self._log is not None:
             self._log.send(asks)
+
+
+@dataclass
+class Attempts:
+    who: RequestIdentity
+    at: float
+    count: int = 0
+    """Deployment attempts started so far."""
 
 
 def _marked(metadata: dict[str, Any]) -> str:
