@@ -2,11 +2,12 @@
 
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from spendpipe.contracts.topics import Topics
+from spendpipe.contracts.windows import Calendar, WeekStart
 from spendpipe.platform.clickhouse import ClickhouseSettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
@@ -40,6 +41,22 @@ class PipelineSettings(BaseSettings):
     ops: OpsSettings = OpsSettings()
     signing: SigningSettings = SigningSettings()
     """Signatures on decisions and budgets: what this process signs with and which writers it accepts."""
+    budget_timezone: str = "UTC"
+    """`SPENDPIPE_BUDGET_TIMEZONE`: the IANA zone whose midnights start day, week and month
+    windows (LiteLLM's `litellm_settings.timezone`). One value for the whole deployment: the store
+    records it and a service configured otherwise refuses to start (docs/budgets.md)."""
+    week_start: WeekStart = WeekStart.SUNDAY
+    """`SPENDPIPE_WEEK_START`: sunday (the default) or monday (LiteLLM's proxy resets `7d` on Monday)."""
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        Calendar(value)  # raises naming the zone
+        return value
+
+    @property
+    def calendar(self) -> Calendar:
+        return Calendar(self.budget_timezone, self.week_start)
 
 
 class SigningOnly(BaseSettings):
