@@ -2,7 +2,7 @@
 
 from typing import TypeVar
 
-from pydantic import ValidationError, field_validator
+from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
@@ -29,18 +29,10 @@ def service_config() -> SettingsConfigDict:
     )
 
 
-class PipelineSettings(BaseSettings):
-    """The connections every spendpipe process needs: Kafka, the topic names, ClickHouse, and
-    its health and metrics endpoint. Each service's settings class adds its own fields."""
+class CalendarFields(BaseModel):
+    """`SPENDPIPE_BUDGET_TIMEZONE` and `SPENDPIPE_WEEK_START`, in every settings class of a
+    process that computes windows (the pipeline's services, the CLI, the gateways)."""
 
-    model_config = service_config()
-
-    kafka: KafkaSettings = KafkaSettings()
-    topics: Topics = Topics()
-    clickhouse: ClickhouseSettings = ClickhouseSettings()
-    ops: OpsSettings = OpsSettings()
-    signing: SigningSettings = SigningSettings()
-    """Signatures on decisions and budgets: what this process signs with and which writers it accepts."""
     budget_timezone: str = "UTC"
     """`SPENDPIPE_BUDGET_TIMEZONE`: the IANA zone whose midnights start day, week and month
     windows (LiteLLM's `litellm_settings.timezone`). One value for the whole deployment: the store
@@ -57,6 +49,20 @@ class PipelineSettings(BaseSettings):
     @property
     def calendar(self) -> Calendar:
         return Calendar(self.budget_timezone, self.week_start)
+
+
+class PipelineSettings(CalendarFields, BaseSettings):
+    """The connections every spendpipe process needs: Kafka, the topic names, ClickHouse, and
+    its health and metrics endpoint. Each service's settings class adds its own fields."""
+
+    model_config = service_config()
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: Topics = Topics()
+    clickhouse: ClickhouseSettings = ClickhouseSettings()
+    ops: OpsSettings = OpsSettings()
+    signing: SigningSettings = SigningSettings()
+    """Signatures on decisions and budgets: what this process signs with and which writers it accepts."""
 
 
 class SigningOnly(BaseSettings):
