@@ -15,12 +15,22 @@ give wrong windows without any error, so the store records the calendar in `stor
   BudgetManager) compares when a calendar is recorded.
 
 Either raises `CalendarMismatchError` naming both calendars and what to do.
+
+Once agreed, `settle_calendar` also writes the calendar's day, week and month windows from a year
+back to ten years ahead into `calendar_windows` (migration 0010), computed by `windows.window_start`
+and `window_end`: the SQL views find the zone's current windows there (`top_spenders`,
+`budget_utilisation`), so no SQL computes a window start of its own.
 """
 
-from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
+import time
+
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, local_date, window_end, window_start
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.sql_endpoint.client import SqlSource
 
+_EPOCH_DAY = local_date(0, UTC_SUNDAY)
+_BACK_S = 400 * 86_400
+_AHEAD_S = 3_660 * 86_400
 _RECORDED = "SELECT timezone, week_start FROM store_calendar ORDER BY recorded_at, timezone, week_start LIMIT 1"
 _HAS_TOTALS = "SELECT count() > 0 FROM (SELECT 1 FROM spend_totals WHERE window != 'watermark' LIMIT 1)"
 
@@ -47,7 +57,25 @@ def settle_calendar(store: ClickhouseStore, calendar: Calendar) -> Calendar:
             {"zone": first.timezone, "week": first.week_start.value},
         )
         recorded = recorded_calendar(store)
-    return _agree(recorded, calendar)
+    agreed = _agree(recorded, calendar)
+    _write_windows(store, agreed, int(time.time()))
+    return agreed
+
+
+def _write_windows(store: ClickhouseStore, calendar: Calendar, now: int) -> None:
+    """The calendar's day, week and month windows around `now` into `calendar_windows` (again at
+    every start: the table keeps one row per window and start)."""
+    windows: list[str] = []
+    starts: list[int] = []
+    numbers: list[int] = []
+    for window in (Window.DAY, Window.WEEK, Window.MONTH):
+        at = window_start(window, now - _BACK_S, calendar)
+        while at < now + _AHEAD_S:
+            windows.append(window.value)
+            starts.append(at)
+            numbers.append((local_date(at, calendar) - _EPOCH_DAY).days if window is Window.DAY else 0)
+            at = window_end(window, at, calendar)
+    store.insert_columns("calendar_windows", [windows, starts, numbers], ["window", "start", "day_number"])
 
 
 def check_calendar(sql: SqlSource, calendar: Calendar) -> None:

@@ -4,6 +4,7 @@ says in every zone; a daily and a weekly cap in Asia/Kolkata with weeks from Mon
 Kolkata's midnights; and a store built on one calendar refuses a service configured with another."""
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -14,11 +15,14 @@ from hypothesis import strategies as st
 
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.aggregator.store import SpendStore
+from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.scopes import ScopeType
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, WeekStart, Window, window_start
 from spendpipe.enforcer.app import EnforcerService
+from spendpipe.history.rows import BUDGET_COLUMNS, RecordAt, budget_rows
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.store.calendar import CalendarMismatchError, check_calendar, settle_calendar
@@ -210,3 +214,50 @@ async def test_an_enforcer_on_another_calendar_than_the_store_refuses_to_start(
     assert "built on timezone Asia/Kolkata, weeks from monday" in str(refused.value)
     assert "configured with timezone UTC, weeks from sunday" in str(refused.value)
     assert not service.ready.is_set()
+
+
+def test_the_views_current_windows_are_the_calendars(clickhouse: ClickhouseStore) -> None:
+    settle_calendar(clickhouse, KOLKATA_MONDAY)  # writes calendar_windows too
+    budget = Budget.model_validate(
+        {
+            "scope": "team:eng",
+            "budget_limits": [
+                {"budget_duration": "24h", "max_budget": "1"},
+                {"budget_duration": "7d", "max_budget": "2"},
+                {"budget_duration": "2d", "max_budget": "3"},
+            ],
+        }
+    )
+    rows = budget_rows(RecordAt("b", 0, 0, int(time.time() * 1000)), "team:eng", budget, "{}")
+    clickhouse.insert_columns("budget_history", list(zip(*rows, strict=True)), BUDGET_COLUMNS)
+    store = SpendStore(clickhouse=clickhouse, calendar=KOLKATA_MONDAY)
+    now = datetime.now(UTC)
+    event = make_event(occurred_at=now, cost=Decimal("0.25"), team_id="eng")
+    stage(store, [(event, 0, 0)], topic="t", ingested_at=now)
+    store.insert_totals(after={0: -1}, watermarks={})
+
+    def expected(window: Window | str) -> set[int]:
+        """The window's start now, and a moment later (should the test run across a midnight)."""
+        if isinstance(window, Window):
+            return {
+                window_start(window, int(now.timestamp()), KOLKATA_MONDAY),
+                window_start(window, int(time.time()), KOLKATA_MONDAY),
+            }
+        return {parse_duration(window).bounds(int(t), KOLKATA_MONDAY)[0] for t in (now.timestamp(), time.time())}
+
+    top = clickhouse.rows(
+        "SELECT window, toUnixTimestamp(window_start), rank, spend FROM top_spenders "
+        "WHERE scope_type = 'team' AND window IN ('day', 'week', 'month')"
+    )
+    assert len(top) == 3
+    for window, start, rank, spend in top:
+        assert (int(start) in expected(Window(window)), rank, Decimal(spend)) == (True, 1, Decimal("0.25"))
+
+    utilisation = clickhouse.rows(
+        "SELECT duration, toUnixTimestamp(window_start), toUnixTimestamp(window_end), spend FROM budget_utilisation"
+    )
+    assert len(utilisation) == 3
+    for duration, start, end, spend in utilisation:
+        assert int(start) in expected(str(duration)), duration
+        assert int(end) == parse_duration(str(duration)).bounds(int(start), KOLKATA_MONDAY)[1], duration
+        assert Decimal(spend) == Decimal("0.25"), duration
