@@ -26,6 +26,7 @@ import time
 
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, local_date, window_end, window_start
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.platform.settings import SettingsError
 from spendpipe.store.sql_endpoint.client import SqlSource
 
 _EPOCH_DAY = local_date(0, UTC_SUNDAY)
@@ -35,8 +36,8 @@ _RECORDED = "SELECT timezone, week_start FROM store_calendar ORDER BY recorded_a
 _HAS_TOTALS = "SELECT count() > 0 FROM (SELECT 1 FROM spend_totals WHERE window != 'watermark' LIMIT 1)"
 
 
-class CalendarMismatchError(RuntimeError):
-    """The service's calendar is not the one the store's totals were built on."""
+class CalendarMismatchError(SettingsError):
+    """The service's calendar is not the one the store's totals were built on: a setting to fix."""
 
 
 def recorded_calendar(sql: SqlSource) -> Calendar | None:

@@ -8,11 +8,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.contracts.budgets import Budget
@@ -31,6 +33,7 @@ from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist, latest
 from tests.support.pipeline import ManualClock, produce, running_pipeline
+from tests.support.processes import run_all, run_cli
 from tests.support.staging import stage
 from tests.support.waiting import eventually
 
@@ -261,3 +264,28 @@ def test_the_views_current_windows_are_the_calendars(clickhouse: ClickhouseStore
         assert int(start) in expected(str(duration)), duration
         assert int(end) == parse_duration(str(duration)).bounds(int(start), KOLKATA_MONDAY)[1], duration
         assert Decimal(spend) == Decimal("0.25"), duration
+
+
+async def test_spendpipe_run_on_a_store_built_on_another_calendar_exits_naming_both(
+    kafka_broker: str, make_topics, tmp_path: Path
+) -> None:
+    topics = await make_topics(kafka_broker)
+    first = run_all(kafka_broker, topics, tmp_path, sql_port=free_port_pair())
+    zone = {"SPENDPIPE_BUDGET_TIMEZONE": "Asia/Kolkata", "SPENDPIPE_WEEK_START": "monday"}
+    first.start()  # records UTC and Sunday in its new store
+    try:
+        first.wait_http_ok(f"http://127.0.0.1:{first.env['SPENDPIPE_SQL_ENDPOINT__PORT']}/healthz")
+        endpoint = {"SPENDPIPE_SQL_ENDPOINT_URL": f"http://127.0.0.1:{first.env['SPENDPIPE_SQL_ENDPOINT__PORT']}"}
+        spend = run_cli({**first.env, **zone, **endpoint}, "spend", "--scope", "team")
+    finally:
+        first.stop()
+    refused = run_cli({**first.env, **zone}, "run", "all")
+
+    mismatch = (
+        "error: this store's totals are built on timezone UTC, weeks from sunday but this service is configured "
+        "with timezone Asia/Kolkata, weeks from monday: set SPENDPIPE_BUDGET_TIMEZONE=UTC and "
+        "SPENDPIPE_WEEK_START=sunday as the store has them, or start from a new store "
+        "(docs/budgets.md#timezone-and-week-start)"
+    )
+    assert (refused.returncode, refused.stderr.splitlines()[-1]) == (2, mismatch)  # after its start-up log lines
+    assert (spend.returncode, spend.stderr.splitlines()) == (2, [mismatch])
