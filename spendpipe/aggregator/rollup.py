@@ -18,7 +18,8 @@ The day, week and month windows start on the deployment's calendar (`windows.Cal
 zone goes into ClickHouse's `toStartOfDay`/`toStartOfWeek`/`toStartOfMonth`, which read midnight
 as Python's zoneinfo does (a DST day is 23 or 25 hours; where midnight does not exist the day starts
 at the change). The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the
-windows); `tests/integration/test_rollup.py` checks it against both on random events and zones.
+windows); `tests/integration/test_rollup.py` checks it against both on random events, and
+`tests/integration/test_calendar_windows.py` the windows in several zones.
 """
 
 from collections.abc import Iterable

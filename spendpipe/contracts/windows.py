@@ -10,12 +10,14 @@ zone: on the UTC clock (every zone's offset is whole minutes; in a zone whose of
 hours, such as +05:30, an hour window starts on the UTC hour, not on the zone's).
 
 Every window start and end in spendpipe comes from here; the aggregator's rollup SQL computes the
-same starts in ClickHouse (`aggregator/rollup.py`, held to these by tests/integration/test_rollup.py).
+same starts in ClickHouse (`aggregator/rollup.py`, held to these in several zones by
+tests/integration/test_calendar_windows.py).
 
 Hand-written, not LiteLLM's `duration_parser.get_next_standardized_reset_time`: that gives only
 the next reset (a window's start is needed too), imports all of LiteLLM, and its hour arithmetic
 replaces wall-clock fields, which around a DST change is not a partition of time. Its day, week
-(Monday) and month resets are held to these in tests/unit/test_windows.py. Pure: pass the instant in.
+(Monday) and month resets are held to these in tests/unit/test_calendar_windows.py. Pure: pass the
+instant in.
 """
 
 import re
@@ -58,14 +60,13 @@ class Calendar:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "week_start", WeekStart(self.week_start))
-        if not _ZONE_NAME.match(self.timezone):
-            raise ValueError(f"unknown time zone {self.timezone!r}: use an IANA name such as UTC or Europe/Berlin")
+        unknown = f"unknown time zone {self.timezone!r}: use an IANA name such as UTC or Europe/Berlin"
+        if not _ZONE_NAME.match(self.timezone):  # the name also goes into the rollup's SQL
+            raise ValueError(unknown)
         try:
             zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(
-                f"unknown time zone {self.timezone!r}: use an IANA name such as UTC or Europe/Berlin"
-            ) from None
+            raise ValueError(unknown) from None
         object.__setattr__(self, "zone", zone)
 
     @property
