@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.contracts.windows import Calendar
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.settings import EnforcerSettings
@@ -24,6 +25,7 @@ from spendpipe.platform.clickhouse import ClickhouseSettings, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 from spendpipe.platform.settings import PipelineSettings
+from spendpipe.store.calendar import settle_calendar
 from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
@@ -47,6 +49,14 @@ class Services:
     @property
     def ops(self) -> OpsSettings:
         return self._any.ops
+
+    @property
+    def calendar(self) -> Calendar:
+        """The calendar both services window on; they must agree (one deployment, one calendar)."""
+        calendars = {s.calendar for s in (self.aggregator, self.enforcer) if s is not None}
+        if len(calendars) > 1:
+            raise ValueError(f"the aggregator and the enforcer disagree on the calendar: {sorted(map(str, calendars))}")
+        return self._any.calendar
 
     @property
     def _any(self) -> PipelineSettings:
@@ -79,6 +89,7 @@ async def _serve(services: Services, registry: CollectorRegistry, readiness: Rea
     applied = migrate(clickhouse)
     if applied:
         log.info("applied ClickHouse migrations %s", applied)
+    settle_calendar(clickhouse, services.calendar)  # raises CalendarMismatchError naming both calendars
     readiness.add("clickhouse", lambda: None)
     stores = [clickhouse]
     endpoint = None

@@ -37,6 +37,7 @@ from spendpipe.notifier.settings import NotifierSettings
 from spendpipe.platform.kafka_topics import TopicsRefusedError, ensure_topics, topic_specs
 from spendpipe.platform.settings import PipelineSettings, SettingsError, load_settings
 from spendpipe.runner import Services, serve
+from spendpipe.store.calendar import check_calendar
 from spendpipe.store.sql_endpoint.client import sql_source
 from spendpipe.store.totals import SpendQuery, SpendTotals
 
@@ -148,7 +149,9 @@ def spend(
         ),
     ] = None,
     key: KeyOption = None,
-    window: Annotated[Window, typer.Option(help="calendar window in UTC")] = Window.DAY,
+    window: Annotated[
+        Window, typer.Option(help="calendar window (in SPENDPIPE_BUDGET_TIMEZONE, UTC by default)")
+    ] = Window.DAY,
     model: Annotated[str | None, typer.Option(help="a model name, or * for one row per model")] = None,
     at: Annotated[datetime | None, typer.Option(help="an instant in the window (UTC); default now")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
@@ -161,7 +164,8 @@ def spend(
     settings = _settings(AdminSettings)
     scope_type, scope_id = _parse_scope(scope, key)
     shown = f"{scope_type.value}:{scope_id}" if scope_id else f"any {scope_type.value}"
-    totals = SpendTotals(sql=sql_source(settings.clickhouse, settings.sql_endpoint_url))
+    source = sql_source(settings.clickhouse, settings.sql_endpoint_url)
+    totals = SpendTotals(sql=source, calendar=settings.calendar)
 
     def read() -> tuple[str, list[str], Sequence[Sequence[Any]]]:
         instant = (at.replace(tzinfo=at.tzinfo or UTC)) if at else datetime.now(UTC)
@@ -175,6 +179,7 @@ def spend(
         return result_table(f"{shown} — {when}", columns, rows)
 
     try:
+        check_calendar(source, settings.calendar)
         if watch <= 0:
             when, columns, rows = read()
             table = result_table(f"{shown} — {when}", columns, rows)

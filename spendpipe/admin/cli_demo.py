@@ -100,14 +100,13 @@ def _show_traffic(stack: DemoStack) -> None:
     from spendpipe.platform.kafka import KafkaSettings  # noqa: PLC0415
 
     stack.set_key_budget(BUDGETED_KEY.raw, BUDGETED_KEY.alias)
-    plugin = SpendpipeLogger.from_settings(
-        GatewaySettings(
-            kafka=KafkaSettings(bootstrap_servers=stack.bootstrap),
-            topics=stack.topics,
-            spool_dir=stack.data_dir / "gateway-spool",
-            signing=stack.signing(None),
-        )
+    gateway = GatewaySettings(
+        kafka=KafkaSettings(bootstrap_servers=stack.bootstrap),
+        topics=stack.topics,
+        spool_dir=stack.data_dir / "gateway-spool",
+        signing=stack.signing(None),
     )
+    plugin = SpendpipeLogger.from_settings(gateway)
     import litellm  # noqa: PLC0415
 
     litellm.callbacks = [plugin]
@@ -118,10 +117,10 @@ def _show_traffic(stack: DemoStack) -> None:
     plugin.start()
     traffic.start()
     try:
-        with Live(screen(source, traffic.tallies, []), console=out, refresh_per_second=4) as live:
+        with Live(screen(source, traffic.tallies, [], gateway.calendar), console=out, refresh_per_second=4) as live:
             while ends is None or time.monotonic() < ends:
                 threading.Event().wait(REFRESH_S)  # the screen's refresh interval
-                live.update(screen(source, traffic.tallies, plugin.blocklist.in_force()))
+                live.update(screen(source, traffic.tallies, plugin.blocklist.in_force(), gateway.calendar))
         if not out.is_terminal:
             out.line()  # the tables end without one where they are printed once, at the end
     finally:

@@ -62,7 +62,7 @@ class Aggregator:
         self._consumer: AIOKafkaConsumer | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.writer = BatchWriter(
-            store=SpendStore(clickhouse=clickhouse),
+            store=SpendStore(clickhouse=clickhouse, calendar=settings.calendar),
             topic=settings.topics.events,
             dedup_horizon_s=settings.dedup_horizon_s,
             future_allowance_s=settings.future_allowance_s,

@@ -14,15 +14,19 @@ window totals, which add up batch after batch, are `Decimal(76, 24)`: the rollup
 batch's sum to it. Token counts are summed as UInt128, the type of the
 `spend_totals` columns: at most 10^9 per event (`MAX_TOKENS`), no sum can overflow.
 
-The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
-`tests/integration/test_rollup.py` checks it against both on random events.
+The day, week and month windows start on the deployment's calendar (`windows.Calendar`): the
+zone goes into ClickHouse's `toStartOfDay`/`toStartOfWeek`/`toStartOfMonth`, which read midnight
+as Python's zoneinfo does (a DST day is 23 or 25 hours; where midnight does not exist the day starts
+at the change). The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the
+windows); `tests/integration/test_rollup.py` checks it against both on random events, and
+`tests/integration/test_calendar_windows.py` the windows in several zones.
 """
 
 from collections.abc import Iterable
 
 from spendpipe.aggregator.parse import PARSED_TABLE as STAGE_TABLE
 from spendpipe.contracts.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
-from spendpipe.contracts.windows import Window
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, WeekStart, Window
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 NO_OFFSET = -1
@@ -30,13 +34,20 @@ NO_OFFSET = -1
 Attribution = tuple[str | None, str | None, str | None, str | None, str | None]
 """(key hash, user, team, org, end user) of one event."""
 
-_WINDOW_STARTS: dict[Window, str] = {
-    Window.MINUTE: "minute",
-    Window.HOUR: "toStartOfHour(minute)",
-    Window.DAY: "toStartOfDay(minute)",
-    Window.WEEK: "toDateTime(toStartOfWeek(minute, 0), 'UTC')",  # mode 0: weeks start on Sunday
-    Window.MONTH: "toDateTime(toStartOfMonth(minute), 'UTC')",
-}
+
+def _window_starts(calendar: Calendar) -> dict[Window, str]:
+    """Each window's start as an expression on `minute` (a UTC minute); the zone's name is
+    checked by `Calendar` (letters, digits, `_+-/` only) before it is written into SQL."""
+    zone = calendar.timezone
+    mode = 0 if calendar.week_start is WeekStart.SUNDAY else 1  # toStartOfWeek: 0 Sunday, 1 Monday
+    return {
+        Window.MINUTE: "minute",
+        Window.HOUR: "toStartOfHour(minute)",
+        Window.DAY: f"toDateTime(toStartOfDay(minute, '{zone}'), 'UTC')",
+        Window.WEEK: f"toDateTime(toDateTime(toStartOfWeek(minute, {mode}, '{zone}'), '{zone}'), 'UTC')",
+        Window.MONTH: f"toDateTime(toDateTime(toStartOfMonth(minute, '{zone}'), '{zone}'), 'UTC')",
+    }
+
 
 _SCOPE_IDS: dict[ScopeType, str] = {
     ScopeType.GLOBAL: "''",
@@ -50,10 +61,17 @@ _SCOPE_IDS: dict[ScopeType, str] = {
 """Each scope type's id, as an expression on the stage; '' where the event has none."""
 _SCOPE_TYPE_LIST = "[" + ", ".join(f"'{scope_type.value}'" for scope_type in _SCOPE_IDS) + "]"
 _SCOPE_ID_LIST = "[" + ", ".join(_SCOPE_IDS.values()) + "]"
-_WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in _WINDOW_STARTS) + "]"
-_WINDOW_START_VALUES = "[" + ", ".join(_WINDOW_STARTS.values()) + "]"
+_WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in Window) + "]"
 
-ROLLUP_SQL = f"""
+
+def rollup_sql(calendar: Calendar = UTC_SUNDAY) -> str:
+    """Totals of the staged rows that `{new_rows}` selects, plus one watermark row per
+    `<topic>:<partition>`: the highest offset those totals include; windows on `calendar`."""
+    starts = _window_starts(calendar)
+    return _ROLLUP_SQL.replace("{window_starts}", "[" + ", ".join(starts[window] for window in Window) + "]")
+
+
+_ROLLUP_SQL = f"""
 INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
     cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
 SELECT window, window_start, scope_type, scope_id, model, sum(toDecimal256(spend, 24)), sum(requests), sum(failures),
@@ -77,7 +95,7 @@ FROM (
     WHERE scope_id != '' OR scope_type = '{ScopeType.GLOBAL.value}'
     GROUP BY minute, scope_type, scope_id, model
 )
-ARRAY JOIN {_WINDOW_NAMES} AS window, {_WINDOW_START_VALUES} AS window_start
+ARRAY JOIN {_WINDOW_NAMES} AS window, {{window_starts}} AS window_start
 GROUP BY window, window_start, scope_type, scope_id, model
 UNION ALL
 SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1, '{ALL_MODELS}',
@@ -85,8 +103,6 @@ SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1
 FROM system.one
 ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
 """
-"""Totals of the staged rows that `{new_rows}` selects, plus one watermark row per
-`<topic>:<partition>`: the highest offset those totals include."""
 
 
 def rows_after(watermarks: dict[int, int]) -> str:

@@ -20,10 +20,12 @@ import pyarrow.compute as pc
 
 from spendpipe.aggregator.dedup import ORIGIN_SQL
 from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
-from spendpipe.aggregator.rollup import ROLLUP_SQL, rows_after
+from spendpipe.aggregator.rollup import rollup_sql, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.store.calendar import settle_calendar
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 RAW_COLUMNS = ("kafka_partition", "kafka_offset", "key", "value")
@@ -138,12 +140,15 @@ copy of an event counted from another record."""
 class SpendStore:
     """Blocking calls; the aggregator runs them on the ClickHouse thread (`store.run`)."""
 
-    def __init__(self, *, clickhouse: ClickhouseStore) -> None:
+    def __init__(self, *, clickhouse: ClickhouseStore, calendar: Calendar = UTC_SUNDAY) -> None:
         self._clickhouse = clickhouse
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
         """Stage tables that may hold rows: a small flush truncates only those (each statement
         costs a flush milliseconds)."""
+        self._calendar = calendar
+        self._rollup = rollup_sql(calendar)
+        self._calendar_settled = False
 
     def _session_tables(self) -> None:
         """The session's private stage tables (temporary: no other client sees them)."""
@@ -280,9 +285,12 @@ class SpendStore:
     def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int]) -> None:
         """Totals of the usable parsed rows past `after` (per partition), with the watermark rows,
         in one insert."""
+        if not self._calendar_settled:  # before the first totals: never roll up on another calendar
+            settle_calendar(self._clickhouse, self._calendar)
+            self._calendar_settled = True
         sources = sorted(watermarks)
         self._clickhouse.command(
-            ROLLUP_SQL.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}") + ONE_PART,
+            self._rollup.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}") + ONE_PART,
             {"sources": sources, "offsets": [watermarks[source] for source in sources]},
         )
 

@@ -46,10 +46,11 @@ the enforcer reads the user's spend as zero (the offset holds them). The enforce
 marker to every cap of the budget (`max_budget`, `budget_limits`, `model_max_budget`,
 `soft_budget`).
 
-Windows. spendpipe's calendar windows, in UTC, not LiteLLM's rolling days from `created_at`:
-`daily` resets at midnight, `weekly` on Sunday, `monthly` on the 1st, `yearly` every 365 days
-aligned to the epoch. LiteLLM's reset only when `reset_on_duration` runs, 1, 7, 28 or 365 days
-(its DAYS_IN_A_* constants) after `last_updated_at`, the budget's creation then each reset.
+Windows. spendpipe's calendar windows, in the deployment's zone (UTC by default), not LiteLLM's
+rolling days from `created_at`: `daily` resets at midnight, `weekly` on its first day (Sunday by
+default), `monthly` on the 1st, `yearly` every 365 days aligned to the epoch. LiteLLM's reset
+only when `reset_on_duration` runs, 1, 7, 28 or 365 days (its DAYS_IN_A_* constants) after
+`last_updated_at`, the budget's creation then each reset.
 `reset_on_duration` and `update_budget_all_users` still do that rolling reset from
 `user_dict[user]["last_updated_at"]` (a `reset_cost` once `duration` days passed) on top.
 

@@ -93,6 +93,7 @@ class BudgetManager:
             events_topic=settings.topics.events,
             max_age_s=settings.totals_max_age_s,
             clock=clock,
+            calendar=settings.calendar,
         )
         self._sender = EventSender(
             kafka=settings.kafka, topic=settings.topics.events, timeout_s=settings.delivery_timeout_s

@@ -17,6 +17,8 @@ from spendpipe.budget_manager.ledger import SpendLedger
 from spendpipe.contracts.budgets import Budget, Cap
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
+from spendpipe.store.calendar import check_calendar
 from spendpipe.store.sql_endpoint.client import SqlSource
 from spendpipe.store.totals import ModelSpend, SpendTotals, grain, spent_before_reset
 
@@ -33,10 +35,21 @@ class _Cached:
 
 class UserSpend:
     def __init__(
-        self, *, sql: SqlSource, ledger: SpendLedger, events_topic: str, max_age_s: float, clock: Clock
+        self,
+        *,
+        sql: SqlSource,
+        ledger: SpendLedger,
+        events_topic: str,
+        max_age_s: float,
+        clock: Clock,
+        calendar: Calendar | None = None,
     ) -> None:
+        """`calendar`: the deployment's; checked against the store's at the first read (None:
+        UTC and Sunday, unchecked, for a source that is not a spendpipe store)."""
         self._sql = sql
-        self._totals = SpendTotals(sql=sql)
+        self._calendar = calendar or UTC_SUNDAY
+        self._totals = SpendTotals(sql=sql, calendar=self._calendar)
+        self._calendar_checked = calendar is None
         self._ledger = ledger
         self._events_topic = events_topic
         self._max_age_s = max_age_s
@@ -48,10 +61,10 @@ class UserSpend:
         """The user's exact spend per model under `budget`'s `max_budget` window."""
         cap = user_cap(budget)
         now = int(self._clock())
-        rows = grain(cap, now)
+        rows = grain(cap, now, self._calendar)
         snapshot = self._snapshot(user, cap, now, (rows.rows, rows.start, rows.end))
         spend = _plus(snapshot.spend, self._ledger.not_in(user, snapshot.watermarks, rows.start, rows.end))
-        spend = {model: cost - spent_before_reset(cap, model, now) for model, cost in spend.items()}
+        spend = {model: cost - spent_before_reset(cap, model, now, self._calendar) for model, cost in spend.items()}
         return {model: cost for model, cost in spend.items() if cost > 0}
 
     def in_minute(self, user: str, minute: int) -> dict[str, Decimal]:
@@ -73,6 +86,9 @@ class UserSpend:
     def _read(self, user: str, cap: Cap, now: int) -> ModelSpend:
         """A fresh snapshot; the ledger drops what it includes, so the user's cached snapshot,
         older, goes too. Called with `_lock` held."""
+        if not self._calendar_checked:
+            check_calendar(self._sql, self._calendar)  # CalendarMismatchError: the totals are on another calendar
+            self._calendar_checked = True
         self._place_spooled(user)
         snapshot = self._totals.by_model(user_scope_of(user), cap, now, events_topic=self._events_topic)
         self._ledger.confirm(user, snapshot.watermarks)

@@ -2,10 +2,12 @@
 
 The text is read as LiteLLM reads it (`litellm/litellm_core_utils/duration_parser.py`): a whole
 number and a unit, `s`, `m`, `h`, `d`, `w` or `mo`, or one of LiteLLM's words `hourly`, `daily`,
-`weekly`, `monthly` (`1h`, `24h`, `7d`, `30d`). Calendar durations reset on UTC boundaries as
-LiteLLM's do: `1h` every hour, `24h`/`1d` daily at midnight, `7d`/`1w` every Sunday at midnight,
-`30d`/`1mo` on the 1st of the month. Any other duration (`15m`, `2h`, `3d`, `2w`) is a fixed length
-aligned to multiples of it since the Unix epoch.
+`weekly`, `monthly` (`1h`, `24h`, `7d`, `30d`). Calendar durations reset on the deployment's
+calendar (`windows.Calendar`, UTC and Sunday by default) as LiteLLM's do: `1h` every hour,
+`24h`/`1d` daily at midnight, `7d`/`1w` at midnight of the week's first day, `30d`/`1mo` on the 1st
+of the month. Any other duration is a fixed length aligned to multiples of it: whole days (`3d`,
+`2w`) counted in the zone's days since 1970-01-01, others (`15m`, `2h`) in seconds since the Unix
+epoch.
 
 Hand-written, not LiteLLM's `duration_in_seconds`: importing any LiteLLM module imports all of
 LiteLLM (seconds, and a price-map download unless `LITELLM_LOCAL_MODEL_COST_MAP` is set), and the
@@ -20,7 +22,7 @@ shorter or end mid-minute) and months other than one (`2mo`: the month window re
 import re
 from dataclasses import dataclass
 
-from spendpipe.contracts.windows import Window, window_end, window_start
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, days_bounds, window_end, window_start
 
 _PATTERN = re.compile(r"^(\d{1,6})(s|m|h|d|w|mo)$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 7 * 86_400}
@@ -52,10 +54,14 @@ class Duration:
         """Equal for durations that mean the same window (`24h` and `1d`)."""
         return self.calendar, self.seconds
 
-    def bounds(self, epoch_seconds: int) -> tuple[int, int]:
+    def bounds(self, epoch_seconds: int, calendar: Calendar = UTC_SUNDAY) -> tuple[int, int]:
         """[start, end) in Unix seconds of this duration's window containing the instant."""
         if self.calendar is not None:
-            return window_start(self.calendar, epoch_seconds), window_end(self.calendar, epoch_seconds)
+            return window_start(self.calendar, epoch_seconds, calendar), window_end(
+                self.calendar, epoch_seconds, calendar
+            )
+        if self.seconds % 86_400 == 0:
+            return days_bounds(epoch_seconds, self.seconds // 86_400, calendar)
         start = epoch_seconds - epoch_seconds % self.seconds
         return start, start + self.seconds
 

@@ -48,6 +48,7 @@ from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord, read_to_end
+from spendpipe.store.calendar import check_calendar
 from spendpipe.store.totals import SpendTotals
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ class EnforcerService:
         self._clickhouse = clickhouse
         self.enforcer = Enforcer(
             book=BudgetBook(),
-            reader=SpendTotals(sql=clickhouse),
+            reader=SpendTotals(sql=clickhouse, calendar=settings.calendar),
             rates=RateReader(clickhouse=clickhouse),
             clock=clock,
             burn_rate_lookback_minutes=settings.burn_rate.lookback_minutes,
+            calendar=settings.calendar,
         )
         self.budget_gauges = BudgetGauges(enforcer=self.enforcer, settings=settings.budget_metrics, clock=clock)
         self.metrics.watch(self.budget_gauges)
@@ -146,6 +148,8 @@ class EnforcerService:
         return None if self.ready.is_set() else self._stage
 
     async def start(self) -> None:
+        self._stage = "checking the store's calendar"
+        await self._clickhouse.run(check_calendar, self._clickhouse, self._settings.calendar)  # CalendarMismatchError
         self._stage = f"reading {self._settings.topics.budgets} to its end"
         await self._budgets.start()
         await self._budgets.catch_up()

@@ -19,6 +19,7 @@ enough for any two `Cost` values), the rate and the instant are divisions rounde
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
 from spendpipe.store.totals import Measurement, grain
 
 _EXACT_DIGITS = 200
@@ -65,14 +66,16 @@ def project(
     return Projection(rate, since, exhausted_at, resets_at, before_reset)
 
 
-def cap_projection(measured: Measurement, spent_since: Decimal, since: int, now: int) -> Projection | None:
+def cap_projection(
+    measured: Measurement, spent_since: Decimal, since: int, now: int, calendar: Calendar = UTC_SUNDAY
+) -> Projection | None:
     """A cap's projection: over the lookback's minutes (`spent_since` from `since`, which
     `lookback_start(0, ...)` gave), or over its window so far when the window (or its budget's
     reset) began after the lookback's first minute. Lifetime caps have none. The enforcer's
     warnings and gauges and `spendpipe report` all project through this."""
     if measured.end is None:
         return None
-    window_start = grain(measured.cap, now).start
+    window_start = grain(measured.cap, now, calendar).start
     if window_start >= since:
         return project(
             spend=measured.spend,

@@ -17,6 +17,7 @@ from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
 from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
 from spendpipe.enforcer.burn_rate import Projection, cap_projection, lookback_start
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.rate_verdict import judge_rate
@@ -52,8 +53,11 @@ class Enforcer:
         rates: RateReader,
         clock: Clock,
         burn_rate_lookback_minutes: int = 15,
+        calendar: Calendar = UTC_SUNDAY,
     ) -> None:
+        """`calendar`: the deployment's, the one `reader` reads its rows on."""
         self.book = book
+        self._calendar = calendar
         self._lookback_minutes = burn_rate_lookback_minutes
         self._reader = reader
         self._rates = rates
@@ -172,7 +176,7 @@ class Enforcer:
             if measured.spend < measured.cap.limit:
                 continue
             duration = measured.cap.duration
-            start, end = duration.bounds(int(now)) if duration else (None, None)
+            start, end = duration.bounds(int(now), self._calendar) if duration else (None, None)
             alert = SoftBudgetAlert(
                 scope=str(scope),
                 soft_budget=measured.cap.limit,
@@ -199,7 +203,7 @@ class Enforcer:
             for measured, projection in caps:
                 if projection is None or not projection.before_reset or projection.exhausted_at is None:
                     continue
-                alert = _burn_rate_alert(target, measured, projection, now)
+                alert = _burn_rate_alert(target, measured, projection, now, self._calendar)
                 if self._first_time(alert.key):
                     alerts.append(alert)
         return alerts
@@ -229,7 +233,7 @@ class Enforcer:
         if windowed:
             recent = dict(zip(map(id, windowed), self._reader.spent_since(windowed, since), strict=True))
         return [
-            [(m, cap_projection(m, recent.get(id(t), Decimal(0)), since, now)) for m in measurements]
+            [(m, cap_projection(m, recent.get(id(t), Decimal(0)), since, now, self._calendar)) for m in measurements]
             for t, measurements in zip(targets, measured, strict=True)
         ]
 
@@ -297,10 +301,12 @@ class Enforcer:
             return decision
 
 
-def _burn_rate_alert(target: Target, measured: Measurement, projection: Projection, now: float) -> BurnRateAlert:
+def _burn_rate_alert(
+    target: Target, measured: Measurement, projection: Projection, now: float, calendar: Calendar
+) -> BurnRateAlert:
     assert measured.cap.duration is not None  # a lifetime cap has no projection
     assert projection.exhausted_at is not None  # alerted only on a rate above zero
-    start, end = measured.cap.duration.bounds(int(now))
+    start, end = measured.cap.duration.bounds(int(now), calendar)
     return BurnRateAlert(
         scope=str(target.scope),
         model=target.model,

@@ -49,7 +49,7 @@ class LeaseService:
         self._clickhouse = clickhouse
         self._metrics = metrics
         self._topic = settings.topics.lease_requests
-        totals = SpendTotals(sql=clickhouse)
+        totals = SpendTotals(sql=clickhouse, calendar=settings.calendar)
 
         def measure(target: Target, now: int) -> list[Measurement]:
             return totals.measure_many([target], now)[0]

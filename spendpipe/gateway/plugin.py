@@ -37,6 +37,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -46,11 +47,14 @@ from prometheus_client import CollectorRegistry
 from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.durations import Duration, parse_duration
 from spendpipe.contracts.events import SpendEvent
+from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.declared_budgets import DeclaredBudgets, declared_budgets
 from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.key_spend import KeySpend
 from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.process_budget import ProcessBudget
@@ -104,6 +108,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         process_budget: ProcessBudget | None = None,
         declared: DeclaredBudgets | None = None,
         leases: LeaseGate | None = None,
+        key_spend: KeySpend | None = None,
     ) -> None:
         super().__init__()
         self.publisher = publisher
@@ -129,6 +134,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Set by `spendpipe.install()`: refuse blocked async SDK calls before they run."""
         self.declared = declared
         """Publishes the budgets LiteLLM's keys declare (proxy mode); None: not published."""
+        self.key_spend = key_spend or KeySpend()
+        """This gateway's recorded cost per key: the `x-litellm-key-spend` of successful responses."""
         """Set by `spendpipe.install()`: this process's spend, for `litellm.max_budget`."""
         self.ops = ops or OpsServer(
             settings=OpsSettings(enabled=False), registry=CollectorRegistry(), readiness=Readiness()
@@ -341,13 +348,19 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         request_headers: dict[str, str] | None = None,
         litellm_call_info: dict[str, Any] | None = None,
     ) -> dict[str, str] | None:
-        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts;
-        on a response refused for the key's own budget, LiteLLM's key spend headers with the
-        enforcer's figures (`key_spend_headers`)."""
+        """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts,
+        and its key spend headers with spendpipe's estimate of the key's spend (`key_spend.py`);
+        on a response refused for the key's own budget, the key spend headers with the enforcer's
+        figures (`key_spend_headers`)."""
         who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
         spend = key_spend_headers(self.blocklist.blocking([f"key:{who.key_hash}"])) if who.key_hash else None
         if response is None:
             return spend
+        if spend is None and who.key_hash:
+            duration = _duration_or_none(getattr(user_api_key_dict, "budget_duration", None))
+            this_call = (data.get("litellm_call_id"), _response_cost(response))
+            latest = self.blocklist.latest(f"key:{who.key_hash}")
+            spend = self.key_spend.figure(who.key_hash, duration, latest, call=this_call).headers()
         # these headers have never counted the agent's limits (admission does); unchanged here
         limited = dataclasses.replace(who, agent_id=None)
         remaining = self.gate.remaining(limited.rate_limit_scopes(), data.get("model") or "").headers()
@@ -414,6 +427,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             close_wait_s=settings.close_wait_s,
             declared=declared_budgets(settings.kafka, settings.topics.declared_budgets, settings.signing),
             leases=leases,
+            key_spend=KeySpend(calendar=settings.calendar),
         )
 
     def record(self, kwargs: dict[str, Any]) -> None:
@@ -438,6 +452,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 log.warning("spendpipe: call %s has no standard_logging_object", _call_id(call))
         if event is not None:
             self.metrics.recorded.inc()
+            self.key_spend.add(event.key_hash, event.cost, event.occurred_at, call.get("litellm_call_id"))
             if self.process_budget is not None:  # litellm.max_budget: on the publisher's thread, locked
                 self.process_budget.add(event.cost)
         return event
@@ -533,6 +548,24 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         attempt reserves again (`async_pre_call_deployment_hook`)."""
         self.record(kwargs)
         self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+
+
+def _response_cost(response: Any) -> Decimal:
+    """The cost LiteLLM priced the response at (its `x-litellm-response-cost`); 0 if none."""
+    hidden = getattr(response, "_hidden_params", None)
+    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    try:
+        return cost_from_float(float(cost)) if cost is not None and float(cost) > 0 else Decimal(0)
+    except (TypeError, ValueError, OverflowError):
+        return Decimal(0)
+
+
+def _duration_or_none(text: object) -> Duration | None:
+    """The key's LiteLLM `budget_duration`, or None if it has none or none spendpipe reads."""
+    try:
+        return parse_duration(text) if isinstance(text, str) and text else None
+    except ValueError:
+        return None
 
 
 def _on_event_loop() -> bool:

@@ -12,7 +12,7 @@ from spendpipe.contracts.leases import LeaseSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
-from spendpipe.platform.settings import service_config
+from spendpipe.platform.settings import CalendarFields, service_config
 from spendpipe.platform.signing import SigningSettings
 
 
@@ -30,7 +30,7 @@ class GatewayOpsSettings(OpsSettings):
     port: int = Field(default=9465, ge=0, le=65535)
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(CalendarFields, BaseSettings):
     model_config = service_config()
 
     kafka: KafkaSettings = KafkaSettings()

@@ -2,11 +2,12 @@
 
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from spendpipe.contracts.topics import Topics
+from spendpipe.contracts.windows import Calendar, WeekStart
 from spendpipe.platform.clickhouse import ClickhouseSettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.ops_server import OpsSettings
@@ -28,7 +29,29 @@ def service_config() -> SettingsConfigDict:
     )
 
 
-class PipelineSettings(BaseSettings):
+class CalendarFields(BaseModel):
+    """`SPENDPIPE_BUDGET_TIMEZONE` and `SPENDPIPE_WEEK_START`, in every settings class of a
+    process that computes windows (the pipeline's services, the CLI, the gateways)."""
+
+    budget_timezone: str = "UTC"
+    """`SPENDPIPE_BUDGET_TIMEZONE`: the IANA zone whose midnights start day, week and month
+    windows (LiteLLM's `litellm_settings.timezone`). One value for the whole deployment: the store
+    records it and a service configured otherwise refuses to start (docs/budgets.md)."""
+    week_start: WeekStart = WeekStart.SUNDAY
+    """`SPENDPIPE_WEEK_START`: sunday (the default) or monday (LiteLLM's proxy resets `7d` on Monday)."""
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        Calendar(value)  # raises naming the zone
+        return value
+
+    @property
+    def calendar(self) -> Calendar:
+        return Calendar(self.budget_timezone, self.week_start)
+
+
+class PipelineSettings(CalendarFields, BaseSettings):
     """The connections every spendpipe process needs: Kafka, the topic names, ClickHouse, and
     its health and metrics endpoint. Each service's settings class adds its own fields."""
 

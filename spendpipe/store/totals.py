@@ -7,7 +7,9 @@ here names a calendar window, so none of them sees one.
 
 A cap's spend comes from the rows of one grain (`grain`): a calendar duration reads its own
 window's row; an epoch-aligned duration sums the finest rows that tile it (days for multiples of
-a day, hours for multiples of an hour, else minutes); a lifetime cap sums every month. A cap
+a day, hours for multiples of an hour, else minutes); a lifetime cap sums every month. Day, week
+and month rows start on the deployment's calendar (`windows.Calendar`), which the store records
+(`store/calendar.py`): a reader passes the same calendar, so a window's rows are the ones it names. A cap
 whose budget was reset inside its window (`SpendReset`, after the window's start) sums the
 minutes from the reset's minute to the window's end, less what that minute held at the reset:
 reads after a reset cost up to one row per minute since it (a month's is about 43,000).
@@ -24,7 +26,7 @@ from typing import Any, NamedTuple, Protocol
 
 from spendpipe.contracts.budgets import Cap
 from spendpipe.contracts.scopes import Scope, ScopeType
-from spendpipe.contracts.windows import Window, window_bounds
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, window_bounds
 from spendpipe.store.sql_endpoint.client import Result, SqlSource
 
 WATERMARK_WINDOW = "watermark"
@@ -49,30 +51,30 @@ class Grain(NamedTuple):
     """When the cap's window ends; None for a lifetime cap."""
 
 
-def grain(cap: Cap, now: int) -> Grain:
+def grain(cap: Cap, now: int, calendar: Calendar = UTC_SUNDAY) -> Grain:
     """The rows that make up the cap's window containing `now`, from its reset on if any."""
-    whole = _window_grain(cap, now)
+    whole = _window_grain(cap, now, calendar)
     if cap.reset is not None and cap.reset.at >= whole.start:
         return Grain(Window.MINUTE, cap.reset.at, whole.end, whole.reset)
     return whole
 
 
-def reset_applies(cap: Cap, now: int) -> bool:
+def reset_applies(cap: Cap, now: int, calendar: Calendar = UTC_SUNDAY) -> bool:
     """The cap's budget was reset after its current window started."""
-    return cap.reset is not None and cap.reset.at >= _window_grain(cap, now).start
+    return cap.reset is not None and cap.reset.at >= _window_grain(cap, now, calendar).start
 
 
-def spent_before_reset(cap: Cap, model: str, now: int) -> Decimal:
+def spent_before_reset(cap: Cap, model: str, now: int, calendar: Calendar = UTC_SUNDAY) -> Decimal:
     """What to take off the rows `grain` names: the reset minute's spend before the reset."""
-    if cap.reset is None or not reset_applies(cap, now):
+    if cap.reset is None or not reset_applies(cap, now, calendar):
         return Decimal(0)
     return cap.reset.model_spent_before.get(model, Decimal(0)) if model else cap.reset.spent_before
 
 
-def _window_grain(cap: Cap, now: int) -> Grain:
+def _window_grain(cap: Cap, now: int, calendar: Calendar) -> Grain:
     if cap.duration is None:
         return Grain(Window.MONTH, 0, _FOREVER, None)
-    start, end = cap.duration.bounds(now)
+    start, end = cap.duration.bounds(now, calendar)
     if cap.duration.calendar is not None:
         return Grain(cap.duration.calendar, start, end, end)
     seconds = cap.duration.seconds
@@ -116,8 +118,8 @@ class SpendQuery:
     """None: the all-models total; '*': one row per model; a name: that model."""
     limit: int = 50
 
-    def sql(self) -> tuple[str, dict[str, Any]]:
-        start, _ = window_bounds(self.window, self.at)
+    def sql(self, calendar: Calendar = UTC_SUNDAY) -> tuple[str, dict[str, Any]]:
+        start, _ = window_bounds(self.window, self.at, calendar)
         where = [
             "window = {window:String}",
             "window_start = toDateTime({start:UInt32})",
@@ -159,20 +161,22 @@ class ModelSpend:
 
 
 class SpendTotals:
-    """Reads `spend_totals` through `sql`. Blocking calls; no I/O until one is made."""
+    """Reads `spend_totals` through `sql`, whose day, week and month rows start on `calendar`.
+    Blocking calls; no I/O until one is made."""
 
-    def __init__(self, *, sql: SqlSource) -> None:
+    def __init__(self, *, sql: SqlSource, calendar: Calendar = UTC_SUNDAY) -> None:
         self._sql = sql
+        self.calendar = calendar
 
     def in_window(self, query: SpendQuery) -> Result:
-        return self._sql.query(*query.sql())
+        return self._sql.query(*query.sql(self.calendar))
 
     def by_model(self, scope: Scope, cap: Cap, now: int, *, events_topic: str) -> "ModelSpend":
         """The scope's spend per model (the all-models row apart) in the rows `grain` names for
         the cap at `now` (before taking off `spent_before_reset`), and the watermark of each
         partition of `events_topic`, in one query: one snapshot of the table, so the spend is
         exactly that of the events at or below the watermarks."""
-        window, start, end, _ = grain(cap, now)
+        window, start, end, _ = grain(cap, now, self.calendar)
         _, rows = self._sql.query(
             "SELECT window = {mark:String} AS is_mark, if(is_mark, scope_id, model), sum(spend), "
             "max(ingest_offset) FROM spend_totals WHERE (scope_type = {scope_type:String} "
@@ -210,7 +214,7 @@ class SpendTotals:
         every (scope, model, window) read since the earliest start any cap needs of it. The
         query binds an array of tuples: every `SqlSource` carries it, the SQL endpoint too (as a
         ClickHouse query parameter)."""
-        grains = [[grain(cap, now) for cap in target.caps] for target in targets]
+        grains = [[grain(cap, now, self.calendar) for cap in target.caps] for target in targets]
         since: dict[_RowsKey, int] = {}
         for target, target_grains in zip(targets, grains, strict=True):
             for window, start, _, _ in target_grains:
@@ -236,7 +240,7 @@ class SpendTotals:
             for cap, (window, start, end, reset) in zip(target.caps, target_grains, strict=True):
                 key = (target.scope.type.value, target.scope.id, target.model, window.value)
                 spend = sum((s for at, s in found.get(key, ()) if start <= at < end), Decimal(0))
-                spend = max(spend - spent_before_reset(cap, target.model, now), Decimal(0))
+                spend = max(spend - spent_before_reset(cap, target.model, now, self.calendar), Decimal(0))
                 measurements.append(Measurement(cap, spend, reset))
             measured.append(measurements)
         return measured

@@ -4,7 +4,7 @@ CREATE VIEW budget_utilisation
     `scope_id` String,
     `model` String,
     `duration` String,
-    `window_start` DateTime('UTC'),
+    `window_start` Nullable(DateTime('UTC')),
     `window_end` Nullable(DateTime('UTC')),
     `cap` Decimal(76, 24),
     `spend` Decimal(76, 24),
@@ -13,7 +13,48 @@ CREATE VIEW budget_utilisation
     `spend_reset_at` Nullable(DateTime('UTC')),
     `budget_published_at` DateTime64(3, 'UTC')
 )
-AS SELECT
+AS WITH
+    (
+        SELECT max(start)
+        FROM calendar_windows
+        WHERE (window = 'day') AND (start <= now('UTC'))
+    ) AS zone_day,
+    (
+        SELECT min(start)
+        FROM calendar_windows
+        WHERE (window = 'day') AND (start > now('UTC'))
+    ) AS zone_day_end,
+    (
+        SELECT max(start)
+        FROM calendar_windows
+        WHERE (window = 'week') AND (start <= now('UTC'))
+    ) AS zone_week,
+    (
+        SELECT min(start)
+        FROM calendar_windows
+        WHERE (window = 'week') AND (start > now('UTC'))
+    ) AS zone_week_end,
+    (
+        SELECT max(start)
+        FROM calendar_windows
+        WHERE (window = 'month') AND (start <= now('UTC'))
+    ) AS zone_month,
+    (
+        SELECT min(start)
+        FROM calendar_windows
+        WHERE (window = 'month') AND (start > now('UTC'))
+    ) AS zone_month_end,
+    (
+        SELECT max(day_number)
+        FROM calendar_windows
+        WHERE (window = 'day') AND (start <= now('UTC'))
+    ) AS today,
+    (
+        SELECT groupArray((day_number, start))
+        FROM calendar_windows
+        WHERE window = 'day'
+    ) AS zone_days
+SELECT
     c.scope_type AS scope_type,
     c.scope_id AS scope_id,
     c.model AS model,
@@ -37,8 +78,11 @@ FROM
         assumeNotNull(cap) AS cap_usd,
         spend_reset_at,
         published_at,
-        multiIf(calendar = 'minute', toStartOfMinute(now('UTC')), calendar = 'hour', toStartOfHour(now('UTC')), calendar = 'day', toStartOfDay(now('UTC')), calendar = 'week', toDateTime(toStartOfWeek(now('UTC'), 0), 'UTC'), calendar = 'month', toDateTime(toStartOfMonth(now('UTC')), 'UTC'), calendar = 'lifetime', toDateTime(0, 'UTC'), toDateTime(intDiv(toUnixTimestamp(now('UTC')), greatest(period_s, 1)) * period_s, 'UTC')) AS window_start,
-        multiIf(calendar = 'minute', window_start + toIntervalMinute(1), calendar = 'hour', window_start + toIntervalHour(1), calendar = 'day', window_start + toIntervalDay(1), calendar = 'week', window_start + toIntervalDay(7), calendar = 'month', window_start + toIntervalMonth(1), calendar = 'lifetime', NULL, window_start + toIntervalSecond(period_s)) AS window_end
+        today - (today % greatest(intDiv(period_s, 86400), 1)) AS run_number,
+        (arrayFirst(d -> ((d.1) = run_number), zone_days)).2 AS run_start,
+        (arrayFirst(d -> ((d.1) = (run_number + intDiv(period_s, 86400))), zone_days)).2 AS run_end,
+        multiIf(calendar = 'minute', toStartOfMinute(now('UTC')), calendar = 'hour', toStartOfHour(now('UTC')), calendar = 'day', if(toUnixTimestamp(zone_day) = 0, toStartOfDay(now('UTC')), zone_day), calendar = 'week', if(toUnixTimestamp(zone_week) = 0, toDateTime(toStartOfWeek(now('UTC'), 0), 'UTC'), zone_week), calendar = 'month', if(toUnixTimestamp(zone_month) = 0, toDateTime(toStartOfMonth(now('UTC')), 'UTC'), zone_month), calendar = 'lifetime', toDateTime(0, 'UTC'), ((period_s % 86400) = 0) AND (toUnixTimestamp(run_start) != 0), run_start, toDateTime(intDiv(toUnixTimestamp(now('UTC')), greatest(period_s, 1)) * period_s, 'UTC')) AS window_start,
+        multiIf(calendar = 'minute', window_start + toIntervalMinute(1), calendar = 'hour', window_start + toIntervalHour(1), calendar = 'day', if(toUnixTimestamp(zone_day_end) = 0, window_start + toIntervalDay(1), zone_day_end), calendar = 'week', if(toUnixTimestamp(zone_week_end) = 0, window_start + toIntervalDay(7), zone_week_end), calendar = 'month', if(toUnixTimestamp(zone_month_end) = 0, window_start + toIntervalMonth(1), zone_month_end), calendar = 'lifetime', NULL, ((period_s % 86400) = 0) AND (toUnixTimestamp(run_end) != 0), run_end, window_start + toIntervalSecond(period_s)) AS window_end
     FROM budget_history
     FINAL
     WHERE (cap IS NOT NULL) AND ((scope, (published_at, partition, offset)) IN (

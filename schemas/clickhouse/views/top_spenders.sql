@@ -8,7 +8,38 @@ CREATE VIEW top_spenders
     `spend` Decimal(76, 24),
     `requests` UInt64
 )
-AS SELECT
+AS WITH
+    (
+        SELECT max(start)
+        FROM calendar_windows
+        WHERE (window = 'day') AND (start <= now('UTC'))
+    ) AS zone_day,
+    (
+        SELECT min(start)
+        FROM calendar_windows
+        WHERE (window = 'day') AND (start > now('UTC'))
+    ) AS zone_day_end,
+    (
+        SELECT max(start)
+        FROM calendar_windows
+        WHERE (window = 'week') AND (start <= now('UTC'))
+    ) AS zone_week,
+    (
+        SELECT min(start)
+        FROM calendar_windows
+        WHERE (window = 'week') AND (start > now('UTC'))
+    ) AS zone_week_end,
+    (
+        SELECT max(start)
+        FROM calendar_windows
+        WHERE (window = 'month') AND (start <= now('UTC'))
+    ) AS zone_month,
+    (
+        SELECT min(start)
+        FROM calendar_windows
+        WHERE (window = 'month') AND (start > now('UTC'))
+    ) AS zone_month_end
+SELECT
     window,
     window_start,
     scope_type,
@@ -17,4 +48,4 @@ AS SELECT
     spend,
     requests
 FROM spend_by_scope
-WHERE window_start = multiIf(window = 'minute', toStartOfMinute(now('UTC')), window = 'hour', toStartOfHour(now('UTC')), window = 'day', toStartOfDay(now('UTC')), window = 'week', toDateTime(toStartOfWeek(now('UTC'), 0), 'UTC'), toDateTime(toStartOfMonth(now('UTC')), 'UTC'));
+WHERE window_start = multiIf(window = 'minute', toStartOfMinute(now('UTC')), window = 'hour', toStartOfHour(now('UTC')), window = 'day', if(toUnixTimestamp(zone_day) = 0, toStartOfDay(now('UTC')), zone_day), window = 'week', if(toUnixTimestamp(zone_week) = 0, toDateTime(toStartOfWeek(now('UTC'), 0), 'UTC'), zone_week), if(toUnixTimestamp(zone_month) = 0, toDateTime(toStartOfMonth(now('UTC')), 'UTC'), zone_month));

@@ -13,23 +13,26 @@ from spendpipe.admin.demo.traffic import KEYS, KeyTally
 from spendpipe.admin.render import add_plain_row, result_table
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.scopes import ScopeType
-from spendpipe.contracts.windows import Window
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, window_start
 from spendpipe.store.sql_endpoint.client import Result, SqlSource
 from spendpipe.store.totals import SpendQuery, SpendTotals
 
 PER_KEY = (
     "SELECT any(key_alias) AS key_alias, sum(cost) AS spend, count() AS requests FROM events "
-    "WHERE occurred_at >= toStartOfDay(now()) GROUP BY key_hash ORDER BY spend DESC"
+    "WHERE occurred_at >= toDateTime({today:UInt32}) GROUP BY key_hash ORDER BY spend DESC"
 )
 
 
-def screen(source: SqlSource, tallies: Mapping[str, KeyTally], blocks: list[Decision]) -> Group:
+def screen(
+    source: SqlSource, tallies: Mapping[str, KeyTally], blocks: list[Decision], calendar: Calendar = UTC_SUNDAY
+) -> Group:
+    now = datetime.now(UTC)
     try:
         per_team = _columns(
-            SpendTotals(sql=source).in_window(SpendQuery(ScopeType.TEAM, None, Window.DAY, datetime.now(UTC))),
+            SpendTotals(sql=source, calendar=calendar).in_window(SpendQuery(ScopeType.TEAM, None, Window.DAY, now)),
             ("scope_id", "spend", "requests", "total_tokens"),
         )
-        per_key = source.query(PER_KEY)
+        per_key = source.query(PER_KEY, {"today": window_start(Window.DAY, int(now.timestamp()), calendar)})
     except RuntimeError as error:  # the pipeline is stopping, or busy: say so, keep the traffic going
         per_team = per_key = (["unavailable"], [[str(error)]])
     return Group(

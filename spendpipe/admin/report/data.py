@@ -17,7 +17,7 @@ from typing import Any
 from spendpipe.contracts.budgets import Budget, Cap
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.scopes import Scope
-from spendpipe.contracts.windows import Window, window_bounds
+from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, window_bounds, window_end
 from spendpipe.enforcer.burn_rate import Projection, cap_projection, lookback_start
 from spendpipe.store.sql_endpoint.client import SqlSource
 from spendpipe.store.totals import Measurement, SpendTotals
@@ -36,18 +36,25 @@ class Period:
     end: datetime
     grain: Window
     """The rows each bar sums: hours over up to two days, days beyond."""
+    calendar: Calendar = UTC_SUNDAY
 
     @classmethod
-    def of(cls, window: Window, now: datetime, since: datetime | None = None) -> "Period":
-        start, end = window_bounds(window, now)
+    def of(
+        cls, window: Window, now: datetime, since: datetime | None = None, calendar: Calendar = UTC_SUNDAY
+    ) -> "Period":
+        start, end = window_bounds(window, now, calendar)
         start = since or start
         grain = Window.HOUR if end - start <= timedelta(days=2) else Window.DAY
-        return cls(window, start, end, grain)
+        return cls(window, start, end, grain, calendar)
 
     def buckets(self) -> list[datetime]:
-        step = timedelta(hours=1) if self.grain is Window.HOUR else timedelta(days=1)
-        first, _ = window_bounds(self.grain, self.start)
-        return [first + step * n for n in range(int((self.end - first) / step))]
+        """The start of each bar's row: a day bar is a day of the calendar (23 or 25 hours across DST)."""
+        first, _ = window_bounds(self.grain, self.start, self.calendar)
+        at, end, found = int(first.timestamp()), int(self.end.timestamp()), []
+        while at < end:
+            found.append(datetime.fromtimestamp(at, UTC))
+            at = window_end(self.grain, at, self.calendar)
+        return found
 
     def label(self, at: datetime) -> str:
         return f"{at:%H:%M}" if self.grain is Window.HOUR else f"{at:%m-%d}"
@@ -93,6 +100,7 @@ class _Reader:
 
     def __init__(self, sql: SqlSource, period: Period, buckets: list[datetime]) -> None:
         self.sql = sql
+        self.calendar = period.calendar
         self.span = {"g": period.grain.value, "s": int(period.start.timestamp()), "e": int(period.end.timestamp())}
         self._index = {int(at.timestamp()): n for n, at in enumerate(buckets)}
 
@@ -158,7 +166,7 @@ def _burns(reader: _Reader, budgets: list[Budget], buckets: int, now: int, lookb
         {"keys": [(s.type.value, s.id) for s in scopes]},
     )
     targets = [_Target(scope, "", b.hard_caps()) for scope, b in zip(scopes, capped, strict=True)]
-    totals = SpendTotals(sql=reader.sql)
+    totals = SpendTotals(sql=reader.sql, calendar=reader.calendar)
     measured = totals.measure_many(targets, now)
     since = lookback_start(0, now, lookback_minutes)
     recent = totals.spent_since(targets, since)
@@ -167,7 +175,7 @@ def _burns(reader: _Reader, budgets: list[Budget], buckets: int, now: int, lookb
             b,
             per_scope.get(f"{s.type.value}:{s.id}", [Decimal(0)] * buckets),
             caps,
-            [cap_projection(m, spent, since, now) for m in caps],
+            [cap_projection(m, spent, since, now, reader.calendar) for m in caps],
         )
         for b, s, caps, spent in zip(capped, scopes, measured, recent, strict=True)
     ]

@@ -35,6 +35,10 @@ class BlockList:
                 return decision
         return None
 
+    def latest(self, key: str) -> Decision | None:
+        """The latest decision on `key`, in force or not."""
+        return self._decisions.get(key)
+
     def in_force(self, now: datetime | None = None) -> list[Decision]:
         moment = now or datetime.now(UTC)
         return [d for d in self._decisions if d.in_force(moment)]
