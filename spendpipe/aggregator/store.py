@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from spendpipe.aggregator.dedup import ORIGIN_SQL
 from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
-from spendpipe.aggregator.rollup import ROLLUP_SQL, rows_after
+from spendpipe.aggregator.rollup import ROLLUP_SQL, Attribution, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.platform.clickhouse import ClickhouseStore
@@ -116,7 +116,7 @@ class DeadRow:
 class Written:
     """What the rows a batch has in the totals (new or replayed) touch, for the announcement."""
 
-    attributions: list[tuple[str, str, str, str, str]]
+    attributions: list[Attribution]
     models: list[str]
     latest_occurred_at: datetime | None
 
@@ -290,12 +290,12 @@ class SpendStore:
     def written(self) -> Written:
         """The attributions, models and latest time of every usable row of the batch."""
         rows = self._clickhouse.rows(
-            "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user)), "
+            "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user, request_tags, provider)), "
             f"groupUniqArray(billed_model), max(occurred_at), count() FROM {PARSED_TABLE} WHERE {_USABLE}"
         )
         attributions, models, latest, count = rows[0]
         return Written(
-            [tuple(a) for a in attributions],
+            [(*a[:5], tuple(a[5]), a[6]) for a in attributions],
             list(models),
             latest if count else None,
         )
