@@ -14,7 +14,8 @@ window totals, which add up batch after batch, are `Decimal(76, 24)`: the rollup
 batch's sum to it. Token counts are summed as UInt128, the type of the
 `spend_totals` columns: at most 10^9 per event (`MAX_TOKENS`), no sum can overflow.
 
-The scope ids are `store.scope_sql`'s. The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
+The scope ids are `store.scope_sql`'s (an event group fans out to one scope per attributed tag).
+The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the windows);
 `tests/integration/test_rollup.py` checks it against both on random events.
 """
 
@@ -107,5 +108,5 @@ def touched_scopes(attributions: Iterable[Attribution]) -> set[Scope]:
     return {
         scope
         for key_hash, user_id, team_id, org_id, end_user, tags, provider in attributions
-        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user, tags, provider)
+        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user, tags=tags, provider=provider)
     }

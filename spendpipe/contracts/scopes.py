@@ -113,6 +113,7 @@ def scopes_of(
     team_id: str | None,
     org_id: str | None,
     end_user: str | None,
+    *,
     tags: Iterable[str] = (),
     provider: str | None = None,
 ) -> tuple[Scope, ...]:

@@ -38,11 +38,11 @@ LiteLLM's own rule), and the provider the one its model goes to (`providers.py`)
 refused under the tags and provider its spend is counted under.
 
 **Which budgets apply** (as LiteLLM): a block on any scope the request counts towards
-(`scopes_of`: any of its tags, its provider) refuses it, except the user's personal budget when the request is made for a team:
-the team's budget governs a team key. Each scope also per model. **Rate limits** apply to the
-agent and to each of the key, user, team and end customer the request has (`LIMITED_SCOPES`),
-each on its own. Both lists are built as plain strings because they are built on every request;
-tests hold them to the names `scopes_of` and `decision_key` give.
+(`scopes_of`: any of its tags, its provider) refuses it, except the user's personal budget when
+the request is made for a team: the team's budget governs a team key. Each scope also per model.
+**Rate limits** apply to the agent and to each of the key, user, team and end customer the
+request has (`LIMITED_SCOPES`), each on its own. Both lists are built as plain strings because
+they are built on every request; tests hold them to the names `scopes_of` and `decision_key` give.
 
 **Every value** but the key goes through `labels.label_of`, in all three constructors: a value
 too long, of the wrong type or with odd characters becomes the same bounded label in the pre-call
@@ -197,7 +197,7 @@ def request_tags_of(
         from litellm.litellm_core_utils.litellm_logging import StandardLoggingPayloadSetup  # noqa: PLC0415
 
         return list(StandardLoggingPayloadSetup.get_request_tags(params, proxy_server_request or {}))
-    except Exception:  # noqa: BLE001 - LiteLLM moved or changed its rule: the request's own tags
+    except Exception:
         for container in (metadata, litellm_metadata):
             tags = (container or {}).get("tags")
             if isinstance(tags, list) and tags:

@@ -34,7 +34,7 @@ def _deployments(model_group: str) -> list[Mapping[str, object]]:
         if router is None:
             return []
         return list(router.registry().deployments(model_group) or [])
-    except Exception:  # noqa: BLE001 - an unknown group or a router that changed: no provider
+    except Exception:
         return []
 
 
@@ -53,5 +53,5 @@ def _provider(model: str, custom_llm_provider: str | None) -> str | None:
         import litellm  # noqa: PLC0415 - only where LiteLLM runs
 
         return label_of(litellm.get_llm_provider(model=model, custom_llm_provider=custom_llm_provider)[1])
-    except Exception:  # noqa: BLE001 - a model LiteLLM does not know: no provider budget applies before it
+    except Exception:
         return None

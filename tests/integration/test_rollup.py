@@ -164,7 +164,9 @@ def test_one_event_fans_out_to_every_scope_model_and_window(clickhouse: Clickhou
         Scope(ScopeType.ORG, "acme"),
         Scope(ScopeType.END_USER, "customer-7"),
     }
-    assert scopes_in(totals) == expected_scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7", (), None)])
+    assert (
+        scopes_in(totals) == expected_scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7", (), None)])
+    )
     assert models_in(totals) == {"gpt-4o-mini"}
     assert set(totals) == {
         (window, start_of(window, NOON), scope, model)
@@ -374,7 +376,7 @@ def test_staged_events_land_in_events_as_they_were_sent(clickhouse: ClickhouseSt
 
 
 def test_the_sql_fans_out_to_every_scope_type_an_event_can_count_towards() -> None:
-    every_attribute = scopes_of(KEY, "alice", "eng", "acme", "customer-7", ["batch"], "openai")
+    every_attribute = scopes_of(KEY, "alice", "eng", "acme", "customer-7", tags=["batch"], provider="openai")
 
     assert {scope.type for scope in every_attribute} == {*SCOPE_IDS, ScopeType.TAG}
 

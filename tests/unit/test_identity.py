@@ -159,7 +159,8 @@ identities = st.builds(
 @given(who=identities, model=st.none() | st.just("gpt-4o"))
 def test_budget_keys_name_scopes_exactly_as_the_aggregator_does(who: RequestIdentity, model: str | None) -> None:
     # budget_keys builds its strings by hand for speed; they must stay the scopes' own names
-    scopes = scopes_of(who.key_hash, who.user_id, who.team_id, who.org_id, who.end_user, who.tags, who.provider)
+    attributes = (who.key_hash, who.user_id, who.team_id, who.org_id, who.end_user)
+    scopes = scopes_of(*attributes, tags=who.tags, provider=who.provider)
     applying = [str(scope) for scope in scopes if not (scope.type is ScopeType.USER and who.team_id)]
     expected = {decision_key(scope, m) for scope in applying for m in {"", model or ""}}
 

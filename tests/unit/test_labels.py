@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from spendpipe.contracts.events import SpendEvent, decode_event
-from spendpipe.gateway.labels import MAX_LABEL, MAX_TAGS, PREFIX, label_of, model_label, tags_of
+from spendpipe.contracts.scopes import MAX_TAGS
+from spendpipe.gateway.labels import MAX_LABEL, PREFIX, label_of, model_label, tags_of
 
 LABEL_FIELDS = (
     "key_alias",
