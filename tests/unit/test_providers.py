@@ -33,3 +33,25 @@ def test_an_sdk_call_is_checked_against_its_models_provider() -> None:
     who = RequestIdentity.of_sdk_call(user=None, metadata={"tags": ["batch"]}, model="openai/gpt-4o")
 
     assert who.budget_keys()[-2:] == ["tag:batch", "provider:openai"]
+
+
+def test_a_proxy_names_the_one_provider_of_a_model_groups_deployments(monkeypatch: pytest.MonkeyPatch) -> None:
+    from litellm import Router  # noqa: PLC0415
+    from litellm.proxy import proxy_server  # noqa: PLC0415
+
+    router = Router(
+        model_list=[
+            {"model_name": "chat", "litellm_params": {"model": "gpt-4o", "api_key": "n"}},
+            {"model_name": "chat", "litellm_params": {"model": "openai/gpt-4o-mini", "api_key": "n"}},
+            {"model_name": "fast", "litellm_params": {"model": "anthropic/claude-haiku-4-5", "api_key": "n"}},
+            {"model_name": "mixed", "litellm_params": {"model": "gpt-4o", "api_key": "n"}},
+            {"model_name": "mixed", "litellm_params": {"model": "anthropic/claude-haiku-4-5", "api_key": "n"}},
+        ]
+    )
+    monkeypatch.setattr(proxy_server, "llm_router", router)
+
+    assert provider_of_model("chat", proxy=True) == "openai"
+    assert provider_of_model("fast", proxy=True) == "anthropic"
+    # several providers: none is known before the router picks a deployment
+    assert provider_of_model("mixed", proxy=True) is None
+    assert provider_of_model("no-such-group", proxy=True) is None
