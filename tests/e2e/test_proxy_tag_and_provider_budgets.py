@@ -73,6 +73,19 @@ async def test_tag_and_provider_budgets_through_a_real_proxy(
         tag_spent, refused = await until_refused(ANTHROPIC_MODEL, TAG_CAP, tags=["batch", "nightly", "batch"])
         assert_budget_exceeded(refused, "tag:batch")
         assert (await call(OPENAI_MODEL, tags=["interactive", "batch"])).status_code != 200
+        # the tag given as LiteLLM's header, or as the body's top-level `tags`, is the same tag
+        by_header = await http.post(
+            f"{proxy.url}/chat/completions",
+            headers={"Authorization": f"Bearer {KEY}", "x-litellm-tags": "batch"},
+            json={"model": ANTHROPIC_MODEL, "messages": [{"role": "user", "content": "hello"}]},
+        )
+        assert_budget_exceeded(by_header, "tag:batch")
+        top_level = await http.post(
+            f"{proxy.url}/chat/completions",
+            headers={"Authorization": f"Bearer {KEY}"},
+            json={"model": ANTHROPIC_MODEL, "messages": [{"role": "user", "content": "hello"}], "tags": ["batch"]},
+        )
+        assert_budget_exceeded(top_level, "tag:batch")
         # while calls without it still pass
         assert (await call(ANTHROPIC_MODEL)).status_code == 200
         assert (await call(ANTHROPIC_MODEL, tags=["nightly"])).status_code == 200
