@@ -207,7 +207,8 @@ column means. The DDL leaves out the database's name (`SPENDPIPE_CLICKHOUSE__DAT
 Query these rather than the tables: they sum at read time and hide the bookkeeping rows, and
 `spend` is exact (`Decimal(76, 24)`). `window` is `minute`, `hour`, `day`, `week` (from Sunday)
 or `month`, and `window_start` its start in UTC; `scope_type` is `key` (the key's SHA-256),
-`user`, `team`, `team_member` (`<team>/<user>`), `org`, `end_user` or `global` (`scope_id` '').
+`user`, `team`, `team_member` (`<team>/<user>`), `org`, `end_user`, `tag` (one row per distinct tag
+of an event), `provider` or `global` (`scope_id` '').
 
 - `spend_by_scope`: one row per window and scope, all models together: `window`, `window_start`,
   `scope_type`, `scope_id`, `spend`, `requests`, `failures`, `cache_hits`, `prompt_tokens`,

@@ -45,7 +45,10 @@ def _pairs(values: list[str], option: str) -> list[tuple[str, str]]:
 def budgets_set(
     ctx: typer.Context,
     scope: Annotated[
-        str | None, typer.Option(help="team:search, key:<sha256>, user:alice, end_user:acme, global ...")
+        str | None,
+        typer.Option(
+            help="team:search, key:<sha256>, user:alice, end_user:acme, tag:batch, provider:openai, global ..."
+        ),
     ] = None,
     key: KeyOption = None,
     max_budget: Annotated[str | None, typer.Option(help="cap in USD, e.g. 10 or 0.50")] = None,

@@ -17,22 +17,24 @@ batch's sum to it. Token counts are summed as UInt128, the type of the
 The day, week and month windows start on the deployment's calendar (`windows.Calendar`): the
 zone goes into ClickHouse's `toStartOfDay`/`toStartOfWeek`/`toStartOfMonth`, which read midnight
 as Python's zoneinfo does (a DST day is 23 or 25 hours; where midnight does not exist the day starts
-at the change). The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the
+at the change). The scope ids are `store.scope_sql`'s (an event group fans out to one scope per
+attributed tag). The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the
 windows); `tests/integration/test_rollup.py` checks it against both on random events, and
 `tests/integration/test_calendar_windows.py` the windows in several zones.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from spendpipe.aggregator.parse import PARSED_TABLE as STAGE_TABLE
 from spendpipe.contracts.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, WeekStart, Window
+from spendpipe.store.scope_sql import ATTRIBUTED_TAGS, SCOPE_IDS
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 NO_OFFSET = -1
 
-Attribution = tuple[str | None, str | None, str | None, str | None, str | None]
-"""(key hash, user, team, org, end user) of one event."""
+Attribution = tuple[str | None, str | None, str | None, str | None, str | None, Sequence[str], str | None]
+"""(key hash, user, team, org, end user, request tags, provider) of one event."""
 
 
 def _window_starts(calendar: Calendar) -> dict[Window, str]:
@@ -49,18 +51,13 @@ def _window_starts(calendar: Calendar) -> dict[Window, str]:
     }
 
 
-_SCOPE_IDS: dict[ScopeType, str] = {
-    ScopeType.GLOBAL: "''",
-    ScopeType.KEY: "key_hash",
-    ScopeType.USER: "user_id",
-    ScopeType.TEAM: "team_id",
-    ScopeType.TEAM_MEMBER: "if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')",
-    ScopeType.ORG: "org_id",
-    ScopeType.END_USER: "end_user",
-}
-"""Each scope type's id, as an expression on the stage; '' where the event has none."""
-_SCOPE_TYPE_LIST = "[" + ", ".join(f"'{scope_type.value}'" for scope_type in _SCOPE_IDS) + "]"
-_SCOPE_ID_LIST = "[" + ", ".join(_SCOPE_IDS.values()) + "]"
+_SCOPE_TYPE_LIST = (
+    "arrayConcat(["
+    + ", ".join(f"'{scope_type.value}'" for scope_type in SCOPE_IDS)
+    + f"], arrayMap(t -> '{ScopeType.TAG.value}', tags))"
+)
+_SCOPE_ID_LIST = "arrayConcat([" + ", ".join(SCOPE_IDS.values()) + "], tags)"
+"""Each scope an event group counts towards: the one-id types, then one scope per attributed tag."""
 _WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in Window) + "]"
 
 
@@ -82,13 +79,13 @@ FROM (
         sum(completion) AS completion, sum(total) AS total
     FROM (
         SELECT toDateTime(toStartOfMinute(occurred_at), 'UTC') AS minute,
-            key_hash, user_id, team_id, org_id, end_user, billed_model,
+            key_hash, user_id, team_id, org_id, end_user, provider, {ATTRIBUTED_TAGS} AS tags, billed_model,
             sum(cost) AS spend, count() AS requests, countIf(status = 'failure') AS failures,
             countIf(cache_hit) AS cache_hits, sum(toUInt128(prompt_tokens)) AS prompt,
             sum(toUInt128(completion_tokens)) AS completion, sum(toUInt128(total_tokens)) AS total
         FROM {STAGE_TABLE}
         WHERE {{new_rows}}
-        GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, billed_model
+        GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, provider, tags, billed_model
     )
     ARRAY JOIN {_SCOPE_TYPE_LIST} AS scope_type, {_SCOPE_ID_LIST} AS scope_id
     ARRAY JOIN ['{ALL_MODELS}', billed_model] AS model
@@ -124,4 +121,8 @@ def rows_after(watermarks: dict[int, int]) -> str:
 def touched_scopes(attributions: Iterable[Attribution]) -> set[Scope]:
     """Every scope whose totals a batch with these attributions changes (for the flush
     announcement); the same scopes the SQL fans out to."""
-    return {scope for attribution in set(attributions) for scope in scopes_of(*attribution)}
+    return {
+        scope
+        for key_hash, user_id, team_id, org_id, end_user, tags, provider in attributions
+        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user, tags=tags, provider=provider)
+    }

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from spendpipe.aggregator.dedup import ORIGIN_SQL
 from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
-from spendpipe.aggregator.rollup import rollup_sql, rows_after
+from spendpipe.aggregator.rollup import Attribution, rollup_sql, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
@@ -118,7 +118,7 @@ class DeadRow:
 class Written:
     """What the rows a batch has in the totals (new or replayed) touch, for the announcement."""
 
-    attributions: list[tuple[str, str, str, str, str]]
+    attributions: list[Attribution]
     models: list[str]
     latest_occurred_at: datetime | None
     new: int
@@ -307,12 +307,14 @@ class SpendStore:
         many of them are past `new_after` (per partition: the totals' watermarks before this
         attempt wrote)."""
         rows = self._clickhouse.rows(
-            "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user)), "
+            "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user, request_tags, provider)), "
             f"groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}) "
             f"FROM {PARSED_TABLE} WHERE {_USABLE}"
         )
         attributions, models, latest, count, new = rows[0]
-        return Written([tuple(a) for a in attributions], list(models), latest if count else None, int(new))
+        return Written(
+            [(*a[:5], tuple(a[5]), a[6]) for a in attributions], list(models), latest if count else None, int(new)
+        )
 
 
 def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:

@@ -41,7 +41,8 @@ class Decision(BaseModel):
 
     schema_version: Literal[1] = 1
     scope: str
-    """`key:<hash>`, `team:eng`, `team_member:eng/alice`, `end_user:acme`, `global`..."""
+    """`key:<hash>`, `team:eng`, `team_member:eng/alice`, `end_user:acme`, `tag:batch`, `provider:openai`,
+    `global`..."""
     model: str = ""
     """The model a per-model budget caps; empty for the scope's spend over all models."""
     kind: DecisionKind = "budget"

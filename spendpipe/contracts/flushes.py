@@ -10,8 +10,8 @@ MESSAGE_TYPE = "spendpipe.scopes_flushed.v1"
 
 
 class ScopeRef(BaseModel):
-    """One scope: its type (`key`, `user`, `team`, `team_member`, `org`, `end_user`, `global`) and
-    its id (empty for `global`)."""
+    """One scope: its type (`key`, `user`, `team`, `team_member`, `org`, `end_user`, `tag`,
+    `provider`, `global`) and its id (empty for `global`)."""
 
     model_config = ConfigDict(frozen=True)
 

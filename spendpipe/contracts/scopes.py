@@ -1,12 +1,21 @@
 """Scopes: who a request's spend is attributed to.
 
 Every event counts towards its key, user, team, team membership (user within team),
-organisation, end customer and the global scope; each of those both across all models
-and for the event's own model. `model = ""` means "all models".
+organisation, end customer, each of its request tags, its model's provider and the global
+scope; each of those both across all models and for the event's own model. `model = ""` means
+"all models".
+
+**Tags** (LiteLLM's tag budgets): a request counts once towards each distinct tag it carries
+(`attributed_tags`): empty tags and the overflow marker `<+N more>` (written by a gateway in place
+of the tags past `MAX_TAGS`) name no scope, and at most `MAX_TAGS` distinct tags are attributed
+per event, the first ones in the event's order. The event's cost still counts in full for every
+other scope. **Provider** (LiteLLM's `provider_budget_config`): the provider LiteLLM called
+(`custom_llm_provider`, e.g. `openai`).
 """
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -23,6 +32,10 @@ class ScopeType(StrEnum):
     ORG = "org"
     END_USER = "end_user"
     GLOBAL = "global"
+    TAG = "tag"
+    """A request tag (LiteLLM's `metadata.tags`, `x-litellm-tags`): LiteLLM's tag budgets."""
+    PROVIDER = "provider"
+    """The provider a call went to (`custom_llm_provider`): LiteLLM's `provider_budget_config`."""
     AGENT = "agent"
     """An agent (LiteLLM's agent id): rate limits and session caps only. Its spend has no rollup
     of its own (agents are not in `scopes_of`); per-session spend is counted by the gateways."""
@@ -30,6 +43,26 @@ class ScopeType(StrEnum):
 
 GLOBAL_ID = ""
 TEAM_MEMBER_SEPARATOR = "/"
+MAX_TAGS = 32
+"""Tags attributed per event; a gateway keeps at most this many per call, the last place then
+holding the overflow marker."""
+OVERFLOW_TAG = re.compile(r"^<\+[0-9]+ more>$")
+"""The marker a gateway writes in place of the tags past `MAX_TAGS` (`<+3 more>`): no scope."""
+
+
+def overflow_marker(dropped: int) -> str:
+    return f"<+{dropped} more>"
+
+
+def attributed_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """The tags whose scopes an event with `tags` counts towards, by the rule above (the
+    aggregator's rollup SQL applies the same rule; tests/integration/test_rollup.py holds them
+    together)."""
+    kept: list[str] = []
+    for tag in tags:
+        if tag and tag not in kept and not OVERFLOW_TAG.match(tag):
+            kept.append(tag)
+    return tuple(kept[:MAX_TAGS])
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +113,9 @@ def scopes_of(
     team_id: str | None,
     org_id: str | None,
     end_user: str | None,
+    *,
+    tags: Iterable[str] = (),
+    provider: str | None = None,
 ) -> tuple[Scope, ...]:
     """The scopes a request with these attributes counts towards; absent attributes add none."""
     scopes = [Scope(ScopeType.GLOBAL, GLOBAL_ID)]
@@ -95,4 +131,7 @@ def scopes_of(
         scopes.append(Scope(ScopeType.ORG, org_id))
     if end_user:
         scopes.append(Scope(ScopeType.END_USER, end_user))
+    scopes.extend(Scope(ScopeType.TAG, tag) for tag in attributed_tags(tags))
+    if provider:
+        scopes.append(Scope(ScopeType.PROVIDER, provider))
     return tuple(scopes)

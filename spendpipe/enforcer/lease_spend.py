@@ -8,28 +8,18 @@ for one chain at most: a call of an older chain that ends after the next one beg
 the next one (the desk carries the older chain's remainder over to it, `leases.py`). One query
 for every chain of a target: each chain is a (gateway, start, end) triple.
 
-The scope's id as an expression on an event's columns mirrors the aggregator's rollup (a team
-member is `<team>/<user>`, the global scope matches every event); it is written out here because
-the aggregator's copy is private to the rollup SQL.
+Which events count towards the scope is `store.scope_sql`'s rule, the one the aggregator's rollup
+uses (a team member is `<team>/<user>`, a tag matches any of an event's attributed tags, the
+global scope matches every event).
 """
 
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from spendpipe.contracts.scopes import ScopeType
 from spendpipe.enforcer.targets import Target
 from spendpipe.platform.clickhouse import ClickhouseStore
-
-_SCOPE_IDS: dict[ScopeType, str] = {
-    ScopeType.GLOBAL: "''",
-    ScopeType.KEY: "key_hash",
-    ScopeType.USER: "user_id",
-    ScopeType.TEAM: "team_id",
-    ScopeType.TEAM_MEMBER: "if(team_id != '' AND user_id != '', concat(team_id, '/', user_id), '')",
-    ScopeType.ORG: "org_id",
-    ScopeType.END_USER: "end_user",
-}
+from spendpipe.store.scope_sql import scope_matches
 
 _QUERY = """
 SELECT idx, sum(cost)
@@ -40,7 +30,7 @@ FROM (
              AND occurred_at < fromUnixTimestamp64Micro({{ends:Array(Int64)}}[i], 'UTC'),
         arrayEnumerate({{gateways:Array(String)}}))) AS idx
     FROM events
-    WHERE {scope_id} = {{scope_id:String}}
+    WHERE {scope_matches}
       AND ({{model:String}} = '' OR billed_model = {{model:String}})
       AND occurred_at >= fromUnixTimestamp64Micro({{earliest:Int64}}, 'UTC')
       AND gateway_id IN {{gateways:Array(String)}}
@@ -73,7 +63,7 @@ class ChainSpend:
             "starts": starts,
             "ends": ends,
         }
-        sql = _QUERY.format(scope_id=_SCOPE_IDS[target.scope.type])
+        sql = _QUERY.format(scope_matches=scope_matches(target.scope.type))
         spent = [Decimal(0)] * len(chains)
         for index, total in self._clickhouse.rows(sql, parameters):
             spent[int(index) - 1] = Decimal(total)

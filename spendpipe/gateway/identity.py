@@ -4,7 +4,7 @@ budgets and rate limits apply to it.
 LiteLLM shows the plugin one request in three shapes, each with its own constructor:
 * `of_proxy_request`: the proxy's pre- and post-call hooks, the key's `UserAPIKeyAuth` and the
   request body;
-* `of_sdk_call`: `check()` in SDK mode, the `user` and `metadata` of the `litellm.completion` call;
+* `of_sdk_call`: `check()` in SDK mode, the `user`, `metadata` and `model` of the `litellm.completion` call;
 * `of_logged_call`: the success and failure logs of both modes, the callback's kwargs with
   LiteLLM's `standard_logging_object`.
 
@@ -33,12 +33,16 @@ it would make every call a session of its own.
 `x-litellm-agent-id` header or the body's metadata), else the key's `agent_id`, else
 `metadata["agent_name"]`.
 
+**Tags and provider**: the tags are the ones LiteLLM logs for the request (`request_tags_of`, by
+LiteLLM's own rule), and the provider the one its model goes to (`providers.py`), so a call is
+refused under the tags and provider its spend is counted under.
+
 **Which budgets apply** (as LiteLLM): a block on any scope the request counts towards
-(`scopes_of`) refuses it, except the user's personal budget when the request is made for a team:
-the team's budget governs a team key. Each scope also per model. **Rate limits** apply to the
-agent and to each of the key, user, team and end customer the request has (`LIMITED_SCOPES`),
-each on its own. Both lists are built as plain strings because they are built on every request;
-tests hold them to the names `scopes_of` and `decision_key` give.
+(`scopes_of`: any of its tags, its provider) refuses it, except the user's personal budget when
+the request is made for a team: the team's budget governs a team key. Each scope also per model.
+**Rate limits** apply to the agent and to each of the key, user, team and end customer the
+request has (`LIMITED_SCOPES`), each on its own. Both lists are built as plain strings because
+they are built on every request; tests hold them to the names `scopes_of` and `decision_key` give.
 
 **Every value** but the key goes through `labels.label_of`, in all three constructors: a value
 too long, of the wrong type or with odd characters becomes the same bounded label in the pre-call
@@ -50,8 +54,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
-from spendpipe.contracts.scopes import SHA256_HEX, hash_api_key, team_member_id
-from spendpipe.gateway.labels import first_label, label_of
+from spendpipe.contracts.scopes import SHA256_HEX, attributed_tags, hash_api_key, team_member_id
+from spendpipe.gateway.labels import first_label, label_of, tags_of
+from spendpipe.gateway.providers import provider_of_model
 
 SDK_NAMES: dict[str, tuple[str, ...]] = {
     "key": ("user_api_key_hash", "user_api_key", "key"),
@@ -73,6 +78,10 @@ class RequestIdentity:
     end_user: str | None = None
     agent_id: str | None = None
     session_id: str | None = None
+    tags: tuple[str, ...] = ()
+    """The request's tags (`labels.tags_of`), as LiteLLM logs them."""
+    provider: str | None = None
+    """The provider the call goes to, where known before the call (`providers.provider_of_model`)."""
 
     @classmethod
     def of_proxy_request(cls, auth: Any, data: Mapping[str, Any]) -> "RequestIdentity":
@@ -89,12 +98,14 @@ class RequestIdentity:
             end_user=first_label(getattr(auth, "end_user_id", None), data.get("user")),
             agent_id=agent_of(metadata, getattr(auth, "agent_id", None)),
             session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
+            tags=tags_of(request_tags_of(metadata, litellm_metadata, _mapping(data.get("proxy_server_request")))),
+            provider=provider_of_model(data.get("model"), proxy=True),
         )
 
     @classmethod
-    def of_sdk_call(cls, *, user: object, metadata: object) -> "RequestIdentity":
-        """An SDK call before it runs (`check()`, the pre-call refusal): the `user` and `metadata`
-        the caller passes to `litellm.completion`, read by `SDK_NAMES`."""
+    def of_sdk_call(cls, *, user: object, metadata: object, model: object = None) -> "RequestIdentity":
+        """An SDK call before it runs (`check()`, the pre-call refusal): the `user`, `metadata`
+        and `model` the caller passes to `litellm.completion`, read by `SDK_NAMES`."""
         metadata = _mapping(metadata) or {}
         return cls(
             key_hash=key_hash_of(sdk_value(metadata, "key")),
@@ -104,6 +115,8 @@ class RequestIdentity:
             end_user=first_label(user, sdk_value(metadata, "end_user")),
             agent_id=agent_of(metadata),
             session_id=session_of(metadata),
+            tags=tags_of(request_tags_of(metadata, None, None)),
+            provider=provider_of_model(model, proxy=False),
         )
 
     @classmethod
@@ -129,6 +142,8 @@ class RequestIdentity:
             agent_id=agent_of(call_metadata),
             # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
             session_id=session or label_of(record.get("session_id")),
+            tags=tags_of(record.get("request_tags") or []),
+            provider=label_of(record.get("custom_llm_provider")),
         )
 
     def budget_keys(self, model: str | None = None) -> list[str]:
@@ -146,6 +161,9 @@ class RequestIdentity:
             names.append(f"org:{self.org_id}")
         if self.end_user:
             names.append(f"end_user:{self.end_user}")
+        names += [f"tag:{tag}" for tag in attributed_tags(self.tags)]
+        if self.provider:
+            names.append(f"provider:{self.provider}")
         return _with_model(names, model)
 
     def rate_limit_scopes(self) -> list[str]:
@@ -164,6 +182,27 @@ class RequestIdentity:
     def rate_limit_keys(self, model: str | None = None) -> list[str]:
         """The decision keys of the enforcer's rate-limit blocks that refuse this request."""
         return _with_model([RATE_LIMIT_PREFIX + scope for scope in self.rate_limit_scopes()], model)
+
+
+def request_tags_of(
+    metadata: Mapping[str, Any] | None,
+    litellm_metadata: Mapping[str, Any] | None,
+    proxy_server_request: Mapping[str, Any] | None,
+) -> list[str]:
+    """The tags LiteLLM will log for this request (`request_tags`), read by LiteLLM's own rule
+    (`StandardLoggingPayloadSetup.get_request_tags`: `metadata.tags`, else `litellm_metadata.tags`,
+    then the User-Agent and the configured header tags); the first two alone if that is gone."""
+    params = {"metadata": metadata or {}, "litellm_metadata": litellm_metadata or {}}
+    try:
+        from litellm.litellm_core_utils.litellm_logging import StandardLoggingPayloadSetup  # noqa: PLC0415
+
+        return list(StandardLoggingPayloadSetup.get_request_tags(params, proxy_server_request or {}))
+    except Exception:
+        for container in (metadata, litellm_metadata):
+            tags = (container or {}).get("tags")
+            if isinstance(tags, list) and tags:
+                return tags
+        return []
 
 
 def sdk_value(metadata: Mapping[str, Any], name: str) -> object:

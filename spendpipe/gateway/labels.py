@@ -28,12 +28,12 @@ import json
 import re
 from collections.abc import Mapping
 
+from spendpipe.contracts.scopes import MAX_TAGS, overflow_marker
+
 MAX_LABEL = 256
 """`contracts.events.Label`'s `max_length`; tests/unit/test_labels.py holds the two together."""
 PREFIX = 200
 DIGEST_HEX = 16
-MAX_TAGS = 32
-"""Tags kept per call; more are replaced by one marker `<+N more>` in the last place."""
 UNKNOWN_MODEL = "unknown"
 
 _NOT_PLAIN = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029\ud800-\udfff]")
@@ -72,13 +72,15 @@ def model_label(value: object) -> str:
 
 
 def tags_of(value: object) -> tuple[str, ...]:
-    """Request tags: each a label (those without one dropped), at most `MAX_TAGS`. A value that
+    """Request tags: each a label (those without one dropped), each once in the order first
+    given, at most `MAX_TAGS`: past it the last place holds the marker `<+N more>` (N the distinct
+    tags left out), which names no tag scope (`contracts.scopes.attributed_tags`). A value that
     is not a list is one tag."""
     items = value if isinstance(value, list | tuple) else [value]
-    tags = [label for label in map(label_of, items) if label is not None]
+    tags = list(dict.fromkeys(label for label in map(label_of, items) if label is not None))
     if len(tags) <= MAX_TAGS:
         return tuple(tags)
-    return (*tags[: MAX_TAGS - 1], f"<+{len(tags) - MAX_TAGS + 1} more>")
+    return (*tags[: MAX_TAGS - 1], overflow_marker(len(tags) - MAX_TAGS + 1))
 
 
 def _text_of(value: object) -> str:

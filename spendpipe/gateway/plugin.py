@@ -217,7 +217,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.start()
         if not self.blocklist.in_sync.is_set():
             await asyncio.to_thread(self._await_sync)
-        who = RequestIdentity.of_sdk_call(user=user, metadata=metadata)
+        who = RequestIdentity.of_sdk_call(user=user, metadata=metadata, model=model)
         decision = self.blocking_decision(who, model)
         if decision is None and metadata is not None:
             decision = await self.leases.aadmit_sdk_call(who, model, metadata, messages=messages, max_tokens=max_tokens)
@@ -236,7 +236,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Raise the SDK refusal for a call with these arguments (`user`, `metadata`) if blocked,
         or, with `reserve`, if a budget with headroom leases has none left for it (else its
         estimate is reserved and marked in the call's `metadata`)."""
-        who = RequestIdentity.of_sdk_call(user=call.get("user"), metadata=call.get("metadata"))
+        who = RequestIdentity.of_sdk_call(user=call.get("user"), metadata=call.get("metadata"), model=model)
         name = model if isinstance(model, str) else None
         decision = self.blocking_decision(who, name)
         metadata = call.get("metadata")

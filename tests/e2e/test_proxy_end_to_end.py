@@ -61,6 +61,10 @@ async def test_proxy_requests_are_counted_per_key_user_team_and_customer(
                 ("team_member", f"{team}/{user}"),
                 ("end_user", customer),
                 ("global", ""),
+                ("provider", "openai"),
+                # LiteLLM tags each proxy request with its client's User-Agent (`request_tags`)
+                ("tag", "User-Agent: python-httpx"),
+                ("tag", f"User-Agent: python-httpx/{httpx.__version__}"),
             ]:
                 expected[scope] += cost
         await eventually(lambda: counted_events(clickhouse), lambda n: n >= CALLS, within=90, what="events")

@@ -74,6 +74,7 @@ def expected_by_scope(
             ("team_member", f"{who['team']}/{who['user']}"),
             ("org", "org-1"),
             ("end_user", who["end_user"]),
+            ("provider", "openai"),  # every model here is OpenAI's
         ]:
             spend[(*scope, "")] += cost
             spend[(*scope, who["model"])] += cost

@@ -1,4 +1,4 @@
-"""The views for analysts (migration 0006): real events through the real aggregator into chDB,
+"""The views for analysts (migrations 0006 and 0011): real events through the real aggregator into chDB,
 then each view gives the sums worked out here by hand, to the last decimal place, and no view
 shows the aggregator's bookkeeping rows."""
 
@@ -26,7 +26,8 @@ def _events(now: datetime) -> list[Any]:
         ),
         make_event(
             **common, key_hash=K2, user_id="bob", team_id="eng", model="claude", cost=Decimal("0.02"),
-            request_tags=("search",), status="failure", prompt_tokens=5, completion_tokens=0, total_tokens=5,
+            request_tags=("search", "search", "<+2 more>"), status="failure", prompt_tokens=5, completion_tokens=0,
+            total_tokens=5,
             agent_id="planner", session_id="s-1",
         ),
         make_event(
@@ -68,7 +69,10 @@ async def test_each_view_sums_exactly_and_hides_bookkeeping(
     assert by_scope[("global", "")] == (Decimal("1.42") + TINY, 4, 1, 1, 17, 23, 40)
     assert by_scope[("key", K3)][0] == Decimal("1.3") + TINY
     assert by_scope[("team_member", "eng/bob")][:3] == (Decimal("0.02"), 1, 1)
-    assert {t for t, _ in by_scope} == {"global", "key", "user", "team", "team_member", "org"}
+    assert {t for t, _ in by_scope} == {"global", "key", "user", "team", "team_member", "org", "tag"}
+    assert {i: v[:3] for (t, i), v in by_scope.items() if t == "tag"} == {
+        "beta": (Decimal("0.4"), 2, 0), "search": (Decimal("0.12"), 2, 1)
+    }  # fmt: skip
 
     # and per model
     by_model = {
@@ -80,7 +84,8 @@ async def test_each_view_sums_exactly_and_hides_bookkeeping(
     assert by_model == {("eng", "gpt-4o"): Decimal("0.1"), ("eng", "claude"): Decimal("0.02"),
                         ("ops", "gpt-4o"): Decimal("1.3") + TINY}  # fmt: skip
 
-    # and per request tag: a call with two tags counts under each, one without under none
+    # and per request tag: a call with two tags counts under each, one without under none, a tag
+    # named twice once, the overflow marker under none: as the tag scopes count them
     by_tag = {
         t: (s, r, f, n)
         for t, h, s, r, f, n in clickhouse.rows(

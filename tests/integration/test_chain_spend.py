@@ -66,3 +66,27 @@ def test_an_event_counts_for_one_chain_of_its_gateway_the_one_current_when_it_en
     first, second = (NOW - timedelta(seconds=20)).timestamp(), (NOW - timedelta(seconds=10)).timestamp()
     spent = ChainSpend(clickhouse=clickhouse).counted(TEAM, [("a", first, second), ("a", second, None)])
     assert spent == [Decimal("0.25"), Decimal("1.5")]
+
+
+def test_tag_and_provider_targets_count_the_events_that_carry_them(clickhouse: ClickhouseStore) -> None:
+    def tagged(cost: str, tags: tuple[str, ...], provider: str) -> SpendEvent:
+        return make_event(gateway_id="a", cost=Decimal(cost), request_tags=tags, provider=provider, occurred_at=NOW)
+
+    write(
+        clickhouse,
+        [
+            tagged("0.5", ("batch", "nightly", "batch"), "openai"),  # once, though named twice
+            tagged("0.25", ("nightly",), "azure"),
+            tagged("0.125", ("<+3 more>",), "openai"),  # the overflow marker is no tag
+        ],
+    )
+    start = (NOW - timedelta(seconds=20)).timestamp()
+    desk = ChainSpend(clickhouse=clickhouse)
+
+    def counted(scope: str) -> list[Decimal]:
+        return desk.counted(Target(Scope.parse(scope), "", (Cap(None, Decimal(1)),), "test"), [("a", start, None)])
+
+    assert counted("tag:batch") == [Decimal("0.5")]
+    assert counted("tag:nightly") == [Decimal("0.75")]
+    assert counted("tag:<+3 more>") == [Decimal(0)]
+    assert counted("provider:openai") == [Decimal("0.625")]

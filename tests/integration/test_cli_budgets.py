@@ -151,3 +151,33 @@ async def test_hostile_scope_ids_print_literally_in_every_command(kafka_broker: 
     as_json = await asyncio.to_thread(spendpipe, topics, kafka_broker, "blocks", "list", "--format", "json")
     assert as_json.returncode == 0, as_json.stderr
     assert '"reason": "[link=https://x]over[/link]\\r"' in as_json.stdout
+
+
+async def test_tag_and_provider_budgets_by_flag_and_in_litellms_provider_budget_config(
+    kafka_broker: str, make_topics, tmp_path: Path
+) -> None:
+    topics = await make_topics(kafka_broker)
+    file = tmp_path / "providers.yaml"
+    file.write_text(
+        "router_settings:\n  provider_budget_config:\n"
+        "    openai: {budget_limit: 0.5, time_period: 1d}\n    azure: {budget_limit: 100, time_period: 1mo}\n"
+    )
+
+    by_flag = await asyncio.to_thread(
+        spendpipe, topics, kafka_broker,
+        *("budgets", "set", "--scope", "tag:product:chat-bot", "--max-budget", "10", "--budget-duration", "1d"),
+    )  # fmt: skip
+    applied = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "apply", "--file", str(file))
+    rate_limited = await asyncio.to_thread(
+        spendpipe, topics, kafka_broker, "budgets", "set", "--scope", "provider:openai", "--rpm-limit", "5"
+    )
+
+    assert by_flag.returncode == 0, by_flag.stderr
+    assert applied.returncode == 0, applied.stderr
+    assert "2 budget(s) published" in applied.stdout
+    assert rate_limited.returncode == 2
+    assert "rpm_limit: rate limits apply to" in rate_limited.stderr
+    listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "budgets", "list")
+    for scope in ("tag:product:chat-bot", "provider:openai", "provider:azure"):
+        assert scope in listed.stdout
+    assert "0.5" in listed.stdout

@@ -5,6 +5,7 @@ restarted enforcer and a cold gateway rebuild their state from the topics."""
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.support.pipeline import ManualClock, produce, read_topic, running_pip
 from tests.support.waiting import eventually
 
 
-def refusal(gateway: BlockList, clock: ManualClock, **request: str | None) -> Decision | None:
+def refusal(gateway: BlockList, clock: ManualClock, **request: Any) -> Decision | None:
     return gateway.blocking(RequestIdentity(**request).budget_keys("gpt-4o-mini"), now=at(clock()))
 
 

@@ -80,7 +80,7 @@ BY_FIELD: dict[str, list[str]] = {
     ],
     "status": ['"success"', '"Success"', '"\\u0073uccess"', '"fail"'],
     "latency_ms": ["86400000", "86400000.1", "1e400", '"1.5"', "-0.0", "0.000001"],
-    "request_tags": ['["a", "\\u00e9"]', "[null]", '[["a"]]', '"a"', "[]", '[""]'],
+    "request_tags": ['["a", "\\u00e9"]', "[null]", '[["a"]]', '"a"', "[]", '[""]', '["a", "a"]', '["<+3 more>"]'],
 }  # fmt: skip
 
 EXTRA_KEYS = ["surprise", "Cost", "cost ", "", "é", "user_id\u0000"]

@@ -1,6 +1,7 @@
 """Rolling a batch of events up into exact windowed totals per scope and model: the SQL the
 writer runs, in the real ClickHouse engine, against totals worked out here by hand."""
 
+import re
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -12,15 +13,15 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spendpipe.aggregator import rollup
 from spendpipe.aggregator.rollup import touched_scopes
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
-from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
+from spendpipe.contracts.scopes import MAX_TAGS, Scope, ScopeType, attributed_tags, scopes_of
 from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.store.scope_sql import SCOPE_IDS
 from tests.support.staging import stage
 
 NOON = datetime(2026, 11, 28, 12, 0, 30, tzinfo=UTC)  # a Saturday
@@ -107,8 +108,14 @@ def attributions(e: SpendEvent) -> list[Scope]:
         (ScopeType.TEAM_MEMBER, team_member),
         (ScopeType.ORG, e.org_id),
         (ScopeType.END_USER, e.end_user),
+        (ScopeType.PROVIDER, e.provider),
     ]
-    return [GLOBAL, *(Scope(kind, value) for kind, value in candidates if value)]
+    distinct_tags: list[str] = []
+    for tag in e.request_tags:
+        if tag and tag not in distinct_tags and not re.fullmatch("<[+][0-9]+ more>", tag):
+            distinct_tags.append(tag)
+    tags = [Scope(ScopeType.TAG, tag) for tag in distinct_tags[:32]]
+    return [GLOBAL, *(Scope(kind, value) for kind, value in candidates if value), *tags]
 
 
 def scopes_in(totals: dict[Key, Totals]) -> set[Scope]:
@@ -157,7 +164,9 @@ def test_one_event_fans_out_to_every_scope_model_and_window(clickhouse: Clickhou
         Scope(ScopeType.ORG, "acme"),
         Scope(ScopeType.END_USER, "customer-7"),
     }
-    assert scopes_in(totals) == expected_scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7")])
+    assert (
+        scopes_in(totals) == expected_scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7", (), None)])
+    )
     assert models_in(totals) == {"gpt-4o-mini"}
     assert set(totals) == {
         (window, start_of(window, NOON), scope, model)
@@ -271,7 +280,7 @@ def test_watermark_rows_land_with_the_totals(clickhouse: ClickhouseStore) -> Non
 
 random_events = st.lists(
     st.builds(
-        lambda offset, cost, key, user, team, org, end_user, model, group: event(
+        lambda offset, cost, key, user, team, org, end_user, model, group, tags, provider: event(
             0,
             occurred_at=datetime(2026, 12, 30, tzinfo=UTC) + timedelta(seconds=offset),
             cost=cost,
@@ -282,6 +291,8 @@ random_events = st.lists(
             end_user=end_user,
             model=model,
             model_group=group,
+            request_tags=tags,
+            provider=provider,
         ),
         # Four days around a month, year and week boundary.
         st.integers(min_value=0, max_value=4 * 86_400),
@@ -293,6 +304,8 @@ random_events = st.lists(
         st.sampled_from([None, "customer-1", "customer-2"]),
         st.sampled_from(["gpt-4o", "claude-3-haiku"]),
         st.sampled_from([None, "smart"]),
+        st.lists(st.sampled_from(["batch", "nightly", "", "<+2 more>", "<+x more>", "é'\\"]), max_size=4).map(tuple),
+        st.sampled_from([None, "openai", "azure"]),
     ),
     max_size=25,
 )
@@ -363,9 +376,38 @@ def test_staged_events_land_in_events_as_they_were_sent(clickhouse: ClickhouseSt
 
 
 def test_the_sql_fans_out_to_every_scope_type_an_event_can_count_towards() -> None:
-    every_attribute = scopes_of(KEY, "alice", "eng", "acme", "customer-7")
+    every_attribute = scopes_of(KEY, "alice", "eng", "acme", "customer-7", tags=["batch"], provider="openai")
 
-    assert {scope.type for scope in every_attribute} == set(rollup._SCOPE_IDS)
+    assert {scope.type for scope in every_attribute} == {*SCOPE_IDS, ScopeType.TAG}
+
+
+def test_an_event_counts_once_towards_each_distinct_tag_and_its_provider(clickhouse: ClickhouseStore) -> None:
+    tags = ("batch", "nightly", "batch", "", "<+4 more>", "a:b|c")
+    totals = roll_up(clickhouse, [event(1, cost=Decimal("0.25"), request_tags=tags, provider="openai")])
+
+    def day(scope: Scope) -> Totals | None:
+        return totals.get((Window.DAY, start_of(Window.DAY, NOON), scope, ""))
+
+    for tag in ("batch", "nightly", "a:b|c"):
+        assert day(Scope(ScopeType.TAG, tag)) == Totals(Decimal("0.25"), 1, 0, 0, 10, 20, 30)
+    assert day(Scope(ScopeType.PROVIDER, "openai")) == Totals(Decimal("0.25"), 1, 0, 0, 10, 20, 30)
+    assert day(Scope(ScopeType.TAG, "<+4 more>")) is None  # the overflow marker is no tag
+    assert day(Scope(ScopeType.TAG, "")) is None
+    assert day(GLOBAL) == Totals(Decimal("0.25"), 1, 0, 0, 10, 20, 30)  # counted once, not once per tag
+    scopes = {key[2] for key in totals if key[2].type in (ScopeType.TAG, ScopeType.PROVIDER)}
+    assert scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7", tags, "openai")]) - set(
+        attributions(event())
+    )
+
+
+def test_at_most_max_tags_distinct_tags_of_an_event_are_attributed(clickhouse: ClickhouseStore) -> None:
+    # an event from a producer that did not bound its tags: the first MAX_TAGS distinct ones count
+    tags = tuple(f"t{n % 40}" for n in range(80))
+    totals = roll_up(clickhouse, [event(1, cost=Decimal(1), request_tags=tags)])
+
+    tagged = {key[2].id for key in totals if key[2].type is ScopeType.TAG}
+    assert tagged == {f"t{n}" for n in range(MAX_TAGS)} == set(attributed_tags(tags))
+    assert totals[(Window.DAY, start_of(Window.DAY, NOON), GLOBAL, "")].spend == Decimal(1)
 
 
 def test_a_flush_bigger_than_an_insert_block_still_lands_as_one_part(clickhouse: ClickhouseStore) -> None:

@@ -51,11 +51,15 @@ def _events() -> list[SpendEvent]:
 
     now = datetime.now(UTC)
     return [
-        call(at(8, 59), ("eng", K1, "acme"), "gpt-4o", Decimal(100)),  # the hour before: in no panel
-        call(at(9, 10), ("eng", K1, "acme"), "gpt-4o", Decimal("0.5")),  # tables (hour overlaps), not the charts
-        call(at(10, 5), ("eng", K2, "globex"), "claude", Decimal("0.25"), status="failure"),
-        call(at(10, 40), ("ops", K3, None), "gpt-4o", Decimal(1) + TINY),
-        call(at(11, 50), ("ops", K3, "acme"), "claude", Decimal("0.125")),  # its hour began in the range
+        # the hour before: in no panel
+        call(at(8, 59), ("eng", K1, "acme"), "gpt-4o", Decimal(100), request_tags=("batch",), provider="openai"),
+        # in the tables (its hour overlaps the range), not in the charts
+        call(at(9, 10), ("eng", K1, "acme"), "gpt-4o", Decimal("0.5"), request_tags=("batch",), provider="openai"),
+        call(at(10, 5), ("eng", K2, "globex"), "claude", Decimal("0.25"), status="failure",
+             request_tags=("batch", "nightly"), provider="anthropic"),
+        call(at(10, 40), ("ops", K3, None), "gpt-4o", Decimal(1) + TINY, provider="openai"),
+        call(at(11, 50), ("ops", K3, "acme"), "claude", Decimal("0.125"), request_tags=("nightly", "nightly"),
+             provider="anthropic"),  # its hour began in the range; a tag named twice counts once
         call(at(12, 10), ("eng", K1, "acme"), "gpt-4o", Decimal(7)),  # the hour after: in no panel
         call(now, ("eng", K2, "globex"), "gpt-4o", Decimal(2)),  # this month: top spenders only
         call(now, ("ops", K3, "acme"), "claude", Decimal("0.3")),
@@ -92,6 +96,14 @@ EXPECTED: dict[str, tuple[tuple[str, ...], list[tuple[Any, ...]]]] = {
     "Spend by end customer": (
         ("end_customer", "spend", "requests", "failures"),
         [("acme", Decimal("0.625"), 2, 0), ("globex", Decimal("0.25"), 1, 1)],
+    ),
+    "Spend by tag": (
+        ("tag", "spend", "requests", "failures"),
+        [("batch", Decimal("0.75"), 2, 1), ("nightly", Decimal("0.375"), 2, 1)],
+    ),
+    "Spend by provider": (
+        ("provider", "spend", "requests", "failures"),
+        [("openai", Decimal("1.5") + TINY, 2, 0), ("anthropic", Decimal("0.375"), 2, 1)],
     ),
     "Top spenders this month": (
         ("scope_type", "rank", "scope_id", "spend", "requests"),

@@ -1,6 +1,7 @@
 """Spend events for tests, and an independent reference for what their totals must be."""
 
 import itertools
+import re
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -53,6 +54,10 @@ def expected_spend(events: list[SpendEvent], window: Window) -> dict[tuple[str, 
             attributions.append(("org", event.org_id))
         if event.end_user:
             attributions.append(("end_user", event.end_user))
+        if event.provider:
+            attributions.append(("provider", event.provider))
+        tags = [t for t in dict.fromkeys(event.request_tags) if t and not re.fullmatch("<[+][0-9]+ more>", t)]
+        attributions += [("tag", tag) for tag in tags[:32]]
         for scope_type, scope_id in attributions:
             for model in ("", event.model_group or event.model):
                 expected[(scope_type, scope_id, model)] += event.cost

@@ -134,3 +134,39 @@ def test_an_entry_that_is_not_a_mapping_is_refused_naming_the_entry() -> None:
 
     assert len(problems) == 1
     assert problems[0].startswith("budgets[1]")
+
+
+def test_litellm_provider_budget_config_becomes_provider_budgets() -> None:
+    document = {
+        "router_settings": {
+            "provider_budget_config": {
+                "openai": {"budget_limit": 0.5, "time_period": "1d"},
+                "azure": {"budget_limit": 100, "time_period": "1mo"},
+            }
+        },
+        "budgets": [{"scope": "tag:product:chat-bot", "max_budget": 10, "budget_duration": "1d"}],
+    }
+
+    budgets = budgets_from_document(document)
+
+    assert [(b.scope, b.max_budget, b.budget_duration) for b in budgets] == [
+        ("provider:openai", Decimal("0.5"), "1d"),
+        ("provider:azure", Decimal(100), "1mo"),
+        ("tag:product:chat-bot", Decimal(10), "1d"),
+    ]
+
+
+def test_a_provider_budget_config_error_names_the_provider_and_field() -> None:
+    document = {"router_settings": {"provider_budget_config": {"openai": {"budget_limit": -1, "time_period": "1x"}}}}
+
+    with pytest.raises(BudgetRejectedError) as refused:
+        budgets_from_document(document)
+
+    assert all(p.startswith("router_settings.provider_budget_config.openai.") for p in refused.value.problems)
+    assert len(refused.value.problems) == 2
+    with pytest.raises(BudgetRejectedError, match="openai: expected budget_limit and time_period"):
+        budgets_from_document({"router_settings": {"provider_budget_config": {"openai": 5}}})
+
+
+def test_router_settings_without_provider_budgets_add_none() -> None:
+    assert budgets_from_document({"router_settings": {"routing_strategy": "simple-shuffle"}}) == []

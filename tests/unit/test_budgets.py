@@ -184,7 +184,7 @@ def test_zero_is_a_valid_cap() -> None:
             {"scope": "tem:eng", "max_budget": 1},
             [
                 "scope: unknown scope type 'tem' "
-                "(expected one of: key, user, team, team_member, org, end_user, global, agent)"
+                "(expected one of: key, user, team, team_member, org, end_user, global, tag, provider, agent)"
             ],
         ),
         (

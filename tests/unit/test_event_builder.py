@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from litellm.proxy._types import UserAPIKeyAuth
 
 from spendpipe.contracts.events import decode_event
+from spendpipe.contracts.scopes import MAX_TAGS
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of
 from spendpipe.gateway.recording.event_builder import build_spend_event, charged_cost, fallback_spend_event
@@ -228,6 +229,11 @@ def test_hostile_attribution_never_stops_the_event_nor_changes_its_cost(
     assert event.cost == Decimal("0.000225")  # the price-map product, without float noise
     assert (event.key_hash, event.user_id, event.org_id) == (KEY_HASH, "alice", "acme")
     assert decode_event(event.to_json()) == event
+    assert len(event.request_tags) == len(set(event.request_tags)) <= MAX_TAGS
+    if isinstance(tags, list) and tags:  # LiteLLM logs a request's `metadata.tags` list as its request_tags
+        # so a proxy's pre-call check reads the tags the call is counted under
+        auth = UserAPIKeyAuth(api_key=KEY_HASH)
+        assert RequestIdentity.of_proxy_request(auth, {"metadata": {"tags": tags}}).tags == event.request_tags
     # and the pre-call checks name the customer, team, agent and session exactly as the event does
     body = {"user": user, "metadata": call_metadata}
     who = RequestIdentity.of_proxy_request(UserAPIKeyAuth(api_key=KEY_HASH, user_id="alice"), body)

@@ -1,6 +1,7 @@
 """Who a request is, read the same from each shape LiteLLM hands the plugin, and which scopes'
 budgets and rate limits apply to it."""
 
+from dataclasses import replace
 from typing import Any
 
 import litellm
@@ -113,6 +114,12 @@ def test_team_member_key_needs_both_team_and_user(user_id: str | None, team_id: 
     assert not any(key.startswith("team_member:") for key in keys)
 
 
+def test_each_distinct_tag_and_the_provider_have_a_budget_key() -> None:
+    who = RequestIdentity(user_id="alice", tags=("batch", "nightly", "batch", "", "<+2 more>"), provider="openai")
+
+    assert who.budget_keys() == ["global", "user:alice", "tag:batch", "tag:nightly", "provider:openai"]
+
+
 def test_per_model_keys_are_appended_when_a_model_is_given() -> None:
     keys = RequestIdentity(key_hash="abc", user_id="alice", team_id="eng").budget_keys("gpt-4o")
 
@@ -144,13 +151,16 @@ identities = st.builds(
     org_id=st.none() | st.just("acme"),
     end_user=st.none() | st.just("customer-1"),
     agent_id=st.none() | st.just("planner"),
+    tags=st.lists(st.sampled_from(["batch", "nightly", "", "<+3 more>", "a:b|c"]), max_size=5).map(tuple),
+    provider=st.none() | st.sampled_from(["openai", "azure"]),
 )
 
 
 @given(who=identities, model=st.none() | st.just("gpt-4o"))
 def test_budget_keys_name_scopes_exactly_as_the_aggregator_does(who: RequestIdentity, model: str | None) -> None:
     # budget_keys builds its strings by hand for speed; they must stay the scopes' own names
-    scopes = scopes_of(who.key_hash, who.user_id, who.team_id, who.org_id, who.end_user)
+    attributes = (who.key_hash, who.user_id, who.team_id, who.org_id, who.end_user)
+    scopes = scopes_of(*attributes, tags=who.tags, provider=who.provider)
     applying = [str(scope) for scope in scopes if not (scope.type is ScopeType.USER and who.team_id)]
     expected = {decision_key(scope, m) for scope in applying for m in {"", model or ""}}
 
@@ -236,7 +246,11 @@ def test_an_sdk_call_with_plain_names_is_counted_under_the_names_it_is_checked_u
     finally:
         litellm.logging_callback_manager.remove_callback_from_all_lists(captured)
 
-    assert RequestIdentity.of_logged_call(logged[0]) == PLAIN_IDENTITY
+    # the model's provider is read before the call as LiteLLM logs it
+    assert RequestIdentity.of_logged_call(logged[0]) == RequestIdentity.of_sdk_call(
+        user=None, metadata=PLAIN_METADATA, model="gpt-4o"
+    )
+    assert RequestIdentity.of_logged_call(logged[0]) == replace(PLAIN_IDENTITY, provider="openai")
 
 
 def test_a_proxy_request_is_never_attributed_by_the_plain_names_its_client_sent() -> None:

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from spendpipe.contracts.events import SpendEvent, decode_event
-from spendpipe.gateway.labels import MAX_LABEL, MAX_TAGS, PREFIX, label_of, model_label, tags_of
+from spendpipe.contracts.scopes import MAX_TAGS
+from spendpipe.gateway.labels import MAX_LABEL, PREFIX, label_of, model_label, tags_of
 
 LABEL_FIELDS = (
     "key_alias",
@@ -169,3 +170,10 @@ def test_tags_are_bounded_in_number_and_length() -> None:
     assert tags_of("one") == ("one",)
     assert tags_of(None) == ()
     assert tags_of(["a", {"k": 1}, 3]) == ("a", '{"k":1}', "3")
+
+
+def test_a_tag_given_twice_is_kept_once_and_the_marker_counts_distinct_tags() -> None:
+    assert tags_of(["b", "a", " b ", "b", 7, "7"]) == ("b", "a", "7")
+    tags = tags_of([f"t{n % 40}" for n in range(400)])
+    assert tags[:-1] == tuple(f"t{n}" for n in range(MAX_TAGS - 1))
+    assert tags[-1] == f"<+{40 - MAX_TAGS + 1} more>"

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from spendpipe.contracts.scopes import Scope, ScopeType, scopes_of
+from spendpipe.contracts.scopes import MAX_TAGS, OVERFLOW_TAG, Scope, ScopeType, attributed_tags, scopes_of
 
 
 @pytest.mark.parametrize(
@@ -91,3 +91,46 @@ def test_team_member_needs_both_team_and_user(user: str | None, team: str | None
     assert ScopeType.TEAM_MEMBER not in types
     assert (ScopeType.USER in types) == (user is not None)
     assert (ScopeType.TEAM in types) == (team is not None)
+
+
+def test_an_event_counts_once_towards_each_distinct_tag_and_its_provider() -> None:
+    scopes = scopes_of(None, None, None, None, None, tags=["b", "a", "b", "", "<+7 more>", "a"], provider="openai")
+
+    assert [str(s) for s in scopes] == ["global", "tag:b", "tag:a", "provider:openai"]
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ((), ()),
+        (("", ""), ()),
+        (("<+3 more>",), ()),
+        (("<+x more>", "<+3 more> ", "< +3 more>"), ("<+x more>", "<+3 more> ", "< +3 more>")),  # not the marker
+        (("a:b|c", "tag:x", "é\u202e"), ("a:b|c", "tag:x", "é\u202e")),  # kept as given: labels are normalised earlier
+        (tuple(f"t{n % 50}" for n in range(200)), tuple(f"t{n}" for n in range(MAX_TAGS))),
+    ],
+)
+def test_attributed_tags(tags: tuple[str, ...], expected: tuple[str, ...]) -> None:
+    assert attributed_tags(tags) == expected
+
+
+@given(st.lists(st.text(max_size=6), max_size=80))
+def test_attributed_tags_are_distinct_bounded_and_in_first_order(tags: list[str]) -> None:
+    kept = attributed_tags(tags)
+
+    assert len(kept) == len(set(kept)) <= MAX_TAGS
+    assert "" not in kept
+    assert list(kept) == [t for t in dict.fromkeys(tags) if t and not OVERFLOW_TAG.match(t)][:MAX_TAGS]
+    assert attributed_tags(kept) == kept
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tag:product:chat-bot", Scope(ScopeType.TAG, "product:chat-bot")),
+        ("provider:openai", Scope(ScopeType.PROVIDER, "openai")),
+    ],
+)
+def test_tag_and_provider_scopes_parse(text: str, expected: Scope) -> None:
+    assert Scope.parse(text) == expected
+    assert str(expected) == text

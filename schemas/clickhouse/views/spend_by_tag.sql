@@ -10,7 +10,7 @@ CREATE VIEW spend_by_tag
     `total_tokens` UInt128
 )
 AS SELECT
-    arrayJoin(request_tags) AS tag,
+    arrayJoin(arraySlice(arrayFilter((t, i) -> ((t != '') AND (NOT match(t, '^<\\+[0-9]+ more>$')) AND (indexOf(request_tags, t) = i)), request_tags, arrayEnumerate(request_tags)), 1, 32)) AS tag,
     toStartOfHour(occurred_at) AS hour,
     sum(toDecimal256(cost, 24)) AS spend,
     count() AS requests,

@@ -2,7 +2,8 @@
 
 The source is `kwargs["standard_logging_object"]`, LiteLLM's own normalised record of a
 call, so SDK and proxy mode give the same event. Who made the call (the key's hash, never the
-key; user, team, organisation, end customer, agent, session) is read by `RequestIdentity`.
+key; user, team, organisation, end customer, agent, session, tags, provider) is read by
+`RequestIdentity`.
 
 Every other label (key alias, model, provider, call type, error class, tags) goes through
 `labels.py` too, so no value a client chose can make the event invalid. If an event still cannot
@@ -20,7 +21,7 @@ from typing import Any, NamedTuple
 from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.identity import RequestIdentity
-from spendpipe.gateway.labels import label_of, model_label, tags_of
+from spendpipe.gateway.labels import label_of, model_label
 
 
 def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEvent | None:
@@ -43,7 +44,7 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
         end_user=who.end_user,
         model=model_label(record.get("model")),
         model_group=label_of(record.get("model_group")),
-        provider=label_of(record.get("custom_llm_provider")),
+        provider=who.provider,
         call_type=label_of(record.get("call_type")),
         prompt_tokens=int(record.get("prompt_tokens") or 0),
         completion_tokens=int(record.get("completion_tokens") or 0),
@@ -53,7 +54,7 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
         status="failure" if record.get("status") == "failure" else "success",
         error_class=_error_class(record),
         latency_ms=max(0.0, (end - start) * 1000.0) if start and end else 0.0,
-        request_tags=tags_of(record.get("request_tags")),
+        request_tags=who.tags,
         gateway_id=gateway_id,
         agent_id=who.agent_id,
         session_id=who.session_id,

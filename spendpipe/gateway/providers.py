@@ -1,0 +1,57 @@
+"""Which provider a call for a model goes to, before it is made: the id of a provider budget
+(`provider:<provider>`, LiteLLM's `provider_budget_config`) that can refuse it.
+
+LiteLLM's own parser names the provider (`litellm.get_llm_provider`: `openai/gpt-4o` and
+`gpt-4o` are `openai`), the name its logs carry as `custom_llm_provider`, so a call is refused
+under the provider its spend is counted under. On a proxy the client names a model group: its
+provider is the one provider of the group's deployments in the proxy's router. A group whose
+deployments go to several providers has no single provider before the router picks one, so no
+provider budget refuses its calls before they are made (its spend still counts for each provider
+its calls went to).
+"""
+
+import functools
+from collections.abc import Mapping
+
+from spendpipe.gateway.labels import label_of
+
+
+def provider_of_model(model: object, *, proxy: bool) -> str | None:
+    """The provider a call for `model` goes to, or None when it is not known before the call."""
+    if not isinstance(model, str) or not model:
+        return None
+    if proxy:
+        found = {_provider(*_deployment_model(d)) for d in _deployments(model)}
+        return found.pop() if len(found) == 1 else None
+    return _provider(model, None)
+
+
+def _deployments(model_group: str) -> list[Mapping[str, object]]:
+    try:
+        from litellm.proxy import proxy_server  # noqa: PLC0415 - proxy only
+
+        router = proxy_server.llm_router
+        if router is None:
+            return []
+        return list(router.registry().deployments(model_group) or [])
+    except Exception:
+        return []
+
+
+def _deployment_model(deployment: Mapping[str, object]) -> tuple[str, str | None]:
+    params = deployment.get("litellm_params")
+    params = params if isinstance(params, Mapping) else {}
+    model, provider = params.get("model"), params.get("custom_llm_provider")
+    return (model if isinstance(model, str) else "", provider if isinstance(provider, str) else None)
+
+
+@functools.lru_cache(maxsize=1024)
+def _provider(model: str, custom_llm_provider: str | None) -> str | None:
+    if not model:
+        return None
+    try:
+        import litellm  # noqa: PLC0415 - only where LiteLLM runs
+
+        return label_of(litellm.get_llm_provider(model=model, custom_llm_provider=custom_llm_provider)[1])
+    except Exception:
+        return None
