@@ -443,8 +443,9 @@ def _background_event(n: int) -> SpendEvent:
 if __name__ == "__main__":
     import tempfile
 
-    from benchmarks.__main__ import table
+    from benchmarks.__main__ import signing_keys, table
     from dev.local_kafka import throwaway_broker
 
+    signing_keys()
     with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
         print(table(run(broker, Path(work))))

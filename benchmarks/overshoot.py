@@ -151,6 +151,8 @@ def run(bootstrap: str, workdir: Path, runs: int | None = None) -> list[dict[str
 
 
 if __name__ == "__main__":
+    from benchmarks.__main__ import signing_keys, table
+
+    signing_keys()
     with throwaway_broker(prefix="spendpipe-bench-kafka-") as kafka, tempfile.TemporaryDirectory() as work:
-        for row in run(kafka, Path(work)):
-            print(row)
+        print(table(run(kafka, Path(work))))

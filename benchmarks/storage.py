@@ -90,9 +90,10 @@ if __name__ == "__main__":
     import tempfile
 
     from benchmarks import aggregator_throughput
-    from benchmarks.__main__ import table
+    from benchmarks.__main__ import signing_keys, table
     from dev.local_kafka import throwaway_broker
 
+    signing_keys()
     events = int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "100000"))
     with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
         aggregator_throughput.run(broker, Path(work), events)
