@@ -159,6 +159,8 @@ class EnforcerService:
         await self._decisions_read.start()
         await self._decisions_read.catch_up()
         await self._read_back(self._settings.topics.alerts, self._on_alert)
+        await self._read_back(self._settings.topics.leases, self.leases.on_past_grant)
+        self.leases.resume()
         self._pending_scopes.clear()
         self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))

@@ -26,6 +26,7 @@ from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import Target
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.platform.compacted import TopicRecord
 from spendpipe.store.totals import Measurement, SpendTotals
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class LeaseService:
         ready: asyncio.Event,
     ) -> None:
         self._ready = ready
+        self._last_expiry: float | None = None
         self._clickhouse = clickhouse
         self._metrics = metrics
         self._topic = settings.topics.lease_requests
@@ -96,6 +98,24 @@ class LeaseService:
                 self._metrics.records_rejected.labels(topic=self._topic, reason="forged").inc()
             if grant is not None:
                 await self.send(grant)
+
+    def on_past_grant(self, record: TopicRecord) -> None:
+        """Read back at start (`resume`): note the latest expiry among the grants on the topic.
+        Unreadable records are skipped. Signatures are not checked: a forged grant can only make
+        the desk wait longer, never longer than it waits without this (`LeaseDesk.resume`), and
+        none can hide the real grants, which are all read."""
+        try:
+            grant = LeaseGrant.model_validate_json(record.value or b"")
+        except ValidationError:
+            return
+        expiry = grant.expires_at.timestamp()
+        if self._last_expiry is None or expiry > self._last_expiry:
+            self._last_expiry = expiry
+
+    def resume(self) -> None:
+        """After the grants topic was read to its end: lend as soon as the chains it shows lapsed."""
+        self.desk.resume(self._last_expiry)
+        log.info("lease desk lends %s", "now" if self.desk.lending() else "once its predecessor's chains lapsed")
 
     async def after_budget_changes(self) -> None:
         """Revoke the chains whose caps changed; drop those that lapsed."""

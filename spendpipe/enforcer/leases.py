@@ -209,6 +209,16 @@ class LeaseDesk:
         """Whether the start-up wait is over (a predecessor's chains have all lapsed)."""
         return self._clock() >= self._lends_from
 
+    def resume(self, last_expiry: float | None) -> None:
+        """What the grants topic says of the chains lent before this desk started: the latest
+        `expires_at` of any grant on it (epoch seconds), None when there is none. Those chains
+        are spent on until they expire and settled within the grace after: the desk lends from
+        then on, and never later than a full TTL and grace from its start (a grant dated far
+        ahead, forged or from a fast clock, cannot hold it off longer than that)."""
+        ends = self._settings.settle_grace_s + (last_expiry if last_expiry is not None else float("-inf"))
+        with self._lock:
+            self._lends_from = min(self._lends_from, ends)
+
     def chains(self) -> int:
         with self._lock:
             return sum(len(chains) for chains in self._chains.values())

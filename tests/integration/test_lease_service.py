@@ -5,6 +5,7 @@ answered, and a lowered cap revokes the chain."""
 import asyncio
 import secrets
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from prometheus_client import CollectorRegistry, Counter
@@ -78,3 +79,38 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
         )
         assert revocations[-1].chain == chain
         assert revocations[-1].revoked
+
+
+async def test_a_fresh_enforcer_lends_at_once_and_a_successor_waits_for_its_predecessors_chains(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    topics: Topics = await make_topics(kafka_broker)
+    patient = LeaseSettings(ttl_s=60, settle_grace_s=0.5)  # without the grants read back: a minute's wait
+    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=patient)
+
+    # given no grant on the topic, nothing was lent before: the first enforcer lends at once
+    async with running_pipeline(aggregator, enforcer, clickhouse, time.time) as service:
+        assert service.leases.desk.lending()
+
+    # given a grant a predecessor issued that expires in 10 s
+    expires = time.time() + 10
+    grant = LeaseGrant(
+        gateway_id="gw-1",
+        chain=secrets.token_hex(16),
+        scope="team:eng",
+        version=1,
+        granted=Decimal("0.25"),
+        free=Decimal("0.75"),
+        ttl_s=60,
+        expires_at=datetime.fromtimestamp(expires, UTC),
+        issued_at=datetime.now(UTC),
+    )
+    await produce_records(kafka_broker, topics.leases, [(b"team:eng", grant.model_dump_json().encode())])
+
+    # then its successor lends nothing until that chain expired and settled, and no later
+    async with running_pipeline(aggregator, enforcer, clickhouse, time.time) as service:
+        assert not service.leases.desk.lending()
+        await eventually(service.leases.desk.lending, bool, within=40, what="the predecessor's chain to lapse")
+        assert time.time() >= expires + patient.settle_grace_s
+        assert time.time() < expires + patient.ttl_s

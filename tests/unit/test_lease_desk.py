@@ -228,6 +228,42 @@ def test_a_fresh_desk_lends_nothing_until_old_chains_lapsed() -> None:
     assert world.desk.handle(Gateway("a").ask("0.5")) is None
 
 
+def test_a_desk_with_no_grant_on_its_topic_lends_at_once() -> None:
+    world = World("1")
+    world.desk = LeaseDesk(
+        book=world.book, measure=world.measure, counted=world.count, settings=SETTINGS, clock=lambda: world.now
+    )
+    world.desk.resume(None)
+    assert granted(world.desk.handle(Gateway("a").ask("0.5"))) == Decimal("0.5")
+
+
+def test_a_desk_lends_once_its_predecessors_last_chain_expired_and_settled() -> None:
+    world = World("1")
+    world.desk = LeaseDesk(
+        book=world.book, measure=world.measure, counted=world.count, settings=SETTINGS, clock=lambda: world.now
+    )
+    started = world.now
+    world.desk.resume(started + 3)  # the last grant on the topic expires 3 s from now
+    gateway = Gateway("a")
+    world.now = started + 3 + SETTINGS.settle_grace_s - 0.1
+    assert world.desk.handle(gateway.ask("0.5")) is None
+    world.now = started + 3 + SETTINGS.settle_grace_s
+    assert granted(world.desk.handle(gateway.ask("0.5"))) == Decimal("0.5")
+
+
+def test_a_grant_dated_far_ahead_holds_a_desk_off_no_longer_than_a_ttl_and_grace() -> None:
+    world = World("1")
+    world.desk = LeaseDesk(
+        book=world.book, measure=world.measure, counted=world.count, settings=SETTINGS, clock=lambda: world.now
+    )
+    started = world.now
+    world.desk.resume(started + 86_400)
+    world.now = started + SETTINGS.ttl_s + SETTINGS.settle_grace_s - 0.1
+    assert not world.desk.lending()
+    world.now = started + SETTINGS.ttl_s + SETTINGS.settle_grace_s
+    assert world.desk.lending()
+
+
 def test_a_request_naming_another_gateways_chain_is_dropped() -> None:
     world = World("1")
     a = Gateway("a")
