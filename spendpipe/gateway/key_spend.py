@@ -13,9 +13,14 @@ itself. So the figure is an estimate, and `x-spendpipe-key-spend-basis` says wha
   gateway started if that is later, or if the key has no duration.
 
 Other gateways' calls since the enforcer's figure are not in it, nor are this gateway's earlier
-calls whose events were not built yet (a few milliseconds after their answer). Costs are kept per
-key and minute for 32 days (the longest calendar window); older minutes are folded into one sum
-per key.
+calls whose events were not built yet (a few milliseconds after their answer).
+
+Costs are kept per key and minute for the last two hours, per quarter hour before that back to 32
+days (the longest calendar window), and in one sum per key beyond: a busy key holds at most about
+3,200 sums, not 46,000, and a response adds at most those. Every zone's offset is a whole number
+of quarter hours, so a window's start is a quarter boundary and its figure is exact; a figure
+counted from an instant inside an older quarter (the minute after an enforcer's decision hours
+ago) starts at the next quarter, and the basis header says so.
 """
 
 import threading
@@ -31,6 +36,8 @@ from spendpipe.contracts.durations import Duration
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
 
 _KEPT_S = 32 * 86_400
+_MINUTES_KEPT_S = 2 * 3600
+_QUARTER_S = 900
 _CALL_IDS_KEPT = 10_000
 
 
@@ -61,9 +68,13 @@ class KeySpend:
         self._started = int(clock())
         self._lock = threading.Lock()
         self._minutes: dict[str, dict[int, Decimal]] = {}
+        self._quarters: dict[str, dict[int, Decimal]] = {}
+        """Per key, the cost per quarter hour before `_minutes_from`."""
+        self._minutes_from = _quarter(self._started)
+        """Minutes before this are in `_quarters` (or folded): a quarter boundary."""
         self._folded: dict[str, Decimal] = {}
-        """Per key, the cost of minutes older than `_KEPT_S`."""
-        self._pruned = self._started
+        """Per key, the cost of quarters older than `_KEPT_S`."""
+        self._pruned = self._quarters_pruned = self._started
         self._recorded_calls: OrderedDict[str, None] = OrderedDict()
         """The latest calls recorded (LiteLLM call ids), so the call being answered is not counted twice."""
 
@@ -78,16 +89,28 @@ class KeySpend:
                 self._recorded_calls[call_id] = None
                 if len(self._recorded_calls) > _CALL_IDS_KEPT:
                     self._recorded_calls.popitem(last=False)
-            minutes = self._minutes.setdefault(key_hash, {})
-            minutes[minute] = minutes.get(minute, Decimal(0)) + cost
+            if minute >= self._minutes_from:
+                _add(self._minutes.setdefault(key_hash, {}), minute, cost)
+            else:  # a late event: straight into its quarter
+                _add(self._quarters.setdefault(key_hash, {}), _quarter(minute), cost)
             if now - self._pruned >= 60:
-                self._fold(now - _KEPT_S)
+                self._fold(now)
                 self._pruned = now
 
-    def _fold(self, horizon: int) -> None:
+    def _fold(self, now: int) -> None:
+        """Minutes older than two hours into their quarters, quarters older than 32 days into
+        the key's lifetime sum."""
+        self._minutes_from = max(self._minutes_from, _quarter(now - _MINUTES_KEPT_S))
         for key_hash, minutes in self._minutes.items():
-            for old in [m for m in minutes if m < horizon]:
-                self._folded[key_hash] = self._folded.get(key_hash, Decimal(0)) + minutes.pop(old)
+            for old in [m for m in minutes if m < self._minutes_from]:
+                _add(self._quarters.setdefault(key_hash, {}), _quarter(old), minutes.pop(old))
+        if now - self._quarters_pruned < 3600:  # a scan of every quarter: hourly is soon enough
+            return
+        self._quarters_pruned = now
+        horizon = now - _KEPT_S
+        for key_hash, quarters in self._quarters.items():
+            for old in [q for q in quarters if q < horizon]:
+                self._folded[key_hash] = self._folded.get(key_hash, Decimal(0)) + quarters.pop(old)
 
     def figure(
         self,
@@ -109,22 +132,42 @@ class KeySpend:
         now = self._clock()
         if decision is not None and _current(decision, now):
             assert decision.spend is not None
-            after = int(decision.decided_at.timestamp()) // 60 * 60 + 60
-            own = self._since(key_hash, after)
-            return KeySpendFigure(decision.spend + own, decision.decided_at, _at(after))
-        since = self._started
-        if duration is not None:  # a window older than the minutes kept is counted from their start
-            since = max(since, duration.bounds(int(now), self._calendar)[0], int(now) - _KEPT_S)
-        folded = Decimal(0)
-        if duration is None:
+            own, since = self._since(key_hash, int(decision.decided_at.timestamp()) // 60 * 60 + 60)
+            return KeySpendFigure(decision.spend + own, decision.decided_at, _at(since))
+        if duration is None:  # everything this gateway recorded
             with self._lock:
                 folded = self._folded.get(key_hash, Decimal(0))
-        return KeySpendFigure(self._since(key_hash, since - since % 60) + folded, None, _at(since))
+            own, _ = self._since(key_hash, self._started)
+            return KeySpendFigure(own + folded, None, _at(self._started))
+        # a window older than the quarters kept is counted from their start
+        start = max(self._started, duration.bounds(int(now), self._calendar)[0], _quarter(int(now) - _KEPT_S))
+        own, since = self._since(key_hash, start)
+        return KeySpendFigure(own, None, _at(since))
 
-    def _since(self, key_hash: str, minute: int) -> Decimal:
+    def _since(self, key_hash: str, start: int) -> tuple[Decimal, int]:
+        """This gateway's cost for the key from `start` on, and the instant it actually counts
+        from: `start`, or the next quarter when `start` falls in an older quarter (see the
+        module's docstring). From its own start, everything it recorded."""
         with self._lock:
             minutes = self._minutes.get(key_hash, {})
-            return sum((cost for at, cost in minutes.items() if at >= minute), Decimal(0))
+            quarters = self._quarters.get(key_hash, {})
+            if start <= self._started:
+                since, first_quarter = start, -1
+            elif start >= self._minutes_from:
+                since, first_quarter = start, self._minutes_from
+            else:
+                since = first_quarter = -(-start // _QUARTER_S) * _QUARTER_S
+            own = sum((cost for at, cost in minutes.items() if at >= since - since % 60), Decimal(0))
+            own += sum((cost for at, cost in quarters.items() if at >= first_quarter), Decimal(0))
+            return own, since
+
+
+def _quarter(seconds: int) -> int:
+    return seconds - seconds % _QUARTER_S
+
+
+def _add(sums: dict[int, Decimal], at: int, cost: Decimal) -> None:
+    sums[at] = sums.get(at, Decimal(0)) + cost
 
 
 def _current(decision: Decision, now: float) -> bool:

@@ -113,3 +113,43 @@ def test_the_call_being_answered_counts_once() -> None:
     assert spend.figure(KEY, None, None, call=("call-2", Decimal("0.25"))).spend == Decimal("0.75")
     # already recorded: not twice
     assert spend.figure(KEY, None, None, call=("call-1", Decimal("0.5"))).spend == Decimal("0.5")
+
+
+def test_a_window_that_began_hours_ago_on_a_half_hour_zone_is_counted_exactly() -> None:
+    clock = Clock(utc(0, day=1))
+    spend = KeySpend(calendar=Calendar("Asia/Kolkata"), clock=clock)
+    spend.add(KEY, Decimal("0.5"), utc(18, 29))  # 23:59 in Kolkata
+    spend.add(KEY, Decimal("0.25"), utc(18, 31))  # 00:01 the next day there
+    clock.now = utc(23).timestamp()
+    spend.add(KEY, Decimal("0.125"), utc(23))  # folds the minutes of more than two hours ago
+
+    figure = spend.figure(KEY, parse_duration("1d"), None)
+    assert (figure.spend, figure.gateway_since) == (Decimal("0.375"), utc(18, 30))
+
+
+def test_after_a_decision_of_hours_ago_the_figure_counts_from_the_next_quarter_and_says_so() -> None:
+    clock = Clock(utc(0))
+    spend = KeySpend(clock=clock)
+    spend.add(KEY, Decimal("0.5"), utc(10, 10))
+    spend.add(KEY, Decimal("0.25"), utc(10, 20))
+    clock.now = utc(14).timestamp()
+    spend.add(KEY, Decimal("0.125"), utc(14))
+
+    figure = spend.figure(KEY, parse_duration("24h"), decision("1.5", utc(10, 5), utc(0, day=3)))
+    assert figure.headers() == {
+        "x-litellm-key-spend": "1.875",
+        "x-spendpipe-key-spend-basis": "enforcer at 2026-12-02T10:05:00Z + this gateway since 2026-12-02T10:15:00Z",
+    }
+
+
+def test_a_key_busy_every_minute_for_a_week_keeps_minutes_for_two_hours_and_quarters_before() -> None:
+    start = utc(0, day=1)
+    clock = Clock(start)
+    spend = KeySpend(clock=clock)
+    for minute in range(7 * 24 * 60):
+        clock.now = start.timestamp() + minute * 60
+        spend.add(KEY, Decimal("0.001"), datetime.fromtimestamp(clock.now, UTC))
+
+    assert spend.figure(KEY, None, None).spend == Decimal("10.080")
+    assert len(spend._minutes[KEY]) <= 2 * 60 + 15
+    assert len(spend._quarters[KEY]) <= 7 * 24 * 4
