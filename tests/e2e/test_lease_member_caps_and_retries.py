@@ -127,7 +127,10 @@ async def test_a_retry_and_a_fallback_after_failed_attempts_reserve_and_settle_o
     ):
         served = await spend_until_refused(http, proxy.url, key, {"model": "broken", "messages": MESSAGES}, within=180)
         assert served.refusal is not None, f"spent {served.spent} of {cap} without a refusal"
-        assert served.refusal.status_code == litellm.budget_exceeded_status_code, served.refusal.text
+        # refused at admission: LiteLLM's budget error; at the fallback attempt: the router's first
+        # failure (500) with the lease's refusal in its message (docs/leases.md, known gaps)
+        assert served.refusal.status_code in (litellm.budget_exceeded_status_code, 500), served.refusal.text
+        assert "team:ops: no leased headroom left" in served.refusal.text, served.refusal.text
         assert served.admitted > 3
         (cost,) = served.costs  # every served request is the fallback's gpt-4o call
         assert served.spent <= cap + bound(cost)
