@@ -6,6 +6,8 @@ import secrets
 from collections.abc import Sequence
 from decimal import Decimal
 
+import pytest
+
 from spendpipe.contracts.budgets import validate_budget
 from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
 from spendpipe.enforcer.leases import LeaseDesk
@@ -282,3 +284,26 @@ def test_a_busy_gateway_gets_a_fair_share_beside_an_idle_one() -> None:
     assert busy_total == Decimal("0.475")  # half of what nobody holds
     world.desk.handle(idle.give_back("0"))  # idle hands its slice back
     assert granted(world.desk.handle(busy.ask("10"))) == Decimal(1)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (docs/leases.md): the slack of estimates in flight when a chain ended is never "
+    "reconciled with their cost and carries from chain to chain; the retry/fallback e2e refuses with "
+    "headroom left because of it",
+)
+def test_calls_that_settled_at_less_than_their_estimate_leave_no_slack_in_the_next_chains() -> None:
+    world = World("1")
+    for _ in range(3):  # three chains, each ended with a call estimated at 0.1 in flight
+        chain = Gateway("a")
+        world.desk.handle(chain.ask("0.5"))
+        world.now += 1
+        world.desk.handle(chain.give_back("0", reserved="0.1"))
+        world.now += 1
+        world.charge("a", "0")  # the call ends in the next chain's time: it failed, and cost nothing
+    current = Gateway("a")
+    assert granted(world.desk.handle(current.ask("0.2"))) == Decimal("0.2")
+    world.now += SETTINGS.settle_grace_s  # the three ended chains leave the account
+    grant = world.desk.handle(Gateway("b").ask("1"))
+    assert grant is not None
+    assert grant.granted + grant.free == Decimal("0.8")  # nothing was spent; the current chain holds 0.2
