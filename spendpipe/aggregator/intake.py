@@ -25,13 +25,14 @@ The rules:
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from spendpipe.aggregator.store import SourceRecord
+from spendpipe.aggregator.writer import highest_offsets
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +54,12 @@ class _Batch:
             self.records.extend(SourceRecord(r.partition, r.offset, r.value, r.key) for r in records)  # type: ignore[attr-defined]
 
 
-def first_offsets(records: Sequence[SourceRecord]) -> dict[int, int]:
+def first_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
     first: dict[int, int] = {}
     for record in records:
         if record.offset < first.get(record.partition, record.offset + 1):
             first[record.partition] = record.offset
     return first
-
-
-def next_offsets(records: Sequence[SourceRecord]) -> dict[int, int]:
-    """What to commit after `records` are written: each partition's highest offset plus one."""
-    following: dict[int, int] = {}
-    for record in records:
-        if record.offset >= following.get(record.partition, 0):
-            following[record.partition] = record.offset + 1
-    return following
 
 
 class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -98,11 +90,6 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._generation = 0
         self._writing: asyncio.Task[bool] | None = None
         self._writing_batch: _Batch | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-
-    @property
-    def consumer(self) -> AIOKafkaConsumer | None:
-        return self._consumer
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # first, so that `run` starts no write of what it read under this assignment
@@ -120,7 +107,6 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def run(self, consumer: AIOKafkaConsumer) -> None:
         """Until cancelled. The flush in flight, if any, is left to finish (see `drain`)."""
-        self._consumer = consumer
         batch = _Batch(self._generation)
         while True:
             if len(batch) < self._batch_size:
@@ -185,7 +171,10 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             log.exception("flush of %d records of %s failed", len(batch), self._topic)
             return False
         try:
-            await consumer.commit({TopicPartition(self._topic, p): o for p, o in next_offsets(batch.records).items()})
+            # what was written: each partition's highest offset in the batch, plus one
+            await consumer.commit(
+                {TopicPartition(self._topic, p): o + 1 for p, o in highest_offsets(batch.records).items()}
+            )
         except KafkaError as error:
             # the batch is in ClickHouse, and whoever reads it again skips it as a replay; a later
             # commit covers it (a group that moved on, the broker away)
@@ -197,12 +186,8 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
     async def _rewind(self, consumer: AIOKafkaConsumer, *unwritten: _Batch, pause: bool = True) -> _Batch:
         """Seek every partition still assigned back to the first record of `unwritten`, so it
         is read again; returns a new, empty batch."""
-        first: dict[int, int] = {}
-        for batch in unwritten:
-            for partition, offset in first_offsets(batch.records).items():
-                first[partition] = min(offset, first.get(partition, offset))
         assigned = consumer.assignment()
-        for partition, offset in first.items():
+        for partition, offset in first_offsets(r for batch in unwritten for r in batch.records).items():
             tp = TopicPartition(self._topic, partition)
             if tp in assigned:
                 consumer.seek(tp, offset)
