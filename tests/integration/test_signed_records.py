@@ -338,3 +338,44 @@ async def test_budgets_resign_moves_budgets_to_a_new_key(stack: Stack, signing_k
     assert [b.scope for b in await asyncio.to_thread(only_new.current)] == [SCOPE]
     await asyncio.to_thread(stack.admin(new.settings(old, new)).resign, include_unsigned=True)
     assert [b.scope for b in await asyncio.to_thread(only_new.current)] == [SCOPE, "team:legacy"]
+
+
+async def test_a_gateway_key_signs_neither_decisions_nor_budgets(stack: Stack, tmp_path: Path) -> None:
+    # given writer keys scoped by role, as `spendpipe keys generate --name enforcer --name admin
+    # --name gateway` names them, and a scope the enforcer blocked
+    enforcer, admin, gateway = WriterKey.generate(), WriterKey.generate(), WriterKey.generate()
+    by_role = {"enforcer": [enforcer.public], "admin": [admin.public], "gateway": [gateway.public]}
+    readers = SigningSettings(public_keys=by_role)
+    await asyncio.to_thread(stack.admin(admin.settings().model_copy(update={"public_keys": by_role})).set, BUDGET)
+    with started_gateway(stack, tmp_path / "spool", signing=readers) as plugin:
+        async with stack.enforcer(enforcer.settings().model_copy(update={"public_keys": by_role})) as service:
+            genuine = await blocked_by_spend(stack, plugin)
+
+            # when whoever holds a gateway's key signs an unblock and a raised cap for it
+            key = SCOPE.encode()
+            unblock = Decision(scope=SCOPE, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
+            raised = Budget(scope=SCOPE, max_budget=Decimal(1000)).model_dump_json(exclude_none=True).encode()
+            signer = gateway.settings().signer()
+            decision = unblock.model_dump_json().encode()
+            await write_records(
+                stack.bootstrap, stack.topics.decisions, [(key, decision, signer.headers(DECISION_TYPE, key, decision))]
+            )
+            await write_records(
+                stack.bootstrap, stack.topics.budgets, [(key, raised, signer.headers(BUDGET_TYPE, key, raised))]
+            )
+            await stack.sentinel_decision(enforcer)
+            await eventually(
+                lambda: latest(plugin.blocklist, "team:sentinel"), bool, within=10, what="the gateway past them"
+            )
+            await asyncio.to_thread(stack.admin(admin.settings()).set, {"scope": "team:sentinel", "rpm_limit": 7})
+            await eventually(
+                lambda: service.enforcer.book.get("team:sentinel"), bool, within=10, what="the enforcer past them"
+            )
+
+            # then both are dropped as signed by a key not allowed to sign them, and the block holds
+            assert plugin.blocklist.blocking([SCOPE]) == genuine
+            budget = service.enforcer.book.get(SCOPE)
+            assert budget is not None
+            assert budget.max_budget == Decimal("1.00")
+            assert rejected(plugin.metrics.records_rejected, stack.topics.decisions) == {"not_allowed": 1.0}
+            assert rejected(service.metrics.records_rejected, stack.topics.budgets) == {"not_allowed": 1.0}

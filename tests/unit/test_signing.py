@@ -112,7 +112,7 @@ def test_each_reason_and_writer_is_logged_once(caplog: pytest.LogCaptureFixture)
         check.accepts(record(b"k", b"v", []))
         check.accepts(signed(stranger, b"k", b"v"))
 
-    assert len([r for r in caplog.records if r.name.startswith("spendpipe.platform.signing")]) == 2
+    assert len([r for r in caplog.records if r.name == "spendpipe.platform.signing.records"]) == 2
 
 
 def test_keys_load_from_generated_files(tmp_path: Path) -> None:
@@ -203,7 +203,7 @@ def test_log_lines_are_bounded_whatever_key_ids_a_writer_invents(caplog: pytest.
             record(b"k", b"v", [("spendpipe-key-id", f"{n:x}\x1b[2J".encode()), ("spendpipe-signature", b"")])
         )
 
-    lines = [r.getMessage() for r in caplog.records if r.name.startswith("spendpipe.platform.signing")]
+    lines = [r.getMessage() for r in caplog.records if r.name == "spendpipe.platform.signing.records"]
     assert len(lines) == MOST_LOGGED
     assert "no other writer after this one" in lines[-1]
     assert "\x1b" not in "".join(lines)
@@ -226,3 +226,65 @@ def test_a_service_without_its_keys_does_not_load(monkeypatch: pytest.MonkeyPatc
     ]
     monkeypatch.setenv("SPENDPIPE_SIGNING__REQUIRED", "false")
     assert not load_settings(EnforcerSettings).signing.required
+
+
+MESSAGE_TYPES = {
+    "decision": "spendpipe.decision.v1",
+    "lease grant": "spendpipe.lease_grant.v1",
+    "budget": "spendpipe.budget.v1",
+    "declared budget": "spendpipe.declared_budget.v1",
+}
+MAY_SIGN = {
+    "enforcer": {"decision", "lease grant", "budget"},
+    "admin": {"budget"},
+    "gateway": {"declared budget"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(MAY_SIGN))
+def test_a_key_named_for_a_role_verifies_only_what_that_role_signs(role: str, tmp_path: Path) -> None:
+    generate_key_pair(tmp_path / "private" / f"{role}-2027.key", tmp_path / "public" / f"{role}-2027.pub")
+    writer = SigningSettings(private_key_file=tmp_path / "private" / f"{role}-2027.key")
+    reader = SigningSettings(public_keys_dir=tmp_path / "public")
+
+    for name, message_type in MESSAGE_TYPES.items():
+        counter = Counter("rejected", "", ["topic", "reason"], registry=CollectorRegistry())
+        check = reader.verifier(message_type=message_type, topic="t", rejected=counter)
+        forged = record(b"k", b"v", writer.signer().headers(message_type, b"k", b"v"))
+        assert check.accepts(forged) == (name in MAY_SIGN[role]), name
+        assert count(counter, "not_allowed") == (0 if name in MAY_SIGN[role] else 1), name
+
+
+def test_keys_given_by_role_are_scoped_and_a_key_in_two_roles_has_both() -> None:
+    gateway, enforcer = WriterKey.generate(), WriterKey.generate()
+    reader = SigningSettings(public_keys={"gateway": [gateway.public, enforcer.public], "enforcer": [enforcer.public]})
+
+    decisions = reader.verifier(message_type=TYPE, topic="t", rejected=verifier(reader)[1])
+    declared = reader.verifier(message_type=MESSAGE_TYPES["declared budget"], topic="t", rejected=verifier(reader)[1])
+    assert not decisions.accepts(signed(gateway, b"k", b"v"))
+    assert decisions.accepts(signed(enforcer, b"k", b"v"))
+    assert declared.accepts(signed(enforcer, b"k", b"v", MESSAGE_TYPES["declared budget"]))
+    assert declared.accepts(signed(gateway, b"k", b"v", MESSAGE_TYPES["declared budget"]))
+
+
+def test_unscoped_keys_verify_everything_and_are_named_in_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key_id = generate_key_pair(tmp_path / "private" / "ops.key", tmp_path / "public" / "ops.pub")
+    writer = SigningSettings(private_key_file=tmp_path / "private" / "ops.key")
+    reader = SigningSettings(public_keys_dir=tmp_path / "public")
+
+    for message_type in MESSAGE_TYPES.values():
+        check = reader.verifier(message_type=message_type, topic="t", rejected=verifier(reader)[1])
+        assert check.accepts(record(b"k", b"v", writer.signer().headers(message_type, b"k", b"v")))
+    assert [r.levelname for r in caplog.records if key_id in r.getMessage()] == ["WARNING"]
+
+
+def test_public_keys_by_role_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = WriterKey.generate()
+    monkeypatch.setenv("SPENDPIPE_SIGNING__PUBLIC_KEYS", json.dumps({"gateway": [gateway.public]}))
+
+    assert signing_from_environment().public_keys == {"gateway": [gateway.public]}
+    monkeypatch.setenv("SPENDPIPE_SIGNING__PUBLIC_KEYS", json.dumps({"operator": [gateway.public]}))
+    with pytest.raises(ValidationError, match="operator"):
+        signing_from_environment()

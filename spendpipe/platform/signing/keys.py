@@ -94,8 +94,8 @@ def read(path: Path, where: str, problems: list[str]) -> str | None:
         return None
 
 
-def public_key_files(directory: Path | None, problems: list[str]) -> list[tuple[str, str]]:
-    """(where, text) of every `*.pub` file in `directory`."""
+def public_key_files(directory: Path | None, problems: list[str]) -> list[tuple[str, Path, str]]:
+    """(where, path, text) of every `*.pub` file in `directory`."""
     if directory is None:
         return []
     if not directory.is_dir():
@@ -105,4 +105,4 @@ def public_key_files(directory: Path | None, problems: list[str]) -> list[tuple[
     if not files:
         problems.append(f"{PREFIX}PUBLIC_KEYS_DIR: no *.pub file in {directory}")
     where = "PUBLIC_KEYS_DIR"
-    return [(f"{where} {path.name}", text) for path in files if (text := read(path, where, problems)) is not None]
+    return [(f"{where} {path.name}", path, text) for path in files if (text := read(path, where, problems)) is not None]

@@ -6,7 +6,7 @@ the first per reason and writer key id."""
 import base64
 import binascii
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -50,12 +50,15 @@ class RecordVerifier:
         self,
         *,
         public_keys: Mapping[str, Ed25519PublicKey],
+        not_allowed: Set[str] = frozenset(),
         required: bool,
         message_type: str,
         topic: str,
         rejected: Counter,
     ) -> None:
         self._public = dict(public_keys)
+        self._not_allowed = frozenset(not_allowed)
+        """Key ids accepted for other message types, not this one."""
         self._required = required
         self._message_type = message_type
         self._topic = topic
@@ -73,7 +76,7 @@ class RecordVerifier:
             return self._reject("unsigned", writer)
         public = self._public.get(writer)
         if public is None:
-            return self._reject("unknown_key", writer)
+            return self._reject("not_allowed" if writer in self._not_allowed else "unknown_key", writer)
         try:
             public.verify(
                 base64.b64decode(signature, validate=True),

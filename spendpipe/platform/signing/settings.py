@@ -10,7 +10,7 @@ from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 from pydantic_core import PydanticCustomError
 
-from spendpipe.contracts.signatures import key_id
+from spendpipe.contracts.signatures import ROLES, Role, key_id, may_sign, role_of
 from spendpipe.platform.signing.keys import load_private_key, load_public_key, parse, public_key_files, raw, read
 from spendpipe.platform.signing.records import RecordSigner, RecordVerifier
 
@@ -25,6 +25,19 @@ class SigningKeyError(ValueError):
 class _Keys:
     private: Ed25519PrivateKey | None
     public: dict[str, Ed25519PublicKey]
+    roles: dict[str, frozenset[Role] | None]
+    """Per key id, the roles it is accepted for; None: unscoped, every message type."""
+
+    def accepted_for(self, message_type: str) -> dict[str, Ed25519PublicKey]:
+        return {key: public for key, public in self.public.items() if may_sign(message_type, self.roles[key])}
+
+    def add(self, public: Ed25519PublicKey, role: Role | None) -> None:
+        """Accept `public` for `role` too (None: for everything)."""
+        key = key_id(raw(public))
+        self.public[key] = public
+        if key in self.roles and self.roles[key] is None:
+            return
+        self.roles[key] = None if role is None else (self.roles.get(key) or frozenset()) | {role}
 
 
 class SigningSettings(BaseModel):
@@ -40,10 +53,13 @@ class SigningSettings(BaseModel):
     """This writer's private key (PEM, or raw base64), e.g. from a secret store."""
     private_key_file: Path | None = None
     """Or a file holding it (`spendpipe keys generate` writes `<name>.key`)."""
-    public_keys: list[str] = Field(default_factory=list)
-    """Accepted writer public keys (PEM, or raw base64), a JSON list."""
+    public_keys: list[str] | dict[Role, list[str]] = Field(default_factory=list)
+    """Accepted writer public keys (PEM, or raw base64): a JSON object of lists by writer role
+    (`{"enforcer": [...], "admin": [...], "gateway": [...]}`), or a JSON list of keys accepted
+    for every message type."""
     public_keys_dir: Path | None = None
-    """Or a directory: every `*.pub` file in it is an accepted public key."""
+    """Or a directory: every `*.pub` file in it is an accepted public key, for the role its name
+    starts with (`enforcer.pub`, `gateway-eu1.pub`), or for every message type if it names none."""
 
     _keys: _Keys | None = PrivateAttr(default=None)
 
@@ -108,8 +124,15 @@ class SigningSettings(BaseModel):
             return RecordVerifier(
                 public_keys={}, required=False, message_type=message_type, topic=topic, rejected=rejected
             )
+        keys = self._loaded()
+        accepted = keys.accepted_for(message_type)
         return RecordVerifier(
-            public_keys=self._loaded().public, required=True, message_type=message_type, topic=topic, rejected=rejected
+            public_keys=accepted,
+            not_allowed=set(keys.public) - set(accepted),
+            required=True,
+            message_type=message_type,
+            topic=topic,
+            rejected=rejected,
         )
 
     def _loaded(self) -> _Keys:
@@ -128,13 +151,34 @@ class SigningSettings(BaseModel):
         elif self.private_key_file is not None:
             text = read(self.private_key_file, "PRIVATE_KEY_FILE", problems)
             private = parse(load_private_key, text, "PRIVATE_KEY_FILE", problems) if text is not None else None
-        public: dict[str, Ed25519PublicKey] = {}
-        sources = [(f"PUBLIC_KEYS[{n}]", text) for n, text in enumerate(self.public_keys)]
-        for where, text in sources + public_key_files(self.public_keys_dir, problems):
-            key = parse(load_public_key, text, where, problems)
-            if key is not None:
-                public[key_id(raw(key))] = key
-        keys = _Keys(private, public)
+        keys = _Keys(private, {}, {})
+        for where, role, text in self._public_key_sources(problems):
+            public = parse(load_public_key, text, where, problems)
+            if public is not None:
+                keys.add(public, role)
         if not problems:
             self._keys = keys
+            unscoped = sorted(key for key, roles in keys.roles.items() if roles is None)
+            if unscoped and self.required:
+                log.warning(
+                    "signing: public key(s) %s accepted for every message type, so each may sign decisions; "
+                    "scope them: name their files %s*.pub, or give SPENDPIPE_SIGNING__PUBLIC_KEYS by role",
+                    ", ".join(unscoped),
+                    "*.pub, ".join(ROLES),
+                )
         return keys, problems
+
+    def _public_key_sources(self, problems: list[str]) -> list[tuple[str, Role | None, str]]:
+        """(where, role or None for unscoped, text) of every public key named."""
+        values: list[tuple[str, Role | None, str]]
+        if isinstance(self.public_keys, dict):
+            values = [
+                (f"PUBLIC_KEYS[{role}][{n}]", role, text)
+                for role, texts in self.public_keys.items()
+                for n, text in enumerate(texts)
+            ]
+        else:
+            values = [(f"PUBLIC_KEYS[{n}]", None, text) for n, text in enumerate(self.public_keys)]
+        for where, path, text in public_key_files(self.public_keys_dir, problems):
+            values.append((where, role_of(path.stem), text))
+        return values
