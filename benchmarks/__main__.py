@@ -20,6 +20,7 @@ from typing import Any
 
 from benchmarks import aggregator_throughput, enforcement_latency, overshoot, plugin_overhead, sdk_ratio, storage
 from dev.local_kafka import throwaway_broker
+from spendpipe.contracts.signatures import ROLES
 from spendpipe.platform.signing import raw_key_pair
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -46,11 +47,11 @@ def _met(met: bool | None) -> str:
 
 
 def signing_keys() -> None:
-    """One writer key for every process the benchmarks start."""
+    """One writer key for every process the benchmarks start, accepted for every writer role."""
     if "SPENDPIPE_SIGNING__PRIVATE_KEY" not in os.environ:
         private, public = raw_key_pair()
         os.environ["SPENDPIPE_SIGNING__PRIVATE_KEY"] = private
-        os.environ["SPENDPIPE_SIGNING__PUBLIC_KEYS"] = json.dumps([public])
+        os.environ["SPENDPIPE_SIGNING__PUBLIC_KEYS"] = json.dumps({role: [public] for role in ROLES})
 
 
 def main() -> int:

@@ -178,9 +178,12 @@ Reading the payloads:
 - **Nulls.** An optional field may be `null` or absent (some producers leave nulls out): read
   both the same. A payload has only the fields its schema lists (`additionalProperties: false`).
 - **Compacted topics** (`cleanup.policy=compact`) hold state: read them from the beginning and
-  keep the last value per key. On `spend.budgets` a null value (a tombstone) deletes the key's
-  budget. On `spend.decisions` keep the highest `version` per key: an older decision read
-  late never overrides a newer one, and a block lifts by itself at its `expires_at`.
+  keep the newest value per key. On `spend.budgets` and `spend.decisions` that is the highest
+  `version` per key, not the last offset: an older record read late, or written again by a
+  replay, never overrides a newer one. A budget is deleted by a record of its own
+  (`"deleted": true`, versioned); a null value (a tombstone) deletes one only while the key has
+  no versioned record (topics written before versions). A block lifts by itself at its
+  `expires_at`.
 - **Rules beyond the shape.** Some rules live in spendpipe's code, not in the schemas: a
   budget's `scope` must parse (`team:<id>`, `key:<SHA-256 hex>`, `global`...), its durations
   must be known (`15m`, `24h`, `7d`, `1mo`...), `budget_duration` needs `max_budget`, and so on.

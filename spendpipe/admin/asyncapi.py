@@ -47,7 +47,7 @@ from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts import alerts, budgets, decisions, declared_budgets, events, flushes, leases, sessions
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
-from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.budgets import Budget, BudgetRecord
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.flushes import ScopesFlushed
@@ -135,9 +135,9 @@ MESSAGES = (
     ),
     TopicMessage(
         "budgets",
-        Budget,
+        BudgetRecord,
         budgets.MESSAGE_TYPE,
-        key="the scope (`team:eng`, `key:<SHA-256 hex>`, `global`...); a null value (tombstone) deletes its budget",
+        key="the scope (`team:eng`, `key:<SHA-256 hex>`, `global`...), the same as the payload's `scope`",
         headers=SIGNATURE_HEADERS,
     ),
     TopicMessage(
@@ -320,9 +320,9 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
     broker.publisher(
         topics.budgets,
         title="spend.budgets",
-        description="Budget v1 JSON keyed by scope (compacted; a null value deletes the scope's budget). "
-        "Written by `spendpipe budgets`, BudgetAdmin and BudgetManager.",
-        schema=Budget,
+        description="Budget v1 JSON keyed by scope (compacted), versioned; a deletion is a versioned record "
+        "of its own. Written by `spendpipe budgets`, BudgetAdmin and BudgetManager.",
+        schema=BudgetRecord,
     )
     broker.publisher(
         topics.declared_budgets,
@@ -375,7 +375,7 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
         title="spend.budgets (enforcer)",
         description="The enforcer reads every budget from the beginning at start, then follows changes.",
     )
-    async def enforcer_budget_book(budget: Budget) -> None: ...
+    async def enforcer_budget_book(budget: BudgetRecord) -> None: ...
 
     @broker.subscriber(
         topics.declared_budgets,

@@ -8,8 +8,10 @@
 `set` validates first: an invalid budget raises `BudgetRejectedError` listing `field: reason`
 lines, and nothing is published. The enforcer applies changes as they arrive, no restart.
 
-Every record is signed with the writer key of `signing` (a deletion too: its tombstone carries
-the signature in its headers), and `current()` lists only budgets an accepted key signed.
+Every record is signed with the writer key of `signing`, a deletion too, and carries a version
+of this writer's clock (`contracts/budgets.py`: readers ignore a record older than one they read,
+so a replayed genuine record changes nothing); `current()` lists only budgets an accepted key
+signed. Writers of one scope need clocks that agree to within the time between two changes of it.
 Without `signing=`, `SPENDPIPE_SIGNING__*` is read from the environment, as `BudgetManager` reads
 its settings.
 """
@@ -20,9 +22,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from spendpipe.contracts.budgets import MESSAGE_TYPE, Budget, validate_budget
+from spendpipe.contracts.budgets import MESSAGE_TYPE, Budget, BudgetDeletion, VersionClock, validate_budget
 from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.topics import Topics
+from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.compacted import TopicRecord, read_to_end
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.settings import SigningOnly, load_settings, require_keys
@@ -34,18 +37,21 @@ class BudgetAdmin:
         self._kafka = kafka
         self._topic = topics.budgets
         self._signing = signing or load_settings(SigningOnly).signing
+        self._versions = VersionClock()
 
     def set(self, document: Mapping[str, Any] | Budget) -> Budget:
         return self.set_many([document])[0]
 
     def set_many(self, documents: Iterable[Mapping[str, Any] | Budget]) -> list[Budget]:
         """Validate every budget, then publish them all; one invalid budget publishes none."""
-        budgets = [d if isinstance(d, Budget) else validate_budget(dict(d)) for d in documents]
+        valid = [d if isinstance(d, Budget) else validate_budget(dict(d)) for d in documents]
+        budgets = [budget.model_copy(update={"version": self._versions.next()}) for budget in valid]
         asyncio.run(self._send([(b.scope, b.model_dump_json(exclude_none=True).encode()) for b in budgets]))
         return budgets
 
     def delete(self, scope: str) -> None:
-        asyncio.run(self._send([(str(Scope.parse(scope)), None)]))
+        deletion = BudgetDeletion(scope=str(Scope.parse(scope)), version=self._versions.next(), deleted=True)
+        asyncio.run(self._send([(deletion.scope, deletion.model_dump_json().encode())]))
 
     def current(self) -> list[Budget]:
         return asyncio.run(self._read(self._signing))
@@ -59,7 +65,7 @@ class BudgetAdmin:
         budgets = asyncio.run(self._read(reading))
         return self.set_many(budgets) if budgets else []
 
-    async def _send(self, records: list[tuple[str, bytes | None]]) -> None:
+    async def _send(self, records: list[tuple[str, bytes]]) -> None:
         require_keys(self._signing, writes=True, reads=False)
         signer = self._signing.signer()
         producer = AIOKafkaProducer(**self._kafka.aiokafka_kwargs(), enable_idempotence=True, acks="all")
@@ -80,17 +86,19 @@ class BudgetAdmin:
 
     async def _read(self, signing: SigningSettings) -> list[Budget]:
         require_keys(signing, writes=False, reads=True)
-        verifier = signing.verifier(message_type=MESSAGE_TYPE, topic=self._topic, rejected=uncollected_rejections())
+        records = BudgetTopic(
+            signing.verifier(message_type=MESSAGE_TYPE, topic=self._topic, rejected=uncollected_rejections())
+        )
         current: dict[str, Budget] = {}
 
         def apply(record: TopicRecord) -> None:
-            if not verifier.accepts(record):
+            change = records.read(record)
+            if change is None:
                 return
-            scope = (record.key or b"").decode()
-            if record.value is None:
-                current.pop(scope, None)
+            if change.budget is None:
+                current.pop(change.scope, None)
             else:
-                current[scope] = Budget.model_validate_json(record.value)
+                current[change.scope] = change.budget
 
         await read_to_end(kafka=self._kafka, topic=self._topic, on_record=apply)
         return sorted(current.values(), key=lambda b: b.scope)

@@ -163,7 +163,7 @@ BUDGET_COLUMNS = ("scope", "max_budget", "budget_duration", "budget_limits", "ot
 def _budget_row(b: Budget) -> list[Any]:
     other = b.model_dump(
         exclude_none=True,
-        exclude={"schema_version", "scope", "max_budget", "budget_duration", "budget_limits"},
+        exclude={"schema_version", "scope", "version", "max_budget", "budget_duration", "budget_limits"},
         exclude_defaults=True,
         mode="json",
     )

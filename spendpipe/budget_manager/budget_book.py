@@ -8,10 +8,9 @@ same record back: a later read never goes back to an older budget while the topi
 import logging
 import threading
 
-from pydantic import ValidationError
-
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.scopes import Scope, ScopeType
+from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import RecordVerifier
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 class UserBudgets:
     def __init__(self, *, kafka: KafkaSettings, topic: str, verifier: RecordVerifier, sync_wait_s: float) -> None:
         self.in_sync = threading.Event()
-        self._verifier = verifier
+        self._budgets = BudgetTopic(verifier)
         self._sync_wait_s = sync_wait_s
         self._lock = threading.Lock()
         self._read: dict[str, Budget] = {}
@@ -62,14 +61,10 @@ class UserBudgets:
             self._written[budget.scope] = budget
 
     def _on_record(self, record: TopicRecord) -> None:
-        if not self._verifier.accepts(record):
+        change = self._budgets.read(record)
+        if change is None:
             return
-        scope = (record.key or b"").decode(errors="replace")
-        try:
-            budget = None if record.value is None else Budget.model_validate_json(record.value)
-        except ValidationError as error:
-            log.error("ignoring an unreadable budget %r: %s", record.key, error)
-            return
+        scope, budget = change.scope, change.budget
         with self._lock:
             if budget is None:
                 self._read.pop(scope, None)

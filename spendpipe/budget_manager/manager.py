@@ -323,8 +323,7 @@ class BudgetManager:
 
     def _write(self, budget: Budget) -> None:
         """Publish (signed) on a worker thread, so this works inside a running loop too."""
-        self._writer.submit(self._admin.set, budget).result()
-        self._budgets.wrote(budget)
+        self._budgets.wrote(self._writer.submit(self._admin.set, budget).result())
 
     def _record(self, user_id: str, model: str, cost: Decimal, priced: Any) -> None:
         """Into the ledger first (visible at once), then to Kafka; the spool if Kafka fails."""

@@ -1,16 +1,25 @@
 """`Budget`: the caps and rate limits a scope has, with LiteLLM's field names, the message on
 `spend.budgets`.
 
-The topic is compacted and keyed by the scope (`team:eng`, `key:<hash>`, `global`...); a budget
-is deleted by a tombstone (a null value) on its key. Invalid input is refused by validation
-with the field and the reason, before anything is published.
+The topic is compacted and keyed by the scope (`team:eng`, `key:<hash>`, `global`...). Invalid
+input is refused by validation with the field and the reason, before anything is published.
+
+**Versions.** Every record a writer publishes carries a `version` (microseconds of the writer's
+clock, above any it wrote before), a deletion too: `BudgetDeletion`, a record of its own rather
+than a tombstone, because a tombstone has no value to carry a version in. Every reader applies
+records through `LatestBudgets`, which keeps, per scope, the highest version read and ignores a
+record with a lower or equal one. So a genuine, signed, older record written again by whoever
+can write the topic (a replay) changes nothing for a reader that has read the newer one.
+Records from before versions (no `version`, null tombstones) are taken in offset order as they
+always were, until the scope's first versioned record; after it, an unversioned record is stale.
 """
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 
 from spendpipe.contracts.durations import Duration, parse_duration
 from spendpipe.contracts.events import Cost
@@ -20,6 +29,8 @@ from spendpipe.contracts.scopes import Scope, ScopeType
 MESSAGE_TYPE = "spendpipe.budget.v1"
 
 SESSION_FIELDS = ("max_budget_per_session", "max_iterations")
+
+Version = Annotated[int, Field(ge=1, lt=2**63)]
 
 
 def _duration(text: str) -> str:
@@ -69,13 +80,16 @@ class SpendReset(BaseModel):
 
 
 class Budget(BaseModel):
-    """The spend caps and rate limits of one scope, with LiteLLM's field names. A null value (a
-    tombstone) on the scope's key deletes its budget."""
+    """The spend caps and rate limits of one scope, with LiteLLM's field names; `BudgetDeletion`
+    deletes them."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
     scope: ScopeText
+    version: Version | None = None
+    """Set by the writer as it publishes (module docstring); None before versions existed, and on
+    budgets declared on LiteLLM keys."""
     max_budget: Cost | None = None
     budget_duration: DurationText | None = None
     """Resets `max_budget`; without it `max_budget` is a lifetime cap."""
@@ -150,7 +164,8 @@ class Budget(BaseModel):
             return [
                 f"{name}: only an agent's budget caps its sessions" for name in SESSION_FIELDS if getattr(self, name)
             ]
-        allowed = {"schema_version", "scope", "token_rate_limit_type", "rpm_limit", "tpm_limit", *SESSION_FIELDS}
+        allowed = {"schema_version", "scope", "version", "token_rate_limit_type", "rpm_limit", "tpm_limit"}
+        allowed |= set(SESSION_FIELDS)
         return [
             f"{name}: an agent takes max_budget_per_session, max_iterations, rpm_limit and tpm_limit only"
             for name in sorted(self.model_fields_set - allowed)
@@ -220,3 +235,70 @@ def validate_budget(document: dict[str, object]) -> Budget:
             else:  # the whole-budget checks: each line already starts with its field
                 problems.extend(message.splitlines())
         raise BudgetRejectedError(problems) from None
+
+
+class BudgetDeletion(BaseModel):
+    """The record that deletes a scope's budget: versioned like a budget, so an older budget
+    written again after it is stale."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    scope: ScopeText
+    version: Version
+    deleted: Literal[True]
+
+
+class BudgetRecord(RootModel[Budget | BudgetDeletion]):
+    """The value of a `spend.budgets` record: a budget, or the deletion of one."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class VersionClock:
+    """A writer's versions: microseconds of its clock, each above the one before."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(self._last + 1, time.time_ns() // 1000)
+        return self._last
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    scope: str
+    budget: Budget | None
+    """None: the scope has no budget any more."""
+
+
+class LatestBudgets:
+    """Per scope, the version of the newest budget record read (module docstring). Not locked:
+    one reader thread offers."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = {}
+        """0: the scope's newest record has no version."""
+
+    def offer(self, key: bytes | None, value: bytes | None) -> BudgetChange | str:
+        """The change a verified record makes, or why it makes none: `stale` (a version no higher
+        than one read before), `unreadable` (not a budget record, or one of another scope than its key)."""
+        scope = (key or b"").decode(errors="replace")
+        known = self._versions.get(scope)
+        if value is None:  # a tombstone: only from before versions
+            if known:
+                return "stale"
+            self._versions.pop(scope, None)
+            return BudgetChange(scope, None)
+        try:
+            record = BudgetRecord.model_validate_json(value).root
+        except ValidationError:
+            return "unreadable"
+        if record.scope != scope:
+            return "unreadable"
+        version = record.version or 0
+        if known is not None and (version < known or (version == known and version != 0)):
+            return "stale"
+        self._versions[scope] = version
+        return BudgetChange(scope, None if isinstance(record, BudgetDeletion) else record)

@@ -46,6 +46,7 @@ from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import BudgetBook
+from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord, read_to_end
 from spendpipe.store.calendar import check_calendar
@@ -98,8 +99,10 @@ class EnforcerService:
         self._overwritten: set[str] = set()
         """Keys whose last record failed verification: their decision is published again."""
         self._signer = settings.signing.signer()
-        self._budget_verifier = settings.signing.verifier(
-            message_type=BUDGET_TYPE, topic=settings.topics.budgets, rejected=self.metrics.records_rejected
+        self._budget_records = BudgetTopic(
+            settings.signing.verifier(
+                message_type=BUDGET_TYPE, topic=settings.topics.budgets, rejected=self.metrics.records_rejected
+            )
         )
         self._decision_verifier = settings.signing.verifier(
             message_type=MESSAGE_TYPE, topic=settings.topics.decisions, rejected=self.metrics.records_rejected
@@ -223,20 +226,15 @@ class EnforcerService:
             self.metrics.burn_rate_alerts_published.inc()
 
     def _on_budget(self, record: TopicRecord) -> None:
-        if not self._budget_verifier.accepts(record):
+        change = self._budget_records.read(record)
+        if change is None:
             return
-        scope = (record.key or b"").decode(errors="replace")
-        if record.value is None:
-            self.enforcer.book.delete(scope)
-            self._deleted_scopes.add(scope)
+        if change.budget is None:
+            self.enforcer.book.delete(change.scope)
+            self._deleted_scopes.add(change.scope)
             return
-        try:
-            budget = Budget.model_validate_json(record.value)
-        except ValidationError as error:
-            log.error("ignoring an invalid budget for %r on the budgets topic: %s", scope, error)
-            return
-        self.enforcer.book.put(budget)
-        self._pending_scopes.add(budget.scope)
+        self.enforcer.book.put(change.budget)
+        self._pending_scopes.add(change.scope)
 
     def _on_declared(self, record: TopicRecord) -> None:
         """A budget a LiteLLM key declares, published by a gateway: applied as a `budgets set` of

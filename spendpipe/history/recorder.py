@@ -19,7 +19,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
-from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.topics import Topics
@@ -32,6 +31,7 @@ from spendpipe.history.rows import (
     budget_rows,
     decision_row,
 )
+from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
@@ -58,8 +58,8 @@ class HistoryRecorder:
         self._decisions = signing.verifier(
             message_type=DECISION_TYPE, topic=topics.decisions, rejected=uncollected_rejections()
         )
-        self._budgets = signing.verifier(
-            message_type=BUDGET_TYPE, topic=topics.budgets, rejected=uncollected_rejections()
+        self._budgets = BudgetTopic(
+            signing.verifier(message_type=BUDGET_TYPE, topic=topics.budgets, rejected=uncollected_rejections())
         )
         self.in_sync = {name: threading.Event() for name in (DECISION_TABLE, BUDGET_TABLE)}
         """Set once each topic was read to the end it had at start (its rows may still be pending)."""
@@ -125,17 +125,12 @@ class HistoryRecorder:
         self._add(DECISION_TABLE, [row])
 
     def _on_budget(self, record: TopicRecord) -> None:
-        if not self._budgets.accepts(record):
+        change = self._budgets.read(record)
+        if change is None:
             return
         at = RecordAt(record.topic, record.partition, record.offset, record.timestamp)
-        scope = (record.key or b"").decode(errors="replace")
-        try:
-            budget = None if record.value is None else Budget.model_validate_json(record.value)
-        except ValidationError as error:
-            log.warning("skipping budget at %s:%d: %s", record.partition, record.offset, error)
-            return
-        document = "" if record.value is None else record.value.decode(errors="replace")
-        self._add(BUDGET_TABLE, budget_rows(at, scope, budget, document))
+        document = "" if change.budget is None else (record.value or b"").decode(errors="replace")
+        self._add(BUDGET_TABLE, budget_rows(at, change.scope, change.budget, document))
 
     def _add(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         with self._lock:

@@ -379,3 +379,54 @@ async def test_a_gateway_key_signs_neither_decisions_nor_budgets(stack: Stack, t
             assert budget.max_budget == Decimal("1.00")
             assert rejected(plugin.metrics.records_rejected, stack.topics.decisions) == {"not_allowed": 1.0}
             assert rejected(service.metrics.records_rejected, stack.topics.budgets) == {"not_allowed": 1.0}
+
+
+async def test_a_replayed_genuine_budget_or_deletion_changes_nothing(stack: Stack, tmp_path: Path) -> None:
+    # given a cap that was raised: the first, genuine and signed, record is still on the topic
+    admin = stack.admin()
+    await asyncio.to_thread(admin.set, BUDGET)
+    await asyncio.to_thread(admin.set, BUDGET | {"max_budget": "5.00", "rpm_limit": 50})
+    first, raised = await read_topic(stack.bootstrap, stack.topics.budgets, expected=2)
+    replays = [(first.key or b"", first.value, list(first.headers))]
+    with started_gateway(stack, tmp_path / "spool") as plugin:
+        async with stack.enforcer() as service:
+
+            async def past_a_sentinel(rpm: int) -> None:
+                await asyncio.to_thread(admin.set, {"scope": "team:sentinel", "rpm_limit": rpm})
+                await eventually(
+                    lambda: plugin.gate.remaining(["team:sentinel"], "gpt-4o-mini").request_limit,
+                    lambda limit: limit == rpm,
+                    within=10,
+                    what="the gateway past the replay",
+                )
+                await eventually(
+                    lambda: service.enforcer.book.get("team:sentinel"),
+                    lambda budget: budget is not None and budget.rpm_limit == rpm,
+                    within=10,
+                    what="the enforcer past the replay",
+                )
+
+            # when whoever can write the topic writes the older record again
+            await write_records(stack.bootstrap, stack.topics.budgets, replays)
+            await past_a_sentinel(7)
+
+            # then every reader keeps the raised cap and limit
+            budget = service.enforcer.book.get(SCOPE)
+            assert budget is not None
+            assert budget.max_budget == Decimal("5.00")
+            assert plugin.gate.remaining([SCOPE], "gpt-4o-mini").request_limit == 50
+            listed = await asyncio.to_thread(stack.cli, "budgets", "list")
+            assert "5.00" in listed
+            assert "1.00" not in listed
+            assert rejected(service.metrics.records_rejected, stack.topics.budgets) == {"stale": 1.0}
+            assert rejected(plugin.metrics.records_rejected, stack.topics.budgets) == {"stale": 1.0}
+
+            # and a deleted budget stays deleted when the raised one is written again
+            await asyncio.to_thread(admin.delete, SCOPE)
+            await write_records(
+                stack.bootstrap, stack.topics.budgets, [(raised.key or b"", raised.value, list(raised.headers))]
+            )
+            await past_a_sentinel(8)
+            assert service.enforcer.book.get(SCOPE) is None
+            assert plugin.gate.remaining([SCOPE], "gpt-4o-mini").request_limit is None
+            assert rejected(service.metrics.records_rejected, stack.topics.budgets) == {"stale": 2.0}

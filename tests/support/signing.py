@@ -15,7 +15,7 @@ from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.signatures import KEY_ID_HEADER
+from spendpipe.contracts.signatures import KEY_ID_HEADER, ROLES, Role
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.settings import SigningOnly
@@ -34,18 +34,23 @@ class WriterKey:
 
     def env(self, *accepted: "WriterKey") -> dict[str, str]:
         """Settings of a process that signs with this key and accepts `accepted` (default: itself)."""
-        publics = [key.public for key in accepted or (self,)]
+        publics = every_role(accepted or (self,))
         return {"SPENDPIPE_SIGNING__PRIVATE_KEY": self.private, "SPENDPIPE_SIGNING__PUBLIC_KEYS": json.dumps(publics)}
 
     def settings(self, *accepted: "WriterKey") -> SigningSettings:
         """A writer's settings: this private key, and `accepted` public keys (default: its own)."""
-        publics = [key.public for key in accepted or (self,)]
-        return SigningSettings(private_key=SecretStr(self.private), public_keys=publics)
+        return SigningSettings(private_key=SecretStr(self.private), public_keys=every_role(accepted or (self,)))
+
+
+def every_role(keys: Sequence[WriterKey]) -> dict[Role, list[str]]:
+    """`keys` accepted as every writer (one test key signs decisions, budgets and what gateways
+    declare), scoped by role so that no process warns of unscoped keys."""
+    return {role: [key.public for key in keys] for role in ROLES}
 
 
 def reader_settings(*accepted: WriterKey) -> SigningSettings:
     """A gateway's settings: public keys only."""
-    return SigningSettings(public_keys=[key.public for key in accepted])
+    return SigningSettings(public_keys=every_role(accepted))
 
 
 def signing_from_environment() -> SigningSettings:

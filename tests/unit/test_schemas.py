@@ -43,6 +43,8 @@ CONTRACTS = {
     "ScopesFlushed",
     "Decision",
     "Budget",
+    "BudgetRecord",
+    "BudgetDeletion",
     "SoftBudgetAlert",
     "BurnRateAlert",
     "SessionRecord",
@@ -155,7 +157,14 @@ WRITTEN = {
         exclude_none=False,
     ),
     "budgets": wire(
-        Budget(scope="team:eng", max_budget=Decimal(100), budget_duration="1mo", rpm_limit=60), exclude_none=True
+        Budget(
+            scope="team:eng",
+            version=1_796_000_000_000_000,
+            max_budget=Decimal(100),
+            budget_duration="1mo",
+            rpm_limit=60,
+        ),
+        exclude_none=True,
     ),
     "declared_budgets": wire(
         cast(Budget, declared_key_budget("a" * 64, SimpleNamespace(max_budget=0.002, budget_duration="24h"))),
@@ -234,7 +243,20 @@ def test_each_schema_is_draft_2020_12_and_accepts_what_producers_write(message: 
     assert schema["description"]
     if message.model is not None:
         Draft202012Validator(schema).validate(WRITTEN.get(message.message_type or "") or WRITTEN[message.topic])
-        assert schema["properties"]["schema_version"]["const"] == 1
+        variants = (
+            [schema["$defs"][v["$ref"].rsplit("/", 1)[1]] for v in schema["anyOf"]] if "anyOf" in schema else [schema]
+        )
+        assert all(variant["properties"]["schema_version"]["const"] == 1 for variant in variants)
+
+
+def test_a_budget_record_is_a_budget_or_a_versioned_deletion() -> None:
+    budgets = next(m for m in MESSAGES if m.topic == "budgets")
+    validator = Draft202012Validator(json_schema(budgets))
+
+    assert validator.is_valid(WRITTEN["budgets"])
+    assert validator.is_valid({"schema_version": 1, "scope": "team:eng", "version": 7, "deleted": True})
+    assert not validator.is_valid({"schema_version": 1, "scope": "team:eng", "deleted": True})
+    assert not validator.is_valid({"schema_version": 1, "scope": "team:eng", "version": 7, "deleted": False})
 
 
 def test_money_is_a_decimal_string_on_the_wire() -> None:
@@ -328,7 +350,7 @@ def test_payloads_are_the_contracts_as_on_the_wire() -> None:
     assert payloads["spend.events:SubscribeMessage"] == "SpendEvent"
     assert payloads["spend.events (gateway):Message"] == "SpendEvent"
     assert payloads["spend.decisions (gateway):SubscribeMessage"] == "Decision"
-    assert payloads["spend.budgets (enforcer):SubscribeMessage"] == "Budget"
+    assert payloads["spend.budgets (enforcer):SubscribeMessage"] == "BudgetRecord"
     assert payloads["spend.lease_requests (enforcer):SubscribeMessage"] == "LeaseRequest"
     assert set(payloads.values()) - CONTRACTS == {"DeadLetter"}  # the original bytes
     assert components["messages"]["spend.events.dlq:Message"]["contentType"] == "application/octet-stream"

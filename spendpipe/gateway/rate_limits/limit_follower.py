@@ -7,11 +7,10 @@ import logging
 import threading
 from typing import Protocol
 
-from pydantic import ValidationError
-
 from spendpipe.contracts.budgets import Budget
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.sessions.caps import SessionCaps
+from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import RecordVerifier
@@ -52,23 +51,19 @@ class LimitFollower(TopicFollower):
         self._gate = gate
         self._sessions = sessions or SessionCaps()
         self._leases = leases
-        self._verifier = verifier
+        self._budgets = BudgetTopic(verifier)
 
     def _on_record(self, record: TopicRecord) -> None:
-        if not self._verifier.accepts(record):
+        change = self._budgets.read(record)
+        if change is None:
             return
-        if record.value is None:
-            scope = (record.key or b"").decode(errors="replace")
-            self._gate.delete(scope)
-            self._sessions.delete(scope)
+        if change.budget is None:
+            self._gate.delete(change.scope)
+            self._sessions.delete(change.scope)
             if self._leases is not None:
-                self._leases.delete(scope)
+                self._leases.delete(change.scope)
             return
-        try:
-            budget = Budget.model_validate_json(record.value)
-            self._gate.put(budget)
-            self._sessions.put(budget)
-            if self._leases is not None:
-                self._leases.put(budget)
-        except ValidationError as error:
-            log.error("ignoring an unreadable budget %r: %s", record.key, error)
+        self._gate.put(change.budget)
+        self._sessions.put(change.budget)
+        if self._leases is not None:
+            self._leases.put(change.budget)

@@ -86,6 +86,11 @@ class RecordVerifier:
             return self._reject("bad_signature", writer)
         return True
 
+    def refuse(self, reason: str, record: TopicRecord) -> None:
+        """Count and (once) log a record that passed `accepts` but that its reader cannot apply
+        (`stale`, `unreadable`), as `accepts` does its own drops."""
+        self._reject(reason, dict(record.headers or ()).get(KEY_ID_HEADER, b"").decode(errors="replace"))
+
     def _reject(self, reason: str, writer: str) -> bool:
         self._rejected.labels(topic=self._topic, reason=reason).inc()
         writer = writer[:KEY_ID_SHOWN]  # whoever writes the topic chooses this header
