@@ -109,6 +109,16 @@ ENTITIES = (
     ),
 )
 
+FIELDS_READ = tuple(
+    dict.fromkeys(
+        name
+        for entity in ENTITIES
+        for name in ("budget_limits", *entity.fields, entity.model_max_budget, entity.snapshot, *entity.not_read)
+        if name is not None
+    )
+)
+"""Every field of the key object `declarations_of` reads: equal values, the same declarations."""
+
 DECLARABLE_SCOPES = frozenset(entity.scope_type for entity in ENTITIES)
 """The scope kinds a key object can declare a budget for; the enforcer accepts no other."""
 

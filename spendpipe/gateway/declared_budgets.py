@@ -3,8 +3,9 @@ virtual key's object carries for the key, its team, user, organisation and end c
 proxy hands the key to `async_pre_call_hook`, published once per change to
 `spend.budgets.declared`, so the enforcer enforces them fleet-wide with no second declaration.
 
-On the request path `observe()` builds the budgets and compares their bytes with what each key
-declared last: dict lookups and comparisons when nothing changed. A change is queued (newest per
+On the request path `observe()` first compares the fields it reads (`FIELDS_READ`) with those the
+key's object had last time: a tuple comparison when nothing changed, the common case. Otherwise it
+builds the budgets and compares their bytes with what each key declared last. A change is queued (newest per
 scope wins) for a background loop that publishes it signed with the gateway's writer key. Every
 gateway that sees a scope publishes its budget once: the same bytes under the same key, so the
 enforcer applies it once.
@@ -30,7 +31,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from spendpipe.contracts.declared_budgets import MESSAGE_TYPE, Declaration, declarations_of
+from spendpipe.contracts.declared_budgets import FIELDS_READ, MESSAGE_TYPE, Declaration, declarations_of
 from spendpipe.contracts.scopes import ScopeType
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of
@@ -55,6 +56,8 @@ class DeclaredBudgets:
         self._queued: dict[str, bytes | None] = {}
         self._declared_by: dict[str, dict[str, bytes | None]] = {}
         """Per scope, what each key declared for it last (None: nothing), the latest change last."""
+        self._seen: dict[str, tuple[object, ...]] = {}
+        """Per key, the scope ids and the fields read of its object last time."""
         self._wake = threading.Event()
         self._logged: set[tuple[str, str]] = set()
         self._loop = BackgroundLoop(name="spendpipe-declared-budgets", main=self._run)
@@ -80,6 +83,10 @@ class DeclaredBudgets:
             ScopeType.ORG: who.org_id,
             ScopeType.END_USER: label_of(getattr(key, "end_user_id", None)),  # whose caps the key object holds
         }
+        seen = (*scope_ids.values(), *(getattr(key, name, None) for name in FIELDS_READ))
+        if self._seen.get(who.key_hash) == seen:
+            return
+        self._seen[who.key_hash] = seen
         changed = False
         for declaration in declarations_of(key, scope_ids):
             self._log_once(declaration)

@@ -11,7 +11,7 @@ from litellm.proxy._types import UserAPIKeyAuth
 from litellm.types.proxy.carried_budget_state import TeamBudgetSnapshot, UserBudgetSnapshot
 
 from spendpipe.contracts.budgets import Budget
-from spendpipe.contracts.declared_budgets import Declaration, declarations_of
+from spendpipe.contracts.declared_budgets import FIELDS_READ, Declaration, declarations_of
 from spendpipe.contracts.scopes import ScopeType, scopes_of
 from spendpipe.enforcer.app import _declared_budget
 from spendpipe.gateway.declared_budgets import DeclaredBudgets
@@ -213,3 +213,30 @@ def test_the_enforcer_ignores_a_declared_budget_of_another_scope(record_key: str
     value = Budget(scope=scope, max_budget=Decimal(1)).model_dump_json().encode()
 
     assert _declared_budget(record_key, value) is None
+
+
+def test_the_gateway_compares_every_field_the_mapping_reads() -> None:
+    """`observe` skips a key object whose `FIELDS_READ` are unchanged: a field read but not
+    compared would hide its changes."""
+    read: set[str] = set()
+
+    class Recording:
+        def __getattr__(self, name: str) -> object:
+            read.add(name)
+            return None
+
+    declarations_of(Recording(), dict.fromkeys(ScopeType, "x"))
+
+    assert read <= set(FIELDS_READ)
+    assert "team_budget_snapshot" in read
+
+
+def test_a_changed_reset_on_an_unchanged_cap_is_seen() -> None:
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
+    observe(declared, key_object(team_max_budget=5.0))
+    published(declared)
+
+    reset = TeamBudgetSnapshot(budget_reset_at=datetime(2026, 12, 3, tzinfo=UTC), max_budget=5.0)
+    observe(declared, key_object(team_max_budget=5.0, team_budget_snapshot=reset))
+
+    assert declared.queued() == {"team:search": None}  # LiteLLM resets it: no longer enforced here
