@@ -3,7 +3,8 @@
 from its tables) are enforced fleet-wide with no `budgets set`: once the team's spend crosses its
 cap through one proxy, a second proxy refuses another key of the team it never served; once the
 end customer reaches its rate limit through one key, the second proxy refuses the customer on
-another key, which carries no limit of its own, while that key serves other customers."""
+another key, which carries no limit of its own, while that key serves other customers. An
+operator's budget for the team then wins over the cap its keys declare."""
 
 import asyncio
 import time
@@ -111,3 +112,13 @@ async def test_a_team_cap_and_an_end_customer_limit_on_litellms_key_object_hold_
         assert (await call(second.url, SUPPORT_OTHER, "customer-8")).status_code == 200
         # with still no budget of anyone's on the budgets topic
         assert await asyncio.to_thread(admin.current) == []
+
+        # when an operator sets a budget of their own for the team, it wins over the declared cap
+        await asyncio.to_thread(admin.set, {"scope": "team:search", "max_budget": "100"})
+        served = await eventually(
+            lambda: call(second.url, SECOND),
+            lambda r: r.status_code == 200,
+            within=30,
+            what="the operator's budget wins",
+        )
+        assert served.json()["choices"]
