@@ -167,15 +167,8 @@ def _declaration(entity: Entity, scope: str, key: object) -> Declaration:
         if value is not None and value != {}:
             document[target] = _plain(value)
     left_out = [f"{name}: {why}" for name, why in entity.not_read.items() if getattr(key, name, None) is not None]
-    snapshot = getattr(key, entity.snapshot, None) if entity.snapshot else None
-    if snapshot is not None:
-        if getattr(snapshot, "max_budget", None) is not None:
-            document["max_budget"] = _plain(snapshot.max_budget)
-        reset_at = getattr(snapshot, "budget_reset_at", None)
-        if reset_at is not None:
-            for name in _RESETTING:
-                if document.pop(name, None) is not None:
-                    left_out.append(f"{name}: LiteLLM resets this spend at {reset_at} on a duration it does not carry")
+    if entity.snapshot:
+        left_out += _read_snapshot(document, getattr(key, entity.snapshot, None))
     if entity.scope_type is ScopeType.KEY:
         limits = getattr(key, "budget_limits", None)
         if limits:
@@ -189,6 +182,21 @@ def _declaration(entity: Entity, scope: str, key: object) -> Declaration:
         return Declaration(scope, validate_budget(document), left_out=tuple(left_out))
     except BudgetRejectedError as problem:
         return Declaration(scope, None, problem, tuple(left_out))
+
+
+def _read_snapshot(document: dict[str, Any], snapshot: object) -> list[str]:
+    """LiteLLM's snapshot of the entity's row: its `max_budget` is the cap LiteLLM enforces; with
+    a `budget_reset_at` the caps that count since the last reset are left out (module docstring).
+    Returns what was left out."""
+    if snapshot is None:
+        return []
+    if getattr(snapshot, "max_budget", None) is not None:
+        document["max_budget"] = _plain(getattr(snapshot, "max_budget", None))
+    reset_at = getattr(snapshot, "budget_reset_at", None)
+    if reset_at is None:
+        return []
+    why = f"LiteLLM resets this spend at {reset_at} on a duration it does not carry"
+    return [f"{name}: {why}" for name in _RESETTING if document.pop(name, None) is not None]
 
 
 def _plain(value: object) -> object:
