@@ -82,7 +82,7 @@ allow() {
 }
 
 grant_gateway() {
-  # writes events, its sessions log, the budgets LiteLLM keys declare and its lease requests;
+  # writes events, its sessions log, the budgets LiteLLM key objects declare and its lease requests;
   # reads decisions (block list), budgets (rate limits, session caps), the sessions log (other
   # gateways' admissions) and lease grants; no consumer group
   allow "$GATEWAY" "Write" --topic "$EVENTS" --topic "$SESSIONS" --topic "$DECLARED" --topic "$LEASE_REQUESTS"

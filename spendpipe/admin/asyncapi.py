@@ -144,8 +144,8 @@ MESSAGES = (
         "declared_budgets",
         Budget,
         declared_budgets.MESSAGE_TYPE,
-        key="the key's scope (`key:<SHA-256 hex>`), the same as the payload's `scope`; a null value (tombstone) "
-        "withdraws the key's own budget",
+        key="the scope the budget is declared for (`key:<SHA-256 hex>`, `team:<id>`, `user:<id>`, `org:<id>`, "
+        "`end_user:<id>`), the same as the payload's `scope`; a null value (tombstone) withdraws it",
         headers=SIGNATURE_HEADERS,
     ),
     TopicMessage(
@@ -327,8 +327,9 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
     broker.publisher(
         topics.declared_budgets,
         title="spend.budgets.declared (gateway)",
-        description="Budget v1 JSON keyed by a key's scope (compacted): the budget a LiteLLM virtual key declares, "
-        "published by the gateways that see it, once per change; a null value withdraws it.",
+        description="Budget v1 JSON keyed by scope (compacted): the budgets a LiteLLM virtual key's object declares "
+        "for the key, its team, user, organisation and end customer, published by the gateways that see it, once "
+        "per change; a null value withdraws one.",
         schema=Budget,
     )
 
@@ -380,7 +381,7 @@ def _declare_plain_clients(broker: KafkaBroker, topics: Topics) -> None:
     @broker.subscriber(
         topics.declared_budgets,
         title="spend.budgets.declared (enforcer)",
-        description="The enforcer applies a key's own budget where no operator's budget for the key is set.",
+        description="The enforcer applies a declared budget where no operator's budget for its scope is set.",
     )
     async def enforcer_declared_budgets(budget: Budget) -> None: ...
 

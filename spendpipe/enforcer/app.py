@@ -6,8 +6,8 @@ tick for blocks that expired (the sliding minute admits again) or whose budget c
 are not in the flush announcements (the aggregator keeps no rollup per agent), so every agent
 with a rate limit is judged after every flush: one query per agent limit.
 
-Start-up order matters: budgets first (what to enforce: the operators', then those LiteLLM keys
-declare, which apply where an operator set none), then the decisions topic (so versions
+Start-up order matters: budgets first (what to enforce: the operators', then those LiteLLM key
+objects declare, which apply where an operator set none), then the decisions topic (so versions
 continue where they were and no block is forgotten), then one evaluation of every budget, and
 only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
 on until that is done.
@@ -35,6 +35,7 @@ from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
 from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
+from spendpipe.contracts.declared_budgets import DECLARABLE_SCOPES
 from spendpipe.contracts.declared_budgets import MESSAGE_TYPE as DECLARED_TYPE
 from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.scopes import Scope
@@ -237,9 +238,9 @@ class EnforcerService:
         self._pending_scopes.add(change.scope)
 
     def _on_declared(self, record: TopicRecord) -> None:
-        """A budget a LiteLLM key declares, published by a gateway: applied as a `budgets set` of
-        the key's scope where no operator's budget is set (`BudgetBook`). Only key scopes, each
-        under its own record key."""
+        """A budget a LiteLLM key object declares, published by a gateway: applied as a `budgets
+        set` of its scope where no operator's budget is set (`BudgetBook`). Only the scopes a key
+        object can declare, each under its own record key."""
         if not self._declared_verifier.accepts(record):
             return
         scope = (record.key or b"").decode(errors="replace")
@@ -334,7 +335,9 @@ class EnforcerService:
 
 def _declared_budget(scope: str, value: bytes | None) -> Budget | None:
     """The budget a declared-budgets record holds; None for a tombstone, or for what is not a
-    valid key budget under its own key (logged), which withdraws whatever the key declared."""
+    valid budget of a scope a key object can declare (`DECLARABLE_SCOPES`: the key, its team,
+    user, organisation, end customer) under its own scope as record key (logged), which withdraws
+    whatever was declared for the record key."""
     if value is None:
         return None
     try:
@@ -342,9 +345,12 @@ def _declared_budget(scope: str, value: bytes | None) -> Budget | None:
     except ValidationError as error:
         log.error("ignoring an invalid declared budget for %r: %s", scope, error)
         return None
-    if budget.scope != scope or not scope.startswith("key:"):
+    if budget.scope != scope or Scope.parse(scope).type not in DECLARABLE_SCOPES:
         log.error(
-            "ignoring a declared budget for %r under the record key %r: a key declares its own", budget.scope, scope
+            "ignoring a declared budget for %r under the record key %r: a key object declares budgets of"
+            " its key, team, user, organisation and end customer, each under its own scope",
+            budget.scope,
+            scope,
         )
         return None
     return budget

@@ -30,9 +30,9 @@ class Target:
 
 
 class BudgetBook:
-    """The budgets in force by scope: an operator's (the budgets topic), else the one the scope's
-    LiteLLM key declares (the declared budgets topic, `contracts/declared_budgets.py`). The
-    operator's explicit budget wins whole; deleting it puts the declared one back in force."""
+    """The budgets in force by scope: an operator's (the budgets topic), else the one LiteLLM's key
+    objects declare for the scope (the declared budgets topic, `contracts/declared_budgets.py`).
+    The operator's explicit budget wins whole; deleting it puts the declared one back in force."""
 
     def __init__(self) -> None:
         self._budgets: dict[str, Budget] = {}

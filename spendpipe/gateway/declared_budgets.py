@@ -1,18 +1,27 @@
-"""The gateway's side of key-declared budgets (`contracts/declared_budgets.py`): the budget each
-virtual key carries, as the proxy hands the key to `async_pre_call_hook`, published once per
-change to `spend.budgets.declared`, so the enforcer enforces it fleet-wide with no second
-declaration.
+"""The gateway's side of declared budgets (`contracts/declared_budgets.py`): the budgets each
+virtual key's object carries for the key, its team, user, organisation and end customer, as the
+proxy hands the key to `async_pre_call_hook`, published once per change to
+`spend.budgets.declared`, so the enforcer enforces them fleet-wide with no second declaration.
 
-On the request path `observe()` builds the key's budget and compares its bytes with the last this
-gateway published for the key: a dict lookup and a comparison when nothing changed. A change is
-queued (newest per key wins) for a background loop that publishes it signed with the gateway's
-writer key; a key that stops declaring a budget it declared gets a tombstone. Every gateway that
-sees a key publishes its budget once: the same bytes under the same key, so the enforcer applies
-it once. What a key declares that is no valid budget is logged once per key and not published.
+On the request path `observe()` first compares the fields it reads (`FIELDS_READ`) with those the
+key's object had last time: a tuple comparison when nothing changed, the common case. Otherwise it
+builds the budgets and compares their bytes with what each key declared last. A change is queued (newest per
+scope wins) for a background loop that publishes it signed with the gateway's writer key. Every
+gateway that sees a scope publishes its budget once: the same bytes under the same key, so the
+enforcer applies it once.
+
+**Many keys, one team.** Every key of a team carries the team's budget. A scope's budget is
+republished only when one key's own declaration for it changes (its first sighting included), and
+then to what that key now declares: keys that disagree (one read from a stale LiteLLM cache)
+publish once each, never back and forth on every request, and the scope converges when the stale
+key's cache refreshes and it declares the new value. A key that stops declaring a scope's budget
+withdraws it (a tombstone) only when no other key this gateway saw still declares one; otherwise
+the latest of those stands. What a key declares that is no valid budget is logged once per scope
+and not published; so are the fields spendpipe does not enforce (`Declaration.left_out`).
 
 Publishing needs a writer key on the gateway (`SPENDPIPE_SIGNING__PRIVATE_KEY_FILE`) when
-signatures are required; without one, key budgets are not published, and that is logged once at
-start.
+signatures are required; without one, declared budgets are not published, and that is logged once
+at start.
 """
 
 import asyncio
@@ -22,7 +31,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from spendpipe.contracts.declared_budgets import MESSAGE_TYPE, declared_key_budget
+from spendpipe.contracts.declared_budgets import FIELDS_READ, MESSAGE_TYPE, Declaration, declarations_of
+from spendpipe.contracts.scopes import ScopeType
+from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.labels import label_of
 from spendpipe.platform.background_loop import BackgroundLoop
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import RecordSigner, SigningSettings
@@ -40,43 +52,80 @@ class DeclaredBudgets:
         self._signer = signer
         self._lock = threading.Lock()
         self._published: dict[str, bytes | None] = {}
-        """Per key scope, what this gateway published last (None: a tombstone)."""
+        """Per scope, what this gateway published last (None: a tombstone)."""
         self._queued: dict[str, bytes | None] = {}
+        self._declared_by: dict[str, dict[str, bytes | None]] = {}
+        """Per scope, what each key declared for it last (None: nothing), the latest change last."""
+        self._seen: dict[str, tuple[object, ...]] = {}
+        """Per key, the scope ids and the fields read of its object last time."""
         self._wake = threading.Event()
-        self._refused: set[str] = set()
+        self._logged: set[tuple[str, str]] = set()
         self._loop = BackgroundLoop(name="spendpipe-declared-budgets", main=self._run)
 
     def start(self) -> None:
         if self._signer is None:
-            log.warning("spendpipe: budgets on LiteLLM keys are not published: this gateway has no writer key")
+            log.warning("spendpipe: budgets LiteLLM's key objects declare are not published: no writer key")
             return
         self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._loop.stop(timeout)
 
-    def observe(self, key_hash: str | None, key: Any) -> None:
-        """The request path: queue the key's budget if it changed since this gateway last published it."""
-        if key_hash is None or self._signer is None:
+    def observe(self, who: RequestIdentity, key: Any) -> None:
+        """The request path: queue each budget the key object declares that changed since this
+        gateway last published it. `who` names the scopes as the request's spend is counted."""
+        if who.key_hash is None or self._signer is None:
             return
-        scope = f"key:{key_hash}"
-        try:
-            budget = declared_key_budget(key_hash, key)
-        except Exception as error:
-            if scope not in self._refused:
-                self._refused.add(scope)
-                log.error("spendpipe: the budget LiteLLM's key %s declares is not valid: %s", scope, error)
+        scope_ids = {
+            ScopeType.KEY: who.key_hash,
+            ScopeType.TEAM: who.team_id,
+            ScopeType.USER: who.user_id,
+            ScopeType.ORG: who.org_id,
+            ScopeType.END_USER: label_of(getattr(key, "end_user_id", None)),  # whose caps the key object holds
+        }
+        seen = (*scope_ids.values(), *(getattr(key, name, None) for name in FIELDS_READ))
+        if self._seen.get(who.key_hash) == seen:
             return
+        self._seen[who.key_hash] = seen
+        changed = False
+        for declaration in declarations_of(key, scope_ids):
+            self._log_once(declaration)
+            if declaration.problem is None:
+                changed |= self._declare(who.key_hash, declaration)
+        if changed:
+            self._wake.set()
+
+    def _declare(self, key_hash: str, declaration: Declaration) -> bool:
+        scope, budget = declaration.scope, declaration.budget
         value = budget.model_dump_json(exclude_none=True).encode() if budget is not None else None
         with self._lock:
-            last = self._queued.get(scope, self._published.get(scope))
-            if value == last or (value is None and scope not in self._published and scope not in self._queued):
-                return
+            sources = self._declared_by.setdefault(scope, {})
+            if key_hash in sources and sources[key_hash] == value:
+                return False  # this key repeats itself: the common case
+            sources.pop(key_hash, None)
+            sources[key_hash] = value
+            if value is None:  # withdrawn by this key: the latest other key's declaration stands
+                value = next((v for v in reversed(sources.values()) if v is not None), None)
+            if value == self._queued.get(scope, self._published.get(scope)):
+                return False
             self._queued[scope] = value
-        self._wake.set()
+        return True
+
+    def _log_once(self, declaration: Declaration) -> None:
+        scope = declaration.scope
+        if declaration.problem is not None and (scope, "invalid") not in self._logged:
+            self._logged.add((scope, "invalid"))
+            log.error(
+                "spendpipe: the budget a LiteLLM key object declares for %s is not valid: %s",
+                scope,
+                declaration.problem,
+            )
+        if declaration.left_out and (scope, "left out") not in self._logged:
+            self._logged.add((scope, "left out"))
+            log.warning("spendpipe: not enforced for %s: %s", scope, "; ".join(declaration.left_out))
 
     def queued(self) -> dict[str, bytes | None]:
-        """What waits to be published, per key scope (None: a deletion)."""
+        """What waits to be published, per scope (None: a deletion)."""
         with self._lock:
             return dict(self._queued)
 
@@ -99,7 +148,7 @@ class DeclaredBudgets:
                         headers = self._signer.headers(MESSAGE_TYPE, scope.encode(), value)
                         await producer.send_and_wait(self._topic, key=scope.encode(), value=value, headers=headers)
                 except Exception:
-                    log.exception("spendpipe: publishing %d key budget(s) failed; retrying", len(batch))
+                    log.exception("spendpipe: publishing %d declared budget(s) failed; retrying", len(batch))
                     with self._lock:
                         self._queued = batch | self._queued
                     await asyncio.sleep(_RETRY_S)

@@ -73,7 +73,7 @@ class GatewaySettings(CalendarFields, BaseSettings):
     ops: GatewayOpsSettings = GatewayOpsSettings()
     signing: SigningSettings = SigningSettings()
     """The accepted writer public keys: a gateway verifies decisions and budgets. With a writer key
-    of its own it signs the budgets LiteLLM keys declare (`declared_budgets.py`), nothing else."""
+    of its own it signs the budgets LiteLLM key objects declare (`declared_budgets.py`), nothing else."""
 
     @model_validator(mode="after")
     def _signing_keys(self) -> "GatewaySettings":

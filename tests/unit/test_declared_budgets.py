@@ -12,11 +12,13 @@ from spendpipe.contracts.declared_budgets import declared_key_budget
 from spendpipe.contracts.scopes import Scope
 from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.gateway.declared_budgets import DeclaredBudgets
+from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import RecordSigner
 
 KEY_HASH = "b" * 64
 SCOPE = f"key:{KEY_HASH}"
+WHO = RequestIdentity(key_hash=KEY_HASH)
 
 
 def test_a_key_without_caps_or_limits_declares_nothing() -> None:
@@ -96,11 +98,11 @@ def test_whatever_a_key_holds_the_request_path_never_raises_and_publishes_nothin
     declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
     odd = SimpleNamespace(max_budget=0.5, budget_limits=[object(), "24h"], model_max_budget={"m": 7})
 
-    declared.observe(KEY_HASH, odd)
-    declared.observe(KEY_HASH, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="30s"))
+    declared.observe(WHO, odd)
+    declared.observe(WHO, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="30s"))
 
     assert declared.queued() == {}
-    declared.observe(KEY_HASH, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="1d"))
+    declared.observe(WHO, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="1d"))
     assert list(declared.queued()) == [SCOPE]
 
 
@@ -109,19 +111,19 @@ def test_a_key_is_queued_once_per_change_and_a_withdrawn_budget_as_a_deletion() 
     capped = UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0, budget_duration="1d")
     uncapped = UserAPIKeyAuth(api_key=KEY_HASH)
 
-    declared.observe(KEY_HASH, uncapped)  # a key that never declared a budget: nothing to withdraw
+    declared.observe(WHO, uncapped)  # a key that never declared a budget: nothing to withdraw
     assert declared.queued() == {}
-    declared.observe(KEY_HASH, capped)
+    declared.observe(WHO, capped)
     first = declared.queued()[SCOPE]
-    declared.observe(KEY_HASH, capped)
+    declared.observe(WHO, capped)
     assert declared.queued() == {SCOPE: first}
-    declared.observe(KEY_HASH, uncapped)
+    declared.observe(WHO, uncapped)
     assert declared.queued() == {SCOPE: None}
 
 
 def test_without_a_writer_key_nothing_is_published() -> None:
     declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=None)
 
-    declared.observe(KEY_HASH, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0))
+    declared.observe(WHO, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0))
 
     assert declared.queued() == {}
