@@ -31,16 +31,10 @@ from spendpipe.contracts.budgets import Cap
 from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, reveals
 from spendpipe.contracts.money import cost_floor
 from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.lease_reads import BatchReads, Counted, Measure
 from spendpipe.enforcer.targets import BudgetBook, Target
-from spendpipe.store.totals import Measurement
 
 log = logging.getLogger(__name__)
-
-Measure = Callable[[Target, int], list[Measurement]]
-"""A target's caps with their spend in the current windows, at a Unix second."""
-Counted = Callable[[Target, Sequence[tuple[str, float, float | None]]], list[Decimal]]
-"""For (gateway, start, end) triples: that gateway's spend on the target from the start until
-the end (None: open)."""
 
 ZERO = Decimal(0)
 
@@ -108,6 +102,8 @@ class LeaseDesk:
         self._caps: dict[str, tuple[Cap, ...]] = {}
         """Per target key, the caps its chains were lent under: a change revokes them."""
         self._lock = threading.Lock()
+        self._reads = BatchReads(measure=measure, counted=counted, at=self._lends_from)
+        """The current batch's reads (`handle_many`)."""
         self.rejected = 0
         """Requests dropped: a return without the chain's secret, a chain without a commitment,
         or a request naming another gateway's chain."""
@@ -115,31 +111,41 @@ class LeaseDesk:
     def handle(self, request: LeaseRequest) -> LeaseGrant | None:
         """The grant answering `request`, or None when there is nothing to say (a dropped
         request, or a desk that has just started and lends nothing yet)."""
-        now = self._clock()
+        grants = self.handle_many([request])
+        return grants[0] if grants else None
+
+    def handle_many(self, requests: Sequence[LeaseRequest]) -> list[LeaseGrant]:
+        """The grants answering `requests`, in order, as of one instant: each target's totals and
+        chain counts are read once for the batch (`BatchReads`)."""
         with self._lock:
-            chains = self._chains.setdefault(request.key, {})
-            self._drop_lapsed(chains, now)
-            chain = chains.get(request.chain)
-            if chain is not None and chain.gateway_id != request.gateway_id:
-                return self._reject("a request names another gateway's chain")
-            if request.kind != "request":
-                return self._hand_back(request, chain, chains, now)
-            if chain is None:
-                if request.commitment is None:
-                    return self._reject("a new chain without a commitment")
-                chain = Chain(request.gateway_id, request.chain, request.commitment, started=now)
-                chains[request.chain] = chain
-            if now < self._lends_from:
-                return None  # the predecessor's chains may still be out: lend nothing yet
-            target = self._target(request.scope, request.model)
-            if target is None or chain.closed:
-                return self._close(chain, request.key, now, "its budget does not lease this target")
-            return self._lend(target, chain, chains, request, now)
+            self._reads = BatchReads(measure=self._measure, counted=self._counted, at=self._clock())
+            return [grant for grant in map(self._handle, requests) if grant is not None]
+
+    def _handle(self, request: LeaseRequest) -> LeaseGrant | None:
+        now = self._clock()
+        chains = self._chains.setdefault(request.key, {})
+        self._drop_lapsed(chains, now)
+        chain = chains.get(request.chain)
+        if chain is not None and chain.gateway_id != request.gateway_id:
+            return self._reject("a request names another gateway's chain")
+        if request.kind != "request":
+            return self._hand_back(request, chain, chains, now)
+        if chain is None:
+            if request.commitment is None:
+                return self._reject("a new chain without a commitment")
+            chain = Chain(request.gateway_id, request.chain, request.commitment, started=now)
+            chains[request.chain] = chain
+        if now < self._lends_from:
+            return None  # the predecessor's chains may still be out: lend nothing yet
+        target = self._target(request.scope, request.model)
+        if target is None or chain.closed:
+            return self._close(chain, request.key, now, "its budget does not lease this target")
+        return self._lend(target, chain, chains, request, now)
 
     def _lend(
         self, target: Target, chain: Chain, chains: dict[str, Chain], request: LeaseRequest, now: float
     ) -> LeaseGrant:
-        measurements = self._measure(target, int(now))
+        measurements = self._reads.measure(target)
         headroom = min(m.cap.limit - m.spend for m in measurements)
         window_end = min((float(m.end) for m in measurements if m.end is not None), default=None)
         if chain.granted and chain.window_end != window_end:
@@ -162,7 +168,7 @@ class LeaseDesk:
     def _outstanding(self, target: Target, chains: dict[str, Chain]) -> Decimal:
         held = [c for c in chains.values() if c.granted > 0 or c.carry > 0]
         ends = _ends(chains)
-        counted = self._counted(target, [(c.gateway_id, c.started, ends.get(c.chain)) for c in held])
+        counted = self._reads.counted(target, [(c.gateway_id, c.started, ends.get(c.chain)) for c in held])
         for chain, spent in zip(held, counted, strict=True):
             chain.counted = spent
         return sum((max(ZERO, c.granted - c.released + c.carry - c.counted) for c in held), ZERO)
@@ -243,7 +249,7 @@ class LeaseDesk:
 
     def _unlent(self, target: Target, chains: dict[str, Chain], now: float) -> tuple[Decimal, Decimal]:
         """(free, headroom) of a target now: its headroom lent to no chain, and its headroom."""
-        measurements = self._measure(target, int(now))
+        measurements = self._reads.measure(target)
         headroom = max(ZERO, min(m.cap.limit - m.spend for m in measurements))
         return max(ZERO, headroom - self._outstanding(target, chains)), headroom
 

@@ -25,6 +25,8 @@ class World:
         self.spend = Decimal(0)
         self.calls: list[tuple[str, float, Decimal]] = []
         """(gateway, when it ended, cost) of every call the pipeline counted."""
+        self.reads: list[str] = []
+        """The desk's store reads, in order."""
         self.book = BudgetBook()
         self.set_cap(cap, leases=leases)
         self.desk = LeaseDesk(
@@ -36,10 +38,12 @@ class World:
         self.book.put(validate_budget({"scope": SCOPE, "max_budget": cap, "headroom_leases": leases}))
 
     def measure(self, target: Target, now: int) -> list[Measurement]:
+        self.reads.append("measure")
         return [Measurement(cap, self.spend, None) for cap in target.caps]
 
     def count(self, target: Target, chains: Sequence[tuple[str, float, float | None]]) -> list[Decimal]:
         """As `ChainSpend.counted`: each chain's gateway's calls that ended from its start until its end."""
+        self.reads.append("counted")
         return [
             sum(
                 (c for g, at, c in self.calls if g == gateway and start <= at and (end is None or at < end)), Decimal(0)
@@ -405,3 +409,26 @@ def test_a_settle_frees_no_more_than_the_ended_chain_passed_on() -> None:
     assert unlent(world) == Decimal("0.45")  # 1 - 0.15 spent - 0.2 held - 0.2 in flight
     world.desk.handle(oldest.settle("0.05"))
     assert unlent(world) == Decimal("0.45")
+
+
+def test_a_batch_reads_the_totals_and_the_chains_counts_once_and_answers_as_one_by_one() -> None:
+    gateways = [Gateway(f"g{n}") for n in range(4)]
+    first = [g.ask("0.1") for g in gateways]
+    again = [g.ask("0.2") for g in gateways] + [Gateway("new").ask("0.3")]
+    answers = []
+    for batched in (False, True):
+        world = World("1")
+        for request in first:
+            world.desk.handle(request)
+        world.charge("g0", "0.05")
+        world.now += 1
+        world.reads.clear()
+        if batched:
+            grants = world.desk.handle_many(again)
+            assert world.reads == ["measure", "counted"]
+        else:
+            grants = [g for g in map(world.desk.handle, again) if g is not None]
+            assert len(world.reads) == 2 * len(again)
+        answers.append([(g.chain, g.granted, g.free) for g in grants])
+    assert answers[0] == answers[1]
+    assert sum(granted for _, granted, _ in answers[1]) + Decimal("0.05") <= Decimal(1)
