@@ -23,6 +23,7 @@ from tests.support.pipeline import produce_records, read_topic, running_pipeline
 from tests.support.waiting import eventually
 
 QUICK = LeaseSettings(ttl_s=1, settle_grace_s=0.5)
+BUDGET = {"scope": "team:eng", "max_budget": "1", "budget_duration": "24h", "headroom_leases": True}
 
 
 def ask(chain: str, secret: str, want: str) -> LeaseRequest:
@@ -52,8 +53,7 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
 ) -> None:
     topics: Topics = await make_topics(kafka_broker)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
-    budget = {"scope": "team:eng", "max_budget": "1", "budget_duration": "24h", "headroom_leases": True}
-    await asyncio.to_thread(admin.set, budget)
+    await asyncio.to_thread(admin.set, BUDGET)
     aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
     enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
     chain, secret = secrets.token_hex(16), secrets.token_hex(32)
@@ -75,7 +75,7 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
         rejected = service.metrics.records_rejected.labels(topic=topics.lease_requests, reason="unreadable")
         assert rejected._value.get() == 1
 
-        await asyncio.to_thread(admin.set, budget | {"max_budget": "0.1"})
+        await asyncio.to_thread(admin.set, BUDGET | {"max_budget": "0.1"})
         revocations = await eventually(
             lambda: grants(kafka_broker, topics, 1), lambda gs: len(gs) >= 2, within=30, what="the revocation"
         )
@@ -123,8 +123,7 @@ async def test_a_gateways_settle_frees_what_its_returned_chains_call_in_flight_d
 ) -> None:
     topics: Topics = await make_topics(kafka_broker)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
-    budget = {"scope": "team:eng", "max_budget": "1", "budget_duration": "24h", "headroom_leases": True}
-    await asyncio.to_thread(admin.set, budget)
+    await asyncio.to_thread(admin.set, BUDGET)
     aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
     enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
     book = LeaseBook(gateway_id="gw-1", settings=LeaseSettings())
