@@ -5,10 +5,10 @@ covered last (docs/leases.md):
   their cap while another member of the team goes on, the member's spend stays within the cap
   plus the bound, and the pipeline's totals equal what the proxy served;
 - a router retry and fallback after failed attempts: each attempt reserves, and the fallback's
-  cost settles on the gateway's chain (the chains' returned `used` adds up to what the proxy served), and the leased
-  budget holds as it does without fallbacks; no request is refused while the budget has
-  headroom left for one more (no phantom refusal: the failed attempts' estimates, in flight
-  when a chain ended, are settled at their cost).
+  cost settles on the gateway's chain (the chains' returned and settled `used` add up to what
+  the proxy served), and the leased budget holds as it does without fallbacks; no request is
+  refused while the budget has headroom left for one more (no phantom refusal: the failed
+  attempts' estimates, in flight when a chain ended, are settled at their cost).
 """
 
 import asyncio
@@ -146,11 +146,13 @@ async def test_a_retry_and_a_fallback_after_failed_attempts_reserve_and_settle_o
 
         async def used_on_returned_chains() -> Decimal:
             requests = await lease_requests(kafka_broker, proxy.topics)
-            return sum((r.used for r in requests if r.kind == "return"), Decimal(0))
+            return sum((r.used for r in requests if r.kind in ("return", "settle")), Decimal(0))
 
         await eventually(
             used_on_returned_chains,
-            lambda used: used == served.spent,  # each fallback was reserved and settled at its cost
+            # each fallback was reserved and settled at its cost: in its chain's return, or in the
+            # chain's settle when it was in flight at the return
+            lambda used: used == served.spent,
             within=30,
             what="the returned chains' use",
         )
