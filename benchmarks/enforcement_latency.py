@@ -431,7 +431,7 @@ def _background_event(n: int) -> SpendEvent:
     can reach in a run."""
     return spread_event(
         n,
-        event_id="template",
+        event_id=str(uuid.UUID(int=0)),  # each send gives it its own
         occurred_at=datetime.now(UTC),
         keys=2_000,
         users=300,

@@ -8,6 +8,12 @@ chain early, so a return written by anyone else frees nothing. A release hands p
 back and keeps it open: it reveals the current secret and commits to the next one. Grants are signed by the
 enforcer like decisions (`platform/signing`); `granted` is cumulative and a higher `version`
 of a chain supersedes a lower one.
+
+A chain returned with calls still in flight commits in its return to one more secret. Once those
+calls have ended, the gateway settles the chain (`kind = "settle"`): it reveals that secret and
+says what the calls cost, and the enforcer lowers what it counts as lent to the chain to match.
+An enforcer older than `settle` reads such a record as unreadable and drops it (docs/leases.md,
+upgrade order).
 """
 
 import hashlib
@@ -44,13 +50,15 @@ def reveals(secret: str | None, commitment: str) -> bool:
 class LeaseRequest(BaseModel):
     """A gateway asks to add `want` to its chain on a target (`kind = "request"`), hands part of
     it back and keeps the chain (`kind = "release"`, with the chain's current secret, the next
-    one's commitment and the cumulative amount released), or hands the chain back
-    (`kind = "return"`, with the chain's secret and its exact use)."""
+    one's commitment and the cumulative amount released), hands the chain back
+    (`kind = "return"`, with the chain's secret and its exact use), or, after a return with calls
+    in flight, says what those calls cost once they all ended (`kind = "settle"`, with the secret
+    the return committed to)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     schema_version: Literal[1] = 1
-    kind: Literal["request", "release", "return"]
+    kind: Literal["request", "release", "return", "settle"]
     gateway_id: GatewayId
     chain: ChainId
     scope: TargetScope
@@ -65,20 +73,22 @@ class LeaseRequest(BaseModel):
     """The gateway's recent spend on the target, dollars per second: what the enforcer sizes by."""
     commitment: Sha256Hex | None = None
     """On a chain's first request: SHA-256 hex of the chain's secret. On a release: of the
-    chain's next secret (the one its next release or its return reveals)."""
+    chain's next secret (the one its next release or its return reveals). On a return with calls
+    in flight (`reserved` above 0): of the secret the chain's settle reveals."""
     secret: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
-    """On a release or a return: the chain's current secret itself (32 bytes, hex)."""
+    """On a release, a return or a settle: the chain's current secret itself (32 bytes, hex)."""
     released: Cost = Decimal(0)
     """On a release: what the chain has handed back in all, cumulative (a later release never
     lowers it); the chain may spend `granted - released`."""
     used: Cost = Decimal(0)
-    """On a return: the exact cost the chain was charged."""
+    """On a return: the exact cost the chain was charged. On a settle: the exact cost of the
+    calls that were in flight at the return."""
     reserved: Cost = Decimal(0)
     """On a return: estimates of the chain's calls still in flight."""
 
     @model_validator(mode="after")
     def _kind_fields(self) -> "LeaseRequest":
-        if self.kind in ("return", "release") and self.secret is None:
+        if self.kind in ("return", "release", "settle") and self.secret is None:
             raise ValueError(f"a {self.kind} carries the chain's secret")
         if self.kind == "release" and self.commitment is None:
             raise ValueError("a release commits to the chain's next secret")

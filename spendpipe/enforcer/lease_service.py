@@ -6,6 +6,12 @@ Requests are read as raw bytes and validated here, one by one: a record that is 
 rest of the batch goes on. The desk's own refusals (a return without the chain's secret, a
 request naming another gateway's chain) count as `reason="forged"`. After budget changes the
 tick asks the desk to revoke the chains whose caps changed.
+
+A batch is answered in one turn of the store thread, and its grants are all handed to the
+producer before any acknowledgement is awaited. The store thread is shared with the aggregator's
+flushes and the enforcer's judgements (one chDB engine per process): one turn per request made
+each request of a batch wait behind whatever the store had queued meanwhile, and each grant
+waited for the broker before the next request was read.
 """
 
 import asyncio
@@ -85,19 +91,22 @@ class LeaseService:
     async def on_requests(self, message: KafkaMessage) -> None:
         await self._ready.wait()  # the budgets are read
         raw = message.raw_message
+        requests = []
         for record in raw if isinstance(raw, tuple) else (raw,):
             try:
-                request = LeaseRequest.model_validate_json(record.value or b"")
+                requests.append(LeaseRequest.model_validate_json(record.value or b""))
             except ValidationError as error:
                 self._metrics.records_rejected.labels(topic=self._topic, reason="unreadable").inc()
                 log.error("ignoring an unreadable lease request: %s", error.errors(include_input=False)[:3])
-                continue
-            rejected = self.desk.rejected
-            grant = await self._clickhouse.run(self.desk.handle, request)
-            if self.desk.rejected > rejected:
-                self._metrics.records_rejected.labels(topic=self._topic, reason="forged").inc()
-            if grant is not None:
-                await self.send(grant)
+        rejected = self.desk.rejected
+        grants = await self._clickhouse.run(self._answer, requests)
+        if self.desk.rejected > rejected:
+            self._metrics.records_rejected.labels(topic=self._topic, reason="forged").inc(self.desk.rejected - rejected)
+        await asyncio.gather(*[await self._publish(grant) for grant in grants])
+
+    def _answer(self, requests: list[LeaseRequest]) -> list[LeaseGrant]:
+        """On the store thread: the desk's grants answering `requests`, in their order."""
+        return [grant for grant in map(self.desk.handle, requests) if grant is not None]
 
     def on_past_grant(self, record: TopicRecord) -> None:
         """Read back at start (`resume`): note the latest expiry among the grants on the topic.
@@ -124,9 +133,14 @@ class LeaseService:
         self.desk.sweep()
 
     async def send(self, grant: LeaseGrant) -> None:
+        await (await self._publish(grant))
+
+    async def _publish(self, grant: LeaseGrant) -> "asyncio.Future[Any]":
+        """Hand `grant`, signed, to the producer; the future ends once the broker took it. Grants
+        handed over one after the other keep their order within a target's partition."""
         key, value = grant.key.encode(), grant.model_dump_json().encode()
         headers = {name: text.decode() for name, text in self._signer.headers(GRANT_MESSAGE_TYPE, key, value)}
-        await self._grants.publish(value, key=key, headers=headers)
+        return await self._grants.publish(value, key=key, headers=headers, no_confirm=True)
 
 
 async def _undecoded(message: StreamMessage[Any]) -> None:

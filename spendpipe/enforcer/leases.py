@@ -9,13 +9,21 @@ the chain began (`lease_spend.py`). A grant adds at most what no chain holds (`f
 a fair share; a chain is lent again only after it lapsed and its last calls had
 `settle_grace_s` to be counted. Chains live in memory: a restarted desk lends nothing for
 `ttl_s + settle_grace_s`, by when every chain its predecessor granted has lapsed.
+
+A chain returned with calls in flight keeps their estimates as lent, and when it leaves the
+account they carry over to its gateway's next chain with the rest of what it was not counted
+for. The gateway's settle says what those calls cost: the desk then lowers what it counts as
+lent by the estimates' excess over that cost (`InFlight`), where that excess is at the time: in
+the returned chain's grant, or in the carry of the chain it passed to. Without it a failed call,
+reserved and costing nothing, would leave its estimate lent for as long as the gateway starts
+new chains.
 """
 
 import itertools
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -23,18 +31,27 @@ from spendpipe.contracts.budgets import Cap
 from spendpipe.contracts.leases import LeaseGrant, LeaseRequest, LeaseSettings, reveals
 from spendpipe.contracts.money import cost_floor
 from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.lease_reads import BatchReads, Counted, Measure
 from spendpipe.enforcer.targets import BudgetBook, Target
-from spendpipe.store.totals import Measurement
 
 log = logging.getLogger(__name__)
 
-Measure = Callable[[Target, int], list[Measurement]]
-"""A target's caps with their spend in the current windows, at a Unix second."""
-Counted = Callable[[Target, Sequence[tuple[str, float, float | None]]], list[Decimal]]
-"""For (gateway, start, end) triples: that gateway's spend on the target from the start until
-the end (None: open)."""
-
 ZERO = Decimal(0)
+
+
+@dataclass
+class InFlight:
+    """Calls a chain had in flight when it was returned, until its gateway settles them."""
+
+    chain: str
+    """The returned chain."""
+    commitment: str
+    """What the settle's secret must hash to (committed to by the return)."""
+    estimate: Decimal
+    """What the chain was lent for those calls: its grant after the return less its `used`."""
+    cap: Decimal
+    """The most of `estimate` the holding chain still counts as lent: all of it in the returned
+    chain itself, at most the remainder it passed on once it left the account."""
 
 
 @dataclass
@@ -57,6 +74,9 @@ class Chain:
     """The chain's counted spend as last read (it only grows)."""
     closed: bool = False
     """Returned or revoked: lent nothing more, kept in the account until it lapses."""
+    in_flight: list[InFlight] = field(default_factory=list)
+    """Unsettled calls counted as lent here: this chain's own since its return (in `granted`),
+    and those of its gateway's earlier chains whose remainder it carries (in `carry`)."""
 
     def alive(self, now: float) -> bool:
         return not self.closed and now < self.expires_at
@@ -82,6 +102,8 @@ class LeaseDesk:
         self._caps: dict[str, tuple[Cap, ...]] = {}
         """Per target key, the caps its chains were lent under: a change revokes them."""
         self._lock = threading.Lock()
+        self._reads = BatchReads(measure=measure, counted=counted, at=self._lends_from)
+        """The current batch's reads (`handle_many`)."""
         self.rejected = 0
         """Requests dropped: a return without the chain's secret, a chain without a commitment,
         or a request naming another gateway's chain."""
@@ -89,32 +111,41 @@ class LeaseDesk:
     def handle(self, request: LeaseRequest) -> LeaseGrant | None:
         """The grant answering `request`, or None when there is nothing to say (a dropped
         request, or a desk that has just started and lends nothing yet)."""
-        now = self._clock()
+        grants = self.handle_many([request])
+        return grants[0] if grants else None
+
+    def handle_many(self, requests: Sequence[LeaseRequest]) -> list[LeaseGrant]:
+        """The grants answering `requests`, in order, as of one instant: each target's totals and
+        chain counts are read once for the batch (`BatchReads`)."""
         with self._lock:
-            chains = self._chains.setdefault(request.key, {})
-            self._drop_lapsed(chains, now)
-            chain = chains.get(request.chain)
-            if chain is not None and chain.gateway_id != request.gateway_id:
-                return self._reject("a request names another gateway's chain")
-            if request.kind != "request":
-                handback = self._return if request.kind == "return" else self._release
-                return handback(request, chain, chains, now)
-            if chain is None:
-                if request.commitment is None:
-                    return self._reject("a new chain without a commitment")
-                chain = Chain(request.gateway_id, request.chain, request.commitment, started=now)
-                chains[request.chain] = chain
-            if now < self._lends_from:
-                return None  # the predecessor's chains may still be out: lend nothing yet
-            target = self._target(request.scope, request.model)
-            if target is None or chain.closed:
-                return self._close(chain, request.key, now, "its budget does not lease this target")
-            return self._lend(target, chain, chains, request, now)
+            self._reads = BatchReads(measure=self._measure, counted=self._counted, at=self._clock())
+            return [grant for grant in map(self._handle, requests) if grant is not None]
+
+    def _handle(self, request: LeaseRequest) -> LeaseGrant | None:
+        now = self._clock()
+        chains = self._chains.setdefault(request.key, {})
+        self._drop_lapsed(chains, now)
+        chain = chains.get(request.chain)
+        if chain is not None and chain.gateway_id != request.gateway_id:
+            return self._reject("a request names another gateway's chain")
+        if request.kind != "request":
+            return self._hand_back(request, chain, chains, now)
+        if chain is None:
+            if request.commitment is None:
+                return self._reject("a new chain without a commitment")
+            chain = Chain(request.gateway_id, request.chain, request.commitment, started=now)
+            chains[request.chain] = chain
+        if now < self._lends_from:
+            return None  # the predecessor's chains may still be out: lend nothing yet
+        target = self._target(request.scope, request.model)
+        if target is None or chain.closed:
+            return self._close(chain, request.key, now, "its budget does not lease this target")
+        return self._lend(target, chain, chains, request, now)
 
     def _lend(
         self, target: Target, chain: Chain, chains: dict[str, Chain], request: LeaseRequest, now: float
     ) -> LeaseGrant:
-        measurements = self._measure(target, int(now))
+        measurements = self._reads.measure(target)
         headroom = min(m.cap.limit - m.spend for m in measurements)
         window_end = min((float(m.end) for m in measurements if m.end is not None), default=None)
         if chain.granted and chain.window_end != window_end:
@@ -137,10 +168,19 @@ class LeaseDesk:
     def _outstanding(self, target: Target, chains: dict[str, Chain]) -> Decimal:
         held = [c for c in chains.values() if c.granted > 0 or c.carry > 0]
         ends = _ends(chains)
-        counted = self._counted(target, [(c.gateway_id, c.started, ends.get(c.chain)) for c in held])
+        counted = self._reads.counted(target, [(c.gateway_id, c.started, ends.get(c.chain)) for c in held])
         for chain, spent in zip(held, counted, strict=True):
             chain.counted = spent
         return sum((max(ZERO, c.granted - c.released + c.carry - c.counted) for c in held), ZERO)
+
+    def _hand_back(
+        self, request: LeaseRequest, chain: Chain | None, chains: dict[str, Chain], now: float
+    ) -> LeaseGrant | None:
+        if request.kind == "settle":
+            return self._settle(request, chains, now)
+        if request.kind == "return":
+            return self._return(request, chain, chains, now)
+        return self._release(request, chain, chains, now)
 
     def _return(
         self, request: LeaseRequest, chain: Chain | None, chains: dict[str, Chain], now: float
@@ -151,12 +191,14 @@ class LeaseDesk:
             return self._reject("a return without the chain's secret")
         chain.granted = min(chain.granted - chain.released, request.used + request.reserved)
         chain.released = ZERO
+        chain.commitment = ""  # its secret is public now: no second return, and no release
+        if request.reserved > 0 and request.commitment is not None:
+            estimate = max(ZERO, chain.granted - request.used)
+            chain.in_flight.append(InFlight(chain.chain, request.commitment, estimate, estimate))
         target = self._target(request.scope, request.model)
         free, headroom = ZERO, None
         if target is not None and now >= self._lends_from:
-            measurements = self._measure(target, int(now))
-            headroom = max(ZERO, min(m.cap.limit - m.spend for m in measurements))
-            free = max(ZERO, headroom - self._outstanding(target, chains))
+            free, headroom = self._unlent(target, chains, now)
         chain.closed = True
         chain.version += 1
         chain.expires_at = min(chain.expires_at, now)  # kept in the account for the grace from now
@@ -176,10 +218,40 @@ class LeaseDesk:
         target = self._target(request.scope, request.model)
         if target is None or now < self._lends_from:
             return None
-        measurements = self._measure(target, int(now))
-        headroom = max(ZERO, min(m.cap.limit - m.spend for m in measurements))
-        free = max(ZERO, headroom - self._outstanding(target, chains))
+        free, headroom = self._unlent(target, chains, now)
         return self._grant(chain, request.scope, request.model, free, now, headroom=headroom)
+
+    def _settle(self, request: LeaseRequest, chains: dict[str, Chain], now: float) -> LeaseGrant | None:
+        """The calls a returned chain had in flight have ended and cost `used`: what was lent for
+        them beyond that is lent no more. Answered on the chain that held them, with what is free
+        now, so waiting gateways ask again."""
+        for holder in chains.values():
+            record = next((r for r in holder.in_flight if r.chain == request.chain), None)
+            if record is None or holder.gateway_id != request.gateway_id:
+                continue
+            if not reveals(request.secret, record.commitment):
+                return self._reject("a settle without the secret its chain's return committed to")
+            holder.in_flight.remove(record)
+            excess = min(max(ZERO, record.estimate - request.used), record.cap)
+            if holder.chain == record.chain:
+                holder.granted -= excess
+            else:
+                holder.carry = max(ZERO, holder.carry - excess)
+            target = self._target(request.scope, request.model)
+            if target is None or now < self._lends_from:
+                return None
+            free, headroom = self._unlent(target, chains, now)
+            holder.version += 1 if holder.closed else 0
+            return self._grant(
+                holder, request.scope, request.model, free, now, revoked=holder.closed, headroom=headroom
+            )
+        return None  # out of the account already (no later chain of its gateway took it), or never returned
+
+    def _unlent(self, target: Target, chains: dict[str, Chain], now: float) -> tuple[Decimal, Decimal]:
+        """(free, headroom) of a target now: its headroom lent to no chain, and its headroom."""
+        measurements = self._reads.measure(target)
+        headroom = max(ZERO, min(m.cap.limit - m.spend for m in measurements))
+        return max(ZERO, headroom - self._outstanding(target, chains)), headroom
 
     def revoke_changed(self) -> list[LeaseGrant]:
         """Revoke every open chain whose target's caps changed, or whose budget no longer leases
@@ -233,7 +305,8 @@ class LeaseDesk:
     def _drop_lapsed(self, chains: dict[str, Chain], now: float) -> None:
         """Drop the chains that lapsed a grace period ago, and those that asked and were never
         lent anything. What a dropped chain was lent and not counted for carries over to its
-        gateway's next chain, whose count holds the dropped one's last calls."""
+        gateway's next chain, whose count holds the dropped one's last calls, and so do its
+        unsettled calls (`InFlight`), within what it carries over."""
         grace = self._settings.settle_grace_s
         dropped = {
             name
@@ -245,7 +318,9 @@ class LeaseDesk:
             later = [c for c in chains.values() if c.gateway_id == chain.gateway_id and c.started > chain.started]
             if later:
                 left = max(ZERO, chain.granted - chain.released + chain.carry - chain.counted)
-                min(later, key=lambda c: c.started).carry += left
+                successor = min(later, key=lambda c: c.started)
+                successor.carry += left
+                successor.in_flight += _within(chain.in_flight, left)
         for name in dropped:
             del chains[name]
 
@@ -302,6 +377,18 @@ def _ends(chains: dict[str, Chain]) -> dict[str, float]:
         for earlier, later in itertools.pairwise(own):
             ends[earlier.chain] = later.started
     return ends
+
+
+def _within(records: list[InFlight], left: Decimal) -> list[InFlight]:
+    """`records` passed on with a remainder of `left`: their caps, in order, add up to no more
+    than it, so a settle never takes from the carry more than they brought to it."""
+    passed = []
+    for record in records:
+        cap = min(record.cap, left)
+        left -= cap
+        if cap > 0:
+            passed.append(InFlight(record.chain, record.commitment, record.estimate, cap))
+    return passed
 
 
 def _split(key: str) -> tuple[str, str]:

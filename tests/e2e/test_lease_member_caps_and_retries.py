@@ -5,8 +5,10 @@ covered last (docs/leases.md):
   their cap while another member of the team goes on, the member's spend stays within the cap
   plus the bound, and the pipeline's totals equal what the proxy served;
 - a router retry and fallback after failed attempts: each attempt reserves, and the fallback's
-  cost settles on the gateway's chain (the chains' returned `used` adds up to what the proxy served), and the leased
-  budget holds as it does without fallbacks.
+  cost settles on the gateway's chain (the chains' returned and settled `used` add up to what
+  the proxy served), and the leased budget holds as it does without fallbacks; no request is
+  refused while the budget has headroom left for one more (no phantom refusal: the failed
+  attempts' estimates, in flight when a chain ended, are settled at their cost).
 """
 
 import asyncio
@@ -109,7 +111,8 @@ async def test_a_retry_and_a_fallback_after_failed_attempts_reserve_and_settle_o
     """Every request goes to `broken`, whose deployment fails (LiteLLM's `mock_response`
     `litellm.InternalServerError`); the router retries it once, then falls back to gpt-4o. Each
     proxy request thus makes three attempts; the last is the one that costs."""
-    monkeypatch.setenv("SPENDPIPE_LEASES__UNPRICED_RESERVE", "0.0005")  # `broken` has no price
+    unpriced = Decimal("0.0005")
+    monkeypatch.setenv("SPENDPIPE_LEASES__UNPRICED_RESERVE", str(unpriced))  # `broken` has no price
     key = "sk-fallback-0123456789"
     (proxy,) = await start_proxies(
         {key: ("carol", "ops")},
@@ -134,15 +137,22 @@ async def test_a_retry_and_a_fallback_after_failed_attempts_reserve_and_settle_o
         assert served.admitted > 3
         (cost,) = served.costs  # every served request is the fallback's gpt-4o call
         assert served.spent <= cap + bound(cost)
+        # one gateway: refused only once less than one attempt's reservation is left unspent
+        one_call = max(unpriced, learned_estimate("gpt-4o", MESSAGES, ANSWER))
+        unspent = cap - served.spent
+        print(f"unspent headroom at the first refusal: {unspent} of {cap} (one call reserves {one_call})")
+        assert unspent < one_call, f"refused with {unspent} of {cap} unspent: room for another call"
         await pipeline_counted(clickhouse, "team:ops", served.spent)
 
         async def used_on_returned_chains() -> Decimal:
             requests = await lease_requests(kafka_broker, proxy.topics)
-            return sum((r.used for r in requests if r.kind == "return"), Decimal(0))
+            return sum((r.used for r in requests if r.kind in ("return", "settle")), Decimal(0))
 
         await eventually(
             used_on_returned_chains,
-            lambda used: used == served.spent,  # each fallback was reserved and settled at its cost
+            # each fallback was reserved and settled at its cost: in its chain's return, or in the
+            # chain's settle when it was in flight at the return
+            lambda used: used == served.spent,
             within=30,
             what="the returned chains' use",
         )

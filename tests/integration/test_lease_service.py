@@ -1,6 +1,7 @@
 """The enforcer's lease desk on the real broker and chDB: a gateway's request is answered by a
 grant the gateway's verifier accepts, a hostile record is counted and the next request is still
-answered, and a lowered cap revokes the chain."""
+answered, a lowered cap revokes the chain, and a gateway's settle of a returned chain frees what
+its calls in flight did not cost."""
 
 import asyncio
 import secrets
@@ -13,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
 from spendpipe.contracts.topics import Topics
+from spendpipe.gateway.leases.book import LeaseBook, Verdict
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
@@ -21,6 +23,7 @@ from tests.support.pipeline import produce_records, read_topic, running_pipeline
 from tests.support.waiting import eventually
 
 QUICK = LeaseSettings(ttl_s=1, settle_grace_s=0.5)
+BUDGET = {"scope": "team:eng", "max_budget": "1", "budget_duration": "24h", "headroom_leases": True}
 
 
 def ask(chain: str, secret: str, want: str) -> LeaseRequest:
@@ -50,8 +53,7 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
 ) -> None:
     topics: Topics = await make_topics(kafka_broker)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
-    budget = {"scope": "team:eng", "max_budget": "1", "budget_duration": "24h", "headroom_leases": True}
-    await asyncio.to_thread(admin.set, budget)
+    await asyncio.to_thread(admin.set, BUDGET)
     aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
     enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
     chain, secret = secrets.token_hex(16), secrets.token_hex(32)
@@ -73,7 +75,7 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
         rejected = service.metrics.records_rejected.labels(topic=topics.lease_requests, reason="unreadable")
         assert rejected._value.get() == 1
 
-        await asyncio.to_thread(admin.set, budget | {"max_budget": "0.1"})
+        await asyncio.to_thread(admin.set, BUDGET | {"max_budget": "0.1"})
         revocations = await eventually(
             lambda: grants(kafka_broker, topics, 1), lambda gs: len(gs) >= 2, within=30, what="the revocation"
         )
@@ -114,3 +116,37 @@ async def test_a_fresh_enforcer_lends_at_once_and_a_successor_waits_for_its_pred
         await eventually(service.leases.desk.lending, bool, within=40, what="the predecessor's chain to lapse")
         assert time.time() >= expires + patient.settle_grace_s
         assert time.time() < expires + patient.ttl_s
+
+
+async def test_a_gateways_settle_frees_what_its_returned_chains_call_in_flight_did_not_cost(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    topics: Topics = await make_topics(kafka_broker)
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    await asyncio.to_thread(admin.set, BUDGET)
+    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
+    book = LeaseBook(gateway_id="gw-1", settings=LeaseSettings())
+    needs = {"team:eng": ("team:eng", "", Decimal("0.4"))}
+
+    async def answer(requests: list[LeaseRequest], seen: int) -> LeaseGrant:
+        """Send the gateway's requests; the enforcer's answer to the last of them."""
+        records = [(r.key.encode(), r.model_dump_json().encode()) for r in requests]
+        await produce_records(kafka_broker, topics.lease_requests, records)
+        return (await grants(kafka_broker, topics, seen + 1))[-1]
+
+    async with running_pipeline(aggregator, enforcer, clickhouse, time.time) as service:
+        await eventually(service.leases.desk.lending, bool, within=30, what="the desk's start-up wait")
+        # given a call reserved on a chain that is then returned while the call is in flight
+        book.apply(await answer(book.reserve("call", needs, "m", time.monotonic())[1], 0), time.monotonic())
+        assert book.reserve("call", needs, "m", time.monotonic())[0] is Verdict.RESERVED
+        returned = await answer(book.to_return(time.monotonic(), everything=True), 1)
+        assert (returned.free, returned.headroom) == (Decimal("0.6"), Decimal(1))  # the call may cost 0.4
+        # when the call fails, at no cost, and the gateway settles the returned chain
+        book.settle("call", None)
+        (settle,) = book.to_return(time.monotonic())
+        settled = await answer([settle], 2)
+        # then nothing is lent for it any more
+        assert (settled.chain, settled.free) == (returned.chain, Decimal(1))
+        rejected = service.metrics.records_rejected.labels(topic=topics.lease_requests, reason="unreadable")
+        assert rejected._value.get() == 0

@@ -217,6 +217,48 @@ def test_an_idle_chain_is_returned_with_its_secret_and_use() -> None:
     assert back.used == Decimal("0.04")
 
 
+def test_a_chain_handed_back_with_calls_in_flight_settles_them_once_they_all_ended() -> None:
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    held_chain(book, "1")
+    book.reserve("1", NEEDS, "m", 0.0)
+    book.reserve("2", NEEDS, "m", 0.0)
+    (back,) = book.to_return(SETTINGS.ttl_s + 0.1)  # lapsed with both calls in flight
+    assert (back.kind, back.reserved) == ("return", Decimal("0.2"))
+    assert back.commitment is not None  # to the secret of the settle that follows
+    book.settle("1", Decimal("0.03"))
+    assert book.to_return(SETTINGS.ttl_s + 0.2) == []  # a call is still in flight
+    book.settle("2", None)  # it failed, and cost nothing
+    (settle,) = book.to_return(SETTINGS.ttl_s + 0.3)
+    assert (settle.kind, settle.chain, settle.used) == ("settle", back.chain, Decimal("0.03"))
+    assert settle.secret is not None
+    assert commitment_of(settle.secret) == back.commitment
+    assert book.to_return(SETTINGS.ttl_s + 0.4) == []  # settled once
+
+
+def test_a_chain_handed_back_with_nothing_in_flight_commits_to_no_settle() -> None:
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    held_chain(book, "1")
+    book.reserve("1", NEEDS, "m", 0.0)
+    book.settle("1", Decimal("0.05"))
+    (back,) = book.to_return(1.5)
+    assert (back.reserved, back.commitment) == (Decimal(0), None)
+    assert book.to_return(1.6) == []
+
+
+def test_a_revoked_chain_is_handed_back_with_its_use_and_settled() -> None:
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    ask = held_chain(book, "1")
+    book.reserve("1", NEEDS, "m", 0.0)
+    book.reserve("2", NEEDS, "m", 0.0)
+    book.settle("1", Decimal("0.08"))
+    book.apply(grant_for(ask, "1", "0", revoked=True), 0.1)
+    (back,) = book.to_return(0.2)
+    assert (back.kind, back.chain, back.used, back.reserved) == ("return", ask.chain, Decimal("0.08"), Decimal("0.1"))
+    book.settle("2", Decimal("0.02"))
+    (settle,) = book.to_return(0.3)
+    assert (settle.kind, settle.used) == ("settle", Decimal("0.02"))
+
+
 def test_a_chain_is_not_used_after_its_ttl() -> None:
     book = LeaseBook(gateway_id="gw", settings=SETTINGS)
     held_chain(book, "1", now=0.0)

@@ -12,6 +12,10 @@ than that hands the rest back (`to_return`, a release), so a busy gateway does n
 headroom another gateway is refused for. Times are the caller's monotonic clock; a chain is
 usable for `ttl_s` after its grant was received, so the gateway stops before the enforcer's
 expiry.
+
+A chain handed back (returned, or revoked by the enforcer) with calls still in flight is kept
+aside (`Ended`) until those calls have ended; then the book settles it (`kind = "settle"`) with
+their exact cost, so the enforcer stops counting their estimates as lent.
 """
 
 import secrets
@@ -98,6 +102,17 @@ class Held:
 
 
 @dataclass
+class Ended:
+    """A chain handed back with calls in flight, waiting for them to end."""
+
+    chain: ChainState
+    calls: int
+    """Its reservations still in flight."""
+    cost: Decimal = ZERO
+    """The exact cost of those that ended since."""
+
+
+@dataclass
 class Reservation:
     held: list[Held]
     model: str
@@ -120,6 +135,10 @@ class LeaseBook:
         self._free: dict[str, Known] = {}
         self._short_asked_at: dict[str, float] = {}
         self._reservations: dict[str, Reservation] = {}
+        self._ended: dict[str, Ended] = {}
+        """By chain id: chains handed back with calls in flight, until those end."""
+        self._revoked: list[ChainState] = []
+        """Chains the enforcer revoked, to hand back (with their use) at the next `to_return`."""
         self.changed = threading.Condition()
         """Notified whenever a grant is applied or a call settles; waiters re-run `reserve`."""
         self.listeners: list[Callable[[], None]] = []
@@ -197,7 +216,7 @@ class LeaseBook:
                 chain.answered_once = True
                 if grant.revoked:
                     chain.usable_until = 0.0
-                    self._chains.pop(grant.key)
+                    self._revoked.append(self._chains.pop(grant.key))
                 else:
                     chain.granted = max(chain.granted, grant.granted)
                     chain.usable_until = now + grant.ttl_s
@@ -213,7 +232,11 @@ class LeaseBook:
             for part in held.held:
                 chain = self._chains.get(part.key)
                 if chain is None or chain.chain != part.chain:
-                    continue  # the chain ended; the enforcer counts the call from its event
+                    ended = self._ended.get(part.chain)
+                    if ended is not None:  # the enforcer counts the call from its event; says its cost
+                        ended.calls -= 1
+                        ended.cost += cost or ZERO
+                    continue
                 chain.reserved -= part.amount
                 chain.used += cost or ZERO
                 if cost is not None:
@@ -223,13 +246,15 @@ class LeaseBook:
 
     def to_return(self, now: float, *, everything: bool = False, lapse_s: float = 600.0) -> list[LeaseRequest]:
         """Chains to hand back: idle for `idle_return_s`, no longer usable, or all of them
-        (`everything`, at shutdown); and releases of what a chain holds beyond what it would ask
-        for, while the enforcer says less than that is free (`_release`). Reservations older than
-        `lapse_s` are freed first."""
+        (`everything`, at shutdown), and those the enforcer revoked; releases of what a chain holds
+        beyond what it would ask for, while the enforcer says less than that is free (`_release`);
+        and settles of handed-back chains whose calls in flight have all ended. Reservations older
+        than `lapse_s` are freed first."""
         with self.changed:
             for name in [n for n, r in self._reservations.items() if now - r.at >= lapse_s]:
                 self.settle(name, None)
-            returns = []
+            returns = [self._return(chain) for chain in self._revoked]
+            self._revoked.clear()
             for key, chain in list(self._chains.items()):
                 idle = chain.reserved == 0 and now - chain.last_call >= self._settings.idle_return_s
                 lapsed = chain.answered_once and not chain.usable(now) and chain.asked_at is None
@@ -241,6 +266,10 @@ class LeaseBook:
                 release = self._release(key, chain, now)
                 if release is not None:
                     returns.append(release)
+            for name, ended in list(self._ended.items()):
+                if ended.calls <= 0:
+                    del self._ended[name]
+                    returns.append(self._settle(ended))
             return returns
 
     def short_of(self, needs: dict[str, tuple[str, str, Decimal]], now: float) -> str | None:
@@ -338,15 +367,30 @@ class LeaseBook:
         )
 
     def _return(self, chain: ChainState) -> LeaseRequest:
+        """Hand `chain` back. With calls in flight it commits to one more secret, which its
+        settle reveals once they have ended (`to_return`)."""
+        secret, commitment = chain.secret, None
+        calls = sum(part.chain == chain.chain for held in self._reservations.values() for part in held.held)
+        if calls:
+            chain.secret = secrets.token_hex(32)
+            commitment = commitment_of(chain.secret)
+            self._ended[chain.chain] = Ended(chain, calls)
         return self._message(
             chain,
             "return",
-            secret=chain.secret,
+            secret=secret,
+            commitment=commitment,
             used=cost_floor(chain.used),
             reserved=cost_floor(max(chain.reserved, ZERO)),
         )
 
-    def _message(self, chain: ChainState, kind: Literal["request", "release", "return"], **fields: Any) -> LeaseRequest:
+    def _settle(self, ended: Ended) -> LeaseRequest:
+        """The calls `ended` had in flight at its return have all ended, at `cost`."""
+        return self._message(ended.chain, "settle", secret=ended.chain.secret, used=cost_floor(ended.cost))
+
+    def _message(
+        self, chain: ChainState, kind: Literal["request", "release", "return", "settle"], **fields: Any
+    ) -> LeaseRequest:
         """A request, release or return on `chain`, from this gateway."""
         return LeaseRequest(
             kind=kind, gateway_id=self.gateway_id, chain=chain.chain, scope=chain.scope, model=chain.model, **fields
