@@ -274,31 +274,41 @@ class BudgetChange:
 
 
 class LatestBudgets:
-    """Per scope, the version of the newest budget record read (module docstring). Not locked:
-    one reader thread offers."""
+    """Per scope, the version and offset of the newest budget record read (module docstring).
+    Offsets tell a replay from a reader reading the topic again: a record at or below the offset
+    already applied for its scope was read before (the reader started over) and is passed over
+    quietly; one written after it with an older version is a replay, `stale`. Not locked: one
+    reader thread offers."""
 
     def __init__(self) -> None:
-        self._versions: dict[str, int] = {}
-        """0: the scope's newest record has no version."""
+        self._newest: dict[str, tuple[int, int]] = {}
+        """scope -> (version, 0 for none; offset) of the record in force."""
 
-    def offer(self, key: bytes | None, value: bytes | None) -> BudgetChange | str:
-        """The change a verified record makes, or why it makes none: `stale` (a version no higher
-        than one read before), `unreadable` (not a budget record, or one of another scope than its key)."""
+    def offer(self, key: bytes | None, value: bytes | None, offset: int) -> BudgetChange | str | None:
+        """The change the verified record at `offset` makes; None when it makes none (read before,
+        or the record in force written again); or why it is refused: `stale` (an older version
+        written after a newer one), `unreadable` (not a budget record, or one of another scope
+        than its key)."""
         scope = (key or b"").decode(errors="replace")
-        known = self._versions.get(scope)
-        if value is None:  # a tombstone: only from before versions
-            if known:
-                return "stale"
-            self._versions.pop(scope, None)
-            return BudgetChange(scope, None)
-        try:
-            record = BudgetRecord.model_validate_json(value).root
-        except ValidationError:
+        known_version, known_offset = self._newest.get(scope, (0, -1))
+        if offset <= known_offset:
+            return None
+        record = None if value is None else _record_of(scope, value)  # None: a tombstone
+        if value is not None and record is None:
             return "unreadable"
-        if record.scope != scope:
-            return "unreadable"
-        version = record.version or 0
-        if known is not None and (version < known or (version == known and version != 0)):
+        version = 0 if record is None else record.version or 0
+        if version < known_version:  # a tombstone too: it deletes only on a topic from before versions
             return "stale"
-        self._versions[scope] = version
-        return BudgetChange(scope, None if isinstance(record, BudgetDeletion) else record)
+        if version == known_version != 0:
+            return None
+        self._newest[scope] = (version, offset)
+        return BudgetChange(scope, record if isinstance(record, Budget) else None)
+
+
+def _record_of(scope: str, value: bytes) -> Budget | BudgetDeletion | None:
+    """The budget record `value` holds for `scope`; None when it holds none (or another scope's)."""
+    try:
+        record = BudgetRecord.model_validate_json(value).root
+    except ValidationError:
+        return None
+    return record if record.scope == scope else None

@@ -1,5 +1,5 @@
 """Versioned budget records (`contracts/budgets.LatestBudgets`): what a reader of `spend.budgets`
-applies, and what it ignores as stale, whatever order records arrive in."""
+applies, what it refuses as a replay, and what it passes over when it reads the topic again."""
 
 from decimal import Decimal
 
@@ -16,44 +16,67 @@ def deletion(version: int) -> bytes:
     return BudgetDeletion(scope=SCOPE, version=version, deleted=True).model_dump_json().encode()
 
 
-def cap_of(change: BudgetChange | str) -> Decimal | str | None:
-    if isinstance(change, str):
+class Topic:
+    """One scope's records in offset order, as a reader meets them."""
+
+    def __init__(self) -> None:
+        self.records: list[bytes | None] = []
+
+    def write(self, value: bytes | None) -> int:
+        self.records.append(value)
+        return len(self.records) - 1
+
+
+def offer(latest: LatestBudgets, topic: Topic, value: bytes | None) -> Decimal | str | None:
+    """Write `value` and have the reader read it: the cap it applies, `deleted`, a refusal, or None."""
+    change = latest.offer(SCOPE.encode(), value, topic.write(value))
+    if not isinstance(change, BudgetChange):
         return change
-    return None if change.budget is None else change.budget.max_budget
+    return "deleted" if change.budget is None else change.budget.max_budget
 
 
 def test_a_replayed_older_budget_or_deletion_is_stale() -> None:
-    latest = LatestBudgets()
+    latest, topic = LatestBudgets(), Topic()
 
-    assert cap_of(latest.offer(SCOPE.encode(), budget("10", 5))) == Decimal(10)
-    assert cap_of(latest.offer(SCOPE.encode(), budget("1", 9))) == Decimal(1)
-    assert latest.offer(SCOPE.encode(), budget("10", 5)) == "stale"  # the older cap, written again
-    assert latest.offer(SCOPE.encode(), deletion(8)) == "stale"
-    assert latest.offer(SCOPE.encode(), budget("1", 9)) == "stale"  # the same record read again
-    assert cap_of(latest.offer(SCOPE.encode(), deletion(12))) is None
-    assert latest.offer(SCOPE.encode(), budget("1", 9)) == "stale"  # deleted stays deleted
-    assert cap_of(latest.offer(SCOPE.encode(), budget("3", 13))) == Decimal(3)
+    assert offer(latest, topic, budget("10", 5)) == Decimal(10)
+    assert offer(latest, topic, budget("1", 9)) == Decimal(1)
+    assert offer(latest, topic, budget("10", 5)) == "stale"  # the older cap, written again
+    assert offer(latest, topic, deletion(8)) == "stale"
+    assert offer(latest, topic, budget("1", 9)) is None  # the record in force, written again: no change
+    assert offer(latest, topic, deletion(12)) == "deleted"
+    assert offer(latest, topic, budget("1", 9)) == "stale"  # deleted stays deleted
+    assert offer(latest, topic, budget("3", 13)) == Decimal(3)
+
+
+def test_a_reader_that_reads_the_topic_again_changes_and_refuses_nothing() -> None:
+    latest, topic = LatestBudgets(), Topic()
+    for value in (budget("10", 5), budget("1", 9), deletion(12), budget("3", 13)):
+        offer(latest, topic, value)
+
+    again = [latest.offer(SCOPE.encode(), value, offset) for offset, value in enumerate(topic.records)]
+
+    assert again == [None, None, None, None]
 
 
 def test_records_from_before_versions_apply_in_order_until_the_first_versioned_one() -> None:
-    latest = LatestBudgets()
+    latest, topic = LatestBudgets(), Topic()
 
-    assert cap_of(latest.offer(SCOPE.encode(), budget("10", None))) == Decimal(10)
-    assert cap_of(latest.offer(SCOPE.encode(), budget("20", None))) == Decimal(20)
-    assert cap_of(latest.offer(SCOPE.encode(), None)) is None  # a tombstone of those days
-    assert cap_of(latest.offer(SCOPE.encode(), budget("30", None))) == Decimal(30)
-    assert cap_of(latest.offer(SCOPE.encode(), budget("1", 4))) == Decimal(1)
-    assert latest.offer(SCOPE.encode(), budget("30", None)) == "stale"
-    assert latest.offer(SCOPE.encode(), None) == "stale"  # a tombstone carries no version: never newer
+    assert offer(latest, topic, budget("10", None)) == Decimal(10)
+    assert offer(latest, topic, budget("20", None)) == Decimal(20)
+    assert offer(latest, topic, None) == "deleted"  # a tombstone of those days
+    assert offer(latest, topic, budget("30", None)) == Decimal(30)
+    assert offer(latest, topic, budget("1", 4)) == Decimal(1)
+    assert offer(latest, topic, budget("30", None)) == "stale"
+    assert offer(latest, topic, None) == "stale"  # a tombstone carries no version: never newer
 
 
 def test_a_record_under_another_scope_s_key_or_not_a_budget_is_unreadable() -> None:
-    latest = LatestBudgets()
+    latest, topic = LatestBudgets(), Topic()
 
-    assert latest.offer(b"team:other", budget("10", 5)) == "unreadable"
-    assert latest.offer(SCOPE.encode(), b'{"scope": "team:eng", "version": 5}') == "unreadable"
-    assert latest.offer(SCOPE.encode(), b"not json") == "unreadable"
-    assert cap_of(latest.offer(SCOPE.encode(), budget("10", 1))) == Decimal(10)  # none of them counted
+    assert latest.offer(b"team:other", budget("10", 5), topic.write(None)) == "unreadable"
+    assert offer(latest, topic, b'{"scope": "team:eng", "version": 5}') == "unreadable"
+    assert offer(latest, topic, b"not json") == "unreadable"
+    assert offer(latest, topic, budget("10", 1)) == Decimal(10)  # none of them counted
 
 
 def test_a_writer_s_versions_always_rise() -> None:
