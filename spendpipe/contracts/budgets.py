@@ -7,9 +7,9 @@ input is refused by validation with the field and the reason, before anything is
 **Versions.** Every record a writer publishes carries a `version` (microseconds of the writer's
 clock, above any it wrote before), a deletion too: `BudgetDeletion`, a record of its own rather
 than a tombstone, because a tombstone has no value to carry a version in. Every reader applies
-records through `LatestBudgets`, which keeps, per scope, the highest version read and ignores a
-record with a lower or equal one. So a genuine, signed, older record written again by whoever
-can write the topic (a replay) changes nothing for a reader that has read the newer one.
+records through `LatestBudgets`, which keeps, per scope, the version read last and refuses an
+older one written after it. So a genuine, signed, older record written again by whoever can
+write the topic (a replay) changes nothing for a reader that has read the newer one.
 Records from before versions (no `version`, null tombstones) are taken in offset order as they
 always were, until the scope's first versioned record; after it, an unversioned record is stale.
 """
