@@ -31,6 +31,7 @@ from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
 from spendpipe.contracts.topics import Topics
 from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.sdk import install
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
@@ -142,8 +143,7 @@ def run(bootstrap: str, workdir: Path, pairs: int = PAIRS) -> list[dict[str, Any
     settings = GatewaySettings(
         kafka=kafka, topics=topics, spool_dir=workdir / f"spool-sdk-{suffix}", gateway_id="bench"
     )
-    plugin = SpendpipeLogger.from_settings(settings)
-    plugin.start()
+    plugin = install(settings)  # as the README's SDK example: LiteLLM's callback, started
     plugin.blocklist.in_sync.wait(30)
 
     async def measure() -> list[dict[str, Any]]:

@@ -33,6 +33,10 @@ class SessionGate:
         self._gateway_id = gateway_id
         self._wait_s = wait_s
 
+    def without_log(self) -> "SessionGate":
+        """The same caps with no session log: caps no session (SDK mode), reads and writes nothing."""
+        return SessionGate(caps=self.caps, sessions=None, gateway_id=self._gateway_id, wait_s=self._wait_s)
+
     def start(self) -> None:
         if self._sessions is not None:
             self._sessions.start()
