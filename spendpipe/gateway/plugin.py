@@ -398,6 +398,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 queue_size=settings.queue_size,
                 delivery_timeout_s=settings.delivery_timeout_s,
                 retry_backoff_s=settings.retry_backoff_s,
+                linger_s=settings.publish_linger_s,
             ),
         )
         blocklist = BlockList()

@@ -6,8 +6,11 @@ request path does not even pay for building it. A `BackgroundLoop` (a daemon thr
 event loop) builds what was deferred and drains the queue into an idempotent aiokafka producer
 (acks=all). The thread does not poll: with nothing to do it sleeps on an `asyncio.Event`, and the
 hand-over that finds it asleep wakes it (`call_soon_threadsafe`, one write to the loop's wake-up
-pipe), so an idle gateway's publisher never takes the GIL from the host's threads. Kafka's
-batching does the rest: while one batch waits for its acknowledgement the next gathers.
+pipe), so an idle gateway's publisher never takes the GIL from the host's threads. Woken, or done
+with a batch while more wait, it lingers (`linger_s`, 50 ms by default) so that many events share
+one wake-up, and sends them as one record batch per partition (`send_batch`: aiokafka's cost per
+`send` is paid per batch, not per event). Each event's partition is the one a plain `send()` of
+its key would take (aiokafka's default partitioner).
 
 When Kafka cannot take a batch (unreachable at start, gone mid-run, or too slow), the batch goes
 to the disk spool and is replayed, oldest first, once Kafka answers again.
@@ -51,7 +54,7 @@ counts and logs why)."""
 class PublisherOptions:
     queue_size: int = 100_000
     batch_size: int = 2_000
-    linger_s: float = 0.02
+    linger_s: float = 0.05
     """How long the thread, woken by a hand-over, lets more gather before it drains the queue: one
     wake-up and one Kafka batch per partition for many events rather than for each."""
     delivery_timeout_s: float = 10.0
