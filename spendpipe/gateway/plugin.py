@@ -540,17 +540,30 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """LiteLLM is about to call the provider: `close()` waits for this call's log."""
         self._unlogged.started(kwargs.get("litellm_call_id"))
 
+    def _settles(self, params: dict[str, Any]) -> bool:
+        """A logged call has something to settle: a lease or headroom reservation (both marked by
+        `mark_lease`), a granted session call, or budgets leasing headroom (whose estimator learns
+        from every call). Else (an SDK call without leases: the common case) the log only records."""
+        return bool(lease_in(params)) or self.leases.leasing or self.sessions.marked(params)
+
+    def _settle_logged(self, kwargs: Any) -> None:
+        params = _litellm_params(kwargs)
+        if self._settles(params):
+            self.leases.settle_logged(params, call_outcome(kwargs))
+
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
-        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+        self._settle_logged(kwargs)
 
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
-        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+        self._settle_logged(kwargs)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
         params = _litellm_params(kwargs)
+        if not self._settles(params):
+            return
         outcome = call_outcome(kwargs)  # what the call's event charges (built later, on the publisher's thread)
         self.leases.settle_logged(params, outcome)
         self.gate.finish(lease_in(params), usage_of_log(kwargs))
@@ -565,7 +578,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         the request end. The attempt's headroom reservation is settled with its cost; the next
         attempt reserves again (`async_pre_call_deployment_hook`)."""
         self.record(kwargs)
-        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+        self._settle_logged(kwargs)
 
 
 def _response_cost(response: Any) -> Decimal:

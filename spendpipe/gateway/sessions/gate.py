@@ -75,6 +75,10 @@ class SessionGate:
     def settle(self, data: dict[str, Any] | None, cost: Decimal) -> None:
         self._end(_marker(data), "settle", cost)
 
+    def marked(self, data: dict[str, Any] | None) -> bool:
+        """The call was granted as a session's (`admit` marked it): its end is to be reported."""
+        return self._sessions is not None and _marker(data) is not None
+
     def release(self, data: dict[str, Any] | None) -> None:
         self._end(_marker(data), "release", None)
 
