@@ -127,7 +127,8 @@ def _row(mode: str, samples: Samples) -> dict[str, Any]:
         "note": (
             f"without {statistics.median(rates['without']):,.0f} calls/s,"
             f" with {statistics.median(rates['plugin']):,.0f};"
-            f" ratio IQR {quartiles[0]:.3f} to {quartiles[2]:.3f}, range {ratios[0]:.3f} to {ratios[-1]:.3f};"
+            f" ratio median {median:.3f}, IQR {quartiles[0]:.3f} to {quartiles[2]:.3f},"
+            f" range {ratios[0]:.3f} to {ratios[-1]:.3f};"
             f" a callback doing nothing: {noop:.3f}; CPU per call (all threads, median) without"
             f" {cpu['without']:,.0f} µs, with {cpu['plugin']:,.0f} µs, doing nothing {cpu['noop']:,.0f} µs"
         ),
