@@ -113,3 +113,14 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
         {"benchmark": "plugin: check the block list", "unit": "µs", "p50": median(check_p50),
          "p99": median(check_p99), "goal": "p99 ≤ 10", "met": median(check_p99) <= 10},
     ]  # fmt: skip
+
+
+if __name__ == "__main__":
+    import tempfile
+
+    from benchmarks.__main__ import signing_keys, table
+    from dev.local_kafka import throwaway_broker
+
+    signing_keys()
+    with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
+        print(table(run(broker, Path(work))))

@@ -31,6 +31,7 @@ from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
 from spendpipe.contracts.topics import Topics
 from spendpipe.gateway.plugin import SpendpipeLogger
+from spendpipe.gateway.sdk import install
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
@@ -126,7 +127,8 @@ def _row(mode: str, samples: Samples) -> dict[str, Any]:
         "note": (
             f"without {statistics.median(rates['without']):,.0f} calls/s,"
             f" with {statistics.median(rates['plugin']):,.0f};"
-            f" ratio IQR {quartiles[0]:.3f} to {quartiles[2]:.3f}, range {ratios[0]:.3f} to {ratios[-1]:.3f};"
+            f" ratio median {median:.3f}, IQR {quartiles[0]:.3f} to {quartiles[2]:.3f},"
+            f" range {ratios[0]:.3f} to {ratios[-1]:.3f};"
             f" a callback doing nothing: {noop:.3f}; CPU per call (all threads, median) without"
             f" {cpu['without']:,.0f} µs, with {cpu['plugin']:,.0f} µs, doing nothing {cpu['noop']:,.0f} µs"
         ),
@@ -142,8 +144,7 @@ def run(bootstrap: str, workdir: Path, pairs: int = PAIRS) -> list[dict[str, Any
     settings = GatewaySettings(
         kafka=kafka, topics=topics, spool_dir=workdir / f"spool-sdk-{suffix}", gateway_id="bench"
     )
-    plugin = SpendpipeLogger.from_settings(settings)
-    plugin.start()
+    plugin = install(settings)  # as the README's SDK example: LiteLLM's callback, started
     plugin.blocklist.in_sync.wait(30)
 
     async def measure() -> list[dict[str, Any]]:

@@ -170,12 +170,25 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             return None
         return "reading the rate limits (the budgets topic) to its end"
 
+    def _nothing_refuses(self, *, reserve: bool = False) -> bool:
+        """True when no call can be refused now, whoever makes it: in sync (or failing open), no
+        block in force, and, with `reserve`, no budget leasing headroom. The request path then
+        reads no identity at all (the common case: every call)."""
+        self.start()
+        return (
+            (self.blocklist.in_sync.is_set() or not self._fail_closed)
+            and not self.blocklist.may_block()
+            and not (reserve and self.leases.leasing)
+        )
+
     def blocking_decision(self, who: RequestIdentity, model: str | None = None) -> Decision | None:
         """The decision that refuses a request by `who` for `model`, or None to serve it: a budget
         block, else a pipeline-wide rate-limit block (`kind == "rate_limit"`)."""
         self.start()
         if not self.blocklist.in_sync.is_set() and self._fail_closed:
             return NOT_IN_SYNC
+        if self._nothing_refuses():
+            return None
         return self.blocklist.blocking(who.budget_keys(model)) or self.blocklist.blocking(who.rate_limit_keys(model))
 
     def check(
@@ -217,6 +230,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.start()
         if not self.blocklist.in_sync.is_set():
             await asyncio.to_thread(self._await_sync)
+        if self._nothing_refuses(reserve=metadata is not None):
+            return
         who = RequestIdentity.of_sdk_call(user=user, metadata=metadata, model=model)
         decision = self.blocking_decision(who, model)
         if decision is None and metadata is not None:
@@ -236,6 +251,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Raise the SDK refusal for a call with these arguments (`user`, `metadata`) if blocked,
         or, with `reserve`, if a budget with headroom leases has none left for it (else its
         estimate is reserved and marked in the call's `metadata`)."""
+        if self._nothing_refuses(reserve=reserve):
+            return
         who = RequestIdentity.of_sdk_call(user=call.get("user"), metadata=call.get("metadata"), model=model)
         name = model if isinstance(model, str) else None
         decision = self.blocking_decision(who, name)
@@ -381,6 +398,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 queue_size=settings.queue_size,
                 delivery_timeout_s=settings.delivery_timeout_s,
                 retry_backoff_s=settings.retry_backoff_s,
+                linger_s=settings.publish_linger_s,
             ),
         )
         blocklist = BlockList()
@@ -522,17 +540,30 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """LiteLLM is about to call the provider: `close()` waits for this call's log."""
         self._unlogged.started(kwargs.get("litellm_call_id"))
 
+    def _settles(self, params: dict[str, Any]) -> bool:
+        """A logged call has something to settle: a lease or headroom reservation (both marked by
+        `mark_lease`), a granted session call, or budgets leasing headroom (whose estimator learns
+        from every call). Else (an SDK call without leases: the common case) the log only records."""
+        return bool(lease_in(params)) or self.leases.leasing or self.sessions.marked(params)
+
+    def _settle_logged(self, kwargs: Any) -> None:
+        params = _litellm_params(kwargs)
+        if self._settles(params):
+            self.leases.settle_logged(params, call_outcome(kwargs))
+
     def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
-        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+        self._settle_logged(kwargs)
 
     def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
-        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+        self._settle_logged(kwargs)
 
     async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
         self.record(kwargs)
         params = _litellm_params(kwargs)
+        if not self._settles(params):
+            return
         outcome = call_outcome(kwargs)  # what the call's event charges (built later, on the publisher's thread)
         self.leases.settle_logged(params, outcome)
         self.gate.finish(lease_in(params), usage_of_log(kwargs))
@@ -547,7 +578,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         the request end. The attempt's headroom reservation is settled with its cost; the next
         attempt reserves again (`async_pre_call_deployment_hook`)."""
         self.record(kwargs)
-        self.leases.settle_logged(_litellm_params(kwargs), call_outcome(kwargs))
+        self._settle_logged(kwargs)
 
 
 def _response_cost(response: Any) -> Decimal:

@@ -10,6 +10,8 @@
 * Started at once: the block list is read while the application starts up, and the plugin is
   closed at exit.
 * `litellm.max_budget` is honoured for this process (`process_budget.py`).
+* Without what only the proxy uses: no session log (the SDK runs no pre-call hook that could cap
+  a session; docs/agent-sessions.md), whose reader would otherwise ask Kafka 20 times a second.
 """
 
 import threading
@@ -40,6 +42,8 @@ def install(settings: GatewaySettings | None = None) -> SpendpipeLogger:
         plugin.process_budget = ProcessBudget()
         plugin.refuses_sdk_calls = True
         plugin.declared = None  # keys with budgets of their own come with the proxy only
+        plugin.sessions = plugin.sessions.without_log()  # only the proxy caps sessions: no log to follow
+        plugin.metrics.sessions_live.set_function(plugin.sessions.live_sessions)
         litellm.logging_callback_manager.add_litellm_callback(plugin)
         if installed() is not plugin:
             raise RuntimeError(

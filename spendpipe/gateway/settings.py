@@ -45,6 +45,9 @@ class GatewaySettings(CalendarFields, BaseSettings):
     delivery_timeout_s: float = Field(default=10.0, gt=0)
     """How long a batch may wait for Kafka's acknowledgement before it is spooled."""
     retry_backoff_s: float = Field(default=1.0, gt=0)
+    publish_linger_s: float = Field(default=0.05, ge=0, le=5)
+    """How long the publisher lets events gather before it sends them (one Kafka batch per
+    partition for all): what an event waits at most before it leaves, for much less CPU per event."""
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""

@@ -21,6 +21,7 @@ CAP = Decimal("0.0015")  # a mocked gpt-4o call costs about 0.000225
 
 APPLICATION = """
 import asyncio
+import threading
 import time
 
 import litellm
@@ -44,6 +45,8 @@ spend = spendpipe.install()
 assert spendpipe.install() is spend, "installing twice gives the same plugin"
 assert litellm.callbacks[0] is mine and litellm.callbacks.count(spend) == 1, litellm.callbacks
 assert on_success in litellm.success_callback, litellm.success_callback
+# only the proxy caps agent sessions: no session log is read (it would ask Kafka 20 times a second)
+assert "spendpipe-sessions" not in [thread.name for thread in threading.enumerate()], threading.enumerate()
 MESSAGES = [{"role": "user", "content": "hi"}]
 
 

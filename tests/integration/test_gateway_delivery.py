@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CollectorRegistry
 
-from spendpipe.contracts.events import decode_event
+from spendpipe.contracts.events import SpendEvent, decode_event
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.spool import DiskSpool
@@ -32,17 +33,37 @@ def ids(records: list[Any]) -> list[str]:
     return [decode_event(r.value).event_id for r in records]
 
 
-async def test_close_delivers_everything_queued(kafka_broker: str, make_topics, tmp_path: Path) -> None:
-    topics = await make_topics(kafka_broker)
-    events = [make_event() for _ in range(2_000)]
-    sender = publisher(kafka_broker, topics.events, tmp_path / "spool")
-
+async def delivered_on_close(bootstrap: str, topic: str, events: list[SpendEvent], spool: Path) -> list[Any]:
+    """Publish `events`, close, and read them back: each delivered once (else the test fails)."""
+    sender = publisher(bootstrap, topic, spool)
     for event in events:
         sender.publish(event)
     assert sender.close()
 
-    delivered = await read_topic(kafka_broker, topics.events, expected=len(events))
+    delivered = await read_topic(bootstrap, topic, expected=len(events))
     assert sorted(ids(delivered)) == sorted(e.event_id for e in events)
+    return delivered
+
+
+async def test_close_delivers_everything_queued(kafka_broker: str, make_topics, tmp_path: Path) -> None:
+    topics = await make_topics(kafka_broker)
+    events = [make_event() for _ in range(2_000)]
+    await delivered_on_close(kafka_broker, topics.events, events, tmp_path / "spool")
+
+
+async def test_each_event_lands_on_its_keys_partition(kafka_broker: str, make_topics, tmp_path: Path) -> None:
+    """The publisher sends whole record batches per partition; each event still lands where
+    Kafka's default partitioner (what a plain `send()` of its key picks) puts its key hash, so
+    every event of a key meets the same aggregator's duplicate check, also when replayed."""
+    topics = await make_topics(kafka_broker, partitions=3)
+    keys = [f"{n:064x}" for n in range(24)]
+    events = [make_event(key_hash=keys[n % len(keys)]) for n in range(600)]
+    events += [make_event(key_hash=None) for _ in range(20)]
+    delivered = await delivered_on_close(kafka_broker, topics.events, events, tmp_path / "spool")
+    placed = {(r.key, r.partition) for r in delivered if r.key is not None}
+    expected = {(key.encode(), DefaultPartitioner()(key.encode(), [0, 1, 2], [0, 1, 2])) for key in keys}
+    assert placed == expected
+    assert len({partition for _, partition in expected}) > 1, "the keys should spread over partitions"
 
 
 async def test_spool_outlives_the_process_and_a_full_spool_is_a_counted_loss(

@@ -129,3 +129,24 @@ def test_a_users_personal_block_does_not_refuse_their_team_requests() -> None:
 
     assert blocks.blocking(personal, NOW) is not None
     assert blocks.blocking(for_team, NOW) is None
+
+
+def test_may_block_is_false_only_when_no_kept_block_can_be_in_force() -> None:
+    """The request path skips reading who a call is while `may_block()` is false: it must be true
+    whenever any block is in force now, whatever its key, expiry or later unblocks elsewhere."""
+    now = datetime.now(UTC)
+    blocks = BlockList()
+    assert not blocks.may_block()
+
+    blocks.apply(decision("team:eng", 1, blocked=False))
+    blocks.apply(decision("team:ops", 1, expires=now - timedelta(seconds=1)))
+    assert not blocks.may_block(), "an unblock and an expired block refuse nothing"
+
+    blocks.apply(decision("key:k", 1, expires=now + timedelta(hours=1)))
+    assert blocks.may_block()
+    blocks.apply(decision("team:sales", 1, blocked=False))
+    assert blocks.may_block(), "an unblock of another scope leaves the block in force"
+
+    lifetime = BlockList()
+    lifetime.apply(decision("user:alice", 1, expires=None))
+    assert lifetime.may_block()

@@ -212,11 +212,29 @@ async def test_a_failed_attempt_the_router_retries_keeps_the_slot_until_the_requ
     assert await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion") is not None
 
 
+async def test_a_streamed_call_frees_its_slot_when_it_is_logged() -> None:
+    """A stream's response hook sees no usage; its log ends its lease (and counts its tokens)."""
+    gateway = one_slot_gateway()
+    data: dict[str, Any] = {"model": "m", "metadata": {}}
+    await gateway.async_pre_call_hook(ALICE, None, data, "completion")
+    await gateway.async_post_call_success_hook(data, ALICE, SimpleNamespace())  # a stream: no usage yet
+    with pytest.raises(litellm.RateLimitError):
+        await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion")
+
+    logged = {"model": "m", "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "response_cost": 0.0}
+    kwargs = {"litellm_params": {"metadata": data["metadata"]}, "standard_logging_object": logged}
+    await gateway.async_log_success_event(kwargs, None, None, None)
+    assert await gateway.async_pre_call_hook(ALICE, None, {"model": "m"}, "completion") is not None
+
+
 class SessionEnds:
     """Stands in for the session gate: which reservations the plugin ends, and how."""
 
     def __init__(self) -> None:
         self.ended: list[str] = []
+
+    def marked(self, data: Any) -> bool:
+        return True  # every call a granted session's: only the request's end may end it
 
     def release(self, data: Any) -> None:
         self.ended.append("release")

@@ -6,7 +6,9 @@ message is late. `blocking()` is on the request path: a handful of dict lookups;
 request is checked against is the request's identity's to say (`gateway/identity.py`).
 """
 
+import math
 import threading
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -17,13 +19,23 @@ class BlockList:
     def __init__(self) -> None:
         self._decisions = LatestDecisions()
         self._lock = threading.Lock()
+        self._blocks_until = -math.inf
+        """No kept decision blocks at or after this time (epoch seconds): a bound that only grows,
+        so a check at a later time needs no keys at all (`may_block`)."""
         self.in_sync = threading.Event()
         """Set once the decisions topic was read to the end it had when the gateway started."""
 
     def apply(self, decision: Decision) -> bool:
         """Keep `decision` if it is newer than what is known for its key. True if kept."""
         with self._lock:
+            if decision.blocked:  # before it is kept: a reader never sees a block past the bound
+                until = math.inf if decision.expires_at is None else decision.expires_at.timestamp()
+                self._blocks_until = max(self._blocks_until, until)
             return self._decisions.offer(decision)
+
+    def may_block(self) -> bool:
+        """False when no decision kept can be in force now: the request path then builds no keys."""
+        return time.time() < self._blocks_until
 
     def blocking(self, keys: Iterable[str], now: datetime | None = None) -> Decision | None:
         """The first decision in force among `keys`, or None."""

@@ -143,10 +143,17 @@ class LeaseGate:
 
     # admission
 
+    @property
+    def leasing(self) -> bool:
+        """Some budget leases headroom: a call may have to reserve (else `needs` is always empty)."""
+        return bool(self._keys or self._member_caps or self._end_user_caps)
+
     def needs(self, who: RequestIdentity, model: str | None, request: Mapping[str, Any]) -> Needs:
         """What a call of `who` reserves: its estimate on every leased target it counts towards,
         its scopes' own and the caps derived for its team membership and its end customer."""
         keys = self._keys
+        if not self.leasing:  # no budget leases: the common case, on every call
+            return {}
         leased = [(key, keys[key]) for key in who.budget_keys(model) if key in keys]
         leased += [(scope, (scope, "")) for scope in self._derived_scopes(who)]
         if not leased:
@@ -192,7 +199,7 @@ class LeaseGate:
     ) -> Decision | None:
         """The proxy's pre-call hook: reserve for the request's first attempt, and remember who it
         is, so that each later attempt of the request reserves again (`admit_attempt`)."""
-        if not (self._keys or self._member_caps or self._end_user_caps):
+        if not self.leasing:
             return None
         decision = await self._admit_call(reservation, who, model or "", request)
         return self._attempted(reservation, who, decision)
@@ -338,7 +345,7 @@ class LeaseGate:
         Every successful call, reserved or not, teaches the estimator its model's output."""
         if event is not None and event.status == "success" and self._keys:
             self.estimator.observe(event.billed_model, event.completion_tokens)
-        reservation = lease_in(dict(litellm_params))
+        reservation = lease_in(litellm_params)
         if not reservation:
             return
         if event is None:

@@ -106,6 +106,8 @@ class RateGate:
     def finish(self, lease: str, usage: tuple[int, int, int] | None) -> None:
         """The call ended: count its (input, output, total) tokens, free its parallel slot.
         Idempotent: the first of the hooks that see the end counts it."""
+        if not lease:  # a call admitted by no lease (an SDK call): nothing to end
+            return
         now = self._clock()
         with self._lock:
             call = self._calls.pop(lease, None)

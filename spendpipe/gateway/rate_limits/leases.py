@@ -8,6 +8,7 @@ end another request's lease) where the proxy keeps its own metadata of a request
 provider), else `metadata`. LiteLLM hands both on to the logging callbacks' `litellm_params`.
 """
 
+from collections.abc import Mapping
 from typing import Any
 
 LEASE_FIELD = "spendpipe_lease"
@@ -28,7 +29,7 @@ def mark_lease(data: dict[str, Any], lease: str) -> None:
         metadata[LEASE_FIELD] = lease
 
 
-def lease_in(data: dict[str, Any]) -> str:
+def lease_in(data: Mapping[str, Any]) -> str:
     """The lease `mark_lease` left; looked for only there (a client's `metadata` may carry the field)."""
     litellm_metadata = data.get("litellm_metadata")
     slot = litellm_metadata if isinstance(litellm_metadata, dict) else data.get("metadata")

@@ -133,8 +133,9 @@ def _event_id(record: Mapping[str, Any]) -> str:
     parts = [record.get("litellm_call_id"), record.get("id"), record.get("startTime"), record.get("endTime")]
     if not any(parts[:2]):
         return str(uuid.uuid4())
-    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16]))
+    digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
+    # `str(uuid.UUID(bytes=digest[:16]))` (no version bits are set), without building the UUID
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
 def _error_class(record: Mapping[str, Any]) -> str | None:

@@ -6,8 +6,11 @@ request path does not even pay for building it. A `BackgroundLoop` (a daemon thr
 event loop) builds what was deferred and drains the queue into an idempotent aiokafka producer
 (acks=all). The thread does not poll: with nothing to do it sleeps on an `asyncio.Event`, and the
 hand-over that finds it asleep wakes it (`call_soon_threadsafe`, one write to the loop's wake-up
-pipe), so an idle gateway's publisher never takes the GIL from the host's threads. Kafka's
-batching does the rest: while one batch waits for its acknowledgement the next gathers.
+pipe), so an idle gateway's publisher never takes the GIL from the host's threads. Woken, or done
+with a batch while more wait, it lingers (`linger_s`, 50 ms by default) so that many events share
+one wake-up, and sends them as one record batch per partition (`send_batch`: aiokafka's cost per
+`send` is paid per batch, not per event). Each event's partition is the one a plain `send()` of
+its key would take (aiokafka's default partitioner).
 
 When Kafka cannot take a batch (unreachable at start, gone mid-run, or too slow), the batch goes
 to the disk spool and is replayed, oldest first, once Kafka answers again.
@@ -19,6 +22,7 @@ import asyncio
 import atexit
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.metrics import GatewayMetrics
@@ -48,6 +54,9 @@ counts and logs why)."""
 class PublisherOptions:
     queue_size: int = 100_000
     batch_size: int = 2_000
+    linger_s: float = 0.05
+    """How long the thread, woken by a hand-over, lets more gather before it drains the queue: one
+    wake-up and one Kafka batch per partition for many events rather than for each."""
     delivery_timeout_s: float = 10.0
     """How long one batch may wait for Kafka's acknowledgement before it is spooled."""
     retry_backoff_s: float = 1.0
@@ -177,6 +186,8 @@ class EventPublisher:
                     producer = await self._replay_spool(producer)
                     self._mark_handled(0)
                 if items:
+                    if len(self._queue) < self._options.batch_size and not self._stopping.is_set():
+                        await asyncio.sleep(self._options.linger_s)  # busy: let the next batch gather
                     continue
                 if self._stopping.is_set() and (self._spool.empty or self._kafka_is_down()):
                     break
@@ -200,6 +211,8 @@ class EventPublisher:
         finally:
             self._asleep = False
             self._wake.clear()
+        if not self._stopping.is_set():  # hand-overs meanwhile do not wake it: `_asleep` is off
+            await asyncio.sleep(self._options.linger_s)
 
     def _build(self, items: list[SpendEvent | Deferred]) -> list[SpendEvent]:
         events: list[SpendEvent] = []
@@ -276,7 +289,11 @@ class EventPublisher:
         try:
             async with asyncio.timeout(self._options.delivery_timeout_s):
                 producer = producer or await self._start_producer()
-                pending = [await producer.send(self._topic, value=v, key=k) for k, v in payloads]
+                partitions = sorted(await producer.partitions_for(self._topic))
+                pending = [
+                    await producer.send_batch(batch, self._topic, partition=partition)
+                    for partition, batch in _batches(producer, partitions, payloads)
+                ]
                 await asyncio.gather(*pending)
         except Exception as error:  # any failure means: not known to be delivered
             log.warning("spendpipe could not deliver %d event(s) to Kafka: %r", len(payloads), error)
@@ -291,7 +308,7 @@ class EventPublisher:
             **self._kafka.aiokafka_kwargs(),
             enable_idempotence=True,
             acks="all",
-            linger_ms=5,
+            linger_ms=0,  # `_batches` hands it whole batches, gathered for `linger_s`
             max_batch_size=512 * 1024,
             request_timeout_ms=int(self._options.delivery_timeout_s * 1000),
             retry_backoff_ms=200,
@@ -312,6 +329,37 @@ class EventPublisher:
                 await producer.stop()
         except Exception as error:
             log.debug("spendpipe producer did not stop cleanly: %r", error)
+
+
+def _batches(
+    producer: AIOKafkaProducer, partitions: list[int], payloads: list[Payload]
+) -> list[tuple[int, BatchBuilder]]:
+    """The payloads in record batches, one or more per partition, each record on the partition
+    `producer.send()` would choose for its key (aiokafka's default partitioner, Kafka's murmur2),
+    so a replayed event meets its first attempt's duplicate check. One `send_batch` costs the
+    producer about what one `send` does, whatever the batch holds."""
+    building: dict[int, BatchBuilder] = {}
+    full: list[tuple[int, BatchBuilder]] = []
+    known = tuple(partitions)
+    for key, value in payloads:
+        partition = _partition_of(key, known) if key is not None else _PARTITIONER(None, partitions, partitions)
+        batch = building.get(partition)
+        if batch is None or batch.append(key=key, value=value, timestamp=None) is None:
+            if batch is not None:
+                full.append((partition, batch))
+            batch = building[partition] = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"an event of {len(value)} bytes does not fit in a Kafka batch")
+    return full + list(building.items())
+
+
+@functools.lru_cache(maxsize=4096)
+def _partition_of(key: bytes, partitions: tuple[int, ...]) -> int:
+    """The partition of a key (a key hash: few and repeated, so cached; murmur2 is pure Python)."""
+    return int(_PARTITIONER(key, list(partitions), list(partitions)))
+
+
+_PARTITIONER = DefaultPartitioner()
 
 
 def _key_of(value: bytes) -> bytes | None:

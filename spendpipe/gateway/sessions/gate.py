@@ -33,6 +33,10 @@ class SessionGate:
         self._gateway_id = gateway_id
         self._wait_s = wait_s
 
+    def without_log(self) -> "SessionGate":
+        """The same caps with no session log: caps no session (SDK mode), reads and writes nothing."""
+        return SessionGate(caps=self.caps, sessions=None, gateway_id=self._gateway_id, wait_s=self._wait_s)
+
     def start(self) -> None:
         if self._sessions is not None:
             self._sessions.start()
@@ -70,6 +74,10 @@ class SessionGate:
 
     def settle(self, data: dict[str, Any] | None, cost: Decimal) -> None:
         self._end(_marker(data), "settle", cost)
+
+    def marked(self, data: dict[str, Any] | None) -> bool:
+        """The call was granted as a session's (`admit` marked it): its end is to be reported."""
+        return self._sessions is not None and _marker(data) is not None
 
     def release(self, data: dict[str, Any] | None) -> None:
         self._end(_marker(data), "release", None)
