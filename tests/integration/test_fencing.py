@@ -1,12 +1,15 @@
 """Several aggregators in one consumer group over one store (issue 18): every event counted once
-through rebalances (members joining and leaving, partitions added), and a writer whose
-partitions moved on while it was stalled writes nothing when it wakes (`aggregator/ownership`).
+through rebalances (members joining and leaving, partitions added, a member stalled past the
+rebalance timeout), and a writer whose partitions moved on while it was stalled writes nothing
+when it wakes (`aggregator/ownership`). A stall is a flush held before it writes: what a long
+pause, or a member cut off from Kafka but not from ClickHouse, looks like to the store.
 
 The members run in this process, each with its own ClickHouse client and consumer (chDB is one
 process); on the ClickHouse server of `SPENDPIPE_TEST_CLICKHOUSE_URL` too, when it is set."""
 
 import asyncio
 
+from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.topics import Topics
@@ -73,8 +76,15 @@ async def test_aggregators_joining_and_leaving_while_events_stream_count_each_ev
         await count_grows(clickhouse, 600, "counting after a left")
         await d.start()
         await count_grows(clickhouse, 600, "counting after d joined")
+        # c stalls with a batch in hand (a long pause; cut off from Kafka but not from ClickHouse)
+        # while b leaves: the group gives c's partitions away after the rebalance timeout
+        stall = c.stall()
+        await eventually(stall.stalled.is_set, bool, within=30, what="c holding a batch")
         await b.stop()
-        await count_grows(clickhouse, 600, "counting after b left")
+        await count_grows(clickhouse, 900, "counting after b left, without c")
+        stall.release.set()  # c wakes and writes the batch it held
+        await eventually(lambda: stall.result, bool, within=30, what="c's held flush to end")
+        await count_grows(clickhouse, 300, "counting after c woke")
         await stream.stop()
 
         # then every event produced is counted, once, and the totals are their exact sums
@@ -91,6 +101,7 @@ async def test_aggregators_joining_and_leaving_while_events_stream_count_each_ev
     assert sum(1 for m in members if m.counted > 0) >= 3  # the work was shared, not done by one
     partitions = clickhouse.column("SELECT DISTINCT kafka_partition FROM events ORDER BY kafka_partition")
     assert partitions == [0, 1, 2, 3, 4]  # the partitions added were read too
+    assert stall.result is Flushed.OWNERSHIP_LOST
 
 
 async def test_a_writer_stalled_while_its_partitions_moved_on_writes_nothing_when_it_wakes(
@@ -107,19 +118,21 @@ async def test_a_writer_stalled_while_its_partitions_moved_on_writes_nothing_whe
         await eventually(lambda: counted(clickhouse), lambda n: n >= 100, within=60, what="the first batch")
 
         # when its next flush stalls with the second batch in hand, past the rebalance timeout
-        stalled, release = stale.stall()
+        stall = stale.stall()
         await produce(kafka_broker, topics.events, [e.to_json() for e in second])
-        await eventually(stalled.is_set, bool, within=30, what="the stale writer holding the second batch")
+        await eventually(stall.stalled.is_set, bool, within=30, what="the stale writer holding the second batch")
         # and another aggregator joins: the group leaves the stalled one out and gives it all
         await heir.start()
         await eventually(lambda: counted(clickhouse), lambda n: n >= 200, within=60, what="the heir's flush")
 
         # and the stalled writer wakes and writes the batch it held
-        release.set()
-        await eventually(lambda: stale.ownership_lost, lambda n: n >= 1, within=30, what="the stale flush fenced")
+        stall.release.set()
+        await eventually(lambda: stall.result, bool, within=30, what="the stale flush to end")
 
-        # then its write was a no-op: each event once
+        # then its write was a no-op, reported as lost ownership: each event once
         assert_exact(clickhouse, first + second)
+        assert stall.result is Flushed.OWNERSHIP_LOST
+        assert stale.ownership_lost == 1
         assert heir.counted == 100
         assert stale.counted == 100
 

@@ -52,22 +52,24 @@ class Member:
             self._clickhouse.close()
         self.aggregator = self._broker = self._clickhouse = None
 
-    def stall(self) -> tuple[asyncio.Event, asyncio.Event]:
+    def stall(self) -> "Stall":
         """Hold this member's next flush before it writes (a pause, a network that lets Kafka go
-        but not ClickHouse): returns (stalled: a flush is held, release: let it write)."""
+        but not ClickHouse)."""
         assert self.aggregator is not None
         intake = self.aggregator.intake
         flush = intake._flush
-        stalled, release = asyncio.Event(), asyncio.Event()
+        stall = Stall()
 
         async def held(records: Sequence[SourceRecord]) -> Flushed:
-            if not stalled.is_set():
-                stalled.set()
-                await release.wait()
-            return await flush(records)
+            if stall.stalled.is_set():
+                return await flush(records)
+            stall.stalled.set()
+            await stall.release.wait()
+            stall.result = await flush(records)
+            return stall.result
 
         intake._flush = held
-        return stalled, release
+        return stall
 
     @property
     def counted(self) -> float:
@@ -76,6 +78,16 @@ class Member:
     @property
     def ownership_lost(self) -> float:
         return float(self.metrics.ownership_lost._value.get())
+
+
+class Stall:
+    def __init__(self) -> None:
+        self.stalled = asyncio.Event()
+        """A flush is held."""
+        self.release = asyncio.Event()
+        """Set to let it write."""
+        self.result: Flushed | None = None
+        """What the held flush returned, once it did."""
 
 
 @contextlib.asynccontextmanager
