@@ -63,6 +63,7 @@ class Aggregator:
         self._read_up_to: dict[int, int] = {}
         """The highest offset of each partition this process has read: what the metrics call a re-read."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._claiming: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.ownership = Ownership(
@@ -137,6 +138,8 @@ class Aggregator:
                 await task
         self._tasks = []
         await self.intake.drain()
+        if self._claiming is not None:
+            await self._claiming  # ends by itself: one ClickHouse call, failures logged
         await self._release()
         if self._consumer is not None:
             await self._consumer.stop()
@@ -164,12 +167,17 @@ class Aggregator:
         await self._release()
 
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
-        """Claim the partitions at once (fencing their earlier owner as early as can be); a
-        claim that fails here is made again before the next flush."""
+        """Claim the partitions at once (fencing their earlier owner as early as can be), beside
+        the rebalance rather than in it: a slow ClickHouse must not hold up the group. A claim
+        not made by the next flush is made by it."""
         self.writer.forget_state()
         self.progress.assigned(assigned)
+        self._lost_error = None  # reassigned: what was lost is read again by its owner
         if self._consumer is not None:
             self.ownership.assigned((tp.partition for tp in assigned), group_generation(self._consumer))
+        self._claiming = asyncio.create_task(self._claim(assigned), name="aggregator-claim")
+
+    async def _claim(self, assigned: list[TopicPartition]) -> None:
         try:
             await self._clickhouse.run(self.ownership.claim, self._clickhouse)
         except Exception as error:

@@ -23,8 +23,13 @@ before the rebalance, or cut off from Kafka but not from ClickHouse). So:
   one of its own flushes failed (a statement of it may still be running on a server). Then the
   watermarks include everything any earlier owner wrote, and replays are skipped as before.
 
-A partition kept from generation g - 1 to g needs no wait: no one else held it in between, and
-the rebalance waited for this aggregator's own flush in flight (`intake`).
+- **Release.** An aggregator that gives partitions back (a rebalance, which waits for its flush
+  in flight: `intake`; or a stop) adds a `released` row once its last insert has ended and
+  nothing is left to settle; an owner whose predecessor released writes at once.
+
+A partition kept from generation g - 1 to g needs no wait: no one else held it in between. On
+chDB one process holds the directory, so an earlier owner of another process has ended: only
+owners of this process (several aggregators in one test process) are waited for.
 
 Limit: the epochs of a group compare only within that group's life. A group deleted by the broker
 (empty for longer than `offsets.retention.minutes`) starts again at generation 1, below the claims
