@@ -29,7 +29,7 @@ from faststream.kafka import KafkaBroker
 from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
 from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
-from spendpipe.aggregator.ownership import Ownership, OwnershipLostError, group_generation
+from spendpipe.aggregator.ownership import Ownership, OwnershipLostError, Release, group_generation
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
@@ -64,6 +64,7 @@ class Aggregator:
         """The highest offset of each partition this process has read: what the metrics call a re-read."""
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming: asyncio.Task[None] | None = None
+        self._releasing: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
         self.ownership = Ownership(
@@ -138,9 +139,10 @@ class Aggregator:
                 await task
         self._tasks = []
         await self.intake.drain()
-        if self._claiming is not None:
-            await self._claiming  # ends by itself: one ClickHouse call, failures logged
-        await self._release()
+        self._release(self.ownership.revoked())
+        for pending in (self._claiming, self._releasing):
+            if pending is not None:
+                await pending  # ends by itself: one ClickHouse call, failures logged
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -163,8 +165,7 @@ class Aggregator:
         self.writer.forget_state()
         self._letters.forget(tp.partition for tp in revoked)
         self.progress.revoked(revoked)
-        self.ownership.revoked()
-        await self._release()
+        self._release(self.ownership.revoked())
 
     async def _assigned(self, assigned: list[TopicPartition]) -> None:
         """Claim the partitions at once (fencing their earlier owner as early as can be), beside
@@ -183,11 +184,19 @@ class Aggregator:
         except Exception as error:
             log.warning("could not claim partitions %s: %r; claiming before the next flush", assigned, error)
 
-    async def _release(self) -> None:
+    def _release(self, release: Release | None) -> None:
+        """Beside the rebalance, not in it (a slow ClickHouse must not hold up the group): a
+        release that lands late, or not at all, only makes the next owner wait."""
+        if release is not None:
+            self._releasing = asyncio.create_task(self._send_release(release), name="aggregator-release")
+
+    async def _send_release(self, release: Release) -> None:
         try:
-            await self._clickhouse.run(self.ownership.release, self._clickhouse)
-        except Exception as error:  # the next owner waits, as after a crash
-            log.warning("could not release partitions of %s: %r", self._topics.events, error)
+            await self._clickhouse.run(self.ownership.release, self._clickhouse, release)
+        except Exception as error:
+            log.warning(
+                "could not release partitions %s of %s: %r", sorted(release.partitions), self._topics.events, error
+            )
 
     async def _flush(self, records: Sequence[SourceRecord]) -> Flushed:
         """Write `records`, publish their letters, announce their scopes: WRITTEN when done,

@@ -143,8 +143,15 @@ class Ownership:
         self._acquired = partitions - (self._partitions if consecutive else frozenset())
         self._generation, self._partitions, self._held, self._claimed = generation, partitions, True, False
 
-    def revoked(self) -> None:
-        self._held = False
+    def revoked(self) -> "Release | None":
+        """The assignment ends (its last flush has ended). Returns what to `release`, if the next
+        owner may be told it need not wait: a claimed assignment with every earlier statement
+        known to have landed (nothing left to settle); None otherwise (it waits as after a crash)."""
+        releasable = self._held and self._claimed and self._partitions and self.settle_wait_s() == 0
+        self._held = self._claimed = False
+        if not releasable or self._generation is None:
+            return None
+        return Release(self._generation, self._partitions)
 
     def failed(self) -> None:
         """A flush failed. On a server a statement of it may still run: wait it out before the
@@ -180,15 +187,9 @@ class Ownership:
             )
         self._claimed = True
 
-    def release(self, clickhouse: ClickhouseStore) -> None:
-        """Blocking; after the last flush of the assignment ended (revocation, stop). Says so to
-        the next owner, which then need not wait: only when every earlier statement is known to
-        have landed (nothing left to settle), else the next owner waits as after a crash."""
-        generation, partitions = self._generation, self._partitions
-        if generation is None or not self._claimed or not partitions or self.settle_wait_s() > 0:
-            return
-        self._claimed = False
-        self._insert(clickhouse, partitions, generation, released=True)
+    def release(self, clickhouse: ClickhouseStore, release: "Release") -> None:
+        """Blocking. Say to the next owners of `release.partitions` that this one is done."""
+        self._insert(clickhouse, release.partitions, release.epoch, released=True)
 
     def _insert(self, clickhouse: ClickhouseStore, partitions: frozenset[int], epoch: int, *, released: bool) -> None:
         count = len(partitions)
@@ -220,6 +221,12 @@ class Ownership:
             for partition, owner, released in rows
             if not released and not (self._embedded and str(owner).split("/")[1:2] != [_PROCESS])
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    epoch: int
+    partitions: frozenset[int]
 
 
 _PROCESS = uuid.uuid4().hex[:12]

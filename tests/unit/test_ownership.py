@@ -76,8 +76,9 @@ def test_an_owner_that_released_after_its_last_flush_hands_over_without_a_wait()
     store, clock = _Store(), _Clock()
     first, second = _ownership(clock), _ownership(clock)
     _claimed(first, store, [0, 1], generation=3)
-    first.revoked()
-    first.release(store)  # type: ignore[arg-type]
+    release = first.revoked()
+    assert release is not None
+    first.release(store, release)  # type: ignore[arg-type]
     _claimed(second, store, [0, 1], generation=4)
     assert second.settle_wait_s() == 0
     assert second.fence == Fence("g", "t", 4)
@@ -136,9 +137,8 @@ def test_a_failed_flush_waits_out_its_inserts_on_a_server_only_and_blocks_the_re
         owner.failed()
     assert embedded.settle_wait_s() == 0
     assert server.settle_wait_s() == SETTLE_S
-    server.revoked()
-    server.release(store)  # type: ignore[arg-type]
-    assert not any(c["released"] for c in store.claims)  # the next owner waits, as after a crash
+    assert server.revoked() is None  # the next owner waits, as after a crash
+    assert embedded.revoked() is not None
 
 
 def test_an_unfenced_write_has_no_condition_and_a_fence_names_its_partitions() -> None:
