@@ -3,8 +3,9 @@ ClickHouse engine, print one markdown table, and write it with the raw rows unde
 benchmarks/results/ (ignored by git).
 
 Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, the
-aggregator's throughput, storage per event after merges, enforcement latency, and overshoot side
-by side with LiteLLM's BudgetManager (see the benchmarks issue).
+aggregator's throughput, storage per event after merges, the cost of fencing a flush, several
+aggregators in one process beside one, enforcement latency, and overshoot side by side with
+LiteLLM's BudgetManager (see the benchmarks issue).
 """
 
 import json
@@ -18,7 +19,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import aggregator_throughput, enforcement_latency, overshoot, plugin_overhead, sdk_ratio, storage
+from benchmarks import (
+    aggregator_throughput,
+    enforcement_latency,
+    fencing_cost,
+    fleet_throughput,
+    overshoot,
+    plugin_overhead,
+    sdk_ratio,
+    storage,
+)
 from dev.local_kafka import throwaway_broker
 from spendpipe.contracts.signatures import ROLES
 from spendpipe.platform.signing import raw_key_pair
@@ -67,6 +77,8 @@ def main() -> int:
         rows += aggregator_throughput.run(bootstrap, Path(work), events)
         # the store that benchmark filled: chDB opens one engine directory per process
         rows += storage.run(bootstrap, Path(work), clickhouse_dir=Path(work) / "run-0" / "clickhouse")
+        rows += fencing_cost.run(Path(work))
+        rows += fleet_throughput.run(bootstrap, Path(work), min(events, 200_000))
         rows += enforcement_latency.run(bootstrap, Path(work))
         rows += overshoot.run(bootstrap, Path(work))
     report = table(rows)

@@ -9,8 +9,11 @@ Dead letters and announcements go out through the FastStream broker's publishers
 are read by the intake's own consumer (why: `intake`'s docstring). `start()` starts reading,
 after the broker started; `stop()` stops it, before the broker stops.
 
+Several aggregators may share the consumer group: each claims the partitions it is assigned and
+writes under that claim (`ownership`); a flush fenced by a later owner is dropped, not committed.
+
 Readiness (`not_ready()`, for /readyz): the consumer has caught up with the backlog it found
-(`progress.py`) and the last flush did not fail.
+(`progress.py`), the last flush did not fail and did not lose ownership.
 """
 
 import asyncio
@@ -24,8 +27,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
 from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
-from spendpipe.aggregator.intake import EventIntake
+from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.ownership import Ownership, OwnershipLostError, Release, group_generation
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
@@ -59,10 +63,21 @@ class Aggregator:
         self._read_up_to: dict[int, int] = {}
         """The highest offset of each partition this process has read: what the metrics call a re-read."""
         self._tasks: list[asyncio.Task[None]] = []
+        self._claiming: asyncio.Task[None] | None = None
+        self._releasing: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self.progress = ConsumerProgress(topic=settings.topics.events, lag=metrics.consumer_lag)
+        self.ownership = Ownership(
+            group=settings.group_id,
+            topic=settings.topics.events,
+            settle_s=settings.owner_settle_s,
+            embedded=clickhouse.settings.embedded,
+        )
+        self._lost_error: str | None = None
         self.writer = BatchWriter(
-            store=SpendStore(clickhouse=clickhouse, calendar=settings.calendar),
+            store=SpendStore(
+                clickhouse=clickhouse, calendar=settings.calendar, write_timeout_s=settings.write_timeout_s
+            ),
             topic=settings.topics.events,
             dedup_horizon_s=settings.dedup_horizon_s,
             future_allowance_s=settings.future_allowance_s,
@@ -101,10 +116,14 @@ class Aggregator:
             fetch_max_wait_ms=settings.flush_interval_ms,
             fetch_min_bytes=settings.fetch_min_bytes,
             max_partition_fetch_bytes=MAX_PARTITION_FETCH_BYTES,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.session_timeout_ms // 3,
+            max_poll_interval_ms=settings.max_poll_interval_ms,
+            metadata_max_age_ms=settings.metadata_max_age_ms,
         )
         consumer.subscribe([settings.topics.events], listener=self.intake)
+        self._consumer = consumer  # before start: the first assignment may come during it
         await consumer.start()
-        self._consumer = consumer
         self._tasks = [
             asyncio.create_task(self.intake.run(consumer), name="aggregator-intake"),
             asyncio.create_task(self.progress.follow(lambda: self._consumer), name="aggregator-progress"),
@@ -120,6 +139,10 @@ class Aggregator:
                 await task
         self._tasks = []
         await self.intake.drain()
+        self._release(self.ownership.revoked())
+        for pending in (self._claiming, self._releasing):
+            if pending is not None:
+                await pending  # ends by itself: one ClickHouse call, failures logged
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -131,44 +154,90 @@ class Aggregator:
             return f"the intake of {self._topics.events} stopped: {error!r}"
         if self._flush_error is not None:
             return f"the last flush failed, retrying: {self._flush_error}"
+        if self._lost_error is not None:
+            return f"waiting for the group to reassign partitions: {self._lost_error}"
         return self.progress.not_ready()
 
-    def _revoked(self, revoked: list[TopicPartition]) -> None:
+    async def _revoked(self, revoked: list[TopicPartition]) -> None:
         """Partitions that move between aggregators may be written by another one: reload
-        watermarks and recent ids before the next batch."""
+        watermarks and recent ids before the next batch. The flush in flight has ended (`intake`):
+        tell the next owners they need not wait for this one."""
         self.writer.forget_state()
         self._letters.forget(tp.partition for tp in revoked)
         self.progress.revoked(revoked)
+        self._release(self.ownership.revoked())
 
-    def _assigned(self, assigned: list[TopicPartition]) -> None:
+    async def _assigned(self, assigned: list[TopicPartition]) -> None:
+        """Claim the partitions at once (fencing their earlier owner as early as can be), beside
+        the rebalance rather than in it: a slow ClickHouse must not hold up the group. A claim
+        not made by the next flush is made by it."""
         self.writer.forget_state()
         self.progress.assigned(assigned)
+        self._lost_error = None  # reassigned: what was lost is read again by its owner
+        if self._consumer is not None:
+            self.ownership.assigned((tp.partition for tp in assigned), group_generation(self._consumer))
+        self._claiming = asyncio.create_task(self._claim(assigned), name="aggregator-claim")
 
-    async def _flush(self, records: Sequence[SourceRecord]) -> bool:
-        """Write `records`, publish their letters, announce their scopes: True when done, False
-        (logged, counted) when it failed and the batch must be read again."""
+    async def _claim(self, assigned: list[TopicPartition]) -> None:
+        try:
+            await self._clickhouse.run(self.ownership.claim, self._clickhouse)
+        except Exception as error:
+            log.warning("could not claim partitions %s: %r; claiming before the next flush", assigned, error)
+
+    def _release(self, release: Release | None) -> None:
+        """Beside the rebalance, not in it (a slow ClickHouse must not hold up the group): a
+        release that lands late, or not at all, only makes the next owner wait."""
+        if release is not None:
+            self._releasing = asyncio.create_task(self._send_release(release), name="aggregator-release")
+
+    async def _send_release(self, release: Release) -> None:
+        try:
+            await self._clickhouse.run(self.ownership.release, self._clickhouse, release)
+        except Exception as error:
+            log.warning(
+                "could not release partitions %s of %s: %r", sorted(release.partitions), self._topics.events, error
+            )
+
+    async def _flush(self, records: Sequence[SourceRecord]) -> Flushed:
+        """Write `records`, publish their letters, announce their scopes: WRITTEN when done,
+        FAILED (logged, counted) when the batch must be read again, OWNERSHIP_LOST when another
+        aggregator claimed one of its partitions (logged, counted)."""
         started = asyncio.get_running_loop().time()
         first_reads = self._first_reads(records)
         self._metrics.consumed.inc(first_reads)
         self._metrics.rereads.inc(len(records) - first_reads)
         try:
-            outcome = await self._clickhouse.run(self.writer.write, records)
+            ownership = self.ownership
+            if ownership.needs_claim:
+                await self._clickhouse.run(ownership.claim, self._clickhouse)
+            if (wait_s := ownership.settle_wait_s()) > 0:
+                await asyncio.sleep(wait_s)  # until an earlier owner's statements have landed
+            fence = ownership.fence
+            if fence is None:
+                raise OwnershipLostError("no partitions claimed (a rebalance is under way)")
+            outcome = await self._clickhouse.run(self.writer.write, records, fence)
             await self._dead_letter(outcome.dead_letters)
+        except OwnershipLostError as lost:
+            self._lost_error = str(lost)
+            self._metrics.ownership_lost.inc()
+            log.warning("flush of %d records not written: %s", len(records), lost)
+            return Flushed.OWNERSHIP_LOST
         except Exception as error:
             self._flush_error = repr(error)[:500]
             self._metrics.flush_failures.inc()
             log.exception("flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s)
             self.writer.forget_state()
-            return False
+            self.ownership.failed()
+            return Flushed.FAILED
         if outcome.scopes:
             await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
-        self._flush_error = None
+        self._flush_error = self._lost_error = None
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
         self._metrics.last_flush.set_to_current_time()
-        return True
+        return Flushed.WRITTEN
 
     def _committed(self, records: Sequence[SourceRecord]) -> None:
         self._letters.committed(highest_offsets(records))

@@ -13,17 +13,22 @@ The rules:
 - Batches are written one at a time, in the order read. While one is written the next one
   grows, up to `batch_size` records; when the writer is free, whatever has been read goes (a
   quiet pipeline flushes each record as it comes, a busy one in large batches).
-- A batch is committed after `flush` returned True (ClickHouse holds it, its dead letters are
-  published). A flush that returned False (it failed) rewinds: every partition of the failed
+- A batch is committed after `flush` returned WRITTEN (ClickHouse holds it, its dead letters
+  are published). A flush that FAILED rewinds: every partition of the failed
   batch and of the batch read meanwhile is sought back to its first unwritten offset, and the
   records are read again after `retry_backoff_s`.
 - A rebalance waits for the flush in flight (and its commit), and the batch read before it is
   dropped and read again by whoever holds its partitions next (aiokafka restarts an assigned
   partition from its committed offset).
+- A flush that lost ownership (another aggregator claimed one of its partitions: `ownership`)
+  is not committed and not retried: both batches are dropped and their partitions sought back,
+  and nothing more is written until the group assigns partitions again (it will: the group has
+  moved on to a later generation, which this consumer learns at its next heartbeat).
 """
 
 import asyncio
 import contextlib
+import enum
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -36,8 +41,18 @@ from spendpipe.aggregator.writer import highest_offsets
 
 log = logging.getLogger(__name__)
 
-Flush = Callable[[Sequence[SourceRecord]], Awaitable[bool]]
-"""Writes a batch; True when it is written and may be committed, False when it failed."""
+
+class Flushed(enum.Enum):
+    WRITTEN = "written"
+    """In ClickHouse: commit it."""
+    FAILED = "failed"
+    """Read it again after a pause."""
+    OWNERSHIP_LOST = "ownership lost"
+    """Another aggregator owns a partition of it: drop it, write nothing until reassigned."""
+
+
+Flush = Callable[[Sequence[SourceRecord]], Awaitable[Flushed]]
+Rebalanced = Callable[[list[TopicPartition]], Awaitable[None]]
 
 
 @dataclass
@@ -76,8 +91,8 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         batch_size: int,
         wait_ms: int,
         retry_backoff_s: float,
-        revoked: Callable[[list[TopicPartition]], None],
-        assigned: Callable[[list[TopicPartition]], None],
+        revoked: Rebalanced,
+        assigned: Rebalanced,
     ) -> None:
         self._topic = topic
         self._flush = flush
@@ -88,7 +103,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._on_revoked = revoked
         self._on_assigned = assigned
         self._generation = 0
-        self._writing: asyncio.Task[bool] | None = None
+        self._lost: int | None = None
+        """The generation under which a flush lost ownership: no write until the next one."""
+        self._writing: asyncio.Task[Flushed] | None = None
         self._writing_batch: _Batch | None = None
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
@@ -99,11 +116,11 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             # let the flush in flight finish and commit before the partitions go
             with contextlib.suppress(Exception):
                 await asyncio.shield(writing)
-        self._on_revoked(revoked)
+        await self._on_revoked(revoked)
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         self._generation += 1
-        self._on_assigned(assigned)
+        await self._on_assigned(assigned)
 
     async def run(self, consumer: AIOKafkaConsumer) -> None:
         """Until cancelled. The flush in flight, if any, is left to finish (see `drain`)."""
@@ -115,12 +132,19 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             if writing is not None and writing.done():
                 written = self._writing_batch
                 self._writing = self._writing_batch = None
-                if not writing.result() and written is not None:
+                result = writing.result()
+                if result is Flushed.OWNERSHIP_LOST:
+                    self._lost = self._generation
+                if result is not Flushed.WRITTEN and written is not None:
                     batch = await self._rewind(consumer, written, batch)
                     continue
                 writing = None
             if batch.generation != self._generation:
                 batch = await self._rewind(consumer, batch, _Batch(self._generation), pause=False)
+                continue
+            if self._lost == self._generation:
+                # fenced: wait for the group to reassign; what is read meanwhile is read again
+                batch = await self._rewind(consumer, batch)
                 continue
             if writing is None and batch.records:
                 self._writing_batch = batch
@@ -163,13 +187,14 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         batch.add(fetched)
 
-    async def _write(self, consumer: AIOKafkaConsumer, batch: _Batch) -> bool:
+    async def _write(self, consumer: AIOKafkaConsumer, batch: _Batch) -> Flushed:
         try:
-            if not await self._flush(batch.records):
-                return False
+            result = await self._flush(batch.records)
         except Exception:
             log.exception("flush of %d records of %s failed", len(batch), self._topic)
-            return False
+            return Flushed.FAILED
+        if result is not Flushed.WRITTEN:
+            return result
         try:
             # what was written: each partition's highest offset in the batch, plus one
             await consumer.commit(
@@ -181,7 +206,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             log.warning("could not commit a written batch of %s: %r", self._topic, error)
         else:
             self._committed(batch.records)
-        return True
+        return Flushed.WRITTEN
 
     async def _rewind(self, consumer: AIOKafkaConsumer, *unwritten: _Batch, pause: bool = True) -> _Batch:
         """Seek every partition still assigned back to the first record of `unwritten`, so it

@@ -32,6 +32,11 @@ class AggregatorMetrics:
             "Flushes that failed and will be retried",
             registry=registry,
         )
+        self.ownership_lost = Counter(
+            "spendpipe_aggregator_ownership_lost",
+            "Flushes not written because another aggregator had claimed one of their partitions",
+            registry=registry,
+        )
         self.flush_seconds = Histogram(
             "spendpipe_aggregator_flush_seconds",
             "Time from batch received to offsets committed",

@@ -63,7 +63,8 @@ _WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in Window) + "]"
 
 def rollup_sql(calendar: Calendar = UTC_SUNDAY) -> str:
     """Totals of the staged rows that `{new_rows}` selects, plus one watermark row per
-    `<topic>:<partition>`: the highest offset those totals include; windows on `calendar`."""
+    `<topic>:<partition>`: the highest offset those totals include; windows on `calendar`. All
+    of it, or nothing when the condition `{fence}` is false (`ownership.Fence`)."""
     starts = _window_starts(calendar)
     return _ROLLUP_SQL.replace("{window_starts}", "[" + ", ".join(starts[window] for window in Window) + "]")
 
@@ -71,6 +72,7 @@ def rollup_sql(calendar: Calendar = UTC_SUNDAY) -> str:
 _ROLLUP_SQL = f"""
 INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
     cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
+SELECT * FROM (
 SELECT window, window_start, scope_type, scope_id, model, sum(toDecimal256(spend, 24)), sum(requests), sum(failures),
     sum(cache_hits), sum(prompt), sum(completion), sum(total), {NO_OFFSET}
 FROM (
@@ -99,6 +101,7 @@ SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1
     toDecimal256(0, 24), 0, 0, 0, 0, 0, 0, mark.2
 FROM system.one
 ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
+) WHERE {{fence}}
 """
 
 

@@ -33,7 +33,31 @@ class AggregatorSettings(PipelineSettings):
     ~40 µs a record). 1 sends every batch to ClickHouse."""
     retry_backoff_s: float = Field(default=1.0, gt=0)
     """Pause after a failed flush before the batch is read again."""
+    write_timeout_s: int = Field(default=30, ge=1, le=3600)
+    """`max_execution_time` of every insert that counts: it has landed or failed this long after
+    it started. Well above the slowest flush's insert (a 100,000-event flush's inserts take
+    about 1 s on this machine kind): an insert that times out fails its flush."""
+    owner_settle_s: float = Field(default=32.0, gt=0)
+    """How long an aggregator that acquired a partition waits after claiming it before it reads
+    its watermarks and writes, when the earlier owner may still have an insert in flight (it
+    crashed, was cut off, or did not say it was done). Must exceed `write_timeout_s`."""
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    """Kafka group membership: a consumer silent this long (no heartbeat) loses its partitions."""
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    """Also the rebalance timeout: how long the group waits for a member to finish its flush in
+    flight and rejoin before it reassigns the member's partitions without it."""
+    metadata_max_age_ms: int = Field(default=60_000, ge=100)
+    """How soon partitions added to the events topic are noticed (and the group rebalanced)."""
     sql_endpoint: SqlEndpointSettings = SqlEndpointSettings()
+
+    @model_validator(mode="after")
+    def _settle_past_timeout(self) -> "AggregatorSettings":
+        if self.owner_settle_s <= self.write_timeout_s:
+            raise ValueError(
+                f"owner_settle_s ({self.owner_settle_s:g}) must exceed write_timeout_s ({self.write_timeout_s}): "
+                "a new owner waits out every insert an earlier owner may have in flight"
+            )
+        return self
 
     @model_validator(mode="after")
     def _allowance_within_horizon(self) -> "AggregatorSettings":

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from spendpipe.aggregator.dedup import ORIGIN_SQL
+from spendpipe.aggregator.ownership import Fence, fence_sql
 from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
 from spendpipe.aggregator.rollup import Attribution, rollup_sql, rows_after
 from spendpipe.contracts.events import SpendEvent
@@ -123,6 +124,8 @@ class Written:
     latest_occurred_at: datetime | None
     new: int
     """How many of them this attempt added to the totals (the rest were there before)."""
+    owned: bool = True
+    """Whether the flush's fence still held after its inserts (`ownership`)."""
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -140,8 +143,13 @@ copy of an event counted from another record."""
 class SpendStore:
     """Blocking calls; the aggregator runs them on the ClickHouse thread (`store.run`)."""
 
-    def __init__(self, *, clickhouse: ClickhouseStore, calendar: Calendar = UTC_SUNDAY) -> None:
+    def __init__(
+        self, *, clickhouse: ClickhouseStore, calendar: Calendar = UTC_SUNDAY, write_timeout_s: int = 30
+    ) -> None:
+        """`write_timeout_s`: the `max_execution_time` of every insert that counts; an insert has
+        landed or failed this long after it started (`ownership`, the settle wait)."""
         self._clickhouse = clickhouse
+        self._write_settings = f"{ONE_PART}, max_execution_time = {int(write_timeout_s)}"
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
         """Stage tables that may hold rows: a small flush truncates only those (each statement
@@ -282,38 +290,52 @@ class SpendStore:
                 EXCLUDED_TABLE, [[p for p, _ in rows], [o for _, o in rows]], ["kafka_partition", "kafka_offset"]
             )
 
-    def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int]) -> None:
+    def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int], fence: Fence | None = None) -> None:
         """Totals of the usable parsed rows past `after` (per partition), with the watermark rows,
-        in one insert."""
+        in one insert; nothing when `fence` no longer holds for the partitions of `after`."""
         if not self._calendar_settled:  # before the first totals: never roll up on another calendar
             settle_calendar(self._clickhouse, self._calendar)
             self._calendar_settled = True
         sources = sorted(watermarks)
+        condition, parameters = fence_sql(fence, after)
         self._clickhouse.command(
-            self._rollup.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}") + ONE_PART,
-            {"sources": sources, "offsets": [watermarks[source] for source in sources]},
+            self._rollup.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}").replace("{fence}", condition)
+            + self._write_settings,
+            {"sources": sources, "offsets": [watermarks[source] for source in sources], **parameters},
         )
 
-    def insert_events(self, *, after: dict[int, int]) -> None:
-        """The usable parsed rows past `after` (per partition) into `events`, as one part."""
+    def insert_events(self, *, after: dict[int, int], fence: Fence | None = None) -> None:
+        """The usable parsed rows past `after` (per partition) into `events`, as one part;
+        nothing when `fence` no longer holds for the partitions of `after`."""
         columns = ", ".join(EVENT_COLUMNS)
+        condition, parameters = fence_sql(fence, after)
         self._clickhouse.command(
             f"INSERT INTO events ({columns}) SELECT {columns} FROM {PARSED_TABLE} "
-            f"WHERE {_USABLE} AND {rows_after(after)}{ONE_PART}"
+            f"WHERE {_USABLE} AND {rows_after(after)} AND {condition}{self._write_settings}",
+            parameters,
         )
 
-    def written(self, *, new_after: dict[int, int]) -> Written:
-        """The attributions, models and latest time of every usable row of the batch, and how
-        many of them are past `new_after` (per partition: the totals' watermarks before this
-        attempt wrote)."""
+    def written(
+        self, *, new_after: dict[int, int], fence: Fence | None = None, partitions: Iterable[int] = ()
+    ) -> Written:
+        """The attributions, models and latest time of every usable row of the batch, how many
+        of them are past `new_after` (per partition: the totals' watermarks before this attempt
+        wrote), and whether `fence` still holds for `partitions` (then it held for every insert
+        before: claims only rise)."""
+        condition, parameters = fence_sql(fence, partitions)
         rows = self._clickhouse.rows(
             "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user, request_tags, provider)), "
-            f"groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}) "
-            f"FROM {PARSED_TABLE} WHERE {_USABLE}"
+            f"groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}), {condition} "
+            f"FROM {PARSED_TABLE} WHERE {_USABLE}",
+            parameters,
         )
-        attributions, models, latest, count, new = rows[0]
+        attributions, models, latest, count, new, owned = rows[0]
         return Written(
-            [(*a[:5], tuple(a[5]), a[6]) for a in attributions], list(models), latest if count else None, int(new)
+            [(*a[:5], tuple(a[5]), a[6]) for a in attributions],
+            list(models),
+            latest if count else None,
+            int(new),
+            bool(owned),
         )
 
 

@@ -22,6 +22,9 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
    in one insert: one part, all or nothing.
 4. Copy the usable parsed events into `events`, which carry their own partition and offset.
 
+With several aggregators, steps 3 and 4 carry the flush's fence (`ownership`): a writer whose
+partitions were claimed by a later owner writes nothing, and `write` raises `OwnershipLostError`.
+
 Each table skips records at or below its own watermark. So a batch replayed after a crash
 anywhere in 3-4 (offsets not yet committed) adds nothing twice: a table that already has
 the batch skips it, a table that does not yet have it takes it. Totals go first because the
@@ -41,6 +44,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
+from spendpipe.aggregator.ownership import Fence, OwnershipLostError
 from spendpipe.aggregator.rollup import touched_scopes
 from spendpipe.aggregator.store import ParsedIds, SourceRecord, SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
@@ -120,7 +124,8 @@ class BatchWriter:
         after partitions were reassigned or a write failed half-way."""
         self._watermarks = None
 
-    def write(self, records: Sequence[SourceRecord]) -> FlushOutcome:
+    def write(self, records: Sequence[SourceRecord], fence: Fence | None = None) -> FlushOutcome:
+        """`fence`: the claim the inserts are made under; None writes unfenced (one writer)."""
         outcome = FlushOutcome()
         marks = self._load_state()
         now_s = self._clock()
@@ -132,11 +137,15 @@ class BatchWriter:
         ordered = self._sort(parsed, counted_before, outcome)
         store.exclude(ordered.excluded)
         self._dead_letters(records, refused, ordered.conflicts, outcome)
-        new_after = self._write_totals(records, marks)
-        self._write_events(records, marks)
+        new_after = self._write_totals(records, marks, fence)
+        self._write_events(records, marks, fence)
+        written = store.written(new_after=new_after, fence=fence, partitions=highest_offsets(records))
+        if not written.owned:
+            self.forget_state()  # what landed, the next owner reads from ClickHouse
+            partitions = sorted(highest_offsets(records))
+            raise OwnershipLostError(f"partitions {partitions} of {self._topic} were claimed by another aggregator")
         self._recent.remember(ordered.fresh, now_s)
         self._recent.expire(now_s)
-        written = store.written(new_after=new_after)
         outcome.counted = written.new
         outcome.scopes = touched_scopes(written.attributions)
         outcome.models = set(written.models)
@@ -232,7 +241,7 @@ class BatchWriter:
         for partition, offset, reason in sorted(dead):
             outcome.dead_letters.append(DeadLetter(by_source[(partition, offset)], reason))
 
-    def _write_totals(self, records: Sequence[SourceRecord], marks: _Watermarks) -> dict[int, int]:
+    def _write_totals(self, records: Sequence[SourceRecord], marks: _Watermarks, fence: Fence | None) -> dict[int, int]:
         """Returns the watermarks the totals had before (per partition of the batch): the rows
         past them are new in the totals, the rest landed in an earlier attempt. Empty when
         every record was there already."""
@@ -247,11 +256,12 @@ class BatchWriter:
         self._store.insert_totals(
             after=after,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
+            fence=fence,
         )
         marks.totals.update(advanced)
         return after
 
-    def _write_events(self, records: Sequence[SourceRecord], marks: _Watermarks) -> None:
+    def _write_events(self, records: Sequence[SourceRecord], marks: _Watermarks, fence: Fence | None) -> None:
         advanced = {
             partition: offset
             for partition, offset in highest_offsets(records).items()
@@ -259,7 +269,7 @@ class BatchWriter:
         }
         if not advanced:
             return
-        self._store.insert_events(after=_watermarks_of(records, marks.events))
+        self._store.insert_events(after=_watermarks_of(records, marks.events), fence=fence)
         marks.events.update(advanced)
 
 

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 
 from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.aggregator.ownership import Fence
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.gateway.identity import RequestIdentity
@@ -29,11 +30,11 @@ def fail_the_first_events_insert(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     failures: list[str] = []
     insert_events = SpendStore.insert_events
 
-    def failing_once(self: SpendStore, *, after: dict[int, int]) -> None:
+    def failing_once(self: SpendStore, *, after: dict[int, int], fence: Fence | None = None) -> None:
         if not failures:
             failures.append("events insert failed after the totals insert")
             raise RuntimeError(failures[-1])
-        insert_events(self, after=after)
+        insert_events(self, after=after, fence=fence)
 
     monkeypatch.setattr(SpendStore, "insert_events", failing_once)
     return failures

@@ -4,6 +4,7 @@ whatever landed; the totals stay exact."""
 
 import pytest
 
+from spendpipe.aggregator.ownership import Fence
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
 from spendpipe.contracts.events import SpendEvent
@@ -22,7 +23,7 @@ TOPIC = "spend.events"
 class CrashBeforeEvents(SpendStore):
     """The process dies right after the totals insert: the events insert never happens."""
 
-    def insert_events(self, *, after: dict[int, int]) -> None:
+    def insert_events(self, *, after: dict[int, int], fence: Fence | None = None) -> None:
         raise SystemExit("killed between the totals and the events insert")
 
 

@@ -12,8 +12,8 @@ def test_the_checked_in_tables_are_current(clickhouse: ClickhouseStore) -> None:
 
     assert found == [], f"out of date with the migrations ({', '.join(found)}): run `make schemas` and commit"
     tables = (
-        "budget_history", "calendar_windows", "decision_history", "events", "schema_migrations", "spend_totals",
-        "store_calendar",
+        "budget_history", "calendar_windows", "decision_history", "events", "partition_owners", "schema_migrations",
+        "spend_totals", "store_calendar",
     )  # fmt: skip
     views = (
         "blocks_history", "budget_utilisation", "spend_by_model", "spend_by_scope", "spend_by_session",

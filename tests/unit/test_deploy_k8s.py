@@ -60,6 +60,22 @@ def test_deployments_select_their_own_pods() -> None:
     assert k8s_object("Deployment", "spendpipe-enforcer")["spec"]["replicas"] == 1
 
 
+def test_several_aggregators_run_with_a_disruption_budget_over_their_own_pods() -> None:
+    deployment = k8s_object("Deployment", "spendpipe-aggregator")
+    budget = k8s_object("PodDisruptionBudget", "spendpipe-aggregator")
+    topics_job = next(doc for doc in k8s_documents() if doc["kind"] == "Job")
+
+    replicas = deployment["spec"]["replicas"]
+    assert replicas > 1
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert budget["spec"]["maxUnavailable"] == 1
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # every aggregator has a partition of spend.events to own
+    args = " ".join(str(arg) for arg in pod_spec(topics_job)["containers"][0].get("args", []))
+    assert int(re.search(r"--partitions[ =](\d+)", args).group(1)) >= replicas  # type: ignore[union-attr]
+
+
 def test_pods_run_as_the_images_non_root_user() -> None:
     (uid,) = re.findall(r"^USER (\d+)", SERVICES_DOCKERFILE.read_text(), flags=re.MULTILINE)
     for doc in k8s_documents():

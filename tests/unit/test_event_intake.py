@@ -2,12 +2,12 @@
 flush of the one before runs, commits only what was written, and reads again what was not."""
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
 
-from spendpipe.aggregator.intake import EventIntake
+from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.store import SourceRecord
 from tests.support.waiting import eventually
 
@@ -75,21 +75,29 @@ class _Flushes:
         self.batches: list[list[tuple[int, int]]] = []
         self.release = asyncio.Event()
         self.fail_next = False
+        self.fenced = False
+        """Every flush loses ownership while set."""
 
-    async def __call__(self, records: Sequence[SourceRecord]) -> bool:
+    async def __call__(self, records: Sequence[SourceRecord]) -> Flushed:
         self.batches.append([(r.partition, r.offset) for r in records])
         await self.release.wait()
+        if self.fenced:
+            return Flushed.OWNERSHIP_LOST
         if self.fail_next:
             self.fail_next = False
-            return False
-        return True
+            return Flushed.FAILED
+        return Flushed.WRITTEN
+
+
+async def _nothing(_: list[TopicPartition]) -> None:
+    return None
 
 
 def _intake(
     flushes: _Flushes,
     committed: list[int] | None = None,
     batch_size: int = 1000,
-    revoked: Callable[[list[TopicPartition]], None] = lambda _: None,
+    revoked: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing,
 ) -> EventIntake:
     return EventIntake(
         topic=TOPIC,
@@ -99,7 +107,7 @@ def _intake(
         wait_ms=50,
         retry_backoff_s=0.01,
         revoked=revoked,
-        assigned=lambda _: None,
+        assigned=_nothing,
     )
 
 
@@ -153,7 +161,11 @@ async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile()
 async def test_a_batch_read_before_a_rebalance_is_never_written() -> None:
     consumer, flushes = _Consumer(), _Flushes()
     commits_at_revocation: list[list[dict[int, int]]] = []
-    intake = _intake(flushes, revoked=lambda _: commits_at_revocation.append(list(consumer.commits)))
+
+    async def revoked(_: list[TopicPartition]) -> None:
+        commits_at_revocation.append(list(consumer.commits))
+
+    intake = _intake(flushes, revoked=revoked)
     consumer.append(0, 1)
     running = asyncio.create_task(intake.run(consumer))
     try:
@@ -186,5 +198,30 @@ async def test_a_full_batch_waits_for_the_writer_and_reads_no_more() -> None:
         flushes.release.set()
         await eventually(lambda: consumer.position == {0: 12} and len(consumer.commits) == 4, bool, within=5, what=WHAT)
         assert [len(batch) for batch in flushes.batches] == [2, 4, 4, 2]
+    finally:
+        running.cancel()
+
+
+async def test_a_flush_that_lost_ownership_is_not_committed_and_nothing_is_written_until_reassigned() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes)
+    consumer.append(0, 2)
+    flushes.fenced = True
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 2)
+        flushes.release.set()
+        await eventually(lambda: (0, 0) in consumer.seeks, bool, within=5, what=WHAT)
+        # read again and again while fenced, but never handed to the writer
+        await eventually(lambda: consumer.seeks.count((0, 0)) >= 3, bool, within=5, what=WHAT)
+        assert flushes.batches == [[(0, 0), (0, 1)]]
+        assert consumer.commits == []
+        # the group assigns again: the records are written from the first unwritten one
+        flushes.fenced = False
+        await intake.on_partitions_revoked([TopicPartition(TOPIC, 0)])
+        await intake.on_partitions_assigned([TopicPartition(TOPIC, 0)])
+        await eventually(lambda: consumer.commits == [{0: 4}], bool, within=5, what=WHAT)
+        assert flushes.batches[1:] == [[(0, 0), (0, 1), (0, 2), (0, 3)]]
     finally:
         running.cancel()
