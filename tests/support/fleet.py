@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.ownership import OWNERS_TABLE, Fence
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SourceRecord
 from spendpipe.contracts.events import SpendEvent
@@ -63,13 +64,37 @@ class Member:
         async def held(records: Sequence[SourceRecord]) -> Flushed:
             if stall.stalled.is_set():
                 return await flush(records)
+            assert self.aggregator is not None
+            fence = self.aggregator.ownership.fence
             stall.stalled.set()
             await stall.release.wait()
+            if fence is not None:
+                stall.moved_on = await asyncio.to_thread(self._claimed_by_others, fence, records)
             stall.result = await flush(records)
             return stall.result
 
         intake._flush = held
         return stall
+
+    def _claimed_by_others(self, fence: Fence, records: Sequence[SourceRecord]) -> bool:
+        """Whether another member claimed a partition of `records` above `fence`'s epoch."""
+        clickhouse = connect_clickhouse(self._settings.clickhouse)
+        try:
+            others = clickhouse.column(
+                f"SELECT count() FROM {OWNERS_TABLE} WHERE consumer_group = {{group:String}} "
+                "AND topic = {topic:String} AND has({partitions:Array(UInt32)}, kafka_partition) "
+                "AND epoch > {epoch:UInt64} AND owner != {owner:String}",
+                {
+                    "group": fence.group,
+                    "topic": fence.topic,
+                    "partitions": sorted({record.partition for record in records}),
+                    "epoch": fence.epoch,
+                    "owner": self.aggregator.ownership.owner if self.aggregator else "",
+                },
+            )
+        finally:
+            clickhouse.close()
+        return bool(others[0])
 
     @property
     def counted(self) -> float:
@@ -88,6 +113,9 @@ class Stall:
         """Set to let it write."""
         self.result: Flushed | None = None
         """What the held flush returned, once it did."""
+        self.moved_on: bool | None = None
+        """Whether, when the flush was let go, another member had claimed one of its partitions
+        above the claim it was read under (None: it held no claim then)."""
 
 
 @contextlib.asynccontextmanager
