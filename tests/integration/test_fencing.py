@@ -101,8 +101,9 @@ async def test_aggregators_joining_and_leaving_while_events_stream_count_each_ev
     assert sum(1 for m in members if m.counted > 0) >= 3  # the work was shared, not done by one
     partitions = clickhouse.column("SELECT DISTINCT kafka_partition FROM events ORDER BY kafka_partition")
     assert partitions == [0, 1, 2, 3, 4]  # the partitions added were read too
-    # and c's held batch was written only if no one else had taken its partitions: whether the
-    # group moved them on while c stalled, or gave them back to c, depends on the rebalance's timing
+    # and c's held batch was written only if no one else held its partitions when c woke: whether
+    # the group moved them on while c stalled, or gave them back to c (which then claimed them
+    # again), depends on the rebalance's timing
     assert stall.moved_on is not None
     assert stall.result is (Flushed.OWNERSHIP_LOST if stall.moved_on else Flushed.WRITTEN)
 

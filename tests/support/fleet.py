@@ -77,24 +77,23 @@ class Member:
         return stall
 
     def _claimed_by_others(self, fence: Fence, records: Sequence[SourceRecord]) -> bool:
-        """Whether another member claimed a partition of `records` above `fence`'s epoch."""
+        """Whether another member holds the highest claim of a partition of `records` now."""
         clickhouse = connect_clickhouse(self._settings.clickhouse)
         try:
-            others = clickhouse.column(
-                f"SELECT count() FROM {OWNERS_TABLE} WHERE consumer_group = {{group:String}} "
+            owners = clickhouse.column(
+                f"SELECT argMax(owner, epoch) FROM {OWNERS_TABLE} WHERE consumer_group = {{group:String}} "
                 "AND topic = {topic:String} AND has({partitions:Array(UInt32)}, kafka_partition) "
-                "AND epoch > {epoch:UInt64} AND owner != {owner:String}",
+                "GROUP BY kafka_partition",
                 {
                     "group": fence.group,
                     "topic": fence.topic,
                     "partitions": sorted({record.partition for record in records}),
-                    "epoch": fence.epoch,
-                    "owner": self.aggregator.ownership.owner if self.aggregator else "",
                 },
             )
         finally:
             clickhouse.close()
-        return bool(others[0])
+        mine = self.aggregator.ownership.owner if self.aggregator else ""
+        return any(owner != mine for owner in owners)
 
     @property
     def counted(self) -> float:
@@ -114,8 +113,8 @@ class Stall:
         self.result: Flushed | None = None
         """What the held flush returned, once it did."""
         self.moved_on: bool | None = None
-        """Whether, when the flush was let go, another member had claimed one of its partitions
-        above the claim it was read under (None: it held no claim then)."""
+        """Whether, when the flush was let go, another member held the highest claim of one of its
+        partitions (None: it held no claim when it stalled)."""
 
 
 @contextlib.asynccontextmanager
