@@ -5,7 +5,6 @@ A budget this process wrote is answered at once from `_written` until the follow
 same record back: a later read never goes back to an older budget while the topic catches up.
 """
 
-import logging
 import threading
 
 from spendpipe.contracts.budgets import Budget
@@ -15,8 +14,6 @@ from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import RecordVerifier
 from spendpipe.platform.topic_follower import TopicFollower
-
-log = logging.getLogger(__name__)
 
 
 class UserBudgets:

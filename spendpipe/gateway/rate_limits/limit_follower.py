@@ -3,7 +3,6 @@
 without a restart; a deleted budget (a tombstone) takes its limits away. Records, tombstones
 included, count only when a budget writer signed them (`platform/signing.py`)."""
 
-import logging
 import threading
 from typing import Protocol
 
@@ -15,8 +14,6 @@ from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.signing import RecordVerifier
 from spendpipe.platform.topic_follower import TopicFollower
-
-log = logging.getLogger(__name__)
 
 
 class BudgetListener(Protocol):
