@@ -177,7 +177,8 @@ class Stream:
                 ]
                 await asyncio.gather(*sent)
                 self.events.extend(chunk)
-                await asyncio.sleep(0.02)  # a steady stream, not a burst
+                with contextlib.suppress(TimeoutError):  # a steady stream, not a burst, until stopped
+                    await asyncio.wait_for(self._stop.wait(), timeout=0.02)
         finally:
             await producer.stop()
 
