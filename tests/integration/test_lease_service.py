@@ -12,8 +12,10 @@ from decimal import Decimal
 from prometheus_client import CollectorRegistry, Counter
 
 from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest, LeaseSettings, commitment_of
 from spendpipe.contracts.topics import Topics
+from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.gateway.leases.book import LeaseBook, Verdict
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
@@ -48,14 +50,22 @@ async def grants(bootstrap: str, topics: Topics, expected: int) -> list[LeaseGra
     return [LeaseGrant.model_validate_json(record.value or b"") for record in records]
 
 
-async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
-    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
-) -> None:
+async def leased_budget(
+    kafka_broker: str, make_topics, clickhouse_settings: ClickhouseSettings
+) -> tuple[Topics, BudgetAdmin, AggregatorSettings, EnforcerSettings]:
+    """Fresh topics with `BUDGET` set, its writer, and the settings of a pipeline lending from it
+    with `QUICK` leases."""
     topics: Topics = await make_topics(kafka_broker)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(admin.set, BUDGET)
     aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
-    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
+    return topics, admin, aggregator, enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
+
+
+async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    topics, admin, aggregator, enforcer = await leased_budget(kafka_broker, make_topics, clickhouse_settings)
     chain, secret = secrets.token_hex(16), secrets.token_hex(32)
     async with running_pipeline(aggregator, enforcer, clickhouse, time.time) as service:
         await eventually(service.leases.desk.lending, bool, within=30, what="the desk's start-up wait")
@@ -121,11 +131,7 @@ async def test_a_fresh_enforcer_lends_at_once_and_a_successor_waits_for_its_pred
 async def test_a_gateways_settle_frees_what_its_returned_chains_call_in_flight_did_not_cost(
     kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
 ) -> None:
-    topics: Topics = await make_topics(kafka_broker)
-    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
-    await asyncio.to_thread(admin.set, BUDGET)
-    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
-    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings, leases=QUICK)
+    topics, _admin, aggregator, enforcer = await leased_budget(kafka_broker, make_topics, clickhouse_settings)
     book = LeaseBook(gateway_id="gw-1", settings=LeaseSettings())
     needs = {"team:eng": ("team:eng", "", Decimal("0.4"))}
 
