@@ -180,26 +180,20 @@ def test_a_query_past_max_execution_time_is_stopped(store: ClickhouseStore) -> N
 
 
 def test_a_query_past_the_concurrent_limit_is_refused_at_once(store: ClickhouseStore) -> None:
-    refused = None
-    with serve(store, max_concurrent_queries=1) as endpoint:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            for _ in range(5):
-                # 30 blocks of one row, 0.1 s each: holds the only slot for about 3 s
-                slow = pool.submit(post, endpoint, "SELECT sleepEachRow(0.1) FROM numbers(30)", max_block_size="1")
-                probe = eventually_sync(
-                    lambda: post(endpoint, "SELECT 1"),
-                    lambda r, slow=slow: r.status_code != 200 or slow.done(),  # type: ignore[misc]
-                    within=10,
-                    what="the slot taken, or the slow query done",
-                )
-                finished = slow.result(timeout=30)
-                if finished.status_code == 200 and probe.status_code != 200:
-                    refused = probe
-                    break
-                # a probe took the slot before the slow query arrived, so the slow one was refused: again
+    with serve(store, max_concurrent_queries=1) as endpoint, ThreadPoolExecutor(max_workers=1) as pool:
+        # 50 blocks of one row, 0.1 s each: holds the only slot for about 5 s
+        slow = pool.submit(post, endpoint, "SELECT sleepEachRow(0.1) FROM numbers(50)", max_block_size="1")
+        eventually_sync(
+            lambda: endpoint.queries_running,
+            lambda running: running == 1 or slow.done(),
+            within=10,
+            what="the slow query holding the only slot",
+        )
+        refused = post(endpoint, "SELECT 1")
+        finished = slow.result(timeout=30)
         after = post(endpoint, "SELECT 1")
 
-    assert refused is not None, "no query was ever refused while the only slot was taken"
+    assert finished.status_code == 200, finished.text
     assert_clickhouse_error(refused, 500, 202)
     assert after.text == "1\n"
 

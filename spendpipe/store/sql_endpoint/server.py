@@ -60,6 +60,11 @@ class SqlEndpoint:
     def port(self) -> int:
         return self._port
 
+    @property
+    def queries_running(self) -> int:
+        """How many queries hold one of the `max_concurrent_queries` slots now."""
+        return 0 if self._slots is None else int(self._slots.borrowed_tokens)
+
     def start(self) -> "SqlEndpoint":
         host = self._settings.host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
