@@ -24,6 +24,7 @@ from benchmarks import (
     enforcement_latency,
     fencing_cost,
     fleet_throughput,
+    judge_cost,
     overshoot,
     plugin_overhead,
     sdk_ratio,
@@ -79,6 +80,7 @@ def main() -> int:
         rows += storage.run(bootstrap, Path(work), clickhouse_dir=Path(work) / "run-0" / "clickhouse")
         rows += fencing_cost.run(Path(work))
         rows += fleet_throughput.run(bootstrap, Path(work), min(events, 200_000))
+        rows += judge_cost.run(Path(work))
         rows += enforcement_latency.run(bootstrap, Path(work))
         rows += overshoot.run(bootstrap, Path(work))
     report = table(rows)

@@ -8,22 +8,18 @@ own partition, so nothing is skipped as a replay.
 its own (chDB holds one engine directory per process).
 """
 
-import json
-import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmarks.own_process import print_rows_on_a_store, rows_of
 from benchmarks.stats import median
 from benchmarks.traffic import spread_event
 from spendpipe.aggregator.ownership import Fence, Ownership
 from spendpipe.aggregator.store import SourceRecord, SpendStore
 from spendpipe.aggregator.writer import BatchWriter
-from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
-from spendpipe.store.migrate import migrate
+from spendpipe.platform.clickhouse import ClickhouseStore
 
 TOPIC = "spend.events"
 SMALL_FLUSHES = 40
@@ -98,26 +94,11 @@ def rows(seconds: dict[str, list[float]]) -> list[dict[str, Any]]:
 
 def run(workdir: Path) -> list[dict[str, Any]]:
     """In a process of its own (see the module's docstring)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fencing_cost", str(workdir / "fencing")],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+    return rows_of("benchmarks.fencing_cost", str(workdir / "fencing"))
 
 
 def main() -> None:
-    parent = Path(sys.argv[1]) if len(sys.argv) > 1 else None
-    if parent is not None:
-        parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="spendpipe-fencing-", dir=parent) as d:
-        clickhouse = connect_clickhouse(ClickhouseSettings(dsn=f"chdb://{d}", database="fencing"))
-        try:
-            migrate(clickhouse)
-            print(json.dumps(rows(measure(clickhouse))))
-        finally:
-            clickhouse.close()
+    print_rows_on_a_store("fencing", lambda clickhouse: rows(measure(clickhouse)))
 
 
 if __name__ == "__main__":

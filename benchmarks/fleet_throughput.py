@@ -11,7 +11,6 @@ not how far more processes on more cores scale.
 
 import asyncio
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -23,6 +22,7 @@ from aiokafka.admin import NewTopic
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
+from benchmarks.own_process import rows_of
 from benchmarks.traffic import spread_event
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
@@ -111,13 +111,7 @@ def rows(single: float, fleet: float, events: int) -> list[dict[str, Any]]:
 
 def run(bootstrap: str, workdir: Path, events: int) -> list[dict[str, Any]]:
     """In a process of its own (see the module's docstring)."""
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.fleet_throughput", bootstrap, str(workdir / "fleet"), str(events)],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return list(json.loads(result.stdout.strip().splitlines()[-1]))
+    return rows_of("benchmarks.fleet_throughput", bootstrap, str(workdir / "fleet"), str(events))
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 from spendpipe.contracts.budgets import Cap
+from spendpipe.contracts.durations import Duration
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, Window, window_bounds
 from spendpipe.store.sql_endpoint.client import Result, SqlSource
@@ -211,10 +212,20 @@ class SpendTotals:
 
     def measure_many(self, targets: Sequence[Capped], now: int) -> list[list[Measurement]]:
         """Each target's spend in each of its caps' current windows, in one query: the rows of
-        every (scope, model, window) read since the earliest start any cap needs of it. The
-        query binds an array of tuples: every `SqlSource` carries it, the SQL endpoint too (as a
-        ClickHouse query parameter)."""
-        grains = [[grain(cap, now, self.calendar) for cap in target.caps] for target in targets]
+        every (scope, model, window) read since the earliest start any cap needs of it. Rows are
+        asked for in one set per distinct start (caps of one duration share it), so the query
+        costs a set lookup per row, whatever the number of targets. It binds arrays of tuples:
+        every `SqlSource` carries them, the SQL endpoint too (as ClickHouse query parameters)."""
+        shared: dict[tuple[Duration | None, int | None], Grain] = {}
+
+        def grain_of(cap: Cap) -> Grain:
+            """Caps of one duration and reset share their grain: computed once per read."""
+            key = (cap.duration, cap.reset.at if cap.reset else None)
+            if key not in shared:
+                shared[key] = grain(cap, now, self.calendar)
+            return shared[key]
+
+        grains = [[grain_of(cap) for cap in target.caps] for target in targets]
         since: dict[_RowsKey, int] = {}
         for target, target_grains in zip(targets, grains, strict=True):
             for window, start, _, _ in target_grains:
@@ -222,14 +233,21 @@ class SpendTotals:
                 since[key] = min(start, since.get(key, start))
         if not since:
             return [[] for _ in targets]
+        by_start: dict[int, list[_RowsKey]] = {}
+        for key, start in since.items():
+            by_start.setdefault(start, []).append(key)
+        parameters: dict[str, Any] = {}
+        conditions = []
+        for n, (start, keys) in enumerate(by_start.items()):
+            parameters[f"keys{n}"], parameters[f"since{n}"] = keys, start
+            conditions.append(
+                f"((scope_type, scope_id, model, window) IN {{keys{n}:Array(Tuple(String, String, String, String))}} "
+                f"AND window_start >= toDateTime({{since{n}:UInt32}}))"
+            )
         _, rows = self._sql.query(
             "SELECT toString(scope_type), scope_id, model, toString(window), toUInt32(window_start), sum(spend) "
-            "FROM spend_totals "
-            "WHERE (scope_type, scope_id, model, window) IN {keys:Array(Tuple(String, String, String, String))} "
-            "AND window_start >= toDateTime({since:Array(UInt32)}[indexOf({keys:Array(Tuple(String, String, String, "
-            "String))}, (toString(scope_type), scope_id, model, toString(window)))]) "
-            "GROUP BY ALL",
-            {"keys": list(since), "since": list(since.values())},
+            f"FROM spend_totals WHERE {' OR '.join(conditions)} GROUP BY ALL",
+            parameters,
         )
         found: dict[_RowsKey, list[tuple[int, Decimal]]] = {}
         for scope_type, scope_id, model, window, window_start, spend in rows:
