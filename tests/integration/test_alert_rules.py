@@ -15,6 +15,7 @@ import json
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -26,7 +27,11 @@ from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.contracts.topics import Topics
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.topics import TYPE_HEADER, Topics
 from spendpipe.enforcer.app import EnforcerService
 from spendpipe.enforcer.metrics import EnforcerMetrics
 from spendpipe.enforcer.settings import BudgetMetricsSettings, EnforcerSettings
@@ -35,6 +40,7 @@ from spendpipe.gateway.settings import GatewayOpsSettings, GatewaySettings
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
+from spendpipe.platform.signing import Headers
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.grafana import SPEND_DASHBOARD
@@ -53,6 +59,7 @@ from tests.support.prometheus import (
     rules_test,
     scrape,
 )
+from tests.support.signing import write_records
 from tests.support.waiting import eventually
 
 T = TypeVar("T")
@@ -60,6 +67,8 @@ MALFORMED = b'{"event_id": "x", "cost": "not money'
 PIPELINE = {"job": "spendpipe", "instance": "pipeline:9464"}
 GATEWAY = {"job": "spendpipe-gateway", "instance": "gateway:9464"}
 STATE_MINUTES = 15
+REJECTED = "spendpipe_enforcer_records_rejected_total"
+GATEWAY_REJECTED = "spendpipe_gateway_records_rejected_total"
 
 
 class SwitchedStore:
@@ -163,6 +172,7 @@ async def record_pipeline(
         kafka_broker, topics, clickhouse_settings, budget_metrics=BudgetMetricsSettings(refresh_interval_s=0.1)
     )
     eng = {"scope": "team:eng", "scope_type": "team", "model": "", "window": "1mo", **PIPELINE}
+    forged = {"topic": topics.budgets, "reason": "unsigned"}
 
     async with serving_pipeline(aggregating, enforcing, writes, clickhouse) as url:
         # healthy: ten $0.05 events of team eng counted, half its budget spent
@@ -182,7 +192,9 @@ async def record_pipeline(
         # released, with a malformed record and nine more $0.05 of team eng: 95% of its budget
         writes.open.set()
         await produce(kafka_broker, topics.events, [*eng_events(9), MALFORMED])
+        await write_records(kafka_broker, topics.budgets, [forged_budget()])
         await reaches(url, "spendpipe_aggregator_dead_letters_total", lambda n: n == 1, "one dead letter")
+        await reaches(url, REJECTED, lambda n: n == 1, "the forged budget dropped", **forged)
         await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag after the release")
         await reaches(url, "spendpipe_budget_spend_dollars", near(0.95), "$0.95 spent", scope="team:eng")
         released = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
@@ -200,7 +212,13 @@ async def record_pipeline(
         await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag after the failures")
         recovered = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
 
-    quiet = ("SpendpipeConsumerLag", "SpendpipeFlushesStale", "SpendpipeFlushFailures", "SpendpipeDeadLetters")
+    quiet = (
+        "SpendpipeConsumerLag",
+        "SpendpipeFlushesStale",
+        "SpendpipeFlushFailures",
+        "SpendpipeDeadLetters",
+        "SpendpipeRecordsRejected",
+    )
     nearly = [firing("SpendpipeBudgetNearlyExhausted", eng)]
     return recording, [
         *expect(healthy + STATE_MINUTES - 1, {name: [] for name in (*quiet, "SpendpipeBudgetNearlyExhausted")}),
@@ -224,6 +242,7 @@ async def record_pipeline(
                 "SpendpipeConsumerLag": [],
                 "SpendpipeFlushesStale": [],
                 "SpendpipeDeadLetters": [firing("SpendpipeDeadLetters", PIPELINE)],
+                "SpendpipeRecordsRejected": [firing("SpendpipeRecordsRejected", {**forged, **PIPELINE})],
                 "SpendpipeBudgetNearlyExhausted": nearly,
             },
         ),
@@ -236,13 +255,22 @@ async def record_gateway(kafka_broker: str, topics: Topics, tmp_path: Path) -> t
     """A gateway delivering to Kafka, then one that cannot reach it: its spool grows, then
     fills and events are lost."""
     recording = Recording()
+    budget_dropped = {"topic": topics.budgets, "reason": "unsigned"}
+    unblock_dropped = {"topic": topics.decisions, "reason": "unsigned"}
     with gateway(kafka_broker, topics, tmp_path / "healthy-spool") as plugin:
         url = plugin.ops.url
         await reaches(url, "spendpipe_gateway_blocklist_in_sync", lambda synced: synced == 1, "in sync")
         for _ in range(5):
             plugin.publisher.publish(make_event())
         await reaches(url, "spendpipe_gateway_events_published_total", lambda n: n == 5, "5 published")
+        # the pipeline's forged budget, read back at start: counted before the first scrape, so quiet
+        await reaches(url, GATEWAY_REJECTED, lambda n: n == 1, "the forged budget dropped", **budget_dropped)
         healthy = recording.hold(await off_loop(lambda: scrape(url, **GATEWAY)), STATE_MINUTES)
+
+        # forged: an unsigned unblock on the decisions topic
+        await write_records(kafka_broker, topics.decisions, [forged_unblock()])
+        await reaches(url, GATEWAY_REJECTED, lambda n: n == 1, "the forged unblock dropped", **unblock_dropped)
+        forged = recording.hold(await off_loop(lambda: scrape(url, **GATEWAY)), STATE_MINUTES)
 
     events = [make_event() for _ in range(30)]
     room = sum(len(event.to_json()) + 1 for event in events[:9])
@@ -263,9 +291,18 @@ async def record_gateway(kafka_broker: str, topics: Topics, tmp_path: Path) -> t
             await reaches(url, "spendpipe_gateway_events_lost_total", lambda n: n == 21, "21 lost", reason="spool_full")
             lost = recording.hold(await off_loop(lambda: scrape(url, **GATEWAY)), STATE_MINUTES)
 
-    names = ("SpendpipeGatewaySpoolGrowing", "SpendpipeEventsLost", "SpendpipeGatewayBlockListNotInSync")
+    names = (
+        "SpendpipeGatewaySpoolGrowing",
+        "SpendpipeEventsLost",
+        "SpendpipeGatewayBlockListNotInSync",
+        "SpendpipeRecordsRejected",
+    )
     return recording, [
         *expect(healthy + STATE_MINUTES - 1, {name: [] for name in names}),
+        *expect(
+            forged + 1,
+            {"SpendpipeRecordsRejected": [firing("SpendpipeRecordsRejected", {**unblock_dropped, **GATEWAY})]},
+        ),
         *expect(
             outage + 11,
             {
@@ -279,6 +316,24 @@ async def record_gateway(kafka_broker: str, topics: Topics, tmp_path: Path) -> t
             {"SpendpipeEventsLost": [firing("SpendpipeEventsLost", {"reason": "spool_full", **GATEWAY})]},
         ),
     ]
+
+
+def unsigned(message_type: str) -> Headers:
+    """What a writer without a key can put on a record: the type, no signature."""
+    return [(TYPE_HEADER, message_type.encode())]
+
+
+def forged_budget() -> tuple[bytes, bytes, Headers]:
+    """A budget of $1,000 for team eng that no accepted key signed."""
+    value = Budget(scope="team:eng", max_budget=Decimal("1000"), budget_duration="1mo").model_dump_json().encode()
+    return b"team:eng", value, unsigned(BUDGET_TYPE)
+
+
+def forged_unblock() -> tuple[bytes, bytes, Headers]:
+    """An unblock of team eng at a high version that no accepted key signed."""
+    decision = Decision(scope="team:eng", version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
+    key, value = decision.key.encode(), decision.model_dump_json().encode()
+    return key, value, unsigned(DECISION_TYPE)
 
 
 def expect(minute: int, alerts: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:

@@ -104,7 +104,7 @@ def rejected(counter: Counter, topic: str) -> dict[str, float]:
         sample.labels["reason"]: sample.value
         for metric in counter.collect()
         for sample in metric.samples
-        if sample.name.endswith("_total") and sample.labels["topic"] == topic
+        if sample.name.endswith("_total") and sample.labels["topic"] == topic and sample.value
     }
 
 

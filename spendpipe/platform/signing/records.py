@@ -1,7 +1,8 @@
 """Signing a record's headers, and verifying a record read back before it is parsed (what the
 headers hold and the exact bytes signed: `spendpipe.contracts.signatures`). A verifier counts
-each record it drops (`topic`, `reason`: `unsigned`, `unknown_key`, `bad_signature`) and logs
-the first per reason and writer key id."""
+each record it drops (`topic`, `reason`: `VERIFICATION_REASONS`, or what its reader refuses) and
+logs the first per reason and writer key id. The count of each verification reason is exported
+from the start, at 0, so the first forgery is an increase an alert rule sees."""
 
 import base64
 import binascii
@@ -24,6 +25,8 @@ Headers = list[tuple[str, bytes]]
 MOST_LOGGED = 1000
 """Writer keys logged per verifier: key ids come from headers anyone with write access sets."""
 KEY_ID_SHOWN = 64
+VERIFICATION_REASONS = ("unsigned", "unknown_key", "bad_signature", "not_allowed")
+"""Why `RecordVerifier.accepts` drops a record."""
 
 
 class RecordSigner:
@@ -64,6 +67,8 @@ class RecordVerifier:
         self._topic = topic
         self._rejected = rejected
         self._logged: set[tuple[str, str]] = set()
+        for reason in VERIFICATION_REASONS:
+            rejected.labels(topic=topic, reason=reason)
 
     def accepts(self, record: TopicRecord) -> bool:
         """True if the record may be applied; otherwise it is counted and (once) logged."""
