@@ -14,12 +14,16 @@ What each scope reads is in `ENTITIES`. The key declares its own `max_budget` wi
 * **A cap without a reset is a lifetime cap**, LiteLLM's meaning: its reset job only zeroes the
   spend of an entity that has a `budget_reset_at`, and an entity without a `budget_duration` has
   none (nor does any entity on a proxy without LiteLLM's database, where `custom_auth` sets them).
-* **A cap LiteLLM resets is not read.** When the key object carries the entity's
-  `budget_reset_at` (`team_budget_snapshot`, `user_budget_snapshot`: LiteLLM's own auth pins them
-  from its database), LiteLLM zeroes the spend at that instant on a duration the key object does
-  not carry. spendpipe cannot know where the period began, and a lifetime cap would keep the
-  entity blocked after LiteLLM let it through again: its `max_budget` and `soft_budget` are left
-  out (said in `Declaration.left_out`), its rate limits and per-model budgets still apply.
+* **A cap LiteLLM resets counts over the entity's `budget_duration`.** When the key object carries
+  the entity's `budget_reset_at` (`team_budget_snapshot`, `user_budget_snapshot`: LiteLLM's own
+  auth pins them from its database), LiteLLM zeroes the spend at that instant and moves it on by
+  the row's `budget_duration`, which the key object does not carry: the gateway reads it from the
+  team or user row (`gateway/entity_durations.py`) and passes it in (`durations`). The entity's
+  `max_budget` and `soft_budget` then count over that duration, read exactly as the key's own
+  (`Budget.budget_duration`: spendpipe's calendar windows). Without it (the row could not be
+  read) they are left out (said in `Declaration.left_out`): spendpipe cannot know where the
+  period began, and a lifetime cap would keep the entity blocked after LiteLLM let it through
+  again. Its rate limits and per-model budgets apply either way.
 
 Where the entity's snapshot carries a `max_budget`, that is the cap LiteLLM enforces (its team,
 user or organisation row, read for this request) and it is read before the key view's copy.
@@ -135,9 +139,12 @@ class Declaration:
     """`field: why` for what the key object carries for the scope and spendpipe does not enforce."""
 
 
-def declarations_of(key: object, scope_ids: Mapping[ScopeType, str | None]) -> list[Declaration]:
+def declarations_of(
+    key: object, scope_ids: Mapping[ScopeType, str | None], durations: Mapping[ScopeType, str] | None = None
+) -> list[Declaration]:
     """What `key` declares for each scope in `scope_ids` (the request's ids, named as its spend is
-    counted; an absent id declares nothing). Never raises on what the key holds."""
+    counted; an absent id declares nothing). `durations`: the `budget_duration` of the entities
+    LiteLLM resets (`resetting_scopes`), as their rows hold it. Never raises on what the key holds."""
     declarations = []
     for entity in ENTITIES:
         scope_id = scope_ids.get(entity.scope_type)
@@ -145,7 +152,7 @@ def declarations_of(key: object, scope_ids: Mapping[ScopeType, str | None]) -> l
             continue
         scope = f"{entity.scope_type.value}:{scope_id}"
         try:
-            declarations.append(_declaration(entity, scope, key))
+            declarations.append(_declaration(entity, scope, key, (durations or {}).get(entity.scope_type)))
         except Exception as error:  # a value of an odd type: said, as an invalid budget is
             declarations.append(Declaration(scope, None, BudgetRejectedError([f"budget: {error!r}"])))
     return declarations
@@ -160,7 +167,17 @@ def declared_key_budget(key_hash: str, key: object) -> Budget | None:
     return declaration.budget
 
 
-def _declaration(entity: Entity, scope: str, key: object) -> Declaration:
+def resetting_scopes(key: object) -> tuple[ScopeType, ...]:
+    """The scopes whose caps LiteLLM resets on a duration the key object does not carry: the
+    `durations` `declarations_of` needs to enforce them."""
+    return tuple(
+        entity.scope_type
+        for entity in ENTITIES
+        if entity.snapshot and getattr(getattr(key, entity.snapshot, None), "budget_reset_at", None) is not None
+    )
+
+
+def _declaration(entity: Entity, scope: str, key: object, duration: str | None) -> Declaration:
     document: dict[str, Any] = {"scope": scope}
     for name, target in entity.fields.items():
         value = getattr(key, name, None)
@@ -168,7 +185,7 @@ def _declaration(entity: Entity, scope: str, key: object) -> Declaration:
             document[target] = _plain(value)
     left_out = [f"{name}: {why}" for name, why in entity.not_read.items() if getattr(key, name, None) is not None]
     if entity.snapshot:
-        left_out += _read_snapshot(document, getattr(key, entity.snapshot, None))
+        left_out += _read_snapshot(document, getattr(key, entity.snapshot, None), duration)
     if entity.scope_type is ScopeType.KEY:
         limits = getattr(key, "budget_limits", None)
         if limits:
@@ -184,10 +201,10 @@ def _declaration(entity: Entity, scope: str, key: object) -> Declaration:
         return Declaration(scope, None, problem, tuple(left_out))
 
 
-def _read_snapshot(document: dict[str, Any], snapshot: object) -> list[str]:
+def _read_snapshot(document: dict[str, Any], snapshot: object, duration: str | None) -> list[str]:
     """LiteLLM's snapshot of the entity's row: its `max_budget` is the cap LiteLLM enforces; with
-    a `budget_reset_at` the caps that count since the last reset are left out (module docstring).
-    Returns what was left out."""
+    a `budget_reset_at` the caps that count since the last reset count over `duration`, or are
+    left out without one (module docstring). Returns what was left out."""
     if snapshot is None:
         return []
     if getattr(snapshot, "max_budget", None) is not None:
@@ -195,7 +212,11 @@ def _read_snapshot(document: dict[str, Any], snapshot: object) -> list[str]:
     reset_at = getattr(snapshot, "budget_reset_at", None)
     if reset_at is None:
         return []
-    why = f"LiteLLM resets this spend at {reset_at} on a duration it does not carry"
+    if duration is not None:
+        if any(name in document for name in _RESETTING):
+            document["budget_duration"] = duration
+        return []
+    why = f"LiteLLM resets this spend at {reset_at} on a duration that could not be read"
     return [f"{name}: {why}" for name in _RESETTING if document.pop(name, None) is not None]
 
 

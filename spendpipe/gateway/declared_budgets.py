@@ -3,12 +3,13 @@ virtual key's object carries for the key, its team, user, organisation and end c
 proxy hands the key to `async_pre_call_hook`, published once per change to
 `spend.budgets.declared`, so the enforcer enforces them fleet-wide with no second declaration.
 
-On the request path `observe()` first compares the fields it reads (`FIELDS_READ`) with those the
-key's object had last time: a tuple comparison when nothing changed, the common case. Otherwise it
-builds the budgets and compares their bytes with what each key declared last. A change is queued (newest per
-scope wins) for a background loop that publishes it signed with the gateway's writer key. Every
-gateway that sees a scope publishes its budget once: the same bytes under the same key, so the
-enforcer applies it once.
+On the request path `observe_proxy_request()` reads the `budget_duration` of the teams and users
+LiteLLM resets (`entity_durations.py`), and `observe()` compares the fields it reads (`FIELDS_READ`)
+and those durations with what the key's object had last time: a tuple comparison when nothing
+changed, the common case. Otherwise it builds the budgets and compares their bytes with what each
+key declared last. A change is queued (newest per scope wins) for a background loop that
+publishes it signed with the gateway's writer key. Every gateway that sees a scope publishes its
+budget once: the same bytes under the same key, so the enforcer applies it once.
 
 **Many keys, one team.** Every key of a team carries the team's budget. A scope's budget is
 republished only when one key's own declaration for it changes (its first sighting included), and
@@ -27,12 +28,14 @@ at start.
 import asyncio
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
 from spendpipe.contracts.declared_budgets import FIELDS_READ, MESSAGE_TYPE, Declaration, declarations_of
 from spendpipe.contracts.scopes import ScopeType
+from spendpipe.gateway.entity_durations import EntityDurations
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of
 from spendpipe.platform.background_loop import BackgroundLoop
@@ -60,6 +63,7 @@ class DeclaredBudgets:
         """Per key, the scope ids and the fields read of its object last time."""
         self._wake = threading.Event()
         self._logged: set[tuple[str, str]] = set()
+        self._durations = EntityDurations()
         self._loop = BackgroundLoop(name="spendpipe-declared-budgets", main=self._run)
 
     def start(self) -> None:
@@ -71,9 +75,17 @@ class DeclaredBudgets:
     def stop(self, timeout: float = 5.0) -> None:
         self._loop.stop(timeout)
 
-    def observe(self, who: RequestIdentity, key: Any) -> None:
+    async def observe_proxy_request(self, who: RequestIdentity, key: Any, cache: Any) -> None:
+        """`observe`, with the durations of the teams and users LiteLLM resets read from their rows
+        through the proxy's `user_api_key_cache` (`cache`): `gateway/entity_durations.py`."""
+        if who.key_hash is None or self._signer is None:
+            return
+        self.observe(who, key, await self._durations.of(key, cache))
+
+    def observe(self, who: RequestIdentity, key: Any, durations: Mapping[ScopeType, str] | None = None) -> None:
         """The request path: queue each budget the key object declares that changed since this
-        gateway last published it. `who` names the scopes as the request's spend is counted."""
+        gateway last published it. `who` names the scopes as the request's spend is counted;
+        `durations` are the `budget_duration`s of the entities LiteLLM resets."""
         if who.key_hash is None or self._signer is None:
             return
         scope_ids = {
@@ -83,12 +95,13 @@ class DeclaredBudgets:
             ScopeType.ORG: who.org_id,
             ScopeType.END_USER: label_of(getattr(key, "end_user_id", None)),  # whose caps the key object holds
         }
-        seen = (*scope_ids.values(), *(getattr(key, name, None) for name in FIELDS_READ))
+        durations = durations or {}
+        seen = (*scope_ids.values(), *(getattr(key, name, None) for name in FIELDS_READ), *sorted(durations.items()))
         if self._seen.get(who.key_hash) == seen:
             return
         self._seen[who.key_hash] = seen
         changed = False
-        for declaration in declarations_of(key, scope_ids):
+        for declaration in declarations_of(key, scope_ids, durations):
             self._log_once(declaration)
             if declaration.problem is None:
                 changed |= self._declare(who.key_hash, declaration)

@@ -315,7 +315,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         rate-limited one the way LiteLLM's limiter does; count an admitted one."""
         who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
         if self.declared is not None:
-            self.declared.observe(who, user_api_key_dict)
+            await self.declared.observe_proxy_request(who, user_api_key_dict, cache)
         model = data.get("model")
         decision = self.blocking_decision(who, model)
         if decision is not None:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,10 +43,16 @@ KEY_FIELDS = {key_fields!r}
 
 async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
     user_id, team_id = KEYS[api_key]
-    return UserAPIKeyAuth(
+    key = UserAPIKeyAuth(
         api_key=hash_token(api_key), user_id=user_id, team_id=team_id, key_alias=api_key[-6:],
         **KEY_FIELDS.get(api_key, {{}}),
     )
+    await on_auth(key)
+    return key
+
+
+async def on_auth(key: UserAPIKeyAuth) -> None:
+    pass
 """
 
 
@@ -72,8 +79,8 @@ class LiteLLMProxy:
     workdir: Path
     bootstrap: str
     topics: Topics
-    keys: dict[str, tuple[str, str]]
-    """API key -> (user id, team id)"""
+    keys: Mapping[str, tuple[str, str | None]]
+    """API key -> (user id, team id or None)"""
     models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o")
     model_params: dict[str, dict[str, object]] = field(default_factory=dict)
     """`litellm_params` per model over the mock defaults, e.g. `{"gpt-4": {"mock_delay": 1.5}}`."""
@@ -83,6 +90,10 @@ class LiteLLMProxy:
     """More `UserAPIKeyAuth` fields per API key, e.g. `{"sk-a": {"max_budget": 0.002}}`."""
     router_settings: dict[str, object] = field(default_factory=dict)
     """LiteLLM's `router_settings`, e.g. `{"fallbacks": [{"broken": ["gpt-4o"]}]}`."""
+    on_auth: str = ""
+    """Source of an `async def on_auth(key: UserAPIKeyAuth) -> None` that `custom_auth` awaits
+    on the key object it built, replacing the one that does nothing (what LiteLLM's auth does
+    with its database: cache the team's row, pin its snapshot)."""
     port: int = field(default_factory=free_port_pair)
     process: subprocess.Popen[bytes] | None = None
 
@@ -100,6 +111,7 @@ class LiteLLMProxy:
         )
         (self.workdir / "custom_auth.py").write_text(
             textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys, key_fields=self.key_fields))
+            + textwrap.dedent(self.on_auth)
         )
         env = {
             **plugin_env(self.bootstrap, self.topics, self.workdir / "spool"),

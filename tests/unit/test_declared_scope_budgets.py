@@ -1,6 +1,7 @@
 """The caps and limits LiteLLM's key object carries for the key's team, user, organisation and end
 customer: read under the scope names the request's spend is counted under, lifetime caps where
-LiteLLM does not reset them, left out where it does; published once per change however many keys
+LiteLLM does not reset them, over the row's duration where it does (left out if it cannot be read);
+published once per change however many keys
 carry them; accepted by the enforcer for those scopes only, each under its own record key."""
 
 from datetime import UTC, datetime
@@ -11,7 +12,7 @@ from litellm.proxy._types import UserAPIKeyAuth
 from litellm.types.proxy.carried_budget_state import TeamBudgetSnapshot, UserBudgetSnapshot
 
 from spendpipe.contracts.budgets import Budget
-from spendpipe.contracts.declared_budgets import FIELDS_READ, Declaration, declarations_of
+from spendpipe.contracts.declared_budgets import FIELDS_READ, Declaration, declarations_of, resetting_scopes
 from spendpipe.contracts.scopes import ScopeType, scopes_of
 from spendpipe.enforcer.app import _declared_budget
 from spendpipe.gateway.declared_budgets import DeclaredBudgets
@@ -99,7 +100,7 @@ def test_the_keys_own_budget_is_not_its_teams() -> None:
     assert declared["org:acme"].budget is None
 
 
-def test_an_entity_litellm_resets_keeps_its_limits_but_not_its_caps() -> None:
+def test_an_entity_litellm_resets_keeps_its_limits_but_not_its_caps_without_its_duration() -> None:
     reset_at = datetime(2026, 12, 3, tzinfo=UTC)
     key = key_object(
         team_max_budget=5.0,
@@ -118,6 +119,82 @@ def test_an_entity_litellm_resets_keeps_its_limits_but_not_its_caps() -> None:
     assert "2026-12-03" in team.left_out[0]
     # a snapshot without a reset: a lifetime cap, at the row's value
     assert declared["user:alice"].budget == Budget(scope="user:alice", max_budget=Decimal(3))
+
+
+RESET_AT = datetime(2026, 12, 3, tzinfo=UTC)
+
+
+def resetting_team_and_user() -> UserAPIKeyAuth:
+    return key_object(
+        team_max_budget=5.0,
+        team_soft_budget=4.0,
+        team_rpm_limit=10,
+        team_budget_snapshot=TeamBudgetSnapshot(budget_reset_at=RESET_AT, max_budget=5.0),
+        user_budget_snapshot=UserBudgetSnapshot(budget_reset_at=RESET_AT, max_budget=3.0, user_alias=None),
+    )
+
+
+def test_an_entity_litellm_resets_counts_its_caps_over_its_rows_duration() -> None:
+    key = resetting_team_and_user()
+    assert resetting_scopes(key) == (ScopeType.TEAM, ScopeType.USER)
+
+    declared = by_scope(declarations_of(key, scope_ids(key), {ScopeType.TEAM: "30d", ScopeType.USER: "daily"}))
+
+    # then the caps count over the duration, read as a key's own `budget_duration` is
+    team = declared["team:search"]
+    assert team.budget == Budget(
+        scope="team:search",
+        max_budget=Decimal(5),
+        soft_budget=Decimal(4),
+        budget_duration="30d",
+        rpm_limit=10,
+    )
+    assert [cap.duration.text if cap.duration else None for cap in team.budget.hard_caps()] == ["30d"]
+    assert team.left_out == ()
+    user = declared["user:alice"]
+    assert user.budget == Budget(scope="user:alice", max_budget=Decimal(3), budget_duration="24h")
+    assert user.left_out == ()
+
+
+def test_a_duration_is_given_only_to_an_entity_litellm_resets_and_only_to_its_caps() -> None:
+    unreset = key_object(
+        team_max_budget=5.0, team_budget_snapshot=TeamBudgetSnapshot(budget_reset_at=None, max_budget=5.0)
+    )
+    limits_only = key_object(
+        team_rpm_limit=10, team_budget_snapshot=TeamBudgetSnapshot(budget_reset_at=RESET_AT, max_budget=None)
+    )
+
+    assert resetting_scopes(unreset) == ()
+    lifetime = by_scope(declarations_of(unreset, scope_ids(unreset), {ScopeType.TEAM: "1d"}))["team:search"]
+    assert lifetime.budget == Budget(scope="team:search", max_budget=Decimal(5))
+    limited = by_scope(declarations_of(limits_only, scope_ids(limits_only), {ScopeType.TEAM: "1d"}))["team:search"]
+    assert limited.budget == Budget(scope="team:search", rpm_limit=10)
+
+
+def test_a_duration_spendpipe_refuses_is_refused_as_a_keys_own() -> None:
+    key = resetting_team_and_user()
+
+    declared = by_scope(declarations_of(key, scope_ids(key), {ScopeType.TEAM: "30s", ScopeType.USER: "1d"}))
+
+    team = declared["team:search"]
+    assert team.budget is None
+    assert team.problem is not None
+    assert team.problem.problems[0].startswith("budget_duration:")
+    assert declared["user:alice"].budget is not None  # the other scopes of the object stand
+
+
+def test_a_duration_read_late_is_seen_on_an_unchanged_key_object() -> None:
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
+    key = resetting_team_and_user()
+    who = RequestIdentity.of_proxy_request(key, {})
+    declared.observe(who, key)  # the row could not be read: the caps are left out
+    assert Budget.model_validate_json(declared.queued()["team:search"] or b"").max_budget is None
+    published(declared)
+
+    declared.observe(who, key, {ScopeType.TEAM: "30d"})
+
+    team = Budget.model_validate_json(declared.queued()["team:search"] or b"")
+    assert (team.max_budget, team.budget_duration) == (Decimal(5), "30d")
 
 
 def test_what_spendpipe_does_not_enforce_is_said_and_what_is_invalid_refused_by_field() -> None:
