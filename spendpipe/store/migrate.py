@@ -19,7 +19,7 @@ from spendpipe.store.cluster import check_one_shard, on_cluster
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-_LEDGER = """
+LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations
 (
     version    UInt32,
@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations
 ENGINE = ReplacingMergeTree
 ORDER BY version
 """
+"""The ledger of applied versions, created before any migration runs."""
 
 
 class SqlCommands(Protocol):
@@ -67,7 +68,7 @@ def migrate(
     the cluster to create every table on (`ClickhouseSettings.replication`); None for one server."""
     if cluster is not None:
         check_one_shard(client, cluster)
-    client.command(on_cluster(_LEDGER, cluster))
+    client.command(on_cluster(LEDGER, cluster))
     done = {int(str(v)) for v in client.column("SELECT version FROM schema_migrations")}
     applied = []
     for migration in migrations if migrations is not None else bundled_migrations():

@@ -28,14 +28,18 @@ WINDOW = 10_000
 
 @pytest.fixture
 def deduplicating(clickhouse: ClickhouseStore) -> ClickhouseStore:
-    """The store with the counting tables deduplicating inserts as replicated tables do."""
-    for table in ("spend_totals", "events"):
-        clickhouse.command(f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {WINDOW}")
+    """The store with the counting tables deduplicating inserts as replicated tables do (on a
+    cluster, `SPENDPIPE_TEST_CLICKHOUSE_CLUSTER`, they are replicated and do already)."""
+    if clickhouse.settings.replication is None:
+        for table in ("spend_totals", "events"):
+            clickhouse.command(f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = {WINDOW}")
     return clickhouse
 
 
 @pytest.fixture
-def second_session(deduplicating: ClickhouseStore, clickhouse_settings: ClickhouseSettings) -> Iterator[ClickhouseStore]:
+def second_session(
+    deduplicating: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> Iterator[ClickhouseStore]:
     """Another writer's connection to the same store (its own stage tables)."""
     store = connect_clickhouse(clickhouse_settings)
     yield store
