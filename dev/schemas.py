@@ -6,6 +6,7 @@
     schemas/clickhouse/tables/<t>.sql    each table as it is after every migration
     schemas/clickhouse/views/<v>.sql     each view for analysts, likewise
     schemas/clickhouse/migrations/*.sql  copies of the migrations the services apply
+    schemas/clickhouse/cluster/*.sql     the same, as they run on a cluster (`store.cluster`)
 
 Everything there is generated: the topics' side from the contracts (`spendpipe.admin.asyncapi`
 holds the catalogue of messages and the schema generator), the tables by applying every
@@ -26,15 +27,18 @@ from typing import Any
 
 from spendpipe.admin.asyncapi import MESSAGES, TopicMessage, build_document, payload_schema
 from spendpipe.contracts.topics import TYPE_HEADER, Topics
-from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, Cluster, connect_clickhouse
 from spendpipe.platform.kafka_topics import topic_specs
-from spendpipe.store.migrate import migrate
+from spendpipe.store.cluster import on_cluster
+from spendpipe.store.migrate import LEDGER, bundled_migrations, migrate
 
 ROOT = Path(__file__).resolve().parents[1] / "schemas"
 JSON_SCHEMA = "https://json-schema.org/draft/2020-12/schema"
 TABLES = "clickhouse/tables/"
 VIEWS = "clickhouse/views/"
 MIGRATIONS = "clickhouse/migrations/"
+CLUSTER_MIGRATIONS = "clickhouse/cluster/"
+EXAMPLE_CLUSTER = Cluster("spendpipe")
 
 Files = dict[str, str]
 """Path relative to `schemas/` -> the file's text."""
@@ -48,7 +52,21 @@ def contract_files() -> Files:
     for migration in sorted(resources.files("spendpipe.store").joinpath("migrations").iterdir(), key=lambda e: e.name):
         if migration.name.endswith(".sql"):
             files[MIGRATIONS + migration.name] = migration.read_text(encoding="utf-8")
+    return files | cluster_files()
+
+
+def cluster_files() -> Files:
+    """The ledger and each migration as `migrate` runs them on a cluster named `spendpipe`."""
+    files = {f"{CLUSTER_MIGRATIONS}0000_schema_migrations.sql": _on_cluster("the ledger of migrations", (LEDGER,))}
+    for m in bundled_migrations():
+        name = f"{m.version:04d}_{m.name}.sql"
+        files[CLUSTER_MIGRATIONS + name] = _on_cluster(f"{MIGRATIONS}{name}", m.statements)
     return files
+
+
+def _on_cluster(what: str, statements: tuple[str, ...]) -> str:
+    head = f"-- {what}, run with SPENDPIPE_CLICKHOUSE__CLUSTER={EXAMPLE_CLUSTER.name} (spendpipe/store/cluster.py)\n"
+    return head + "".join(f"{on_cluster(s, EXAMPLE_CLUSTER).strip()};\n\n" for s in statements).removesuffix("\n")
 
 
 def json_schema(message: TopicMessage) -> dict[str, Any]:
@@ -127,7 +145,14 @@ def readme() -> str:
     topics = Topics()
     configs = {spec.name: spec.topic_configs for spec in topic_specs(topics, partitions=1, replication=1)}
     rows = "\n".join(_row(message, configs[message.topic_name]) for message in MESSAGES)
-    return _README.format(type_header=TYPE_HEADER, rows=rows, tables=TABLES, views=VIEWS, migrations=MIGRATIONS)
+    return _README.format(
+        type_header=TYPE_HEADER,
+        rows=rows,
+        tables=TABLES,
+        views=VIEWS,
+        migrations=MIGRATIONS,
+        cluster=CLUSTER_MIGRATIONS,
+    )
 
 
 def _row(message: TopicMessage, config: dict[str, str]) -> str:
@@ -153,6 +178,7 @@ edit it by hand; a test fails while any file differs from what the code generate
 | `{tables}<table>.sql` | each ClickHouse table as it is after every migration (`SHOW CREATE TABLE`) |
 | `{views}<view>.sql` | each view for analysts, as the migrations create it |
 | `{migrations}` | the migrations the services apply at start, in order |
+| `{cluster}` | the same on a cluster (`SPENDPIPE_CLICKHOUSE__CLUSTER=spendpipe`): `ON CLUSTER`, replicated tables |
 
 ## Kafka topics
 

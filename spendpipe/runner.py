@@ -86,7 +86,7 @@ async def serve(services: Services, *, registry: CollectorRegistry = REGISTRY) -
 
 async def _serve(services: Services, registry: CollectorRegistry, readiness: Readiness) -> None:
     clickhouse = connect_clickhouse(services.clickhouse)
-    applied = migrate(clickhouse)
+    applied = migrate(clickhouse, cluster=services.clickhouse.replication)
     if applied:
         log.info("applied ClickHouse migrations %s", applied)
     settle_calendar(clickhouse, services.calendar)  # raises CalendarMismatchError naming both calendars

@@ -118,6 +118,9 @@ def chdb_dir() -> Iterator[Path]:
 SERVER_URL = "SPENDPIPE_TEST_CLICKHOUSE_URL"
 """A ClickHouse server for the store tests, e.g. `http://default:secret@127.0.0.1:8123`: the
 tests create a database of their own on it (so the user needs CREATE/DROP DATABASE)."""
+SERVER_CLUSTER = "SPENDPIPE_TEST_CLICKHOUSE_CLUSTER"
+"""With `SERVER_URL`: a cluster (one shard) that server belongs to. The server tests then create
+their databases on it, with replicated tables (docs/operations.md#a-clickhouse-cluster)."""
 
 ENGINES = (
     "chdb",
@@ -140,7 +143,9 @@ def clickhouse_settings(clickhouse_engine: str, request: pytest.FixtureRequest) 
     """A database of this test's own, not yet created (`clickhouse` creates and drops it)."""
     database = f"t_{uuid.uuid4().hex[:16]}"
     if clickhouse_engine == "server":
-        return ClickhouseSettings(dsn=os.environ[SERVER_URL], database=database)
+        return ClickhouseSettings(
+            dsn=os.environ[SERVER_URL], database=database, cluster=os.environ.get(SERVER_CLUSTER) or None
+        )
     chdb_dir: Path = request.getfixturevalue("chdb_dir")
     return ClickhouseSettings(dsn=f"chdb://{chdb_dir}", database=database)
 
@@ -148,11 +153,13 @@ def clickhouse_settings(clickhouse_engine: str, request: pytest.FixtureRequest) 
 @pytest.fixture
 def clickhouse(clickhouse_settings: ClickhouseSettings) -> Iterator[ClickhouseStore]:
     store = connect_clickhouse(clickhouse_settings)
+    cluster = clickhouse_settings.replication
     try:
-        migrate(store)
+        migrate(store, cluster=cluster)
         yield store
     finally:
-        store.command(f"DROP DATABASE IF EXISTS {clickhouse_settings.database}")
+        on_every_server = f"{cluster.clause} SYNC" if cluster else ""  # SYNC: its replicas leave Keeper now
+        store.command(f"DROP DATABASE IF EXISTS {clickhouse_settings.database}{on_every_server}")
         store.close()
 
 

@@ -8,6 +8,12 @@ measured), into the session's `RAW_TABLE`: a load no record can make fail. `pars
 batch's events, which pydantic decoded (see `BatchWriter`), go straight into `PARSED_TABLE`
 with `load_decoded`. Everything after reads `PARSED_TABLE`: the ids and origins dedup needs,
 the dead rows, the rollup, the copy into `events` and the scopes to announce.
+
+The two inserts that count carry an `insert_deduplication_token` naming the records they write
+(`insert_token`): on replicated tables, which deduplicate inserts, a retried flush is dropped as
+a duplicate and two different flushes never are (docs/exactly-once.md, "Replicated tables").
+On a cluster the watermarks are read after `SYSTEM SYNC REPLICA`, so they include every insert
+any replica took.
 """
 
 from collections.abc import Iterable, Sequence
@@ -149,6 +155,7 @@ class SpendStore:
         """`write_timeout_s`: the `max_execution_time` of every insert that counts; an insert has
         landed or failed this long after it started (`ownership`, the settle wait)."""
         self._clickhouse = clickhouse
+        self._replicated = clickhouse.settings.replication is not None
         self._write_settings = f"{ONE_PART}, max_execution_time = {int(write_timeout_s)}"
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
@@ -182,7 +189,14 @@ class SpendStore:
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
 
+    def _caught_up(self, table: str) -> None:
+        """On a cluster, wait until this replica has every part another one took: a watermark
+        read on a replica that lags would replay what is already counted."""
+        if self._replicated:
+            self._clickhouse.command(f"SYSTEM SYNC REPLICA {table}")
+
     def totals_watermarks(self, topic: str) -> dict[int, int]:
+        self._caught_up("spend_totals")
         rows = self._clickhouse.rows(
             "SELECT scope_id, max(ingest_offset) FROM spend_totals "
             "WHERE scope_type = {scope_type:String} AND window = {window:String} "
@@ -192,6 +206,7 @@ class SpendStore:
         return {int(scope_id.rsplit(":", 1)[1]): int(offset) for scope_id, offset in rows}
 
     def events_watermarks(self, topic: str) -> dict[int, int]:
+        self._caught_up("events")
         rows = self._clickhouse.rows(
             "SELECT kafka_partition, max(kafka_offset) FROM events "
             "WHERE kafka_topic = {topic:String} GROUP BY kafka_partition",
@@ -302,17 +317,23 @@ class SpendStore:
             self._rollup.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}").replace("{fence}", condition)
             + self._write_settings,
             {"sources": sources, "offsets": [watermarks[source] for source in sources], **parameters},
+            settings=insert_token("spend_totals", after, watermarks),
         )
 
-    def insert_events(self, *, after: dict[int, int], fence: Fence | None = None) -> None:
+    def insert_events(
+        self, *, after: dict[int, int], fence: Fence | None = None, watermarks: dict[str, int] | None = None
+    ) -> None:
         """The usable parsed rows past `after` (per partition) into `events`, as one part;
-        nothing when `fence` no longer holds for the partitions of `after`."""
+        nothing when `fence` no longer holds for the partitions of `after`. `watermarks`: the
+        highest offset of each `<topic>:<partition>` the batch advances, which names the insert
+        for deduplication (`insert_token`)."""
         columns = ", ".join(EVENT_COLUMNS)
         condition, parameters = fence_sql(fence, after)
         self._clickhouse.command(
             f"INSERT INTO events ({columns}) SELECT {columns} FROM {PARSED_TABLE} "
             f"WHERE {_USABLE} AND {rows_after(after)} AND {condition}{self._write_settings}",
             parameters,
+            settings=insert_token("events", after, watermarks or {}),
         )
 
     def written(
@@ -337,6 +358,24 @@ class SpendStore:
             int(new),
             bool(owned),
         )
+
+
+def insert_token(table: str, after: dict[int, int], watermarks: dict[str, int]) -> dict[str, str] | None:
+    """The `insert_deduplication_token` of a flush's insert into `table`: the records it writes,
+    `(after, watermark]` of each `<topic>:<partition>` it advances. A retry of that insert (the
+    same records, whoever writes them) has the same token, so a replicated table drops it; two
+    flushes of different records never share one. No owner epoch in it: records are counted once
+    whichever owner writes them, and a fenced insert writes no block, so leaves no token behind.
+    None (no token) for an insert that advances no watermark (tests, tools)."""
+    if not watermarks:
+        return None
+    spans = [f"{source}({after.get(_partition(source), -1)},{offset}]" for source, offset in sorted(watermarks.items())]
+    return {"insert_deduplication_token": f"spendpipe/{table}/" + " ".join(spans)}
+
+
+def _partition(source: str) -> int:
+    """`source_name`'s partition."""
+    return int(source.rsplit(":", 1)[1])
 
 
 def _event_table(events: Sequence[tuple[SpendEvent, int, int]], topic: str, ingested_at: datetime) -> pa.Table:

@@ -269,7 +269,11 @@ class BatchWriter:
         }
         if not advanced:
             return
-        self._store.insert_events(after=_watermarks_of(records, marks.events), fence=fence)
+        self._store.insert_events(
+            after=_watermarks_of(records, marks.events),
+            fence=fence,
+            watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
+        )
         marks.events.update(advanced)
 
 

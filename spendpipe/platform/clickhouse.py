@@ -10,6 +10,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -21,6 +22,26 @@ T = TypeVar("T")
 
 _TLS_FILES = ("ca_cert", "client_cert", "client_cert_key")
 """clickhouse-connect's own argument names, so they pass through unchanged."""
+
+REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
+REPLICA_NAME = "{replica}"
+"""ClickHouse's customary Keeper path and replica name of a replicated table: the `{shard}` and
+`{replica}` macros come from each server's `<macros>`, `{database}` and `{table}` from the table."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Where the tables are replicated: a cluster of the servers' `remote_servers`, and the
+    arguments of every `Replicated*MergeTree` (`spendpipe.store.cluster` renders the DDL)."""
+
+    name: str
+    replica_path: str = REPLICA_PATH
+    replica_name: str = REPLICA_NAME
+
+    @property
+    def clause(self) -> str:
+        """What follows a table's (or database's) name in DDL run on every server of the cluster."""
+        return f" ON CLUSTER '{self.name}'"
 
 
 class ClickhouseSettings(BaseModel):
@@ -41,6 +62,15 @@ class ClickhouseSettings(BaseModel):
     """https only: PEM client certificate (with intermediates) for mutual TLS."""
     client_cert_key: str | None = None
     """https only: the client certificate's private key, when it is not in `client_cert`."""
+    cluster: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+    """Server only: the cluster (one shard, any number of replicas) whose servers the migrations
+    create every table on (`ON CLUSTER`), as `Replicated*MergeTree`. Unset: one server, plain
+    `*MergeTree` (docs/operations.md#a-clickhouse-cluster)."""
+    replica_path: str = Field(default=REPLICA_PATH, pattern=r"^/[^'\\]*$")
+    """With `cluster`: each replicated table's path in ClickHouse Keeper; must name `{table}` (or
+    `{uuid}`) so tables do not share one."""
+    replica_name: str = Field(default=REPLICA_NAME, pattern=r"^[^'\\]+$")
+    """With `cluster`: the replica's name, the same on every table of a server."""
 
     @model_validator(mode="before")
     @classmethod
@@ -95,17 +125,40 @@ class ClickhouseSettings(BaseModel):
             problems.append(f"{_suffixes(tls)} need an https:// DSN")
         if self.client_cert_key is not None and self.client_cert is None:
             problems.append("__CLIENT_CERT_KEY needs __CLIENT_CERT")
+        problems += self._cluster_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _cluster_problems(self) -> list[str]:
+        problems = []
+        if self.cluster is not None and self.embedded:
+            # chDB creates a ReplicatedMergeTree but never activates its replica: inserts hang
+            problems.append("__CLUSTER applies to a server (http(s):// DSN), not chdb://")
+        replication = [name for name in ("replica_path", "replica_name") if getattr(self, name) != _DEFAULTS[name]]
+        if replication and self.cluster is None:
+            problems.append(f"{_suffixes(replication)} need __CLUSTER")
+        if not any(macro in self.replica_path for macro in ("{table}", "{uuid}")):
+            problems.append("__REPLICA_PATH must contain {table} or {uuid}: every table needs a path of its own")
+        return problems
 
     @property
     def embedded(self) -> bool:
         return self.dsn.startswith("chdb://")
 
     @property
+    def replication(self) -> Cluster | None:
+        """The cluster the tables are replicated on; None on one server (or chDB)."""
+        if self.cluster is None:
+            return None
+        return Cluster(self.cluster, self.replica_path, self.replica_name)
+
+    @property
     def secure(self) -> bool:
         return self.dsn.startswith("https://")
+
+
+_DEFAULTS = {"replica_path": REPLICA_PATH, "replica_name": REPLICA_NAME}
 
 
 def _suffixes(fields: list[str]) -> str:
@@ -211,18 +264,18 @@ def connect_clickhouse(settings: ClickhouseSettings, *, read_only: bool = False)
     if settings.embedded:
         Path(args["path"]).mkdir(parents=True, exist_ok=True)
     if not read_only:
-        _create_database(args, settings.database)
+        _create_database(args, settings.database, settings.replication)
     client = clickhouse_connect.get_client(
         **args, database=settings.database, settings=READ_ONLY if read_only else None
     )
     return ClickhouseStore(client=client, settings=settings)
 
 
-def _create_database(args: dict[str, Any], database: str) -> None:
+def _create_database(args: dict[str, Any], database: str, cluster: Cluster | None) -> None:
     """Through a client on the user's default database: one bound to a missing database fails
-    to connect."""
+    to connect. On a cluster, on every server of it."""
     bootstrap = clickhouse_connect.get_client(**args)
     try:
-        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}{cluster.clause if cluster else ''}")
     finally:
         bootstrap.close()

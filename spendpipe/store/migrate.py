@@ -4,6 +4,9 @@ Each file in `migrations/` is `NNNN_name.sql`: statements separated by `;` at a 
 Applied versions are recorded in `schema_migrations`; a version already there is skipped,
 and every statement is written to be safe to run twice (`IF NOT EXISTS`), so a start-up
 that dies half-way through a migration finishes it on the next start.
+
+On a cluster (`SPENDPIPE_CLICKHOUSE__CLUSTER`) every statement, the ledger's too, runs in its
+cluster form (`cluster.on_cluster`): on every server, with replicated tables.
 """
 
 import re
@@ -11,9 +14,12 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
 
+from spendpipe.platform.clickhouse import Cluster
+from spendpipe.store.cluster import check_one_shard, on_cluster
+
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
-_LEDGER = """
+LEDGER = """
 CREATE TABLE IF NOT EXISTS schema_migrations
 (
     version    UInt32,
@@ -23,6 +29,7 @@ CREATE TABLE IF NOT EXISTS schema_migrations
 ENGINE = ReplacingMergeTree
 ORDER BY version
 """
+"""The ledger of applied versions, created before any migration runs."""
 
 
 class SqlCommands(Protocol):
@@ -54,16 +61,21 @@ def split_statements(sql: str) -> tuple[str, ...]:
     return tuple(chunk.strip() for chunk in chunks if chunk.strip())
 
 
-def migrate(client: SqlCommands, migrations: list[Migration] | None = None) -> list[int]:
-    """Apply what is missing, in version order. Returns the versions applied now."""
-    client.command(_LEDGER)
+def migrate(
+    client: SqlCommands, migrations: list[Migration] | None = None, *, cluster: Cluster | None = None
+) -> list[int]:
+    """Apply what is missing, in version order. Returns the versions applied now. `cluster`:
+    the cluster to create every table on (`ClickhouseSettings.replication`); None for one server."""
+    if cluster is not None:
+        check_one_shard(client, cluster)
+    client.command(on_cluster(LEDGER, cluster))
     done = {int(str(v)) for v in client.column("SELECT version FROM schema_migrations")}
     applied = []
     for migration in migrations if migrations is not None else bundled_migrations():
         if migration.version in done:
             continue
         for statement in migration.statements:
-            client.command(statement)
+            client.command(on_cluster(statement, cluster))
         client.command(
             f"INSERT INTO schema_migrations (version, name) VALUES ({migration.version}, '{migration.name}')"
         )

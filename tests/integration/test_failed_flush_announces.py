@@ -30,11 +30,13 @@ def fail_the_first_events_insert(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     failures: list[str] = []
     insert_events = SpendStore.insert_events
 
-    def failing_once(self: SpendStore, *, after: dict[int, int], fence: Fence | None = None) -> None:
+    def failing_once(
+        self: SpendStore, *, after: dict[int, int], fence: Fence | None = None, watermarks: dict[str, int] | None = None
+    ) -> None:
         if not failures:
             failures.append("events insert failed after the totals insert")
             raise RuntimeError(failures[-1])
-        insert_events(self, after=after, fence=fence)
+        insert_events(self, after=after, fence=fence, watermarks=watermarks)
 
     monkeypatch.setattr(SpendStore, "insert_events", failing_once)
     return failures

@@ -8,7 +8,7 @@ import clickhouse_connect
 import pytest
 
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.platform.clickhouse import READ_ONLY, ClickhouseSettings, client_args, connect_clickhouse
+from spendpipe.platform.clickhouse import READ_ONLY, ClickhouseSettings, Cluster, client_args, connect_clickhouse
 from spendpipe.platform.settings import SettingsError, load_settings
 
 
@@ -187,3 +187,36 @@ def test_a_read_only_client_creates_nothing(client_calls: list[tuple[str, Any]])
         ("connect", {**client_args(settings), "database": "spend_prod", "settings": READ_ONLY}),
         ("close", None),
     ]
+
+
+def test_on_a_cluster_the_database_is_created_on_every_server(client_calls: list[tuple[str, Any]]) -> None:
+    settings = ClickhouseSettings(dsn="http://ch.internal", database="spend_prod", cluster="spendpipe")
+
+    connect_clickhouse(settings).close()
+
+    assert ("command", "CREATE DATABASE IF NOT EXISTS spend_prod ON CLUSTER 'spendpipe'") in client_calls
+
+
+def test_a_cluster_with_its_replica_path_and_name() -> None:
+    settings = ClickhouseSettings(
+        dsn="http://ch.internal", cluster="prod_ch", replica_path="/ch/{shard}/{uuid}", replica_name="{host}"
+    )
+
+    assert settings.replication == Cluster("prod_ch", "/ch/{shard}/{uuid}", "{host}")
+    assert ClickhouseSettings(dsn="http://ch.internal").replication is None
+
+
+@pytest.mark.parametrize(
+    ("variables", "problem"),
+    [
+        ({"CLUSTER": "spendpipe"}, "SPENDPIPE_CLICKHOUSE: Value error, __CLUSTER applies to a server"),
+        ({"DSN": "http://ch", "REPLICA_NAME": "r1"}, "__REPLICA_NAME need __CLUSTER"),
+        ({"DSN": "http://ch", "CLUSTER": "c", "REPLICA_PATH": "/ch/{shard}"}, "must contain {table} or {uuid}"),
+        ({"DSN": "http://ch", "CLUSTER": "c", "REPLICA_PATH": "/ch/'{table}"}, "SPENDPIPE_CLICKHOUSE__REPLICA_PATH"),
+        ({"DSN": "http://ch", "CLUSTER": "c'; DROP"}, "SPENDPIPE_CLICKHOUSE__CLUSTER"),
+    ],
+)
+def test_cluster_settings_that_cannot_work_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variables: dict[str, str], problem: str
+) -> None:
+    assert problem in settings_error(monkeypatch, **variables)
