@@ -14,16 +14,20 @@ What each scope reads is in `ENTITIES`. The key declares its own `max_budget` wi
 * **A cap without a reset is a lifetime cap**, LiteLLM's meaning: its reset job only zeroes the
   spend of an entity that has a `budget_reset_at`, and an entity without a `budget_duration` has
   none (nor does any entity on a proxy without LiteLLM's database, where `custom_auth` sets them).
-* **A cap LiteLLM resets counts over the entity's `budget_duration`.** When the key object carries
-  the entity's `budget_reset_at` (`team_budget_snapshot`, `user_budget_snapshot`: LiteLLM's own
-  auth pins them from its database), LiteLLM zeroes the spend at that instant and moves it on by
-  the row's `budget_duration`, which the key object does not carry: the gateway reads it from the
-  team or user row (`gateway/entity_durations.py`) and passes it in (`durations`). The entity's
-  `max_budget` and `soft_budget` then count over that duration, read exactly as the key's own
-  (`Budget.budget_duration`: spendpipe's calendar windows). Without it (the row could not be
-  read) they are left out (said in `Declaration.left_out`): spendpipe cannot know where the
-  period began, and a lifetime cap would keep the entity blocked after LiteLLM let it through
-  again. Its rate limits and per-model budgets apply either way.
+* **A cap LiteLLM resets counts over the entity's `budget_duration`**, which the gateway reads
+  from the entity's row (`gateway/entity_durations.py`) and passes in (`durations`): the rows
+  `rows_to_read` names. A team or user is read when the key object carries its `budget_reset_at`
+  (`team_budget_snapshot`, `user_budget_snapshot`: LiteLLM's own auth pins them from its
+  database). An organisation or end customer has its budget on a LiteLLM budget row
+  (`litellm_budget_table`) whose reset the key object does not carry at all, so it is read
+  whenever the key object carries a cap for it: a row with a `budget_duration` is one LiteLLM
+  resets; no row (a proxy without LiteLLM's database) or one without a duration leaves the
+  lifetime cap. The entity's `max_budget` and `soft_budget` then count over that duration, read
+  exactly as the key's own (`Budget.budget_duration`: spendpipe's calendar windows). When the row
+  could not be read (a `None` duration; for a team or user, also no duration at all) they are left
+  out (said in `Declaration.left_out`): spendpipe cannot know where the period began, and a
+  lifetime cap would keep the entity blocked after LiteLLM let it through again. Its rate limits
+  and per-model budgets apply either way.
 
 Where the entity's snapshot carries a `max_budget`, that is the cap LiteLLM enforces (its team,
 user or organisation row, read for this request) and it is read before the key view's copy.
@@ -60,6 +64,8 @@ class Entity:
     """How one scope's budget is named on the key object."""
 
     scope_type: ScopeType
+    row_id: str | None
+    """The key object's field holding LiteLLM's id of the entity's row (None: the key itself)."""
     fields: Mapping[str, str]
     """The key object's field -> the `Budget` field it sets."""
     model_max_budget: str | None = None
@@ -67,15 +73,19 @@ class Entity:
     """LiteLLM's snapshot of the entity's row (`max_budget`, `budget_reset_at`), when it has one."""
     not_read: Mapping[str, str] = field(default_factory=dict)
     """Fields the key object carries for the scope that spendpipe does not enforce, and why."""
+    budget_row: bool = False
+    """Its budget is a LiteLLM budget row (`litellm_budget_table`) whose reset time the key object
+    does not carry: its duration is read whenever the key object carries a cap for it."""
 
 
 _NO_MEMBER_LIMITS = "spendpipe has no rate limits on a team membership"
 _NO_DAILY_TOKENS = "spendpipe has no tokens-per-day limit"
 
 ENTITIES = (
-    Entity(ScopeType.KEY, KEY_FIELDS, "model_max_budget"),
+    Entity(ScopeType.KEY, None, KEY_FIELDS, "model_max_budget"),
     Entity(
         ScopeType.TEAM,
+        "team_id",
         {
             "team_max_budget": "max_budget",
             "team_soft_budget": "soft_budget",
@@ -92,14 +102,17 @@ ENTITIES = (
     ),
     Entity(
         ScopeType.USER,
+        "user_id",
         {"user_max_budget": "max_budget", "user_rpm_limit": "rpm_limit", "user_tpm_limit": "tpm_limit"},
         "user_model_max_budget",
         "user_budget_snapshot",
     ),
     Entity(
         ScopeType.ORG,
+        "org_id",
         {"organization_max_budget": "max_budget"},
         snapshot="org_budget_snapshot",
+        budget_row=True,
         not_read={
             "organization_rpm_limit": "spendpipe has no rate limits on an organisation",
             "organization_tpm_limit": "spendpipe has no rate limits on an organisation",
@@ -107,9 +120,11 @@ ENTITIES = (
     ),
     Entity(
         ScopeType.END_USER,
+        "end_user_id",
         {"end_user_max_budget": "max_budget", "end_user_rpm_limit": "rpm_limit", "end_user_tpm_limit": "tpm_limit"},
         "end_user_model_max_budget",
         not_read={"end_user_tpd_limit": _NO_DAILY_TOKENS},
+        budget_row=True,
     ),
 )
 
@@ -140,11 +155,12 @@ class Declaration:
 
 
 def declarations_of(
-    key: object, scope_ids: Mapping[ScopeType, str | None], durations: Mapping[ScopeType, str] | None = None
+    key: object, scope_ids: Mapping[ScopeType, str | None], durations: Mapping[ScopeType, str | None] | None = None
 ) -> list[Declaration]:
     """What `key` declares for each scope in `scope_ids` (the request's ids, named as its spend is
-    counted; an absent id declares nothing). `durations`: the `budget_duration` of the entities
-    LiteLLM resets (`resetting_scopes`), as their rows hold it. Never raises on what the key holds."""
+    counted; an absent id declares nothing). `durations`: the `budget_duration` of the rows
+    `rows_to_read` names, as the rows hold it (None: the row could not be read; a scope absent: no
+    row, or none with a duration). Never raises on what the key holds."""
     declarations = []
     for entity in ENTITIES:
         scope_id = scope_ids.get(entity.scope_type)
@@ -152,7 +168,7 @@ def declarations_of(
             continue
         scope = f"{entity.scope_type.value}:{scope_id}"
         try:
-            declarations.append(_declaration(entity, scope, key, (durations or {}).get(entity.scope_type)))
+            declarations.append(_declaration(entity, scope, key, durations or {}))
         except Exception as error:  # a value of an odd type: said, as an invalid budget is
             declarations.append(Declaration(scope, None, BudgetRejectedError([f"budget: {error!r}"])))
     return declarations
@@ -167,17 +183,29 @@ def declared_key_budget(key_hash: str, key: object) -> Budget | None:
     return declaration.budget
 
 
-def resetting_scopes(key: object) -> tuple[ScopeType, ...]:
-    """The scopes whose caps LiteLLM resets on a duration the key object does not carry: the
-    `durations` `declarations_of` needs to enforce them."""
-    return tuple(
-        entity.scope_type
-        for entity in ENTITIES
-        if entity.snapshot and getattr(getattr(key, entity.snapshot, None), "budget_reset_at", None) is not None
+def rows_to_read(key: object) -> tuple[tuple[ScopeType, str], ...]:
+    """The entities whose caps LiteLLM may reset on a duration the key object does not carry, as
+    (scope type, LiteLLM's id of the row): the `durations` `declarations_of` needs to enforce them
+    (module docstring)."""
+    rows = []
+    for entity in ENTITIES:
+        row_id = getattr(key, entity.row_id, None) if entity.row_id else None
+        if isinstance(row_id, str) and row_id and _may_reset(entity, key):
+            rows.append((entity.scope_type, row_id))
+    return tuple(rows)
+
+
+def _may_reset(entity: Entity, key: object) -> bool:
+    snapshot = getattr(key, entity.snapshot, None) if entity.snapshot else None
+    if not entity.budget_row:
+        return getattr(snapshot, "budget_reset_at", None) is not None
+    caps = (name for name, target in entity.fields.items() if target in _RESETTING)
+    return getattr(snapshot, "max_budget", None) is not None or any(
+        getattr(key, name, None) is not None for name in caps
     )
 
 
-def _declaration(entity: Entity, scope: str, key: object, duration: str | None) -> Declaration:
+def _declaration(entity: Entity, scope: str, key: object, durations: Mapping[ScopeType, str | None]) -> Declaration:
     document: dict[str, Any] = {"scope": scope}
     for name, target in entity.fields.items():
         value = getattr(key, name, None)
@@ -185,7 +213,9 @@ def _declaration(entity: Entity, scope: str, key: object, duration: str | None) 
             document[target] = _plain(value)
     left_out = [f"{name}: {why}" for name, why in entity.not_read.items() if getattr(key, name, None) is not None]
     if entity.snapshot:
-        left_out += _read_snapshot(document, getattr(key, entity.snapshot, None), duration)
+        _read_snapshot(document, getattr(key, entity.snapshot, None))
+    if entity.row_id:
+        left_out += _count_over_duration(document, entity, key, durations)
     if entity.scope_type is ScopeType.KEY:
         limits = getattr(key, "budget_limits", None)
         if limits:
@@ -201,22 +231,31 @@ def _declaration(entity: Entity, scope: str, key: object, duration: str | None) 
         return Declaration(scope, None, problem, tuple(left_out))
 
 
-def _read_snapshot(document: dict[str, Any], snapshot: object, duration: str | None) -> list[str]:
-    """LiteLLM's snapshot of the entity's row: its `max_budget` is the cap LiteLLM enforces; with
-    a `budget_reset_at` the caps that count since the last reset count over `duration`, or are
-    left out without one (module docstring). Returns what was left out."""
-    if snapshot is None:
-        return []
+def _read_snapshot(document: dict[str, Any], snapshot: object) -> None:
+    """LiteLLM's snapshot of the entity's row: its `max_budget` is the cap LiteLLM enforces."""
     if getattr(snapshot, "max_budget", None) is not None:
         document["max_budget"] = _plain(getattr(snapshot, "max_budget", None))
-    reset_at = getattr(snapshot, "budget_reset_at", None)
-    if reset_at is None:
+
+
+def _count_over_duration(
+    document: dict[str, Any], entity: Entity, key: object, durations: Mapping[ScopeType, str | None]
+) -> list[str]:
+    """The caps that count since LiteLLM's last reset of the entity count over its row's duration,
+    or are left out when it could not be read (module docstring). Returns what was left out."""
+    reset_at = getattr(getattr(key, entity.snapshot, None), "budget_reset_at", None) if entity.snapshot else None
+    if entity.budget_row:
+        if entity.scope_type not in durations:
+            return []  # no row, or no duration on it: a lifetime cap
+        why = "LiteLLM's budget row of it, which holds its reset, could not be read"
+    elif reset_at is None:
         return []
+    else:
+        why = f"LiteLLM resets this spend at {reset_at} on a duration that could not be read"
+    duration = durations.get(entity.scope_type)
     if duration is not None:
         if any(name in document for name in _RESETTING):
             document["budget_duration"] = duration
         return []
-    why = f"LiteLLM resets this spend at {reset_at} on a duration that could not be read"
     return [f"{name}: {why}" for name in _RESETTING if document.pop(name, None) is not None]
 
 

@@ -3,13 +3,14 @@ virtual key's object carries for the key, its team, user, organisation and end c
 proxy hands the key to `async_pre_call_hook`, published once per change to
 `spend.budgets.declared`, so the enforcer enforces them fleet-wide with no second declaration.
 
-On the request path `observe_proxy_request()` reads the `budget_duration` of the teams and users
-LiteLLM resets (`entity_durations.py`), and `observe()` compares the fields it reads (`FIELDS_READ`)
-and those durations with what the key's object had last time: a tuple comparison when nothing
-changed, the common case. Otherwise it builds the budgets and compares their bytes with what each
-key declared last. A change is queued (newest per scope wins) for a background loop that
-publishes it signed with the gateway's writer key. Every gateway that sees a scope publishes its
-budget once: the same bytes under the same key, so the enforcer applies it once.
+On the request path `observe_proxy_request()` reads the `budget_duration` of the teams, users,
+organisations and end customers LiteLLM may reset (`entity_durations.py`), and `observe()`
+compares the fields it reads (`FIELDS_READ`) and those durations with what the key's object had
+last time: a tuple comparison when nothing changed, the common case. Otherwise it builds the
+budgets and compares their bytes with what each key declared last. A change is queued (newest per
+scope wins) for a background loop that publishes it signed with the gateway's writer key. Every
+gateway that sees a scope publishes its budget once: the same bytes under the same key, so the
+enforcer applies it once.
 
 **Many keys, one team.** Every key of a team carries the team's budget. A scope's budget is
 republished only when one key's own declaration for it changes (its first sighting included), and
@@ -76,16 +77,16 @@ class DeclaredBudgets:
         self._loop.stop(timeout)
 
     async def observe_proxy_request(self, who: RequestIdentity, key: Any, cache: Any) -> None:
-        """`observe`, with the durations of the teams and users LiteLLM resets read from their rows
+        """`observe`, with the durations of the entities LiteLLM may reset read from their rows
         through the proxy's `user_api_key_cache` (`cache`): `gateway/entity_durations.py`."""
         if who.key_hash is None or self._signer is None:
             return
         self.observe(who, key, await self._durations.of(key, cache))
 
-    def observe(self, who: RequestIdentity, key: Any, durations: Mapping[ScopeType, str] | None = None) -> None:
+    def observe(self, who: RequestIdentity, key: Any, durations: Mapping[ScopeType, str | None] | None = None) -> None:
         """The request path: queue each budget the key object declares that changed since this
         gateway last published it. `who` names the scopes as the request's spend is counted;
-        `durations` are the `budget_duration`s of the entities LiteLLM resets."""
+        `durations` are the `budget_duration`s of their rows (`declarations_of`)."""
         if who.key_hash is None or self._signer is None:
             return
         scope_ids = {

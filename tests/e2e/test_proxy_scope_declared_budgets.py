@@ -6,14 +6,18 @@ end customer reaches its rate limit through one key, the second proxy refuses th
 another key, which carries no limit of its own, while that key serves other customers. An
 operator's budget for the team then wins over the cap its keys declare.
 
-A team's and a user's cap that LiteLLM resets (a `budget_duration` on the row) hold the same way,
-over that duration. The key object carries only the rows' `budget_reset_at`
-(`team_budget_snapshot`, `user_budget_snapshot`); the duration is read from the rows through
-LiteLLM's own lookups and the proxy's `user_api_key_cache`. No Postgres-backed LiteLLM here: its
-prisma client needs query-engine binaries that only Prisma's own download host serves. So
-`custom_auth` does what LiteLLM's auth does after reading the rows from its database: caches them
-in the proxy's `user_api_key_cache` (`cache_team_object`, and the user row under its id) and pins
-their snapshots on the key object (`carry_team_and_user_budget_state`)."""
+A team's, user's, organisation's and end customer's cap that LiteLLM resets (a `budget_duration`
+on the row, or on the organisation's or customer's budget row) hold the same way, over that
+duration. The key object carries only the team's and user's `budget_reset_at`
+(`team_budget_snapshot`, `user_budget_snapshot`) and only the organisation's and customer's cap;
+the duration is read from the rows through LiteLLM's own lookups and the proxy's
+`user_api_key_cache`. No Postgres-backed LiteLLM here: its prisma client needs query-engine
+binaries that only Prisma's own download host serves. So `custom_auth` does what LiteLLM's auth
+does after reading the rows from its database: caches them in the proxy's `user_api_key_cache`
+(`cache_team_object`, the user row under its id, the organisation with its budget row under
+`org_id:<id>:with_budget`, the end customer under `end_user_cache_key`), pins the team's and
+user's snapshots on the key object (`carry_team_and_user_budget_state`) and sets the organisation's
+and customer's caps from their budget rows."""
 
 import asyncio
 import time
@@ -53,15 +57,33 @@ KEY_FIELDS: dict[str, dict[str, object]] = {
 }
 
 USER_FIRST, USER_SECOND = "sk-erin-first-key-0123456789", "sk-erin-second-key-0123456789"
-RESET_KEYS = {**KEYS, USER_FIRST: ("erin", None), USER_SECOND: ("erin", None)}
+ORG_FIRST, ORG_SECOND = "sk-acme-first-key-0123456789", "sk-acme-second-key-0123456789"
+CUSTOMER_FIRST, CUSTOMER_SECOND = "sk-for-customer-9-first-0123456789", "sk-for-customer-9-second-0123456789"
+RESET_KEYS = {
+    **KEYS,
+    USER_FIRST: ("erin", None),
+    USER_SECOND: ("erin", None),
+    ORG_FIRST: ("frank", None),
+    ORG_SECOND: ("grace", None),
+    CUSTOMER_FIRST: ("heidi", None),
+    CUSTOMER_SECOND: ("ivan", None),
+}
+RESET_KEY_FIELDS: dict[str, dict[str, object]] = {
+    ORG_FIRST: {"org_id": "acme"},
+    ORG_SECOND: {"org_id": "acme"},
+    CUSTOMER_FIRST: {"end_user_id": "customer-9"},
+    CUSTOMER_SECOND: {"end_user_id": "customer-9"},
+}
 ON_AUTH = f"""
 from datetime import UTC, datetime
 
 import litellm.proxy.proxy_server as proxy_server
 from litellm.models.team import LiteLLM_TeamTableCachedObj
+from litellm.constants import DEFAULT_IN_MEMORY_TTL
+from litellm.proxy._types import LiteLLM_BudgetTable, LiteLLM_EndUserTable, LiteLLM_OrganizationTable
 from litellm.proxy._types import LiteLLM_UserTable
 from litellm.proxy.auth.auth_checks import cache_team_object, get_team_object_from_cache
-from litellm.proxy.common_utils.user_api_key_cache import get_management_object_ttl
+from litellm.proxy.common_utils.user_api_key_cache import end_user_cache_key, get_management_object_ttl
 from litellm.proxy.spend_tracking.carried_budget_state import carry_team_and_user_budget_state
 
 RESET_AT = datetime(2099, 1, 1, tzinfo=UTC)
@@ -69,6 +91,21 @@ ROWS = {{
     "search": dict(max_budget={CAP}, budget_duration="30d", budget_reset_at=RESET_AT),
     "erin": dict(max_budget={CAP}, budget_duration="1d", budget_reset_at=RESET_AT),
 }}
+BUDGET_ROWS = {{"acme": "30d", "customer-9": "1d"}}
+
+
+def budget_row(entity_id):
+    duration = BUDGET_ROWS[entity_id]
+    return LiteLLM_BudgetTable(budget_id=f"{{entity_id}}-budget", max_budget={CAP}, budget_duration=duration)
+
+
+async def cached(cache, key, model_type, ttl, read):
+    # the row LiteLLM's auth left in the cache, else "read from the database" and cached as it does
+    row = await cache.async_get_cache(key=key, model_type=model_type)
+    if row is None:
+        row = read()
+        await cache.async_set_cache(key=key, value=row, model_type=model_type, ttl=ttl)
+    return row
 
 
 async def on_auth(key):
@@ -89,6 +126,35 @@ async def on_auth(key):
             )
         key.user_max_budget = user.max_budget
     carry_team_and_user_budget_state(key, team, user)
+    if key.org_id in BUDGET_ROWS:  # as get_org_object caches it for auth, with its budget row
+        org = await cached(
+            cache,
+            f"org_id:{{key.org_id}}:with_budget",
+            LiteLLM_OrganizationTable,
+            DEFAULT_IN_MEMORY_TTL,
+            lambda: LiteLLM_OrganizationTable(
+                organization_id=key.org_id,
+                budget_id=f"{{key.org_id}}-budget",
+                created_by="admin",
+                updated_by="admin",
+                litellm_budget_table=budget_row(key.org_id),
+            ),
+        )
+        key.organization_max_budget = org.litellm_budget_table.max_budget
+    if key.end_user_id in BUDGET_ROWS:  # as get_end_user_object caches it
+        end_user = await cached(
+            cache,
+            end_user_cache_key(key.end_user_id),
+            LiteLLM_EndUserTable,
+            get_management_object_ttl(cache),
+            lambda: LiteLLM_EndUserTable(
+                user_id=key.end_user_id,
+                blocked=False,
+                budget_id=f"{{key.end_user_id}}-budget",
+                litellm_budget_table=budget_row(key.end_user_id),
+            ),
+        )
+        key.end_user_max_budget = end_user.litellm_budget_table.max_budget
 """
 
 
@@ -217,16 +283,19 @@ async def test_a_team_cap_and_an_end_customer_limit_on_litellms_key_object_hold_
         assert served.json()["choices"]
 
 
-async def test_team_and_user_caps_litellm_resets_hold_at_every_proxy_over_their_duration(
+async def test_caps_litellm_resets_hold_at_every_proxy_over_their_rows_duration(
     two_proxies: TwoProxies,
 ) -> None:
-    async with two_proxies(RESET_KEYS, on_auth=ON_AUTH) as fleet:
-        # given no budget set by anyone, and key objects that carry the rows' reset but no duration
+    async with two_proxies(RESET_KEYS, key_fields=RESET_KEY_FIELDS, on_auth=ON_AUTH) as fleet:
+        # given no budget set by anyone, and key objects that carry no duration: the team's and
+        # user's reset time only, nothing of the organisation's or end customer's budget row but its cap
         assert await asyncio.to_thread(fleet.admin.current) == []
 
         for scope, (scope_type, scope_id), duration, spender, other_key in (
             ("team:search", ("team", "search"), "30d", FIRST, SECOND),
             ("user:erin", ("user", "erin"), "1d", USER_FIRST, USER_SECOND),
+            ("org:acme", ("org", "acme"), "30d", ORG_FIRST, ORG_SECOND),
+            ("end_user:customer-9", ("end_user", "customer-9"), "1d", CUSTOMER_FIRST, CUSTOMER_SECOND),
         ):
             # when the scope spends through the first proxy, until refused
             refused = await eventually(

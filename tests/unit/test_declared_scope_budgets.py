@@ -12,7 +12,7 @@ from litellm.proxy._types import UserAPIKeyAuth
 from litellm.types.proxy.carried_budget_state import TeamBudgetSnapshot, UserBudgetSnapshot
 
 from spendpipe.contracts.budgets import Budget
-from spendpipe.contracts.declared_budgets import FIELDS_READ, Declaration, declarations_of, resetting_scopes
+from spendpipe.contracts.declared_budgets import FIELDS_READ, Declaration, declarations_of, rows_to_read
 from spendpipe.contracts.scopes import ScopeType, scopes_of
 from spendpipe.enforcer.app import _declared_budget
 from spendpipe.gateway.declared_budgets import DeclaredBudgets
@@ -136,7 +136,7 @@ def resetting_team_and_user() -> UserAPIKeyAuth:
 
 def test_an_entity_litellm_resets_counts_its_caps_over_its_rows_duration() -> None:
     key = resetting_team_and_user()
-    assert resetting_scopes(key) == (ScopeType.TEAM, ScopeType.USER)
+    assert rows_to_read(key) == ((ScopeType.TEAM, "search"), (ScopeType.USER, "alice"))
 
     declared = by_scope(declarations_of(key, scope_ids(key), {ScopeType.TEAM: "30d", ScopeType.USER: "daily"}))
 
@@ -164,11 +164,35 @@ def test_a_duration_is_given_only_to_an_entity_litellm_resets_and_only_to_its_ca
         team_rpm_limit=10, team_budget_snapshot=TeamBudgetSnapshot(budget_reset_at=RESET_AT, max_budget=None)
     )
 
-    assert resetting_scopes(unreset) == ()
+    assert rows_to_read(unreset) == ()
     lifetime = by_scope(declarations_of(unreset, scope_ids(unreset), {ScopeType.TEAM: "1d"}))["team:search"]
     assert lifetime.budget == Budget(scope="team:search", max_budget=Decimal(5))
     limited = by_scope(declarations_of(limits_only, scope_ids(limits_only), {ScopeType.TEAM: "1d"}))["team:search"]
     assert limited.budget == Budget(scope="team:search", rpm_limit=10)
+
+
+def test_an_organisation_or_end_customer_cap_counts_over_its_budget_rows_duration() -> None:
+    # the key object shows no reset for them: every one it carries a cap for has its row read
+    key = key_object(
+        end_user_id="customer-7", organization_max_budget=100.0, end_user_max_budget=0.5, end_user_rpm_limit=2
+    )
+    assert rows_to_read(key) == ((ScopeType.ORG, "acme"), (ScopeType.END_USER, "customer-7"))
+    assert rows_to_read(key_object(end_user_id="customer-7", end_user_rpm_limit=2)) == ()
+
+    declared = by_scope(declarations_of(key, scope_ids(key), {ScopeType.ORG: "30d", ScopeType.END_USER: "1d"}))
+
+    assert declared["org:acme"].budget == Budget(scope="org:acme", max_budget=Decimal(100), budget_duration="30d")
+    assert declared["end_user:customer-7"].budget == Budget(
+        scope="end_user:customer-7", max_budget=Decimal("0.5"), budget_duration="1d", rpm_limit=2
+    )
+    # no row, or one without a duration (absent): LiteLLM resets nothing, a lifetime cap
+    lifetime = by_scope(declarations_of(key, scope_ids(key), {ScopeType.END_USER: "1d"}))["org:acme"]
+    assert lifetime.budget == Budget(scope="org:acme", max_budget=Decimal(100))
+    # a row that could not be read (None): the cap is left out, the rate limit stands
+    unread = by_scope(declarations_of(key, scope_ids(key), {ScopeType.ORG: None, ScopeType.END_USER: None}))
+    assert unread["org:acme"].budget is None
+    assert [line.split(":")[0] for line in unread["org:acme"].left_out] == ["max_budget"]
+    assert unread["end_user:customer-7"].budget == Budget(scope="end_user:customer-7", rpm_limit=2)
 
 
 def test_a_duration_spendpipe_refuses_is_refused_as_a_keys_own() -> None:
