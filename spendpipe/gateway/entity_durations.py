@@ -21,8 +21,9 @@ use (`get_team_object_from_cache` for a team, the cache read the others start wi
 Which rows are read is `rows_to_read`: a team or user whose snapshot carries a `budget_reset_at`,
 an organisation or end customer the key object carries a cap for (no reset is shown for them, so
 every capped one is read). What is read is kept `_FRESH_S` here, so a request costs a dict look-up.
-The request path is never failed by a read: one that raises or outlasts `_WAIT_S` leaves the
-entity's caps out, is logged once per entity and tried again after `_RETRY_S`.
+The request path is never failed by a read: one that raises or outlasts `_WAIT_S` is logged once
+per entity and tried again after `_RETRY_S`; meanwhile what an earlier read gave stands, and an
+entity never read has its caps left out.
 """
 
 import asyncio
@@ -82,18 +83,23 @@ class EntityDurations:
         try:
             row = await asyncio.wait_for(_LOOKUPS[scope_type](row_id, key, cache, _prisma_client()), _WAIT_S)
             duration = getattr(row, "budget_duration", None)
-        except Exception as error:  # any failure of the read: the caps stay out, the request goes on
-            self._read[entity] = (_FAILED, now + _RETRY_S)
+        except Exception as error:  # any failure of the read: the request goes on
+            # what an earlier read gave stands (a glitch must not withdraw a cap and publish it
+            # again); never read, the caps stay out
+            kept = known[0] if known is not None else _FAILED
+            self._read[entity] = (kept, now + _RETRY_S)
             if entity not in self._failed:
                 self._failed.add(entity)
                 log.warning(
-                    "spendpipe: could not read the budget_duration of LiteLLM's %s %s (%r): its max_budget and"
-                    " soft_budget are not enforced until it can be read",
+                    "spendpipe: could not read the budget_duration of LiteLLM's %s %s (%r): %s",
                     scope_type.value,
                     row_id,
                     error,
+                    "its max_budget and soft_budget are not enforced until it can be read"
+                    if kept is _FAILED
+                    else "what was read before stands until it can be read again",
                 )
-            return _FAILED
+            return kept
         self._failed.discard(entity)
         self._read[entity] = (duration if isinstance(duration, str) and duration else _LIFETIME, now + _FRESH_S)
         return self._read[entity][0]

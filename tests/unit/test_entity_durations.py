@@ -66,6 +66,25 @@ async def test_the_rows_durations_are_read_from_the_proxys_cache_and_kept() -> N
     assert await durations.of(resetting_key(), cache) == {ScopeType.TEAM: "7d"}
 
 
+async def test_a_failed_read_after_a_good_one_keeps_what_was_read(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    durations = EntityDurations(clock=clock)
+    caplog.set_level(logging.WARNING, logger=entity_durations.__name__)
+    cache = UserApiKeyCache()
+    await cache_rows(cache, "30d", "1d")
+    assert await durations.of(resetting_key(), cache) == {ScopeType.TEAM: "30d", ScopeType.USER: "1d"}
+
+    # the rows gone from the cache and no database: the durations read before stand, no withdrawal
+    clock.now += entity_durations._FRESH_S
+    assert await durations.of(resetting_key(), UserApiKeyCache()) == {ScopeType.TEAM: "30d", ScopeType.USER: "1d"}
+    assert "what was read before stands" in caplog.text
+
+    # and once the rows can be read again, what they say now
+    await cache_rows(cache, "7d", "1d")
+    clock.now += entity_durations._RETRY_S
+    assert await durations.of(resetting_key(), cache) == {ScopeType.TEAM: "7d", ScopeType.USER: "1d"}
+
+
 async def test_only_entities_litellm_resets_are_read() -> None:
     cache = UserApiKeyCache()
     await cache_rows(cache, "30d", "1d")
