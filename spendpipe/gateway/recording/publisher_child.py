@@ -37,9 +37,11 @@ from spendpipe.gateway.recording.wire import (
     RECORD_HEADER,
     ChildConfig,
     Report,
+    SentRecorded,
     fallback_id,
     length_frame,
     restore,
+    sent_recorded,
 )
 
 log = logging.getLogger("spendpipe.gateway.recording.publisher_child")
@@ -59,7 +61,7 @@ class Child:
         )
         self._seqs: collections.deque[int] = collections.deque()
         """Sequence numbers of the calls handed over and not yet reported, in order."""
-        self._recorded: collections.deque[tuple[int, Recorded]] = collections.deque()
+        self._recorded: collections.deque[SentRecorded] = collections.deque()
         self._counted: dict[str, float] = {}
         self._reported = 0
         self._write = threading.Lock()
@@ -104,7 +106,7 @@ class Child:
             fallback_id=fallback_id(self._config.run_id, seq),
         )
         if event is not None:
-            self._recorded.append((seq, Recorded.of(event, call)))
+            self._recorded.append(sent_recorded(seq, Recorded.of(event, call)))
         return event
 
     def _report_progress(self) -> None:

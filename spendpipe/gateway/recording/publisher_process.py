@@ -52,6 +52,7 @@ from spendpipe.gateway.recording.wire import (
     Report,
     built_snapshot,
     length_frame,
+    received_recorded,
     record_frame,
     snapshot,
 )
@@ -303,9 +304,9 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._child_handled = report.handled
         for _ in range(handled):
             self._sent.popleft()
-        for _, recorded in report.recorded:
+        for recorded in report.recorded:
             try:
-                self.account(recorded)
+                self.account(received_recorded(recorded))
             except Exception:
                 log.exception("spendpipe could not account a recorded event")
         self._count(report.counters)

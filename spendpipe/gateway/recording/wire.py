@@ -20,15 +20,17 @@ reports (`Report`), framed as the config. A frame cut short by a dying child is 
 import io
 import pickle
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.labels import label_of
 from spendpipe.gateway.recording.event_builder import Recorded
-from spendpipe.gateway.recording.logged_call import copy_shaped, read_shape
+from spendpipe.gateway.recording.logged_call import Shape, copy_shaped, read_shape
 from spendpipe.gateway.recording.publisher import PublisherOptions
 from spendpipe.platform.kafka import KafkaSettings
 
@@ -73,7 +75,29 @@ _SHAPE = read_shape(_sent, tags=_sent_tags)
 
 def snapshot(kwargs: Any) -> bytes:
     """The logged call as the child reads it; never raises for what LiteLLM hands a callback."""
-    return pickle.dumps(copy_shaped(kwargs, _SHAPE), protocol=pickle.HIGHEST_PROTOCOL)
+    return pickle.dumps(_taken(kwargs, _SHAPE), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _taken(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
+    """`copy_shaped` by `_SHAPE`, on every call: plain dicts (what LiteLLM hands over) are read
+    without its guards, from whichever of the dict and the shape is smaller, and plain values
+    without a call; anything else takes its careful way."""
+    if type(source) is not dict:
+        return copy_shaped(source, shape)
+    taken: dict[str, Any] = {}
+    pairs = ((name, source.get(name)) for name in shape) if len(shape) <= len(source) else source.items()
+    for name, value in pairs:
+        rule = shape.get(name)
+        if value is None or rule is None:
+            continue
+        if rule is _sent and type(value) in _PLAIN:
+            taken[name] = value
+        elif type(rule) is dict:
+            if type(value) is dict or isinstance(value, Mapping):
+                taken[name] = _taken(value, rule)
+        elif (kept := rule(value)) is not None:  # type: ignore[operator]
+            taken[name] = kept
+    return taken
 
 
 def built_snapshot(event: SpendEvent) -> bytes:
@@ -135,6 +159,20 @@ def fallback_id(run_id: str, seq: int) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
+SentRecorded = tuple[int, str | None, str, float, str | None]
+"""A `Recorded` in plain values, which unpickle several times faster than a named tuple of a
+Decimal and a datetime: (sequence number, key hash, cost, occurred at as a timestamp, call id)."""
+
+
+def sent_recorded(seq: int, recorded: Recorded) -> SentRecorded:
+    return seq, recorded.key_hash, str(recorded.cost), recorded.occurred_at.timestamp(), recorded.call_id
+
+
+def received_recorded(sent: SentRecorded) -> Recorded:
+    _, key_hash, cost, occurred_at, call_id = sent
+    return Recorded(key_hash, Decimal(cost), datetime.fromtimestamp(occurred_at, UTC), call_id)
+
+
 @dataclass
 class Report:
     """The child's progress: every call up to `handled` (a sequence number) is delivered to Kafka,
@@ -144,7 +182,7 @@ class Report:
     handled: int
     spool_empty: bool
     kafka_down: bool
-    recorded: list[tuple[int, Recorded]] = field(default_factory=list)
+    recorded: list[SentRecorded] = field(default_factory=list)
     counters: dict[str, float] = field(default_factory=dict)
     """Increments since the previous report: `published`, `spooled`, `build_errors`, `lost:<reason>`;
     and `spool_bytes`, a level."""
