@@ -11,6 +11,10 @@ a `queue.Queue` put, the least any in-process hand-over of an event costs; both 
 with their ratio, from the same run.
 """
 
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # LiteLLM must not reach the internet
+
 import asyncio
 import queue
 import time

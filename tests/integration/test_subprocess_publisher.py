@@ -3,8 +3,11 @@ accounted in the gateway process exactly once, also when its child is killed mid
 child is started and sent what the dead one had not reported; a call it had delivered unreported
 comes again with the same event id, which the aggregator drops)."""
 
+import asyncio
 import os
 import signal
+import subprocess
+import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -112,3 +115,70 @@ async def test_a_child_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
     )
     assert sender.restarts >= 1
     assert sender.child_pid != first
+
+
+HOST = """
+import os, sys, time
+from pathlib import Path
+from prometheus_client import CollectorRegistry
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.publisher import PublisherOptions
+from spendpipe.gateway.recording.publisher_process import ProcessPublisher
+from spendpipe.platform.kafka import KafkaSettings
+from tests.integration.test_subprocess_publisher import logged_call
+
+secret = os.open(sys.argv[3], os.O_RDONLY)
+os.set_inheritable(secret, True)  # a descriptor the child must not get
+sender = ProcessPublisher(
+    kafka=KafkaSettings(bootstrap_servers=sys.argv[1]), topic=sys.argv[2], spool_dir=Path(sys.argv[4]),
+    spool_max_bytes=1 << 20, gateway_id="gw-subprocess", metrics=GatewayMetrics(registry=CollectorRegistry()),
+    options=PublisherOptions(),
+)
+for n in range(50):
+    sender.record(logged_call(n))
+assert sender.wait_idle(30)
+print(sender.child_pid, flush=True)
+time.sleep(600)
+"""
+
+
+async def test_the_child_holds_no_inherited_descriptor_and_ends_with_its_gateway(
+    kafka_broker: str, make_topics, tmp_path: Path
+) -> None:
+    topics = await make_topics(kafka_broker)
+    await asyncio.to_thread(kill_a_gateway_process, kafka_broker, topics.events, tmp_path)
+    by_id = await delivered(kafka_broker, topics.events, 50)
+    assert set(by_id) == expected_ids([logged_call(n) for n in range(50)])
+
+
+def kill_a_gateway_process(bootstrap: str, topic: str, tmp_path: Path) -> None:
+    """A gateway process that holds an inheritable descriptor records 50 calls, and is killed:
+    its child never held the descriptor, and ends."""
+    secret = tmp_path / "secret"
+    secret.write_text("not for the child")
+    host = subprocess.Popen(
+        [sys.executable, "-c", HOST, bootstrap, topic, str(secret), str(tmp_path / "spool")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert host.stdout is not None
+        child_pid = int(host.stdout.readline())
+        held = {os.readlink(f"/proc/{child_pid}/fd/{fd}") for fd in os.listdir(f"/proc/{child_pid}/fd")}
+        assert str(secret) not in held, held
+
+        host.send_signal(signal.SIGKILL)
+        host.wait(WITHIN_S)
+
+        eventually_sync(lambda: _alive(child_pid), lambda alive: not alive, within=WITHIN_S, what="the child ended")
+    finally:
+        host.kill()
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, ended but not yet reaped by init, counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

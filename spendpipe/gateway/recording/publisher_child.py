@@ -33,7 +33,6 @@ from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.gateway.recording.wire import (
     BUILT,
     LENGTH_HEADER,
-    MAX_FRAME,
     RECORD_HEADER,
     ChildConfig,
     Report,
@@ -80,8 +79,6 @@ class Child:
         at = 0
         while len(buffer) - at >= RECORD_HEADER.size:
             seq, length = RECORD_HEADER.unpack_from(buffer, at)
-            if length > MAX_FRAME:
-                raise ValueError(f"a frame of {length} bytes")
             end = at + RECORD_HEADER.size + length
             if end > len(buffer):
                 break
@@ -118,6 +115,7 @@ class Child:
     def _report(self, progress: tuple[int, bool, bool]) -> None:
         with self._write:
             handled, spool_empty, kafka_down = progress
+            handled = max(handled, self._reported)  # a report taken before the last one sent: never go back
             done = {self._seqs.popleft() for _ in range(handled - self._reported)}
             self._reported = max(self._reported, handled)
             recorded = []  # built in the order handed over, as the calls are handled: a prefix

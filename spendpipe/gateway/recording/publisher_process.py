@@ -67,6 +67,12 @@ CHILD_LINGER_S = 0.005
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(spendpipe.__file__)))
 
+MAX_RESTART_BACKOFF_S = 30.0
+"""A child that keeps dying is started again at most this often (and the wait doubles to it)."""
+MAX_RECORD = (1 << 32) - 1
+"""A snapshot's length must fit the frame's 4 bytes; a larger one (a client's gigabytes in a field)
+is counted as `unbuildable` rather than sent."""
+
 Call = tuple[int, bytes]
 """(sequence number, snapshot)"""
 
@@ -144,7 +150,16 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         if len(self._queue) + len(self._sent) >= self._options.queue_size:
             self._lose(1, "queue_full")
             return
-        self._queue.append((seq := next(self._submitted), encode(item)))
+        try:
+            payload = encode(item)
+        except Exception:  # not expected of what LiteLLM hands over; never raised into LiteLLM
+            log.exception("spendpipe could not snapshot a logged call")
+            self._lose(1, "unbuildable")
+            return
+        if len(payload) > MAX_RECORD:
+            self._lose(1, "unbuildable")
+            return
+        self._queue.append((seq := next(self._submitted), payload))
         self._last_submitted = seq
         if self._asleep:
             self._wake_up()
@@ -185,6 +200,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
+        backoff = self._restart_backoff_s
         while True:
             started = time.monotonic()
             try:
@@ -194,7 +210,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 if self._closing.is_set():
                     self._lose(len(self._sent) + len(self._queue), "closed")
                     return
-                await asyncio.sleep(self._restart_backoff_s)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
                 continue
             await self._serve(child)
             code = await child.wait()
@@ -207,8 +224,11 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 code,
                 len(self._sent),
             )
-            if time.monotonic() - started < self._restart_backoff_s:  # one that dies at once: not in a loop
-                await asyncio.sleep(self._restart_backoff_s)
+            if time.monotonic() - started < MAX_RESTART_BACKOFF_S:  # one that dies soon: not in a tight loop
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
+            else:
+                backoff = self._restart_backoff_s
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         root = _PACKAGE_ROOT  # the child imports the spendpipe this process runs
@@ -300,7 +320,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             self._apply(report)
 
     def _apply(self, report: Report) -> None:
-        handled = min(report.handled - self._child_handled, len(self._sent))
+        handled = max(0, min(report.handled - self._child_handled, len(self._sent)))
         self._child_handled = report.handled
         for _ in range(handled):
             self._sent.popleft()

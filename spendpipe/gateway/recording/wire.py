@@ -38,8 +38,10 @@ RECORD_HEADER = struct.Struct("!QI")
 """A call's frame: its sequence number and the snapshot's length."""
 LENGTH_HEADER = struct.Struct("!I")
 """The config's frame and a report's: the pickle's length."""
-MAX_FRAME = 64 << 20
-"""A frame longer than this is refused (a snapshot is a few hundred bytes)."""
+MAX_FRAME = 1 << 30
+"""A report longer than this is refused (one accounts at most `queue_size` events, about a hundred
+bytes each: call ids longer than `MAX_CALL_ID` are not sent)."""
+MAX_CALL_ID = 256
 
 _PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
 
@@ -165,7 +167,8 @@ Decimal and a datetime: (sequence number, key hash, cost, occurred at as a times
 
 
 def sent_recorded(seq: int, recorded: Recorded) -> SentRecorded:
-    return seq, recorded.key_hash, str(recorded.cost), recorded.occurred_at.timestamp(), recorded.call_id
+    call_id = recorded.call_id if recorded.call_id is None or len(recorded.call_id) <= MAX_CALL_ID else None
+    return seq, recorded.key_hash, str(recorded.cost), recorded.occurred_at.timestamp(), call_id
 
 
 def received_recorded(sent: SentRecorded) -> Recorded:
