@@ -68,14 +68,15 @@ class Child:
     def run(self, source: BinaryIO) -> None:
         self._publisher.start()
         threading.Thread(target=self._report_progress, name="spendpipe-reports", daemon=True).start()
-        buffer = b""
+        buffer = bytearray()
         while chunk := source.read(1 << 16):
-            buffer = self._hand_over(buffer + chunk)
+            buffer += chunk
+            del buffer[: self._hand_over(buffer)]
         self._publisher.close()
         self._report(self._publisher.progress())
 
-    def _hand_over(self, buffer: bytes) -> bytes:
-        """Hand over every whole frame in `buffer`; returns what is left of it."""
+    def _hand_over(self, buffer: bytearray) -> int:
+        """Hand over every whole frame in `buffer`; returns how many bytes they took."""
         at = 0
         while len(buffer) - at >= RECORD_HEADER.size:
             seq, length = RECORD_HEADER.unpack_from(buffer, at)
@@ -83,9 +84,10 @@ class Child:
             if end > len(buffer):
                 break
             self._seqs.append(seq)
-            self._publisher.publish_deferred(functools.partial(self._build, seq, buffer[at + RECORD_HEADER.size : end]))
+            payload = bytes(buffer[at + RECORD_HEADER.size : end])
+            self._publisher.publish_deferred(functools.partial(self._build, seq, payload))
             at = end
-        return buffer[at:]
+        return at
 
     def _build(self, seq: int, payload: bytes) -> SpendEvent | None:
         try:

@@ -283,10 +283,11 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             await self._sleep()
 
     async def _linger(self) -> None:
-        """Let more calls gather, unless someone waits (`wait_idle`, `close`)."""
+        """Let more calls gather, unless someone waits (`wait_idle`, `close`: each says so before it
+        wakes this thread, so a wake-up cleared here is seen in the flags)."""
+        self._wake.clear()
         if self._flushing or self._closing.is_set():
             return
-        self._wake.clear()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self._options.linger_s):
                 await self._wake.wait()
