@@ -61,9 +61,10 @@ from spendpipe.gateway.process_budget import ProcessBudget
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
-from spendpipe.gateway.recording.event_builder import build_spend_event, call_outcome, fallback_spend_event
+from spendpipe.gateway.recording.event_builder import Recorded, call_outcome, event_or_fallback
 from spendpipe.gateway.recording.logged_call import copy_logged_call
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
+from spendpipe.gateway.recording.publisher_process import ProcessPublisher
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.gateway.recording.unlogged_calls import UnloggedCalls
 from spendpipe.gateway.refusals import (
@@ -93,7 +94,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     def __init__(
         self,
         *,
-        publisher: EventPublisher,
+        publisher: EventPublisher | ProcessPublisher,
         metrics: GatewayMetrics,
         gateway_id: str,
         blocklist: BlockList,
@@ -112,6 +113,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
     ) -> None:
         super().__init__()
         self.publisher = publisher
+        if isinstance(publisher, ProcessPublisher):
+            publisher.account = self.account  # the child builds; this process accounts what it built
         self.metrics = metrics
         self.gateway_id = gateway_id
         self.blocklist = blocklist
@@ -385,22 +388,36 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     @classmethod
     def from_settings(
-        cls, settings: GatewaySettings, *, registry: CollectorRegistry | None = None
+        cls, settings: GatewaySettings, *, registry: CollectorRegistry | None = None, sdk: bool = False
     ) -> "SpendpipeLogger":
+        """`sdk`: for `spendpipe.install()` (`publisher="auto"` is then the subprocess)."""
         registry = registry or CollectorRegistry()
         metrics = GatewayMetrics(registry=registry)
-        publisher = EventPublisher(
-            kafka=settings.kafka,
-            topic=settings.topics.events,
-            spool=DiskSpool(directory=Path(settings.spool_dir), max_bytes=settings.spool_max_bytes),
-            metrics=metrics,
-            options=PublisherOptions(
-                queue_size=settings.queue_size,
-                delivery_timeout_s=settings.delivery_timeout_s,
-                retry_backoff_s=settings.retry_backoff_s,
-                linger_s=settings.publish_linger_s,
-            ),
+        options = PublisherOptions(
+            queue_size=settings.queue_size,
+            delivery_timeout_s=settings.delivery_timeout_s,
+            retry_backoff_s=settings.retry_backoff_s,
+            linger_s=settings.publish_linger_s,
         )
+        publisher: EventPublisher | ProcessPublisher
+        if settings.publisher == "subprocess" or (settings.publisher == "auto" and sdk):
+            publisher = ProcessPublisher(
+                kafka=settings.kafka,
+                topic=settings.topics.events,
+                spool_dir=Path(settings.spool_dir),
+                spool_max_bytes=settings.spool_max_bytes,
+                gateway_id=settings.gateway_id,
+                metrics=metrics,
+                options=options,
+            )
+        else:
+            publisher = EventPublisher(
+                kafka=settings.kafka,
+                topic=settings.topics.events,
+                spool=DiskSpool(directory=Path(settings.spool_dir), max_bytes=settings.spool_max_bytes),
+                metrics=metrics,
+                options=options,
+            )
         blocklist = BlockList()
         decisions, budgets = settings.topics.decisions, settings.topics.budgets
         follower = DecisionFollower(
@@ -450,49 +467,31 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     def record(self, kwargs: dict[str, Any]) -> None:
         """Hand the call's event to the publisher (the request path: a few microseconds). What the
-        event is built from is copied here (`copy_logged_call`: the raw key hashed, nothing LiteLLM
-        may still change kept), and the event is built on the publisher's thread by `_event_of`."""
-        call = copy_logged_call(kwargs)
-        self.publisher.publish_deferred(functools.partial(self._event_of, call))
+        event is built from is copied here (the raw key hashed, nothing LiteLLM may still change
+        kept): pickled for the subprocess publisher (`wire.snapshot`), which builds it in its child;
+        else copied (`copy_logged_call`), and built on the publisher's thread by `_event_of`."""
+        publisher = self.publisher
+        if isinstance(publisher, ProcessPublisher):
+            publisher.record(kwargs)
+        else:
+            publisher.publish_deferred(functools.partial(self._event_of, copy_logged_call(kwargs)))
         self._unlogged.logged(kwargs.get("litellm_call_id"))  # after the hand-over: close() waits for this
 
     def _event_of(self, call: dict[str, Any]) -> SpendEvent | None:
-        """The call's event, built on the publisher's thread. A call whose event cannot be built
-        is still charged, by `_fallback`."""
-        try:
-            event = build_spend_event(call, gateway_id=self.gateway_id)
-        except Exception:
-            log.exception("spendpipe could not build the spend event of call %s", _call_id(call))
-            event = self._fallback(call)
-        else:
-            if event is None:
-                self.metrics.build_errors.inc()
-                log.warning("spendpipe: call %s has no standard_logging_object", _call_id(call))
+        """The call's event, built on the publisher's thread (`event_or_fallback`), accounted."""
+        event = event_or_fallback(call, gateway_id=self.gateway_id, metrics=self.metrics)
         if event is not None:
-            self.metrics.recorded.inc()
-            self.key_spend.add(event.key_hash, event.cost, event.occurred_at, call.get("litellm_call_id"))
-            if self.process_budget is not None:  # litellm.max_budget: on the publisher's thread, locked
-                self.process_budget.add(event.cost)
+            self.account(Recorded.of(event, call))
         return event
 
-    def _fallback(self, kwargs: dict[str, Any]) -> SpendEvent | None:
-        """The call's full event is lost (`events_lost{reason="unbuildable"}`); its cost is charged
-        to the key, user, team and organisation alone, or, if not even that event can be built,
-        to nothing (`reason="uncharged"`)."""
-        self.metrics.build_errors.inc()
-        try:
-            event = fallback_spend_event(kwargs, gateway_id=self.gateway_id)
-        except Exception:
-            self.metrics.lost.labels(reason="uncharged").inc()
-            log.exception("spendpipe lost call %s: its cost is charged to no scope", _call_id(kwargs))
-            return None
-        self.metrics.lost.labels(reason="unbuildable").inc()
-        log.error(
-            "spendpipe lost the event of call %s: %s charged to its key, user, team and org only",
-            _call_id(kwargs),
-            event.cost,
-        )
-        return event
+    def account(self, recorded: Recorded) -> None:
+        """What this process keeps of each event it recorded: the count, the key's spend (the
+        proxy's key spend headers) and the process's spend (`litellm.max_budget`). Called on the
+        publisher's thread, or, with the subprocess publisher, once the child has handled it."""
+        self.metrics.recorded.inc()
+        self.key_spend.add(recorded.key_hash, recorded.cost, recorded.occurred_at, recorded.call_id)
+        if self.process_budget is not None:  # locked: several threads may record
+            self.process_budget.add(recorded.cost)
 
     def close(self, timeout: float = 30.0) -> bool:
         """Wait up to `close_wait_s` for LiteLLM to log the calls already made (`UnloggedCalls`),
@@ -605,10 +604,6 @@ def _on_event_loop() -> bool:
     except RuntimeError:
         return False
     return True
-
-
-def _call_id(kwargs: dict[str, Any]) -> str:
-    return str(kwargs.get("litellm_call_id", "?"))
 
 
 def model_group_of(kwargs: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@
 * Started at once: the block list is read while the application starts up, and the plugin is
   closed at exit.
 * `litellm.max_budget` is honoured for this process (`process_budget.py`).
+* Events built and delivered by a subprocess (`SPENDPIPE_PUBLISHER`, `auto`: the request path
+  then only pickles a few fields of each call; `recording/publisher_process.py`).
 * Without what only the proxy uses: no session log (the SDK runs no pre-call hook that could cap
   a session; docs/agent-sessions.md), whose reader would otherwise ask Kafka 20 times a second.
 """
@@ -38,7 +40,7 @@ def install(settings: GatewaySettings | None = None) -> SpendpipeLogger:
         present = installed()
         if present is not None:
             return present
-        plugin = SpendpipeLogger.from_settings(settings or load_settings(GatewaySettings))
+        plugin = SpendpipeLogger.from_settings(settings or load_settings(GatewaySettings), sdk=True)
         plugin.process_budget = ProcessBudget()
         plugin.refuses_sdk_calls = True
         plugin.declared = None  # keys with budgets of their own come with the proxy only

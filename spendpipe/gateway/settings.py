@@ -48,6 +48,11 @@ class GatewaySettings(CalendarFields, BaseSettings):
     publish_linger_s: float = Field(default=0.05, ge=0, le=5)
     """How long the publisher lets events gather before it sends them (one Kafka batch per
     partition for all): what an event waits at most before it leaves, for much less CPU per event."""
+    publisher: Literal["auto", "subprocess", "thread"] = "auto"
+    """Where events are built and delivered: `subprocess`, a child process of the gateway's fed
+    over a pipe (the request path only pickles a few fields; docs/performance.md measures what
+    that saves), or `thread`, a thread of the gateway process. `auto`: the subprocess in SDK mode
+    (`spendpipe.install()`), the thread in a proxy, whose workers would each start a child."""
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""

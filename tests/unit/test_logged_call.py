@@ -105,6 +105,13 @@ def test_later_changes_to_the_call_do_not_reach_the_copy() -> None:
 def test_hostile_values_build_the_same_event_from_the_copy(
     *, user: object, label: object, tags: object, agent: object, tokens: object
 ) -> None:
+    kwargs = hostile_call(user=user, label=label, tags=tags, agent=agent, tokens=tokens)
+
+    assert _event_or_error(copy_logged_call(kwargs)) == _event_or_error(kwargs)
+
+
+def hostile_call(*, user: object, label: object, tags: object, agent: object, tokens: object) -> dict[str, Any]:
+    """A logged call with hostile values in every field a client can reach."""
     metadata = {**logging_object()["metadata"], "user_api_key_alias": label, "user_api_key_team_id": label}
     record = logging_object(
         end_user=user,
@@ -117,14 +124,12 @@ def test_hostile_values_build_the_same_event_from_the_copy(
         metadata=metadata,
         prompt_tokens=tokens,
     )
-    kwargs = {
+    return {
         "standard_logging_object": record,
         "litellm_params": {"metadata": {"agent_id": agent, "session_id": label, "user_api_key": RAW_KEY}},
         "user": user,
         "optional_params": {"user": user},
     }
-
-    assert _event_or_error(copy_logged_call(kwargs)) == _event_or_error(kwargs)
 
 
 def test_a_raw_key_that_cannot_be_hashed_is_dropped_not_raised() -> None:

@@ -12,6 +12,7 @@ alone: the plugin publishes that and counts the full event as lost.
 """
 
 import hashlib
+import logging
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -22,10 +23,18 @@ from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of, model_label
+from spendpipe.gateway.metrics import GatewayMetrics
+
+log = logging.getLogger(__name__)
 
 
-def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEvent | None:
-    """The event for one finished call, or None when LiteLLM gave no standard logging object."""
+def build_spend_event(
+    kwargs: Mapping[str, Any], *, gateway_id: str, fallback_id: str | None = None
+) -> SpendEvent | None:
+    """The event for one finished call, or None when LiteLLM gave no standard logging object.
+    `fallback_id` is the event id of a call that names neither its call id nor its response id
+    (a random one without it): the subprocess publisher passes one that stays the same when a
+    record is sent to it again."""
     record = kwargs.get("standard_logging_object")
     if not isinstance(record, Mapping):
         return None
@@ -34,7 +43,7 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
     cache_hit = bool(record.get("cache_hit"))
     start, end = _as_float(record.get("startTime")), _as_float(record.get("endTime"))
     return SpendEvent(
-        event_id=_event_id(record),
+        event_id=_event_id(record, fallback_id),
         occurred_at=datetime.fromtimestamp(end or start or datetime.now(UTC).timestamp(), UTC),
         key_hash=who.key_hash,
         key_alias=label_of(metadata.get("user_api_key_alias")),
@@ -61,7 +70,7 @@ def build_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEve
     )
 
 
-def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> SpendEvent:
+def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str, fallback_id: str | None = None) -> SpendEvent:
     """The least event that still charges a call whose full event could not be built: its cost
     against the key, user, team and organisation (and so their team membership and global), now,
     with the full event's id so a repeated callback is still one event. Raises if even this
@@ -71,7 +80,7 @@ def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> Spend
         raise ValueError("no standard_logging_object")
     who = RequestIdentity.of_logged_call(kwargs)
     return SpendEvent(
-        event_id=_event_id(record),
+        event_id=_event_id(record, fallback_id),
         occurred_at=datetime.now(UTC),
         key_hash=who.key_hash,
         user_id=who.user_id,
@@ -81,6 +90,55 @@ def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str) -> Spend
         cost=_cost(record),
         gateway_id=gateway_id,
     )
+
+
+class Recorded(NamedTuple):
+    """What the gateway process keeps of an event it recorded (`SpendpipeLogger.account`)."""
+
+    key_hash: str | None
+    cost: Decimal
+    occurred_at: datetime
+    call_id: str | None
+
+    @classmethod
+    def of(cls, event: SpendEvent, call: Mapping[str, Any]) -> "Recorded":
+        call_id = call.get("litellm_call_id")
+        return cls(event.key_hash, event.cost, event.occurred_at, call_id if isinstance(call_id, str) else None)
+
+
+def event_or_fallback(
+    call: Mapping[str, Any], *, gateway_id: str, metrics: GatewayMetrics, fallback_id: str | None = None
+) -> SpendEvent | None:
+    """The call's event; a call whose full event cannot be built is still charged by its fallback
+    event (`events_lost{reason="unbuildable"}`), or, if not even that can be built, by nothing
+    (`reason="uncharged"`). None when there is no event to publish (each case counted and logged)."""
+    try:
+        event = build_spend_event(call, gateway_id=gateway_id, fallback_id=fallback_id)
+    except Exception:
+        log.exception("spendpipe could not build the spend event of call %s", _call_id(call))
+    else:
+        if event is None:
+            metrics.build_errors.inc()
+            log.warning("spendpipe: call %s has no standard_logging_object", _call_id(call))
+        return event
+    metrics.build_errors.inc()
+    try:
+        fallback = fallback_spend_event(call, gateway_id=gateway_id, fallback_id=fallback_id)
+    except Exception:
+        metrics.lost.labels(reason="uncharged").inc()
+        log.exception("spendpipe lost call %s: its cost is charged to no scope", _call_id(call))
+        return None
+    metrics.lost.labels(reason="unbuildable").inc()
+    log.error(
+        "spendpipe lost the event of call %s: %s charged to its key, user, team and org only",
+        _call_id(call),
+        fallback.cost,
+    )
+    return fallback
+
+
+def _call_id(call: Mapping[str, Any]) -> str:
+    return str(call.get("litellm_call_id", "?"))
 
 
 def charged_cost(kwargs: Mapping[str, Any]) -> Decimal | None:
@@ -126,13 +184,13 @@ def _cost(record: Mapping[str, Any]) -> Decimal:
     return Decimal(0) if record.get("cache_hit") else cost_from_float(record.get("response_cost") or 0.0)
 
 
-def _event_id(record: Mapping[str, Any]) -> str:
+def _event_id(record: Mapping[str, Any], fallback_id: str | None = None) -> str:
     """Stable for one callback of one call (so a repeated callback is dropped as a duplicate),
     but not choosable by a client: the proxy takes `litellm_call_id` from the request's
     `x-litellm-call-id` header, so it is combined with the response id and the call's times."""
     parts = [record.get("litellm_call_id"), record.get("id"), record.get("startTime"), record.get("endTime")]
     if not any(parts[:2]):
-        return str(uuid.uuid4())
+        return fallback_id or str(uuid.uuid4())
     digest = hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()
     # `str(uuid.UUID(bytes=digest[:16]))` (no version bits are set), without building the UUID
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"

@@ -67,48 +67,59 @@ def _hashed(value: object) -> object:
 _RECORD_SCALARS = (
     "id", "litellm_call_id", "startTime", "endTime", "model", "model_group", "custom_llm_provider",
     "call_type", "prompt_tokens", "completion_tokens", "total_tokens", "response_cost", "cache_hit",
-    "status", "request_tags", "end_user", "session_id",
+    "status", "end_user", "session_id",
 )  # fmt: skip
-_READ: Shape = {
-    "litellm_call_id": _kept,
-    "user": _kept,
-    "optional_params": {"user": _kept},
-    "litellm_params": {
-        "proxy_server_request": _present,
-        "metadata": {
-            **{name: _kept for names in SDK_NAMES.values() for name in names},  # SDK attribution
-            "user_api_key_hash": _hash_only,
-            "user_api_key": _hashed,
-            "key": _hashed,
-            "session_id": _kept,
-            "trace_id": _kept,
-            "agent_id": _kept,
-            "agent_name": _kept,
+
+
+def read_shape(keep: Leaf, tags: Leaf | None = None) -> Shape:
+    """The fields the builder reads, each with the rule that takes its value: `keep` for plain
+    values, `tags` (default `keep`) for the logged request tags, the key's rules for keys. The
+    wire record of the subprocess publisher (`wire.py`) takes the same fields by other rules."""
+    return {
+        "litellm_call_id": keep,
+        "user": keep,
+        "optional_params": {"user": keep},
+        "litellm_params": {
+            "proxy_server_request": _present,
+            "metadata": {
+                **{name: keep for names in SDK_NAMES.values() for name in names},  # SDK attribution
+                "user_api_key_hash": _hash_only,
+                "user_api_key": _hashed,
+                "key": _hashed,
+                "session_id": keep,
+                "trace_id": keep,
+                "agent_id": keep,
+                "agent_name": keep,
+            },
+            "litellm_metadata": {"session_id": keep, "trace_id": keep},
+            "litellm_session_id": keep,
         },
-        "litellm_metadata": {"session_id": _kept, "trace_id": _kept},
-        "litellm_session_id": _kept,
-    },
-    "standard_logging_object": {
-        **dict.fromkeys(_RECORD_SCALARS, _kept),
-        "error_information": {"error_class": _kept},
-        "metadata": {
-            "user_api_key_hash": _hash_only,
-            "user_api_key_alias": _kept,
-            "user_api_key_user_id": _kept,
-            "user_api_key_team_id": _kept,
-            "user_api_key_org_id": _kept,
-            "user_api_key_end_user_id": _kept,
+        "standard_logging_object": {
+            **dict.fromkeys(_RECORD_SCALARS, keep),
+            "request_tags": tags or keep,
+            "error_information": {"error_class": keep},
+            "metadata": {
+                "user_api_key_hash": _hash_only,
+                "user_api_key_alias": keep,
+                "user_api_key_user_id": keep,
+                "user_api_key_team_id": keep,
+                "user_api_key_org_id": keep,
+                "user_api_key_end_user_id": keep,
+            },
         },
-    },
-}
+    }
+
+
+_READ = read_shape(_kept)
 
 
 def copy_logged_call(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """The fields the builder reads from a callback's kwargs, copied; never raises."""
-    return _copy(kwargs, _READ)
+    return copy_shaped(kwargs, _READ)
 
 
-def _copy(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
+def copy_shaped(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
+    """The fields of `shape` in `source`, each taken by its rule; never raises."""
     copied: dict[str, Any] = {}
     for name, inner in shape.items():
         try:
@@ -122,5 +133,5 @@ def _copy(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
             if (kept := inner(value)) is not None:  # type: ignore[operator]
                 copied[name] = kept
         elif isinstance(value, Mapping):  # the builder reads a container that is not one as empty
-            copied[name] = _copy(value, inner)
+            copied[name] = copy_shaped(value, inner)
     return copied

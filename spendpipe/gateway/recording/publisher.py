@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -43,6 +44,7 @@ from spendpipe.platform.kafka import KafkaSettings
 
 log = logging.getLogger(__name__)
 
+Item = TypeVar("Item")
 Payload = tuple[bytes | None, bytes]
 """(Kafka key, value)"""
 Deferred = Callable[[], SpendEvent | None]
@@ -63,7 +65,52 @@ class PublisherOptions:
     """How long to wait, after Kafka failed, before trying it again."""
 
 
-class EventPublisher:
+class HandOver(Generic[Item]):
+    """A queue that request threads append to and one background thread drains, sleeping while
+    it is empty: the hand-over that finds it asleep wakes it (`_wake_up`). The in-thread publisher
+    and the subprocess publisher (`publisher_process.py`) both hand over this way."""
+
+    def __init__(self, *, metrics: GatewayMetrics, background: BackgroundLoop) -> None:
+        self._metrics = metrics
+        self._queue: collections.deque[Item] = collections.deque()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._asleep = False
+        """The thread waits on `_wake`: the next hand-over must wake it."""
+        self._background = background
+
+    def _start(self) -> None:
+        if self._background.start():
+            atexit.register(self.close)
+
+    def close(self, timeout: float = 30.0) -> bool:
+        raise NotImplementedError
+
+    def _lose(self, count: int, reason: str) -> None:
+        self._metrics.lost.labels(reason=reason).inc(count)
+        log.error("spendpipe lost %d spend event(s): %s", count, reason)
+
+    def _wake_up(self) -> None:
+        """Called from any thread. The thread sets `_asleep` before it looks at the queue a last
+        time, and a hand-over appends before it reads `_asleep`, so an item is never left behind
+        by a sleeping thread (a wake-up too many only costs the thread one look)."""
+        self._asleep = False
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended
+                loop.call_soon_threadsafe(self._wake.set)
+
+    def _take(self, limit: int) -> list[Item]:
+        taken: list[Item] = []
+        while len(taken) < limit:
+            try:
+                taken.append(self._queue.popleft())
+            except IndexError:
+                break
+        return taken
+
+
+class EventPublisher(HandOver[SpendEvent | Deferred]):
     """Owns the queue, the background thread, the producer and the spool.
 
     Lifecycle: nothing starts in `__init__`; the first `publish()` starts the thread.
@@ -81,17 +128,11 @@ class EventPublisher:
         metrics: GatewayMetrics,
         options: PublisherOptions,
     ) -> None:
+        super().__init__(metrics=metrics, background=BackgroundLoop(name="spendpipe-publisher", main=self._run))
         self._kafka = kafka
         self._topic = topic
         self._spool = spool
-        self._metrics = metrics
         self._options = options
-        self._queue: collections.deque[SpendEvent | Deferred] = collections.deque()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake = asyncio.Event()
-        self._asleep = False
-        """The thread waits on `_wake`: the next hand-over must wake it."""
-        self._background = BackgroundLoop(name="spendpipe-publisher", main=self._run)
         self._stopping = threading.Event()
         self._closed = False
         self._submitted = itertools.count(1)  # next() is atomic: callbacks run on many threads
@@ -129,16 +170,6 @@ class EventPublisher:
         if self._asleep:
             self._wake_up()
 
-    def _wake_up(self) -> None:
-        """Called from any thread. The thread sets `_asleep` before it looks at the queue a last
-        time, and a hand-over appends before it reads `_asleep`, so an item is never left behind
-        by a sleeping thread (a wake-up too many only costs the thread one look)."""
-        self._asleep = False
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended
-                loop.call_soon_threadsafe(self._wake.set)
-
     def wait_idle(self, timeout: float) -> bool:
         """Block until every event handed over so far is acknowledged by Kafka or spooled,
         and the spool is empty unless Kafka is down. True when that happened in time."""
@@ -148,6 +179,18 @@ class EventPublisher:
                 lambda: self._handled >= target and (self._spool.empty or self._kafka_is_down()),
                 timeout,
             )
+
+    def progress(self) -> tuple[int, bool, bool]:
+        """(how many items handed over are handled: delivered, spooled or counted as lost, in the
+        order they were handed over; the spool is empty; Kafka is down)."""
+        return self._handled, self._spool.empty, self._kafka_is_down()
+
+    def wait_progress(self, last: tuple[int, bool, bool]) -> tuple[int, bool, bool]:
+        """Block until `progress()` differs from `last` (as the thread notes its progress: no
+        polling), and return it."""
+        with self._progress:
+            self._progress.wait_for(lambda: self.progress() != last)
+            return self.progress()
 
     def close(self, timeout: float = 30.0) -> bool:
         """Stop; True when the background thread finished within `timeout`."""
@@ -160,14 +203,6 @@ class EventPublisher:
     def running(self) -> bool:
         """The background thread runs: started, and not ended by `close()` or an error."""
         return self._background.alive
-
-    def _start(self) -> None:
-        if self._background.start():
-            atexit.register(self.close)
-
-    def _lose(self, count: int, reason: str) -> None:
-        self._metrics.lost.labels(reason=reason).inc(count)
-        log.error("spendpipe lost %d spend event(s): %s", count, reason)
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -234,15 +269,6 @@ class EventPublisher:
         with self._progress:
             self._handled += count
             self._progress.notify_all()
-
-    def _take(self, limit: int) -> list[SpendEvent | Deferred]:
-        taken: list[SpendEvent | Deferred] = []
-        while len(taken) < limit:
-            try:
-                taken.append(self._queue.popleft())
-            except IndexError:
-                break
-        return taken
 
     async def _send_or_spool(
         self, producer: AIOKafkaProducer | None, payloads: list[Payload]

@@ -1,0 +1,366 @@
+"""Publishing from a subprocess, so the gateway process spends almost nothing per call.
+
+In-thread (`publisher.py`), building an event (identity, labels, pydantic) and delivering it
+(aiokafka) cost about 110 µs of CPU per call on a thread of the gateway process, holding the
+GIL its requests need. Here the request path only pickles the few fields the event is built from
+(`wire.snapshot`, a few µs) and appends them to a queue. One thread of the gateway process, asleep
+while there is nothing to do and woken by the hand-over that finds it so, writes what gathered
+(`linger_s`) to a child process's stdin in one write, whose system call releases the GIL. The
+child (`publisher_child.py`) builds, delivers and spools, with the in-thread publisher's code.
+
+What the gateway process keeps:
+* **no loss, no double count.** A call stays in memory until the child reports it handled
+  (delivered, spooled or counted as lost). A child that dies is started again and sent every call
+  it had not reported, in order; their events get the same event ids (the call's ids, or one made
+  of this process's run id and the call's sequence number), so a call the dead child had
+  delivered but not reported is a duplicate the aggregator drops, as for a spool replayed after a
+  crash. What a call accounts here (`account`: the count, the key's and the process's spend) is
+  taken from the report that hands it, so once.
+* **the spool** is the child's (the same directory and bound): one child at a time uses it.
+* **`close()`** sends the rest, closes the child's stdin and waits for it to deliver or spool
+  everything and exit; **`wait_idle()`** waits for the reports, without lingering.
+* **metrics**: the child reports its counters; they are added to this process's.
+* **the child** is started with `close_fds` (it holds only its stdin, stdout and stderr), and
+  ends when its stdin ends, also when this process dies: it then delivers what it holds and exits.
+"""
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import os
+import pickle
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import spendpipe
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.event_builder import Recorded
+from spendpipe.gateway.recording.publisher import HandOver, PublisherOptions
+from spendpipe.gateway.recording.wire import (
+    LENGTH_HEADER,
+    MAX_FRAME,
+    ChildConfig,
+    Report,
+    built_snapshot,
+    length_frame,
+    received_recorded,
+    record_frame,
+    snapshot,
+)
+from spendpipe.platform.background_loop import BackgroundLoop
+from spendpipe.platform.kafka import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+CHILD_MODULE = "spendpipe.gateway.recording.publisher_child"
+CHILD_LINGER_S = 0.005
+"""The child's own linger: calls reach it gathered already."""
+
+_PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(spendpipe.__file__)))
+
+MAX_RESTART_BACKOFF_S = 30.0
+"""A child that keeps dying is started again at most this often (and the wait doubles to it)."""
+MAX_RECORD = (1 << 32) - 1
+"""A snapshot's length must fit the frame's 4 bytes; a larger one (a client's gigabytes in a field)
+is counted as `unbuildable` rather than sent."""
+
+Call = tuple[int, bytes]
+"""(sequence number, snapshot)"""
+
+
+class ProcessPublisher(HandOver[tuple[int, bytes]]):
+    """Same lifecycle as `EventPublisher`: nothing starts in `__init__`, `start()` (or the first
+    call) starts the thread and the child, `close()` delivers and stops, also at exit."""
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topic: str,
+        spool_dir: Path,
+        spool_max_bytes: int,
+        gateway_id: str,
+        metrics: GatewayMetrics,
+        options: PublisherOptions,
+        restart_backoff_s: float = 0.5,
+    ) -> None:
+        self._config = ChildConfig(
+            kafka=kafka,
+            topic=topic,
+            spool_dir=spool_dir,
+            spool_max_bytes=spool_max_bytes,
+            options=PublisherOptions(
+                queue_size=2 * options.queue_size,  # never the child's limit: this process bounds what it sends
+                batch_size=options.batch_size,
+                linger_s=min(options.linger_s, CHILD_LINGER_S),
+                delivery_timeout_s=options.delivery_timeout_s,
+                retry_backoff_s=options.retry_backoff_s,
+            ),
+            gateway_id=gateway_id,
+            run_id=uuid.uuid4().hex,
+        )
+        super().__init__(metrics=metrics, background=BackgroundLoop(name="spendpipe-publisher", main=self._run))
+        self._options = options
+        self._restart_backoff_s = restart_backoff_s
+        self.account: Callable[[Recorded], None] = _ignore
+        """What the gateway keeps of each recorded event; called on this publisher's thread."""
+        self._sent: collections.deque[Call] = collections.deque()
+        """Written to the child, not reported handled yet (this publisher's thread only)."""
+        self._submitted = itertools.count(1)
+        self._last_submitted = 0
+        self._handled = 0
+        self._child_handled = 0
+        self._spool_empty = True
+        self._kafka_down = False
+        self._progress = threading.Condition()
+        self._flushing = 0
+        self._closing = threading.Event()
+        self._closed = False
+        self.child_pid: int | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        """Start the thread and the child now (its imports and its Kafka connection are then not
+        paid by the first call)."""
+        self._start()
+
+    def record(self, kwargs: Any) -> None:
+        """The request path: snapshot a logged call and hand it over; never blocks or raises."""
+        self._hand_over(snapshot, kwargs)
+
+    def publish(self, event: SpendEvent) -> None:
+        """Hand over an event built already (the child publishes it as it is; nothing is
+        accounted); never blocks or raises."""
+        self._hand_over(built_snapshot, event)
+
+    def _hand_over(self, encode: Callable[[Any], bytes], item: Any) -> None:
+        self._start()
+        if self._closed:
+            self._lose(1, "closed")
+            return
+        if len(self._queue) + len(self._sent) >= self._options.queue_size:
+            self._lose(1, "queue_full")
+            return
+        try:
+            payload = encode(item)
+        except Exception:  # not expected of what LiteLLM hands over; never raised into LiteLLM
+            log.exception("spendpipe could not snapshot a logged call")
+            self._lose(1, "unbuildable")
+            return
+        if len(payload) > MAX_RECORD:
+            self._lose(1, "unbuildable")
+            return
+        self._queue.append((seq := next(self._submitted), payload))
+        self._last_submitted = seq
+        if self._asleep:
+            self._wake_up()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until every call handed over so far is handled by the child (delivered, spooled or
+        lost) and the spool is empty unless Kafka is down; True when that happened in time. What
+        is queued is sent at once, without lingering."""
+        target = self._last_submitted
+        with self._progress:
+            self._flushing += 1
+        try:
+            self._wake_up()
+            with self._progress:
+                return self._progress.wait_for(
+                    lambda: self._handled >= target and (self._spool_empty or self._kafka_down), timeout
+                )
+        finally:
+            with self._progress:
+                self._flushing -= 1
+
+    def close(self, timeout: float = 30.0) -> bool:
+        """Send what is queued, let the child deliver or spool everything and exit; True when it
+        did within `timeout`."""
+        self._closed = True
+        self._closing.set()
+        self._wake_up()
+        return self._background.stop(timeout, cancel=False)
+
+    @property
+    def running(self) -> bool:
+        return self._background.alive
+
+    @property
+    def _spool(self) -> "ReportedSpool":
+        """The child's spool, as its last report left it (the in-thread publisher's `_spool`)."""
+        return ReportedSpool(empty=self._spool_empty)
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        backoff = self._restart_backoff_s
+        while True:
+            started = time.monotonic()
+            try:
+                child = await self._spawn()
+            except Exception as error:
+                log.error("spendpipe could not start its publisher process: %r", error)
+                if self._closing.is_set():
+                    self._lose(len(self._sent) + len(self._queue), "closed")
+                    return
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
+                continue
+            await self._serve(child)
+            code = await child.wait()
+            if self._closing.is_set() and not self._sent and not self._queue:
+                return
+            self.restarts += 1
+            log.warning(
+                "spendpipe's publisher process %s ended (%s) with %d call(s) unreported: starting another",
+                child.pid,
+                code,
+                len(self._sent),
+            )
+            if time.monotonic() - started < MAX_RESTART_BACKOFF_S:  # one that dies soon: not in a tight loop
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
+            else:
+                backoff = self._restart_backoff_s
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        root = _PACKAGE_ROOT  # the child imports the spendpipe this process runs
+        path = os.environ.get("PYTHONPATH")
+        env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root}
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            CHILD_MODULE,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            close_fds=True,
+            env=env,
+        )
+        self.child_pid = child.pid
+        self._child_handled = 0
+        self._queue.extendleft(reversed(self._sent))  # unreported: sent again, in order, first
+        self._sent.clear()
+        return child
+
+    async def _serve(self, child: asyncio.subprocess.Process) -> None:
+        """Until the child's reports end (it exited, or died)."""
+        reader = asyncio.ensure_future(self._read(child))
+        writer = asyncio.ensure_future(self._write(child))
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if writer.done() and not writer.cancelled() and writer.exception() is not None:
+            log.warning("spendpipe could not write to its publisher process: %r", writer.exception())
+            _kill(child)  # a child that would wait for calls no one writes: its reports end
+        await reader  # until the child's stdout ends: it exited (after `close()`) or died
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer
+        _kill(child)  # its reports ended, so it cannot be told anything more
+
+    async def _write(self, child: asyncio.subprocess.Process) -> None:
+        stdin = child.stdin
+        assert stdin is not None
+        stdin.write(length_frame(self._config))
+        while True:
+            calls = self._take(self._options.batch_size)
+            if calls:
+                self._sent.extend(calls)
+                stdin.write(b"".join(record_frame(seq, payload) for seq, payload in calls))
+                await stdin.drain()
+                if len(self._queue) < self._options.batch_size:
+                    await self._linger()
+                continue
+            if self._closing.is_set():
+                stdin.close()
+                await stdin.wait_closed()
+                return
+            await self._sleep()
+
+    async def _linger(self) -> None:
+        """Let more calls gather, unless someone waits (`wait_idle`, `close`: each says so before it
+        wakes this thread, so a wake-up cleared here is seen in the flags)."""
+        self._wake.clear()
+        if self._flushing or self._closing.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._options.linger_s):
+                await self._wake.wait()
+
+    async def _sleep(self) -> None:
+        self._asleep = True
+        if self._queue or self._closing.is_set():
+            self._asleep = False
+            return
+        try:
+            await self._wake.wait()
+        finally:
+            self._asleep = False
+            self._wake.clear()
+        await self._linger()
+
+    async def _read(self, child: asyncio.subprocess.Process) -> None:
+        stdout = child.stdout
+        assert stdout is not None
+        while True:
+            try:
+                (length,) = LENGTH_HEADER.unpack(await stdout.readexactly(LENGTH_HEADER.size))
+                if length > MAX_FRAME:
+                    raise ValueError(f"a report of {length} bytes")
+                report = pickle.loads(await stdout.readexactly(length))  # noqa: S301  # from our own child
+            except asyncio.IncompleteReadError:
+                return  # the child ended; a report cut short is not taken
+            except Exception as error:
+                log.error("spendpipe could not read its publisher process's report: %r", error)
+                return
+            self._apply(report)
+
+    def _apply(self, report: Report) -> None:
+        handled = max(0, min(report.handled - self._child_handled, len(self._sent)))
+        self._child_handled = report.handled
+        for _ in range(handled):
+            self._sent.popleft()
+        for recorded in report.recorded:
+            try:
+                self.account(received_recorded(recorded))
+            except Exception:
+                log.exception("spendpipe could not account a recorded event")
+        self._count(report.counters)
+        with self._progress:
+            self._handled += handled
+            self._spool_empty, self._kafka_down = report.spool_empty, report.kafka_down
+            self._progress.notify_all()
+
+    def _count(self, counters: dict[str, float]) -> None:
+        metrics = self._metrics
+        for name, value in counters.items():
+            if name == "spool_bytes":
+                metrics.spool_bytes.set(value)
+            elif name == "events_published":
+                metrics.published.inc(value)
+            elif name == "events_spooled":
+                metrics.spooled.inc(value)
+            elif name == "event_build_errors":
+                metrics.build_errors.inc(value)
+            elif name.startswith("events_lost:"):
+                metrics.lost.labels(reason=name.removeprefix("events_lost:")).inc(value)
+
+
+@dataclass(frozen=True)
+class ReportedSpool:
+    empty: bool
+
+
+def _ignore(recorded: Recorded) -> None:
+    return None
+
+
+def _kill(child: asyncio.subprocess.Process) -> None:
+    if child.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()

@@ -1,0 +1,191 @@
+"""What crosses the pipe between a gateway process and its publisher subprocess
+(`publisher_process.py`, `publisher_child.py`).
+
+**A logged call** is `snapshot(kwargs)`: the fields the event builder reads (`logged_call.read_shape`,
+the raw key hashed as in the in-thread copy), pickled on the request path. Pickling is the copy:
+the bytes do not change when LiteLLM or another callback changes the call afterwards, and no deep
+copy is made. A value is sent as it is when it is plain data (text, numbers, bytes, datetimes,
+and lists, tuples and dicts of those); anything else is sent as its label (`labels.label_of`), the
+value every reader of that field takes from it, and the request tags item by item. So the child
+builds the event the call would build (`tests/unit/test_wire.py`), except that a field read as a
+number that held an object builds the fallback event by another exception. Pickle, not JSON:
+a datetime, a tuple, a big integer and a NaN cost come back as they were, and `restore` (the
+child) accepts no class but datetime's, so the bytes can only ever be data.
+
+**Frames**: host to child, a config frame first (`ChildConfig`: length, 4 bytes, and pickle),
+then one frame per call: sequence number (8 bytes), length (4 bytes), snapshot. Child to host,
+reports (`Report`), framed as the config. A frame cut short by a dying child is never read as a whole one.
+"""
+
+import io
+import pickle
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.gateway.labels import label_of
+from spendpipe.gateway.recording.event_builder import Recorded
+from spendpipe.gateway.recording.logged_call import Shape, copy_shaped, read_shape
+from spendpipe.gateway.recording.publisher import PublisherOptions
+from spendpipe.platform.kafka import KafkaSettings
+
+RECORD_HEADER = struct.Struct("!QI")
+"""A call's frame: its sequence number and the snapshot's length."""
+LENGTH_HEADER = struct.Struct("!I")
+"""The config's frame and a report's: the pickle's length."""
+MAX_FRAME = 1 << 30
+"""A report longer than this is refused (one accounts at most `queue_size` events, about a hundred
+bytes each: call ids longer than `MAX_CALL_ID` are not sent)."""
+MAX_CALL_ID = 256
+
+_PLAIN = frozenset({str, int, float, bool, bytes, type(None)})
+
+
+def _plain(value: object, depth: int = 0) -> bool:
+    kind = type(value)
+    if kind in _PLAIN:
+        return True
+    if kind is datetime:
+        zone = value.tzinfo  # type: ignore[attr-defined]
+        return zone is None or type(zone) is timezone
+    if depth > 16:
+        return False
+    if kind is list or kind is tuple:
+        return all(_plain(item, depth + 1) for item in value)  # type: ignore[attr-defined]
+    if kind is dict:
+        return all(_plain(k, depth + 1) and _plain(v, depth + 1) for k, v in value.items())  # type: ignore[attr-defined]
+    return False
+
+
+def _sent(value: object) -> object:
+    return value if _plain(value) else label_of(value)
+
+
+def _sent_tags(value: object) -> object:
+    if type(value) is list or type(value) is tuple:
+        return [_sent(item) for item in value]
+    return _sent(value)
+
+
+_SHAPE = read_shape(_sent, tags=_sent_tags)
+
+
+def snapshot(kwargs: Any) -> bytes:
+    """The logged call as the child reads it; never raises for what LiteLLM hands a callback."""
+    return pickle.dumps(_taken(kwargs, _SHAPE), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _taken(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
+    """`copy_shaped` by `_SHAPE`, on every call: plain dicts (what LiteLLM hands over) are read
+    without its guards, from whichever of the dict and the shape is smaller, and plain values
+    without a call; anything else takes its careful way."""
+    if type(source) is not dict:
+        return copy_shaped(source, shape)
+    taken: dict[str, Any] = {}
+    pairs = ((name, source.get(name)) for name in shape) if len(shape) <= len(source) else source.items()
+    for name, value in pairs:
+        rule = shape.get(name)
+        if value is None or rule is None:
+            continue
+        if rule is _sent and type(value) in _PLAIN:
+            taken[name] = value
+        elif type(rule) is dict:
+            if type(value) is dict or isinstance(value, Mapping):
+                taken[name] = _taken(value, rule)
+        elif (kept := rule(value)) is not None:  # type: ignore[operator]
+            taken[name] = kept
+    return taken
+
+
+def built_snapshot(event: SpendEvent) -> bytes:
+    """An event built already, sent to the child as it is."""
+    return pickle.dumps({BUILT: event.to_json()}, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+BUILT = "spendpipe_built_event"
+"""The one field of a `built_snapshot` (no logged call has it)."""
+
+_ALLOWED = {("datetime", "datetime"), ("datetime", "timezone"), ("datetime", "timedelta")}
+
+
+class _DataOnly(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED:
+            raise pickle.UnpicklingError(f"{module}.{name} is not data")
+        return super().find_class(module, name)
+
+
+def restore(data: bytes) -> dict[str, Any]:
+    """A snapshot back as the call's fields. Raises `pickle.UnpicklingError` (or another error of
+    pickle's) for bytes that are not a snapshot."""
+    call = _DataOnly(io.BytesIO(data)).load()
+    if not isinstance(call, dict):
+        raise pickle.UnpicklingError("a snapshot is a dict")
+    return call
+
+
+def record_frame(seq: int, payload: bytes) -> bytes:
+    return RECORD_HEADER.pack(seq, len(payload)) + payload
+
+
+def length_frame(message: "ChildConfig | Report") -> bytes:
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return LENGTH_HEADER.pack(len(payload)) + payload
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    """What the child needs to publish as the in-thread publisher would (sent as the first frame,
+    not in its environment or command line, where other users of the machine could read it)."""
+
+    kafka: KafkaSettings
+    topic: str
+    spool_dir: Path
+    spool_max_bytes: int
+    options: PublisherOptions
+    gateway_id: str
+    run_id: str
+    """Names the host process: with a call's sequence number, the stable id of an event whose call
+    names no id (`fallback_id`)."""
+
+
+def fallback_id(run_id: str, seq: int) -> str:
+    """An event id for a call without a call id or response id, the same however often its
+    record is sent to a child (a random one would count a resent call twice)."""
+    digest = run_id.replace("-", "")[:20] + f"{seq:012x}"
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+SentRecorded = tuple[int, str | None, str, float, str | None]
+"""A `Recorded` in plain values, which unpickle several times faster than a named tuple of a
+Decimal and a datetime: (sequence number, key hash, cost, occurred at as a timestamp, call id)."""
+
+
+def sent_recorded(seq: int, recorded: Recorded) -> SentRecorded:
+    call_id = recorded.call_id if recorded.call_id is None or len(recorded.call_id) <= MAX_CALL_ID else None
+    return seq, recorded.key_hash, str(recorded.cost), recorded.occurred_at.timestamp(), call_id
+
+
+def received_recorded(sent: SentRecorded) -> Recorded:
+    _, key_hash, cost, occurred_at, call_id = sent
+    return Recorded(key_hash, Decimal(cost), datetime.fromtimestamp(occurred_at, UTC), call_id)
+
+
+@dataclass
+class Report:
+    """The child's progress: every call up to `handled` (a sequence number) is delivered to Kafka,
+    written to the spool, or counted as lost; `recorded` holds what the host accounts of each
+    event built since the previous report, by sequence number."""
+
+    handled: int
+    spool_empty: bool
+    kafka_down: bool
+    recorded: list[SentRecorded] = field(default_factory=list)
+    counters: dict[str, float] = field(default_factory=dict)
+    """Increments since the previous report: `published`, `spooled`, `build_errors`, `lost:<reason>`;
+    and `spool_bytes`, a level."""

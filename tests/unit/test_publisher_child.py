@@ -1,0 +1,58 @@
+"""The publisher child's reports: each hands back the calls handled since the previous one, with
+the accounting of exactly those calls, so a call the host sends again after the child died is
+accounted once (by the child that reports it handled)."""
+
+import io
+import pickle
+from pathlib import Path
+
+from spendpipe.gateway.recording.publisher import PublisherOptions
+from spendpipe.gateway.recording.publisher_child import Child
+from spendpipe.gateway.recording.wire import LENGTH_HEADER, ChildConfig, Report, snapshot
+from spendpipe.platform.kafka import KafkaSettings
+from tests.unit.test_event_builder import logging_object
+
+
+def reports_of(sink: io.BytesIO) -> list[Report]:
+    data, reports = sink.getvalue(), []
+    while data:
+        (length,) = LENGTH_HEADER.unpack_from(data)
+        reports.append(pickle.loads(data[LENGTH_HEADER.size : LENGTH_HEADER.size + length]))
+        data = data[LENGTH_HEADER.size + length :]
+    return reports
+
+
+def test_a_report_accounts_only_the_calls_it_hands_back(tmp_path: Path) -> None:
+    sink = io.BytesIO()
+    child = Child(
+        ChildConfig(
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),  # never started here
+            topic="spend.events",
+            spool_dir=tmp_path,
+            spool_max_bytes=1 << 20,
+            options=PublisherOptions(),
+            gateway_id="g",
+            run_id="ab" * 16,
+        ),
+        sink,
+    )
+    calls = {
+        seq: {
+            "standard_logging_object": logging_object(litellm_call_id=f"call-{seq}"),
+            "litellm_call_id": f"call-{seq}",
+        }
+        for seq in (7, 8)
+    }
+    for seq, call in calls.items():  # as the child's thread does: handed over, built, then handled
+        child._seqs.append(seq)
+        child._build(seq, snapshot(call))
+
+    child._report((1, True, False))  # call 7 handled; call 8 built, not handled yet
+    child._report((1, True, False))  # nothing new
+    child._report((2, True, False))
+
+    first, again, second = reports_of(sink)
+    assert [(r[0], r[4]) for r in first.recorded] == [(7, "call-7")]
+    assert again.recorded == []
+    assert [(r[0], r[4]) for r in second.recorded] == [(8, "call-8")]
+    assert (first.handled, second.handled) == (1, 2)

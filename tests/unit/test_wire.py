@@ -1,0 +1,88 @@
+"""The record the subprocess publisher's child builds an event from (`wire.py`): a snapshot of a
+logged call builds the event the call builds, holds no raw key, does not follow later changes to
+the call, and `restore` takes nothing but data."""
+
+import pickle
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+
+from spendpipe.contracts.events import SpendEvent
+from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
+from spendpipe.gateway.recording.wire import fallback_id, restore, snapshot
+from tests.unit.test_event_builder import logging_object
+from tests.unit.test_labels import hostile
+from tests.unit.test_logged_call import RAW_KEY, calls, hostile_call
+
+
+def through_the_pipe(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return restore(snapshot(kwargs))
+
+
+def test_the_snapshot_builds_the_same_event_as_the_call() -> None:
+    for kwargs in calls():
+        built = build_spend_event(kwargs, gateway_id="g")
+        assert built is not None
+        assert build_spend_event(through_the_pipe(kwargs), gateway_id="g") == built, kwargs
+        fallback = fallback_spend_event(kwargs, gateway_id="g", fallback_id="x")
+        sent = fallback_spend_event(through_the_pipe(kwargs), gateway_id="g", fallback_id="x")
+        assert sent.model_copy(update={"occurred_at": fallback.occurred_at}) == fallback
+
+
+def test_the_snapshot_holds_no_raw_key() -> None:
+    for kwargs in calls():
+        assert RAW_KEY.encode() not in snapshot(kwargs)
+
+
+def test_later_changes_to_the_call_do_not_reach_the_snapshot() -> None:
+    kwargs = {"standard_logging_object": logging_object(end_user={"id": "acme"})}
+    sent = snapshot(kwargs)
+    before = build_spend_event(kwargs, gateway_id="g")
+
+    kwargs["standard_logging_object"]["request_tags"].append("added-later")
+    kwargs["standard_logging_object"]["end_user"]["id"] = "changed"
+    kwargs["standard_logging_object"]["response_cost"] = 99.0
+
+    assert build_spend_event(restore(sent), gateway_id="g") == before
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=hostile, label=hostile, tags=hostile, agent=hostile, tokens=hostile)
+def test_hostile_values_build_the_same_event_through_the_pipe(
+    *, user: object, label: object, tags: object, agent: object, tokens: object
+) -> None:
+    """A value that is not plain data crosses as its label. A field read as a number that held
+    one fails the full event by another exception, which the plugin treats alike (the fallback)."""
+    kwargs = hostile_call(user=user, label=label, tags=tags, agent=agent, tokens=tokens)
+
+    assert _event_or_failed(through_the_pipe(kwargs)) == _event_or_failed(kwargs)
+
+
+def test_restore_takes_nothing_but_data() -> None:
+    with pytest.raises(pickle.UnpicklingError):
+        restore(pickle.dumps({"user": Gadget()}))
+    with pytest.raises(pickle.UnpicklingError):
+        restore(pickle.dumps(["not", "a", "call"]))
+
+
+def test_an_event_without_ids_keeps_its_id_when_sent_again() -> None:
+    kwargs = {"standard_logging_object": {"startTime": 1.8e9, "response_cost": 0.1, "model": "m"}}
+    first = build_spend_event(through_the_pipe(kwargs), gateway_id="g", fallback_id=fallback_id("ab" * 16, 7))
+    again = build_spend_event(through_the_pipe(kwargs), gateway_id="g", fallback_id=fallback_id("ab" * 16, 7))
+    other = build_spend_event(through_the_pipe(kwargs), gateway_id="g", fallback_id=fallback_id("ab" * 16, 8))
+    assert first is not None
+    assert again is not None
+    assert other is not None
+    assert first.event_id == again.event_id != other.event_id
+
+
+class Gadget:
+    """Any class but datetime's."""
+
+
+def _event_or_failed(kwargs: dict[str, Any]) -> SpendEvent | str | None:
+    try:
+        return build_spend_event(kwargs, gateway_id="g")
+    except Exception:
+        return "failed"
