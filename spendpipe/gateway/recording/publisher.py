@@ -318,7 +318,7 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
                 partitions = sorted(await producer.partitions_for(self._topic))
                 pending = [
                     await producer.send_batch(batch, self._topic, partition=partition)
-                    for partition, batch in _batches(producer, partitions, payloads)
+                    for partition, batch in record_batches(producer, partitions, payloads)
                 ]
                 await asyncio.gather(*pending)
         except Exception as error:  # any failure means: not known to be delivered
@@ -334,7 +334,7 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             **self._kafka.aiokafka_kwargs(),
             enable_idempotence=True,
             acks="all",
-            linger_ms=0,  # `_batches` hands it whole batches, gathered for `linger_s`
+            linger_ms=0,  # `record_batches` hands it whole batches, gathered for `linger_s`
             max_batch_size=512 * 1024,
             request_timeout_ms=int(self._options.delivery_timeout_s * 1000),
             retry_backoff_ms=200,
@@ -357,7 +357,7 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             log.debug("spendpipe producer did not stop cleanly: %r", error)
 
 
-def _batches(
+def record_batches(
     producer: AIOKafkaProducer, partitions: list[int], payloads: list[Payload]
 ) -> list[tuple[int, BatchBuilder]]:
     """The payloads in record batches, one or more per partition, each record on the partition
