@@ -19,9 +19,13 @@ Each probe is split into the hops this process can see, on the machine's one wal
   about `aggregate` less that mean;
 - announce: `flushed_at` -> the announcement naming the probe's key read from `spend.flushes`
   (this process reads it as the enforcer does);
-- judge: announcement read -> the enforcer's `decided_at` (its fetch wait on `spend.flushes` and
-  the judgement; /metrics gives the mean judgement, `spendpipe_enforcer_judge_seconds`);
-- publish + apply: `decided_at` -> the gateway's block list holds the block.
+- judge: announcement read -> the enforcer's `decided_at`, the clock its judgement reads as it
+  starts: its fetch wait on `spend.flushes` and any judgement still under way;
+- publish: `decided_at` -> the decision's record created by the enforcer's producer (its
+  Kafka create time, in milliseconds): the judgement itself (/metrics gives its mean,
+  `spendpipe_enforcer_judge_seconds`), then signing and the send;
+- apply: that record created -> the gateway's block list holds the block (the broker's write,
+  the gateway's fetch, the signature check and the block list).
 Every probe's hops are printed as it lands; the row's note has their medians.
 """
 
@@ -80,17 +84,16 @@ BACKGROUND_TEAMS = 30
 
 PARTITIONS = 3
 """Of every topic the benchmark creates."""
-HOPS = ("aggregate", "announce", "judge", "publish+apply")
+HOPS = ("aggregate", "announce", "judge", "publish", "apply")
 
 
-class AnnouncementsSeen:
-    """Reads `spend.flushes` as the enforcer does, noting for each key named the first
-    announcement's `flushed_at` and when it was read (wall clock)."""
+class _TopicWatch:
+    """Reads a topic from its end as of `start()`, handing each record to `_note` with the wall
+    clock of its reading."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
         self._topic = topic
-        self.keys: dict[str, tuple[float, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -99,19 +102,16 @@ class AnnouncementsSeen:
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for partition in partitions:
-            await self._consumer.position(partition)  # fixed now: nothing announced later is missed
+            await self._consumer.position(partition)  # fixed now: nothing written later is missed
         self._task = asyncio.create_task(self._read())
 
     async def _read(self) -> None:
         async for record in self._consumer:
-            seen = time.time()
-            if record.value is None:
-                continue
-            announcement = orjson.loads(record.value)
-            flushed_at = datetime.fromisoformat(announcement["flushed_at"]).timestamp()
-            for scope in announcement["scopes"]:
-                if scope["type"] == "key":
-                    self.keys.setdefault(scope["id"], (flushed_at, seen))
+            if record.value is not None:
+                self._note(record.key, record.value, record.timestamp / 1000, time.time())
+
+    def _note(self, key: bytes | None, value: bytes, written: float, seen: float) -> None:
+        raise NotImplementedError
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -119,6 +119,35 @@ class AnnouncementsSeen:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self._consumer.stop()
+
+
+class AnnouncementsSeen(_TopicWatch):
+    """Reads `spend.flushes` as the enforcer does, noting for each key named the first
+    announcement's `flushed_at` and when it was read (wall clock)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.keys: dict[str, tuple[float, float]] = {}
+
+    def _note(self, key: bytes | None, value: bytes, written: float, seen: float) -> None:
+        announcement = orjson.loads(value)
+        flushed_at = datetime.fromisoformat(announcement["flushed_at"]).timestamp()
+        for scope in announcement["scopes"]:
+            if scope["type"] == "key":
+                self.keys.setdefault(scope["id"], (flushed_at, seen))
+
+
+class DecisionsSent(_TopicWatch):
+    """Reads `spend.decisions`, noting for each decision key when the enforcer's producer took
+    its first record (the record's create time, set as it is sent; milliseconds)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(bootstrap, topic)
+        self.sent: dict[str, float] = {}
+
+    def _note(self, key: bytes | None, value: bytes, written: float, seen: float) -> None:
+        if key is not None:
+            self.sent.setdefault(key.decode(), written)
 
 
 class TimedBlockList(BlockList):
@@ -313,10 +342,11 @@ async def _probes(
     bootstrap: str, topics: Topics, gateway: TimedBlockList, keys: list[str], load: int
 ) -> list[tuple[float, Hops]]:
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all", linger_ms=0)
-    announcements = AnnouncementsSeen(bootstrap, topics.flushes)
+    announcements, decisions = AnnouncementsSeen(bootstrap, topics.flushes), DecisionsSent(bootstrap, topics.decisions)
     await producer.start()
     await producer.partitions_for(topics.events)  # metadata now, not on the first timed send
     await announcements.start()
+    await decisions.start()
     samples: list[tuple[float, Hops]] = []
     ends = time.monotonic() + LEVEL_S
     try:
@@ -324,23 +354,27 @@ async def _probes(
             if time.monotonic() > ends:
                 break
             total, sent_wall = await _probe(producer, topics.events, gateway, key)
-            hops = _hops(key, sent_wall, announcements, gateway)
+            hops = _hops(key, sent_wall, announcements, decisions, gateway)
             samples.append((total, hops))
             line = " ".join(f"{hop} {'-' if ms is None else f'{ms:,.0f}'}" for hop, ms in hops.items())
             print(f"{load:>6} events/s probe {len(samples):>2}: {total:,.0f} ms = {line}", flush=True)
             await asyncio.sleep(random.uniform(0.2, 0.6))  # out of phase with the flushes
     finally:
+        await decisions.stop()
         await announcements.stop()
         await producer.stop()
     return samples
 
 
-def _hops(key: str, sent: float, announcements: AnnouncementsSeen, gateway: TimedBlockList) -> Hops:
+def _hops(
+    key: str, sent: float, announcements: AnnouncementsSeen, decisions: DecisionsSent, gateway: TimedBlockList
+) -> Hops:
     """One probe's hops on the wall clock (see the module's docstring)."""
     flushed, seen = announcements.keys.get(key, (None, None))
     decided = gateway.decided_at.get(f"key:{key}")
+    published = decisions.sent.get(f"key:{key}")
     applied = gateway.applied_wall.get(f"key:{key}")
-    marks = [sent, flushed, seen, decided, applied]
+    marks = [sent, flushed, seen, decided, published, applied]
     return {
         hop: (end - start) * 1000 if start is not None and end is not None else None
         for hop, start, end in zip(HOPS, marks[:-1], marks[1:], strict=True)
@@ -453,5 +487,6 @@ if __name__ == "__main__":
     from dev.local_kafka import throwaway_broker
 
     signing_keys()
+    asked = tuple(int(load) for load in sys.argv[1:]) or LOADS  # e.g. `... enforcement_latency 10000`
     with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
-        print(table(run(broker, Path(work))))
+        print(table(run(broker, Path(work), asked)))
