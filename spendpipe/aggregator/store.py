@@ -20,7 +20,15 @@ import pyarrow.compute as pc
 
 from spendpipe.aggregator.dedup import ORIGIN_SQL
 from spendpipe.aggregator.ownership import Fence, fence_sql
-from spendpipe.aggregator.parse import EVENT_COLUMNS, PARSE_SETTINGS, PARSE_SQL, PARSED_TABLE, RAW_TABLE, REASON_SQL
+from spendpipe.aggregator.parse import (
+    CANONICAL_SQL,
+    EVENT_COLUMNS,
+    PARSE_SETTINGS,
+    PARSE_SQL,
+    PARSED_TABLE,
+    RAW_TABLE,
+    REASON_SQL,
+)
 from spendpipe.aggregator.rollup import Attribution, rollup_sql, rows_after
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
@@ -245,16 +253,34 @@ class SpendStore:
                 RAW_COLUMNS,
             )
 
-    def load_decoded(self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime) -> None:
-        """Replace the parsed stage with `(event, partition, offset)` triples pydantic decoded,
-        without problems: what `load_raw` and `parse` give for the same valid records."""
-        self._clear()
+    def load_decoded(
+        self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime, add: bool = False
+    ) -> None:
+        """Replace the parsed stage (or, with `add`, add to it) with `(event, partition, offset)`
+        triples pydantic decoded, without problems: what `load_raw` and `parse` give for the same
+        valid records."""
+        if not add:
+            self._clear()
         if events:
             self._filled.add(PARSED_TABLE)
             self._clickhouse.insert_arrow(PARSED_TABLE, _event_table(events, topic, ingested_at))
 
+    def parse_canonical(self, *, topic: str, ingested_at: datetime, latest: datetime) -> None:
+        """Parse the raw records in the gateways' canonical form dated up to `latest` (`CANONICAL_SQL`)."""
+        self._filled.add(PARSED_TABLE)
+        self._clickhouse.command(CANONICAL_SQL, {"topic": topic, "ingested_at": ingested_at, "latest": latest})
+
+    def unparsed(self) -> list[tuple[int, int]]:
+        """(partition, offset) of the raw records not in the parsed stage, in order."""
+        rows = self._clickhouse.rows(
+            f"SELECT kafka_partition, kafka_offset FROM {RAW_TABLE} WHERE (kafka_partition, kafka_offset) NOT IN "
+            f"(SELECT kafka_partition, kafka_offset FROM {PARSED_TABLE}) ORDER BY kafka_partition, kafka_offset"
+        )
+        return [(int(partition), int(offset)) for partition, offset in rows]
+
     def parse(self, *, topic: str, ingested_at: datetime, latest: datetime, allowance_s: float = 0.0) -> None:
-        """`latest`: the latest `occurred_at` accepted (the clock plus `allowance_s`)."""
+        """Parse and check the raw records not in the parsed stage yet (`PARSE_SQL`). `latest`:
+        the latest `occurred_at` accepted (the clock plus `allowance_s`)."""
         self._filled.add(PARSED_TABLE)
         self._clickhouse.command(
             PARSE_SQL,

@@ -104,10 +104,16 @@ class BatchWriter:
         topic: str,
         dedup_horizon_s: float,
         future_allowance_s: float = 300.0,
+        canonical_from: int = 500,
         parse_in_clickhouse_from: int = 5_000,
         clock: Clock = time.time,
     ) -> None:
+        """`canonical_from`: a batch of this many records or more is loaded into ClickHouse and
+        its records in the gateways' canonical form parsed there (`parse.CANONICAL_SQL`);
+        `parse_in_clickhouse_from`: the records left (all of a smaller batch) are checked by
+        ClickHouse's full parse when there are this many or more, else by pydantic."""
         self._store = store
+        self._canonical_from = canonical_from
         self._parse_in_clickhouse_from = parse_in_clickhouse_from
         self._topic = topic
         self._recent = RecentEventIds(horizon_s=dedup_horizon_s)
@@ -154,19 +160,29 @@ class BatchWriter:
 
     def _parse(self, records: Sequence[SourceRecord], now_s: float) -> list[tuple[int, int, str]] | None:
         """Fill the parsed stage (see the module's docstring, step 1). Returns the records
-        pydantic refused, as (partition, offset, reason), or None when ClickHouse parsed the
-        batch: its refusals are rows of the stage, which `dead_rows` reads."""
+        pydantic refused, as (partition, offset, reason), or None when ClickHouse checked
+        records the canonical form did not take: its refusals are rows of the stage, which
+        `dead_rows` reads."""
         ingested_at = datetime.fromtimestamp(now_s, UTC)
         latest = datetime.fromtimestamp(now_s + self._future_allowance_s, UTC)
-        if len(records) >= self._parse_in_clickhouse_from:
-            self._store.load_raw(records)
-            self._store.parse(
-                topic=self._topic, ingested_at=ingested_at, latest=latest, allowance_s=self._future_allowance_s
-            )
+        store = self._store
+        rest: Sequence[SourceRecord] = records
+        loaded = len(records) >= self._canonical_from
+        if loaded:
+            store.load_raw(records)
+            store.parse_canonical(topic=self._topic, ingested_at=ingested_at, latest=latest)
+            left = set(store.unparsed())
+            if not left:
+                return []
+            rest = [record for record in records if (record.partition, record.offset) in left]
+        if len(rest) >= self._parse_in_clickhouse_from:
+            if not loaded:
+                store.load_raw(records)
+            store.parse(topic=self._topic, ingested_at=ingested_at, latest=latest, allowance_s=self._future_allowance_s)
             return None
         decoded: list[tuple[SpendEvent, int, int]] = []
         refused: list[tuple[int, int, str]] = []
-        for record in records:
+        for record in rest:
             try:
                 if record.value is None:
                     raise InvalidEventError("empty message (no value)")
@@ -178,7 +194,7 @@ class BatchWriter:
                 refused.append((record.partition, record.offset, _ahead(event, latest, self._future_allowance_s)))
                 continue
             decoded.append((event, record.partition, record.offset))
-        self._store.load_decoded(decoded, topic=self._topic, ingested_at=ingested_at)
+        store.load_decoded(decoded, topic=self._topic, ingested_at=ingested_at, add=loaded)
         return refused
 
     def _load_state(self) -> _Watermarks:
