@@ -433,7 +433,8 @@ REASON_SQL = (
 # that. The form is narrower than the contract on purpose: only strings of printable ASCII
 # without escapes (a byte is a character, a value is its own text), only times in `Z` on a day
 # the calendar has and in the contract's years, only amounts, counts and latencies whose number
-# of digits alone keeps them inside the contract's bounds. So every record the expression takes
+# of digits alone keeps them inside the contract's bounds (a latency may have a negative exponent,
+# as pydantic writes one below 1e-4: it only makes the value smaller). So every record the expression takes
 # is valid and reads the same as the full check reads it; the rest, and every record dated past
 # the future allowance, go through `PARSE_SQL` or pydantic as before.
 # `tests/integration/test_parse_contract.py` holds the three to the same verdicts and values,
@@ -489,7 +490,7 @@ CANONICAL_FIELDS: dict[str, str] = {
     "cache_hit": "(?:true|false)",
     "status": '"(?:success|failure)"',
     "error_class": _plain_string(0),
-    "latency_ms": f"{_digits_below(MAX_LATENCY_MS)}(?:\\.[0-9]{{1,17}})?",
+    "latency_ms": f"{_digits_below(MAX_LATENCY_MS)}(?:\\.[0-9]{{1,17}})?(?:e-[1-9][0-9]?)?",
     "request_tags": f'\\[(?:"{_PLAIN}*"(?:,"{_PLAIN}*")*)?\\]',
     "gateway_id": _plain_string(1),
     "agent_id": _plain_string(0),
