@@ -25,6 +25,7 @@ bug `tests/unit/test_parse_rules.py` catches.
 """
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from spendpipe.contracts.events import (
     EARLIEST,
@@ -448,7 +449,7 @@ def _plain_string(least: int) -> str:
     return f'"{_PLAIN}{{{least},{LABEL_CHARS}}}"'
 
 
-def _digits_below(bound: float) -> str:
+def _digits_below(bound: float | Decimal) -> str:
     """A whole number without sign or leading zero, short enough to stay below `bound`."""
     most = len(str(int(bound))) - 1
     return f"(?:0|[1-9][0-9]{{0,{most - 1}}})"
@@ -458,9 +459,7 @@ def _form(pattern: str) -> str:
     return pattern.removeprefix("^").removesuffix("$")
 
 
-_DAY = (
-    "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
-)
+_DAY = "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
 """A month and day every year has."""
 _YEAR = "20[0-9]{2}"
 """2000 to 2099: the contract's `EARLIEST` to `LATEST` (a unit test holds them together)."""
@@ -501,8 +500,11 @@ CANONICAL_FIELDS: dict[str, str] = {
 CANONICAL_FORM = (
     "^\\{"
     + "".join(
-        (f'(?:,"{field}":{CANONICAL_FIELDS[field]})?' if SpendEvent.model_fields[field].default is None else
-         f'{"" if n == 0 else ","}"{field}":{CANONICAL_FIELDS[field]}')
+        (
+            f'(?:,"{field}":{CANONICAL_FIELDS[field]})?'
+            if SpendEvent.model_fields[field].default is None
+            else f'{"" if n == 0 else ","}"{field}":{CANONICAL_FIELDS[field]}'
+        )
         for n, field in enumerate(FIELDS)
     )
     + "\\}$"

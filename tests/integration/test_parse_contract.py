@@ -275,7 +275,7 @@ NEAR_CANONICAL: dict[str, list[str]] = {
 }  # fmt: skip
 
 KIND = {
-    **{f: "count" for f in ("prompt_tokens", "completion_tokens", "total_tokens")},
+    **dict.fromkeys(("prompt_tokens", "completion_tokens", "total_tokens"), "count"),
     "cost": "cost", "latency_ms": "latency_ms", "cache_hit": "flag", "status": "status",
     "request_tags": "request_tags", "event_id": "event_id", "key_hash": "key_hash", "schema_version": "schema_version",
     "occurred_at": "time",
@@ -360,7 +360,9 @@ def gateway_events(draw: st.DrawFn) -> SpendEvent:
     optional = st.none() | label_text
     return SpendEvent(
         event_id=str(draw(st.uuids())),
-        occurred_at=draw(st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31, 23, 59, 59), timezones=st.just(UTC))),
+        occurred_at=draw(
+            st.datetimes(datetime(2000, 1, 1), datetime(2099, 12, 31, 23, 59, 59), timezones=st.just(UTC))
+        ),
         key_hash=draw(st.none() | st.binary(min_size=32, max_size=32).map(bytes.hex)),
         user_id=draw(optional), team_id=draw(optional), org_id=draw(optional), end_user=draw(optional),
         key_alias=draw(optional), model_group=draw(optional), provider=draw(optional), call_type=draw(optional),
@@ -370,7 +372,8 @@ def gateway_events(draw: st.DrawFn) -> SpendEvent:
         total_tokens=draw(st.integers(0, 10**9 - 1)),
         cost=draw(st.decimals(0, Decimal("999999.99"), places=draw(st.integers(0, 24)))),
         cache_hit=draw(st.booleans()), status=draw(st.sampled_from(["success", "failure"])),
-        latency_ms=draw(st.just(0.0) | st.floats(1e-6, 9_999_999)), request_tags=tuple(draw(st.lists(label_text, max_size=3))),
+        latency_ms=draw(st.just(0.0) | st.floats(1e-6, 9_999_999)),
+        request_tags=tuple(draw(st.lists(label_text, max_size=3))),
     )  # fmt: skip
 
 
@@ -383,13 +386,16 @@ def test_what_gateways_write_takes_the_canonical_path(clickhouse: ClickhouseStor
     store.parse_canonical(topic="t", ingested_at=datetime(2026, 12, 1, tzinfo=UTC), latest=LATEST)
     assert store.unparsed() == []
     by_canonical = stored_rows(clickhouse)
-    store.load_decoded([(event, 0, n) for n, event in enumerate(events)], topic="t", ingested_at=datetime(2026, 12, 1, tzinfo=UTC))
+    store.load_decoded(
+        [(event, 0, n) for n, event in enumerate(events)], topic="t", ingested_at=datetime(2026, 12, 1, tzinfo=UTC)
+    )
     assert stored_rows(clickhouse) == by_canonical
 
 
 def test_every_near_canonical_value_reaches_the_same_verdict_on_each_path(clickhouse: ClickhouseStore) -> None:
     """Each listed near-canonical value alone in an otherwise canonical payload: the fast path
     takes only valid ones, and it takes the unchanged canonical payload."""
+
     def canonical(pairs: dict[str, str]) -> bytes:
         return ("{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in pairs.items()) + "}").encode()
 

@@ -27,5 +27,5 @@ def test_every_field_has_a_canonical_form() -> None:
 
 def test_the_canonical_years_are_the_contracts() -> None:
     """`CANONICAL_FIELDS` writes the years as 20xx: exactly EARLIEST to LATEST, both at midnight UTC."""
-    assert EARLIEST == datetime(2000, 1, 1, tzinfo=UTC)
-    assert LATEST == datetime(2100, 1, 1, tzinfo=UTC)
+    assert datetime(2000, 1, 1, tzinfo=UTC) == EARLIEST
+    assert datetime(2100, 1, 1, tzinfo=UTC) == LATEST
