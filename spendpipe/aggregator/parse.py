@@ -1,5 +1,8 @@
 """The `SpendEvent` contract as SQL: ClickHouse parses and checks a whole batch at once.
 
+Records in the gateways' canonical form take a fast path first (`CANONICAL_SQL`, at the end of
+this module); what follows is the full check, for every other record.
+
 The aggregator loads each batch's records as they came (partition, offset, key, value bytes)
 into `RAW_TABLE`: a load that no record can make fail. One `INSERT … SELECT` (`PARSE_SQL`)
 then reads every value into the `events` columns of `PARSED_TABLE` and lists what is wrong with

@@ -3,11 +3,13 @@ their watermarks.
 
 A large batch goes in as it came from Kafka: `load_raw` inserts the records' partition, offset,
 key and value bytes, column by column (clickhouse-connect's native encoder, the cheapest way in
-measured), into the session's `RAW_TABLE`: a load no record can make fail. `parse` then fills
-`PARSED_TABLE` with the `events` columns and each row's problems (`parse.PARSE_SQL`). A small
-batch's events, which pydantic decoded (see `BatchWriter`), go straight into `PARSED_TABLE`
-with `load_decoded`. Everything after reads `PARSED_TABLE`: the ids and origins dedup needs,
-the dead rows, the rollup, the copy into `events` and the scopes to announce.
+measured), into the session's `RAW_TABLE`: a load no record can make fail. `parse_canonical`
+fills `PARSED_TABLE` with the `events` columns of the records in the gateways' canonical form
+(`parse.CANONICAL_SQL`), `unparsed` names the rest, and `parse` checks the rest in full, with
+each row's problems (`parse.PARSE_SQL`). Events pydantic decoded (see `BatchWriter`) go
+straight into `PARSED_TABLE` with `load_decoded`. Everything after reads `PARSED_TABLE`: the
+ids and origins dedup needs, the dead rows, the rollup, the copy into `events` and the scopes
+to announce.
 """
 
 from collections.abc import Iterable, Sequence
