@@ -435,14 +435,14 @@ REASON_SQL = (
 # run; a record in the canonical form is recognised by one regular expression (`CANONICAL_FORM`)
 # and read by ClickHouse's typed JSON reader in one pass (`CANONICAL_SQL`), for about a third of
 # that. The form is narrower than the contract on purpose: only strings of printable ASCII
-# without escapes (a byte is a character, a value is its own text), only times in `Z` on a day
-# the calendar has and in the contract's years, only amounts, counts and latencies whose number
-# of digits alone keeps them inside the contract's bounds (a latency may have a negative exponent,
-# as pydantic writes one below 1e-4: it only makes the value smaller). So every record the expression takes
-# is valid and reads the same as the full check reads it; the rest, and every record dated past
-# the future allowance, go through `PARSE_SQL` or pydantic as before.
-# `tests/integration/test_parse_contract.py` holds the three to the same verdicts and values,
-# with hostile records made to look canonical.
+# without escapes (a byte is a character, a value is its own text), only times in UTC (`Z`, or
+# `+00:00` as `isoformat` writes it) on a day the calendar has and in the contract's years, only
+# amounts, counts and latencies whose number of digits alone keeps them inside the contract's
+# bounds (a latency may have a negative exponent, as pydantic writes one below 1e-4: that only
+# makes the value smaller). So every record the expression takes is valid and reads the same as
+# the full check reads it; the rest, and every record dated past the future allowance, go
+# through `PARSE_SQL` or pydantic as before. `tests/integration/test_parse_contract.py` holds
+# the three to the same verdicts and values, with hostile records made to look canonical.
 
 _PLAIN = r"[ !#-\[\]-~]"
 """A character a JSON string holds as itself: printable ASCII but the quote and the backslash."""
@@ -475,7 +475,7 @@ CANONICAL_FIELDS: dict[str, str] = {
     "schema_version": str(SCHEMA_VERSION),
     "event_id": f'"{_form(EVENT_ID_FORM.pattern)}"',
     "occurred_at": (
-        f'"(?:{_YEAR}-{_DAY}|{_LEAP_DAY})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{{1,6}})?Z"'
+        f'"(?:{_YEAR}-{_DAY}|{_LEAP_DAY})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{{1,6}})?(?:Z|\\+00:00)"'
     ),
     "key_hash": f'"{_form(KEY_HASH_FORM)}"',
     "key_alias": _plain_string(0),
