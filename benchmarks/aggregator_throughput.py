@@ -184,3 +184,15 @@ def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[
             ),
         },
     ]
+
+
+if __name__ == "__main__":
+    import os
+    import tempfile
+
+    from benchmarks.__main__ import signing_keys, table
+    from dev.local_kafka import throwaway_broker
+
+    signing_keys()
+    with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
+        print(table(run(broker, Path(work), int(os.environ.get("SPENDPIPE_BENCH_EVENTS", "300000")))))

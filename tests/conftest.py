@@ -8,6 +8,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -163,10 +164,29 @@ def clickhouse(clickhouse_settings: ClickhouseSettings) -> Iterator[ClickhouseSt
         store.close()
 
 
-@pytest.fixture(params=[1, 1_000_000], ids=["parsed-by-clickhouse", "parsed-by-pydantic"])
-def parse_in_clickhouse_from(request: pytest.FixtureRequest) -> int:
-    """Each way the aggregator parses a batch (`BatchWriter`): a test that takes this runs with both."""
-    return int(request.param)
+class ParseRoute(TypedDict):
+    """`BatchWriter`'s (and `AggregatorSettings`') thresholds that choose how a batch is parsed."""
+
+    canonical_from: int
+    parse_in_clickhouse_from: int
+
+
+PARSE_ROUTES: dict[str, ParseRoute] = {
+    "canonical-then-clickhouse": {"canonical_from": 1, "parse_in_clickhouse_from": 1},
+    "canonical-then-pydantic": {"canonical_from": 1, "parse_in_clickhouse_from": 1_000_000},
+    "parsed-by-pydantic": {"canonical_from": 1_000_000, "parse_in_clickhouse_from": 1_000_000},
+    "checked-by-clickhouse": {"canonical_from": 1_000_000, "parse_in_clickhouse_from": 1},
+}
+ROUTES_FOR_EVERY_TEST = ("canonical-then-clickhouse", "canonical-then-pydantic", "parsed-by-pydantic")
+
+
+@pytest.fixture(params=[PARSE_ROUTES[name] for name in ROUTES_FOR_EVERY_TEST], ids=ROUTES_FOR_EVERY_TEST)
+def parse_route(request: pytest.FixtureRequest) -> ParseRoute:
+    """Each way the aggregator parses a batch (`BatchWriter`): the canonical form's fast path in
+    ClickHouse, the rest by ClickHouse's full check or by pydantic; or all by pydantic. A test
+    that takes this runs with each (the settings or `BatchWriter` keywords)."""
+    route: ParseRoute = request.param
+    return route
 
 
 def aggregator_settings(

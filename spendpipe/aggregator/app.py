@@ -81,6 +81,7 @@ class Aggregator:
             topic=settings.topics.events,
             dedup_horizon_s=settings.dedup_horizon_s,
             future_allowance_s=settings.future_allowance_s,
+            canonical_from=settings.canonical_from,
             parse_in_clickhouse_from=settings.parse_in_clickhouse_from,
         )
         self.intake = EventIntake(

@@ -1,5 +1,8 @@
 """The `SpendEvent` contract as SQL: ClickHouse parses and checks a whole batch at once.
 
+Records in the gateways' canonical form take a fast path first (`CANONICAL_SQL`, at the end of
+this module); what follows is the full check, for every other record.
+
 The aggregator loads each batch's records as they came (partition, offset, key, value bytes)
 into `RAW_TABLE`: a load that no record can make fail. One `INSERT … SELECT` (`PARSE_SQL`)
 then reads every value into the `events` columns of `PARSED_TABLE` and lists what is wrong with
@@ -25,6 +28,7 @@ bug `tests/unit/test_parse_rules.py` catches.
 """
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from spendpipe.contracts.events import (
     EARLIEST,
@@ -199,6 +203,14 @@ def _tags(field: str) -> Check:
             "must be an array of strings",
         ),
     ]
+
+
+def _local_time(text: str) -> str:
+    """An RFC 3339 time's date and time without its offset, read as UTC; NULL when it is no time."""
+    return (
+        f"toDateTime64OrNull(concat(substring({text}, 1, 10), ' ', "
+        f"substring({text}, 12, length({text}) - if(endsWith({text}, 'Z'), 12, 17))), 6, 'UTC')"
+    )
 
 
 _LOCAL_TIME = "local_time"
@@ -387,11 +399,7 @@ FROM (
         if(startsWith({_str("cost")}, '-'), substring({_str("cost")}, 2), {_str("cost")}) AS {_COST_DIGITS},
         trimRight(substring({_COST_DIGITS}, position({_COST_DIGITS}, '.') + 1), '0') AS cost_fraction_raw,
         if(position({_COST_DIGITS}, '.') = 0, '', cost_fraction_raw) AS {_COST_FRACTION},
-        toDateTime64OrNull(
-            concat(substring({_str("occurred_at")}, 1, 10), ' ', substring({_str("occurred_at")}, 12,
-                length({_str("occurred_at")}) - if(endsWith({_str("occurred_at")}, 'Z'), 12, 17))),
-            6, 'UTC'
-        ) AS {_LOCAL_TIME},
+        {_local_time(_str("occurred_at"))} AS {_LOCAL_TIME},
         {_LOCAL_TIME} - toIntervalSecond(
             multiIf(endsWith({_str("occurred_at")}, 'Z'), 0,
                 (if(substring({_str("occurred_at")}, -6, 1) = '-', -1, 1))
@@ -401,10 +409,12 @@ FROM (
         {_CODES},
         {PROBLEMS_SQL} AS problems
     FROM {RAW_TABLE}
+    WHERE (kafka_partition, kafka_offset) NOT IN (SELECT kafka_partition, kafka_offset FROM {PARSED_TABLE})
 )
 """
-"""Parse `RAW_TABLE` into `PARSED_TABLE`, with `{topic}`, `{ingested_at}`, `{latest}` (the
-latest `occurred_at` accepted: the aggregator's clock plus its allowance) and `{allowance}` (the
+"""Parse the rows of `RAW_TABLE` not yet in `PARSED_TABLE` (those `CANONICAL_SQL` did not take,
+or all) into `PARSED_TABLE`, with `{topic}`, `{ingested_at}`, `{latest}` (the latest
+`occurred_at` accepted: the aggregator's clock plus its allowance) and `{allowance}` (the
 allowance in seconds, for the reason) as parameters."""
 
 
@@ -415,3 +425,144 @@ REASON_SQL = (
     "'invalid spend event: ' || arrayStringConcat(arrayMap(p -> p.1 || ': ' || p.3, arraySlice(problems, 1, 5)), '; '))"
 )
 """The dead letter's reason for a row with problems: what its first five problems say."""
+
+
+# The gateways' canonical form: a fast path for the records nearly all traffic is made of.
+#
+# A gateway writes each event with `SpendEvent.to_json`: the fields in the model's order, no
+# whitespace, absent labels left out, a time in UTC with `Z`. The check above reads any JSON
+# object in any order and costs about 0.3 s of CPU to analyse and 0.5 s per 100,000 records to
+# run; a record in the canonical form is recognised by one regular expression (`CANONICAL_FORM`)
+# and read by ClickHouse's typed JSON reader in one pass (`CANONICAL_SQL`), for about a third of
+# that. The form is narrower than the contract on purpose: only strings of printable ASCII
+# without escapes (a byte is a character, a value is its own text), only times in UTC (`Z`, or
+# `+00:00` as `isoformat` writes it) on a day the calendar has and in the contract's years, only
+# amounts, counts and latencies whose number of digits alone keeps them inside the contract's
+# bounds (a latency may have a negative exponent, as pydantic writes one below 1e-4: that only
+# makes the value smaller). So every record the expression takes is valid and reads the same as
+# the full check reads it; the rest, and every record dated past the future allowance, go
+# through `PARSE_SQL` or pydantic as before. `tests/integration/test_parse_contract.py` holds
+# the three to the same verdicts and values, with hostile records made to look canonical.
+
+_PLAIN = r"[ !#-\[\]-~]"
+"""A character a JSON string holds as itself: printable ASCII but the quote and the backslash."""
+
+
+def _plain_string(least: int) -> str:
+    """A string of plain characters; its length limit is checked apart (`_CANONICAL_LENGTHS`):
+    a bounded repetition makes the expression's automaton count, which costs a third more."""
+    return f'"{_PLAIN}{"+" if least else "*"}"'
+
+
+def _digits_below(bound: float | Decimal) -> str:
+    """A whole number without sign or leading zero, short enough to stay below `bound`."""
+    most = len(str(int(bound))) - 1
+    return f"(?:0|[1-9][0-9]{{0,{most - 1}}})"
+
+
+def _form(pattern: str) -> str:
+    return pattern.removeprefix("^").removesuffix("$")
+
+
+_DAY = "(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+"""A month and day every year has."""
+_YEAR = "20[0-9]{2}"
+"""2000 to 2099: the contract's `EARLIEST` to `LATEST` (a unit test holds them together)."""
+_LEAP_DAY = "20(?:[02468][048]|[13579][26])-02-29"
+"""February 29 of the leap years among them (every fourth, 2000 included)."""
+
+CANONICAL_FIELDS: dict[str, str] = {
+    "schema_version": str(SCHEMA_VERSION),
+    "event_id": f'"{_form(EVENT_ID_FORM.pattern)}"',
+    "occurred_at": (
+        f'"(?:{_YEAR}-{_DAY}|{_LEAP_DAY})T(?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]{{1,6}})?(?:Z|\\+00:00)"'
+    ),
+    "key_hash": f'"{_form(KEY_HASH_FORM)}"',
+    "key_alias": _plain_string(0),
+    "user_id": _plain_string(0),
+    "team_id": _plain_string(0),
+    "org_id": _plain_string(0),
+    "end_user": _plain_string(0),
+    "model": _plain_string(1),
+    "model_group": _plain_string(0),
+    "provider": _plain_string(0),
+    "call_type": _plain_string(0),
+    "prompt_tokens": _digits_below(MAX_TOKENS),
+    "completion_tokens": _digits_below(MAX_TOKENS),
+    "total_tokens": _digits_below(MAX_TOKENS),
+    "cost": f'"{_digits_below(MAX_EVENT_COST)}(?:\\.[0-9]{{1,{COST_SCALE}}})?"',
+    "cache_hit": "(?:true|false)",
+    "status": '"(?:success|failure)"',
+    "error_class": _plain_string(0),
+    "latency_ms": f"{_digits_below(MAX_LATENCY_MS)}(?:\\.[0-9]{{1,17}})?(?:e-[1-9][0-9]?)?",
+    "request_tags": f'\\[(?:"{_PLAIN}*"(?:,"{_PLAIN}*")*)?\\]',
+    "gateway_id": _plain_string(1),
+    "agent_id": _plain_string(0),
+    "session_id": _plain_string(0),
+}
+"""Each field's value in the canonical form (a regular expression on its JSON text)."""
+
+CANONICAL_FORM = (
+    "^\\{"
+    + "".join(
+        (
+            f'(?:,"{field}":{CANONICAL_FIELDS[field]})?'
+            if SpendEvent.model_fields[field].default is None
+            else f'{"" if n == 0 else ","}"{field}":{CANONICAL_FIELDS[field]}'
+        )
+        for n, field in enumerate(FIELDS)
+    )
+    + "\\}$"
+)
+"""A record as `SpendEvent.to_json` writes a valid event of the form above: the fields
+in the model's order, the labels that are None left out (the first field, `schema_version`, is
+always there)."""
+
+_CANONICAL_TYPES = {
+    "prompt_tokens": "UInt64",
+    "completion_tokens": "UInt64",
+    "total_tokens": "UInt64",
+    "cache_hit": "Bool",
+    "latency_ms": "Float64",
+    "request_tags": "Array(String)",
+}
+_CANONICAL_TUPLE = (
+    "Tuple("
+    + ", ".join(f"{field} {_CANONICAL_TYPES.get(field, 'String')}" for field in FIELDS if field != "schema_version")
+    + ")"
+)
+"""The typed reader's target: a label left out reads as ''."""
+
+_CANONICAL_TIME = "canonical_time"
+
+_CANONICAL_LENGTHS = " AND ".join(
+    f"length(c.{field}) <= {LABEL_CHARS}" for field, rule in FIELD_RULES.items() if rule in (_label, _name)
+)
+"""The labels' and names' length limit (in bytes, which are characters in the canonical form)."""
+
+_CANONICAL_VALUES = {
+    **_VALUES,
+    **{field: f"c.{field}" for field in FIELDS if field in _VALUES and field != "schema_version"},
+    "event_id": "toUUIDOrZero(c.event_id)",
+    "occurred_at": _CANONICAL_TIME,
+    "billed_model": "if(c.model_group != '', c.model_group, c.model)",
+    "cost": f"toDecimal128OrZero(c.cost, {COST_SCALE})",
+}
+"""Each `events` column of a canonical record, read from its typed tuple `c`."""
+
+CANONICAL_SQL = f"""
+INSERT INTO {PARSED_TABLE}
+SELECT {", ".join(f"{_CANONICAL_VALUES[column]} AS {column}" for column in EVENT_COLUMNS)},
+    CAST([], 'Array(Tuple(String, String, String))') AS problems
+FROM (
+    SELECT kafka_partition, kafka_offset, JSONExtract(value, {_text(_CANONICAL_TUPLE)}) AS c,
+        {_local_time("c.occurred_at")} AS {_CANONICAL_TIME}
+    FROM {RAW_TABLE}
+    WHERE match(value, {_text(CANONICAL_FORM)})
+)
+WHERE {_CANONICAL_TIME} <= {{latest:DateTime64(6)}} AND {_CANONICAL_LENGTHS}
+"""
+"""Parse the records of `RAW_TABLE` in the canonical form (`CANONICAL_FORM` and
+`_CANONICAL_LENGTHS`), and dated no later than `{latest}`,
+into `PARSED_TABLE` (with `{topic}` and `{ingested_at}`), all of them accepted; `PARSE_SQL`
+then takes the rest."""

@@ -10,7 +10,7 @@ from spendpipe.aggregator.writer import BatchWriter, FlushOutcome, SourceRecord
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseStore
-from tests.conftest import on_every_engine
+from tests.conftest import ParseRoute, on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import ManualClock, counted_events, totals
 
@@ -20,13 +20,13 @@ TOPIC = "spend.events"
 START = datetime.now(UTC).replace(microsecond=0)
 
 
-def writer(clickhouse: ClickhouseStore, clock: ManualClock, parse_from: int) -> BatchWriter:
+def writer(clickhouse: ClickhouseStore, clock: ManualClock, route: ParseRoute) -> BatchWriter:
     """A fresh writer (a restarted aggregator) with the default horizon and allowance."""
     return BatchWriter(
         store=SpendStore(clickhouse=clickhouse),
         topic=TOPIC,
         dedup_horizon_s=600,
-        parse_in_clickhouse_from=parse_from,
+        **route,
         clock=clock,
     )
 
@@ -43,13 +43,13 @@ def reasons(outcome: FlushOutcome) -> list[tuple[int, str]]:
 
 
 def test_a_copy_with_another_cost_in_the_same_batch_is_dead_lettered(
-    clickhouse: ClickhouseStore, parse_in_clickhouse_from: int
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
 ) -> None:
     clock = ManualClock(START)
     first = make_event(occurred_at=START)
     same, other = first.model_copy(), first.model_copy(update={"cost": first.cost + 1})
 
-    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records([first, same, other]))
+    outcome = writer(clickhouse, clock, parse_route).write(records([first, same, other]))
 
     assert outcome.counted == 1
     assert outcome.duplicates == 1
@@ -64,12 +64,12 @@ def test_a_copy_with_another_cost_in_the_same_batch_is_dead_lettered(
 
 def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_when_late(
     clickhouse: ClickhouseStore,
-    parse_in_clickhouse_from: int,
+    parse_route: ParseRoute,
 ) -> None:
     clock = ManualClock(START)
     recent = make_event(occurred_at=START)
     old = make_event(occurred_at=START - timedelta(days=3))
-    writer(clickhouse, clock, parse_in_clickhouse_from).write(records([recent, old]))
+    writer(clickhouse, clock, parse_route).write(records([recent, old]))
 
     # a restarted aggregator: the recent id comes back from `events` with its content; the old
     # event is past the horizon, so its copy is looked up in `events`
@@ -79,7 +79,7 @@ def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_whe
         recent.model_copy(),
         old.model_copy(),
     ]
-    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records(copies, first_offset=2))
+    outcome = writer(clickhouse, clock, parse_route).write(records(copies, first_offset=2))
 
     assert [offset for offset, _ in reasons(outcome)] == [2, 3]
     assert all(reason.startswith("conflicting duplicate") for _, reason in reasons(outcome))
@@ -89,13 +89,13 @@ def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_whe
 
 
 def test_events_dated_past_the_allowance_are_dead_lettered(
-    clickhouse: ClickhouseStore, parse_in_clickhouse_from: int
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
 ) -> None:
     clock = ManualClock(START)
     within = make_event(occurred_at=START + timedelta(seconds=299))
     ahead = make_event(occurred_at=START + timedelta(seconds=301))
 
-    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records([within, ahead]))
+    outcome = writer(clickhouse, clock, parse_route).write(records([within, ahead]))
 
     assert outcome.counted == 1
     [(offset, reason)] = reasons(outcome)
@@ -104,16 +104,16 @@ def test_events_dated_past_the_allowance_are_dead_lettered(
 
 
 def test_a_late_copy_of_an_event_dated_ahead_is_not_counted_again(
-    clickhouse: ClickhouseStore, parse_in_clickhouse_from: int
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
 ) -> None:
     clock = ManualClock(START)
     ahead = make_event(occurred_at=START + timedelta(seconds=250))
-    writer(clickhouse, clock, parse_in_clickhouse_from).write(records([ahead]))
+    writer(clickhouse, clock, parse_route).write(records([ahead]))
 
     # 700 s later (past the 600 s horizon) a restarted aggregator sees a copy: the memory no
     # longer has the id, the copy is dated only 450 s back, and must still be looked up
     clock.set(START + timedelta(seconds=700))
-    outcome = writer(clickhouse, clock, parse_in_clickhouse_from).write(records([ahead.model_copy()], first_offset=1))
+    outcome = writer(clickhouse, clock, parse_route).write(records([ahead.model_copy()], first_offset=1))
 
     assert (outcome.counted, outcome.duplicates) == (0, 1)
     assert counted_events(clickhouse) == 1

@@ -10,7 +10,7 @@ import orjson
 from spendpipe.aggregator.dead_letters import DEAD_LETTER_REASON, SOURCE_OFFSET, TRUNCATED
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
-from tests.conftest import aggregator_settings
+from tests.conftest import ParseRoute, aggregator_settings
 from tests.support.events import make_event
 from tests.support.pipeline import (
     committed_offset,
@@ -62,7 +62,7 @@ async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once
     make_topics,
     clickhouse: ClickhouseStore,
     clickhouse_settings: ClickhouseSettings,
-    parse_in_clickhouse_from: int,
+    parse_route: ParseRoute,
 ) -> None:
     # given good traffic (one event with a NUL in a label, one sent twice) and a hostile corpus
     # mixed into it, each bad record under its own key
@@ -74,9 +74,7 @@ async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once
     mixed = [record for pair in zip(bad, [(None, e.to_json()) for e in late], strict=False) for record in pair]
     mixed += [(None, e.to_json()) for e in late[len(bad) :]]
     records = [(None, e.to_json()) for e in early] + [(None, early[1].to_json())] + mixed
-    settings = aggregator_settings(
-        kafka_broker, topics, clickhouse_settings, parse_in_clickhouse_from=parse_in_clickhouse_from
-    )
+    settings = aggregator_settings(kafka_broker, topics, clickhouse_settings, **parse_route)
 
     async with running_aggregator(settings, clickhouse) as (_, metrics):
         # when

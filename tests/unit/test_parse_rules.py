@@ -1,8 +1,10 @@
 """The SQL side of the event contract covers every field of the model, and writes every column
 of `events`."""
 
-from spendpipe.aggregator.parse import EVENT_COLUMNS, FIELD_RULES
-from spendpipe.contracts.events import SpendEvent
+from datetime import UTC, datetime
+
+from spendpipe.aggregator.parse import CANONICAL_FIELDS, EVENT_COLUMNS, FIELD_RULES
+from spendpipe.contracts.events import EARLIEST, LATEST, SpendEvent
 from spendpipe.store.migrate import bundled_migrations
 
 
@@ -17,3 +19,13 @@ def test_the_parsed_columns_are_the_events_columns_in_order() -> None:
     assert all(p > 0 for p in positions)
     assert positions == sorted(positions)
     assert EVENT_COLUMNS[28:] == ("agent_id", "session_id")  # added by 0003, in this order
+
+
+def test_every_field_has_a_canonical_form() -> None:
+    assert list(CANONICAL_FIELDS) == list(SpendEvent.model_fields)
+
+
+def test_the_canonical_years_are_the_contracts() -> None:
+    """`CANONICAL_FIELDS` writes the years as 20xx: exactly EARLIEST to LATEST, both at midnight UTC."""
+    assert datetime(2000, 1, 1, tzinfo=UTC) == EARLIEST
+    assert datetime(2100, 1, 1, tzinfo=UTC) == LATEST
