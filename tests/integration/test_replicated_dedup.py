@@ -15,7 +15,7 @@ from spendpipe.aggregator.writer import BatchWriter, SourceRecord
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.windows import Window
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
-from tests.conftest import on_every_engine
+from tests.conftest import ParseRoute, on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals
 
@@ -46,10 +46,12 @@ def second_session(
     store.close()
 
 
-def writer(clickhouse: ClickhouseStore, parse_from: int = 5_000) -> BatchWriter:
-    return BatchWriter(
-        store=SpendStore(clickhouse=clickhouse), topic=TOPIC, dedup_horizon_s=600, parse_in_clickhouse_from=parse_from
-    )
+def writer(clickhouse: ClickhouseStore, route: ParseRoute | None = None) -> BatchWriter:
+    """The aggregator's writer, parsing as `route` says (the writer's defaults without one)."""
+    store = SpendStore(clickhouse=clickhouse)
+    if route is None:
+        return BatchWriter(store=store, topic=TOPIC, dedup_horizon_s=600)
+    return BatchWriter(store=store, topic=TOPIC, dedup_horizon_s=600, **route)
 
 
 def records(events: list[SpendEvent], first_offset: int = 0) -> list[SourceRecord]:
@@ -63,14 +65,14 @@ def assert_counted_once(clickhouse: ClickhouseStore, events: list[SpendEvent]) -
 
 
 def test_a_retried_flush_counts_once(
-    deduplicating: ClickhouseStore, second_session: ClickhouseStore, parse_in_clickhouse_from: int
+    deduplicating: ClickhouseStore, second_session: ClickhouseStore, parse_route: ParseRoute
 ) -> None:
     # given a writer that read the watermarks before another's flush of the same records landed,
     # as one reading a replica that has not yet fetched that flush's parts
     events = [make_event() for _ in range(30)]
-    lagging = writer(second_session, parse_in_clickhouse_from)
+    lagging = writer(second_session, parse_route)
     lagging.write([])
-    writer(deduplicating, parse_in_clickhouse_from).write(records(events))
+    writer(deduplicating, parse_route).write(records(events))
 
     # when it writes the same records again: the same inserts, at another time
     lagging.write(records(events))
