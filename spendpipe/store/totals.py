@@ -72,6 +72,25 @@ def spent_before_reset(cap: Cap, model: str, now: int, calendar: Calendar = UTC_
     return cap.reset.model_spent_before.get(model, Decimal(0)) if model else cap.reset.spent_before
 
 
+MOST_STARTS = 8
+"""Sets of keys a read asks for at most: caps reset at many different minutes (one per user of a
+BudgetManager) would otherwise each add a condition to the statement."""
+
+
+def _by_start(since: dict[_RowsKey, int]) -> list[tuple[int, list[_RowsKey]]]:
+    """The keys grouped by the start their rows are read from: the `MOST_STARTS - 1` largest
+    groups as they are, the rest in one group read from the earliest of their starts (more rows
+    than they need; `measure_many` sums only each cap's own)."""
+    groups: dict[int, list[_RowsKey]] = {}
+    for key, start in since.items():
+        groups.setdefault(start, []).append(key)
+    ordered = sorted(groups.items(), key=lambda group: len(group[1]), reverse=True)
+    if len(ordered) <= MOST_STARTS:
+        return ordered
+    kept, rest = ordered[: MOST_STARTS - 1], ordered[MOST_STARTS - 1 :]
+    return [*kept, (min(start for start, _ in rest), [key for _, keys in rest for key in keys])]
+
+
 def _window_grain(cap: Cap, now: int, calendar: Calendar) -> Grain:
     if cap.duration is None:
         return Grain(Window.MONTH, 0, _FOREVER, None)
@@ -213,8 +232,8 @@ class SpendTotals:
     def measure_many(self, targets: Sequence[Capped], now: int) -> list[list[Measurement]]:
         """Each target's spend in each of its caps' current windows, in one query: the rows of
         every (scope, model, window) read since the earliest start any cap needs of it. Rows are
-        asked for in one set per distinct start (caps of one duration share it), so the query
-        costs a set lookup per row, whatever the number of targets. It binds arrays of tuples:
+        asked for in one set per distinct start (caps of one duration share it; `_by_start`), so
+        the query costs a set lookup per row, whatever the number of targets. It binds arrays of tuples:
         every `SqlSource` carries them, the SQL endpoint too (as ClickHouse query parameters)."""
         shared: dict[tuple[Duration | None, int | None], Grain] = {}
 
@@ -233,12 +252,9 @@ class SpendTotals:
                 since[key] = min(start, since.get(key, start))
         if not since:
             return [[] for _ in targets]
-        by_start: dict[int, list[_RowsKey]] = {}
-        for key, start in since.items():
-            by_start.setdefault(start, []).append(key)
         parameters: dict[str, Any] = {}
         conditions = []
-        for n, (start, keys) in enumerate(by_start.items()):
+        for n, (start, keys) in enumerate(_by_start(since)):
             parameters[f"keys{n}"], parameters[f"since{n}"] = keys, start
             conditions.append(
                 f"((scope_type, scope_id, model, window) IN {{keys{n}:Array(Tuple(String, String, String, String))}} "

@@ -24,7 +24,7 @@ from spendpipe.store.migrate import bundled_migrations, migrate
 from spendpipe.store.sql_endpoint.client import EndpointSource
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
-from spendpipe.store.totals import SpendQuery, SpendTotals
+from spendpipe.store.totals import MOST_STARTS, SpendQuery, SpendTotals
 from tests.conftest import on_every_engine
 from tests.support.events import expected_spend, make_event
 from tests.support.pipeline import counted_events, totals
@@ -250,6 +250,31 @@ def test_the_enforcer_reads_many_targets_in_one_query(clickhouse: ClickhouseStor
         [sum(e.cost for e in ads if e.model == "claude-3-haiku")],
         [Decimal(0), Decimal(0)],
     ]
+
+
+def test_caps_reset_at_many_different_minutes_are_read_in_one_query(clickhouse: ClickhouseStore) -> None:
+    """More distinct reset minutes than a read asks for separately (`MOST_STARTS`): each user's
+    cap still counts only what followed its own reset."""
+    users = [f"user-{n}" for n in range(3 * MOST_STARTS)]
+    resets = {user: SATURDAY + timedelta(minutes=2 * n + 1) for n, user in enumerate(users)}
+    before = [make_event(occurred_at=resets[user] - timedelta(seconds=30), user_id=user) for user in users]
+    after = [
+        make_event(occurred_at=resets[user] + timedelta(seconds=s), user_id=user) for user in users for s in (5, 70)
+    ]
+    write(clickhouse, [*before, *after])
+    targets = [
+        Target(Scope(ScopeType.USER, user), "", (Cap(parse_duration("1d"), Decimal(1), reset(resets[user])),), "test")
+        for user in users
+    ]
+    now = int(SATURDAY.timestamp()) + 3600
+
+    measured = SpendTotals(sql=clickhouse).measure_many(targets, now)
+
+    assert [m.spend for (m,) in measured] == [sum(e.cost for e in after if e.user_id == user) for user in users]
+
+
+def reset(minute: datetime) -> SpendReset:
+    return SpendReset(at=int(minute.timestamp()))
 
 
 def test_token_sums_pass_uint64_without_wrapping(clickhouse: ClickhouseStore) -> None:
