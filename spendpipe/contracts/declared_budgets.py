@@ -24,10 +24,12 @@ What each scope reads is in `ENTITIES`. The key declares its own `max_budget` wi
   resets; no row (a proxy without LiteLLM's database) or one without a duration leaves the
   lifetime cap. The entity's `max_budget` and `soft_budget` then count over that duration, read
   exactly as the key's own (`Budget.budget_duration`: spendpipe's calendar windows). When the row
-  could not be read (a `None` duration; for a team or user, also no duration at all) they are left
-  out (said in `Declaration.left_out`): spendpipe cannot know where the period began, and a
-  lifetime cap would keep the entity blocked after LiteLLM let it through again. Its rate limits
-  and per-model budgets apply either way.
+  could not be read (a `None` duration; for a team or user, also no duration at all), or holds a
+  duration spendpipe does not take (`30s`, `2mo`), they are left out (said in
+  `Declaration.left_out`): spendpipe cannot know where the period began, and a lifetime cap would
+  keep the entity blocked after LiteLLM let it through again; so is a `soft_budget` without a
+  `max_budget`, whose window is the max_budget's. Its rate limits and per-model budgets apply
+  either way.
 
 Where the entity's snapshot carries a `max_budget`, that is the cap LiteLLM enforces (its team,
 user or organisation row, read for this request) and it is read before the key view's copy.
@@ -38,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from spendpipe.contracts.budgets import Budget, BudgetRejectedError, validate_budget
+from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.contracts.scopes import ScopeType
 
@@ -252,11 +255,24 @@ def _count_over_duration(
     else:
         why = f"LiteLLM resets this spend at {reset_at} on a duration that could not be read"
     duration = durations.get(entity.scope_type)
-    if duration is not None:
-        if any(name in document for name in _RESETTING):
-            document["budget_duration"] = duration
+    if duration is None:
+        return _leave_out(document, _RESETTING, why)
+    try:
+        parse_duration(duration)
+    except ValueError:
+        return _leave_out(
+            document, _RESETTING, f"LiteLLM resets it every {duration[:32]!r}, which spendpipe does not take"
+        )
+    if "max_budget" in document:
+        document["budget_duration"] = duration
         return []
-    return [f"{name}: {why}" for name in _RESETTING if document.pop(name, None) is not None]
+    # a soft budget counts over its budget's max_budget window: without one it would be a lifetime one
+    return _leave_out(document, ("soft_budget",), f"LiteLLM resets it every {duration}, and there is no max_budget")
+
+
+def _leave_out(document: dict[str, Any], names: tuple[str, ...], why: str) -> list[str]:
+    """Take `names` out of the budget document; `field: why` for each that was in it."""
+    return [f"{name}: {why}" for name in names if document.pop(name, None) is not None]
 
 
 def _plain(value: object) -> object:

@@ -195,16 +195,30 @@ def test_an_organisation_or_end_customer_cap_counts_over_its_budget_rows_duratio
     assert unread["end_user:customer-7"].budget == Budget(scope="end_user:customer-7", rpm_limit=2)
 
 
-def test_a_duration_spendpipe_refuses_is_refused_as_a_keys_own() -> None:
+def test_a_duration_spendpipe_does_not_take_leaves_the_caps_out_and_the_rate_limits_stand() -> None:
     key = resetting_team_and_user()
 
     declared = by_scope(declarations_of(key, scope_ids(key), {ScopeType.TEAM: "30s", ScopeType.USER: "1d"}))
 
     team = declared["team:search"]
-    assert team.budget is None
-    assert team.problem is not None
-    assert team.problem.problems[0].startswith("budget_duration:")
+    assert team.budget == Budget(scope="team:search", rpm_limit=10)
+    assert [line.split(":")[0] for line in team.left_out] == ["max_budget", "soft_budget"]
+    assert "'30s', which spendpipe does not take" in team.left_out[0]
     assert declared["user:alice"].budget is not None  # the other scopes of the object stand
+
+
+def test_a_soft_budget_without_a_max_budget_is_left_out_over_a_duration_and_the_rate_limits_stand() -> None:
+    key = key_object(
+        team_soft_budget=4.0,
+        team_rpm_limit=10,
+        team_budget_snapshot=TeamBudgetSnapshot(budget_reset_at=RESET_AT, max_budget=None),
+    )
+
+    declared = by_scope(declarations_of(key, scope_ids(key), {ScopeType.TEAM: "30d"}))
+
+    team = declared["team:search"]
+    assert team.budget == Budget(scope="team:search", rpm_limit=10)
+    assert [line.split(":")[0] for line in team.left_out] == ["soft_budget"]
 
 
 def test_a_duration_read_late_is_seen_on_an_unchanged_key_object() -> None:
