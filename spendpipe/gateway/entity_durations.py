@@ -27,6 +27,7 @@ entity never read has its caps left out.
 """
 
 import asyncio
+import collections
 import enum
 import logging
 import sys
@@ -44,6 +45,9 @@ _FRESH_S = 60.0
 _RETRY_S = 10.0
 _WAIT_S = 1.0
 """The longest a request waits for a row that is not in LiteLLM's cache."""
+MOST_KEPT = 10_000
+"""Entities whose reads are kept at most (the least recently read go first): an end customer's id
+is the request's `user`, which a client chooses, so what is kept must be bounded."""
 
 
 class _Outcome(enum.Enum):
@@ -59,8 +63,8 @@ _Read = str | _Outcome
 class EntityDurations:
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._read: dict[tuple[ScopeType, str], tuple[_Read, float]] = {}
-        """Per entity, what its row gave and until when it stands."""
+        self._read: collections.OrderedDict[tuple[ScopeType, str], tuple[_Read, float]] = collections.OrderedDict()
+        """Per entity, what its row gave and until when it stands; the latest read last."""
         self._failed: set[tuple[ScopeType, str]] = set()
 
     async def of(self, key: Any, cache: Any) -> dict[ScopeType, str | None]:
@@ -87,7 +91,7 @@ class EntityDurations:
             # what an earlier read gave stands (a glitch must not withdraw a cap and publish it
             # again); never read, the caps stay out
             kept = known[0] if known is not None else _FAILED
-            self._read[entity] = (kept, now + _RETRY_S)
+            self._keep(entity, kept, now + _RETRY_S)
             if entity not in self._failed:
                 self._failed.add(entity)
                 log.warning(
@@ -101,8 +105,16 @@ class EntityDurations:
                 )
             return kept
         self._failed.discard(entity)
-        self._read[entity] = (duration if isinstance(duration, str) and duration else _LIFETIME, now + _FRESH_S)
-        return self._read[entity][0]
+        read: _Read = duration if isinstance(duration, str) and duration else _LIFETIME
+        self._keep(entity, read, now + _FRESH_S)
+        return read
+
+    def _keep(self, entity: tuple[ScopeType, str], read: _Read, until: float) -> None:
+        self._read[entity] = (read, until)
+        self._read.move_to_end(entity)
+        while len(self._read) > MOST_KEPT:
+            forgotten, _ = self._read.popitem(last=False)
+            self._failed.discard(forgotten)
 
 
 def _prisma_client() -> Any:

@@ -85,6 +85,17 @@ async def test_a_failed_read_after_a_good_one_keeps_what_was_read(caplog: pytest
     assert await durations.of(resetting_key(), cache) == {ScopeType.TEAM: "7d", ScopeType.USER: "1d"}
 
 
+async def test_what_is_kept_is_bounded_whatever_end_customer_ids_clients_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(entity_durations, "MOST_KEPT", 3)
+    durations = EntityDurations(clock=Clock())
+    cache = UserApiKeyCache()
+    for n in range(10):  # ten end customers a client made up, each with the key's default budget
+        key = UserAPIKeyAuth(api_key="a" * 64, end_user_id=f"made-up-{n}", end_user_max_budget=1.0)
+        await durations.of(key, cache)
+
+    assert [row_id for _, row_id in durations._read] == ["made-up-7", "made-up-8", "made-up-9"]
+
+
 async def test_only_entities_litellm_resets_are_read() -> None:
     cache = UserApiKeyCache()
     await cache_rows(cache, "30d", "1d")
