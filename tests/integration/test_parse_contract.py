@@ -201,16 +201,19 @@ def test_both_parsers_store_an_accepted_payload_alike(clickhouse: ClickhouseStor
     """The aggregator parses a large batch in ClickHouse and a small one with pydantic, and a
     batch replayed after a failure may go the other way: each accepted record must land as the
     same row, with the same origin, or a replay would count as a conflict."""
-    store = SpendStore(clickhouse=clickhouse)
-    at = datetime(2026, 12, 1, tzinfo=UTC)
     sql_verdicts(clickhouse, batch)
     by_sql = stored_rows(clickhouse)
+    assert stored_by_pydantic(clickhouse, batch) == by_sql
+
+
+def stored_by_pydantic(clickhouse: ClickhouseStore, batch: list[bytes]) -> dict[int, tuple[Any, ...]]:
+    """The stage's rows once the records pydantic accepts are loaded as the writer loads them."""
     decoded = []
     for offset, payload in enumerate(batch):
         with contextlib.suppress(InvalidEventError):
             decoded.append((decode_event(payload), 0, offset))
-    store.load_decoded(decoded, topic="t", ingested_at=at)
-    assert stored_rows(clickhouse) == by_sql
+    SpendStore(clickhouse=clickhouse).load_decoded(decoded, topic="t", ingested_at=datetime(2026, 12, 1, tzinfo=UTC))
+    return stored_rows(clickhouse)
 
 
 CANONICAL_VALID = {field: json.dumps(json.loads(raw), separators=(",", ":")) for field, raw in VALID.items()}
@@ -340,12 +343,7 @@ def test_the_canonical_path_reaches_the_full_parses_verdicts_and_values(
     for payload, with_canonical, alone in zip(batch, both, full, strict=True):
         assert with_canonical == alone == problems_of(payload), payload
     assert by_both == by_full
-    decoded = []
-    for offset, payload in enumerate(batch):
-        with contextlib.suppress(InvalidEventError):
-            decoded.append((decode_event(payload), 0, offset))
-    store.load_decoded(decoded, topic="t", ingested_at=at)
-    assert stored_rows(clickhouse) == by_full
+    assert stored_by_pydantic(clickhouse, batch) == by_full
 
 
 label_text = st.text(

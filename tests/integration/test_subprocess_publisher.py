@@ -118,7 +118,7 @@ async def test_a_child_killed_mid_stream_loses_nothing_and_counts_nothing_twice(
 
 
 HOST = """
-import os, sys, time
+import os, sys
 from pathlib import Path
 from prometheus_client import CollectorRegistry
 from spendpipe.gateway.metrics import GatewayMetrics
@@ -138,7 +138,7 @@ for n in range(50):
     sender.record(logged_call(n))
 assert sender.wait_idle(30)
 print(sender.child_pid, flush=True)
-time.sleep(600)
+sys.stdin.read()  # held open by the test, which kills this process
 """
 
 
@@ -158,6 +158,7 @@ def kill_a_gateway_process(bootstrap: str, topic: str, tmp_path: Path) -> None:
     secret.write_text("not for the child")
     host = subprocess.Popen(
         [sys.executable, "-c", HOST, bootstrap, topic, str(secret), str(tmp_path / "spool")],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
