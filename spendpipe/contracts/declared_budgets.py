@@ -24,12 +24,16 @@ What each scope reads is in `ENTITIES`. The key declares its own `max_budget` wi
   resets; no row (a proxy without LiteLLM's database) or one without a duration leaves the
   lifetime cap. The entity's `max_budget` and `soft_budget` then count over that duration, read
   exactly as the key's own (`Budget.budget_duration`: spendpipe's calendar windows). When the row
-  could not be read (a `None` duration; for a team or user, also no duration at all), or holds a
-  duration spendpipe does not take (`30s`, `2mo`), they are left out (said in
-  `Declaration.left_out`): spendpipe cannot know where the period began, and a lifetime cap would
-  keep the entity blocked after LiteLLM let it through again; so is a `soft_budget` without a
-  `max_budget`, whose window is the max_budget's. Its rate limits and per-model budgets apply
-  either way.
+  holds no duration (a team or user LiteLLM resets) or one spendpipe does not take (`30s`, `2mo`),
+  they are left out (said in `Declaration.left_out`): spendpipe cannot know where the period began,
+  and a lifetime cap would keep the entity blocked after LiteLLM let it through again; so is a
+  `soft_budget` without a `max_budget`, whose window is the max_budget's. Its rate limits and
+  per-model budgets apply either way.
+* **A row not read yet declares nothing** (a `None` duration: the row could not be read, and no
+  earlier read gave its duration): no declaration at all for that scope, not even its rate limits.
+  A declaration without the caps would withdraw them: the newest declaration of a scope wins,
+  fleet-wide, so one gateway starting cold against a slow database would lift a cap every other
+  gateway enforces.
 
 Where the entity's snapshot carries a `max_budget`, that is the cap LiteLLM enforces (its team,
 user or organisation row, read for this request) and it is read before the key view's copy.
@@ -162,16 +166,18 @@ def declarations_of(
 ) -> list[Declaration]:
     """What `key` declares for each scope in `scope_ids` (the request's ids, named as its spend is
     counted; an absent id declares nothing). `durations`: the `budget_duration` of the rows
-    `rows_to_read` names, as the rows hold it (None: the row could not be read; a scope absent: no
-    row, or none with a duration). Never raises on what the key holds."""
+    `rows_to_read` names, as the rows hold it (None: the row was never read, and the scope is
+    left without a declaration; a scope absent: no row, or none with a duration). Never raises on
+    what the key holds."""
+    durations = durations or {}
     declarations = []
     for entity in ENTITIES:
         scope_id = scope_ids.get(entity.scope_type)
-        if not scope_id:
+        if not scope_id or (entity.scope_type in durations and durations[entity.scope_type] is None):
             continue
         scope = f"{entity.scope_type.value}:{scope_id}"
         try:
-            declarations.append(_declaration(entity, scope, key, durations or {}))
+            declarations.append(_declaration(entity, scope, key, durations))
         except Exception as error:  # a value of an odd type: said, as an invalid budget is
             declarations.append(Declaration(scope, None, BudgetRejectedError([f"budget: {error!r}"])))
     return declarations
@@ -244,18 +250,15 @@ def _count_over_duration(
     document: dict[str, Any], entity: Entity, key: object, durations: Mapping[ScopeType, str | None]
 ) -> list[str]:
     """The caps that count since LiteLLM's last reset of the entity count over its row's duration,
-    or are left out when it could not be read (module docstring). Returns what was left out."""
+    or are left out when it has none spendpipe takes (module docstring). Returns what was left out."""
     reset_at = getattr(getattr(key, entity.snapshot, None), "budget_reset_at", None) if entity.snapshot else None
-    if entity.budget_row:
-        if entity.scope_type not in durations:
-            return []  # no row, or no duration on it: a lifetime cap
-        why = "LiteLLM's budget row of it, which holds its reset, could not be read"
-    elif reset_at is None:
+    if entity.budget_row and entity.scope_type not in durations:
+        return []  # no row, or no duration on it: a lifetime cap
+    if not entity.budget_row and reset_at is None:
         return []
-    else:
-        why = f"LiteLLM resets this spend at {reset_at} on a duration that could not be read"
     duration = durations.get(entity.scope_type)
-    if duration is None:
+    if duration is None:  # a team or user LiteLLM resets, whose row holds no duration
+        why = f"LiteLLM resets this spend at {reset_at} on a duration its row does not hold"
         return _leave_out(document, _RESETTING, why)
     try:
         parse_duration(duration)

@@ -23,7 +23,8 @@ an organisation or end customer the key object carries a cap for (no reset is sh
 every capped one is read). What is read is kept `_FRESH_S` here, so a request costs a dict look-up.
 The request path is never failed by a read: one that raises or outlasts `_WAIT_S` is logged once
 per entity and tried again after `_RETRY_S`; meanwhile what an earlier read gave stands, and an
-entity never read has its caps left out.
+entity never read is given None, for which nothing is declared (a declaration without its caps
+would withdraw them fleet-wide).
 """
 
 import asyncio
@@ -89,7 +90,7 @@ class EntityDurations:
             duration = getattr(row, "budget_duration", None)
         except Exception as error:  # any failure of the read: the request goes on
             # what an earlier read gave stands (a glitch must not withdraw a cap and publish it
-            # again); never read, the caps stay out
+            # again); never read, nothing is declared for the scope
             kept = known[0] if known is not None else _FAILED
             self._keep(entity, kept, now + _RETRY_S)
             if entity not in self._failed:
@@ -99,7 +100,7 @@ class EntityDurations:
                     scope_type.value,
                     row_id,
                     error,
-                    "its max_budget and soft_budget are not enforced until it can be read"
+                    "nothing is published for it until it can be read"
                     if kept is _FAILED
                     else "what was read before stands until it can be read again",
                 )

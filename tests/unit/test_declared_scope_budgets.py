@@ -1,6 +1,7 @@
 """The caps and limits LiteLLM's key object carries for the key's team, user, organisation and end
 customer: read under the scope names the request's spend is counted under, lifetime caps where
-LiteLLM does not reset them, over the row's duration where it does (left out if it cannot be read);
+LiteLLM does not reset them, over the row's duration where it does (nothing declared for the scope
+until its row is read);
 published once per change however many keys
 carry them; accepted by the enforcer for those scopes only, each under its own record key."""
 
@@ -9,12 +10,14 @@ from decimal import Decimal
 
 import pytest
 from litellm.proxy._types import UserAPIKeyAuth
+from litellm.proxy.common_utils.user_api_key_cache import UserApiKeyCache
 from litellm.types.proxy.carried_budget_state import TeamBudgetSnapshot, UserBudgetSnapshot
 
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.declared_budgets import FIELDS_READ, Declaration, declarations_of, rows_to_read
 from spendpipe.contracts.scopes import ScopeType, scopes_of
 from spendpipe.enforcer.app import _declared_budget
+from spendpipe.gateway import entity_durations
 from spendpipe.gateway.declared_budgets import DeclaredBudgets
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.platform.kafka import KafkaSettings
@@ -188,11 +191,10 @@ def test_an_organisation_or_end_customer_cap_counts_over_its_budget_rows_duratio
     # no row, or one without a duration (absent): LiteLLM resets nothing, a lifetime cap
     lifetime = by_scope(declarations_of(key, scope_ids(key), {ScopeType.END_USER: "1d"}))["org:acme"]
     assert lifetime.budget == Budget(scope="org:acme", max_budget=Decimal(100))
-    # a row that could not be read (None): the cap is left out, the rate limit stands
+    # a row never read (None): nothing is declared for the scope, not even its rate limit, since a
+    # declaration without the cap would withdraw it fleet-wide
     unread = by_scope(declarations_of(key, scope_ids(key), {ScopeType.ORG: None, ScopeType.END_USER: None}))
-    assert unread["org:acme"].budget is None
-    assert [line.split(":")[0] for line in unread["org:acme"].left_out] == ["max_budget"]
-    assert unread["end_user:customer-7"].budget == Budget(scope="end_user:customer-7", rpm_limit=2)
+    assert set(unread) == {"key:" + KEY_A, "team:search", "user:alice"}
 
 
 def test_a_duration_spendpipe_does_not_take_leaves_the_caps_out_and_the_rate_limits_stand() -> None:
@@ -225,8 +227,8 @@ def test_a_duration_read_late_is_seen_on_an_unchanged_key_object() -> None:
     declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
     key = resetting_team_and_user()
     who = RequestIdentity.of_proxy_request(key, {})
-    declared.observe(who, key)  # the row could not be read: the caps are left out
-    assert Budget.model_validate_json(declared.queued()["team:search"] or b"").max_budget is None
+    declared.observe(who, key, {ScopeType.TEAM: None, ScopeType.USER: None})  # the rows not read yet
+    assert "team:search" not in declared.queued()
     published(declared)
 
     declared.observe(who, key, {ScopeType.TEAM: "30d"})
@@ -251,6 +253,41 @@ def test_what_spendpipe_does_not_enforce_is_said_and_what_is_invalid_refused_by_
     assert user.budget is None
     assert user.problem is not None
     assert user.problem.problems[0].startswith("rpm_limit:")
+
+
+class BrokenDatabase:
+    """LiteLLM's database client at a gateway's cold start against a database that fails."""
+
+    def __getattr__(self, name: str) -> object:
+        raise ConnectionError("database down")
+
+
+async def test_a_gateway_starting_cold_publishes_nothing_for_a_scope_whose_row_it_could_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a team's, a user's and an organisation's caps LiteLLM resets, which other gateways
+    # already enforce over their rows' durations
+    monkeypatch.setattr(entity_durations, "_prisma_client", BrokenDatabase)
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=RecordSigner(None))
+    key = resetting_team_and_user()
+    key.organization_max_budget = 100.0
+    who = RequestIdentity.of_proxy_request(key, {})
+
+    # when this gateway's first read of their rows fails (a cold cache, the database down)
+    await declared.observe_proxy_request(who, key, UserApiKeyCache())
+
+    # then it publishes nothing for them: a declaration without the caps would withdraw them
+    assert declared.queued() == {}
+    # and once the rows are read, the caps are published over their durations
+    declared.observe(who, key, {ScopeType.TEAM: "30d", ScopeType.USER: "1d", ScopeType.ORG: "30d"})
+    queued = {scope: Budget.model_validate_json(value or b"") for scope, value in declared.queued().items()}
+    assert queued == {
+        "team:search": Budget(
+            scope="team:search", max_budget=Decimal(5), soft_budget=Decimal(4), budget_duration="30d", rpm_limit=10
+        ),
+        "user:alice": Budget(scope="user:alice", max_budget=Decimal(3), budget_duration="1d"),
+        "org:acme": Budget(scope="org:acme", max_budget=Decimal(100), budget_duration="30d"),
+    }
 
 
 def published(declared: DeclaredBudgets) -> None:

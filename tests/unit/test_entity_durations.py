@@ -106,7 +106,7 @@ async def test_only_entities_litellm_resets_are_read() -> None:
     assert await EntityDurations().of(key, cache) == {}
 
 
-async def test_a_row_that_cannot_be_read_leaves_the_caps_out_logs_once_and_is_tried_again(
+async def test_a_row_that_cannot_be_read_is_none_logs_once_and_is_tried_again(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     cache, clock = UserApiKeyCache(), Clock()
@@ -239,7 +239,7 @@ async def test_no_organisation_or_end_customer_row_or_none_with_a_duration_is_a_
     assert caplog.records == []  # none of these is a failure
 
 
-async def test_an_organisation_row_that_cannot_be_read_leaves_the_cap_out(
+async def test_an_organisation_row_that_cannot_be_read_is_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(entity_durations, "_prisma_client", BrokenDatabase)
