@@ -29,12 +29,17 @@ log = logging.getLogger(__name__)
 
 
 def build_spend_event(
-    kwargs: Mapping[str, Any], *, gateway_id: str, fallback_id: str | None = None
+    kwargs: Mapping[str, Any],
+    *,
+    gateway_id: str,
+    fallback_id: str | None = None,
+    recorded_at: datetime | None = None,
 ) -> SpendEvent | None:
     """The event for one finished call, or None when LiteLLM gave no standard logging object.
     `fallback_id` is the event id of a call that names neither its call id nor its response id
-    (a random one without it): the subprocess publisher passes one that stays the same when a
-    record is sent to it again."""
+    (a random one without it), and `recorded_at` the time of a call that names neither its start
+    nor its end (now without it): the subprocess publisher passes ones that stay the same when a
+    record is sent to it again, so a resent call builds the same event."""
     record = kwargs.get("standard_logging_object")
     if not isinstance(record, Mapping):
         return None
@@ -44,7 +49,7 @@ def build_spend_event(
     start, end = _as_float(record.get("startTime")), _as_float(record.get("endTime"))
     return SpendEvent(
         event_id=_event_id(record, fallback_id),
-        occurred_at=datetime.fromtimestamp(end or start or datetime.now(UTC).timestamp(), UTC),
+        occurred_at=datetime.fromtimestamp(end or start, UTC) if end or start else recorded_at or datetime.now(UTC),
         key_hash=who.key_hash,
         key_alias=label_of(metadata.get("user_api_key_alias")),
         user_id=who.user_id,
@@ -70,18 +75,25 @@ def build_spend_event(
     )
 
 
-def fallback_spend_event(kwargs: Mapping[str, Any], *, gateway_id: str, fallback_id: str | None = None) -> SpendEvent:
+def fallback_spend_event(
+    kwargs: Mapping[str, Any],
+    *,
+    gateway_id: str,
+    fallback_id: str | None = None,
+    recorded_at: datetime | None = None,
+) -> SpendEvent:
     """The least event that still charges a call whose full event could not be built: its cost
-    against the key, user, team and organisation (and so their team membership and global), now,
-    with the full event's id so a repeated callback is still one event. Raises if even this
-    cannot be built (no standard logging object, or a cost that is not an amount)."""
+    against the key, user, team and organisation (and so their team membership and global), at
+    `recorded_at` (now without it), with the full event's id so a repeated callback is still one
+    event. Raises if even this cannot be built (no standard logging object, or a cost that is not
+    an amount)."""
     record = kwargs.get("standard_logging_object")
     if not isinstance(record, Mapping):
         raise ValueError("no standard_logging_object")
     who = RequestIdentity.of_logged_call(kwargs)
     return SpendEvent(
         event_id=_event_id(record, fallback_id),
-        occurred_at=datetime.now(UTC),
+        occurred_at=recorded_at or datetime.now(UTC),
         key_hash=who.key_hash,
         user_id=who.user_id,
         team_id=who.team_id,
@@ -107,13 +119,19 @@ class Recorded(NamedTuple):
 
 
 def event_or_fallback(
-    call: Mapping[str, Any], *, gateway_id: str, metrics: GatewayMetrics, fallback_id: str | None = None
+    call: Mapping[str, Any],
+    *,
+    gateway_id: str,
+    metrics: GatewayMetrics,
+    fallback_id: str | None = None,
+    recorded_at: datetime | None = None,
 ) -> SpendEvent | None:
     """The call's event; a call whose full event cannot be built is still charged by its fallback
     event (`events_lost{reason="unbuildable"}`), or, if not even that can be built, by nothing
-    (`reason="uncharged"`). None when there is no event to publish (each case counted and logged)."""
+    (`reason="uncharged"`). None when there is no event to publish (each case counted and logged).
+    `fallback_id`, `recorded_at`: as `build_spend_event` takes them."""
     try:
-        event = build_spend_event(call, gateway_id=gateway_id, fallback_id=fallback_id)
+        event = build_spend_event(call, gateway_id=gateway_id, fallback_id=fallback_id, recorded_at=recorded_at)
     except Exception:
         log.exception("spendpipe could not build the spend event of call %s", _call_id(call))
     else:
@@ -123,7 +141,7 @@ def event_or_fallback(
         return event
     metrics.build_errors.inc()
     try:
-        fallback = fallback_spend_event(call, gateway_id=gateway_id, fallback_id=fallback_id)
+        fallback = fallback_spend_event(call, gateway_id=gateway_id, fallback_id=fallback_id, recorded_at=recorded_at)
     except Exception:
         metrics.lost.labels(reason="uncharged").inc()
         log.exception("spendpipe lost call %s: its cost is charged to no scope", _call_id(call))

@@ -2,7 +2,8 @@
 `ProcessPublisher` (`publisher_process.py`), never by hand.
 
 It reads a `ChildConfig` and then logged calls (`wire.py`) from its stdin, builds each call's event
-(`event_or_fallback`, with an event id that stays the same when the host sends the call again),
+(`event_or_fallback`, with an event id and a time that stay the same when the host sends the call
+again),
 and hands it to an `EventPublisher`, the in-thread publisher with its spool and its delivery,
 running here instead of in the gateway process. As calls are handled (delivered, spooled or
 counted as lost) it reports them on its stdout, with what the host accounts of each event and its
@@ -39,6 +40,7 @@ from spendpipe.gateway.recording.wire import (
     SentRecorded,
     fallback_id,
     length_frame,
+    recorded_at,
     restore,
     sent_recorded,
 )
@@ -103,6 +105,7 @@ class Child:
             gateway_id=self._config.gateway_id,
             metrics=self._metrics,
             fallback_id=fallback_id(self._config.run_id, seq),
+            recorded_at=recorded_at(call),
         )
         if event is not None:
             self._recorded.append(sent_recorded(seq, Recorded.of(event, call)))

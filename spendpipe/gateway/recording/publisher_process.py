@@ -12,7 +12,8 @@ What the gateway process keeps:
 * **no loss, no double count.** A call stays in memory until the child reports it handled
   (delivered, spooled or counted as lost). A child that dies is started again and sent every call
   it had not reported, in order; their events get the same event ids (the call's ids, or one made
-  of this process's run id and the call's sequence number), so a call the dead child had
+  of this process's run id and the call's sequence number) and the same content (a time the call
+  does not name is the one `wire.snapshot` recorded here), so a call the dead child had
   delivered but not reported is a duplicate the aggregator drops, as for a spool replayed after a
   crash. What a call accounts here (`account`: the count, the key's and the process's spend) is
   taken from the report that hands it, so once.

@@ -10,7 +10,9 @@ value every reader of that field takes from it, and the request tags item by ite
 builds the event the call would build (`tests/unit/test_wire.py`), except that a field read as a
 number that held an object builds the fallback event by another exception. Pickle, not JSON:
 a datetime, a tuple, a big integer and a NaN cost come back as they were, and `restore` (the
-child) accepts no class but datetime's, so the bytes can only ever be data.
+child) accepts no class but datetime's, so the bytes can only ever be data. The snapshot also
+holds when the call was recorded (`RECORDED_AT`), so an event time the call does not name is the
+same in every child the call is sent to.
 
 **Frames**: host to child, a config frame first (`ChildConfig`: length, 4 bytes, and pickle),
 then one frame per call: sequence number (8 bytes), length (4 bytes), snapshot. Child to host,
@@ -20,6 +22,7 @@ reports (`Report`), framed as the config. A frame cut short by a dying child is 
 import io
 import pickle
 import struct
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timezone
@@ -76,8 +79,23 @@ _SHAPE = read_shape(_sent, tags=_sent_tags)
 
 
 def snapshot(kwargs: Any) -> bytes:
-    """The logged call as the child reads it; never raises for what LiteLLM hands a callback."""
-    return pickle.dumps(_taken(kwargs, _SHAPE), protocol=pickle.HIGHEST_PROTOCOL)
+    """The logged call as the child reads it, with the time it was recorded (`RECORDED_AT`); never
+    raises for what LiteLLM hands a callback."""
+    taken = _taken(kwargs, _SHAPE)
+    taken[RECORDED_AT] = time.time()
+    return pickle.dumps(taken, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+RECORDED_AT = "spendpipe_recorded_at"
+"""The snapshot's field holding when the call was recorded (a Unix timestamp): the time of an
+event whose call names no start or end, and of a fallback event, fixed on the request path so a
+call sent again to a new child builds the same event (a conflicting duplicate otherwise)."""
+
+
+def recorded_at(call: Mapping[str, Any]) -> datetime | None:
+    """When a restored snapshot's call was recorded (None for a snapshot without the field)."""
+    at = call.get(RECORDED_AT)
+    return datetime.fromtimestamp(at, UTC) if type(at) is float else None
 
 
 def _taken(source: Mapping[str, Any], shape: Shape) -> dict[str, Any]:
