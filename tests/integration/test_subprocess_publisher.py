@@ -1,7 +1,8 @@
 """The subprocess publisher against a real broker: every call recorded is delivered, and
 accounted in the gateway process exactly once, also when its child is killed mid-stream (a new
 child is started and sent what the dead one had not reported; a call it had delivered unreported
-comes again with the same event id, which the aggregator drops)."""
+comes again with the same event id, which the aggregator drops); and a close that runs out while
+Kafka hangs leaves every call spooled, for the next gateway to deliver."""
 
 import asyncio
 import os
@@ -20,6 +21,7 @@ from spendpipe.gateway.recording.event_builder import Recorded, build_spend_even
 from spendpipe.gateway.recording.publisher import PublisherOptions
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher
 from spendpipe.platform.kafka import KafkaSettings
+from spendpipe.platform.local_broker import LocalBroker
 from tests.support.pipeline import read_topic
 from tests.support.waiting import eventually_sync
 from tests.unit.test_event_builder import logging_object
@@ -183,3 +185,46 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_a_close_that_runs_out_while_kafka_hangs_spools_what_the_child_holds(
+    own_broker: LocalBroker, make_topics, tmp_path: Path
+) -> None:
+    topics = await make_topics(own_broker.bootstrap, partitions=3)
+    calls = [logged_call(n) for n in range(500)]
+    spool = tmp_path / "spool"
+    sender = ProcessPublisher(
+        kafka=KafkaSettings(bootstrap_servers=own_broker.bootstrap),
+        topic=topics.events,
+        spool_dir=spool,
+        spool_max_bytes=1 << 26,
+        gateway_id="gw-subprocess",
+        metrics=GatewayMetrics(registry=CollectorRegistry()),
+        options=PublisherOptions(delivery_timeout_s=120.0),  # Kafka may hang far past the close
+        child_close_s=4.0,
+    )
+    sender.start()
+    eventually_sync(lambda: sender.child_pid, bool, within=WITHIN_S, what="the child started")
+
+    # given a broker that stops answering (stopped, its connections left open)
+    broker = int((own_broker.data_dir / "broker.pid").read_text())
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        # when calls are recorded and the gateway closes
+        for call in calls:
+            sender.record(call)
+        closed = sender.close(WITHIN_S)
+    finally:
+        os.kill(broker, signal.SIGCONT)
+
+    # then the child spooled every call within its close, and lost none
+    assert closed
+    metrics = sender._metrics
+    assert GatewayMetrics.total(metrics.published) + GatewayMetrics.total(metrics.spooled) == len(calls)
+    assert GatewayMetrics.total(metrics.lost) == 0
+    # and the next gateway delivers what was spooled
+    after, _ = publisher(own_broker.bootstrap, topics.events, spool)
+    after.start()
+    by_id = await delivered(own_broker.bootstrap, topics.events, len(calls))
+    assert after.close(WITHIN_S)
+    assert set(by_id) == expected_ids(calls)

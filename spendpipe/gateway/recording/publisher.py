@@ -13,7 +13,10 @@ one wake-up, and sends them as one record batch per partition (`send_batch`: aio
 its key would take (aiokafka's default partitioner).
 
 When Kafka cannot take a batch (unreachable at start, gone mid-run, or too slow), the batch goes
-to the disk spool and is replayed, oldest first, once Kafka answers again.
+to the disk spool and is replayed, oldest first, once Kafka answers again. `close(timeout)` gives
+Kafka all but the last `spool_reserve(timeout)` of its time: then a delivery under way is cut
+short and what is still held is spooled, so a close that runs out while Kafka is slow leaves
+nothing that is neither delivered nor spooled.
 Only when the queue or the spool is full is an event lost; each loss is counted in
 `spendpipe_gateway_events_lost_total` and logged.
 """
@@ -63,6 +66,11 @@ class PublisherOptions:
     """How long one batch may wait for Kafka's acknowledgement before it is spooled."""
     retry_backoff_s: float = 1.0
     """How long to wait, after Kafka failed, before trying it again."""
+
+
+def spool_reserve(timeout: float) -> float:
+    """The part of a close's `timeout` kept for spooling what Kafka did not take by then."""
+    return min(5.0, timeout / 2)
 
 
 class HandOver(Generic[Item]):
@@ -140,6 +148,10 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         self._handled = 0
         self._progress = threading.Condition()
         self._kafka_down_until = 0.0
+        self._deliver_until = float("inf")
+        """Set by `close()`: past it (on `time.monotonic()`, the event loop's clock), Kafka is not
+        tried and what is held is spooled."""
+        self._delivering: asyncio.Timeout | None = None
         self._torn_reported = 0
 
     def start(self) -> None:
@@ -193,11 +205,24 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             return self.progress()
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Stop; True when the background thread finished within `timeout`."""
+        """Stop: deliver what is held for all but `spool_reserve(timeout)` of `timeout`, then spool
+        the rest; True when the background thread finished within `timeout`."""
         self._closed = True
+        self._deliver_until = min(self._deliver_until, time.monotonic() + timeout - spool_reserve(timeout))
         self._stopping.set()
         self._wake_up()
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended
+                loop.call_soon_threadsafe(self._cut_delivery)
         return self._background.stop(timeout, cancel=False)  # `_run` drains, then ends
+
+    def _cut_delivery(self) -> None:
+        """A delivery under way ends by the close's deadline (the loop's thread)."""
+        delivering = self._delivering
+        if delivering is not None and not delivering.expired():
+            when = delivering.when()
+            delivering.reschedule(self._deliver_until if when is None else min(when, self._deliver_until))
 
     @property
     def running(self) -> bool:
@@ -305,15 +330,19 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         return producer
 
     def _kafka_is_down(self) -> bool:
-        return time.monotonic() < self._kafka_down_until
+        """Kafka is not to be tried now: it failed within `retry_backoff_s`, or `close()`'s time
+        for delivering ran out (what is held is spooled)."""
+        now = time.monotonic()
+        return now < self._kafka_down_until or now >= self._deliver_until
 
     async def _deliver(self, producer: AIOKafkaProducer | None, payloads: list[Payload]) -> AIOKafkaProducer | None:
         """Send and wait for acknowledgements. Returns the producer to keep using, or None
         when Kafka did not take the batch (the caller spools it)."""
         if self._kafka_is_down():
             return None
+        until = min(time.monotonic() + self._options.delivery_timeout_s, self._deliver_until)
         try:
-            async with asyncio.timeout(self._options.delivery_timeout_s):
+            async with asyncio.timeout_at(until) as self._delivering:
                 producer = producer or await self._start_producer()
                 partitions = sorted(await producer.partitions_for(self._topic))
                 pending = [
@@ -326,6 +355,8 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             self._kafka_down_until = time.monotonic() + self._options.retry_backoff_s
             await self._stop_producer(producer)
             return None
+        finally:
+            self._delivering = None
         self._metrics.published.inc(len(payloads))
         return producer
 
@@ -350,11 +381,18 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
     async def _stop_producer(self, producer: AIOKafkaProducer | None, timeout_s: float | None = None) -> None:
         if producer is None:
             return
+        until = time.monotonic() + (timeout_s or self._options.delivery_timeout_s)
+        if self._stopping.is_set():  # closing: what is held waits for the spool, not for this
+            until = min(until, max(self._deliver_until, time.monotonic()) + _STOP_AT_CLOSE_S)
         try:
-            async with asyncio.timeout(timeout_s or self._options.delivery_timeout_s):
+            async with asyncio.timeout_at(until):
                 await producer.stop()
         except Exception as error:
             log.debug("spendpipe producer did not stop cleanly: %r", error)
+
+
+_STOP_AT_CLOSE_S = 1.0
+"""How long a producer may take to stop once a close's time for delivering ran out."""
 
 
 def record_batches(

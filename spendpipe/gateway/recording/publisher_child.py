@@ -10,7 +10,8 @@ counted as lost) it reports them on its stdout, with what the host accounts of e
 counters. A call the host has no report for is sent again to the next child if this one dies.
 
 It ends when its stdin ends: the host closed it (`close()`), or the host died. Either way it
-first delivers or spools what it holds. It ignores SIGINT, which a terminal sends to the whole
+first delivers what it holds, for at most `ChildConfig.close_s` less the time kept for spooling,
+and spools the rest. It ignores SIGINT, which a terminal sends to the whole
 process group: the host's `close()` decides when it ends.
 """
 
@@ -47,6 +48,10 @@ from spendpipe.gateway.recording.wire import (
 
 log = logging.getLogger("spendpipe.gateway.recording.publisher_child")
 
+SPOOLING_S = 60.0
+"""How long spooling what Kafka did not take by the end of the close may take (building and
+writing at most a queue's worth of events)."""
+
 
 class Child:
     def __init__(self, config: ChildConfig, reports: BinaryIO) -> None:
@@ -74,7 +79,10 @@ class Child:
         while chunk := source.read(1 << 16):
             buffer += chunk
             del buffer[: self._hand_over(buffer)]
-        self._publisher.close()
+        if not self._publisher.close(self._config.close_s):
+            # Kafka's time ran out: what is left goes to the spool, which needs only the disk
+            log.warning("spendpipe's publisher process is still spooling after %.0f s", self._config.close_s)
+            self._publisher.close(SPOOLING_S)
         self._report(self._publisher.progress())
 
     def _hand_over(self, buffer: bytearray) -> int:

@@ -65,6 +65,9 @@ log = logging.getLogger(__name__)
 CHILD_MODULE = "spendpipe.gateway.recording.publisher_child"
 CHILD_LINGER_S = 0.005
 """The child's own linger: calls reach it gathered already."""
+CHILD_CLOSE_S = 25.0
+"""How long a child's close may take (`ChildConfig.close_s`): less than `close()`'s 30 s, so it
+has spooled what Kafka did not take before this process stops waiting for it."""
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(spendpipe.__file__)))
 
@@ -93,6 +96,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         metrics: GatewayMetrics,
         options: PublisherOptions,
         restart_backoff_s: float = 0.5,
+        child_close_s: float = CHILD_CLOSE_S,
     ) -> None:
         self._config = ChildConfig(
             kafka=kafka,
@@ -108,6 +112,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             ),
             gateway_id=gateway_id,
             run_id=uuid.uuid4().hex,
+            close_s=child_close_s,
         )
         super().__init__(metrics=metrics, background=BackgroundLoop(name="spendpipe-publisher", main=self._run))
         self._options = options

@@ -170,6 +170,9 @@ class ChildConfig:
     run_id: str
     """Names the host process: with a call's sequence number, the stable id of an event whose call
     names no id (`fallback_id`)."""
+    close_s: float = 25.0
+    """How long the child's close may take once its stdin ends: Kafka is tried for all of it but
+    the part kept for spooling what is left (`publisher.spool_reserve`)."""
 
 
 def fallback_id(run_id: str, seq: int) -> str:
