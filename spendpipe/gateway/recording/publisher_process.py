@@ -17,7 +17,8 @@ What the gateway process keeps:
   delivered but not reported is a duplicate the aggregator drops, as for a spool replayed after a
   crash. What a call accounts here (`account`: the count, the key's and the process's spend) is
   taken from the report that hands it, so once.
-* **the spool** is the child's (the same directory and bound): one child at a time uses it.
+* **the spool** is the child's (the same directory and bound). A child left running after this
+  process died may still use it beside the next one's: the spool locks every use (`spool.py`).
 * **`close()`** sends the rest, closes the child's stdin and waits for it to deliver or spool
   everything and exit; **`wait_idle()`** waits for the reports, without lingering.
 * **metrics**: the child reports its counters; they are added to this process's.
