@@ -399,6 +399,16 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             retry_backoff_s=settings.retry_backoff_s,
             linger_s=settings.publish_linger_s,
         )
+
+        def in_thread() -> EventPublisher:
+            return EventPublisher(
+                kafka=settings.kafka,
+                topic=settings.topics.events,
+                spool=DiskSpool(directory=Path(settings.spool_dir), max_bytes=settings.spool_max_bytes),
+                metrics=metrics,
+                options=options,
+            )
+
         publisher: EventPublisher | ProcessPublisher
         if settings.publisher == "subprocess" or (settings.publisher == "auto" and sdk):
             publisher = ProcessPublisher(
@@ -409,15 +419,10 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 gateway_id=settings.gateway_id,
                 metrics=metrics,
                 options=options,
+                fallback=in_thread if settings.publisher == "auto" else None,  # no child can start: a thread
             )
         else:
-            publisher = EventPublisher(
-                kafka=settings.kafka,
-                topic=settings.topics.events,
-                spool=DiskSpool(directory=Path(settings.spool_dir), max_bytes=settings.spool_max_bytes),
-                metrics=metrics,
-                options=options,
-            )
+            publisher = in_thread()
         blocklist = BlockList()
         decisions, budgets = settings.topics.decisions, settings.topics.budgets
         follower = DecisionFollower(

@@ -2,7 +2,8 @@
 accounted in the gateway process exactly once, also when its child is killed mid-stream (a new
 child is started and sent what the dead one had not reported; a call it had delivered unreported
 comes again with the same event id, which the aggregator drops); and a close that runs out while
-Kafka hangs leaves every call spooled, for the next gateway to deliver."""
+Kafka hangs leaves every call spooled, for the next gateway to deliver; and where the first child
+sends no start handshake, `auto` delivers every call from a thread instead."""
 
 import asyncio
 import os
@@ -17,9 +18,11 @@ from prometheus_client import CollectorRegistry
 
 from spendpipe.contracts.events import decode_event
 from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording import publisher_process
 from spendpipe.gateway.recording.event_builder import Recorded, build_spend_event
-from spendpipe.gateway.recording.publisher import PublisherOptions
+from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher
+from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.local_broker import LocalBroker
 from tests.support.pipeline import read_topic
@@ -228,3 +231,51 @@ async def test_a_close_that_runs_out_while_kafka_hangs_spools_what_the_child_hol
     by_id = await delivered(own_broker.bootstrap, topics.events, len(calls))
     assert after.close(WITHIN_S)
     assert set(by_id) == expected_ids(calls)
+
+
+async def test_a_first_child_without_its_start_handshake_makes_auto_publish_from_a_thread(
+    kafka_broker: str, make_topics, tmp_path: Path, monkeypatch
+) -> None:
+    # given a child that cannot start (a Python that cannot import it)
+    monkeypatch.setattr(publisher_process, "CHILD_MODULE", "spendpipe.no_such_publisher_child")
+    topics = await make_topics(kafka_broker)
+    options = PublisherOptions(delivery_timeout_s=5.0, retry_backoff_s=0.3)
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    spool = tmp_path / "spool"
+
+    def in_thread() -> EventPublisher:
+        spooled = DiskSpool(directory=spool, max_bytes=1 << 26)
+        return EventPublisher(
+            kafka=KafkaSettings(bootstrap_servers=kafka_broker),
+            topic=topics.events,
+            spool=spooled,
+            metrics=metrics,
+            options=options,
+        )
+
+    sender = ProcessPublisher(
+        kafka=KafkaSettings(bootstrap_servers=kafka_broker),
+        topic=topics.events,
+        spool_dir=spool,
+        spool_max_bytes=1 << 26,
+        gateway_id="gw-subprocess",
+        metrics=metrics,
+        options=options,
+        fallback=in_thread,
+    )
+    accounted: list[Recorded] = []
+    sender.account = accounted.append
+    calls = [logged_call(n) for n in range(100)]
+
+    # when calls are recorded (as the first child fails) and the gateway closes
+    for call in calls:
+        sender.record(call)
+    assert sender.wait_idle(WITHIN_S)
+    assert sender.close(WITHIN_S)
+
+    # then every call is delivered from a thread of the gateway process, and accounted once
+    assert sender.fell_back
+    by_id = await delivered(kafka_broker, topics.events, len(calls))
+    assert set(by_id) == expected_ids(calls)
+    assert all(len(records) == 1 for records in by_id.values())
+    assert sorted(r.call_id or "" for r in accounted) == sorted(c["litellm_call_id"] for c in calls)

@@ -23,7 +23,7 @@ import pickle
 import signal
 import sys
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from prometheus_client import CollectorRegistry
 
@@ -73,6 +73,7 @@ class Child:
         self._write = threading.Lock()
 
     def run(self, source: BinaryIO) -> None:
+        self._report(self._publisher.progress())  # the start handshake: this child runs and reports
         self._publisher.start()
         threading.Thread(target=self._report_progress, name="spendpipe-reports", daemon=True).start()
         buffer = bytearray()
@@ -100,24 +101,12 @@ class Child:
         return at
 
     def _build(self, seq: int, payload: bytes) -> SpendEvent | None:
-        try:
-            call = restore(payload)
-        except Exception as error:  # not a snapshot: nothing to charge
-            log.error("spendpipe could not read call %d from the gateway process: %r", seq, error)
-            self._metrics.lost.labels(reason="uncharged").inc()
-            return None
-        if BUILT in call:  # `ProcessPublisher.publish`: built already, nothing to account
-            return decode_event(call[BUILT])
-        event = event_or_fallback(
-            call,
-            gateway_id=self._config.gateway_id,
-            metrics=self._metrics,
-            fallback_id=fallback_id(self._config.run_id, seq),
-            recorded_at=recorded_at(call),
+        built = build_sent(
+            seq, payload, gateway_id=self._config.gateway_id, run_id=self._config.run_id, metrics=self._metrics
         )
-        if event is not None:
-            self._recorded.append(sent_recorded(seq, Recorded.of(event, call)))
-        return event
+        if built.recorded is not None:
+            self._recorded.append(sent_recorded(seq, built.recorded))
+        return built.event
 
     def _report_progress(self) -> None:
         progress = (0, True, False)
@@ -159,6 +148,33 @@ class Child:
         for metric in self._metrics.spool_bytes.collect():
             counters["spool_bytes"] = metric.samples[0].value
         return counters
+
+
+class Built(NamedTuple):
+    event: SpendEvent | None
+    recorded: Recorded | None
+    """What the gateway process accounts of the event (None: an event built there already)."""
+
+
+def build_sent(seq: int, payload: bytes, *, gateway_id: str, run_id: str, metrics: GatewayMetrics) -> Built:
+    """The event of call `seq` sent over the pipe (`wire.snapshot`, or `wire.built_snapshot`), as
+    the child builds it, or the gateway process in its place (`ProcessPublisher`'s fallback)."""
+    try:
+        call = restore(payload)
+    except Exception as error:  # not a snapshot: nothing to charge
+        log.error("spendpipe could not read call %d from the gateway process: %r", seq, error)
+        metrics.lost.labels(reason="uncharged").inc()
+        return Built(None, None)
+    if BUILT in call:  # `ProcessPublisher.publish`: built already, nothing to account
+        return Built(decode_event(call[BUILT]), None)
+    event = event_or_fallback(
+        call,
+        gateway_id=gateway_id,
+        metrics=metrics,
+        fallback_id=fallback_id(run_id, seq),
+        recorded_at=recorded_at(call),
+    )
+    return Built(event, Recorded.of(event, call) if event is not None else None)
 
 
 def main() -> None:

@@ -24,15 +24,23 @@ What the gateway process keeps:
 * **metrics**: the child reports its counters; they are added to this process's.
 * **the child** is started with `close_fds` (it holds only its stdin, stdout and stderr), and
   ends when its stdin ends, also when this process dies: it then delivers what it holds and exits.
+* **a fallback** (`SPENDPIPE_PUBLISHER=auto`): where no child can be started (`sys.executable` is
+  not a Python interpreter, as under uWSGI, whose binary must never be run as one; or the first
+  child does not send its start handshake, its first report, within `HANDSHAKE_S`), one warning is
+  logged and the calls are built and delivered by the in-thread publisher (`fallback`) instead:
+  those handed over already, and every later one.
 """
 
 import asyncio
+import atexit
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import os
 import pickle
+import re
 import sys
 import threading
 import time
@@ -46,7 +54,8 @@ import spendpipe
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.recording.event_builder import Recorded
-from spendpipe.gateway.recording.publisher import HandOver, PublisherOptions
+from spendpipe.gateway.recording.publisher import EventPublisher, HandOver, PublisherOptions
+from spendpipe.gateway.recording.publisher_child import build_sent
 from spendpipe.gateway.recording.wire import (
     LENGTH_HEADER,
     MAX_FRAME,
@@ -70,7 +79,12 @@ CHILD_CLOSE_S = 25.0
 """How long a child's close may take (`ChildConfig.close_s`): less than `close()`'s 30 s, so it
 has spooled what Kafka did not take before this process stops waiting for it."""
 
+HANDSHAKE_S = 30.0
+"""How long the first child may take to send its first report (its imports, on a loaded machine)
+before it is taken as one that cannot start."""
+
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(spendpipe.__file__)))
+_INTERPRETER = re.compile(r"(python|pypy)[0-9.]*[a-z]?(\.exe)?")
 
 MAX_RESTART_BACKOFF_S = 30.0
 """A child that keeps dying is started again at most this often (and the wait doubles to it)."""
@@ -98,7 +112,10 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         options: PublisherOptions,
         restart_backoff_s: float = 0.5,
         child_close_s: float = CHILD_CLOSE_S,
+        fallback: Callable[[], EventPublisher] | None = None,
     ) -> None:
+        """`fallback`: the in-thread publisher to use where no child can be started (None: none,
+        a child is tried again and again)."""
         self._config = ChildConfig(
             kafka=kafka,
             topic=topic,
@@ -134,6 +151,10 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._closed = False
         self.child_pid: int | None = None
         self.restarts = 0
+        self._fallback = fallback
+        self._inline: EventPublisher | None = None
+        """The in-thread publisher fallen back to: every call goes to it."""
+        self._handshook = False
 
     def start(self) -> None:
         """Start the thread and the child now (its imports and its Kafka connection are then not
@@ -168,25 +189,33 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             return
         self._queue.append((seq := next(self._submitted), payload))
         self._last_submitted = seq
-        if self._asleep:
+        if self._inline is not None:  # checked after the append: a fallback meanwhile still gets it
+            self._to_inline(self._inline)
+        elif self._asleep:
             self._wake_up()
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until every call handed over so far is handled by the child (delivered, spooled or
         lost) and the spool is empty unless Kafka is down; True when that happened in time. What
         is queued is sent at once, without lingering."""
-        target = self._last_submitted
+        target, deadline = self._last_submitted, time.monotonic() + timeout
         with self._progress:
             self._flushing += 1
         try:
             self._wake_up()
             with self._progress:
-                return self._progress.wait_for(
-                    lambda: self._handled >= target and (self._spool_empty or self._kafka_down), timeout
+                idle = self._progress.wait_for(
+                    lambda: (
+                        self._inline is not None
+                        or (self._handled >= target and (self._spool_empty or self._kafka_down))
+                    ),
+                    timeout,
                 )
         finally:
             with self._progress:
                 self._flushing -= 1
+        inline = self._inline
+        return inline.wait_idle(max(0.0, deadline - time.monotonic())) if inline is not None else idle
 
     def close(self, timeout: float = 30.0) -> bool:
         """Send what is queued, let the child deliver or spool everything and exit; True when it
@@ -194,25 +223,82 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._closed = True
         self._closing.set()
         self._wake_up()
-        return self._background.stop(timeout, cancel=False)
+        deadline = time.monotonic() + timeout
+        stopped = self._background.stop(timeout, cancel=False)
+        inline = self._inline
+        return inline.close(max(0.0, deadline - time.monotonic())) and stopped if inline is not None else stopped
 
     @property
     def running(self) -> bool:
-        return self._background.alive
+        inline = self._inline
+        return inline.running if inline is not None else self._background.alive
+
+    @property
+    def fell_back(self) -> bool:
+        """No child could be started: the in-thread publisher publishes instead."""
+        return self._inline is not None
 
     @property
     def _spool(self) -> "ReportedSpool":
         """The child's spool, as its last report left it (the in-thread publisher's `_spool`)."""
-        return ReportedSpool(empty=self._spool_empty)
+        inline = self._inline
+        return ReportedSpool(empty=inline._spool.empty if inline is not None else self._spool_empty)
+
+    def _fall_back(self, why: str) -> None:
+        """Publish from a thread of this process from now on (`fallback`), starting with the calls
+        handed over already."""
+        assert self._fallback is not None
+        log.warning(
+            "spendpipe cannot start its publisher process (%s): publishing from a thread of this process instead",
+            why,
+        )
+        inline = self._fallback()
+        inline.start()
+        atexit.unregister(inline.close)  # closed by this publisher's close, which waits for it
+        self._queue.extendleft(reversed(self._sent))
+        self._sent.clear()
+        self._inline = inline
+        self._to_inline(inline)
+        with self._progress:
+            self._progress.notify_all()  # `wait_idle` waits on the fallback from now on
+
+    def _to_inline(self, inline: EventPublisher) -> None:
+        for seq, payload in self._take(len(self._queue) + 1):
+            inline.publish_deferred(functools.partial(self._build_here, seq, payload))
+
+    def _build_here(self, seq: int, payload: bytes) -> SpendEvent | None:
+        """A call's event built as the child would build it, on the fallback's thread, accounted."""
+        config = self._config
+        built = build_sent(seq, payload, gateway_id=config.gateway_id, run_id=config.run_id, metrics=self._metrics)
+        if built.recorded is not None:
+            try:
+                self.account(built.recorded)
+            except Exception:
+                log.exception("spendpipe could not account a recorded event")
+        return built.event
+
+    def _cannot_start(self) -> str | None:
+        """Why no child can be started, while the fallback may still be taken; None otherwise."""
+        if self._fallback is None or self._handshook:
+            return None
+        if not python_interpreter(sys.executable):
+            return f"sys.executable {sys.executable!r} is not a Python interpreter"
+        return None
 
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         backoff = self._restart_backoff_s
         while True:
+            if (why := self._cannot_start()) is not None:
+                self._fall_back(why)
+                return
             started = time.monotonic()
             try:
                 child = await self._spawn()
             except Exception as error:
+                if self._fallback is not None and not self._handshook:
+                    self._fall_back(f"{error!r}")
+                    return
                 log.error("spendpipe could not start its publisher process: %r", error)
                 if self._closing.is_set():
                     self._lose(len(self._sent) + len(self._queue), "closed")
@@ -222,6 +308,9 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 continue
             await self._serve(child)
             code = await child.wait()
+            if self._fallback is not None and not self._handshook:
+                self._fall_back(f"its first child ended ({code}) before its start handshake")
+                return
             if self._closing.is_set() and not self._sent and not self._queue:
                 return
             self.restarts += 1
@@ -316,18 +405,24 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         assert stdout is not None
         while True:
             try:
-                (length,) = LENGTH_HEADER.unpack(await stdout.readexactly(LENGTH_HEADER.size))
+                handshake = HANDSHAKE_S if self._fallback is not None and not self._handshook else None
+                async with asyncio.timeout(handshake):
+                    (length,) = LENGTH_HEADER.unpack(await stdout.readexactly(LENGTH_HEADER.size))
                 if length > MAX_FRAME:
                     raise ValueError(f"a report of {length} bytes")
                 report = pickle.loads(await stdout.readexactly(length))  # noqa: S301  # from our own child
             except asyncio.IncompleteReadError:
                 return  # the child ended; a report cut short is not taken
+            except TimeoutError:
+                log.error("spendpipe's publisher process sent no start handshake within %.0f s", HANDSHAKE_S)
+                return  # `_serve` ends it
             except Exception as error:
                 log.error("spendpipe could not read its publisher process's report: %r", error)
                 return
             self._apply(report)
 
     def _apply(self, report: Report) -> None:
+        self._handshook = True
         handled = max(0, min(report.handled - self._child_handled, len(self._sent)))
         self._child_handled = report.handled
         for _ in range(handled):
@@ -361,6 +456,14 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
 @dataclass(frozen=True)
 class ReportedSpool:
     empty: bool
+
+
+def python_interpreter(path: str | None) -> bool:
+    """`path` names a Python interpreter (`python3`, `python3.11`, `pypy3`, ...) that can be run:
+    a child started with anything else (uWSGI's binary in `sys.executable`) must not be run."""
+    if not path or not _INTERPRETER.fullmatch(os.path.basename(path).lower()):
+        return False
+    return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 def _ignore(recorded: Recorded) -> None:

@@ -1,0 +1,89 @@
+"""`SPENDPIPE_PUBLISHER=auto` where no publisher child can be started: a `sys.executable` that is not
+a Python interpreter (uWSGI's own binary) is never run; the calls go to the in-thread publisher,
+those handed over before the fallback and after it, each built and accounted once, with one
+warning."""
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording import publisher_process
+from spendpipe.gateway.recording.event_builder import Recorded
+from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
+from spendpipe.gateway.recording.publisher_process import ProcessPublisher, python_interpreter
+from spendpipe.gateway.recording.spool import DiskSpool
+from spendpipe.platform.kafka import KafkaSettings
+from tests.unit.test_event_builder import logging_object
+
+UNREACHABLE = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # refused at once: events are spooled
+
+
+def test_only_a_python_interpreter_is_taken_for_one() -> None:
+    assert python_interpreter(sys.executable)
+    assert not python_interpreter("/usr/local/bin/uwsgi")
+    assert not python_interpreter("")
+    assert not python_interpreter(None)
+    assert not python_interpreter("/no/such/dir/python3.11")  # named so, but not there to run
+
+
+def call(n: int) -> dict[str, object]:
+    return {"standard_logging_object": logging_object(litellm_call_id=f"call-{n}"), "litellm_call_id": f"call-{n}"}
+
+
+def test_where_sys_executable_is_not_python_auto_publishes_from_a_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # given a process whose sys.executable is a program that is not Python, as uWSGI's is
+    ran = tmp_path / "uwsgi-ran"
+    uwsgi = tmp_path / "uwsgi"
+    uwsgi.write_text(f"#!/bin/sh\ntouch {ran}\n")
+    uwsgi.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(uwsgi))
+    caplog.set_level(logging.WARNING, logger=publisher_process.__name__)
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    options = PublisherOptions(delivery_timeout_s=2.0)
+    spool = tmp_path / "spool"
+
+    def in_thread() -> EventPublisher:
+        return EventPublisher(
+            kafka=UNREACHABLE,
+            topic="spend.events",
+            spool=DiskSpool(directory=spool, max_bytes=1 << 20),
+            metrics=metrics,
+            options=options,
+        )
+
+    sender = ProcessPublisher(
+        kafka=UNREACHABLE,
+        topic="spend.events",
+        spool_dir=spool,
+        spool_max_bytes=1 << 20,
+        gateway_id="g",
+        metrics=metrics,
+        options=options,
+        fallback=in_thread,
+    )
+    accounted: list[Recorded] = []
+    sender.account = accounted.append
+
+    # when calls are recorded before and after the publisher finds it cannot start a child
+    sender.record(call(1))
+    assert sender.wait_idle(30)
+    sender.record(call(2))
+    assert sender.close(30)
+
+    # then that program never ran, and the in-thread publisher took every call, once
+    assert not ran.exists()
+    assert sender.fell_back
+    assert sender.child_pid is None
+    assert sorted(recorded.call_id or "" for recorded in accounted) == ["call-1", "call-2"]
+    assert GatewayMetrics.total(metrics.spooled) == 2
+    assert GatewayMetrics.total(metrics.lost) == 0
+    said = [record.getMessage() for record in caplog.records if record.name == publisher_process.__name__]
+    assert len(said) == 1
+    assert "cannot start its publisher process" in said[0]
+    assert str(uwsgi) in said[0]
