@@ -14,8 +14,9 @@ to announce.
 The two inserts that count carry an `insert_deduplication_token` naming the records they write
 (`insert_token`): on replicated tables, which deduplicate inserts, a retried flush is dropped as
 a duplicate and two different flushes never are (docs/exactly-once.md, "Replicated tables").
-On a cluster the watermarks are read after `SYSTEM SYNC REPLICA`, so they include every insert
-any replica took.
+On a cluster the watermarks are read after `SYSTEM SYNC REPLICA ... LIGHTWEIGHT`, so they include
+every insert any replica took, and the inserts that count carry `insert_quorum`
+(`store/cluster.py`).
 """
 
 from collections.abc import Iterable, Sequence
@@ -43,6 +44,7 @@ from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.calendar import settle_calendar
+from spendpipe.store.cluster import quorum_settings, sync_replica
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 RAW_COLUMNS = ("kafka_partition", "kafka_offset", "key", "value")
@@ -165,8 +167,9 @@ class SpendStore:
         """`write_timeout_s`: the `max_execution_time` of every insert that counts; an insert has
         landed or failed this long after it started (`ownership`, the settle wait)."""
         self._clickhouse = clickhouse
-        self._replicated = clickhouse.settings.replication is not None
-        self._write_settings = f"{ONE_PART}, max_execution_time = {int(write_timeout_s)}"
+        replication = clickhouse.settings.replication
+        self._replicated = replication is not None
+        self._write_settings = f"{ONE_PART}, max_execution_time = {int(write_timeout_s)}{quorum_settings(replication)}"
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
         """Stage tables that may hold rows: a small flush truncates only those (each statement
@@ -203,7 +206,7 @@ class SpendStore:
         """On a cluster, wait until this replica has every part another one took: a watermark
         read on a replica that lags would replay what is already counted."""
         if self._replicated:
-            self._clickhouse.command(f"SYSTEM SYNC REPLICA {table}")
+            self._clickhouse.command(sync_replica(table))
 
     def totals_watermarks(self, topic: str) -> dict[int, int]:
         self._caught_up("spend_totals")

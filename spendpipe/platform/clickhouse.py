@@ -25,6 +25,7 @@ _TLS_FILES = ("ca_cert", "client_cert", "client_cert_key")
 
 REPLICA_PATH = "/clickhouse/tables/{shard}/{database}/{table}"
 REPLICA_NAME = "{replica}"
+INSERT_QUORUM = "auto"
 """ClickHouse's customary Keeper path and replica name of a replicated table: the `{shard}` and
 `{replica}` macros come from each server's `<macros>`, `{database}` and `{table}` from the table."""
 
@@ -37,6 +38,8 @@ class Cluster:
     name: str
     replica_path: str = REPLICA_PATH
     replica_name: str = REPLICA_NAME
+    insert_quorum: str = INSERT_QUORUM
+    """The `insert_quorum` of the inserts that count (`spendpipe.store.cluster.quorum_settings`)."""
 
     @property
     def clause(self) -> str:
@@ -71,6 +74,10 @@ class ClickhouseSettings(BaseModel):
     `{uuid}`) so tables do not share one."""
     replica_name: str = Field(default=REPLICA_NAME, pattern=r"^[^'\\]+$")
     """With `cluster`: the replica's name, the same on every table of a server."""
+    insert_quorum: str = Field(default=INSERT_QUORUM, pattern=r"^(auto|[0-9]{1,3})$")
+    """With `cluster`: ClickHouse's `insert_quorum` of the aggregator's inserts that count: how
+    many replicas must hold a flush's part before it succeeds. `auto`, a majority of the replicas;
+    `0` or `1`, no quorum (the part is on the replica that took it, and reaches the others later)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -135,7 +142,7 @@ class ClickhouseSettings(BaseModel):
         if self.cluster is not None and self.embedded:
             # chDB creates a ReplicatedMergeTree but never activates its replica: inserts hang
             problems.append("__CLUSTER applies to a server (http(s):// DSN), not chdb://")
-        replication = [name for name in ("replica_path", "replica_name") if getattr(self, name) != _DEFAULTS[name]]
+        replication = [name for name in _DEFAULTS if getattr(self, name) != _DEFAULTS[name]]
         if replication and self.cluster is None:
             problems.append(f"{_suffixes(replication)} need __CLUSTER")
         if not any(macro in self.replica_path for macro in ("{table}", "{uuid}")):
@@ -151,14 +158,14 @@ class ClickhouseSettings(BaseModel):
         """The cluster the tables are replicated on; None on one server (or chDB)."""
         if self.cluster is None:
             return None
-        return Cluster(self.cluster, self.replica_path, self.replica_name)
+        return Cluster(self.cluster, self.replica_path, self.replica_name, self.insert_quorum)
 
     @property
     def secure(self) -> bool:
         return self.dsn.startswith("https://")
 
 
-_DEFAULTS = {"replica_path": REPLICA_PATH, "replica_name": REPLICA_NAME}
+_DEFAULTS = {"replica_path": REPLICA_PATH, "replica_name": REPLICA_NAME, "insert_quorum": INSERT_QUORUM}
 
 
 def _suffixes(fields: list[str]) -> str:

@@ -14,6 +14,10 @@ Without a cluster the statements are returned unchanged, byte for byte. A statem
 not know (an `INSERT`, a table of another engine) is refused rather than run on one server only:
 a new migration must fit the rule or extend it here.
 
+The aggregator's cluster path is here too: `sync_replica`, the statement that makes a replica
+fetch every part the others took before a watermark is read, and `quorum_settings`, the
+`insert_quorum` of the inserts that count.
+
 The cluster must have one shard (`check_one_shard`): a flush's totals and the watermark that
 says which offsets they include are one part of one table, and the fence reads the owner claims
 in the same statement. Spread over shards, neither would hold. Every replica holds every row, so
@@ -59,6 +63,24 @@ def _replicated(engine: re.Match[str], cluster: Cluster) -> str:
     if engine[2] and engine[2].strip():
         arguments.append(engine[2].strip())
     return f"ENGINE = Replicated{engine[1]}MergeTree({', '.join(arguments)})"
+
+
+def sync_replica(table: str) -> str:
+    """Wait until this replica has fetched every part the others took, as its replication queue
+    holds them now. `LIGHTWEIGHT` waits for those fetches only, not for merges and mutations
+    queued behind them, which a watermark read does not need (a plain `SYSTEM SYNC REPLICA` waits
+    for the whole queue: under load, for minutes)."""
+    return f"SYSTEM SYNC REPLICA {table} LIGHTWEIGHT"
+
+
+def quorum_settings(cluster: Cluster | None) -> str:
+    """`SETTINGS` items (each after a comma) of an insert that counts on `cluster`: it succeeds
+    only once `insert_quorum` replicas hold its part, so a replica lost after the insert does not
+    take a flush whose offsets are committed with it. Nothing on one server."""
+    if cluster is None:
+        return ""
+    quorum = cluster.insert_quorum
+    return f", insert_quorum = {quorum!r}" if quorum == "auto" else f", insert_quorum = {int(quorum)}"
 
 
 def check_one_shard(client: SqlRows, cluster: Cluster) -> None:
