@@ -155,9 +155,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if not self._started:  # on the request path: one attribute read once started
             self._started = True
             self._sync_deadline = time.monotonic() + self._sync_wait_s
-            atexit.register(self.close)  # after the publisher's own: exit runs this one first
             self.ops.start()
             self.publisher.start()
+            atexit.register(self.close)  # after the publisher's own: exit runs this one first
             self._follower.start()
             if self._limit_follower is not None:
                 self._limit_follower.start()
