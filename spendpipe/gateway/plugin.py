@@ -115,6 +115,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.publisher = publisher
         if isinstance(publisher, ProcessPublisher):
             publisher.account = self.account  # the child builds; this process accounts what it built
+            publisher.account_sum = self.account_sum
         self.metrics = metrics
         self.gateway_id = gateway_id
         self.blocklist = blocklist
@@ -420,6 +421,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
                 metrics=metrics,
                 options=options,
                 fallback=in_thread if settings.publisher == "auto" else None,  # no child can start: a thread
+                each_call=not sdk,  # only the proxy's key spend headers need each event's figures
             )
         else:
             publisher = in_thread()
@@ -497,6 +499,13 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self.key_spend.add(recorded.key_hash, recorded.cost, recorded.occurred_at, recorded.call_id)
         if self.process_budget is not None:  # locked: several threads may record
             self.process_budget.add(recorded.cost)
+
+    def account_sum(self, count: int, cost: Decimal) -> None:
+        """SDK mode with the subprocess publisher: `account` for `count` events at once, whose
+        costs sum to `cost`, without the key spend (which only the proxy's responses carry)."""
+        self.metrics.recorded.inc(count)
+        if self.process_budget is not None:
+            self.process_budget.add(cost)
 
     def close(self, timeout: float = 30.0) -> bool:
         """Wait up to `close_wait_s` for LiteLLM to log the calls already made (`UnloggedCalls`),

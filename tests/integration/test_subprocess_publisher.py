@@ -279,3 +279,35 @@ async def test_a_first_child_without_its_start_handshake_makes_auto_publish_from
     assert set(by_id) == expected_ids(calls)
     assert all(len(records) == 1 for records in by_id.values())
     assert sorted(r.call_id or "" for r in accounted) == sorted(c["litellm_call_id"] for c in calls)
+
+
+async def test_without_each_call_the_count_and_the_exact_sum_are_accounted(
+    kafka_broker: str, make_topics, tmp_path: Path
+) -> None:
+    """SDK mode (`each_call=False`): the gateway takes each report's count and summed cost, which
+    add up to the calls' costs exactly (what `litellm.max_budget` counts), and no call one by one."""
+    topics = await make_topics(kafka_broker, partitions=3)
+    calls = [logged_call(n) for n in range(500)]
+    sender = ProcessPublisher(
+        kafka=KafkaSettings(bootstrap_servers=kafka_broker),
+        topic=topics.events,
+        spool_dir=tmp_path / "spool",
+        spool_max_bytes=1 << 26,
+        gateway_id="gw-subprocess",
+        metrics=GatewayMetrics(registry=CollectorRegistry()),
+        options=PublisherOptions(delivery_timeout_s=5.0, retry_backoff_s=0.3),
+        each_call=False,
+    )
+    accounted: list[Recorded] = []
+    sums: list[tuple[int, Decimal]] = []
+    sender.account = accounted.append
+    sender.account_sum = lambda count, cost: sums.append((count, cost))
+
+    for call in calls:
+        sender.record(call)
+    assert sender.wait_idle(WITHIN_S)
+    assert sender.close(WITHIN_S)
+
+    assert accounted == []
+    assert sum(count for count, _ in sums) == len(calls)
+    assert sum((cost for _, cost in sums), Decimal(0)) == sum(Decimal(str(0.001 * (n % 7 + 1))) for n in range(500))

@@ -95,3 +95,33 @@ def test_a_call_sent_again_to_the_next_child_builds_the_same_event(
     assert first is not None
     assert again == first
     assert abs(first.occurred_at - datetime.now(UTC)) < timedelta(minutes=5)  # when it was recorded
+
+
+def test_without_each_call_a_report_sums_only_the_calls_it_hands_back(tmp_path: Path) -> None:
+    """SDK mode: a report carries how many events it accounts and their exact summed cost."""
+    sink = io.BytesIO()
+    child = Child(
+        ChildConfig(
+            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),  # never started here
+            topic="spend.events",
+            spool_dir=tmp_path,
+            spool_max_bytes=1 << 20,
+            options=PublisherOptions(),
+            gateway_id="g",
+            run_id="ab" * 16,
+            each_call=False,
+        ),
+        sink,
+    )
+    costs = {7: 0.1, 8: 0.2, 9: 0.000225}
+    for seq, cost in costs.items():
+        call = {"standard_logging_object": logging_object(litellm_call_id=f"call-{seq}", response_cost=cost)}
+        child._seqs.append(seq)
+        child._build(seq, snapshot(call))
+
+    child._report((2, True, False))  # calls 7 and 8 handled; 9 built, not handled yet
+    child._report((3, True, False))
+
+    first, second = reports_of(sink)
+    assert (first.recorded, first.count, first.cost) == ([], 2, "0.3")
+    assert (second.recorded, second.count, second.cost) == ([], 1, "0.000225")

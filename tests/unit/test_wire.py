@@ -3,6 +3,7 @@ logged call builds the event the call builds, holds no raw key, does not follow 
 the call, and `restore` takes nothing but data."""
 
 import pickle
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given, settings
 
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
-from spendpipe.gateway.recording.wire import fallback_id, restore, snapshot
+from spendpipe.gateway.recording.wire import _SHAPE, _taken, fallback_id, restore, snapshot
 from tests.unit.test_event_builder import logging_object
 from tests.unit.test_labels import hostile
 from tests.unit.test_logged_call import RAW_KEY, calls, hostile_call
@@ -86,3 +87,38 @@ def _event_or_failed(kwargs: dict[str, Any]) -> SpendEvent | str | None:
         return build_spend_event(kwargs, gateway_id="g")
     except Exception:
         return "failed"
+
+
+def test_a_plain_call_crosses_flat_and_comes_back_as_the_fields_taken() -> None:
+    """LiteLLM hands over plain dicts: their snapshot is a flat tuple of values (no keys, no
+    dicts), restored to exactly the dict the field-by-field walk (`_taken`) gives."""
+    for kwargs in calls():
+        assert type(pickle.loads(snapshot(kwargs))) is tuple, kwargs
+        assert restore(snapshot(kwargs)) == _taken(kwargs, _SHAPE), kwargs
+
+
+def test_a_mapping_of_another_type_crosses_as_the_walk_takes_it() -> None:
+    kwargs = calls()[1]
+    kwargs["litellm_params"] = MappingProxyType(kwargs["litellm_params"])
+
+    assert type(pickle.loads(snapshot(kwargs))) is dict
+    assert restore(snapshot(kwargs)) == _taken(kwargs, _SHAPE)
+    assert build_spend_event(through_the_pipe(kwargs), gateway_id="g") == build_spend_event(kwargs, gateway_id="g")
+
+
+@settings(max_examples=200, deadline=None)
+@given(user=hostile, label=hostile, tags=hostile, agent=hostile, tokens=hostile)
+def test_hostile_values_come_back_as_the_walk_takes_them(
+    *, user: object, label: object, tags: object, agent: object, tokens: object
+) -> None:
+    kwargs = hostile_call(user=user, label=label, tags=tags, agent=agent, tokens=tokens)
+
+    assert restore(snapshot(kwargs)) == _taken(kwargs, _SHAPE)
+
+
+def test_restore_refuses_a_flat_snapshot_of_the_wrong_length() -> None:
+    values = pickle.loads(snapshot(calls()[0]))
+    with pytest.raises(pickle.UnpicklingError):
+        restore(pickle.dumps(values[:-1]))
+    with pytest.raises(pickle.UnpicklingError):
+        restore(pickle.dumps((*values, None)))

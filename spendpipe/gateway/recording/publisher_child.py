@@ -23,11 +23,13 @@ import pickle
 import signal
 import sys
 import threading
+from decimal import Decimal
 from typing import BinaryIO, NamedTuple
 
 from prometheus_client import CollectorRegistry
 
 from spendpipe.contracts.events import SpendEvent, decode_event
+from spendpipe.contracts.money import add_costs
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.recording.event_builder import Recorded, event_or_fallback
 from spendpipe.gateway.recording.publisher import EventPublisher
@@ -130,6 +132,8 @@ class Child:
                 recorded=recorded,
                 counters=self._counters(),
             )
+            if not self._config.each_call:
+                report.recorded, report.count, report.cost = [], len(recorded), str(_sum_of_costs(recorded))
             self._reports.write(length_frame(report))
             self._reports.flush()
 
@@ -175,6 +179,13 @@ def build_sent(seq: int, payload: bytes, *, gateway_id: str, run_id: str, metric
         recorded_at=recorded_at(call),
     )
     return Built(event, Recorded.of(event, call) if event is not None else None)
+
+
+def _sum_of_costs(recorded: list[SentRecorded]) -> Decimal:
+    total = Decimal(0)
+    for _, _, cost, _, _ in recorded:
+        total = add_costs(total, Decimal(cost))
+    return total
 
 
 def main() -> None:

@@ -16,7 +16,8 @@ What the gateway process keeps:
   does not name is the one `wire.snapshot` recorded here), so a call the dead child had
   delivered but not reported is a duplicate the aggregator drops, as for a spool replayed after a
   crash. What a call accounts here (`account`: the count, the key's and the process's spend) is
-  taken from the report that hands it, so once.
+  taken from the report that hands it, so once. In SDK mode (`each_call` off), where no response
+  carries a key's spend, a report hands its events' count and summed cost instead (`account_sum`).
 * **the spool** is the child's (the same directory and bound). A child left running after this
   process died may still use it beside the next one's: the spool locks every use (`spool.py`).
 * **`close()`** sends the rest, closes the child's stdin and waits for it to deliver or spool
@@ -47,6 +48,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +115,12 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         restart_backoff_s: float = 0.5,
         child_close_s: float = CHILD_CLOSE_S,
         fallback: Callable[[], EventPublisher] | None = None,
+        each_call: bool = True,
     ) -> None:
         """`fallback`: the in-thread publisher to use where no child can be started (None: none,
-        a child is tried again and again)."""
+        a child is tried again and again). `each_call`: `account` each event (the proxy's key
+        spend needs each); without it the child sums its reports' events and `account_sum` takes
+        their count and cost at once."""
         self._config = ChildConfig(
             kafka=kafka,
             topic=topic,
@@ -131,12 +136,15 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             gateway_id=gateway_id,
             run_id=uuid.uuid4().hex,
             close_s=child_close_s,
+            each_call=each_call,
         )
         super().__init__(metrics=metrics, background=BackgroundLoop(name="spendpipe-publisher", main=self._run))
         self._options = options
         self._restart_backoff_s = restart_backoff_s
         self.account: Callable[[Recorded], None] = _ignore
         """What the gateway keeps of each recorded event; called on this publisher's thread."""
+        self.account_sum: Callable[[int, Decimal], None] = _ignore_sum
+        """Without `each_call`: what it keeps of a report's events, their count and summed cost."""
         self._sent: collections.deque[Call] = collections.deque()
         """Written to the child, not reported handled yet (this publisher's thread only)."""
         self._submitted = itertools.count(1)
@@ -432,6 +440,11 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 self.account(received_recorded(recorded))
             except Exception:
                 log.exception("spendpipe could not account a recorded event")
+        if report.count:
+            try:
+                self.account_sum(report.count, Decimal(report.cost))
+            except Exception:
+                log.exception("spendpipe could not account %d recorded event(s)", report.count)
         self._count(report.counters)
         with self._progress:
             self._handled += handled
@@ -467,6 +480,10 @@ def python_interpreter(path: str | None) -> bool:
 
 
 def _ignore(recorded: Recorded) -> None:
+    return None
+
+
+def _ignore_sum(count: int, cost: Decimal) -> None:
     return None
 
 

@@ -28,6 +28,8 @@ class UnloggedCalls:
         self._started: dict[str, float] = {}
         """call id -> when it started; insertion order is age order"""
         self._changed = threading.Condition()
+        self._waiting = 0
+        """How many `wait_logged` wait: only then does a logged call notify (on every call else)."""
 
     def started(self, call_id: object) -> None:
         if not isinstance(call_id, str):
@@ -45,7 +47,7 @@ class UnloggedCalls:
         if not isinstance(call_id, str):
             return
         with self._changed:
-            if self._started.pop(call_id, None) is not None:
+            if self._started.pop(call_id, None) is not None and self._waiting:
                 self._changed.notify_all()
 
     def wait_logged(self, timeout: float) -> int:
@@ -53,7 +55,11 @@ class UnloggedCalls:
         started meanwhile do not extend the wait). Returns how many are still not logged."""
         with self._changed:
             waiting = set(self._started)
-            self._changed.wait_for(lambda: waiting.isdisjoint(self._started), timeout)
+            self._waiting += 1
+            try:
+                self._changed.wait_for(lambda: waiting.isdisjoint(self._started), timeout)
+            finally:
+                self._waiting -= 1
             return len(waiting.intersection(self._started))
 
     def _forget_started_before(self, cutoff: float) -> None:
