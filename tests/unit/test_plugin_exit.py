@@ -16,7 +16,11 @@ def test_the_plugins_exit_handler_runs_before_the_publishers(monkeypatch: pytest
     monkeypatch.setattr(atexit, "unregister", lambda handler: None)
     gateway = plugin(BlockList(), "open")
     publisher = gateway.publisher
-    publisher._start = lambda: atexit.register(publisher.close)  # type: ignore[method-assign]
+
+    def start() -> None:  # as the publisher's own start: registers its close once started
+        atexit.register(publisher.close)
+
+    publisher._start = start  # type: ignore[method-assign]
 
     gateway.start()
 
