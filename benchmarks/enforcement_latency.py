@@ -13,12 +13,12 @@ gateway plugin sends) to the moment the follower applies the block, both on this
 clock. Nothing polls on the measured path: the block list notes when each block arrives.
 
 Each probe is split into the hops this process can see, on the machine's one wall clock:
-- aggregate: produced -> the aggregator's announcement says ClickHouse holds its totals
-  (`flushed_at`): the aggregator's fetch wait, stage and rollup. The pipeline's /metrics splits
-  it, as means per flush over the level (`spendpipe_aggregator_flush_step_seconds`): `wait`
-  (how long a flush's records had waited when it started: the fetch, and the flush before it),
-  `stage` (parse, check, dedup) and `rollup` (the totals insert); the copy into `events`
-  (`events`) comes after the announcement;
+- aggregate: produced -> the aggregator's announcement says ClickHouse holds it (`flushed_at`):
+  the aggregator's fetch wait, stage and rollup. The pipeline's /metrics splits it, as means per
+  flush over the level (`spendpipe_aggregator_flush_step_seconds`): `wait` (how long a flush's
+  records had waited when it started: the fetch, and the flush before it), `stage` (parse,
+  check, dedup), `rollup` (the totals insert) and `events` (the copy into `events`, then what to
+  announce);
 - announce: `flushed_at` -> the announcement naming the probe's key read from `spend.flushes`
   (this process reads it as the enforcer does);
 - judge: announcement read -> the enforcer's `decided_at`, the clock its judgement reads as it
@@ -286,8 +286,8 @@ def _level(
     split = "; ".join(f"{hop} {percentile(values, 0.5):,.0f}" for hop, values in hops.items() if values)
     split = (
         f"hops (median ms): {split}; the aggregate hop's steps (mean ms per flush): fetch wait"
-        f" {means['wait']:,.0f}, stage {means['stage']:,.0f}, rollup {means['rollup']:,.0f} (then events"
-        f" {means['events']:,.0f}, after the announcement); mean per flush {means['flush']:,.0f} ms in the"
+        f" {means['wait']:,.0f}, stage {means['stage']:,.0f}, rollup {means['rollup']:,.0f}, events"
+        f" {means['events']:,.0f}; mean per flush {means['flush']:,.0f} ms in the"
         f" aggregator (stage to commit), {means['judge']:,.0f} ms judging, {means['publish']:,.0f} ms publishing; "
         if split
         else ""

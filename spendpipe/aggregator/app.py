@@ -2,8 +2,8 @@
 
 Offsets are committed only after ClickHouse holds the batch and every dead letter is on the
 dead-letter topic. The announcement of the changed scopes goes out as soon as ClickHouse has
-the totals (the enforcer reads them from there), while the events are copied, and has gone out
-before the commit. A flush that fails is read again after a pause (`intake`).
+the totals (the enforcer reads them from there), before the commit. A flush that fails is
+read again after a pause (`intake`).
 
 Dead letters and announcements go out through the FastStream broker's publishers; the events
 are read by the intake's own consumer (why: `intake`'s docstring). `start()` starts reading,
@@ -17,7 +17,6 @@ Readiness (`not_ready()`, for /readyz): the consumer has caught up with the back
 """
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import uuid
@@ -205,15 +204,7 @@ class Aggregator:
         """Write `records`, publish their letters, announce their scopes: WRITTEN when done,
         FAILED (logged, counted) when the batch must be read again, OWNERSHIP_LOST when another
         aggregator claimed one of its partitions (logged, counted)."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        announced: list[concurrent.futures.Future[None]] = []
-
-        def durable(outcome: FlushOutcome) -> None:
-            """On the ClickHouse thread, between the totals and the copy into `events`."""
-            if outcome.scopes:
-                announced.append(asyncio.run_coroutine_threadsafe(self._announce(outcome), loop))
-
+        started = asyncio.get_running_loop().time()
         first_reads = self._first_reads(records)
         self._metrics.consumed.inc(first_reads)
         self._metrics.rereads.inc(len(records) - first_reads)
@@ -226,7 +217,7 @@ class Aggregator:
             fence = ownership.fence
             if fence is None:
                 raise OwnershipLostError("no partitions claimed (a rebalance is under way)")
-            outcome = await self._clickhouse.run(self.writer.write, records, fence, durable)
+            outcome = await self._clickhouse.run(self.writer.write, records, fence)
             await self._dead_letter(outcome.dead_letters)
         except OwnershipLostError as lost:
             self._lost_error = str(lost)
@@ -240,15 +231,15 @@ class Aggregator:
             self.writer.forget_state()
             self.ownership.failed()
             return Flushed.FAILED
-        for announcement in announced:
-            await asyncio.wrap_future(announcement)  # before the commit: a crash before it announces again
+        if outcome.scopes:
+            await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
         self._flush_error = self._lost_error = None
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
         for step, seconds in outcome.seconds.items():
             self._metrics.flush_step_seconds.labels(step).observe(seconds)
-        self._metrics.flush_seconds.observe(loop.time() - started)
+        self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
         self._metrics.last_flush.set_to_current_time()
         return Flushed.WRITTEN
 

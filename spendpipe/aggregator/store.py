@@ -387,13 +387,6 @@ class SpendStore:
             bool(owned),
         )
 
-    def owns(self, fence: Fence | None, partitions: Iterable[int]) -> bool:
-        """Whether `fence` still holds for `partitions` (no query without a fence: one writer)."""
-        if fence is None:
-            return True
-        condition, parameters = fence_sql(fence, partitions)
-        return bool(self._clickhouse.rows(f"SELECT {condition}", parameters)[0][0])
-
 
 def insert_token(table: str, after: dict[int, int], watermarks: dict[str, int]) -> dict[str, str] | None:
     """The `insert_deduplication_token` of a flush's insert into `table`: the records it writes,

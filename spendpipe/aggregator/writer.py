@@ -22,14 +22,11 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
    excluded table; nothing else of the batch passes through Python.
 3. Insert the totals of the usable parsed events into `spend_totals` (rolled up by ClickHouse,
    see `rollup`), together with one watermark row per partition (the highest offset included),
-   in one insert: one part, all or nothing. Then read what the totals now hold of the batch
-   (the scopes to announce) and whether the fence still held: the announcement can go out
-   now (`durable`), without waiting for step 4: the enforcer reads only the totals.
+   in one insert: one part, all or nothing.
 4. Copy the usable parsed events into `events`, which carry their own partition and offset.
 
 With several aggregators, steps 3 and 4 carry the flush's fence (`ownership`): a writer whose
-partitions were claimed by a later owner writes nothing, and `write` raises `OwnershipLostError`
-(checked after step 3, before anything is announced, and again after step 4).
+partitions were claimed by a later owner writes nothing, and `write` raises `OwnershipLostError`.
 
 Each table skips records at or below its own watermark. So a batch replayed after a crash
 anywhere in 3-4 (offsets not yet committed) adds nothing twice: a table that already has
@@ -48,7 +45,6 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import NoReturn
 
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
 from spendpipe.aggregator.ownership import Fence, OwnershipLostError
@@ -85,12 +81,8 @@ class FlushOutcome:
     models: set[str] = field(default_factory=set)
     latest_occurred_at: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    """Time the write spent in each step: `stage` (1-2), `rollup` (3, and reading what the totals
-    hold of the batch), `events` (4, and the ownership check after it)."""
-
-
-Durable = Callable[[FlushOutcome], None]
-"""Hears a flush's outcome once its totals are in ClickHouse (`BatchWriter.write`)."""
+    """Time the write spent in each step: `stage` (1-2), `rollup` (3), `events` (4, and reading
+    what the totals hold of the batch for the announcement, with the ownership check)."""
 
 
 @dataclass
@@ -144,12 +136,8 @@ class BatchWriter:
         after partitions were reassigned or a write failed half-way."""
         self._watermarks = None
 
-    def write(
-        self, records: Sequence[SourceRecord], fence: Fence | None = None, durable: Durable = lambda _: None
-    ) -> FlushOutcome:
-        """`fence`: the claim the inserts are made under; None writes unfenced (one writer).
-        `durable` hears the outcome as soon as the totals are in (step 3) and still owned, before
-        the copy into `events`: the scopes can be announced then (on this thread; it must not block)."""
+    def write(self, records: Sequence[SourceRecord], fence: Fence | None = None) -> FlushOutcome:
+        """`fence`: the claim the inserts are made under; None writes unfenced (one writer)."""
         started = time.perf_counter()
         outcome = FlushOutcome()
         marks = self._load_state()
@@ -164,27 +152,21 @@ class BatchWriter:
         self._dead_letters(records, refused, ordered.conflicts, outcome)
         staged = time.perf_counter()
         new_after = self._write_totals(records, marks, fence)
-        partitions = highest_offsets(records)
-        written = store.written(new_after=new_after, fence=fence, partitions=partitions)
+        rolled = time.perf_counter()
+        self._write_events(records, marks, fence)
+        written = store.written(new_after=new_after, fence=fence, partitions=highest_offsets(records))
+        outcome.seconds = {"stage": staged - started, "rollup": rolled - staged, "events": time.perf_counter() - rolled}
         if not written.owned:
-            self._lost(partitions)
+            self.forget_state()  # what landed, the next owner reads from ClickHouse
+            partitions = sorted(highest_offsets(records))
+            raise OwnershipLostError(f"partitions {partitions} of {self._topic} were claimed by another aggregator")
+        self._recent.remember(ordered.fresh, now_s)
+        self._recent.expire(now_s)
         outcome.counted = written.new
         outcome.scopes = touched_scopes(written.attributions)
         outcome.models = set(written.models)
         outcome.latest_occurred_at = written.latest_occurred_at
-        rolled = time.perf_counter()
-        durable(outcome)
-        self._write_events(records, marks, fence)
-        if not store.owns(fence, partitions):
-            self._lost(partitions)
-        self._recent.remember(ordered.fresh, now_s)
-        self._recent.expire(now_s)
-        outcome.seconds = {"stage": staged - started, "rollup": rolled - staged, "events": time.perf_counter() - rolled}
         return outcome
-
-    def _lost(self, partitions: dict[int, int]) -> NoReturn:
-        self.forget_state()  # what landed, the next owner reads from ClickHouse
-        raise OwnershipLostError(f"partitions {sorted(partitions)} of {self._topic} were claimed by another aggregator")
 
     def _parse(self, records: Sequence[SourceRecord], now_s: float) -> list[tuple[int, int, str]] | None:
         """Fill the parsed stage (see the module's docstring, step 1). Returns the records
