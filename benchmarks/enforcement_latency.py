@@ -14,9 +14,11 @@ clock. Nothing polls on the measured path: the block list notes when each block 
 
 Each probe is split into the hops this process can see, on the machine's one wall clock:
 - aggregate: produced -> the aggregator's announcement says ClickHouse holds it (`flushed_at`):
-  the aggregator's fetch wait, stage and rollup. The pipeline's /metrics gives the mean flush
-  (`spendpipe_aggregator_flush_seconds`, stage to commit) over the level, so the fetch wait is
-  about `aggregate` less that mean;
+  the aggregator's fetch wait, stage and rollup. The pipeline's /metrics splits it, as means per
+  flush over the level (`spendpipe_aggregator_flush_step_seconds`): `wait` (how long a flush's
+  records had waited when it started: the fetch, and the flush before it), `stage` (parse,
+  check, dedup), `rollup` (the totals insert) and `events` (the copy into `events`, then what to
+  announce);
 - announce: `flushed_at` -> the announcement naming the probe's key read from `spend.flushes`
   (this process reads it as the enforcer does);
 - judge: announcement read -> the enforcer's `decided_at`, the clock its judgement reads as it
@@ -283,8 +285,10 @@ def _level(
     means = {name: _mean(before, after, name) for name in _HISTOGRAMS}
     split = "; ".join(f"{hop} {percentile(values, 0.5):,.0f}" for hop, values in hops.items() if values)
     split = (
-        f"hops (median ms): {split}; mean per flush {means['flush']:,.0f} ms in the aggregator (stage to commit),"
-        f" {means['judge']:,.0f} ms judging, {means['publish']:,.0f} ms publishing; "
+        f"hops (median ms): {split}; the aggregate hop's steps (mean ms per flush): fetch wait"
+        f" {means['wait']:,.0f}, stage {means['stage']:,.0f}, rollup {means['rollup']:,.0f}, events"
+        f" {means['events']:,.0f}; mean per flush {means['flush']:,.0f} ms in the"
+        f" aggregator (stage to commit), {means['judge']:,.0f} ms judging, {means['publish']:,.0f} ms publishing; "
         if split
         else ""
     )
@@ -304,25 +308,35 @@ def _level(
         ),
         "samples_ms": samples,
         "hops_ms": hops,
+        "flush_steps_ms": {step: means[step] for step in _FLUSH_STEPS},
     }
 
 
+_FLUSH_STEPS = ("wait", "stage", "rollup", "events")
 _HISTOGRAMS = {
     "flush": "spendpipe_aggregator_flush_seconds",
+    **{step: f'spendpipe_aggregator_flush_step_seconds{{step="{step}"}}' for step in _FLUSH_STEPS},
     "judge": "spendpipe_enforcer_judge_seconds",
     "publish": "spendpipe_enforcer_publish_seconds",
 }
 
 
 def _histograms(port: int) -> dict[str, tuple[float, float]]:
-    """(sum, count) of the pipeline's histograms, from its /metrics."""
+    """(sum, count) of the pipeline's histograms, from its /metrics; a labelled one's series are
+    named as in the exposition format, `name{label="value"}`."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    found: dict[str, tuple[float, float]] = {}
+    sums: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        sums = {s.name: s.value for s in family.samples if s.name.endswith(("_sum", "_count"))}
-        if f"{family.name}_count" in sums:
-            found[family.name] = (sums[f"{family.name}_sum"], sums[f"{family.name}_count"])
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                labels = ",".join(f'{name}="{value}"' for name, value in sorted(sample.labels.items()))
+                sums[sample.name + (f"{{{labels}}}" if labels else "")] = sample.value
+    found: dict[str, tuple[float, float]] = {}
+    for name, count in sums.items():
+        metric, suffix, labels = name.rpartition("_count")
+        if suffix and f"{metric}_sum{labels}" in sums:
+            found[metric + labels] = (sums[f"{metric}_sum{labels}"], count)
     return found
 
 

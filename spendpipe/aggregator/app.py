@@ -93,6 +93,7 @@ class Aggregator:
             retry_backoff_s=settings.retry_backoff_s,
             revoked=self._revoked,
             assigned=self._assigned,
+            waited=metrics.flush_step_seconds.labels("wait").observe,
         )
         self._dead_letters = broker.publisher(
             settings.topics.events_dead_letter,
@@ -236,6 +237,8 @@ class Aggregator:
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
+        for step, seconds in outcome.seconds.items():
+            self._metrics.flush_step_seconds.labels(step).observe(seconds)
         self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
         self._metrics.last_flush.set_to_current_time()
         return Flushed.WRITTEN

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -60,6 +61,11 @@ class _Batch:
     generation: int
     """The assignment it was read under: a batch of an earlier one is never written."""
     records: list[SourceRecord] = field(default_factory=list)
+    created_ms: float = 0.0
+    """The sum of its records' Kafka timestamps, each fetched run of a partition's records
+    taken as evenly spread between its first and last (no pass over the records for it)."""
+    stamped: int = 0
+    """How many records `created_ms` counts."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -67,6 +73,25 @@ class _Batch:
     def add(self, fetched: dict[TopicPartition, list[object]]) -> None:
         for records in fetched.values():
             self.records.extend(SourceRecord(r.partition, r.offset, r.value, r.key) for r in records)  # type: ignore[attr-defined]
+            if records:
+                self._stamp(len(records), _timestamp(records[0]), _timestamp(records[-1]))
+
+    def _stamp(self, count: int, first_ms: int, last_ms: int) -> None:
+        if first_ms >= 0 and last_ms >= 0:
+            self.created_ms += count * (first_ms + last_ms) / 2
+            self.stamped += count
+
+    def mean_age_s(self, now_s: float) -> float | None:
+        """How long its records have waited since they were produced, on average (None: no
+        record carries a time)."""
+        return now_s - self.created_ms / 1000 / self.stamped if self.stamped else None
+
+
+def _timestamp(record: object) -> int:
+    """A record's Kafka timestamp in milliseconds; -1 when it has none (aiokafka's value for
+    the old message format, and what a record without one reads as here)."""
+    timestamp = getattr(record, "timestamp", None)
+    return timestamp if isinstance(timestamp, int) else -1
 
 
 def first_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
@@ -93,7 +118,11 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         retry_backoff_s: float,
         revoked: Rebalanced,
         assigned: Rebalanced,
+        waited: Callable[[float], None] = lambda _: None,
     ) -> None:
+        """`waited` hears, as each flush starts, how long its records had waited (their mean
+        age in seconds, from their Kafka timestamps)."""
+        self._waited = waited
         self._topic = topic
         self._flush = flush
         self._committed = committed
@@ -188,6 +217,8 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         batch.add(fetched)
 
     async def _write(self, consumer: AIOKafkaConsumer, batch: _Batch) -> Flushed:
+        if (waited := batch.mean_age_s(time.time())) is not None:
+            self._waited(waited)
         try:
             result = await self._flush(batch.records)
         except Exception:

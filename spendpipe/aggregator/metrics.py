@@ -42,6 +42,14 @@ class AggregatorMetrics:
             "Time from batch received to offsets committed",
             registry=registry,
         )
+        self.flush_step_seconds = Histogram(
+            "spendpipe_aggregator_flush_step_seconds",
+            "Each flush's steps: wait (how long its records had waited when it started, their mean age"
+            " from their Kafka timestamps), stage (parse, check, dedup), rollup (the totals insert),"
+            " events (the copy into events, then what to announce and the ownership check)",
+            ["step"],
+            registry=registry,
+        )
         self.last_flush = Gauge(
             "spendpipe_aggregator_last_flush_timestamp_seconds",
             "Unix time of this process's last flush whose offsets were committed; 0 before the first",

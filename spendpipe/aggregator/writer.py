@@ -80,6 +80,9 @@ class FlushOutcome:
     earlier attempt whose announcement may never have gone out."""
     models: set[str] = field(default_factory=set)
     latest_occurred_at: datetime | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Time the write spent in each step: `stage` (1-2), `rollup` (3), `events` (4, and reading
+    what the totals hold of the batch for the announcement, with the ownership check)."""
 
 
 @dataclass
@@ -135,6 +138,7 @@ class BatchWriter:
 
     def write(self, records: Sequence[SourceRecord], fence: Fence | None = None) -> FlushOutcome:
         """`fence`: the claim the inserts are made under; None writes unfenced (one writer)."""
+        started = time.perf_counter()
         outcome = FlushOutcome()
         marks = self._load_state()
         now_s = self._clock()
@@ -146,9 +150,12 @@ class BatchWriter:
         ordered = self._sort(parsed, counted_before, outcome)
         store.exclude(ordered.excluded)
         self._dead_letters(records, refused, ordered.conflicts, outcome)
+        staged = time.perf_counter()
         new_after = self._write_totals(records, marks, fence)
+        rolled = time.perf_counter()
         self._write_events(records, marks, fence)
         written = store.written(new_after=new_after, fence=fence, partitions=highest_offsets(records))
+        outcome.seconds = {"stage": staged - started, "rollup": rolled - staged, "events": time.perf_counter() - rolled}
         if not written.owned:
             self.forget_state()  # what landed, the next owner reads from ClickHouse
             partitions = sorted(highest_offsets(records))

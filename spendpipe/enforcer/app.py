@@ -203,10 +203,13 @@ class EnforcerService:
 
     async def on_flushes(self, announcements: list[ScopesFlushed]) -> None:
         """Judge the scopes of every announcement waiting, once: an enforcer that fell behind
-        catches up in one step instead of one per flush."""
+        catches up in one step instead of one per flush. Only scopes a budget may apply to: most
+        of a busy flush's scopes (keys, users, tags without a budget) have nothing to decide."""
         await self.ready.wait()
+        book = self.enforcer.book
         refs = {(ref.type, ref.id) for announcement in announcements for ref in announcement.scopes}
-        scopes = [Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in sorted(refs)]
+        judged = sorted(ref for ref in refs if book.may_apply(*ref))
+        scopes = [Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in judged]
         await self._judge(scopes + self.enforcer.book.limited_agents())
 
     async def _judge(self, scopes: list[Scope]) -> None:

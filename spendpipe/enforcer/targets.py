@@ -17,6 +17,8 @@ from spendpipe.contracts.durations import Duration, parse_duration
 from spendpipe.contracts.scopes import TEAM_MEMBER_SEPARATOR, Scope, ScopeType
 
 GLOBAL = str(Scope(ScopeType.GLOBAL, ""))
+_DERIVABLE = {ScopeType.TEAM_MEMBER.value, ScopeType.END_USER.value}
+"""Scope types a budget of another scope can derive caps for (`BudgetBook._deriving`)."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class BudgetBook:
         self._budgets: dict[str, Budget] = {}
         self._set: dict[str, Budget] = {}
         self._declared: dict[str, Budget] = {}
+        self._refs: set[tuple[str, str]] = set()
+        """(type, id) of each scope in `_budgets`, as announcements name them."""
 
     def put(self, budget: Budget) -> None:
         self._set[budget.scope] = budget
@@ -59,15 +63,25 @@ class BudgetBook:
     def _settle(self, scope: str) -> None:
         budget = self._set.get(scope) or self._declared.get(scope)
         if budget is None:
-            self._budgets.pop(scope, None)
+            if self._budgets.pop(scope, None) is not None:  # a budget's scope: it parses
+                self._refs.discard(_ref(scope))
         else:
             self._budgets[scope] = budget
+            self._refs.add(_ref(scope))
 
     def get(self, scope: str) -> Budget | None:
         return self._budgets.get(scope)
 
     def __iter__(self) -> Iterator[Budget]:
         return iter(list(self._budgets.values()))
+
+    def may_apply(self, scope_type: str, scope_id: str) -> bool:
+        """Whether a budget may apply to the scope (`ScopeRef` fields, unparsed): its own, or, for
+        a team member or an end customer, one that derives caps for it. False means judging the
+        scope finds nothing to decide: no target, no soft budget, no rate limit."""
+        if (scope_type, scope_id) in self._refs:
+            return True
+        return scope_type in _DERIVABLE and self._deriving(Scope(ScopeType(scope_type), scope_id)) is not None
 
     def limited_agents(self) -> list[Scope]:
         """The agents with a rate limit: judged after every flush (flushes do not name agents)."""
@@ -112,6 +126,11 @@ class BudgetBook:
             return []
         budget, limit, source = derived
         return [Target(scope, "", (Cap(_duration(budget), limit),), source)]
+
+
+def _ref(scope: str) -> tuple[str, str]:
+    parsed = Scope.parse(scope)
+    return parsed.type.value, parsed.id
 
 
 def direct_targets(budget: Budget) -> list[Target]:

@@ -193,3 +193,35 @@ def test_a_reset_marker_reaches_the_budgets_own_caps_only() -> None:
     assert [cap.reset for cap in [*caps, *soft.caps]] == [alice.spend_reset] * 3
     (member,) = book_of(eng.model_dump(mode="json")).targets_for(ALICE_IN_ENG)
     assert member.caps[0].reset is None
+
+
+def test_a_scope_no_budget_may_apply_to_has_nothing_to_judge() -> None:
+    # given budgets of every kind: own, soft only, rate limits only, per model, deriving, declared
+    book = book_of(
+        {"scope": "team:eng", "max_budget": 100, "max_budget_in_team": 10, "budget_duration": "1d"},
+        {"scope": "global", "max_end_user_budget": 5},
+        {"scope": "user:bob", "soft_budget": 3},
+        {"scope": "key:" + "cd" * 32, "rpm_limit": 60},
+        {"scope": "org:acme", "model_max_budget": {"gpt-4o": {"max_budget": 1}}},
+        {"scope": "team:gone", "max_budget": 1},
+    )
+    book.declare(validate_budget({"scope": "user:carol", "max_budget": 2}))
+    book.declare(validate_budget({"scope": "team:withdrawn", "max_budget": 2}))
+    book.undeclare("team:withdrawn")
+    book.delete("team:gone")
+    candidates = [
+        Scope.parse(text)
+        for text in (
+            "team:eng", "global", "user:bob", "key:" + "cd" * 32, "org:acme", "user:carol",
+            "team:gone", "team:withdrawn", "team_member:eng/alice", "team_member:ops/alice", "end_user:acme",
+            "key:" + "ab" * 32, "user:dave",
+        )
+    ]  # fmt: skip
+
+    # then a scope is left out only when judging it finds no target, soft budget or rate limit
+    for scope in candidates:
+        applies = book.may_apply(scope.type.value, scope.id)
+        has_something = bool(book.targets_for(scope)) or book.get(str(scope)) is not None
+        assert applies or not has_something, scope
+    left_out = {str(s) for s in candidates if not book.may_apply(s.type.value, s.id)}
+    assert left_out == {"team:gone", "team:withdrawn", "team_member:ops/alice", "key:" + "ab" * 32, "user:dave"}
