@@ -33,7 +33,7 @@ from spendpipe.aggregator.ownership import Ownership, OwnershipLostError, Releas
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
-from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, SourceRecord, highest_offsets
+from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, KafkaRecord, highest_offsets
 from spendpipe.contracts.flushes import MESSAGE_TYPE as FLUSH_TYPE
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.contracts.topics import TYPE_HEADER
@@ -200,7 +200,7 @@ class Aggregator:
                 "could not release partitions %s of %s: %r", sorted(release.partitions), self._topics.events, error
             )
 
-    async def _flush(self, records: Sequence[SourceRecord]) -> Flushed:
+    async def _flush(self, records: Sequence[KafkaRecord]) -> Flushed:
         """Write `records`, publish their letters, announce their scopes: WRITTEN when done,
         FAILED (logged, counted) when the batch must be read again, OWNERSHIP_LOST when another
         aggregator claimed one of its partitions (logged, counted)."""
@@ -243,10 +243,10 @@ class Aggregator:
         self._metrics.last_flush.set_to_current_time()
         return Flushed.WRITTEN
 
-    def _committed(self, records: Sequence[SourceRecord]) -> None:
+    def _committed(self, records: Sequence[KafkaRecord]) -> None:
         self._letters.committed(highest_offsets(records))
 
-    def _first_reads(self, records: Sequence[SourceRecord]) -> int:
+    def _first_reads(self, records: Sequence[KafkaRecord]) -> int:
         """How many of `records` this process had not read before (a failed batch comes again)."""
         read_up_to = self._read_up_to
         first = sum(1 for record in records if record.offset > read_up_to.get(record.partition, -1))

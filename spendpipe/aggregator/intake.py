@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from spendpipe.aggregator.store import SourceRecord
+from spendpipe.aggregator.store import KafkaRecord
 from spendpipe.aggregator.writer import highest_offsets
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Flushed(enum.Enum):
     """Another aggregator owns a partition of it: drop it, write nothing until reassigned."""
 
 
-Flush = Callable[[Sequence[SourceRecord]], Awaitable[Flushed]]
+Flush = Callable[[Sequence[KafkaRecord]], Awaitable[Flushed]]
 Rebalanced = Callable[[list[TopicPartition]], Awaitable[None]]
 
 
@@ -60,7 +60,7 @@ Rebalanced = Callable[[list[TopicPartition]], Awaitable[None]]
 class _Batch:
     generation: int
     """The assignment it was read under: a batch of an earlier one is never written."""
-    records: list[SourceRecord] = field(default_factory=list)
+    records: list[KafkaRecord] = field(default_factory=list)
     created_ms: float = 0.0
     """The sum of its records' Kafka timestamps, each fetched run of a partition's records
     taken as evenly spread between its first and last (no pass over the records for it)."""
@@ -70,9 +70,10 @@ class _Batch:
     def __len__(self) -> int:
         return len(self.records)
 
-    def add(self, fetched: dict[TopicPartition, list[object]]) -> None:
+    def add(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
+        """aiokafka's records as they came: no object of our own per record."""
         for records in fetched.values():
-            self.records.extend(SourceRecord(r.partition, r.offset, r.value, r.key) for r in records)  # type: ignore[attr-defined]
+            self.records.extend(records)
             if records:
                 self._stamp(len(records), _timestamp(records[0]), _timestamp(records[-1]))
 
@@ -94,7 +95,7 @@ def _timestamp(record: object) -> int:
     return timestamp if isinstance(timestamp, int) else -1
 
 
-def first_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
+def first_offsets(records: Iterable[KafkaRecord]) -> dict[int, int]:
     first: dict[int, int] = {}
     for record in records:
         if record.offset < first.get(record.partition, record.offset + 1):
@@ -112,7 +113,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         topic: str,
         flush: Flush,
-        committed: Callable[[Sequence[SourceRecord]], None],
+        committed: Callable[[Sequence[KafkaRecord]], None],
         batch_size: int,
         wait_ms: int,
         retry_backoff_s: float,

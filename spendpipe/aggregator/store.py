@@ -2,8 +2,8 @@
 their watermarks.
 
 A large batch goes in as it came from Kafka: `load_raw` inserts the records' partition, offset,
-key and value bytes, column by column (clickhouse-connect's native encoder, the cheapest way in
-measured), into the session's `RAW_TABLE`: a load no record can make fail. `parse_canonical`
+key and value bytes, as Arrow columns built in C (the cheapest way in measured), into the
+session's `RAW_TABLE`: a load no record can make fail. `parse_canonical`
 fills `PARSED_TABLE` with the `events` columns of the records in the gateways' canonical form
 (`parse.CANONICAL_SQL`), `unparsed` names the rest, and `parse` checks the rest in full, with
 each row's problems (`parse.PARSE_SQL`). Events pydantic decoded (see `BatchWriter`) go
@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -106,8 +107,25 @@ one thread: by default ClickHouse cuts blocks at about 1M rows or 256 MiB, and a
 insert with several threads. A flush's inserts are all-or-nothing only as one part."""
 
 
+class KafkaRecord(Protocol):
+    """A record of `spend.events` as the writer reads it: aiokafka's own `ConsumerRecord`, which
+    the intake hands over as it came (a copy per record cost the event loop about 1.3 µs), or a
+    `SourceRecord`."""
+
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def key(self) -> bytes | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
+    """A `KafkaRecord` made by hand (tests, tools)."""
+
     partition: int
     offset: int
     value: bytes | None
@@ -256,22 +274,21 @@ class SpendStore:
                 self._clickhouse.command(f"TRUNCATE TABLE {table}")
         self._filled = set()
 
-    def load_raw(self, records: Sequence[SourceRecord]) -> None:
-        """Replace the raw stage with `records`, for `parse`."""
+    def load_raw(self, records: Sequence[KafkaRecord]) -> None:
+        """Replace the raw stage with `records`, for `parse`. As Arrow columns, built in C from
+        the records' own values: per 100,000 records about two thirds of the CPU and a third of
+        the wall time of clickhouse-connect's native encoder (2026-12-02)."""
         self._clear()
         self._filled.add(RAW_TABLE)
         for start in range(0, len(records), RAW_BLOCK_ROWS):  # blocks ClickHouse parses in parallel
             block = records[start : start + RAW_BLOCK_ROWS]
-            self._clickhouse.insert_columns(
-                RAW_TABLE,
-                [
-                    [r.partition for r in block],
-                    [r.offset for r in block],
-                    [r.key or b"" for r in block],
-                    [r.value or b"" for r in block],
-                ],
-                RAW_COLUMNS,
-            )
+            columns = [
+                pa.array([r.partition for r in block], pa.uint32()),
+                pa.array([r.offset for r in block], pa.int64()),
+                pa.array([r.key or b"" for r in block], pa.binary()),
+                pa.array([r.value or b"" for r in block], pa.binary()),
+            ]
+            self._clickhouse.insert_arrow(RAW_TABLE, pa.Table.from_arrays(columns, names=list(RAW_COLUMNS)))
 
     def load_decoded(
         self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime, add: bool = False

@@ -49,7 +49,7 @@ from datetime import UTC, datetime
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
 from spendpipe.aggregator.ownership import Fence, OwnershipLostError
 from spendpipe.aggregator.rollup import touched_scopes
-from spendpipe.aggregator.store import ParsedIds, SourceRecord, SpendStore, source_name
+from spendpipe.aggregator.store import KafkaRecord, ParsedIds, SourceRecord, SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
 from spendpipe.contracts.scopes import Scope
 
@@ -57,12 +57,12 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-__all__ = ["BatchWriter", "DeadLetter", "FlushOutcome", "SourceRecord", "highest_offsets"]
+__all__ = ["BatchWriter", "DeadLetter", "FlushOutcome", "KafkaRecord", "SourceRecord", "highest_offsets"]
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    record: SourceRecord
+    record: KafkaRecord
     reason: str
 
 
@@ -136,7 +136,7 @@ class BatchWriter:
         after partitions were reassigned or a write failed half-way."""
         self._watermarks = None
 
-    def write(self, records: Sequence[SourceRecord], fence: Fence | None = None) -> FlushOutcome:
+    def write(self, records: Sequence[KafkaRecord], fence: Fence | None = None) -> FlushOutcome:
         """`fence`: the claim the inserts are made under; None writes unfenced (one writer)."""
         started = time.perf_counter()
         outcome = FlushOutcome()
@@ -168,7 +168,7 @@ class BatchWriter:
         outcome.latest_occurred_at = written.latest_occurred_at
         return outcome
 
-    def _parse(self, records: Sequence[SourceRecord], now_s: float) -> list[tuple[int, int, str]] | None:
+    def _parse(self, records: Sequence[KafkaRecord], now_s: float) -> list[tuple[int, int, str]] | None:
         """Fill the parsed stage (see the module's docstring, step 1). Returns the records
         pydantic refused, as (partition, offset, reason), or None when ClickHouse checked
         records the canonical form did not take: its refusals are rows of the stage, which
@@ -176,7 +176,7 @@ class BatchWriter:
         ingested_at = datetime.fromtimestamp(now_s, UTC)
         latest = datetime.fromtimestamp(now_s + self._future_allowance_s, UTC)
         store = self._store
-        rest: Sequence[SourceRecord] = records
+        rest: Sequence[KafkaRecord] = records
         loaded = len(records) >= self._canonical_from
         if loaded:
             store.load_raw(records)
@@ -251,7 +251,7 @@ class BatchWriter:
 
     def _dead_letters(
         self,
-        records: Sequence[SourceRecord],
+        records: Sequence[KafkaRecord],
         refused: list[tuple[int, int, str]] | None,
         conflicts: list[tuple[int, int, str]],
         outcome: FlushOutcome,
@@ -267,7 +267,7 @@ class BatchWriter:
         for partition, offset, reason in sorted(dead):
             outcome.dead_letters.append(DeadLetter(by_source[(partition, offset)], reason))
 
-    def _write_totals(self, records: Sequence[SourceRecord], marks: _Watermarks, fence: Fence | None) -> dict[int, int]:
+    def _write_totals(self, records: Sequence[KafkaRecord], marks: _Watermarks, fence: Fence | None) -> dict[int, int]:
         """Returns the watermarks the totals had before (per partition of the batch): the rows
         past them are new in the totals, the rest landed in an earlier attempt. Empty when
         every record was there already."""
@@ -287,7 +287,7 @@ class BatchWriter:
         marks.totals.update(advanced)
         return after
 
-    def _write_events(self, records: Sequence[SourceRecord], marks: _Watermarks, fence: Fence | None) -> None:
+    def _write_events(self, records: Sequence[KafkaRecord], marks: _Watermarks, fence: Fence | None) -> None:
         advanced = {
             partition: offset
             for partition, offset in highest_offsets(records).items()
@@ -319,12 +319,12 @@ def _conflict(event_id: bytes, first: Origin) -> str:
     )
 
 
-def _watermarks_of(records: Sequence[SourceRecord], marks: dict[int, int]) -> dict[int, int]:
+def _watermarks_of(records: Sequence[KafkaRecord], marks: dict[int, int]) -> dict[int, int]:
     """The watermark of every partition in the batch; -1 where nothing was written yet."""
     return {record.partition: marks.get(record.partition, -1) for record in records}
 
 
-def highest_offsets(records: Iterable[SourceRecord]) -> dict[int, int]:
+def highest_offsets(records: Iterable[KafkaRecord]) -> dict[int, int]:
     highest: dict[int, int] = {}
     for record in records:
         if record.offset > highest.get(record.partition, -1):

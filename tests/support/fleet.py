@@ -18,7 +18,7 @@ from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.ownership import OWNERS_TABLE, Fence
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.aggregator.store import SourceRecord
+from spendpipe.aggregator.store import KafkaRecord
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.platform.clickhouse import ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import build_broker
@@ -61,7 +61,7 @@ class Member:
         flush = intake._flush
         stall = Stall()
 
-        async def held(records: Sequence[SourceRecord]) -> Flushed:
+        async def held(records: Sequence[KafkaRecord]) -> Flushed:
             if stall.stalled.is_set():
                 return await flush(records)
             assert self.aggregator is not None
@@ -76,7 +76,7 @@ class Member:
         intake._flush = held
         return stall
 
-    def _claimed_by_others(self, fence: Fence, records: Sequence[SourceRecord]) -> bool:
+    def _claimed_by_others(self, fence: Fence, records: Sequence[KafkaRecord]) -> bool:
         """Whether another member holds the highest claim of a partition of `records` now."""
         clickhouse = connect_clickhouse(self._settings.clickhouse)
         try:

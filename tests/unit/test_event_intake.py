@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from spendpipe.aggregator.intake import EventIntake, Flushed
-from spendpipe.aggregator.store import SourceRecord
+from spendpipe.aggregator.store import KafkaRecord
 from tests.support.waiting import eventually
 
 TOPIC = "spend.events"
@@ -78,7 +78,7 @@ class _Flushes:
         self.fenced = False
         """Every flush loses ownership while set."""
 
-    async def __call__(self, records: Sequence[SourceRecord]) -> Flushed:
+    async def __call__(self, records: Sequence[KafkaRecord]) -> Flushed:
         self.batches.append([(r.partition, r.offset) for r in records])
         await self.release.wait()
         if self.fenced:
