@@ -20,7 +20,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-setup: $(STAMP) ## install the venv and fetch the Kafka broker jars from Maven Central
+setup: $(STAMP) kafka-jars ## install the venv and fetch the Kafka broker jars from Maven Central
+
+kafka-jars:  # the broker jars from Maven Central (needs no venv: fetched while the venv installs)
 	$(KAFKA) fetch
 
 run: setup ## start a local broker and the whole pipeline on embedded ClickHouse, drive LiteLLM traffic, show live spend
@@ -34,8 +36,12 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 unit: $(STAMP) $(PROMTOOL) ## the unit tier alone, in seconds: no broker, no lint (reinstalls the venv only if pyproject.toml changed)
 	$(BIN)/pytest tests/unit
 
-test: setup $(PROMTOOL) $(CHROMIUM) podman lint ## lint, then unit, integration, e2e and deploy tests (they start and stop their own broker and containers); lists the 25 slowest
+test: ## lint, then unit, integration, e2e and deploy tests (they start and stop their own broker and containers); lists the 25 slowest
+	$(MAKE) --no-print-directory --output-sync=target -j3 lint kafka-jars tools
 	$(BIN)/pytest --durations=25
+
+tools: $(STAMP)  # what the tiers need beside the venv; one after another, as apt-get takes one lock at a time
+	$(MAKE) --no-print-directory $(PROMTOOL) $(CHROMIUM) podman
 
 $(PROMTOOL): | $(STAMP)  # Prometheus's promtool, for the alert-rule tests (taken out of Debian's package)
 	dev/install-promtool.sh $@
@@ -62,4 +68,4 @@ fmt: $(STAMP) ## apply ruff's formatting and safe fixes
 clean: ## remove local data (keeps the venv and the jar cache)
 	rm -rf .data
 
-.PHONY: help setup run lint unit test podman images bench schemas fmt clean
+.PHONY: help setup kafka-jars run lint unit test tools podman images bench schemas fmt clean
