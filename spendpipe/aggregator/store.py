@@ -187,7 +187,8 @@ class SpendStore:
         self._clickhouse = clickhouse
         replication = clickhouse.settings.replication
         self._replicated = replication is not None
-        self._write_settings = f"{ONE_PART}, max_execution_time = {int(write_timeout_s)}{quorum_settings(replication)}"
+        quorum = quorum_settings(replication, write_timeout_s)
+        self._write_settings = f"{ONE_PART}, max_execution_time = {int(write_timeout_s)}{quorum}"
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
         """Stage tables that may hold rows: a small flush truncates only those (each statement

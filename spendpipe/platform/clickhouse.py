@@ -76,8 +76,9 @@ class ClickhouseSettings(BaseModel):
     """With `cluster`: the replica's name, the same on every table of a server."""
     insert_quorum: str = Field(default=INSERT_QUORUM, pattern=r"^(auto|[0-9]{1,3})$")
     """With `cluster`: ClickHouse's `insert_quorum` of the aggregator's inserts that count: how
-    many replicas must hold a flush's part before it succeeds. `auto`, a majority of the replicas;
-    `0` or `1`, no quorum (the part is on the replica that took it, and reaches the others later)."""
+    many replicas must hold a flush's part before it succeeds. `auto`, a majority of the replicas
+    (with two replicas, both: one down stops the flushes; set 1 to keep flushing then); `0` or
+    `1`, no quorum (the part is on the replica that took it, and reaches the others later)."""
 
     @model_validator(mode="before")
     @classmethod

@@ -73,14 +73,17 @@ def sync_replica(table: str) -> str:
     return f"SYSTEM SYNC REPLICA {table} LIGHTWEIGHT"
 
 
-def quorum_settings(cluster: Cluster | None) -> str:
+def quorum_settings(cluster: Cluster | None, timeout_s: int) -> str:
     """`SETTINGS` items (each after a comma) of an insert that counts on `cluster`: it succeeds
     only once `insert_quorum` replicas hold its part, so a replica lost after the insert does not
-    take a flush whose offsets are committed with it. Nothing on one server."""
+    take a flush whose offsets are committed with it. The wait for the quorum is bounded by the
+    insert's own `timeout_s` (`insert_quorum_timeout`, ClickHouse's default is 10 minutes), after
+    which the flush fails and is retried. Nothing on one server."""
     if cluster is None:
         return ""
     quorum = cluster.insert_quorum
-    return f", insert_quorum = {quorum!r}" if quorum == "auto" else f", insert_quorum = {int(quorum)}"
+    required = f"{quorum!r}" if quorum == "auto" else f"{int(quorum)}"
+    return f", insert_quorum = {required}, insert_quorum_timeout = {int(timeout_s) * 1000}"
 
 
 def check_one_shard(client: SqlRows, cluster: Cluster) -> None:

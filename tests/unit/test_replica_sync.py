@@ -59,10 +59,10 @@ def events_insert(settings: ClickhouseSettings) -> str:
 
 def test_on_a_cluster_an_insert_that_counts_needs_a_quorum_of_replicas() -> None:
     cluster = events_insert(ClickhouseSettings(dsn="http://ch.internal", cluster="spendpipe"))
-    assert cluster.endswith(", max_execution_time = 30, insert_quorum = 'auto'")
+    assert cluster.endswith(", max_execution_time = 30, insert_quorum = 'auto', insert_quorum_timeout = 30000")
 
     two = events_insert(ClickhouseSettings(dsn="http://ch.internal", cluster="spendpipe", insert_quorum="2"))
-    assert two.endswith(", max_execution_time = 30, insert_quorum = 2")
+    assert two.endswith(", max_execution_time = 30, insert_quorum = 2, insert_quorum_timeout = 30000")
 
 
 @pytest.mark.parametrize("dsn", ["http://ch.internal", "chdb://.data/clickhouse"])
