@@ -2,6 +2,7 @@
 logged call builds the event the call builds, holds no raw key, does not follow later changes to
 the call, and `restore` takes nothing but data."""
 
+import math
 import pickle
 import time
 from types import MappingProxyType
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.gateway.recording.event_builder import build_spend_event, fallback_spend_event
-from spendpipe.gateway.recording.wire import _SHAPE, RECORDED_AT, _taken, fallback_id, restore, snapshot
+from spendpipe.gateway.recording.wire import _PLAN, _SHAPE, RECORDED_AT, _taken, fallback_id, restore, snapshot
 from tests.unit.test_event_builder import logging_object
 from tests.unit.test_labels import hostile
 from tests.unit.test_logged_call import RAW_KEY, calls, hostile_call
@@ -29,6 +30,17 @@ def fields_taken(kwargs: Any) -> dict[str, Any]:
     assert type(at) is float
     assert abs(at - time.time()) < 60
     return restored
+
+
+def comparable(value: object) -> object:
+    """`value` with each NaN as a marker: a NaN equals no NaN, not even itself once pickled."""
+    if isinstance(value, float) and math.isnan(value):
+        return "<NaN>"
+    if isinstance(value, dict):
+        return {name: comparable(item) for name, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(comparable(item) for item in value)
+    return value
 
 
 def test_the_snapshot_builds_the_same_event_as_the_call() -> None:
@@ -104,7 +116,7 @@ def test_a_plain_call_crosses_flat_and_comes_back_as_the_fields_taken() -> None:
     dicts), restored to exactly the dict the field-by-field walk (`_taken`) gives."""
     for kwargs in calls():
         assert type(pickle.loads(snapshot(kwargs))) is tuple, kwargs
-        assert fields_taken(kwargs) == _taken(kwargs, _SHAPE), kwargs
+        assert comparable(fields_taken(kwargs)) == comparable(_taken(kwargs, _SHAPE)), kwargs
 
 
 def test_a_mapping_of_another_type_crosses_as_the_walk_takes_it() -> None:
@@ -112,7 +124,7 @@ def test_a_mapping_of_another_type_crosses_as_the_walk_takes_it() -> None:
     kwargs["litellm_params"] = MappingProxyType(kwargs["litellm_params"])
 
     assert type(pickle.loads(snapshot(kwargs))) is dict
-    assert fields_taken(kwargs) == _taken(kwargs, _SHAPE)
+    assert comparable(fields_taken(kwargs)) == comparable(_taken(kwargs, _SHAPE))
     assert build_spend_event(through_the_pipe(kwargs), gateway_id="g") == build_spend_event(kwargs, gateway_id="g")
 
 
@@ -123,7 +135,24 @@ def test_hostile_values_come_back_as_the_walk_takes_them(
 ) -> None:
     kwargs = hostile_call(user=user, label=label, tags=tags, agent=agent, tokens=tokens)
 
-    assert fields_taken(kwargs) == _taken(kwargs, _SHAPE)
+    assert comparable(fields_taken(kwargs)) == comparable(_taken(kwargs, _SHAPE))
+
+
+def test_restore_refuses_a_flat_snapshot_of_another_shape_or_with_odd_markers() -> None:
+    """The flat form is positional: a child of another version, or values not in their places,
+    must refuse it, never read a value into another field."""
+    plan_id, at, *rest = pickle.loads(snapshot(calls()[0]))
+    assert restore(pickle.dumps((plan_id, at, *rest)))
+    with pytest.raises(pickle.UnpicklingError, match="another version"):
+        restore(pickle.dumps((plan_id + 1, at, *rest)))
+    with pytest.raises(pickle.UnpicklingError, match="recorded time"):
+        restore(pickle.dumps((plan_id, str(at), *rest)))
+    first_flag = len(_PLAN.plain) + len(_PLAN.ruled)  # whether the first inner dict is there
+    assert rest[first_flag] in (True, False)
+    odd = list(rest)
+    odd[first_flag] = 1  # truthy, but not the marker
+    with pytest.raises(pickle.UnpicklingError, match="flag"):
+        restore(pickle.dumps((plan_id, at, *odd)))
 
 
 def test_restore_refuses_a_flat_snapshot_of_the_wrong_length() -> None:

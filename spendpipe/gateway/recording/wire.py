@@ -30,6 +30,7 @@ import io
 import pickle
 import struct
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timezone
@@ -90,7 +91,7 @@ def snapshot(kwargs: Any) -> bytes:
     raises for what LiteLLM hands a callback."""
     at = time.time()
     if type(kwargs) is dict:
-        values: list[object] = [at]
+        values: list[object] = [_PLAN_ID, at]
         if _flatten(kwargs, _PLAN, values):
             return pickle.dumps(tuple(values), protocol=pickle.HIGHEST_PROTOCOL)
     taken = _taken(kwargs, _SHAPE)
@@ -102,7 +103,7 @@ RECORDED_AT = "spendpipe_recorded_at"
 """The snapshot's field holding when the call was recorded (a Unix timestamp): the time of an
 event whose call names no start or end, and of a fallback event, fixed on the request path so a
 call sent again to a new child builds the same event (a conflicting duplicate otherwise). The
-flat form carries it as its first value."""
+flat form carries it as its second value, after the shape's id (`_PLAN_ID`)."""
 
 
 def recorded_at(call: Mapping[str, Any]) -> datetime | None:
@@ -131,6 +132,20 @@ class _Plan:
 
 
 _PLAN = _Plan.of(_SHAPE)
+
+
+def _names(plan: _Plan) -> tuple[object, ...]:
+    return (
+        plan.plain,
+        tuple(name for name, _ in plan.ruled),
+        tuple((name, _names(inner)) for name, inner in plan.inner),
+    )
+
+
+_PLAN_ID = zlib.crc32(repr(_names(_PLAN)).encode())
+"""The flat form's first value: which shape its values follow. A child of another version (the
+package upgraded in place, the child restarted) refuses the snapshot rather than read a value
+into another field's place."""
 
 
 def _flatten(source: dict[str, Any], plan: _Plan, values: list[object]) -> bool:
@@ -169,8 +184,11 @@ def _unflatten(values: Iterator[object], plan: _Plan) -> dict[str, Any]:
         if (value := next(values)) is not None:
             call[name] = value
     for name, inner in plan.inner:
-        if next(values) is True:
+        there = next(values)
+        if there is True:
             call[name] = _unflatten(values, inner)
+        elif there is not False:
+            raise pickle.UnpicklingError("a snapshot's flag of an inner dict is not a bool")
     return call
 
 
@@ -221,7 +239,11 @@ def restore(data: bytes) -> dict[str, Any]:
     if type(call) is tuple:
         values = iter(call)
         try:
+            if next(values) != _PLAN_ID:
+                raise pickle.UnpicklingError("a snapshot follows another version's shape")
             at = next(values)
+            if type(at) is not float:
+                raise pickle.UnpicklingError("a snapshot's recorded time is not a float")
             call = _unflatten(values, _PLAN)
             call[RECORDED_AT] = at
         except StopIteration:
