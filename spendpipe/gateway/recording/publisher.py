@@ -188,14 +188,15 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         target = self._last_submitted
         with self._progress:
             return self._progress.wait_for(
-                lambda: self._handled >= target and (self._spool.empty or self._kafka_is_down()),
+                lambda: self._handled >= target and (self._nothing_to_replay() or self._kafka_is_down()),
                 timeout,
             )
 
     def progress(self) -> tuple[int, bool, bool]:
         """(how many items handed over are handled: delivered, spooled or counted as lost, in the
-        order they were handed over; the spool is empty; Kafka is down)."""
-        return self._handled, self._spool.empty, self._kafka_is_down()
+        order they were handed over; the spool holds nothing for this process to replay; Kafka is
+        down)."""
+        return self._handled, self._nothing_to_replay(), self._kafka_is_down()
 
     def wait_progress(self, last: tuple[int, bool, bool]) -> tuple[int, bool, bool]:
         """Block until `progress()` differs from `last` (as the thread notes its progress: no
@@ -249,7 +250,7 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
                     if len(self._queue) < self._options.batch_size and not self._stopping.is_set():
                         await asyncio.sleep(self._options.linger_s)  # busy: let the next batch gather
                     continue
-                if self._stopping.is_set() and (self._spool.empty or self._kafka_is_down()):
+                if self._stopping.is_set() and (self._nothing_to_replay() or self._kafka_is_down()):
                     break
                 await self._sleep()
         finally:
@@ -262,7 +263,12 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         if self._queue or self._stopping.is_set():  # handed over before `_asleep` was seen
             self._asleep = False
             return
-        retry_in = None if self._spool.empty else max(0.0, self._kafka_down_until - time.monotonic())
+        if self._spool.empty:
+            retry_in = None
+        elif self._spool.held_elsewhere:  # another process replays what is left: look again later
+            retry_in = self._options.retry_backoff_s
+        else:
+            retry_in = max(0.0, self._kafka_down_until - time.monotonic())
         try:
             async with asyncio.timeout(retry_in):
                 await self._wake.wait()
@@ -328,6 +334,11 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             log.info("spendpipe delivered %d spooled event(s) from %s", len(values), segment.name)
         self._metrics.spool_bytes.set(self._spool.size_bytes)
         return producer
+
+    def _nothing_to_replay(self) -> bool:
+        """The spool holds nothing this process is to replay now: it is empty, or what is left is
+        being replayed by another process sharing the directory (`DiskSpool.held_elsewhere`)."""
+        return self._spool.empty or self._spool.held_elsewhere
 
     def _kafka_is_down(self) -> bool:
         """Kafka is not to be tried now: it failed within `retry_backoff_s`, or `close()`'s time

@@ -48,6 +48,7 @@ class DiskSpool:
         self._lock_fd: int | None = None
         self._usable = True
         self._thread_lock = threading.Lock()  # flock excludes processes; this, this one's threads
+        self._held_elsewhere = False
         self.torn_lines = 0
 
     @contextlib.contextmanager
@@ -96,6 +97,13 @@ class DiskSpool:
     def empty(self) -> bool:
         return self.size_bytes == 0
 
+    @property
+    def held_elsewhere(self) -> bool:
+        """The last `oldest()` found segments but could take none: other processes replay them.
+        Until this process appends again, it has nothing to replay (it tries again later: a
+        process that dies releases its segment)."""
+        return self._held_elsewhere
+
     def append(self, payloads: list[bytes]) -> int:
         """Write what fits under the bound, in order. Returns how many payloads did not fit.
         Raises OSError when the spool cannot be written."""
@@ -110,6 +118,7 @@ class DiskSpool:
                 accepted.append(payload)
                 self._bytes += len(payload) + 1
             if accepted:
+                self._held_elsewhere = False
                 with self._writable_segment(segments).open("ab") as segment:
                     segment.write(b"".join(payload + b"\n" for payload in accepted))
         return len(payloads) - len(accepted)
@@ -120,10 +129,13 @@ class DiskSpool:
         with self._locked() as usable:
             if not usable:
                 return None
-            for segment in self._refresh():
+            segments = self._refresh()
+            for segment in segments:
                 taken = self._take(segment)
                 if taken is not None:
+                    self._held_elsewhere = False
                     return taken
+            self._held_elsewhere = bool(segments)
         return None
 
     def remove(self, segment: Path) -> None:
