@@ -28,7 +28,7 @@ def reports_of(sink: io.BytesIO) -> list[Report]:
     return reports
 
 
-def a_child(spool_dir: Path, sink: io.BytesIO) -> Child:
+def a_child(spool_dir: Path, sink: io.BytesIO, *, each_call: bool = True) -> Child:
     return Child(
         ChildConfig(
             kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),  # never started here
@@ -38,6 +38,7 @@ def a_child(spool_dir: Path, sink: io.BytesIO) -> Child:
             options=PublisherOptions(),
             gateway_id="g",
             run_id="ab" * 16,
+            each_call=each_call,
         ),
         sink,
     )
@@ -100,19 +101,7 @@ def test_a_call_sent_again_to_the_next_child_builds_the_same_event(
 def test_without_each_call_a_report_sums_only_the_calls_it_hands_back(tmp_path: Path) -> None:
     """SDK mode: a report carries how many events it accounts and their exact summed cost."""
     sink = io.BytesIO()
-    child = Child(
-        ChildConfig(
-            kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),  # never started here
-            topic="spend.events",
-            spool_dir=tmp_path,
-            spool_max_bytes=1 << 20,
-            options=PublisherOptions(),
-            gateway_id="g",
-            run_id="ab" * 16,
-            each_call=False,
-        ),
-        sink,
-    )
+    child = a_child(tmp_path, sink, each_call=False)
     costs = {7: 0.1, 8: 0.2, 9: 0.000225}
     for seq, cost in costs.items():
         call = {"standard_logging_object": logging_object(litellm_call_id=f"call-{seq}", response_cost=cost)}
