@@ -2,10 +2,10 @@
 ClickHouse engine, print one markdown table, and write it with the raw rows under
 benchmarks/results/ (ignored by git).
 
-Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, the
-aggregator's throughput, storage per event after merges, the cost of fencing a flush, several
-aggregators in one process beside one, enforcement latency, and overshoot side by side with
-LiteLLM's BudgetManager (see the benchmarks issue).
+Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, LiteLLM
+proxy calls/s with and without it, the aggregator's throughput, storage per event after merges,
+the cost of fencing a flush, several aggregators in one process beside one, enforcement
+latency, and overshoot side by side with LiteLLM's BudgetManager (see the benchmarks issue).
 """
 
 import json
@@ -27,6 +27,7 @@ from benchmarks import (
     judge_cost,
     overshoot,
     plugin_overhead,
+    proxy_ratio,
     sdk_ratio,
     storage,
 )
@@ -75,6 +76,7 @@ def main() -> int:
     ):
         rows += plugin_overhead.run(bootstrap, Path(work))
         rows += sdk_ratio.run(bootstrap, Path(work))
+        rows += proxy_ratio.run(bootstrap, Path(work))
         rows += aggregator_throughput.run(bootstrap, Path(work), events)
         # the store that benchmark filled: chDB opens one engine directory per process
         rows += storage.run(bootstrap, Path(work), clickhouse_dir=Path(work) / "run-0" / "clickhouse")

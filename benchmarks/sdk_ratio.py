@@ -29,6 +29,7 @@ import litellm
 from litellm.integrations.custom_logger import CustomLogger
 from litellm.litellm_core_utils.logging_worker import GLOBAL_LOGGING_WORKER
 
+from benchmarks.stats import Spread
 from spendpipe.contracts.topics import Topics
 from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.sdk import install
@@ -113,22 +114,19 @@ async def _pairs(plugin: SpendpipeLogger, noop: NoopLogger, concurrency: int, pa
 def _row(mode: str, samples: Samples) -> dict[str, Any]:
     rates = {name: [rate for rate, _ in runs] for name, runs in samples.items()}
     cpu = {name: statistics.median(cpu for _, cpu in runs) for name, runs in samples.items()}
-    ratios = sorted(p / w for p, w in zip(rates["plugin"], rates["without"], strict=True))
+    ratios = Spread.of([p / w for p, w in zip(rates["plugin"], rates["without"], strict=True)])
     noop = statistics.median(n / w for n, w in zip(rates["noop"], rates["without"], strict=True))
-    quartiles = statistics.quantiles(ratios, n=4)
-    median = statistics.median(ratios)
     return {
-        "benchmark": f"SDK calls/s with the plugin / without, {mode} mock acompletion ({len(ratios)} pairs)",
+        "benchmark": f"SDK calls/s with the plugin / without, {mode} mock acompletion ({len(rates['plugin'])} pairs)",
         "unit": "ratio",
-        "p50": median,
-        "p99": ratios[0],
+        "p50": ratios.median,
+        "p99": ratios.low,
         "goal": f"median ≥ {GOAL}",
-        "met": median >= GOAL,
+        "met": ratios.median >= GOAL,
         "note": (
             f"without {statistics.median(rates['without']):,.0f} calls/s,"
             f" with {statistics.median(rates['plugin']):,.0f};"
-            f" ratio median {median:.3f}, IQR {quartiles[0]:.3f} to {quartiles[2]:.3f},"
-            f" range {ratios[0]:.3f} to {ratios[-1]:.3f};"
+            f" ratio {ratios.describe()};"
             f" a callback doing nothing: {noop:.3f}; CPU per call (all threads, median) without"
             f" {cpu['without']:,.0f} µs, with {cpu['plugin']:,.0f} µs, doing nothing {cpu['noop']:,.0f} µs"
         ),

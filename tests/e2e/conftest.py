@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from dev.litellm_proxy import LiteLLMProxy
 from spendpipe.contracts.topics import Topics
-from tests.support.proxy import LiteLLMProxy
 
 StartProxies = Callable[..., Awaitable[list[LiteLLMProxy]]]
 

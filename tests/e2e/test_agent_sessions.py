@@ -19,6 +19,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from dev.litellm_proxy import LiteLLMProxy
 from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.topics import Topics
@@ -27,7 +28,6 @@ from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.store.migrate import migrate
 from tests.conftest import aggregator_settings, create_topics, enforcer_settings
 from tests.support.pipeline import running_pipeline
-from tests.support.proxy import LiteLLMProxy
 from tests.support.rate_traffic import HELLO
 from tests.support.waiting import eventually
 

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(600)
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 ANSWER = "a mocked answer from gpt-4o"
-"""What the proxy's gpt-4o deployment answers (`tests/support/proxy.py`)."""
+"""What the proxy's gpt-4o deployment answers (`dev/litellm_proxy.py`)."""
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ import httpx
 import litellm
 import pytest
 
+from dev.litellm_proxy import LiteLLMProxy
 from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.budgets import Budget
@@ -24,7 +25,6 @@ from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.ops import metric, off_loop
 from tests.support.pipeline import running_pipeline
 from tests.support.processes import run_cli
-from tests.support.proxy import LiteLLMProxy
 from tests.support.signing import WriterKey, write_forgeries
 from tests.support.waiting import eventually
 

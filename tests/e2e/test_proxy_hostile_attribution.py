@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import httpx
 
+from dev.litellm_proxy import LiteLLMProxy
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.money import cost_from_float
@@ -22,7 +23,6 @@ from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import running_pipeline, totals
-from tests.support.proxy import LiteLLMProxy
 from tests.support.waiting import eventually
 
 KEY = "sk-hostile-attribution-key-0123456789"

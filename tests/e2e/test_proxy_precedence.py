@@ -8,13 +8,13 @@ import time
 import httpx
 import litellm
 
+from dev.litellm_proxy import LiteLLMProxy
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.e2e.conftest import StartProxies
 from tests.support.pipeline import running_pipeline
-from tests.support.proxy import LiteLLMProxy
 from tests.support.waiting import eventually
 
 KEYS = {

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
+from dev.litellm_proxy import LiteLLMProxy
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.topics import Topics
 from spendpipe.enforcer.app import EnforcerService
@@ -26,7 +27,6 @@ from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.store.migrate import migrate
 from tests.conftest import aggregator_settings, create_topics, enforcer_settings
 from tests.support.pipeline import running_pipeline
-from tests.support.proxy import LiteLLMProxy
 from tests.support.rate_traffic import Answer, ask, key_scope, most_in_a_sliding_minute, most_in_flight, paced
 from tests.support.waiting import eventually
 

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import litellm
 
+from dev.litellm_proxy import plugin_env
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from tests.conftest import aggregator_settings
 from tests.support.pipeline import counted_events, events_counted, running_aggregator
-from tests.support.proxy import plugin_env
 
 README = Path(__file__).parents[2] / "README.md"
 CALL = 'completion(**call, messages=[{"role": "user", "content": "hi"}])'

@@ -10,12 +10,12 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
+from dev.litellm_proxy import plugin_env
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.pipeline import running_pipeline
-from tests.support.proxy import plugin_env
 
 CAP = Decimal("0.0015")  # a mocked gpt-4o call costs about 0.000225
 

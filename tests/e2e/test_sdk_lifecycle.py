@@ -14,6 +14,7 @@ from typing import Any, cast
 import litellm
 from litellm.integrations.custom_logger import CustomLogger
 
+from dev.litellm_proxy import plugin_env
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.plugin import SpendpipeLogger
@@ -22,7 +23,6 @@ from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.gateway import sdk_plugin
 from tests.support.pipeline import counted_events, events_counted, running_aggregator, running_pipeline
-from tests.support.proxy import plugin_env
 from tests.support.waiting import eventually
 
 CALLS = 20

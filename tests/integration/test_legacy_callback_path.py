@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dev.litellm_proxy import plugin_env
 from spendpipe.contracts.topics import Topics
-from tests.support.proxy import plugin_env
 
 CONFIG = """\
 litellm_settings:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from tests.support.proxy import LiteLLMProxy
+from dev.litellm_proxy import LiteLLMProxy
 
 HELLO = [{"role": "user", "content": "hello there how are you"}]
 """10 prompt tokens; LiteLLM's mock answers with 20 completion tokens."""

@@ -1,5 +1,7 @@
 """A real LiteLLM proxy subprocess with the spendpipe plugin, `mock_response` models and a
-`custom_auth` that maps API keys to users and teams, so no database is needed."""
+`custom_auth` that maps API keys to users and teams, so no database is needed: the end-to-end
+tests' proxy, and the proxy benchmark's (which starts one without the plugin beside it, otherwise
+the same: `callbacks=None`)."""
 
 import json
 import os
@@ -8,6 +10,8 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,14 +20,14 @@ from pathlib import Path
 from dev.local_kafka import free_port_pair
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.processes import terminate
-from tests.support.waiting import eventually_sync
+
+PLUGIN = "spendpipe.gateway.proxy.handler"
+"""The plugin's entry point, as a proxy's config.yaml names it."""
 
 CONFIG = """\
 model_list:
 {models}
-litellm_settings:
-  callbacks: spendpipe.gateway.proxy.handler
-general_settings:
+{litellm_settings}general_settings:
   custom_auth: custom_auth.user_api_key_auth
 {router_settings}"""
 
@@ -94,6 +98,9 @@ class LiteLLMProxy:
     """Source of an `async def on_auth(key: UserAPIKeyAuth) -> None` that `custom_auth` awaits
     on the key object it built, replacing the one that does nothing (what LiteLLM's auth does
     with its database: cache the team's row, pin its snapshot)."""
+    callbacks: str | None = PLUGIN
+    """`litellm_settings.callbacks`; None: no callback at all (the proxy without the plugin)."""
+    num_workers: int = 1
     port: int = field(default_factory=free_port_pair)
     process: subprocess.Popen[bytes] | None = None
 
@@ -106,8 +113,9 @@ class LiteLLMProxy:
         models = "".join(MODEL.format(name=name, params=self._params(name)) for name in self.models)
         router = "".join(f"  {name}: {json.dumps(value)}\n" for name, value in self.router_settings.items())
         router_settings = f"router_settings:\n{router}" if router else ""
+        callbacks = f"litellm_settings:\n  callbacks: {self.callbacks}\n" if self.callbacks else ""
         (self.workdir / "config.yaml").write_text(
-            CONFIG.format(models=models.rstrip("\n"), router_settings=router_settings)
+            CONFIG.format(models=models.rstrip("\n"), litellm_settings=callbacks, router_settings=router_settings)
         )
         (self.workdir / "custom_auth.py").write_text(
             textwrap.dedent(CUSTOM_AUTH.format(keys=self.keys, key_fields=self.key_fields))
@@ -121,15 +129,20 @@ class LiteLLMProxy:
         }
         litellm = shutil.which("litellm", path=str(Path(sys.executable).parent))
         assert litellm, "the litellm CLI is installed with the dev dependencies"
-        log = (self.workdir / "proxy.log").open("ab")
-        self.process = subprocess.Popen(
-            [litellm, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=self.workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        eventually_sync(self._alive, bool, within=within, what=f"LiteLLM proxy on {self.url}")
+        command = [litellm, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(self.port)]
+        with (self.workdir / "proxy.log").open("ab") as log:  # the child's copy stays open, not ours
+            self.process = subprocess.Popen(
+                [*command, "--num_workers", str(self.num_workers)],
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + within
+        while not self._alive():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"LiteLLM proxy on {self.url} not alive after {within}s:\n{self.log_tail()}")
+            threading.Event().wait(0.05)  # polling the liveness probe, with the deadline above
 
     def _params(self, name: str) -> str:
         params: dict[str, object] = {
@@ -145,7 +158,7 @@ class LiteLLMProxy:
         if self.process.poll() is not None:
             raise AssertionError(f"LiteLLM proxy exited with {self.process.returncode}:\n{self.log_tail()}")
         try:
-            with urllib.request.urlopen(f"{self.url}/health/liveliness", timeout=1) as response:
+            with urllib.request.urlopen(f"{self.url}/health/liveliness", timeout=1) as response:  # noqa: S310 (http, built here)
                 return bool(response.status == 200)
         except OSError:
             return False
