@@ -131,10 +131,11 @@ class LiteLLMProxy:
         assert litellm, "the litellm CLI is installed with the dev dependencies"
         command = [litellm, "--config", "config.yaml", "--host", "127.0.0.1", "--port", str(self.port)]
         with (self.workdir / "proxy.log").open("ab") as log:  # the child's copy stays open, not ours
-            self.process = subprocess.Popen(
+            self.process = subprocess.Popen(  # no descriptor of ours but the log (close_fds, no stdin)
                 [*command, "--num_workers", str(self.num_workers)],
                 cwd=self.workdir,
                 env=env,
+                stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
