@@ -55,7 +55,7 @@ NUMBER_FORM = r"^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$"
 PARSE_SETTINGS: dict[str, object] = {}
 
 
-def _text(value: str) -> str:
+def sql_text(value: str) -> str:
     """A SQL string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
@@ -128,7 +128,7 @@ def _pattern(pattern: str, message: str, *, nullable: bool, required: bool) -> C
     def rule(field: str) -> Check:
         return [
             *_needs_string(field, nullable=nullable, required=required),
-            (f"{_string(field)} AND NOT match({_str(field)}, {_text(pattern)})", message),
+            (f"{_string(field)} AND NOT match({_str(field)}, {sql_text(pattern)})", message),
         ]
 
     return rule
@@ -137,7 +137,7 @@ def _pattern(pattern: str, message: str, *, nullable: bool, required: bool) -> C
 def _count(field: str) -> Check:
     raw = _raw(field)
     return [
-        (f"{raw} != '' AND NOT match({raw}, {_text(NUMBER_FORM)})", "must be a JSON number with no fractional part"),
+        (f"{raw} != '' AND NOT match({raw}, {sql_text(NUMBER_FORM)})", "must be a JSON number with no fractional part"),
         (f"{raw} != '' AND toFloat64OrZero({raw}) != floor(toFloat64OrZero({raw}))", "must have no fractional part"),
         (
             f"{raw} != '' AND NOT (toFloat64OrZero({raw}) BETWEEN 0 AND {MAX_TOKENS})",
@@ -149,7 +149,7 @@ def _count(field: str) -> Check:
 def _latency(field: str) -> Check:
     raw = _raw(field)
     return [
-        (f"{raw} != '' AND NOT match({raw}, {_text(NUMBER_FORM)})", "must be a JSON number"),
+        (f"{raw} != '' AND NOT match({raw}, {sql_text(NUMBER_FORM)})", "must be a JSON number"),
         (
             f"{raw} != '' AND NOT (toFloat64OrZero({raw}) BETWEEN 0 AND {MAX_LATENCY_MS})",
             f"must be from 0 to {MAX_LATENCY_MS:g}",
@@ -166,7 +166,10 @@ _COST_FRACTION = "cost_fraction"
 def _cost(field: str) -> Check:
     return [
         *_needs_string(field, nullable=False, required=True),
-        (f"NOT match({_COST_DIGITS}, {_text(COST_FORM.pattern)})", 'must be a plain decimal string such as "0.000225"'),
+        (
+            f"NOT match({_COST_DIGITS}, {sql_text(COST_FORM.pattern)})",
+            'must be a plain decimal string such as "0.000225"',
+        ),
         (f"length({_COST_FRACTION}) > {COST_SCALE}", f"must have at most {COST_SCALE} decimal places"),
         (
             f"startsWith({_str(field)}, '-') AND toDecimal128OrZero({_COST_DIGITS}, {COST_SCALE}) != 0",
@@ -222,7 +225,7 @@ def _timestamp(field: str) -> Check:
     return [
         *_needs_string(field, nullable=False, required=True),
         (
-            f"NOT match({_str(field)}, {_text(TIMESTAMP_FORM.pattern)})",
+            f"NOT match({_str(field)}, {sql_text(TIMESTAMP_FORM.pattern)})",
             "must be RFC 3339 with T, at most 6 fractional digits and an offset (Z or +hh:mm)",
         ),
         (
@@ -231,8 +234,8 @@ def _timestamp(field: str) -> Check:
             "is not a date and time of the calendar",
         ),
         (
-            f"NOT ({_OCCURRED_AT} >= toDateTime64({_text(f'{EARLIEST:%Y-%m-%d %H:%M:%S}')}, 6, 'UTC') "
-            f"AND {_OCCURRED_AT} < toDateTime64({_text(f'{LATEST:%Y-%m-%d %H:%M:%S}')}, 6, 'UTC'))",
+            f"NOT ({_OCCURRED_AT} >= toDateTime64({sql_text(f'{EARLIEST:%Y-%m-%d %H:%M:%S}')}, 6, 'UTC') "
+            f"AND {_OCCURRED_AT} < toDateTime64({sql_text(f'{LATEST:%Y-%m-%d %H:%M:%S}')}, 6, 'UTC'))",
             f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}",
         ),
     ]
@@ -286,8 +289,8 @@ def _field_problem(field: str) -> str:
     checks = FIELD_RULES[field](field)
     kinds = [Problem.MISSING.value if message == "field required" else Problem.INVALID.value for _, message in checks]
     return (
-        f"tuple({_text(field)}, [{', '.join(map(_text, kinds))}][{_code(field)}], "
-        f"[{', '.join(_text(message) for _, message in checks)}][{_code(field)}])"
+        f"tuple({sql_text(field)}, [{', '.join(map(sql_text, kinds))}][{_code(field)}], "
+        f"[{', '.join(sql_text(message) for _, message in checks)}][{_code(field)}])"
     )
 
 
@@ -299,7 +302,7 @@ def _count_value(field: str) -> str:
     return f"toUInt64(toFloat64OrZero({_raw(field)}))"
 
 
-_KNOWN = "[" + ", ".join(_text(field) for field in FIELDS) + "]"
+_KNOWN = "[" + ", ".join(sql_text(field) for field in FIELDS) + "]"
 
 _VALUES = {
     "event_id": f"toUUIDOrZero({_str('event_id')})",
@@ -344,7 +347,7 @@ _NOT_STRINGS = frozenset(
 """Fields whose rule reads only the raw text."""
 
 _PER_FIELD = ",\n        ".join(
-    f"raw_values[indexOf(keys, {_text(field)})] AS {_raw(field)}"
+    f"raw_values[indexOf(keys, {sql_text(field)})] AS {_raw(field)}"
     + ("" if field in _NOT_STRINGS else f", {_decoded(_raw(field))} AS {_str(field)}")
     + ("" if field in _NOT_STRINGS else f", {_is_string(_raw(field))} AS {_string(field)}")
     for field in FIELDS
@@ -352,17 +355,17 @@ _PER_FIELD = ",\n        ".join(
 
 _UNSUPPORTED = f"unsupported schema_version ' || {_raw('schema_version')} || ': this consumer reads {SCHEMA_VERSION}"
 
-_MALFORMED = f"[tuple('', {_text(Problem.MALFORMED.value)}, {_text(MALFORMED_REASON)})]"
+_MALFORMED = f"[tuple('', {sql_text(Problem.MALFORMED.value)}, {sql_text(MALFORMED_REASON)})]"
 
 PROBLEMS_SQL = f"""multiIf(
-    value = '', [tuple('', {_text(Problem.MALFORMED.value)}, 'empty message (no value)')],
+    value = '', [tuple('', {sql_text(Problem.MALFORMED.value)}, 'empty message (no value)')],
     NOT well_formed, {_MALFORMED},
     length(arrayDistinct(keys)) != length(keys), {_MALFORMED},
     {_raw("schema_version")} NOT IN ('', '{SCHEMA_VERSION}'),
-        [tuple('schema_version', {_text(Problem.UNSUPPORTED_VERSION.value)}, '{_UNSUPPORTED}')],
+        [tuple('schema_version', {sql_text(Problem.UNSUPPORTED_VERSION.value)}, '{_UNSUPPORTED}')],
     {" AND ".join(f"{_code(field)} = 0" for field in FIELD_RULES)} AND hasAll({_KNOWN}, keys), [],
     arrayConcat(
-        arrayMap(k -> tuple(k, {_text(Problem.UNKNOWN_FIELD.value)}, 'extra inputs are not permitted'),
+        arrayMap(k -> tuple(k, {sql_text(Problem.UNKNOWN_FIELD.value)}, 'extra inputs are not permitted'),
             arrayFilter(k -> NOT has({_KNOWN}, k), keys)),
         arrayFilter(p -> p.1 != '', [
             {", ".join(f"if({_code(field)} = 0, tuple('', '', ''), {_field_problem(field)})" for field in FIELD_RULES)}
@@ -555,10 +558,10 @@ INSERT INTO {PARSED_TABLE}
 SELECT {", ".join(f"{_CANONICAL_VALUES[column]} AS {column}" for column in EVENT_COLUMNS)},
     CAST([], 'Array(Tuple(String, String, String))') AS problems
 FROM (
-    SELECT kafka_partition, kafka_offset, JSONExtract(value, {_text(_CANONICAL_TUPLE)}) AS c,
+    SELECT kafka_partition, kafka_offset, JSONExtract(value, {sql_text(_CANONICAL_TUPLE)}) AS c,
         {_local_time("c.occurred_at")} AS {_CANONICAL_TIME}
     FROM {RAW_TABLE}
-    WHERE match(value, {_text(CANONICAL_FORM)})
+    WHERE match(value, {sql_text(CANONICAL_FORM)})
 )
 WHERE {_CANONICAL_TIME} <= {{latest:DateTime64(6)}} AND {_CANONICAL_LENGTHS}
 """

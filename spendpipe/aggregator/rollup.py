@@ -7,6 +7,12 @@ each of those groups is added to its scopes x {all models, its model} per minute
 (minute, scope, model) total fans out to the calendar windows. The totals are written together
 with the batch's watermark rows, as one block: one part, all or nothing.
 
+The fanned-out rows are not grouped again in the SELECT: where a batch spans several minutes,
+their hour, day, week and month rows share a key, and the insert sums those as it sorts the
+block for the part (`optimize_on_insert`, what a merge of `spend_totals` does), so the part
+still holds one row per key. A GROUP BY over the ~17 fanned-out rows per event was about 40%
+of the statement's time (2026-12-02, docs/performance.md); the insert sorts the block anyway.
+
 ClickHouse sums decimals as exact integers, so no total is ever rounded, but it wraps a sum that
 outgrows its type without an error. A batch holds at most 100k events of at most $1M each
 (`MAX_EVENT_COST`): its sums stay far inside the 14 integer digits of `Decimal(38, 24)`. The
@@ -20,21 +26,17 @@ as Python's zoneinfo does (a DST day is 23 or 25 hours; where midnight does not 
 at the change). The scope ids are `store.scope_sql`'s (an event group fans out to one scope per
 attributed tag). The fan-out here must agree with `scopes_of` (the scopes) and `window_start` (the
 windows); `tests/integration/test_rollup.py` checks it against both on random events, and
-`tests/integration/test_calendar_windows.py` the windows in several zones.
+`tests/integration/test_calendar_windows.py` the windows in several zones. The flush announcement
+names its scopes by the same fan-out (`scopes_sql`), checked against the totals' scopes there too.
 """
 
-from collections.abc import Iterable, Sequence
-
 from spendpipe.aggregator.parse import PARSED_TABLE as STAGE_TABLE
-from spendpipe.contracts.scopes import ALL_MODELS, Scope, ScopeType, scopes_of
+from spendpipe.contracts.scopes import ALL_MODELS, ScopeType
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar, WeekStart, Window
 from spendpipe.store.scope_sql import ATTRIBUTED_TAGS, SCOPE_IDS
 from spendpipe.store.totals import INGEST_SCOPE_TYPE, WATERMARK_WINDOW
 
 NO_OFFSET = -1
-
-Attribution = tuple[str | None, str | None, str | None, str | None, str | None, Sequence[str], str | None]
-"""(key hash, user, team, org, end user, request tags, provider) of one event."""
 
 
 def _window_starts(calendar: Calendar) -> dict[Window, str]:
@@ -59,6 +61,11 @@ _SCOPE_TYPE_LIST = (
 _SCOPE_ID_LIST = "arrayConcat([" + ", ".join(SCOPE_IDS.values()) + "], tags)"
 """Each scope an event group counts towards: the one-id types, then one scope per attributed tag."""
 _WINDOW_NAMES = "[" + ", ".join(f"'{window.value}'" for window in Window) + "]"
+_SCOPE_JOIN = f"ARRAY JOIN {_SCOPE_TYPE_LIST} AS scope_type, {_SCOPE_ID_LIST} AS scope_id"
+_IS_SCOPE = f"scope_id != '' OR scope_type = '{ScopeType.GLOBAL.value}'"
+"""From rows of attributions (the stage's columns, the tags as `tags`) to one row per scope each
+counts towards (`scope_type`, `scope_id`), with the filter that drops absent ids: the rollup's
+fan-out and the announcement's."""
 
 
 def rollup_sql(calendar: Calendar = UTC_SUNDAY) -> str:
@@ -73,8 +80,8 @@ _ROLLUP_SQL = f"""
 INSERT INTO spend_totals (window, window_start, scope_type, scope_id, model, spend, requests, failures,
     cache_hits, prompt_tokens, completion_tokens, total_tokens, ingest_offset)
 SELECT * FROM (
-SELECT window, window_start, scope_type, scope_id, model, sum(toDecimal256(spend, 24)), sum(requests), sum(failures),
-    sum(cache_hits), sum(prompt), sum(completion), sum(total), {NO_OFFSET}
+SELECT window, window_start, scope_type, scope_id, model, toDecimal256(spend, 24), requests, failures,
+    cache_hits, prompt, completion, total, {NO_OFFSET}
 FROM (
     SELECT minute, scope_type, scope_id, model, sum(spend) AS spend, sum(requests) AS requests,
         sum(failures) AS failures, sum(cache_hits) AS cache_hits, sum(prompt) AS prompt,
@@ -89,13 +96,12 @@ FROM (
         WHERE {{new_rows}}
         GROUP BY minute, key_hash, user_id, team_id, org_id, end_user, provider, tags, billed_model
     )
-    ARRAY JOIN {_SCOPE_TYPE_LIST} AS scope_type, {_SCOPE_ID_LIST} AS scope_id
+    {_SCOPE_JOIN}
     ARRAY JOIN ['{ALL_MODELS}', billed_model] AS model
-    WHERE scope_id != '' OR scope_type = '{ScopeType.GLOBAL.value}'
+    WHERE {_IS_SCOPE}
     GROUP BY minute, scope_type, scope_id, model
 )
 ARRAY JOIN {_WINDOW_NAMES} AS window, {{window_starts}} AS window_start
-GROUP BY window, window_start, scope_type, scope_id, model
 UNION ALL
 SELECT '{WATERMARK_WINDOW}', toDateTime(0, 'UTC'), '{INGEST_SCOPE_TYPE}', mark.1, '{ALL_MODELS}',
     toDecimal256(0, 24), 0, 0, 0, 0, 0, 0, mark.2
@@ -121,11 +127,12 @@ def rows_after(watermarks: dict[int, int]) -> str:
     )
 
 
-def touched_scopes(attributions: Iterable[Attribution]) -> set[Scope]:
-    """Every scope whose totals a batch with these attributions changes (for the flush
-    announcement); the same scopes the SQL fans out to."""
-    return {
-        scope
-        for key_hash, user_id, team_id, org_id, end_user, tags, provider in attributions
-        for scope in scopes_of(key_hash, user_id, team_id, org_id, end_user, tags=tags, provider=provider)
-    }
+def scopes_sql(rows: str) -> str:
+    """The distinct (scope_type, scope_id) of the staged rows that `rows` (a condition) selects:
+    every scope whose totals they count towards, by the rollup's own fan-out (for the flush
+    announcement; ClickHouse's work rather than a `scopes_of` call per event in Python)."""
+    return (
+        "SELECT DISTINCT scope_type, scope_id FROM ("
+        f"SELECT key_hash, user_id, team_id, org_id, end_user, provider, {ATTRIBUTED_TAGS} AS tags "
+        f"FROM {STAGE_TABLE} WHERE {rows}) {_SCOPE_JOIN} WHERE {_IS_SCOPE}"
+    )

@@ -38,10 +38,12 @@ from spendpipe.aggregator.parse import (
     PARSED_TABLE,
     RAW_TABLE,
     REASON_SQL,
+    sql_text,
 )
-from spendpipe.aggregator.rollup import Attribution, rollup_sql, rows_after
+from spendpipe.aggregator.rollup import rollup_sql, rows_after, scopes_sql
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
+from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import UTC_SUNDAY, Calendar
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.store.calendar import settle_calendar
@@ -106,6 +108,15 @@ ONE_PART = (
 one thread: by default ClickHouse cuts blocks at about 1M rows or 256 MiB, and a server may
 insert with several threads. A flush's inserts are all-or-nothing only as one part."""
 
+SUMMED_ON_INSERT = ", optimize_on_insert = 1"
+"""The totals insert sums rows of one key as it sorts its block, as a merge would (`rollup`:
+its SELECT leaves that to the insert). ClickHouse's default, named so that a server profile
+that turns it off cannot leave a flush's part with several rows per key (still exact, read
+with sum(), but more rows for every read until a merge)."""
+NOTHING_TO_SUM = ", optimize_on_insert = 0"
+"""For a batch within one minute, whose fanned-out rows all have keys of their own: the pass
+that would sum them costs a 3,000-event flush of thousands of scopes about 15 ms (2026-12-02)."""
+
 
 class KafkaRecord(Protocol):
     """A record of `spend.events` as the writer reads it: aiokafka's own `ConsumerRecord`, which
@@ -142,6 +153,17 @@ class ParsedIds:
     """`ORIGIN_SQL`: partition, offset and content digest, packed."""
     oldest: datetime | None
     """The earliest `occurred_at` among them."""
+    newest: datetime | None = None
+    """The latest `occurred_at` among them."""
+
+    @property
+    def one_minute(self) -> bool:
+        """Whether every one of them falls in one minute (UTC), as the rollup cuts minutes."""
+        return (
+            self.oldest is not None
+            and self.newest is not None
+            and self.oldest.replace(second=0, microsecond=0) == self.newest.replace(second=0, microsecond=0)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +177,7 @@ class DeadRow:
 class Written:
     """What the rows a batch has in the totals (new or replayed) touch, for the announcement."""
 
-    attributions: list[Attribution]
+    scopes: set[Scope]
     models: list[str]
     latest_occurred_at: datetime | None
     new: int
@@ -168,12 +190,12 @@ def source_name(topic: str, partition: int) -> str:
     return f"{topic}:{partition}"
 
 
-_USABLE = (
-    "empty(problems) AND (kafka_partition, kafka_offset) NOT IN "
-    f"(SELECT kafka_partition, kafka_offset FROM {EXCLUDED_TABLE})"
+_USABLE = "empty(problems)"
+_NOT_EXCLUDED = (
+    f" AND (kafka_partition, kafka_offset) NOT IN (SELECT kafka_partition, kafka_offset FROM {EXCLUDED_TABLE})"
 )
 """Rows that are in the totals once the batch is written: parsed without problems, and not a
-copy of an event counted from another record."""
+copy of an event counted from another record (`SpendStore._usable`)."""
 
 
 class SpendStore:
@@ -220,6 +242,12 @@ class SpendStore:
         """After a failure the session may be gone (a server restarted): make the tables again."""
         self._tables_made = False
         self._filled = {RAW_TABLE, PARSED_TABLE, EXCLUDED_TABLE}
+
+    def _usable(self) -> str:
+        """`_USABLE`, with the excluded rows left out when there may be any: the usual batch
+        excludes none, and the set a `NOT IN` builds costs each of a flush's four statements
+        that read the usable rows a few milliseconds (2026-12-02)."""
+        return _USABLE + (_NOT_EXCLUDED if EXCLUDED_TABLE in self._filled else "")
 
     def _caught_up(self, table: str) -> None:
         """On a cluster, wait until this replica has every part another one took: a watermark
@@ -333,10 +361,9 @@ class SpendStore:
         )
         if not table.num_rows:
             return ParsedIds([], [], None)
+        span = pc.min_max(table.column("occurred_at")).as_py()
         return ParsedIds(
-            _fixed_bytes(table.column("id")),
-            _fixed_bytes(table.column("origin")),
-            pc.min(table.column("occurred_at")).as_py(),
+            _fixed_bytes(table.column("id")), _fixed_bytes(table.column("origin")), span["min"], span["max"]
         )
 
     def dead_rows(self) -> list[DeadRow]:
@@ -354,19 +381,30 @@ class SpendStore:
                 EXCLUDED_TABLE, [[p for p, _ in rows], [o for _, o in rows]], ["kafka_partition", "kafka_offset"]
             )
 
-    def insert_totals(self, *, after: dict[int, int], watermarks: dict[str, int], fence: Fence | None = None) -> None:
+    def insert_totals(
+        self,
+        *,
+        after: dict[int, int],
+        watermarks: dict[str, int],
+        fence: Fence | None = None,
+        one_minute: bool = False,
+    ) -> None:
         """Totals of the usable parsed rows past `after` (per partition), with the watermark rows,
-        in one insert; nothing when `fence` no longer holds for the partitions of `after`."""
+        in one insert; nothing when `fence` no longer holds for the partitions of `after`.
+        `one_minute`: every parsed row falls in one minute (`ParsedIds.one_minute`), so no two
+        rows of the insert share a key and it need not sum them."""
         if not self._calendar_settled:  # before the first totals: never roll up on another calendar
             settle_calendar(self._clickhouse, self._calendar)
             self._calendar_settled = True
         sources = sorted(watermarks)
         condition, parameters = fence_sql(fence, after)
+        new_rows = f"{self._usable()} AND {rows_after(after)}"
         self._clickhouse.command(
-            self._rollup.replace("{new_rows}", f"{_USABLE} AND {rows_after(after)}").replace("{fence}", condition)
-            + self._write_settings,
+            self._rollup.replace("{new_rows}", new_rows).replace("{fence}", condition)
+            + self._write_settings
+            + (NOTHING_TO_SUM if one_minute else SUMMED_ON_INSERT)
+            + more_settings(insert_token("spend_totals", after, watermarks)),
             {"sources": sources, "offsets": [watermarks[source] for source in sources], **parameters},
-            settings=insert_token("spend_totals", after, watermarks),
         )
 
     def insert_events(
@@ -380,33 +418,42 @@ class SpendStore:
         condition, parameters = fence_sql(fence, after)
         self._clickhouse.command(
             f"INSERT INTO events ({columns}) SELECT {columns} FROM {PARSED_TABLE} "
-            f"WHERE {_USABLE} AND {rows_after(after)} AND {condition}{self._write_settings}",
+            f"WHERE {self._usable()} AND {rows_after(after)} AND {condition}{self._write_settings}"
+            + more_settings(insert_token("events", after, watermarks or {})),
             parameters,
-            settings=insert_token("events", after, watermarks or {}),
         )
 
     def written(
         self, *, new_after: dict[int, int], fence: Fence | None = None, partitions: Iterable[int] = ()
     ) -> Written:
-        """The attributions, models and latest time of every usable row of the batch, how many
-        of them are past `new_after` (per partition: the totals' watermarks before this attempt
-        wrote), and whether `fence` still holds for `partitions` (then it held for every insert
-        before: claims only rise)."""
+        """The scopes, models and latest time of every usable row of the batch, how many of them
+        are past `new_after` (per partition: the totals' watermarks before this attempt wrote),
+        and whether `fence` still holds for `partitions` (then it held for every insert before:
+        claims only rise). The scopes come from ClickHouse, by the rollup's fan-out, as two
+        Arrow columns: a batch's attributions read into Python and fanned out there cost about
+        twice the time, most of it holding the GIL (2026-12-02)."""
         condition, parameters = fence_sql(fence, partitions)
         rows = self._clickhouse.rows(
-            "SELECT groupUniqArray(tuple(key_hash, user_id, team_id, org_id, end_user, request_tags, provider)), "
-            f"groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}), {condition} "
-            f"FROM {PARSED_TABLE} WHERE {_USABLE}",
+            f"SELECT groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}), "
+            f"{condition} FROM {PARSED_TABLE} WHERE {self._usable()}",
             parameters,
         )
-        attributions, models, latest, count, new, owned = rows[0]
+        models, latest, count, new, owned = rows[0]
+        scopes = self._clickhouse.arrow(scopes_sql(self._usable())) if count and owned else None
         return Written(
-            [(*a[:5], tuple(a[5]), a[6]) for a in attributions],
+            set() if scopes is None else set(map(_scope, scopes.column(0).to_pylist(), scopes.column(1).to_pylist())),
             list(models),
             latest if count else None,
             int(new),
             bool(owned),
         )
+
+
+_SCOPE_TYPES = {scope_type.value: scope_type for scope_type in ScopeType}
+
+
+def _scope(scope_type: str, scope_id: str) -> Scope:
+    return Scope(_SCOPE_TYPES[scope_type], scope_id)
 
 
 def insert_token(table: str, after: dict[int, int], watermarks: dict[str, int]) -> dict[str, str] | None:
@@ -420,6 +467,14 @@ def insert_token(table: str, after: dict[int, int], watermarks: dict[str, int]) 
         return None
     spans = [f"{source}({after.get(_partition(source), -1)},{offset}]" for source, offset in sorted(watermarks.items())]
     return {"insert_deduplication_token": f"spendpipe/{table}/" + " ".join(spans)}
+
+
+def more_settings(settings: dict[str, str] | None) -> str:
+    """`settings` as more of a statement's SETTINGS clause (which `ONE_PART` opens). Not passed
+    per call: clickhouse-connect's chDB backend applies per-call settings by reading them from
+    `system.settings`, then `SET` before and after the statement, which cost a flush about 6 ms
+    an insert on this machine kind (2026-12-02); a server reads them from the query either way."""
+    return "".join(f", {name} = {sql_text(value)}" for name, value in (settings or {}).items())
 
 
 def _partition(source: str) -> int:

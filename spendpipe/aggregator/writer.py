@@ -48,7 +48,6 @@ from datetime import UTC, datetime
 
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
 from spendpipe.aggregator.ownership import Fence, OwnershipLostError
-from spendpipe.aggregator.rollup import touched_scopes
 from spendpipe.aggregator.store import KafkaRecord, ParsedIds, SourceRecord, SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
 from spendpipe.contracts.scopes import Scope
@@ -151,7 +150,7 @@ class BatchWriter:
         store.exclude(ordered.excluded)
         self._dead_letters(records, refused, ordered.conflicts, outcome)
         staged = time.perf_counter()
-        new_after = self._write_totals(records, marks, fence)
+        new_after = self._write_totals(records, marks, fence, one_minute=parsed.one_minute)
         rolled = time.perf_counter()
         self._write_events(records, marks, fence)
         written = store.written(new_after=new_after, fence=fence, partitions=highest_offsets(records))
@@ -163,7 +162,7 @@ class BatchWriter:
         self._recent.remember(ordered.fresh, now_s)
         self._recent.expire(now_s)
         outcome.counted = written.new
-        outcome.scopes = touched_scopes(written.attributions)
+        outcome.scopes = written.scopes
         outcome.models = set(written.models)
         outcome.latest_occurred_at = written.latest_occurred_at
         return outcome
@@ -267,7 +266,9 @@ class BatchWriter:
         for partition, offset, reason in sorted(dead):
             outcome.dead_letters.append(DeadLetter(by_source[(partition, offset)], reason))
 
-    def _write_totals(self, records: Sequence[KafkaRecord], marks: _Watermarks, fence: Fence | None) -> dict[int, int]:
+    def _write_totals(
+        self, records: Sequence[KafkaRecord], marks: _Watermarks, fence: Fence | None, *, one_minute: bool
+    ) -> dict[int, int]:
         """Returns the watermarks the totals had before (per partition of the batch): the rows
         past them are new in the totals, the rest landed in an earlier attempt. Empty when
         every record was there already."""
@@ -283,6 +284,7 @@ class BatchWriter:
             after=after,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
             fence=fence,
+            one_minute=one_minute,
         )
         marks.totals.update(advanced)
         return after

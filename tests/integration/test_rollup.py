@@ -10,12 +10,13 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spendpipe.aggregator.rollup import touched_scopes
 from spendpipe.aggregator.settings import AggregatorSettings
-from spendpipe.aggregator.store import SpendStore
+from spendpipe.aggregator.store import SourceRecord, SpendStore
+from spendpipe.aggregator.writer import BatchWriter
 from spendpipe.contracts.events import MAX_EVENT_COST, SpendEvent
 from spendpipe.contracts.money import COST_PRECISION, COST_SCALE
 from spendpipe.contracts.scopes import MAX_TAGS, Scope, ScopeType, attributed_tags, scopes_of
@@ -79,6 +80,11 @@ def roll_up(clickhouse: ClickhouseStore, events: list[SpendEvent], **watermarks:
         (Window(window), int(start), Scope(ScopeType(kind), scope_id), model): Totals(spend, *(int(v) for v in counts))
         for window, start, kind, scope_id, model, spend, *counts in rows
     }
+
+
+def announced(clickhouse: ClickhouseStore) -> set[Scope]:
+    """The scopes the flush announcement names for the stage `roll_up` left: every usable row's."""
+    return SpendStore(clickhouse=clickhouse).written(new_after={0: -1}).scopes
 
 
 def start_of(window: Window, moment: datetime) -> int:
@@ -164,9 +170,7 @@ def test_one_event_fans_out_to_every_scope_model_and_window(clickhouse: Clickhou
         Scope(ScopeType.ORG, "acme"),
         Scope(ScopeType.END_USER, "customer-7"),
     }
-    assert (
-        scopes_in(totals) == expected_scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7", (), None)])
-    )
+    assert scopes_in(totals) == expected_scopes == announced(clickhouse)
     assert models_in(totals) == {"gpt-4o-mini"}
     assert set(totals) == {
         (window, start_of(window, NOON), scope, model)
@@ -220,6 +224,37 @@ def test_totals_are_kept_per_scope_and_per_window(clickhouse: ClickhouseStore) -
     assert spend(Window.HOUR, NOON, GLOBAL) == Decimal("1.5")
     assert spend(Window.WEEK, NOON, GLOBAL, "gpt-4o-mini") == Decimal("7.75")
     assert (Window.HOUR, start_of(Window.HOUR, NOON), ops, "") not in totals
+
+
+def test_a_flush_over_several_minutes_writes_one_row_per_total(clickhouse: ClickhouseStore) -> None:
+    """The hour, day, week and month rows of a batch's minutes share a key: the insert sums them
+    (the SELECT does not group the fanned-out rows again), so the part has one row per key."""
+    events = [event(n, occurred_at=NOON + timedelta(minutes=n % 3), team_id=f"t{n % 2}") for n in range(12)]
+
+    totals = roll_up(clickhouse, events)
+
+    rows = clickhouse.rows("SELECT count() FROM spend_totals")
+    assert rows == [(len(totals),)]
+    assert totals[(Window.HOUR, start_of(Window.HOUR, NOON), GLOBAL, "")].requests == 12
+    assert totals[(Window.MINUTE, start_of(Window.MINUTE, NOON), GLOBAL, "")].requests == 4
+
+
+@pytest.mark.parametrize("minutes", [1, 3])
+def test_the_writer_leaves_one_row_per_total_whether_a_flush_spans_one_minute_or_more(
+    clickhouse: ClickhouseStore, minutes: int
+) -> None:
+    """The writer skips the insert's summing for a batch within one minute (`NOTHING_TO_SUM`),
+    where no two rows share a key; a batch over several minutes still gets one row per key."""
+    events = [event(n, occurred_at=NOON + timedelta(minutes=n % minutes), team_id=f"t{n % 2}") for n in range(12)]
+    writer = BatchWriter(store=SpendStore(clickhouse=clickhouse), topic="t", dedup_horizon_s=600)
+
+    writer.write([SourceRecord(0, n, e.to_json()) for n, e in enumerate(events)])
+
+    keys = "window, window_start, scope_type, scope_id, model"
+    [(rows, distinct)] = clickhouse.rows(f"SELECT count(), uniqExact({keys}) FROM spend_totals")
+    assert rows == distinct
+    hour = "window = 'hour' AND scope_type = 'global' AND model = ''"
+    assert clickhouse.rows(f"SELECT count(), sum(requests) FROM spend_totals WHERE {hour}") == [(1, 12)]
 
 
 def test_an_event_at_sunday_midnight_opens_a_new_week(clickhouse: ClickhouseStore) -> None:
@@ -327,6 +362,7 @@ def test_every_total_is_the_plain_sum_of_its_events(clickhouse: ClickhouseStore,
     totals = roll_up(clickhouse, events)
 
     assert set(totals) == set(expected_spend)
+    assert announced(clickhouse) == scopes_in(totals)
     for key, t in totals.items():
         assert Fraction(t.spend) == expected_spend[key], key
         assert t.requests == expected_requests[key], key
@@ -395,9 +431,10 @@ def test_an_event_counts_once_towards_each_distinct_tag_and_its_provider(clickho
     assert day(Scope(ScopeType.TAG, "")) is None
     assert day(GLOBAL) == Totals(Decimal("0.25"), 1, 0, 0, 10, 20, 30)  # counted once, not once per tag
     scopes = {key[2] for key in totals if key[2].type in (ScopeType.TAG, ScopeType.PROVIDER)}
-    assert scopes == touched_scopes([(KEY, "alice", "eng", "acme", "customer-7", tags, "openai")]) - set(
-        attributions(event())
-    )
+    assert scopes == announced(clickhouse) - set(attributions(event())) == {
+        Scope(ScopeType.TAG, "batch"), Scope(ScopeType.TAG, "nightly"), Scope(ScopeType.TAG, "a:b|c"),
+        Scope(ScopeType.PROVIDER, "openai"),
+    }  # fmt: skip
 
 
 def test_at_most_max_tags_distinct_tags_of_an_event_are_attributed(clickhouse: ClickhouseStore) -> None:
