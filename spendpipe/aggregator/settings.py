@@ -12,7 +12,7 @@ class AggregatorSettings(PipelineSettings):
     """Most events per flush (one ClickHouse insert per table, each one part: `store.ONE_PART`).
     A batch grows towards it only while the flush before it runs (`intake`): a quiet pipeline
     flushes what it has as soon as the writer is free, a backlog goes in batches this large.
-    A flush pays a fixed cost (its statements' analysis, about 0.2 s of CPU): on 2026-12-02,
+    A flush pays a fixed cost (a few tenths of a second of CPU): on 2026-12-02,
     the writer alone took 0.79-0.88 s of CPU per 100,000 events in flushes of 200,000 against
     0.96-1.05 s in flushes of 100,000 (400,000: 0.80). The bound keeps a batch's sums inside
     the money type (`MAX_EVENT_COST` times it) and its records in memory twice over (the batch
