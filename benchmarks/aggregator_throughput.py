@@ -32,8 +32,8 @@ from spendpipe.platform.kafka_topics import ensure_topics
 from spendpipe.store.migrate import migrate
 from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
-BATCH = 100_000
-"""Records per flush: the aggregator's largest batch, and the ceilings' batch too."""
+BATCH: int = AggregatorSettings.model_fields["batch_size"].default
+"""Records per flush: the aggregator's largest batch (its default), and the ceilings' batch too."""
 LATE_SPREAD_S = 1
 """Events occur within this many seconds before the run: fresh traffic, as gateways send it."""
 

@@ -38,6 +38,7 @@ from spendpipe.contracts.flushes import MESSAGE_TYPE as FLUSH_TYPE
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.platform.clickhouse import ClickhouseStore
+from spendpipe.platform.gc_tuning import collect_young_every
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ class Aggregator:
     async def start(self) -> None:
         """After the broker started: join the group, read and write; watch the consumer's lag."""
         settings = self._settings
+        collect_young_every(settings.gc_young_threshold)
         consumer = AIOKafkaConsumer(
             **settings.kafka.aiokafka_kwargs(),
             group_id=settings.group_id,

@@ -99,7 +99,7 @@ def test_defaults_without_any_environment() -> None:
     assert settings.topics.events == "spend.events"
     assert settings.clickhouse.dsn == "chdb://.data/clickhouse"
     assert settings.group_id == "spendpipe-aggregator"
-    assert settings.batch_size == 100_000
+    assert settings.batch_size == 200_000
     assert settings.sql_endpoint.enabled is True
 
 
