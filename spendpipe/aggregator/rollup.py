@@ -14,7 +14,7 @@ still holds one row per key. A GROUP BY over the ~17 fanned-out rows per event w
 of the statement's time (2026-12-02, docs/performance.md); the insert sorts the block anyway.
 
 ClickHouse sums decimals as exact integers, so no total is ever rounded, but it wraps a sum that
-outgrows its type without an error. A batch holds at most 100k events of at most $1M each
+outgrows its type without an error. A batch holds at most 500k events (`batch_size`'s bound) of at most $1M each
 (`MAX_EVENT_COST`): its sums stay far inside the 14 integer digits of `Decimal(38, 24)`. The
 window totals, which add up batch after batch, are `Decimal(76, 24)`: the rollup widens each
 batch's sum to it. Token counts are summed as UInt128, the type of the
