@@ -31,11 +31,9 @@ has caught up with the decisions topic) and /metrics on its own port (9465 by de
 
 import asyncio
 import atexit
-import dataclasses
 import functools
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -59,7 +57,7 @@ from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.process_budget import ProcessBudget
 from spendpipe.gateway.rate_limits.gate import RateGate
-from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, usage_of_log, usage_of_response
+from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, new_lease_id, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
 from spendpipe.gateway.recording.event_builder import Recorded, call_outcome, event_or_fallback
 from spendpipe.gateway.recording.logged_call import copy_logged_call
@@ -326,7 +324,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             raise proxy_refusal(decision, model)
         if self._fail_closed and self._limits_not_ready() is not None:
             raise proxy_budget_exceeded(LIMITS_NOT_IN_SYNC)
-        lease = uuid.uuid4().hex
+        lease = new_lease_id()
         refusal = self.gate.admit(lease, who.rate_limit_scopes(), model or "")
         if refusal is not None:
             raise proxy_rate_limit_error(refusal, model)
@@ -373,7 +371,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         and its key spend headers with spendpipe's estimate of the key's spend (`key_spend.py`);
         on a response refused for the key's own budget, the key spend headers with the enforcer's
         figures (`key_spend_headers`)."""
-        who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
+        who = RequestIdentity.of_proxy_key(user_api_key_dict, data)  # no agent: see below
         spend = key_spend_headers(self.blocklist.blocking([f"key:{who.key_hash}"])) if who.key_hash else None
         if response is None:
             return spend
@@ -383,8 +381,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             latest = self.blocklist.latest(f"key:{who.key_hash}")
             spend = self.key_spend.figure(who.key_hash, duration, latest, call=this_call).headers()
         # these headers have never counted the agent's limits (admission does); unchanged here
-        limited = dataclasses.replace(who, agent_id=None)
-        remaining = self.gate.remaining(limited.rate_limit_scopes(), data.get("model") or "").headers()
+        remaining = self.gate.remaining(who.rate_limit_scopes(), data.get("model") or "").headers()
         return (remaining or {}) | spend if spend else remaining
 
     @classmethod

@@ -8,6 +8,10 @@ provider is the one provider of the group's deployments in the proxy's router. A
 deployments go to several providers has no single provider before the router picks one, so no
 provider budget refuses its calls before they are made (its spend still counts for each provider
 its calls went to).
+
+A group's provider is read from the router once per version of its deployments (LiteLLM's
+`registry().version`, which changes whenever they change) and kept: listing a group's
+deployments was a tenth of the plugin's cost on a proxy call (docs/performance.md).
 """
 
 import functools
@@ -21,19 +25,45 @@ def provider_of_model(model: object, *, proxy: bool) -> str | None:
     if not isinstance(model, str) or not model:
         return None
     if proxy:
-        found = {_provider(*_deployment_model(d)) for d in _deployments(model)}
-        return found.pop() if len(found) == 1 else None
+        return _group_provider(model)
     return _provider(model, None)
 
 
-def _deployments(model_group: str) -> list[Mapping[str, object]]:
+_GROUPS_KEPT = 1024
+"""Model groups whose provider is kept at most: the model is the client's to name."""
+_groups: dict[str, tuple[object, int, str | None]] = {}
+"""Per model group: the router and its deployments' version the provider was read from, and it."""
+
+
+def _group_provider(model_group: str) -> str | None:
+    router, version = _router()
+    known = _groups.get(model_group)
+    if known is not None and version is not None and known[0] is router and known[1] == version:
+        return known[2]
+    found = {_provider(*_deployment_model(d)) for d in _deployments(router, model_group)}
+    provider = found.pop() if len(found) == 1 else None
+    if version is not None:
+        if len(_groups) >= _GROUPS_KEPT:
+            _groups.clear()
+        _groups[model_group] = (router, version, provider)
+    return provider
+
+
+def _router() -> tuple[object, int | None]:
+    """The proxy's router and the version of its deployments (None: not known, nothing is kept)."""
     try:
         from litellm.proxy import proxy_server  # noqa: PLC0415 - proxy only
 
         router = proxy_server.llm_router
-        if router is None:
-            return []
-        return list(router.registry().deployments(model_group) or [])
+        version = router.registry().version if router is not None else None
+        return router, version if isinstance(version, int) else None
+    except Exception:
+        return None, None
+
+
+def _deployments(router: object, model_group: str) -> list[Mapping[str, object]]:
+    try:
+        return list(router.registry().deployments(model_group) or []) if router is not None else []  # type: ignore[attr-defined]
     except Exception:
         return []
 

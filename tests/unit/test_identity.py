@@ -260,3 +260,25 @@ def test_a_proxy_request_is_never_attributed_by_the_plain_names_its_client_sent(
     }
 
     assert RequestIdentity.of_logged_call(logged) == RequestIdentity(key_hash=KEY_HASH)
+
+
+hostile = st.none() | st.integers() | st.text(max_size=80) | st.lists(st.text(max_size=5), max_size=2)
+
+
+@given(
+    key=st.none() | st.just(RAW_KEY) | st.just(KEY_HASH) | st.text(max_size=40),
+    values=st.fixed_dictionaries(dict.fromkeys(("user_id", "team_id", "org_id", "end_user_id"), hostile)),
+    body_user=hostile,
+    agent=hostile,
+)
+def test_the_headers_hooks_identity_is_the_pre_call_hooks_without_agent_session_tags_provider(
+    key: object, values: dict[str, object], body_user: object, agent: object
+) -> None:
+    auth = UserAPIKeyAuth.model_construct(api_key=key, **values)
+    body = {"user": body_user, "metadata": {"agent_id": agent, "session_id": "s", "tags": ["t"]}, "model": "gpt-4o"}
+
+    full = RequestIdentity.of_proxy_request(auth, body)
+
+    assert RequestIdentity.of_proxy_key(auth, body) == replace(
+        full, agent_id=None, session_id=None, tags=(), provider=None
+    )

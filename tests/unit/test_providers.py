@@ -55,3 +55,20 @@ def test_a_proxy_names_the_one_provider_of_a_model_groups_deployments(monkeypatc
     # several providers: none is known before the router picks a deployment
     assert provider_of_model("mixed", proxy=True) is None
     assert provider_of_model("no-such-group", proxy=True) is None
+
+
+def test_a_groups_provider_follows_the_routers_deployments_as_they_change(monkeypatch: pytest.MonkeyPatch) -> None:
+    from litellm import Router  # noqa: PLC0415
+    from litellm.proxy import proxy_server  # noqa: PLC0415
+
+    router = Router(model_list=[{"model_name": "chat", "litellm_params": {"model": "gpt-4o", "api_key": "n"}}])
+    monkeypatch.setattr(proxy_server, "llm_router", router)
+    assert provider_of_model("chat", proxy=True) == "openai"  # read, then kept for this version
+
+    anthropic = {"model": "anthropic/claude-haiku-4-5", "api_key": "n"}
+    router.set_model_list([{"model_name": "chat", "litellm_params": anthropic}])
+    assert provider_of_model("chat", proxy=True) == "anthropic"
+
+    other = Router(model_list=[{"model_name": "chat", "litellm_params": {"model": "gpt-4o", "api_key": "n"}}])
+    monkeypatch.setattr(proxy_server, "llm_router", other)  # another router, whatever its version
+    assert provider_of_model("chat", proxy=True) == "openai"

@@ -8,10 +8,43 @@ end another request's lease) where the proxy keeps its own metadata of a request
 provider), else `metadata`. LiteLLM hands both on to the logging callbacks' `litellm_params`.
 """
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 LEASE_FIELD = "spendpipe_lease"
+
+_IDS_PER_READ = 256
+
+
+class LeaseIds:
+    """Lease ids as random as `uuid.uuid4().hex` (128 bits from `os.urandom`), read 256 at a time.
+    `os.urandom` gives up the GIL for its system call, and in a proxy whose plugin threads (the
+    publisher, the topic readers) are waiting for it, the event loop then waits for them: one read
+    per request cost a proxy call about as much as the rest of the pre-call hook (py-spy,
+    docs/performance.md). Safe across threads: a `list.pop` is atomic, and two threads that find
+    the list empty at once each read a fresh one. A forked child starts with none of its parent's."""
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._ids = []
+
+    def __call__(self) -> str:
+        try:
+            return self._ids.pop()
+        except IndexError:
+            pool = os.urandom(16 * _IDS_PER_READ).hex()
+            ids = [pool[at : at + 32] for at in range(0, len(pool), 32)]
+            lease = ids.pop()
+            self._ids = ids
+            return lease
+
+
+new_lease_id = LeaseIds()
+"""A fresh lease id (32 hex digits)."""
 
 Usage = tuple[int, int, int]
 """(input, output, total) tokens."""
