@@ -29,11 +29,12 @@ from faststream.kafka import KafkaBroker
 from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
 from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.ownership import Ownership, OwnershipLostError, Release, group_generation
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
-from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, KafkaRecord, highest_offsets
+from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, KafkaRecord
 from spendpipe.contracts.flushes import MESSAGE_TYPE as FLUSH_TYPE
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.contracts.topics import TYPE_HEADER
@@ -202,12 +203,12 @@ class Aggregator:
                 "could not release partitions %s of %s: %r", sorted(release.partitions), self._topics.events, error
             )
 
-    async def _flush(self, records: Sequence[KafkaRecord]) -> Flushed:
+    async def _flush(self, records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
         """Write `records`, publish their letters, announce their scopes: WRITTEN when done,
         FAILED (logged, counted) when the batch must be read again, OWNERSHIP_LOST when another
         aggregator claimed one of its partitions (logged, counted)."""
         started = asyncio.get_running_loop().time()
-        first_reads = self._first_reads(records)
+        first_reads = self._first_reads(records, offsets)
         self._metrics.consumed.inc(first_reads)
         self._metrics.rereads.inc(len(records) - first_reads)
         try:
@@ -219,7 +220,7 @@ class Aggregator:
             fence = ownership.fence
             if fence is None:
                 raise OwnershipLostError("no partitions claimed (a rebalance is under way)")
-            outcome = await self._clickhouse.run(self.writer.write, records, fence)
+            outcome = await self._clickhouse.run(self.writer.write, records, fence, offsets)
             await self._dead_letter(outcome.dead_letters)
         except OwnershipLostError as lost:
             self._lost_error = str(lost)
@@ -245,14 +246,18 @@ class Aggregator:
         self._metrics.last_flush.set_to_current_time()
         return Flushed.WRITTEN
 
-    def _committed(self, records: Sequence[KafkaRecord]) -> None:
-        self._letters.committed(highest_offsets(records))
+    def _committed(self, offsets: PartitionOffsets) -> None:
+        self._letters.committed(offsets.highest)
 
-    def _first_reads(self, records: Sequence[KafkaRecord]) -> int:
-        """How many of `records` this process had not read before (a failed batch comes again)."""
+    def _first_reads(self, records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> int:
+        """How many of `records` this process had not read before (a failed batch comes again).
+        All of them when no partition of the batch starts at or below what was read before."""
         read_up_to = self._read_up_to
-        first = sum(1 for record in records if record.offset > read_up_to.get(record.partition, -1))
-        for partition, offset in highest_offsets(records).items():
+        if all(first > read_up_to.get(partition, -1) for partition, first in offsets.first.items()):
+            first = len(records)
+        else:
+            first = sum(1 for record in records if record.offset > read_up_to.get(record.partition, -1))
+        for partition, offset in offsets.highest.items():
             read_up_to[partition] = max(offset, read_up_to.get(partition, -1))
         return first
 

@@ -31,14 +31,14 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
+from spendpipe.aggregator.offsets import PartitionOffsets, earliest
 from spendpipe.aggregator.store import KafkaRecord
-from spendpipe.aggregator.writer import highest_offsets
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Flushed(enum.Enum):
     """Another aggregator owns a partition of it: drop it, write nothing until reassigned."""
 
 
-Flush = Callable[[Sequence[KafkaRecord]], Awaitable[Flushed]]
+Flush = Callable[[Sequence[KafkaRecord], PartitionOffsets], Awaitable[Flushed]]
 Rebalanced = Callable[[list[TopicPartition]], Awaitable[None]]
 
 
@@ -61,6 +61,7 @@ class _Batch:
     generation: int
     """The assignment it was read under: a batch of an earlier one is never written."""
     records: list[KafkaRecord] = field(default_factory=list)
+    offsets: PartitionOffsets = field(default_factory=PartitionOffsets)
     created_ms: float = 0.0
     """The sum of its records' Kafka timestamps, each fetched run of a partition's records
     taken as evenly spread between its first and last (no pass over the records for it)."""
@@ -72,8 +73,9 @@ class _Batch:
 
     def add(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
         """aiokafka's records as they came: no object of our own per record."""
-        for records in fetched.values():
+        for partition, records in fetched.items():
             self.records.extend(records)
+            self.offsets.add_run(partition.partition, records)
             if records:
                 self._stamp(len(records), _timestamp(records[0]), _timestamp(records[-1]))
 
@@ -95,14 +97,6 @@ def _timestamp(record: object) -> int:
     return timestamp if isinstance(timestamp, int) else -1
 
 
-def first_offsets(records: Iterable[KafkaRecord]) -> dict[int, int]:
-    first: dict[int, int] = {}
-    for record in records:
-        if record.offset < first.get(record.partition, record.offset + 1):
-            first[record.partition] = record.offset
-    return first
-
-
 class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
     """Runs `consumer` (subscribed with this as its listener, started) and hands batches to
     `flush`; `committed` hears of each batch committed. `revoked`/`assigned` are called after
@@ -113,7 +107,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         *,
         topic: str,
         flush: Flush,
-        committed: Callable[[Sequence[KafkaRecord]], None],
+        committed: Callable[[PartitionOffsets], None],
         batch_size: int,
         wait_ms: int,
         retry_backoff_s: float,
@@ -221,7 +215,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         if (waited := batch.mean_age_s(time.time())) is not None:
             self._waited(waited)
         try:
-            result = await self._flush(batch.records)
+            result = await self._flush(batch.records, batch.offsets)
         except Exception:
             log.exception("flush of %d records of %s failed", len(batch), self._topic)
             return Flushed.FAILED
@@ -229,22 +223,20 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             return result
         try:
             # what was written: each partition's highest offset in the batch, plus one
-            await consumer.commit(
-                {TopicPartition(self._topic, p): o + 1 for p, o in highest_offsets(batch.records).items()}
-            )
+            await consumer.commit({TopicPartition(self._topic, p): o + 1 for p, o in batch.offsets.highest.items()})
         except KafkaError as error:
             # the batch is in ClickHouse, and whoever reads it again skips it as a replay; a later
             # commit covers it (a group that moved on, the broker away)
             log.warning("could not commit a written batch of %s: %r", self._topic, error)
         else:
-            self._committed(batch.records)
+            self._committed(batch.offsets)
         return Flushed.WRITTEN
 
     async def _rewind(self, consumer: AIOKafkaConsumer, *unwritten: _Batch, pause: bool = True) -> _Batch:
         """Seek every partition still assigned back to the first record of `unwritten`, so it
         is read again; returns a new, empty batch."""
         assigned = consumer.assignment()
-        for partition, offset in first_offsets(r for batch in unwritten for r in batch.records).items():
+        for partition, offset in earliest(batch.offsets for batch in unwritten).items():
             tp = TopicPartition(self._topic, partition)
             if tp in assigned:
                 consumer.seek(tp, offset)

@@ -42,11 +42,12 @@ one (whose announcement may never have gone out) put it there.
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
+from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.ownership import Fence, OwnershipLostError
 from spendpipe.aggregator.store import KafkaRecord, ParsedIds, SourceRecord, SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
-__all__ = ["BatchWriter", "DeadLetter", "FlushOutcome", "KafkaRecord", "SourceRecord", "highest_offsets"]
+__all__ = ["BatchWriter", "DeadLetter", "FlushOutcome", "KafkaRecord", "SourceRecord"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +136,13 @@ class BatchWriter:
         after partitions were reassigned or a write failed half-way."""
         self._watermarks = None
 
-    def write(self, records: Sequence[KafkaRecord], fence: Fence | None = None) -> FlushOutcome:
-        """`fence`: the claim the inserts are made under; None writes unfenced (one writer)."""
+    def write(
+        self, records: Sequence[KafkaRecord], fence: Fence | None = None, offsets: PartitionOffsets | None = None
+    ) -> FlushOutcome:
+        """`fence`: the claim the inserts are made under; None writes unfenced (one writer).
+        `offsets`: those of `records`, when the caller kept them as it read."""
         started = time.perf_counter()
+        highest = (offsets or PartitionOffsets.of(records)).highest
         outcome = FlushOutcome()
         marks = self._load_state()
         now_s = self._clock()
@@ -150,14 +155,14 @@ class BatchWriter:
         store.exclude(ordered.excluded)
         self._dead_letters(records, refused, ordered.conflicts, outcome)
         staged = time.perf_counter()
-        new_after = self._write_totals(records, marks, fence, one_minute=parsed.one_minute)
+        new_after = self._write_totals(highest, marks, fence, one_minute=parsed.one_minute)
         rolled = time.perf_counter()
-        self._write_events(records, marks, fence)
-        written = store.written(new_after=new_after, fence=fence, partitions=highest_offsets(records))
+        self._write_events(highest, marks, fence)
+        written = store.written(new_after=new_after, fence=fence, partitions=highest)
         outcome.seconds = {"stage": staged - started, "rollup": rolled - staged, "events": time.perf_counter() - rolled}
         if not written.owned:
             self.forget_state()  # what landed, the next owner reads from ClickHouse
-            partitions = sorted(highest_offsets(records))
+            partitions = sorted(highest)
             raise OwnershipLostError(f"partitions {partitions} of {self._topic} were claimed by another aggregator")
         self._recent.remember(ordered.fresh, now_s)
         self._recent.expire(now_s)
@@ -267,17 +272,13 @@ class BatchWriter:
             outcome.dead_letters.append(DeadLetter(by_source[(partition, offset)], reason))
 
     def _write_totals(
-        self, records: Sequence[KafkaRecord], marks: _Watermarks, fence: Fence | None, *, one_minute: bool
+        self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None, *, one_minute: bool
     ) -> dict[int, int]:
-        """Returns the watermarks the totals had before (per partition of the batch): the rows
-        past them are new in the totals, the rest landed in an earlier attempt. Empty when
-        every record was there already."""
-        after = _watermarks_of(records, marks.totals)
-        advanced = {
-            partition: offset
-            for partition, offset in highest_offsets(records).items()
-            if offset > marks.totals.get(partition, -1)
-        }
+        """`highest`: each partition's highest offset in the batch. Returns the watermarks the
+        totals had before (per partition of the batch): the rows past them are new in the
+        totals, the rest landed in an earlier attempt. Empty when every record was there already."""
+        after = _watermarks_of(highest, marks.totals)
+        advanced = _past(highest, marks.totals)
         if not advanced:
             return {}
         self._store.insert_totals(
@@ -289,16 +290,12 @@ class BatchWriter:
         marks.totals.update(advanced)
         return after
 
-    def _write_events(self, records: Sequence[KafkaRecord], marks: _Watermarks, fence: Fence | None) -> None:
-        advanced = {
-            partition: offset
-            for partition, offset in highest_offsets(records).items()
-            if offset > marks.events.get(partition, -1)
-        }
+    def _write_events(self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None) -> None:
+        advanced = _past(highest, marks.events)
         if not advanced:
             return
         self._store.insert_events(
-            after=_watermarks_of(records, marks.events),
+            after=_watermarks_of(highest, marks.events),
             fence=fence,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
         )
@@ -321,14 +318,11 @@ def _conflict(event_id: bytes, first: Origin) -> str:
     )
 
 
-def _watermarks_of(records: Sequence[KafkaRecord], marks: dict[int, int]) -> dict[int, int]:
+def _past(highest: dict[int, int], marks: dict[int, int]) -> dict[int, int]:
+    """The partitions of the batch with records past a table's watermark, and their highest offset."""
+    return {partition: offset for partition, offset in highest.items() if offset > marks.get(partition, -1)}
+
+
+def _watermarks_of(highest: dict[int, int], marks: dict[int, int]) -> dict[int, int]:
     """The watermark of every partition in the batch; -1 where nothing was written yet."""
-    return {record.partition: marks.get(record.partition, -1) for record in records}
-
-
-def highest_offsets(records: Iterable[KafkaRecord]) -> dict[int, int]:
-    highest: dict[int, int] = {}
-    for record in records:
-        if record.offset > highest.get(record.partition, -1):
-            highest[record.partition] = record.offset
-    return highest
+    return {partition: marks.get(partition, -1) for partition in highest}

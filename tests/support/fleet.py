@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.ownership import OWNERS_TABLE, Fence
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import KafkaRecord
@@ -61,16 +62,16 @@ class Member:
         flush = intake._flush
         stall = Stall()
 
-        async def held(records: Sequence[KafkaRecord]) -> Flushed:
+        async def held(records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
             if stall.stalled.is_set():
-                return await flush(records)
+                return await flush(records, offsets)
             assert self.aggregator is not None
             fence = self.aggregator.ownership.fence
             stall.stalled.set()
             await stall.release.wait()
             if fence is not None:
                 stall.moved_on = await asyncio.to_thread(self._claimed_by_others, fence, records)
-            stall.result = await flush(records)
+            stall.result = await flush(records, offsets)
             return stall.result
 
         intake._flush = held

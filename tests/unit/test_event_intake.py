@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from spendpipe.aggregator.intake import EventIntake, Flushed
+from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.store import KafkaRecord
 from tests.support.waiting import eventually
 
@@ -78,7 +79,9 @@ class _Flushes:
         self.fenced = False
         """Every flush loses ownership while set."""
 
-    async def __call__(self, records: Sequence[KafkaRecord]) -> Flushed:
+    async def __call__(self, records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
+        # the offsets the intake kept as it read are those of the records it hands over
+        assert offsets == PartitionOffsets.of(records)
         self.batches.append([(r.partition, r.offset) for r in records])
         await self.release.wait()
         if self.fenced:
@@ -102,7 +105,7 @@ def _intake(
     return EventIntake(
         topic=TOPIC,
         flush=flushes,
-        committed=lambda records: (committed if committed is not None else []).append(len(records)),
+        committed=lambda offsets: (committed if committed is not None else []).append(sum(offsets.count.values())),
         batch_size=batch_size,
         wait_ms=50,
         retry_backoff_s=0.01,
