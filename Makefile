@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 KAFKA := deploy/kafka/kafka-local.sh
 PROMTOOL := $(BIN)/promtool
 CHROMIUM := /usr/bin/chromium
+TEST_WORKERS ?= 2
+# `make test`'s pytest processes (pytest-xdist). Most tests wait on brokers, proxies and deadlines,
+# so two keep a 2-core machine busy; each file runs whole in one of them, deploy and e2e first.
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
 help: ## list the targets
@@ -36,9 +39,10 @@ lint: $(STAMP) ## ruff check, ruff format --check, mypy
 unit: $(STAMP) $(PROMTOOL) ## the unit tier alone, in seconds: no broker, no lint (reinstalls the venv only if pyproject.toml changed)
 	$(BIN)/pytest tests/unit
 
-test: ## lint, then unit, integration, e2e and deploy tests (they start and stop their own broker and containers); lists the 25 slowest
+test: ## lint, then unit, integration, e2e and deploy tests in two processes (each starts its own broker), the `timing` ones after them alone; lists the 25 slowest of each
 	$(MAKE) --no-print-directory --output-sync=target -j3 lint kafka-jars tools
-	$(BIN)/pytest --durations=25
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder -m 'not timing' --durations=25
+	$(BIN)/pytest -m timing --durations=25
 
 tools: $(STAMP)  # what the tiers need beside the venv; one after another, as apt-get takes one lock at a time
 	$(MAKE) --no-print-directory $(PROMTOOL) $(CHROMIUM) podman

@@ -18,6 +18,7 @@ from dev.local_kafka import LocalBroker, free_port_pair, throwaway_broker
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.contracts.topics import Topics
 from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.platform import local_broker
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
@@ -28,6 +29,23 @@ from tests.support.signing import WriterKey
 TIERS = ("unit", "integration", "e2e", "deploy")
 NOT_IN_UNIT = frozenset({"kafka_broker", "own_broker", "clickhouse_settings"})
 """Fixtures that start a broker or open a ClickHouse engine: `make unit` runs without either."""
+
+
+def pytest_configure() -> None:
+    """Under pytest-xdist (`make test`) each worker is a process of its own with its own broker
+    and chDB directory; the ports it starts servers on come from a share of
+    `local_broker.PORTS` of its own, so two workers never pick the same free port at once."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw0", "gw1", ... set by pytest-xdist
+    if worker:
+        local_broker.PORTS = port_share(
+            local_broker.PORTS, int(worker.removeprefix("gw")), int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        )
+
+
+def port_share(ports: range, index: int, count: int) -> range:
+    """The `index`th of `count` contiguous, disjoint shares of `ports` (a port pair p, p+1 stays in one)."""
+    size = len(ports) // count
+    return range(ports.start + index * size, ports.start + (index + 1) * size)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -22,13 +22,17 @@ def kafka_script() -> Path | None:
     return SCRIPT if SCRIPT.is_file() else None
 
 
-def free_port_pair() -> int:
-    """A port p with p and p+1 free on loopback (broker and controller listeners).
+PORTS = range(20_000, 32_000)
+"""Where `free_port_pair` looks: below the kernel's ephemeral range (32768 and up on Linux), so
+no client socket opened meanwhile can take a port between the check and the server's bind.
+Test processes that run side by side (pytest-xdist's workers) each narrow it to a share of their
+own (tests/conftest.py), so none hands out a port another has chosen but not yet bound."""
 
-    Chosen below the kernel's ephemeral range (32768 and up on Linux), so no client socket
-    opened meanwhile can take it between this check and the server's bind."""
+
+def free_port_pair() -> int:
+    """A port p in `PORTS` with p and p+1 free on loopback (broker and controller listeners)."""
     for _ in range(200):
-        port = random.randrange(20_000, 32_000)  # noqa: S311 - a port number, not a secret
+        port = random.randrange(PORTS.start, PORTS.stop - 1)  # noqa: S311 - a port number, not a secret
         if port_free(port) and port_free(port + 1):
             return port
     raise RuntimeError("no free pair of loopback ports")

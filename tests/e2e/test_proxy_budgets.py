@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import httpx
 import litellm
+import pytest
 
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.money import cost_from_float
@@ -23,6 +24,7 @@ KEYS = {KEY: ("alice", "search")}
 CAP = Decimal("0.0020")
 
 
+@pytest.mark.timing  # both proxies refuse within 1 s of the crossing
 async def test_a_key_budget_holds_across_two_proxies(
     start_proxies: StartProxies,
     kafka_broker: str,

@@ -11,6 +11,7 @@ from collections import defaultdict
 from decimal import Decimal
 
 import httpx
+import pytest
 
 from dev.litellm_proxy import LiteLLMProxy
 from spendpipe.admin.budget_admin import BudgetAdmin
@@ -88,6 +89,7 @@ async def proxy_with_budget(
     )
 
 
+@pytest.mark.timing  # refused within 1 s of the crossing
 async def test_every_served_call_is_counted_and_the_key_budget_refuses_on_time(
     start_proxies: StartProxies,
     kafka_broker: str,

@@ -30,7 +30,7 @@ from tests.support.pipeline import running_pipeline
 from tests.support.rate_traffic import Answer, ask, key_scope, most_in_a_sliding_minute, most_in_flight, paced
 from tests.support.waiting import eventually
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timing]  # bounds allow LAG_S of lag
 
 LAG_S = 1.5
 """The pipeline's lag allowed here (call logged -> decision at every gateway). docs/architecture.md's

@@ -131,6 +131,7 @@ async def spend(bootstrap: str, topic: str, clock: ManualClock, cost: str) -> No
     )
 
 
+@pytest.mark.timing  # a block lifts within 1 s of the reset
 async def test_daily_and_weekly_caps_follow_kolkatas_midnights_and_mondays(
     kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
 ) -> None:

@@ -6,6 +6,8 @@ import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import pytest
+
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.decisions import Decision
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
@@ -15,6 +17,8 @@ from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist, latest
 from tests.support.pipeline import ManualClock, produce, read_topic, running_pipeline
 from tests.support.waiting import eventually
+
+pytestmark = pytest.mark.timing  # blocks lift within 1 s of the reset
 
 KEY = "ab" * 32
 
