@@ -142,7 +142,7 @@ class BatchWriter:
         """`fence`: the claim the inserts are made under; None writes unfenced (one writer).
         `offsets`: those of `records`, when the caller kept them as it read."""
         started = time.perf_counter()
-        highest = (offsets or PartitionOffsets.of(records)).highest
+        highest = (PartitionOffsets.of(records) if offsets is None else offsets).highest
         outcome = FlushOutcome()
         marks = self._load_state()
         now_s = self._clock()
