@@ -1,9 +1,10 @@
 """The aggregator's wiring: batch in (`intake`), ClickHouse, dead letters, announce, commit.
 
 Offsets are committed only after ClickHouse holds the batch and every dead letter is on the
-dead-letter topic. The announcement of the changed scopes goes out as soon as ClickHouse has
-the totals (the enforcer reads them from there), before the commit. A flush that fails is
-read again after a pause (`intake`).
+dead-letter topic. As soon as ClickHouse has the totals (the enforcer reads them from there),
+the flush's counters move, its dead letters go out and then the announcement of the changed
+scopes, while the events are copied (`writer`, step 3); all of it before the commit. A flush
+that fails is read again after a pause (`intake`).
 
 Dead letters and announcements go out through the FastStream broker's publishers; the events
 are read by the intake's own consumer (why: `intake`'s docstring). `start()` starts reading,
@@ -17,6 +18,7 @@ Readiness (`not_ready()`, for /readyz): the consumer has caught up with the back
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import uuid
@@ -207,7 +209,14 @@ class Aggregator:
         """Write `records`, publish their letters, announce their scopes: WRITTEN when done,
         FAILED (logged, counted) when the batch must be read again, OWNERSHIP_LOST when another
         aggregator claimed one of its partitions (logged, counted)."""
-        started = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        handed: list[concurrent.futures.Future[None]] = []
+
+        def durable(outcome: FlushOutcome) -> None:
+            """On the ClickHouse thread, once the totals are in, before the copy into `events`."""
+            handed.append(asyncio.run_coroutine_threadsafe(self._totals_in(outcome), loop))
+
         first_reads = self._first_reads(records, offsets)
         self._metrics.consumed.inc(first_reads)
         self._metrics.rereads.inc(len(records) - first_reads)
@@ -220,31 +229,39 @@ class Aggregator:
             fence = ownership.fence
             if fence is None:
                 raise OwnershipLostError("no partitions claimed (a rebalance is under way)")
-            outcome = await self._clickhouse.run(self.writer.write, records, fence, offsets)
-            await self._dead_letter(outcome.dead_letters)
+            outcome = await self._clickhouse.run(self.writer.write, records, fence, offsets, durable)
+            for handing in handed:
+                await asyncio.wrap_future(handing)  # before the commit: a crash before it announces again
         except OwnershipLostError as lost:
+            await _settle(handed)
             self._lost_error = str(lost)
             self._metrics.ownership_lost.inc()
             log.warning("flush of %d records not written: %s", len(records), lost)
             return Flushed.OWNERSHIP_LOST
         except Exception as error:
+            await _settle(handed)
             self._flush_error = repr(error)[:500]
             self._metrics.flush_failures.inc()
             log.exception("flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s)
             self.writer.forget_state()
             self.ownership.failed()
             return Flushed.FAILED
-        if outcome.scopes:
-            await self._announce(outcome)  # ClickHouse has the totals: no need to wait for the commit
         self._flush_error = self._lost_error = None
+        for step, seconds in outcome.seconds.items():
+            self._metrics.flush_step_seconds.labels(step).observe(seconds)
+        self._metrics.flush_seconds.observe(loop.time() - started)
+        self._metrics.last_flush.set_to_current_time()
+        return Flushed.WRITTEN
+
+    async def _totals_in(self, outcome: FlushOutcome) -> None:
+        """The flush's totals are in ClickHouse: count them, publish the dead letters, then
+        announce (a block never goes out before the letters and counters of its flush)."""
         self._metrics.counted.inc(outcome.counted)
         self._metrics.duplicates.inc(outcome.duplicates)
         self._metrics.replayed.inc(outcome.replayed)
-        for step, seconds in outcome.seconds.items():
-            self._metrics.flush_step_seconds.labels(step).observe(seconds)
-        self._metrics.flush_seconds.observe(asyncio.get_running_loop().time() - started)
-        self._metrics.last_flush.set_to_current_time()
-        return Flushed.WRITTEN
+        await self._dead_letter(outcome.dead_letters)
+        if outcome.scopes:
+            await self._announce(outcome)
 
     def _committed(self, offsets: PartitionOffsets) -> None:
         self._letters.committed(offsets.highest)
@@ -296,6 +313,14 @@ class Aggregator:
             await self._flushes.publish(announcement, headers={TYPE_HEADER: FLUSH_TYPE})
         except Exception:
             log.exception("could not announce flush %s", announcement.flush_id)
+
+
+async def _settle(handed: list[concurrent.futures.Future[None]]) -> None:
+    """Let what a failed flush handed over finish (its totals are in: the announcement stands),
+    so that its letters are not published again beside the retry's. Its errors were the flush's."""
+    for handing in handed:
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(handing)
 
 
 def _log_end(task: asyncio.Task[None]) -> None:

@@ -423,6 +423,14 @@ class SpendStore:
             parameters,
         )
 
+    def owns(self, fence: Fence | None, partitions: Iterable[int]) -> bool:
+        """Whether `fence` still holds for `partitions` (then it held for every insert before it:
+        claims only rise). Always, unfenced."""
+        if fence is None:
+            return True
+        condition, parameters = fence_sql(fence, partitions)
+        return bool(self._clickhouse.rows(f"SELECT {condition}", parameters)[0][0])
+
     def written(
         self, *, new_after: dict[int, int], fence: Fence | None = None, partitions: Iterable[int] = ()
     ) -> Written:

@@ -22,11 +22,16 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
    excluded table; nothing else of the batch passes through Python.
 3. Insert the totals of the usable parsed events into `spend_totals` (rolled up by ClickHouse,
    see `rollup`), together with one watermark row per partition (the highest offset included),
-   in one insert: one part, all or nothing.
+   in one insert: one part, all or nothing. Then read what the totals hold of the batch (the
+   scopes to announce) and whether the fence held: the outcome is handed over now (`durable`),
+   so the announcement goes out while step 4 runs. The enforcer reads only the totals, so a
+   block can be published before the events are in `events` (by one insert, or until the
+   retry of a flush that failed in step 4).
 4. Copy the usable parsed events into `events`, which carry their own partition and offset.
 
 With several aggregators, steps 3 and 4 carry the flush's fence (`ownership`): a writer whose
-partitions were claimed by a later owner writes nothing, and `write` raises `OwnershipLostError`.
+partitions were claimed by a later owner writes nothing, and `write` raises `OwnershipLostError`
+(checked after step 3, before anything is handed over, and again after step 4).
 
 Each table skips records at or below its own watermark. So a batch replayed after a crash
 anywhere in 3-4 (offsets not yet committed) adds nothing twice: a table that already has
@@ -45,6 +50,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
 from spendpipe.aggregator.offsets import PartitionOffsets
@@ -81,8 +87,14 @@ class FlushOutcome:
     models: set[str] = field(default_factory=set)
     latest_occurred_at: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    """Time the write spent in each step: `stage` (1-2), `rollup` (3), `events` (4, and reading
-    what the totals hold of the batch for the announcement, with the ownership check)."""
+    """Time the write spent in each step: `stage` (1-2), `rollup` (3, and reading what the
+    totals hold of the batch for the announcement, with the ownership check), `events` (4, and
+    the ownership check after it)."""
+
+
+Durable = Callable[[FlushOutcome], None]
+"""Hears a flush's outcome once its totals are in ClickHouse and were written under the fence
+(`BatchWriter.write`), on the writer's thread: it must not block."""
 
 
 @dataclass
@@ -137,10 +149,17 @@ class BatchWriter:
         self._watermarks = None
 
     def write(
-        self, records: Sequence[KafkaRecord], fence: Fence | None = None, offsets: PartitionOffsets | None = None
+        self,
+        records: Sequence[KafkaRecord],
+        fence: Fence | None = None,
+        offsets: PartitionOffsets | None = None,
+        durable: Durable = lambda _: None,
     ) -> FlushOutcome:
         """`fence`: the claim the inserts are made under; None writes unfenced (one writer).
-        `offsets`: those of `records`, when the caller kept them as it read."""
+        `offsets`: those of `records`, when the caller kept them as it read. `durable` hears the
+        outcome as soon as the totals are in and still owned, before the copy into `events`
+        (step 3): the scopes can be announced then. The outcome returned is the same object,
+        with the steps' times added."""
         started = time.perf_counter()
         highest = (PartitionOffsets.of(records) if offsets is None else offsets).highest
         outcome = FlushOutcome()
@@ -156,21 +175,26 @@ class BatchWriter:
         self._dead_letters(records, refused, ordered.conflicts, outcome)
         staged = time.perf_counter()
         new_after = self._write_totals(highest, marks, fence, one_minute=parsed.one_minute)
-        rolled = time.perf_counter()
-        self._write_events(highest, marks, fence)
         written = store.written(new_after=new_after, fence=fence, partitions=highest)
-        outcome.seconds = {"stage": staged - started, "rollup": rolled - staged, "events": time.perf_counter() - rolled}
         if not written.owned:
-            self.forget_state()  # what landed, the next owner reads from ClickHouse
-            partitions = sorted(highest)
-            raise OwnershipLostError(f"partitions {partitions} of {self._topic} were claimed by another aggregator")
-        self._recent.remember(ordered.fresh, now_s)
-        self._recent.expire(now_s)
+            self._lost(highest)
         outcome.counted = written.new
         outcome.scopes = written.scopes
         outcome.models = set(written.models)
         outcome.latest_occurred_at = written.latest_occurred_at
+        rolled = time.perf_counter()
+        durable(outcome)
+        self._write_events(highest, marks, fence)
+        if not store.owns(fence, highest):
+            self._lost(highest)  # the copy into `events` was fenced: the next owner makes it
+        self._recent.remember(ordered.fresh, now_s)
+        self._recent.expire(now_s)
+        outcome.seconds = {"stage": staged - started, "rollup": rolled - staged, "events": time.perf_counter() - rolled}
         return outcome
+
+    def _lost(self, highest: dict[int, int]) -> NoReturn:
+        self.forget_state()  # what landed, the next owner reads from ClickHouse
+        raise OwnershipLostError(f"partitions {sorted(highest)} of {self._topic} were claimed by another aggregator")
 
     def _parse(self, records: Sequence[KafkaRecord], now_s: float) -> list[tuple[int, int, str]] | None:
         """Fill the parsed stage (see the module's docstring, step 1). Returns the records

@@ -1,15 +1,17 @@
-"""A flush that fails after its totals landed (here: the events insert raises) is read again:
-the retry adds nothing to the totals, but it still announces the spend, so the enforcer judges
-it and blocks."""
+"""A flush that fails after its totals landed is read again: the retry adds nothing to the
+totals, but it still announces the spend, so the enforcer judges it and blocks. Two places to
+fail: reading what the totals hold of the batch (right after the totals insert, before anything
+is announced: only the retry can announce), and the copy into `events` (after the announcement:
+the block stands and the retry copies the events)."""
 
 import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
 from spendpipe.admin.budget_admin import BudgetAdmin
-from spendpipe.aggregator.ownership import Fence
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
 from spendpipe.gateway.identity import RequestIdentity
@@ -18,43 +20,53 @@ from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist
-from tests.support.pipeline import ManualClock, counted_events, produce, read_topic, running_pipeline, totals
+from tests.support.pipeline import (
+    ManualClock,
+    counted_events,
+    events_counted,
+    produce,
+    read_topic,
+    running_pipeline,
+    totals,
+)
 from tests.support.waiting import eventually
 
 KEY = f"{0xC0FFEE:064x}"
 
 
-def fail_the_first_events_insert(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every flush's totals go in before its events: failing the events insert leaves the
-    totals in ClickHouse and the offsets uncommitted. Returns the failures, as they happen."""
+def fail_once(monkeypatch: pytest.MonkeyPatch, step: str) -> list[str]:
+    """Make the first call of `SpendStore.<step>` raise. Every flush's totals go in before
+    either step: its failure leaves the totals in ClickHouse and the offsets uncommitted.
+    Returns the failures, as they happen."""
     failures: list[str] = []
-    insert_events = SpendStore.insert_events
+    original = getattr(SpendStore, step)
 
-    def failing_once(
-        self: SpendStore, *, after: dict[int, int], fence: Fence | None = None, watermarks: dict[str, int] | None = None
-    ) -> None:
+    def failing_once(self: SpendStore, **arguments: Any) -> Any:
         if not failures:
-            failures.append("events insert failed after the totals insert")
+            failures.append(f"{step} failed after the totals insert")
             raise RuntimeError(failures[-1])
-        insert_events(self, after=after, fence=fence, watermarks=watermarks)
+        return original(self, **arguments)
 
-    monkeypatch.setattr(SpendStore, "insert_events", failing_once)
+    monkeypatch.setattr(SpendStore, step, failing_once)
     return failures
 
 
+@pytest.mark.parametrize("step", ["written", "insert_events"])
 async def test_spend_of_a_flush_failed_after_its_totals_is_announced_and_blocks(
+    step: str,
     kafka_broker: str,
+    *,
     make_topics,
     clickhouse: ClickhouseStore,
     clickhouse_settings: ClickhouseSettings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # given a key with a $0.50 budget and an aggregator whose first events insert fails
+    # given a key with a $0.50 budget and an aggregator whose first `step` after the totals fails
     topics = await make_topics(kafka_broker)
     clock = ManualClock(datetime.now(UTC))
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(admin.set_many, [{"scope": f"key:{KEY}", "max_budget": "0.50"}])
-    failures = fail_the_first_events_insert(monkeypatch)
+    failures = fail_once(monkeypatch, step)
     aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings, retry_backoff_s=0.1)
     enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings)
     over_budget = make_event(occurred_at=at(clock()), key_hash=KEY, cost=Decimal("0.60"))
@@ -70,6 +82,8 @@ async def test_spend_of_a_flush_failed_after_its_totals_is_announced_and_blocks(
                 within=30,
                 what="the key blocked at the gateway",
             )
+            # (a block may go out before the events are copied: wait for the retry to copy them)
+            await events_counted(clickhouse, 1, within=30)
         announced = await read_topic(kafka_broker, topics.flushes, expected=1)
 
     # then the failure happened, the spend is counted once, announced, and the key is blocked
