@@ -1,4 +1,4 @@
-"""Each partition's offsets in a batch: its first and highest offset and how many records it has.
+"""Each partition's offsets in a batch: its first and highest offset.
 
 The intake keeps them as fetches come (aiokafka hands each partition's records in offset
 order), a few dict updates per fetch, so no step of a flush walks every record to learn them:
@@ -20,8 +20,6 @@ class PartitionOffsets:
     """Each partition's lowest offset in the batch."""
     highest: dict[int, int] = field(default_factory=dict)
     """Each partition's highest offset in the batch: what a commit names, plus one."""
-    count: dict[int, int] = field(default_factory=dict)
-    """How many of the batch's records each partition has."""
 
     def add_run(self, partition: int, run: Sequence[KafkaRecord]) -> None:
         """Add a run of one partition's records, in offset order and after any run of that
@@ -30,20 +28,18 @@ class PartitionOffsets:
             return
         self.first.setdefault(partition, run[0].offset)
         self.highest[partition] = run[-1].offset
-        self.count[partition] = self.count.get(partition, 0) + len(run)
 
     @classmethod
     def of(cls, records: Iterable[KafkaRecord]) -> "PartitionOffsets":
         """The offsets of records in any order, in one pass: for callers holding a plain list."""
         offsets = cls()
-        first, highest, count = offsets.first, offsets.highest, offsets.count
+        first, highest = offsets.first, offsets.highest
         for record in records:
             partition, offset = record.partition, record.offset
             if offset < first.get(partition, offset + 1):
                 first[partition] = offset
             if offset > highest.get(partition, -1):
                 highest[partition] = offset
-            count[partition] = count.get(partition, 0) + 1
         return offsets
 
 

@@ -98,14 +98,14 @@ async def _nothing(_: list[TopicPartition]) -> None:
 
 def _intake(
     flushes: _Flushes,
-    committed: list[int] | None = None,
+    committed: list[dict[int, int]] | None = None,
     batch_size: int = 1000,
     revoked: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing,
 ) -> EventIntake:
     return EventIntake(
         topic=TOPIC,
         flush=flushes,
-        committed=lambda offsets: (committed if committed is not None else []).append(sum(offsets.count.values())),
+        committed=lambda offsets: (committed if committed is not None else []).append(dict(offsets.highest)),
         batch_size=batch_size,
         wait_ms=50,
         retry_backoff_s=0.01,
@@ -140,7 +140,7 @@ async def test_the_next_batch_is_read_while_a_flush_runs_and_goes_once_the_write
 
 async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile() -> None:
     consumer, flushes = _Consumer(), _Flushes()
-    committed: list[int] = []
+    committed: list[dict[int, int]] = []
     intake = _intake(flushes, committed)
     consumer.append(0, 2)
     running = asyncio.create_task(intake.run(consumer))
@@ -156,7 +156,7 @@ async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile()
         assert sorted(consumer.seeks) == [(0, 0), (1, 0)]
         assert flushes.batches[1] == [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2)]
         assert consumer.commits == [{0: 4, 1: 3}]
-        assert committed == [7]
+        assert committed == [{0: 3, 1: 2}]
     finally:
         running.cancel()
 
