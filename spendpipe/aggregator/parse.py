@@ -441,11 +441,13 @@ REASON_SQL = (
 # without escapes (a byte is a character, a value is its own text), only times in UTC (`Z`, or
 # `+00:00` as `isoformat` writes it) on a day the calendar has and in the contract's years, only
 # amounts, counts and latencies whose number of digits alone keeps them inside the contract's
-# bounds (a latency may have a negative exponent, as pydantic writes one below 1e-4: that only
-# makes the value smaller). So every record the expression takes is valid and reads the same as
-# the full check reads it; the rest, and every record dated past the future allowance, go
-# through `PARSE_SQL` or pydantic as before. `tests/integration/test_parse_contract.py` holds
-# the three to the same verdicts and values, with hostile records made to look canonical.
+# bounds (a latency may have a negative exponent, as pydantic writes one below 1e-5: that only
+# makes the value smaller; above it pydantic writes up to 21 fractional digits, four zeros and
+# 17 significant ones, as in 0.000022382287058851624). So every record the expression takes is
+# valid and reads the same as the full check reads it; the rest, and every record dated past the
+# future allowance, go through `PARSE_SQL` or pydantic as before.
+# `tests/integration/test_parse_contract.py` holds the three to the same verdicts and values,
+# with hostile records made to look canonical.
 
 _PLAIN = r"[ !#-\[\]-~]"
 """A character a JSON string holds as itself: printable ASCII but the quote and the backslash."""
@@ -497,7 +499,7 @@ CANONICAL_FIELDS: dict[str, str] = {
     "cache_hit": "(?:true|false)",
     "status": '"(?:success|failure)"',
     "error_class": _plain_string(0),
-    "latency_ms": f"{_digits_below(MAX_LATENCY_MS)}(?:\\.[0-9]{{1,17}})?(?:e-[1-9][0-9]?)?",
+    "latency_ms": f"{_digits_below(MAX_LATENCY_MS)}(?:\\.[0-9]{{1,21}})?(?:e-[1-9][0-9]?)?",
     "request_tags": f'\\[(?:"{_PLAIN}*"(?:,"{_PLAIN}*")*)?\\]',
     "gateway_id": _plain_string(1),
     "agent_id": _plain_string(0),
