@@ -39,7 +39,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import math
 import os
 import pickle
 import re
@@ -158,8 +157,6 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._flushing = 0
         self._closing = threading.Event()
         self._closed = False
-        self._close_by = math.inf
-        """When `close()` stops waiting (monotonic): a fallback taken after it began closes by then."""
         self.child_pid: int | None = None
         self.restarts = 0
         self._fallback = fallback
@@ -231,11 +228,10 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
     def close(self, timeout: float = 30.0) -> bool:
         """Send what is queued, let the child deliver or spool everything and exit; True when it
         did within `timeout`."""
-        deadline = time.monotonic() + timeout
-        self._close_by = deadline
         self._closed = True
         self._closing.set()
         self._wake_up()
+        deadline = time.monotonic() + timeout
         stopped = self._background.stop(timeout, cancel=False)
         inline = self._inline
         return inline.close(max(0.0, deadline - time.monotonic())) and stopped if inline is not None else stopped
@@ -273,11 +269,6 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._to_inline(inline)
         with self._progress:
             self._progress.notify_all()  # `wait_idle` waits on the fallback from now on
-        if self._closing.is_set():
-            # `close()` began before the fallback (a first child that never said it started), and
-            # may have stopped waiting: close the fallback here, by the time `close()` was given,
-            # spooling at once what Kafka cannot take by then (its close waits for nothing else)
-            inline.close(max(0.0, self._close_by - time.monotonic()))
 
     def _to_inline(self, inline: EventPublisher) -> None:
         for seq, payload in self._take(len(self._queue) + 1):
