@@ -184,8 +184,7 @@ class BatchWriter:
         outcome.latest_occurred_at = written.latest_occurred_at
         rolled = time.perf_counter()
         durable(outcome)
-        self._write_events(highest, marks, fence)
-        if not store.owns(fence, highest):
+        if self._write_events(highest, marks, fence) and not store.owns(fence, highest):
             self._lost(highest)  # the copy into `events` was fenced: the next owner makes it
         self._recent.remember(ordered.fresh, now_s)
         self._recent.expire(now_s)
@@ -314,16 +313,19 @@ class BatchWriter:
         marks.totals.update(advanced)
         return after
 
-    def _write_events(self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None) -> None:
+    def _write_events(self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None) -> bool:
+        """Whether it inserted (a batch already in `events` needs no insert, and no fence check
+        after it: the one after the totals holds for it)."""
         advanced = _past(highest, marks.events)
         if not advanced:
-            return
+            return False
         self._store.insert_events(
             after=_watermarks_of(highest, marks.events),
             fence=fence,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
         )
         marks.events.update(advanced)
+        return True
 
 
 def _ahead(event: SpendEvent, latest: datetime, allowance_s: float) -> str:
