@@ -17,6 +17,7 @@ from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptio
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher, python_interpreter
 from spendpipe.gateway.recording.spool import DiskSpool
 from spendpipe.platform.kafka import KafkaSettings
+from tests.support.waiting import eventually_sync
 from tests.unit.test_event_builder import logging_object
 
 UNREACHABLE = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # refused at once: events are spooled
@@ -34,6 +35,33 @@ def call(n: int) -> dict[str, object]:
     return {"standard_logging_object": logging_object(litellm_call_id=f"call-{n}"), "litellm_call_id": f"call-{n}"}
 
 
+def publisher_to_spool(
+    spool: Path, metrics: GatewayMetrics, options: PublisherOptions, *, fallback: bool = True
+) -> ProcessPublisher:
+    """A subprocess publisher as `auto` makes it (with `fallback`, an in-thread publisher), whose
+    Kafka is unreachable: what it takes is spooled in `spool`."""
+
+    def in_thread() -> EventPublisher:
+        return EventPublisher(
+            kafka=UNREACHABLE,
+            topic="spend.events",
+            spool=DiskSpool(directory=spool, max_bytes=1 << 20),
+            metrics=metrics,
+            options=options,
+        )
+
+    return ProcessPublisher(
+        kafka=UNREACHABLE,
+        topic="spend.events",
+        spool_dir=spool,
+        spool_max_bytes=1 << 20,
+        gateway_id="g",
+        metrics=metrics,
+        options=options,
+        fallback=in_thread if fallback else None,
+    )
+
+
 def test_where_sys_executable_is_not_python_auto_publishes_from_a_thread(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -45,28 +73,7 @@ def test_where_sys_executable_is_not_python_auto_publishes_from_a_thread(
     monkeypatch.setattr(sys, "executable", str(uwsgi))
     caplog.set_level(logging.WARNING, logger=publisher_process.__name__)
     metrics = GatewayMetrics(registry=CollectorRegistry())
-    options = PublisherOptions(delivery_timeout_s=2.0)
-    spool = tmp_path / "spool"
-
-    def in_thread() -> EventPublisher:
-        return EventPublisher(
-            kafka=UNREACHABLE,
-            topic="spend.events",
-            spool=DiskSpool(directory=spool, max_bytes=1 << 20),
-            metrics=metrics,
-            options=options,
-        )
-
-    sender = ProcessPublisher(
-        kafka=UNREACHABLE,
-        topic="spend.events",
-        spool_dir=spool,
-        spool_max_bytes=1 << 20,
-        gateway_id="g",
-        metrics=metrics,
-        options=options,
-        fallback=in_thread,
-    )
+    sender = publisher_to_spool(tmp_path / "spool", metrics, PublisherOptions(delivery_timeout_s=2.0))
     accounted: list[Recorded] = []
     sender.account = accounted.append
 
@@ -87,3 +94,27 @@ def test_where_sys_executable_is_not_python_auto_publishes_from_a_thread(
     assert len(said) == 1
     assert "cannot start its publisher process" in said[0]
     assert str(uwsgi) in said[0]
+
+
+def test_a_fallback_taken_after_close_stopped_waiting_spools_and_stops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a first child that never says it started (it only sleeps), waited for 2 s
+    (tmp_path / "silent_child.py").write_text("import time\ntime.sleep(60)\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(publisher_process, "CHILD_MODULE", "silent_child")
+    monkeypatch.setattr(publisher_process, "HANDSHAKE_S", 2.0)
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    sender = publisher_to_spool(tmp_path / "spool", metrics, PublisherOptions(delivery_timeout_s=30.0))
+    sender.record(call(1))
+
+    # when the gateway closes and stops waiting before the publisher gives up on that child
+    assert not sender.close(0.2)
+
+    # then the fallback it takes afterwards spools the call at once and stops: no thread left
+    def state() -> dict[str, object]:
+        spooled, lost = GatewayMetrics.total(metrics.spooled), GatewayMetrics.total(metrics.lost)
+        return {"fell back": sender.fell_back, "running": sender.running, "spooled": spooled, "lost": lost}
+
+    stopped = {"fell back": True, "running": False, "spooled": 1, "lost": 0}
+    eventually_sync(state, lambda now: now == stopped, within=20, what="the fallback stopped, the call spooled")

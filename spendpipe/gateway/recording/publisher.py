@@ -17,8 +17,10 @@ to the disk spool and is replayed, oldest first, once Kafka answers again. `clos
 Kafka all but the last `spool_reserve(timeout)` of its time: then a delivery under way is cut
 short and what is still held is spooled, so a close that runs out while Kafka is slow leaves
 nothing that is neither delivered nor spooled.
-Only when the queue or the spool is full is an event lost; each loss is counted in
-`spendpipe_gateway_events_lost_total` and logged.
+Only when the queue or the spool is full, or an event comes after `close()`, is an event lost;
+each loss is counted in `spendpipe_gateway_events_lost_total` and logged. A hand-over racing
+`close()` is never left behind: the thread looks at the queue again before it stops, and one that
+appends after the thread's last look counts itself as lost (`HandOver._end`).
 """
 
 import asyncio
@@ -85,6 +87,12 @@ class HandOver(Generic[Item]):
         self._wake = asyncio.Event()
         self._asleep = False
         """The thread waits on `_wake`: the next hand-over must wake it."""
+        self._ended = False
+        """The thread takes nothing more: a hand-over counts what it appended as lost (`_end`)."""
+        self._handled = 0
+        """How many items handed over are handled (delivered, spooled or counted as lost), in the
+        order they were handed over."""
+        self._progress = threading.Condition()
         self._background = background
 
     def _start(self) -> None:
@@ -107,6 +115,24 @@ class HandOver(Generic[Item]):
         if loop is not None:
             with contextlib.suppress(RuntimeError):  # the loop is closed: the thread ended
                 loop.call_soon_threadsafe(self._wake.set)
+
+    def _end(self) -> None:
+        """The thread's last act. A hand-over that passed its `_closed` check before `close()` set
+        it may append after the thread's last look: either this take finds the item, or the
+        hand-over, which reads `_ended` after its append, finds it set (`_lose_late`). Either way
+        the item is counted as lost once (a `popleft` takes it once), never left in the queue."""
+        self._ended = True
+        self._lose_late()
+
+    def _lose_late(self) -> None:
+        if left := self._take(len(self._queue) + 1):
+            self._lose(len(left), "closed")
+            self._mark_handled(len(left))
+
+    def _mark_handled(self, count: int) -> None:
+        with self._progress:
+            self._handled += count
+            self._progress.notify_all()
 
     def _take(self, limit: int) -> list[Item]:
         taken: list[Item] = []
@@ -145,8 +171,6 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         self._closed = False
         self._submitted = itertools.count(1)  # next() is atomic: callbacks run on many threads
         self._last_submitted = 0
-        self._handled = 0
-        self._progress = threading.Condition()
         self._kafka_down_until = 0.0
         self._deliver_until = float("inf")
         """Set by `close()`: past it (on `time.monotonic()`, the event loop's clock), Kafka is not
@@ -179,7 +203,9 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             return
         self._queue.append(item)
         self._last_submitted = next(self._submitted)
-        if self._asleep:
+        if self._ended:
+            self._lose_late()
+        elif self._asleep:
             self._wake_up()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -250,10 +276,13 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
                     if len(self._queue) < self._options.batch_size and not self._stopping.is_set():
                         await asyncio.sleep(self._options.linger_s)  # busy: let the next batch gather
                     continue
-                if self._stopping.is_set() and (self._nothing_to_replay() or self._kafka_is_down()):
+                # the queue is looked at again: a hand-over may have come after the take above and
+                # before the `close()` that set `_stopping`
+                if self._stopping.is_set() and not self._queue and (self._nothing_to_replay() or self._kafka_is_down()):
                     break
                 await self._sleep()
         finally:
+            self._end()
             await self._stop_producer(producer)
 
     async def _sleep(self) -> None:
@@ -295,11 +324,6 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
             if event is not None:
                 events.append(event)
         return events
-
-    def _mark_handled(self, count: int) -> None:
-        with self._progress:
-            self._handled += count
-            self._progress.notify_all()
 
     async def _send_or_spool(
         self, producer: AIOKafkaProducer | None, payloads: list[Payload]

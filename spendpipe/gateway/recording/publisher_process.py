@@ -39,6 +39,7 @@ import contextlib
 import functools
 import itertools
 import logging
+import math
 import os
 import pickle
 import re
@@ -149,14 +150,14 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         """Written to the child, not reported handled yet (this publisher's thread only)."""
         self._submitted = itertools.count(1)
         self._last_submitted = 0
-        self._handled = 0
         self._child_handled = 0
         self._spool_empty = True
         self._kafka_down = False
-        self._progress = threading.Condition()
         self._flushing = 0
         self._closing = threading.Event()
         self._closed = False
+        self._close_by = math.inf
+        """When `close()` stops waiting (monotonic): a fallback taken after it began closes by then."""
         self.child_pid: int | None = None
         self.restarts = 0
         self._fallback = fallback
@@ -199,6 +200,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._last_submitted = seq
         if self._inline is not None:  # checked after the append: a fallback meanwhile still gets it
             self._to_inline(self._inline)
+        elif self._ended:
+            self._lose_late()
         elif self._asleep:
             self._wake_up()
 
@@ -228,10 +231,11 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
     def close(self, timeout: float = 30.0) -> bool:
         """Send what is queued, let the child deliver or spool everything and exit; True when it
         did within `timeout`."""
+        deadline = time.monotonic() + timeout
+        self._close_by = deadline
         self._closed = True
         self._closing.set()
         self._wake_up()
-        deadline = time.monotonic() + timeout
         stopped = self._background.stop(timeout, cancel=False)
         inline = self._inline
         return inline.close(max(0.0, deadline - time.monotonic())) and stopped if inline is not None else stopped
@@ -269,6 +273,11 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._to_inline(inline)
         with self._progress:
             self._progress.notify_all()  # `wait_idle` waits on the fallback from now on
+        if self._closing.is_set():
+            # `close()` began before the fallback (a first child that never said it started), and
+            # may have stopped waiting: close the fallback here, by the time `close()` was given,
+            # spooling at once what Kafka cannot take by then (its close waits for nothing else)
+            inline.close(max(0.0, self._close_by - time.monotonic()))
 
     def _to_inline(self, inline: EventPublisher) -> None:
         for seq, payload in self._take(len(self._queue) + 1):
@@ -294,6 +303,15 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         return None
 
     async def _run(self) -> None:
+        try:
+            await self._children()
+        finally:
+            if self._inline is None:  # fallen back: the fallback's thread takes what is handed over
+                self._queue.extendleft(reversed(self._sent))  # not reported by a child: lost (`_end`)
+                self._sent.clear()
+                self._end()
+
+    async def _children(self) -> None:
         self._loop = asyncio.get_running_loop()
         backoff = self._restart_backoff_s
         while True:
@@ -308,8 +326,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                     self._fall_back(f"{error!r}")
                     return
                 log.error("spendpipe could not start its publisher process: %r", error)
-                if self._closing.is_set():
-                    self._lose(len(self._sent) + len(self._queue), "closed")
+                if self._closing.is_set():  # what was not delivered is counted as lost, by `_end`
                     return
                 await asyncio.sleep(backoff)
                 backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
@@ -380,7 +397,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 if len(self._queue) < self._options.batch_size:
                     await self._linger()
                 continue
-            if self._closing.is_set():
+            if self._closing.is_set() and not self._queue:  # one handed over before `close()` is sent
                 stdin.close()
                 await stdin.wait_closed()
                 return

@@ -1,0 +1,136 @@
+"""A hand-over that races `close()` is delivered, spooled or counted as lost: never left in a queue
+no thread will take. Each test forces one interleaving of the request thread and the publisher's
+thread (Kafka is unreachable here, so what is taken is spooled):
+
+* the hand-over and the `close()` land after the thread found its queue empty and before it looked
+  at the stop flag: the thread must look at the queue again, and spool the call;
+* the hand-over passed its `closed` check before `close()` and appends after the thread ended: the
+  hand-over itself counts it as lost (`closed`), in the in-thread publisher and in the one that
+  hands calls to a child process."""
+
+import collections
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
+from spendpipe.gateway.recording.publisher_process import ProcessPublisher
+from spendpipe.gateway.recording.spool import DiskSpool
+from tests.support.events import make_event
+from tests.unit.test_publisher_fallback import UNREACHABLE, call, publisher_to_spool
+
+WITHIN_S = 10.0
+OPTIONS = PublisherOptions(delivery_timeout_s=1.0, retry_backoff_s=3600.0)
+
+
+@pytest.fixture
+def publisher(tmp_path: Path) -> Iterator[EventPublisher]:
+    sender = EventPublisher(
+        kafka=UNREACHABLE,
+        topic="spend.events",
+        spool=DiskSpool(directory=tmp_path, max_bytes=1 << 20),
+        metrics=GatewayMetrics(registry=CollectorRegistry()),
+        options=OPTIONS,
+    )
+    yield sender
+    sender.close(timeout=WITHIN_S)
+
+
+@pytest.fixture
+def process_publisher(tmp_path: Path) -> Iterator[ProcessPublisher]:
+    sender = publisher_to_spool(tmp_path, GatewayMetrics(registry=CollectorRegistry()), OPTIONS, fallback=False)
+    yield sender
+    sender.close(timeout=WITHIN_S)
+
+
+def outcome(sender: EventPublisher | ProcessPublisher) -> dict[str, object]:
+    """What the gateway's metrics say became of the calls: spooled, and lost by reason."""
+    metrics = sender._metrics
+    lost = {
+        sample.labels["reason"]: sample.value
+        for metric in metrics.lost.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total") and sample.value
+    }
+    return {"spooled": GatewayMetrics.total(metrics.spooled), "lost": lost}
+
+
+def test_a_call_handed_over_as_the_thread_found_nothing_is_spooled_by_close(
+    publisher: EventPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found_nothing, resume = threading.Event(), threading.Event()
+    take = publisher._take
+
+    def take_then_pause(limit: int) -> list[object]:
+        taken = take(limit)
+        if not taken and not found_nothing.is_set():  # the first empty look: let the request thread in
+            found_nothing.set()
+            resume.wait(WITHIN_S)
+        return taken  # type: ignore[return-value]
+
+    monkeypatch.setattr(publisher, "_take", take_then_pause)
+    publisher.start()
+    assert found_nothing.wait(WITHIN_S), "the publisher's thread never looked at its queue"
+
+    # when a call is handed over, and the gateway closes, between that look and the next
+    publisher.publish(make_event())
+    closed = publisher.close(0.0)  # spool at once: Kafka gets no time
+    resume.set()
+
+    # then the thread spools the call before it stops
+    assert not closed  # it could not have stopped: it was held
+    assert publisher._background.stop(WITHIN_S), "the publisher's thread did not stop"
+    assert outcome(publisher) == {"spooled": 1, "lost": {}}
+
+
+class AppendAfter(collections.deque[object]):
+    """A queue whose next append waits until `before` ran: the request thread descheduled between
+    its `closed` check and its append while the gateway closed."""
+
+    def __init__(self, before: object) -> None:
+        super().__init__()
+        self.before = before
+
+    def append(self, item: object) -> None:
+        before, self.before = self.before, None
+        if callable(before):
+            before()
+        super().append(item)
+
+
+def test_a_call_appended_after_the_thread_ended_is_counted_as_lost(publisher: EventPublisher) -> None:
+    publisher.start()
+    stopped: list[bool] = []
+    publisher._queue = AppendAfter(lambda: stopped.append(publisher.close(WITHIN_S)))  # type: ignore[assignment]
+
+    # when a call's hand-over appends only after `close()` ended the thread
+    publisher.publish(make_event())
+
+    # then it is counted as lost (closed), at once, and nothing is left outstanding
+    assert stopped == [True]
+    assert outcome(publisher) == {"spooled": 0, "lost": {"closed": 1}}
+    assert len(publisher._queue) == 0
+    assert publisher.wait_idle(0.0)
+
+
+def test_a_call_appended_after_the_child_publishers_thread_ended_is_counted_as_lost(
+    process_publisher: ProcessPublisher,
+) -> None:
+    process_publisher.start()
+    process_publisher.record(call(1))
+    assert process_publisher.wait_idle(WITHIN_S), "the child never reported the first call"
+    stopped: list[bool] = []
+    process_publisher._queue = AppendAfter(lambda: stopped.append(process_publisher.close(WITHIN_S)))  # type: ignore[assignment]
+
+    # when a call's hand-over appends only after `close()` ended the thread (and its child)
+    process_publisher.record(call(2))
+
+    # then it is counted as lost (closed), at once: the first call was spooled by the child
+    assert stopped == [True]
+    assert outcome(process_publisher) == {"spooled": 1, "lost": {"closed": 1}}
+    assert len(process_publisher._queue) == 0
+    assert process_publisher.wait_idle(0.0)
