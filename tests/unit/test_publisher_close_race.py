@@ -17,10 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording import publisher_process
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher
 from spendpipe.gateway.recording.spool import DiskSpool
 from tests.support.events import make_event
+from tests.support.waiting import eventually_sync
 from tests.unit.test_publisher_fallback import UNREACHABLE, call, publisher_to_spool
 
 WITHIN_S = 10.0
@@ -134,3 +136,20 @@ def test_a_call_appended_after_the_child_publishers_thread_ended_is_counted_as_l
     assert outcome(process_publisher) == {"spooled": 1, "lost": {"closed": 1}}
     assert len(process_publisher._queue) == 0
     assert process_publisher.wait_idle(0.0)
+
+
+def test_a_child_that_keeps_dying_does_not_outlast_close(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given children that die at once, every one (their module cannot be imported), and a call
+    monkeypatch.setattr(publisher_process, "CHILD_MODULE", "spendpipe.no_such_module")
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    sender = publisher_to_spool(tmp_path, metrics, OPTIONS, fallback=False, restart_backoff_s=0.2)
+    sender.record(call(1))
+    eventually_sync(lambda: sender.restarts, lambda n: n >= 1, within=WITHIN_S, what="a child started again")
+
+    # when the gateway closes, giving it one second
+    sender.close(1.0)
+
+    # then the publisher starts no child after that second (one started just before it may still
+    # be dying), its thread ends, and the call is counted as lost
+    eventually_sync(lambda: sender.running, lambda running: not running, within=WITHIN_S, what="the thread ended")
+    assert outcome(sender) == {"spooled": 0, "lost": {"closed": 1}}

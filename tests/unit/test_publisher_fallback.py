@@ -5,6 +5,7 @@ warning."""
 
 import logging
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from tests.support.waiting import eventually_sync
 from tests.unit.test_event_builder import logging_object
 
 UNREACHABLE = KafkaSettings(bootstrap_servers="127.0.0.1:1")  # refused at once: events are spooled
+WITHIN_S = 10.0
 
 
 def test_only_a_python_interpreter_is_taken_for_one() -> None:
@@ -36,7 +38,12 @@ def call(n: int) -> dict[str, object]:
 
 
 def publisher_to_spool(
-    spool: Path, metrics: GatewayMetrics, options: PublisherOptions, *, fallback: bool = True
+    spool: Path,
+    metrics: GatewayMetrics,
+    options: PublisherOptions,
+    *,
+    fallback: bool = True,
+    restart_backoff_s: float = 0.5,
 ) -> ProcessPublisher:
     """A subprocess publisher as `auto` makes it (with `fallback`, an in-thread publisher), whose
     Kafka is unreachable: what it takes is spooled in `spool`."""
@@ -59,6 +66,7 @@ def publisher_to_spool(
         metrics=metrics,
         options=options,
         fallback=in_thread if fallback else None,
+        restart_backoff_s=restart_backoff_s,
     )
 
 
@@ -118,3 +126,37 @@ def test_a_fallback_taken_after_close_stopped_waiting_spools_and_stops(
 
     stopped = {"fell back": True, "running": False, "spooled": 1, "lost": 0}
     eventually_sync(state, lambda now: now == stopped, within=20, what="the fallback stopped, the call spooled")
+
+
+def test_wait_idle_during_the_fallback_waits_for_the_calls_handed_over_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a publisher that falls back (sys.executable is not Python), and a call handed over
+    # before the fallback's thread moved the queued calls to the in-thread publisher
+    monkeypatch.setattr(sys, "executable", "/usr/local/bin/uwsgi")
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    sender = publisher_to_spool(tmp_path / "spool", metrics, PublisherOptions(delivery_timeout_s=1.0))
+    moving, resume = threading.Event(), threading.Event()
+    to_inline = sender._to_inline
+
+    def held_on_its_thread(inline: EventPublisher) -> None:
+        if threading.current_thread().name == "spendpipe-publisher" and not moving.is_set():
+            moving.set()  # the fallback is taken, and its thread descheduled before the move
+            resume.wait(WITHIN_S)
+        to_inline(inline)
+
+    monkeypatch.setattr(sender, "_to_inline", held_on_its_thread)
+    sender.record(call(1))
+    assert moving.wait(WITHIN_S), "the publisher never fell back"
+
+    # when the gateway waits for what it handed over
+    try:
+        idle = sender.wait_idle(WITHIN_S)
+        spooled = GatewayMetrics.total(metrics.spooled)
+    finally:
+        resume.set()
+
+    # then the call was handled (spooled: Kafka is unreachable) before wait_idle said so
+    assert idle
+    assert spooled == 1
+    assert sender.close(WITHIN_S)

@@ -1,16 +1,17 @@
 """Publishing events to Kafka from a background thread, so a request never waits on Kafka.
 
-`publish()` only appends the event to a bounded in-memory queue (a `deque`: an append is atomic
-and takes no lock), and `publish_deferred()` appends a function that builds the event, so the
-request path does not even pay for building it. A `BackgroundLoop` (a daemon thread with its own
-event loop) builds what was deferred and drains the queue into an idempotent aiokafka producer
-(acks=all). The thread does not poll: with nothing to do it sleeps on an `asyncio.Event`, and the
-hand-over that finds it asleep wakes it (`call_soon_threadsafe`, one write to the loop's wake-up
-pipe), so an idle gateway's publisher never takes the GIL from the host's threads. Woken, or done
-with a batch while more wait, it lingers (`linger_s`, 50 ms by default) so that many events share
-one wake-up, and sends them as one record batch per partition (`send_batch`: aiokafka's cost per
-`send` is paid per batch, not per event). Each event's partition is the one a plain `send()` of
-its key would take (aiokafka's default partitioner).
+`publish()` only appends the event to a bounded in-memory queue (a `deque`; the append and its
+number take one uncontended lock, `HandOver._submitting`), and `publish_deferred()` appends a
+function that builds the event, so the request path does not even pay for building it. A
+`BackgroundLoop` (a daemon thread with its own event loop) builds what was deferred and drains the
+queue into an idempotent aiokafka producer (acks=all). The thread does not poll: with nothing to do
+it sleeps on an `asyncio.Event`, and the hand-over that finds it asleep wakes it
+(`call_soon_threadsafe`, one write to the loop's wake-up pipe), so an idle gateway's publisher
+never takes the GIL from the host's threads. Woken, or done with a batch while more wait, it
+lingers (`linger_s`, 50 ms by default) so that many events share one wake-up, and sends them as one
+record batch per partition (`send_batch`: aiokafka's cost per `send` is paid per batch, not per
+event). Each event's partition is the one a plain `send()` of its key would take (aiokafka's
+default partitioner).
 
 When Kafka cannot take a batch (unreachable at start, gone mid-run, or too slow), the batch goes
 to the disk spool and is replayed, oldest first, once Kafka answers again. `close(timeout)` gives
@@ -28,7 +29,6 @@ import atexit
 import collections
 import contextlib
 import functools
-import itertools
 import logging
 import threading
 import time
@@ -93,6 +93,12 @@ class HandOver(Generic[Item]):
         """How many items handed over are handled (delivered, spooled or counted as lost), in the
         order they were handed over."""
         self._progress = threading.Condition()
+        self._last_submitted = 0
+        """How many items were appended: `wait_idle` waits until that many are handled."""
+        self._submitting = threading.Lock()
+        """Held for an append and its number, so numbers follow the queue's order and
+        `_last_submitted` never goes back (two threads numbering apart could store theirs in the
+        other order, and a `wait_idle` then return before its caller's own item is handled)."""
         self._background = background
 
     def _start(self) -> None:
@@ -169,8 +175,6 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         self._options = options
         self._stopping = threading.Event()
         self._closed = False
-        self._submitted = itertools.count(1)  # next() is atomic: callbacks run on many threads
-        self._last_submitted = 0
         self._kafka_down_until = 0.0
         self._deliver_until = float("inf")
         """Set by `close()`: past it (on `time.monotonic()`, the event loop's clock), Kafka is not
@@ -201,8 +205,9 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
         if len(self._queue) >= self._options.queue_size:  # several threads may pass at once: a few over
             self._lose(1, "queue_full")
             return
-        self._queue.append(item)
-        self._last_submitted = next(self._submitted)
+        with self._submitting:
+            self._queue.append(item)
+            self._last_submitted += 1
         if self._ended:
             self._lose_late()
         elif self._asleep:

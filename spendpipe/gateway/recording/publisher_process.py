@@ -37,7 +37,6 @@ import atexit
 import collections
 import contextlib
 import functools
-import itertools
 import logging
 import math
 import os
@@ -148,8 +147,6 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         """Without `each_call`: what it keeps of a report's events, their count and summed cost."""
         self._sent: collections.deque[Call] = collections.deque()
         """Written to the child, not reported handled yet (this publisher's thread only)."""
-        self._submitted = itertools.count(1)
-        self._last_submitted = 0
         self._child_handled = 0
         self._spool_empty = True
         self._kafka_down = False
@@ -196,8 +193,9 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         if len(payload) > MAX_RECORD:
             self._lose(1, "unbuildable")
             return
-        self._queue.append((seq := next(self._submitted), payload))
-        self._last_submitted = seq
+        with self._submitting:
+            self._last_submitted += 1
+            self._queue.append((self._last_submitted, payload))
         if self._inline is not None:  # checked after the append: a fallback meanwhile still gets it
             self._to_inline(self._inline)
         elif self._ended:
@@ -226,7 +224,10 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             with self._progress:
                 self._flushing -= 1
         inline = self._inline
-        return inline.wait_idle(max(0.0, deadline - time.monotonic())) if inline is not None else idle
+        if inline is None:
+            return idle
+        self._to_inline(inline)  # `_fall_back` may not have moved the queue yet: then it is counted there
+        return inline.wait_idle(max(0.0, deadline - time.monotonic()))
 
     def close(self, timeout: float = 30.0) -> bool:
         """Send what is queued, let the child deliver or spool everything and exit; True when it
@@ -315,6 +316,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._loop = asyncio.get_running_loop()
         backoff = self._restart_backoff_s
         while True:
+            if self._closing.is_set() and (not (self._sent or self._queue) or time.monotonic() >= self._close_by):
+                return  # nothing left, or `close()`'s time is out: what is left is counted as lost (`_end`)
             if (why := self._cannot_start()) is not None:
                 self._fall_back(why)
                 return
@@ -326,9 +329,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                     self._fall_back(f"{error!r}")
                     return
                 log.error("spendpipe could not start its publisher process: %r", error)
-                if self._closing.is_set():  # what was not delivered is counted as lost, by `_end`
-                    return
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
                 continue
             await self._serve(child)
@@ -338,6 +339,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 return
             if self._closing.is_set() and not self._sent and not self._queue:
                 return
+            if self._closing.is_set() and time.monotonic() >= self._close_by:
+                continue  # no child is started after `close()` stopped waiting
             self.restarts += 1
             log.warning(
                 "spendpipe's publisher process %s ended (%s) with %d call(s) unreported: starting another",
@@ -346,10 +349,20 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 len(self._sent),
             )
             if time.monotonic() - started < MAX_RESTART_BACKOFF_S:  # one that dies soon: not in a tight loop
-                await asyncio.sleep(backoff)
+                await self._pause(backoff)
                 backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
             else:
                 backoff = self._restart_backoff_s
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` before the next child, at most until `close()`'s deadline: a child that
+        keeps dying is started again until then, never after (`close()` wakes this wait)."""
+        until = time.monotonic() + seconds
+        while (left := min(until, self._close_by) - time.monotonic()) > 0:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         root = _PACKAGE_ROOT  # the child imports the spendpipe this process runs

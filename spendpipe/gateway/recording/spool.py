@@ -16,6 +16,7 @@ starts a new segment, and no other process replays it too; one left by a process
 """
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
@@ -74,9 +75,11 @@ class DiskSpool:
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _segments(self) -> list[Path]:
-        """Every segment in the directory, oldest first (those taken for replay before the rest)."""
+        """Every segment in the directory, oldest first (those taken for replay before the rest);
+        a file named like one but without a number (not written here) is left alone."""
         found = [*self._directory.glob(f"{_REPLAYING}*{_SUFFIX}"), *self._directory.glob(f"{_PREFIX}*{_SUFFIX}")]
-        return sorted(found, key=lambda path: (not path.name.startswith(_REPLAYING), _sequence(path)))
+        numbered = [path for path in found if _number(path).isdigit()]
+        return sorted(numbered, key=lambda path: (not path.name.startswith(_REPLAYING), _sequence(path)))
 
     def _refresh(self) -> list[Path]:
         """Read the directory afresh (the lock held)."""
@@ -119,8 +122,11 @@ class DiskSpool:
                 self._bytes += len(payload) + 1
             if accepted:
                 self._held_elsewhere = False
-                with self._writable_segment(segments).open("ab") as segment:
-                    segment.write(b"".join(payload + b"\n" for payload in accepted))
+                try:
+                    _append_whole(self._writable_segment(segments), b"".join(payload + b"\n" for payload in accepted))
+                except OSError:
+                    self._current = None  # never append to a segment a failed write may have left torn
+                    raise
         return len(payloads) - len(accepted)
 
     def oldest(self) -> tuple[Path, list[bytes]] | None:
@@ -179,8 +185,32 @@ class DiskSpool:
         return current
 
 
+def _number(path: Path) -> str:
+    return path.name.removeprefix(_REPLAYING).removeprefix(_PREFIX).removesuffix(_SUFFIX)
+
+
 def _sequence(path: Path) -> int:
-    return int(path.name.removeprefix(_REPLAYING).removeprefix(_PREFIX).removesuffix(_SUFFIX))
+    return int(_number(path))
+
+
+def _append_whole(path: Path, data: bytes) -> None:
+    """Append `data` whole or not at all: a write cut short (a full disk) is taken back, so no
+    payload is both counted as lost and on disk to be replayed, and no torn line is left for the
+    next append to be glued to. (If even taking it back fails, the caller starts a new segment
+    and the torn line is skipped and counted at replay.)"""
+    with path.open("ab", buffering=0) as segment:
+        start = segment.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                written = segment.write(view)
+                if not written:
+                    raise OSError(errno.EIO, f"{path} took none of {len(view)} bytes")
+                view = view[written:]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(segment.fileno(), start)
+            raise
 
 
 def _size(path: Path) -> int:
