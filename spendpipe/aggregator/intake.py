@@ -157,8 +157,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
                 written = self._writing_batch
                 self._writing = self._writing_batch = None
                 result = writing.result()
-                if result is Flushed.OWNERSHIP_LOST:
-                    self._lost = self._generation
+                if result is Flushed.OWNERSHIP_LOST and written is not None:
+                    # the assignment the flush ran under, which the group may have left by now
+                    self._lost = written.generation
                 if result is not Flushed.WRITTEN and written is not None:
                     batch = await self._rewind(consumer, written, batch)
                     continue

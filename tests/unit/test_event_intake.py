@@ -101,13 +101,14 @@ def _intake(
     committed: list[dict[int, int]] | None = None,
     batch_size: int = 1000,
     revoked: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing,
+    wait_ms: int = 50,
 ) -> EventIntake:
     return EventIntake(
         topic=TOPIC,
         flush=flushes,
         committed=lambda offsets: (committed if committed is not None else []).append(dict(offsets.highest)),
         batch_size=batch_size,
-        wait_ms=50,
+        wait_ms=wait_ms,
         retry_backoff_s=0.01,
         revoked=revoked,
         assigned=_nothing,
@@ -226,5 +227,30 @@ async def test_a_flush_that_lost_ownership_is_not_committed_and_nothing_is_writt
         await intake.on_partitions_assigned([TopicPartition(TOPIC, 0)])
         await eventually(lambda: consumer.commits == [{0: 4}], bool, within=5, what=WHAT)
         assert flushes.batches[1:] == [[(0, 0), (0, 1), (0, 2), (0, 3)]]
+    finally:
+        running.cancel()
+
+
+async def test_a_flush_fenced_under_an_assignment_the_group_has_left_does_not_fence_the_next_one() -> None:
+    """The loop may learn that a flush lost ownership only after the group has moved on (it was
+    in a read's back-off, say, or on the CPU): the assignment that lost it is the flush's, not
+    the one current when the loop looks."""
+    consumer, flushes = _Consumer(), _Flushes()
+    # no records and a long fetch wait: the loop sits in its read, waiting for the writer
+    intake = _intake(flushes, wait_ms=60_000)
+    consumer.append(0, 2)
+    flushes.fenced = True
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        partitions = [TopicPartition(TOPIC, 0)]
+        flushes.release.set()
+        # the flush in flight ends fenced and wakes both the loop and the revocation; the
+        # revocation (and the assignment after it) runs before the loop looks at the result
+        await intake.on_partitions_revoked(partitions)
+        flushes.fenced = False
+        await intake.on_partitions_assigned(partitions)
+        await eventually(lambda: consumer.commits == [{0: 2}], bool, within=5, what=WHAT)
+        assert flushes.batches == [[(0, 0), (0, 1)], [(0, 0), (0, 1)]]
     finally:
         running.cancel()
