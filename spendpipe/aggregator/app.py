@@ -14,7 +14,8 @@ Several aggregators may share the consumer group: each claims the partitions it 
 writes under that claim (`ownership`); a flush fenced by a later owner is dropped, not committed.
 
 Readiness (`not_ready()`, for /readyz): the consumer has caught up with the backlog it found
-(`progress.py`), the last flush did not fail and did not lose ownership.
+(`progress.py`), the last flush since the group last assigned partitions did not fail and did
+not lose ownership.
 """
 
 import asyncio
@@ -180,7 +181,8 @@ class Aggregator:
         not made by the next flush is made by it."""
         self.writer.forget_state()
         self.progress.assigned(assigned)
-        self._lost_error = None  # reassigned: what was lost is read again by its owner
+        # reassigned: what failed or was lost is read again by its owner, which may not be this one
+        self._flush_error = self._lost_error = None
         if self._consumer is not None:
             self.ownership.assigned((tp.partition for tp in assigned), group_generation(self._consumer))
         self._claiming = asyncio.create_task(self._claim(assigned), name="aggregator-claim")

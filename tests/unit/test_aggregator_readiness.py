@@ -1,0 +1,73 @@
+"""The aggregator's readiness and shutdown around its intake, with stand-ins for ClickHouse and
+the consumer (no broker, no database): what /readyz says after a failed flush and a rebalance."""
+
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import NoReturn
+
+import pytest
+from aiokafka import TopicPartition
+from faststream.kafka import KafkaBroker
+from prometheus_client import CollectorRegistry
+
+from spendpipe.aggregator.app import Aggregator
+from spendpipe.aggregator.intake import Flushed
+from spendpipe.aggregator.metrics import AggregatorMetrics
+from spendpipe.aggregator.offsets import PartitionOffsets
+from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.aggregator.store import SourceRecord
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+
+P0 = TopicPartition("spend.events", 0)
+
+
+class _Unreachable:
+    """A ClickHouse client whose every call fails, as when the server is away."""
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise ConnectionError(f"ClickHouse is unreachable (called {name})")
+
+    def close(self) -> None:
+        return None
+
+
+class _Consumer:
+    """What the aggregator asks of its consumer outside the intake: the group's generation
+    (`ownership.group_generation`) and `stop`."""
+
+    def __init__(self) -> None:
+        self._coordinator = SimpleNamespace(generation=1)
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+@pytest.fixture
+async def aggregator() -> AsyncIterator[Aggregator]:
+    clickhouse = ClickhouseStore(client=_Unreachable(), settings=ClickhouseSettings())
+    aggregator = Aggregator(
+        settings=AggregatorSettings.model_construct(gc_young_threshold=0),
+        broker=KafkaBroker(),
+        clickhouse=clickhouse,
+        metrics=AggregatorMetrics(registry=CollectorRegistry()),
+    )
+    try:
+        yield aggregator
+    finally:
+        await aggregator.stop()
+        clickhouse.close()
+
+
+async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(aggregator: Aggregator) -> None:
+    aggregator._consumer = _Consumer()
+    await aggregator.intake.on_partitions_revoked([])
+    await aggregator.intake.on_partitions_assigned([P0])
+    records = [SourceRecord(partition=0, offset=0, value=b"{}")]
+    assert await aggregator._flush(records, PartitionOffsets.of(records)) is Flushed.FAILED
+    assert (aggregator.not_ready() or "").startswith("the last flush failed, retrying: ConnectionError")
+    # the group moves the partition to another aggregator, which reads the failed batch again:
+    # this one has no failed flush left to retry
+    await aggregator.intake.on_partitions_revoked([P0])
+    await aggregator.intake.on_partitions_assigned([])
+    assert aggregator.not_ready() == aggregator.progress.not_ready()
