@@ -28,7 +28,8 @@ class ConsumerProgress:
         self._lag = lag
         self._interval_s = interval_s
         self._assigned: frozenset[TopicPartition] | None = None
-        """None until the group first assigned partitions to this consumer."""
+        """None until the group assigns partitions to this consumer, and from a revocation to
+        the next assignment (nothing to look at: the group is rebalancing)."""
         self._targets: dict[TopicPartition, int] | None = None
         """End offsets of the first look after the latest assignment."""
         self._behind: int | None = None
@@ -40,6 +41,9 @@ class ConsumerProgress:
         self._targets = None
 
     def revoked(self, partitions: Iterable[TopicPartition]) -> None:
+        """The listener's `on_partitions_revoked` (aiokafka revokes the whole assignment). A look
+        in flight sees the assignment change and sets no series again."""
+        self._assigned = None
         for partition in partitions:
             self._lag.remove(str(partition.partition))
 
@@ -78,8 +82,8 @@ class ConsumerProgress:
             # never committed: the group starts from the earliest record (auto_offset_reset)
             done[partition] = starts[partition] if committed is None else committed
         if assigned is not self._assigned:
-            return  # reassigned meanwhile: these numbers belong to the old assignment (and a
-            # gauge set now would bring back the series `revoked` removed)
+            return  # revoked or reassigned meanwhile: these numbers belong to the old assignment
+            # (and a gauge set now would bring back the series `revoked` removed)
         for partition in partitions:
             self._lag.labels(str(partition.partition)).set(max(ends[partition] - done[partition], 0))
         if self._targets is None:

@@ -104,3 +104,45 @@ async def test_a_look_that_a_rebalance_overtook_leaves_no_gauge_for_revoked_part
         await eventually(progress.not_ready, lambda s: s is None, within=5, what="ready with no partitions")
 
     assert [sample for family in metrics.consumer_lag.collect() for sample in family.samples] == []
+
+
+async def test_a_look_in_flight_as_partitions_are_revoked_sets_no_gauge_before_the_next_assignment(
+    metrics: AggregatorMetrics,
+) -> None:
+    """Between a revocation and the next assignment the look in flight must not bring back the
+    series the revocation removed: the partitions may go to another aggregator, and a stale lag
+    here would add to the fleet's and keep the flushes-stale alert armed."""
+    progress = ConsumerProgress(topic="spend.events", lag=metrics.consumer_lag, interval_s=0.01)
+    offsets = Offsets()
+    progress.assigned([P0, P1])
+    read_committed = offsets.committed
+    looks = 0
+    revoked_in_look: int | None = None
+
+    async def committed_then_revoked(partition: TopicPartition) -> int | None:
+        nonlocal revoked_in_look
+        if partition == P1 and revoked_in_look is None:  # the rebalance begins while the look reads
+            progress.revoked([P0, P1])
+            revoked_in_look = looks
+        return await read_committed(partition)
+
+    def consumer_of() -> AIOKafkaConsumer:
+        nonlocal looks
+        looks += 1
+        return cast(AIOKafkaConsumer, offsets)
+
+    offsets.committed = committed_then_revoked  # type: ignore[method-assign]
+    task = asyncio.create_task(progress.follow(consumer_of))
+    try:
+        # the next round of `follow` begins only after the look in flight ended
+        await eventually(
+            lambda: revoked_in_look is not None and looks > revoked_in_look, bool, within=5, what="the look to end"
+        )
+        assert [sample for family in metrics.consumer_lag.collect() for sample in family.samples] == []
+        progress.assigned([])  # the partitions went to another aggregator
+        await eventually(progress.not_ready, lambda s: s is None, within=5, what="ready with no partitions")
+        assert [sample for family in metrics.consumer_lag.collect() for sample in family.samples] == []
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
