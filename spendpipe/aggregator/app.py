@@ -142,9 +142,10 @@ class Aggregator:
         """Stop reading, let the flush in flight finish, leave the group."""
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # not `await task`: an intake that ended with an error (logged then, `_log_end`)
+            # would raise it here and skip the rest
+            await asyncio.wait(self._tasks)
         self._tasks = []
         await self.intake.drain()
         self._release(self.ownership.revoked())

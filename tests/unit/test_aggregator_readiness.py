@@ -1,5 +1,6 @@
 """The aggregator's readiness and shutdown around its intake, with stand-ins for ClickHouse and
-the consumer (no broker, no database): what /readyz says after a failed flush and a rebalance."""
+the consumer (no broker, no database): what /readyz says after a failed flush and a rebalance,
+and a clean stop after the intake ended with an error."""
 
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
@@ -10,6 +11,7 @@ from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
+from spendpipe.aggregator import app
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
@@ -17,6 +19,7 @@ from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SourceRecord
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from tests.support.waiting import eventually
 
 P0 = TopicPartition("spend.events", 0)
 
@@ -41,6 +44,20 @@ class _Consumer:
 
     async def stop(self) -> None:
         self.stopped = True
+
+
+class _BrokenConsumer(_Consumer):
+    """Joins nothing, and its reads fail with an error that is not Kafka's (a bug, say): the
+    intake ends with it."""
+
+    def subscribe(self, topics: list[str], listener: object) -> None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def getmany(self, **_: object) -> NoReturn:
+        raise RuntimeError("not a Kafka error")
 
 
 @pytest.fixture
@@ -71,3 +88,22 @@ async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(agg
     await aggregator.intake.on_partitions_revoked([P0])
     await aggregator.intake.on_partitions_assigned([])
     assert aggregator.not_ready() == aggregator.progress.not_ready()
+
+
+async def test_stop_leaves_the_group_cleanly_after_the_intake_ended_with_an_error(
+    aggregator: Aggregator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[_BrokenConsumer] = []
+
+    def consumer(**_: object) -> _BrokenConsumer:
+        made.append(_BrokenConsumer())
+        return made[-1]
+
+    monkeypatch.setattr(app, "AIOKafkaConsumer", consumer)
+    await aggregator.start()
+    stopped = await eventually(
+        aggregator.not_ready, lambda s: "stopped" in (s or ""), within=5, what="the intake to end"
+    )
+    assert stopped == "the intake of spend.events stopped: RuntimeError('not a Kafka error')"
+    await aggregator.stop()  # the error was the intake's, logged as it ended: the stop goes on
+    assert made[0].stopped
