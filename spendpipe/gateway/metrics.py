@@ -5,7 +5,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from spendpipe.gateway.blocks.blocklist import BlockList
 
-LOSS_REASONS = ("queue_full", "closed", "spool_full", "spool_error", "spool_torn_line", "unbuildable", "uncharged")
+LOSS_REASONS = (
+    "queue_full",
+    "closed",
+    "spool_full",
+    "spool_error",
+    "spool_torn_line",
+    "unbuildable",
+    "uncharged",
+    "publisher_failed",
+)
 """Every `reason` of `spendpipe_gateway_events_lost_total` (docs/operations.md lists what each means)."""
 
 

@@ -153,3 +153,21 @@ def test_a_child_that_keeps_dying_does_not_outlast_close(tmp_path: Path, monkeyp
     # be dying), its thread ends, and the call is counted as lost
     eventually_sync(lambda: sender.running, lambda running: not running, within=WITHIN_S, what="the thread ended")
     assert outcome(sender) == {"spooled": 0, "lost": {"closed": 1}}
+
+
+def test_a_thread_ended_by_an_unexpected_error_counts_the_batch_it_held(
+    publisher: EventPublisher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(producer: object, payloads: object) -> None:
+        raise RuntimeError("a bug in the publisher")
+
+    monkeypatch.setattr(publisher, "_send_or_spool", broken)
+
+    # when the thread fails on a batch, and a call comes after it ended
+    publisher.publish(make_event())
+    eventually_sync(lambda: publisher.running, lambda running: not running, within=WITHIN_S, what="the thread ended")
+    publisher.publish(make_event())
+
+    # then each is counted as lost, with what became of it, and nothing is left outstanding
+    assert outcome(publisher) == {"spooled": 0, "lost": {"publisher_failed": 1, "closed": 1}}
+    assert publisher.wait_idle(0.0)

@@ -264,15 +264,18 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
     async def _run(self) -> None:
         self._loop = asyncio.get_running_loop()
         producer: AIOKafkaProducer | None = None
+        in_hand = 0
         try:
             producer = await self._deliver(None, [])  # connect early; a failure just means "spool"
             while True:
                 items = self._take(self._options.batch_size)
                 if items:
+                    in_hand = len(items)
                     payloads = [_encode(event) for event in self._build(items)]
                     if payloads:
                         producer = await self._send_or_spool(producer, payloads)
                     self._mark_handled(len(items))
+                    in_hand = 0
                 # the spool drains between fresh batches too, not only when traffic stops
                 if not self._spool.empty:
                     producer = await self._replay_spool(producer)
@@ -287,6 +290,9 @@ class EventPublisher(HandOver[SpendEvent | Deferred]):
                     break
                 await self._sleep()
         finally:
+            if in_hand:  # ended by an error it did not expect (logged by `BackgroundLoop`) mid-batch
+                self._lose(in_hand, "publisher_failed")
+                self._mark_handled(in_hand)
             self._end()
             await self._stop_producer(producer)
 
