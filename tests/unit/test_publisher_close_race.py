@@ -171,3 +171,38 @@ def test_a_thread_ended_by_an_unexpected_error_counts_the_batch_it_held(
     # then each is counted as lost, with what became of it, and nothing is left outstanding
     assert outcome(publisher) == {"spooled": 0, "lost": {"publisher_failed": 1, "closed": 1}}
     assert publisher.wait_idle(0.0)
+
+
+HUNG_CHILD = """
+import os, sys
+from spendpipe.gateway.recording.wire import Report, length_frame
+reports = os.fdopen(os.dup(1), "wb")
+reports.write(length_frame(Report(handled=0, spool_empty=True, kafka_down=False)))  # the start handshake
+reports.flush()
+while sys.stdin.buffer.read(1 << 16):  # then reads every call and never reports one
+    pass
+"""
+
+
+def test_a_child_that_stops_reporting_is_replaced_and_its_calls_sent_to_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a first child that starts, takes calls and never reports them, reported silent after 1 s
+    (tmp_path / "hung_child.py").write_text(HUNG_CHILD)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr(publisher_process, "CHILD_MODULE", "hung_child")
+    monkeypatch.setattr(publisher_process, "REPORT_SILENCE_S", 1.0)
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    sender = publisher_to_spool(tmp_path / "spool", metrics, OPTIONS, fallback=False, restart_backoff_s=0.1)
+    sender.start()
+    eventually_sync(lambda: sender._handshook, bool, within=WITHIN_S, what="the hung child's start handshake")
+    monkeypatch.setattr(publisher_process, "CHILD_MODULE", "spendpipe.gateway.recording.publisher_child")
+
+    # when a call is handed over
+    sender.record(call(1))
+
+    # then the hung child is ended and the next one, a working child, spools the call
+    eventually_sync(lambda: outcome(sender), lambda now: now["spooled"] == 1, within=WITHIN_S, what="the call spooled")
+    assert sender.restarts == 1
+    assert outcome(sender) == {"spooled": 1, "lost": {}}
+    assert sender.close(WITHIN_S)

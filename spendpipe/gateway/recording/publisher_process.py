@@ -83,6 +83,11 @@ CHILD_CLOSE_S = 25.0
 """How long a child's close may take (`ChildConfig.close_s`): less than `close()`'s 30 s, so it
 has spooled what Kafka did not take before this process stops waiting for it."""
 
+REPORT_SILENCE_S = 60.0
+"""How long a child may hold calls without reporting before it is taken as hung, ended and
+started again (its calls go to the next). A child reports each batch as it is delivered, spooled
+or lost, within `delivery_timeout_s` (10 s) even when Kafka hangs."""
+
 HANDSHAKE_S = 30.0
 """How long the first child may take to send its first report (its imports, on a loaded machine)
 before it is taken as one that cannot start."""
@@ -163,6 +168,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._inline: EventPublisher | None = None
         """The in-thread publisher fallen back to: every call goes to it."""
         self._handshook = False
+        self._reading: asyncio.Timeout | None = None
+        """The deadline of the report being waited for (`_report_due`), while one is."""
 
     def start(self) -> None:
         """Start the thread and the child now (its imports and its Kafka connection are then not
@@ -407,6 +414,7 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             calls = self._take(self._options.batch_size)
             if calls:
                 self._sent.extend(calls)
+                self._expect_report()
                 stdin.write(b"".join(record_frame(seq, payload) for seq, payload in calls))
                 await stdin.drain()
                 if len(self._queue) < self._options.batch_size:
@@ -440,21 +448,46 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             self._wake.clear()
         await self._linger()
 
+    def _report_due(self) -> float | None:
+        """When the next report must have come (the loop's clock), or None: the start handshake
+        within `HANDSHAKE_S` where there is a fallback to take, then a report within
+        `REPORT_SILENCE_S` while the child holds calls (`_expect_report` sets it when calls are sent
+        to a child that held none)."""
+        now = asyncio.get_running_loop().time()
+        if not self._handshook:
+            return now + HANDSHAKE_S if self._fallback is not None else None
+        return now + REPORT_SILENCE_S if self._sent else None
+
+    def _expect_report(self) -> None:
+        reading = self._reading
+        if reading is not None and reading.when() is None:
+            reading.reschedule(asyncio.get_running_loop().time() + REPORT_SILENCE_S)
+
     async def _read(self, child: asyncio.subprocess.Process) -> None:
         stdout = child.stdout
         assert stdout is not None
         while True:
             try:
-                handshake = HANDSHAKE_S if self._fallback is not None and not self._handshook else None
-                async with asyncio.timeout(handshake):
-                    (length,) = LENGTH_HEADER.unpack(await stdout.readexactly(LENGTH_HEADER.size))
+                try:
+                    async with asyncio.timeout_at(self._report_due()) as self._reading:
+                        (length,) = LENGTH_HEADER.unpack(await stdout.readexactly(LENGTH_HEADER.size))
+                finally:
+                    self._reading = None
                 if length > MAX_FRAME:
                     raise ValueError(f"a report of {length} bytes")
                 report = pickle.loads(await stdout.readexactly(length))  # noqa: S301  # from our own child
             except asyncio.IncompleteReadError:
                 return  # the child ended; a report cut short is not taken
             except TimeoutError:
-                log.error("spendpipe's publisher process sent no start handshake within %.0f s", HANDSHAKE_S)
+                if self._handshook:
+                    log.error(
+                        "spendpipe's publisher process sent no report for %.0f s while holding %d call(s):"
+                        " ending it, the calls go to the next",
+                        REPORT_SILENCE_S,
+                        len(self._sent),
+                    )
+                else:
+                    log.error("spendpipe's publisher process sent no start handshake in time")
                 return  # `_serve` ends it
             except Exception as error:
                 log.error("spendpipe could not read its publisher process's report: %r", error)
