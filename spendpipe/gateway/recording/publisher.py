@@ -18,7 +18,8 @@ to the disk spool and is replayed, oldest first, once Kafka answers again. `clos
 Kafka all but the last `spool_reserve(timeout)` of its time: then a delivery under way is cut
 short and what is still held is spooled, so a close that runs out while Kafka is slow leaves
 nothing that is neither delivered nor spooled.
-Only when the queue or the spool is full, or an event comes after `close()`, is an event lost;
+Only when the queue or the spool is full, an event comes after `close()`, or the thread fails on
+an error it did not expect (`publisher_failed`, for the batch it held), is an event lost;
 each loss is counted in `spendpipe_gateway_events_lost_total` and logged. A hand-over racing
 `close()` is never left behind: the thread looks at the queue again before it stops, and one that
 appends after the thread's last look counts itself as lost (`HandOver._end`).
