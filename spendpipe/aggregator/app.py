@@ -171,7 +171,7 @@ class Aggregator:
         """Partitions that move between aggregators may be written by another one: reload
         watermarks and recent ids before the next batch. The flush in flight has ended (`intake`):
         tell the next owners they need not wait for this one."""
-        self.writer.forget_state()
+        self.writer.revoked(tp.partition for tp in revoked)
         self._letters.forget(tp.partition for tp in revoked)
         self.progress.revoked(revoked)
         self._release(self.ownership.revoked())

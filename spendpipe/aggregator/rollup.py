@@ -111,16 +111,18 @@ ARRAY JOIN arrayZip({{sources:Array(String)}}, {{offsets:Array(Int64)}}) AS mark
 """
 
 
-def rows_after(watermarks: dict[int, int]) -> str:
-    """A filter on the stage: the rows of each partition past its watermark (-1: every row).
-    Built from ints only, in parentheses (it is combined with AND); a partition not named takes
-    no rows."""
+def rows_after(watermarks: dict[int, int], up_to: dict[int, int] | None = None) -> str:
+    """A filter on the stage: the rows of each partition past its watermark (-1: every row),
+    and, with `up_to`, at or below that partition's offset there. Built from ints only, in
+    parentheses (it is combined with AND); a partition not named takes no rows."""
     if not watermarks:
         return "0"
+    bounds = up_to or {}
     return (
         "("
         + " OR ".join(
-            f"(kafka_partition = {int(partition)} AND kafka_offset > {int(offset)})"
+            f"(kafka_partition = {int(partition)} AND kafka_offset > {int(offset)}"
+            + (f" AND kafka_offset <= {int(bounds[partition])})" if partition in bounds else ")")
             for partition, offset in sorted(watermarks.items())
         )
         + ")"

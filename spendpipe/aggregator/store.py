@@ -145,7 +145,8 @@ class SourceRecord:
 
 @dataclass(frozen=True, slots=True)
 class ParsedIds:
-    """The rows of `PARSED_TABLE` without problems, column by column, in offset order per partition."""
+    """The rows of `PARSED_TABLE` without problems, column by column: those the totals hold
+    already first, then the others, each part in offset order per partition."""
 
     ids: list[bytes]
     """16-byte UUIDs."""
@@ -181,9 +182,12 @@ class Written:
     models: list[str]
     latest_occurred_at: datetime | None
     new: int
-    """How many of them this attempt added to the totals (the rest were there before)."""
+    """How many of them the writer counts now: those this attempt added to the totals, and
+    those an earlier attempt of this writer added without counting them."""
     owned: bool = True
     """Whether the flush's fence still held after its inserts (`ownership`)."""
+    replayed: int = 0
+    """How many of them the totals held before this attempt wrote."""
 
 
 def source_name(topic: str, partition: int) -> str:
@@ -354,10 +358,14 @@ class SpendStore:
             settings=PARSE_SETTINGS,
         )
 
-    def parsed_ids(self) -> ParsedIds:
+    def parsed_ids(self, in_totals: dict[int, int] | None = None) -> ParsedIds:
+        """`in_totals`: the totals' watermark of each partition of the batch. The rows at or below
+        it, which the totals hold already (an earlier attempt counted them, whatever `events`
+        holds), come first, so that the first copy of an id is the one the totals counted."""
+        counted_first = f"{rows_after(in_totals)}, " if in_totals else ""
         table = self._clickhouse.arrow(
             f"SELECT UUIDToNum(event_id) AS id, {ORIGIN_SQL} AS origin, occurred_at "
-            f"FROM {PARSED_TABLE} WHERE empty(problems) ORDER BY kafka_partition, kafka_offset"
+            f"FROM {PARSED_TABLE} WHERE empty(problems) ORDER BY {counted_first}kafka_partition, kafka_offset"
         )
         if not table.num_rows:
             return ParsedIds([], [], None)
@@ -408,17 +416,22 @@ class SpendStore:
         )
 
     def insert_events(
-        self, *, after: dict[int, int], fence: Fence | None = None, watermarks: dict[str, int] | None = None
+        self,
+        *,
+        after: dict[int, int],
+        fence: Fence | None = None,
+        watermarks: dict[str, int] | None = None,
+        up_to: dict[int, int] | None = None,
     ) -> None:
-        """The usable parsed rows past `after` (per partition) into `events`, as one part;
-        nothing when `fence` no longer holds for the partitions of `after`. `watermarks`: the
-        highest offset of each `<topic>:<partition>` the batch advances, which names the insert
-        for deduplication (`insert_token`)."""
+        """The usable parsed rows past `after` (per partition; with `up_to`, at or below its
+        offsets) into `events`, as one part; nothing when `fence` no longer holds for the
+        partitions of `after`. `watermarks`: the highest offset of each `<topic>:<partition>`
+        the insert advances, which names it for deduplication (`insert_token`)."""
         columns = ", ".join(EVENT_COLUMNS)
         condition, parameters = fence_sql(fence, after)
         self._clickhouse.command(
             f"INSERT INTO events ({columns}) SELECT {columns} FROM {PARSED_TABLE} "
-            f"WHERE {self._usable()} AND {rows_after(after)} AND {condition}{self._write_settings}"
+            f"WHERE {self._usable()} AND {rows_after(after, up_to)} AND {condition}{self._write_settings}"
             + more_settings(insert_token("events", after, watermarks or {})),
             parameters,
         )
@@ -432,21 +445,28 @@ class SpendStore:
         return bool(self._clickhouse.rows(f"SELECT {condition}", parameters)[0][0])
 
     def written(
-        self, *, new_after: dict[int, int], fence: Fence | None = None, partitions: Iterable[int] = ()
+        self,
+        *,
+        new_after: dict[int, int],
+        in_totals: dict[int, int] | None = None,
+        fence: Fence | None = None,
+        partitions: Iterable[int] = (),
     ) -> Written:
         """The scopes, models and latest time of every usable row of the batch, how many of them
-        are past `new_after` (per partition: the totals' watermarks before this attempt wrote),
-        and whether `fence` still holds for `partitions` (then it held for every insert before:
-        claims only rise). The scopes come from ClickHouse, by the rollup's fan-out, as two
-        Arrow columns: a batch's attributions read into Python and fanned out there cost about
-        twice the time, most of it holding the GIL (2026-12-02)."""
+        are past `new_after` (per partition: what the writer has not counted yet), how many are
+        at or below `in_totals` (per partition of the batch: the totals' watermarks before this
+        attempt wrote), and whether `fence` still holds for `partitions` (then it held for every
+        insert before: claims only rise). The scopes come from ClickHouse, by the rollup's
+        fan-out, as two Arrow columns: a batch's attributions read into Python and fanned out
+        there cost about twice the time, most of it holding the GIL (2026-12-02)."""
         condition, parameters = fence_sql(fence, partitions)
+        there_before = f"NOT {rows_after(in_totals)}" if in_totals else "0"
         rows = self._clickhouse.rows(
             f"SELECT groupUniqArray(billed_model), max(occurred_at), count(), countIf({rows_after(new_after)}), "
-            f"{condition} FROM {PARSED_TABLE} WHERE {self._usable()}",
+            f"countIf({there_before}), {condition} FROM {PARSED_TABLE} WHERE {self._usable()}",
             parameters,
         )
-        models, latest, count, new, owned = rows[0]
+        models, latest, count, new, replayed, owned = rows[0]
         scopes = self._clickhouse.arrow(scopes_sql(self._usable())) if count and owned else None
         return Written(
             set() if scopes is None else set(map(_scope, scopes.column(0).to_pylist(), scopes.column(1).to_pylist())),
@@ -454,6 +474,7 @@ class SpendStore:
             latest if count else None,
             int(new),
             bool(owned),
+            int(replayed),
         )
 
 

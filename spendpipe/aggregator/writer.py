@@ -19,7 +19,11 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
    record that was itself counted by an earlier attempt (same partition and offset) is not a
    duplicate but a replay: nothing to write, but its scopes are announced again. A copy whose
    content differs is a conflict, dead-lettered. Duplicates and conflicts are listed in the
-   excluded table; nothing else of the batch passes through Python.
+   excluded table; nothing else of the batch passes through Python. The records at or below
+   the totals' watermarks were decided by an earlier attempt, whatever `events` holds (its copy
+   may have failed): they come first in the batch's order, so a copy of one of them is the
+   duplicate on any partition, and a retry copies them into `events` before it counts more
+   (`_copy_counted`).
 3. Insert the totals of the usable parsed events into `spend_totals` (rolled up by ClickHouse,
    see `rollup`), together with one watermark row per partition (the highest offset included),
    in one insert: one part, all or nothing. Then read what the totals hold of the batch (the
@@ -47,7 +51,7 @@ one (whose announcement may never have gone out) put it there.
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import NoReturn
@@ -75,11 +79,12 @@ class DeadLetter:
 @dataclass
 class FlushOutcome:
     counted: int = 0
-    """Events newly in the totals."""
+    """Events in the totals that no outcome of this writer counted before: those this attempt
+    added, and those an earlier attempt added without handing its outcome over."""
     duplicates: int = 0
     """Events dropped because another record with their id was counted before."""
     replayed: int = 0
-    """Records counted by an earlier attempt (a failed flush, a crash before the commit), read again."""
+    """Records the totals held before this attempt (a failed flush, a crash before the commit), read again."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     scopes: set[Scope] = field(default_factory=set)
     """Scopes to announce: those of every event of the batch in the totals, newly or by an
@@ -87,9 +92,9 @@ class FlushOutcome:
     models: set[str] = field(default_factory=set)
     latest_occurred_at: datetime | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-    """Time the write spent in each step: `stage` (1-2), `rollup` (3, and reading what the
-    totals hold of the batch for the announcement, with the ownership check), `events` (4, and
-    the ownership check after it)."""
+    """Time the write spent in each step: `stage` (1-2), `rollup` (on a retry `_copy_counted`,
+    then 3, and reading what the totals hold of the batch for the announcement, with the
+    ownership check), `events` (4, and the ownership check after it)."""
 
 
 Durable = Callable[[FlushOutcome], None]
@@ -110,6 +115,8 @@ class _Sorted:
     excluded: list[tuple[int, int]] = field(default_factory=list)
     conflicts: list[tuple[int, int, str]] = field(default_factory=list)
     """(partition, offset, reason)."""
+    duplicates: int = 0
+    """Copies of an id counted from another record, with the same content."""
 
 
 class BatchWriter:
@@ -142,11 +149,23 @@ class BatchWriter:
         self._late_after_s = max(0.0, dedup_horizon_s - future_allowance_s)
         self._clock = clock
         self._watermarks: _Watermarks | None = None
+        self._uncounted: dict[int, int] = {}
+        """Per partition, the offset past which this writer's totals inserts may have put events
+        in the totals that no outcome has counted yet (the insert raised, or the flush failed
+        before its hand-over): the retry counts them. Kept across `forget_state`, not across a
+        reassignment (`revoked`)."""
 
     def forget_state(self) -> None:
         """Reload watermarks and recent ids from ClickHouse before the next batch: call it
         after partitions were reassigned or a write failed half-way."""
         self._watermarks = None
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """The partitions went to the group again: `forget_state`, and leave what this writer
+        put in their totals uncounted (their next owner may have written past it since)."""
+        self.forget_state()
+        for partition in partitions:
+            self._uncounted.pop(partition, None)
 
     def write(
         self,
@@ -161,28 +180,37 @@ class BatchWriter:
         (step 3): the scopes can be announced then. The outcome returned is the same object,
         with the steps' times added."""
         started = time.perf_counter()
-        highest = (PartitionOffsets.of(records) if offsets is None else offsets).highest
+        offsets = PartitionOffsets.of(records) if offsets is None else offsets
+        highest = offsets.highest
         outcome = FlushOutcome()
         marks = self._load_state()
+        in_totals = _watermarks_of(highest, marks.totals)  # what the totals held before this attempt
+        replay = any(first <= in_totals[partition] for partition, first in offsets.first.items())
         now_s = self._clock()
         store = self._store
         refused = self._parse(records, now_s)
-        parsed = store.parsed_ids()
+        parsed = store.parsed_ids(in_totals if replay else None)  # the usual batch: no record in the totals
         late_before = datetime.fromtimestamp(now_s - self._late_after_s, UTC)
         counted_before = store.first_counts(late_before) if parsed.oldest and parsed.oldest < late_before else {}
-        ordered = self._sort(parsed, counted_before, outcome)
+        ordered = self._sort(parsed, counted_before)
+        outcome.duplicates = ordered.duplicates
         store.exclude(ordered.excluded)
         self._dead_letters(records, refused, ordered.conflicts, outcome)
         staged = time.perf_counter()
-        new_after = self._write_totals(highest, marks, fence, one_minute=parsed.one_minute)
-        written = store.written(new_after=new_after, fence=fence, partitions=highest)
+        self._copy_counted(highest, marks, fence)
+        self._write_totals(highest, marks, fence, one_minute=parsed.one_minute)
+        uncounted = {partition: self._uncounted.get(partition, mark) for partition, mark in in_totals.items()}
+        there = in_totals if replay else None
+        written = store.written(new_after=uncounted, in_totals=there, fence=fence, partitions=highest)
         if not written.owned:
             self._lost(highest)
         outcome.counted = written.new
+        outcome.replayed = written.replayed
         outcome.scopes = written.scopes
         outcome.models = set(written.models)
         outcome.latest_occurred_at = written.latest_occurred_at
         rolled = time.perf_counter()
+        self._counted(highest, marks)
         durable(outcome)
         if self._write_events(highest, marks, fence) and not store.owns(fence, highest):
             self._lost(highest)  # the copy into `events` was fenced: the next owner makes it
@@ -251,8 +279,13 @@ class BatchWriter:
             self._watermarks = marks
         return marks
 
-    def _sort(self, parsed: ParsedIds, counted_before: dict[bytes, bytes], outcome: FlushOutcome) -> _Sorted:
-        """Fresh ids, and the rows not to write: copies of an id counted from another record."""
+    def _sort(self, parsed: ParsedIds, counted_before: dict[bytes, bytes]) -> _Sorted:
+        """Fresh ids, and the rows not to write: copies of an id counted from another record.
+        The first count of an id is the one `events` or the memory holds, else the batch's
+        first record of it in `parsed`'s order, where the records the totals hold already come
+        first: each of those was counted by an earlier attempt (or dropped then as a copy of
+        one counted before it, which the same rule finds again), so a copy of it past the
+        watermarks, even on a lower partition, is the duplicate."""
         ids, origins = parsed.ids, parsed.origins
         # built back to front, so an id twice in the batch keeps its first record
         batch = dict(zip(reversed(ids), reversed(origins), strict=True))
@@ -264,13 +297,11 @@ class BatchWriter:
             first = first_of.get(event_id)
             if first is None:
                 first_of[event_id] = ordered.fresh[event_id] = here
-            elif first == here:
-                outcome.replayed += 1
-            else:
+            elif first != here:  # the same record is a replay: `written` counts those
                 source = Origin.unpack(here)
                 ordered.excluded.append((source.partition, source.offset))
                 if same_content(first, here):
-                    outcome.duplicates += 1
+                    ordered.duplicates += 1
                 else:
                     reason = _conflict(event_id, Origin.unpack(first))
                     ordered.conflicts.append((source.partition, source.offset, reason))
@@ -296,14 +327,16 @@ class BatchWriter:
 
     def _write_totals(
         self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None, *, one_minute: bool
-    ) -> dict[int, int]:
-        """`highest`: each partition's highest offset in the batch. Returns the watermarks the
-        totals had before (per partition of the batch): the rows past them are new in the
-        totals, the rest landed in an earlier attempt. Empty when every record was there already."""
+    ) -> None:
+        """`highest`: each partition's highest offset in the batch. The rows past the totals'
+        watermarks go in; from here until an outcome counts them they are `_uncounted` (an insert
+        that raises may still have landed)."""
         after = _watermarks_of(highest, marks.totals)
         advanced = _past(highest, marks.totals)
         if not advanced:
-            return {}
+            return
+        for partition in advanced:
+            self._uncounted.setdefault(partition, after[partition])
         self._store.insert_totals(
             after=after,
             watermarks={source_name(self._topic, p): offset for p, offset in advanced.items()},
@@ -311,7 +344,36 @@ class BatchWriter:
             one_minute=one_minute,
         )
         marks.totals.update(advanced)
-        return after
+
+    def _counted(self, highest: dict[int, int], marks: _Watermarks) -> None:
+        """The outcome about to be handed over counts every event of the batch in the totals:
+        what this writer left uncounted is counted up to the batch's end."""
+        for partition, offset in highest.items():
+            if partition not in self._uncounted:
+                continue
+            if offset >= marks.totals.get(partition, -1):
+                del self._uncounted[partition]
+            else:  # a shorter batch than the one whose totals landed: the rest is still uncounted
+                self._uncounted[partition] = max(self._uncounted[partition], offset)
+
+    def _copy_counted(self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None) -> None:
+        """Copy into `events`, before this attempt counts anything, the rows of the batch an
+        earlier attempt put in the totals but not in `events` (its copy failed, its process
+        died, or the copy was fenced). The memory of every later attempt then has them: should
+        this attempt fail after its totals too, the next never sees in its batch two records of
+        one id both counted by earlier attempts, one of them dropped then as a copy of the other,
+        which it could not tell apart. A retry only: the usual batch has nothing to copy here."""
+        up_to = {partition: min(offset, marks.totals.get(partition, -1)) for partition, offset in highest.items()}
+        behind = _past(up_to, marks.events)
+        if not behind:
+            return
+        self._store.insert_events(
+            after=_watermarks_of(behind, marks.events),
+            up_to=behind,
+            fence=fence,
+            watermarks={source_name(self._topic, p): offset for p, offset in behind.items()},
+        )
+        marks.events.update(behind)
 
     def _write_events(self, highest: dict[int, int], marks: _Watermarks, fence: Fence | None) -> bool:
         """Whether it inserted (a batch already in `events` needs no insert, and no fence check

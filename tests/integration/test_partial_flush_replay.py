@@ -24,7 +24,12 @@ class CrashBeforeEvents(SpendStore):
     """The process dies right after the totals insert: the events insert never happens."""
 
     def insert_events(
-        self, *, after: dict[int, int], fence: Fence | None = None, watermarks: dict[str, int] | None = None
+        self,
+        *,
+        after: dict[int, int],
+        fence: Fence | None = None,
+        watermarks: dict[str, int] | None = None,
+        up_to: dict[int, int] | None = None,
     ) -> None:
         raise SystemExit("killed between the totals and the events insert")
 
