@@ -99,6 +99,11 @@ class EnforcerService:
         )
         self._overwritten: set[str] = set()
         """Keys whose last record failed verification: their decision is published again."""
+        self._unconfirmed: set[str] = set()
+        """Keys whose last decision's send failed: Kafka may hold it or not, so it stays the one in
+        force and is published again on the tick."""
+        self._sending = asyncio.Lock()
+        """Held from a decision's send to Kafka's acknowledgement: one send at a time."""
         self._signer = settings.signing.signer()
         self._budget_records = BudgetTopic(
             settings.signing.verifier(
@@ -306,34 +311,59 @@ class EnforcerService:
 
     async def _reassert(self) -> None:
         """Publish again, with its own version, the decision of every key a forged record came
-        after; a key this enforcer never decided has nothing to restore."""
+        after, and the decision of every key whose last send failed; a key this enforcer never
+        decided has nothing to restore."""
         keys, self._overwritten = self._overwritten, set()
-        for decision in filter(None, map(self.enforcer.last, sorted(keys))):
+        unconfirmed, self._unconfirmed = self._unconfirmed, set()
+        forged = [d for d in map(self.enforcer.last, sorted(keys)) if d is not None]
+        for decision in forged:
             log.warning(
                 "decision %s v%d published again after a record that failed verification",
                 decision.key,
                 decision.version,
             )
-            await self._send(decision)
-            self.metrics.decisions_reasserted.inc()
+        retried = [d for d in map(self.enforcer.last, sorted(unconfirmed - keys)) if d is not None]
+        for decision in retried:
+            log.warning("decision %s v%d published again: its last send failed", decision.key, decision.version)
+        self.metrics.decisions_reasserted.inc(len(forged))
+        await self._publish(forged + retried)
 
-    async def _send(self, decision: Decision) -> None:
-        key, value = decision.key.encode(), decision.model_dump_json().encode()
-        headers = {name: text.decode() for name, text in self._signer.headers(MESSAGE_TYPE, key, value)}
-        await self._decisions.publish(value, key=key, headers=headers)
+    async def _send(self, decision: Decision) -> bool:
+        """Send `decision` and wait for Kafka's acknowledgement, one send at a time, unless a newer
+        decision of its key replaced it since it was decided (False: not sent). Decisions are
+        decided on the store thread and published by whichever task decided them (a flush's
+        judgement, the tick); without this a flush still sending earlier decisions of its batch
+        could send a key's older decision after the tick sent the newer one, and compaction (last
+        record per key wins) would hand the older one to gateways that start later. Versions only
+        grow, so what each send carries is its key's newest decision: per key the topic's order is
+        the version order, and the newest is sent by the task that decided it (or, after its send
+        failed, by the tick)."""
+        async with self._sending:
+            newest = self.enforcer.last(decision.key)
+            if newest is not None and newest.version > decision.version:
+                log.info("decision %s v%d not sent: v%d replaced it", decision.key, decision.version, newest.version)
+                return False
+            log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
+            key, value = decision.key.encode(), decision.model_dump_json().encode()
+            headers = {name: text.decode() for name, text in self._signer.headers(MESSAGE_TYPE, key, value)}
+            await self._decisions.publish(value, key=key, headers=headers)
+            return True
 
     async def _publish(self, decisions: list[Decision]) -> None:
-        """Publish in order; a decision Kafka did not take is retracted so it is decided again."""
+        """Publish in order. A send that fails leaves unknown whether Kafka holds the decision (a
+        request that timed out may have been stored, read back, applied by gateways): it is not
+        taken back but stays the one in force, and it and the rest of the batch are published
+        again on the tick until Kafka acknowledges them. Taking it back could forget a block
+        gateways hold: the enforcer would then see nothing to lift when the cap is raised."""
         for n, decision in enumerate(decisions):
-            log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
             try:
-                await self._send(decision)
+                sent = await self._send(decision)
             except Exception:
                 self.metrics.decision_failures.inc(len(decisions) - n)
-                for unsent in decisions[n:]:
-                    self.enforcer.retract(unsent)
+                self._unconfirmed.update(unsent.key for unsent in decisions[n:])
                 raise
-            self.metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()
+            if sent:
+                self.metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()
 
 
 def _declared_budget(scope: str, value: bytes | None) -> Budget | None:

@@ -4,7 +4,8 @@ store thread.
 
 A decision is published only when it changes what gateways should do: a new block, a block
 with a different window, cap or expiry, or the lifting of a block. Versions grow per key and
-never go back, also across restarts: the service first reads the decisions topic back.
+never go back, also across restarts: the service first reads the decisions topic back. A
+decision whose send failed is not taken back (Kafka may hold it): the service sends it again.
 """
 
 import threading
@@ -65,7 +66,6 @@ class Enforcer:
         self._lock = threading.Lock()
         self._last = LatestDecisions()
         self._alerted: set[str] = set()
-        self._replaced: dict[str, Decision] = {}
 
     def remember(self, decision: Decision) -> None:
         """Take a decision read back from the topic (the highest version wins)."""
@@ -150,17 +150,6 @@ class Enforcer:
         orphans = [d for d in blocks if d.key not in judged]
         rejudged = self.evaluate(targets) + self.evaluate_rates(limits)
         return rejudged + self.lift(orphans, "its budget no longer applies")
-
-    def retract(self, decision: Decision) -> None:
-        """Take back a decision that could not be published: the one before it stands again,
-        so the next evaluation decides anew."""
-        with self._lock:
-            if self._last.get(decision.key) != decision:
-                return
-            previous = self._replaced.pop(decision.key, None)
-            self._last.forget(decision.key)
-            if previous is not None:
-                self._last.offer(previous)
 
     def soft_budget_alerts(self, scopes: Iterable[Scope]) -> list[SoftBudgetAlert]:
         """An alert for each scope whose spend reached its soft budget in the current window,
@@ -295,8 +284,6 @@ class Enforcer:
                 expires_at=expires,
                 decided_at=datetime.fromtimestamp(now, UTC),
             )
-            if last is not None:
-                self._replaced[key] = last
             self._last.offer(decision)  # its version is above the last one's
             return decision
 

@@ -27,7 +27,7 @@ class EnforcerMetrics:
         )
         self.decision_failures = Counter(
             "spendpipe_enforcer_decision_publish_failures",
-            "Decisions Kafka did not take (retracted, decided again)",
+            "Decision sends Kafka did not acknowledge (kept in force, published again on the tick)",
             registry=registry,
         )
         self.alerts_published = Counter(

@@ -323,18 +323,6 @@ def test_reconcile_lifts_member_blocks_when_the_team_raises_its_member_cap() -> 
     assert [(d.key, d.blocked) for d in decisions] == [("team_member:eng/alice", False)]
 
 
-def test_a_decision_that_could_not_be_published_is_decided_again() -> None:
-    enforcer, reader, _ = setup(DAILY_TEN)
-    reader.spends |= {"team:eng": Decimal(10)}
-    (block,) = enforcer.evaluate_scopes([ENG])
-
-    enforcer.retract(block)
-
-    assert enforcer.blocks() == []
-    (again,) = enforcer.evaluate_scopes([ENG])
-    assert again.blocked
-
-
 def test_evaluate_all_budgets_judges_every_direct_target() -> None:
     enforcer, reader, _ = setup(DAILY_TEN, {"scope": "user:bob", "max_budget": 1})
     reader.spends |= {"team:eng": Decimal(3), "user:bob": Decimal(1)}

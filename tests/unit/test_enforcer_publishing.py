@@ -1,0 +1,191 @@
+"""The enforcer service publishing decisions, alone: per key the decisions topic holds them in
+version order whichever task sends them, and a decision whose send failed stays in force and is
+sent again. The FastStream broker is wired but never started: its publisher is replaced by a
+double that records what reaches the topic, the store runs each call in line, and the spend is
+read from a dict."""
+
+import asyncio
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from faststream.kafka import KafkaBroker
+
+from spendpipe.contracts.budgets import Budget
+from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.scopes import Scope
+from spendpipe.enforcer.app import EnforcerService
+from spendpipe.enforcer.settings import EnforcerSettings
+from spendpipe.enforcer.targets import Target
+from spendpipe.gateway.blocks.blocklist import BlockList
+from spendpipe.platform.signing.settings import SigningSettings
+from spendpipe.store.totals import Measurement
+
+ENG, OTHER = Scope.parse("team:eng"), Scope.parse("team:a")
+
+
+class Spend:
+    def __init__(self, spend: dict[str, Decimal]) -> None:
+        self.spend = spend
+
+    def measure_many(self, targets: Iterable[Target], now: int) -> list[list[Measurement]]:
+        return [[Measurement(cap, self.spend[str(t.scope)], None) for cap in t.caps] for t in targets]
+
+    def spent_since(self, targets: list[Target], since: int) -> list[Decimal]:
+        return [Decimal(0)] * len(targets)
+
+
+class InlineStore:
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        return call(*args)
+
+
+def service_spending(spend: dict[str, Decimal], clock: list[float]) -> EnforcerService:
+    """A service whose every scope in `spend` has a lifetime cap of 10."""
+    settings = EnforcerSettings(signing=SigningSettings(required=False))
+    service = EnforcerService(settings=settings, broker=KafkaBroker("127.0.0.1:9"), clickhouse=InlineStore())  # type: ignore[arg-type]
+    service.enforcer._clock = lambda: clock[0]
+    service.enforcer._reader = Spend(spend)  # type: ignore[assignment]
+    for scope in spend:
+        service.enforcer.book.put(Budget(scope=scope, max_budget=Decimal(10)))
+    service.ready.set()
+    return service
+
+
+def raise_cap(service: EnforcerService, scope: str) -> None:
+    """What `_on_budget` does with a raised budget read from the topic: the tick judges it."""
+    service.enforcer.book.put(Budget(scope=scope, max_budget=Decimal(100), version=2))
+    service._pending_scopes.add(scope)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Let the other tasks run until `condition` holds (they never wait on time here)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+async def test_a_keys_decisions_reach_the_topic_in_version_order_whichever_task_sends_them() -> None:
+    clock = [1_000_000.0]
+    service = service_spending({"team:a": Decimal(50), "team:eng": Decimal(15)}, clock)
+    topic: list[Decision] = []
+    first_ack = asyncio.Event()
+
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+        topic.append(Decision.model_validate_json(value))  # in the log once sent; the ack comes later
+        if len(topic) == 1:
+            await first_ack.wait()
+
+    service._decisions.publish = publish  # type: ignore[method-assign,assignment]
+    # a flush judges both scopes (two blocks) and waits for the ack of the first
+    flush = asyncio.create_task(service._judge([OTHER, ENG]))
+    await until(lambda: len(topic) == 1)
+    block = service.enforcer.last("team:eng")
+    assert block is not None
+    assert block.blocked
+    # meanwhile team:eng's cap is raised and the tick decides its unblock, a newer version
+    clock[0] += 1
+    raise_cap(service, "team:eng")
+    tick = asyncio.create_task(service._apply_budget_changes())
+    await until(lambda: (d := service.enforcer.last("team:eng")) is not None and not d.blocked)
+    first_ack.set()
+    await asyncio.gather(flush, tick)
+
+    eng = [d.version for d in topic if d.key == "team:eng"]
+    assert eng == sorted(eng), "team:eng's decisions reached the topic out of version order"
+    compacted = {d.key: d for d in topic}  # the last record per key: what a gateway starting later reads
+    assert compacted["team:eng"] == service.enforcer.last("team:eng")
+    cold = BlockList()
+    for decision in compacted.values():
+        cold.apply(decision)
+    assert cold.blocking(["team:eng"]) is None
+    assert cold.blocking(["team:a"]) is not None
+
+
+async def test_a_decision_on_its_way_to_the_broker_is_not_overtaken_by_a_newer_one() -> None:
+    clock = [1_000_000.0]
+    service = service_spending({"team:eng": Decimal(15)}, clock)
+    topic: list[Decision] = []
+    entered, through = asyncio.Event(), asyncio.Event()
+
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+        if not entered.is_set():  # the first record is held up before it reaches the log
+            entered.set()
+            await through.wait()
+        topic.append(Decision.model_validate_json(value))
+
+    service._decisions.publish = publish  # type: ignore[method-assign,assignment]
+    flush = asyncio.create_task(service._judge([ENG]))  # the block, newest of its key when sent
+    await entered.wait()
+    clock[0] += 1
+    raise_cap(service, "team:eng")
+    tick = asyncio.create_task(service._apply_budget_changes())
+    await until(lambda: (d := service.enforcer.last("team:eng")) is not None and not d.blocked)
+    through.set()
+    await asyncio.gather(flush, tick)
+
+    assert [d.blocked for d in topic] == [True, False]
+    assert topic[-1] == service.enforcer.last("team:eng")
+
+
+async def test_a_send_that_failed_after_kafka_stored_it_leaves_the_block_in_force_and_liftable() -> None:
+    clock = [1_000_000.0]
+    service = service_spending({"team:eng": Decimal(15)}, clock)
+    gateway, topic, failing = BlockList(), list[Decision](), [True]
+
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+        decision = Decision.model_validate_json(value)
+        topic.append(decision)  # the broker stored it, gateways apply it
+        gateway.apply(decision)
+        service.enforcer.remember(decision)  # and the enforcer's decisions follower reads it back
+        if failing[0]:
+            raise TimeoutError("no acknowledgement within request_timeout_ms")
+
+    service._decisions.publish = publish  # type: ignore[method-assign,assignment]
+    with pytest.raises(TimeoutError):
+        await service._judge([ENG])
+    failing[0] = False
+    assert gateway.blocking(["team:eng"]) is not None
+    block = service.enforcer.last("team:eng")
+    assert block is not None, "the enforcer forgot a block gateways hold"
+    assert block.blocked
+
+    clock[0] += 1
+    raise_cap(service, "team:eng")
+    await service._apply_budget_changes()
+
+    assert gateway.blocking(["team:eng"]) is None, "raising the cap did not lift the block"
+    assert not topic[-1].blocked
+
+
+async def test_decisions_whose_send_failed_are_published_again_on_the_tick() -> None:
+    clock = [1_000_000.0]
+    service = service_spending({"team:a": Decimal(50), "team:eng": Decimal(15)}, clock)
+    topic: list[Decision] = []
+    failing = [True]
+
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+        if failing[0]:
+            raise TimeoutError("the broker is unreachable")  # Kafka took nothing
+        topic.append(Decision.model_validate_json(value))
+
+    service._decisions.publish = publish  # type: ignore[method-assign,assignment]
+    with pytest.raises(TimeoutError):
+        await service._judge([OTHER, ENG])
+    assert topic == []
+    with pytest.raises(TimeoutError):
+        await service._reassert()  # the tick, while Kafka still takes nothing
+    assert topic == []
+
+    failing[0] = False
+    await service._reassert()  # the next tick
+
+    assert sorted((d.key, d.blocked) for d in topic) == [("team:a", True), ("team:eng", True)]
+    assert [d.key for d in service.enforcer.blocks()] == ["team:a", "team:eng"]
+    # the next judgement finds nothing new to publish, and the next tick nothing to send again
+    await service._judge([OTHER, ENG])
+    await service._reassert()
+    assert len(topic) == 2
