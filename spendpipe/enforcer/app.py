@@ -17,7 +17,9 @@ read back count only when an accepted writer key signed them (`platform/signing`
 decision read back cannot push the versions the enforcer continues from. The enforcer keeps
 following its decisions topic; when a record that fails verification lands on a key it holds a
 decision for, the tick publishes that decision again, so the topic's last record for the key is
-genuine and compaction (last record per key wins) keeps it for readers that start later.
+genuine and compaction (last record per key wins) keeps it for readers that start later. At
+start it publishes again, signed with its current key, every block read back that another key
+signed: after a key rotation, readers that no longer accept the old key keep the blocks in force.
 """
 
 import asyncio
@@ -39,6 +41,7 @@ from spendpipe.contracts.declared_budgets import DECLARABLE_SCOPES
 from spendpipe.contracts.declared_budgets import MESSAGE_TYPE as DECLARED_TYPE
 from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.scopes import Scope
+from spendpipe.contracts.signatures import KEY_ID_HEADER
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.enforcer.budget_gauges import BudgetGauges
 from spendpipe.enforcer.enforcer import Enforcer
@@ -95,8 +98,10 @@ class EnforcerService:
             message_type=DECLARED_TYPE, topic=settings.topics.declared_budgets, rejected=self.metrics.records_rejected
         )
         self._decisions_read = CompactedTopicReader(
-            kafka=settings.kafka, topic=settings.topics.decisions, on_record=self._on_decision
+            kafka=settings.kafka, topic=settings.topics.decisions, on_record=self._on_decision_read
         )
+        self._signed_by_others: set[str] = set()
+        """Keys whose last record read back at start another key than the enforcer's signed."""
         self._overwritten: set[str] = set()
         """Keys whose last record failed verification: their decision is published again."""
         self._unconfirmed: set[str] = set()
@@ -167,6 +172,7 @@ class EnforcerService:
         self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
         await self._decisions_read.start()
         await self._decisions_read.catch_up()
+        resigned = self._blocks_signed_by_others()
         await self._read_back(self._settings.topics.alerts, self._on_alert)
         await self._read_back(self._settings.topics.leases, self.leases.on_past_grant)
         self.leases.resume()
@@ -174,6 +180,7 @@ class EnforcerService:
         self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
+        await self._publish(resigned)  # those decided again since are not sent (`_send`)
         self._tasks = [
             asyncio.create_task(self._follow(self._budgets), name="enforcer-budgets"),
             asyncio.create_task(self._follow(self._declared), name="enforcer-declared-budgets"),
@@ -364,6 +371,25 @@ class EnforcerService:
                 raise
             if sent:
                 self.metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()
+
+    def _on_decision_read(self, record: TopicRecord) -> None:
+        """Note, while reading back at start, whether the enforcer's current key signed each key's
+        last record; then take the record."""
+        if not self.ready.is_set() and self._signer.key_id is not None:
+            key = (record.key or b"").decode(errors="replace")
+            if dict(record.headers or ()).get(KEY_ID_HEADER, b"").decode(errors="replace") == self._signer.key_id:
+                self._signed_by_others.discard(key)
+            else:
+                self._signed_by_others.add(key)
+        self._on_decision(record)
+
+    def _blocks_signed_by_others(self) -> list[Decision]:
+        """The blocks read back whose record another key signed: after the enforcer's key was
+        rotated they are published again at start (same version, a no-op for readers that hold
+        them), signed with the current key, so that readers keep them once the old public key is
+        removed. Nothing else re-signs a block in force: it is decided again only when it changes."""
+        keys, self._signed_by_others = self._signed_by_others, set()
+        return [decision for decision in self.enforcer.blocks() if decision.key in keys]
 
 
 def _declared_budget(scope: str, value: bytes | None) -> Budget | None:

@@ -261,13 +261,15 @@ async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKe
             assert service.enforcer.book.get(SCOPE) is not None  # budgets the old key signed still count
             lifted, again = await lift_and_block_again(stack.admin(new.settings(old, new)), plugin)
 
-    # then the gateway followed every decision, the latest ones signed by the new key
+    # then the gateway followed every decision, the latest ones signed by the new key (the
+    # block in force first: the enforcer published it again at start, signed with its new key)
     assert blocked.version < lifted.version < again.version
-    records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
+    records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=4)
     assert [key_id_of(r.headers) for r in records] == [
         *[old.settings().signer().key_id] * 1,
-        *[new.settings().signer().key_id] * 2,
+        *[new.settings().signer().key_id] * 3,
     ]
+    assert [Decision.model_validate_json(r.value or b"").version for r in records[:2]] == [blocked.version] * 2
     # and once the old key is retired, a fresh gateway holding only the new one still refuses the scope
     only_new = reader_settings(new)
     with started_gateway(stack, tmp_path / "spool-2", only_new) as fresh:
@@ -281,6 +283,36 @@ async def test_key_rotation_keeps_enforcing(stack: Stack, signing_keys: WriterKe
             what="the old key's decision dropped",
         )
         assert rejected_old == {"unknown_key": 1.0}
+
+
+async def test_a_block_in_force_outlives_the_retired_key_that_signed_it(
+    stack: Stack, signing_keys: WriterKey, tmp_path: Path
+) -> None:
+    old, new = signing_keys, WriterKey.generate()
+    # given a scope blocked under the old key
+    await asyncio.to_thread(stack.admin(old.settings(old, new)).set, BUDGET)
+    with started_gateway(stack, tmp_path / "spool", reader_settings(old, new)) as plugin:
+        async with stack.enforcer(old.settings(old, new)):
+            blocked = await blocked_by_spend(stack, plugin)
+
+    # when the enforcer switches to the new key, with nothing to decide anew (same cap, same spend)
+    new_id = new.settings().signer().key_id
+    async with stack.enforcer(new.settings(old, new)) as service:
+        assert service.enforcer.last(SCOPE) == blocked
+        # then it publishes the block again, same version, signed with the new key
+        resigned = await eventually(
+            lambda: last_record(stack, SCOPE),
+            lambda r: r is not None and key_id_of(r.headers) == new_id,
+            within=10,
+            what="the block signed with the new key",
+        )
+        assert Decision.model_validate_json(resigned.value or b"") == blocked
+
+    # and once the old key is retired, a gateway that starts with only the new one refuses the scope
+    with started_gateway(stack, tmp_path / "spool-2", reader_settings(new)) as fresh:
+        assert await eventually(
+            lambda: fresh.blocklist.blocking([SCOPE]), bool, within=15, what="blocked at a new-key-only gateway"
+        )
 
 
 async def test_unsigned_records_are_counted_and_logged_once_per_writer(

@@ -68,6 +68,19 @@ async def until(condition: Callable[[], bool]) -> None:
     raise AssertionError("the condition never held")
 
 
+async def unblock_meanwhile(
+    service: EnforcerService, clock: list[float], flush: "asyncio.Task[None]", held: asyncio.Event
+) -> None:
+    """While `flush` is held up sending, team:eng's cap is raised and the tick decides its
+    unblock (a newer version); then `held` lets the flush go on, and both finish."""
+    clock[0] += 1
+    raise_cap(service, "team:eng")
+    tick = asyncio.create_task(service._apply_budget_changes())
+    await until(lambda: (d := service.enforcer.last("team:eng")) is not None and not d.blocked)
+    held.set()
+    await asyncio.gather(flush, tick)
+
+
 async def test_a_keys_decisions_reach_the_topic_in_version_order_whichever_task_sends_them() -> None:
     clock = [1_000_000.0]
     service = service_spending({"team:a": Decimal(50), "team:eng": Decimal(15)}, clock)
@@ -87,12 +100,7 @@ async def test_a_keys_decisions_reach_the_topic_in_version_order_whichever_task_
     assert block is not None
     assert block.blocked
     # meanwhile team:eng's cap is raised and the tick decides its unblock, a newer version
-    clock[0] += 1
-    raise_cap(service, "team:eng")
-    tick = asyncio.create_task(service._apply_budget_changes())
-    await until(lambda: (d := service.enforcer.last("team:eng")) is not None and not d.blocked)
-    first_ack.set()
-    await asyncio.gather(flush, tick)
+    await unblock_meanwhile(service, clock, flush, first_ack)
 
     eng = [d.version for d in topic if d.key == "team:eng"]
     assert eng == sorted(eng), "team:eng's decisions reached the topic out of version order"
@@ -120,12 +128,7 @@ async def test_a_decision_on_its_way_to_the_broker_is_not_overtaken_by_a_newer_o
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     flush = asyncio.create_task(service._judge([ENG]))  # the block, newest of its key when sent
     await entered.wait()
-    clock[0] += 1
-    raise_cap(service, "team:eng")
-    tick = asyncio.create_task(service._apply_budget_changes())
-    await until(lambda: (d := service.enforcer.last("team:eng")) is not None and not d.blocked)
-    through.set()
-    await asyncio.gather(flush, tick)
+    await unblock_meanwhile(service, clock, flush, through)
 
     assert [d.blocked for d in topic] == [True, False]
     assert topic[-1] == service.enforcer.last("team:eng")
