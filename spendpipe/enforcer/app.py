@@ -10,7 +10,13 @@ Start-up order matters: budgets first (what to enforce: the operators', then tho
 objects declare, which apply where an operator set none), then the decisions topic (so versions
 continue where they were and no block is forgotten), then one evaluation of every budget, and
 only then flush announcements and the tick. `not_ready()` (for /readyz) says which step it is
-on until that is done.
+on until that is done; after that, it says so while the last tick failed or a followed topic is
+being read again after a failure.
+
+Bad input never stops it: a record that cannot be used (not a scope, not a budget or decision
+this version reads) is skipped, logged and counted in `records_rejected` (`unreadable`); each
+step of the tick runs even when one before it failed, and a follower whose reconnect fails
+tries again with a growing backoff until the service stops.
 
 Every decision goes out signed with the enforcer's key; budgets (tombstones too) and decisions
 read back count only when an accepted writer key signed them (`platform/signing`): a forged
@@ -46,7 +52,7 @@ from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.enforcer.budget_gauges import BudgetGauges
 from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.lease_service import LeaseService
-from spendpipe.enforcer.metrics import EnforcerMetrics
+from spendpipe.enforcer.metrics import TICK_STEPS, EnforcerMetrics
 from spendpipe.enforcer.rate_reader import RateReader
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import BudgetBook
@@ -60,6 +66,8 @@ log = logging.getLogger(__name__)
 
 FLUSHES_PER_JUDGEMENT = 500
 """Most flush announcements judged together (all of them while the enforcer is behind)."""
+FOLLOW_RETRY_S = (1.0, 30.0)
+"""A failed follower's first wait before reading its topic again, and the most it grows to."""
 
 
 class EnforcerService:
@@ -88,6 +96,8 @@ class EnforcerService:
         self.metrics.watch(self.budget_gauges)
         self._pending_scopes: set[str] = set()
         self._deleted_scopes: set[str] = set()
+        self._trouble: dict[str, str] = {}
+        """Once started, what keeps it from being ready, by part: `tick`, or a followed topic."""
         self._budgets = CompactedTopicReader(
             kafka=settings.kafka, topic=settings.topics.budgets, on_record=self._on_budget
         )
@@ -158,8 +168,11 @@ class EnforcerService:
         )
 
     def not_ready(self) -> str | None:
-        """None once started, else the start-up step it is on (read from the ops server's thread)."""
-        return None if self.ready.is_set() else self._stage
+        """The start-up step it is on; once started, None unless its last tick failed or a
+        topic it follows is being read again after a failure (read from the ops server's thread)."""
+        if not self.ready.is_set():
+            return self._stage
+        return "; ".join(sorted(self._trouble.values())) or None
 
     async def start(self) -> None:
         self._stage = "checking the store's calendar"
@@ -177,32 +190,47 @@ class EnforcerService:
         await self._read_back(self._settings.topics.leases, self.leases.on_past_grant)
         self.leases.resume()
         self._pending_scopes.clear()
+        topics = self._settings.topics
         self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         await self._publish(resigned)  # those decided again since are not sent (`_send`)
         self._tasks = [
-            asyncio.create_task(self._follow(self._budgets), name="enforcer-budgets"),
-            asyncio.create_task(self._follow(self._declared), name="enforcer-declared-budgets"),
-            asyncio.create_task(self._follow(self._decisions_read), name="enforcer-decisions"),
+            asyncio.create_task(self._follow(self._budgets, topics.budgets), name="enforcer-budgets"),
+            asyncio.create_task(
+                self._follow(self._declared, topics.declared_budgets), name="enforcer-declared-budgets"
+            ),
+            asyncio.create_task(self._follow(self._decisions_read, topics.decisions), name="enforcer-decisions"),
             asyncio.create_task(self._tick(), name="enforcer-tick"),
             asyncio.create_task(self._refresh_budget_gauges(), name="enforcer-budget-gauges"),
         ]
         self.ready.set()
         log.info("enforcer ready: %d blocks in force", len(self.enforcer.blocks()))
 
-    async def _follow(self, reader: CompactedTopicReader) -> None:
+    async def _follow(self, reader: CompactedTopicReader, topic: str) -> None:
         """Follow budgets or decisions for as long as the service runs; after a failure, read the
-        topic again from the beginning (applying a budget or a decision twice changes nothing)."""
+        topic again from the beginning (applying a budget or a decision twice changes nothing).
+        Reading it again is retried, with a backoff that grows up to `FOLLOW_RETRY_S`, until it
+        succeeds: a broker still down when the first retry comes never ends the follower."""
+        backoff = FOLLOW_RETRY_S[0]
+        started = True  # `start()` read it to its end
         while True:
             try:
+                if not started:
+                    await reader.start()
+                    await reader.catch_up()
+                    started, backoff = True, FOLLOW_RETRY_S[0]
+                    self._trouble.pop(topic, None)
+                    log.info("reading %s again: caught up", topic)
                 await reader.follow()
-            except Exception:
-                log.exception("reading a topic failed; reading it again from the beginning")
-                await reader.stop()
-                await asyncio.sleep(1)
-                await reader.start()
-                await reader.catch_up()
+            except Exception as error:
+                log.exception("reading %s failed; reading it again from the beginning in %gs", topic, backoff)
+                self.metrics.follow_failures.labels(topic).inc()
+                self._trouble[topic] = f"reading {topic} again after a failure: {error!r}"
+                started = False
+                await _stop_quietly(reader, topic)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, FOLLOW_RETRY_S[1])
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -258,8 +286,13 @@ class EnforcerService:
         object can declare, each under its own record key."""
         if not self._declared_verifier.accepts(record):
             return
-        scope = (record.key or b"").decode(errors="replace")
+        scope = _scope_key(record)
+        if scope is None:  # nothing was ever declared under it: there is nothing to withdraw
+            self._declared_verifier.refuse("unreadable", record)
+            return
         budget = _declared_budget(scope, record.value)
+        if budget is None and record.value is not None:
+            self._declared_verifier.refuse("unreadable", record)
         if budget is None:
             self.enforcer.book.undeclare(scope)
         else:
@@ -267,29 +300,59 @@ class EnforcerService:
         self._pending_scopes.add(scope)
 
     def _on_decision(self, record: TopicRecord) -> None:
+        """A decision read back; one this version cannot read (another schema, a scope type it
+        does not know) is skipped, logged and counted: it could never be judged again."""
         if not self._decision_verifier.accepts(record):
             self._overwritten.add((record.key or b"").decode(errors="replace"))
-        elif record.value is not None:
-            self.enforcer.remember(Decision.model_validate_json(record.value))
+            return
+        if record.value is None:
+            return
+        try:
+            decision = Decision.model_validate_json(record.value)
+            Scope.parse(decision.scope)
+        except ValueError as error:  # pydantic's ValidationError is one
+            log.error("ignoring an unreadable decision under %r: %s", record.key, error)
+            self._decision_verifier.refuse("unreadable", record)
+            return
+        self.enforcer.remember(decision)
 
     def _on_alert(self, record: TopicRecord) -> None:
-        self.enforcer.remember_alert((record.key or b"").decode())
+        try:
+            key = (record.key or b"").decode()
+        except UnicodeDecodeError as error:  # not an alert's key: no alert is ever sent under it
+            log.error("ignoring an alert read back under the key %r: %s", record.key, error)
+            return
+        self.enforcer.remember_alert(key)
 
     async def _read_back(self, topic: str, on_record: OnRecord) -> None:
         """Read a topic to its end once: what this enforcer (or its predecessor) already said."""
         await read_to_end(kafka=self._settings.kafka, topic=topic, on_record=on_record)
 
     async def _tick(self) -> None:
+        """Every step runs on every tick: one that fails (logged, counted in `tick_failures`,
+        tried again on the next tick) does not keep the others, such as the unblock at a window
+        reset, from running. A tick that fails leaves the service not ready until one succeeds."""
         interval = self._settings.tick_interval_ms / 1000
         while True:
-            try:
-                await self._apply_budget_changes()
-                await self.leases.after_budget_changes()
-                await self._publish(await self._clickhouse.run(self.enforcer.evaluate_due))
-                await self._reassert()
-            except Exception:
-                log.exception("enforcer tick failed; retrying")
+            steps = (self._apply_budget_changes, self.leases.after_budget_changes, self._window_resets, self._reassert)
+            failed = []
+            for name, step in zip(TICK_STEPS, steps, strict=True):
+                try:
+                    await step()
+                except Exception as error:
+                    log.exception("enforcer tick: %s failed; tried again on the next tick", name)
+                    self.metrics.tick_failures.labels(name).inc()
+                    failed.append(f"{name}: {error!r}")
+            if failed:
+                self._trouble["tick"] = f"the last tick failed ({'; '.join(failed)})"
+            else:
+                self._trouble.pop("tick", None)
+                self.metrics.last_tick.set_to_current_time()
             await asyncio.sleep(interval)
+
+    async def _window_resets(self) -> None:
+        """Re-judge the blocks whose window has reset: the unblock needs no traffic."""
+        await self._publish(await self._clickhouse.run(self.enforcer.evaluate_due))
 
     async def _refresh_budget_gauges(self) -> None:
         while True:
@@ -307,8 +370,10 @@ class EnforcerService:
         # right after being raised could stay unblocked)
         pending, self._pending_scopes = self._pending_scopes, set()
         deleted, self._deleted_scopes = self._deleted_scopes, set()
+        scopes = _parsed(pending)  # one that is no scope is dropped (logged), not kept failing
+        pending = {str(scope) for scope in scopes}
         try:
-            await self._judge([Scope.parse(scope) for scope in pending])
+            await self._judge(scopes)
             await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
         except BaseException:
             # the next tick tries these again
@@ -390,6 +455,40 @@ class EnforcerService:
         removed. Nothing else re-signs a block in force: it is decided again only when it changes."""
         keys, self._signed_by_others = self._signed_by_others, set()
         return [decision for decision in self.enforcer.blocks() if decision.key in keys]
+
+
+async def _stop_quietly(reader: CompactedTopicReader, topic: str) -> None:
+    """Close a failed reader; a failure closing it is logged, and its next `start()` opens anew."""
+    try:
+        await reader.stop()
+    except Exception:
+        log.exception("closing the failed reader of %s failed", topic)
+
+
+def _parsed(scopes: set[str]) -> list[Scope]:
+    """The scopes `scopes` names; one that is no scope is left out, logged."""
+    parsed = []
+    for text in scopes:
+        try:
+            parsed.append(Scope.parse(text))
+        except ValueError as error:
+            log.error("dropping the budget change of %r: %s", text, error)
+    return parsed
+
+
+def _scope_key(record: TopicRecord) -> str | None:
+    """The scope a record's key names, as a budget writes it (`team:eng`, `global`); None (logged)
+    for a key that is not one: no budget can be declared or withdrawn under it."""
+    key = (record.key or b"").decode(errors="replace")
+    try:
+        scope = str(Scope.parse(key))
+    except ValueError as error:
+        log.error("ignoring a declared budget under the key %r: %s", key, error)
+        return None
+    if scope != key:
+        log.error("ignoring a declared budget under the key %r: the scope is written %r", key, scope)
+        return None
+    return scope
 
 
 def _declared_budget(scope: str, value: bytes | None) -> Budget | None:

@@ -1,7 +1,10 @@
 """The enforcer's Prometheus metrics, on a registry the caller chooses."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
+
+TICK_STEPS = ("budget_changes", "leases", "window_resets", "reassert")
+"""The tick's steps, in order (`EnforcerService._tick`): one failing does not skip the others."""
 
 
 class EnforcerMetrics:
@@ -47,6 +50,26 @@ class EnforcerMetrics:
         self.decisions_reasserted = Counter(
             "spendpipe_enforcer_decisions_reasserted",
             "Decisions published again because a record that failed verification came after them on their key",
+            registry=registry,
+        )
+
+        self.tick_failures = Counter(
+            "spendpipe_enforcer_tick_failures",
+            "Tick steps that failed (retried on the next tick): budget_changes, leases, window_resets, reassert",
+            ["step"],
+            registry=registry,
+        )
+        for step in TICK_STEPS:
+            self.tick_failures.labels(step)
+        self.last_tick = Gauge(
+            "spendpipe_enforcer_last_tick_timestamp_seconds",
+            "Unix time of the enforcer's last tick whose every step succeeded; 0 before the first",
+            registry=registry,
+        )
+        self.follow_failures = Counter(
+            "spendpipe_enforcer_follow_failures",
+            "Failures reading a followed topic (budgets, declared budgets, decisions), each read again after a backoff",
+            ["topic"],
             registry=registry,
         )
 

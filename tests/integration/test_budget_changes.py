@@ -8,13 +8,16 @@ from decimal import Decimal
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.alerts import MESSAGE_TYPE as ALERT_TYPE
 from spendpipe.contracts.alerts import SoftBudgetAlert
+from spendpipe.contracts.declared_budgets import MESSAGE_TYPE as DECLARED_TYPE
 from spendpipe.contracts.topics import message_type
+from spendpipe.enforcer.metrics import TICK_STEPS
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist, latest
 from tests.support.pipeline import ManualClock, produce, read_topic, running_pipeline
+from tests.support.signing import signing_from_environment, write_records
 from tests.support.waiting import eventually
 
 
@@ -65,3 +68,35 @@ async def test_soft_budget_alerts_once_and_cap_changes_apply_live(
     assert (alerts[0].scope, alerts[0].soft_budget, alerts[0].window) == ("team:eng", Decimal("0.5"), "1mo")
     assert alerts[0].spend >= Decimal("0.60")
     assert alerts[0].window_start == datetime(2026, 6, 1, tzinfo=UTC)
+
+
+async def test_a_declared_budget_under_a_key_that_is_no_scope_stops_no_budget_change(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    """A withdrawal under a key that is no scope (a newer gateway's scope type, or anyone holding a
+    gateway's key) is refused and counted, and the tick goes on: a raised cap still lifts its block."""
+    topics = await make_topics(kafka_broker)
+    clock = ManualClock(datetime(2026, 6, 15, 12, tzinfo=UTC))
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    budget = {"scope": "team:eng", "max_budget": "1.00", "budget_duration": "1mo"}
+    await asyncio.to_thread(admin.set, budget)
+    aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings)
+    spend = make_event(occurred_at=at(clock()), cost=Decimal("1.10"), team_id="eng").to_json()
+
+    with following_blocklist(kafka_broker, topics.decisions) as gateway:
+        async with running_pipeline(aggregator, enforcer, clickhouse, clock) as service:
+            await produce(kafka_broker, topics.events, [spend])
+            await eventually(lambda: latest(gateway, "team:eng"), lambda d: d and d.blocked, within=30, what="block")
+
+            headers = signing_from_environment().signer().headers(DECLARED_TYPE, b"project:p1", None)
+            await write_records(kafka_broker, topics.declared_budgets, [(b"project:p1", None, headers)])
+            refused = service.metrics.records_rejected.labels(topic=topics.declared_budgets, reason="unreadable")
+            await eventually(refused._value.get, lambda n: n == 1, within=10, what="the key refused")
+
+            await asyncio.to_thread(admin.set, budget | {"max_budget": "5.00"})
+            await eventually(
+                lambda: latest(gateway, "team:eng"), lambda d: not d.blocked, within=10, what="unblock on raise"
+            )
+            assert service.not_ready() is None
+            assert [service.metrics.tick_failures.labels(step)._value.get() for step in TICK_STEPS] == [0] * 4
