@@ -21,8 +21,10 @@ from spendpipe.enforcer.targets import Target
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.platform.signing.settings import SigningSettings
 from spendpipe.store.totals import Measurement
+from tests.support.waiting import eventually
 
 ENG, OTHER = Scope.parse("team:eng"), Scope.parse("team:a")
+WITHIN_S = 10.0
 
 
 class Spend:
@@ -59,15 +61,6 @@ def raise_cap(service: EnforcerService, scope: str) -> None:
     service._pending_scopes.add(scope)
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Let the other tasks run until `condition` holds (they never wait on time here)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("the condition never held")
-
-
 async def unblock_meanwhile(
     service: EnforcerService, clock: list[float], flush: "asyncio.Task[None]", held: asyncio.Event
 ) -> None:
@@ -76,7 +69,12 @@ async def unblock_meanwhile(
     clock[0] += 1
     raise_cap(service, "team:eng")
     tick = asyncio.create_task(service._apply_budget_changes())
-    await until(lambda: (d := service.enforcer.last("team:eng")) is not None and not d.blocked)
+    await eventually(
+        lambda: service.enforcer.last("team:eng"),
+        lambda decided: decided is not None and not decided.blocked,
+        within=WITHIN_S,
+        what="the tick's unblock of team:eng decided",
+    )
     held.set()
     await asyncio.gather(flush, tick)
 
@@ -95,7 +93,7 @@ async def test_a_keys_decisions_reach_the_topic_in_version_order_whichever_task_
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     # a flush judges both scopes (two blocks) and waits for the ack of the first
     flush = asyncio.create_task(service._judge([OTHER, ENG]))
-    await until(lambda: len(topic) == 1)
+    await eventually(lambda: len(topic), lambda sent: sent == 1, within=WITHIN_S, what="the first block sent")
     block = service.enforcer.last("team:eng")
     assert block is not None
     assert block.blocked

@@ -107,8 +107,9 @@ def test_where_sys_executable_is_not_python_auto_publishes_from_a_thread(
 def test_a_fallback_taken_after_close_stopped_waiting_spools_and_stops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # given a first child that never says it started (it only sleeps), waited for 2 s
-    (tmp_path / "silent_child.py").write_text("import time\ntime.sleep(60)\n")
+    # given a first child that never says it started and ignores its stdin closing (it waits on
+    # nothing until it is killed: a hung child is the thing under test), waited for 2 s
+    (tmp_path / "silent_child.py").write_text("import threading\nthreading.Event().wait()\n")
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
     monkeypatch.setattr(publisher_process, "CHILD_MODULE", "silent_child")
     monkeypatch.setattr(publisher_process, "HANDSHAKE_S", 2.0)
