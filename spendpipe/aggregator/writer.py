@@ -186,10 +186,11 @@ class BatchWriter:
         marks = self._load_state()
         in_totals = _watermarks_of(highest, marks.totals)  # what the totals held before this attempt
         replay = any(first <= in_totals[partition] for partition, first in offsets.first.items())
+        held = in_totals if replay else None  # the usual batch: no record in the totals
         now_s = self._clock()
         store = self._store
         refused = self._parse(records, now_s)
-        parsed = store.parsed_ids(in_totals if replay else None)  # the usual batch: no record in the totals
+        parsed = store.parsed_ids(held)
         late_before = datetime.fromtimestamp(now_s - self._late_after_s, UTC)
         counted_before = store.first_counts(late_before) if parsed.oldest and parsed.oldest < late_before else {}
         ordered = self._sort(parsed, counted_before)
@@ -200,8 +201,7 @@ class BatchWriter:
         self._copy_counted(highest, marks, fence)
         self._write_totals(highest, marks, fence, one_minute=parsed.one_minute)
         uncounted = {partition: self._uncounted.get(partition, mark) for partition, mark in in_totals.items()}
-        there = in_totals if replay else None
-        written = store.written(new_after=uncounted, in_totals=there, fence=fence, partitions=highest)
+        written = store.written(new_after=uncounted, in_totals=held, fence=fence, partitions=highest)
         if not written.owned:
             self._lost(highest)
         outcome.counted = written.new

@@ -325,8 +325,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
         self._loop = asyncio.get_running_loop()
         backoff = self._restart_backoff_s
         while True:
-            if self._closing.is_set() and (not (self._sent or self._queue) or time.monotonic() >= self._close_by):
-                return  # nothing left, or `close()`'s time is out: what is left is counted as lost (`_end`)
+            if self._closed_out():
+                return
             if (why := self._cannot_start()) is not None:
                 self._fall_back(why)
                 return
@@ -346,10 +346,8 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
             if self._fallback is not None and not self._handshook:
                 self._fall_back(f"its first child ended ({code}) before its start handshake")
                 return
-            if self._closing.is_set() and not self._sent and not self._queue:
+            if self._closed_out():
                 return
-            if self._closing.is_set() and time.monotonic() >= self._close_by:
-                continue  # no child is started after `close()` stopped waiting
             self.restarts += 1
             log.warning(
                 "spendpipe's publisher process %s ended (%s) with %d call(s) unreported: starting another",
@@ -362,6 +360,13 @@ class ProcessPublisher(HandOver[tuple[int, bytes]]):
                 backoff = min(2 * backoff, MAX_RESTART_BACKOFF_S)
             else:
                 backoff = self._restart_backoff_s
+
+    def _closed_out(self) -> bool:
+        """Closing, and nothing is left to send or `close()`'s time is out: no child is started
+        again (what is left is counted as lost by `_end`)."""
+        if not self._closing.is_set():
+            return False
+        return not (self._sent or self._queue) or time.monotonic() >= self._close_by
 
     async def _pause(self, seconds: float) -> None:
         """Wait `seconds` before the next child, at most until `close()`'s deadline: a child that
