@@ -47,7 +47,6 @@ from spendpipe.contracts.declared_budgets import DECLARABLE_SCOPES
 from spendpipe.contracts.declared_budgets import MESSAGE_TYPE as DECLARED_TYPE
 from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.scopes import Scope
-from spendpipe.contracts.signatures import KEY_ID_HEADER
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.enforcer.budget_gauges import BudgetGauges
 from spendpipe.enforcer.enforcer import Enforcer
@@ -59,6 +58,7 @@ from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord, read_to_end
+from spendpipe.platform.signing.records import writer_of
 from spendpipe.store.calendar import check_calendar
 from spendpipe.store.totals import SpendTotals
 
@@ -442,7 +442,7 @@ class EnforcerService:
         last record; then take the record."""
         if not self.ready.is_set() and self._signer.key_id is not None:
             key = (record.key or b"").decode(errors="replace")
-            if dict(record.headers or ()).get(KEY_ID_HEADER, b"").decode(errors="replace") == self._signer.key_id:
+            if writer_of(record) == self._signer.key_id:
                 self._signed_by_others.discard(key)
             else:
                 self._signed_by_others.add(key)

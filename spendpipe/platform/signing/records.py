@@ -74,9 +74,8 @@ class RecordVerifier:
         """True if the record may be applied; otherwise it is counted and (once) logged."""
         if not self._required:
             return True
-        headers = dict(record.headers or ())
-        writer = headers.get(KEY_ID_HEADER, b"").decode(errors="replace")
-        signature = headers.get(SIGNATURE_HEADER)
+        writer = writer_of(record)
+        signature = dict(record.headers or ()).get(SIGNATURE_HEADER)
         if signature is None:
             return self._reject("unsigned", writer)
         public = self._public.get(writer)
@@ -94,7 +93,7 @@ class RecordVerifier:
     def refuse(self, reason: str, record: TopicRecord) -> None:
         """Count and (once) log a record that passed `accepts` but that its reader cannot apply
         (`stale`, `unreadable`), as `accepts` does its own drops."""
-        self._reject(reason, dict(record.headers or ()).get(KEY_ID_HEADER, b"").decode(errors="replace"))
+        self._reject(reason, writer_of(record))
 
     def _reject(self, reason: str, writer: str) -> bool:
         self._rejected.labels(topic=self._topic, reason=reason).inc()
@@ -117,3 +116,9 @@ def uncollected_rejections() -> Counter:
     return Counter(
         "spendpipe_records_rejected", "Records dropped by signature", ["topic", "reason"], registry=CollectorRegistry()
     )
+
+
+def writer_of(record: TopicRecord) -> str:
+    """The id of the key a record says signed it ('' when it names none); not yet verified."""
+    named: bytes = dict(record.headers or ()).get(KEY_ID_HEADER, b"")
+    return named.decode(errors="replace")
