@@ -54,3 +54,23 @@ def test_calls_without_an_id_are_not_tracked() -> None:
     calls.logged(None)
 
     assert len(calls) == 0
+
+
+def test_a_retry_under_the_same_id_is_waited_for_after_the_first_attempt_is_logged() -> None:
+    calls = UnloggedCalls()
+    calls.started("call-1")  # the first attempt fails...
+    calls.started("call-1")  # ...its retry starts under the same id before the failure is logged
+    calls.logged("call-1")  # the first attempt's log
+
+    assert calls.wait_logged(timeout=0.05) == 1
+    calls.logged("call-1")  # the retry's log
+    assert calls.wait_logged(timeout=0) == 0
+    assert len(calls) == 0
+
+
+def test_a_log_of_an_id_never_started_changes_nothing() -> None:
+    calls = UnloggedCalls()
+    calls.started("call-1")
+    calls.logged("other")
+
+    assert calls.wait_logged(timeout=0) == 1

@@ -9,6 +9,12 @@ keeps its own account: a call enters at `log_pre_api_call`, which LiteLLM runs b
 call to the provider, and leaves once its success or failure was recorded (a failure of a sync
 call is logged before `completion()` raises).
 
+A retry reuses its call's id (LiteLLM's `acompletion_with_retries` and the router pass the first
+attempt's `litellm_call_id` on), and an attempt's log may come after the next attempt started
+(the router retries once the failure is raised; LiteLLM may log it later, on its worker). So an
+id is counted, not just marked: it leaves once each attempt that started under it was logged,
+and `close()` still waits for the retry after the first attempt's log.
+
 A call LiteLLM never logs (a stream nobody reads to its end, a logging task dropped from LiteLLM's
 full backlog) is forgotten after `forget_after_s`, so the account stays small in a proxy that runs
 for months; `close()` merely waits its bound for such a call.
@@ -25,8 +31,9 @@ class UnloggedCalls:
     def __init__(self, *, forget_after_s: float = 3600.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._forget_after_s = forget_after_s
         self._clock = clock
-        self._started: dict[str, float] = {}
-        """call id -> when it started; insertion order is age order"""
+        self._started: dict[str, tuple[float, int]] = {}
+        """call id -> (when its last attempt started, attempts not yet logged); insertion order is
+        age order"""
         self._changed = threading.Condition()
         self._waiting = 0
         """How many `wait_logged` wait: only then does a logged call notify (on every call else)."""
@@ -36,10 +43,10 @@ class UnloggedCalls:
             return
         with self._changed:
             now = self._clock()
-            self._started.pop(call_id, None)  # a retry under the same id starts again
-            self._started[call_id] = now
-            while (oldest := next(iter(self._started))) != call_id and self._started[
-                oldest
+            _, attempts = self._started.pop(call_id, (now, 0))  # a retry under the same id: the newest again
+            self._started[call_id] = (now, attempts + 1)
+            while (oldest := next(iter(self._started))) != call_id and self._started[oldest][
+                0
             ] < now - self._forget_after_s:
                 del self._started[oldest]
 
@@ -47,7 +54,15 @@ class UnloggedCalls:
         if not isinstance(call_id, str):
             return
         with self._changed:
-            if self._started.pop(call_id, None) is not None and self._waiting:
+            started = self._started.get(call_id)
+            if started is None:
+                return
+            when, attempts = started
+            if attempts > 1:
+                self._started[call_id] = (when, attempts - 1)
+                return
+            del self._started[call_id]
+            if self._waiting:
                 self._changed.notify_all()
 
     def wait_logged(self, timeout: float) -> int:
@@ -61,13 +76,6 @@ class UnloggedCalls:
             finally:
                 self._waiting -= 1
             return len(waiting.intersection(self._started))
-
-    def _forget_started_before(self, cutoff: float) -> None:
-        while self._started:
-            oldest, since = next(iter(self._started.items()))
-            if since >= cutoff:
-                return
-            del self._started[oldest]
 
     def __len__(self) -> int:
         return len(self._started)
