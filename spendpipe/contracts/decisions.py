@@ -91,9 +91,6 @@ class LatestDecisions:
     def get(self, key: str) -> Decision | None:
         return self._by_key.get(key)
 
-    def forget(self, key: str) -> None:
-        self._by_key.pop(key, None)
-
     def __iter__(self) -> Iterator[Decision]:
         return iter(list(self._by_key.values()))  # a copy: another thread may offer meanwhile
 

@@ -105,13 +105,3 @@ def test_the_highest_version_per_key_wins_and_an_older_or_equal_one_changes_noth
     assert latest.get("team:eng") == versioned(6, blocked=False)
     assert sorted(d.key for d in latest) == ["team:eng", "team:sales"]
     assert len(latest) == 2
-
-
-def test_a_forgotten_key_takes_any_version_again() -> None:
-    latest = LatestDecisions()
-    latest.offer(versioned(9))
-
-    latest.forget("team:eng")
-
-    assert latest.get("team:eng") is None
-    assert latest.offer(versioned(3))
