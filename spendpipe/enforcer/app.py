@@ -16,7 +16,9 @@ being read again after a failure.
 Bad input never stops it: a record that cannot be used (not a scope, not a budget or decision
 this version reads) is skipped, logged and counted in `records_rejected` (`unreadable`); each
 step of the tick runs even when one before it failed, and a follower whose reconnect fails
-tries again with a growing backoff until the service stops.
+tries again with a growing backoff until the service stops. No decision the enforcer holds goes
+unsent: one whose send failed, and one a judgement decided before a later query of it failed, are
+published on the tick (`_reassert`); judged again they would change nothing, so nothing else would.
 
 Every decision goes out signed with the enforcer's key; budgets (tombstones too) and decisions
 read back count only when an accepted writer key signed them (`platform/signing`): a forged
@@ -383,10 +385,12 @@ class EnforcerService:
 
     async def _reassert(self) -> None:
         """Publish again, with its own version, the decision of every key a forged record came
-        after, and the decision of every key whose last send failed; a key this enforcer never
-        decided has nothing to restore."""
+        after, and the decision of every key whose last send failed; publish the decisions that a
+        judgement decided and then failed before sending (`Enforcer.take_unsent`). A key this
+        enforcer never decided has nothing to restore."""
         keys, self._overwritten = self._overwritten, set()
         unconfirmed, self._unconfirmed = self._unconfirmed, set()
+        unsent = self.enforcer.take_unsent()
         forged = [d for d in map(self.enforcer.last, sorted(keys)) if d is not None]
         for decision in forged:
             log.warning(
@@ -394,9 +398,10 @@ class EnforcerService:
                 decision.key,
                 decision.version,
             )
-        retried = [d for d in map(self.enforcer.last, sorted(unconfirmed - keys)) if d is not None]
+        retried = [d for d in map(self.enforcer.last, sorted((unconfirmed | unsent) - keys)) if d is not None]
         for decision in retried:
-            log.warning("decision %s v%d published again: its last send failed", decision.key, decision.version)
+            why = "its last send failed" if decision.key in unconfirmed else "its judgement failed before sending it"
+            log.warning("decision %s v%d published on the tick: %s", decision.key, decision.version, why)
         self.metrics.decisions_reasserted.inc(len(forged))
         await self._publish(forged + retried)
 

@@ -6,13 +6,18 @@ A decision is published only when it changes what gateways should do: a new bloc
 with a different window, cap or expiry, or the lifting of a block. Versions grow per key and
 never go back, also across restarts: the service first reads the decisions topic back. A
 decision whose send failed is not taken back (Kafka may hold it): the service sends it again.
+Nor is one decided by a call that raised afterwards (a later query of the same judgement): it is
+the one in force, so it is kept for the service to send (`take_unsent`); otherwise, never sent
+and never decided again (nothing changed), gateways would never hear of it.
 """
 
+import functools
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Concatenate, ParamSpec, TypeVar
 
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision, LatestDecisions, decision_key
@@ -29,6 +34,8 @@ from spendpipe.store.totals import Measurement, SpendTotals
 Clock = Callable[[], float]
 Projected = list[tuple[Measurement, Projection | None]]
 """A target's caps measured, each with its burn-rate projection (None: there is none)."""
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,37 @@ class ScopesJudged:
     soft: list[tuple[Scope, Measurement]]
     """Each scope with a soft budget, its soft budget measured at `now`."""
     now: float
+
+
+class _Call(threading.local):
+    """The deciding call running on this thread: how deep, and the keys it decided so far."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.decided: list[str] = []
+
+
+def _hands_over(method: "Callable[Concatenate[Enforcer, _P], _R]") -> "Callable[Concatenate[Enforcer, _P], _R]":
+    """Marks a call that decides. When it raises, the decisions it made before (each already the
+    one in force, `_decide`) go to `take_unsent`: the caller never got them to publish. A call
+    within it (`judge_scopes` runs `evaluate_rates`) is part of it: the outermost ends the call."""
+
+    @functools.wraps(method)
+    def deciding(self: "Enforcer", /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        call = self._call
+        call.depth += 1
+        try:
+            return method(self, *args, **kwargs)
+        except BaseException:
+            with self._lock:
+                self._unsent.update(call.decided)
+            raise
+        finally:
+            call.depth -= 1
+            if not call.depth:
+                call.decided.clear()
+
+    return deciding
 
 
 class Enforcer:
@@ -66,6 +104,16 @@ class Enforcer:
         self._lock = threading.Lock()
         self._last = LatestDecisions()
         self._alerted: set[str] = set()
+        self._call = _Call()
+        self._unsent: set[str] = set()
+        """Keys whose decision in force a call decided and then raised before returning it."""
+
+    def take_unsent(self) -> set[str]:
+        """The keys whose decision in force was decided by a call that raised before returning it,
+        once: the service publishes their decisions (`EnforcerService._reassert`)."""
+        with self._lock:
+            keys, self._unsent = self._unsent, set()
+            return keys
 
     def remember(self, decision: Decision) -> None:
         """Take a decision read back from the topic (the highest version wins)."""
@@ -81,9 +129,11 @@ class Enforcer:
         with self._lock:
             return [d for d in self._last if d.blocked]
 
+    @_hands_over
     def evaluate_scopes(self, scopes: Iterable[Scope]) -> list[Decision]:
         return self.judge_scopes(scopes).decisions
 
+    @_hands_over
     def judge_scopes(self, scopes: Iterable[Scope]) -> ScopesJudged:
         """Decide the scopes' budgets and rate limits. Their caps and soft budgets are measured in
         one query; the measurements are passed on for `alerts_after` (scopes without a budget of
@@ -110,10 +160,12 @@ class Enforcer:
         budget = self.book.get(str(scope))
         return soft_target(budget) if budget else None
 
+    @_hands_over
     def evaluate_all_budgets(self) -> list[Decision]:
         budgets = self.evaluate([t for budget in self.book for t in direct_targets(budget)])
         return budgets + self.evaluate_rates([limit for budget in self.book for limit in budget.rate_limits()])
 
+    @_hands_over
     def evaluate_rates(self, limits: list[RateLimit]) -> list[Decision]:
         """Judge each limit on the sliding minute before now, across every gateway."""
         now = self._clock()
@@ -129,11 +181,13 @@ class Enforcer:
         budget = self.book.get(scope)
         return budget.rate_limits() if budget is not None else ()
 
+    @_hands_over
     def evaluate_due(self) -> list[Decision]:
         """Re-judge every block whose window has reset: the reset needs no traffic."""
         now = datetime.fromtimestamp(self._clock(), UTC)
         return self._rejudge([d for d in self.blocks() if d.expires_at is not None and d.expires_at <= now])
 
+    @_hands_over
     def reconcile(self) -> list[Decision]:
         """Re-judge every block against the budgets as they are now; lift those no budget
         supports any more. Run after budget changes: a raised `max_budget_in_team`, a changed
@@ -237,6 +291,7 @@ class Enforcer:
         with self._lock:
             self._alerted.add(key)
 
+    @_hands_over
     def evaluate(self, targets: list[Target]) -> list[Decision]:
         now = self._clock()
         return self._decide_all(targets, self._reader.measure_many(targets, int(now)), now)  # one query
@@ -250,12 +305,14 @@ class Enforcer:
                 changed.append(decision)
         return changed
 
+    @_hands_over
     def lift(self, blocks: list[Decision], why: str) -> list[Decision]:
         now = self._clock()
         lifted = [self._decide(d.scope, d.model, Verdict(False, f"unblocked: {why}", kind=d.kind), now) for d in blocks]
         return [d for d in lifted if d is not None]
 
     def _decide(self, scope: str, model: str, verdict: Verdict, now: float) -> Decision | None:
+        assert self._call.depth, "decided outside a call that hands its decisions over (@_hands_over)"
         key = decision_key(scope, model, verdict.kind)
         expires = datetime.fromtimestamp(verdict.expires_at, UTC) if verdict.expires_at else None
         with self._lock:
@@ -285,6 +342,7 @@ class Enforcer:
                 decided_at=datetime.fromtimestamp(now, UTC),
             )
             self._last.offer(decision)  # its version is above the last one's
+            self._call.decided.append(key)
             return decision
 
 

@@ -2,7 +2,8 @@
 version order whichever task sends them, and a decision whose send failed stays in force and is
 sent again. The FastStream broker is wired but never started: its publisher is replaced by a
 double that records what reaches the topic, the store runs each call in line, and the spend is
-read from a dict."""
+read from a dict. A decision is never held unsent: one decided by a judgement that then raised is
+published on the tick too."""
 
 import asyncio
 from collections.abc import Callable, Iterable
@@ -14,8 +15,10 @@ from faststream.kafka import KafkaBroker
 
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
+from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope
 from spendpipe.enforcer.app import EnforcerService
+from spendpipe.enforcer.rate_reader import RateUsage
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import Target
 from spendpipe.gateway.blocks.blocklist import BlockList
@@ -190,3 +193,47 @@ async def test_decisions_whose_send_failed_are_published_again_on_the_tick() -> 
     await service._judge([OTHER, ENG])
     await service._reassert()
     assert len(topic) == 2
+
+
+class UnreachableRates:
+    """The rate limits' query, run after the budgets' spend was read in the same judgement."""
+
+    def __init__(self) -> None:
+        self.failing = True
+
+    def measure(self, limit: RateLimit, now: float) -> RateUsage:
+        if self.failing:
+            raise ConnectionError("ClickHouse went away")
+        return RateUsage(0, 0, None, None)
+
+
+async def test_a_block_decided_before_its_judgement_failed_is_published_on_the_tick() -> None:
+    clock = [1_000_000.0]
+    service = service_spending({"team:eng": Decimal(15)}, clock)
+    service.enforcer.book.put(Budget(scope="team:eng", max_budget=Decimal(10), rpm_limit=100))
+    rates = UnreachableRates()
+    service.enforcer._rates = rates  # type: ignore[assignment]
+    gateway, topic = BlockList(), list[Decision]()
+
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+        topic.append(Decision.model_validate_json(value))
+        gateway.apply(topic[-1])
+
+    service._decisions.publish = publish  # type: ignore[method-assign,assignment]
+    # a flush's judgement decides team:eng's block, then its rate limit's query raises
+    with pytest.raises(ConnectionError):
+        await service._judge([ENG])
+    assert topic == []
+    block = service.enforcer.last("team:eng")
+    assert block is not None
+    assert block.blocked
+    rates.failing = False
+    await service._judge([ENG])  # judged again: the block is in force, nothing new to publish
+    assert topic == []
+
+    await service._reassert()  # the tick
+
+    assert topic == [block]
+    assert gateway.blocking(["team:eng"]) is not None
+    await service._reassert()  # and only once
+    assert topic == [block]

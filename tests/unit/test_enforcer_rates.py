@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import cast
 
+import pytest
+
 from spendpipe.contracts.budgets import validate_budget
 from spendpipe.contracts.rate_limits import RateLimit
 from spendpipe.contracts.scopes import Scope, ScopeType
@@ -90,3 +92,40 @@ def test_a_rate_limit_block_lifts_when_its_limit_is_removed() -> None:
     book.put(validate_budget({"scope": "team:eng", "max_budget": 100}))
 
     assert [(d.key, d.blocked) for d in enforcer.reconcile()] == [("rate_limit|team:eng", False)]
+
+
+class FailingRates(Rates):
+    """The rate limits' query fails: ClickHouse went away after the budgets' spend was read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failing = True
+
+    def measure(self, limit: RateLimit, now: float) -> RateUsage:
+        if self.failing:
+            raise ConnectionError("ClickHouse went away")
+        return super().measure(limit, now)
+
+
+def test_a_decision_made_before_its_judgement_raised_is_handed_over_once() -> None:
+    book = BudgetBook()
+    book.put(validate_budget({"scope": "team:eng", "max_budget": 1, "budget_duration": "24h", "rpm_limit": 10}))
+    spends, rates = Spends(), FailingRates()
+    enforcer = Enforcer(book=book, reader=cast(SpendTotals, spends), rates=cast(RateReader, rates), clock=lambda: NOW)
+    spends.spend = Decimal(2)
+
+    # the budget's block is decided, then the rate limit's query raises: the caller gets no decision
+    with pytest.raises(ConnectionError):
+        enforcer.judge_scopes([ENG])
+    [block] = enforcer.blocks()
+    assert block.key == "team:eng"
+    # so the enforcer hands it over for publishing, once
+    assert enforcer.take_unsent() == {"team:eng"}
+    assert enforcer.take_unsent() == set()
+
+    # a judgement that returns hands its decisions to its caller, not over again
+    rates.failing = False
+    spends.spend = Decimal(0)
+    book.put(validate_budget({"scope": "team:eng", "max_budget": 5, "budget_duration": "24h", "rpm_limit": 10}))
+    assert [(d.key, d.blocked) for d in enforcer.reconcile()] == [("team:eng", False)]
+    assert enforcer.take_unsent() == set()
