@@ -69,10 +69,13 @@ GATEWAY = {"job": "spendpipe-gateway", "instance": "gateway:9464"}
 STATE_MINUTES = 15
 REJECTED = "spendpipe_enforcer_records_rejected_total"
 GATEWAY_REJECTED = "spendpipe_gateway_records_rejected_total"
+TICK_FAILURES = "spendpipe_enforcer_tick_failures_total"
+LAST_TICK = "spendpipe_enforcer_last_tick_timestamp_seconds"
 
 
 class SwitchedStore:
-    """The aggregator's ClickHouse, whose writes the test holds (`open` cleared) or makes fail."""
+    """A process's ClickHouse, whose calls the test holds (`open` cleared) or makes fail: the
+    aggregator's writes, the enforcer's reads."""
 
     def __init__(self, store: ClickhouseStore) -> None:
         self._store = store
@@ -83,7 +86,7 @@ class SwitchedStore:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         await self.open.wait()
         if self.failing:
-            raise ConnectionError("ClickHouse refused the write (held by the test)")
+            raise ConnectionError("ClickHouse refused the call (held by the test)")
         return await self._store.run(fn, *args)
 
     def __getattr__(self, name: str) -> Any:
@@ -92,10 +95,10 @@ class SwitchedStore:
 
 @contextlib.asynccontextmanager
 async def serving_pipeline(
-    aggregator: AggregatorSettings, enforcer: EnforcerSettings, writes: SwitchedStore, reads: ClickhouseStore
+    aggregator: AggregatorSettings, enforcer: EnforcerSettings, writes: SwitchedStore, reads: SwitchedStore
 ) -> AsyncIterator[str]:
     """Aggregator and enforcer on one broker and one ops server, as `serve()` wires them; the
-    enforcer reads the store directly, the aggregator writes through `writes`."""
+    aggregator writes through `writes`, the enforcer reads through `reads`."""
     registry = CollectorRegistry()
     broker = build_broker(aggregator.kafka)
     counting = Aggregator(
@@ -105,7 +108,10 @@ async def serving_pipeline(
         metrics=AggregatorMetrics(registry=registry),
     )
     judging = EnforcerService(
-        settings=enforcer, broker=broker, clickhouse=reads, metrics=EnforcerMetrics(registry=registry)
+        settings=enforcer,
+        broker=broker,
+        clickhouse=cast(ClickhouseStore, reads),
+        metrics=EnforcerMetrics(registry=registry),
     )
     ops = OpsServer(settings=OpsSettings(port=0), registry=registry, readiness=Readiness()).start()
     try:
@@ -149,6 +155,10 @@ def at_least(wanted: float) -> Callable[[float], bool]:
     return lambda found: found >= wanted
 
 
+def above(before: float) -> Callable[[float], bool]:
+    return lambda found: found > before
+
+
 async def value(url: str, name: str, **labels: str) -> float:
     return await off_loop(lambda: metric(url, name, **labels))
 
@@ -161,11 +171,11 @@ async def record_pipeline(
     kafka_broker: str, topics: Topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
 ) -> tuple[Recording, list[dict[str, Any]]]:
     """The aggregator and enforcer healthy, held behind a backlog, released with a dead letter
-    and a budget at 95%, failing every flush, recovered. Returns the recording and what
-    promtool must see in it."""
+    and a budget at 95%, failing every flush, recovered; then the enforcer's tick failing, and
+    ticking again. Returns the recording and what promtool must see in it."""
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(admin.set, {"scope": "team:eng", "max_budget": "1.00", "budget_duration": "1mo"})
-    writes = SwitchedStore(clickhouse)
+    writes, reads = SwitchedStore(clickhouse), SwitchedStore(clickhouse)
     recording = Recording()
     aggregating = aggregator_settings(kafka_broker, topics, clickhouse_settings, batch_size=100, retry_backoff_s=0.1)
     enforcing = enforcer_settings(
@@ -174,7 +184,7 @@ async def record_pipeline(
     eng = {"scope": "team:eng", "scope_type": "team", "model": "", "window": "1mo", **PIPELINE}
     forged = {"topic": topics.budgets, "reason": "unsigned"}
 
-    async with serving_pipeline(aggregating, enforcing, writes, clickhouse) as url:
+    async with serving_pipeline(aggregating, enforcing, writes, reads) as url:
         # healthy: ten $0.05 events of team eng counted, half its budget spent
         await produce(kafka_broker, topics.events, eng_events(10))
         await reaches(
@@ -212,12 +222,29 @@ async def record_pipeline(
         await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag after the failures")
         recovered = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
 
+        # the enforcer's tick failing: its store refuses every call; one scrape per failures more
+        reads.failing = True
+        tick_failing = recording.minutes
+        for _ in range(4):
+            failed = await value(url, TICK_FAILURES, step="window_resets")
+            await reaches(url, TICK_FAILURES, above(failed), "more tick failures", step="window_resets")
+            recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), 2)
+
+        # ticking again: one scrape a minute, each after a newer tick, while the failures are recent
+        reads.failing = False
+        ticking = recording.minutes
+        for minutes in (1, 1, 1, 1, 1, 1, STATE_MINUTES):
+            ticked = await value(url, LAST_TICK)
+            await reaches(url, LAST_TICK, above(ticked), "a newer tick")
+            recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), minutes)
+
     quiet = (
         "SpendpipeConsumerLag",
         "SpendpipeFlushesStale",
         "SpendpipeFlushFailures",
         "SpendpipeDeadLetters",
         "SpendpipeRecordsRejected",
+        "SpendpipeEnforcerTickFailing",
     )
     nearly = [firing("SpendpipeBudgetNearlyExhausted", eng)]
     return recording, [
@@ -248,6 +275,11 @@ async def record_pipeline(
         ),
         *expect(failing + 7, {"SpendpipeFlushFailures": [firing("SpendpipeFlushFailures", PIPELINE)]}),
         *expect(recovered + STATE_MINUTES - 1, {name: [] for name in quiet}),
+        # no tick succeeded for 2 minutes, then the rule's 3: firing; once it ticks again, quiet
+        *expect(tick_failing + 1, {"SpendpipeEnforcerTickFailing": []}),
+        *expect(tick_failing + 7, {"SpendpipeEnforcerTickFailing": [firing("SpendpipeEnforcerTickFailing", PIPELINE)]}),
+        *expect(ticking + 1, {"SpendpipeEnforcerTickFailing": []}),
+        *expect(ticking + 6 + STATE_MINUTES - 1, {name: [] for name in quiet}),
     ]
 
 
