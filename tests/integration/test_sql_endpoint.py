@@ -170,6 +170,23 @@ def test_limits_are_enforced(store: ClickhouseStore) -> None:
     assert within.text == "10000\n"
 
 
+def test_a_query_past_the_memory_limit_is_stopped(store: ClickhouseStore) -> None:
+    """The result limits do not bound what a query holds on its way: one row of groupArray
+    over 20 million numbers takes 160 MB and more in the pipeline's own process."""
+    with serve(store, max_memory_bytes=64 << 20) as endpoint:
+        hoarding = post(endpoint, "SELECT length(groupArray(number)) FROM numbers(20000000)")
+        raised = post(endpoint, "SELECT 1", max_memory_usage=str(128 << 20))
+        lifted = post(endpoint, "SELECT 1", max_memory_usage="0")
+        lowered = post(endpoint, "SELECT length(groupArray(number)) FROM numbers(1000000)", max_memory_usage="4000000")
+        within = post(endpoint, "SELECT length(groupArray(number)) FROM numbers(1000000)")
+
+    assert_clickhouse_error(hoarding, 500, 241)
+    assert_clickhouse_error(raised, 403, 164)
+    assert_clickhouse_error(lifted, 403, 164)
+    assert_clickhouse_error(lowered, 500, 241)
+    assert within.text == "1000000\n"
+
+
 def test_a_query_past_max_execution_time_is_stopped(store: ClickhouseStore) -> None:
     with serve(store, max_execution_time_s=1) as endpoint:
         # 40 blocks of one row, 0.25 s each: 10 s unless stopped at the limit

@@ -67,6 +67,14 @@ def test_nested_errors_name_the_nested_variable(monkeypatch: pytest.MonkeyPatch)
     assert "SPENDPIPE_TOPICS__EVENTS:" in message
 
 
+def test_a_memory_limit_too_small_to_serve_a_client_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SPENDPIPE_SQL_ENDPOINT__MAX_MEMORY_BYTES", "1000")
+
+    assert "SPENDPIPE_SQL_ENDPOINT__MAX_MEMORY_BYTES: Input should be greater than or equal to 16777216" in (
+        settings_error()
+    )
+
+
 def test_a_section_that_is_not_valid_json_is_reported_like_any_other_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -159,6 +167,7 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
         "SPENDPIPE_SQL_ENDPOINT__MAX_EXECUTION_TIME_S": "10",
         "SPENDPIPE_SQL_ENDPOINT__MAX_RESULT_ROWS": "50000",
         "SPENDPIPE_SQL_ENDPOINT__MAX_RESULT_BYTES": "1000000",
+        "SPENDPIPE_SQL_ENDPOINT__MAX_MEMORY_BYTES": "536870912",
         "SPENDPIPE_SQL_ENDPOINT__MAX_REQUEST_BYTES": "4096",
         "SPENDPIPE_SQL_ENDPOINT__MAX_QUERY_BYTES": "2048",
     }
@@ -208,6 +217,7 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert endpoint.password.get_secret_value() == "endpoint-secret"
     assert (endpoint.max_execution_time_s, endpoint.max_result_rows, endpoint.max_result_bytes) == (10, 50000, 1000000)
     assert (endpoint.max_request_bytes, endpoint.max_query_bytes) == (4096, 2048)
+    assert endpoint.max_memory_bytes == 512 << 20
 
     assert "kafka-secret" not in repr(settings)
     assert "ch-secret" not in repr(settings)

@@ -9,7 +9,7 @@ from spendpipe.store.sql_endpoint.errors import ClickhouseError
 from spendpipe.store.sql_endpoint.protocol import credentials, parse_request
 from spendpipe.store.sql_endpoint.statements import check_read_only, output_format
 
-LIMITS = {"max_execution_time": 30, "max_result_rows": 1000, "max_result_bytes": 1 << 20}
+LIMITS = {"max_execution_time": 30, "max_result_rows": 1000, "max_result_bytes": 1 << 20, "max_memory_usage": 1 << 30}
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,8 @@ def test_a_request_names_its_query_parameters_settings_and_database() -> None:
 @pytest.mark.parametrize(
     ("name", "value"),
     [("max_result_rows", "0"), ("max_result_rows", "1001"), ("max_execution_time", "x"), ("readonly", "0"),
-     ("allow_ddl", "1"), ("result_overflow_mode", "break"), ("max_memory_usage", "1")],
+     ("allow_ddl", "1"), ("result_overflow_mode", "break"), ("max_memory_usage", "0"),
+     ("max_memory_usage", str((1 << 30) + 1)), ("max_memory_usage", "1GiB")],
 )  # fmt: skip
 def test_a_setting_that_lifts_a_limit_or_does_more_is_refused(name: str, value: str) -> None:
     with pytest.raises(ClickhouseError) as refused:

@@ -41,6 +41,7 @@ class EmbeddedQueries:
             "max_result_rows": settings.max_result_rows,
             "max_result_bytes": settings.max_result_bytes,
             "result_overflow_mode": "throw",
+            "max_memory_usage": settings.max_memory_bytes,
             "max_query_size": settings.max_query_bytes,
         }
         self.default_database = clickhouse.database

@@ -33,7 +33,7 @@ _SAFE_SETTING = re.compile(
     r"|max_block_size|use_client_time_zone|totals_mode|totals_auto_threshold|readonly)$"
 )
 """Settings a request may choose: how results are written, never what a query may do."""
-LOWERABLE = ("max_execution_time", "max_result_rows", "max_result_bytes")
+LOWERABLE = ("max_execution_time", "max_result_rows", "max_result_bytes", "max_memory_usage")
 """Limits a request may lower, never raise or lift (0 means none in ClickHouse)."""
 
 

@@ -38,7 +38,7 @@ class SqlEndpointSettings(BaseModel):
     password: SecretStr | None = None
     max_concurrent_queries: int = Field(default=4, ge=1)
     """Queries run at once; one more is refused at once (code 202), as ClickHouse does. With the
-    result limits it bounds the memory analysts' queries can take from the pipeline."""
+    memory limit it bounds the memory analysts' queries can take from the pipeline."""
     max_execution_time_s: int = Field(default=30, ge=1)
     """ClickHouse `max_execution_time` (timeout_overflow_mode=throw)."""
     max_result_rows: int = Field(default=1_000_000, ge=1)
@@ -46,6 +46,11 @@ class SqlEndpointSettings(BaseModel):
     never a silently cut one."""
     max_result_bytes: int = Field(default=256 << 20, ge=1)
     """ClickHouse `max_result_bytes`: uncompressed bytes of the result in memory, before formatting."""
+    max_memory_bytes: int = Field(default=1 << 30, ge=16 << 20)
+    """ClickHouse `max_memory_usage`: what one query may hold while it runs (its hash tables,
+    `groupArray` states, blocks). The result limits do not bound this, and the engine is the
+    pipeline's own process, so without it one query could take the memory the aggregator and
+    enforcer run in. Below 16 MiB even clickhouse-connect's first query would fail."""
     max_request_bytes: int = Field(default=1 << 20, ge=1)
     """Largest request body (the query and any form fields)."""
     max_query_bytes: int = Field(default=256 << 10, ge=1)
