@@ -55,6 +55,15 @@ def test_reads_pass(sql: str) -> None:
         "SELECT * FROM \"url\"('x')",
         "SELECT 1 INTO OUTFILE 'x'",
         "SELECT 1;;SELECT 2",
+        # chDB's own: Python objects of the process the engine runs in, and files by other names
+        "SELECT * FROM Python(settings)",
+        "SELECT * FROM python(df)",
+        "SELECT * FROM arrowstream('x')",
+        "SELECT * FROM filesystem('/etc')",
+        "SELECT * FROM paimonLocal('/data')",
+        "SELECT * FROM paimonS3('x')",
+        "SELECT * FROM bigquery('x')",
+        "SELECT * FROM eval('SELECT 1')",
     ],
 )
 def test_anything_else_is_refused(sql: str) -> None:

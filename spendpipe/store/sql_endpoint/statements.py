@@ -22,13 +22,16 @@ FORBIDDEN_FUNCTIONS = frozenset(
     for name in (
         "file", "fileCluster", "url", "urlCluster", "input", "remote", "remoteSecure", "cluster",
         "clusterAllReplicas", "mysql", "postgresql", "jdbc", "odbc", "sqlite", "mongodb", "redis",
-        "executable", "executablePool", "dictionary", "gcs", "oss", "cosn", "paimon", "ytsaurus",
+        "executable", "executablePool", "dictionary", "gcs", "oss", "cosn", "ytsaurus", "bigquery",
         "arrowFlight", "arrowflight", "prometheusQuery", "timeSeriesData", "fuzzJSON", "fuzzQuery",
+        "filesystem", "python", "arrowstream", "eval",
     )
 )  # fmt: skip
-"""Functions and table functions that read files, URLs or other servers."""
-FORBIDDEN_PREFIXES = ("s3", "hdfs", "azure", "iceberg", "deltalake", "hudi")
-"""Families of them (`s3Cluster`, `icebergS3`, `azureBlobStorage`, `deltaLakeCluster`...)."""
+"""Functions and table functions that read files, URLs or other servers; chDB's `python` and
+`arrowstream`, which read objects of the process the engine runs in (the pipeline's); and
+`eval`, whose query is a string this check cannot read."""
+FORBIDDEN_PREFIXES = ("s3", "hdfs", "azure", "iceberg", "deltalake", "hudi", "paimon")
+"""Families of them (`s3Cluster`, `icebergS3`, `azureBlobStorage`, `deltaLakeCluster`, `paimonLocal`...)."""
 FORBIDDEN_WORDS = frozenset({"INFILE", "OUTFILE"})
 """`INTO OUTFILE` writes a file wherever the engine runs: in this process."""
 
