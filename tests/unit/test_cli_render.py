@@ -6,9 +6,12 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 from rich.console import Console, RenderableType
 
+from spendpipe.admin import cli_tail
 from spendpipe.admin.cli_budgets import budgets_table, decisions_table
+from spendpipe.admin.formats import OutputFormat
 from spendpipe.admin.render import message, plain, result_table, shown
 from spendpipe.contracts.budgets import validate_budget
 from spendpipe.contracts.decisions import Decision
@@ -22,10 +25,26 @@ HOSTILE = {
     "\x9b2J\x07\x00": "\\x9b2J\\x07\\x00",
     "line\nbreak\ttab": "line\\nbreak\\ttab",
     "\u202eevil": "\\u202eevil",
+    "a\u061cb": "a\\u061cb",
+    "eng\u200b": "eng\\u200b",
+    "\ufeffeng\u2060": "\\ufeffeng\\u2060",
+    "eng\ufe0f": "eng\\ufe0f",
+    "\u3164": "\\u3164",
+    "x\u2028y\u2029": "x\\u2028y\\u2029",
+    "tag\U000e0041\U000e007f": "tag\\U000e0041\\U000e007f",
+    "bad\ud800": "bad\\ud800",
+    "café ✓ 東京": "café ✓ 東京",
 }
-"""A value from data, and exactly what the operator must see of it."""
+"""A value from data, and exactly what the operator must see of it. Beyond the controls: the
+Arabic letter mark (bidi), characters that print as nothing (zero-width, word joiner, BOM,
+variation selectors, Hangul fillers, Unicode tags), so two ids that look alike do not print
+alike, line and paragraph separators, and lone surrogates (no terminal can be sent them:
+printing one to a UTF-8 stdout raises). Letters and symbols print as they are."""
 
 cases = pytest.mark.parametrize(("value", "seen"), HOSTILE.items(), ids=[repr(v) for v in HOSTILE])
+UTF8 = {value: seen for value, seen in HOSTILE.items() if "\ud800" not in value}
+utf8_cases = pytest.mark.parametrize(("value", "seen"), UTF8.items(), ids=[repr(v) for v in UTF8])
+"""For budgets, which refuse a lone surrogate before anything prints them."""
 
 
 def screen(renderable: RenderableType, *, terminal: bool = False) -> str:
@@ -49,7 +68,7 @@ def test_a_sql_result_cell_prints_as_written(value: str, seen: str) -> None:
     assert cells(printed) == [["user", "spend"], [seen, "1.5"]]
 
 
-@cases
+@utf8_cases
 def test_a_scope_and_a_model_in_the_budgets_table_print_as_written(value: str, seen: str) -> None:
     budget = validate_budget({"scope": f"end_user:{value}", "max_budget": "10", "model_rpm_limit": {value: 5}})
 
@@ -98,3 +117,18 @@ def test_the_title_and_column_names_are_plain_text_too() -> None:
 def test_our_own_multi_line_messages_keep_their_line_breaks() -> None:
     assert screen(plain("invalid settings:\n  X: bad '\x1b'", lines=True)) == "invalid settings:\n  X: bad '\\x1b'\n"
     assert shown("a\\nb") == "a\\nb"  # a backslash already in the data stays as it is
+
+
+def test_an_alert_holding_a_lone_surrogate_prints_escaped_rather_than_failing_the_listing(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """spend.alerts is read with `json.loads`, which turns `\\ud800` into a lone surrogate; a UTF-8
+    stdout (pytest's capture is one) cannot take it raw, so one such record used to fail the
+    whole listing with an encoding error."""
+    value = b'{"scope": "team:\\ud800", "alerted_at": "2026-01-02T03:04:05Z", "spend": "1.5"}'
+    record = ConsumerRecord("spend.alerts", 0, 7, 0, 0, None, value, None, 0, len(value), [])
+    monkeypatch.setenv("COLUMNS", "300")  # one line per row
+
+    cli_tail._listing([cli_tail._alert_row(record)], cli_tail.ALERT_COLUMNS, OutputFormat.TABLE, empty="none")
+
+    assert "team:\\ud800" in capsys.readouterr().out
