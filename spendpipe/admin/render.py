@@ -20,27 +20,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from spendpipe.platform.visible_text import visible
+
 _DECIMAL = re.compile(r"^-?\d+\.\d+$")
 NUMERIC = {"spend", "requests", "failures", "prompt_tokens", "completion_tokens", "total_tokens"}
-
-_CONTROL = "\x00-\x1f\x7f-\x9f"
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-"""The bidirectional marks, overrides and isolates (which can make text read in a different
-order than it is stored)."""
-_INVISIBLE = (
-    "\u00ad\u034f\u115f\u1160\u180e\u200b-\u200d\u2060-\u2064\u3164\ufe00-\ufe0f\ufeff\uffa0"
-    "\U000e0000-\U000e007f\U000e0100-\U000e01ef"
-)
-"""Characters that print as nothing (soft hyphen, zero-width space and joiners, word joiner,
-BOM, variation selectors, Hangul fillers, Unicode tags): `eng` and `eng` + U+200B are two
-scopes that would look like one, and tags can carry hidden text."""
-_OTHER = "\u2028\u2029\ud800-\udfff"
-"""Line and paragraph separators, and lone surrogates (from JSON's `\\ud800`: no UTF-8 stream
-can carry one, so printing it would raise)."""
-_HIDDEN = f"{_BIDI}{_INVISIBLE}{_OTHER}"
-_ESCAPED = re.compile(f"[{_CONTROL}{_HIDDEN}]")
-_ESCAPED_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_HIDDEN}]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def console(*, stderr: bool = False) -> Console:
@@ -50,17 +33,10 @@ def console(*, stderr: bool = False) -> Console:
 
 
 def shown(value: object, *, lines: bool = False) -> str:
-    """`str(value)` with every control character replaced by a visible escape (`\\x1b`, `\\r`);
-    with `lines`, line breaks stay (for our own multi-line messages, such as settings errors)."""
-    return (_ESCAPED_BUT_NEWLINE if lines else _ESCAPED).sub(_escape, str(value))
-
-
-def _escape(match: re.Match[str]) -> str:
-    char = match.group()
-    code = ord(char)
-    if char in _NAMED:
-        return _NAMED[char]
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+    """`str(value)` with every control or invisible character replaced by a visible escape
+    (`\\x1b`, `\\r`, `\\u200b`; the rule is `platform.visible_text`); with `lines`, line
+    breaks stay (for our own multi-line messages, such as settings errors)."""
+    return visible(value, lines=lines)
 
 
 def plain(value: object, style: str = "", *, lines: bool = False) -> Text:

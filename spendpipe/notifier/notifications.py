@@ -5,30 +5,28 @@ idempotency key, and the two payloads it is sent as (Slack-compatible and generi
 Every value in the text comes from data (a scope is a request's `user` field, a reason or a
 model whoever wrote the topic chose), so the Slack text escapes `&`, `<` and `>` as Slack's
 formatting guide says (no `<!channel>`, no `<https://...|link>` from a value) and shows control
-characters as visible escapes (no line of its own forged with a newline).
+and invisible characters as visible escapes, as the CLI does (no line of its own forged with a
+newline, no look-alike scope).
 """
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from spendpipe.contracts.alerts import BurnRateAlert, SoftBudgetAlert
 from spendpipe.contracts.decisions import Decision
+from spendpipe.platform.visible_text import visible
 
 Kind = Literal["soft_budget_alert", "burn_rate_alert", "block", "unblock"]
 PAYLOAD_VERSION = "spendpipe.notification.v1"
 
 _SLACK_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
 def slack_escaped(value: object) -> str:
-    """A value from data as Slack text: `&`, `<`, `>` escaped, controls as `\\xNN` / `\\uNNNN`."""
-    text = "".join(_SLACK_ESCAPES.get(char, char) for char in str(value))
-    return _CONTROL.sub(
-        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text
-    )
+    """A value from data as Slack text: `&`, `<`, `>` escaped, and what would not print as itself
+    (controls, bidi overrides, zero-width characters) as the CLI shows it (`platform.visible_text`)."""
+    return visible("".join(_SLACK_ESCAPES.get(char, char) for char in str(value)))
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ def block(version: int, scope: str = "team:eng", model: str = "") -> Decision:
 
 def test_slack_text_escapes_what_slack_parses_and_shows_controls() -> None:
     assert slack_escaped("<!channel> & <https://x|y>") == "&lt;!channel&gt; &amp; &lt;https://x|y&gt;"
-    assert slack_escaped("a\nb\x1b[2J\u202e") == "a\\x0ab\\x1b[2J\\u202e"
+    assert slack_escaped("a\nb\x1b[2J\u202e") == "a\\nb\\x1b[2J\\u202e"
 
 
 def test_a_decision_says_what_happened_and_escapes_only_data() -> None:
@@ -146,3 +146,7 @@ def test_settings_need_a_webhook_and_keep_its_url_secret(monkeypatch: pytest.Mon
     assert settings.webhook_names() == ["webhook-0", "webhook-1"]
     assert settings.webhooks[0].format == "slack"
     assert "secret" not in repr(settings)
+
+
+def test_slack_text_shows_what_reorders_or_prints_as_nothing_as_the_cli_does() -> None:
+    assert slack_escaped("eng\u200b \u061cx \ufeff \U000e0041") == "eng\\u200b \\u061cx \\ufeff \\U000e0041"

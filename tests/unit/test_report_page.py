@@ -102,3 +102,18 @@ def test_each_cap_says_when_it_is_reached_at_the_current_rate() -> None:
     rows = parse(render(data)).by_id("burn-down").all("table")[0].rows()
 
     assert [row[4] for row in rows] == [expected for _, _, expected in cases]
+
+
+def test_a_value_that_reorders_or_hides_text_is_shown_escaped() -> None:
+    """HTML escaping keeps markup out, not a right-to-left override (`team:\u202egnp.exe` reads as
+    `team:exe.png`) nor a zero-width space (`eng` and `eng\u200b` would be two rows that look
+    alike): the report shows them as the CLI does, `\\u202e`."""
+    data = report()
+    spoofed = {"eng": Decimal(1), "eng\u200b": Decimal(2), "team:\u202egnp.exe\x1b[2J": Decimal(3)}
+    html = render(ReportData(**{**vars(data), "team_totals": spoofed}))
+
+    assert [row[0] for row in parse(html).by_id("team-totals").rows()] == [
+        "team:\\u202egnp.exe\\x1b[2J", "eng\\u200b", "eng"
+    ]  # fmt: skip
+    assert "\u202e" not in html
+    assert "\u200b" not in html

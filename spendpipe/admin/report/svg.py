@@ -5,8 +5,8 @@ dependency here (it would add ~40 MB and a font cache to every deployment of the
 SVG embeds glyph paths for every label; two chart kinds of a few dozen lines each do not need it.
 
 Every text that comes from data (a team id, a model name) passes through `esc`: a chart never
-carries data as markup. Amounts are scaled as floats for geometry only; the exact Decimal is
-what the tooltips (`<title>`) and labels say.
+carries data as markup, nor a character that reorders or hides text. Amounts are scaled as
+floats for geometry only; the exact Decimal is what the tooltips (`<title>`) and labels say.
 """
 
 import math
@@ -14,12 +14,16 @@ from collections.abc import Sequence
 from decimal import Decimal
 from html import escape
 
+from spendpipe.platform.visible_text import visible
+
 PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f")
 WIDTH, HEIGHT, LEFT, BOTTOM, TOP = 760, 260, 70, 40, 16
 
 
 def esc(value: object) -> str:
-    return escape(str(value), quote=True)
+    """Text for HTML and SVG: markup escaped, and controls, bidi overrides and characters that
+    print as nothing shown as escapes, as the CLI shows them (`platform.visible_text`)."""
+    return escape(visible(value), quote=True)
 
 
 def money(value: Decimal) -> str:

@@ -1,0 +1,41 @@
+"""Text from data as a person should see it: every character that would not print as itself
+shown as a visible escape. The CLI (`admin.render`), the HTML report and the Slack text of the
+notifier all print values a gateway's client chose (a `user`, a team id, a model name), and
+each of them uses this one rule.
+
+Escaped: C0 and C1 controls and DEL (`\\x1b` can restyle or clear a terminal, `\\r` rewrite a
+line); the bidirectional marks, overrides and isolates (`team:\\u202egnp.exe` reads as
+`team:exe.png`); characters that print as nothing (zero-width space and joiners, word joiner,
+BOM, soft hyphen, variation selectors, Hangul fillers, Unicode tags), with which `eng` and
+`eng` + U+200B would be two scopes that look like one and tags carry hidden text; line and
+paragraph separators; and lone surrogates (JSON's `\\ud800` makes one; no UTF-8 stream can carry
+it, so printing it raises). Letters and symbols of every script print as they are.
+"""
+
+import re
+
+_CONTROL = "\x00-\x1f\x7f-\x9f"
+_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_INVISIBLE = (
+    "\u00ad\u034f\u115f\u1160\u180e\u200b-\u200d\u2060-\u2064\u3164\ufe00-\ufe0f\ufeff\uffa0"
+    "\U000e0000-\U000e007f\U000e0100-\U000e01ef"
+)
+_OTHER = "\u2028\u2029\ud800-\udfff"
+_HIDDEN = f"{_BIDI}{_INVISIBLE}{_OTHER}"
+_ESCAPED = re.compile(f"[{_CONTROL}{_HIDDEN}]")
+_ESCAPED_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_HIDDEN}]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def visible(value: object, *, lines: bool = False) -> str:
+    """`str(value)` with every such character replaced by its escape (`\\x1b`, `\\r`, `\\u200b`,
+    `\\U000e0041`); with `lines`, line breaks stay (for our own multi-line messages)."""
+    return (_ESCAPED_BUT_NEWLINE if lines else _ESCAPED).sub(_escape, str(value))
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
