@@ -1,6 +1,7 @@
 """Loading a service's settings, with errors that name the environment variable to fix."""
 
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -107,5 +108,21 @@ def describe_errors(error: ValidationError) -> str:
         variable = ENV_PREFIX + NESTED_DELIMITER.join(location).upper() if location else "settings"
         value = issue.get("input")
         shown = "" if isinstance(value, dict) or "password" in variable.lower() else f" (got {value!r})"
-        lines.append(f"{variable}: {issue['msg']}{shown}")
+        lines.append(_without_url_password(f"{variable}: {issue['msg']}{shown}", value))
     return "invalid settings:\n  " + "\n  ".join(lines)
+
+
+def _without_url_password(line: str, value: object) -> str:
+    """`line` with the password of a URL given as `value` (`https://user:password@host`, as the
+    ClickHouse DSN and the SQL endpoint URL take it) shown as `***`, wherever the line repeats it."""
+    if not isinstance(value, str) or "@" not in value:
+        return line
+    try:
+        password = urlsplit(value).password
+    except ValueError:
+        password = None
+    if password is None:
+        # a URL that does not parse may still hold one: everything between the first `:` after
+        # the scheme and the last `@`
+        password = value.partition("://")[2].rpartition("@")[0].partition(":")[2] or None
+    return line.replace(password, "***") if password else line

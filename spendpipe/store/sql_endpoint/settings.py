@@ -1,9 +1,11 @@
 """Where the SQL endpoint listens (the serving process), its limits, and where clients look for it."""
 
 import ipaddress
+import re
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, model_validator
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8124
@@ -70,5 +72,21 @@ class SqlEndpointSettings(BaseModel):
         return self
 
 
-EndpointUrl = Annotated[str, Field(pattern=r"^https?://")]
+def _endpoint_url(url: str) -> str:
+    """Scheme, host and port (credentials may come before the host), checked here: clickhouse-connect
+    would take a URL without a host for localhost:80, fail on a bad port at the first query with a
+    traceback, and drop a path or query without a word."""
+    parts = urlsplit(url)
+    parts.port  # noqa: B018  (raises ValueError on a port out of range or not a number)
+    if not parts.hostname or not _HOST.match(parts.hostname):
+        raise ValueError(f"{url!r} names no host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"{url!r}: scheme, host and port only (http://host:port)")
+    return url
+
+
+_HOST = re.compile(r"^[A-Za-z0-9._:%-]+$")
+"""A name or an address (IPv6 without its brackets): no space, no stray character."""
+
+EndpointUrl = Annotated[str, Field(pattern=r"^https?://"), AfterValidator(_endpoint_url)]
 """A client's `sql_endpoint_url`: where a running pipeline serves SQL over its embedded store."""
