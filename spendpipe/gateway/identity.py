@@ -29,9 +29,16 @@ own key tables. The proxy already hands over the hash; a raw key (SDK mode,
 LiteLLM's generated per-call trace id (`litellm_trace_id` when the caller gave none) is not read:
 it would make every call a session of its own.
 
-**Agent**: `metadata["agent_id"]` (the proxy sets it from the key's agent, the
-`x-litellm-agent-id` header or the body's metadata), else the key's `agent_id`, else
-`metadata["agent_name"]`.
+**Agent**: in the proxy, the key's agent as LiteLLM resolves it (the agent the key invokes, else
+the key's own `agent_id`); for a key without one, the agent the request names, where LiteLLM puts
+it: `litellm_metadata["agent_id"]` (the `x-litellm-agent-id` header on LiteLLM's
+`litellm_metadata` routes), else `metadata["agent_id"]` (the header on other routes, else the
+body's), else `metadata["agent_name"]`. In SDK mode the metadata's `agent_id`, else its
+`agent_name`. A client never names another agent for a key that has one: on the
+`litellm_metadata` routes (/v1/responses, /v1/messages) the body's `metadata` is the client's
+own, so the key must come first. The pre-call hook marks the agent it read in the proxy's own
+metadata of the request (`mark_agent`), and the logged call is charged to that mark, so a call
+is refused and counted under one agent.
 
 **Tags and provider**: the tags are the ones LiteLLM logs for the request (`request_tags_of`, by
 LiteLLM's own rule), and the provider the one its model goes to (`providers.py`), so a call is
@@ -57,6 +64,10 @@ from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
 from spendpipe.contracts.scopes import SHA256_HEX, attributed_tags, hash_api_key, team_member_id
 from spendpipe.gateway.labels import first_label, label_of, tags_of
 from spendpipe.gateway.providers import provider_of_model
+from spendpipe.gateway.rate_limits.leases import mark, marked
+
+AGENT_FIELD = "spendpipe_agent"
+"""Marked by the proxy's pre-call hook (`mark_agent`): the agent admission read, "" for none."""
 
 SDK_NAMES: dict[str, tuple[str, ...]] = {
     "key": ("user_api_key_hash", "user_api_key", "key"),
@@ -92,7 +103,7 @@ class RequestIdentity:
         metadata, litellm_metadata = _mapping(data.get("metadata")), _mapping(data.get("litellm_metadata"))
         return cls(
             *_of_proxy_key(auth, data),
-            agent_id=agent_of(metadata, getattr(auth, "agent_id", None)),
+            agent_id=agent_of(metadata, litellm_metadata, key_agent_id=key_agent_of(auth)),
             session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
             tags=tags_of(request_tags_of(metadata, litellm_metadata, _mapping(data.get("proxy_server_request")))),
             provider=provider_of_model(data.get("model"), proxy=True),
@@ -142,7 +153,7 @@ class RequestIdentity:
             team_id=first_label(metadata.get("user_api_key_team_id"), sdk_value(plain, "team")),
             org_id=first_label(metadata.get("user_api_key_org_id"), sdk_value(plain, "org")),
             end_user=_logged_end_user(record, metadata, kwargs) or label_of(sdk_value(plain, "end_user")),
-            agent_id=agent_of(call_metadata),
+            agent_id=_logged_agent(params, call_metadata),
             # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
             session_id=session or label_of(record.get("session_id")),
             tags=tags_of(record.get("request_tags") or []),
@@ -249,9 +260,38 @@ def session_of(*containers: Mapping[str, Any] | None, litellm_session_id: object
     )
 
 
-def agent_of(metadata: Mapping[str, Any] | None, key_agent_id: object = None) -> str | None:
-    metadata = metadata or {}
-    return first_label(metadata.get("agent_id"), key_agent_id, metadata.get("agent_name"))
+def agent_of(
+    metadata: Mapping[str, Any] | None,
+    litellm_metadata: Mapping[str, Any] | None = None,
+    *,
+    key_agent_id: str | None = None,
+) -> str | None:
+    """The agent (module docstring): the key's, else the one the request names."""
+    metadata, litellm_metadata = metadata or {}, litellm_metadata or {}
+    return key_agent_id or first_label(
+        litellm_metadata.get("agent_id"), metadata.get("agent_id"), metadata.get("agent_name")
+    )
+
+
+def key_agent_of(auth: Any) -> str | None:
+    """The agent a proxy key acts as, as LiteLLM resolves it: the agent it invokes, else its own."""
+    return first_label(getattr(auth, "invoked_agent_id", None), getattr(auth, "agent_id", None))
+
+
+def mark_agent(data: dict[str, Any], agent_id: str | None) -> None:
+    """Mark the agent the proxy's pre-call hook read where the logged call's agent is read from
+    (`_logged_agent`), over anything a client put there."""
+    mark(data, AGENT_FIELD, agent_id or "")
+
+
+def _logged_agent(params: Mapping[str, Any], call_metadata: Mapping[str, Any]) -> str | None:
+    """A proxy call's agent as its admission marked it; else (an SDK call, or a proxy call no
+    pre-call hook saw) the metadata's."""
+    if params.get("proxy_server_request"):
+        admitted = marked(params, AGENT_FIELD)
+        if admitted is not None:
+            return label_of(admitted)
+    return agent_of(call_metadata)
 
 
 def _with_model(names: list[str], model: object) -> list[str]:

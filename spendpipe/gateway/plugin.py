@@ -51,7 +51,7 @@ from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.declared_budgets import DeclaredBudgets, declared_budgets
-from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.identity import RequestIdentity, mark_agent
 from spendpipe.gateway.key_spend import KeySpend
 from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
@@ -316,6 +316,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Proxy mode: refuse a blocked request the way LiteLLM refuses an exceeded budget, a
         rate-limited one the way LiteLLM's limiter does; count an admitted one."""
         who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
+        mark_agent(data, who.agent_id)  # the logged call is charged to the agent checked here
         if self.declared is not None:
             await self.declared.observe_proxy_request(who, user_api_key_dict, cache)
         model = data.get("model")

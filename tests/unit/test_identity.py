@@ -14,8 +14,9 @@ from litellm.proxy._types import UserAPIKeyAuth
 from spendpipe.contracts.decisions import decision_key
 from spendpipe.contracts.rate_limits import LIMITED_SCOPES
 from spendpipe.contracts.scopes import Scope, ScopeType, hash_api_key, scopes_of
-from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.gateway.identity import AGENT_FIELD, RequestIdentity, mark_agent
 from spendpipe.gateway.labels import MAX_LABEL, label_of
+from spendpipe.gateway.recording.logged_call import copy_logged_call
 from tests.support.waiting import eventually_sync
 
 RAW_KEY = "sk-alice-raw-key"
@@ -82,12 +83,58 @@ def test_the_session_is_the_first_found_and_never_litellms_per_call_trace_id() -
     assert len(long_session) <= MAX_LABEL
 
 
-def test_the_agent_of_the_request_comes_before_the_keys() -> None:
+def test_a_proxy_keys_agent_comes_before_what_the_request_names() -> None:
     key_of_agent = UserAPIKeyAuth(agent_id="from-key")
+    invoking = UserAPIKeyAuth(agent_id="from-key")
+    invoking.invoked_agent_id = "invoked"  # LiteLLM's auth sets it after building the key object
 
-    assert RequestIdentity.of_proxy_request(key_of_agent, {"metadata": {"agent_id": "a"}}).agent_id == "a"
+    # as LiteLLM resolves the agent: the agent the key invokes, else its own, else the request's
+    assert RequestIdentity.of_proxy_request(key_of_agent, {"metadata": {"agent_id": "a"}}).agent_id == "from-key"
+    assert RequestIdentity.of_proxy_request(invoking, {"metadata": {"agent_id": "a"}}).agent_id == "invoked"
     assert RequestIdentity.of_proxy_request(key_of_agent, {"metadata": {"agent_name": "n"}}).agent_id == "from-key"
+    assert RequestIdentity.of_proxy_request(UserAPIKeyAuth(), {"metadata": {"agent_id": "a"}}).agent_id == "a"
     assert RequestIdentity.of_proxy_request(UserAPIKeyAuth(), {"metadata": {"agent_name": "n"}}).agent_id == "n"
+    # on LiteLLM's litellm_metadata routes the x-litellm-agent-id header is there, the body's metadata beside it
+    by_header = {"metadata": {"agent_id": "body"}, "litellm_metadata": {"agent_id": "header"}}
+    assert RequestIdentity.of_proxy_request(UserAPIKeyAuth(), by_header).agent_id == "header"
+    assert RequestIdentity.of_proxy_request(key_of_agent, by_header).agent_id == "from-key"
+    blank = UserAPIKeyAuth(agent_id="from-key")
+    blank.invoked_agent_id = " "  # no label: the key's own agent
+    assert RequestIdentity.of_proxy_request(blank, by_header).agent_id == "from-key"
+
+
+@pytest.mark.parametrize("key_agent", ["from-key", None])
+@pytest.mark.parametrize("route_metadata", [True, False], ids=["litellm_metadata-route", "metadata-route"])
+@pytest.mark.parametrize(
+    "client",
+    [
+        {"metadata": {"agent_id": "free"}},
+        {"metadata": {"agent_id": "free", AGENT_FIELD: "forged"}},
+        {"metadata": {AGENT_FIELD: "forged"}, "litellm_metadata": {AGENT_FIELD: "forged"}},
+        {"metadata": {"agent_name": 7}},
+        {},
+    ],
+)
+def test_a_proxy_call_is_charged_to_the_agent_its_admission_checked(
+    key_agent: str | None, route_metadata: bool, client: dict[str, Any]
+) -> None:
+    # given a request as the proxy's pre-call hook sees it, the client's metadata in it
+    data: dict[str, Any] = {"model": "gpt-4o", **{name: dict(value) for name, value in client.items()}}
+    if route_metadata:  # /v1/responses, /v1/messages: LiteLLM keeps its own metadata apart
+        data.setdefault("litellm_metadata", {})
+    who = RequestIdentity.of_proxy_request(UserAPIKeyAuth(api_key=RAW_KEY, agent_id=key_agent), data)
+
+    # when the hook marks it, and LiteLLM logs the call with the request's metadata
+    mark_agent(data, who.agent_id)
+    params: dict[str, Any] = {n: data[n] for n in ("metadata", "litellm_metadata") if n in data}
+    params["proxy_server_request"] = {"url": "/"}
+    logged = {"litellm_params": params}
+
+    # then the call is charged to the agent its admission was checked under, from the copy too
+    assert RequestIdentity.of_logged_call(logged).agent_id == who.agent_id
+    assert RequestIdentity.of_logged_call(copy_logged_call(logged)).agent_id == who.agent_id
+    if key_agent is not None:
+        assert who.agent_id == key_agent
 
 
 def test_request_with_a_team_is_not_checked_against_the_users_own_budget() -> None:

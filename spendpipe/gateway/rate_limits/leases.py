@@ -6,6 +6,7 @@ end another request's lease) where the proxy keeps its own metadata of a request
 `litellm_metadata` when the request has it (LiteLLM sets it on its `LITELLM_METADATA_ROUTES`:
 /v1/messages, /responses, batches, files..., where `metadata` is the client's and goes on to the
 provider), else `metadata`. LiteLLM hands both on to the logging callbacks' `litellm_params`.
+The same slot carries the request's agent as admission read it (`identity.mark_agent`).
 """
 
 import os
@@ -50,24 +51,37 @@ Usage = tuple[int, int, int]
 """(input, output, total) tokens."""
 
 
-def mark_lease(data: dict[str, Any], lease: str) -> None:
+def proxy_slot(data: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The dict where the proxy keeps its own metadata of a request, where the plugin marks what
+    it decided at admission (module docstring): the one rule for marking and reading a mark."""
     litellm_metadata = data.get("litellm_metadata")
-    if isinstance(litellm_metadata, dict):
-        litellm_metadata[LEASE_FIELD] = lease
-        return
-    if data.get("metadata") is None:
+    slot = litellm_metadata if isinstance(litellm_metadata, dict) else data.get("metadata")
+    return slot if isinstance(slot, dict) else None
+
+
+def mark(data: dict[str, Any], field: str, value: str) -> None:
+    """Mark `field` in the request's `proxy_slot` (an empty `metadata` made if it has none)."""
+    if data.get("metadata") is None and not isinstance(data.get("litellm_metadata"), dict):
         data["metadata"] = {}
-    metadata = data["metadata"]
-    if isinstance(metadata, dict):
-        metadata[LEASE_FIELD] = lease
+    slot = proxy_slot(data)
+    if slot is not None:
+        slot[field] = value
+
+
+def marked(data: Mapping[str, Any], field: str) -> str | None:
+    """What `mark` left in `field`; looked for only there (a client's `metadata` may carry it)."""
+    slot = proxy_slot(data)
+    value = slot.get(field) if slot is not None else None
+    return value if isinstance(value, str) else None
+
+
+def mark_lease(data: dict[str, Any], lease: str) -> None:
+    mark(data, LEASE_FIELD, lease)
 
 
 def lease_in(data: Mapping[str, Any]) -> str:
-    """The lease `mark_lease` left; looked for only there (a client's `metadata` may carry the field)."""
-    litellm_metadata = data.get("litellm_metadata")
-    slot = litellm_metadata if isinstance(litellm_metadata, dict) else data.get("metadata")
-    lease = slot.get(LEASE_FIELD) if isinstance(slot, dict) else None
-    return lease if isinstance(lease, str) else ""
+    """The lease `mark_lease` left, or ""."""
+    return marked(data, LEASE_FIELD) or ""
 
 
 def usage_of_response(response: Any) -> Usage | None:

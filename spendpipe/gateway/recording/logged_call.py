@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from spendpipe.contracts.scopes import SHA256_HEX
-from spendpipe.gateway.identity import SDK_NAMES, key_hash_of
+from spendpipe.gateway.identity import AGENT_FIELD, SDK_NAMES, key_hash_of
 from spendpipe.gateway.labels import label_of
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,9 @@ def read_shape(keep: Leaf, tags: Leaf | None = None) -> Shape:
                 "trace_id": keep,
                 "agent_id": keep,
                 "agent_name": keep,
+                AGENT_FIELD: keep,
             },
-            "litellm_metadata": {"session_id": keep, "trace_id": keep},
+            "litellm_metadata": {"session_id": keep, "trace_id": keep, AGENT_FIELD: keep},
             "litellm_session_id": keep,
         },
         "standard_logging_object": {
