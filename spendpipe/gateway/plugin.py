@@ -317,6 +317,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         rate-limited one the way LiteLLM's limiter does; count an admitted one."""
         who = RequestIdentity.of_proxy_request(user_api_key_dict, data)
         mark_agent(data, who.agent_id)  # the logged call is charged to the agent checked here
+        self.sessions.unmark(data)  # a client's metadata may carry the mark: only admission sets it
         if self.declared is not None:
             await self.declared.observe_proxy_request(who, user_api_key_dict, cache)
         model = data.get("model")
@@ -334,7 +335,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if headroom is not None:
             self.gate.finish(lease, None)
             raise proxy_refusal(headroom, model)
-        verdict = await self.sessions.admit(who.agent_id, who.session_id, data.get("metadata"))
+        verdict = await self.sessions.admit(who.agent_id, who.session_id, data)
         if verdict is not None and not verdict.granted:
             self.gate.finish(lease, None)
             self.leases.release(lease)

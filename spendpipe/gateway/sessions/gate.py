@@ -6,14 +6,22 @@ A call without a session, or of an agent without session caps, costs one dict lo
 call costs one Kafka round trip (the reservation written, then read back), and a call that waits
 behind a session's first call waits for that call to end. A refused call is answered as
 LiteLLM's own session limiters answer (`refusals.py`).
+
+A granted call is marked, for the hook that sees it end, where the proxy keeps its own metadata
+of a request (`rate_limits.leases.mark`), as a string: on /v1/responses and /v1/messages the
+body's `metadata` is the client's and goes on to the provider, which may refuse a value that is
+not a string. A client can write the same field in its own metadata; the pre-call hook clears it
+first (`unmark`), so only a call this gate granted ends a session call.
 """
 
+import json
 import logging
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from spendpipe.contracts.sessions import SessionRecord
+from spendpipe.gateway.rate_limits.leases import mark, marked
 from spendpipe.gateway.refusals import session_not_admitted
 from spendpipe.gateway.sessions.caps import SessionCaps
 from spendpipe.gateway.sessions.ledger import SessionVerdict
@@ -22,8 +30,8 @@ from spendpipe.gateway.sessions.session_log import SessionLog
 log = logging.getLogger(__name__)
 
 SESSION_FIELD = "spendpipe_session"
-"""Set in the request's metadata when a session call is granted: [agent, session, call id], for
-the hook that sees the call end."""
+"""Marked when a session call is granted: [agent, session, call id] as JSON, for the hook that
+sees the call end; "" for none."""
 
 
 class SessionGate:
@@ -48,9 +56,9 @@ class SessionGate:
     def live_sessions(self) -> int:
         return self._sessions.live_sessions() if self._sessions is not None else 0
 
-    async def admit(self, agent_id: str | None, session_id: str | None, metadata: Any) -> SessionVerdict | None:
+    async def admit(self, agent_id: str | None, session_id: str | None, data: dict[str, Any]) -> SessionVerdict | None:
         """None: not a capped session call, serve it. Else the verdict; granted ones are marked in
-        `metadata` so their end is reported."""
+        the request `data` (module docstring) so their end is reported."""
         caps = self.caps.of(agent_id)
         if caps is None or session_id is None or agent_id is None or self._sessions is None:
             return None
@@ -68,9 +76,14 @@ class SessionGate:
             self._end([agent_id, session_id, record.call_id], "withdraw", None)
             message = session_not_admitted(session_id, agent_id, self._wait_s)
             return SessionVerdict(record.call_id, granted=False, message=message, cap_kind="budget")
-        if verdict.granted and isinstance(metadata, dict):
-            metadata[SESSION_FIELD] = [agent_id, session_id, record.call_id]
+        if verdict.granted:
+            mark(data, SESSION_FIELD, json.dumps([agent_id, session_id, record.call_id]))
         return verdict
+
+    @staticmethod
+    def unmark(data: dict[str, Any]) -> None:
+        """Clear a mark the request came with (a client's): only `admit` marks a call."""
+        mark(data, SESSION_FIELD, "")
 
     def settle(self, data: dict[str, Any] | None, cost: Decimal) -> None:
         self._end(_marker(data), "settle", cost)
@@ -99,9 +112,12 @@ class SessionGate:
 
 
 def _marker(data: dict[str, Any] | None) -> list[str] | None:
-    for field in ("metadata", "litellm_metadata"):
-        metadata = (data or {}).get(field)
-        marker = metadata.get(SESSION_FIELD) if isinstance(metadata, dict) else None
-        if isinstance(marker, list) and len(marker) == 3 and all(isinstance(part, str) for part in marker):
-            return marker
+    """[agent, session, call id] as `admit` marked them, or None."""
+    text = marked(data or {}, SESSION_FIELD)
+    try:
+        marker = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if isinstance(marker, list) and len(marker) == 3 and all(isinstance(part, str) for part in marker):
+        return marker
     return None
