@@ -32,7 +32,7 @@ from faststream.kafka import KafkaBroker
 from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
 from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
-from spendpipe.aggregator.offsets import PartitionOffsets
+from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
 from spendpipe.aggregator.ownership import Ownership, OwnershipLostError, Release, group_generation
 from spendpipe.aggregator.progress import ConsumerProgress
 from spendpipe.aggregator.settings import AggregatorSettings
@@ -67,6 +67,9 @@ class Aggregator:
         self._letters = PublishedLetters()
         self._read_up_to: dict[int, int] = {}
         """The highest offset of each partition this process has read: what the metrics call a re-read."""
+        self._kept_back = 0
+        """Records of a batch the writer sent back to read further (`ReadFurtherError`): the intake
+        hands them over again, neither read for the first time nor read again."""
         self._tasks: list[asyncio.Task[None]] = []
         self._claiming: asyncio.Task[None] | None = None
         self._releasing: asyncio.Task[None] | None = None
@@ -172,6 +175,7 @@ class Aggregator:
         watermarks and recent ids before the next batch. The flush in flight has ended (`intake`):
         tell the next owners they need not wait for this one."""
         self.writer.revoked(tp.partition for tp in revoked)
+        self._kept_back = 0  # the intake drops the batch it kept back
         self._letters.forget(tp.partition for tp in revoked)
         self.progress.revoked(revoked)
         self._release(self.ownership.revoked())
@@ -180,7 +184,7 @@ class Aggregator:
         """Claim the partitions at once (fencing their earlier owner as early as can be), beside
         the rebalance rather than in it: a slow ClickHouse must not hold up the group. A claim
         not made by the next flush is made by it."""
-        self.writer.forget_state()
+        self.writer.assigned(tp.partition for tp in assigned)
         self.progress.assigned(assigned)
         # reassigned: what failed or was lost is read again by its owner, which may not be this one
         self._flush_error = self._lost_error = None
@@ -211,7 +215,8 @@ class Aggregator:
     async def _flush(self, records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
         """Write `records`, publish their letters, announce their scopes: WRITTEN when done,
         FAILED (logged, counted) when the batch must be read again, OWNERSHIP_LOST when another
-        aggregator claimed one of its partitions (logged, counted)."""
+        aggregator claimed one of its partitions (logged, counted). Raises `ReadFurtherError`, for the
+        intake, when the writer will not write a retry before more is read (nothing written)."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         handed: list[concurrent.futures.Future[None]] = []
@@ -222,7 +227,8 @@ class Aggregator:
 
         first_reads = self._first_reads(records, offsets)
         self._metrics.consumed.inc(first_reads)
-        self._metrics.rereads.inc(len(records) - first_reads)
+        self._metrics.rereads.inc(max(0, len(records) - first_reads - self._kept_back))
+        self._kept_back = 0
         try:
             ownership = self.ownership
             if ownership.needs_claim:
@@ -235,6 +241,9 @@ class Aggregator:
             outcome = await self._clickhouse.run(self.writer.write, records, fence, offsets, durable)
             for handing in handed:
                 await asyncio.wrap_future(handing)  # before the commit: a crash before it announces again
+        except ReadFurtherError:
+            self._kept_back = len(records)  # nothing written: the intake reads on and hands them over again
+            raise
         except OwnershipLostError as lost:
             await _settle(handed)
             self._lost_error = str(lost)

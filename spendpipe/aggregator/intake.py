@@ -24,6 +24,12 @@ The rules:
   is not committed and not retried: both batches are dropped and their partitions sought back,
   and nothing more is written until the group assigns partitions again (it will: the group has
   moved on to a later generation, which this consumer learns at its next heartbeat).
+- A retry the writer will not write yet (`ReadFurtherError`: it is cut shorter than the attempt
+  whose totals landed, and would count a copy of an event counted there) is kept, with the batch
+  read meanwhile, and read on, past `batch_size` if need be, until every partition it names is
+  read through the offset it needs; then it goes again, saying which of those partitions have no
+  record in it because they were read and written before (`PartitionOffsets.read_through`).
+  Only a retry after a failed flush, a restart or a rebalance is ever asked to.
 """
 
 import asyncio
@@ -37,7 +43,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
-from spendpipe.aggregator.offsets import PartitionOffsets, earliest
+from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError, earliest
 from spendpipe.aggregator.store import KafkaRecord
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,9 @@ class Flushed(enum.Enum):
     """Read it again after a pause."""
     OWNERSHIP_LOST = "ownership lost"
     """Another aggregator owns a partition of it: drop it, write nothing until reassigned."""
+    READ_FURTHER = "read further"
+    """Not written (`ReadFurtherError`): keep it, read on until the partitions named are read through
+    what they need, and hand it over again."""
 
 
 Flush = Callable[[Sequence[KafkaRecord], PartitionOffsets], Awaitable[Flushed]]
@@ -70,6 +79,17 @@ class _Batch:
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def then(self, later: "_Batch") -> "_Batch":
+        """This batch and `later`, read right after it, as one (under this one's assignment: if
+        `later` was read under another, the loop drops both)."""
+        return _Batch(
+            self.generation,
+            self.records + later.records,
+            self.offsets.then(later.offsets),
+            self.created_ms + later.created_ms,
+            self.stamped + later.stamped,
+        )
 
     def add(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
         """aiokafka's records as they came: no object of our own per record."""
@@ -131,10 +151,13 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         """The generation under which a flush lost ownership: no write until the next one."""
         self._writing: asyncio.Task[Flushed] | None = None
         self._writing_batch: _Batch | None = None
+        self._needed: dict[int, int] = {}
+        """`ReadFurtherError.needed` of the batch kept back: nothing is written until it is read."""
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # first, so that `run` starts no write of what it read under this assignment
         self._generation += 1
+        self._needed = {}  # the batch kept back is dropped; its next writer asks for itself
         writing = self._writing
         if writing is not None:
             # let the flush in flight finish and commit before the partitions go
@@ -150,7 +173,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         """Until cancelled. The flush in flight, if any, is left to finish (see `drain`)."""
         batch = _Batch(self._generation)
         while True:
-            if len(batch) < self._batch_size:
+            if len(batch) < self._batch_size or self._needed:
                 await self._read(consumer, batch)
             writing = self._writing
             if writing is not None and writing.done():
@@ -160,6 +183,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
                 if result is Flushed.OWNERSHIP_LOST and written is not None:
                     # the assignment the flush ran under, which the group may have left by now
                     self._lost = written.generation
+                if result is Flushed.READ_FURTHER and written is not None:
+                    batch = written.then(batch)  # every record read and not written, in order
+                    continue
                 if result is not Flushed.WRITTEN and written is not None:
                     batch = await self._rewind(consumer, written, batch)
                     continue
@@ -171,6 +197,8 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
                 # fenced: wait for the group to reassign; what is read meanwhile is read again
                 batch = await self._rewind(consumer, batch)
                 continue
+            if self._needed and not await self._read_through(consumer, batch):
+                continue  # read on (a rebalance meanwhile: the next round drops the batch)
             if writing is None and batch.records:
                 self._writing_batch = batch
                 self._writing = asyncio.create_task(self._write(consumer, batch))
@@ -189,10 +217,11 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         free with records in hand (then it returns as soon as it has any)."""
         writing = self._writing
         idle = writing is None or writing.done()
+        further = bool(self._needed)  # reading on for a retry: past the batch size, waiting for records
         fetch = asyncio.ensure_future(
             consumer.getmany(
-                timeout_ms=0 if (batch.records and idle) else self._wait_ms,
-                max_records=self._batch_size - len(batch),
+                timeout_ms=0 if (batch.records and idle and not further) else self._wait_ms,
+                max_records=self._batch_size if further else self._batch_size - len(batch),
             )
         )
         if writing is not None and not idle:
@@ -217,6 +246,11 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             self._waited(waited)
         try:
             result = await self._flush(batch.records, batch.offsets)
+        except ReadFurtherError as further:
+            log.info("%s; reading on before the retry of %d records of %s", further, len(batch), self._topic)
+            if batch.generation == self._generation:  # else revoked meanwhile: the batch is dropped
+                self._needed = further.needed
+            return Flushed.READ_FURTHER
         except Exception:
             log.exception("flush of %d records of %s failed", len(batch), self._topic)
             return Flushed.FAILED
@@ -232,6 +266,28 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         else:
             self._committed(batch.offsets)
         return Flushed.WRITTEN
+
+    async def _read_through(self, consumer: AIOKafkaConsumer, batch: _Batch) -> bool:
+        """Whether every partition `ReadFurtherError` named (and still assigned) is read through the
+        offset it needs: the consumer's position is past it. The batch holds every record read and
+        not written, so a partition it has no record of was read and written before it, which
+        `read_through` tells the writer. Then the batch may go."""
+        assigned = consumer.assignment()
+        through: dict[int, int] = {}
+        for partition, offset in self._needed.items():
+            tp = TopicPartition(self._topic, partition)
+            if tp not in assigned:
+                continue
+            position = await consumer.position(tp)
+            if position <= offset:
+                return False
+            if partition not in batch.offsets.first:
+                through[partition] = position - 1
+        if batch.generation != self._generation:
+            return False  # revoked while asking: the next round drops the batch
+        batch.offsets.read_through = through
+        self._needed = {}
+        return True
 
     async def _rewind(self, consumer: AIOKafkaConsumer, *unwritten: _Batch, pause: bool = True) -> _Batch:
         """Seek every partition still assigned back to the first record of `unwritten`, so it

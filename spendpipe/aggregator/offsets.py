@@ -6,6 +6,9 @@ the commit, the watermarks, the ownership check, the dead-letter bookkeeping and
 first reads all read them here. A pass over 200,000 fetched records costs tens of milliseconds
 (each record is a separate object, mostly out of the CPU's cache), and a flush made about nine
 such passes, most on the thread that reads the next batch (profiled 2026-12-03).
+
+`ReadFurtherError` is the writer's answer to a retry cut shorter than what the totals hold: the batch
+must reach further before anything of it is counted (`BatchWriter`, docs/exactly-once.md).
 """
 
 from collections.abc import Iterable, Sequence
@@ -20,6 +23,10 @@ class PartitionOffsets:
     """Each partition's lowest offset in the batch."""
     highest: dict[int, int] = field(default_factory=dict)
     """Each partition's highest offset in the batch: what a commit names, plus one."""
+    read_through: dict[int, int] = field(default_factory=dict)
+    """Partitions with no record in the batch, and the offset up to which they were read before
+    it, every record up to there written (committed). Set only on a batch handed again after
+    `ReadFurtherError`, for the partitions it asked for."""
 
     def add_run(self, partition: int, run: Sequence[KafkaRecord]) -> None:
         """Add a run of one partition's records, in offset order and after any run of that
@@ -29,10 +36,14 @@ class PartitionOffsets:
         self.first.setdefault(partition, run[0].offset)
         self.highest[partition] = run[-1].offset
 
+    def then(self, later: "PartitionOffsets") -> "PartitionOffsets":
+        """These offsets and those of the batch read right after them, as one batch."""
+        return PartitionOffsets(first={**later.first, **self.first}, highest={**self.highest, **later.highest})
+
     @classmethod
-    def of(cls, records: Iterable[KafkaRecord]) -> "PartitionOffsets":
+    def of(cls, records: Iterable[KafkaRecord], read_through: dict[int, int] | None = None) -> "PartitionOffsets":
         """The offsets of records in any order, in one pass: for callers holding a plain list."""
-        offsets = cls()
+        offsets = cls(read_through=dict(read_through or {}))
         first, highest = offsets.first, offsets.highest
         for record in records:
             partition, offset = record.partition, record.offset
@@ -50,3 +61,14 @@ def earliest(batches: Iterable[PartitionOffsets]) -> dict[int, int]:
         for partition, offset in offsets.first.items():
             first[partition] = min(offset, first.get(partition, offset))
     return first
+
+
+class ReadFurtherError(Exception):
+    """A retried batch must not be written yet: the totals hold records, counted by an earlier
+    attempt, that are neither in `events` nor in the batch, so a copy of one of them in the batch
+    would be taken for a new event. `needed`: per partition, the offset the intake must have read
+    through (into the batch, or written before it) before it hands the batch over again."""
+
+    def __init__(self, needed: dict[int, int]) -> None:
+        super().__init__(f"read partitions through {needed} before this batch is written")
+        self.needed = needed

@@ -23,7 +23,9 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
    the totals' watermarks were decided by an earlier attempt, whatever `events` holds (its copy
    may have failed): they come first in the batch's order, so a copy of one of them is the
    duplicate on any partition, and a retry copies them into `events` before it counts more
-   (`_copy_counted`).
+   (`_copy_counted`). That needs every such record in the batch: a retry cut shorter than the
+   attempt whose totals landed (the refetch came in another order, fewer partitions, a lower
+   batch size) is not written while it would count anything (`ReadFurtherError`, `_unread`).
 3. Insert the totals of the usable parsed events into `spend_totals` (rolled up by ClickHouse,
    see `rollup`), together with one watermark row per partition (the highest offset included),
    in one insert: one part, all or nothing. Then read what the totals hold of the batch (the
@@ -43,6 +45,11 @@ the batch skips it, a table that does not yet have it takes it. Totals go first 
 duplicate memory is rebuilt from `events` at start-up: an event is never remembered as
 counted unless its totals are in.
 
+Why a short retry reads on rather than anything else: what an earlier attempt counted is known
+only as the totals' watermarks (the totals are sums, not ids), and the records below them are in
+Kafka; writing the ids beside the totals would cost every flush what only a retry needs. So the
+retry waits for those records (`_unread`), and the usual flush checks one empty dict.
+
 Announcements follow what was written, not what this attempt added: the outcome names the
 scopes of every event of the batch that is in the totals, whether this attempt or an earlier
 one (whose announcement may never have gone out) put it there.
@@ -57,7 +64,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 from spendpipe.aggregator.dedup import Origin, RecentEventIds, same_content
-from spendpipe.aggregator.offsets import PartitionOffsets
+from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
 from spendpipe.aggregator.ownership import Fence, OwnershipLostError
 from spendpipe.aggregator.store import KafkaRecord, ParsedIds, SourceRecord, SpendStore, source_name
 from spendpipe.contracts.events import InvalidEventError, SpendEvent, decode_event
@@ -106,6 +113,11 @@ Durable = Callable[[FlushOutcome], None]
 class _Watermarks:
     totals: dict[int, int] = field(default_factory=dict)
     events: dict[int, int] = field(default_factory=dict)
+    unsettled: dict[int, int] = field(default_factory=dict)
+    """The partitions whose totals' watermark is past their last row in `events`, with that
+    watermark: records the totals may hold and `events` not (an earlier attempt's copy failed),
+    until a batch is seen to reach or pass it (`BatchWriter._unread`). Also, harmlessly, those whose
+    last records were dropped (duplicates, dead letters): no row in `events` marks those."""
 
 
 @dataclass
@@ -154,6 +166,15 @@ class BatchWriter:
         in the totals that no outcome has counted yet (the insert raised, or the flush failed
         before its hand-over): the retry counts them. Kept across `forget_state`, not across a
         reassignment (`revoked`)."""
+        self._owned: frozenset[int] | None = None
+        """The partitions this writer's flushes may write: the group's assignment (`assigned`);
+        None, every partition (one writer: tools, tests)."""
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """The group assigned these partitions: `forget_state`; a retry must have read, of each,
+        what the totals hold and `events` does not (`_unread`)."""
+        self._owned = frozenset(partitions)
+        self.forget_state()
 
     def forget_state(self) -> None:
         """Reload watermarks and recent ids from ClickHouse before the next batch: call it
@@ -164,6 +185,9 @@ class BatchWriter:
         """The partitions went to the group again: `forget_state`, and leave what this writer
         put in their totals uncounted (their next owner may have written past it since)."""
         self.forget_state()
+        partitions = set(partitions)
+        if self._owned is not None:
+            self._owned = self._owned - partitions
         for partition in partitions:
             self._uncounted.pop(partition, None)
 
@@ -185,6 +209,8 @@ class BatchWriter:
         outcome = FlushOutcome()
         marks = self._load_state()
         in_totals = _watermarks_of(highest, marks.totals)  # what the totals held before this attempt
+        if marks.unsettled and (needed := self._unread(offsets, marks)):
+            raise ReadFurtherError(needed)
         replay = any(first <= in_totals[partition] for partition, first in offsets.first.items())
         held = in_totals if replay else None  # the usual batch: no record in the totals
         now_s = self._clock()
@@ -266,10 +292,10 @@ class BatchWriter:
         marks = self._watermarks  # forget_state may clear the attribute from another thread
         if marks is None:
             self._store.forget_session()
-            marks = _Watermarks(
-                totals=self._store.totals_watermarks(self._topic),
-                events=self._store.events_watermarks(self._topic),
-            )
+            totals = self._store.totals_watermarks(self._topic)
+            events = self._store.events_watermarks(self._topic)
+            unsettled = {partition: mark for partition, mark in totals.items() if mark > events.get(partition, -1)}
+            marks = _Watermarks(totals=totals, events=events, unsettled=unsettled)
             since = datetime.fromtimestamp(self._clock() - self._recent.horizon_s, UTC)
             self._recent.clear()
             ids, origins, latest = self._store.ids_ingested_since(since)
@@ -278,6 +304,39 @@ class BatchWriter:
                 self._recent.remember(dict(zip(ids, origins, strict=True)), latest.replace(tzinfo=UTC).timestamp())
             self._watermarks = marks
         return marks
+
+    def _unread(self, offsets: PartitionOffsets, marks: _Watermarks) -> dict[int, int]:
+        """What the intake must read before this batch may be written: per partition of this
+        writer's, the totals' watermark, where the totals may hold records (counted by an earlier
+        attempt whose copy into `events` failed) that are neither in `events` nor in the batch.
+        A copy of one of those in the batch would be counted again: neither the memory (rebuilt
+        from `events`) nor the batch has the original. Empty when the batch counts nothing
+        (every record at or below the watermarks: it only copies what it holds), or holds or
+        has passed every such record: then each partition is settled for the batches after it.
+        Not the usual batch: `marks.unsettled` is empty once each partition was seen through."""
+        counting = any(offset > marks.totals.get(partition, -1) for partition, offset in offsets.highest.items())
+        if not counting:
+            return {}
+        needed: dict[int, int] = {}
+        seen: list[int] = []
+        for partition, mark in marks.unsettled.items():
+            if self._owned is not None and partition not in self._owned:
+                continue  # another aggregator's: its owner reads it
+            first = offsets.first.get(partition)
+            if marks.events.get(partition, -1) >= mark:
+                reached = True  # this writer copied it since (a batch that counted nothing new)
+            elif first is None:
+                reached = offsets.read_through.get(partition, -1) >= mark  # read, and written, before this batch
+            else:  # past it (written before this batch), or through it
+                reached = first > mark or offsets.highest[partition] >= mark
+            if reached:
+                seen.append(partition)
+            else:
+                needed[partition] = mark
+        if not needed:
+            for partition in seen:
+                del marks.unsettled[partition]
+        return needed
 
     def _sort(self, parsed: ParsedIds, counted_before: dict[bytes, bytes]) -> _Sorted:
         """Fresh ids, and the rows not to write: copies of an id counted from another record.

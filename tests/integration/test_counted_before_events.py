@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, FlushOutcome, SourceRecord
 from spendpipe.contracts.events import SpendEvent
@@ -216,3 +217,72 @@ def test_a_revoked_partition_leaves_what_it_did_not_count(clickhouse: Clickhouse
 
     assert (outcome.counted, outcome.replayed) == (0, 3)
     assert totals(clickhouse, "day") == expected_spend(events, Window.DAY)
+
+
+@pytest.mark.parametrize("how", ["same writer", "restarted"])
+def test_a_retry_cut_shorter_than_the_failed_flush_does_not_count_a_copy_of_what_it_left_out(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute, how: str
+) -> None:
+    # The failed flush counted the original from partition 0; its copy into `events` failed. The
+    # retry is cut shorter: it holds partition 1 only (its records and a resend that came since),
+    # none of partition 0. The resend must not be counted: the retry reads partition 0 first.
+    original, bystander, later = make_event(), make_event(), make_event()
+    store = FailsOnce(step="insert_events", clickhouse=clickhouse)
+    failing = writer(store, parse_route)
+    with pytest.raises(RuntimeError):
+        failing.write([record(0, 5, original), record(1, 2, bystander)])
+    assert store.failures
+    failing.forget_state()
+
+    retry = failing if how == "same writer" else fresh_writer(clickhouse, parse_route)
+    short = [record(1, 2, bystander), record(1, 3, original.model_copy()), record(1, 4, later)]
+    with pytest.raises(ReadFurtherError) as asked:
+        retry.write(short)
+    assert asked.value.needed == {0: 5}
+    assert totals(clickhouse, "day") == expected_spend([original, bystander], Window.DAY)
+
+    # the intake reads on, and hands the batch again with partition 0 up to the watermark
+    outcome = retry.write([record(0, 5, original), *short])
+
+    assert (outcome.counted, outcome.duplicates, outcome.replayed) == (1, 1, 2)
+    assert totals(clickhouse, "day") == expected_spend([original, bystander, later], Window.DAY)
+    assert totals(clickhouse, "minute") == expected_spend([original, bystander, later], Window.MINUTE)
+    assert stored_copies(clickhouse, original) == [(0, 5, original.cost)]
+    assert counted_events(clickhouse) == 3
+
+
+def test_a_retry_that_counts_nothing_new_needs_no_more_records(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
+) -> None:
+    # a retry that holds only records the totals hold counts nothing: it is written as it is
+    original, bystander = make_event(), make_event()
+    failing = writer(FailsOnce(step="insert_events", clickhouse=clickhouse), parse_route)
+    with pytest.raises(RuntimeError):
+        failing.write([record(0, 5, original), record(1, 2, bystander)])
+    failing.forget_state()
+
+    outcome = fresh_writer(clickhouse, parse_route).write([record(1, 2, bystander)])
+
+    assert (outcome.counted, outcome.replayed) == (0, 1)
+    assert stored_copies(clickhouse, bystander) == [(1, 2, bystander.cost)]
+    assert totals(clickhouse, "day") == expected_spend([original, bystander], Window.DAY)
+
+
+def test_a_partition_read_through_its_watermark_before_the_batch_needs_no_more_records(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
+) -> None:
+    # `events` holds partition 0 only up to offset 4: its last record, offset 5, was a duplicate
+    # and is in no table but the totals' watermark. After a restart that looks like a gap, until
+    # the intake says it read partition 0 through offset 5 before this batch (it was committed).
+    first, second = make_event(), make_event()
+    fresh_writer(clickhouse, parse_route).write([record(0, 4, first), record(0, 5, first.model_copy())])
+
+    restarted = fresh_writer(clickhouse, parse_route)
+    batch = [record(1, 0, second)]
+    with pytest.raises(ReadFurtherError) as asked:
+        restarted.write(batch)
+    assert asked.value.needed == {0: 5}
+    outcome = restarted.write(batch, offsets=PartitionOffsets.of(batch, read_through={0: 5}))
+    assert outcome.counted == 1
+    assert restarted.write([record(1, 1, make_event())]).counted == 1  # asked once only
+    assert counted_events(clickhouse) == 3

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiokafka import TopicPartition
 
 from spendpipe.aggregator.intake import EventIntake, Flushed
-from spendpipe.aggregator.offsets import PartitionOffsets
+from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
 from spendpipe.aggregator.store import KafkaRecord
 from tests.support.waiting import eventually
 
@@ -29,7 +29,7 @@ class _Consumer:
     """Partitions as lists of records and a position each, as aiokafka's consumer keeps them."""
 
     log: dict[int, list[_Record]] = field(default_factory=dict)
-    position: dict[int, int] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)
     commits: list[dict[int, int]] = field(default_factory=list)
     seeks: list[tuple[int, int]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
@@ -38,18 +38,18 @@ class _Consumer:
         records = self.log.setdefault(partition, [])
         first = len(records)
         records.extend(_Record(partition, first + n) for n in range(count))
-        self.position.setdefault(partition, 0)
+        self.positions.setdefault(partition, 0)
         self.arrived.set()
 
     async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
         while True:
             fetched: dict[TopicPartition, list[_Record]] = {}
             for partition, records in self.log.items():
-                start = self.position[partition]
+                start = self.positions[partition]
                 taken = records[start : start + max_records - sum(map(len, fetched.values()))]
                 if taken:
                     fetched[TopicPartition(TOPIC, partition)] = taken
-                    self.position[partition] = start + len(taken)
+                    self.positions[partition] = start + len(taken)
             if fetched or not timeout_ms:
                 return fetched
             self.arrived.clear()
@@ -64,9 +64,12 @@ class _Consumer:
     def assignment(self) -> set[TopicPartition]:
         return {TopicPartition(TOPIC, partition) for partition in self.log}
 
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp.partition]
+
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp.partition, offset))
-        self.position[tp.partition] = offset
+        self.positions[tp.partition] = offset
 
 
 class _Flushes:
@@ -78,12 +81,18 @@ class _Flushes:
         self.fail_next = False
         self.fenced = False
         """Every flush loses ownership while set."""
+        self.further: list[dict[int, int]] = []
+        """The next flushes raise `ReadFurtherError` with these, one each."""
+        self.read_through: list[dict[int, int]] = []
 
     async def __call__(self, records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
         # the offsets the intake kept as it read are those of the records it hands over
-        assert offsets == PartitionOffsets.of(records)
+        assert offsets == PartitionOffsets.of(records, offsets.read_through)
         self.batches.append([(r.partition, r.offset) for r in records])
+        self.read_through.append(dict(offsets.read_through))
         await self.release.wait()
+        if self.further:
+            raise ReadFurtherError(self.further.pop(0))
         if self.fenced:
             return Flushed.OWNERSHIP_LOST
         if self.fail_next:
@@ -125,7 +134,7 @@ async def test_the_next_batch_is_read_while_a_flush_runs_and_goes_once_the_write
         consumer.append(0, 4)
         consumer.append(1, 2)
         # read while the first flush is held
-        await eventually(lambda: consumer.position == {0: 7, 1: 2}, bool, within=5, what=WHAT)
+        await eventually(lambda: consumer.positions == {0: 7, 1: 2}, bool, within=5, what=WHAT)
         assert len(flushes.batches) == 1
         flushes.release.set()
         await eventually(lambda: len(consumer.commits) == 2, bool, within=5, what=WHAT)
@@ -149,7 +158,7 @@ async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile()
         await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
         consumer.append(0, 2)
         consumer.append(1, 3)
-        await eventually(lambda: consumer.position == {0: 4, 1: 3}, bool, within=5, what=WHAT)
+        await eventually(lambda: consumer.positions == {0: 4, 1: 3}, bool, within=5, what=WHAT)
         flushes.fail_next = True
         flushes.release.set()
         await eventually(lambda: consumer.commits != [], bool, within=5, what=WHAT)
@@ -175,7 +184,7 @@ async def test_a_batch_read_before_a_rebalance_is_never_written() -> None:
     try:
         await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
         consumer.append(0, 2)
-        await eventually(lambda: consumer.position == {0: 3}, bool, within=5, what=WHAT)
+        await eventually(lambda: consumer.positions == {0: 3}, bool, within=5, what=WHAT)
         revoking = asyncio.create_task(intake.on_partitions_revoked([TopicPartition(TOPIC, 0)]))
         flushes.release.set()
         await revoking
@@ -198,9 +207,10 @@ async def test_a_full_batch_waits_for_the_writer_and_reads_no_more() -> None:
     try:
         await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
         consumer.append(0, 10)
-        await eventually(lambda: consumer.position == {0: 6}, bool, within=5, what=WHAT)
+        await eventually(lambda: consumer.positions == {0: 6}, bool, within=5, what=WHAT)
         flushes.release.set()
-        await eventually(lambda: consumer.position == {0: 12} and len(consumer.commits) == 4, bool, within=5, what=WHAT)
+        caught_up = lambda: consumer.positions == {0: 12} and len(consumer.commits) == 4  # noqa: E731
+        await eventually(caught_up, bool, within=5, what=WHAT)
         assert [len(batch) for batch in flushes.batches] == [2, 4, 4, 2]
     finally:
         running.cancel()
@@ -252,5 +262,48 @@ async def test_a_flush_fenced_under_an_assignment_the_group_has_left_does_not_fe
         await intake.on_partitions_assigned(partitions)
         await eventually(lambda: consumer.commits == [{0: 2}], bool, within=5, what=WHAT)
         assert flushes.batches == [[(0, 0), (0, 1)], [(0, 0), (0, 1)]]
+    finally:
+        running.cancel()
+
+
+async def test_a_retry_sent_back_to_read_further_is_read_on_past_the_batch_size_and_goes_again() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    committed: list[dict[int, int]] = []
+    intake = _intake(flushes, committed, batch_size=3)
+    consumer.append(1, 0)  # assigned, nothing in it yet
+    consumer.append(0, 3)
+    flushes.further = [{1: 4}]
+    flushes.release.set()
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 2)
+        consumer.append(1, 6)
+        await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
+        retried = flushes.batches[1]
+        # the batch sent back, then everything read after it, until partition 1 reached offset 4
+        assert retried[:3] == [(0, 0), (0, 1), (0, 2)]
+        assert {(1, offset) for offset in range(5)} <= set(retried)
+        assert len(retried) > 3
+        assert consumer.seeks == []  # kept, not read again
+        assert flushes.read_through[1] == {}
+        assert consumer.commits[0] == {p: max(o for q, o in retried if q == p) + 1 for p, _ in retried}
+    finally:
+        running.cancel()
+
+
+async def test_a_partition_read_and_written_before_the_retry_is_named_read_through() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes)
+    consumer.append(1, 2)
+    consumer.positions[1] = 2  # committed: the intake does not read it again
+    consumer.append(0, 2)
+    flushes.further = [{1: 1}]
+    flushes.release.set()
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: consumer.commits == [{0: 2}], bool, within=5, what=WHAT)
+        assert flushes.batches == [[(0, 0), (0, 1)], [(0, 0), (0, 1)]]
+        assert flushes.read_through == [{}, {1: 1}]
     finally:
         running.cancel()
