@@ -114,7 +114,7 @@ class _Watermarks:
     totals: dict[int, int] = field(default_factory=dict)
     events: dict[int, int] = field(default_factory=dict)
     unsettled: dict[int, int] = field(default_factory=dict)
-    """The partitions whose totals' watermark is past their last row in `events`, with that
+    """The writer's partitions whose totals' watermark is past their last row in `events`, with that
     watermark: records the totals may hold and `events` not (an earlier attempt's copy failed),
     until a batch is seen to reach or pass it (`BatchWriter._unread`). Also, harmlessly, those whose
     last records were dropped (duplicates, dead letters): no row in `events` marks those."""
@@ -294,7 +294,12 @@ class BatchWriter:
             self._store.forget_session()
             totals = self._store.totals_watermarks(self._topic)
             events = self._store.events_watermarks(self._topic)
-            unsettled = {partition: mark for partition, mark in totals.items() if mark > events.get(partition, -1)}
+            owned = self._owned
+            unsettled = {
+                partition: mark
+                for partition, mark in totals.items()
+                if mark > events.get(partition, -1) and (owned is None or partition in owned)  # others': their owners'
+            }
             marks = _Watermarks(totals=totals, events=events, unsettled=unsettled)
             since = datetime.fromtimestamp(self._clock() - self._recent.horizon_s, UTC)
             self._recent.clear()
@@ -320,8 +325,6 @@ class BatchWriter:
         needed: dict[int, int] = {}
         seen: list[int] = []
         for partition, mark in marks.unsettled.items():
-            if self._owned is not None and partition not in self._owned:
-                continue  # another aggregator's: its owner reads it
             first = offsets.first.get(partition)
             if marks.events.get(partition, -1) >= mark:
                 reached = True  # this writer copied it since (a batch that counted nothing new)

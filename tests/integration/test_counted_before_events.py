@@ -286,3 +286,18 @@ def test_a_partition_read_through_its_watermark_before_the_batch_needs_no_more_r
     assert outcome.counted == 1
     assert restarted.write([record(1, 1, make_event())]).counted == 1  # asked once only
     assert counted_events(clickhouse) == 3
+
+
+def test_a_partition_another_aggregator_owns_is_left_to_it(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
+) -> None:
+    # the totals of partition 0 are past its events, but partition 0 is another aggregator's:
+    # its owner's retry reads it, this one's batches of partition 1 go as they are
+    original, other = make_event(), make_event()
+    failing = writer(FailsOnce(step="insert_events", clickhouse=clickhouse), parse_route)
+    with pytest.raises(RuntimeError):
+        failing.write([record(0, 5, original)])
+
+    mine = fresh_writer(clickhouse, parse_route)
+    mine.assigned([1])
+    assert mine.write([record(1, 0, other)]).counted == 1

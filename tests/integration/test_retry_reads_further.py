@@ -98,7 +98,7 @@ async def test_a_restarted_aggregator_with_a_lower_batch_size_counts_resends_of_
     await produce_to(kafka_broker, topics.events, [(1 - p, original.model_copy()) for p, original in originals.items()])
     restarted = settings.model_copy(update={"batch_size": 5})
     with caplog.at_level(logging.INFO, logger="spendpipe.aggregator.intake"):
-        async with running_aggregator(restarted, clickhouse):
+        async with running_aggregator(restarted, clickhouse) as (_, metrics):
             await eventually(
                 lambda: committed(kafka_broker, topics.events, settings.group_id),
                 lambda offsets: offsets == (RUN + 2, RUN + 2),
@@ -111,5 +111,7 @@ async def test_a_restarted_aggregator_with_a_lower_batch_size_counts_resends_of_
     assert totals(clickhouse, "minute") == expected_spend(counted, Window.MINUTE)
     assert counted_events(clickhouse) == 2 * RUN + 2
     assert [stored_at(clickhouse, originals[p]) for p in (0, 1)] == [[(0, RUN)], [(1, RUN)]]
-    # a batch holding a resend was sent back to read the other partition first
+    # a batch holding a resend was sent back to read the other partition first; handed over
+    # again, its records were neither consumed again nor read again
     assert any("reading on before the retry" in record.getMessage() for record in caplog.records)
+    assert (metrics.consumed._value.get(), metrics.rereads._value.get()) == (2 * (RUN + 2), 0)
