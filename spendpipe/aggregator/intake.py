@@ -184,9 +184,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
                     # the assignment the flush ran under, which the group may have left by now
                     self._lost = written.generation
                 if result is Flushed.READ_FURTHER and written is not None:
-                    batch = written.then(batch)  # every record read and not written, in order
-                    continue
-                if result is not Flushed.WRITTEN and written is not None:
+                    # every record read and not written, in order; what is needed may be read already
+                    batch = written.then(batch)
+                elif result is not Flushed.WRITTEN and written is not None:
                     batch = await self._rewind(consumer, written, batch)
                     continue
                 writing = None
