@@ -29,7 +29,11 @@ The rules:
   read meanwhile, and read on, past `batch_size` if need be, until every partition it names is
   read through the offset it needs; then it goes again, saying which of those partitions have no
   record in it because they were read and written before (`PartitionOffsets.read_through`).
-  Only a retry after a failed flush, a restart or a rebalance is ever asked to.
+  Only a retry after a failed flush, a restart or a rebalance is ever asked to. Meanwhile only
+  the partitions still short of their offset are read (what others fetched waits in aiokafka's
+  buffer), so the batch grows by no more than those records and one `batch_size`, whichever
+  partition's leader is away; a partition whose log ends before its offset (the topic recreated,
+  the log truncated) holds none of the records asked for, and is not waited for.
 """
 
 import asyncio
@@ -41,7 +45,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError, earliest
 from spendpipe.aggregator.store import KafkaRecord
@@ -152,12 +156,15 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._writing: asyncio.Task[Flushed] | None = None
         self._writing_batch: _Batch | None = None
         self._needed: dict[int, int] = {}
-        """`ReadFurtherError.needed` of the batch kept back: nothing is written until it is read."""
+        """What `ReadFurtherError.needed` of the batch kept back still asks for, of partitions not yet
+        read through it: nothing is written until it is empty."""
+        self._through: dict[int, int] = {}
+        """The batch kept back's `read_through`, as `_read_through` finds each partition done."""
 
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # first, so that `run` starts no write of what it read under this assignment
         self._generation += 1
-        self._needed = {}  # the batch kept back is dropped; its next writer asks for itself
+        self._needed, self._through = {}, {}  # the batch kept back is dropped; its next writer asks again
         writing = self._writing
         if writing is not None:
             # let the flush in flight finish and commit before the partitions go
@@ -218,8 +225,11 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         writing = self._writing
         idle = writing is None or writing.done()
         further = bool(self._needed)  # reading on for a retry: past the batch size, waiting for records
+        assigned = consumer.assignment() if further else set()
+        waited_for = [tp for p in self._needed if (tp := TopicPartition(self._topic, p)) in assigned]
         fetch = asyncio.ensure_future(
             consumer.getmany(
+                *waited_for,  # none: every partition
                 timeout_ms=0 if (batch.records and idle and not further) else self._wait_ms,
                 max_records=self._batch_size if further else self._batch_size - len(batch),
             )
@@ -249,7 +259,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         except ReadFurtherError as further:
             log.info("%s; reading on before the retry of %d records of %s", further, len(batch), self._topic)
             if batch.generation == self._generation:  # else revoked meanwhile: the batch is dropped
-                self._needed = further.needed
+                self._needed, self._through = dict(further.needed), {}
             return Flushed.READ_FURTHER
         except Exception:
             log.exception("flush of %d records of %s failed", len(batch), self._topic)
@@ -269,24 +279,58 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def _read_through(self, consumer: AIOKafkaConsumer, batch: _Batch) -> bool:
         """Whether every partition `ReadFurtherError` named (and still assigned) is read through the
-        offset it needs: the consumer's position is past it. The batch holds every record read and
-        not written, so a partition it has no record of was read and written before it, which
-        `read_through` tells the writer. Then the batch may go."""
+        offset it needs: the consumer's position is past it, or the partition's log ends at or
+        before it. The batch holds every record read and not written, so a partition it has no
+        record of was read and written before it, which `read_through` tells the writer; so is a
+        log that ends too soon, which will never hold the records asked for. Then the batch may go."""
         assigned = consumer.assignment()
-        through: dict[int, int] = {}
-        for partition, offset in self._needed.items():
+        for partition, offset in list(self._needed.items()):
             tp = TopicPartition(self._topic, partition)
-            if tp not in assigned:
-                continue
-            position = await consumer.position(tp)
-            if position <= offset:
-                return False
-            if partition not in batch.offsets.first:
-                through[partition] = position - 1
-        if batch.generation != self._generation:
-            return False  # revoked while asking: the next round drops the batch
-        batch.offsets.read_through = through
-        self._needed = {}
+            if tp in assigned:
+                try:
+                    position = await consumer.position(tp)  # waits only for a partition not yet fetched
+                except IllegalStateError:
+                    return False  # revoked meanwhile: the next round drops the batch
+                if batch.generation != self._generation:
+                    return False  # revoked while asking: the next round drops the batch
+                if position > offset:
+                    if partition not in batch.offsets.first:
+                        self._through[partition] = position - 1
+                elif await self._ends_before(consumer, tp, position, offset):
+                    if batch.generation != self._generation:
+                        return False
+                    self._through[partition] = offset
+                else:
+                    continue
+            del self._needed[partition]
+        if self._needed or batch.generation != self._generation:
+            return False
+        batch.offsets.read_through, self._through = self._through, {}
+        return True
+
+    async def _ends_before(self, consumer: AIOKafkaConsumer, tp: TopicPartition, position: int, offset: int) -> bool:
+        """Whether the partition's log ends at or before `offset`, so the records up to it that the
+        totals counted are gone (the topic recreated, the log truncated), and the consumer has
+        read what it holds. Asked of the broker (the fetched high watermark of a new leader can
+        lag for a moment) only when the consumer is at that high watermark; an error is a no."""
+        fetched_end = consumer.highwater(tp)
+        if fetched_end is None or not position >= fetched_end or fetched_end > offset:
+            return False
+        try:
+            end = (await consumer.end_offsets([tp]))[tp]
+        except KafkaError as error:
+            log.warning("could not read the end offset of %s: %r; reading on", tp, error)
+            return False
+        if end > offset:
+            return False
+        log.warning(
+            "partition %d of %s ends at offset %d, at or before the offset %d that the totals' watermark names "
+            "(the topic recreated, or its log truncated): the records up to it are gone, the retry goes without them",
+            tp.partition,
+            self._topic,
+            end,
+            offset,
+        )
         return True
 
     async def _rewind(self, consumer: AIOKafkaConsumer, *unwritten: _Batch, pause: bool = True) -> _Batch:

@@ -24,9 +24,11 @@ class PartitionOffsets:
     highest: dict[int, int] = field(default_factory=dict)
     """Each partition's highest offset in the batch: what a commit names, plus one."""
     read_through: dict[int, int] = field(default_factory=dict)
-    """Partitions with no record in the batch, and the offset up to which they were read before
-    it, every record up to there written (committed). Set only on a batch handed again after
-    `ReadFurtherError`, for the partitions it asked for."""
+    """Partitions read through an offset the batch's records do not show: with no record in the
+    batch, read before it, every record up to there written (committed); or whose log ends
+    before the offset asked for (the topic recreated, the log truncated), so none of the
+    records up to it will come. Set only on a batch handed again after `ReadFurtherError`, for
+    the partitions it asked for."""
 
     def add_run(self, partition: int, run: Sequence[KafkaRecord]) -> None:
         """Add a run of one partition's records, in offset order and after any run of that

@@ -25,7 +25,7 @@ Order of work for a batch (all of it before the Kafka offsets are committed):
    duplicate on any partition, and a retry copies them into `events` before it counts more
    (`_copy_counted`). That needs every such record in the batch: a retry cut shorter than the
    attempt whose totals landed (the refetch came in another order, fewer partitions, a lower
-   batch size) is not written while it would count anything (`ReadFurtherError`, `_unread`).
+   batch size) is not written before it holds them (`ReadFurtherError`, `_unread`).
 3. Insert the totals of the usable parsed events into `spend_totals` (rolled up by ClickHouse,
    see `rollup`), together with one watermark row per partition (the highest offset included),
    in one insert: one part, all or nothing. Then read what the totals hold of the batch (the
@@ -312,26 +312,22 @@ class BatchWriter:
 
     def _unread(self, offsets: PartitionOffsets, marks: _Watermarks) -> dict[int, int]:
         """What the intake must read before this batch may be written: per partition of this
-        writer's, the totals' watermark, where the totals may hold records (counted by an earlier
+        writer's, the totals' watermark, where the totals may hold records (decided by an earlier
         attempt whose copy into `events` failed) that are neither in `events` nor in the batch.
-        A copy of one of those in the batch would be counted again: neither the memory (rebuilt
-        from `events`) nor the batch has the original. Empty when the batch counts nothing
-        (every record at or below the watermarks: it only copies what it holds), or holds or
-        has passed every such record: then each partition is settled for the batches after it.
-        Not the usual batch: `marks.unsettled` is empty once each partition was seen through."""
-        counting = any(offset > marks.totals.get(partition, -1) for partition, offset in offsets.highest.items())
-        if not counting:
-            return {}
+        A copy of one of those in the batch would be taken for the original: counted again if
+        it is past the watermarks, copied into `events` in the original's place (and not
+        dead-lettered when its content differs) if it is not. Neither the memory (rebuilt from
+        `events`) nor the batch has the original. Empty when the batch holds or has passed every
+        such record: then each partition is settled for the batches after it. Not the usual
+        batch: `marks.unsettled` is empty once each partition was seen through."""
         needed: dict[int, int] = {}
         seen: list[int] = []
         for partition, mark in marks.unsettled.items():
             first = offsets.first.get(partition)
-            if marks.events.get(partition, -1) >= mark:
-                reached = True  # this writer copied it since (a batch that counted nothing new)
-            elif first is None:
-                reached = offsets.read_through.get(partition, -1) >= mark  # read, and written, before this batch
+            if marks.events.get(partition, -1) >= mark or offsets.read_through.get(partition, -1) >= mark:
+                reached = True  # copied since by this writer; or read (and written) before this batch
             else:  # past it (written before this batch), or through it
-                reached = first > mark or offsets.highest[partition] >= mark
+                reached = first is not None and (first > mark or offsets.highest[partition] >= mark)
             if reached:
                 seen.append(partition)
             else:

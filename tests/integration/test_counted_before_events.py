@@ -251,21 +251,40 @@ def test_a_retry_cut_shorter_than_the_failed_flush_does_not_count_a_copy_of_what
     assert counted_events(clickhouse) == 3
 
 
-def test_a_retry_that_counts_nothing_new_needs_no_more_records(
-    clickhouse: ClickhouseStore, parse_route: ParseRoute
+@pytest.mark.parametrize("how", ["same writer", "restarted"])
+def test_a_retry_that_counts_nothing_new_reads_what_it_left_out_before_it_copies_anything(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute, how: str
 ) -> None:
-    # a retry that holds only records the totals hold counts nothing: it is written as it is
-    original, bystander = make_event(), make_event()
+    # The failed flush counted the original from partition 0 and dead-lettered a conflicting copy
+    # on partition 1; its copy into `events` failed. A retry of partition 1 alone counts nothing
+    # new, but written as it is it took the copy for the counted record: `events` held it in the
+    # original's place, with its cost, and it was not dead-lettered. It reads partition 0 first.
+    original = make_event()
+    other = original.model_copy(update={"cost": original.cost * 2})
     failing = writer(FailsOnce(step="insert_events", clickhouse=clickhouse), parse_route)
     with pytest.raises(RuntimeError):
-        failing.write([record(0, 5, original), record(1, 2, bystander)])
+        failing.write([record(0, 5, original), record(1, 2, other)])
     failing.forget_state()
 
-    outcome = fresh_writer(clickhouse, parse_route).write([record(1, 2, bystander)])
+    retry = failing if how == "same writer" else fresh_writer(clickhouse, parse_route)
+    short = [record(1, 2, other)]
+    with pytest.raises(ReadFurtherError) as asked:
+        retry.write(short)
+    assert asked.value.needed == {0: 5}
+    outcome = retry.write([record(0, 5, original), *short])
 
-    assert (outcome.counted, outcome.replayed) == (0, 1)
-    assert stored_copies(clickhouse, bystander) == [(1, 2, bystander.cost)]
-    assert totals(clickhouse, "day") == expected_spend([original, bystander], Window.DAY)
+    assert (outcome.counted, outcome.duplicates) == (0, 0)
+    assert letters(outcome) == [
+        (
+            1,
+            2,
+            b"key-1-2",
+            f"conflicting duplicate: event_id '{original.event_id}' was counted from partition 0 offset 5 "
+            "with other content (time, attribution, model, cost, tokens or status)",
+        )
+    ]
+    assert stored_copies(clickhouse, original) == [(0, 5, original.cost)]
+    assert totals(clickhouse, "day") == expected_spend([original], Window.DAY)
 
 
 def test_a_partition_read_through_its_watermark_before_the_batch_needs_no_more_records(

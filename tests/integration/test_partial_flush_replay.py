@@ -4,6 +4,7 @@ whatever landed; the totals stay exact."""
 
 import pytest
 
+from spendpipe.aggregator.offsets import ReadFurtherError
 from spendpipe.aggregator.ownership import Fence
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, SourceRecord
@@ -113,9 +114,15 @@ def test_a_replayed_flush_announces_what_it_wrote_but_not_older_duplicates(
         Scope(ScopeType.KEY, f"{2:064x}"),
         Scope(ScopeType.KEY, f"{3:064x}"),
     }
-    # and once the events landed too, the same records read again (no commit yet) still announce
-    again = restarted_writer(clickhouse, parse_route).write(records(batch, first_offset=1))
-    assert again.replayed == 2
+    # and once the events landed too, the same records read again (no commit yet) still announce.
+    # Read again without the copy at offset 3, they are sent back to read it first: a record the
+    # totals hold and `events` does not is, to the writer, a dropped copy or a failed copy's event
+    replaying = restarted_writer(clickhouse, parse_route)
+    with pytest.raises(ReadFurtherError) as asked:
+        replaying.write(records(batch, first_offset=1))
+    assert asked.value.needed == {0: 3}
+    again = replaying.write(records([*batch, earlier], first_offset=1))
+    assert (again.replayed, again.duplicates) == (2, 1)
     assert Scope(ScopeType.KEY, f"{3:064x}") in again.scopes
     assert counted_events(clickhouse) == 3
 

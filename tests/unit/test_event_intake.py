@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
+from aiokafka.errors import IllegalStateError
 
 from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
@@ -33,6 +34,12 @@ class _Consumer:
     commits: list[dict[int, int]] = field(default_factory=list)
     seeks: list[tuple[int, int]] = field(default_factory=list)
     arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    asked: list[set[int]] = field(default_factory=list)
+    """The partitions each `getmany` read from."""
+    unassigned_once: set[int] = field(default_factory=set)
+    away: set[int] = field(default_factory=set)
+    """Partitions whose leader is away: nothing is fetched of them, their high watermark unknown."""
+    """`position` of these raises as aiokafka's does for a partition revoked meanwhile, once each."""
 
     def append(self, partition: int, count: int) -> None:
         records = self.log.setdefault(partition, [])
@@ -41,10 +48,17 @@ class _Consumer:
         self.positions.setdefault(partition, 0)
         self.arrived.set()
 
-    async def getmany(self, *, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[_Record]]:
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[_Record]]:
+        """From `partitions` only, when named, as aiokafka's does."""
+        wanted = {tp.partition for tp in partitions} or set(self.log)
+        self.asked.append(wanted)
         while True:
             fetched: dict[TopicPartition, list[_Record]] = {}
             for partition, records in self.log.items():
+                if partition not in wanted or partition in self.away:
+                    continue
                 start = self.positions[partition]
                 taken = records[start : start + max_records - sum(map(len, fetched.values()))]
                 if taken:
@@ -65,7 +79,16 @@ class _Consumer:
         return {TopicPartition(TOPIC, partition) for partition in self.log}
 
     async def position(self, tp: TopicPartition) -> int:
+        if tp.partition in self.unassigned_once:
+            self.unassigned_once.discard(tp.partition)
+            raise IllegalStateError(f"Partition {tp} is not assigned")
         return self.positions[tp.partition]
+
+    def highwater(self, tp: TopicPartition) -> int | None:
+        return None if tp.partition in self.away else len(self.log[tp.partition])
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.log[tp.partition]) for tp in tps}
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
         self.seeks.append((tp.partition, offset))
@@ -270,7 +293,8 @@ async def test_a_retry_sent_back_to_read_further_is_read_on_past_the_batch_size_
     consumer, flushes = _Consumer(), _Flushes()
     committed: list[dict[int, int]] = []
     intake = _intake(flushes, committed, batch_size=3)
-    consumer.append(1, 0)  # assigned, nothing in it yet
+    consumer.append(1, 6)  # counted up to offset 4 by the failed flush, its leader away for now
+    consumer.away = {1}
     consumer.append(0, 3)
     flushes.further = [{1: 4}]
     flushes.release.set()
@@ -278,7 +302,8 @@ async def test_a_retry_sent_back_to_read_further_is_read_on_past_the_batch_size_
     try:
         await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
         consumer.append(0, 2)
-        consumer.append(1, 6)
+        consumer.away = set()
+        consumer.arrived.set()
         await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
         retried = flushes.batches[1]
         # the batch sent back, then everything read after it, until partition 1 reached offset 4
@@ -304,6 +329,73 @@ async def test_a_partition_read_and_written_before_the_retry_is_named_read_throu
     try:
         await eventually(lambda: consumer.commits == [{0: 2}], bool, within=5, what=WHAT)
         assert flushes.batches == [[(0, 0), (0, 1)], [(0, 0), (0, 1)]]
+        assert flushes.read_through == [{}, {1: 1}]
+    finally:
+        running.cancel()
+
+
+async def test_reading_on_reads_only_the_partitions_still_short_of_their_offset() -> None:
+    # partition 1's leader is away and partition 2 has plenty to read: the retry waits for partition
+    # 1 alone, so the batch does not grow with partition 2 meanwhile (it stays bounded)
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes, batch_size=3, wait_ms=20)
+    consumer.append(1, 6)
+    consumer.away = {1}
+    consumer.append(0, 3)
+    consumer.append(2, 0)
+    flushes.further = [{1: 4}]
+    flushes.release.set()
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(2, 50)
+        asked = len(consumer.asked)
+        await eventually(lambda: len(consumer.asked) >= asked + 5, bool, within=5, what="rounds of reading on")
+        assert consumer.asked[-5:] == [{1}] * 5
+        assert consumer.positions == {0: 3, 1: 0, 2: 0}
+        assert len(flushes.batches) == 1
+        consumer.away = set()
+        consumer.arrived.set()
+        await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
+        assert flushes.batches[1] == [(0, 0), (0, 1), (0, 2), *[(1, offset) for offset in range(6)]]
+        await eventually(lambda: consumer.positions[2] == 50, bool, within=5, what=WHAT)  # then as usual
+    finally:
+        running.cancel()
+
+
+async def test_a_partition_whose_log_ends_before_the_offset_asked_for_is_not_waited_for() -> None:
+    # the topic was recreated: partition 1 ends at offset 2, below the totals' watermark 7 that
+    # the writer asks for; those records will never come, and the intake does not wait for them
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes)
+    consumer.append(1, 2)
+    consumer.positions[1] = 2  # committed
+    consumer.append(0, 2)
+    flushes.further = [{1: 7}]
+    flushes.release.set()
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: consumer.commits == [{0: 2}], bool, within=5, what=WHAT)
+        assert flushes.batches == [[(0, 0), (0, 1)], [(0, 0), (0, 1)]]
+        assert flushes.read_through == [{}, {1: 7}]
+    finally:
+        running.cancel()
+
+
+async def test_a_partition_revoked_while_its_position_is_asked_for_does_not_stop_the_intake() -> None:
+    consumer, flushes = _Consumer(), _Flushes()
+    intake = _intake(flushes)
+    consumer.append(1, 2)
+    consumer.positions[1] = 2
+    consumer.append(0, 2)
+    consumer.unassigned_once = {1}
+    flushes.further = [{1: 1}]
+    flushes.release.set()
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        # aiokafka raised for the partition; the next round asks again (here it is still assigned)
+        await eventually(lambda: consumer.commits == [{0: 2}], bool, within=5, what=WHAT)
+        assert not running.done()
         assert flushes.read_through == [{}, {1: 1}]
     finally:
         running.cancel()
