@@ -31,9 +31,10 @@ The rules:
   record in it because they were read and written before (`PartitionOffsets.read_through`).
   Only a retry after a failed flush, a restart or a rebalance is ever asked to. Meanwhile only
   the partitions still short of their offset are read (what others fetched waits in aiokafka's
-  buffer), so the batch grows by no more than those records and one `batch_size`, whichever
-  partition's leader is away; a partition whose log ends before its offset (the topic recreated,
-  the log truncated) holds none of the records asked for, and is not waited for.
+  buffer), so the batch grows by those records and what a fetch brings past them (at most a
+  `batch_size` per partition), whichever partition's leader is away; a partition whose log
+  ends before its offset (the topic recreated, the log truncated) holds none of the records
+  asked for, and is not waited for.
 """
 
 import asyncio
