@@ -320,3 +320,26 @@ def test_a_partition_another_aggregator_owns_is_left_to_it(
     mine = fresh_writer(clickhouse, parse_route)
     mine.assigned([1])
     assert mine.write([record(1, 0, other)]).counted == 1
+
+
+def test_a_partition_whose_log_ends_before_its_watermark_is_taken_as_read_through(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
+) -> None:
+    # The flush that counted partition 0 up to offset 5 failed its copy into `events`; then the
+    # topic was recreated, and partition 0 holds two records. The intake finds its log ends before
+    # offset 5 and says so (`read_through`); the batch goes. Its records of partition 0, at or below
+    # the old watermark, are taken for replays (docs/exactly-once.md, limits).
+    original, recreated, other = make_event(), make_event(), make_event()
+    failing = writer(FailsOnce(step="insert_events", clickhouse=clickhouse), parse_route)
+    with pytest.raises(RuntimeError):
+        failing.write([record(0, 5, original)])
+
+    restarted = fresh_writer(clickhouse, parse_route)
+    batch = [record(0, 0, recreated), record(1, 0, other)]
+    with pytest.raises(ReadFurtherError) as asked:
+        restarted.write(batch)
+    assert asked.value.needed == {0: 5}
+    outcome = restarted.write(batch, offsets=PartitionOffsets.of(batch, read_through={0: 5}))
+
+    assert outcome.counted == 1
+    assert totals(clickhouse, "day") == expected_spend([original, other], Window.DAY)
