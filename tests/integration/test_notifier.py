@@ -204,7 +204,7 @@ async def test_every_notification_survives_a_receiver_outage_and_a_restart(
     hostile = of_alert(first_alerts[1]).idempotency_key
     (slack_text,) = {r.body["text"] for r in receiver.accepted if r.path == "/slack" and r.idempotency_key == hostile}
     assert not {"<", ">", "\n"} & set(slack_text)
-    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;\\x0a*fake line*" in slack_text
+    assert "&lt;!channel&gt; &amp; &lt;https://evil.example|click&gt;\\n*fake line*" in slack_text
     (json_body,) = {json.dumps(r.body) for r in receiver.accepted if r.path == "/json" and r.idempotency_key == hostile}
     assert json.loads(json_body)["record"]["scope"] == HOSTILE
 
