@@ -3,7 +3,7 @@
 Records in the gateways' canonical form take a fast path first (`CANONICAL_SQL`, at the end of
 this module); what follows is the full check, for every other record.
 
-The aggregator loads each batch's records as they came (partition, offset, key, value bytes)
+The aggregator loads each batch's records as they came (partition, offset, value bytes)
 into `RAW_TABLE`: a load that no record can make fail. One `INSERT … SELECT` (`PARSE_SQL`)
 then reads every value into the `events` columns of `PARSED_TABLE` and lists what is wrong with
 it in `problems`, as (field, problem, message) — the same (field, `Problem`) verdicts
