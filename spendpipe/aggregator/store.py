@@ -309,9 +309,10 @@ class SpendStore:
 
     def load_raw(self, records: Sequence[KafkaRecord]) -> None:
         """Replace the raw stage with `records`, for `parse`. As Arrow columns, built in C from
-        the records' own values: per 100,000 records about two thirds of the CPU and a third of
-        the wall time of clickhouse-connect's native encoder (2026-12-02). Without the records'
-        keys: no statement reads them (a dead letter takes its key from the record itself)."""
+        the records' own values (per 100,000 records about two thirds of the CPU and a third of
+        the wall time of clickhouse-connect's native encoder, 2026-12-02), read by chDB where
+        they are (`insert_arrow_in_place`). Without the records' keys: no statement reads them
+        (a dead letter takes its key from the record itself)."""
         self._clear()
         self._filled.add(RAW_TABLE)
         for start in range(0, len(records), RAW_BLOCK_ROWS):  # blocks ClickHouse parses in parallel
@@ -321,7 +322,7 @@ class SpendStore:
                 pa.array([r.offset for r in block], pa.int64()),
                 pa.array([r.value or b"" for r in block], pa.binary()),
             ]
-            self._clickhouse.insert_arrow(RAW_TABLE, pa.Table.from_arrays(columns, names=list(RAW_COLUMNS)))
+            self._clickhouse.insert_arrow_in_place(RAW_TABLE, pa.Table.from_arrays(columns, names=list(RAW_COLUMNS)))
 
     def load_decoded(
         self, events: Sequence[tuple[SpendEvent, int, int]], *, topic: str, ingested_at: datetime, add: bool = False

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Context, Decimal
 
+import pyarrow as pa
 import pytest
 
 from spendpipe.aggregator.dedup import Origin
@@ -19,7 +20,7 @@ from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.scopes import Scope, ScopeType
 from spendpipe.contracts.windows import Window
 from spendpipe.enforcer.targets import Target
-from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, connect_clickhouse
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore, _chdb_connection, connect_clickhouse
 from spendpipe.store.migrate import bundled_migrations, migrate
 from spendpipe.store.sql_endpoint.client import EndpointSource
 from spendpipe.store.sql_endpoint.server import SqlEndpoint
@@ -58,6 +59,20 @@ def test_the_database_is_created_and_every_migration_applied_once(
         assert migrate(again) == []
     finally:
         again.close()
+
+
+def test_an_arrow_table_inserted_in_place_lands_whole(clickhouse: ClickhouseStore) -> None:
+    clickhouse.command("CREATE TABLE in_place (n UInt32, v String) ENGINE = MergeTree ORDER BY n")
+    values = [b"a", b"", b"\x00\xff\n"]
+    data = pa.table({"n": pa.array([1, 2, 3], pa.uint32()), "v": pa.array(values, pa.binary())})
+
+    clickhouse.insert_arrow_in_place("in_place", data)
+
+    assert clickhouse.rows("SELECT n, hex(v) FROM in_place ORDER BY n") == [
+        (n, value.hex().upper()) for n, value in enumerate(values, start=1)
+    ]
+    # chDB reads the table where it is; a server gets the Arrow bytes (`insert_arrow`)
+    assert (_chdb_connection(clickhouse._client) is not None) is clickhouse.settings.embedded
 
 
 def test_inserts_and_totals_are_exact_and_a_replay_counts_nothing_twice(clickhouse: ClickhouseStore) -> None:
