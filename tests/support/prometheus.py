@@ -83,6 +83,11 @@ class Scrape:
 
 
 def scrape(base_url: str, **target_labels: str) -> Scrape:
+    """`at` is taken before the request: a moment stamped after the page was rendered but before
+    its answer arrived is not in this scrape, and stamped after it, would be placed in it
+    (`Recording._on_promtool_clock`): a flush counted just after a scrape then looked one held
+    stretch older than it was, and a staleness alert fired in a healthy state."""
+    at = time.time()
     status, text = get(f"{base_url}/metrics")
     assert status == 200, text
     samples: dict[SeriesKey, float] = {}
@@ -96,7 +101,7 @@ def scrape(base_url: str, **target_labels: str) -> Scrape:
                 continue
             names.add(sample.name)
             samples[(sample.name, tuple(sorted({**sample.labels, **target_labels}.items())))] = sample.value
-    return Scrape(samples=samples, names=frozenset(names), at=time.time())
+    return Scrape(samples=samples, names=frozenset(names), at=at)
 
 
 @dataclass
@@ -146,7 +151,8 @@ class Recording:
             if taken.at >= moment:
                 return start * 60 - (taken.at - moment)
             start += minutes
-        raise AssertionError(f"{moment} is after every scrape")
+        # after every scrape's start, so in the last one's page: stamped while it was being asked for
+        return (start - self.scrapes[-1][1]) * 60
 
 
 def series_text(key: SeriesKey) -> str:
