@@ -236,6 +236,7 @@ async def record_pipeline(
         for minutes in (1, 1, 1, 1, 1, 1, STATE_MINUTES):
             ticked = await value(url, LAST_TICK)
             await reaches(url, LAST_TICK, above(ticked), "a newer tick")
+            await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag while ticking")
             recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), minutes)
 
     quiet = (
