@@ -19,11 +19,9 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Any, NoReturn
 from urllib.parse import unquote
 
-import typer
 import yaml
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -455,17 +453,3 @@ def _in_stable_order(document: dict[str, Any]) -> None:
         for name in ("channels", "operations", "messages", "schemas"):
             if name in section:
                 section[name] = dict(sorted(section[name].items()))
-
-
-def asyncapi(
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write the document to this file instead of printing it.")
-    ] = None,
-) -> None:
-    """Print the AsyncAPI document of every topic (YAML), generated from the services' wiring."""
-    document = build_document()
-    if output is None:
-        typer.echo(document, nl=False)
-        return
-    output.write_text(document, encoding="utf-8")
-    typer.echo(f"wrote {output}", err=True)
