@@ -2,126 +2,15 @@
 flush of the one before runs, commits only what was written, and reads again what was not."""
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
 
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalStateError
 
-from spendpipe.aggregator.intake import EventIntake, Flushed
-from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
-from spendpipe.aggregator.store import KafkaRecord
+from spendpipe.aggregator.intake import EventIntake
+from tests.support.intake import TOPIC, HeldFlushes, StandInConsumer
 from tests.support.waiting import eventually
 
-TOPIC = "spend.events"
 WHAT = "the intake to get there"
-
-
-@dataclass(frozen=True)
-class _Record:
-    partition: int
-    offset: int
-    value: bytes = b"{}"
-    key: bytes | None = None
-
-
-@dataclass
-class _Consumer:
-    """Partitions as lists of records and a position each, as aiokafka's consumer keeps them."""
-
-    log: dict[int, list[_Record]] = field(default_factory=dict)
-    positions: dict[int, int] = field(default_factory=dict)
-    commits: list[dict[int, int]] = field(default_factory=list)
-    seeks: list[tuple[int, int]] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    asked: list[set[int]] = field(default_factory=list)
-    """The partitions each `getmany` read from."""
-    unassigned_once: set[int] = field(default_factory=set)
-    away: set[int] = field(default_factory=set)
-    """Partitions whose leader is away: nothing is fetched of them, their high watermark unknown."""
-    """`position` of these raises as aiokafka's does for a partition revoked meanwhile, once each."""
-
-    def append(self, partition: int, count: int) -> None:
-        records = self.log.setdefault(partition, [])
-        first = len(records)
-        records.extend(_Record(partition, first + n) for n in range(count))
-        self.positions.setdefault(partition, 0)
-        self.arrived.set()
-
-    async def getmany(
-        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
-    ) -> dict[TopicPartition, list[_Record]]:
-        """From `partitions` only, when named, as aiokafka's does."""
-        wanted = {tp.partition for tp in partitions} or set(self.log)
-        self.asked.append(wanted)
-        while True:
-            fetched: dict[TopicPartition, list[_Record]] = {}
-            for partition, records in self.log.items():
-                if partition not in wanted or partition in self.away:
-                    continue
-                start = self.positions[partition]
-                taken = records[start : start + max_records - sum(map(len, fetched.values()))]
-                if taken:
-                    fetched[TopicPartition(TOPIC, partition)] = taken
-                    self.positions[partition] = start + len(taken)
-            if fetched or not timeout_ms:
-                return fetched
-            self.arrived.clear()
-            try:
-                await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
-            except TimeoutError:
-                return {}
-
-    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        self.commits.append({tp.partition: offset for tp, offset in offsets.items()})
-
-    def assignment(self) -> set[TopicPartition]:
-        return {TopicPartition(TOPIC, partition) for partition in self.log}
-
-    async def position(self, tp: TopicPartition) -> int:
-        if tp.partition in self.unassigned_once:
-            self.unassigned_once.discard(tp.partition)
-            raise IllegalStateError(f"Partition {tp} is not assigned")
-        return self.positions[tp.partition]
-
-    def highwater(self, tp: TopicPartition) -> int | None:
-        return None if tp.partition in self.away else len(self.log[tp.partition])
-
-    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        return {tp: len(self.log[tp.partition]) for tp in tps}
-
-    def seek(self, tp: TopicPartition, offset: int) -> None:
-        self.seeks.append((tp.partition, offset))
-        self.positions[tp.partition] = offset
-
-
-class _Flushes:
-    """A flush that holds each batch until the test lets it go, and fails when told to."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[tuple[int, int]]] = []
-        self.release = asyncio.Event()
-        self.fail_next = False
-        self.fenced = False
-        """Every flush loses ownership while set."""
-        self.further: list[dict[int, int]] = []
-        """The next flushes raise `ReadFurtherError` with these, one each."""
-        self.read_through: list[dict[int, int]] = []
-
-    async def __call__(self, records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
-        # the offsets the intake kept as it read are those of the records it hands over
-        assert offsets == PartitionOffsets.of(records, offsets.read_through)
-        self.batches.append([(r.partition, r.offset) for r in records])
-        self.read_through.append(dict(offsets.read_through))
-        await self.release.wait()
-        if self.further:
-            raise ReadFurtherError(self.further.pop(0))
-        if self.fenced:
-            return Flushed.OWNERSHIP_LOST
-        if self.fail_next:
-            self.fail_next = False
-            return Flushed.FAILED
-        return Flushed.WRITTEN
 
 
 async def _nothing(_: list[TopicPartition]) -> None:
@@ -129,7 +18,7 @@ async def _nothing(_: list[TopicPartition]) -> None:
 
 
 def _intake(
-    flushes: _Flushes,
+    flushes: HeldFlushes,
     committed: list[dict[int, int]] | None = None,
     batch_size: int = 1000,
     revoked: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing,
@@ -148,7 +37,7 @@ def _intake(
 
 
 async def test_the_next_batch_is_read_while_a_flush_runs_and_goes_once_the_writer_is_free() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes)
     consumer.append(0, 3)
     running = asyncio.create_task(intake.run(consumer))
@@ -172,7 +61,7 @@ async def test_the_next_batch_is_read_while_a_flush_runs_and_goes_once_the_write
 
 
 async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     committed: list[dict[int, int]] = []
     intake = _intake(flushes, committed)
     consumer.append(0, 2)
@@ -195,7 +84,7 @@ async def test_a_failed_flush_reads_again_its_batch_and_the_one_read_meanwhile()
 
 
 async def test_a_batch_read_before_a_rebalance_is_never_written() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     commits_at_revocation: list[list[dict[int, int]]] = []
 
     async def revoked(_: list[TopicPartition]) -> None:
@@ -223,7 +112,7 @@ async def test_a_batch_read_before_a_rebalance_is_never_written() -> None:
 
 
 async def test_a_full_batch_waits_for_the_writer_and_reads_no_more() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes, batch_size=4)
     consumer.append(0, 2)
     running = asyncio.create_task(intake.run(consumer))
@@ -240,7 +129,7 @@ async def test_a_full_batch_waits_for_the_writer_and_reads_no_more() -> None:
 
 
 async def test_a_flush_that_lost_ownership_is_not_committed_and_nothing_is_written_until_reassigned() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes)
     consumer.append(0, 2)
     flushes.fenced = True
@@ -268,7 +157,7 @@ async def test_a_flush_fenced_under_an_assignment_the_group_has_left_does_not_fe
     """The loop may learn that a flush lost ownership only after the group has moved on (it was
     in a read's back-off, say, or on the CPU): the assignment that lost it is the flush's, not
     the one current when the loop looks."""
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     # no records and a long fetch wait: the loop sits in its read, waiting for the writer
     intake = _intake(flushes, wait_ms=60_000)
     consumer.append(0, 2)
@@ -290,7 +179,7 @@ async def test_a_flush_fenced_under_an_assignment_the_group_has_left_does_not_fe
 
 
 async def test_a_retry_sent_back_to_read_further_is_read_on_past_the_batch_size_and_goes_again() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     committed: list[dict[int, int]] = []
     intake = _intake(flushes, committed, batch_size=3)
     consumer.append(1, 6)  # counted up to offset 4 by the failed flush, its leader away for now
@@ -318,7 +207,7 @@ async def test_a_retry_sent_back_to_read_further_is_read_on_past_the_batch_size_
 
 
 async def test_a_partition_read_and_written_before_the_retry_is_named_read_through() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes)
     consumer.append(1, 2)
     consumer.positions[1] = 2  # committed: the intake does not read it again
@@ -337,7 +226,7 @@ async def test_a_partition_read_and_written_before_the_retry_is_named_read_throu
 async def test_reading_on_reads_only_the_partitions_still_short_of_their_offset() -> None:
     # partition 1's leader is away and partition 2 has plenty to read: the retry waits for partition
     # 1 alone, so the batch does not grow with partition 2 meanwhile (it stays bounded)
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes, batch_size=3, wait_ms=20)
     consumer.append(1, 6)
     consumer.away = {1}
@@ -366,7 +255,7 @@ async def test_reading_on_reads_only_the_partitions_still_short_of_their_offset(
 async def test_a_partition_whose_log_ends_before_the_offset_asked_for_is_not_waited_for() -> None:
     # the topic was recreated: partition 1 ends at offset 2, below the totals' watermark 7 that
     # the writer asks for; those records will never come, and the intake does not wait for them
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes)
     consumer.append(1, 2)
     consumer.positions[1] = 2  # committed
@@ -383,7 +272,7 @@ async def test_a_partition_whose_log_ends_before_the_offset_asked_for_is_not_wai
 
 
 async def test_a_partition_revoked_while_its_position_is_asked_for_does_not_stop_the_intake() -> None:
-    consumer, flushes = _Consumer(), _Flushes()
+    consumer, flushes = StandInConsumer(), HeldFlushes()
     intake = _intake(flushes)
     consumer.append(1, 2)
     consumer.positions[1] = 2
