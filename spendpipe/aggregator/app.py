@@ -15,7 +15,8 @@ writes under that claim (`ownership`); a flush fenced by a later owner is droppe
 
 Readiness (`not_ready()`, for /readyz): the consumer has caught up with the backlog it found
 (`progress.py`), the last flush since the group last assigned partitions did not fail and did
-not lose ownership.
+not lose ownership, and no retry waits to read partitions further (`ReadFurtherError`: say a
+partition's leader is away).
 """
 
 import asyncio
@@ -103,6 +104,7 @@ class Aggregator:
             assigned=self._assigned,
             waited=metrics.flush_step_seconds.labels("wait").observe,
         )
+        metrics.partitions_awaited.set_function(lambda: len(self.intake.awaited))
         self._dead_letters = broker.publisher(
             settings.topics.events_dead_letter,
             title="spend.events.dlq",
@@ -164,6 +166,9 @@ class Aggregator:
         if intake is not None and intake.done():
             error = None if intake.cancelled() else intake.exception()
             return f"the intake of {self._topics.events} stopped: {error!r}"
+        if awaited := self.intake.awaited:
+            further = ", ".join(f"partition {p} through offset {o}" for p, o in sorted(awaited.items()))
+            return f"a retry waits for {self._topics.events} to be read further: {further}"
         if self._flush_error is not None:
             return f"the last flush failed, retrying: {self._flush_error}"
         if self._lost_error is not None:

@@ -162,6 +162,13 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         self._through: dict[int, int] = {}
         """The batch kept back's `read_through`, as `_read_through` finds each partition done."""
 
+    @property
+    def awaited(self) -> dict[int, int]:
+        """What the batch kept back (`ReadFurtherError`) still waits for: each partition not yet
+        read through the offset it needs, and that offset; empty when no batch is kept back. A
+        copy, for readers on other threads (readiness, the metrics)."""
+        return dict(self._needed)
+
     async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         # first, so that `run` starts no write of what it read under this assignment
         self._generation += 1

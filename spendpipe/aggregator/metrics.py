@@ -55,6 +55,12 @@ class AggregatorMetrics:
             "Unix time of this process's last flush whose offsets were committed; 0 before the first",
             registry=registry,
         )
+        self.partitions_awaited = Gauge(
+            "spendpipe_aggregator_partitions_awaited",
+            "Partitions that a retry sent back to read further (its totals hold records it does not) waits"
+            " to read through the offset it needs; nothing is written meanwhile. 0 when no retry waits",
+            registry=registry,
+        )
         self.consumer_lag = Gauge(
             "spendpipe_aggregator_consumer_lag",
             "Records of the events topic not yet committed, per partition assigned to this aggregator",

@@ -2,6 +2,7 @@
 the consumer (no broker, no database): what /readyz says after a failed flush and a rebalance,
 and a clean stop after the intake ended with an error."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import NoReturn
@@ -9,7 +10,7 @@ from typing import NoReturn
 import pytest
 from aiokafka import TopicPartition
 from faststream.kafka import KafkaBroker
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
 
 from spendpipe.aggregator import app
 from spendpipe.aggregator.app import Aggregator
@@ -19,9 +20,16 @@ from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SourceRecord
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from tests.support.intake import HeldFlushes, StandInConsumer
 from tests.support.waiting import eventually
 
 P0 = TopicPartition("spend.events", 0)
+
+
+def _value_of(gauge: Gauge) -> float:
+    """What a scrape reads of an unlabelled gauge."""
+    (metric,) = gauge.collect()
+    return metric.samples[0].value
 
 
 class _Unreachable:
@@ -88,6 +96,31 @@ async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(agg
     await aggregator.intake.on_partitions_revoked([P0])
     await aggregator.intake.on_partitions_assigned([])
     assert aggregator.not_ready() == aggregator.progress.not_ready()
+
+
+async def test_a_retry_reading_further_holds_readiness_and_names_what_it_waits_for(aggregator: Aggregator) -> None:
+    consumer, flushes = StandInConsumer(), HeldFlushes()
+    aggregator.intake._flush = flushes  # the writer sends the retry back, as `BatchWriter` does
+    consumer.append(1, 6)
+    consumer.away = {1}  # the leader of partition 1 is away: the retry waits for it
+    consumer.append(0, 3)
+    flushes.further = [{1: 4}]
+    flushes.release.set()
+    awaited = aggregator._metrics.partitions_awaited
+    running = asyncio.create_task(aggregator.intake.run(consumer))
+    try:
+        waiting = await eventually(
+            aggregator.not_ready, lambda s: "further" in (s or ""), within=5, what="the retry to wait for partition 1"
+        )
+        assert waiting == "a retry waits for spend.events to be read further: partition 1 through offset 4"
+        assert _value_of(awaited) == 1
+        consumer.away = set()
+        consumer.arrived.set()
+        await eventually(lambda: consumer.commits, bool, within=5, what="the retry to be written")
+        assert aggregator.not_ready() == aggregator.progress.not_ready()
+        assert _value_of(awaited) == 0
+    finally:
+        running.cancel()
 
 
 async def test_stop_leaves_the_group_cleanly_after_the_intake_ended_with_an_error(

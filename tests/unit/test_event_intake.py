@@ -288,3 +288,28 @@ async def test_a_partition_revoked_while_its_position_is_asked_for_does_not_stop
         assert flushes.read_through == [{}, {1: 1}]
     finally:
         running.cancel()
+
+
+async def test_the_partitions_a_retry_waits_for_are_told_until_each_is_read_through() -> None:
+    consumer, flushes = StandInConsumer(), HeldFlushes()
+    intake = _intake(flushes)
+    consumer.append(1, 6)
+    consumer.away = {1}  # partition 1's leader is away: the retry waits for it
+    consumer.append(2, 3)
+    consumer.append(0, 3)
+    flushes.further = [{1: 4, 2: 1}]
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        assert intake.awaited == {}  # handed over: nothing waited for yet
+        flushes.release.set()
+        # partition 2 is read through offset 1 at once; partition 1 is waited for
+        awaited = await eventually(lambda: intake.awaited, lambda a: a == {1: 4}, within=5, what="partition 1 alone")
+        assert awaited == {1: 4}
+        assert consumer.commits == []
+        consumer.away = set()
+        consumer.arrived.set()
+        await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
+        assert intake.awaited == {}
+    finally:
+        running.cancel()
