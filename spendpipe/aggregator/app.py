@@ -64,7 +64,10 @@ class Aggregator:
         self._clickhouse = clickhouse
         self._metrics = metrics
         self._topics = settings.topics
-        self._flush_error: str | None = None
+        self._unwritten: str | None = None
+        """Why the last flush since the group last assigned partitions was not written (it failed,
+        or was fenced), as readiness says it; None once one is written or the group reassigns. One
+        reason, the latest: a failed flush whose retry is then fenced waits for the group."""
         self._letters = PublishedLetters()
         self._read_up_to: dict[int, int] = {}
         """The highest offset of each partition this process has read: what the metrics call a re-read."""
@@ -82,7 +85,6 @@ class Aggregator:
             settle_s=settings.owner_settle_s,
             embedded=clickhouse.settings.embedded,
         )
-        self._lost_error: str | None = None
         self.writer = BatchWriter(
             store=SpendStore(
                 clickhouse=clickhouse, calendar=settings.calendar, write_timeout_s=settings.write_timeout_s
@@ -169,10 +171,8 @@ class Aggregator:
         if awaited := self.intake.awaited:
             further = ", ".join(f"partition {p} through offset {o}" for p, o in sorted(awaited.items()))
             return f"a retry waits for {self._topics.events} to be read further: {further}"
-        if self._flush_error is not None:
-            return f"the last flush failed, retrying: {self._flush_error}"
-        if self._lost_error is not None:
-            return f"waiting for the group to reassign partitions: {self._lost_error}"
+        if self._unwritten is not None:
+            return self._unwritten
         return self.progress.not_ready()
 
     async def _revoked(self, revoked: list[TopicPartition]) -> None:
@@ -192,7 +192,7 @@ class Aggregator:
         self.writer.assigned(tp.partition for tp in assigned)
         self.progress.assigned(assigned)
         # reassigned: what failed or was lost is read again by its owner, which may not be this one
-        self._flush_error = self._lost_error = None
+        self._unwritten = None
         if self._consumer is not None:
             self.ownership.assigned((tp.partition for tp in assigned), group_generation(self._consumer))
         self._claiming = asyncio.create_task(self._claim(assigned), name="aggregator-claim")
@@ -251,19 +251,19 @@ class Aggregator:
             raise
         except OwnershipLostError as lost:
             await _settle(handed)
-            self._lost_error = str(lost)
+            self._unwritten = f"waiting for the group to reassign partitions: {lost}"
             self._metrics.ownership_lost.inc()
             log.warning("flush of %d records not written: %s", len(records), lost)
             return Flushed.OWNERSHIP_LOST
         except Exception as error:
             await _settle(handed)
-            self._flush_error = repr(error)[:500]
+            self._unwritten = f"the last flush failed, retrying: {repr(error)[:500]}"
             self._metrics.flush_failures.inc()
             log.exception("flush of %d records failed; retrying in %.1fs", len(records), self._settings.retry_backoff_s)
             self.writer.forget_state()
             self.ownership.failed()
             return Flushed.FAILED
-        self._flush_error = self._lost_error = None
+        self._unwritten = None
         for step, seconds in outcome.seconds.items():
             self._metrics.flush_step_seconds.labels(step).observe(seconds)
         self._metrics.flush_seconds.observe(loop.time() - started)

@@ -8,9 +8,15 @@ The members run in this process, each with its own ClickHouse client and consume
 process); on the ClickHouse server of `SPENDPIPE_TEST_CLICKHOUSE_URL` too, when it is set."""
 
 import asyncio
+from collections.abc import Sequence
+from typing import NoReturn
+
+import pytest
 
 from spendpipe.aggregator.intake import Flushed
+from spendpipe.aggregator.offsets import PartitionOffsets
 from spendpipe.aggregator.settings import AggregatorSettings
+from spendpipe.aggregator.store import KafkaRecord
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.topics import Topics
 from spendpipe.contracts.windows import Window
@@ -145,3 +151,64 @@ async def test_a_writer_stalled_while_its_partitions_moved_on_writes_nothing_whe
         await produce(kafka_broker, topics.events, [e.to_json() for e in third])
         await eventually(lambda: counted(clickhouse), lambda n: n >= 300, within=60, what="the third batch")
         assert_exact(clickhouse, first + second + third)
+
+
+async def test_a_failed_flush_whose_retry_is_fenced_is_not_ready_for_the_group_not_for_the_failure(
+    kafka_broker: str,
+    make_topics,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given one aggregator that counted a first batch
+    topics = await make_topics(kafka_broker, 2)
+    settings = settings_for(kafka_broker, topics, clickhouse_settings)
+    first = [make_event() for _ in range(100)]
+    second = [make_event() for _ in range(100)]
+    async with fleet(settings, 2) as (stale, heir):
+        await stale.start()
+        await produce(kafka_broker, topics.events, [e.to_json() for e in first])
+        await eventually(lambda: counted(clickhouse), lambda n: n >= 100, within=60, what="the first batch")
+
+        # when its next flush fails, and its retry stalls while its partitions move on
+        assert stale.aggregator is not None
+        aggregator = stale.aggregator
+        flush = aggregator.intake._flush
+        calls: list[str] = []
+        held, release = asyncio.Event(), asyncio.Event()
+        after_retry: list[tuple[Flushed, str | None]] = []
+
+        def refused(*_: object, **__: object) -> NoReturn:
+            raise RuntimeError("ClickHouse refused the insert")
+
+        async def fail_then_stall(records: Sequence[KafkaRecord], offsets: PartitionOffsets) -> Flushed:
+            calls.append("flush")
+            if len(calls) == 1:
+                monkeypatch.setattr(aggregator.writer, "write", refused)
+                try:
+                    return await flush(records, offsets)
+                finally:
+                    monkeypatch.undo()
+            if len(calls) == 2:
+                held.set()
+                await release.wait()
+                result = await flush(records, offsets)
+                after_retry.append((result, aggregator.not_ready()))  # before anything else runs
+                return result
+            return await flush(records, offsets)
+
+        aggregator.intake._flush = fail_then_stall
+        await produce(kafka_broker, topics.events, [e.to_json() for e in second])
+        await eventually(held.is_set, bool, within=30, what="the failed flush's retry held")
+        await heir.start()
+        await eventually(lambda: counted(clickhouse), lambda n: n >= 200, within=60, what="the heir's flush")
+        release.set()
+        await eventually(lambda: after_retry, bool, within=30, what="the retry to end")
+
+        # then readiness says it waits for the group, not that the last flush failed
+        (result, readiness) = after_retry[0]
+        assert result is Flushed.OWNERSHIP_LOST
+        assert readiness is not None
+        assert readiness.startswith("waiting for the group to reassign partitions: partitions ")
+        assert readiness.endswith("were claimed by another aggregator")
+        assert_exact(clickhouse, first + second)

@@ -98,6 +98,21 @@ async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(agg
     assert aggregator.not_ready() == aggregator.progress.not_ready()
 
 
+async def test_a_failed_flush_whose_retry_is_fenced_says_readiness_waits_for_the_group(aggregator: Aggregator) -> None:
+    aggregator._consumer = _Consumer()
+    await aggregator.intake.on_partitions_revoked([])
+    await aggregator.intake.on_partitions_assigned([P0])
+    records = [SourceRecord(partition=0, offset=0, value=b"{}")]
+    assert await aggregator._flush(records, PartitionOffsets.of(records)) is Flushed.FAILED
+    # the group takes the partition away before the retry writes: the retry is fenced (here it
+    # holds no claim; another owner's claim is refused the same way)
+    await aggregator.intake.on_partitions_revoked([P0])
+    assert await aggregator._flush(records, PartitionOffsets.of(records)) is Flushed.OWNERSHIP_LOST
+    assert aggregator.not_ready() == (
+        "waiting for the group to reassign partitions: no partitions claimed (a rebalance is under way)"
+    )
+
+
 async def test_a_retry_reading_further_holds_readiness_and_names_what_it_waits_for(aggregator: Aggregator) -> None:
     consumer, flushes = StandInConsumer(), HeldFlushes()
     aggregator.intake._flush = flushes  # the writer sends the retry back, as `BatchWriter` does
