@@ -81,6 +81,8 @@ class _Batch:
     taken as evenly spread between its first and last (no pass over the records for it)."""
     stamped: int = 0
     """How many records `created_ms` counts."""
+    handed: bool = False
+    """Handed to the writer before, and sent back to read further: its wait was observed then."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -94,6 +96,7 @@ class _Batch:
             self.offsets.then(later.offsets),
             self.created_ms + later.created_ms,
             self.stamped + later.stamped,
+            self.handed,
         )
 
     def add(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
@@ -140,8 +143,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned: Rebalanced,
         waited: Callable[[float], None] = lambda _: None,
     ) -> None:
-        """`waited` hears, as each flush starts, how long its records had waited (their mean
-        age in seconds, from their Kafka timestamps)."""
+        """`waited` hears, as a batch is first handed to the writer, how long its records had
+        waited (their mean age in seconds, from their Kafka timestamps): once per batch, not
+        again when a batch sent back to read further goes again."""
         self._waited = waited
         self._topic = topic
         self._flush = flush
@@ -260,8 +264,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         batch.add(fetched)
 
     async def _write(self, consumer: AIOKafkaConsumer, batch: _Batch) -> Flushed:
-        if (waited := batch.mean_age_s(time.time())) is not None:
+        if not batch.handed and (waited := batch.mean_age_s(time.time())) is not None:
             self._waited(waited)
+        batch.handed = True
         try:
             result = await self._flush(batch.records, batch.offsets)
         except ReadFurtherError as further:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from prometheus_client import Histogram
 
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.contracts.events import SpendEvent
@@ -43,6 +44,12 @@ async def committed(bootstrap: str, topic: str, group_id: str) -> tuple[int | No
         await committed_offset(bootstrap, topic, group_id, 0),
         await committed_offset(bootstrap, topic, group_id, 1),
     )
+
+
+def observations(histogram: Histogram) -> float:
+    """How many values an unlabelled histogram (or one child of a labelled one) observed."""
+    (metric,) = histogram.collect()
+    return next(sample.value for sample in metric.samples if sample.name.endswith("_count"))
 
 
 def stored_at(clickhouse: ClickhouseStore, event: SpendEvent) -> list[tuple[int, int]]:
@@ -115,3 +122,5 @@ async def test_a_restarted_aggregator_with_a_lower_batch_size_counts_resends_of_
     # again, its records were neither consumed again nor read again
     assert any("reading on before the retry" in record.getMessage() for record in caplog.records)
     assert (metrics.consumed._value.get(), metrics.rereads._value.get()) == (2 * (RUN + 2), 0)
+    # nor did they wait again: each flush (all written) observed its records' wait once
+    assert observations(metrics.flush_step_seconds.labels("wait")) == observations(metrics.flush_seconds)

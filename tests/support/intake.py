@@ -2,6 +2,7 @@
 partitions as lists of records, and a flush the test holds and lets go."""
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -21,6 +22,8 @@ class Record:
     offset: int
     value: bytes = b"{}"
     key: bytes | None = None
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+    """Kafka's, in milliseconds: when it was appended."""
 
 
 @dataclass

@@ -20,9 +20,11 @@ async def _nothing(_: list[TopicPartition]) -> None:
 def _intake(
     flushes: HeldFlushes,
     committed: list[dict[int, int]] | None = None,
+    *,
     batch_size: int = 1000,
     revoked: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing,
     wait_ms: int = 50,
+    waited: Callable[[float], None] = lambda _: None,
 ) -> EventIntake:
     return EventIntake(
         topic=TOPIC,
@@ -33,6 +35,7 @@ def _intake(
         retry_backoff_s=0.01,
         revoked=revoked,
         assigned=_nothing,
+        waited=waited,
     )
 
 
@@ -311,5 +314,27 @@ async def test_the_partitions_a_retry_waits_for_are_told_until_each_is_read_thro
         consumer.arrived.set()
         await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
         assert intake.awaited == {}
+    finally:
+        running.cancel()
+
+
+async def test_a_batch_sent_back_to_read_further_has_its_wait_observed_once() -> None:
+    consumer, flushes = StandInConsumer(), HeldFlushes()
+    waits: list[float] = []
+    intake = _intake(flushes, waited=waits.append)
+    consumer.append(1, 6)
+    consumer.away = {1}
+    consumer.append(0, 3)
+    flushes.further = [{1: 4}]
+    flushes.release.set()
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: intake.awaited, bool, within=5, what="the batch sent back")
+        consumer.away = set()
+        consumer.arrived.set()
+        await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
+        assert len(flushes.batches) == 2  # handed over twice, its records waited once
+        assert len(waits) == 1
+        assert waits[0] >= 0
     finally:
         running.cancel()
