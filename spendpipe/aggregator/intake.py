@@ -17,6 +17,8 @@ The rules:
   are published). A flush that FAILED rewinds: every partition of the failed
   batch and of the batch read meanwhile is sought back to its first unwritten offset, and the
   records are read again after `retry_backoff_s`.
+- A read that failed (`KafkaError`) is tried again after `retry_backoff_s`, or as soon as the
+  flush in flight ends, whichever comes first: the next batch in hand need not wait for Kafka.
 - A rebalance waits for the flush in flight (and its commit), and the batch read before it is
   dropped and read again by whoever holds its partitions next (aiokafka restarts an assigned
   partition from its committed offset).
@@ -258,8 +260,13 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
                 return  # cancelled above: the writer is free
             raise
         except KafkaError as error:
-            log.warning("reading %s failed: %r; reading again in %.1fs", self._topic, error, self._retry_backoff_s)
-            await asyncio.sleep(self._retry_backoff_s)
+            log.warning("reading %s failed: %r; reading again within %.1fs", self._topic, error, self._retry_backoff_s)
+            if writing is not None and not idle:
+                # the flush in flight ending gives the loop work that needs no read: its result,
+                # the next batch to hand over (a stop cancels either wait at once)
+                await asyncio.wait([writing], timeout=self._retry_backoff_s)
+            else:
+                await asyncio.sleep(self._retry_backoff_s)
             return
         batch.add(fetched)
 

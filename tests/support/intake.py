@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalStateError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
@@ -41,6 +41,10 @@ class StandInConsumer:
     """`position` of these raises as aiokafka's does for a partition revoked meanwhile, once each."""
     away: set[int] = field(default_factory=set)
     """Partitions whose leader is away: nothing is fetched of them, their high watermark unknown."""
+    failing: bool = False
+    """`getmany` raises a `KafkaError` while set (the broker refusing the fetch)."""
+    failures: int = 0
+    """How many times it did."""
 
     def append(self, partition: int, count: int) -> None:
         records = self.log.setdefault(partition, [])
@@ -55,6 +59,9 @@ class StandInConsumer:
         """From `partitions` only, when named, as aiokafka's does."""
         wanted = {tp.partition for tp in partitions} or set(self.log)
         self.asked.append(wanted)
+        if self.failing:
+            self.failures += 1
+            raise KafkaError("the fetch was refused")
         while True:
             fetched: dict[TopicPartition, list[Record]] = {}
             for partition, records in self.log.items():

@@ -25,6 +25,7 @@ def _intake(
     revoked: Callable[[list[TopicPartition]], Awaitable[None]] = _nothing,
     wait_ms: int = 50,
     waited: Callable[[float], None] = lambda _: None,
+    retry_backoff_s: float = 0.01,
 ) -> EventIntake:
     return EventIntake(
         topic=TOPIC,
@@ -32,7 +33,7 @@ def _intake(
         committed=lambda offsets: (committed if committed is not None else []).append(dict(offsets.highest)),
         batch_size=batch_size,
         wait_ms=wait_ms,
-        retry_backoff_s=0.01,
+        retry_backoff_s=retry_backoff_s,
         revoked=revoked,
         assigned=_nothing,
         waited=waited,
@@ -336,5 +337,26 @@ async def test_a_batch_sent_back_to_read_further_has_its_wait_observed_once() ->
         assert len(flushes.batches) == 2  # handed over twice, its records waited once
         assert len(waits) == 1
         assert waits[0] >= 0
+    finally:
+        running.cancel()
+
+
+async def test_a_failed_read_backs_off_only_until_the_flush_in_flight_ends() -> None:
+    consumer, flushes = StandInConsumer(), HeldFlushes()
+    intake = _intake(flushes, retry_backoff_s=60)
+    consumer.append(0, 3)
+    running = asyncio.create_task(intake.run(consumer))
+    try:
+        await eventually(lambda: len(flushes.batches) == 1, bool, within=5, what=WHAT)
+        consumer.append(0, 2)
+        await eventually(lambda: consumer.positions == {0: 5}, bool, within=5, what="the next batch read")
+        # the broker refuses the next fetches: the loop backs off with the next batch in hand
+        consumer.failing = True
+        await eventually(lambda: consumer.failures, bool, within=5, what="a fetch refused")
+        flushes.release.set()
+        # the flush in flight ends: the next batch goes now, not after the back-off
+        await eventually(lambda: len(flushes.batches) == 2, bool, within=5, what="the next batch handed over")
+        assert flushes.batches[1] == [(0, 3), (0, 4)]
+        await eventually(lambda: len(consumer.commits) == 2, bool, within=5, what=WHAT)
     finally:
         running.cancel()
