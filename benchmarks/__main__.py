@@ -5,7 +5,8 @@ benchmarks/results/ (ignored by git).
 Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, LiteLLM
 proxy calls/s with and without it, the aggregator's throughput, storage per event after merges,
 the cost of fencing a flush, several aggregators in one process beside one, enforcement
-latency, and overshoot side by side with LiteLLM's BudgetManager (see the benchmarks issue).
+latency, and overshoot side by side with LiteLLM's BudgetManager. The goals and figures:
+docs/architecture.md#performance-goals and docs/performance.md.
 """
 
 import json

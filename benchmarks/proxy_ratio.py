@@ -1,6 +1,6 @@
 """Calls/s of a LiteLLM proxy with the spendpipe plugin against the same proxy without it, in one
-run. Issue 18 asks that this benchmark run enough pairs to separate the plugin from noise and
-report the ratio with its spread; its goal is the SDK's (with the plugin ≥ 0.95x the calls/s
+run. It runs enough pairs to separate the plugin from noise and reports the ratio with its
+spread; its goal is the SDK's (with the plugin ≥ 0.95x the calls/s
 without it), as a proxy call costs LiteLLM more than an SDK call and so leaves the plugin a
 smaller share of it.
 

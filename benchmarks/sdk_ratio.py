@@ -1,8 +1,10 @@
 """Calls/s of LiteLLM SDK calls with the gateway plugin against the same calls without it, in one
-process and one run. Goal (issue 18): with the plugin >= 0.95x the calls/s without it.
+process and one run. Goal (docs/architecture.md#performance-goals): with the plugin >= 0.95x the
+calls/s without it.
 
 The call is `litellm.acompletion` with a `mock_response` (no network), attributed as the README's
-SDK example does; with the plugin each call is preceded by `check()`, as that example shows.
+SDK example does; with the plugin each call is preceded by `check()` (that example leaves the
+check to LiteLLM's pre-call hook, which `acompletion` runs).
 Each sample makes `CALLS` calls, sequentially or from `CONCURRENCY` tasks at once, and its clock
 stops only once LiteLLM's logging worker has run every callback and, with the plugin, once the
 publisher has delivered every event (`wait_idle`): whatever the plugin costs, in any thread, is
