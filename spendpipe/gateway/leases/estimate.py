@@ -1,4 +1,5 @@
-"""A call's cost before it runs, from LiteLLM's own cost map (docs/leases.md, "The estimate").
+"""A call's cost before it runs, from LiteLLM's own cost map (docs/leases.md#the-gateway,
+"The estimate").
 
 Input: `litellm.token_counter` on the request's messages, at the model's input price. Output:
 the *expected* output, not `max_tokens` blindly: the largest completion among the last
