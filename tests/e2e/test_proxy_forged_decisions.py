@@ -1,5 +1,5 @@
 """A real LiteLLM proxy running the plugin keeps refusing a key the enforcer blocked after
-forged records land on the real topics (issue 13): an unblock at version 2^62 and a raised cap,
+forged records land on the real topics: an unblock at version 2^62 and a raised cap,
 each unsigned, signed by a key nobody accepts, and badly signed under the enforcer's key id, and
 an unsigned tombstone of the budget. The proxy counts each on its /metrics and keeps refusing
 with LiteLLM's budget error; `spendpipe blocks list` still shows the block."""

@@ -1,4 +1,4 @@
-"""Hostile attribution through a real LiteLLM proxy (issue 12): whatever a client puts in the
+"""Hostile attribution through a real LiteLLM proxy: whatever a client puts in the
 request's `user` and metadata (far too long, a JSON object, a number, markup, control characters),
 every call the proxy serves is counted against every scope it has, to the exact Decimal of the
 response costs, and budgets refuse on time, a long customer's under its bounded label."""

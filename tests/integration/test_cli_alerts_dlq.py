@@ -1,4 +1,4 @@
-"""`spendpipe alerts tail`, `dlq tail` and `dlq replay` (issue 16) run as an operator runs them,
+"""`spendpipe alerts tail`, `dlq tail` and `dlq replay` run as an operator runs them,
 against the real broker: records printed oldest first with hostile values literal, bounded by
 --limit and ending on their own (--no-follow); a letter replayed to spend.events byte for byte,
 a truncated one refused with nothing published."""

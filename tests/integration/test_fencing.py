@@ -1,4 +1,4 @@
-"""Several aggregators in one consumer group over one store (issue 18): every event counted once
+"""Several aggregators in one consumer group over one store: every event counted once
 through rebalances (members joining and leaving, partitions added, a member stalled past the
 rebalance timeout), and a writer whose partitions moved on while it was stalled writes nothing
 when it wakes (`aggregator/ownership`). A stall is a flush held before it writes: what a long

@@ -1,4 +1,4 @@
-"""Kafka ACLs, against a real broker (issue 13): SASL/SCRAM on the client listener, the KRaft
+"""Kafka ACLs, against a real broker: SASL/SCRAM on the client listener, the KRaft
 StandardAuthorizer, no access without an ACL (deploy/kafka/sasl-acls.properties); the principals
 and ACLs of docs/operations.md, created with the commands it gives (deploy/kafka/acls.sh, which
 runs kafka-acls and kafka-configs). Each principal connects with spendpipe's own client settings

@@ -1,4 +1,4 @@
-"""The notifier (issue 16) on the real broker, delivering to a receiver on 127.0.0.1 through an
+"""The notifier on the real broker, delivering to a receiver on 127.0.0.1 through an
 outage: the receiver answers 503, then is not listening at all, while alerts and decisions keep
 coming and the first notifier is stopped mid-outage (a crash or a deploy); a second one in the
 same consumer group takes over. When the receiver is back every notification has reached both

@@ -1,4 +1,4 @@
-"""Signed decisions and budgets (issue 13), on the real broker, with the real enforcer (in one
+"""Signed decisions and budgets, on the real broker, with the real enforcer (in one
 broker with the aggregator, as `spendpipe run all` runs them) and a real gateway (the plugin and
 the followers it reads the topics with): what a writer without an accepted key puts on
 spend.decisions or spend.budgets changes nothing, whatever its version; a genuine decision

@@ -1,4 +1,4 @@
--- Agent sessions: which agent made a call and which session it belongs to (issue 7). Added at
+-- Agent sessions: which agent made a call and which session it belongs to. Added at
 -- the end of `events`, in the order the aggregator's Arrow stage carries them. No rollup per
 -- agent or session: sessions are many and short-lived, and their caps are counted by the
 -- gateways from the sessions topic; analysts group `events` by session_id.

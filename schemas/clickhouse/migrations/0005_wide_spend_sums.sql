@@ -1,4 +1,4 @@
--- Spend sums that cannot overflow (issue 12). ClickHouse sums Decimal(38, 24) in its own type
+-- Spend sums that cannot overflow. ClickHouse sums Decimal(38, 24) in its own type
 -- and wraps past about 1.7 * 10^14 without an error: a window of one scope (the global month)
 -- could reach that with 1.7 * 10^8 events at the $10^6 an event may cost, and a wrapped total
 -- is negative, which would lift every block. Decimal(76, 24) holds 52 integer digits, beyond any

@@ -1,4 +1,4 @@
--- Budgets and decisions in the store (issue 16): the caps and the enforcer's blocks live on the
+-- Budgets and decisions in the store: the caps and the enforcer's blocks live on the
 -- compacted topics `spend.budgets` and `spend.decisions`, where compaction keeps only the latest
 -- record of each key. The process that runs the enforcer follows both topics and writes every
 -- record it accepts (signature verified, as a gateway verifies it) into the two tables below, so

@@ -1,4 +1,4 @@
--- calendar_windows (issue 15): the day, week and month windows of the store's calendar
+-- calendar_windows: the day, week and month windows of the store's calendar
 -- (store_calendar), written by spendpipe/store/calendar.py from windows.window_start when a
 -- process settles the calendar: a year back and ten ahead, so SQL finds "the current day" in the
 -- zone without knowing it. Day rows carry `day_number`, the zone's days since 1970-01-01, which

@@ -1,4 +1,4 @@
--- Views for analysts (issue 16): spend as people ask for it, without knowing how the tables are
+-- Views for analysts: spend as people ask for it, without knowing how the tables are
 -- kept. Each view sums at read time (`spend_totals` is an AggregatingMergeTree: rows of one key
 -- are summed by background merges, so a bare SELECT can show a key twice), and none shows the
 -- aggregator's bookkeeping rows (window 'watermark', scope_type 'ingest'). Money stays exact:
@@ -78,7 +78,7 @@ WHERE window_start = multiIf(
     toDateTime(toStartOfMonth(now('UTC')), 'UTC')
 );
 
--- spend_by_session: per agent session (issue 7), from `events`; calls without a session apart.
+-- spend_by_session: per agent session, from `events`; calls without a session apart.
 CREATE VIEW IF NOT EXISTS spend_by_session AS
 SELECT
     agent_id,

@@ -1,4 +1,4 @@
--- Event ids as 16-byte UUIDs (issue 12): an id was 36 bytes of text, about 68% of what an event
+-- Event ids as 16-byte UUIDs: an id was 36 bytes of text, about 68% of what an event
 -- took on disk. The contract now says an id is a lowercase UUID, which every gateway writes. An
 -- id stored before that was not a UUID is replaced by the UUID of its SipHash-128, so it stays
 -- distinct. Both statements are safe to run again (the second time the column is a UUID already

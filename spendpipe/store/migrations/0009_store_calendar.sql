@@ -1,4 +1,4 @@
--- store_calendar (issue 15): the calendar the day, week and month rows of `spend_totals` start
+-- store_calendar: the calendar the day, week and month rows of `spend_totals` start
 -- on (SPENDPIPE_BUDGET_TIMEZONE, SPENDPIPE_WEEK_START). The first row written wins; a service
 -- configured otherwise refuses to start, naming both (spendpipe/store/calendar.py).
 CREATE TABLE IF NOT EXISTS store_calendar

@@ -1,4 +1,4 @@
--- spend_by_tag counts a call under the tags its `tag` scope totals count it under (issue 15):
+-- spend_by_tag counts a call under the tags its `tag` scope totals count it under:
 -- each distinct tag once, no empty tag and no overflow marker (`<+N more>`), at most 32 per call
 -- (the rule of `spendpipe.contracts.scopes.attributed_tags`; the expression is
 -- `spendpipe.store.scope_sql.ATTRIBUTED_TAGS`, which tests/unit/test_scope_sql.py holds it to).

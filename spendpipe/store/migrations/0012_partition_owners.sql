@@ -1,4 +1,4 @@
--- Fencing of aggregators (issue 18): several aggregators may share a consumer group and a store.
+-- Fencing of aggregators: several aggregators may share a consumer group and a store.
 -- When the group assigns a partition of spend.events to an aggregator, it claims it here with
 -- an owner epoch: the group's generation at that assignment, which the coordinator raises at
 -- every rebalance. Every insert that counts (totals with their watermark rows, events) checks
