@@ -22,8 +22,8 @@ the latest of those stands. What a key declares that is no valid budget is logge
 and not published; so are the fields spendpipe does not enforce (`Declaration.left_out`).
 
 Publishing needs a writer key on the gateway (`SPENDPIPE_SIGNING__PRIVATE_KEY_FILE`) when
-signatures are required; without one, declared budgets are not published, and that is logged once
-at start.
+signatures are required; without one, declared budgets are not published, and that is logged once,
+at the first proxy request with a key (an SDK gateway has no key objects: nothing to say there).
 """
 
 import asyncio
@@ -64,14 +64,14 @@ class DeclaredBudgets:
         """Per key, the scope ids and the fields read of its object last time."""
         self._wake = threading.Event()
         self._logged: set[tuple[str, str]] = set()
+        self._said_unsigned = False
+        """Whether a proxy request was seen without a writer key to publish its key's budgets (logged once)."""
         self._durations = EntityDurations()
         self._loop = BackgroundLoop(name="spendpipe-declared-budgets", main=self._run)
 
     def start(self) -> None:
-        if self._signer is None:
-            log.warning("spendpipe: budgets LiteLLM's key objects declare are not published: no writer key")
-            return
-        self._loop.start()
+        if self._signer is not None:
+            self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         self._loop.stop(timeout)
@@ -79,7 +79,15 @@ class DeclaredBudgets:
     async def observe_proxy_request(self, who: RequestIdentity, key: Any, cache: Any) -> None:
         """`observe`, with the durations of the entities LiteLLM may reset read from their rows
         through the proxy's `user_api_key_cache` (`cache`): `gateway/entity_durations.py`."""
-        if who.key_hash is None or self._signer is None:
+        if who.key_hash is None:
+            return
+        if self._signer is None:
+            if not self._said_unsigned:
+                self._said_unsigned = True
+                log.warning(
+                    "spendpipe: budgets LiteLLM's key objects declare are not published: no writer key "
+                    "(SPENDPIPE_SIGNING__PRIVATE_KEY_FILE)"
+                )
             return
         self.observe(who, key, await self._durations.of(key, cache))
 

@@ -127,3 +127,20 @@ def test_without_a_writer_key_nothing_is_published() -> None:
     declared.observe(WHO, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0))
 
     assert declared.queued() == {}
+
+
+async def test_without_a_writer_key_the_first_proxy_request_says_so_once_and_an_sdk_gateway_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    def said() -> list[str]:
+        return [r.levelname for r in caplog.records if "not published: no writer key" in r.getMessage()]
+
+    declared = DeclaredBudgets(kafka=KafkaSettings(), topic="declared", signer=None)
+    declared.start()  # an SDK gateway: started, never handed a key object
+    assert said() == []
+
+    for _ in range(3):
+        await declared.observe_proxy_request(WHO, UserAPIKeyAuth(api_key=KEY_HASH, max_budget=1.0), cache=None)
+
+    assert said() == ["WARNING"]
+    assert declared.queued() == {}
