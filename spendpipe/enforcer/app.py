@@ -24,24 +24,30 @@ A failed start ends the process, and what it put aside ends with it: nothing cal
 again in the same process (`runner.serve` runs it as the app's after-startup hook; its exception
 ends `app.run()` and `spendpipe run` exits 1, for the orchestrator to start a new process). A
 start can fail after deciding: `evaluate_all_budgets` or `reconcile` raising after decisions of
-theirs (kept for `take_unsent`), a send that failed (kept in `_unconfirmed`), a step after the
-blocks another key signed were taken from the read-back (`_blocks_signed_by_others`); all wait
+theirs (kept for `take_unsent`), a send that failed (kept in `_unconfirmed`), a step after what
+is published again at start was taken from the read-back (`_published_again_at_start`); all wait
 for a tick that never comes. None of these reached Kafka (a send that timed out may have: then
 the next start reads it back as the decision in force), and the next start decides each of them
 again: it reads back the same decisions topic, so each key's last decision is the one this start
 judged against, and judging the same budgets on the spend in the store (which only grows within a
-window) reaches the same decision, or a later one the spend now calls for; the blocks another key
-signed are read back as such again. A retry of `start()` within the process would have to publish
-what the failed one put aside (`test_failed_judgement.py` holds both to this).
+window) reaches the same decision, or a later one the spend now calls for; the last records that
+called for publishing again are read back as such again. A retry of `start()` within the process
+would have to publish what the failed one put aside (`test_failed_judgement.py` holds both to this).
 
 Every decision goes out signed with the enforcer's key; budgets (tombstones too) and decisions
 read back count only when an accepted writer key signed them (`platform/signing`): a forged
-decision read back cannot push the versions the enforcer continues from. The enforcer keeps
-following its decisions topic; when a record that fails verification lands on a key it holds a
-decision for, the tick publishes that decision again, so the topic's last record for the key is
-genuine and compaction (last record per key wins) keeps it for readers that start later. At
-start it publishes again, signed with its current key, every block read back that another key
-signed: after a key rotation, readers that no longer accept the old key keep the blocks in force.
+decision read back cannot push the versions the enforcer continues from. A key's last record on
+the compacted decisions topic is what compaction keeps for readers that start later, so the
+enforcer makes it the decision it holds for the key, with one rule (`_published_again_at_start`):
+at start, for every key whose last record read back is not that decision as readers should keep
+it (a record that fails verification or that this version cannot read, an older decision
+written again, a block another key signed: after a key rotation, readers that no longer accept
+the old key keep the blocks in force), it publishes the decision again, same version, signed with
+its current key. It keeps following its decisions topic; when a record it cannot take (failed
+verification, unreadable) lands on a key it holds a decision for, the tick publishes that
+decision again. What it publishes is only ever a decision it holds, never anything from the
+record: a key it holds no decision for is left as it is (logged at start), since readers drop
+that record too.
 """
 
 import asyncio
@@ -49,6 +55,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from typing import Final, Literal
 
 from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
@@ -84,6 +91,10 @@ FLUSHES_PER_JUDGEMENT = 500
 """Most flush announcements judged together (all of them while the enforcer is behind)."""
 FOLLOW_RETRY_S = (1.0, 30.0)
 """A failed follower's first wait before reading its topic again, and the most it grows to."""
+KEYS_SHOWN = 10
+"""Keys named in one log line about decisions read back (whoever writes the topic chooses them)."""
+DELETED: Final = "deleted"
+"""What `_on_decision` returns for an accepted writer's tombstone."""
 
 
 class EnforcerService:
@@ -126,10 +137,13 @@ class EnforcerService:
         self._decisions_read = CompactedTopicReader(
             kafka=settings.kafka, topic=settings.topics.decisions, on_record=self._on_decision_read
         )
-        self._signed_by_others: set[str] = set()
-        """Keys whose last record read back at start another key than the enforcer's signed."""
+        self._last_read: dict[str, tuple[int, bool] | None] = {}
+        """While reading back at start, per key, its last record: the version of the decision it
+        holds and whether the enforcer's current key signed it (also when nothing is signed), or
+        None for a record not taken (failed verification, unreadable): `_published_again_at_start`."""
         self._overwritten: set[str] = set()
-        """Keys whose last record failed verification: their decision is published again."""
+        """Once started, keys whose last record failed verification or could not be read: their
+        decision is published again on the tick (`_reassert`)."""
         self._unconfirmed: set[str] = set()
         """Keys whose last decision's send failed: Kafka may hold it or not, so it stays the one in
         force and is published again on the tick."""
@@ -201,7 +215,7 @@ class EnforcerService:
         self._stage = f"reading back {self._settings.topics.decisions} and {self._settings.topics.alerts}"
         await self._decisions_read.start()
         await self._decisions_read.catch_up()
-        resigned = self._blocks_signed_by_others()
+        again = self._published_again_at_start()
         await self._read_back(self._settings.topics.alerts, self._on_alert)
         await self._read_back(self._settings.topics.leases, self.leases.on_past_grant)
         self.leases.resume()
@@ -210,7 +224,7 @@ class EnforcerService:
         self._stage = "evaluating every budget"
         await self._publish(await self._clickhouse.run(self.enforcer.evaluate_all_budgets))
         await self._publish(await self._clickhouse.run(self.enforcer.reconcile))
-        await self._publish(resigned)  # those decided again since are not sent (`_send`)
+        await self._publish(again)  # those decided again since are not sent (`_send`)
         self._tasks = [
             asyncio.create_task(self._follow(self._budgets, topics.budgets), name="enforcer-budgets"),
             asyncio.create_task(
@@ -315,22 +329,24 @@ class EnforcerService:
             self.enforcer.book.declare(budget)
         self._pending_scopes.add(scope)
 
-    def _on_decision(self, record: TopicRecord) -> None:
-        """A decision read back; one this version cannot read (another schema, a scope type it
-        does not know) is skipped, logged and counted: it could never be judged again."""
+    def _on_decision(self, record: TopicRecord) -> Decision | Literal["deleted"] | None:
+        """Take a decision read back (the highest version wins) and return it. None for a record
+        not taken, counted: one that fails verification, and one this version cannot read (another
+        schema, a scope type it does not know: it could never be judged again), logged.
+        `DELETED` for an accepted writer's tombstone, which takes nothing and refuses nothing."""
         if not self._decision_verifier.accepts(record):
-            self._overwritten.add((record.key or b"").decode(errors="replace"))
-            return
+            return None
         if record.value is None:
-            return
+            return DELETED
         try:
             decision = Decision.model_validate_json(record.value)
             Scope.parse(decision.scope)
         except ValueError as error:  # pydantic's ValidationError is one
             log.error("ignoring an unreadable decision under %r: %s", record.key, error)
             self._decision_verifier.refuse("unreadable", record)
-            return
+            return None
         self.enforcer.remember(decision)
+        return decision
 
     def _on_alert(self, record: TopicRecord) -> None:
         try:
@@ -398,17 +414,18 @@ class EnforcerService:
             raise
 
     async def _reassert(self) -> None:
-        """Publish again, with its own version, the decision of every key a forged record came
-        after, and the decision of every key whose last send failed; publish the decisions that a
-        judgement decided and then failed before sending (`Enforcer.take_unsent`). A key this
-        enforcer never decided has nothing to restore."""
+        """Publish again, with its own version, the decision of every key a record it could not
+        take came after (failed verification, unreadable), and the decision of every key whose
+        last send failed; publish the decisions that a judgement decided and then failed before
+        sending (`Enforcer.take_unsent`). A key this enforcer never decided has nothing to restore
+        (`_published_again_at_start` says why)."""
         keys, self._overwritten = self._overwritten, set()
         unconfirmed, self._unconfirmed = self._unconfirmed, set()
         unsent = self.enforcer.take_unsent()
         forged = [d for d in map(self.enforcer.last, sorted(keys)) if d is not None]
         for decision in forged:
             log.warning(
-                "decision %s v%d published again after a record that failed verification",
+                "decision %s v%d published again after a record that failed verification or could not be read",
                 decision.key,
                 decision.version,
             )
@@ -457,23 +474,64 @@ class EnforcerService:
                 self.metrics.decisions_published.labels("block" if decision.blocked else "unblock").inc()
 
     def _on_decision_read(self, record: TopicRecord) -> None:
-        """Note, while reading back at start, whether the enforcer's current key signed each key's
-        last record; then take the record."""
-        if not self.ready.is_set() and self._signer.key_id is not None:
-            key = (record.key or b"").decode(errors="replace")
-            if writer_of(record) == self._signer.key_id:
-                self._signed_by_others.discard(key)
-            else:
-                self._signed_by_others.add(key)
-        self._on_decision(record)
+        """Take a decision read back, and note what each key's last record is: at start in
+        `_last_read`, once started in `_overwritten` when it is a record not taken."""
+        key = (record.key or b"").decode(errors="replace")
+        read = self._on_decision(record)
+        if read == DELETED:
+            self._last_read.pop(key, None)
+            return
+        decision = read if isinstance(read, Decision) else None
+        if self.ready.is_set():
+            if decision is None:
+                self._overwritten.add(key)
+            return
+        own = self._signer.key_id is None or writer_of(record) == self._signer.key_id
+        self._last_read[key] = None if decision is None else (decision.version, own)
 
-    def _blocks_signed_by_others(self) -> list[Decision]:
-        """The blocks read back whose record another key signed: after the enforcer's key was
-        rotated they are published again at start (same version, a no-op for readers that hold
-        them), signed with the current key, so that readers keep them once the old public key is
-        removed. Nothing else re-signs a block in force: it is decided again only when it changes."""
-        keys, self._signed_by_others = self._signed_by_others, set()
-        return [decision for decision in self.enforcer.blocks() if decision.key in keys]
+    def _published_again_at_start(self) -> list[Decision]:
+        """The decision the enforcer holds for each key whose last record read back is not that
+        decision as readers should keep it, to publish at start signed with the current key (same
+        version: a no-op for readers that hold it), so that it is the key's last record, which
+        compaction keeps for readers that start later:
+        - a record not taken: it failed verification, or this version cannot read it;
+        - an older decision of the key written again (a replay);
+        - a block another key signed: after the enforcer's key was rotated, readers that no longer
+          accept the old key keep it. Nothing else re-signs a block in force: it is decided again
+          only when it changes. (An unblock another key signed is left: a reader that drops it
+          holds no decision for the key, which means the same.)
+        A key the enforcer holds no decision for (it never decided it, or compaction left only the
+        record not taken) is left as it is, logged: what the enforcer would publish there is a
+        decision it never made, under a key whoever wrote the record chose. Readers drop that
+        record as the enforcer does, so for them too the key holds no decision: not blocked, as
+        the enforcer has it; should its judgement block the scope, that block overwrites the key."""
+        last_read, self._last_read = self._last_read, {}
+        again, replaced, left = [], [], []
+        for key, read in sorted(last_read.items()):
+            held = self.enforcer.last(key)
+            if held is None:
+                left.append(key)  # a decision read and taken is held: this key's last record was not taken
+            elif read is None or read[0] < held.version:
+                again.append(held)
+                replaced.append(key)
+            elif held.blocked and not read[1]:
+                again.append(held)
+        if replaced:
+            log.warning(
+                "publishing again the decisions of %d keys whose last record read back was not their decision"
+                " (failed verification, unreadable or replayed), e.g. %s",
+                len(replaced),
+                replaced[:KEYS_SHOWN],
+            )
+            self.metrics.decisions_reasserted.inc(len(replaced))
+        if left:
+            log.warning(
+                "leaving %d keys whose last record read back failed verification or could not be read, and"
+                " that the enforcer holds no decision for (readers drop those records too), e.g. %s",
+                len(left),
+                left[:KEYS_SHOWN],
+            )
+        return again
 
 
 async def _stop_quietly(reader: CompactedTopicReader, topic: str) -> None:

@@ -315,6 +315,58 @@ async def test_a_block_in_force_outlives_the_retired_key_that_signed_it(
         )
 
 
+async def test_a_key_whose_last_record_is_not_the_enforcers_decision_gets_it_again(
+    stack: Stack, signing_keys: WriterKey, tmp_path: Path
+) -> None:
+    # given a scope the enforcer blocked
+    await asyncio.to_thread(stack.admin().set, BUDGET)
+    with started_gateway(stack, tmp_path / "spool") as plugin:
+        async with stack.enforcer():
+            genuine = await blocked_by_spend(stack, plugin)
+
+        # when, while no enforcer runs, the block's key gets a record this version cannot read
+        # (signed with the enforcer's own key: a newer version's schema, say), and a key the
+        # enforcer never decided a forged block at version 2^62
+        newer = b'{"scope": "team:eng", "version": "a newer schema"}'
+        newer_record = (
+            SCOPE.encode(),
+            newer,
+            signing_keys.settings().signer().headers(DECISION_TYPE, SCOPE.encode(), newer),
+        )
+        other = Decision(scope="team:other", version=2**62, blocked=True, reason="forged", decided_at=datetime.now(UTC))
+        other_key, other_value = other.key.encode(), other.model_dump_json().encode()
+        forged_block = (
+            other_key,
+            other_value,
+            forged_headers(DECISION_TYPE, other_key, other_value, "unknown_key", genuine=signing_keys),
+        )
+        await write_records(stack.bootstrap, stack.topics.decisions, [newer_record, forged_block])
+
+        # then the enforcer's start publishes its block again, same version, signed with its key,
+        # as the key's last record: what compaction keeps for readers that start later
+        async with stack.enforcer() as restarted:
+            records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=4)
+            last = [r for r in records if r.key == SCOPE.encode()][-1]
+            assert last.value == genuine.model_dump_json().encode()
+            assert key_id_of(last.headers) == signing_keys.settings().signer().key_id
+            assert restarted.metrics.decisions_reasserted._value.get() == 1
+            # and publishes nothing under the key it never decided: the forgery stays, dropped by every reader
+            assert [r.value for r in records if r.key == other_key] == [other_value]
+            assert restarted.enforcer.last(other.key) is None
+            assert plugin.blocklist.blocking([SCOPE]) == genuine
+
+            # and once started, another unreadable record on the key gets the block again on the tick
+            await write_records(stack.bootstrap, stack.topics.decisions, [newer_record])
+            again = await eventually(
+                lambda: last_record(stack, SCOPE),
+                lambda r: r is not None and r.value != newer,
+                within=10,
+                what="the block published after the unreadable record",
+            )
+            assert again.value == genuine.model_dump_json().encode()
+            assert restarted.metrics.decisions_reasserted._value.get() == 2
+
+
 async def test_unsigned_records_are_counted_and_logged_once_per_writer(
     stack: Stack, signing_keys: WriterKey, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
