@@ -71,6 +71,8 @@ REJECTED = "spendpipe_enforcer_records_rejected_total"
 GATEWAY_REJECTED = "spendpipe_gateway_records_rejected_total"
 TICK_FAILURES = "spendpipe_enforcer_tick_failures_total"
 LAST_TICK = "spendpipe_enforcer_last_tick_timestamp_seconds"
+LAG = "spendpipe_aggregator_consumer_lag"
+LAST_FLUSH = "spendpipe_aggregator_last_flush_timestamp_seconds"
 
 
 class SwitchedStore:
@@ -167,6 +169,29 @@ async def reaches(url: str, name: str, wanted: Callable[[float], bool], what: st
     await eventually(lambda: value(url, name, **labels), wanted, within=60, what=what)
 
 
+async def settled(url: str, wanted: Callable[[Scrape], bool], what: str) -> Scrape:
+    """The first scrape of the pipeline whose own page shows `wanted`: the page recorded for a
+    state is the page checked, not one read just before it. The lag gauge is the aggregator's look
+    at the broker once a second, a snapshot up to that old: a page read before the scrape may show
+    a look older than an event still waiting (lag 0), and a look landing between that page and the
+    scrape then shows it waiting (lag 1), or a look that read the committed offsets just before a
+    commit shows lag 1 for a second after it. Held for minutes, such a scrape is a pipeline whose
+    events wait with no flush for minutes: SpendpipeFlushesStale fired in healthy states so."""
+    page: Scrape = await eventually(lambda: off_loop(lambda: scrape(url, **PIPELINE)), wanted, within=60, what=what)
+    return page
+
+
+def lag_is(wanted: float) -> Callable[[Scrape], bool]:
+    """A page on which the aggregator's lag gauge has looked (it has a series) and sums to `wanted`."""
+    return lambda page: page.total(LAG) == wanted
+
+
+def caught_up_after(page: Scrape, clock: str) -> Callable[[Scrape], bool]:
+    """A page with no lag whose `clock` gauge (a moment) is later than on `page`."""
+    before = page.total(clock) or 0.0
+    return lambda later: later.total(LAG) == 0 and (later.total(clock) or 0.0) > before
+
+
 async def record_pipeline(
     kafka_broker: str, topics: Topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
 ) -> tuple[Recording, list[dict[str, Any]]]:
@@ -190,14 +215,12 @@ async def record_pipeline(
         await reaches(
             url, "spendpipe_budget_spend_dollars", lambda s: abs(s - 0.5) < 1e-9, "$0.50 spent", scope="team:eng"
         )
-        await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag")
-        healthy = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
+        healthy = recording.hold(await settled(url, lag_is(0), "no lag"), STATE_MINUTES)
 
         # held: ClickHouse takes no write while 1500 events arrive
         writes.open.clear()
         await produce(kafka_broker, topics.events, [make_event().to_json() for _ in range(1500)])
-        await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 1500, "a backlog of 1500")
-        held = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
+        held = recording.hold(await settled(url, lag_is(1500), "a backlog of 1500"), STATE_MINUTES)
 
         # released, with a malformed record and nine more $0.05 of team eng: 95% of its budget
         writes.open.set()
@@ -205,9 +228,8 @@ async def record_pipeline(
         await write_records(kafka_broker, topics.budgets, [forged_budget()])
         await reaches(url, "spendpipe_aggregator_dead_letters_total", lambda n: n == 1, "one dead letter")
         await reaches(url, REJECTED, lambda n: n == 1, "the forged budget dropped", **forged)
-        await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag after the release")
         await reaches(url, "spendpipe_budget_spend_dollars", near(0.95), "$0.95 spent", scope="team:eng")
-        released = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
+        released = recording.hold(await settled(url, lag_is(0), "no lag after the release"), STATE_MINUTES)
 
         # failing: every flush fails and is retried; one scrape per two failures more
         writes.failing = True
@@ -215,29 +237,31 @@ async def record_pipeline(
         failing = recording.minutes
         for step in range(4):
             await reaches(url, "spendpipe_aggregator_flush_failures_total", at_least(2 * (step + 1)), "more failures")
-            recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), 2)
+            page = await off_loop(lambda: scrape(url, **PIPELINE))
+            recording.hold(page, 2)
 
-        # recovered
+        # recovered: the batch that failed is written (a flush after the failing pages), no lag
         writes.failing = False
-        await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag after the failures")
-        recovered = recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), STATE_MINUTES)
+        recovered = recording.hold(
+            await settled(url, caught_up_after(page, LAST_FLUSH), "the failed batch written, no lag"), STATE_MINUTES
+        )
 
-        # the enforcer's tick failing: its store refuses every call; one scrape per failures more
+        # the enforcer's tick failing: its store refuses every call; one scrape per failures more,
+        # the aggregator's pages still with no lag
         reads.failing = True
         tick_failing = recording.minutes
         for _ in range(4):
             failed = await value(url, TICK_FAILURES, step="window_resets")
             await reaches(url, TICK_FAILURES, above(failed), "more tick failures", step="window_resets")
-            recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), 2)
+            page = await settled(url, lag_is(0), "no lag while the ticks fail")
+            recording.hold(page, 2)
 
         # ticking again: one scrape a minute, each after a newer tick, while the failures are recent
         reads.failing = False
         ticking = recording.minutes
         for minutes in (1, 1, 1, 1, 1, 1, STATE_MINUTES):
-            ticked = await value(url, LAST_TICK)
-            await reaches(url, LAST_TICK, above(ticked), "a newer tick")
-            await reaches(url, "spendpipe_aggregator_consumer_lag", lambda lag: lag == 0, "no lag while ticking")
-            recording.hold(await off_loop(lambda: scrape(url, **PIPELINE)), minutes)
+            page = await settled(url, caught_up_after(page, LAST_TICK), "a newer tick, no lag")
+            recording.hold(page, minutes)
 
     quiet = (
         "SpendpipeConsumerLag",

@@ -81,6 +81,11 @@ class Scrape:
     names: frozenset[str]
     at: float
 
+    def total(self, name: str) -> float | None:
+        """The sum of the samples called `name`, whatever their labels; None when there is none."""
+        found = [value for (sample, _), value in self.samples.items() if sample == name]
+        return sum(found) if found else None
+
 
 def scrape(base_url: str, **target_labels: str) -> Scrape:
     """`at` is taken before the request: a moment stamped after the page was rendered but before
