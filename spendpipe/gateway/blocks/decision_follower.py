@@ -40,7 +40,10 @@ class DecisionFollower(TopicFollower):
         self._verifier = verifier
 
     def _on_record(self, record: TopicRecord) -> None:
-        if record.value is None or not self._verifier.accepts(record):
+        """A tombstone is verified too, so a forged one is counted as any forgery is; an accepted
+        writer's tombstone takes nothing away (the enforcer never deletes a decision, it
+        publishes the next one)."""
+        if not self._verifier.accepts(record) or record.value is None:
             return
         try:
             self._blocklist.apply(Decision.model_validate_json(record.value))
