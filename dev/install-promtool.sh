@@ -6,7 +6,7 @@
 # on :9090 wherever systemd runs, and pull in its web UI's libraries. promtool is one static
 # binary. Only `apt-get update` (when the package lists are missing) needs root.
 set -euo pipefail
-# apt-get waits up to 10 minutes for a lock another apt-get holds (a fresh machine's own updates, another checkout's `make`)
+source "$(dirname "$0")/apt.sh"
 
 target=${1:?usage: install-promtool.sh TARGET}
 [[ -x $target ]] && exit 0
@@ -18,9 +18,8 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-sudo=$([[ $(id -u) == 0 ]] || echo sudo)
 if ! (cd "$work" && apt-get download prometheus >/dev/null 2>&1); then
-    $sudo apt-get -o DPkg::Lock::Timeout=600 update -q
+    apt_get update -q
     (cd "$work" && apt-get download prometheus)
 fi
 dpkg-deb --fsys-tarfile "$work"/prometheus_*.deb | tar -xO ./usr/bin/promtool >"$work/promtool"
