@@ -224,9 +224,10 @@ async def read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDeci
     latest = LatestDecisions()
 
     def apply(record: TopicRecord) -> None:
-        if record.value is None or not verifier.accepts(record):  # verified before it can outrank a version
+        value = verifier.accepted_value(record)  # verified before it can outrank a version
+        if value is None:
             return
-        decision = Decision.model_validate_json(record.value)
+        decision = Decision.model_validate_json(value)
         if latest.offer(decision) and follow:
             state = ("BLOCK", "red") if decision.blocked else ("unblock", "green")
             when = f"{decision.decided_at:%H:%M:%S}"

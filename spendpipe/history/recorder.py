@@ -115,10 +115,11 @@ class HistoryRecorder:
             await self.flush()
 
     def _on_decision(self, record: TopicRecord) -> None:
-        if record.value is None or not self._decisions.accepts(record):
+        value = self._decisions.accepted_value(record)
+        if value is None:
             return
         try:
-            row = decision_row(Decision.model_validate_json(record.value))
+            row = decision_row(Decision.model_validate_json(value))
         except ValidationError as error:
             log.warning("skipping decision at %s:%d: %s", record.partition, record.offset, error)
             return

@@ -288,3 +288,19 @@ def test_public_keys_by_role_come_from_the_environment(monkeypatch: pytest.Monke
     monkeypatch.setenv("SPENDPIPE_SIGNING__PUBLIC_KEYS", json.dumps({"operator": [gateway.public]}))
     with pytest.raises(ValidationError, match="operator"):
         signing_from_environment()
+
+
+def test_a_tombstone_yields_no_value_and_only_a_forged_one_is_counted() -> None:
+    writer = WriterKey.generate()
+    check, counter = verifier(reader_settings(writer))
+
+    assert check.accepted_value(signed(writer, b"team:eng", b'{"a": 1}')) == b'{"a": 1}'
+    assert check.accepted_value(signed(writer, b"team:eng", None)) is None
+    assert count(counter, "unsigned") == 0
+    assert (
+        check.accepted_value(
+            record(b"team:eng", None, forged_headers(TYPE, b"team:eng", None, "unsigned", genuine=writer))
+        )
+        is None
+    )
+    assert count(counter, "unsigned") == 1

@@ -40,12 +40,12 @@ class DecisionFollower(TopicFollower):
         self._verifier = verifier
 
     def _on_record(self, record: TopicRecord) -> None:
-        """A tombstone is verified too, so a forged one is counted as any forgery is; an accepted
-        writer's tombstone takes nothing away (the enforcer never deletes a decision, it
-        publishes the next one)."""
-        if not self._verifier.accepts(record) or record.value is None:
+        """An accepted writer's tombstone takes nothing away: the enforcer never deletes a
+        decision, it publishes the next one."""
+        value = self._verifier.accepted_value(record)
+        if value is None:
             return
         try:
-            self._blocklist.apply(Decision.model_validate_json(record.value))
+            self._blocklist.apply(Decision.model_validate_json(value))
         except ValidationError as error:
             log.error("ignoring an unreadable decision: %s", error)

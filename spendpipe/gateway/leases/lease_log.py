@@ -137,10 +137,11 @@ class LeaseLog:
                 log.exception("spendpipe leases: the periodic sweep failed")
 
     def _apply(self, record: TopicRecord) -> None:
-        if record.value is None or not self._verifier.accepts(record):
+        value = self._verifier.accepted_value(record)
+        if value is None:
             return
         try:
-            grant = LeaseGrant.model_validate_json(record.value)
+            grant = LeaseGrant.model_validate_json(value)
         except ValidationError as error:
             log.error("ignoring an unreadable lease grant: %s", error.errors(include_input=False)[:3])
             return

@@ -90,6 +90,12 @@ class RecordVerifier:
             return self._reject("bad_signature", writer)
         return True
 
+    def accepted_value(self, record: TopicRecord) -> bytes | None:
+        """The value of a record an accepted writer wrote; None for a tombstone and for a record
+        `accepts` drops. For readers to whom a tombstone says nothing: it is verified all the
+        same, so a forged one is counted and logged as any forgery is."""
+        return record.value if self.accepts(record) else None
+
     def refuse(self, reason: str, record: TopicRecord) -> None:
         """Count and (once) log a record that passed `accepts` but that its reader cannot apply
         (`stale`, `unreadable`), as `accepts` does its own drops."""
