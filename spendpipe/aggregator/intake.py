@@ -83,8 +83,6 @@ class _Batch:
     taken as evenly spread between its first and last (no pass over the records for it)."""
     stamped: int = 0
     """How many records `created_ms` counts."""
-    handed: bool = False
-    """Handed to the writer before, and sent back to read further: its wait was observed then."""
 
     def __len__(self) -> int:
         return len(self.records)
@@ -98,7 +96,6 @@ class _Batch:
             self.offsets.then(later.offsets),
             self.created_ms + later.created_ms,
             self.stamped + later.stamped,
-            self.handed,
         )
 
     def add(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
@@ -145,9 +142,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned: Rebalanced,
         waited: Callable[[float], None] = lambda _: None,
     ) -> None:
-        """`waited` hears, as a batch is first handed to the writer, how long its records had
-        waited (their mean age in seconds, from their Kafka timestamps): once per batch, not
-        again when a batch sent back to read further goes again."""
+        """`waited` hears, for each batch written, how long its records had waited when the flush
+        that wrote it began (their mean age in seconds, from their Kafka timestamps): once per
+        batch, and what a batch sent back to read further waited meanwhile included."""
         self._waited = waited
         self._topic = topic
         self._flush = flush
@@ -271,9 +268,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         batch.add(fetched)
 
     async def _write(self, consumer: AIOKafkaConsumer, batch: _Batch) -> Flushed:
-        if not batch.handed and (waited := batch.mean_age_s(time.time())) is not None:
-            self._waited(waited)
-        batch.handed = True
+        waited = batch.mean_age_s(time.time())  # heard if this flush writes the batch
         try:
             result = await self._flush(batch.records, batch.offsets)
         except ReadFurtherError as further:
@@ -286,6 +281,8 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             return Flushed.FAILED
         if result is not Flushed.WRITTEN:
             return result
+        if waited is not None:
+            self._waited(waited)
         try:
             # what was written: each partition's highest offset in the batch, plus one
             await consumer.commit({TopicPartition(self._topic, p): o + 1 for p, o in batch.offsets.highest.items()})

@@ -2,10 +2,14 @@
 flush of the one before runs, commits only what was written, and reads again what was not."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
 
+import pytest
 from aiokafka import TopicPartition
 
+from spendpipe.aggregator import intake as intake_module
 from spendpipe.aggregator.intake import EventIntake
 from tests.support.intake import TOPIC, HeldFlushes, StandInConsumer
 from tests.support.waiting import eventually
@@ -319,10 +323,14 @@ async def test_the_partitions_a_retry_waits_for_are_told_until_each_is_read_thro
         running.cancel()
 
 
-async def test_a_batch_sent_back_to_read_further_has_its_wait_observed_once() -> None:
+async def test_a_batch_sent_back_to_read_further_has_its_wait_observed_once_when_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     consumer, flushes = StandInConsumer(), HeldFlushes()
     waits: list[float] = []
     intake = _intake(flushes, waited=waits.append)
+    clock = [time.time() + 1]  # the intake's clock: its records are a second old when first handed over
+    monkeypatch.setattr(intake_module, "time", SimpleNamespace(time=lambda: clock[0]))
     consumer.append(1, 6)
     consumer.away = {1}
     consumer.append(0, 3)
@@ -331,12 +339,13 @@ async def test_a_batch_sent_back_to_read_further_has_its_wait_observed_once() ->
     running = asyncio.create_task(intake.run(consumer))
     try:
         await eventually(lambda: intake.awaited, bool, within=5, what="the batch sent back")
+        clock[0] += 60  # the partition's leader comes back a minute later
         consumer.away = set()
         consumer.arrived.set()
         await eventually(lambda: len(consumer.commits) >= 1, bool, within=5, what=WHAT)
-        assert len(flushes.batches) == 2  # handed over twice, its records waited once
+        assert len(flushes.batches) == 2  # handed over twice, its records waited once: a minute more
         assert len(waits) == 1
-        assert waits[0] >= 0
+        assert 60 < waits[0] < 65
     finally:
         running.cancel()
 
