@@ -7,8 +7,9 @@ the cap, once the traffic is done), in dollars and in seconds of traffic (divide
 four gateways' spend flowed at until the cap), median and worst over repeated runs. In the same
 runs the same four processes send the same traffic gated by LiteLLM's own `BudgetManager` in its
 local mode, one per process as its documentation shows, each knowing only its own spend: each
-admits up to the full cap. Interim goal: at most about one second of traffic (docs/architecture.md sets the goal
-headroom leases will meet: one call's estimation error per gateway).
+admits up to the full cap. Goals: leased budgets overshoot by nothing when the calls' estimates
+are never below their cost (docs/architecture.md: one call's estimation error per gateway);
+budgets without leases by at most about one second of traffic.
 
 Also written to benchmarks/results/: the chart (overshoot-<stamp>.png) and every call
 (overshoot-<stamp>.csv). `python -m benchmarks.overshoot` runs it alone on a throwaway broker.
