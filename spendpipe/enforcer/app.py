@@ -38,16 +38,17 @@ Every decision goes out signed with the enforcer's key; budgets (tombstones too)
 read back count only when an accepted writer key signed them (`platform/signing`): a forged
 decision read back cannot push the versions the enforcer continues from. A key's last record on
 the compacted decisions topic is what compaction keeps for readers that start later, so the
-enforcer makes it the decision it holds for the key, with one rule (`_published_again_at_start`):
-at start, for every key whose last record read back is not that decision as readers should keep
-it (a record that fails verification or that this version cannot read, an older decision
-written again, a block another key signed: after a key rotation, readers that no longer accept
-the old key keep the blocks in force), it publishes the decision again, same version, signed with
-its current key. It keeps following its decisions topic; when a record it cannot take (failed
-verification, unreadable) lands on a key it holds a decision for, the tick publishes that
-decision again. What it publishes is only ever a decision it holds, never anything from the
-record: a key it holds no decision for is left as it is (logged at start), since readers drop
-that record too.
+enforcer makes it the decision it holds for the key, with one rule (`_as_held`): at start, for
+every key whose last record read back is not that decision as readers should keep it (a record
+that fails verification or that this version cannot read, an older decision written again, a
+block another key signed: after a key rotation, readers that no longer accept the old key keep
+the blocks in force), it publishes the decision again, same version, signed with its current key
+(`_published_again_at_start`). It keeps following its decisions topic, and the same rule holds
+while it runs: when such a record lands on the key after where the decision last landed
+(`DecisionPositions`: Kafka's acknowledgement of each send says where), the tick publishes the
+decision again; a record before it is the enforcer's own history read late. What it publishes
+is only ever a decision it holds, never anything from the record: a key it holds no decision for
+is left as it is (logged at start), since readers drop that record too.
 """
 
 import asyncio
@@ -72,6 +73,7 @@ from spendpipe.contracts.flushes import ScopesFlushed
 from spendpipe.contracts.scopes import Scope
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.enforcer.budget_gauges import BudgetGauges
+from spendpipe.enforcer.decision_positions import DecisionPositions
 from spendpipe.enforcer.enforcer import Enforcer
 from spendpipe.enforcer.lease_service import LeaseService
 from spendpipe.enforcer.metrics import TICK_STEPS, EnforcerMetrics
@@ -142,8 +144,11 @@ class EnforcerService:
         holds and whether the enforcer's current key signed it (also when nothing is signed), or
         None for a record not taken (failed verification, unreadable): `_published_again_at_start`."""
         self._overwritten: set[str] = set()
-        """Once started, keys whose last record failed verification or could not be read: their
-        decision is published again on the tick (`_reassert`)."""
+        """Once started, keys whose last record is not their decision (`_on_decision_read`): it is
+        published again on the tick (`_reassert`)."""
+        self._positions = DecisionPositions()
+        """Where each key's decision last landed: a record read back that is not the decision and
+        sits after it is the key's last record (`_on_decision_read`)."""
         self._unconfirmed: set[str] = set()
         """Keys whose last decision's send failed: Kafka may hold it or not, so it stays the one in
         force and is published again on the tick."""
@@ -414,18 +419,20 @@ class EnforcerService:
             raise
 
     async def _reassert(self) -> None:
-        """Publish again, with its own version, the decision of every key a record it could not
-        take came after (failed verification, unreadable), and the decision of every key whose
-        last send failed; publish the decisions that a judgement decided and then failed before
-        sending (`Enforcer.take_unsent`). A key this enforcer never decided has nothing to restore
-        (`_published_again_at_start` says why)."""
+        """Publish again, with its own version, the decision of every key a record that is not it
+        came after (`_on_decision_read`: failed verification, unreadable, an older decision
+        replayed, its block signed by another key), once per tick however many such records came,
+        and the decision of every key whose last send failed; publish the decisions that a
+        judgement decided and then failed before sending (`Enforcer.take_unsent`). A key this
+        enforcer never decided has nothing to restore (`_published_again_at_start` says why)."""
         keys, self._overwritten = self._overwritten, set()
         unconfirmed, self._unconfirmed = self._unconfirmed, set()
         unsent = self.enforcer.take_unsent()
-        forged = [d for d in map(self.enforcer.last, sorted(keys)) if d is not None]
-        for decision in forged:
+        overwritten = [d for d in map(self.enforcer.last, sorted(keys)) if d is not None]
+        for decision in overwritten:
             log.warning(
-                "decision %s v%d published again after a record that failed verification or could not be read",
+                "decision %s v%d published again after a record that is not it (failed verification,"
+                " unreadable, an older decision replayed, or its block signed by another key)",
                 decision.key,
                 decision.version,
             )
@@ -433,8 +440,8 @@ class EnforcerService:
         for decision in retried:
             why = "its last send failed" if decision.key in unconfirmed else "its judgement failed before sending it"
             log.warning("decision %s v%d published on the tick: %s", decision.key, decision.version, why)
-        self.metrics.decisions_reasserted.inc(len(forged))
-        await self._publish(forged + retried)
+        self.metrics.decisions_reasserted.inc(len(overwritten))
+        await self._publish(overwritten + retried)
 
     async def _send(self, decision: Decision) -> bool:
         """Send `decision` and wait for Kafka's acknowledgement, one send at a time, unless a newer
@@ -454,7 +461,10 @@ class EnforcerService:
             log.info("decision %s v%d: %s", decision.key, decision.version, decision.reason)
             key, value = decision.key.encode(), decision.model_dump_json().encode()
             headers = {name: text.decode() for name, text in self._signer.headers(MESSAGE_TYPE, key, value)}
-            await self._decisions.publish(value, key=key, headers=headers)
+            self._positions.sending(decision.key)
+            landed = await self._decisions.publish(value, key=key, headers=headers)
+            if self._positions.sent(decision.key, (landed.partition, landed.offset)):
+                self._overwritten.add(decision.key)  # a record read back before the acknowledgement came after it
             return True
 
     async def _publish(self, decisions: list[Decision]) -> None:
@@ -475,31 +485,38 @@ class EnforcerService:
 
     def _on_decision_read(self, record: TopicRecord) -> None:
         """Take a decision read back, and note what each key's last record is: at start in
-        `_last_read`, once started in `_overwritten` when it is a record not taken."""
+        `_last_read` (`_published_again_at_start`); once started, a record that is not the decision
+        held for its key as readers should keep it (`_as_held`) puts the key in `_overwritten` when
+        it sits after where that decision last landed (`DecisionPositions`); one before it is the
+        enforcer's own history read late (the follower behind, or reading the topic again after a
+        failure), which the decision already follows. A replay can come at any time, so this holds
+        for as long as the enforcer runs."""
         key = (record.key or b"").decode(errors="replace")
         read = self._on_decision(record)
         if read == DELETED:
             self._last_read.pop(key, None)
             return
-        decision = read if isinstance(read, Decision) else None
-        if self.ready.is_set():
-            if decision is None:
-                self._overwritten.add(key)
-            return
+        version = read.version if isinstance(read, Decision) else None
         own = self._signer.key_id is None or writer_of(record) == self._signer.key_id
-        self._last_read[key] = None if decision is None else (decision.version, own)
+        held, position = self.enforcer.last(key), (record.partition, record.offset)
+        if held is not None and _as_held(held, version, own):
+            self._positions.holds(key, position)
+        elif held is not None and self.ready.is_set() and self._positions.overwritten(key, position):
+            self._overwritten.add(key)
+        if not self.ready.is_set():
+            self._last_read[key] = None if version is None else (version, own)
 
     def _published_again_at_start(self) -> list[Decision]:
         """The decision the enforcer holds for each key whose last record read back is not that
         decision as readers should keep it, to publish at start signed with the current key (same
         version: a no-op for readers that hold it), so that it is the key's last record, which
-        compaction keeps for readers that start later:
+        compaction keeps for readers that start later (`_as_held`, the rule the running enforcer
+        applies to what it reads after its decisions, `_on_decision_read`):
         - a record not taken: it failed verification, or this version cannot read it;
         - an older decision of the key written again (a replay);
         - a block another key signed: after the enforcer's key was rotated, readers that no longer
-          accept the old key keep it. Nothing else re-signs a block in force: it is decided again
-          only when it changes. (An unblock another key signed is left: a reader that drops it
-          holds no decision for the key, which means the same.)
+          accept the old key drop it. Nothing else re-signs a block in force: it is decided again
+          only when it changes. (An unblock another key signed is left.)
         A key the enforcer holds no decision for (it never decided it, or compaction left only the
         record not taken) is left as it is, logged: what the enforcer would publish there is a
         decision it never made, under a key whoever wrote the record chose. Readers drop that
@@ -509,13 +526,13 @@ class EnforcerService:
         again, replaced, left = [], [], []
         for key, read in sorted(last_read.items()):
             held = self.enforcer.last(key)
+            version, own = (None, True) if read is None else read
             if held is None:
                 left.append(key)  # a decision read and taken is held: this key's last record was not taken
-            elif read is None or read[0] < held.version:
+            elif not _as_held(held, version, own):
                 again.append(held)
-                replaced.append(key)
-            elif held.blocked and not read[1]:
-                again.append(held)
+                if version != held.version:  # not a block signed again after a rotation
+                    replaced.append(key)
         if replaced:
             log.warning(
                 "publishing again the decisions of %d keys whose last record read back was not their decision"
@@ -532,6 +549,17 @@ class EnforcerService:
                 left[:KEYS_SHOWN],
             )
         return again
+
+
+def _as_held(held: Decision, version: int | None, own: bool) -> bool:
+    """Whether a record read back on `held`'s key is the decision held as readers should keep it,
+    from the version of the decision taken from it (None: a record not taken, which failed
+    verification or cannot be read) and whether the enforcer's current key signed it (`own`). Not
+    when it was not taken, nor when it is an older decision (a replay, or the key's history), nor
+    when it is the block held but another key signed it: after the enforcer's key was rotated,
+    readers that no longer accept the old key drop it. An unblock another key signed is held: a
+    reader that drops it holds no decision for the key, which means the same."""
+    return version == held.version and (own or not held.blocked)
 
 
 async def _stop_quietly(reader: CompactedTopicReader, topic: str) -> None:

@@ -49,7 +49,8 @@ class EnforcerMetrics:
         )
         self.decisions_reasserted = Counter(
             "spendpipe_enforcer_decisions_reasserted",
-            "Decisions published again because a record that failed verification came after them on their key",
+            "Decisions published again over a record that is not them on their key (failed verification, unreadable,"
+            " an older decision replayed; while running also their block signed by another key)",
             registry=registry,
         )
 

@@ -9,7 +9,7 @@ read after them: once a reader holds the sentinel, it has read, and dropped, eve
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -143,10 +143,12 @@ async def forge(stack: Stack, genuine: WriterKey) -> None:
 
 
 @contextmanager
-def started_gateway(stack: Stack, spool: Path, signing: SigningSettings | None = None) -> Iterator[SpendpipeLogger]:
-    """The gateway plugin as the SDK runs it, following this test's topics from now on."""
+def started_gateway(
+    stack: Stack, spool: Path, signing: SigningSettings | None = None, topics: Topics | None = None
+) -> Iterator[SpendpipeLogger]:
+    """The gateway plugin as the SDK runs it, following this test's topics (or `topics`) from now on."""
     extra = {"signing": signing} if signing else {}
-    with sdk_plugin(stack.bootstrap, stack.topics, spool, **extra) as plugin:
+    with sdk_plugin(stack.bootstrap, topics or stack.topics, spool, **extra) as plugin:
         plugin.start()
         yield plugin
 
@@ -241,6 +243,65 @@ async def test_a_replayed_genuine_decision_does_not_undo_a_newer_one(
             assert plugin.blocklist.blocking([SCOPE]) == newest
             assert rejected(plugin.metrics.records_rejected, stack.topics.decisions) == {}
             assert SCOPE in await asyncio.to_thread(stack.cli, "blocks", "list")
+
+
+async def test_a_genuine_older_decision_replayed_while_the_enforcer_runs_is_published_over(
+    stack: Stack, signing_keys: WriterKey, tmp_path: Path, make_topics: Callable[[str, int], Awaitable[Topics]]
+) -> None:
+    # given a running enforcer holding a block, decided after an unblock it signed (a raised cap, then lowered)
+    await asyncio.to_thread(stack.admin().set, BUDGET)
+    with started_gateway(stack, tmp_path / "spool") as plugin:
+        async with stack.enforcer() as service:
+            await blocked_by_spend(stack, plugin)
+            _, newest = await lift_and_block_again(stack.admin(), plugin)
+            records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
+            unblock = next(r for r in records if r.value and not Decision.model_validate_json(r.value).blocked)
+            assert unblock.key is not None
+
+            # when whoever can write the topic writes that unblock again, byte for byte with its signature
+            await write_records(
+                stack.bootstrap, stack.topics.decisions, [(unblock.key, unblock.value, list(unblock.headers))]
+            )
+
+            # then the enforcer publishes its block again after it: the key's last record, which
+            # compaction keeps, is the block, signed with the enforcer's key
+            last = await eventually(
+                lambda: last_record(stack, SCOPE),
+                lambda r: r is not None and r.value != unblock.value,
+                within=15,
+                what="a record after the replayed unblock",
+            )
+            assert last.value == newest.model_dump_json().encode()
+            assert key_id_of(last.headers) == signing_keys.settings().signer().key_id
+            # once: its own decisions read back were not taken for replays
+            assert service.metrics.decisions_reasserted._value.get() == 1
+            assert plugin.blocklist.blocking([SCOPE]) == newest
+
+    # and a gateway that starts afterwards, on what compaction keeps of the topic, refuses the scope
+    compacted = await compacted_decisions(stack, make_topics)
+    with started_gateway(stack, tmp_path / "spool-2", topics=compacted) as fresh:
+        assert (
+            await eventually(
+                lambda: fresh.blocklist.blocking([SCOPE]),
+                bool,
+                within=15,
+                what="blocked at a gateway started afterwards",
+            )
+            == newest
+        )
+
+
+async def compacted_decisions(stack: Stack, make_topics: Callable[[str, int], Awaitable[Topics]]) -> Topics:
+    """This test's topics, with in place of spend.decisions a fresh topic holding what compaction
+    keeps of it: each key's last record, as written (signature included), in their order.
+    Compaction cleans only closed segments, which a test's few records are far from filling, so
+    the topic itself still holds every record here."""
+    records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=1)
+    last = {r.key: r.offset for r in records}
+    kept = [(r.key or b"", r.value, list(r.headers)) for r in records if last[r.key] == r.offset]
+    fresh = await make_topics(stack.bootstrap, 1)
+    await write_records(stack.bootstrap, fresh.decisions, kept)
+    return stack.topics.model_copy(update={"decisions": fresh.decisions})
 
 
 def key_id_of(headers: Any) -> str:

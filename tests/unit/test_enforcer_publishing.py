@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from aiokafka.structs import RecordMetadata
 from faststream.kafka import KafkaBroker
 
 from spendpipe.contracts.budgets import Budget
@@ -24,6 +25,7 @@ from spendpipe.enforcer.targets import Target
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.platform.signing.settings import SigningSettings
 from spendpipe.store.totals import Measurement
+from tests.support.acknowledgements import landed_at
 from tests.support.waiting import eventually
 
 ENG, OTHER = Scope.parse("team:eng"), Scope.parse("team:a")
@@ -88,10 +90,12 @@ async def test_a_keys_decisions_reach_the_topic_in_version_order_whichever_task_
     topic: list[Decision] = []
     first_ack = asyncio.Event()
 
-    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> RecordMetadata:
         topic.append(Decision.model_validate_json(value))  # in the log once sent; the ack comes later
-        if len(topic) == 1:
+        offset = len(topic) - 1
+        if offset == 0:
             await first_ack.wait()
+        return landed_at(offset)
 
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     # a flush judges both scopes (two blocks) and waits for the ack of the first
@@ -120,11 +124,12 @@ async def test_a_decision_on_its_way_to_the_broker_is_not_overtaken_by_a_newer_o
     topic: list[Decision] = []
     entered, through = asyncio.Event(), asyncio.Event()
 
-    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> RecordMetadata:
         if not entered.is_set():  # the first record is held up before it reaches the log
             entered.set()
             await through.wait()
         topic.append(Decision.model_validate_json(value))
+        return landed_at(len(topic) - 1)
 
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     flush = asyncio.create_task(service._judge([ENG]))  # the block, newest of its key when sent
@@ -140,13 +145,14 @@ async def test_a_send_that_failed_after_kafka_stored_it_leaves_the_block_in_forc
     service = service_spending({"team:eng": Decimal(15)}, clock)
     gateway, topic, failing = BlockList(), list[Decision](), [True]
 
-    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> RecordMetadata:
         decision = Decision.model_validate_json(value)
         topic.append(decision)  # the broker stored it, gateways apply it
         gateway.apply(decision)
         service.enforcer.remember(decision)  # and the enforcer's decisions follower reads it back
         if failing[0]:
             raise TimeoutError("no acknowledgement within request_timeout_ms")
+        return landed_at(len(topic) - 1)
 
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     with pytest.raises(TimeoutError):
@@ -171,10 +177,11 @@ async def test_decisions_whose_send_failed_are_published_again_on_the_tick() -> 
     topic: list[Decision] = []
     failing = [True]
 
-    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> RecordMetadata:
         if failing[0]:
             raise TimeoutError("the broker is unreachable")  # Kafka took nothing
         topic.append(Decision.model_validate_json(value))
+        return landed_at(len(topic) - 1)
 
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     with pytest.raises(TimeoutError):
@@ -215,9 +222,10 @@ async def test_a_block_decided_before_its_judgement_failed_is_published_on_the_t
     service.enforcer._rates = rates  # type: ignore[assignment]
     gateway, topic = BlockList(), list[Decision]()
 
-    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> None:
+    async def publish(value: bytes, key: bytes, headers: dict[str, str]) -> RecordMetadata:
         topic.append(Decision.model_validate_json(value))
         gateway.apply(topic[-1])
+        return landed_at(len(topic) - 1)
 
     service._decisions.publish = publish  # type: ignore[method-assign,assignment]
     # a flush's judgement decides team:eng's block, then its rate limit's query raises
