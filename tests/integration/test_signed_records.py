@@ -2,7 +2,9 @@
 broker with the aggregator, as `spendpipe run all` runs them) and a real gateway (the plugin and
 the followers it reads the topics with): what a writer without an accepted key puts on
 spend.decisions or spend.budgets changes nothing, whatever its version; a genuine decision
-replayed does not undo a newer one; a writer key can be rotated while enforcing.
+replayed does not undo a newer one, and the enforcer publishes its decision again after any
+record on the key that is not it, at start and while running (not over its own history read
+again); a writer key can be rotated while enforcing.
 
 Topics have one partition here, so a genuine "sentinel" record written after the forgeries is
 read after them: once a reader holds the sentinel, it has read, and dropped, every forgery."""
@@ -426,6 +428,23 @@ async def test_a_key_whose_last_record_is_not_the_enforcers_decision_gets_it_aga
             )
             assert again.value == genuine.model_dump_json().encode()
             assert restarted.metrics.decisions_reasserted._value.get() == 2
+
+            # and when its decisions follower fails and reads the topic again from the beginning,
+            # the unreadable records it passes sit before the block published after them: nothing
+            # is published again
+            await restarted._decisions_read.stop()  # the consumer closed under the follower
+            failures = restarted.metrics.follow_failures.labels(stack.topics.decisions)
+            await eventually(failures._value.get, bool, within=10, what="the follower failed")
+            await eventually(restarted.not_ready, lambda why: why is None, within=15, what="the topic read again")
+            read_again_at = restarted.metrics.last_tick._value.get()
+            await eventually(
+                restarted.metrics.last_tick._value.get,
+                lambda at: at > read_again_at,
+                within=10,
+                what="a tick after the topic was read again",
+            )
+            assert restarted.metrics.decisions_reasserted._value.get() == 2
+            assert (await last_record(stack, SCOPE)) == again
 
 
 async def test_unsigned_records_are_counted_and_logged_once_per_writer(
