@@ -497,7 +497,9 @@ class EnforcerService:
             self._last_read.pop(key, None)
             return
         version = read.version if isinstance(read, Decision) else None
-        own = self._signer.key_id is None or writer_of(record) == self._signer.key_id
+        # an unsigned record is no other key's: taken only where signatures are not required, it
+        # is never signed again (the enforcer signs only what a key it trusts signed)
+        own = self._signer.key_id is None or writer_of(record) in ("", self._signer.key_id)
         held, position = self.enforcer.last(key), (record.partition, record.offset)
         if held is not None and _as_held(held, version, own):
             self._positions.holds(key, position)

@@ -133,6 +133,14 @@ def test_a_block_another_accepted_key_signed_is_signed_again_and_an_unblock_is_n
     assert reasserted(s) == 0  # a rotation, not a record to overwrite
 
 
+def test_where_signatures_are_not_required_an_unsigned_block_is_not_signed_again() -> None:
+    settings = EnforcerSettings(signing=ENFORCER.settings(ENFORCER).model_copy(update={"required": False}))
+    s = EnforcerService(settings=settings, broker=KafkaBroker("127.0.0.1:9"), clickhouse=None)  # type: ignore[arg-type]
+    block = decision("team:eng", 5)
+    unsigned = record(block.key, block.model_dump_json().encode(), [])
+    assert read_back(s, unsigned) == []
+
+
 def test_a_genuine_tombstone_leaves_the_key_as_the_enforcer_holds_it() -> None:
     s = service()
     block = decision("team:eng", 5)
