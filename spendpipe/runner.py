@@ -122,9 +122,29 @@ async def _serve(services: Services, registry: CollectorRegistry, readiness: Rea
         app.after_startup(history.start)
         app.on_shutdown(history.stop)
     try:
-        await app.run()
+        await run_to_the_end(app)
     finally:
         if endpoint is not None:
             endpoint.stop()
         for store in stores:
             store.close()
+
+
+async def run_to_the_end(app: FastStream) -> None:
+    """`app.run()`, and its shutdown when a start hook failed: FastStream runs no on_shutdown hook
+    then, so the services that had started would end with the process without stopping (the
+    aggregator's consumer would not leave its group, and the next process would wait out its
+    session timeout for the partitions). Every service's `stop()` is safe before its `start()`."""
+    started = False
+
+    async def every_start_done() -> None:  # the last after-startup hook: the ones before it ran
+        nonlocal started
+        started = True
+
+    app.after_startup(every_start_done)
+    try:
+        await app.run()
+    except BaseException:
+        if not started:
+            await app.stop()
+        raise

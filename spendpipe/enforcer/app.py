@@ -20,19 +20,20 @@ tries again with a growing backoff until the service stops. No decision the enfo
 unsent: one whose send failed, and one a judgement decided before a later query of it failed, are
 published on the tick (`_reassert`); judged again they would change nothing, so nothing else would.
 
-A failed start ends the process, and what it put aside ends with it: nothing calls `start()`
-again in the same process (`runner.serve` runs it as the app's after-startup hook; its exception
-ends `app.run()` and `spendpipe run` exits 1, for the orchestrator to start a new process). A
-start can fail after deciding: `evaluate_all_budgets` or `reconcile` raising after decisions of
-theirs (kept for `take_unsent`), a send that failed (kept in `_unconfirmed`), a step after what
-is published again at start was taken from the read-back (`_published_again_at_start`); all wait
-for a tick that never comes. None of these reached Kafka (a send that timed out may have: then
-the next start reads it back as the decision in force), and the next start decides each of them
-again: it reads back the same decisions topic, so each key's last decision is the one this start
-judged against, and judging the same budgets on the spend in the store (which only grows within a
-window) reaches the same decision, or a later one the spend now calls for; the last records that
-called for publishing again are read back as such again. A retry of `start()` within the process
-would have to publish what the failed one put aside (`test_failed_judgement.py` holds both to this).
+A failed start ends the process, and what it put aside ends with it: nothing calls `start()` again
+in the same process (`runner.serve` runs it as the app's after-startup hook; its exception ends
+`app.run()`, the services started before it stop (`runner.run_to_the_end`), and `spendpipe run`
+exits 1, for the orchestrator to start a new process). A start can fail after deciding:
+`evaluate_all_budgets` or `reconcile` raising after decisions of theirs (kept for `take_unsent`), a
+send that failed (kept in `_unconfirmed`), a step after what is published again at start was taken
+from the read-back (`_published_again_at_start`); all wait for a tick that never comes. None of
+these reached Kafka (a send that timed out may have: then the next start reads it back as the
+decision in force), and the next start decides each of them again: it reads back the same decisions
+topic, so each key's last decision is the one this start judged against, and judging the same
+budgets on the spend in the store (which only grows within a window) reaches the same decision, or
+a later one the spend now calls for; the last records that called for publishing again are read
+back as such again. A retry of `start()` within the process would have to publish what the failed
+one put aside (`test_failed_judgement.py` holds both to this).
 
 Every decision goes out signed with the enforcer's key; budgets (tombstones too) and decisions
 read back count only when an accepted writer key signed them (`platform/signing`): a forged
