@@ -146,5 +146,8 @@ async def run_to_the_end(app: FastStream) -> None:
         await app.run()
     except BaseException:
         if not started:
-            await app.stop()
+            try:
+                await app.stop()
+            except Exception:  # the start's own error is the one to report
+                log.exception("stopping the services after a failed start failed")
         raise

@@ -30,3 +30,19 @@ async def test_services_started_before_one_that_failed_to_start_are_stopped(kafk
     with pytest.raises(RuntimeError, match="does not exist"):
         await run_to_the_end(app)
     assert said == ["aggregator started", "aggregator stopped"]
+
+
+async def test_a_stop_that_fails_after_a_failed_start_leaves_the_starts_error_to_report(kafka_broker: str) -> None:
+    app = FastStream(build_broker(KafkaSettings(bootstrap_servers=kafka_broker)))
+
+    async def enforcer_start() -> None:
+        raise RuntimeError("topic spend.alerts does not exist")
+
+    async def aggregator_stop() -> None:
+        raise ConnectionError("the broker went away")
+
+    app.after_startup(enforcer_start)
+    app.on_shutdown(aggregator_stop)
+
+    with pytest.raises(RuntimeError, match="does not exist"):
+        await run_to_the_end(app)
