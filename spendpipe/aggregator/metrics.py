@@ -44,9 +44,9 @@ class AggregatorMetrics:
         )
         self.flush_step_seconds = Histogram(
             "spendpipe_aggregator_flush_step_seconds",
-            "Each flush's steps: wait (how long its records had waited when it started, their mean age"
-            " from their Kafka timestamps; once per batch, not again for a retry sent back to read"
-            " further), stage (parse, check, dedup), rollup (the totals insert),"
+            "Each flush's steps: wait (how long a written batch's records had waited when the flush that"
+            " wrote it started, their mean age from their Kafka timestamps; once per batch, the time a"
+            " retry waited to read further included), stage (parse, check, dedup), rollup (the totals insert),"
             " events (the copy into events, then what to announce and the ownership check)",
             ["step"],
             registry=registry,
