@@ -137,6 +137,18 @@ async def lift_and_block_again(admin: BudgetAdmin, plugin: SpendpipeLogger) -> t
     return lifted, again
 
 
+async def replay_the_unblock(stack: Stack) -> bytes:
+    """Write the genuine unblock among the three decisions `lift_and_block_again` leaves again,
+    byte for byte with its signature, as whoever can write the topic could; returns its value."""
+    records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
+    unblock = next(r for r in records if r.value and not Decision.model_validate_json(r.value).blocked)
+    assert unblock.key is not None
+    value: bytes | None = unblock.value
+    assert value is not None
+    await write_records(stack.bootstrap, stack.topics.decisions, [(unblock.key, value, list(unblock.headers))])
+    return value
+
+
 async def forge(stack: Stack, genuine: WriterKey) -> None:
     """A forged unblock at version 2^62 and a forged cap of $1000 (rpm 10^6), three ways each,
     and an unsigned tombstone."""
@@ -232,12 +244,7 @@ async def test_a_replayed_genuine_decision_does_not_undo_a_newer_one(
             _, newest = await lift_and_block_again(stack.admin(), plugin)
 
             # when the genuine unblock is written again, byte for byte with its signature
-            records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
-            unblock = next(r for r in records if r.value and not Decision.model_validate_json(r.value).blocked)
-            assert unblock.key is not None
-            await write_records(
-                stack.bootstrap, stack.topics.decisions, [(unblock.key, unblock.value, list(unblock.headers))]
-            )
+            await replay_the_unblock(stack)
             await stack.sentinel_decision(signing_keys)
             await eventually(lambda: latest(plugin.blocklist, "team:sentinel"), bool, within=10, what="past the replay")
 
@@ -256,20 +263,15 @@ async def test_a_genuine_older_decision_replayed_while_the_enforcer_runs_is_publ
         async with stack.enforcer() as service:
             await blocked_by_spend(stack, plugin)
             _, newest = await lift_and_block_again(stack.admin(), plugin)
-            records = await read_topic(stack.bootstrap, stack.topics.decisions, expected=3)
-            unblock = next(r for r in records if r.value and not Decision.model_validate_json(r.value).blocked)
-            assert unblock.key is not None
 
             # when whoever can write the topic writes that unblock again, byte for byte with its signature
-            await write_records(
-                stack.bootstrap, stack.topics.decisions, [(unblock.key, unblock.value, list(unblock.headers))]
-            )
+            replayed = await replay_the_unblock(stack)
 
             # then the enforcer publishes its block again after it: the key's last record, which
             # compaction keeps, is the block, signed with the enforcer's key
             last = await eventually(
                 lambda: last_record(stack, SCOPE),
-                lambda r: r is not None and r.value != unblock.value,
+                lambda r: r is not None and r.value != replayed,
                 within=15,
                 what="a record after the replayed unblock",
             )
