@@ -84,12 +84,19 @@ async def aggregator() -> AsyncIterator[Aggregator]:
         clickhouse.close()
 
 
-async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(aggregator: Aggregator) -> None:
+async def a_failed_flush(aggregator: Aggregator) -> list[SourceRecord]:
+    """Partition 0 assigned, and a flush of one record of it that fails (the store is down);
+    returns the batch, for its retry."""
     aggregator._consumer = _Consumer()
     await aggregator.intake.on_partitions_revoked([])
     await aggregator.intake.on_partitions_assigned([P0])
     records = [SourceRecord(partition=0, offset=0, value=b"{}")]
     assert await aggregator._flush(records, PartitionOffsets.of(records)) is Flushed.FAILED
+    return records
+
+
+async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(aggregator: Aggregator) -> None:
+    await a_failed_flush(aggregator)
     assert (aggregator.not_ready() or "").startswith("the last flush failed, retrying: ConnectionError")
     # the group moves the partition to another aggregator, which reads the failed batch again:
     # this one has no failed flush left to retry
@@ -99,11 +106,7 @@ async def test_a_failed_flush_holds_readiness_only_until_the_group_reassigns(agg
 
 
 async def test_a_failed_flush_whose_retry_is_fenced_says_readiness_waits_for_the_group(aggregator: Aggregator) -> None:
-    aggregator._consumer = _Consumer()
-    await aggregator.intake.on_partitions_revoked([])
-    await aggregator.intake.on_partitions_assigned([P0])
-    records = [SourceRecord(partition=0, offset=0, value=b"{}")]
-    assert await aggregator._flush(records, PartitionOffsets.of(records)) is Flushed.FAILED
+    records = await a_failed_flush(aggregator)
     # the group takes the partition away before the retry writes: the retry is fenced (here it
     # holds no claim; another owner's claim is refused the same way)
     await aggregator.intake.on_partitions_revoked([P0])
