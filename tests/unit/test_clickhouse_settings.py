@@ -99,7 +99,20 @@ def test_the_embedded_engine_gets_an_absolute_directory(tmp_path: Any, monkeypat
     assert client_args(ClickhouseSettings(dsn="chdb://data/ch")) == {
         "interface": "chdb",
         "path": str(tmp_path.resolve() / "data" / "ch"),
+        "chdb_options": {"os_threads_nice_value_merge_mutate": 19},
     }
+
+
+def test_the_embedded_engines_merge_priority_is_a_setting() -> None:
+    args = client_args(ClickhouseSettings(dsn="chdb://data/ch", merge_nice=0))
+
+    assert args["chdb_options"] == {"os_threads_nice_value_merge_mutate": 0}
+
+
+def test_a_merge_priority_for_a_server_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    message = settings_error(monkeypatch, DSN="https://ch.internal", MERGE_NICE="19")
+
+    assert "__MERGE_NICE applies to chdb://; a server sets it in its own configuration" in message
 
 
 @pytest.mark.parametrize(
