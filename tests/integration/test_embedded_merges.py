@@ -26,7 +26,7 @@ def merge_thread_nice_values() -> set[int]:
     for task in Path(f"/proc/{os.getpid()}/task").iterdir():
         try:
             stat = (task / "stat").read_text()
-        except FileNotFoundError:  # the thread ended meanwhile
+        except (FileNotFoundError, ProcessLookupError):  # the thread ended meanwhile
             continue
         if stat[stat.index("(") + 1 : stat.rindex(")")].startswith("MergeMutate"):
             values.add(int(stat[stat.rindex(")") + 2 :].split()[16]))
