@@ -13,7 +13,10 @@ The whole run, ceilings included, uses the garbage-collector setting the aggrega
 itself (`gc_young_threshold`). Until 2026-12-03 the consume ceiling ran before the aggregator
 set it, under Python's default: in this process (its imports hold about 476,000 tracked
 objects) that cost the ceiling 40-60% of its rate, 196,000-333,000 records/s against about
-525,000, and flattered the ratio (0.42-0.63 then against about 0.3 on the same code).
+525,000, and flattered the ratio (0.42-0.63 then against about 0.3 on the same code). Until
+the evening of 2026-12-03 the insert ceiling was one try, on an engine that had not yet run an
+insert: 170,000-365,000/s against 500,000-550,000 for the tries after it, which made it the
+lower ceiling and flattered the ratio as much. It is now the fastest of `INSERT_TRIES`.
 """
 
 import asyncio
@@ -133,43 +136,53 @@ async def _consume_ceiling(bootstrap: str, topic: str, events: int) -> tuple[flo
         await consumer.stop()
 
 
-def _insert_ceiling(workdir: Path, values: list[bytes]) -> float:
-    """Seconds for ClickHouse to take the same values as JSONEachRow, `BATCH` rows an insert."""
+INSERT_TRIES = 3
+"""The insert ceiling is the fastest of this many tries, each into a table of its own: the first
+warms the engine up (the aggregator runs on it warm), and a ceiling is what the engine can do."""
+
+
+def _insert_tries(workdir: Path, values: list[bytes]) -> list[float]:
+    """Seconds for ClickHouse to take the same values as JSONEachRow, `BATCH` rows an insert, in
+    each of `INSERT_TRIES`."""
     # the aggregator's engine directory: chDB opens one per process
     store = connect_clickhouse(ClickhouseSettings(dsn=f"chdb://{workdir / 'clickhouse'}", database="ceiling"))
-    store.command(
-        "CREATE TABLE IF NOT EXISTS ceiling (event_id UUID, occurred_at DateTime64(6, 'UTC'), key_hash String, "
-        "user_id String, team_id String, org_id String, end_user String, model LowCardinality(String), "
-        "prompt_tokens UInt64, completion_tokens UInt64, total_tokens UInt64, cost Decimal(38, 24), "
-        "cache_hit Bool, status LowCardinality(String), latency_ms Float64, request_tags Array(String), "
-        "gateway_id LowCardinality(String), schema_version UInt8) ENGINE = MergeTree ORDER BY tuple()"
-    )
     client = store._client
+    tries = []
     try:
-        started = time.perf_counter()
-        for start in range(0, len(values), BATCH):
-            client.raw_insert(
-                "ceiling",
-                insert_block=b"\n".join(values[start : start + BATCH]),
-                fmt="JSONEachRow",
-                settings={"input_format_skip_unknown_fields": 1, "date_time_input_format": "best_effort"},
+        for table in (f"ceiling_{n}" for n in range(INSERT_TRIES)):
+            store.command(
+                f"CREATE TABLE {table} (event_id UUID, occurred_at DateTime64(6, 'UTC'), key_hash String, "
+                "user_id String, team_id String, org_id String, end_user String, model LowCardinality(String), "
+                "prompt_tokens UInt64, completion_tokens UInt64, total_tokens UInt64, cost Decimal(38, 24), "
+                "cache_hit Bool, status LowCardinality(String), latency_ms Float64, request_tags Array(String), "
+                "gateway_id LowCardinality(String), schema_version UInt8) ENGINE = MergeTree ORDER BY tuple()"
             )
-        elapsed = time.perf_counter() - started
-        assert int(store.rows("SELECT count() FROM ceiling")[0][0]) == len(values)
-        return elapsed
+            started = time.perf_counter()
+            for start in range(0, len(values), BATCH):
+                client.raw_insert(
+                    table,
+                    insert_block=b"\n".join(values[start : start + BATCH]),
+                    fmt="JSONEachRow",
+                    settings={"input_format_skip_unknown_fields": 1, "date_time_input_format": "best_effort"},
+                )
+            tries.append(time.perf_counter() - started)
+            assert int(store.rows(f"SELECT count() FROM {table}")[0][0]) == len(values)
+        return tries
     finally:
         store.close()
 
 
 def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[str, Any]]:
     collect_young_every(AggregatorSettings.model_fields["gc_young_threshold"].default)  # as the aggregator runs
-    rates, lags, startups, consume_rates, insert_rates = [], [], [], [], []
+    rates, lags, startups, consume_rates, insert_rates, tried = [], [], [], [], [], []
     for run_no in range(runs):
         topics = Topics(events=f"bench-throughput-{uuid.uuid4().hex[:8]}")
         asyncio.run(_produce(bootstrap, topics.events, events))
         consume_s, values = asyncio.run(_consume_ceiling(bootstrap, topics.events, events))
         consume_rates.append(events / consume_s)
-        insert_rates.append(events / _insert_ceiling(workdir / f"run-{run_no}", values))
+        tries = _insert_tries(workdir / f"run-{run_no}", values)
+        insert_rates.append(events / min(tries))
+        tried += [events / seconds for seconds in tries]
         del values
         elapsed, startup, lag = asyncio.run(_consume(bootstrap, topics, workdir / f"run-{run_no}", events))
         rates.append(events / elapsed)
@@ -187,8 +200,9 @@ def run(bootstrap: str, workdir: Path, events: int, runs: int = 1) -> list[dict[
             "met": rate >= 100_000,
             "note": (
                 f"from the first batch in hand (start-up and group join before it: {max(startups):.1f} s); "
-                f"lag at end: {max(lags)}; consume ceiling {consume:,.0f}/s, insert ceiling {insert:,.0f}/s "
-                f"(same records, same run); aggregator = {rate / ceiling:.2f} of the lower (goal ≥ 0.45)"
+                f"lag at end: {max(lags)}; consume ceiling {consume:,.0f}/s, insert ceiling {insert:,.0f}/s, "
+                f"the fastest of its tries ({', '.join(f'{each:,.0f}/s' for each in tried)}); same records, "
+                f"same run; aggregator = {rate / ceiling:.2f} of the lower (goal ≥ 0.45)"
             ),
         },
     ]
