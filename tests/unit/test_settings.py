@@ -218,7 +218,7 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
         "SPENDPIPE_GROUP_ID": "aggregator-prod",
         "SPENDPIPE_BATCH_SIZE": "5000",
         "SPENDPIPE_FLUSH_INTERVAL_MS": "250",
-        "SPENDPIPE_FETCH_MIN_BYTES": "65536",
+        "SPENDPIPE_FETCH_MIN_BYTES": "131072",
         "SPENDPIPE_DEDUP_HORIZON_S": "900",
         "SPENDPIPE_FUTURE_ALLOWANCE_S": "120",
         "SPENDPIPE_RETRY_BACKOFF_S": "2.5",
@@ -268,7 +268,7 @@ def test_complete_example_config(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.group_id == "aggregator-prod"
     assert settings.batch_size == 5000
     assert settings.flush_interval_ms == 250
-    assert settings.fetch_min_bytes == 65536
+    assert settings.fetch_min_bytes == 131072
     assert settings.dedup_horizon_s == 900.0
     assert settings.future_allowance_s == 120.0
     assert settings.retry_backoff_s == 2.5
