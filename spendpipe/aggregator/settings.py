@@ -19,8 +19,7 @@ class AggregatorSettings(PipelineSettings):
     written and the one read meanwhile)."""
     flush_interval_ms: int = Field(default=20, ge=1, le=60_000)
     """Longest an event waits in Kafka's fetch before it is read: the broker answers a fetch
-    when it has `fetch_min_bytes` or this much time has passed. So a lone event on a quiet topic
-    is read within 20 ms."""
+    when it has `fetch_min_bytes` or this much time has passed."""
     fetch_min_bytes: int = Field(default=65_536, ge=1)
     """What the broker waits for before it answers a fetch (up to `flush_interval_ms`). Under load
     records arrive in fetches of this size, not one fetch per producer request (at 10,000 events/s
