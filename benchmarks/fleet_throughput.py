@@ -5,6 +5,15 @@ event counted, with the fence in every insert. On this machine's 2 cores the ins
 one interpreter and one chDB engine, so this measures what fencing, rebalances and sharing cost,
 not how far more processes on more cores scale.
 
+The members start together, as a deployment's replicas do: started one after another, each
+join waits for the members already in the group to hear of it at their next heartbeat (a third
+of `session_timeout_ms`, 3.3 s by default), and the first member had counted the whole backlog
+alone before the second joined. Both measured runs come after a discarded one on the same
+engine (`WARM_UP`): a chDB engine's first inserts run at a third to a half of the later ones'
+pace, a start neither side should be measured with. The note gives, for each side, when the
+first events were counted (the joins and the first flush), the rate from then on, and how many
+each member counted: on a backlog of 200,000 the joins are a large part of either side's time.
+
 `make bench` runs it in a process of its own (chDB holds one engine directory per process):
 `python -m benchmarks.fleet_throughput <bootstrap> <workdir> <events>` prints the rows as JSON.
 """
@@ -14,6 +23,7 @@ import json
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +46,7 @@ from spendpipe.store.sql_endpoint.settings import SqlEndpointSettings
 
 PARTITIONS = 6
 FLEET = 3
+WARM_UP = 20_000
 
 
 async def _backlog(bootstrap: str, topic: str, events: int) -> None:
@@ -57,8 +68,27 @@ async def _backlog(bootstrap: str, topic: str, events: int) -> None:
         await producer.stop()
 
 
-async def _count(bootstrap: str, clickhouse: ClickhouseSettings, instances: int, events: int) -> float:
-    """Events/s of `instances` aggregators in one group on a fresh backlog of `events`."""
+@dataclass(frozen=True)
+class Counted:
+    rate: float
+    """Events/s from the members' start to the last event counted."""
+    first_s: float
+    """Seconds from their start to the first events counted: the joins and the first flush."""
+    after_first: float | None
+    """Events/s from the first events counted to the last (None: all were counted at once)."""
+    shares: list[int]
+    """Events each member counted."""
+
+    def describe(self) -> str:
+        after = "all at once" if self.after_first is None else f"{self.after_first:,.0f}/s"
+        return (
+            f"{self.rate:,.0f}/s from the start, first counted after {self.first_s:.1f} s, then {after};"
+            f" per member {self.shares}"
+        )
+
+
+async def _count(bootstrap: str, clickhouse: ClickhouseSettings, instances: int, events: int) -> Counted:
+    """`instances` aggregators in one group on a fresh backlog of `events`."""
     topics = Topics(events=f"bench-fleet-{uuid.uuid4().hex[:8]}")
     await _backlog(bootstrap, topics.events, events)
     settings = AggregatorSettings(
@@ -79,32 +109,65 @@ async def _count(bootstrap: str, clickhouse: ClickhouseSettings, instances: int,
         members.append((aggregator, broker, store, metrics))
     try:
         started = time.perf_counter()
-        for aggregator, broker, _, _ in members:
-            await broker.start()
-            await aggregator.start()
-        while sum(m.counted._value.get() for *_, m in members) < events:  # noqa: ASYNC110 - counters, no event
+        await asyncio.gather(*(_start(aggregator, broker) for aggregator, broker, _, _ in members))
+        first: tuple[float, int] | None = None
+        while (counted := sum(_counted(m) for *_, m in members)) < events:
+            if first is None and counted:
+                first = (time.perf_counter() - started, counted)
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        store = members[0][2]
-        assert int(store.rows("SELECT count() FROM events")[0][0]) == events
+        await _check_exact(members[0][2], events)
     finally:
         for aggregator, broker, store, _ in members:
             await aggregator.stop()
             await broker.stop()
             store.close()
-    return events / elapsed
+    shares = [_counted(m) for *_, m in members]
+    if first is None:
+        return Counted(events / elapsed, elapsed, None, shares)
+    first_s, first_counted = first
+    return Counted(events / elapsed, first_s, (events - first_counted) / (elapsed - first_s), shares)
 
 
-def rows(single: float, fleet: float, events: int) -> list[dict[str, Any]]:
+async def _check_exact(store: ClickhouseStore, events: int) -> None:
+    """The totals hold each event once, and `events` comes to hold them all: the count a member
+    reports is taken when its totals land, before its copy into `events` (`BatchWriter.write`)."""
+    requests = store.rows(
+        "SELECT sum(requests) FROM spend_totals WHERE window = 'day' AND scope_type = 'global' AND model = ''"
+    )
+    assert int(requests[0][0]) == events, f"the totals hold {requests[0][0]} requests of {events} events"
+    deadline = time.monotonic() + 30
+    copied = 0
+    while time.monotonic() < deadline:
+        copied = int(store.rows("SELECT count() FROM events")[0][0])
+        if copied >= events:
+            break
+        await asyncio.sleep(0.05)
+    assert copied == events, f"`events` holds {copied} of {events}"
+
+
+async def _start(aggregator: Aggregator, broker: KafkaBroker) -> None:
+    await broker.start()
+    await aggregator.start()
+
+
+def _counted(metrics: AggregatorMetrics) -> int:
+    return int(metrics.counted._value.get())
+
+
+def rows(single: Counted, fleet: Counted, events: int) -> list[dict[str, Any]]:
     return [
         {
             "benchmark": f"aggregator: {FLEET} in one group and process, {events:,} events, {PARTITIONS} partitions",
             "unit": "events/s",
-            "p50": fleet,
-            "p99": fleet,
+            "p50": fleet.rate,
+            "p99": fleet.rate,
             "goal": "beside one aggregator",
             "met": None,
-            "note": f"one aggregator on the same backlog in the same run: {single:,.0f}/s ({fleet / single:.2f}x)",
+            "note": (
+                f"{FLEET} aggregators: {fleet.describe()}; one aggregator on the same backlog in the same run:"
+                f" {single.describe()} ({fleet.rate / single.rate:.2f}x)"
+            ),
         }
     ]
 
@@ -118,6 +181,7 @@ def main() -> None:
     bootstrap, workdir, events = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     workdir.mkdir(parents=True, exist_ok=True)
     clickhouse = ClickhouseSettings(dsn=f"chdb://{workdir / 'clickhouse'}", database="fleet")
+    asyncio.run(_count(bootstrap, clickhouse, 1, WARM_UP))
     single = asyncio.run(_count(bootstrap, clickhouse, 1, events))
     fleet = asyncio.run(_count(bootstrap, clickhouse, FLEET, events))
     print(json.dumps(rows(single, fleet, events)))
