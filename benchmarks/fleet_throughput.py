@@ -33,7 +33,7 @@ from faststream.kafka import KafkaBroker
 from prometheus_client import CollectorRegistry
 
 from benchmarks.own_process import rows_of
-from benchmarks.traffic import spread_event
+from benchmarks.traffic import spread_event, written_exactly
 from spendpipe.aggregator.app import Aggregator
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.settings import AggregatorSettings
@@ -116,7 +116,7 @@ async def _count(bootstrap: str, clickhouse: ClickhouseSettings, instances: int,
                 first = (time.perf_counter() - started, counted)
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - started
-        await _check_exact(members[0][2], events)
+        await written_exactly(members[0][2], events)
     finally:
         for aggregator, broker, store, _ in members:
             await aggregator.stop()
@@ -127,23 +127,6 @@ async def _count(bootstrap: str, clickhouse: ClickhouseSettings, instances: int,
         return Counted(events / elapsed, elapsed, None, shares)
     first_s, first_counted = first
     return Counted(events / elapsed, first_s, (events - first_counted) / (elapsed - first_s), shares)
-
-
-async def _check_exact(store: ClickhouseStore, events: int) -> None:
-    """The totals hold each event once, and `events` comes to hold them all: the count a member
-    reports is taken when its totals land, before its copy into `events` (`BatchWriter.write`)."""
-    requests = store.rows(
-        "SELECT sum(requests) FROM spend_totals WHERE window = 'day' AND scope_type = 'global' AND model = ''"
-    )
-    assert int(requests[0][0]) == events, f"the totals hold {requests[0][0]} requests of {events} events"
-    deadline = time.monotonic() + 30
-    copied = 0
-    while time.monotonic() < deadline:
-        copied = int(store.rows("SELECT count() FROM events")[0][0])
-        if copied >= events:
-            break
-        await asyncio.sleep(0.05)
-    assert copied == events, f"`events` holds {copied} of {events}"
 
 
 async def _start(aggregator: Aggregator, broker: KafkaBroker) -> None:

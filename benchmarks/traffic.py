@@ -1,6 +1,8 @@
-"""What the benchmarks share: the spread of their synthetic traffic, and how far a consumer
-group is behind."""
+"""What the benchmarks share: the spread of their synthetic traffic, how far a consumer group is
+behind, and the check that an aggregator wrote a backlog exactly."""
 
+import asyncio
+import time
 from datetime import datetime
 from decimal import Decimal
 
@@ -8,6 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from spendpipe.contracts.events import SpendEvent
+from spendpipe.platform.clickhouse import ClickhouseStore
 
 MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-3.5-turbo")
 
@@ -50,3 +53,22 @@ async def consumer_lag(bootstrap: str, group: str, topic: str) -> int:
     finally:
         await consumer.stop()
     return sum(ends[tp] - committed[tp].offset for tp in partitions)
+
+
+async def written_exactly(store: ClickhouseStore, events: int, timeout_s: float = 30.0) -> None:
+    """Return once `events` holds the backlog's `events` rows, having checked that the totals count
+    each of them once. An aggregator's `counted` moves when a flush's totals land, before that
+    flush's copy into `events` (`BatchWriter.write`): right after the count reaches the backlog,
+    the last copy may still be running."""
+    requests = store.rows(
+        "SELECT sum(requests) FROM spend_totals WHERE window = 'day' AND scope_type = 'global' AND model = ''"
+    )
+    assert int(requests[0][0]) == events, f"the totals hold {requests[0][0]} requests of {events} events"
+    deadline = time.monotonic() + timeout_s
+    copied = 0
+    while time.monotonic() < deadline:
+        copied = int(store.rows("SELECT count() FROM events")[0][0])
+        if copied >= events:
+            break
+        await asyncio.sleep(0.05)
+    assert copied == events, f"`events` holds {copied} rows of {events} events"
