@@ -18,7 +18,7 @@ the evening of 2026-12-03 the insert ceiling was one try, on an engine that had 
 insert: 170,000-365,000/s against 500,000-550,000 for the tries after it, which made it the
 lower ceiling and flattered the ratio as much. It is now the fastest of `CEILING_TRIES`, and so,
 since the night of 2026-12-03, is the consume ceiling: one try of it read 154,000 records/s in a
-`make bench` whose other runs that hour read 550,000-610,000, and made the ratio 0.53.
+`make bench`, where seven of eight runs that hour read 555,000-660,000, and made the ratio 0.53.
 Until the night of 2026-12-03 the aggregator's clock stopped when its count reached the backlog,
 which it reports as each flush's totals land, before that flush's copy into `events`: the
 last copy was left out of the time, and the check of `events` that followed at once could fail
