@@ -4,7 +4,7 @@ checking the block list. Goals (docs/architecture.md): p99 <= 50 us to record, <
 
 Records run back to back, so the publisher's thread is busy all along building, encoding and
 sending them, and contends for the GIL as it does under load. Recording is measured with each
-publisher (`SPENDPIPE_PUBLISHER`): the in-thread one (a proxy's default) and the subprocess one
+publisher (`SPENDPIPE_PUBLISHER`): the in-thread one and the subprocess one
 (the SDK's), whose child builds and sends while this process only pickles and writes to a pipe.
 Each record is followed by the floor on the same thread: `orjson.dumps` of the event's dict plus
 a `queue.Queue` put, the least any in-process hand-over of an event costs; both are reported,

@@ -55,7 +55,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from benchmarks.stats import Spread, apart, median_ci
-from dev.litellm_proxy import LiteLLMProxy
+from dev.litellm_proxy import LiteLLMProxy, process_tree
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, partition_numbers, topic_specs
@@ -77,16 +77,12 @@ def process_tree_cpu_s(pid: int) -> float:
     """CPU seconds (user and system, every thread) of the live process `pid` and its live
     descendants, from /proc (Linux)."""
     total = 0.0
-    pending = [pid]
-    while pending:
-        current = pending.pop()
+    for current in process_tree(pid):
         try:
             fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending += [int(child) for child in (task / "children").read_text().split()]
         except (FileNotFoundError, ProcessLookupError):
             continue  # it ended meanwhile
+        total += (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime: fields 14 and 15
     return total
 
 

@@ -3,6 +3,7 @@
 tests' proxy, and the proxy benchmark's (which starts one without the plugin beside it, otherwise
 the same: `callbacks=None`)."""
 
+import contextlib
 import json
 import os
 import secrets
@@ -76,6 +77,21 @@ def plugin_env(bootstrap: str, topics: Topics, spool_dir: Path) -> dict[str, str
         "SPENDPIPE_TOPICS__LEASES": topics.leases,
         "SPENDPIPE_SPOOL_DIR": str(spool_dir),
     }
+
+
+def process_tree(pid: int) -> list[int]:
+    """The live process `pid` (first) and its live descendants, from /proc (Linux)."""
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            children = [int(child) for task in Path(f"/proc/{current}/task").iterdir()
+                        for child in (task / "children").read_text().split()]  # fmt: skip
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # it ended meanwhile
+        tree.append(current)
+        pending += children
+    return tree
 
 
 @dataclass
@@ -163,6 +179,16 @@ class LiteLLMProxy:
                 return bool(response.status == 200)
         except OSError:
             return False
+
+    def descendants(self) -> list[str]:
+        """The command lines of the proxy's live descendant processes (its workers, the plugin's
+        publisher children), from /proc (Linux)."""
+        assert self.process is not None
+        lines = []
+        for pid in process_tree(self.process.pid)[1:]:
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+                lines.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+        return lines
 
     def stop(self) -> None:
         """SIGTERM, as an orchestrator stops it: the plugin flushes what it queued."""

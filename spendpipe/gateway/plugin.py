@@ -388,9 +388,15 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
 
     @classmethod
     def from_settings(
-        cls, settings: GatewaySettings, *, registry: CollectorRegistry | None = None, sdk: bool = False
+        cls,
+        settings: GatewaySettings,
+        *,
+        registry: CollectorRegistry | None = None,
+        sdk: bool = False,
+        auto_child: bool = False,
     ) -> "SpendpipeLogger":
-        """`sdk`: for `spendpipe.install()` (`publisher="auto"` is then the subprocess)."""
+        """`sdk`: for `spendpipe.install()`. `publisher="auto"` is the subprocess with `sdk` or
+        `auto_child` (the proxy's `handler`), else the thread (a logger built by hand)."""
         registry = registry or CollectorRegistry()
         metrics = GatewayMetrics(registry=registry)
         options = PublisherOptions(
@@ -410,7 +416,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             )
 
         publisher: EventPublisher | ProcessPublisher
-        if settings.publisher == "subprocess" or (settings.publisher == "auto" and sdk):
+        if settings.publisher == "subprocess" or (settings.publisher == "auto" and (sdk or auto_child)):
             publisher = ProcessPublisher(
                 kafka=settings.kafka,
                 topic=settings.topics.events,

@@ -52,9 +52,10 @@ class GatewaySettings(CalendarFields, BaseSettings):
     """Where events are built and delivered: `subprocess`, a child process of the gateway's fed
     over a pipe (the request path only pickles a few fields; docs/performance.md measures what
     that saves), or `thread`, a thread of the gateway process. `auto`: the subprocess in SDK mode
-    (`spendpipe.install()`), the thread in a proxy, whose workers would each start a child; and
-    the thread, with one warning, where no child can be started (`sys.executable` not a Python
-    interpreter, as under uWSGI, or a first child without its start handshake)."""
+    (`spendpipe.install()`) and in a proxy (`spendpipe.gateway.proxy.handler`: one child per
+    proxy worker), the thread in a `SpendpipeLogger` built by hand; and the thread, with one
+    warning, where no child can be started (`sys.executable` not a Python interpreter, as under
+    uWSGI, or a first child without its start handshake)."""
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""

@@ -1,6 +1,7 @@
 """Which budget refuses a request, through a real LiteLLM proxy: the team's budget governs a
 team key (not the user's personal one), a member cap refuses only that member, and end-customer
-budgets apply by the request's `user` field, with `max_end_user_budget` as the default."""
+budgets apply by the request's `user` field, with `max_end_user_budget` as the default. The
+plugin publishes from a child process of the proxy's."""
 
 import asyncio
 import time
@@ -10,6 +11,7 @@ import litellm
 
 from dev.litellm_proxy import LiteLLMProxy
 from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.gateway.recording import publisher_child
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
@@ -90,6 +92,9 @@ async def test_team_member_and_end_customer_budgets_at_the_proxy(
     # vip is served under its own, larger budget
     assert (await ask_after(proxy, BOB)).status_code == 200
     assert (await ask_after(proxy, DAVE, "vip")).status_code == 200
+    # and the plugin built and sent those calls' events in a child process of the proxy's
+    # (`SPENDPIPE_PUBLISHER=auto`), not on a thread of the proxy's own
+    assert any(publisher_child.__name__ in line for line in proxy.descendants()), proxy.descendants()
 
 
 async def ask_after(proxy: LiteLLMProxy, key: str, customer: str | None = None) -> httpx.Response:

@@ -1,7 +1,7 @@
 """`SPENDPIPE_PUBLISHER=auto` where no publisher child can be started: a `sys.executable` that is not
 a Python interpreter (uWSGI's own binary) is never run; the calls go to the in-thread publisher,
 those handed over before the fallback and after it, each built and accounted once, with one
-warning."""
+warning. And which publisher `auto` is where a child can be started."""
 
 import logging
 import sys
@@ -12,11 +12,13 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.recording import publisher_process
 from spendpipe.gateway.recording.event_builder import Recorded
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher, python_interpreter
 from spendpipe.gateway.recording.spool import DiskSpool
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.kafka import KafkaSettings
 from tests.support.waiting import eventually_sync
 from tests.unit.test_event_builder import logging_object
@@ -161,3 +163,19 @@ def test_wait_idle_during_the_fallback_waits_for_the_calls_handed_over_before_it
     assert idle
     assert spooled == 1
     assert sender.close(WITHIN_S)
+
+
+def test_auto_is_the_child_under_install_and_in_a_proxy_and_the_thread_in_a_logger_built_by_hand(
+    tmp_path: Path,
+) -> None:
+    settings = GatewaySettings(kafka=UNREACHABLE, spool_dir=tmp_path)
+
+    def publisher(settings: GatewaySettings, *, sdk: bool = False, auto_child: bool = False) -> object:
+        return SpendpipeLogger.from_settings(settings, sdk=sdk, auto_child=auto_child).publisher  # built, not started
+
+    assert isinstance(publisher(settings, sdk=True), ProcessPublisher)  # spendpipe.install()
+    assert isinstance(publisher(settings, auto_child=True), ProcessPublisher)  # spendpipe.gateway.proxy.handler
+    assert isinstance(publisher(settings), EventPublisher)
+    in_thread = settings.model_copy(update={"publisher": "thread"})
+    assert isinstance(publisher(in_thread, sdk=True), EventPublisher)
+    assert isinstance(publisher(in_thread, auto_child=True), EventPublisher)
