@@ -5,7 +5,8 @@ benchmarks/results/ (ignored by git).
 Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, LiteLLM
 proxy calls/s with and without it, the aggregator's throughput, storage per event after merges,
 the cost of fencing a flush, several aggregators in one process beside one, enforcement
-latency, and overshoot side by side with LiteLLM's BudgetManager. The goals and figures:
+latency, overshoot side by side with LiteLLM's BudgetManager, and the broker's CPU per produce
+request from a gateway (for sizing). The goals and figures:
 docs/architecture.md#performance-goals and docs/performance.md.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from benchmarks import (
     aggregator_throughput,
+    broker_requests,
     enforcement_latency,
     fencing_cost,
     fleet_throughput,
@@ -86,6 +88,7 @@ def main() -> int:
         rows += judge_cost.run(Path(work))
         rows += enforcement_latency.run(bootstrap, Path(work))
         rows += overshoot.run(bootstrap, Path(work))
+        rows += broker_requests.run(Path(work))  # on a broker of its own
     report = table(rows)
     print(report)
     RESULTS.mkdir(exist_ok=True)

@@ -73,6 +73,14 @@ class LocalBroker:
     def stop(self) -> None:
         self._run("stop", str(self.data_dir))
 
+    @property
+    def pid(self) -> int | None:
+        """The running broker's process id (kafka-local.sh keeps it in the data directory)."""
+        try:
+            return int((self.data_dir / "broker.pid").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
     def running(self) -> bool:
         return subprocess.run([str(self.script), "status", str(self.data_dir)], check=False).returncode == 0
 
