@@ -42,7 +42,8 @@ def test_a_lock_held_by_the_caller_is_not_inherited_by_the_broker(tmp_path: Path
 
         # then the running broker has no descriptor on the lock file
         pid = broker.pid
-        assert pid is not None and broker.running()
+        assert pid is not None
+        assert broker.running()
         assert str(lock_path) not in open_files(pid)
         # and another open file description can take the lock (flock raises BlockingIOError
         # while any process still holds a descriptor of the caller's)
