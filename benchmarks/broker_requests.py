@@ -49,7 +49,9 @@ ROUNDS = 3
 
 
 def broker_cpu_s(pid: int) -> float:
-    """CPU seconds every thread of process `pid` has run (Linux's schedstat, in ns)."""
+    """CPU seconds every thread of process `pid` has run (Linux's schedstat, in ns). Not
+    `proxy_ratio.process_tree_cpu_s`, whose clock ticks (10 ms) would be a fifth of an idle
+    phase's 0.1 s here."""
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:

@@ -210,7 +210,8 @@ async def test_a_close_that_runs_out_while_kafka_hangs_spools_what_the_child_hol
     eventually_sync(lambda: sender.child_pid, bool, within=WITHIN_S, what="the child started")
 
     # given a broker that stops answering (stopped, its connections left open)
-    broker = int((own_broker.data_dir / "broker.pid").read_text())
+    broker = own_broker.pid
+    assert broker is not None
     os.kill(broker, signal.SIGSTOP)
     try:
         # when calls are recorded and the gateway closes
