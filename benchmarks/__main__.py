@@ -1,6 +1,6 @@
-"""`make bench`: run the benchmarks against a real local Kafka broker and the embedded
-ClickHouse engine, print one markdown table, and write it with the raw rows under
-benchmarks/results/ (ignored by git).
+"""`make bench`: run the benchmarks against a real local Kafka broker (warmed up first:
+benchmarks/warm_broker.py) and the embedded ClickHouse engine, print one markdown table, and
+write it with the raw rows under benchmarks/results/ (ignored by git).
 
 Covered: the plugin's request-path overhead, SDK calls/s with and without the plugin, LiteLLM
 proxy calls/s with and without it, the aggregator's throughput, storage per event after merges,
@@ -34,7 +34,7 @@ from benchmarks import (
     sdk_ratio,
     storage,
 )
-from dev.local_kafka import throwaway_broker
+from benchmarks.warm_broker import warm_broker, warm_up_row
 from spendpipe.contracts.signatures import ROLES
 from spendpipe.platform.signing import raw_key_pair
 
@@ -74,9 +74,10 @@ def main() -> int:
     signing_keys()
     rows: list[dict[str, Any]] = []
     with (
-        throwaway_broker(prefix="spendpipe-bench-kafka-") as bootstrap,
+        warm_broker() as (bootstrap, warmed),
         tempfile.TemporaryDirectory(prefix="spendpipe-bench-") as work,
     ):
+        rows.append(warm_up_row(warmed))
         rows += plugin_overhead.run(bootstrap, Path(work))
         rows += sdk_ratio.run(bootstrap, Path(work))
         rows += proxy_ratio.run(bootstrap, Path(work))

@@ -166,9 +166,9 @@ if __name__ == "__main__":
     import tempfile
 
     from benchmarks.__main__ import signing_keys, table
-    from dev.local_kafka import throwaway_broker
+    from benchmarks.warm_broker import warm_broker, warm_up_row
 
     signing_keys()
     pairs = int(sys.argv[1]) if len(sys.argv) > 1 else PAIRS
-    with throwaway_broker(prefix="spendpipe-bench-kafka-") as broker, tempfile.TemporaryDirectory() as work:
-        print(table(run(broker, Path(work), pairs=pairs)))
+    with warm_broker() as (broker, warmed), tempfile.TemporaryDirectory() as work:
+        print(table([warm_up_row(warmed), *run(broker, Path(work), pairs=pairs)]))
