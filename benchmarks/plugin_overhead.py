@@ -8,7 +8,8 @@ publisher (`SPENDPIPE_PUBLISHER`): the in-thread one and the subprocess one
 (the SDK's), whose child builds and sends while this process only pickles and writes to a pipe.
 Each record is followed by the floor on the same thread: `orjson.dumps` of the event's dict plus
 a `queue.Queue` put, the least any in-process hand-over of an event costs; both are reported,
-with their ratio, from the same run.
+with their ratio, from the same run. The check's floor is making the request's identity, which
+each check includes: what any request path that reads who is calling pays before a lookup.
 """
 
 import os
@@ -93,7 +94,7 @@ def _record(plugin: SpendpipeLogger) -> tuple[list[float], list[float]]:
 def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
     record: dict[Publisher, dict[str, list[float]]] = {kind: {"p50": [], "p99": [], "floor_p50": [], "floor_p99": []}
                                                  for kind in PUBLISHERS}  # fmt: skip
-    check_p50, check_p99 = [], []
+    check_p50, check_p99, check_floor_p50, check_floor_p99 = [], [], [], []
     for run_no in range(runs):
         suffix = uuid.uuid4().hex[:8]
         kafka = KafkaSettings(bootstrap_servers=bootstrap)
@@ -121,14 +122,19 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
                          expires_at=now + timedelta(hours=1), decided_at=now)
             )  # fmt: skip
         plugin.blocklist.in_sync.set()
-        samples = []
-        for n in range(CALLS):
+        samples, floors = [], []
+        for n in range(CALLS):  # 100 keys in turn, as a gateway sees its clients' keys again and again
             started = time.perf_counter_ns()
             who = RequestIdentity(key_hash=f"{n % 100:064x}", user_id="u", team_id="t", org_id="o", end_user="c")
             plugin.blocking_decision(who, "gpt-4o")
             samples.append((time.perf_counter_ns() - started) / 1000)
+            started = time.perf_counter_ns()
+            RequestIdentity(key_hash=f"{n % 100:064x}", user_id="u", team_id="t", org_id="o", end_user="c")
+            floors.append((time.perf_counter_ns() - started) / 1000)
         check_p50.append(percentile(samples, 0.5))
         check_p99.append(percentile(samples, 0.99))
+        check_floor_p50.append(percentile(floors, 0.5))
+        check_floor_p99.append(percentile(floors, 0.99))
     rows = []
     for kind, figures in record.items():
         p99, floor = median(figures["p99"]), median(figures["floor_p99"])
@@ -140,7 +146,10 @@ def run(bootstrap: str, workdir: Path, runs: int = 3) -> list[dict[str, Any]]:
         )  # fmt: skip
     rows.append(
         {"benchmark": "plugin: check the block list", "unit": "µs", "p50": median(check_p50),
-         "p99": median(check_p99), "goal": "p99 ≤ 10", "met": median(check_p99) <= 10}
+         "p99": median(check_p99), "goal": "p99 ≤ 10", "met": median(check_p99) <= 10,
+         "note": f"1,000 decisions held, one in force: on the key of 1 request in 100; floor (making the request's "
+                 f"identity alone, which the check includes) p50 {median(check_floor_p50):.1f}, "
+                 f"p99 {median(check_floor_p99):.1f}; p99 per run {', '.join(f'{v:.1f}' for v in check_p99)}"}
     )  # fmt: skip
     return rows
 

@@ -56,6 +56,7 @@ too long, of the wrong type or with odd characters becomes the same bounded labe
 checks as in the recorded event, so the customer it names is counted and refused under one name.
 """
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -160,7 +161,7 @@ class RequestIdentity:
             provider=label_of(record.get("custom_llm_provider")),
         )
 
-    def budget_keys(self, model: str | None = None) -> list[str]:
+    def budget_keys(self, model: object = None) -> list[str]:
         """The decision keys whose budget blocks refuse this request, most general first."""
         names = ["global"]
         if self.key_hash:
@@ -193,9 +194,30 @@ class RequestIdentity:
             names.append(f"end_user:{self.end_user}")
         return names
 
-    def rate_limit_keys(self, model: str | None = None) -> list[str]:
+    def rate_limit_keys(self, model: object = None) -> list[str]:
         """The decision keys of the enforcer's rate-limit blocks that refuse this request."""
         return _with_model([RATE_LIMIT_PREFIX + scope for scope in self.rate_limit_scopes()], model)
+
+    def checked_keys(self, model: object = None) -> tuple[str, ...]:
+        """Every decision key whose block refuses this request for `model`: the budget blocks'
+        (`budget_keys`), then the rate-limit blocks' (`rate_limit_keys`), so the first in force
+        is a budget block when there is one. They follow from the identity and the model alone,
+        and a gateway sees the same few again and again, so the keys of the last
+        `CHECKED_KEYS_KEPT` pairs are kept rather than built (about 20 strings) for every
+        request checked while a block is in force. A model that is not text (a client's JSON)
+        is never kept."""
+        if model is None or type(model) is str:
+            return _checked_keys(self, model)
+        return _checked_keys.__wrapped__(self, model)
+
+
+CHECKED_KEYS_KEPT = 1024
+"""(identity, model) pairs whose checked keys are kept: a few KiB each at most."""
+
+
+@functools.lru_cache(maxsize=CHECKED_KEYS_KEPT)
+def _checked_keys(who: RequestIdentity, model: object) -> tuple[str, ...]:
+    return (*who.budget_keys(model), *who.rate_limit_keys(model))
 
 
 _Named = str | None

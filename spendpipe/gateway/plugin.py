@@ -191,7 +191,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             return NOT_IN_SYNC
         if self._nothing_refuses():
             return None
-        return self.blocklist.blocking(who.budget_keys(model)) or self.blocklist.blocking(who.rate_limit_keys(model))
+        return self.blocklist.blocking(who.checked_keys(model))
 
     def check(
         self,

@@ -100,6 +100,22 @@ def test_blocking_returns_the_first_block_in_key_order() -> None:
     assert blocks.blocking(["team:eng", "key:abc"], NOW) == team
 
 
+def test_a_budget_block_is_the_refusal_when_a_rate_limit_block_holds_too() -> None:
+    blocks = BlockList()
+    limited = Decision(
+        scope="key:abc", kind="rate_limit", rate_limit_type="requests", version=1, blocked=True,
+        reason="rate limited", expires_at=MIDNIGHT, decided_at=NOW,
+    )  # fmt: skip
+    budget = decision("team:eng", 1)
+    blocks.apply(limited)
+    who = RequestIdentity(key_hash="abc", team_id="eng")
+
+    assert blocks.blocking(who.checked_keys(), NOW) == limited
+    blocks.apply(budget)
+    assert blocks.blocking(who.checked_keys(), NOW) == budget
+    assert blocks.blocking(who.checked_keys("gpt-4o"), NOW) == budget
+
+
 def test_in_force_lists_only_blocks_not_expired() -> None:
     blocks = BlockList()
     blocks.apply(decision("team:eng", 1, expires=NOW + timedelta(hours=1)))

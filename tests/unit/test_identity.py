@@ -229,6 +229,16 @@ def test_rate_limit_keys_name_the_limited_scopes_as_the_enforcer_does(who: Reque
     assert len(who.rate_limit_keys(model)) == len(expected)
 
 
+@given(who=identities, model=st.none() | st.sampled_from(["gpt-4o", "", {"name": ["gpt-4o"]}, ["x"], 7]))
+def test_a_request_is_checked_by_its_budget_keys_then_its_rate_limit_keys(who: RequestIdentity, model: object) -> None:
+    # kept per (identity, model) after the first request; a model a client sent as JSON is not
+    # kept (it cannot be a cache key), and is checked under its label all the same
+    expected = (*who.budget_keys(model), *who.rate_limit_keys(model))
+
+    assert who.checked_keys(model) == expected
+    assert replace(who).checked_keys(model) == expected  # an equal identity, made anew
+
+
 def test_the_end_customer_litellm_resolved_is_checked_as_the_proxy_logs_it() -> None:
     # LiteLLM's auth resolves the key's end user, a customer header, then the body's `user` into
     # end_user_id, and logs that first; the body's raw `user` only when it resolved none (an object)
