@@ -211,8 +211,10 @@ class RequestIdentity:
         return _checked_keys.__wrapped__(self, model)
 
 
-CHECKED_KEYS_KEPT = 1024
-"""(identity, model) pairs whose checked keys are kept: a few KiB each at most."""
+CHECKED_KEYS_KEPT = 256
+"""(identity, model) pairs whose checked keys are kept: about 2 KiB each for a usual request (20
+keys), at most about 50 KiB for one whose labels, 32 tags and model are all as long as a label
+may be (88 keys, the identity included), so never much more than 13 MiB."""
 
 
 @functools.lru_cache(maxsize=CHECKED_KEYS_KEPT)
