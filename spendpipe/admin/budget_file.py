@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from spendpipe.contracts.budgets import Budget, BudgetRejectedError, validate_budget
+from spendpipe.contracts.scopes import ScopeType, scope_name
 
 GLOBAL_KEYS = ("max_budget", "budget_duration", "budget_limits", "soft_budget", "max_end_user_budget")
 
@@ -86,5 +87,5 @@ def _provider_budgets(router_settings: object, source: str) -> list[tuple[str, d
     entries: list[tuple[str, dict[str, Any]]] = []
     for provider, fields in config.items():
         entry = {PROVIDER_FIELDS.get(name, name): value for name, value in fields.items()}
-        entries.append((f"{where}.{provider}", {"scope": f"provider:{provider}", **entry}))
+        entries.append((f"{where}.{provider}", {"scope": scope_name(ScopeType.PROVIDER, provider), **entry}))
     return entries

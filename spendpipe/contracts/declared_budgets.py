@@ -46,7 +46,7 @@ from typing import Any
 from spendpipe.contracts.budgets import Budget, BudgetRejectedError, validate_budget
 from spendpipe.contracts.durations import parse_duration
 from spendpipe.contracts.money import cost_from_float
-from spendpipe.contracts.scopes import ScopeType
+from spendpipe.contracts.scopes import ScopeType, scope_name
 
 MESSAGE_TYPE = "spendpipe.declared_budget.v1"
 
@@ -175,7 +175,7 @@ def declarations_of(
         scope_id = scope_ids.get(entity.scope_type)
         if not scope_id or (entity.scope_type in durations and durations[entity.scope_type] is None):
             continue
-        scope = f"{entity.scope_type.value}:{scope_id}"
+        scope = scope_name(entity.scope_type, scope_id)
         try:
             declarations.append(_declaration(entity, scope, key, durations))
         except Exception as error:  # a value of an odd type: said, as an invalid budget is

@@ -50,6 +50,12 @@ OVERFLOW_TAG = re.compile(r"^<\+[0-9]+ more>$")
 """The marker a gateway writes in place of the tags past `MAX_TAGS` (`<+3 more>`): no scope."""
 
 
+def scope_name(scope_type: ScopeType, scope_id: str) -> str:
+    """A scope as budgets, decisions and the CLI name it: `team:eng`, `team_member:eng/alice`;
+    the global scope is `global`. `Scope.parse` reads it back."""
+    return scope_type.value if scope_type is ScopeType.GLOBAL else f"{scope_type.value}:{scope_id}"
+
+
 def overflow_marker(dropped: int) -> str:
     return f"<+{dropped} more>"
 
@@ -71,7 +77,7 @@ class Scope:
     id: str
 
     def __str__(self) -> str:
-        return self.type.value if self.type is ScopeType.GLOBAL else f"{self.type.value}:{self.id}"
+        return scope_name(self.type, self.id)
 
     @classmethod
     def parse(cls, text: str) -> "Scope":

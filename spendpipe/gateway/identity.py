@@ -62,7 +62,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from spendpipe.contracts.decisions import RATE_LIMIT_PREFIX, decision_key
-from spendpipe.contracts.scopes import SHA256_HEX, attributed_tags, hash_api_key, team_member_id
+from spendpipe.contracts.scopes import (
+    GLOBAL_ID,
+    SHA256_HEX,
+    ScopeType,
+    attributed_tags,
+    hash_api_key,
+    scope_name,
+    team_member_id,
+)
 from spendpipe.gateway.labels import first_label, label_of, tags_of
 from spendpipe.gateway.providers import provider_of_model
 from spendpipe.gateway.rate_limits.leases import mark, marked
@@ -163,35 +171,35 @@ class RequestIdentity:
 
     def budget_keys(self, model: object = None) -> list[str]:
         """The decision keys whose budget blocks refuse this request, most general first."""
-        names = ["global"]
+        names = [scope_name(ScopeType.GLOBAL, GLOBAL_ID)]
         if self.key_hash:
-            names.append(f"key:{self.key_hash}")
+            names.append(scope_name(ScopeType.KEY, self.key_hash))
         if self.team_id:
-            names.append(f"team:{self.team_id}")
+            names.append(scope_name(ScopeType.TEAM, self.team_id))
             if self.user_id:
-                names.append(f"team_member:{team_member_id(self.team_id, self.user_id)}")
+                names.append(scope_name(ScopeType.TEAM_MEMBER, team_member_id(self.team_id, self.user_id)))
         elif self.user_id:  # the user's personal budget only for requests not made for a team
-            names.append(f"user:{self.user_id}")
+            names.append(scope_name(ScopeType.USER, self.user_id))
         if self.org_id:
-            names.append(f"org:{self.org_id}")
+            names.append(scope_name(ScopeType.ORG, self.org_id))
         if self.end_user:
-            names.append(f"end_user:{self.end_user}")
-        names += [f"tag:{tag}" for tag in attributed_tags(self.tags)]
+            names.append(scope_name(ScopeType.END_USER, self.end_user))
+        names += [scope_name(ScopeType.TAG, tag) for tag in attributed_tags(self.tags)]
         if self.provider:
-            names.append(f"provider:{self.provider}")
+            names.append(scope_name(ScopeType.PROVIDER, self.provider))
         return _with_model(names, model)
 
     def rate_limit_scopes(self) -> list[str]:
         """The scopes whose rate limits this request counts against, the agent first."""
-        names = [f"agent:{self.agent_id}"] if self.agent_id else []
+        names = [scope_name(ScopeType.AGENT, self.agent_id)] if self.agent_id else []
         if self.key_hash:
-            names.append(f"key:{self.key_hash}")
+            names.append(scope_name(ScopeType.KEY, self.key_hash))
         if self.user_id:
-            names.append(f"user:{self.user_id}")
+            names.append(scope_name(ScopeType.USER, self.user_id))
         if self.team_id:
-            names.append(f"team:{self.team_id}")
+            names.append(scope_name(ScopeType.TEAM, self.team_id))
         if self.end_user:
-            names.append(f"end_user:{self.end_user}")
+            names.append(scope_name(ScopeType.END_USER, self.end_user))
         return names
 
     def rate_limit_keys(self, model: object = None) -> list[str]:

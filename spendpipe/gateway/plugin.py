@@ -48,6 +48,7 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.durations import Duration, parse_duration
 from spendpipe.contracts.events import SpendEvent
 from spendpipe.contracts.money import cost_from_float
+from spendpipe.contracts.scopes import ScopeType, scope_name
 from spendpipe.gateway.blocks.blocklist import BlockList
 from spendpipe.gateway.blocks.decision_follower import DecisionFollower
 from spendpipe.gateway.declared_budgets import DeclaredBudgets, declared_budgets
@@ -374,13 +375,14 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         on a response refused for the key's own budget, the key spend headers with the enforcer's
         figures (`key_spend_headers`)."""
         who = RequestIdentity.of_proxy_key(user_api_key_dict, data)  # no agent: see below
-        spend = key_spend_headers(self.blocklist.blocking([f"key:{who.key_hash}"])) if who.key_hash else None
+        key = scope_name(ScopeType.KEY, who.key_hash) if who.key_hash else None
+        spend = key_spend_headers(self.blocklist.blocking([key])) if key else None
         if response is None:
             return spend
-        if spend is None and who.key_hash:
+        if spend is None and key and who.key_hash:
             duration = _duration_or_none(getattr(user_api_key_dict, "budget_duration", None))
             this_call = (data.get("litellm_call_id"), _response_cost(response))
-            latest = self.blocklist.latest(f"key:{who.key_hash}")
+            latest = self.blocklist.latest(key)
             spend = self.key_spend.figure(who.key_hash, duration, latest, call=this_call).headers()
         # these headers have never counted the agent's limits (admission does); unchanged here
         remaining = self.gate.remaining(who.rate_limit_scopes(), data.get("model") or "").headers()

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.admin.demo import env_file
 from spendpipe.admin.errors import CliError
-from spendpipe.contracts.scopes import hash_api_key
+from spendpipe.contracts.scopes import key_scope
 from spendpipe.contracts.topics import Topics
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import ensure_topics, topic_specs
@@ -112,7 +112,7 @@ class DemoStack:
 
     def set_key_budget(self, raw_key: str, alias: str) -> None:
         budget = {
-            "scope": f"key:{hash_api_key(raw_key)}",
+            "scope": str(key_scope(raw_key)),
             "max_budget": str(self.options.key_budget),
             "budget_duration": "24h",
         }

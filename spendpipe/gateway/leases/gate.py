@@ -24,7 +24,7 @@ from prometheus_client import Counter
 from spendpipe.contracts.budgets import Budget
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseSettings, target_key
-from spendpipe.contracts.scopes import team_member_id
+from spendpipe.contracts.scopes import ScopeType, scope_name, team_member_id
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.leases.book import LeaseBook, Verdict
 from spendpipe.gateway.leases.estimate import CallEstimator
@@ -165,9 +165,9 @@ class LeaseGate:
         """The scopes of `who` without a budget of their own whose cap a leasing budget derives."""
         scopes = []
         if who.team_id and who.user_id and who.team_id in self._member_caps:
-            scopes.append(f"team_member:{team_member_id(who.team_id, who.user_id)}")
+            scopes.append(scope_name(ScopeType.TEAM_MEMBER, team_member_id(who.team_id, who.user_id)))
         if who.end_user and self._end_user_caps:
-            scopes.append(f"end_user:{who.end_user}")
+            scopes.append(scope_name(ScopeType.END_USER, who.end_user))
         return [scope for scope in scopes if scope not in self._budgeted]
 
     def admit_sdk_call(
