@@ -181,6 +181,29 @@ def test_readonly_stands_behind_the_allow_list(store: ClickhouseStore, endpoint:
         assert (refused.value.code, refused.value.name) == (164, "READONLY")
 
 
+def test_no_setting_of_a_request_reads_or_writes_a_file(endpoint: SqlEndpoint, tmp_path: Path) -> None:
+    """A format's template or schema is a file the engine opens in the pipeline's process: naming
+    one would show a file's text in the error (a `.env` with the signing key) or overwrite one."""
+    secret = tmp_path / "secret.env"
+    secret.write_text("SPENDPIPE_SIGNING__PRIVATE_KEY=not-for-analysts\n")
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept\n")
+
+    reads = [
+        post(endpoint, "SELECT 1 AS x FORMAT Template", format_template_row=str(secret)),
+        post(endpoint, "SELECT 1 AS x FORMAT Template", format_template_resultset=str(secret)),
+        post(endpoint, "SELECT 1 AS x FORMAT Protobuf", format_schema=f"{secret}:Row"),
+    ]
+    write = post(endpoint, "SELECT 1 AS `written` FORMAT Protobuf", output_format_schema=str(victim))
+    registry = post(endpoint, "SELECT 1", format_avro_schema_registry_url="http://127.0.0.1:1/")
+
+    for response in [*reads, write, registry]:
+        assert_clickhouse_error(response, 403, 164)
+        assert "not-for-analysts" not in response.text
+    assert victim.read_text() == "kept\n"
+    assert post(endpoint, "SELECT 1 AS x FORMAT Template", format_template_row_format="<${x:Quoted}>").text == "<1>"
+
+
 def test_limits_are_enforced(store: ClickhouseStore) -> None:
     with serve(
         store, max_result_rows=10_000, max_result_bytes=1 << 20, max_request_bytes=4096, max_query_bytes=2048

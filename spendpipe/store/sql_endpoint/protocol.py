@@ -33,6 +33,10 @@ _SAFE_SETTING = re.compile(
     r"|max_block_size|use_client_time_zone|totals_mode|totals_auto_threshold|readonly)$"
 )
 """Settings a request may choose: how results are written, never what a query may do."""
+_NAMES_A_FILE = re.compile(r"schema|_url$|^format_template_(resultset|row)$")
+"""Among those, the ones that name a file the engine reads or writes in this process (a
+`Template` format's templates, a `Protobuf` or `CapnProto` schema, `output_format_schema`, which
+writes one) or a server (Avro's schema registry): refused, as `file()` is."""
 LOWERABLE = ("max_execution_time", "max_result_rows", "max_result_bytes", "max_memory_usage")
 """Limits a request may lower, never raise or lift (0 means none in ClickHouse)."""
 
@@ -97,7 +101,7 @@ def _setting(name: str, value: str, limits: Mapping[str, int | str]) -> str:
         raise ClickhouseError(164, "READONLY", f"Setting {name} should not be above {limits[name]} or 0 here")
     if name == "result_overflow_mode" and value == "throw":
         return value
-    if not _SAFE_SETTING.match(name):
+    if not _SAFE_SETTING.match(name) or _NAMES_A_FILE.search(name):
         raise ClickhouseError(164, "READONLY", f"Cannot modify '{name}' setting in readonly mode")
     if name == "readonly" and value not in ("1", "2"):
         raise ClickhouseError(164, "READONLY", "Cannot modify 'readonly' setting in readonly mode")
