@@ -26,6 +26,8 @@ CONTENT_COLUMNS = (
     "team_id",
     "org_id",
     "end_user",
+    "provider",
+    "request_tags",
     "billed_model",
     "cost",
     "prompt_tokens",

@@ -36,7 +36,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from spendpipe.contracts.money import COST_FORM, COST_PRECISION, COST_SCALE
+from spendpipe.contracts.money import COST_FORM, COST_PRECISION, COST_SCALE, at_cost_scale
 
 MESSAGE_TYPE = "spendpipe.spend_event.v1"
 SCHEMA_VERSION = 1
@@ -196,7 +196,7 @@ def _exact_cost(value: object, *, json: bool) -> object:
         # "-0.0" (what an older gateway writes for a float -0.0) is read as 0
         if not COST_FORM.fullmatch(value.removeprefix("-")):
             raise ValueError('must be a plain decimal string such as "0.000225"')
-        value = Decimal(value)
+        value = at_cost_scale(Decimal(value))
     elif json or isinstance(value, bool) or not isinstance(value, Decimal | int):
         raise ValueError('must be a decimal string such as "0.000225", not a JSON number')
     return abs(value) if value == 0 else value
@@ -277,7 +277,7 @@ def _whole_payload_problem(payload: bytes | None) -> Problem | None:
         return Problem.MALFORMED
     try:
         json.loads(payload, object_pairs_hook=_unique_names, parse_float=_finite, parse_constant=_no_constant)
-    except _MalformedError:
+    except (_MalformedError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return Problem.MALFORMED
     except ValueError:  # not JSON at all (or not UTF-8): pydantic says so, and names it malformed
         return None

@@ -49,6 +49,18 @@ def add_costs(a: Decimal, b: Decimal) -> Decimal:
     return MONEY_CONTEXT.add(a, b)
 
 
+def at_cost_scale(value: Decimal) -> Decimal:
+    """`value` with at most the 24 fractional digits of `Decimal(38, 24)` when only zeros go
+    (`0.1000…0` written with 40 digits is 0.1); otherwise unchanged, for the amount check to
+    refuse. A column of that scale, or an Arrow array of it, cannot take more digits, even zeros."""
+    if value.as_tuple().exponent < -COST_SCALE:  # type: ignore[operator]
+        try:
+            return value.quantize(_QUANTUM, context=MONEY_CONTEXT)
+        except (Inexact, InvalidOperation):
+            return value
+    return value
+
+
 def cost_floor(value: Decimal) -> Decimal:
     """`value` cut (never rounded up) to the 24 fractional digits a cost keeps: a share of
     headroom or a rate worked out by division, made a cost without lending a fraction more."""

@@ -62,6 +62,28 @@ def test_a_copy_with_another_cost_in_the_same_batch_is_dead_lettered(
     assert totals(clickhouse)[("global", "", "")] == first.cost
 
 
+def test_a_copy_that_names_another_provider_or_other_tags_is_dead_lettered(
+    clickhouse: ClickhouseStore, parse_route: ParseRoute
+) -> None:
+    """Both name scopes of their own (`provider:`, `tag:`): a copy that changes them would move
+    the spend there, so it conflicts as a copy with another cost does."""
+    clock = ManualClock(START)
+    first = make_event(occurred_at=START, provider="openai", request_tags=["project-a"])
+    copies = [
+        first.model_copy(update={"provider": "anthropic"}),
+        first.model_copy(update={"request_tags": ["project-b"]}),
+        first.model_copy(update={"request_tags": ["project-a", "project-b"]}),
+    ]
+
+    outcome = writer(clickhouse, clock, parse_route).write(records([first, *copies]))
+
+    assert outcome.counted == 1
+    assert [offset for offset, reason in reasons(outcome) if reason.startswith("conflicting duplicate")] == [1, 2, 3]
+    assert totals(clickhouse)[("provider", "openai", "")] == first.cost
+    assert ("provider", "anthropic", "") not in totals(clickhouse)
+    assert ("tag", "project-b", "") not in totals(clickhouse)
+
+
 def test_a_conflicting_copy_is_found_in_memory_after_a_restart_and_in_events_when_late(
     clickhouse: ClickhouseStore,
     parse_route: ParseRoute,

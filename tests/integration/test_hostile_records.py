@@ -4,6 +4,7 @@ consumer's commit reaches the end of the topic."""
 
 import re
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import orjson
 
@@ -53,6 +54,7 @@ def hostile_corpus(counted: SpendEvent) -> dict[str, bytes | None]:
         "UTF-16": text.decode().encode("utf-16"),
         "byte order mark": b"\xef\xbb\xbf" + text,
         "not JSON": b"\x00\x01binary",
+        "nested 5,000 levels deep": text[:-1] + b',"x":' + b"[" * 5000 + b"]" * 5000 + b"}",
         "no value": None,
     }
 
@@ -68,12 +70,14 @@ async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once
     # mixed into it, each bad record under its own key
     topics = await make_topics(kafka_broker, 1)
     early = [make_event() for _ in range(20)] + [make_event(gateway_id="gw\x00odd")]
+    zeros = make_event(cost=Decimal("0.1"))  # sent with 40 fractional digits, all but one zeros
     late = [make_event() for _ in range(30)]
     corpus = hostile_corpus(counted=early[0])
     bad = [(f"bad:{name}".encode(), value) for name, value in corpus.items()]
     mixed = [record for pair in zip(bad, [(None, e.to_json()) for e in late], strict=False) for record in pair]
     mixed += [(None, e.to_json()) for e in late[len(bad) :]]
     records = [(None, e.to_json()) for e in early] + [(None, early[1].to_json())] + mixed
+    records.append((None, orjson.dumps(orjson.loads(zeros.to_json()) | {"cost": "0.1" + "0" * 39})))
     settings = aggregator_settings(kafka_broker, topics, clickhouse_settings, **parse_route)
 
     async with running_aggregator(settings, clickhouse) as (_, metrics):
@@ -89,7 +93,7 @@ async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once
         dead_lettered, duplicates = metrics.dead_letters._value.get(), metrics.duplicates._value.get()
 
     # then every good event is counted once, exactly
-    good = early + late
+    good = [*early, *late, zeros]
     assert counted_events(clickhouse) == len(good)
     assert totals(clickhouse)[("global", "", "")] == sum(e.cost for e in good)
     assert duplicates == 1
