@@ -4,7 +4,9 @@ Budgets and decisions are compacted topics keyed by scope; a reader that starts 
 the current state by reading every partition from the beginning. `catch_up()` returns once the
 reader has seen everything that was in the topic when it started (the end offsets read then);
 `follow()` keeps applying what arrives after. A tombstone is a record whose value is None. The
-gateway's sessions log, kept for a week rather than compacted, is read the same way.
+gateway's sessions log, kept for a week rather than compacted, is read the same way. A record
+`on_record` raises on is passed over and logged (`skipped`): one crafted record must not stop
+every reader of a topic.
 
     async with CompactedTopicReader(kafka=kafka, topic=topic, on_record=apply) as reader:
         await reader.catch_up()
@@ -13,6 +15,7 @@ or, to read to the end once, `await read_to_end(kafka=kafka, topic=topic, on_rec
 """
 
 import asyncio
+import logging
 from collections.abc import Callable
 from types import TracebackType
 from typing import TypeAlias
@@ -28,6 +31,11 @@ TopicRecord: TypeAlias = ConsumerRecord[bytes, bytes]
 OnRecord: TypeAlias = Callable[[TopicRecord], None]
 """Called with each record, in offset order within a partition."""
 
+MOST_SKIPS_LOGGED = 100
+"""Records a reader logs passing over; a writer that sends more cannot fill the log."""
+
+log = logging.getLogger(__name__)
+
 
 class CompactedTopicReader:
     def __init__(self, *, kafka: KafkaSettings, topic: str, on_record: OnRecord, fetch_max_wait_ms: int = 500) -> None:
@@ -38,6 +46,8 @@ class CompactedTopicReader:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
+        self.skipped = 0
+        """Records `on_record` raised on, passed over (`_apply`)."""
 
     async def start(self) -> None:
         """Connect and position every partition at its beginning (no consumer group). If this
@@ -89,10 +99,28 @@ class CompactedTopicReader:
         applied = 0
         for records in batches.values():
             for record in records:
-                self._on_record(record)
+                self._apply(record)
                 applied += 1
         await asyncio.sleep(0)
         return applied
+
+    def _apply(self, record: TopicRecord) -> None:
+        """`on_record`, and a record it raises on is passed over: a writer's crafted record the
+        reader's checks missed must not stop every reader of the topic (reading it again, after
+        a reconnection, would raise again)."""
+        try:
+            self._on_record(record)
+        except Exception as error:
+            self.skipped += 1
+            if self.skipped <= MOST_SKIPS_LOGGED:
+                log.error(
+                    "spendpipe skipped a record of %s it could not apply (partition %d, offset %d): %s%s",
+                    self._topic,
+                    record.partition,
+                    record.offset,
+                    ascii(repr(error))[:300],
+                    "; no more are logged by this reader" if self.skipped == MOST_SKIPS_LOGGED else "",
+                )
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:

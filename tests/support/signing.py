@@ -96,7 +96,20 @@ def forged_headers(message_type: str, key: bytes, value: bytes | None, how: str,
     ]
 
 
-async def write_records(bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None, Headers]]) -> None:
+def any_forged_headers(
+    message_type: str, key: bytes, value: bytes | None, how: str, *, genuine: WriterKey
+) -> list[tuple[str, bytes | None]]:
+    """`forged_headers`, and `null_key_id`: signed by a key of its own whose id header has no
+    value, as Kafka allows (counted as `unknown_key`)."""
+    if how != "null_key_id":
+        return list(forged_headers(message_type, key, value, how, genuine=genuine))
+    impostor = WriterKey.generate().settings().signer()
+    return [(name, None if name == KEY_ID_HEADER else v) for name, v in impostor.headers(message_type, key, value)]
+
+
+async def write_records(
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes, bytes | None, Sequence[tuple[str, bytes | None]]]]
+) -> None:
     """Write records as they are, headers included, as anyone with write access to `topic` can."""
     producer = AIOKafkaProducer(**KafkaSettings(bootstrap_servers=bootstrap).aiokafka_kwargs(), acks="all")
     await producer.start()
@@ -118,18 +131,26 @@ async def publish_decisions(bootstrap: str, topic: str, decisions: Sequence[Deci
     await write_records(bootstrap, topic, records)
 
 
-FORGERIES = ("unsigned", "unknown_key", "bad_signature")
+FORGED_AS = {
+    "unsigned": "unsigned",
+    "unknown_key": "unknown_key",
+    "bad_signature": "bad_signature",
+    "null_key_id": "unknown_key",
+}
+"""Each forgery `write_forgeries` tries, and the reason a reader counts it under."""
 
 
 async def write_forgeries(bootstrap: str, topics: Topics, raised: Budget, *, genuine: WriterKey) -> None:
     """What a writer without an accepted key tries, on the key of `raised.scope`: an unblock at
-    version 2^62 and the `raised` budget, each in the three `FORGERIES`, and an unsigned tombstone
-    of the budget (3 records on the decisions topic, 4 on the budgets topic)."""
+    version 2^62 and the `raised` budget, each in the four forgeries of `FORGED_AS`, and an unsigned tombstone
+    of the budget (4 records on the decisions topic, 5 on the budgets topic)."""
     key = raised.scope.encode()
     unblock = Decision(scope=raised.scope, version=2**62, blocked=False, reason="forged", decided_at=datetime.now(UTC))
     decision, budget = unblock.model_dump_json().encode(), raised.model_dump_json(exclude_none=True).encode()
-    decisions = [(key, decision, forged_headers(DECISION_TYPE, key, decision, h, genuine=genuine)) for h in FORGERIES]
-    budgets = [(key, budget, forged_headers(BUDGET_TYPE, key, budget, h, genuine=genuine)) for h in FORGERIES]
+    decisions = [
+        (key, decision, any_forged_headers(DECISION_TYPE, key, decision, h, genuine=genuine)) for h in FORGED_AS
+    ]
+    budgets = [(key, budget, any_forged_headers(BUDGET_TYPE, key, budget, h, genuine=genuine)) for h in FORGED_AS]
     tombstone = (key, None, forged_headers(BUDGET_TYPE, key, None, "unsigned", genuine=genuine))
     await write_records(bootstrap, topics.decisions, decisions)
     await write_records(bootstrap, topics.budgets, [*budgets, tombstone])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from spendpipe.admin.cli import app
 from spendpipe.admin.errors import CliError
-from spendpipe.contracts.signatures import signed_bytes
+from spendpipe.contracts.signatures import KEY_ID_HEADER, SIGNATURE_HEADER, signed_bytes
 from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.platform.settings import SettingsError, load_settings, require_keys
 from spendpipe.platform.signing import (
@@ -66,6 +66,20 @@ def test_forgeries_are_dropped_and_counted_by_reason(how: str) -> None:
         )
 
     assert count(counter, how) == 2
+
+
+def test_headers_without_a_value_are_dropped_and_counted_not_raised_on() -> None:
+    """Kafka allows a header without a value: a key id or a signature header that has none names
+    no writer, or carries no signature."""
+    writer = WriterKey.generate()
+    check, counter = verifier(reader_settings(writer))
+    value = b'{"version": 4611686018427387904}'
+    signed_headers = writer.settings().signer().headers(TYPE, b"team:eng", value)
+
+    for empty, reason in ((KEY_ID_HEADER, "unknown_key"), (SIGNATURE_HEADER, "unsigned")):
+        headers: Any = [(name, None if name == empty else header) for name, header in signed_headers]
+        assert not check.accepts(record(b"team:eng", value, headers))
+        assert count(counter, reason) == 1
 
 
 def test_a_signature_covers_the_value_the_key_and_the_type() -> None:

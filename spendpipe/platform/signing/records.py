@@ -76,7 +76,7 @@ class RecordVerifier:
             return True
         writer = writer_of(record)
         signature = dict(record.headers or ()).get(SIGNATURE_HEADER)
-        if signature is None:
+        if not isinstance(signature, bytes):
             return self._reject("unsigned", writer)
         public = self._public.get(writer)
         if public is None:
@@ -126,5 +126,5 @@ def uncollected_rejections() -> Counter:
 
 def writer_of(record: TopicRecord) -> str:
     """The id of the key a record says signed it ('' when it names none); not yet verified."""
-    named: bytes = dict(record.headers or ()).get(KEY_ID_HEADER, b"")
-    return named.decode(errors="replace")
+    named = dict(record.headers or ()).get(KEY_ID_HEADER)
+    return named.decode(errors="replace") if isinstance(named, bytes) else ""  # Kafka allows a null header
