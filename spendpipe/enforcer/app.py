@@ -59,7 +59,7 @@ import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from faststream.kafka import KafkaBroker
+from faststream.kafka import KafkaBroker, KafkaMessage
 from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 
@@ -71,7 +71,7 @@ from spendpipe.contracts.decisions import MESSAGE_TYPE, Decision
 from spendpipe.contracts.declared_budgets import DECLARABLE_SCOPES
 from spendpipe.contracts.declared_budgets import MESSAGE_TYPE as DECLARED_TYPE
 from spendpipe.contracts.flushes import ScopesFlushed
-from spendpipe.contracts.scopes import Scope
+from spendpipe.contracts.scopes import Scope, ScopeType, scope_name
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.enforcer.budget_gauges import BudgetGauges
 from spendpipe.enforcer.decision_positions import DecisionPositions
@@ -84,6 +84,7 @@ from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord, read_to_end
+from spendpipe.platform.raw_batches import records, text_headers_only, undecoded
 from spendpipe.platform.signing.records import writer_of
 from spendpipe.store.calendar import check_calendar
 from spendpipe.store.totals import SpendTotals
@@ -94,6 +95,8 @@ FLUSHES_PER_JUDGEMENT = 500
 """Most flush announcements judged together (all of them while the enforcer is behind)."""
 FOLLOW_RETRY_S = (1.0, 30.0)
 """A failed follower's first wait before reading its topic again, and the most it grows to."""
+MOST_UNREADABLE_LOGGED = 100
+"""Unreadable announcements logged; the rest are only counted (`records_rejected`)."""
 KEYS_SHOWN = 10
 """Keys named in one log line about decisions read back (whoever writes the topic chooses them)."""
 DELETED: Final = "deleted"
@@ -111,6 +114,7 @@ class EnforcerService:
         metrics: EnforcerMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._unreadable_flushes = 0
         self.metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
         self._stage = "starting"
         self._clickhouse = clickhouse
@@ -188,6 +192,8 @@ class EnforcerService:
             auto_offset_reset="latest",
             batch=True,
             max_records=FLUSHES_PER_JUDGEMENT,
+            parser=text_headers_only,
+            decoder=undecoded,
             title="spend.flushes (enforcer)",
             description="ScopesFlushed: the enforcer judges the scopes of every announcement waiting, at once.",
         )(self.on_flushes)
@@ -277,16 +283,38 @@ class EnforcerService:
         await self._declared.stop()
         await self._decisions_read.stop()
 
-    async def on_flushes(self, announcements: list[ScopesFlushed]) -> None:
+    async def on_flushes(self, message: KafkaMessage) -> None:
         """Judge the scopes of every announcement waiting, once: an enforcer that fell behind
-        catches up in one step instead of one per flush. Only scopes a budget may apply to: most
-        of a busy flush's scopes (keys, users, tags without a budget) have nothing to decide."""
+        catches up in one step instead of one per flush. Each announcement is read on its own,
+        and each scope: one that does not parse is counted and skipped, never the batch."""
+        announcements = []
+        for record in records(message):
+            try:
+                announcements.append(ScopesFlushed.model_validate_json(record.value or b""))
+            except ValidationError as error:
+                self._unreadable_flush(record.offset, error.errors(include_input=False)[:3])
+        await self.judge_flushes(announcements)
+
+    async def judge_flushes(self, announcements: list[ScopesFlushed]) -> None:
+        """Only scopes a budget may apply to: most of a busy flush's scopes (keys, users, tags
+        without a budget) have nothing to decide."""
         await self.ready.wait()
         book = self.enforcer.book
         refs = {(ref.type, ref.id) for announcement in announcements for ref in announcement.scopes}
-        judged = sorted(ref for ref in refs if book.may_apply(*ref))
-        scopes = [Scope.parse(f"{kind}:{scope_id}" if scope_id else kind) for kind, scope_id in judged]
+        scopes = []
+        for kind, scope_id in sorted(ref for ref in refs if book.may_apply(*ref)):
+            try:
+                scopes.append(Scope.parse(scope_name(ScopeType(kind), scope_id)))
+            except ValueError as error:
+                self._unreadable_flush(None, str(error))
         await self._judge(scopes + self.enforcer.book.limited_agents())
+
+    def _unreadable_flush(self, offset: int | None, why: object) -> None:
+        self.metrics.records_rejected.labels(topic=self._settings.topics.flushes, reason="unreadable").inc()
+        self._unreadable_flushes += 1
+        if self._unreadable_flushes <= MOST_UNREADABLE_LOGGED:  # a writer that sends more cannot fill the log
+            where = f" at offset {offset}" if offset is not None else ""
+            log.error("ignoring an unreadable announcement%s: %s", where, why)
 
     async def _judge(self, scopes: list[Scope]) -> None:
         """Decide, publish, and only then alert: the alerts reuse the decision's measurements."""

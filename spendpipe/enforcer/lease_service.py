@@ -21,7 +21,6 @@ from typing import Any
 
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
-from faststream.message import StreamMessage
 from pydantic import ValidationError
 
 from spendpipe.contracts.leases import GRANT_MESSAGE_TYPE, LeaseGrant, LeaseRequest
@@ -33,6 +32,7 @@ from spendpipe.enforcer.settings import EnforcerSettings
 from spendpipe.enforcer.targets import Target
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import TopicRecord
+from spendpipe.platform.raw_batches import records, text_headers_only, undecoded
 from spendpipe.store.totals import Measurement, SpendTotals
 
 log = logging.getLogger(__name__)
@@ -83,16 +83,16 @@ class LeaseService:
             batch=True,
             max_records=REQUESTS_PER_BATCH,
             fetch_max_wait_ms=20,
-            decoder=_undecoded,
+            parser=text_headers_only,
+            decoder=undecoded,
             title="spend.lease_requests (enforcer)",
             description="LeaseRequest v1: gateways ask for, or return, slices of a leased budget's headroom.",
         )(self.on_requests)
 
     async def on_requests(self, message: KafkaMessage) -> None:
         await self._ready.wait()  # the budgets are read
-        raw = message.raw_message
         requests = []
-        for record in raw if isinstance(raw, tuple) else (raw,):
+        for record in records(message):
             try:
                 requests.append(LeaseRequest.model_validate_json(record.value or b""))
             except ValidationError as error:
@@ -141,8 +141,3 @@ class LeaseService:
         key, value = grant.key.encode(), grant.model_dump_json().encode()
         headers = {name: text.decode() for name, text in self._signer.headers(GRANT_MESSAGE_TYPE, key, value)}
         return await self._grants.publish(value, key=key, headers=headers, no_confirm=True)
-
-
-async def _undecoded(message: StreamMessage[Any]) -> None:
-    """Each request is validated by `on_requests` on its own: one hostile record must not take
-    its batch with it, as FastStream's own parsing of the batch would."""

@@ -1,0 +1,83 @@
+"""Announcements on spend.flushes are read one by one: a malformed one, one whose header has no
+value, or one naming a scope that does not parse, in the batch of a genuine one, is counted and
+skipped, and the genuine one is still judged (here: the key is blocked). The aggregator announces
+on a topic of its own, so the enforcer hears only what this test writes."""
+
+import asyncio
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
+from spendpipe.gateway.identity import RequestIdentity
+from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.kafka import KafkaSettings
+from tests.conftest import aggregator_settings, enforcer_settings
+from tests.support.events import make_event
+from tests.support.gateway_blocks import at, following_blocklist
+from tests.support.pipeline import ManualClock, events_counted, produce, running_pipeline
+from tests.support.signing import write_records
+from tests.support.waiting import eventually
+
+KEY = f"{0xBAD:064x}"
+
+
+async def test_a_genuine_announcement_is_judged_beside_hostile_ones(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    # given a key over its budget in the totals, not yet announced to the enforcer, and a global
+    # budget that derives end customers' caps (so an end customer scope is judged)
+    topics, elsewhere = await make_topics(kafka_broker), await make_topics(kafka_broker)
+    clock = ManualClock(datetime.now(UTC))
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    await asyncio.to_thread(
+        admin.set_many,
+        [{"scope": f"key:{KEY}", "max_budget": "0.50"}, {"scope": "global", "max_end_user_budget": "5"}],
+    )
+    aggregator = aggregator_settings(
+        kafka_broker, topics.model_copy(update={"flushes": elsewhere.flushes}), clickhouse_settings
+    )
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings)
+
+    with following_blocklist(kafka_broker, topics.decisions) as gateway:
+        async with running_pipeline(aggregator, enforcer, clickhouse, clock) as enforcing:
+            await eventually(enforcing.ready.is_set, bool, within=30, what="the enforcer judged every budget")
+            await produce(
+                kafka_broker,
+                topics.events,
+                [make_event(occurred_at=at(clock()), key_hash=KEY, cost=Decimal("0.60")).to_json()],
+            )
+            await events_counted(clickhouse, 1, within=30)
+
+            # when hostile announcements are written with a genuine one, in one batch
+            def announcement(*scopes: ScopeRef) -> bytes:
+                return (
+                    ScopesFlushed(flush_id="f", flushed_at=datetime.now(UTC), events=1, scopes=scopes, models=())
+                    .model_dump_json()
+                    .encode()
+                )
+
+            genuine = announcement(ScopeRef(type="key", id=KEY))
+            await write_records(
+                kafka_broker,
+                topics.flushes,
+                [
+                    (b"a", b'{"flush_id": 7', []),
+                    (b"b", genuine, [("content-type", None)]),
+                    (b"c", announcement(ScopeRef(type="end_user", id="")), []),
+                    (b"d", genuine, [("x", b"\xff\xfe")]),
+                    (b"e", genuine, []),
+                ],
+            )
+
+            # then the key is blocked, and what could not be read was counted
+            block = await eventually(
+                lambda: gateway.blocking(RequestIdentity(key_hash=KEY).budget_keys("gpt-4o-mini"), now=at(clock())),
+                bool,
+                within=30,
+                what="the key blocked at the gateway",
+            )
+            unreadable = enforcing.metrics.records_rejected.labels(topic=topics.flushes, reason="unreadable")
+
+    assert block.scope == f"key:{KEY}"
+    assert unreadable._value.get() == 2  # the malformed announcement and the scope without an id
