@@ -9,7 +9,8 @@ clock, above any it wrote before), a deletion too: `BudgetDeletion`, a record of
 than a tombstone, because a tombstone has no value to carry a version in. Every reader applies
 records through `LatestBudgets`, which keeps, per scope, the version read last and refuses an
 older one written after it. So a genuine, signed, older record written again by whoever can
-write the topic (a replay) changes nothing for a reader that has read the newer one.
+write the topic (a replay) changes nothing for a reader that has read the newer one, in
+whichever partition it is written and in whichever order the reader meets the partitions.
 Records from before versions (no `version`, null tombstones) are taken in offset order as they
 always were, until the scope's first versioned record; after it, an unversioned record is stale.
 """
@@ -23,6 +24,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel, Va
 
 from spendpipe.contracts.durations import Duration, parse_duration
 from spendpipe.contracts.events import Cost
+from spendpipe.contracts.positions import Position, after
 from spendpipe.contracts.rate_limits import LIMIT_FIELDS, LIMITED_SCOPES, LimitCount, ModelName, RateLimit, TokenType
 from spendpipe.contracts.scopes import Scope, ScopeType
 
@@ -274,24 +276,25 @@ class BudgetChange:
 
 
 class LatestBudgets:
-    """Per scope, the version and offset of the newest budget record read (module docstring).
-    Offsets tell a replay from a reader reading the topic again: a record at or below the offset
-    already applied for its scope was read before (the reader started over) and is passed over
-    quietly; one written after it with an older version is a replay, `stale`. Not locked: one
+    """Per scope, the version and position of the newest budget record read (module docstring).
+    Positions tell a replay from a reader reading the topic again: a record at or before the
+    position already applied for its scope, in its partition, was read before (the reader started
+    over) and is passed over quietly; one written after it (or in another partition: a replay
+    written there, `positions.after`) with an older version is a replay, `stale`. Not locked: one
     reader thread offers."""
 
     def __init__(self) -> None:
-        self._newest: dict[str, tuple[int, int]] = {}
-        """scope -> (version, 0 for none; offset) of the record in force."""
+        self._newest: dict[str, tuple[int, Position]] = {}
+        """scope -> (version, 0 for none; position) of the record in force."""
 
-    def offer(self, key: bytes | None, value: bytes | None, offset: int) -> BudgetChange | str | None:
-        """The change the verified record at `offset` makes; None when it makes none (read before,
-        or the record in force written again); or why it is refused: `stale` (an older version
-        written after a newer one), `unreadable` (not a budget record, or one of another scope
-        than its key)."""
+    def offer(self, key: bytes | None, value: bytes | None, position: Position) -> BudgetChange | str | None:
+        """The change the verified record at `position` (partition, offset) makes; None when it
+        makes none (read before, or the record in force written again); or why it is refused:
+        `stale` (an older version written after a newer one), `unreadable` (not a budget record,
+        or one of another scope than its key)."""
         scope = (key or b"").decode(errors="replace")
-        known_version, known_offset = self._newest.get(scope, (0, -1))
-        if offset <= known_offset:
+        known_version, known_position = self._newest.get(scope, (0, None))
+        if not after(position, known_position):
             return None
         record = None if value is None else _record_of(scope, value)  # None: a tombstone
         if value is not None and record is None:
@@ -301,7 +304,7 @@ class LatestBudgets:
             return "stale"
         if version == known_version != 0:
             return None
-        self._newest[scope] = (version, offset)
+        self._newest[scope] = (version, position)
         return BudgetChange(scope, record if isinstance(record, Budget) else None)
 
 

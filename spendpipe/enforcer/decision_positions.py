@@ -18,10 +18,7 @@ the tick) the position is not known yet: a record read back meanwhile (which may
 send, read before its acknowledgement came) is judged when the acknowledgement comes.
 """
 
-from typing import TypeAlias
-
-Position: TypeAlias = tuple[int, int]
-"""A record's (partition, offset) on the decisions topic."""
+from spendpipe.contracts.positions import Position, after
 
 
 class DecisionPositions:
@@ -56,7 +53,7 @@ class DecisionPositions:
         decision is to be published again. While a send of the key awaits its acknowledgement,
         False, and the record is judged by `sent`."""
         if key in self._awaiting:
-            if _after(position, self._awaiting[key]):
+            if after(position, self._awaiting[key]):
                 self._awaiting[key] = position
             return False
         return self._after(key, position)
@@ -66,10 +63,4 @@ class DecisionPositions:
             self._held[key] = position
 
     def _after(self, key: str, position: Position) -> bool:
-        return _after(position, self._held.get(key))
-
-
-def _after(position: Position, known: Position | None) -> bool:
-    """Whether `position` is not known to come before `known` (None: no position known): it is
-    later in the same partition, or in another one."""
-    return known is None or known[0] != position[0] or position[1] > known[1]
+        return after(position, self._held.get(key))

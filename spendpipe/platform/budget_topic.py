@@ -18,7 +18,7 @@ class BudgetTopic:
         """The change `record` makes, or None when it makes none."""
         if not self._verifier.accepts(record):
             return None
-        change = self._latest.offer(record.key, record.value, record.offset)
+        change = self._latest.offer(record.key, record.value, (record.partition, record.offset))
         if isinstance(change, str):
             self._verifier.refuse(change, record)
             return None

@@ -29,7 +29,7 @@ class Topic:
 
 def offer(latest: LatestBudgets, topic: Topic, value: bytes | None) -> Decimal | str | None:
     """Write `value` and have the reader read it: the cap it applies, `deleted`, a refusal, or None."""
-    change = latest.offer(SCOPE.encode(), value, topic.write(value))
+    change = latest.offer(SCOPE.encode(), value, (0, topic.write(value)))
     if not isinstance(change, BudgetChange):
         return change
     return "deleted" if change.budget is None else change.budget.max_budget
@@ -53,9 +53,22 @@ def test_a_reader_that_reads_the_topic_again_changes_and_refuses_nothing() -> No
     for value in (budget("10", 5), budget("1", 9), deletion(12), budget("3", 13)):
         offer(latest, topic, value)
 
-    again = [latest.offer(SCOPE.encode(), value, offset) for offset, value in enumerate(topic.records)]
+    again = [latest.offer(SCOPE.encode(), value, (0, offset)) for offset, value in enumerate(topic.records)]
 
     assert again == [None, None, None, None]
+
+
+def test_an_older_budget_replayed_in_another_partition_is_stale_whichever_partition_is_read_first() -> None:
+    """The newer record sits at offset 5 of partition 1; a replay of the older one was written at
+    offset 2000 of partition 0. A reader that starts cold may read either partition first."""
+    older, newer = budget("1000", 1_000), budget("10", 2_000)
+    for first, then in (((1, 5), newer), ((0, 2000), older)), (((0, 2000), older), ((1, 5), newer)):
+        latest = LatestBudgets()
+        for position, value in (first, then):
+            latest.offer(SCOPE.encode(), value, position)
+
+        assert latest.offer(SCOPE.encode(), older, (0, 2001)) == "stale"  # the newer cap is in force
+        assert latest.offer(SCOPE.encode(), newer, (1, 5)) is None  # read before
 
 
 def test_records_from_before_versions_apply_in_order_until_the_first_versioned_one() -> None:
@@ -73,7 +86,7 @@ def test_records_from_before_versions_apply_in_order_until_the_first_versioned_o
 def test_a_record_under_another_scope_s_key_or_not_a_budget_is_unreadable() -> None:
     latest, topic = LatestBudgets(), Topic()
 
-    assert latest.offer(b"team:other", budget("10", 5), topic.write(None)) == "unreadable"
+    assert latest.offer(b"team:other", budget("10", 5), (0, topic.write(None))) == "unreadable"
     assert offer(latest, topic, b'{"scope": "team:eng", "version": 5}') == "unreadable"
     assert offer(latest, topic, b"not json") == "unreadable"
     assert offer(latest, topic, budget("10", 1)) == Decimal(10)  # none of them counted
