@@ -242,10 +242,11 @@ def headers_schema(message: TopicMessage) -> dict[str, Any] | None:
 _RAW_BATCH_MESSAGES = {
     "spend.events:SubscribeMessage": "SpendEvent",
     "spend.lease_requests (enforcer):SubscribeMessage": "LeaseRequest",
+    "spend.flushes (enforcer):SubscribeMessage": "ScopesFlushed",
 }
-"""The aggregator's and the lease desk's handlers take the raw batch (each record is validated on
-its own), so FastStream sees no payload type there; the document names the contract each
-validates against."""
+"""The aggregator's, the lease desk's and the enforcer's flush handlers take the raw batch (each
+record is validated on its own), so FastStream sees no payload type there; the document names
+the contract each validates against."""
 _DEAD_LETTER_PAYLOAD = "spend.events.dlq:Message:Payload"
 """FastStream's empty schema for the dead letters' bytes; the document describes them instead."""
 

@@ -27,9 +27,9 @@ class AggregatorSettings(PipelineSettings):
     flushes and publishes decisions (enforcement p50 lower in 5 of 5 alternating runs
     on 2026-12-03, by 3-30 ms, docs/performance.md). The batches grow while the flush before them
     runs anyway (`intake`). 1: every record is read as soon as it is on the topic."""
-    dedup_horizon_s: float = Field(default=600.0, ge=60)
+    dedup_horizon_s: float = Field(default=600.0, ge=60, le=86_400)
     """How long counted event ids are remembered in memory; older duplicates are looked up in ClickHouse."""
-    future_allowance_s: float = Field(default=300.0, ge=0)
+    future_allowance_s: float = Field(default=300.0, ge=0, le=86_400)
     """How far ahead of the aggregator's clock an event may be dated (gateway clocks run fast,
     queues replay): a later `occurred_at` is dead-lettered. It must be below `dedup_horizon_s`:
     an event's id is remembered for the horizon, and copies dated earlier than horizon minus
@@ -42,13 +42,13 @@ class AggregatorSettings(PipelineSettings):
     """The records the canonical form did not take (all of a smaller batch) are parsed and
     checked by ClickHouse when there are at least this many, else by pydantic (same verdicts;
     ClickHouse's full check costs a fixed ~0.3 s to analyse). 1 sends them all to ClickHouse."""
-    retry_backoff_s: float = Field(default=1.0, gt=0)
+    retry_backoff_s: float = Field(default=1.0, gt=0, le=300)
     """Pause after a failed flush before the batch is read again."""
     write_timeout_s: int = Field(default=30, ge=1, le=3600)
     """`max_execution_time` of every insert that counts: it has landed or failed this long after
     it started. Well above the slowest flush's insert (a 100,000-event flush's inserts take
     about 1 s on this machine kind): an insert that times out fails its flush."""
-    owner_settle_s: float = Field(default=32.0, gt=0)
+    owner_settle_s: float = Field(default=32.0, gt=0, le=3600)
     """How long an aggregator that acquired a partition waits after claiming it before it reads
     its watermarks and writes, when the earlier owner may still have an insert in flight (it
     crashed, was cut off, or did not say it was done). Must exceed `write_timeout_s`."""

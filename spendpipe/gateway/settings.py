@@ -42,9 +42,9 @@ class GatewaySettings(CalendarFields, BaseSettings):
     spool_dir: Path = Path(".data/gateway-spool")
     """Where events wait on disk while Kafka is unreachable. One directory per gateway process."""
     spool_max_bytes: int = Field(default=1 << 30, ge=1024)
-    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_timeout_s: float = Field(default=10.0, gt=0, le=3600)
     """How long a batch may wait for Kafka's acknowledgement before it is spooled."""
-    retry_backoff_s: float = Field(default=1.0, gt=0)
+    retry_backoff_s: float = Field(default=1.0, gt=0, le=300)
     publish_linger_s: float = Field(default=0.05, ge=0, le=5)
     """How long the publisher lets events gather before it sends them (one Kafka batch per
     partition for all): what an event waits at most before it leaves, for much less CPU per event."""
@@ -59,24 +59,24 @@ class GatewaySettings(CalendarFields, BaseSettings):
     unsynced_policy: Literal["fail_open", "fail_closed"] = "fail_open"
     """What a gateway does before its block list has read the decisions topic to the end:
     serve every request (fail_open) or refuse every request (fail_closed)."""
-    sync_wait_s: float = Field(default=5.0, ge=0)
+    sync_wait_s: float = Field(default=5.0, ge=0, le=3600)
     """SDK `check()`: how long after `start()` a check waits for the block list to read the
     decisions topic to its end before `unsynced_policy` answers. A deadline, not a wait per call:
     a healthy broker is read to its end in well under a second, so only a fresh process's first
     checks wait, and with Kafka down every check answers by the policy once this has passed. Once
     in sync, `check()` never waits."""
-    close_wait_s: float = Field(default=5.0, ge=0)
+    close_wait_s: float = Field(default=5.0, ge=0, le=3600)
     """`close()` (and exit): how long to wait for LiteLLM to log the calls already made (it logs
     a call from its own thread or task just after `completion()` returns) before delivering or
     spooling what is queued; an event logged later is lost and counted as `closed`."""
-    parallel_lease_s: float = Field(default=600.0, gt=0)
+    parallel_lease_s: float = Field(default=600.0, gt=0, le=86_400)
     """`max_parallel_requests`: how long a request holds its slot if no hook ever reports its end
     (a call cancelled mid-flight); longer than your slowest call."""
-    session_idle_s: float = Field(default=3600.0, gt=0)
+    session_idle_s: float = Field(default=3600.0, gt=0, le=86_400)
     """An agent session with no call for this long starts again from nothing (LiteLLM's session
     limiters keep their counters an hour); its state is dropped after twice this. The same value
     at every gateway: each replays the sessions topic with it."""
-    session_wait_s: float = Field(default=60.0, gt=0)
+    session_wait_s: float = Field(default=60.0, gt=0, le=3600)
     """How long a call of a capped session may wait for its admission (behind the session's first
     call while its cost is unknown) before it is refused; longer than your slowest call."""
     leases: LeaseSettings = LeaseSettings()

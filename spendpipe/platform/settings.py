@@ -21,8 +21,10 @@ S = TypeVar("S", bound=BaseSettings)
 
 
 def service_config() -> SettingsConfigDict:
-    """`SPENDPIPE_` prefix, `__` between a section and its field, `.env` read when present."""
+    """`SPENDPIPE_` prefix, `__` between a section and its field, `.env` read when present; no
+    infinite or NaN number (`inf` passes a `> 0` check, and a wait of it never ends)."""
     return SettingsConfigDict(
+        allow_inf_nan=False,
         env_prefix=ENV_PREFIX,
         env_nested_delimiter=NESTED_DELIMITER,
         env_file=".env",

@@ -8,6 +8,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.budget_manager import BudgetManagerSettings
+from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform.settings import SettingsError, describe_errors, load_settings
 
 
@@ -97,6 +98,35 @@ def test_a_memory_limit_too_small_to_serve_a_client_is_refused(monkeypatch: pyte
     assert "SPENDPIPE_SQL_ENDPOINT__MAX_MEMORY_BYTES: Input should be greater than or equal to 16777216" in (
         settings_error()
     )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("SPENDPIPE_OWNER_SETTLE_S", "inf", "finite number"),
+        ("SPENDPIPE_DEDUP_HORIZON_S", "nan", "finite number"),
+        ("SPENDPIPE_RETRY_BACKOFF_S", "1e300", "less than or equal to 300"),
+        ("SPENDPIPE_SQL_ENDPOINT__MAX_RESULT_ROWS", str(2**64), "less than or equal to"),
+        ("SPENDPIPE_SQL_ENDPOINT__MAX_EXECUTION_TIME_S", "10" * 10, "less than or equal to 86400"),
+    ],
+)
+def test_a_wait_or_limit_with_no_end_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    """Accepted, `inf` would be a wait that never ends (an aggregator that never writes again
+    after its first failed flush), and a limit past the engine's types would fail every query."""
+    monkeypatch.setenv(variable, value)
+
+    assert f"{variable}: " in settings_error()
+    assert said in settings_error()
+
+
+def test_a_gateway_wait_with_no_end_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(GatewaySettings.model_config, "env_file", None)
+    monkeypatch.setenv("SPENDPIPE_SESSION_WAIT_S", "inf")
+
+    with pytest.raises(SettingsError, match=r"SPENDPIPE_SESSION_WAIT_S: .*finite number"):
+        load_settings(GatewaySettings)
 
 
 def test_a_section_that_is_not_valid_json_is_reported_like_any_other_error(

@@ -25,6 +25,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+ENGINE_MAX = 1 << 62
+"""Above any limit a machine reaches, and inside the engine's setting types (a value past
+UInt64 made every query fail, `SELECT 1` too)."""
+
+
 class SqlEndpointSettings(BaseModel):
     """The ClickHouse HTTP interface the process that owns an embedded store serves, read-only.
 
@@ -38,24 +43,24 @@ class SqlEndpointSettings(BaseModel):
     username: str | None = None
     """Required, with `password`, when `host` is not a loopback address."""
     password: SecretStr | None = None
-    max_concurrent_queries: int = Field(default=4, ge=1)
+    max_concurrent_queries: int = Field(default=4, ge=1, le=1024)
     """Queries run at once; one more is refused at once (code 202), as ClickHouse does. With the
     memory limit it bounds the memory analysts' queries can take from the pipeline."""
-    max_execution_time_s: int = Field(default=30, ge=1)
+    max_execution_time_s: int = Field(default=30, ge=1, le=86_400)
     """ClickHouse `max_execution_time` (timeout_overflow_mode=throw)."""
-    max_result_rows: int = Field(default=1_000_000, ge=1)
+    max_result_rows: int = Field(default=1_000_000, ge=1, le=ENGINE_MAX)
     """ClickHouse `max_result_rows` (result_overflow_mode=throw): a larger result is an error,
     never a silently cut one."""
-    max_result_bytes: int = Field(default=256 << 20, ge=1)
+    max_result_bytes: int = Field(default=256 << 20, ge=1, le=ENGINE_MAX)
     """ClickHouse `max_result_bytes`: uncompressed bytes of the result in memory, before formatting."""
-    max_memory_bytes: int = Field(default=1 << 30, ge=16 << 20)
+    max_memory_bytes: int = Field(default=1 << 30, ge=16 << 20, le=ENGINE_MAX)
     """ClickHouse `max_memory_usage`: what one query may hold while it runs (its hash tables,
     `groupArray` states, blocks). The result limits do not bound this, and the engine is the
     pipeline's own process, so without it one query could take the memory the aggregator and
     enforcer run in. Below 16 MiB even clickhouse-connect's first query would fail."""
-    max_request_bytes: int = Field(default=1 << 20, ge=1)
+    max_request_bytes: int = Field(default=1 << 20, ge=1, le=1 << 30)
     """Largest request body (the query and any form fields)."""
-    max_query_bytes: int = Field(default=256 << 10, ge=1)
+    max_query_bytes: int = Field(default=256 << 10, ge=1, le=1 << 30)
     """Longest query text, also ClickHouse's `max_query_size` (its default, 256 KiB)."""
 
     @model_validator(mode="after")
