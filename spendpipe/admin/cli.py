@@ -158,7 +158,9 @@ def spend(
     model: Annotated[str | None, typer.Option(help="a model name, or * for one row per model")] = None,
     at: Annotated[datetime | None, typer.Option(help="an instant in the window (UTC); default now")] = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
-    watch: Annotated[float, typer.Option(help="refresh every N seconds until Ctrl-C (0: once; table only)")] = 0.0,
+    watch: Annotated[
+        float, typer.Option(min=0, max=86_400, help="refresh every N seconds until Ctrl-C (0: once; table only)")
+    ] = 0.0,
     fmt: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Spend, requests and tokens of a scope in a window, from ClickHouse."""

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.table import Table
 
 from spendpipe.admin.budget_admin import BudgetAdmin
@@ -227,7 +228,11 @@ async def read_decisions(settings: AdminSettings, *, follow: bool) -> LatestDeci
         value = verifier.accepted_value(record)  # verified before it can outrank a version
         if value is None:
             return
-        decision = Decision.model_validate_json(value)
+        try:
+            decision = Decision.model_validate_json(value)
+        except ValidationError:  # a verified writer's record this version cannot read
+            verifier.refuse("unreadable", record)  # logged once, as the forgeries are
+            return
         if latest.offer(decision) and follow:
             state = ("BLOCK", "red") if decision.blocked else ("unblock", "green")
             when = f"{decision.decided_at:%H:%M:%S}"

@@ -21,7 +21,7 @@ from spendpipe.admin.formats import FormatOption, OutputFormat, csv_text, emit, 
 from spendpipe.admin.render import console, message, result_table
 from spendpipe.admin.settings import AdminSettings
 from spendpipe.aggregator import dead_letters
-from spendpipe.contracts.topics import message_type
+from spendpipe.contracts.topics import header_text, message_type
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.settings import load_settings
 from spendpipe.platform.topic_tail import TopicTail
@@ -52,7 +52,7 @@ def _alert_row(record: TopicRecord) -> dict[str, Any]:
     kind = message_type(record.headers).removeprefix("spendpipe.")
     try:
         fields = json.loads(record.value or b"")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         fields = None
     if not isinstance(fields, dict):
         return {"position": _position(record), "type": kind, "scope": "(not JSON)"}
@@ -62,7 +62,7 @@ def _alert_row(record: TopicRecord) -> dict[str, Any]:
 
 
 def _letter_row(record: TopicRecord) -> dict[str, Any]:
-    headers = {name: value.decode(errors="replace") for name, value in record.headers or ()}
+    headers = {name: header_text(value) for name, value in record.headers or ()}
     source = "/".join(headers.get(h, "?") for h in (dead_letters.SOURCE_TOPIC, dead_letters.SOURCE_PARTITION))
     return {
         "position": _position(record),

@@ -9,10 +9,16 @@ TYPE_HEADER = "spendpipe-type"
 """Kafka header naming a message's versioned type (`spendpipe.decision.v1`...), apart from its encoding."""
 
 
-def message_type(headers: Sequence[tuple[str, bytes]] | None) -> str:
+def message_type(headers: Sequence[tuple[str, bytes | None]] | None) -> str:
     """The versioned type a record's headers name; '' when they name none. A topic that carries
     several types (`spend.alerts`) is read by dispatching on this."""
-    return next((value.decode(errors="replace") for name, value in headers or () if name == TYPE_HEADER), "")
+    return next((header_text(value) for name, value in headers or () if name == TYPE_HEADER), "")
+
+
+def header_text(value: bytes | None) -> str:
+    """A header's value as text, as written (bytes that are not UTF-8 replaced); '' for a header
+    without a value, which Kafka allows, so whoever writes a topic can send one."""
+    return value.decode(errors="replace") if isinstance(value, bytes) else ""
 
 
 TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]

@@ -109,6 +109,40 @@ async def test_dlq_tail_and_replay(kafka_broker: str, make_topics: Callable[...,
     assert [(r.key, r.value) for r in republished] == [(b"k1", bad)]
 
 
+async def test_records_that_cannot_be_read_are_listed_as_such(
+    kafka_broker: str, make_topics: Callable[..., Any]
+) -> None:
+    """JSON nested past Python's stack, and headers without a value (Kafka allows them): each is
+    a row, never the end of the listing."""
+    topics = await make_topics(kafka_broker, 1)
+    good = alert("team:ok", "1.5")
+    deep = b'{"scope": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    await write_records(
+        kafka_broker,
+        topics.alerts,
+        [
+            (good.key.encode(), good.model_dump_json().encode(), [(TYPE_HEADER, ALERT_TYPE.encode())]),
+            (b"deep", deep, [(TYPE_HEADER, ALERT_TYPE.encode())]),
+            (b"typeless", good.model_dump_json().encode(), [(TYPE_HEADER, None)]),
+        ],
+    )
+    await write_records(kafka_broker, topics.events_dead_letter, [(b"k", b"{}", [("spendpipe-dlq-reason", None)])])
+
+    alerts = await asyncio.to_thread(
+        spendpipe, kafka_broker, topics, "alerts", "tail", "--no-follow", "--format", "json"
+    )
+    letters = await asyncio.to_thread(spendpipe, kafka_broker, topics, "dlq", "tail", "--format", "json")
+
+    assert alerts.returncode == 0, alerts.stderr
+    assert [(row["scope"], row["type"]) for row in json.loads(alerts.stdout)] == [
+        ("team:ok", "soft_budget_alert.v1"),
+        ("(not JSON)", "soft_budget_alert.v1"),
+        ("team:ok", ""),
+    ]
+    assert letters.returncode == 0, letters.stderr
+    assert [row["position"] for row in json.loads(letters.stdout)] == ["0:0"]
+
+
 async def test_alerts_tail_follow_prints_new_alerts_as_json_lines(
     kafka_broker: str, make_topics: Callable[..., Any], tmp_path: Path
 ) -> None:

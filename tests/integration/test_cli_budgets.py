@@ -6,11 +6,12 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from spendpipe.contracts.decisions import MESSAGE_TYPE as DECISION_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.topics import Topics
 from tests.support.pipeline import read_topic
 from tests.support.processes import run_cli
-from tests.support.signing import publish_decisions
+from tests.support.signing import publish_decisions, signing_from_environment, write_records
 
 
 def spendpipe(topics: Topics, bootstrap: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -84,6 +85,11 @@ async def test_blocks_list_shows_what_is_in_force(kafka_broker: str, make_topics
         Decision(scope="key:" + "a" * 64, version=1, blocked=False, reason="within budget", decided_at=now),
     ]  # fmt: skip
     await publish_decisions(kafka_broker, topics.decisions, decisions)  # as the enforcer writes them
+    # and a record signed by the enforcer's key that this version cannot read as a decision
+    unreadable = b'{"schema_version": 1}'
+    signer = signing_from_environment().signer()
+    headers = signer.headers(DECISION_TYPE, b"team:new", unreadable)
+    await write_records(kafka_broker, topics.decisions, [(b"team:new", unreadable, headers)])
 
     listed = await asyncio.to_thread(spendpipe, topics, kafka_broker, "blocks", "list")
 
@@ -91,6 +97,7 @@ async def test_blocks_list_shows_what_is_in_force(kafka_broker: str, make_topics
     assert "team:eng" in listed.stdout
     assert "team:ops" not in listed.stdout  # expired
     assert "key:" not in listed.stdout  # not blocked
+    assert "dropping unreadable records" in listed.stderr
 
 
 async def test_budgets_set_rate_limits_and_a_refused_one(kafka_broker: str, make_topics) -> None:

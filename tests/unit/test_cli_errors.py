@@ -2,7 +2,9 @@
 
 from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, TopicAuthorizationFailedError
 from clickhouse_connect.driver.exceptions import ProgrammingError
+from typer.testing import CliRunner
 
+from spendpipe.admin.cli import app
 from spendpipe.admin.errors import RUNTIME, SETTINGS, CliError, Failure, explain
 from spendpipe.contracts.budgets import BudgetRejectedError
 from spendpipe.platform.settings import SettingsError
@@ -39,3 +41,12 @@ def test_other_failures_are_one_line_with_their_exit_code() -> None:
         "ClickHouse failed: Unable to open the chdb engine (check SPENDPIPE_CLICKHOUSE__DSN)", RUNTIME
     )
     assert explain(ValueError("a\nb")) == Failure("ValueError: a b", RUNTIME)
+
+
+def test_a_watch_interval_that_is_not_a_finite_number_of_seconds_is_a_usage_error() -> None:
+    """`nan` passes a `> 0` check and `inf` overflows the clock: both were taken, then failed."""
+    for interval in ("nan", "inf", "-1"):
+        result = CliRunner().invoke(app, ["spend", "global", "--watch", interval, "--format", "json"])
+
+        assert result.exit_code == 2, result.output
+        assert "--watch" in result.output

@@ -116,7 +116,7 @@ def _marker(data: dict[str, Any] | None) -> list[str] | None:
     text = marked(data or {}, SESSION_FIELD)
     try:
         marker = json.loads(text) if text else None
-    except ValueError:
+    except (ValueError, RecursionError):  # a client's metadata may hold anything
         return None
     if isinstance(marker, list) and len(marker) == 3 and all(isinstance(part, str) for part in marker):
         return marker

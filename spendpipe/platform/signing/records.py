@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from prometheus_client import CollectorRegistry, Counter
 
 from spendpipe.contracts.signatures import KEY_ID_HEADER, SIGNATURE_HEADER, key_id, signed_bytes
-from spendpipe.contracts.topics import TYPE_HEADER
+from spendpipe.contracts.topics import TYPE_HEADER, header_text
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.signing.keys import raw
 
@@ -126,5 +126,4 @@ def uncollected_rejections() -> Counter:
 
 def writer_of(record: TopicRecord) -> str:
     """The id of the key a record says signed it ('' when it names none); not yet verified."""
-    named = dict(record.headers or ()).get(KEY_ID_HEADER)
-    return named.decode(errors="replace") if isinstance(named, bytes) else ""  # Kafka allows a null header
+    return header_text(dict(record.headers or ()).get(KEY_ID_HEADER))
