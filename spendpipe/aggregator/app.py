@@ -40,7 +40,7 @@ from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, KafkaRecord
 from spendpipe.contracts.flushes import MESSAGE_TYPE as FLUSH_TYPE
-from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed
+from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed, announcements
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.gc_tuning import collect_young_every
@@ -318,18 +318,19 @@ class Aggregator:
         """Best effort: the totals are in ClickHouse whether or not the announcement lands. A
         lost announcement delays the enforcer until the scope's next flush (noted for the
         enforcer: a periodic sweep of recently changed scopes would close that gap)."""
-        announcement = ScopesFlushed(
+        pieces = announcements(
             flush_id=str(uuid.uuid4()),
             flushed_at=datetime.now(UTC),
             events=outcome.counted,
-            scopes=tuple(ScopeRef(type=s.type.value, id=s.id) for s in sorted(outcome.scopes, key=str)),
-            models=tuple(sorted(outcome.models)),
+            scopes=[ScopeRef(type=s.type.value, id=s.id) for s in sorted(outcome.scopes, key=str)],
+            models=sorted(outcome.models),
             latest_occurred_at=outcome.latest_occurred_at,
         )
-        try:
-            await self._flushes.publish(announcement, headers={TYPE_HEADER: FLUSH_TYPE})
-        except Exception:
-            log.exception("could not announce flush %s", announcement.flush_id)
+        for piece in pieces:  # one, unless the scopes would not fit in one record (`announcements`)
+            try:
+                await self._flushes.publish(piece, headers={TYPE_HEADER: FLUSH_TYPE})
+            except Exception:
+                log.exception("could not announce flush %s (%d scopes)", piece.flush_id, len(piece.scopes))
 
 
 async def _settle(handed: list[concurrent.futures.Future[None]]) -> None:

@@ -81,3 +81,39 @@ async def test_a_genuine_announcement_is_judged_beside_hostile_ones(
 
     assert block.scope == f"key:{KEY}"
     assert unreadable._value.get() == 2  # the malformed announcement and the scope without an id
+
+
+async def test_a_flush_too_large_for_one_announcement_is_announced_in_pieces(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    """Three records of 32 tags of 16,000 characters each, with a genuine over-budget event, in
+    one flush: its scopes hold 1.5 MB, more than a Kafka record. The genuine key is still blocked."""
+    topics = await make_topics(kafka_broker)
+    clock = ManualClock(datetime.now(UTC))
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
+    await asyncio.to_thread(admin.set_many, [{"scope": f"key:{KEY}", "max_budget": "0.50"}])
+    # one fetch, one flush: the broker answers once it holds all four records (the last three
+    # make the 1.5 MB it waits for)
+    aggregator = aggregator_settings(
+        kafka_broker, topics, clickhouse_settings, fetch_min_bytes=1_500_000, flush_interval_ms=10_000
+    )
+    enforcer = enforcer_settings(kafka_broker, topics, clickhouse_settings)
+    bulky = [
+        make_event(occurred_at=at(clock()), request_tags=[f"{n}-{t}-" + "x" * 16_000 for t in range(32)])
+        for n in range(3)
+    ]
+    over_budget = make_event(occurred_at=at(clock()), key_hash=KEY, cost=Decimal("0.60"))
+
+    with following_blocklist(kafka_broker, topics.decisions) as gateway:
+        async with running_pipeline(aggregator, enforcer, clickhouse, clock) as enforcing:
+            await eventually(enforcing.ready.is_set, bool, within=30, what="the enforcer judged every budget")
+            await produce(kafka_broker, topics.events, [e.to_json() for e in [over_budget, *bulky]], key=b"one")
+            await events_counted(clickhouse, 4, within=30)
+            block = await eventually(
+                lambda: gateway.blocking(RequestIdentity(key_hash=KEY).budget_keys("gpt-4o-mini"), now=at(clock())),
+                bool,
+                within=30,
+                what="the key blocked at the gateway",
+            )
+
+    assert block.scope == f"key:{KEY}"
