@@ -6,7 +6,7 @@ the enforcer does not answer, returns, and the estimate rule."""
 import asyncio
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -103,6 +103,21 @@ def test_another_gateways_grant_tells_every_gateway_the_budget_is_spent() -> Non
     book.apply(grant_for(ask, "0.1", "0", gateway="other"), 0.0)
     verdict, _ = book.reserve("1", NEEDS, "m", 0.0)
     assert verdict is Verdict.REFUSE
+
+
+def test_an_older_grant_replayed_does_not_say_the_budget_is_spent_again() -> None:
+    """The topic keeps grants for an hour: one from when the budget was spent, written again
+    after a newer grant said headroom is free (the budget was raised), changes nothing."""
+    book = LeaseBook(gateway_id="gw", settings=SETTINGS)
+    other = LeaseBook(gateway_id="other", settings=SETTINGS)
+    _, (ask,) = other.reserve("x", NEEDS, "m", 0.0)
+    spent = grant_for(ask, "0.1", "0", gateway="other")
+    spent = spent.model_copy(update={"issued_at": spent.issued_at - timedelta(minutes=50)})
+    book.apply(grant_for(ask, "0.1", "50", gateway="other", headroom="50"), 0.0)
+
+    book.apply(spent, 1.0)
+
+    assert book.reserve("1", NEEDS, "m", 1.0)[0] is not Verdict.REFUSE
 
 
 def test_waits_while_other_chains_hold_unspent_headroom_then_gives_up() -> None:

@@ -23,6 +23,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal
@@ -125,6 +126,9 @@ class Known:
     headroom: Decimal | None
     """Unspent as the pipeline counts it (`free` plus what chains hold); None: not said."""
     at: float
+    issued_at: datetime
+    """When the enforcer issued the grant that said it: an older grant (a replay of one the topic
+    keeps for an hour) never takes its place."""
 
 
 class LeaseBook:
@@ -206,8 +210,10 @@ class LeaseBook:
         """A grant read from `spend.leases` (already verified). Any gateway's live grant updates
         what is known free on its target; this gateway's own updates its chain."""
         with self.changed:
-            if not grant.revoked or grant.headroom is not None:  # a return's answer says what it freed
-                self._free[grant.key] = Known(grant.free, grant.headroom, now)
+            known = self._free.get(grant.key)
+            newer = known is None or grant.issued_at >= known.issued_at
+            if newer and (not grant.revoked or grant.headroom is not None):  # a return's answer says what it freed
+                self._free[grant.key] = Known(grant.free, grant.headroom, now, grant.issued_at)
             chain = self._chains.get(grant.key)
             mine = grant.gateway_id == self.gateway_id and chain is not None and chain.chain == grant.chain
             if mine and chain is not None and grant.version > chain.version:
