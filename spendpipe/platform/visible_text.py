@@ -4,24 +4,31 @@ notifier all print values a gateway's client chose (a `user`, a team id, a model
 each of them uses this one rule.
 
 Escaped: C0 and C1 controls and DEL (`\\x1b` can restyle or clear a terminal, `\\r` rewrite a
-line); the bidirectional marks, overrides and isolates (`team:\\u202egnp.exe` reads as
-`team:exe.png`); characters that print as nothing (zero-width space and joiners, word joiner,
-BOM, soft hyphen, variation selectors, Hangul fillers, Unicode tags), with which `eng` and
-`eng` + U+200B would be two scopes that look like one and tags carry hidden text; line and
-paragraph separators; and lone surrogates (JSON's `\\ud800` makes one; no UTF-8 stream can carry
-it, so printing it raises). Letters and symbols of every script print as they are.
+line); every format character (Unicode's category Cf: the bidirectional marks, overrides and
+isolates, so `team:\\u202egnp.exe` does not read as `team:exe.png`; zero-width space and
+joiners, word joiner, BOM, soft hyphen, Unicode tags, interlinear annotations, the shaping and
+joining controls of some scripts) and the other characters that print as nothing (variation
+selectors, the combining grapheme joiner, Hangul fillers), with which `eng` and `eng` + U+200B
+would be two scopes that look like one and tags carry hidden text; line and paragraph
+separators; and lone surrogates (JSON's `\\ud800` makes one; no UTF-8 stream can carry it, so
+printing it raises). Letters and symbols of every script print as they are.
 """
 
 import re
 
 _CONTROL = "\x00-\x1f\x7f-\x9f"
-_BIDI = "\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069"
-_INVISIBLE = (
-    "\u00ad\u034f\u115f\u1160\u180e\u200b-\u200d\u2060-\u2064\u3164\ufe00-\ufe0f\ufeff\uffa0"
-    "\U000e0000-\U000e007f\U000e0100-\U000e01ef"
+_FORMAT = (
+    "\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e"
+    "\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd\U00013430-\U00013438"
+    "\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e007f"
 )
+"""Every format character (category Cf) of the Unicode this Python knows, as ranges; the unit
+tests check it against `unicodedata`, so a newer Unicode's additions are noticed."""
+_INVISIBLE = "\u034f\u115f\u1160\u180b-\u180d\u180f\u3164\ufe00-\ufe0f\uffa0\U000e0100-\U000e01ef"
+"""Marks and letters that print as nothing: variation selectors (Mongolian too), the combining
+grapheme joiner, Hangul fillers."""
 _OTHER = "\u2028\u2029\ud800-\udfff"
-_HIDDEN = f"{_BIDI}{_INVISIBLE}{_OTHER}"
+_HIDDEN = f"{_FORMAT}{_INVISIBLE}{_OTHER}"
 _ESCAPED = re.compile(f"[{_CONTROL}{_HIDDEN}]")
 _ESCAPED_BUT_NEWLINE = re.compile(f"[\x00-\x09\x0b-\x1f\x7f-\x9f{_HIDDEN}]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}

@@ -3,6 +3,8 @@ prints them literally, as plain text, with control characters shown as visible e
 
 import io
 import re
+import sys
+import unicodedata
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -15,6 +17,7 @@ from spendpipe.admin.formats import OutputFormat
 from spendpipe.admin.render import message, plain, result_table, shown
 from spendpipe.contracts.budgets import validate_budget
 from spendpipe.contracts.decisions import Decision
+from spendpipe.platform.visible_text import visible
 
 HOSTILE = {
     "[/]": "[/]",
@@ -33,6 +36,10 @@ HOSTILE = {
     "x\u2028y\u2029": "x\\u2028y\\u2029",
     "tag\U000e0041\U000e007f": "tag\\U000e0041\\U000e007f",
     "bad\ud800": "bad\\ud800",
+    "eng\u180b": "eng\\u180b",
+    "eng\u206a": "eng\\u206a",
+    "eng\ufff9": "eng\\ufff9",
+    "eng\U0001d173": "eng\\U0001d173",
     "café ✓ 東京": "café ✓ 東京",
 }
 """A value from data, and exactly what the operator must see of it. Beyond the controls: the
@@ -132,3 +139,15 @@ def test_an_alert_holding_a_lone_surrogate_prints_escaped_rather_than_failing_th
     cli_tail._listing([cli_tail._alert_row(record)], cli_tail.ALERT_COLUMNS, OutputFormat.TABLE, empty="none")
 
     assert "team:\\ud800" in capsys.readouterr().out
+
+
+def test_every_format_character_is_escaped() -> None:
+    """Unicode's format characters (category Cf) print as nothing or change what follows: none
+    may reach a terminal or a page as it is, in this Python's Unicode or a later one's."""
+    shown_as_is = [
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) == "Cf" and visible(chr(code)) == chr(code)
+    ]
+
+    assert shown_as_is == []
