@@ -73,16 +73,7 @@ def announcements(
         )
         for n, (piece_scopes, piece_models) in enumerate(_pieces(scopes, models, piece_bytes))
     ]
-    return pieces or [
-        ScopesFlushed(
-            flush_id=flush_id,
-            flushed_at=flushed_at,
-            events=events,
-            scopes=(),
-            models=(),
-            latest_occurred_at=latest_occurred_at,
-        )
-    ]
+    return pieces
 
 
 def _pieces(
@@ -104,5 +95,5 @@ def _pieces(
         else:
             piece_models.append(item)
         size += item_bytes
-    if piece_scopes or piece_models:
+    if piece_scopes or piece_models or not items:  # a flush that changed nothing is announced too
         yield piece_scopes, piece_models

@@ -44,3 +44,9 @@ def test_a_flush_with_few_scopes_is_one_announcement() -> None:
 
     assert only.scopes == tuple(scopes)
     assert only.models == ("m",)
+
+
+def test_a_flush_that_changed_nothing_is_announced_once() -> None:
+    (only,) = announcements(flush_id="f", flushed_at=NOW, events=0, scopes=[], models=[], latest_occurred_at=NOW)
+
+    assert (only.scopes, only.models, only.latest_occurred_at) == ((), (), NOW)
