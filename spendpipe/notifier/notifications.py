@@ -29,6 +29,17 @@ def slack_escaped(value: object) -> str:
     return visible("".join(_SLACK_ESCAPES.get(char, char) for char in str(value)))
 
 
+SHOWN_CHARACTERS = 500
+"""Most characters of one value from data in a notification's text; the rest is counted."""
+
+
+def _cut(value: object) -> str:
+    text = str(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}… ({len(text) - SHOWN_CHARACTERS:,} more characters)"
+
+
 @dataclass(frozen=True)
 class Notification:
     kind: Kind
@@ -48,7 +59,7 @@ class Notification:
 
     def text(self, *, slack: bool) -> str:
         shown = slack_escaped if slack else str
-        return "".join(part if isinstance(part, str) else shown(part[0]) for part in self.summary)
+        return "".join(part if isinstance(part, str) else shown(_cut(part[0])) for part in self.summary)
 
     def slack_payload(self) -> dict[str, Any]:
         return {"text": self.text(slack=True)}
@@ -57,9 +68,9 @@ class Notification:
         return {
             "type": PAYLOAD_VERSION,
             "idempotency_key": self.idempotency_key,
-            "id": self.logical_id,
+            "id": _cut(self.logical_id),  # whole, they identify it; `idempotency_key` does, always
             "kind": self.kind,
-            "key": self.key,
+            "key": _cut(self.key),
             "text": self.text(slack=False),
             "record": self.record,
         }

@@ -22,6 +22,9 @@ from spendpipe.notifier.settings import RetrySettings, WebhookSettings
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+MOST_BODY_BYTES = 64 << 10
+"""Largest body sent: well under what receivers take (Slack's text limit is 40,000 characters,
+a proxy in front of a receiver often refuses 1 MiB)."""
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -32,7 +35,17 @@ class Webhook:
     settings: WebhookSettings
 
     def body(self, notification: Notification) -> bytes:
-        payload = notification.slack_payload() if self.settings.format == "slack" else notification.json_payload()
+        """The request's body, never over `MOST_BODY_BYTES`: the text shows each value from data
+        cut to `notifications.SHOWN_CHARACTERS`, and a record too large to go along is left out
+        (`record_omitted`), so no alert a topic's writer chose is too large for a receiver."""
+        if self.settings.format == "slack":
+            return json.dumps(notification.slack_payload(), ensure_ascii=False).encode()
+        payload = notification.json_payload()
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        if len(body) <= MOST_BODY_BYTES:
+            return body
+        payload["record"] = None
+        payload["record_omitted"] = f"the record is {len(body):,} bytes; read it on the topic"
         return json.dumps(payload, ensure_ascii=False).encode()
 
 
@@ -82,20 +95,26 @@ class WebhookDelivery:
         return float(min(self._retry.initial_backoff_s * 2 ** min(failures - 1, 30), self._retry.max_backoff_s))
 
     async def _send(self, hook: Webhook, notification: Notification) -> bool:
+        """One attempt: within `timeout_s` in all (httpx's own timeout bounds each read, so an
+        answer trickled a byte at a time would hold the notifier), and the answer's body is never
+        read (only its status counts: a huge one would be read into memory)."""
         try:
-            response = await self._client.post(
-                hook.settings.url.get_secret_value(),
-                content=hook.body(notification),
-                headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: notification.idempotency_key},
-                timeout=self._retry.timeout_s,
-            )
-        except httpx.HTTPError as error:
+            async with asyncio.timeout(self._retry.timeout_s):
+                async with self._client.stream(
+                    "POST",
+                    hook.settings.url.get_secret_value(),
+                    content=hook.body(notification),
+                    headers={"Content-Type": "application/json", IDEMPOTENCY_HEADER: notification.idempotency_key},
+                    timeout=self._retry.timeout_s,
+                ) as response:
+                    status = response.status_code
+        except (httpx.HTTPError, TimeoutError) as error:
             # the error's text may hold the URL: name the webhook and the error type only
             log.warning("webhook %s: %s delivering %s", hook.name, type(error).__name__, notification.idempotency_key)
             self._metrics.failures.labels(hook.name).inc()
             return False
-        if not response.is_success:
-            log.warning("webhook %s answered %d to %s", hook.name, response.status_code, notification.idempotency_key)
+        if not 200 <= status < 300:
+            log.warning("webhook %s answered %d to %s", hook.name, status, notification.idempotency_key)
             self._metrics.failures.labels(hook.name).inc()
             return False
         self._metrics.delivered.labels(hook.name, notification.kind).inc()

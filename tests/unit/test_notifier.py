@@ -16,7 +16,7 @@ from spendpipe.contracts.decisions import Decision
 from spendpipe.notifier.metrics import NotifierMetrics
 from spendpipe.notifier.notifications import of_alert, of_burn_rate, of_decision, slack_escaped
 from spendpipe.notifier.settings import NotifierSettings, RetrySettings, WebhookSettings
-from spendpipe.notifier.webhooks import IDEMPOTENCY_HEADER, Webhook, WebhookDelivery
+from spendpipe.notifier.webhooks import IDEMPOTENCY_HEADER, MOST_BODY_BYTES, Webhook, WebhookDelivery
 from spendpipe.platform.settings import SettingsError, load_settings
 
 NOW = datetime(2026, 12, 1, 12, tzinfo=UTC)
@@ -150,3 +150,21 @@ def test_settings_need_a_webhook_and_keep_its_url_secret(monkeypatch: pytest.Mon
 
 def test_slack_text_shows_what_reorders_or_prints_as_nothing_as_the_cli_does() -> None:
     assert slack_escaped("eng\u200b \u061cx \ufeff \U000e0041") == "eng\\u200b \\u061cx \\ufeff \\U000e0041"
+
+
+def test_a_body_never_grows_past_its_bound_whatever_an_alert_holds() -> None:
+    """Alerts are not signed: whoever writes the topic chooses a scope of 900,000 characters. The
+    text shows each value cut, and the record is left out of a JSON body it would make too big."""
+    huge = SoftBudgetAlert(
+        scope="team:" + "<" * 900_000, soft_budget=Decimal("1"), spend=Decimal("2"), window="1d",
+        window_start=NOW, window_end=NOW + timedelta(days=1), alerted_at=NOW,
+    )  # fmt: skip
+    notification = of_alert(huge)
+
+    for fmt in ("slack", "json"):
+        body = Webhook(fmt, WebhookSettings(url=SecretStr("http://r/"), format=fmt)).body(notification)
+        assert len(body) <= MOST_BODY_BYTES
+    as_json = json.loads(Webhook("j", WebhookSettings(url=SecretStr("http://r/"))).body(notification))
+    assert as_json["record"] is None
+    assert "(899,505 more characters)" in as_json["text"]  # "team:" and 900,000: 500 shown
+    assert as_json["idempotency_key"] == notification.idempotency_key
