@@ -302,7 +302,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
             if not self.blocklist.in_sync.is_set() and self._sync_deadline > time.monotonic():
                 await asyncio.to_thread(self._await_sync)
             # blocks only: a headroom reservation is made by `acheck()`, which marks the call's metadata
-            self._refuse_if_blocked(kwargs.get("model"), kwargs, reserve=False)
+            self._refuse_if_blocked(attempt_model(kwargs), kwargs, reserve=False)
         reservation = lease_in(kwargs)
         if reservation:
             group = model_group_of(kwargs)
@@ -635,8 +635,18 @@ def model_group_of(kwargs: dict[str, Any]) -> str:
         group = metadata.get("model_group") if isinstance(metadata, dict) else None
         if isinstance(group, str) and group:
             return group
-    model = kwargs.get("model")
+    model = attempt_model(kwargs)
     return model if isinstance(model, str) else ""
+
+
+def attempt_model(kwargs: dict[str, Any]) -> object:
+    """The model of a deployment attempt: its `model` argument, or, for a call that passed the
+    model positionally (`acompletion("openai/gpt-4o", messages)`, which LiteLLM does not hand
+    this hook), the one its logging object was made for."""
+    model = kwargs.get("model")
+    if model is None:
+        model = getattr(kwargs.get("litellm_logging_obj"), "model", None)
+    return model
 
 
 def _litellm_params(kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -128,6 +128,28 @@ def test_sdk_check_raises_litellms_budget_error_for_a_blocked_key() -> None:
     gateway.check(model="gpt-4o", metadata={"user_api_key": "sk-another-key"})  # served
 
 
+async def test_an_sdk_call_that_passes_its_model_positionally_is_refused_as_one_by_keyword() -> None:
+    """`acompletion("openai/gpt-4o", messages)`: LiteLLM hands the deployment hook only the
+    keyword arguments, so the model comes from the call's logging object."""
+    blocklist = BlockList()
+    blocklist.in_sync.set()
+    blocklist.apply(block("provider:openai"))
+    gateway = plugin(blocklist, "fail_open")
+    gateway.refuses_sdk_calls = True
+    litellm.callbacks = [gateway]
+    messages = [{"role": "user", "content": "hi"}]
+    try:
+        for call in (
+            litellm.acompletion(model="openai/gpt-4o", messages=messages, mock_response="ok", api_key="sk-x"),
+            litellm.acompletion("openai/gpt-4o", messages, mock_response="ok", api_key="sk-x"),
+        ):
+            with pytest.raises(litellm.BudgetExceededError, match="provider:openai"):
+                await call
+    finally:  # LiteLLM copies callbacks into lists of its own: take it out of every one
+        litellm.logging_callback_manager.remove_callback_from_all_lists(gateway)
+        litellm.callbacks = []
+
+
 async def test_proxy_hook_raises_the_proxys_budget_exceeded_error() -> None:
     blocklist = BlockList()
     blocklist.in_sync.set()
