@@ -319,6 +319,25 @@ def test_the_estimate_expects_recent_output_not_max_tokens() -> None:
     assert estimator.estimate("no-such-model-anywhere", request) == Decimal("0.01")
 
 
+def test_the_estimate_counts_the_prompt_wherever_the_request_puts_it() -> None:
+    """A Responses API `input` or `instructions`, an Anthropic `system`: each reserves at least
+    what the same text costs in `messages`, and `max_output_tokens` bounds the output."""
+    estimator = CallEstimator(first_output_tokens=256, unpriced_reserve=Decimal("0.01"))
+    text = "word " * 20_000
+    chat = estimator.estimate("gpt-4o", {"messages": [{"role": "user", "content": text}], "max_tokens": 10})
+    shapes = [
+        {"input": text, "max_output_tokens": 10},
+        {"input": [{"role": "user", "content": text}], "max_output_tokens": 10},
+        {"instructions": text, "input": "hi", "max_output_tokens": 10},
+        {"messages": [{"role": "user", "content": "hi"}], "system": text, "max_tokens": 10},
+        {"messages": [{"role": "user", "content": "hi"}], "system": [{"type": "text", "text": text}], "max_tokens": 10},
+    ]
+
+    for request in shapes:
+        assert estimator.estimate("gpt-4o", request) >= chat, request
+    assert estimator.expected_output("gpt-4o", {"max_output_tokens": 10}) == 10
+
+
 def test_the_lease_log_applies_only_grants_the_enforcer_signed() -> None:
     enforcer, forger = WriterKey.generate(), WriterKey.generate()
     book = LeaseBook(gateway_id="gw", settings=SETTINGS)
