@@ -60,6 +60,9 @@ class Chain:
     chain: str
     commitment: str
     started: float
+    target: tuple[str, str] = ("", "")
+    """The (scope, model) its first request named: a target key can be spelled two ways
+    (`team:a|gpt-4o` is the scope `team:a` with the model `gpt-4o`, or a scope of that text)."""
     granted: Decimal = ZERO
     version: int = 0
     expires_at: float = 0.0
@@ -126,14 +129,15 @@ class LeaseDesk:
         chains = self._chains.setdefault(request.key, {})
         self._drop_lapsed(chains, now)
         chain = chains.get(request.chain)
-        if chain is not None and chain.gateway_id != request.gateway_id:
-            return self._reject("a request names another gateway's chain")
+        if chain is not None and (wrong := _not_its_chain(chain, request)):
+            return self._reject(wrong)
         if request.kind != "request":
             return self._hand_back(request, chain, chains, now)
         if chain is None:
             if request.commitment is None:
                 return self._reject("a new chain without a commitment")
-            chain = Chain(request.gateway_id, request.chain, request.commitment, started=now)
+            named = (request.scope, request.model)
+            chain = Chain(request.gateway_id, request.chain, request.commitment, started=now, target=named)
             chains[request.chain] = chain
         if now < self._lends_from:
             return None  # the predecessor's chains may still be out: lend nothing yet
@@ -394,3 +398,12 @@ def _within(records: list[InFlight], left: Decimal) -> list[InFlight]:
 def _split(key: str) -> tuple[str, str]:
     scope, _, model = key.partition("|")
     return scope, model
+
+
+def _not_its_chain(chain: Chain, request: LeaseRequest) -> str | None:
+    """Why `request` may not act on `chain`, which its key names; None when it may."""
+    if chain.gateway_id != request.gateway_id:
+        return "a request names another gateway's chain"
+    if chain.target != (request.scope, request.model):
+        return "a request names its chain's target another way"
+    return None

@@ -161,6 +161,28 @@ def test_a_return_needs_the_chains_secret() -> None:
     assert granted(world.desk.handle(b.ask("1"))) == Decimal("0.75")
 
 
+def test_a_request_spelling_a_chains_target_another_way_is_dropped_not_answered_with_a_revocation() -> None:
+    """`team:search|gpt-4o` is the key of the model target (`team:search`, `gpt-4o`), and also of a
+    scope of that text with no model, for which no budget leases. The chain and gateway ids are
+    read on the topic: without this check the forged request closed the genuine chain."""
+    world = World("1")
+    world.book.put(
+        validate_budget({"scope": SCOPE, "model_max_budget": {"gpt-4o": {"max_budget": "10"}}, "headroom_leases": True})
+    )
+    a = Gateway("a")
+    genuine = a.ask("1").model_copy(update={"model": "gpt-4o"})
+    forged = a.ask("1").model_copy(update={"scope": f"{SCOPE}|gpt-4o", "model": ""})
+    assert forged.key == genuine.key
+    assert granted(world.desk.handle(genuine)) == 1
+
+    assert world.desk.handle(forged) is None
+
+    assert world.desk.rejected == 1
+    again = world.desk.handle(genuine.model_copy(update={"want": Decimal("0.5")}))
+    assert again is not None
+    assert not again.revoked
+
+
 def test_a_release_frees_part_of_an_open_chain_only_with_its_current_secret() -> None:
     world = World("1")
     a, b, c = Gateway("a"), Gateway("b"), Gateway("c")
