@@ -7,10 +7,10 @@ at once) answered with two reads per request kept each gateway waiting for all t
 its own. The batch is answered as of one instant, `at`: the totals and the chains' counts are
 read then, together, and what the pipeline counts later is read by the next batch. A chain that
 began after `at` (in this batch) counts 0 without a read, and a chain's count up to an end after
-`at` is its count so far: the store holds no event dated after `at`, unless a gateway's clock runs
-ahead of the enforcer's. Such an event counts, for that batch, for its gateway's chain before
-the one it falls in, as events already count by their gateway's clock against chain starts on
-the enforcer's (docs/leases.md, the bound).
+`at` is its count up to `at`. An event dated after `at` (a gateway's clock running ahead, or a
+writer of `spend.events` dating one up to the future allowance ahead, past the window's end,
+where no total of this window holds it) counts for no chain until `at` passes it: it never
+counts as spent from headroom the totals do not show spent, so the desk does not lend it again.
 """
 
 from collections.abc import Callable, Sequence
@@ -45,7 +45,8 @@ class BatchReads:
     def counted(self, target: Target, chains: Sequence[ChainSpan]) -> list[Decimal]:
         """As `Counted`, as of `at`."""
         scope, model = str(target.scope), target.model
-        spans = [(gateway, start, None if end is None or end > self._at else end) for gateway, start, end in chains]
+        until = self._at + 1e-6  # ends are exclusive: an event dated at `at` counts
+        spans = [(gateway, start, until if end is None or end > until else end) for gateway, start, end in chains]
         missing = list(dict.fromkeys(s for s in spans if s[1] <= self._at and (scope, model, s) not in self._counts))
         if missing:
             for span, spent in zip(missing, self._counted(target, missing), strict=True):

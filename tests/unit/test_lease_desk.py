@@ -161,6 +161,19 @@ def test_a_return_needs_the_chains_secret() -> None:
     assert granted(world.desk.handle(b.ask("1"))) == Decimal("0.75")
 
 
+def test_an_event_dated_ahead_of_the_desk_frees_nothing_it_lent() -> None:
+    """Whoever writes `spend.events` may date an event up to the future allowance ahead, past the
+    window's end, under a leasing gateway's id: no total of this window holds it, so counting it
+    as that gateway's spend would lend the same headroom again."""
+    world = World("1")
+    a, b = Gateway("a"), Gateway("b")
+    assert granted(world.desk.handle(a.ask("1"))) == 1
+    world.calls.append(("a", world.now + 60, Decimal(1)))  # dated a minute ahead, in no total yet
+
+    world.now += 1
+    assert granted(world.desk.handle(b.ask("1"))) == 0
+
+
 def test_a_request_spelling_a_chains_target_another_way_is_dropped_not_answered_with_a_revocation() -> None:
     """`team:search|gpt-4o` is the key of the model target (`team:search`, `gpt-4o`), and also of a
     scope of that text with no model, for which no budget leases. The chain and gateway ids are
