@@ -273,6 +273,8 @@ class BudgetChange:
     scope: str
     budget: Budget | None
     """None: the scope has no budget any more."""
+    version: int = 0
+    """The record's version (0: a record from before versions): what makes it the latest."""
 
 
 class LatestBudgets:
@@ -305,7 +307,7 @@ class LatestBudgets:
         if version == known_version != 0:
             return None
         self._newest[scope] = (version, position)
-        return BudgetChange(scope, record if isinstance(record, Budget) else None)
+        return BudgetChange(scope, record if isinstance(record, Budget) else None, version)
 
 
 def _record_of(scope: str, value: bytes) -> Budget | BudgetDeletion | None:

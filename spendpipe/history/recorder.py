@@ -131,7 +131,7 @@ class HistoryRecorder:
             return
         at = RecordAt(record.topic, record.partition, record.offset, record.timestamp)
         document = "" if change.budget is None else (record.value or b"").decode(errors="replace")
-        self._add(BUDGET_TABLE, budget_rows(at, change.scope, change.budget, document))
+        self._add(BUDGET_TABLE, budget_rows(at, change.scope, change.budget, document, change.version))
 
     def _add(self, table: str, rows: list[tuple[Any, ...]]) -> None:
         with self._lock:

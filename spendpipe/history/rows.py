@@ -54,6 +54,7 @@ BUDGET_COLUMNS = (
     "cap",
     "spend_reset_at",
     "budget",
+    "version",
 )
 LIFETIME = "lifetime"
 
@@ -88,8 +89,12 @@ def decision_row(decision: Decision) -> tuple[Any, ...]:
     )
 
 
-def budget_rows(at: RecordAt, scope: str, budget: Budget | None, document: str) -> list[tuple[Any, ...]]:
-    """The rows of one budget record; `budget` None is a deletion of `scope`'s budget."""
+def budget_rows(
+    at: RecordAt, scope: str, budget: Budget | None, document: str, version: int = 0
+) -> list[tuple[Any, ...]]:
+    """The rows of one budget record; `budget` None is a deletion of `scope`'s budget. `version`
+    is the record's, which orders a scope's records (`budget_utilisation` takes the highest): the
+    record's Kafka timestamp is its writer's choice, and a replayed copy may carry any."""
     scope_type, scope_id = _scope_parts(scope)
     published = datetime.fromtimestamp(at.timestamp_ms / 1000, UTC)
     head = (at.topic, at.partition, at.offset)
@@ -98,10 +103,41 @@ def budget_rows(at: RecordAt, scope: str, budget: Budget | None, document: str) 
     reset_at = datetime.fromtimestamp(reset.at, UTC) if reset else None
     if not caps:
         return [
-            (*head, 0, published, scope, scope_type, scope_id, budget is None, "", "", "", 0, "", None, None, document)
+            (
+                *head,
+                0,
+                published,
+                scope,
+                scope_type,
+                scope_id,
+                budget is None,
+                "",
+                "",
+                "",
+                0,
+                "",
+                None,
+                None,
+                document,
+                version,
+            )
         ]
     return [
-        (*head, n, published, scope, scope_type, scope_id, False, model, *_window(cap), cap.limit, reset_at, document)
+        (
+            *head,
+            n,
+            published,
+            scope,
+            scope_type,
+            scope_id,
+            False,
+            model,
+            *_window(cap),
+            cap.limit,
+            reset_at,
+            document,
+            version,
+        )
         for n, (model, cap) in enumerate(caps)
     ]
 

@@ -15,14 +15,18 @@ from typing import Any
 import pytest
 
 from spendpipe.admin.budget_admin import BudgetAdmin
+from spendpipe.contracts.budgets import MESSAGE_TYPE as BUDGET_TYPE
 from spendpipe.contracts.decisions import Decision
 from spendpipe.contracts.durations import parse_duration
+from spendpipe.contracts.topics import Topics
 from spendpipe.history.recorder import HistoryRecorder
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
+from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.pipeline import events_counted, produce, produce_records, running_pipeline
+from tests.support.signing import WriterKey, reader_settings
 from tests.support.waiting import eventually
 
 ENG = {
@@ -194,3 +198,36 @@ def _aware(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     return [
         tuple(v.replace(tzinfo=UTC) if isinstance(v, datetime) and v.tzinfo is None else v for v in row) for row in rows
     ]
+
+
+async def test_the_budget_in_force_is_the_highest_version_whatever_the_record_timestamps(
+    clickhouse: ClickhouseStore,
+) -> None:
+    """A genuine older budget record copied into another partition with a timestamp in the year
+    3000 (its signature does not cover the timestamp). A recorder that reads that partition first
+    (a restart reads partitions in any order) records the copy; the view still shows the cap of
+    the highest version."""
+    writer = WriterKey.generate()
+    recorder = HistoryRecorder(
+        kafka=KafkaSettings(bootstrap_servers="127.0.0.1:1"),
+        topics=Topics(),
+        signing=reader_settings(writer),
+        store=clickhouse,
+    )
+    signer = writer.settings().signer()
+
+    def record(value: bytes, partition: int, offset: int, timestamp_ms: int) -> TopicRecord:
+        headers = signer.headers(BUDGET_TYPE, b"team:eng", value)
+        return TopicRecord(
+            "spend.budgets", partition, offset, timestamp_ms, 0, b"team:eng", value, None, 8, len(value), headers
+        )
+
+    v1 = b'{"scope": "team:eng", "max_budget": "100", "budget_duration": "1mo", "version": 1}'
+    v2 = b'{"scope": "team:eng", "max_budget": "5", "budget_duration": "1mo", "version": 2}'
+    now_ms = int(time.time() * 1000)
+    copy_first = [record(v1, 1, 0, 32_503_680_000_000), record(v1, 0, 0, now_ms - 2000), record(v2, 0, 1, now_ms)]
+    for read in copy_first:
+        recorder._on_budget(read)
+    await recorder.flush()
+
+    assert clickhouse.rows("SELECT scope_id, cap FROM budget_utilisation") == [("eng", Decimal(5))]

@@ -17,7 +17,8 @@ CREATE TABLE budget_history
     `cap` Nullable(Decimal(76, 24)),
     `spend_reset_at` Nullable(DateTime('UTC')),
     `budget` String,
-    `recorded_at` DateTime64(3, 'UTC') DEFAULT now64(3)
+    `recorded_at` DateTime64(3, 'UTC') DEFAULT now64(3),
+    `version` UInt64 DEFAULT 0
 )
 ENGINE = ReplacingMergeTree
 ORDER BY (topic, partition, offset, cap_index)

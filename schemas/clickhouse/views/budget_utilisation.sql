@@ -85,10 +85,10 @@ FROM
         multiIf(calendar = 'minute', window_start + toIntervalMinute(1), calendar = 'hour', window_start + toIntervalHour(1), calendar = 'day', if(toUnixTimestamp(zone_day_end) = 0, window_start + toIntervalDay(1), zone_day_end), calendar = 'week', if(toUnixTimestamp(zone_week_end) = 0, window_start + toIntervalDay(7), zone_week_end), calendar = 'month', if(toUnixTimestamp(zone_month_end) = 0, window_start + toIntervalMonth(1), zone_month_end), calendar = 'lifetime', NULL, ((period_s % 86400) = 0) AND (toUnixTimestamp(run_end) != 0), run_end, window_start + toIntervalSecond(period_s)) AS window_end
     FROM budget_history
     FINAL
-    WHERE (cap IS NOT NULL) AND ((scope, (published_at, partition, offset)) IN (
+    WHERE (cap IS NOT NULL) AND ((scope, (version, published_at, partition, offset)) IN (
         SELECT
             scope,
-            max((published_at, partition, offset))
+            max((version, published_at, partition, offset))
         FROM budget_history
         GROUP BY scope
     ))
