@@ -40,9 +40,10 @@ own, so the key must come first. The pre-call hook marks the agent it read in th
 metadata of the request (`mark_agent`), and the logged call is charged to that mark, so a call
 is refused and counted under one agent.
 
-**Tags and provider**: the tags are the ones LiteLLM logs for the request (`request_tags_of`, by
-LiteLLM's own rule), and the provider the one its model goes to (`providers.py`), so a call is
-refused under the tags and provider its spend is counted under.
+**Tags and provider**: the tags are the ones the call's key and team assign, then the ones
+LiteLLM logs for the request (`attributed_request_tags`; `request_tags_of` is LiteLLM's own
+rule), and the provider the one its model goes to (`providers.py`), so a call is refused under
+the tags and provider its spend is counted under.
 
 **Which budgets apply** (as LiteLLM): a block on any scope the request counts towards
 (`scopes_of`: any of its tags, its provider) refuses it, except the user's personal budget when
@@ -99,7 +100,7 @@ class RequestIdentity:
     agent_id: str | None = None
     session_id: str | None = None
     tags: tuple[str, ...] = ()
-    """The request's tags (`labels.tags_of`), as LiteLLM logs them."""
+    """The request's tags (`labels.tags_of`): its key's and team's, then those LiteLLM logs."""
     provider: str | None = None
     """The provider the call goes to, where known before the call (`providers.provider_of_model`)."""
 
@@ -114,7 +115,11 @@ class RequestIdentity:
             *_of_proxy_key(auth, data),
             agent_id=agent_of(metadata, litellm_metadata, key_agent_id=key_agent_of(auth)),
             session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
-            tags=tags_of(request_tags_of(metadata, litellm_metadata, _mapping(data.get("proxy_server_request")))),
+            tags=attributed_request_tags(
+                request_tags_of(metadata, litellm_metadata, _mapping(data.get("proxy_server_request"))),
+                metadata,
+                litellm_metadata,
+            ),
             provider=provider_of_model(data.get("model"), proxy=True),
         )
 
@@ -138,7 +143,7 @@ class RequestIdentity:
             end_user=first_label(user, sdk_value(metadata, "end_user")),
             agent_id=agent_of(metadata),
             session_id=session_of(metadata),
-            tags=tags_of(request_tags_of(metadata, None, None)),
+            tags=attributed_request_tags(request_tags_of(metadata, None, None), metadata),
             provider=provider_of_model(model, proxy=False),
         )
 
@@ -150,11 +155,8 @@ class RequestIdentity:
         metadata: Mapping[str, Any] = _mapping(record.get("metadata")) or {}
         params: Mapping[str, Any] = _mapping(kwargs.get("litellm_params")) or {}
         call_metadata = _mapping(params.get("metadata")) or {}
-        session = session_of(
-            call_metadata,
-            _mapping(params.get("litellm_metadata")),
-            litellm_session_id=params.get("litellm_session_id"),
-        )
+        call_litellm_metadata = _mapping(params.get("litellm_metadata"))
+        session = session_of(call_metadata, call_litellm_metadata, litellm_session_id=params.get("litellm_session_id"))
         plain = {} if params.get("proxy_server_request") else call_metadata  # SDK calls only
         return cls(
             key_hash=_logged_key_hash(metadata, call_metadata) or key_hash_of(sdk_value(plain, "key")),
@@ -165,7 +167,7 @@ class RequestIdentity:
             agent_id=_logged_agent(params, call_metadata),
             # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
             session_id=session or label_of(record.get("session_id")),
-            tags=tags_of(record.get("request_tags") or []),
+            tags=attributed_request_tags(record.get("request_tags") or [], call_metadata, call_litellm_metadata),
             provider=label_of(record.get("custom_llm_provider")),
         )
 
@@ -243,6 +245,24 @@ def _of_proxy_key(auth: Any, data: Mapping[str, Any]) -> tuple[_Named, _Named, _
         label_of(getattr(auth, "org_id", None)),
         first_label(getattr(auth, "end_user_id", None), data.get("user")),
     )
+
+
+def attributed_request_tags(request_tags: object, *containers: Mapping[str, Any] | None) -> tuple[str, ...]:
+    """A call's tags as spendpipe attributes them, at its check and in its event alike: the tags
+    its key and its team assign (`user_api_key_metadata.tags`, `user_api_key_team_metadata.tags`,
+    which the proxy puts in the call's metadata, `containers`) first, then the request's. LiteLLM
+    lists the request's first, so a client naming 32 tags of its own pushed its key's tag past
+    `MAX_TAGS`, and on the routes whose metadata is `litellm_metadata` (`/v1/responses`) it logs
+    the client's `metadata.tags` alone: either way the key's tag budget saw none of the spend."""
+    assigned: list[object] = []
+    for container in containers:
+        for field in ("user_api_key_metadata", "user_api_key_team_metadata"):
+            owner = _mapping((container or {}).get(field))
+            tags = (owner or {}).get("tags")
+            if isinstance(tags, list):
+                assigned += tags
+    given = request_tags if isinstance(request_tags, list | tuple) else [request_tags]
+    return tags_of([*assigned, *given])
 
 
 def request_tags_of(

@@ -339,3 +339,34 @@ def test_the_headers_hooks_identity_is_the_pre_call_hooks_without_agent_session_
     assert RequestIdentity.of_proxy_key(auth, body) == replace(
         full, agent_id=None, session_id=None, tags=(), provider=None
     )
+
+
+@pytest.mark.parametrize("route_metadata", ["metadata", "litellm_metadata"])
+@pytest.mark.parametrize("client_tags", [[], ["mine"], [f"x{n}" for n in range(32)]])
+def test_the_tags_a_key_and_its_team_assign_are_checked_and_counted_whatever_the_client_sends(
+    route_metadata: str, client_tags: list[str]
+) -> None:
+    """As the proxy builds a request: the client's tags first, then the key's and the team's
+    (LiteLLM's `merge_tags`) in the route's metadata, which also carries the key's and team's
+    metadata. On `/v1/responses` LiteLLM logs the client's `metadata.tags` alone; past 32 tags
+    the key's would not be kept. Both must still see `project:alpha` and `team-wide`."""
+    assigned = {
+        "user_api_key_metadata": {"tags": ["project:alpha"]},
+        "user_api_key_team_metadata": {"tags": ["team-wide"]},
+    }
+    merged = [*client_tags, "project:alpha", "team-wide"]
+    data: dict[str, Any] = {"model": "gpt-4o", route_metadata: {"tags": merged, **assigned}}
+    if route_metadata == "litellm_metadata" and client_tags:
+        data["metadata"] = {"tags": client_tags}  # the client's own, which LiteLLM logs first
+    logged = {
+        "standard_logging_object": {"request_tags": data.get("metadata", data[route_metadata])["tags"]},
+        "litellm_params": {n: data[n] for n in ("metadata", "litellm_metadata") if n in data},
+    }
+
+    checked = RequestIdentity.of_proxy_request(UserAPIKeyAuth(api_key=RAW_KEY), data)
+    counted = RequestIdentity.of_logged_call(logged)
+
+    for who in (checked, counted):
+        assert "tag:project:alpha" in who.budget_keys()
+        assert "tag:team-wide" in who.budget_keys()
+    assert checked.tags == counted.tags
