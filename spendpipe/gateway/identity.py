@@ -247,6 +247,10 @@ def _of_proxy_key(auth: Any, data: Mapping[str, Any]) -> tuple[_Named, _Named, _
     )
 
 
+ASSIGNED_TAGS_FROM = ("user_api_key_metadata", "user_api_key_team_metadata")
+"""Where the proxy puts the key's and the team's metadata in a call's metadata: their `tags`."""
+
+
 def attributed_request_tags(request_tags: object, *containers: Mapping[str, Any] | None) -> tuple[str, ...]:
     """A call's tags as spendpipe attributes them, at its check and in its event alike: the tags
     its key and its team assign (`user_api_key_metadata.tags`, `user_api_key_team_metadata.tags`,
@@ -256,7 +260,7 @@ def attributed_request_tags(request_tags: object, *containers: Mapping[str, Any]
     the client's `metadata.tags` alone: either way the key's tag budget saw none of the spend."""
     assigned: list[object] = []
     for container in containers:
-        for field in ("user_api_key_metadata", "user_api_key_team_metadata"):
+        for field in ASSIGNED_TAGS_FROM:
             owner = _mapping((container or {}).get(field))
             tags = (owner or {}).get("tags")
             if isinstance(tags, list):

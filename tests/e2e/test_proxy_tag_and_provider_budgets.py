@@ -108,6 +108,49 @@ async def test_tag_and_provider_budgets_through_a_real_proxy(
     assert day[("key", hashlib.sha256(KEY.encode()).hexdigest(), "")] == day[("global", "", "")]
 
 
+async def test_a_keys_tag_budget_holds_whatever_tags_the_client_sends(
+    start_proxies: StartProxies,
+    kafka_broker: str,
+    clickhouse: ClickhouseStore,
+    clickhouse_settings: ClickhouseSettings,
+) -> None:
+    """The key carries the tag `project:alpha` (its metadata), whose budget is small. LiteLLM lists
+    a request's own tags before the key's: a client naming 32 tags of its own must not push the
+    key's tag out of the 32 that count, at the check or in the call's event."""
+    key_fields: dict[str, dict[str, object]] = {KEY: {"metadata": {"tags": ["project:alpha"]}}}
+    (proxy,) = await start_proxies(KEYS, models=(OPENAI_MODEL,), key_fields=key_fields)
+    admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=proxy.topics)
+    await asyncio.to_thread(
+        admin.set_many, [{"scope": "tag:project:alpha", "max_budget": str(TAG_CAP), "budget_duration": "1d"}]
+    )
+    aggregator = aggregator_settings(kafka_broker, proxy.topics, clickhouse_settings)
+    enforcer = enforcer_settings(kafka_broker, proxy.topics, clickhouse_settings)
+    junk = [f"junk-{n}" for n in range(32)]
+    body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": "hi"}], "metadata": {"tags": junk}}
+
+    async with running_pipeline(aggregator, enforcer, clickhouse, time.time), httpx.AsyncClient(timeout=30) as http:
+        spent, deadline, refused = Decimal(0), time.monotonic() + 60, None
+        while refused is None and time.monotonic() < deadline:
+            response = await http.post(
+                f"{proxy.url}/chat/completions",
+                headers={"Authorization": f"Bearer {KEY}"},
+                json=body,
+            )
+            if response.status_code == 200:
+                spent += cost_from_float(float(response.headers["x-litellm-response-cost"]))
+            else:
+                refused = response
+        assert refused is not None, f"never refused; served {spent} of {TAG_CAP}"
+        assert_budget_exceeded(refused, "tag:project:alpha")
+        assert spent >= TAG_CAP
+        await eventually(
+            lambda: totals(clickhouse).get(("tag", "project:alpha", "")),
+            lambda counted: counted == spent,
+            within=30,
+            what=f"tag:project:alpha's total at {spent}",
+        )
+
+
 def assert_budget_exceeded(response: httpx.Response, scope: str) -> None:
     """LiteLLM's status and error shape for an exceeded budget, naming the budget."""
     assert response.status_code == litellm.budget_exceeded_status_code, response.text

@@ -17,6 +17,7 @@ from spendpipe.contracts.scopes import Scope, ScopeType, hash_api_key, scopes_of
 from spendpipe.gateway.identity import AGENT_FIELD, RequestIdentity, mark_agent
 from spendpipe.gateway.labels import MAX_LABEL, label_of
 from spendpipe.gateway.recording.logged_call import copy_logged_call
+from spendpipe.gateway.recording.wire import restore, snapshot
 from tests.support.waiting import eventually_sync
 
 RAW_KEY = "sk-alice-raw-key"
@@ -364,9 +365,13 @@ def test_the_tags_a_key_and_its_team_assign_are_checked_and_counted_whatever_the
     }
 
     checked = RequestIdentity.of_proxy_request(UserAPIKeyAuth(api_key=RAW_KEY), data)
-    counted = RequestIdentity.of_logged_call(logged)
+    counted = [  # in the gateway's thread, and in the publisher child from the wire's snapshot
+        RequestIdentity.of_logged_call(logged),
+        RequestIdentity.of_logged_call(copy_logged_call(logged)),
+        RequestIdentity.of_logged_call(restore(snapshot(logged))),
+    ]
 
-    for who in (checked, counted):
+    for who in (checked, *counted):
         assert "tag:project:alpha" in who.budget_keys()
         assert "tag:team-wide" in who.budget_keys()
-    assert checked.tags == counted.tags
+        assert who.tags == checked.tags

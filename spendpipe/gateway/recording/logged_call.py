@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from spendpipe.contracts.scopes import SHA256_HEX
-from spendpipe.gateway.identity import AGENT_FIELD, SDK_NAMES, key_hash_of
+from spendpipe.gateway.identity import AGENT_FIELD, ASSIGNED_TAGS_FROM, SDK_NAMES, key_hash_of
 from spendpipe.gateway.labels import label_of
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,9 @@ def read_shape(keep: Leaf, tags: Leaf | None = None) -> Shape:
     """The fields the builder reads, each with the rule that takes its value: `keep` for plain
     values, `tags` (default `keep`) for the logged request tags, the key's rules for keys. The
     wire record of the subprocess publisher (`wire.py`) takes the same fields by other rules."""
+    # the tags the call's key and team assign, which the proxy puts in the call's metadata
+    # (`identity.attributed_request_tags`)
+    assigned_tags: Shape = {owner: {"tags": tags or keep} for owner in ASSIGNED_TAGS_FROM}
     return {
         "litellm_call_id": keep,
         "user": keep,
@@ -91,8 +94,9 @@ def read_shape(keep: Leaf, tags: Leaf | None = None) -> Shape:
                 "agent_id": keep,
                 "agent_name": keep,
                 AGENT_FIELD: keep,
+                **assigned_tags,
             },
-            "litellm_metadata": {"session_id": keep, "trace_id": keep, AGENT_FIELD: keep},
+            "litellm_metadata": {"session_id": keep, "trace_id": keep, AGENT_FIELD: keep, **assigned_tags},
             "litellm_session_id": keep,
         },
         "standard_logging_object": {
