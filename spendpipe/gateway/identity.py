@@ -117,8 +117,8 @@ class RequestIdentity:
             session_id=session_of(metadata, litellm_metadata, litellm_session_id=data.get("litellm_session_id")),
             tags=attributed_request_tags(
                 request_tags_of(metadata, litellm_metadata, _mapping(data.get("proxy_server_request"))),
+                litellm_metadata,  # the proxy's own on the routes that have it: the body's `metadata` is the client's
                 metadata,
-                litellm_metadata,
             ),
             provider=provider_of_model(data.get("model"), proxy=True),
         )
@@ -167,7 +167,7 @@ class RequestIdentity:
             agent_id=_logged_agent(params, call_metadata),
             # LiteLLM's logged `session_id` (set only with `litellm.request_correlation_in_logs`) last
             session_id=session or label_of(record.get("session_id")),
-            tags=attributed_request_tags(record.get("request_tags") or [], call_metadata, call_litellm_metadata),
+            tags=attributed_request_tags(record.get("request_tags") or [], call_litellm_metadata, call_metadata),
             provider=label_of(record.get("custom_llm_provider")),
         )
 
