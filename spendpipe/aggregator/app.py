@@ -40,13 +40,16 @@ from spendpipe.aggregator.settings import AggregatorSettings
 from spendpipe.aggregator.store import SpendStore
 from spendpipe.aggregator.writer import BatchWriter, DeadLetter, FlushOutcome, KafkaRecord
 from spendpipe.contracts.flushes import MESSAGE_TYPE as FLUSH_TYPE
-from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed, announcements
+from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed, announcement_records
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.gc_tuning import collect_young_every
 
 log = logging.getLogger(__name__)
 
+ANNOUNCEMENT_HEADERS = {TYPE_HEADER: FLUSH_TYPE, "content-type": "application/json"}
+"""An announcement's record value is its JSON, serialized once (`announcement_records`), with the
+content type FastStream gives a model it serializes itself."""
 MAX_PARTITION_FETCH_BYTES = 8 << 20
 """Per partition and fetch: room for a batch's worth of records of one partition in a few fetches."""
 
@@ -318,19 +321,20 @@ class Aggregator:
         """Best effort: the totals are in ClickHouse whether or not the announcement lands. A
         lost announcement delays the enforcer until the scope's next flush (noted for the
         enforcer: a periodic sweep of recently changed scopes would close that gap)."""
-        pieces = announcements(
+        announcement = ScopesFlushed(
             flush_id=str(uuid.uuid4()),
             flushed_at=datetime.now(UTC),
             events=outcome.counted,
-            scopes=[ScopeRef(type=s.type.value, id=s.id) for s in sorted(outcome.scopes, key=str)],
-            models=sorted(outcome.models),
+            scopes=tuple(ScopeRef(type=s.type.value, id=s.id) for s in sorted(outcome.scopes, key=str)),
+            models=tuple(sorted(outcome.models)),
             latest_occurred_at=outcome.latest_occurred_at,
         )
-        for piece in pieces:  # one, unless the scopes would not fit in one record (`announcements`)
+        records = announcement_records(announcement)  # one, unless it would not fit in one record
+        for n, value in enumerate(records, start=1):
             try:
-                await self._flushes.publish(piece, headers={TYPE_HEADER: FLUSH_TYPE})
+                await self._flushes.publish(value, headers=ANNOUNCEMENT_HEADERS)
             except Exception:
-                log.exception("could not announce flush %s (%d scopes)", piece.flush_id, len(piece.scopes))
+                log.exception("could not announce flush %s (piece %d of %d)", announcement.flush_id, n, len(records))
 
 
 async def _settle(handed: list[concurrent.futures.Future[None]]) -> None:

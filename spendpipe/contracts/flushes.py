@@ -3,15 +3,13 @@ scopes' totals changed. The enforcer re-evaluates exactly those scopes.
 
 A flush whose scopes and models would not fit in one Kafka record (a record holds at most
 1 MiB, and whoever writes `spend.events` chooses how long tags and labels are and how many) is
-announced in pieces (`announcements`), each under `PIECE_BYTES`, with the same `flush_id`; its
-`events` are counted in the first piece.
+announced in pieces (`announcement_records`), each under `PIECE_BYTES`, with the same
+`flush_id`; its `events` are counted in the first piece.
 """
 
-from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Literal
 
-import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict
 
 MESSAGE_TYPE = "spendpipe.scopes_flushed.v1"
@@ -45,55 +43,29 @@ class ScopesFlushed(BaseModel):
 
 
 PIECE_BYTES = 512 << 10
-"""Most bytes of scopes and models in one announcement: half the broker's default record limit,
+"""Most bytes of one announcement's record value: half the broker's default record limit,
 leaving room for the rest of the record and its headers."""
-_REF_BYTES = len('{"type":"","id":""},')
 
 
-def announcements(
-    *,
-    flush_id: str,
-    flushed_at: datetime,
-    events: int,
-    scopes: Iterable[ScopeRef],
-    models: Iterable[str],
-    latest_occurred_at: datetime | None,
-    piece_bytes: int = PIECE_BYTES,
-) -> list[ScopesFlushed]:
-    """The announcement of a flush, in as many pieces as its scopes and models need (one, nearly
-    always)."""
-    pieces = [
-        ScopesFlushed(
-            flush_id=flush_id,
-            flushed_at=flushed_at,
-            events=events if n == 0 else 0,
-            scopes=tuple(piece_scopes),
-            models=tuple(piece_models),
-            latest_occurred_at=latest_occurred_at,
+def announcement_records(announcement: ScopesFlushed, piece_bytes: int = PIECE_BYTES) -> list[bytes]:
+    """`announcement` as record values of at most `piece_bytes` each: itself, nearly always; else
+    its scopes and models in pieces, each piece split again while it is too large (a lone scope
+    or model too large for one is sent as it is), `events` counted in the first."""
+    record = announcement.model_dump_json().encode()
+    items: list[ScopeRef | str] = [*announcement.scopes, *announcement.models]
+    if len(record) <= piece_bytes or len(items) <= 1:
+        return [record]
+    parts = -(-len(record) // piece_bytes) + 1  # one more than the bytes need: each piece has its own fields
+    size = -(-len(items) // parts)
+    records: list[bytes] = []
+    for start in range(0, len(items), size):
+        chunk = items[start : start + size]
+        piece = announcement.model_copy(
+            update={
+                "events": announcement.events if start == 0 else 0,
+                "scopes": tuple(item for item in chunk if isinstance(item, ScopeRef)),
+                "models": tuple(item for item in chunk if isinstance(item, str)),
+            }
         )
-        for n, (piece_scopes, piece_models) in enumerate(_pieces(scopes, models, piece_bytes))
-    ]
-    return pieces
-
-
-def _pieces(
-    scopes: Iterable[ScopeRef], models: Iterable[str], piece_bytes: int
-) -> Iterator[tuple[list[ScopeRef], list[str]]]:
-    piece_scopes: list[ScopeRef] = []
-    piece_models: list[str] = []
-    size = 0
-    items: list[tuple[ScopeRef | str, int]] = [
-        (ref, _REF_BYTES + len(orjson.dumps(ref.type)) + len(orjson.dumps(ref.id))) for ref in scopes
-    ]
-    items += [(model, len(orjson.dumps(model)) + 1) for model in models]
-    for item, item_bytes in items:
-        if size + item_bytes > piece_bytes and (piece_scopes or piece_models):
-            yield piece_scopes, piece_models
-            piece_scopes, piece_models, size = [], [], 0
-        if isinstance(item, ScopeRef):
-            piece_scopes.append(item)
-        else:
-            piece_models.append(item)
-        size += item_bytes
-    if piece_scopes or piece_models or not items:  # a flush that changed nothing is announced too
-        yield piece_scopes, piece_models
+        records += announcement_records(piece, piece_bytes)
+    return records
