@@ -84,6 +84,7 @@ from spendpipe.enforcer.targets import BudgetBook
 from spendpipe.platform.budget_topic import BudgetTopic
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord, read_to_end
+from spendpipe.platform.first_logged import FirstLogged
 from spendpipe.platform.raw_batches import records, text_headers_only, undecoded
 from spendpipe.platform.signing.records import writer_of
 from spendpipe.store.calendar import check_calendar
@@ -114,7 +115,7 @@ class EnforcerService:
         metrics: EnforcerMetrics | None = None,
     ) -> None:
         self._settings = settings
-        self._unreadable_flushes = 0
+        self._unreadable_flushes = FirstLogged(log, MOST_UNREADABLE_LOGGED)
         self.metrics = metrics or EnforcerMetrics(registry=CollectorRegistry())
         self._stage = "starting"
         self._clickhouse = clickhouse
@@ -311,10 +312,8 @@ class EnforcerService:
 
     def _unreadable_flush(self, offset: int | None, why: object) -> None:
         self.metrics.records_rejected.labels(topic=self._settings.topics.flushes, reason="unreadable").inc()
-        self._unreadable_flushes += 1
-        if self._unreadable_flushes <= MOST_UNREADABLE_LOGGED:  # a writer that sends more cannot fill the log
-            where = f" at offset {offset}" if offset is not None else ""
-            log.error("ignoring an unreadable announcement%s: %s", where, why)
+        where = f" at offset {offset}" if offset is not None else ""
+        self._unreadable_flushes.error("ignoring an unreadable announcement%s: %s", where, why)
 
     async def _judge(self, scopes: list[Scope]) -> None:
         """Decide, publish, and only then alert: the alerts reuse the decision's measurements."""

@@ -22,6 +22,7 @@ from typing import TypeAlias
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from spendpipe.platform.first_logged import FirstLogged
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import partition_numbers
 
@@ -46,8 +47,7 @@ class CompactedTopicReader:
         self._fetch_max_wait_ms = fetch_max_wait_ms
         self._consumer: AIOKafkaConsumer | None = None
         self._partitions: list[TopicPartition] = []
-        self.skipped = 0
-        """Records `on_record` raised on, passed over (`_apply`)."""
+        self._skips = FirstLogged(log, MOST_SKIPS_LOGGED)
 
     async def start(self) -> None:
         """Connect and position every partition at its beginning (no consumer group). If this
@@ -111,16 +111,18 @@ class CompactedTopicReader:
         try:
             self._on_record(record)
         except Exception as error:
-            self.skipped += 1
-            if self.skipped <= MOST_SKIPS_LOGGED:
-                log.error(
-                    "spendpipe skipped a record of %s it could not apply (partition %d, offset %d): %s%s",
-                    self._topic,
-                    record.partition,
-                    record.offset,
-                    ascii(repr(error))[:300],
-                    "; no more are logged by this reader" if self.skipped == MOST_SKIPS_LOGGED else "",
-                )
+            self._skips.error(
+                "spendpipe skipped a record of %s it could not apply (partition %d, offset %d): %s",
+                self._topic,
+                record.partition,
+                record.offset,
+                ascii(repr(error))[:300],
+            )
+
+    @property
+    def skipped(self) -> int:
+        """Records `on_record` raised on, passed over (`_apply`)."""
+        return self._skips.count
 
     def _require(self) -> AIOKafkaConsumer:
         if self._consumer is None:
