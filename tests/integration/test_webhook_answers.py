@@ -48,7 +48,7 @@ class Trickling:
                 for _ in range(1000):
                     writer.write(b"X")
                     await writer.drain()
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.2)  # the slow receiver under test, not a wait for a condition
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % self.body_bytes)
             chunk = b"x" * (1 << 20)
             for _ in range(self.body_bytes // len(chunk)):
