@@ -91,7 +91,14 @@ async def test_run_all_exports_each_budgets_spend_and_nothing_for_unbudgeted_tra
         assert abs(await off_loop(lambda: reading("spendpipe_budget_remaining_dollars", "", "1d")) - 0.2) < 1e-9
         assert await off_loop(lambda: reading("spendpipe_budget_cap_dollars", "", "1mo")) == 1.0
         assert await off_loop(lambda: metric(url, "spendpipe_blocks_in_force", kind="rate_limit")) == 0
-        flushed = await off_loop(lambda: metric(url, "spendpipe_aggregator_last_flush_timestamp_seconds"))
+        # the block goes out once the totals are in, before the flush ends (its copy into
+        # `events`): the gauge is set when the flush ends
+        flushed = await eventually(
+            lambda: off_loop(lambda: metric(url, "spendpipe_aggregator_last_flush_timestamp_seconds")),
+            lambda at: at > 0,
+            within=30,
+            what="the end of a flush",
+        )
         assert started <= flushed <= time.time()
     finally:
         await asyncio.to_thread(service.stop)
