@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from faststream.kafka import KafkaBroker
 
-from spendpipe.aggregator.dead_letters import PublishedLetters, letter_for
+from spendpipe.aggregator.dead_letters import PublishedLetters, UnreadableRecord, letter_for
 from spendpipe.aggregator.intake import EventIntake, Flushed
 from spendpipe.aggregator.metrics import AggregatorMetrics
 from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
@@ -44,6 +44,7 @@ from spendpipe.contracts.flushes import ScopeRef, ScopesFlushed, announcement_re
 from spendpipe.contracts.topics import TYPE_HEADER
 from spendpipe.platform.clickhouse import ClickhouseStore
 from spendpipe.platform.gc_tuning import collect_young_every
+from spendpipe.platform.unreadable import TolerantConsumer
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class Aggregator:
         """After the broker started: join the group, read and write; watch the consumer's lag."""
         settings = self._settings
         collect_young_every(settings.gc_young_threshold)
-        consumer = AIOKafkaConsumer(
+        consumer = TolerantConsumer(
             **settings.kafka.aiokafka_kwargs(),
             group_id=settings.group_id,
             enable_auto_commit=False,
@@ -304,14 +305,15 @@ class Aggregator:
             source = (dead.record.partition, dead.record.offset)
             if source in self._letters:
                 continue
-            log.warning("dead-lettering %s[%d]@%d: %s", self._topics.events, *source, dead.reason)
+            reason = dead.record.reason if isinstance(dead.record, UnreadableRecord) else dead.reason
+            log.warning("dead-lettering %s[%d]@%d: %s", self._topics.events, *source, reason)
             letter = letter_for(
                 topic=self._topics.events,
                 partition=dead.record.partition,
                 offset=dead.record.offset,
                 key=dead.record.key,
                 value=dead.record.value,
-                reason=dead.reason,
+                reason=reason,
             )
             await self._dead_letters.publish(letter.value, key=letter.key, headers=letter.headers)
             self._letters.add(source)

@@ -10,10 +10,16 @@ A letter is published once per record: `PublishedLetters` remembers the records 
 dead-lettered until their offsets are committed, so a flush retried after a failure does not
 publish them again. Across a crash or a rebalance before the commit a letter can still repeat:
 readers of the topic deduplicate by the source coordinates.
+
+Records aiokafka cannot parse (`platform.unreadable`) reach the writer as an `UnreadableRecord`
+in their place, which takes the offset of the last of them: the writer refuses it (it has no
+value), and its letter gives the range and why it could not be read.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+
+from spendpipe.platform.unreadable import Unreadable
 
 DEAD_LETTER_REASON = "spendpipe-dead-letter-reason"
 SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
@@ -52,6 +58,28 @@ def letter_for(
         ),
     }
     return Letter(key=key[:EXCERPT_BYTES] if key is not None else None, value=value[:EXCERPT_BYTES], headers=headers)
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadableRecord:
+    """A `KafkaRecord` standing for records passed over as unreadable: at the offset of the last."""
+
+    unreadable: Unreadable
+    value: None = None
+    key: None = None
+
+    @property
+    def partition(self) -> int:
+        return self.unreadable.partition
+
+    @property
+    def offset(self) -> int:
+        return self.unreadable.last
+
+    @property
+    def reason(self) -> str:
+        passed_over = self.unreadable
+        return f"unreadable: offsets {passed_over.first}-{passed_over.last} cannot be read ({passed_over.reason})"
 
 
 class PublishedLetters:

@@ -50,8 +50,10 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import IllegalStateError, KafkaError
 
+from spendpipe.aggregator.dead_letters import UnreadableRecord
 from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError, earliest
 from spendpipe.aggregator.store import KafkaRecord
+from spendpipe.platform.unreadable import Unreadable
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +100,18 @@ class _Batch:
             self.stamped + later.stamped,
         )
 
-    def add(self, fetched: dict[TopicPartition, list[KafkaRecord]]) -> None:
-        """aiokafka's records as they came: no object of our own per record."""
+    def add(self, fetched: dict[TopicPartition, list[KafkaRecord]], unreadable: list[Unreadable]) -> None:
+        """aiokafka's records as they came (no object of our own per record), then a stand-in for
+        each range of records passed over as unreadable, which comes after them in its partition."""
         for partition, records in fetched.items():
             self.records.extend(records)
             self.offsets.add_run(partition.partition, records)
             if records:
                 self._stamp(len(records), _timestamp(records[0]), _timestamp(records[-1]))
+        for passed_over in unreadable:
+            stand_in = UnreadableRecord(passed_over)
+            self.records.append(stand_in)
+            self.offsets.add_run(stand_in.partition, [stand_in])
 
     def _stamp(self, count: int, first_ms: int, last_ms: int) -> None:
         if first_ms >= 0 and last_ms >= 0:
@@ -188,7 +195,9 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._on_assigned(assigned)
 
     async def run(self, consumer: AIOKafkaConsumer) -> None:
-        """Until cancelled. The flush in flight, if any, is left to finish (see `drain`)."""
+        """Until cancelled. The flush in flight, if any, is left to finish (see `drain`).
+        `consumer` is a `TolerantConsumer`: its `read` passes over records aiokafka cannot parse,
+        for which the batch holds a stand-in, dead-lettered."""
         batch = _Batch(self._generation)
         while True:
             if len(batch) < self._batch_size or self._needed:
@@ -239,7 +248,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         assigned = consumer.assignment() if further else set()
         waited_for = [tp for p in self._needed if (tp := TopicPartition(self._topic, p)) in assigned]
         fetch = asyncio.ensure_future(
-            consumer.getmany(
+            consumer.read(
                 *waited_for,  # none: every partition
                 timeout_ms=0 if (batch.records and idle and not further) else self._wait_ms,
                 max_records=self._batch_size if further else self._batch_size - len(batch),
@@ -265,7 +274,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             else:
                 await asyncio.sleep(self._retry_backoff_s)
             return
-        batch.add(fetched)
+        batch.add(*fetched)
 
     async def _write(self, consumer: AIOKafkaConsumer, batch: _Batch) -> Flushed:
         waited = batch.mean_age_s(time.time())  # heard if this flush writes the batch

@@ -27,6 +27,7 @@ from spendpipe.notifier.notifications import Notification, of_alert, of_burn_rat
 from spendpipe.notifier.settings import NotifierSettings
 from spendpipe.notifier.webhooks import WebhookDelivery
 from spendpipe.platform.compacted import TopicRecord
+from spendpipe.platform.unreadable import TolerantConsumer
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class NotifierService:
 
     async def start(self) -> None:
         topics = self._settings.topics
-        self._consumer = AIOKafkaConsumer(
+        self._consumer = TolerantConsumer(
             topics.alerts,
             topics.decisions,
             **self._settings.kafka.aiokafka_kwargs(),

@@ -5,8 +5,8 @@ the current state by reading every partition from the beginning. `catch_up()` re
 reader has seen everything that was in the topic when it started (the end offsets read then);
 `follow()` keeps applying what arrives after. A tombstone is a record whose value is None. The
 gateway's sessions log, kept for a week rather than compacted, is read the same way. A record
-`on_record` raises on is passed over and logged (`skipped`): one crafted record must not stop
-every reader of a topic.
+`on_record` raises on is passed over and logged (`skipped`), and so are records the consumer
+cannot parse (`platform.unreadable`): one crafted record must not stop every reader of a topic.
 
     async with CompactedTopicReader(kafka=kafka, topic=topic, on_record=apply) as reader:
         await reader.catch_up()
@@ -20,11 +20,12 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TypeAlias
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 
 from spendpipe.platform.first_logged import FirstLogged
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import partition_numbers
+from spendpipe.platform.unreadable import TolerantConsumer, Unreadable
 
 TopicRecord: TypeAlias = ConsumerRecord[bytes, bytes]
 """A record as read: `.key`, `.value` (None: a tombstone), `.timestamp` (ms) and the rest."""
@@ -45,7 +46,7 @@ class CompactedTopicReader:
         self._topic = topic
         self._on_record = on_record
         self._fetch_max_wait_ms = fetch_max_wait_ms
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: TolerantConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._skips = FirstLogged(log, MOST_SKIPS_LOGGED)
 
@@ -53,8 +54,11 @@ class CompactedTopicReader:
         """Connect and position every partition at its beginning (no consumer group). If this
         raises, nothing is left open."""
         self._partitions = [TopicPartition(self._topic, p) for p in await partition_numbers(self._kafka, self._topic)]
-        self._consumer = AIOKafkaConsumer(
-            **self._kafka.aiokafka_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=self._fetch_max_wait_ms
+        self._consumer = TolerantConsumer(
+            **self._kafka.aiokafka_kwargs(),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
+            unreadable=self._passed_over,
         )
         try:
             await self._consumer.start()
@@ -119,12 +123,16 @@ class CompactedTopicReader:
                 ascii(repr(error))[:300],
             )
 
+    def _passed_over(self, unreadable: Unreadable) -> None:
+        self._skips.error("spendpipe skipped records of %s it could not read: %s", self._topic, unreadable)
+
     @property
     def skipped(self) -> int:
-        """Records `on_record` raised on, passed over (`_apply`)."""
+        """Records `on_record` raised on, passed over (`_apply`), and ranges of records the
+        consumer could not parse."""
         return self._skips.count
 
-    def _require(self) -> AIOKafkaConsumer:
+    def _require(self) -> TolerantConsumer:
         if self._consumer is None:
             raise RuntimeError("start() the reader first")
         return self._consumer

@@ -4,14 +4,19 @@ One mapping serves both: the services' FastStream brokers take `security=`, the 
 plain aiokafka producer takes the keyword arguments FastStream derives from the same object.
 """
 
+import functools
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any, Literal
 
+from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 from faststream.kafka.security import parse_security
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from spendpipe.platform.unreadable import TolerantConsumer
 
 
 class KafkaSettings(BaseModel):
@@ -75,9 +80,25 @@ class KafkaSettings(BaseModel):
         return context
 
 
+class TolerantBroker(KafkaBroker):
+    """FastStream's broker, whose subscribers read with a `TolerantConsumer`: FastStream's consume
+    loop stops for good on an error that is not a `KafkaError`, which is what aiokafka raises on
+    a record it cannot parse (`platform.unreadable`). FastStream builds its consumers with the
+    builder it makes on connecting, so the builder is swapped for one of the same options then."""
+
+    async def _connect(self) -> Callable[..., AIOKafkaConsumer]:
+        await super()._connect()
+        config = self.config.broker_config
+        built = config.builder
+        if not isinstance(built, functools.partial):
+            raise TypeError(f"FastStream's consumer builder is not a partial of AIOKafkaConsumer: {built!r}")
+        config.builder = functools.partial(TolerantConsumer, *built.args, **built.keywords)
+        return config.builder
+
+
 def build_broker(kafka: KafkaSettings) -> KafkaBroker:
     """A FastStream broker for the services (idempotent producer for what they publish)."""
-    return KafkaBroker(
+    return TolerantBroker(
         kafka.servers,
         security=kafka.security(),
         client_id=kafka.client_id,

@@ -11,11 +11,12 @@ import heapq
 from collections.abc import AsyncIterator
 from types import TracebackType
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import partition_numbers
+from spendpipe.platform.unreadable import TolerantConsumer
 
 POLL_MS = 200
 
@@ -24,13 +25,13 @@ class TopicTail:
     def __init__(self, *, kafka: KafkaSettings, topic: str) -> None:
         self._kafka = kafka
         self._topic = topic
-        self._consumer: AIOKafkaConsumer | None = None
+        self._consumer: TolerantConsumer | None = None
         self._partitions: list[TopicPartition] = []
 
     async def __aenter__(self) -> "TopicTail":
         """Connect and assign every partition. Raises `RuntimeError` if the topic does not exist."""
         self._partitions = [TopicPartition(self._topic, p) for p in await partition_numbers(self._kafka, self._topic)]
-        consumer = AIOKafkaConsumer(**self._kafka.aiokafka_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=200)
+        consumer = TolerantConsumer(**self._kafka.aiokafka_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=200)
         await consumer.start()
         self._consumer = consumer
         consumer.assign(self._partitions)
@@ -84,7 +85,7 @@ class TopicTail:
                     return record if record.offset == offset else None
         return None
 
-    def _require(self) -> AIOKafkaConsumer:
+    def _require(self) -> TolerantConsumer:
         if self._consumer is None:
             raise RuntimeError("enter the TopicTail first")
         return self._consumer

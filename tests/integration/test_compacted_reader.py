@@ -1,5 +1,6 @@
 """Reading a compacted topic on the real broker: a record its reader raises on is passed over,
-logged, and never stops the reader (every follower of a topic reads through this reader)."""
+logged, and never stops the reader (every follower of a topic reads through this reader); so are
+records its consumer cannot parse."""
 
 import logging
 
@@ -8,6 +9,7 @@ import pytest
 from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from tests.support.pipeline import produce_records
+from tests.support.raw_records import produce_batch
 
 
 async def test_a_record_its_reader_raises_on_is_passed_over_and_logged(
@@ -30,3 +32,30 @@ async def test_a_record_its_reader_raises_on_is_passed_over_and_logged(
     assert applied == [b"\x01", b"\x03"]
     assert reader.skipped == 1
     assert f"skipped a record of {topics.decisions} it could not apply (partition 0, offset 1)" in caplog.text
+
+
+async def test_records_the_consumer_cannot_parse_are_passed_over_and_logged(
+    kafka_broker: str, make_topics, caplog: pytest.LogCaptureFixture
+) -> None:
+    topics = await make_topics(kafka_broker, 1)
+    await produce_records(kafka_broker, topics.decisions, [(b"a", b"1")])
+    first = await produce_batch(kafka_broker, topics.decisions, 0, [b"2", b"3"], unreadable={0}, key=b"b")
+    await produce_records(kafka_broker, topics.decisions, [(b"c", b"4")])
+    applied: list[bytes] = []
+
+    def apply(record: TopicRecord) -> None:
+        applied.append(record.value or b"")
+
+    async with CompactedTopicReader(
+        kafka=KafkaSettings(bootstrap_servers=kafka_broker), topic=topics.decisions, on_record=apply
+    ) as reader:
+        with caplog.at_level(logging.ERROR, logger="spendpipe.platform.compacted"):
+            read = await reader.catch_up()
+
+    assert read == 2
+    assert applied == [b"1", b"4"]
+    assert reader.skipped == 1
+    assert (
+        f"skipped records of {topics.decisions} it could not read: {topics.decisions}[0] offsets {first}-{first + 1}"
+        in caplog.text
+    )

@@ -1,6 +1,7 @@
 """Announcements on spend.flushes are read one by one: a malformed one, one whose header has no
 value, or one naming a scope that does not parse, in the batch of a genuine one, is counted and
-skipped, and the genuine one is still judged (here: the key is blocked). The aggregator announces
+skipped, and the genuine one is still judged (here: the key is blocked); so is one written before
+them that the consumer cannot parse. The aggregator announces
 on a topic of its own, so the enforcer hears only what this test writes."""
 
 import asyncio
@@ -16,6 +17,7 @@ from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist
 from tests.support.pipeline import ManualClock, events_counted, produce, running_pipeline
+from tests.support.raw_records import produce_batch
 from tests.support.signing import write_records
 from tests.support.waiting import eventually
 
@@ -58,6 +60,7 @@ async def test_a_genuine_announcement_is_judged_beside_hostile_ones(
                 )
 
             genuine = announcement(ScopeRef(type="key", id=KEY))
+            await produce_batch(kafka_broker, topics.flushes, 0, [genuine, genuine], unreadable={0})
             await write_records(
                 kafka_broker,
                 topics.flushes,

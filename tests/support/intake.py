@@ -12,6 +12,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from spendpipe.aggregator.intake import Flushed
 from spendpipe.aggregator.offsets import PartitionOffsets, ReadFurtherError
 from spendpipe.aggregator.store import KafkaRecord
+from spendpipe.platform.unreadable import Unreadable
 
 TOPIC = "spend.events"
 
@@ -79,6 +80,12 @@ class StandInConsumer:
                 await asyncio.wait_for(self.arrived.wait(), timeout_ms / 1000)
             except TimeoutError:
                 return {}
+
+    async def read(
+        self, *partitions: TopicPartition, timeout_ms: int, max_records: int
+    ) -> tuple[dict[TopicPartition, list[Record]], list[Unreadable]]:
+        """`TolerantConsumer.read`: `getmany`'s records, and nothing passed over."""
+        return await self.getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records), []
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.commits.append({tp.partition: offset for tp, offset in offsets.items()})

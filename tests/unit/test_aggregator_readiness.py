@@ -64,7 +64,7 @@ class _BrokenConsumer(_Consumer):
     async def start(self) -> None:
         return None
 
-    async def getmany(self, **_: object) -> NoReturn:
+    async def read(self, **_: object) -> NoReturn:
         raise RuntimeError("not a Kafka error")
 
 
@@ -150,7 +150,7 @@ async def test_stop_leaves_the_group_cleanly_after_the_intake_ended_with_an_erro
         made.append(_BrokenConsumer())
         return made[-1]
 
-    monkeypatch.setattr(app, "AIOKafkaConsumer", consumer)
+    monkeypatch.setattr(app, "TolerantConsumer", consumer)
     await aggregator.start()
     stopped = await eventually(
         aggregator.not_ready, lambda s: "stopped" in (s or ""), within=5, what="the intake to end"

@@ -19,6 +19,7 @@ from spendpipe.gateway.plugin import SpendpipeLogger
 from spendpipe.gateway.recording import publisher
 from spendpipe.gateway.settings import GatewaySettings
 from spendpipe.platform import compacted, kafka_topics
+from spendpipe.platform import kafka as platform_kafka
 from spendpipe.platform.compacted import CompactedTopicReader
 from spendpipe.platform.kafka import KafkaSettings, build_broker
 from tests.support.waiting import eventually_sync
@@ -117,6 +118,7 @@ async def test_the_services_broker_secures_its_producer_admin_and_consumers(
 ) -> None:
     monkeypatch.setattr(aiokafka, "AIOKafkaProducer", RecordedProducer)
     monkeypatch.setattr(aiokafka, "AIOKafkaConsumer", RecordedConsumer)
+    monkeypatch.setattr(platform_kafka, "TolerantConsumer", RecordedConsumer)  # what the broker swaps in
     monkeypatch.setattr(aiokafka.admin.client, "AIOKafkaAdminClient", RecordedAdmin)
     broker = build_broker(kafka)
     subscriber = broker.subscriber("spend.events", group_id="spendpipe-aggregator")
@@ -130,7 +132,7 @@ async def test_the_services_broker_secures_its_producer_admin_and_consumers(
 async def test_compacted_topic_readers_secure_their_admin_and_consumer(
     kafka: KafkaSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(compacted, "AIOKafkaConsumer", RecordedConsumer)
+    monkeypatch.setattr(compacted, "TolerantConsumer", RecordedConsumer)
     monkeypatch.setattr(kafka_topics, "AIOKafkaAdminClient", RecordedAdmin)  # compacted readers find partitions there
     reader = CompactedTopicReader(kafka=kafka, topic="spend.decisions", on_record=lambda record: None)
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 
 from spendpipe.contracts.leases import REQUEST_MESSAGE_TYPE, LeaseGrant, LeaseRequest
@@ -26,6 +26,7 @@ from spendpipe.platform.compacted import TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from spendpipe.platform.kafka_topics import partition_numbers
 from spendpipe.platform.signing import RecordVerifier
+from spendpipe.platform.unreadable import TolerantConsumer
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class LeaseLog:
                     TopicPartition(self._grants_topic, p)
                     for p in await partition_numbers(self._kafka, self._grants_topic)
                 ]
-                consumer = AIOKafkaConsumer(
+                consumer = TolerantConsumer(
                     **self._kafka.aiokafka_kwargs(), enable_auto_commit=False, fetch_max_wait_ms=FETCH_WAIT_MS
                 )
                 await consumer.start()

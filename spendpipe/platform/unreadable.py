@@ -1,0 +1,211 @@
+"""Reading past records that aiokafka cannot parse.
+
+Kafka stores a record header's name as bytes and the broker takes any; aiokafka decodes it as
+UTF-8 and raises `UnicodeDecodeError` from `getmany` when it is not. So one record written by a
+raw client stops every aiokafka reader of its topic, and worse, the call that raises drops the
+records it had already taken from other partitions while their positions moved past them: a
+reader that only caught the error would lose them. Nothing in aiokafka skips such a record (and
+no other client we could use reads what it cannot decode), so this is written by hand, as small
+as it can be.
+
+`TolerantConsumer.getmany` is aiokafka's, except when parsing raises anything but a
+`KafkaError`. Then every partition asked for is sought back to where the call found it, the
+broker is asked for the failing partition's raw batches from there (one Fetch, by aiokafka's own
+client), and the first batch that does not parse is the unreadable one: its records from the
+first that fails to the end of the batch are passed over (a batch has one writer, and aiokafka
+cannot read past a bad record within it). The records before it are read one at a time, as
+aiokafka gives them, then the consumer is sought past the batch. The call returns those
+records, and reports the range passed over as an `Unreadable` to whoever reads.
+
+A batch compressed by a codec no library here reads (`UnsupportedCodecError`, the one Kafka error
+no retry can cure) is passed over the same way. Other Kafka errors (a broker away, a record the
+broker itself calls corrupt) are raised as before:
+readers retry them. If the failing batch cannot be found, `UnreadableBatchError` (a
+`KafkaError`) is raised, so those readers back off and try again rather than stop.
+"""
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError, UnsupportedCodecError
+from aiokafka.protocol.fetch import FetchRequest
+from aiokafka.record.memory_records import MemoryRecords
+
+from spendpipe.platform.first_logged import FirstLogged
+
+log = logging.getLogger(__name__)
+
+MOST_LOGGED = 100
+"""Ranges a consumer logs passing over (unless told to do otherwise with them): a writer that
+sends more cannot fill the log."""
+
+FETCH_BYTES = 1 << 20
+"""aiokafka's `max_partition_fetch_bytes` unless the consumer is given another."""
+READ_ONE_MS = 10_000
+"""How long reading one record before the unreadable batch may wait for its fetch."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Records of one batch that could not be parsed, passed over: offsets `first` to `last`."""
+
+    topic: str
+    partition: int
+    first: int
+    last: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}] offsets {self.first}-{self.last}: {self.reason}"
+
+
+class UnreadableBatchError(KafkaError):  # type: ignore[misc]
+    """Parsing a fetch failed, and the batch that made it fail was not found (the log moved, a
+    leader away): read again later."""
+
+
+Records = dict[TopicPartition, list[ConsumerRecord[Any, Any]]]
+
+
+class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
+    """An `AIOKafkaConsumer` whose `getmany` reads past what it cannot parse (module docstring),
+    telling `unreadable` of each range passed over; by default the first few are logged, and
+    `passed_over` counts them all."""
+
+    def __init__(self, *topics: str, unreadable: Callable[[Unreadable], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*topics, **kwargs)
+        self._logged = FirstLogged(log, MOST_LOGGED)
+        self._heard = unreadable or self._log
+        self._fetch_bytes: int = kwargs.get("max_partition_fetch_bytes", FETCH_BYTES)
+        """What one fetch takes of a partition: where the call found it, the record that failed
+        was within that many bytes, plus a batch (a fetch takes a whole batch if it is larger)."""
+
+    def _log(self, unreadable: Unreadable) -> None:
+        self._logged.error("passed over records that cannot be read: %s", unreadable)
+
+    @property
+    def passed_over(self) -> int:
+        """Ranges passed over and logged (none counted here when `unreadable` was given)."""
+        return self._logged.count
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Records:
+        records, passed_over = await self.read(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+        for unreadable in passed_over:
+            self._heard(unreadable)
+        return records
+
+    async def read(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> tuple[Records, list[Unreadable]]:
+        """`getmany`'s records, and the ranges passed over (then `unreadable` is not told): for a
+        reader that accounts for them in order, after the records of their partition returned."""
+        asked = list(partitions) or sorted(self.assignment())
+        try:
+            async with asyncio.timeout(timeout_ms / 1000):
+                # where each partition is before the call: aiokafka knows at once, except for a
+                # partition still waiting for its first position (a fetch waits for it too)
+                found = {tp: await self.position(tp) for tp in asked}
+        except TimeoutError:
+            return {}, []
+        try:
+            return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records), []
+        except UnsupportedCodecError as error:
+            unparsed: Exception = error  # a compression no library here reads: no retry can read it
+        except (KafkaError, asyncio.CancelledError):
+            raise
+        except Exception as error:
+            unparsed = error
+        log.warning("reading %s failed: %r; looking for the batch that cannot be read", asked, unparsed)
+        for tp, offset in found.items():
+            self.seek(tp, offset)  # the records the failed call took are read again
+        for tp, offset in found.items():
+            unreadable = await self._unreadable_batch(tp, offset)
+            if unreadable is not None:
+                try:
+                    before = await self._read_up_to(tp, unreadable.first)
+                except BaseException:
+                    self.seek(tp, offset)  # what was read of it is read again
+                    raise
+                self.seek(tp, unreadable.last + 1)
+                return ({tp: before} if before else {}), [unreadable]
+        raise UnreadableBatchError("a fetched record could not be parsed, and no batch that fails to parse was found")
+
+    async def _unreadable_batch(self, tp: TopicPartition, offset: int) -> Unreadable | None:
+        """The first batch of `tp` at or after `offset` that does not parse, from the broker's raw
+        fetches: its records from the first that fails to its end. None if none within what
+        aiokafka could have fetched from there, or the broker did not answer."""
+        scanned = 0
+        while scanned < self._fetch_bytes:
+            raw = await self._fetch_raw(tp, offset)
+            if not raw:
+                return None
+            records = MemoryRecords(raw)
+            reached = offset
+            while records.has_next():
+                batch = records.next_batch()
+                if batch is None or batch.next_offset <= offset:
+                    continue
+                parsed = max(offset, getattr(batch, "base_offset", offset)) - 1
+                try:
+                    for record in batch:
+                        parsed = max(parsed, record.offset)
+                except Exception as error:
+                    reason = f"{type(error).__name__}: {error}"
+                    return Unreadable(tp.topic, tp.partition, max(offset, parsed + 1), batch.next_offset - 1, reason)
+                reached = batch.next_offset
+            if reached == offset:
+                return None  # no whole batch in the answer: the end of the log
+            scanned += len(raw)
+            offset = reached
+        return None
+
+    async def _fetch_raw(self, tp: TopicPartition, offset: int) -> bytes | None:
+        """The record batches of `tp` from `offset`, as the broker sends them (aiokafka's client,
+        which the consumer's own fetches use)."""
+        client = self._client
+        node = client.cluster.leader_for_partition(tp)
+        if node is None or node < 0:
+            return None
+        request = FetchRequest(
+            max_wait_time=0,
+            min_bytes=0,
+            max_bytes=self._fetch_bytes,
+            isolation_level=0,
+            topics=[(tp.topic, [(tp.partition, offset, self._fetch_bytes)])],
+        )
+        try:
+            response = await client.send(node, request)
+        except KafkaError as error:
+            log.warning("could not fetch %s from %d to find what cannot be read: %r", tp, offset, error)
+            return None
+        for topic, answers in response.topics:
+            for partition, error_code, _highwater, *rest in answers:
+                if topic == tp.topic and partition == tp.partition and error_code == 0:
+                    return bytes(rest[-1] or b"")
+        return None
+
+    async def _read_up_to(self, tp: TopicPartition, first: int) -> list[ConsumerRecord[Any, Any]]:
+        """The records of `tp` from its position up to the unreadable one at `first`, one at a
+        time: aiokafka gives each before it reaches the one it cannot parse."""
+        before: list[ConsumerRecord[Any, Any]] = []
+        while True:
+            try:
+                fetched = await super().getmany(tp, timeout_ms=READ_ONE_MS, max_records=1)
+            except UnsupportedCodecError:
+                return before  # reached it
+            except (KafkaError, asyncio.CancelledError):
+                raise
+            except Exception:
+                return before  # reached it
+            record = next(iter(fetched.get(tp, [])), None)
+            if record is None:
+                raise UnreadableBatchError(f"{tp} gave no record before the unreadable one at {first}")
+            if record.offset >= first:
+                return before  # not expected: the caller seeks past the batch, before this record
+            before.append(record)
