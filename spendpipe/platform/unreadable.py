@@ -9,19 +9,20 @@ no other client we could use reads what it cannot decode), so this is written by
 as it can be.
 
 `TolerantConsumer.getmany` is aiokafka's, except when parsing raises anything but a
-`KafkaError`. Then every partition asked for is sought back to where the call found it, the
-broker is asked for the failing partition's raw batches from there (one Fetch, by aiokafka's own
-client), and the first batch that does not parse is the unreadable one: its records from the
-first that fails to the end of the batch are passed over (a batch has one writer, and aiokafka
-cannot read past a bad record within it). The records before it are read one at a time, as
-aiokafka gives them, then the consumer is sought past the batch. The call returns those
-records, and reports the range passed over as an `Unreadable` to whoever reads.
+`KafkaError`. Then every partition asked for is sought back to where the call found it (one
+assigned during the call, in a rebalance, to its committed offset), the broker is asked for the
+failing partition's raw batches from there (one Fetch, by aiokafka's own client), and the first
+batch that does not parse is the unreadable one: its records from the first that fails to the
+end of the batch are passed over (a batch has one writer, and aiokafka cannot read past a bad
+record within it). The records before it are read one at a time, as aiokafka gives them, then
+the consumer is sought past the batch. The call returns those records, and reports the range
+passed over as an `Unreadable` to whoever reads.
 
-A batch compressed by a codec no library here reads (`UnsupportedCodecError`, the one Kafka error
-no retry can cure) is passed over the same way. Other Kafka errors (a broker away, a record the
-broker itself calls corrupt) are raised as before:
-readers retry them. If the failing batch cannot be found, `UnreadableBatchError` (a
-`KafkaError`) is raised, so those readers back off and try again rather than stop.
+A batch compressed by a codec no library here reads (`UnsupportedCodecError`, the one Kafka
+error no retry can cure) is passed over the same way. Other Kafka errors (a broker away, a
+record the broker itself calls corrupt) are raised as before: readers retry them. If the
+failing batch cannot be found, `UnreadableBatchError` (a `KafkaError`) is raised, so those
+readers back off and try again rather than stop.
 """
 
 import asyncio
@@ -80,6 +81,7 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         super().__init__(*topics, **kwargs)
         self._logged = FirstLogged(log, MOST_LOGGED)
         self._heard = unreadable or self._log
+        self._reset: str = kwargs.get("auto_offset_reset", "latest")
         self._fetch_bytes: int = kwargs.get("max_partition_fetch_bytes", FETCH_BYTES)
         """What one fetch takes of a partition: where the call found it, the record that failed
         was within that many bytes, plus a batch (a fetch takes a whole batch if it is larger)."""
@@ -124,6 +126,8 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         log.warning("reading %s failed: %r; looking for the batch that cannot be read", asked, unparsed)
         for tp, offset in found.items():
             self.seek(tp, offset)  # the records the failed call took are read again
+        if not partitions:
+            await self._restart(self.assignment() - found.keys())
         for tp, offset in found.items():
             unreadable = await self._unreadable_batch(tp, offset)
             if unreadable is not None:
@@ -135,6 +139,19 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 self.seek(tp, unreadable.last + 1)
                 return ({tp: before} if before else {}), [unreadable]
         raise UnreadableBatchError("a fetched record could not be parsed, and no batch that fails to parse was found")
+
+    async def _restart(self, assigned: set[TopicPartition]) -> None:
+        """Partitions assigned during the failed call (a rebalance): back where an assignment
+        starts them, their committed offset, or with none the beginning if the consumer starts
+        there (a consumer that starts at the end cannot tell where it started)."""
+        if not assigned:
+            return
+        committed = await self.seek_to_committed(*assigned)  # aiokafka leaves offset 0 and None alone
+        starts = [
+            tp for tp, offset in committed.items() if offset == 0 or (offset is None and self._reset == "earliest")
+        ]
+        if starts:
+            await self.seek_to_beginning(*starts)
 
     async def _unreadable_batch(self, tp: TopicPartition, offset: int) -> Unreadable | None:
         """The first batch of `tp` at or after `offset` that does not parse, from the broker's raw
