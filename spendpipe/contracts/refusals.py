@@ -10,4 +10,6 @@ RATE_LIMIT_REFUSAL = "SpendpipeRateLimitError"
 """A rate limit (this gateway's count, or an enforcer block) or an agent session cap."""
 BUDGET_REFUSAL = "SpendpipeBudgetExceededError"
 """An enforcer budget block, or fail-closed before the block list is read."""
-REFUSAL_ERROR_CLASSES = (RATE_LIMIT_REFUSAL, BUDGET_REFUSAL)
+REQUEST_REFUSAL = "SpendpipeBadRequestError"
+"""A request the gateway will not serve as sent (a provider its model's deployments do not use)."""
+REFUSAL_ERROR_CLASSES = (RATE_LIMIT_REFUSAL, BUDGET_REFUSAL, REQUEST_REFUSAL)

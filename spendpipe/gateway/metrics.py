@@ -38,6 +38,12 @@ class GatewayMetrics:
         )
         for reason in LOSS_REASONS:  # a series that appears at 5 has no increase to alert on: start each at 0
             self.lost.labels(reason=reason)
+        self.unpriced = Counter(
+            "spendpipe_gateway_unpriced_calls",
+            "Successful calls with tokens that LiteLLM could not price (no price for the model it priced them "
+            "under): recorded at cost 0, as LiteLLM records them",
+            registry=registry,
+        )
         self.build_errors = Counter(
             "spendpipe_gateway_event_build_errors", "Calls whose full event could not be built", registry=registry
         )

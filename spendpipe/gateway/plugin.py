@@ -57,6 +57,7 @@ from spendpipe.gateway.key_spend import KeySpend
 from spendpipe.gateway.leases.gate import LeaseGate
 from spendpipe.gateway.metrics import GatewayMetrics
 from spendpipe.gateway.process_budget import ProcessBudget
+from spendpipe.gateway.providers import provider_override
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, new_lease_id, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
@@ -70,6 +71,7 @@ from spendpipe.gateway.refusals import (
     LIMITS_NOT_IN_SYNC,
     NOT_IN_SYNC,
     key_spend_headers,
+    proxy_bad_request,
     proxy_budget_exceeded,
     proxy_rate_limit_error,
     proxy_refusal,
@@ -322,6 +324,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         if self.declared is not None:
             await self.declared.observe_proxy_request(who, user_api_key_dict, cache)
         model = data.get("model")
+        if (override := provider_override(model, data.get("custom_llm_provider"))) is not None:
+            raise proxy_bad_request(override, "custom_llm_provider")
         decision = self.blocking_decision(who, model)
         if decision is not None:
             raise proxy_refusal(decision, model)

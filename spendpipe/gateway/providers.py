@@ -29,6 +29,27 @@ def provider_of_model(model: object, *, proxy: bool) -> str | None:
     return _provider(model, None)
 
 
+def provider_override(model: object, requested: object) -> str | None:
+    """Why a proxy request for model group `model` may not name `requested` as its provider (the
+    body's `custom_llm_provider`), or None when it may. LiteLLM merges the request's fields over
+    the deployment's, so a client naming a provider that none of the group's deployments has
+    (`custom_openai`, `ollama`) is still served by the deployment's upstream, but LiteLLM prices
+    the call under a model it has no price for (`custom_openai/gpt-4o`) and records it as free.
+    A group the router does not list (a wildcard deployment serves any model the client names)
+    is not checked: there the client chooses the model anyway."""
+    if requested is None or not isinstance(model, str) or not model:
+        return None
+    router, _ = _router()
+    providers = {_provider(*_deployment_model(d)) for d in _deployments(router, model)}
+    if not providers or (isinstance(requested, str) and label_of(requested) in providers):
+        return None
+    named = ", ".join(sorted(p or "unknown" for p in providers))
+    return (
+        f"custom_llm_provider {ascii(requested)[:80]} is not the provider of model {ascii(model)[:200]} "
+        f"(its deployments use: {named}); leave it out, the proxy's deployments choose the provider"
+    )
+
+
 _GROUPS_KEPT = 1024
 """Model groups whose provider is kept at most: the model is the client's to name."""
 _groups: dict[str, tuple[object, int, str | None]] = {}

@@ -10,6 +10,9 @@ so a client written against LiteLLM needs no change.
   `SpendpipeRateLimitError`, a `litellm.RateLimitError`. Proxy: what LiteLLM's v3 limiter raises,
   a `ProxyRateLimitError` (HTTP 429, `retry-after`, `rate_limit_type` and `reset_at` headers, and
   a `litellm.RateLimitError` for code that catches that).
+* **Bad request** (proxy only): a request the gateway will not serve as sent, a 400
+  `ProxyException` of type `invalid_request_error` naming the parameter (a `custom_llm_provider`
+  that none of the model's deployments uses: `providers.provider_override`).
 * **Session**: an agent session cap (proxy only), as LiteLLM's session limiters
   (`max_iterations_limiter`, `max_budget_per_session_limiter`) refuse: a 429
   `ProxyRateLimitError` of type `max_iterations` or `budget`, naming the session, the cap and the
@@ -207,17 +210,27 @@ def proxy_session_refused(message: str, cap_kind: str | None, model: Any) -> "Pr
     )
 
 
+# Requests
+
+
+def proxy_bad_request(message: str, param: str) -> "ProxyException":
+    """A 400 `invalid_request_error` naming `param`, as LiteLLM's proxy refuses a bad request."""
+    return proxy_errors().request(message=message, type="invalid_request_error", param=param, code=400)
+
+
 # The proxy's error classes
 
 
 class ProxyErrors(NamedTuple):
     rate_limit: "type[ProxyRateLimitError]"
     budget: "type[ProxyException]"
+    request: "type[ProxyException]"
 
 
 @functools.cache
 def proxy_errors() -> ProxyErrors:
-    """LiteLLM's proxy errors under spendpipe's names (`RATE_LIMIT_REFUSAL`, `BUDGET_REFUSAL`)."""
+    """LiteLLM's proxy errors under spendpipe's names (`RATE_LIMIT_REFUSAL`, `BUDGET_REFUSAL`,
+    `REQUEST_REFUSAL`)."""
     from litellm.proxy._types import ProxyException  # noqa: PLC0415 - proxy only
     from litellm.proxy.common_utils.proxy_rate_limit_error import ProxyRateLimitError  # noqa: PLC0415
 
@@ -227,4 +240,9 @@ def proxy_errors() -> ProxyErrors:
     class SpendpipeBudgetExceededError(ProxyException):  # type: ignore[misc]
         """A `budget_exceeded` refusal by spendpipe."""
 
-    return ProxyErrors(rate_limit=SpendpipeRateLimitError, budget=SpendpipeBudgetExceededError)
+    class SpendpipeBadRequestError(ProxyException):  # type: ignore[misc]
+        """A request spendpipe will not serve as sent."""
+
+    return ProxyErrors(
+        rate_limit=SpendpipeRateLimitError, budget=SpendpipeBudgetExceededError, request=SpendpipeBadRequestError
+    )

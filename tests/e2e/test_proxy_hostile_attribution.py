@@ -169,3 +169,39 @@ async def test_a_long_customer_with_a_budget_is_refused_under_its_label(
         # and serves the other customer that shares its prefix
         other = await call(http, proxy, LONG[:-1] + "y")
         assert other.status_code == 200, other.text
+
+
+async def test_a_client_cannot_name_a_provider_that_its_models_deployments_do_not_use(
+    start_proxies: StartProxies,
+) -> None:
+    """LiteLLM merges the request over the deployment: a client naming another provider is served by
+    the deployment's upstream, but the call is priced under a model with no price, so free."""
+    (proxy,) = await start_proxies(KEYS, models=("gpt-4o",))
+
+    async with httpx.AsyncClient(timeout=30) as http:
+
+        async def naming(provider: object) -> httpx.Response:
+            body = {
+                "model": "gpt-4o",
+                "messages": [{"role": "user", "content": "hello"}],
+                "custom_llm_provider": provider,
+            }
+            return await http.post(
+                f"{proxy.url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, json=body
+            )
+
+        # when a client names providers that gpt-4o's deployment does not use, and then its own
+        others = [
+            (provider, await naming(provider)) for provider in ("custom_openai", "ollama", "deepinfra", ["openai"])
+        ]
+        own = await naming("openai")
+
+    # then each of the others is refused as a bad request naming the parameter
+    for provider, response in others:
+        assert response.status_code == 400, f"{provider!r} was served: {response.text}"
+        error = response.json()["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", "custom_llm_provider"), error
+        assert "is not the provider of model 'gpt-4o' (its deployments use: openai)" in error["message"]
+    # and the call naming its own provider is served and priced
+    assert own.status_code == 200, own.text
+    assert cost_of(own) > 0

@@ -8,12 +8,19 @@ from typing import Any
 
 from hypothesis import given, settings
 from litellm.proxy._types import UserAPIKeyAuth
+from prometheus_client import CollectorRegistry
 
 from spendpipe.contracts.events import decode_event
 from spendpipe.contracts.scopes import MAX_TAGS
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of
-from spendpipe.gateway.recording.event_builder import build_spend_event, charged_cost, fallback_spend_event
+from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.gateway.recording.event_builder import (
+    build_spend_event,
+    charged_cost,
+    event_or_fallback,
+    fallback_spend_event,
+)
 from tests.unit.test_labels import hostile
 
 KEY_HASH = hashlib.sha256(b"sk-proxy-virtual-key").hexdigest()
@@ -276,3 +283,21 @@ def test_the_charged_cost_is_what_the_event_charges_read_without_building_it() -
     assert charged_cost({}) is None
     for cost in (float("nan"), -1.0, 2e6):
         assert charged_cost({"standard_logging_object": logging_object(response_cost=cost)}) is None
+
+
+def test_a_served_call_litellm_could_not_price_is_recorded_free_and_counted() -> None:
+    metrics = GatewayMetrics(registry=CollectorRegistry())
+    calls = [
+        logging_object(response_cost=None),  # unpriced
+        logging_object(response_cost=None, cache_hit=True),  # a cache hit: free by design
+        logging_object(response_cost=None, status="failure"),
+        logging_object(response_cost=None, prompt_tokens=0, completion_tokens=0),
+        logging_object(),
+    ]
+
+    events = [
+        event_or_fallback({"standard_logging_object": call}, gateway_id="gw-1", metrics=metrics) for call in calls
+    ]
+
+    assert [event.cost if event else None for event in events][:4] == [0, 0, 0, 0]
+    assert metrics.unpriced._value.get() == 1

@@ -9,7 +9,7 @@ from litellm.proxy._types import ProxyException
 from litellm.proxy.common_utils.proxy_rate_limit_error import ProxyRateLimitError
 
 from spendpipe.contracts.decisions import Decision
-from spendpipe.contracts.refusals import BUDGET_REFUSAL, RATE_LIMIT_REFUSAL
+from spendpipe.contracts.refusals import BUDGET_REFUSAL, RATE_LIMIT_REFUSAL, REQUEST_REFUSAL
 from spendpipe.gateway.refusals import (
     RateLimited,
     proxy_errors,
@@ -40,8 +40,10 @@ def test_the_refusal_classes_are_named_as_the_schema_says_and_are_litellms_error
 
     assert errors.rate_limit.__name__ == RATE_LIMIT_REFUSAL
     assert errors.budget.__name__ == BUDGET_REFUSAL
+    assert errors.request.__name__ == REQUEST_REFUSAL
     assert issubclass(errors.rate_limit, ProxyRateLimitError)
     assert issubclass(errors.budget, ProxyException)
+    assert issubclass(errors.request, ProxyException)
     assert proxy_errors() is errors  # one class each, made once
 
 

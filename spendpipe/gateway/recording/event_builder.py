@@ -9,6 +9,10 @@ Every other label (key alias, model, provider, call type, error class, tags) goe
 `labels.py` too, so no value a client chose can make the event invalid. If an event still cannot
 be built, `fallback_spend_event` charges the call's cost to the key, user, team and organisation
 alone: the plugin publishes that and counts the full event as lost.
+
+A call LiteLLM served but could not price (no price for the model it priced it under) is recorded
+at cost 0, as LiteLLM records it, and counted (`spendpipe_gateway_unpriced_calls_total`): a
+deployment of a model LiteLLM has no price for needs one in the proxy's config.
 """
 
 import hashlib
@@ -24,8 +28,12 @@ from spendpipe.contracts.money import cost_from_float
 from spendpipe.gateway.identity import RequestIdentity
 from spendpipe.gateway.labels import label_of, model_label
 from spendpipe.gateway.metrics import GatewayMetrics
+from spendpipe.platform.first_logged import FirstLogged
 
 log = logging.getLogger(__name__)
+
+MOST_UNPRICED_LOGGED = 20
+"""Unpriced calls a process logs; `spendpipe_gateway_unpriced_calls_total` counts them all."""
 
 
 def build_spend_event(
@@ -138,6 +146,14 @@ def event_or_fallback(
         if event is None:
             metrics.build_errors.inc()
             log.warning("spendpipe: call %s has no standard_logging_object", _call_id(call))
+        elif _unpriced(call["standard_logging_object"]):
+            metrics.unpriced.inc()
+            _UNPRICED.error(
+                "spendpipe: LiteLLM could not price call %s of model %s (provider %s); it is recorded at cost 0",
+                _call_id(call),
+                event.model,
+                event.provider,
+            )
         return event
     metrics.build_errors.inc()
     try:
@@ -153,6 +169,19 @@ def event_or_fallback(
         fallback.cost,
     )
     return fallback
+
+
+_UNPRICED = FirstLogged(log, MOST_UNPRICED_LOGGED)
+
+
+def _unpriced(record: Mapping[str, Any]) -> bool:
+    """A call served with tokens that LiteLLM left without a cost (it has no price for the model
+    it priced the call under), not a cache hit (free by design) or a failure."""
+    if record.get("response_cost") is not None or record.get("cache_hit") or record.get("status") == "failure":
+        return False
+    return any(
+        type(tokens) is int and tokens > 0 for tokens in (record.get("prompt_tokens"), record.get("completion_tokens"))
+    )
 
 
 def _call_id(call: Mapping[str, Any]) -> str:
