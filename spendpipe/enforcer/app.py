@@ -195,6 +195,7 @@ class EnforcerService:
             max_records=FLUSHES_PER_JUDGEMENT,
             parser=text_headers_only,
             decoder=undecoded,
+            no_reply=True,  # FastStream would publish to the topic a record's `reply_to` header names
             title="spend.flushes (enforcer)",
             description="ScopesFlushed: the enforcer judges the scopes of every announcement waiting, at once.",
         )(self.on_flushes)

@@ -85,6 +85,7 @@ class LeaseService:
             fetch_max_wait_ms=20,
             parser=text_headers_only,
             decoder=undecoded,
+            no_reply=True,  # FastStream would publish to the topic a record's `reply_to` header names
             title="spend.lease_requests (enforcer)",
             description="LeaseRequest v1: gateways ask for, or return, slices of a leased budget's headroom.",
         )(self.on_requests)

@@ -5,8 +5,11 @@ with a header that has no value (Kafka allows one) or one that is not UTF-8 fail
 with a payload type it validates the batch as one list, so one record that does not parse takes
 the others with it. Either way the batch is lost (it was acknowledged before it was handled). A
 subscriber whose topic anyone with write access can put records on uses
-`parser=text_headers_only, decoder=undecoded`, and its handler takes the `KafkaMessage` and
-validates each of `records(message)` on its own.
+`parser=text_headers_only, decoder=undecoded, no_reply=True`, and its handler takes the
+`KafkaMessage` and validates each of `records(message)` on its own. `no_reply`: FastStream
+publishes a handler's answer to the topic a record's `reply_to` header names, so a writer could
+make the service write to any topic it may write (an empty, unsigned record there), or hold the
+subscriber for a request timeout naming one that cannot exist.
 """
 
 import dataclasses

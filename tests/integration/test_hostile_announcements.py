@@ -16,7 +16,7 @@ from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.events import make_event
 from tests.support.gateway_blocks import at, following_blocklist
-from tests.support.pipeline import ManualClock, events_counted, produce, running_pipeline
+from tests.support.pipeline import ManualClock, events_counted, produce, read_topic, running_pipeline
 from tests.support.raw_records import produce_batch
 from tests.support.signing import write_records
 from tests.support.waiting import eventually
@@ -29,7 +29,8 @@ async def test_a_genuine_announcement_is_judged_beside_hostile_ones(
 ) -> None:
     # given a key over its budget in the totals, not yet announced to the enforcer, and a global
     # budget that derives end customers' caps (so an end customer scope is judged)
-    topics, elsewhere = await make_topics(kafka_broker), await make_topics(kafka_broker)
+    # (one partition each: what is written later is handled later)
+    topics, elsewhere = await make_topics(kafka_broker, 1), await make_topics(kafka_broker, 1)
     clock = ManualClock(datetime.now(UTC))
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(
@@ -61,15 +62,16 @@ async def test_a_genuine_announcement_is_judged_beside_hostile_ones(
 
             genuine = announcement(ScopeRef(type="key", id=KEY))
             await produce_batch(kafka_broker, topics.flushes, 0, [genuine, genuine], unreadable={0})
+            reply = ("reply_to", topics.leases.encode())  # FastStream would answer there: the enforcer may write it
             await write_records(
                 kafka_broker,
                 topics.flushes,
                 [
-                    (b"a", b'{"flush_id": 7', []),
-                    (b"b", genuine, [("content-type", None)]),
-                    (b"c", announcement(ScopeRef(type="end_user", id="")), []),
-                    (b"d", genuine, [("x", b"\xff\xfe")]),
-                    (b"e", genuine, []),
+                    (b"a", b'{"flush_id": 7', [reply]),
+                    (b"b", genuine, [("content-type", None), reply]),
+                    (b"c", announcement(ScopeRef(type="end_user", id="")), [reply]),
+                    (b"d", genuine, [("x", b"\xff\xfe"), reply]),
+                    (b"e", genuine, [reply]),
                 ],
             )
 
@@ -81,9 +83,14 @@ async def test_a_genuine_announcement_is_judged_beside_hostile_ones(
                 what="the key blocked at the gateway",
             )
             unreadable = enforcing.metrics.records_rejected.labels(topic=topics.flushes, reason="unreadable")
+            # (a record written now is handled after the batch that blocked the key, and its answer)
+            await write_records(kafka_broker, topics.flushes, [(b"z", b"{", [])])
+            await eventually(unreadable._value.get, lambda n: n >= 3, within=30, what="a later announcement handled")
 
     assert block.scope == f"key:{KEY}"
-    assert unreadable._value.get() == 2  # the malformed announcement and the scope without an id
+    assert unreadable._value.get() == 3  # the malformed announcements and the scope without an id
+    # and no record naming where its answer should go made the enforcer write there
+    assert await read_topic(kafka_broker, topics.leases, expected=0) == []
 
 
 async def test_a_flush_too_large_for_one_announcement_is_announced_in_pieces(

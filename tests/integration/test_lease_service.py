@@ -22,6 +22,7 @@ from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
 from spendpipe.platform.kafka import KafkaSettings
 from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.pipeline import produce_records, read_topic, running_pipeline
+from tests.support.signing import write_records
 from tests.support.waiting import eventually
 
 QUICK = LeaseSettings(ttl_s=1, settle_grace_s=0.5)
@@ -70,10 +71,11 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
     async with running_pipeline(aggregator, enforcer, clickhouse, time.time) as service:
         await eventually(service.leases.desk.lending, bool, within=30, what="the desk's start-up wait")
         key = b"team:eng"
-        await produce_records(
+        reply = [("reply_to", topics.leases.encode())]  # a writer asking the enforcer to write there
+        await write_records(
             kafka_broker,
             topics.lease_requests,
-            [(key, b"{not json"), (key, ask(chain, secret, "0.25").model_dump_json().encode())],
+            [(key, b"{not json", reply), (key, ask(chain, secret, "0.25").model_dump_json().encode(), reply)],
         )
         (grant,) = await grants(kafka_broker, topics, 1)
         assert (grant.chain, grant.granted, grant.free, grant.revoked) == (
@@ -90,7 +92,7 @@ async def test_requests_are_answered_by_signed_grants_and_a_lowered_cap_revokes(
             lambda: grants(kafka_broker, topics, 1), lambda gs: len(gs) >= 2, within=30, what="the revocation"
         )
         assert revocations[-1].chain == chain
-        assert revocations[-1].revoked
+        assert revocations[-1].revoked  # and every record on the topic is a signed grant (`grants`)
 
 
 async def test_a_fresh_enforcer_lends_at_once_and_a_successor_waits_for_its_predecessors_chains(
