@@ -120,8 +120,9 @@ class _Batch:
 
     def mean_age_s(self, now_s: float) -> float | None:
         """How long its records have waited since they were produced, on average (None: no
-        record carries a time)."""
-        return now_s - self.created_ms / 1000 / self.stamped if self.stamped else None
+        record carries a time); never less than 0 (a writer's clock ahead of ours, on a topic
+        whose records keep the writer's time)."""
+        return max(0.0, now_s - self.created_ms / 1000 / self.stamped) if self.stamped else None
 
 
 def _timestamp(record: object) -> int:

@@ -7,6 +7,9 @@ reader has seen everything that was in the topic when it started (the end offset
 gateway's sessions log, kept for a week rather than compacted, is read the same way. A record
 `on_record` raises on is passed over and logged (`skipped`), and so are records the consumer
 cannot parse (`platform.unreadable`): one crafted record must not stop every reader of a topic.
+A partition added to the topic while the reader follows it is read from its beginning, within
+`PARTITIONS_REFRESH_MS` (the client's metadata refresh): a decision keyed to it would otherwise
+reach no gateway until it restarts.
 
     async with CompactedTopicReader(kafka=kafka, topic=topic, on_record=apply) as reader:
         await reader.catch_up()
@@ -33,6 +36,10 @@ TopicRecord: TypeAlias = ConsumerRecord[bytes, bytes]
 OnRecord: TypeAlias = Callable[[TopicRecord], None]
 """Called with each record, in offset order within a partition."""
 
+PARTITIONS_REFRESH_MS = 30_000
+"""How often the reader's client asks the brokers for the topic's partitions (Kafka's
+`metadata.max.age.ms`, 5 minutes by default)."""
+
 MOST_SKIPS_LOGGED = 100
 """Records a reader logs passing over; a writer that sends more cannot fill the log."""
 
@@ -40,12 +47,21 @@ log = logging.getLogger(__name__)
 
 
 class CompactedTopicReader:
-    def __init__(self, *, kafka: KafkaSettings, topic: str, on_record: OnRecord, fetch_max_wait_ms: int = 500) -> None:
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        topic: str,
+        on_record: OnRecord,
+        fetch_max_wait_ms: int = 500,
+        partitions_refresh_ms: int = PARTITIONS_REFRESH_MS,
+    ) -> None:
         """`fetch_max_wait_ms`: Kafka's `fetch.max.wait.ms`, lower where a record read back is waited on."""
         self._kafka = kafka
         self._topic = topic
         self._on_record = on_record
         self._fetch_max_wait_ms = fetch_max_wait_ms
+        self._partitions_refresh_ms = partitions_refresh_ms
         self._consumer: TolerantConsumer | None = None
         self._partitions: list[TopicPartition] = []
         self._skips = FirstLogged(log, MOST_SKIPS_LOGGED)
@@ -58,6 +74,7 @@ class CompactedTopicReader:
             **self._kafka.aiokafka_kwargs(),
             enable_auto_commit=False,
             fetch_max_wait_ms=self._fetch_max_wait_ms,
+            metadata_max_age_ms=self._partitions_refresh_ms,
             unreadable=self._passed_over,
         )
         try:
@@ -82,7 +99,24 @@ class CompactedTopicReader:
     async def follow(self) -> None:
         """Apply records as they arrive, until cancelled."""
         while True:
+            await self._take_added_partitions()
             await self._poll(timeout_ms=500)
+
+    async def _take_added_partitions(self) -> None:
+        """Partitions the client's metadata names that the reader does not read yet: from their
+        beginning, and the others on from where they are (assigning anew forgets positions)."""
+        consumer = self._require()
+        named = consumer.partitions_for_topic(self._topic) or set()
+        added = [tp for p in sorted(named) if (tp := TopicPartition(self._topic, p)) not in self._partitions]
+        if not added:
+            return
+        positions = {tp: await consumer.position(tp) for tp in self._partitions}
+        self._partitions = [*self._partitions, *added]
+        consumer.assign(self._partitions)
+        for tp, offset in positions.items():
+            consumer.seek(tp, offset)
+        await consumer.seek_to_beginning(*added)
+        log.info("spendpipe reads %s's added partitions %s", self._topic, [tp.partition for tp in added])
 
     async def stop(self) -> None:
         if self._consumer is not None:

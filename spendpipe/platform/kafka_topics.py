@@ -16,6 +16,9 @@ SESSIONS = {"message.timestamp.type": "LogAppendTime", "retention.ms": str(7 * 2
 idle rule compares them); a week of records is what a cold gateway reads back, so a session that
 lives longer than that may be counted short by a gateway that started after its first records
 were deleted."""
+EVENTS = {"message.timestamp.type": "LogAppendTime"}
+"""The broker stamps events: the aggregator measures how long records waited from their times, and
+a writer's own time (any, from 1970 to an hour ahead) would make that figure what it chose."""
 LEASES = {"retention.ms": str(3600 * 1000)}
 """Lease requests and grants matter for seconds (a chain lives a TTL); an hour is plenty."""
 
@@ -23,9 +26,10 @@ LEASES = {"retention.ms": str(3600 * 1000)}
 def topic_specs(topics: Topics, *, partitions: int, replication: int) -> list[NewTopic]:
     """Events and flushes are streams; decisions and budgets (declared ones too) are compacted, keyed by scope,
     so a cold reader rebuilds the current state from the beginning."""
-    plain = [topics.events, topics.events_dead_letter, topics.flushes, topics.alerts]
+    plain = [topics.events_dead_letter, topics.flushes, topics.alerts]
     compacted = [topics.decisions, topics.budgets, topics.declared_budgets]
     return [
+        NewTopic(topics.events, partitions, replication, topic_configs=EVENTS),
         *(NewTopic(name, partitions, replication) for name in plain),
         *(NewTopic(name, partitions, replication, topic_configs=COMPACTED) for name in compacted),
         NewTopic(topics.sessions, partitions, replication, topic_configs=SESSIONS),

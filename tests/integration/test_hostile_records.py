@@ -3,10 +3,12 @@ counted once, every bad record is dead-lettered once with a reason and its key, 
 consumer's commit reaches the end of the topic."""
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from spendpipe.aggregator.dead_letters import DEAD_LETTER_REASON, SOURCE_OFFSET, TRUNCATED
 from spendpipe.contracts.events import SpendEvent
@@ -16,6 +18,7 @@ from tests.support.events import make_event
 from tests.support.pipeline import (
     committed_offset,
     counted_events,
+    events_counted,
     produce_records,
     read_topic,
     running_aggregator,
@@ -111,3 +114,27 @@ async def test_hostile_records_are_dead_lettered_once_and_good_ones_counted_once
     assert dict(huge.headers)[TRUNCATED] == b"value"
     offsets = [int(dict(letter.headers)[SOURCE_OFFSET]) for letter in letters]
     assert len(set(offsets)) == len(bad)
+
+
+async def test_a_writers_record_times_do_not_set_the_aggregators_wait_figure(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    # given events written with record times of 1970 and of an hour ahead (Kafka takes both)
+    topics = await make_topics(kafka_broker, 1)
+    settings = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    now_ms = int(time.time() * 1000)
+    events = [make_event() for _ in range(4)]
+
+    async with running_aggregator(settings, clickhouse) as (_, metrics):
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_broker)
+        await producer.start()
+        try:
+            for event, stamp in zip(events, (1, 1, now_ms + 3_500_000, now_ms + 3_500_000), strict=True):
+                await producer.send_and_wait(topics.events, event.to_json(), timestamp_ms=stamp)
+        finally:
+            await producer.stop()
+        await events_counted(clickhouse, len(events))
+        wait = metrics.flush_step_seconds.labels("wait")
+
+    # then the batches waited what they waited: seconds, not 56 years nor less than nothing
+    assert wait._sum.get() < 60
