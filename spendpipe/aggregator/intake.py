@@ -17,6 +17,11 @@ The rules:
   are published). A flush that FAILED rewinds: every partition of the failed
   batch and of the batch read meanwhile is sought back to its first unwritten offset, and the
   records are read again after `retry_backoff_s`.
+- When the intake is idle (nothing read in hand, no flush in flight, no retry kept back), a
+  partition whose position passed its last commit without records (a transaction's commit or
+  abort marker takes an offset, and no record of it is handed over) is committed at its
+  position: every record before it is written, and the lag and readiness would otherwise count
+  the marker as a record behind forever.
 - A read that failed (`KafkaError`) is tried again after `retry_backoff_s`, or as soon as the
   flush in flight ends, whichever comes first: the next batch in hand need not wait for Kafka.
 - A rebalance waits for the flush in flight (and its commit), and the batch read before it is
@@ -172,6 +177,10 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         read through it: nothing is written until it is empty."""
         self._through: dict[int, int] = {}
         """The batch kept back's `read_through`, as `_read_through` finds each partition done."""
+        self._commits: dict[int, int] = {}
+        """Each assigned partition's commit as this consumer knows it: the group's when first
+        asked, then what it committed (or asked to commit: a refused commit is not asked again
+        until the position moves)."""
 
     @property
     def awaited(self) -> dict[int, int]:
@@ -184,6 +193,7 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
         # first, so that `run` starts no write of what it read under this assignment
         self._generation += 1
         self._needed, self._through = {}, {}  # the batch kept back is dropped; its next writer asks again
+        self._commits = {}  # the next owners commit meanwhile
         writing = self._writing
         if writing is not None:
             # let the flush in flight finish and commit before the partitions go
@@ -231,6 +241,8 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
                 self._writing_batch = batch
                 self._writing = asyncio.create_task(self._write(consumer, batch))
                 batch = _Batch(self._generation)
+            elif writing is None and not self._needed and self._lost != self._generation:
+                await self._commit_idle(consumer)
             elif writing is not None and len(batch) >= self._batch_size:
                 await asyncio.wait([writing])
 
@@ -295,14 +307,44 @@ class EventIntake(ConsumerRebalanceListener):  # type: ignore[misc]
             self._waited(waited)
         try:
             # what was written: each partition's highest offset in the batch, plus one
-            await consumer.commit({TopicPartition(self._topic, p): o + 1 for p, o in batch.offsets.highest.items()})
+            commits = {TopicPartition(self._topic, p): o + 1 for p, o in batch.offsets.highest.items()}
+            await consumer.commit(commits)
         except KafkaError as error:
             # the batch is in ClickHouse, and whoever reads it again skips it as a replay; a later
             # commit covers it (a group that moved on, the broker away)
             log.warning("could not commit a written batch of %s: %r", self._topic, error)
         else:
             self._committed(batch.offsets)
+        for tp, offset in commits.items():
+            self._commits[tp.partition] = max(offset, self._commits.get(tp.partition, 0))
         return Flushed.WRITTEN
+
+    async def _commit_idle(self, consumer: AIOKafkaConsumer) -> None:
+        """Commit each assigned partition at its position where that passed the last commit: the
+        intake is idle, so every record before the position is written (module docstring)."""
+        passed: dict[TopicPartition, int] = {}
+        generation = self._generation
+        for tp in consumer.assignment():
+            try:
+                if (committed := self._commits.get(tp.partition)) is None:
+                    committed = await consumer.committed(tp) or 0  # None: the group has no commit
+                position = await consumer.position(tp)
+            except (IllegalStateError, KafkaError) as error:
+                log.debug("not committing the positions of %s now: %r", self._topic, error)
+                return  # revoked meanwhile, or the coordinator away: the next idle round asks again
+            if generation != self._generation:
+                return  # a rebalance meanwhile
+            self._commits[tp.partition] = committed
+            if position > committed:
+                passed[tp] = position
+        if not passed:
+            return
+        try:
+            await consumer.commit(passed)
+        except KafkaError as error:
+            log.warning("could not commit the positions of %s: %r", self._topic, error)
+        for tp, position in passed.items():
+            self._commits[tp.partition] = position  # asked once: not again until it moves
 
     async def _read_through(self, consumer: AIOKafkaConsumer, batch: _Batch) -> bool:
         """Whether every partition `ReadFurtherError` named (and still assigned) is read through the

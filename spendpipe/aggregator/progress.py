@@ -2,8 +2,8 @@
 
 Every `interval_s` it reads, through the subscriber's own consumer and for the partitions
 assigned to this aggregator, the end offsets and the group's committed offsets. Committed is
-what ClickHouse holds (offsets are committed only after a flush), so lag = end - committed is
-the number of records not yet counted.
+what ClickHouse holds (offsets are committed after a flush, and past a transaction's marker
+once the intake is idle), so lag = end - committed is the number of records not yet counted.
 
 Ready means caught up: after the group assigned partitions, the committed offsets reached the
 end offsets of the first look after that assignment — the backlog that was waiting when the

@@ -4,6 +4,7 @@ consumer's commit reaches the end of the topic."""
 
 import re
 import time
+import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -138,3 +139,34 @@ async def test_a_writers_record_times_do_not_set_the_aggregators_wait_figure(
 
     # then the batches waited what they waited: seconds, not 56 years nor less than nothing
     assert wait._sum.get() < 60
+
+
+async def test_a_transactions_marker_leaves_the_aggregator_neither_behind_nor_unready(
+    kafka_broker: str, make_topics, clickhouse: ClickhouseStore, clickhouse_settings: ClickhouseSettings
+) -> None:
+    # given events written in a transaction: its commit marker takes the partition's last offset,
+    # and no reader is handed it
+    topics = await make_topics(kafka_broker, 1)
+    settings = aggregator_settings(kafka_broker, topics, clickhouse_settings)
+    events = [make_event() for _ in range(3)]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker, transactional_id=f"writer-{uuid.uuid4().hex}")
+    await producer.start()
+    try:
+        async with producer.transaction():
+            for event in events:
+                await producer.send(topics.events, event.to_json())
+    finally:
+        await producer.stop()
+
+    # when a fresh aggregator reads them
+    async with running_aggregator(settings, clickhouse) as (aggregator, _):
+        await events_counted(clickhouse, len(events))
+
+        # then it commits past the marker, and is ready: nothing is behind
+        await eventually(
+            lambda: committed_offset(kafka_broker, topics.events, settings.group_id),
+            lambda offset: offset == len(events) + 1,
+            within=30,
+            what="the commit past the transaction's marker",
+        )
+        await eventually(aggregator.not_ready, lambda reason: reason is None, within=30, what="the aggregator ready")

@@ -144,6 +144,11 @@ class SessionLog:
         except ValidationError as error:
             log.error("ignoring an unreadable session record: %s", error)
             return
+        if record.key.encode() != (message.key or b""):
+            # filed under another key, it is on another partition than the session's other records:
+            # gateways could apply it at different points and reach different verdicts
+            log.error("ignoring a session record filed under another session's key")
+            return
         with self._lock:
             verdicts = self.ledger.apply(record, at)
             waiting = [(self._waiters.get(v.call_id), v) for v in verdicts]
