@@ -38,6 +38,12 @@ class GatewayMetrics:
         )
         for reason in LOSS_REASONS:  # a series that appears at 5 has no increase to alert on: start each at 0
             self.lost.labels(reason=reason)
+        self.repeated = Counter(
+            "spendpipe_gateway_events_repeated",
+            "Logged calls not published: another log of an attempt already charged at least as much "
+            "(LiteLLM logs a stream its client hung up on as a failure and as a success)",
+            registry=registry,
+        )
         self.unpriced = Counter(
             "spendpipe_gateway_unpriced_calls",
             "Successful calls with tokens that LiteLLM could not price (no price for the model it priced them "

@@ -61,7 +61,8 @@ from spendpipe.gateway.providers import provider_override
 from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, new_lease_id, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
-from spendpipe.gateway.recording.event_builder import Recorded, call_outcome, event_or_fallback
+from spendpipe.gateway.recording.attempts import ChargedAttempts
+from spendpipe.gateway.recording.event_builder import Recorded, call_outcome, charged_cost, event_or_fallback
 from spendpipe.gateway.recording.logged_call import copy_logged_call
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher
@@ -133,6 +134,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         self._sync_deadline = 0.0
         self._close_wait_s = close_wait_s
         self._unlogged = UnloggedCalls()
+        self._attempts = ChargedAttempts()
         self._started = False
         self.process_budget = process_budget
         self.refuses_sdk_calls = False
@@ -487,7 +489,12 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """Hand the call's event to the publisher (the request path: a few microseconds). What the
         event is built from is copied here (the raw key hashed, nothing LiteLLM may still change
         kept): pickled for the subprocess publisher (`wire.snapshot`), which builds it in its child;
-        else copied (`copy_logged_call`), and built on the publisher's thread by `_event_of`."""
+        else copied (`copy_logged_call`), and built on the publisher's thread by `_event_of`. A
+        second log of an attempt already charged at least as much is not handed over (`attempts`)."""
+        if self._attempts.repeats(kwargs.get("standard_logging_object"), charged_cost(kwargs)):
+            self.metrics.repeated.inc()
+            self._unlogged.logged(kwargs.get("litellm_call_id"))
+            return
         publisher = self.publisher
         if isinstance(publisher, ProcessPublisher):
             publisher.record(kwargs)

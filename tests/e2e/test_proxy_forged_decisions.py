@@ -16,7 +16,6 @@ import litellm
 import pytest
 
 from dev.litellm_proxy import LiteLLMProxy
-from dev.local_kafka import free_port_pair
 from spendpipe.admin.budget_admin import BudgetAdmin
 from spendpipe.contracts.budgets import Budget
 from spendpipe.platform.clickhouse import ClickhouseSettings, ClickhouseStore
@@ -25,6 +24,7 @@ from tests.conftest import aggregator_settings, enforcer_settings
 from tests.support.ops import metric, off_loop
 from tests.support.pipeline import running_pipeline
 from tests.support.processes import run_cli
+from tests.support.proxies import ops_env, ops_url, started
 from tests.support.signing import FORGED_AS, WriterKey, write_forgeries
 from tests.support.waiting import eventually
 
@@ -44,19 +44,11 @@ async def ask(http: httpx.AsyncClient, proxy: LiteLLMProxy) -> httpx.Response:
 @pytest.fixture
 async def proxy(kafka_broker: str, make_topics, tmp_path: Path) -> AsyncIterator[LiteLLMProxy]:
     """A proxy with the plugin's ops endpoint on (its /metrics), on fresh topics; stopped after."""
-    proxy = LiteLLMProxy(
-        tmp_path / "proxy",
-        kafka_broker,
-        await make_topics(kafka_broker),
-        {KEY: ("alice", "search")},
-        ("gpt-4o",),
-        env={"SPENDPIPE_OPS__ENABLED": "true", "SPENDPIPE_OPS__PORT": str(free_port_pair())},
-    )
-    try:
-        await asyncio.to_thread(proxy.start)
+    topics = await make_topics(kafka_broker)
+    async with started(
+        LiteLLMProxy(tmp_path / "proxy", kafka_broker, topics, {KEY: ("alice", "search")}, ("gpt-4o",), env=ops_env())
+    ) as proxy:
         yield proxy
-    finally:
-        await asyncio.to_thread(proxy.stop)
 
 
 async def test_a_proxy_keeps_refusing_after_forged_decisions_and_budgets(
@@ -67,7 +59,7 @@ async def test_a_proxy_keeps_refusing_after_forged_decisions_and_budgets(
     signing_keys: WriterKey,
 ) -> None:
     topics = proxy.topics
-    ops = f"http://127.0.0.1:{proxy.env['SPENDPIPE_OPS__PORT']}"
+    ops = ops_url(proxy)
     admin = BudgetAdmin(kafka=KafkaSettings(bootstrap_servers=kafka_broker), topics=topics)
     await asyncio.to_thread(admin.set, {"scope": SCOPE, "max_budget": "0.0020", "budget_duration": "24h"})
     aggregator = aggregator_settings(kafka_broker, topics, clickhouse_settings)

@@ -1,0 +1,58 @@
+"""Charging each attempt of a call once.
+
+LiteLLM's proxy logs a stream its client hangs up on twice: a failure that carries the cost of
+the chunks sent so far, then the success that `_bill_partial_streamed_spend_on_disconnect`
+dispatches for the same chunks. Both name the call and the attempt's start time; their end times
+differ, so their event ids do too, and both were counted (measured: 0.00102 twice for one
+abandoned stream). A later log of an attempt that was already charged at least its cost is not
+published (`spendpipe_gateway_events_repeated_total`).
+
+Router retries of one call keep its id and may share its start time (the proxy passes its own
+logging object down), so the rule keeps every log that costs more than the attempt was charged:
+a failed attempt charged nothing never hides the success after it. Only attempts charged more
+than 0 are remembered, the latest `MOST_REMEMBERED`: the two logs of a hang-up come within
+milliseconds.
+"""
+
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+MOST_REMEMBERED = 4096
+
+
+class ChargedAttempts:
+    """Thread-safe: LiteLLM logs on the proxy's event loop and on its own threads."""
+
+    def __init__(self, most: int = MOST_REMEMBERED) -> None:
+        self._most = most
+        self._charged: OrderedDict[tuple[str, float], Decimal] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def repeats(self, record: object, cost: Decimal | None) -> bool:
+        """Whether the logged call `record` (LiteLLM's standard logging object), charged `cost`,
+        is an attempt already charged at least that; else it is remembered as charged `cost`."""
+        if cost is None or not isinstance(record, Mapping):
+            return False
+        attempt = _attempt(record)
+        if attempt is None:
+            return False
+        with self._lock:
+            charged = self._charged.get(attempt)
+            if charged is not None and cost <= charged:
+                return True
+            if cost > 0:
+                self._charged[attempt] = cost
+                self._charged.move_to_end(attempt)
+                while len(self._charged) > self._most:
+                    self._charged.popitem(last=False)
+        return False
+
+
+def _attempt(record: Mapping[str, Any]) -> tuple[str, float] | None:
+    call_id, start = record.get("litellm_call_id"), record.get("startTime")
+    if not isinstance(call_id, str) or not call_id or not isinstance(start, int | float) or isinstance(start, bool):
+        return None
+    return call_id, float(start)

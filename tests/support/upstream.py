@@ -1,0 +1,62 @@
+"""An OpenAI-compatible provider on loopback, for what `mock_response` cannot show: a stream long
+and slow enough that a client can hang up in the middle of it, which LiteLLM logs as a provider's
+stream (its mock streams otherwise). Every answer is `tokens` chunks of one word, then the usage."""
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from dev.local_kafka import free_port_pair
+
+
+@dataclass
+class Upstream:
+    url: str
+    """The `api_base` a deployment names."""
+    written: list[int] = field(default_factory=list)
+    """Per answer, the content chunks it wrote before it ended or its reader went away."""
+
+
+@asynccontextmanager
+async def streaming_upstream(tokens: int = 5_000, delay_s: float = 0.002) -> AsyncIterator[Upstream]:
+    """Started on a free loopback port for the block, stopped after it."""
+    port = free_port_pair()
+    upstream = Upstream(url=f"http://127.0.0.1:{port}/v1")
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
+        base["model"] = body.get("model")
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        upstream.written.append(0)
+        try:
+            for n in range(tokens):
+                delta = {"content": " word"} | ({"role": "assistant"} if n == 0 else {})
+                await response.write(
+                    f"data: {json.dumps(base | {'choices': [{'index': 0, 'delta': delta}]})}\n\n".encode()
+                )
+                upstream.written[-1] = n + 1
+                await asyncio.sleep(delay_s)  # a provider's pace: the answer takes seconds
+            usage = {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": tokens + 10}
+            done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+            await response.write(f"data: {json.dumps(base | done)}\n\ndata: [DONE]\n\n".encode())
+        except (ConnectionError, asyncio.CancelledError):
+            pass  # the proxy hung up
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield upstream
+    finally:
+        await runner.cleanup()
