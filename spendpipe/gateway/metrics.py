@@ -41,7 +41,7 @@ class GatewayMetrics:
         self.repeated = Counter(
             "spendpipe_gateway_events_repeated",
             "Logged calls not published: another log of an attempt already charged at least as much "
-            "(LiteLLM logs a stream its client hung up on as a failure and as a success)",
+            "(LiteLLM logs a stream that fails as its client hangs up as a failure and as a success)",
             registry=registry,
         )
         self.unpriced = Counter(

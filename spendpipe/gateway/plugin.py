@@ -84,6 +84,7 @@ from spendpipe.gateway.sessions.gate import SessionGate
 from spendpipe.gateway.sessions.ledger import SessionLedger
 from spendpipe.gateway.sessions.session_log import SessionLog
 from spendpipe.gateway.settings import GatewaySettings
+from spendpipe.gateway.text_streams import keep_chunks
 from spendpipe.platform.ops_server import OpsServer, OpsSettings, Readiness
 
 log = logging.getLogger(__name__)
@@ -379,7 +380,9 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         """LiteLLM's remaining-capacity headers on a successful response, as this gateway counts,
         and its key spend headers with spendpipe's estimate of the key's spend (`key_spend.py`);
         on a response refused for the key's own budget, the key spend headers with the enforcer's
-        figures (`key_spend_headers`)."""
+        figures (`key_spend_headers`). The one hook handed a stream before it is served: a
+        `/completions` stream keeps its chunks there, to be charged if its client hangs up."""
+        keep_chunks(response, data)
         who = RequestIdentity.of_proxy_key(user_api_key_dict, data)  # no agent: see below
         key = scope_name(ScopeType.KEY, who.key_hash) if who.key_hash else None
         spend = key_spend_headers(self.blocklist.blocking([key])) if key else None

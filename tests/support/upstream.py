@@ -14,6 +14,9 @@ from aiohttp import web
 
 from dev.local_kafka import free_port_pair
 
+WORDS = (" the", " a", " and", " of", " to", " in", " is")
+"""One token each, one after another: LiteLLM fails a stream that repeats a chunk 100 times."""
+
 
 @dataclass
 class Upstream:
@@ -24,27 +27,33 @@ class Upstream:
 
 
 @asynccontextmanager
-async def streaming_upstream(tokens: int = 5_000, delay_s: float = 0.002) -> AsyncIterator[Upstream]:
-    """Started on a free loopback port for the block, stopped after it."""
+async def streaming_upstream(
+    tokens: int = 5_000, delay_s: float = 0.002, *, repeating: bool = False
+) -> AsyncIterator[Upstream]:
+    """Started on a free loopback port for the block, stopped after it. `repeating`: every chunk
+    is the same word, a model caught in a loop, whose stream LiteLLM fails at the 100th."""
     port = free_port_pair()
     upstream = Upstream(url=f"http://127.0.0.1:{port}/v1")
 
     async def answer(request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        length = min(tokens, body.get("max_tokens") or tokens)
         base = {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion.chunk", "created": int(time.time())}
         base["model"] = body.get("model")
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         upstream.written.append(0)
         try:
-            for n in range(tokens):
-                delta = {"content": " word"} | ({"role": "assistant"} if n == 0 else {})
+            for n in range(length):
+                delta = {"content": WORDS[0 if repeating else n % len(WORDS)]} | (
+                    {"role": "assistant"} if n == 0 else {}
+                )
                 await response.write(
                     f"data: {json.dumps(base | {'choices': [{'index': 0, 'delta': delta}]})}\n\n".encode()
                 )
                 upstream.written[-1] = n + 1
                 await asyncio.sleep(delay_s)  # a provider's pace: the answer takes seconds
-            usage = {"prompt_tokens": 10, "completion_tokens": tokens, "total_tokens": tokens + 10}
+            usage = {"prompt_tokens": 10, "completion_tokens": length, "total_tokens": length + 10}
             done = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
             await response.write(f"data: {json.dumps(base | done)}\n\ndata: [DONE]\n\n".encode())
         except (ConnectionError, asyncio.CancelledError):

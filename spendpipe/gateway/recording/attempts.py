@@ -1,10 +1,11 @@
 """Charging each attempt of a call once.
 
-LiteLLM's proxy logs a stream its client hangs up on twice: a failure that carries the cost of
-the chunks sent so far, then the success that `_bill_partial_streamed_spend_on_disconnect`
-dispatches for the same chunks. Both name the call and the attempt's start time; their end times
-differ, so their event ids do too, and both were counted (measured: 0.00102 twice for one
-abandoned stream). A later log of an attempt that was already charged at least its cost is not
+When a provider's stream fails mid-way as its client hangs up (LiteLLM fails a stream that repeats
+a chunk 100 times, a model caught in a loop), LiteLLM's proxy logs it twice: the failure, which
+carries the cost of the chunks read so far, then the success that it dispatches for a stream its
+client hung up on, for the same chunks. Both name the call and the attempt's start time; their
+end times differ, so their event ids do too, and both were counted (measured: 0.00102 twice for
+one stream). A later log of an attempt that was already charged at least its cost is not
 published (`spendpipe_gateway_events_repeated_total`).
 
 Router retries of one call keep its id and may share its start time (the proxy passes its own
