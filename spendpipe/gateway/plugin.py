@@ -62,7 +62,7 @@ from spendpipe.gateway.rate_limits.gate import RateGate
 from spendpipe.gateway.rate_limits.leases import lease_in, mark_lease, new_lease_id, usage_of_log, usage_of_response
 from spendpipe.gateway.rate_limits.limit_follower import LimitFollower
 from spendpipe.gateway.recording.attempts import ChargedAttempts
-from spendpipe.gateway.recording.event_builder import Recorded, call_outcome, charged_cost, event_or_fallback
+from spendpipe.gateway.recording.event_builder import Recorded, call_outcome, event_or_fallback
 from spendpipe.gateway.recording.logged_call import copy_logged_call
 from spendpipe.gateway.recording.publisher import EventPublisher, PublisherOptions
 from spendpipe.gateway.recording.publisher_process import ProcessPublisher
@@ -494,7 +494,7 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         kept): pickled for the subprocess publisher (`wire.snapshot`), which builds it in its child;
         else copied (`copy_logged_call`), and built on the publisher's thread by `_event_of`. A
         second log of an attempt already charged at least as much is not handed over (`attempts`)."""
-        if self._attempts.repeats(kwargs.get("standard_logging_object"), charged_cost(kwargs)):
+        if self._attempts.repeats(kwargs):
             self.metrics.repeated.inc()
             self._unlogged.logged(kwargs.get("litellm_call_id"))
             return

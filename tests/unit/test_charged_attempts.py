@@ -1,47 +1,60 @@
 """Charging each attempt of a call once (`spendpipe.gateway.recording.attempts`)."""
 
-from decimal import Decimal
+from typing import Any
 
 from spendpipe.gateway.recording.attempts import ChargedAttempts
 
 
-def logged(call_id: str = "call-1", start: float = 1_700_000_000.5) -> dict[str, object]:
-    return {"litellm_call_id": call_id, "startTime": start}
+def logged(
+    cost: object, call_id: str = "call-1", start: object = 1_700_000_000.5, stream: object = True
+) -> dict[str, Any]:
+    """What LiteLLM hands a logger for one log of a call."""
+    record = {"litellm_call_id": call_id, "startTime": start, "response_cost": cost}
+    return {"stream": stream, "standard_logging_object": record}
 
 
-def test_a_second_log_of_an_attempt_charged_as_much_is_a_repeat() -> None:
+def test_a_second_log_of_a_stream_charged_as_much_is_a_repeat() -> None:
     attempts = ChargedAttempts()
-    assert not attempts.repeats(logged(), Decimal("0.00102"))
-    assert attempts.repeats(logged(), Decimal("0.00102"))
-    assert attempts.repeats(logged(), Decimal("0.0001"))
+    assert not attempts.repeats(logged(0.00102))
+    assert attempts.repeats(logged(0.00102))
+    assert attempts.repeats(logged(0.0001))
 
 
 def test_a_log_that_costs_more_than_the_attempt_was_charged_is_kept() -> None:
     attempts = ChargedAttempts()
-    assert not attempts.repeats(logged(), Decimal("0"))  # a failed retry charged nothing
-    assert not attempts.repeats(logged(), Decimal("0.5"))
-    assert attempts.repeats(logged(), Decimal("0.5"))
+    assert not attempts.repeats(logged(0))  # a failed retry charged nothing
+    assert not attempts.repeats(logged(0.5))
+    assert attempts.repeats(logged(0.5))
 
 
 def test_other_calls_and_other_attempts_are_not_repeats() -> None:
     attempts = ChargedAttempts()
-    assert not attempts.repeats(logged(), Decimal("1"))
-    assert not attempts.repeats(logged(call_id="call-2"), Decimal("1"))
-    assert not attempts.repeats(logged(start=1_700_000_001.5), Decimal("1"))
+    assert not attempts.repeats(logged(1))
+    assert not attempts.repeats(logged(1, call_id="call-2"))
+    assert not attempts.repeats(logged(1, start=1_700_000_001.5))
 
 
-def test_logs_without_an_attempt_are_never_repeats() -> None:
+def test_calls_that_are_not_streams_or_name_no_attempt_are_never_repeats() -> None:
     attempts = ChargedAttempts()
-    for record in ({}, {"litellm_call_id": "", "startTime": 1.0}, {"litellm_call_id": "c", "startTime": True}, None):
-        assert not attempts.repeats(record, Decimal("1"))
-        assert not attempts.repeats(record, Decimal("1"))
-    assert not attempts.repeats(logged(), None)
-    assert not attempts.repeats(logged(), None)
+    unmatched = [
+        logged(1, stream=False),
+        logged(1, stream="true"),
+        logged(1, call_id=""),
+        logged(1, start=True),
+        logged(1, start="1700000000"),
+        logged("not an amount"),
+        logged(-1),
+        {"stream": True, "standard_logging_object": None},
+        {},
+    ]
+    for kwargs in unmatched:
+        assert not attempts.repeats(kwargs)
+        assert not attempts.repeats(kwargs)
 
 
 def test_only_the_latest_attempts_are_remembered() -> None:
     attempts = ChargedAttempts(most=2)
     for call_id in ("a", "b", "c"):
-        assert not attempts.repeats(logged(call_id=call_id), Decimal("1"))
-    assert not attempts.repeats(logged(call_id="a"), Decimal("1"))
-    assert attempts.repeats(logged(call_id="c"), Decimal("1"))
+        assert not attempts.repeats(logged(1, call_id=call_id))
+    assert not attempts.repeats(logged(1, call_id="a"))
+    assert attempts.repeats(logged(1, call_id="c"))
