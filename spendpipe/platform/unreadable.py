@@ -9,20 +9,25 @@ no other client we could use reads what it cannot decode), so this is written by
 as it can be.
 
 `TolerantConsumer.getmany` is aiokafka's, except when parsing raises anything but a
-`KafkaError`. Then every partition asked for is sought back to where the call found it (one
-assigned during the call, in a rebalance, to its committed offset), the broker is asked for the
-failing partition's raw batches from there (one Fetch, by aiokafka's own client), and the first
-batch that does not parse is the unreadable one: its records from the first that fails to the
-end of the batch are passed over (a batch has one writer, and aiokafka cannot read past a bad
-record within it). The records before it are read one at a time, as aiokafka gives them, then
-the consumer is sought past the batch. The call returns those records, and reports the range
+`KafkaError`, or hands over a record at an offset no log holds there (a writer of raw batches
+sets each record's offset delta: one past its batch comes out at that offset, after its batch's
+end or beyond the log's, and a reader that counts by offset would take what follows for records
+it already read). Then every partition asked for and still assigned is sought back to where the
+call found it (one assigned during the call, in a rebalance, to its committed offset), the
+broker is asked for the failing partition's raw batches from there (one Fetch, by aiokafka's
+own client), and the first batch that does not parse, or holds a record out of place, is the
+unreadable one: its records from the first that fails to the end of the batch are passed over
+(a batch has one writer, and aiokafka cannot read past a bad record within it). The records
+before it are read one at a time, as aiokafka gives them, then the consumer is sought past the
+batch. The call returns those records, and reports the range
 passed over as an `Unreadable` to whoever reads.
 
-A batch compressed by a codec no library here reads (`UnsupportedCodecError`, the one Kafka
-error no retry can cure) is passed over the same way. Other Kafka errors (a broker away, a
-record the broker itself calls corrupt) are raised as before: readers retry them. If the
-failing batch cannot be found, `UnreadableBatchError` (a `KafkaError`) is raised, so those
-readers back off and try again rather than stop.
+A batch compressed by a codec no library here reads, or with a record aiokafka's parser
+misreads (`UNREADABLE`: the Kafka errors no retry can cure) is passed over the same way. Other
+Kafka errors (a broker away) are raised as before, once the partitions are sought back to where
+the call found them: readers retry them. If the failing batch cannot be found,
+`UnreadableBatchError` (a `KafkaError`) is raised, so those readers back off and try again
+rather than stop.
 """
 
 import asyncio
@@ -32,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError, UnsupportedCodecError
+from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
@@ -62,6 +67,17 @@ class Unreadable:
 
     def __str__(self) -> str:
         return f"{self.topic}[{self.partition}] offsets {self.first}-{self.last}: {self.reason}"
+
+
+class MisplacedRecordError(ValueError):
+    """A record whose offset lies outside its batch, or is not after the record before it."""
+
+
+UNREADABLE = (UnsupportedCodecError, CorruptRecordException)
+"""Kafka errors of parsing that no retry cures: a compression no library here reads; a record
+aiokafka's parser misreads (it reads the record's attributes byte, which the broker takes as any
+byte, as a varint). A checksum that fails in transit raises the latter too: the raw fetch then
+finds nothing wrong, and the reader tries again (`UnreadableBatchError`)."""
 
 
 class UnreadableBatchError(KafkaError):  # type: ignore[misc]
@@ -116,19 +132,25 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         except TimeoutError:
             return {}, []
         try:
-            return await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records), []
-        except UnsupportedCodecError as error:
-            unparsed: Exception = error  # a compression no library here reads: no retry can read it
+            records = await super().getmany(*partitions, timeout_ms=timeout_ms, max_records=max_records)
+            misplaced = [tp for tp, taken in records.items() if not await self._in_place(tp, taken)]
+            if not misplaced:
+                return records, []
+            unparsed: Exception = MisplacedRecordError(f"{misplaced[0]}: a record's offset lies outside its batch")
+        except UNREADABLE as error:
+            unparsed = error  # a compression no library here reads, a record aiokafka misreads
         except (KafkaError, asyncio.CancelledError):
+            self._seek_back(found)  # what the failed call took of other partitions is read again
             raise
         except Exception as error:
             unparsed = error
         log.warning("reading %s failed: %r; looking for the batch that cannot be read", asked, unparsed)
-        for tp, offset in found.items():
-            self.seek(tp, offset)  # the records the failed call took are read again
+        self._seek_back(found)  # the records the failed call took are read again
         if not partitions:
             await self._restart(self.assignment() - found.keys())
         for tp, offset in found.items():
+            if tp not in self.assignment():
+                continue  # revoked during the call: another reader reads it now
             unreadable = await self._unreadable_batch(tp, offset)
             if unreadable is not None:
                 try:
@@ -139,6 +161,31 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 self.seek(tp, unreadable.last + 1)
                 return ({tp: before} if before else {}), [unreadable]
         raise UnreadableBatchError("a fetched record could not be parsed, and no batch that fails to parse was found")
+
+    def _seek_back(self, found: dict[TopicPartition, int]) -> None:
+        """Each partition still assigned back where the call found it."""
+        assigned = self.assignment()
+        for tp, offset in found.items():
+            if tp in assigned:
+                self.seek(tp, offset)
+
+    async def _in_place(self, tp: TopicPartition, taken: list[ConsumerRecord[Any, Any]]) -> bool:
+        """Whether `taken`, read from `tp`, have offsets a log can hold: rising, each before where
+        the partition now is and before the end of the log. A writer of raw batches can set a
+        record's offset delta past its batch; aiokafka hands such a record over at that offset,
+        which would tell a reader that counts by offset that what follows was already read."""
+        if not taken:
+            return True
+        ahead: int = await self.position(tp)
+        end = self.highwater(tp)
+        if isinstance(end, int):
+            ahead = min(ahead, end)
+        last: int = -1
+        for record in taken:
+            if record.offset <= last:
+                return False
+            last = record.offset
+        return last < ahead
 
     async def _restart(self, assigned: set[TopicPartition]) -> None:
         """Partitions assigned during the failed call (a rebalance): back where an assignment
@@ -169,8 +216,12 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 if batch is None or batch.next_offset <= offset:
                     continue
                 parsed = max(offset, getattr(batch, "base_offset", offset)) - 1
+                previous = getattr(batch, "base_offset", offset) - 1
                 try:
                     for record in batch:
+                        if not previous < record.offset < batch.next_offset:
+                            raise MisplacedRecordError(f"offset {record.offset} is not after {previous} in its batch")
+                        previous = record.offset
                         parsed = max(parsed, record.offset)
                 except Exception as error:
                     reason = f"{type(error).__name__}: {error}"
@@ -214,7 +265,7 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         while True:
             try:
                 fetched = await super().getmany(tp, timeout_ms=READ_ONE_MS, max_records=1)
-            except UnsupportedCodecError:
+            except UNREADABLE:
                 return before  # reached it
             except (KafkaError, asyncio.CancelledError):
                 raise
@@ -223,6 +274,6 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             record = next(iter(fetched.get(tp, [])), None)
             if record is None:
                 raise UnreadableBatchError(f"{tp} gave no record before the unreadable one at {first}")
-            if record.offset >= first:
-                return before  # not expected: the caller seeks past the batch, before this record
+            if record.offset >= first or (before and record.offset <= before[-1].offset):
+                return before  # it, or past it: the caller seeks past the batch, before this record
             before.append(record)
