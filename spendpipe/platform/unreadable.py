@@ -51,6 +51,8 @@ sends more cannot fill the log."""
 
 FETCH_BYTES = 1 << 20
 """aiokafka's `max_partition_fetch_bytes` unless the consumer is given another."""
+GETONE_WAIT_MS = 1_000
+"""How long `getone` waits in one call of `getmany` before it asks again."""
 READ_ONE_MS = 10_000
 """How long reading one record before the unreadable batch may wait for its fetch."""
 
@@ -117,6 +119,15 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         for unreadable in passed_over:
             self._heard(unreadable)
         return records
+
+    async def getone(self, *partitions: TopicPartition) -> ConsumerRecord[Any, Any]:
+        """The next record, waiting for one: `getmany`'s first, so it reads past what it cannot
+        parse too (FastStream's subscribers of one message at a time call this)."""
+        while True:
+            records = await self.getmany(*partitions, timeout_ms=GETONE_WAIT_MS, max_records=1)
+            for taken in records.values():
+                if taken:
+                    return taken[0]
 
     async def read(
         self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
