@@ -27,7 +27,8 @@ misreads (`UNREADABLE`: the Kafka errors no retry can cure) is passed over the s
 Kafka errors (a broker away) are raised as before, once the partitions are sought back to where
 the call found them: readers retry them. If the failing batch cannot be found,
 `UnreadableBatchError` (a `KafkaError`) is raised, so those readers back off and try again
-rather than stop.
+rather than stop. Every reader here reads uncommitted records, the only isolation level this
+supports: it refuses another.
 """
 
 import asyncio
@@ -96,6 +97,10 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
     `passed_over` counts them all."""
 
     def __init__(self, *topics: str, unreadable: Callable[[Unreadable], None] | None = None, **kwargs: Any) -> None:
+        if kwargs.get("isolation_level", "read_uncommitted") != "read_uncommitted":
+            # its raw fetch would see aborted transactions' batches, which aiokafka never hands
+            # over, and blame one of them: the reader would stall on it
+            raise ValueError("a TolerantConsumer reads with isolation_level='read_uncommitted' only")
         super().__init__(*topics, **kwargs)
         self._logged = FirstLogged(log, MOST_LOGGED)
         self._heard = unreadable or self._log
