@@ -102,6 +102,45 @@ async def test_a_reader_passes_over_an_unreadable_batch_and_keeps_every_other_re
     assert positions == {p: 14 if p == bad else 10 for p in range(3)}
 
 
+async def test_a_record_past_its_batch_is_passed_over_when_a_call_ends_on_it(kafka_broker: str, make_topics) -> None:
+    # given good records, a batch of one whose record's offset delta says 63 (inside the log,
+    # which holds 106 records, but past its batch), and more good records
+    topic = (await make_topics(kafka_broker, 1)).events
+    good = [f"good-{n}".encode() for n in range(105)]
+    await produce_batch(kafka_broker, topic, 0, good[:5], unreadable=set())
+    crafted = await produce_batch(kafka_broker, topic, 0, [b"crafted"], unreadable={0}, crafted="offset")
+    await produce_batch(kafka_broker, topic, 0, good[5:], unreadable=set())
+
+    # when a consumer reads them one record a call, so that a call ends on the crafted record
+    # (aiokafka's position is then just after the offset it claims)
+    passed_over: list[Unreadable] = []
+    read: list[bytes] = []
+    consumer = TolerantConsumer(
+        topic,
+        **KafkaSettings(bootstrap_servers=kafka_broker).aiokafka_kwargs(),
+        group_id=f"readers-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        unreadable=passed_over.append,
+    )
+    await consumer.start()
+    try:
+
+        async def read_on() -> int:
+            for records in (await consumer.getmany(timeout_ms=500, max_records=1)).values():
+                read.extend(record.value for record in records)
+            return len(read)
+
+        await eventually(read_on, lambda count: count >= len(good), within=60, what=f"{len(good)} records read")
+    finally:
+        await consumer.stop()
+
+    # then every good record is read once, in order, and the crafted one is passed over
+    assert read == good
+    assert passed_over == [Unreadable(topic, 0, crafted, crafted, passed_over[0].reason)]
+    assert "MisplacedRecordError" in passed_over[0].reason
+
+
 @pytest.mark.parametrize("crafted", READ_AS)
 async def test_the_aggregator_dead_letters_an_unreadable_batch_and_counts_every_other_event(
     kafka_broker: str,
