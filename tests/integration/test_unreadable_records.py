@@ -39,6 +39,18 @@ READ_AS: dict[Crafted, str] = {
 """How a record is crafted, and the error its dead letter names."""
 
 
+def reader_from_start(bootstrap: str, topic: str, passed_over: list[Unreadable]) -> TolerantConsumer:
+    """A consumer of `topic` from its beginning, telling `passed_over` of each range passed over."""
+    return TolerantConsumer(
+        topic,
+        **KafkaSettings(bootstrap_servers=bootstrap).aiokafka_kwargs(),
+        group_id=f"readers-{uuid.uuid4().hex[:8]}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        unreadable=passed_over.append,
+    )
+
+
 @pytest.mark.parametrize(("bad", "taking"), [(0, "getmany"), (1, "getmany"), (2, "getmany"), (1, "getone")])
 async def test_a_reader_passes_over_an_unreadable_batch_and_keeps_every_other_record(
     kafka_broker: str, make_topics, bad: int, taking: str
@@ -64,14 +76,7 @@ async def test_a_reader_passes_over_an_unreadable_batch_and_keeps_every_other_re
     # of one message at a time do) a record at a time
     passed_over: list[Unreadable] = []
     read: dict[int, list[bytes]] = {p: [] for p in range(3)}
-    consumer = TolerantConsumer(
-        topic,
-        **KafkaSettings(bootstrap_servers=kafka_broker).aiokafka_kwargs(),
-        group_id=f"readers-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        unreadable=passed_over.append,
-    )
+    consumer = reader_from_start(kafka_broker, topic, passed_over)
     await consumer.start()
     try:
 
@@ -115,14 +120,7 @@ async def test_a_record_past_its_batch_is_passed_over_when_a_call_ends_on_it(kaf
     # (aiokafka's position is then just after the offset it claims)
     passed_over: list[Unreadable] = []
     read: list[bytes] = []
-    consumer = TolerantConsumer(
-        topic,
-        **KafkaSettings(bootstrap_servers=kafka_broker).aiokafka_kwargs(),
-        group_id=f"readers-{uuid.uuid4().hex[:8]}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        unreadable=passed_over.append,
-    )
+    consumer = reader_from_start(kafka_broker, topic, passed_over)
     await consumer.start()
     try:
 
