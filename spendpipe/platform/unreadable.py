@@ -13,15 +13,15 @@ as it can be.
 sets each record's offset delta: one past its batch comes out at that offset, after its batch's
 end or beyond the log's, and a reader that counts by offset would take what follows for records
 it already read; a call cut by `max_records` right after such a record is checked against the
-raw batches when a gap comes before it). Then every partition asked for and still assigned is sought back to where the
-call found it (one assigned during the call, in a rebalance, to its committed offset), the
-broker is asked for the failing partition's raw batches from there (one Fetch, by aiokafka's
-own client), and the first batch that does not parse, or holds a record out of place, is the
-unreadable one: its records from the first that fails to the end of the batch are passed over
-(a batch has one writer, and aiokafka cannot read past a bad record within it). The records
-before it are read one at a time, as aiokafka gives them, then the consumer is sought past the
-batch. The call returns those records, and reports the range
-passed over as an `Unreadable` to whoever reads.
+raw batches when a gap comes before it). Then every partition asked for and still assigned is
+sought back to where the call found it (one assigned during the call, in a rebalance, to its
+committed offset), the broker is asked for the failing partition's raw batches from there (one
+Fetch, by aiokafka's own client), and the first batch that does not parse, or holds a record out
+of place, is the unreadable one: its records from the first that fails to the end of the batch
+are passed over (a batch has one writer, and aiokafka cannot read past a bad record within it).
+The records before it are read one at a time, as aiokafka gives them, then the consumer is
+sought past the batch. The call returns those records, and reports the range passed over as an
+`Unreadable` to whoever reads.
 
 A batch compressed by a codec no library here reads, or with a record aiokafka's parser
 misreads (`UNREADABLE`: the Kafka errors no retry can cure) is passed over the same way. Other
