@@ -40,8 +40,8 @@ class GatewayMetrics:
             self.lost.labels(reason=reason)
         self.repeated = Counter(
             "spendpipe_gateway_events_repeated",
-            "Logged calls not published: another log of an attempt already charged at least as much "
-            "(LiteLLM logs a stream that fails as its client hangs up as a failure and as a success)",
+            "Hang-up successes not published: LiteLLM logs a stream that fails as its client hangs up "
+            "as a failure and as a success, for the same chunks",
             registry=registry,
         )
         self.unpriced = Counter(

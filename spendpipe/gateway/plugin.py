@@ -493,7 +493,8 @@ class SpendpipeLogger(CustomLogger):  # type: ignore[misc]  # litellm is not typ
         event is built from is copied here (the raw key hashed, nothing LiteLLM may still change
         kept): pickled for the subprocess publisher (`wire.snapshot`), which builds it in its child;
         else copied (`copy_logged_call`), and built on the publisher's thread by `_event_of`. A
-        second log of an attempt already charged at least as much is not handed over (`attempts`)."""
+        hang-up success of a stream already charged as much by its failure is not handed over
+        (`attempts`)."""
         if self._attempts.repeats(kwargs):
             self.metrics.repeated.inc()
             self._unlogged.logged(kwargs.get("litellm_call_id"))

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CorruptRecordException, KafkaError, UnsupportedCodecError
+from aiokafka.errors import ConsumerStoppedError, CorruptRecordException, KafkaError, UnsupportedCodecError
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 
@@ -156,6 +156,8 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             unparsed: Exception = MisplacedRecordError(f"{misplaced}: a record's offset lies outside its batch")
         except UNREADABLE as error:
             unparsed = error  # a compression no library here reads, a record aiokafka misreads
+        except ConsumerStoppedError:
+            raise
         except (KafkaError, asyncio.CancelledError):
             self._seek_back(found)  # what the failed call took of other partitions is read again
             raise
@@ -175,6 +177,9 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 except BaseException:
                     self.seek(tp, offset)  # what was read of it is read again
                     raise
+                if max_records is not None and len(before) > max_records:
+                    self.seek(tp, before[max_records].offset)  # the rest, and the batch, next time
+                    return {tp: before[:max_records]}, []
                 self.seek(tp, unreadable.last + 1)
                 return ({tp: before} if before else {}), [unreadable]
         raise UnreadableBatchError("a fetched record could not be parsed, and no batch that fails to parse was found")
@@ -190,19 +195,21 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         self, records: Records, found: dict[TopicPartition, int], max_records: int | None
     ) -> TopicPartition | None:
         """The partition of a record out of place in `records`, or None. A call cut by
-        `max_records` right after a record past its batch leaves the position just after it, so
-        the record that ends such a call, if a gap comes before it, is checked in the raw batches
-        (a gap is rare on a topic no transaction writes: a marker, a compacted record)."""
+        `max_records` (or `max_poll_records`) right after a record past its batch leaves the
+        position just after it, so the partition that ends such a call, if its records leave a
+        gap, is checked in the raw batches (a gap is rare on a topic no transaction writes: a
+        marker, a compacted record)."""
         for tp, taken in records.items():
             if not await self._in_place(tp, taken):
                 return tp
-        if max_records is None or not records or sum(map(len, records.values())) < max_records:
+        limit = max_records or getattr(self, "_max_poll_records", None)
+        if limit is None or not records or sum(map(len, records.values())) < limit:
             return None
         tp, taken = next(reversed(records.items()))
-        if tp not in found or len(taken) == 0:
+        if tp not in found or not taken:
             return None
-        before = taken[-2].offset if len(taken) > 1 else found[tp] - 1
-        if taken[-1].offset - before > 1 and await self._unreadable_batch(tp, found[tp]) is not None:
+        gapped = taken[-1].offset != found[tp] + len(taken) - 1  # rising from where the call began
+        if gapped and await self._unreadable_batch(tp, found[tp]) is not None:
             return tp
         return None
 
@@ -255,6 +262,8 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                 parsed = max(offset, getattr(batch, "base_offset", offset)) - 1
                 previous = getattr(batch, "base_offset", offset) - 1
                 try:
+                    if not batch.validate_crc():
+                        raise CorruptRecordException("the batch fails its checksum")  # damaged on disk
                     for record in batch:
                         if not previous < record.offset < batch.next_offset:
                             raise MisplacedRecordError(f"offset {record.offset} is not after {previous} in its batch")
@@ -262,7 +271,8 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
                         parsed = max(parsed, record.offset)
                 except Exception as error:
                     reason = f"{type(error).__name__}: {error}"
-                    return Unreadable(tp.topic, tp.partition, max(offset, parsed + 1), batch.next_offset - 1, reason)
+                    last = batch.next_offset - 1
+                    return Unreadable(tp.topic, tp.partition, min(max(offset, parsed + 1), last), last, reason)
                 reached = batch.next_offset
             if reached == offset:
                 return None  # no whole batch in the answer: the end of the log

@@ -86,7 +86,7 @@ async def test_a_reader_passes_over_an_unreadable_batch_and_keeps_every_other_re
                     read[tp.partition] += [record.value for record in records]
             else:
                 with contextlib.suppress(TimeoutError):
-                    record = await asyncio.wait_for(consumer.getone(), 0.5)
+                    record = await asyncio.wait_for(consumer.getone(), 5)
                     read[record.partition].append(record.value)
             return sum(map(len, read.values()))
 
