@@ -1,6 +1,7 @@
 """An OpenAI-compatible provider on loopback, for what `mock_response` cannot show: a stream long
 and slow enough that a client can hang up in the middle of it, which LiteLLM logs as a provider's
-stream (its mock streams otherwise). Every answer is `tokens` chunks of one word, then the usage."""
+stream (its mock streams otherwise). Every answer is `tokens` chunks of a word each (fewer if the
+request's `max_tokens` says so), then the usage."""
 
 import asyncio
 import json
