@@ -18,7 +18,8 @@ sought back to where the call found it (one assigned during the call, in a rebal
 committed offset), the broker is asked for the failing partition's raw batches from there (one
 Fetch, by aiokafka's own client), and the first batch that does not parse, or holds a record out
 of place, is the unreadable one: its records from the first that fails to the end of the batch
-are passed over (a batch has one writer, and aiokafka cannot read past a bad record within it).
+are passed over (a batch has one writer, and aiokafka cannot read past a bad record within it),
+with the batches right after it that fail from their first record.
 The records before it are read one at a time, as aiokafka gives them, then the consumer is
 sought past the batch. The call returns those records, and reports the range passed over as an
 `Unreadable` to whoever reads.
@@ -51,6 +52,8 @@ MOST_LOGGED = 100
 """Ranges a consumer logs passing over (unless told to do otherwise with them): a writer that
 sends more cannot fill the log."""
 
+MOST_PASSED = 1_000
+"""Unreadable batches in a row one call passes over at most."""
 FETCH_BYTES = 1 << 20
 """aiokafka's `max_partition_fetch_bytes` unless the consumer is given another."""
 GETONE_WAIT_MS = 1_000
@@ -170,18 +173,18 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         for tp, offset in found.items():
             if tp not in self.assignment():
                 continue  # revoked during the call: another reader reads it now
-            unreadable = await self._unreadable_batch(tp, offset)
-            if unreadable is not None:
+            passed = await self._unreadable_batches(tp, offset)
+            if passed:
                 try:
-                    before = await self._read_up_to(tp, unreadable.first)
+                    before = await self._read_up_to(tp, passed[0].first)
                 except BaseException:
                     self.seek(tp, offset)  # what was read of it is read again
                     raise
                 if max_records is not None and len(before) > max_records:
                     self.seek(tp, before[max_records].offset)  # the rest, and the batch, next time
                     return {tp: before[:max_records]}, []
-                self.seek(tp, unreadable.last + 1)
-                return ({tp: before} if before else {}), [unreadable]
+                self.seek(tp, passed[-1].last + 1)
+                return ({tp: before} if before else {}), passed
         raise UnreadableBatchError("a fetched record could not be parsed, and no batch that fails to parse was found")
 
     def _seek_back(self, found: dict[TopicPartition, int]) -> None:
@@ -209,7 +212,7 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         if tp not in found or not taken:
             return None
         gapped = taken[-1].offset != found[tp] + len(taken) - 1  # rising from where the call began
-        if gapped and await self._unreadable_batch(tp, found[tp]) is not None:
+        if gapped and await self._unreadable_batches(tp, found[tp]):
             return tp
         return None
 
@@ -244,41 +247,39 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
         if starts:
             await self.seek_to_beginning(*starts)
 
-    async def _unreadable_batch(self, tp: TopicPartition, offset: int) -> Unreadable | None:
+    async def _unreadable_batches(self, tp: TopicPartition, offset: int) -> list[Unreadable]:
         """The first batch of `tp` at or after `offset` that does not parse, from the broker's raw
-        fetches: its records from the first that fails to its end. None if none within what
-        aiokafka could have fetched from there, or the broker did not answer."""
+        fetches: its records from the first that fails to its end; then each batch right after
+        it in the same answer that fails from its first record, up to `MOST_PASSED` (so a writer
+        of many such batches costs one call, not one each). Empty if none within what aiokafka
+        could have fetched from there, or the broker did not answer."""
         scanned = 0
         while scanned < self._fetch_bytes:
             raw = await self._fetch_raw(tp, offset)
             if not raw:
-                return None
+                return []
             records = MemoryRecords(raw)
             reached = offset
-            while records.has_next():
+            passed: list[Unreadable] = []
+            while records.has_next() and len(passed) < MOST_PASSED:
                 batch = records.next_batch()
                 if batch is None or batch.next_offset <= offset:
                     continue
-                parsed = max(offset, getattr(batch, "base_offset", offset)) - 1
-                previous = getattr(batch, "base_offset", offset) - 1
-                try:
-                    if not batch.validate_crc():
-                        raise CorruptRecordException("the batch fails its checksum")  # damaged on disk
-                    for record in batch:
-                        if not previous < record.offset < batch.next_offset:
-                            raise MisplacedRecordError(f"offset {record.offset} is not after {previous} in its batch")
-                        previous = record.offset
-                        parsed = max(parsed, record.offset)
-                except Exception as error:
-                    reason = f"{type(error).__name__}: {error}"
-                    last = batch.next_offset - 1
-                    return Unreadable(tp.topic, tp.partition, min(max(offset, parsed + 1), last), last, reason)
-                reached = batch.next_offset
+                failure = _failure(batch, offset)
+                start = max(offset, getattr(batch, "base_offset", offset))
+                if failure is None or (passed and failure[0] != start):
+                    if passed:
+                        break
+                    reached = batch.next_offset
+                    continue
+                passed.append(Unreadable(tp.topic, tp.partition, failure[0], batch.next_offset - 1, failure[1]))
+            if passed:
+                return passed
             if reached == offset:
-                return None  # no whole batch in the answer: the end of the log
+                return []  # no whole batch in the answer: the end of the log
             scanned += len(raw)
             offset = reached
-        return None
+        return []
 
     async def _fetch_raw(self, tp: TopicPartition, offset: int) -> bytes | None:
         """The record batches of `tp` from `offset`, as the broker sends them (aiokafka's client,
@@ -324,3 +325,20 @@ class TolerantConsumer(AIOKafkaConsumer):  # type: ignore[misc]
             if record.offset >= first or (before and record.offset <= before[-1].offset):
                 return before  # it, or past it: the caller seeks past the batch, before this record
             before.append(record)
+
+
+def _failure(batch: Any, offset: int) -> tuple[int, str] | None:
+    """Where the raw `batch` (read from `offset`) stops parsing, and why; None if it parses."""
+    base = getattr(batch, "base_offset", offset)
+    parsed, previous = max(offset, base) - 1, base - 1
+    try:
+        if not batch.validate_crc():
+            raise CorruptRecordException("the batch fails its checksum")  # damaged on disk
+        for record in batch:
+            if not previous < record.offset < batch.next_offset:
+                raise MisplacedRecordError(f"offset {record.offset} is not after {previous} in its batch")
+            previous = record.offset
+            parsed = max(parsed, record.offset)
+    except Exception as error:
+        return min(max(offset, parsed + 1), batch.next_offset - 1), f"{type(error).__name__}: {error}"
+    return None

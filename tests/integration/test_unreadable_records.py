@@ -139,6 +139,37 @@ async def test_a_record_past_its_batch_is_passed_over_when_a_call_ends_on_it(kaf
     assert "MisplacedRecordError" in passed_over[0].reason
 
 
+async def test_unreadable_batches_in_a_row_are_passed_over_in_one_call(kafka_broker: str, make_topics) -> None:
+    # given a good record, thirty batches of one unreadable record each (a writer flooding the
+    # partition with them), and good records after them
+    topic = (await make_topics(kafka_broker, 1)).events
+    await produce_batch(kafka_broker, topic, 0, [b"good-0"], unreadable=set())
+    flood = [await produce_batch(kafka_broker, topic, 0, [b"bad"], unreadable={0}) for _ in range(30)]
+    await produce_batch(kafka_broker, topic, 0, [b"good-1", b"good-2"], unreadable=set())
+
+    # when a consumer reads them
+    consumer = reader_from_start(kafka_broker, topic, [])
+    calls_passing_over: list[list[Unreadable]] = []
+    read: list[bytes] = []
+    await consumer.start()
+    try:
+
+        async def read_on() -> int:
+            records, passed_over = await consumer.read(timeout_ms=500)
+            read.extend(record.value for taken in records.values() for record in taken)
+            if passed_over:
+                calls_passing_over.append(passed_over)
+            return len(read)
+
+        await eventually(read_on, lambda count: count >= 3, within=60, what="the three good records read")
+    finally:
+        await consumer.stop()
+
+    # then the good records are read, and one call passes over the thirty, each its own range
+    assert read == [b"good-0", b"good-1", b"good-2"]
+    assert [[(u.first, u.last) for u in passed] for passed in calls_passing_over] == [[(at, at) for at in flood]]
+
+
 @pytest.mark.parametrize("crafted", READ_AS)
 async def test_the_aggregator_dead_letters_an_unreadable_batch_and_counts_every_other_event(
     kafka_broker: str,
