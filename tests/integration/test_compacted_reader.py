@@ -8,11 +8,20 @@ import logging
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
-from spendpipe.platform.compacted import CompactedTopicReader, TopicRecord
+from spendpipe.platform.compacted import CompactedTopicReader, OnRecord, TopicRecord
 from spendpipe.platform.kafka import KafkaSettings
 from tests.support.pipeline import produce_records
 from tests.support.raw_records import produce_batch
 from tests.support.waiting import eventually
+
+
+async def caught_up(bootstrap: str, topic: str, apply: OnRecord, caplog: pytest.LogCaptureFixture) -> tuple[int, int]:
+    """A reader of `topic` caught up once, its errors logged to `caplog`: records read, skipped."""
+    async with CompactedTopicReader(
+        kafka=KafkaSettings(bootstrap_servers=bootstrap), topic=topic, on_record=apply
+    ) as reader:
+        with caplog.at_level(logging.ERROR, logger="spendpipe.platform.compacted"):
+            return await reader.catch_up(), reader.skipped
 
 
 async def test_a_record_its_reader_raises_on_is_passed_over_and_logged(
@@ -25,15 +34,11 @@ async def test_a_record_its_reader_raises_on_is_passed_over_and_logged(
     def apply(record: TopicRecord) -> None:
         applied.append(int(record.value or b"").to_bytes())  # int() raises on the crafted value
 
-    async with CompactedTopicReader(
-        kafka=KafkaSettings(bootstrap_servers=kafka_broker), topic=topics.decisions, on_record=apply
-    ) as reader:
-        with caplog.at_level(logging.ERROR, logger="spendpipe.platform.compacted"):
-            read = await reader.catch_up()
+    read, skipped = await caught_up(kafka_broker, topics.decisions, apply, caplog)
 
     assert read == 3
     assert applied == [b"\x01", b"\x03"]
-    assert reader.skipped == 1
+    assert skipped == 1
     assert f"skipped a record of {topics.decisions} it could not apply (partition 0, offset 1)" in caplog.text
 
 
@@ -49,15 +54,11 @@ async def test_records_the_consumer_cannot_parse_are_passed_over_and_logged(
     def apply(record: TopicRecord) -> None:
         applied.append(record.value or b"")
 
-    async with CompactedTopicReader(
-        kafka=KafkaSettings(bootstrap_servers=kafka_broker), topic=topics.decisions, on_record=apply
-    ) as reader:
-        with caplog.at_level(logging.ERROR, logger="spendpipe.platform.compacted"):
-            read = await reader.catch_up()
+    read, skipped = await caught_up(kafka_broker, topics.decisions, apply, caplog)
 
     assert read == 2
     assert applied == [b"1", b"4"]
-    assert reader.skipped == 1
+    assert skipped == 1
     assert (
         f"skipped records of {topics.decisions} it could not read: {topics.decisions}[0] offsets {first}-{first + 1}"
         in caplog.text
